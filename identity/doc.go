@@ -1,0 +1,33 @@
+// Package identity is the trust layer of medmesh: the trust's certificate
+// authority (root and per-site issuing CAs), device keys, PKCS#10 enrolment
+// requests, device certificates, revocation lists, and the one admission
+// check every other layer calls before it talks to a peer.
+//
+// Everything is standard X.509 (crypto/x509), so a trust's PKI tools
+// (`openssl x509 -text`, `openssl crl -text`) read every file we write.
+//
+// A device certificate binds:
+//   - the device's Ed25519 identity key, which is its libp2p identity: the
+//     peer ID is derived from the certificate's public key;
+//   - a staff member, in the subject: CN = name, serialNumber (2.5.4.5) =
+//     staff ID, OU = department, L = site, O = trust;
+//   - medmesh extensions, all non-critical so other tools still parse them.
+//
+// The medmesh OIDs sit in the IANA experimental arc 1.3.6.1.3 until the
+// project registers a Private Enterprise Number; changing them is a breaking
+// change of the certificate format:
+//
+//	1.3.6.1.3.7626.1.1  roles         SEQUENCE OF UTF8String
+//	1.3.6.1.3.7626.1.2  KEM key       SEQUENCE { kem INTEGER, key OCTET STRING }
+//	                                  (HPKE KEM identifier and its serialised
+//	                                  public key; MLKEM768-X25519 = 0x647a)
+//	1.3.6.1.3.7626.1.3  registration  UTF8String (professional registration)
+//
+// The CSR carries the KEM key and registration in an extensionRequest
+// attribute; the CA copies them, adds the roles it grants and the trust name.
+//
+// Invariants: no network I/O, no goroutines, no logging. Functions return
+// values and the named errors of errors.go; secrets never appear in errors.
+// Admission is decided only by Trust.Admit; a CRL replaces an older one only
+// when it is signed by the CA it names and carries a higher CRL number.
+package identity

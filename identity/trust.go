@@ -1,0 +1,244 @@
+package identity
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Trust is what a device trusts: its roots (several for federated trusts),
+// the issuing CAs it has verified under them, and the newest CRL of each CA.
+// It is safe for concurrent use; one mutex guards the CRL and CA maps.
+type Trust struct {
+	roots *x509.CertPool
+	list  []*x509.Certificate
+
+	mu   sync.RWMutex
+	cas  map[string]*x509.Certificate // subject key ID → verified CA certificate
+	crls map[string]*crl              // issuer subject key ID → newest CRL
+}
+
+type crl struct {
+	list    *x509.RevocationList
+	revoked map[string]struct{} // serial bytes
+}
+
+// NewTrust trusts the given root certificates.
+func NewTrust(roots []*x509.Certificate) (*Trust, error) {
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("%w: no trust roots", ErrUnknownCA)
+	}
+	t := &Trust{roots: x509.NewCertPool(), cas: map[string]*x509.Certificate{}, crls: map[string]*crl{}}
+	for _, r := range roots {
+		if !r.IsCA || len(r.SubjectKeyId) == 0 {
+			return nil, fmt.Errorf("trust root %q: %w: not a CA with a subject key ID", r.Subject.CommonName, ErrKeyUsage)
+		}
+		t.roots.AddCert(r)
+		t.list = append(t.list, r)
+		t.cas[string(r.SubjectKeyId)] = r
+	}
+	return t, nil
+}
+
+// Roots returns the trust roots.
+func (t *Trust) Roots() []*x509.Certificate { return t.list }
+
+// CRLNumber is the number of the newest CRL known from the CA with the given
+// subject key ID, or nil.
+func (t *Trust) CRLNumber(caKeyID []byte) *big.Int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if c := t.crls[string(caKeyID)]; c != nil {
+		return c.list.Number
+	}
+	return nil
+}
+
+// CRLs returns the newest CRL of every CA, as DER, for exchange with peers.
+func (t *Trust) CRLs() [][]byte {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([][]byte, 0, len(t.crls))
+	for _, c := range t.crls {
+		out = append(out, c.list.Raw)
+	}
+	return out
+}
+
+// UpdateCRL installs l if it is signed by a CA this trust knows and its
+// number is higher than the newest CRL held from that CA. It reports whether
+// l replaced the old one; an older or equal CRL is ignored without error.
+func (t *Trust) UpdateCRL(l *x509.RevocationList) (bool, error) {
+	if l.Number == nil || len(l.AuthorityKeyId) == 0 {
+		return false, fmt.Errorf("CRL: %w: no number or authority key ID", ErrMalformed)
+	}
+	t.mu.RLock()
+	issuer := t.cas[string(l.AuthorityKeyId)]
+	old := t.crls[string(l.AuthorityKeyId)]
+	t.mu.RUnlock()
+	if issuer == nil {
+		return false, fmt.Errorf("CRL from %q: %w", l.Issuer.CommonName, ErrUnknownCA)
+	}
+	if old != nil && l.Number.Cmp(old.list.Number) <= 0 {
+		return false, nil
+	}
+	if err := l.CheckSignatureFrom(issuer); err != nil {
+		return false, fmt.Errorf("CRL from %q: %w: %v", l.Issuer.CommonName, ErrBadSignature, err)
+	}
+	c := &crl{list: l, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
+	for _, e := range l.RevokedCertificateEntries {
+		c.revoked[string(e.SerialNumber.Bytes())] = struct{}{}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur := t.crls[string(l.AuthorityKeyId)]; cur != nil && l.Number.Cmp(cur.list.Number) <= 0 {
+		return false, nil // a newer one won a race
+	}
+	t.crls[string(l.AuthorityKeyId)] = c
+	return true, nil
+}
+
+// AddIssuers verifies the CA certificates of a presented chain against the
+// roots and remembers those that verify, so their CRLs can be checked. It
+// returns nothing: certificates that do not verify are simply not learnt.
+func (t *Trust) AddIssuers(chain []*x509.Certificate, now time.Time) {
+	for _, c := range chain {
+		if !c.IsCA || len(c.SubjectKeyId) == 0 {
+			continue
+		}
+		t.mu.RLock()
+		_, known := t.cas[string(c.SubjectKeyId)]
+		t.mu.RUnlock()
+		if known {
+			continue
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: t.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			continue
+		}
+		t.mu.Lock()
+		t.cas[string(c.SubjectKeyId)] = c
+		t.mu.Unlock()
+	}
+}
+
+// Admit is the admission check: it verifies a presented certificate chain
+// (device first) against the roots and the newest CRLs at time now, checks
+// that the device key is the peer ID the transport proved, and returns the
+// verified staff identity. Errors wrap one of ErrMalformed, ErrUnknownCA,
+// ErrBadSignature, ErrExpired, ErrNotYetValid, ErrRevoked, ErrPeerMismatch,
+// ErrKeyUsage, ErrChainTooLong or ErrNotStaff.
+func (t *Trust) Admit(chain []*x509.Certificate, id peer.ID, now time.Time) (*Staff, error) {
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%w: empty certificate chain", ErrMalformed)
+	}
+	if len(chain) > maxChainLength {
+		return nil, fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), maxChainLength)
+	}
+	leaf := chain[0]
+	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return nil, fmt.Errorf("device certificate: %w", ErrKeyUsage)
+	}
+	staff, err := StaffFromCert(leaf)
+	if err != nil {
+		return nil, err
+	}
+	if staff.PeerID != id {
+		return nil, fmt.Errorf("%w: certificate is for %s, transport proved %s", ErrPeerMismatch, staff.PeerID, id)
+	}
+	for _, c := range chain {
+		if err := checkTime(c, now); err != nil {
+			return nil, err
+		}
+	}
+	opts := x509.VerifyOptions{Roots: t.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	if len(chain) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range chain[1:] {
+			// A presented root is never an anchor, and offering it as an
+			// intermediate would cost x509 one more signature check.
+			if !bytes.Equal(c.RawIssuer, c.RawSubject) {
+				opts.Intermediates.AddCert(c)
+			}
+		}
+	}
+	verified, err := leaf.Verify(opts)
+	if err != nil {
+		return nil, t.diagnose(chain, err)
+	}
+	path := verified[0]
+	if len(path) > maxChainLength {
+		return nil, fmt.Errorf("%w: path of %d certificates", ErrChainTooLong, len(path))
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for i := 0; i+1 < len(path); i++ {
+		c := t.crls[string(path[i+1].SubjectKeyId)]
+		if c == nil {
+			continue
+		}
+		if _, ok := c.revoked[string(path[i].SerialNumber.Bytes())]; ok {
+			what := "device certificate"
+			if i > 0 {
+				what = "issuing CA " + path[i].Subject.CommonName
+			}
+			return nil, fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(path[i].SerialNumber), ErrRevoked, c.list.Number)
+		}
+	}
+	return staff, nil
+}
+
+func checkTime(c *x509.Certificate, now time.Time) error {
+	switch {
+	case now.Before(c.NotBefore):
+		return fmt.Errorf("certificate %q: %w until %s", c.Subject.CommonName, ErrNotYetValid, c.NotBefore.UTC().Format(time.RFC3339))
+	case now.After(c.NotAfter):
+		return fmt.Errorf("certificate %q: %w on %s", c.Subject.CommonName, ErrExpired, c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// diagnose turns a failed x509 verification into a named error. It runs
+// only on failure, so the success path pays for one verification.
+func (t *Trust) diagnose(chain []*x509.Certificate, err error) error {
+	var inv x509.CertificateInvalidError
+	if errors.As(err, &inv) {
+		switch inv.Reason {
+		case x509.Expired:
+			return fmt.Errorf("%w: %v", ErrExpired, err)
+		case x509.TooManyIntermediates:
+			return fmt.Errorf("%w: %v", ErrChainTooLong, err)
+		case x509.IncompatibleUsage, x509.NotAuthorizedToSign, x509.CANotAuthorizedForThisName:
+			return fmt.Errorf("%w: %v", ErrKeyUsage, err)
+		}
+	}
+	// Find who claims to have issued each certificate; if we know the
+	// claimed issuer but its signature does not check, the bytes were forged
+	// or altered; otherwise the issuer is not one we trust.
+	t.mu.RLock()
+	known := make([]*x509.Certificate, 0, len(t.cas)+len(chain))
+	for _, c := range t.cas {
+		known = append(known, c)
+	}
+	t.mu.RUnlock()
+	known = append(known, chain[1:]...)
+	for _, c := range chain {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) {
+			continue // a presented root is never an anchor; only our roots are
+		}
+		for _, iss := range known {
+			if !bytes.Equal(c.RawIssuer, iss.RawSubject) || (len(c.AuthorityKeyId) > 0 && !bytes.Equal(c.AuthorityKeyId, iss.SubjectKeyId)) {
+				continue
+			}
+			if c.CheckSignatureFrom(iss) != nil {
+				return fmt.Errorf("certificate %q: %w", c.Subject.CommonName, ErrBadSignature)
+			}
+		}
+	}
+	return fmt.Errorf("%w: %v", ErrUnknownCA, err)
+}
