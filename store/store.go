@@ -1,0 +1,486 @@
+// Package store keeps a device's data encrypted at rest, as a go-datastore
+// Batching wrapper over any Batching backend (embedded default: pebble).
+//
+// Values are sealed with XChaCha20-Poly1305 under a random data key, with the
+// stored key name as associated data, so a value cannot be moved to another
+// key. Key names are keyed hashes, chained per path component, so prefix
+// queries on component boundaries still work but no name reveals content;
+// the original key travels inside the sealed value. The data key is wrapped
+// (argon2id from the device passphrase) in its own small file beside the data
+// — not inside the LSM tree, which keeps old values until compaction — and
+// Wipe overwrites, fsyncs and unlinks that file, so the data can never be read
+// again.
+//
+// Writes are not fsynced one by one: a Batch commit is one fsync (group
+// commit). Store is safe for concurrent use as far as its backend is.
+package store
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/hkdf"
+
+	"github.com/medmesh/medmesh/internal/atomicfile"
+	"github.com/medmesh/medmesh/keywrap"
+)
+
+// Files inside the store directory.
+const (
+	KeyFile = "key"  // the wrapped data key
+	DataDir = "data" // the embedded pebble database
+)
+
+const keyLabel = "medmesh store data key"
+
+// Errors.
+var (
+	ErrCorrupt = errors.New("store value fails authentication (corrupt or tampered store)")
+	ErrOrphan  = errors.New("store data present without its key (wiped store?)")
+	ErrWiped   = errors.New("store wiped")
+)
+
+// Store is an encrypting datastore. Create it with Open.
+type Store struct {
+	backend ds.Batching
+	owned   bool // we opened backend and close it
+	dir     string
+
+	mu      sync.RWMutex // guards aead and nameKey against Wipe
+	aead     aeadCipher
+	macs     sync.Pool // of keyed HMAC-SHA256 for key names
+	parents  sync.Map  // parent key → its hashed name
+	nparents atomic.Int64
+}
+
+type aeadCipher interface {
+	Seal(dst, nonce, plaintext, additionalData []byte) []byte
+	Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
+}
+
+// Option configures Open.
+type Option func(*config) error
+
+type config struct {
+	backend ds.Batching
+	kdf     keywrap.Params
+}
+
+// WithBackend uses b instead of the embedded pebble database. The caller
+// keeps ownership of b.
+func WithBackend(b ds.Batching) Option {
+	return func(c *config) error { c.backend = b; return nil }
+}
+
+// WithKDF sets the argon2id cost used when a new data key is wrapped.
+func WithKDF(p keywrap.Params) Option {
+	return func(c *config) error { c.kdf = p; return nil }
+}
+
+// Open opens (or creates) the encrypted store in dir, unwrapping its data key
+// with passphrase.
+func Open(dir string, passphrase []byte, opts ...Option) (*Store, error) {
+	c := config{kdf: keywrap.DefaultParams}
+	for _, o := range opts {
+		if err := o(&c); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	dataKey, err := loadOrCreateKey(dir, passphrase, c)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{backend: c.backend, dir: dir}
+	if err := s.setKeys(dataKey); err != nil {
+		return nil, err
+	}
+	if s.backend == nil {
+		p, err := pebbleds.NewDatastore(filepath.Join(dir, DataDir))
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+		s.backend, s.owned = p, true
+	}
+	return s, nil
+}
+
+func loadOrCreateKey(dir string, passphrase []byte, c config) ([]byte, error) {
+	path := filepath.Join(dir, KeyFile)
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		return keywrap.Open(passphrase, raw, keyLabel)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if c.backend == nil {
+		if ents, _ := os.ReadDir(filepath.Join(dir, DataDir)); len(ents) > 0 {
+			return nil, ErrOrphan
+		}
+	}
+	key := make([]byte, chacha20poly1305.KeySize)
+	rand.Read(key)
+	sealed, err := keywrap.Seal(passphrase, key, keyLabel, c.kdf)
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.CreateExclusive(path, sealed, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// setKeys derives the value cipher and the name-hashing key from the data key.
+func (s *Store) setKeys(dataKey []byte) error {
+	valueKey := make([]byte, chacha20poly1305.KeySize)
+	nameKey := make([]byte, 32)
+	r := hkdf.New(sha256.New, dataKey, nil, []byte("medmesh store v1"))
+	if _, err := r.Read(valueKey); err != nil {
+		return err
+	}
+	if _, err := r.Read(nameKey); err != nil {
+		return err
+	}
+	s.macs.New = func() any { return hmac.New(sha256.New, nameKey) }
+	a, err := chacha20poly1305.NewX(valueKey)
+	if err != nil {
+		return err
+	}
+	s.aead = a
+	clear(dataKey)
+	clear(valueKey)
+	return nil
+}
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// hashKey maps a key to its stored name: each component is replaced by a
+// keyed hash chained over its parents.
+func (s *Store) hashKey(k ds.Key) (ds.Key, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.aead == nil {
+		return ds.Key{}, ErrWiped
+	}
+	h := s.macs.Get().(hash.Hash)
+	defer s.macs.Put(h)
+	// Keys under one parent are common (ops of one conversation): hash the
+	// parent once and remember it.
+	parent := k.Parent()
+	if parent.String() == "/" || k.String() == "/" {
+		return hashWith(h, k, ds.Key{}), nil
+	}
+	if hp, ok := s.parents.Load(parent.String()); ok {
+		return hashWith(h, ds.NewKey(k.BaseNamespace()), hp.(ds.Key)), nil
+	}
+	hp := hashWith(h, parent, ds.Key{})
+	if s.nparents.Add(1) < maxParentCache {
+		s.parents.Store(parent.String(), hp)
+	}
+	return hashWith(h, ds.NewKey(k.BaseNamespace()), hp), nil
+}
+
+// maxParentCache bounds the parent-name cache.
+const maxParentCache = 4096
+
+// hashWith hashes the components of k with h, a keyed HMAC reset between
+// components, continuing the chain of the already hashed parent hp.
+func hashWith(h hash.Hash, k ds.Key, hp ds.Key) ds.Key {
+	var b strings.Builder
+	var prev, sum [32]byte
+	var enc [26]byte
+	if hp.String() != "/" && hp.String() != "" {
+		b.WriteString(hp.String())
+		b32.Decode(prev[:], []byte(hp.BaseNamespace()))
+	}
+	for _, comp := range k.List() {
+		if comp == "" {
+			continue // the root key "/" has one empty component
+		}
+		h.Reset()
+		h.Write(prev[:16])
+		h.Write([]byte(comp))
+		h.Sum(sum[:0])
+		copy(prev[:16], sum[:16])
+		b32.Encode(enc[:], prev[:16])
+		b.WriteByte('/')
+		b.Write(enc[:])
+	}
+	if b.Len() == 0 {
+		return ds.NewKey("/")
+	}
+	return ds.RawKey(b.String())
+}
+
+// seal encrypts key and value under the stored name, in one allocation.
+func (s *Store) seal(k, stored ds.Key, value []byte) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.aead == nil {
+		return nil, ErrWiped
+	}
+	kb := k.String()
+	const ns = chacha20poly1305.NonceSizeX
+	buf := make([]byte, ns, ns+binary.MaxVarintLen64+len(kb)+len(value)+chacha20poly1305.Overhead)
+	rand.Read(buf)
+	buf = binary.AppendUvarint(buf, uint64(len(kb)))
+	buf = append(buf, kb...)
+	buf = append(buf, value...)
+	return s.aead.Seal(buf[:ns], buf[:ns], buf[ns:], []byte(stored.String())), nil
+}
+
+// open decrypts a stored value and returns the original key and value.
+func (s *Store) open(stored ds.Key, sealed []byte) (ds.Key, []byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.aead == nil {
+		return ds.Key{}, nil, ErrWiped
+	}
+	if len(sealed) < chacha20poly1305.NonceSizeX+chacha20poly1305.Overhead {
+		return ds.Key{}, nil, fmt.Errorf("%w: %s", ErrCorrupt, stored)
+	}
+	plain, err := s.aead.Open(nil, sealed[:chacha20poly1305.NonceSizeX], sealed[chacha20poly1305.NonceSizeX:], stored.Bytes())
+	if err != nil {
+		return ds.Key{}, nil, fmt.Errorf("%w: %s", ErrCorrupt, stored)
+	}
+	n, w := binary.Uvarint(plain)
+	if w <= 0 || n > uint64(len(plain)-w) {
+		return ds.Key{}, nil, fmt.Errorf("%w: %s", ErrCorrupt, stored)
+	}
+	return ds.RawKey(string(plain[w : w+int(n)])), plain[w+int(n):], nil
+}
+
+// Get implements ds.Read.
+func (s *Store) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	stored, err := s.hashKey(k)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := s.backend.Get(ctx, stored)
+	if err != nil {
+		return nil, err
+	}
+	orig, v, err := s.open(stored, sealed)
+	if err != nil {
+		return nil, err
+	}
+	if !orig.Equal(k) {
+		return nil, fmt.Errorf("%w: %s", ErrCorrupt, stored)
+	}
+	return v, nil
+}
+
+// Has implements ds.Read.
+func (s *Store) Has(ctx context.Context, k ds.Key) (bool, error) {
+	stored, err := s.hashKey(k)
+	if err != nil {
+		return false, err
+	}
+	return s.backend.Has(ctx, stored)
+}
+
+// GetSize implements ds.Read.
+func (s *Store) GetSize(ctx context.Context, k ds.Key) (int, error) {
+	v, err := s.Get(ctx, k)
+	if err != nil {
+		return -1, err
+	}
+	return len(v), nil
+}
+
+// Put implements ds.Write.
+func (s *Store) Put(ctx context.Context, k ds.Key, value []byte) error {
+	stored, err := s.hashKey(k)
+	if err != nil {
+		return err
+	}
+	sealed, err := s.seal(k, stored, value)
+	if err != nil {
+		return err
+	}
+	return s.backend.Put(ctx, stored, sealed)
+}
+
+// Delete implements ds.Write.
+func (s *Store) Delete(ctx context.Context, k ds.Key) error {
+	stored, err := s.hashKey(k)
+	if err != nil {
+		return err
+	}
+	return s.backend.Delete(ctx, stored)
+}
+
+// Sync implements ds.Datastore.
+func (s *Store) Sync(ctx context.Context, prefix ds.Key) error {
+	stored, err := s.hashKey(prefix)
+	if err != nil {
+		return err
+	}
+	return s.backend.Sync(ctx, stored)
+}
+
+// Query implements ds.Read. The prefix is applied by the backend on hashed
+// names; filters, orders, offset and limit are applied here on plaintext.
+func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	prefix, err := s.hashKey(ds.NewKey(q.Prefix))
+	if err != nil {
+		return nil, err
+	}
+	inner, err := s.backend.Query(ctx, query.Query{Prefix: prefix.String()})
+	if err != nil {
+		return nil, err
+	}
+	decrypted := query.ResultsFromIterator(query.Query{}, query.Iterator{
+		Next: func() (query.Result, bool) {
+			r, ok := inner.NextSync()
+			if !ok {
+				return r, false
+			}
+			if r.Error == nil {
+				var k ds.Key
+				k, r.Value, r.Error = s.open(ds.RawKey(r.Key), r.Value)
+				r.Key, r.Size = k.String(), len(r.Value)
+				if q.KeysOnly {
+					r.Value = nil
+				}
+			}
+			if r.Error != nil {
+				r.Entry = query.Entry{}
+			}
+			return r, true
+		},
+		Close: inner.Close,
+	})
+	rest := q
+	rest.Prefix = ""
+	return query.ResultsReplaceQuery(query.NaiveQueryApply(rest, decrypted), q), nil
+}
+
+// Batch implements ds.Batching. Commit writes the batch and fsyncs once.
+func (s *Store) Batch(ctx context.Context) (ds.Batch, error) {
+	b, err := s.backend.Batch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &batch{s: s, b: b}, nil
+}
+
+type batch struct {
+	s *Store
+	b ds.Batch
+}
+
+func (b *batch) Put(ctx context.Context, k ds.Key, value []byte) error {
+	stored, err := b.s.hashKey(k)
+	if err != nil {
+		return err
+	}
+	sealed, err := b.s.seal(k, stored, value)
+	if err != nil {
+		return err
+	}
+	return b.b.Put(ctx, stored, sealed)
+}
+
+func (b *batch) Delete(ctx context.Context, k ds.Key) error {
+	stored, err := b.s.hashKey(k)
+	if err != nil {
+		return err
+	}
+	return b.b.Delete(ctx, stored)
+}
+
+func (b *batch) Commit(ctx context.Context) error {
+	if err := b.b.Commit(ctx); err != nil {
+		return err
+	}
+	return b.s.backend.Sync(ctx, ds.NewKey("/"))
+}
+
+// Close closes the backend if Open created it.
+func (s *Store) Close() error {
+	if s.owned {
+		s.owned = false
+		return s.backend.Close()
+	}
+	return nil
+}
+
+// Wipe destroys the store: the wrapped data key is overwritten with random
+// bytes, fsynced and unlinked; the keys are dropped from memory; the backend
+// is closed and the embedded database removed. Whatever copies of the
+// ciphertext remain can never be decrypted.
+func (s *Store) Wipe() error {
+	s.mu.Lock()
+	s.aead = nil
+	s.macs.New = func() any { return nil }
+	s.parents.Clear()
+	s.mu.Unlock()
+	path := filepath.Join(s.dir, KeyFile)
+	err := shred(path)
+	owned := s.owned
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if owned {
+		if rerr := os.RemoveAll(filepath.Join(s.dir, DataDir)); err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("wipe store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+func shred(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		noise := make([]byte, max(st.Size(), 64))
+		rand.Read(noise)
+		if _, err = f.WriteAt(noise, 0); err == nil {
+			err = f.Sync()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.Remove(path); err == nil {
+		err = rerr
+	}
+	if err == nil {
+		if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+			err = d.Sync()
+			d.Close()
+		}
+	}
+	return err
+}
+
+var _ ds.Batching = (*Store)(nil)
