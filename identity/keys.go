@@ -7,10 +7,10 @@ import (
 	"encoding/pem"
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/keywrap"
 )
 
@@ -77,7 +77,7 @@ func (k *DeviceKey) Marshal(passphrase []byte, p keywrap.Params) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("serialise KEM key: %w", err)
 	}
-	plain, err := detEnc.Marshal(deviceKeyFile{Seed: k.Identity.Seed(), KEMID: KEMID, KEM: kem})
+	plain, err := detcbor.Marshal(deviceKeyFile{Seed: k.Identity.Seed(), KEMID: KEMID, KEM: kem})
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func ParseDeviceKey(data, passphrase []byte) (*DeviceKey, error) {
 		return nil, err
 	}
 	var f deviceKeyFile
-	if err := strictDec.Unmarshal(plain, &f); err != nil {
+	if err := detcbor.Unmarshal(plain, &f, 8192); err != nil {
 		return nil, fmt.Errorf("device key: %w: %v", ErrMalformed, err)
 	}
 	if len(f.Seed) != ed25519.SeedSize || f.KEMID != KEMID {
@@ -137,27 +137,4 @@ func openPEM(kind string, data, passphrase []byte) ([]byte, error) {
 		return nil, fmt.Errorf("open %s: %w", kind, err)
 	}
 	return plain, nil
-}
-
-var (
-	detEnc    cbor.EncMode
-	strictDec cbor.DecMode
-)
-
-func init() {
-	var err error
-	if detEnc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	if strictDec, err = (cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-	}).DecMode(); err != nil {
-		panic(err)
-	}
 }

@@ -7,13 +7,13 @@
 package keywrap
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/crypto/argon2"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -58,29 +58,6 @@ type sealed struct {
 	Box       []byte `cbor:"7,keyasint"`
 }
 
-var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
-)
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	if decMode, err = (cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-	}).DecMode(); err != nil {
-		panic(err)
-	}
-}
-
 // Seal encrypts secret under passphrase with the given parameters. label is
 // bound as associated data and must be given again to Open.
 func Seal(passphrase, secret []byte, label string, p Params) ([]byte, error) {
@@ -99,7 +76,7 @@ func Seal(passphrase, secret []byte, label string, p Params) ([]byte, error) {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	s.Box = aead.Seal(nil, s.Nonce, secret, s.aad(label))
-	return encMode.Marshal(s)
+	return detcbor.Marshal(s)
 }
 
 // Open decrypts what Seal produced.
@@ -123,15 +100,9 @@ func Open(passphrase, data []byte, label string) ([]byte, error) {
 }
 
 func decode(data []byte) (*sealed, error) {
-	if len(data) > maxSealed {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(data), maxSealed)
-	}
 	var s sealed
-	if err := decMode.Unmarshal(data, &s); err != nil {
+	if err := detcbor.Unmarshal(data, &s, maxSealed); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if again, err := encMode.Marshal(s); err != nil || !bytes.Equal(again, data) {
-		return nil, fmt.Errorf("%w: not canonical", ErrMalformed)
 	}
 	if s.Version != version {
 		return nil, fmt.Errorf("%w: version %d", ErrMalformed, s.Version)

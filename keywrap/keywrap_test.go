@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // fast keeps tests quick; the format carries the parameters.
@@ -61,7 +63,7 @@ func TestHostileParamsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.MemoryKiB = maxMemoryKiB + 1
-	evil, _ := encMode.Marshal(s)
+	evil, _ := detcbor.Marshal(s)
 	if _, err := Open([]byte("pass"), evil, "device"); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("err = %v, want ErrMalformed", err)
 	}

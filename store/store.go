@@ -62,7 +62,7 @@ type Store struct {
 	owned   bool // we opened backend and close it
 	dir     string
 
-	mu      sync.RWMutex // guards aead and nameKey against Wipe
+	mu       sync.RWMutex // guards aead and nameKey against Wipe
 	aead     aeadCipher
 	macs     sync.Pool // of keyed HMAC-SHA256 for key names
 	parents  sync.Map  // parent key → its hashed name

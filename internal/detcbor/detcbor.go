@@ -1,0 +1,69 @@
+// Package detcbor is medmesh's one CBOR dialect: core deterministic encoding
+// (RFC 8949 §4.2.1) and strict decoding — size bounded before decoding,
+// limits on nesting and lengths, no duplicate keys, indefinite lengths or
+// tags, unknown fields refused — and every decode re-encodes and compares
+// bytes, so non-canonical input is rejected. Hashes and signatures over
+// encoded bytes therefore have exactly one preimage per value.
+package detcbor
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// ErrNotCanonical means the input decoded but is not the deterministic
+// encoding of what it decodes to.
+var ErrNotCanonical = errors.New("non-canonical CBOR")
+
+// ErrTooLarge means the input exceeds the caller's size bound.
+var ErrTooLarge = errors.New("CBOR input too large")
+
+var (
+	enc cbor.EncMode
+	dec cbor.DecMode
+)
+
+func init() {
+	var err error
+	if enc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	if dec, err = (cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:   8,
+		MaxArrayElements:  65536,
+		MaxMapPairs:       1024,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}).DecMode(); err != nil {
+		panic(err)
+	}
+}
+
+// Marshal encodes v deterministically.
+func Marshal(v any) ([]byte, error) { return enc.Marshal(v) }
+
+// Unmarshal decodes data (at most max bytes) into v, a pointer, and rejects
+// input that is not the canonical encoding of the decoded value.
+func Unmarshal(data []byte, v any, max int) error {
+	if len(data) > max {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), max)
+	}
+	if err := dec.Unmarshal(data, v); err != nil {
+		return err
+	}
+	again, err := enc.Marshal(reflect.ValueOf(v).Elem().Interface())
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(again, data) {
+		return ErrNotCanonical
+	}
+	return nil
+}
