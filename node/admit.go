@@ -1,0 +1,257 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// peerState is what we know of a connected peer. It lives while the peer
+// has at least one connection.
+type peerState struct {
+	decided chan struct{} // closed once admitted or refused
+	sent    bool          // our presentation went out
+	staff   *identity.Staff
+	chain   []*x509.Certificate
+	err     error
+}
+
+func (p *peerState) admitted() bool {
+	select {
+	case <-p.decided:
+		return p.err == nil && p.staff != nil
+	default:
+		return false
+	}
+}
+
+// state returns the peer's state, creating it. Callers hold n.mu.
+func (n *Node) stateLocked(id peer.ID) *peerState {
+	st := n.peers[id]
+	if st == nil {
+		st = &peerState{decided: make(chan struct{})}
+		n.peers[id] = st
+	}
+	return st
+}
+
+// isAdmitted reports whether id is admitted now.
+func (n *Node) isAdmitted(id peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.peers[id]
+	return st != nil && st.admitted()
+}
+
+// awaitAdmitted waits until id is admitted or refused, or the admission
+// window has passed.
+func (n *Node) awaitAdmitted(ctx context.Context, id peer.ID) bool {
+	n.mu.Lock()
+	st := n.stateLocked(id)
+	n.mu.Unlock()
+	t := time.NewTimer(n.cfg.AdmitTimeout + time.Second)
+	defer t.Stop()
+	select {
+	case <-st.decided:
+		return st.admitted()
+	case <-ctx.Done():
+	case <-n.ctx.Done():
+	case <-t.C:
+	}
+	return false
+}
+
+// gate wraps a stream handler so it serves only admitted peers.
+func (n *Node) gate(h network.StreamHandler) network.StreamHandler {
+	return func(s network.Stream) {
+		if !n.awaitAdmitted(n.ctx, s.Conn().RemotePeer()) {
+			s.Reset()
+			return
+		}
+		h(s)
+	}
+}
+
+// onConnected runs for every new connection: refuse blocked peers, present
+// ourselves, and start the admission clock.
+func (n *Node) onConnected(c network.Conn) {
+	id := c.RemotePeer()
+	if n.isBlocked(id) {
+		c.Close()
+		return
+	}
+	n.mu.Lock()
+	st := n.stateLocked(id)
+	send := !st.sent
+	st.sent = true
+	n.mu.Unlock()
+	if send {
+		n.present(id, false)
+	}
+	t := time.NewTimer(n.cfg.AdmitTimeout)
+	defer t.Stop()
+	select {
+	case <-st.decided:
+	case <-t.C:
+		n.refuse(id, st, errors.New("no valid certificate chain presented in time"))
+	case <-n.ctx.Done():
+	}
+}
+
+func (n *Node) onDisconnected(id peer.ID) {
+	if n.host.Network().Connectedness(id) == network.Connected {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st := n.peers[id]; st != nil {
+		delete(n.peers, id)
+		if !isClosed(st.decided) {
+			st.err = errors.New("disconnected")
+			close(st.decided)
+		}
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// present sends our chain (unless crlsOnly) and our CRLs to id.
+func (n *Node) present(id peer.ID, crlsOnly bool) {
+	msg := presentation{CRLs: n.cfg.Trust.CRLs()}
+	if !crlsOnly {
+		msg.Chain = encodeChain(n.cfg.Chain)
+	}
+	data, err := detcbor.Marshal(msg)
+	if err != nil {
+		return
+	}
+	timeout := n.cfg.AdmitTimeout
+	if crlsOnly {
+		timeout = noticeTimeout
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
+	defer cancel()
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "admit"), id, ProtoAdmit)
+	if err != nil {
+		n.log.Debug("admit: cannot open stream", "remote", id.String(), "err", err)
+		return
+	}
+	s.SetDeadline(time.Now().Add(timeout))
+	if _, err := s.Write(data); err != nil {
+		s.Reset()
+		return
+	}
+	s.CloseWrite()
+	// Wait for the other side to close, so the message is delivered before
+	// a connection we are about to drop goes away.
+	io.Copy(io.Discard, io.LimitReader(s, 1))
+	s.Close()
+}
+
+// handleAdmit reads a peer's presentation: CRLs first (they authenticate
+// themselves), then the chain, which decides admission.
+func (n *Node) handleAdmit(s network.Stream) {
+	defer s.Close()
+	id := s.Conn().RemotePeer()
+	s.SetDeadline(time.Now().Add(n.cfg.AdmitTimeout))
+	data, err := io.ReadAll(io.LimitReader(s, maxAdmitMsg+1))
+	if err != nil {
+		s.Reset()
+		return
+	}
+	var msg presentation
+	if err := decode(data, &msg, maxAdmitMsg); err == nil {
+		err = msg.check()
+	}
+	if err != nil {
+		n.mu.Lock()
+		st := n.stateLocked(id)
+		n.mu.Unlock()
+		n.refuse(id, st, err)
+		return
+	}
+	n.learnCRLs(msg.CRLs)
+	if len(msg.Chain) == 0 {
+		return // a notice carrying CRLs only
+	}
+	now := n.cfg.Now()
+	chain, err := decodeChain(msg.Chain)
+	var staff *identity.Staff
+	if err == nil {
+		n.cfg.Trust.AddIssuers(chain, now)
+		staff, err = n.cfg.Trust.Admit(chain, id, now)
+	}
+	n.mu.Lock()
+	st := n.stateLocked(id)
+	if isClosed(st.decided) {
+		n.mu.Unlock()
+		return
+	}
+	if err != nil {
+		n.mu.Unlock()
+		n.refuse(id, st, err)
+		return
+	}
+	st.staff, st.chain = staff, chain
+	close(st.decided)
+	n.mu.Unlock()
+	n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
+	n.addEntry(chain, staff, true)
+	n.goOwned(func() { n.afterAdmission(id) })
+}
+
+// refuse records a negative decision, drops the peer and keeps it out for a
+// while, so a flood of attempts costs us little.
+func (n *Node) refuse(id peer.ID, st *peerState, why error) {
+	n.mu.Lock()
+	if !isClosed(st.decided) {
+		st.err = why
+		close(st.decided)
+	}
+	n.blocked[id] = n.cfg.Now().Add(intruderBlock)
+	n.mu.Unlock()
+	n.log.Warn("refused peer", "remote", id.String(), "reason", why.Error())
+	n.host.Network().ClosePeer(id)
+}
+
+func (n *Node) isBlocked(id peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	until, ok := n.blocked[id]
+	if !ok {
+		return false
+	}
+	if n.cfg.Now().After(until) {
+		delete(n.blocked, id)
+		return false
+	}
+	return true
+}
+
+// admittedPeers lists the peers admitted now.
+func (n *Node) admittedPeers() []peer.ID {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []peer.ID
+	for id, st := range n.peers {
+		if st.admitted() {
+			out = append(out, id)
+		}
+	}
+	return out
+}

@@ -1,0 +1,25 @@
+// Package node wires one medmesh device together: a libp2p host whose
+// identity is the device key, a connection gater, the admission protocol
+// /medmesh/admit/1, gossipsub with the trust topic (CRLs and directory
+// entries), peer exchange and directory sync, and discovery. It owns the
+// lifecycle: New starts every goroutine, Close stops them all and waits.
+//
+// Admission is the gate to everything else. Right after a connection is
+// secured both sides present their certificate chain and newest CRLs; until
+// identity.Trust.Admit accepts the other side's chain, no other protocol
+// serves or reaches that peer: medmesh stream handlers and pubsub's own
+// streams (through gatedHost) wait for the decision and are reset if it is
+// negative, gossipsub runs without floodsub, an RPC inspector drops RPCs from
+// non-admitted peers, and validators check the forwarding peer. A peer that
+// has not been admitted within AdmitTimeout is disconnected and kept out for
+// a while by the gater.
+//
+// When a newer CRL arrives (trust topic, admission, directory sync or the
+// local API) every admitted peer is judged again; connections to revoked
+// peers are closed at once, after the CRL has been handed to them, and the
+// gater blocks them. A device that finds its own certificate revoked calls
+// Config.OnRevoked (which wipes its store) and stops.
+//
+// State: one mutex (Node.mu) guards the peer table, the block list and the
+// directory. Logs carry peer IDs, never names, staff IDs or keys.
+package node

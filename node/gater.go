@@ -1,0 +1,45 @@
+package node
+
+import (
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// gater keeps blocked peers (revoked, or recently refused) out at dial and
+// right after the secure handshake, where the peer ID is proven.
+type gater Node
+
+func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return !(*Node)(g).isBlocked(p) }
+func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
+func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
+func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return !(*Node)(g).isBlocked(p)
+}
+
+// newResourceManager sets explicit limits: a device talks to tens of
+// colleagues, an anchor to a few hundred; a flood of peers or streams hits
+// these before it hits memory.
+func newResourceManager() (network.ResourceManager, error) {
+	limits := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			Conns: 512, ConnsInbound: 256, ConnsOutbound: 256,
+			Streams: 8192, StreamsInbound: 4096, StreamsOutbound: 4096,
+			FD: 512, Memory: 1 << 30,
+		},
+		Transient: rcmgr.ResourceLimits{
+			Conns: 64, ConnsInbound: 32, ConnsOutbound: 32,
+			Streams: 256, StreamsInbound: 128, StreamsOutbound: 128,
+			FD: 64, Memory: 64 << 20,
+		},
+		PeerDefault: rcmgr.ResourceLimits{
+			Conns: 8, ConnsInbound: 4, ConnsOutbound: 4,
+			Streams: 512, StreamsInbound: 256, StreamsOutbound: 256,
+			FD: 8, Memory: 64 << 20,
+		},
+	}.Build(rcmgr.DefaultLimits.AutoScale())
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits))
+}

@@ -1,0 +1,257 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+
+	"github.com/medmesh/medmesh/discovery"
+	"github.com/medmesh/medmesh/identity"
+)
+
+// Config is what a node is built from. Key, Chain, Trust and Store are
+// required; the rest have documented defaults.
+type Config struct {
+	Key   *identity.DeviceKey
+	Chain []*x509.Certificate // this device's certificate chain, device first
+	Trust *identity.Trust
+	Store ds.Batching // persists CRLs and directory entries (encrypted store)
+
+	// Listen addresses; default all interfaces, random TCP and QUIC ports.
+	Listen []string
+	// Bootstrap peers kept connected (anchors, colleagues).
+	Bootstrap []peer.AddrInfo
+	// MDNS turns LAN discovery (service _medmesh._udp) on.
+	MDNS bool
+	// AdmitTimeout bounds how long a connected peer has to present a valid
+	// chain; default 5 s.
+	AdmitTimeout time.Duration
+	// OnRevoked is called once when this device learns its own certificate
+	// is revoked, before the node stops; it should wipe the store.
+	OnRevoked func()
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Errors.
+var (
+	ErrNotAdmitted = errors.New("peer not admitted")
+	ErrClosed      = errors.New("node closed")
+)
+
+// Node is one running device.
+type Node struct {
+	cfg   Config
+	host  host.Host
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	disc  *discovery.Dialer
+	mdns  interface{ Close() error }
+	log   *slog.Logger
+	self  *identity.Staff
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	recheck   chan struct{} // a newer CRL arrived: judge peers again
+	done      chan struct{} // closed when the node stops itself (revoked)
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	closeErr  error
+
+	trustRecv atomic.Int64 // trust-topic messages delivered (for tests)
+
+	mu        sync.Mutex
+	peers     map[peer.ID]*peerState
+	blocked   map[peer.ID]time.Time
+	directory map[peer.ID]*entry
+}
+
+// Timing.
+const (
+	defaultAdmitTimeout = 5 * time.Second
+	intruderBlock       = time.Minute
+	revokedBlock        = time.Hour
+	validityCheck       = time.Minute
+	noticeTimeout       = time.Second
+)
+
+// New builds and starts a node.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Key == nil || len(cfg.Chain) == 0 || cfg.Trust == nil || cfg.Store == nil {
+		return nil, errors.New("node: key, certificate chain, trust and store are required")
+	}
+	if cfg.AdmitTimeout == 0 {
+		cfg.AdmitTimeout = defaultAdmitTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+	}
+	self, err := cfg.Trust.Admit(cfg.Chain, cfg.Key.PeerID(), cfg.Now())
+	if err != nil {
+		return nil, fmt.Errorf("own certificate is not admissible: %w", err)
+	}
+	n := &Node{
+		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
+		recheck: make(chan struct{}, 1), done: make(chan struct{}),
+		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]*entry{},
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.loadPersisted(ctx); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	if err := n.start(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start() error {
+	priv, err := crypto.UnmarshalEd25519PrivateKey(n.cfg.Key.Identity)
+	if err != nil {
+		return fmt.Errorf("identity key: %w", err)
+	}
+	rm, err := newResourceManager()
+	if err != nil {
+		return err
+	}
+	cm, err := connmgr.NewConnManager(64, 256, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return err
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings(n.cfg.Listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater((*gater)(n)),
+		libp2p.Ping(false),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		return fmt.Errorf("start libp2p host: %w", err)
+	}
+	n.host = h
+	h.SetStreamHandler(ProtoAdmit, n.handleAdmit)
+	h.SetStreamHandler(ProtoDirectory, n.gate(n.handleDirectory))
+	h.Network().Notify(&network.NotifyBundle{
+		ConnectedF:    func(_ network.Network, c network.Conn) { n.goOwned(func() { n.onConnected(c) }) },
+		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },
+	})
+	if err := n.startPubsub(); err != nil {
+		return err
+	}
+	n.disc = discovery.NewDialer(n.ctx, h, n.log)
+	for _, ai := range n.cfg.Bootstrap {
+		n.disc.Keep(ai)
+	}
+	if n.cfg.MDNS {
+		m, err := discovery.StartMDNS(h, n.disc, n.log)
+		if err != nil {
+			return err
+		}
+		n.mdns = m
+	}
+	n.goOwned(n.revocationLoop)
+	n.log.Info("node started", "addrs", fmt.Sprint(h.Addrs()))
+	return nil
+}
+
+// goOwned runs f in a goroutine the node owns and waits for on Close.
+func (n *Node) goOwned(f func()) {
+	select {
+	case <-n.ctx.Done():
+		return
+	default:
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// ID is this device's peer ID.
+func (n *Node) ID() peer.ID { return n.cfg.Key.PeerID() }
+
+// Host is the libp2p host (for the layers above: mesh, sync).
+func (n *Node) Host() host.Host { return n.host }
+
+// Self is this device's own verified identity.
+func (n *Node) Self() *identity.Staff { return n.self }
+
+// Done is closed when the node has stopped itself (its certificate was
+// revoked). The owner should then call Close.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// TrustMessages counts trust-topic messages delivered to this node.
+func (n *Node) TrustMessages() int64 { return n.trustRecv.Load() }
+
+// Close stops every goroutine the node started and waits for them. It is
+// safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.cancel()
+		var errs []error
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		if n.sub != nil {
+			n.sub.Cancel()
+		}
+		if n.topic != nil {
+			n.topic.Close()
+		}
+		if n.disc != nil {
+			n.disc.Close()
+		}
+		if n.host != nil {
+			errs = append(errs, n.host.Close())
+		}
+		n.wg.Wait()
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// stopSelf is called when our own certificate is revoked.
+func (n *Node) stopSelf() {
+	n.stopOnce.Do(func() {
+		n.log.Warn("own certificate revoked: wiping and stopping")
+		if n.cfg.OnRevoked != nil {
+			n.cfg.OnRevoked()
+		}
+		close(n.done)
+	})
+}

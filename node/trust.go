@@ -1,0 +1,355 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Store keys.
+var (
+	crlPrefix   = ds.NewKey("/trust/crl")
+	entryPrefix = ds.NewKey("/directory")
+)
+
+// gatedHost is the host pubsub sees: its streams, both ways, wait for the
+// admission decision and fail for peers that are not admitted.
+type gatedHost struct {
+	host.Host
+	n *Node
+}
+
+func (g gatedHost) SetStreamHandler(pid protocol.ID, h network.StreamHandler) {
+	g.Host.SetStreamHandler(pid, g.n.gate(h))
+}
+
+func (g gatedHost) SetStreamHandlerMatch(pid protocol.ID, m func(protocol.ID) bool, h network.StreamHandler) {
+	g.Host.SetStreamHandlerMatch(pid, m, g.n.gate(h))
+}
+
+func (g gatedHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	if !g.n.awaitAdmitted(ctx, p) {
+		return nil, fmt.Errorf("%w: %s", ErrNotAdmitted, p)
+	}
+	return g.Host.NewStream(ctx, p, pids...)
+}
+
+// MessageID is the content hash of a message's data: the same bytes are the
+// same message whoever forwards them.
+func MessageID(m *pb.Message) string {
+	sum := sha256.Sum256(m.Data)
+	return string(sum[:])
+}
+
+func (n *Node) startPubsub() error {
+	ps, err := pubsub.NewGossipSub(n.ctx, gatedHost{n.host, n},
+		pubsub.WithGossipSubProtocols(
+			[]protocol.ID{pubsub.GossipSubID_v13, pubsub.GossipSubID_v12, pubsub.GossipSubID_v11, pubsub.GossipSubID_v10},
+			pubsub.GossipSubDefaultFeatures),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(MessageID),
+		pubsub.WithPeerFilter(func(id peer.ID, _ string) bool { return n.isAdmitted(id) }),
+		pubsub.WithAppSpecificRpcInspector(func(id peer.ID, _ *pubsub.RPC) error {
+			if !n.isAdmitted(id) {
+				return ErrNotAdmitted
+			}
+			return nil
+		}),
+		pubsub.WithPeerExchange(false),
+		pubsub.WithMaxMessageSize(maxTrustMsg+4096),
+	)
+	if err != nil {
+		return fmt.Errorf("start pubsub: %w", err)
+	}
+	n.ps = ps
+	if err := ps.RegisterTopicValidator(TrustTopic, n.validateTrust); err != nil {
+		return err
+	}
+	if n.topic, err = ps.Join(TrustTopic); err != nil {
+		return err
+	}
+	if n.sub, err = n.topic.Subscribe(); err != nil {
+		return err
+	}
+	events, err := n.topic.EventHandler()
+	if err != nil {
+		return err
+	}
+	n.goOwned(n.readTrust)
+	n.goOwned(func() { n.onTopicJoins(events) })
+	return nil
+}
+
+// onTopicJoins hands our CRLs straight to every peer that joins the trust
+// topic: a CRL published in the moment between admission and the peer's
+// subscription reaching us would otherwise miss it until the next one.
+func (n *Node) onTopicJoins(h *pubsub.TopicEventHandler) {
+	defer h.Cancel()
+	for {
+		ev, err := h.NextPeerEvent(n.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin && len(n.cfg.Trust.CRLs()) > 0 {
+			n.goOwned(func() { n.present(ev.Peer, true) })
+		}
+	}
+}
+
+// PubSub is the node's gossipsub instance, for the layers above.
+func (n *Node) PubSub() *pubsub.PubSub { return n.ps }
+
+// IsAdmitted reports whether a peer is admitted now (for validators above).
+func (n *Node) IsAdmitted(id peer.ID) bool { return n.isAdmitted(id) }
+
+func (n *Node) readTrust() {
+	for {
+		m, err := n.sub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		if m.ReceivedFrom != n.ID() {
+			n.trustRecv.Add(1)
+		}
+	}
+}
+
+// validateTrust judges a trust-topic message. Its effect (a newer CRL, a
+// new directory entry) is applied here, once, as it is accepted.
+func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if from == n.ID() {
+		return pubsub.ValidationAccept
+	}
+	if !n.isAdmitted(from) {
+		return pubsub.ValidationReject
+	}
+	var msg trustMsg
+	if err := decode(m.Data, &msg, maxTrustMsg); err != nil {
+		return pubsub.ValidationReject
+	}
+	switch msg.Kind {
+	case kindCRL:
+		changed, err := n.installCRL(msg.CRL)
+		switch {
+		case errors.Is(err, identity.ErrUnknownCA):
+			return pubsub.ValidationIgnore // perhaps a site CA we have not met yet
+		case err != nil:
+			return pubsub.ValidationReject
+		case !changed:
+			return pubsub.ValidationIgnore // not newer: not a fault
+		}
+		return pubsub.ValidationAccept
+	case kindEntry:
+		chain, err := decodeChain(msg.Chain)
+		if err != nil {
+			return pubsub.ValidationReject
+		}
+		staff, err := n.judgeEntry(chain)
+		switch {
+		case errors.Is(err, identity.ErrExpired), errors.Is(err, identity.ErrRevoked), errors.Is(err, identity.ErrNotYetValid):
+			return pubsub.ValidationIgnore // stale, not malicious
+		case err != nil:
+			return pubsub.ValidationReject
+		}
+		if !n.addEntry(chain, staff, false) {
+			return pubsub.ValidationIgnore
+		}
+		return pubsub.ValidationAccept
+	}
+	return pubsub.ValidationReject
+}
+
+// SubmitCRL installs a CRL given by the local API (PEM or DER) and spreads
+// it. It reports whether the CRL was newer than the one we held.
+func (n *Node) SubmitCRL(ctx context.Context, data []byte) (bool, error) {
+	l, err := identity.ParseCRL(data)
+	if err != nil {
+		return false, err
+	}
+	changed, err := n.installCRL(l.Raw)
+	if err != nil || !changed {
+		return changed, err
+	}
+	return true, nil
+}
+
+// learnCRLs installs the newer of the given CRLs (from a presentation).
+func (n *Node) learnCRLs(raws [][]byte) {
+	for _, raw := range raws {
+		if _, err := n.installCRL(raw); err != nil && !errors.Is(err, identity.ErrUnknownCA) {
+			n.log.Debug("CRL refused", "err", err)
+		}
+	}
+}
+
+// installCRL verifies and installs a DER CRL; when it is newer it is
+// persisted, published, and every peer is judged again.
+func (n *Node) installCRL(der []byte) (bool, error) {
+	if len(der) > maxCRLBytes {
+		return false, fmt.Errorf("%w: CRL of %d bytes", identity.ErrMalformed, len(der))
+	}
+	l, err := identity.ParseCRL(der)
+	if err != nil {
+		return false, err
+	}
+	changed, err := n.cfg.Trust.UpdateCRL(l)
+	if err != nil || !changed {
+		return false, err
+	}
+	n.log.Info("newer CRL installed", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "number", l.Number.String())
+	if err := n.cfg.Store.Put(n.ctx, crlPrefix.ChildString(hex.EncodeToString(l.AuthorityKeyId)), l.Raw); err != nil {
+		n.log.Error("persist CRL", "err", err)
+	}
+	select {
+	case n.recheck <- struct{}{}:
+	default:
+	}
+	// Spread it two ways: on the trust topic (reaches the whole mesh) and
+	// straight to every admitted neighbour (gossip drops what is published
+	// in the moment a new peer's streams come up; a CRL must not be lost).
+	n.goOwned(func() { n.publish(trustMsg{Kind: kindCRL, CRL: l.Raw}) })
+	for _, id := range n.admittedPeers() {
+		n.goOwned(func() { n.present(id, true) })
+	}
+	return true, nil
+}
+
+func (n *Node) publish(m trustMsg) {
+	data, err := detcbor.Marshal(m)
+	if err != nil {
+		return
+	}
+	if err := n.topic.Publish(n.ctx, data); err != nil && n.ctx.Err() == nil {
+		n.log.Debug("publish on trust topic", "err", err)
+	}
+}
+
+// revocationLoop judges admitted peers again when a newer CRL arrives, and
+// every minute for expiry.
+func (n *Node) revocationLoop() {
+	t := newTicker(validityCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.recheck:
+		case <-t.C:
+		}
+		n.judgeAll()
+	}
+}
+
+func (n *Node) judgeAll() {
+	now := n.cfg.Now()
+	if _, err := n.cfg.Trust.Admit(n.cfg.Chain, n.ID(), now); errors.Is(err, identity.ErrRevoked) {
+		n.goOwned(n.stopSelf)
+		return
+	}
+	type out struct {
+		id    peer.ID
+		block bool
+	}
+	var drop []out
+	n.mu.Lock()
+	for id, st := range n.peers {
+		if !st.admitted() {
+			continue
+		}
+		if _, err := n.cfg.Trust.Admit(st.chain, id, now); err != nil {
+			st.err, st.staff = err, nil
+			revoked := errors.Is(err, identity.ErrRevoked)
+			if revoked {
+				n.blocked[id] = now.Add(revokedBlock)
+			}
+			n.log.Warn("peer no longer admissible", "remote", id.String(), "reason", err.Error())
+			drop = append(drop, out{id, revoked})
+		}
+	}
+	n.mu.Unlock()
+	for _, d := range drop {
+		n.goOwned(func() {
+			if d.block {
+				n.present(d.id, true) // hand it the CRL so it wipes itself
+			}
+			n.host.Network().ClosePeer(d.id)
+		})
+	}
+}
+
+// judgeEntry checks a directory entry: a chain as the device would present
+// it, judged at the peer ID its certificate names.
+func (n *Node) judgeEntry(chain []*x509.Certificate) (*identity.Staff, error) {
+	s, err := identity.StaffFromCert(chain[0])
+	if err != nil {
+		return nil, err
+	}
+	now := n.cfg.Now()
+	n.cfg.Trust.AddIssuers(chain, now)
+	return n.cfg.Trust.Admit(chain, s.PeerID, now)
+}
+
+// loadPersisted restores CRLs and directory entries from the store.
+func (n *Node) loadPersisted(ctx context.Context) error {
+	res, err := n.cfg.Store.Query(ctx, query.Query{Prefix: crlPrefix.String()})
+	if err != nil {
+		return fmt.Errorf("load CRLs: %w", err)
+	}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("load CRLs: %w", r.Error)
+		}
+		if l, err := identity.ParseCRL(r.Value); err == nil {
+			n.cfg.Trust.UpdateCRL(l)
+		}
+	}
+	res, err = n.cfg.Store.Query(ctx, query.Query{Prefix: entryPrefix.String()})
+	if err != nil {
+		return fmt.Errorf("load directory: %w", err)
+	}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("load directory: %w", r.Error)
+		}
+		var raw [][]byte
+		if decode(r.Value, &raw, 64<<10) != nil {
+			continue
+		}
+		chain, err := decodeChain(raw)
+		if err != nil {
+			continue
+		}
+		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
+		if s, err := identity.StaffFromCert(chain[0]); err == nil {
+			n.directory[s.PeerID] = &entry{staff: s, chain: chain}
+		}
+	}
+	return nil
+}
+
+// crlNumber is the highest CRL number known from any CA.
+func (n *Node) crlNumber() int64 {
+	var max int64
+	for _, raw := range n.cfg.Trust.CRLs() {
+		if l, err := identity.ParseCRL(raw); err == nil && l.Number.Cmp(big.NewInt(max)) > 0 {
+			max = l.Number.Int64()
+		}
+	}
+	return max
+}

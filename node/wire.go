@@ -1,0 +1,123 @@
+package node
+
+import (
+	"crypto/x509"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Protocols.
+const (
+	ProtoAdmit     = "/medmesh/admit/1"
+	ProtoDirectory = "/medmesh/directory/1"
+	TrustTopic     = "/medmesh/trust/1"
+)
+
+// Wire limits.
+const (
+	maxChainCerts   = 3
+	maxCertBytes    = 8 << 10
+	maxCRLs         = 64
+	maxCRLBytes     = 4 << 20
+	maxAdmitMsg     = 8 << 20
+	maxDirEntries   = 4096
+	maxDirMsg       = 16 << 20
+	maxAddrsPerPeer = 16
+	maxTrustMsg     = 4 << 20
+)
+
+// presentation is what each side sends on /medmesh/admit/1: its certificate
+// chain (device first) and the newest CRL of every CA it knows. A message
+// with no chain only hands over CRLs (sent to a peer being thrown out).
+type presentation struct {
+	Chain [][]byte `cbor:"1,keyasint"`
+	CRLs  [][]byte `cbor:"2,keyasint"`
+}
+
+// directoryMsg is sent on /medmesh/directory/1 after admission: the other
+// admitted peers with their addresses, and the directory entries we hold.
+type directoryMsg struct {
+	Peers   []peerAddrs `cbor:"1,keyasint"`
+	Entries [][][]byte  `cbor:"2,keyasint"` // certificate chains, DER, device first
+}
+
+type peerAddrs struct {
+	ID    []byte   `cbor:"1,keyasint"`
+	Addrs [][]byte `cbor:"2,keyasint"`
+}
+
+// trustMsg is a message on the trust topic.
+type trustMsg struct {
+	Kind  uint8    `cbor:"1,keyasint"`
+	CRL   []byte   `cbor:"2,keyasint,omitempty"`
+	Chain [][]byte `cbor:"3,keyasint,omitempty"`
+}
+
+const (
+	kindCRL   = 1
+	kindEntry = 2
+)
+
+func decodeChain(raw [][]byte) ([]*x509.Certificate, error) {
+	if len(raw) == 0 || len(raw) > maxChainCerts {
+		return nil, fmt.Errorf("%w: chain of %d certificates", identity.ErrMalformed, len(raw))
+	}
+	out := make([]*x509.Certificate, len(raw))
+	for i, der := range raw {
+		if len(der) > maxCertBytes {
+			return nil, fmt.Errorf("%w: certificate of %d bytes", identity.ErrMalformed, len(der))
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", identity.ErrMalformed, err)
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+func encodeChain(chain []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(chain))
+	for i, c := range chain {
+		out[i] = c.Raw
+	}
+	return out
+}
+
+func (p *presentation) check() error {
+	if len(p.Chain) > maxChainCerts || len(p.CRLs) > maxCRLs {
+		return fmt.Errorf("%w: presentation too large", identity.ErrMalformed)
+	}
+	return nil
+}
+
+func toAddrInfo(p peerAddrs) (peer.AddrInfo, error) {
+	id, err := peer.IDFromBytes(p.ID)
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	ai := peer.AddrInfo{ID: id}
+	for i, b := range p.Addrs {
+		if i == maxAddrsPerPeer {
+			break
+		}
+		a, err := ma.NewMultiaddrBytes(b)
+		if err != nil {
+			continue
+		}
+		ai.Addrs = append(ai.Addrs, a)
+	}
+	return ai, nil
+}
+
+func decode(data []byte, v any, max int) error {
+	if err := detcbor.Unmarshal(data, v, max); err != nil {
+		return fmt.Errorf("%w: %v", identity.ErrMalformed, err)
+	}
+	return nil
+}
