@@ -1,0 +1,121 @@
+// Package web serves a node's local API: JSON over HTTP on a loopback
+// address, every request authorised by the bearer token the node wrote to
+// DEV/api.token. Errors are JSON {"error": "..."} with a fitting status, and a
+// panic in a handler becomes a 500, never a crash. It never logs request
+// bodies (they may hold patient data) or the token.
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/node"
+)
+
+// Backend is what the API needs from a node.
+type Backend interface {
+	Status() node.Status
+	Directory() []node.StaffInfo
+	SubmitCRL(ctx context.Context, data []byte) (bool, error)
+}
+
+// Limits.
+const maxCRLBody = 16 << 20
+
+// Server is the local API.
+type Server struct {
+	b     Backend
+	token string
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// NewToken makes a random API token.
+func NewToken() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// New builds the API over b, answering only requests bearing token.
+func New(b Backend, token string, log *slog.Logger) *Server {
+	s := &Server{b: b, token: token, log: log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /api/v1/status", s.status)
+	s.mux.HandleFunc("GET /api/v1/directory", s.directory)
+	s.mux.HandleFunc("POST /api/v1/trust/crl", s.postCRL)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
+	return s
+}
+
+// ServeHTTP checks the token, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("API handler panic", "path", r.URL.Path, "panic", v)
+			writeError(w, http.StatusInternalServerError, "internal error")
+		}
+	}()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !s.authorised(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="medmesh"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong API token")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) authorised(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.b.Status())
+}
+
+func (s *Server) directory(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.b.Directory())
+}
+
+func (s *Server) postCRL(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCRLBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "CRL larger than 16 MiB")
+		return
+	}
+	changed, err := s.b.SubmitCRL(r.Context(), body)
+	switch {
+	case errors.Is(err, identity.ErrMalformed):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, identity.ErrUnknownCA), errors.Is(err, identity.ErrBadSignature):
+		writeError(w, http.StatusForbidden, "CRL not signed by a trusted CA: "+err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	case !changed:
+		writeError(w, http.StatusConflict, "CRL is not newer than the one held")
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"accepted": true, "crl_number": s.b.Status().CRLNumber})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
