@@ -273,4 +273,3 @@ func (n *Node) Status() Status {
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].PeerID < st.Peers[j].PeerID })
 	return st
 }
-

@@ -11,11 +11,13 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -46,7 +48,7 @@ type testCA struct {
 	roots []*x509.Certificate
 }
 
-func newCA(t *testing.T, name string) *testCA {
+func newCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	ca, err := identity.NewRootCA(name, time.Now())
 	if err != nil {
@@ -60,7 +62,7 @@ type device struct {
 	chain []*x509.Certificate
 }
 
-func (c *testCA) enrol(t *testing.T, name string, now time.Time) device {
+func (c *testCA) enrol(t testing.TB, name string, now time.Time) device {
 	t.Helper()
 	k, err := identity.GenerateDeviceKey()
 	if err != nil {
@@ -69,7 +71,7 @@ func (c *testCA) enrol(t *testing.T, name string, now time.Time) device {
 	return c.enrolKey(t, k, name, now)
 }
 
-func (c *testCA) enrolKey(t *testing.T, k *identity.DeviceKey, name string, now time.Time) device {
+func (c *testCA) enrolKey(t testing.TB, k *identity.DeviceKey, name string, now time.Time) device {
 	t.Helper()
 	csr, err := identity.CreateCSR(k, identity.Details{Name: name, StaffID: name + "-id"})
 	if err != nil {
@@ -87,7 +89,7 @@ func (c *testCA) enrolKey(t *testing.T, k *identity.DeviceKey, name string, now 
 	return device{key: k, chain: chain}
 }
 
-func (c *testCA) crl(t *testing.T, n int64, serials ...*big.Int) []byte {
+func (c *testCA) crl(t testing.TB, n int64, serials ...*big.Int) []byte {
 	t.Helper()
 	var entries []x509.RevocationListEntry
 	for _, s := range serials {
@@ -102,7 +104,7 @@ func (c *testCA) crl(t *testing.T, n int64, serials ...*big.Int) []byte {
 
 type nodeOpt func(*Config)
 
-func startNode(t *testing.T, c *testCA, d device, opts ...nodeOpt) *Node {
+func startNode(t testing.TB, c *testCA, d device, opts ...nodeOpt) *Node {
 	t.Helper()
 	trust, err := identity.NewTrust(c.roots)
 	if err != nil {
@@ -404,5 +406,66 @@ func TestCRLFromForeignCARefused(t *testing.T) {
 	}
 	if ok, err := n1.SubmitCRL(context.Background(), c.crl(t, 2)); ok || err != nil {
 		t.Fatalf("older CRL: %v %v", ok, err)
+	}
+}
+
+// TestFloodOfIntruders: many hosts without a certificate connect at once;
+// each is refused, and the admitted colleague stays admitted throughout.
+func TestFloodOfIntruders(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	n1 := startNode(t, c, c.enrol(t, "one", now))
+	n2 := startNode(t, c, c.enrol(t, "two", now), bootstrap(n1))
+	eventually(t, 10*time.Second, "n1 admits n2", func() bool { return n1.isAdmitted(n2.ID()) })
+	var ins []*intruder
+	for range 30 {
+		k, _ := identity.GenerateDeviceKey()
+		ins = append(ins, newIntruder(t, k.Identity, func(s network.Stream) { s.Write(make([]byte, 1<<16)); s.CloseWrite() }))
+	}
+	var wg sync.WaitGroup
+	for _, in := range ins {
+		wg.Go(func() { in.h.Connect(context.Background(), peer.AddrInfo{ID: n1.ID(), Addrs: n1.host.Addrs()}) })
+	}
+	wg.Wait()
+	for _, in := range ins {
+		eventually(t, 7*time.Second, "intruder out", func() bool {
+			return n1.host.Network().Connectedness(in.h.ID()) != network.Connected
+		})
+	}
+	if !n1.isAdmitted(n2.ID()) || admittedCount(n1) != 1 {
+		t.Fatalf("after the flood: n2 admitted=%v, admitted=%d", n1.isAdmitted(n2.ID()), admittedCount(n1))
+	}
+	// A refused intruder is kept out by the gater for a while.
+	if !n1.isBlocked(ins[0].h.ID()) {
+		t.Fatal("refused intruder not blocked")
+	}
+	if err := ins[0].h.Connect(context.Background(), peer.AddrInfo{ID: n1.ID(), Addrs: n1.host.Addrs()}); err == nil {
+		eventually(t, time.Second, "blocked intruder dropped", func() bool {
+			return n1.host.Network().Connectedness(ins[0].h.ID()) != network.Connected
+		})
+	}
+}
+
+// TestCorruptStore: a store whose values fail authentication stops the node
+// with a clear error instead of running on half its state.
+func TestCorruptStore(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	mem := dssync.MutexWrap(ds.NewMapDatastore())
+	st, err := store.Open(t.TempDir(), []byte("p"), store.WithBackend(mem), store.WithKDF(keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Put(context.Background(), crlPrefix.ChildString("x"), c.crl(t, 1))
+	res, _ := mem.Query(context.Background(), query.Query{})
+	for r := range res.Next() {
+		v := append([]byte(nil), r.Value...)
+		v[len(v)-1] ^= 1
+		mem.Put(context.Background(), ds.RawKey(r.Key), v)
+	}
+	d := c.enrol(t, "one", time.Now())
+	trust, _ := identity.NewTrust(c.roots)
+	_, err = New(context.Background(), Config{Key: d.key, Chain: d.chain, Trust: trust, Store: st, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("corrupt store: %v", err)
 	}
 }
