@@ -1,0 +1,69 @@
+package discovery
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func newHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+	}
+}
+
+// TestKeepReconnects: a bootstrap peer is dialled, and redialled after the
+// connection drops.
+func TestKeepReconnects(t *testing.T) {
+	a, b := newHost(t), newHost(t)
+	d := NewDialer(context.Background(), a, slog.New(slog.DiscardHandler))
+	defer d.Close()
+	d.Keep(peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()})
+	connected := func() bool { return a.Network().Connectedness(b.ID()) == network.Connected }
+	waitFor(t, 5*time.Second, "first dial", connected)
+	b.Network().ClosePeer(a.ID())
+	waitFor(t, 5*time.Second, "drop seen", func() bool { return !connected() })
+	waitFor(t, 10*time.Second, "redial after drop", connected)
+}
+
+// TestTryGivesUp: a learnt peer that cannot be reached is dropped after a
+// few attempts, with backoff between them.
+func TestTryGivesUp(t *testing.T) {
+	a, b := newHost(t), newHost(t)
+	addrs := b.Addrs()
+	b.Close()
+	d := NewDialer(context.Background(), a, slog.New(slog.DiscardHandler))
+	defer d.Close()
+	d.Try(peer.AddrInfo{ID: b.ID(), Addrs: addrs})
+	waitFor(t, 5*time.Second, "first failure recorded", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		tg := d.targets[b.ID()]
+		return tg == nil || tg.fails >= 1
+	})
+	d.mu.Lock()
+	tg := d.targets[b.ID()]
+	d.mu.Unlock()
+	if tg != nil && tg.backoff <= minBackoff {
+		t.Fatalf("backoff did not grow: %v", tg.backoff)
+	}
+}
