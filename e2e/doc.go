@@ -1,0 +1,36 @@
+// Package e2e is medmesh's end-to-end encryption: signed envelopes, key
+// epochs, per-sender hash-ratchet chains, signed KEM prekeys and HPKE
+// welcomes.
+//
+// Envelope: deterministic CBOR (internal/detcbor), Ed25519-signed by the
+// sender's identity key over every other field, so anyone — relays and
+// anchors too — can check it from the sender's peer ID alone, without any
+// key material. The op ID is SHA-256 of the exact envelope bytes; decoding
+// rejects non-canonical input, so one op has one ID.
+//
+// Keys of a conversation:
+//   - An epoch is a random 32-byte secret with a random 16-byte ID. A welcome
+//     seals it with HPKE (MLKEM768-X25519, HKDF-SHA256, ChaCha20-Poly1305)
+//     to each member's current signed prekey (the certificate's KEM key only
+//     as a last resort); the conversation ID, epoch ID and recipient are the
+//     HPKE info, so a sealed secret cannot be replayed elsewhere.
+//   - From the epoch secret each member derives one chain key per member
+//     (the senders of that epoch) and the epoch's control key, then deletes
+//     the epoch secret. Message key i of a chain is HMAC(CK_i, 1); the chain
+//     moves on with CK_{i+1} = HMAC(CK_i, 2): a leaked chain key does not
+//     reveal earlier messages. Receivers keep keys of skipped indexes (out
+//     of order delivery is normal in a mesh) for at most MessageKeyWindow.
+//   - Control ops (membership, roles, receipts, retention) are sealed with
+//     the epoch's control key. A welcome hands a new member the control keys
+//     of earlier epochs — never their secrets or chains — so every member can
+//     authorise membership from the whole DAG, yet reads no message sent
+//     before it joined. A removed member gets no key of any later epoch.
+//   - Prekeys are signed by the identity key, rotate every PrekeyRotation,
+//     and their private halves are deleted PrekeyWindow after they stop being
+//     current. Together with the chains this is forward secrecy: once the
+//     windows have passed, a device's leaked keys open none of the welcomes
+//     and envelopes that anchors keep for a long time.
+//
+// Invariants: no I/O, no goroutines, no logging; errors are the named values
+// of errors.go and never carry key material or plaintext.
+package e2e

@@ -1,0 +1,154 @@
+package e2e
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Envelope kinds.
+const (
+	KindContent uint8 = 1 // sealed with a sender chain of Epoch
+	KindControl uint8 = 2 // sealed with the control key of Epoch
+	KindWelcome uint8 = 3 // introduces Epoch; Body is an encoded Welcome
+)
+
+// Limits.
+const (
+	Version     = 1
+	MaxEnvelope = 1 << 20
+	maxDeps     = 64
+	tagLen      = 16
+	epochLen    = 16
+	maxPeerID   = 64
+)
+
+// Envelope is the public, signed form of an op.
+type Envelope struct {
+	Version uint8    `cbor:"1,keyasint"`
+	Kind    uint8    `cbor:"2,keyasint"`
+	Tag     []byte   `cbor:"3,keyasint"` // conversation tag (opaque)
+	Sender  []byte   `cbor:"4,keyasint"` // sender peer ID
+	Epoch   []byte   `cbor:"5,keyasint"`
+	Index   uint32   `cbor:"6,keyasint"` // chain index (content)
+	Deps    [][]byte `cbor:"7,keyasint"` // parent op IDs
+	Body    []byte   `cbor:"8,keyasint"` // ciphertext
+	Sig     []byte   `cbor:"9,keyasint"`
+}
+
+const sigContext = "medmesh envelope v1\x00"
+
+// header is the encoding of everything but body and signature: the
+// associated data of the body's encryption.
+func (e *Envelope) header() ([]byte, error) {
+	h := *e
+	h.Body, h.Sig = nil, nil
+	return detcbor.Marshal(h)
+}
+
+func (e *Envelope) signed() ([]byte, error) {
+	s := *e
+	s.Sig = nil
+	b, err := detcbor.Marshal(s)
+	return append([]byte(sigContext), b...), err
+}
+
+// New starts an envelope from sender in the conversation with tag, after
+// deps. Seal its body, then Sign it.
+func New(tag []byte, sender peer.ID, deps [][32]byte) *Envelope {
+	e := &Envelope{Version: Version, Tag: tag, Sender: []byte(sender), Deps: make([][]byte, len(deps))}
+	for i := range deps {
+		e.Deps[i] = deps[i][:]
+	}
+	return e
+}
+
+// Sign signs the envelope with the sender's identity key (the body is
+// sealed first: it is encrypted against the header, Sender included).
+func (e *Envelope) Sign(key ed25519.PrivateKey) error {
+	pk, err := crypto.UnmarshalEd25519PublicKey(key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return err
+	}
+	id, err := peer.IDFromPublicKey(pk)
+	if err != nil {
+		return err
+	}
+	if string(e.Sender) != string(id) {
+		return fmt.Errorf("%w: signing key is not the sender's", ErrBadSignature)
+	}
+	msg, err := e.signed()
+	if err != nil {
+		return err
+	}
+	e.Sig = ed25519.Sign(key, msg)
+	return nil
+}
+
+// Encode returns the canonical bytes.
+func (e *Envelope) Encode() ([]byte, error) {
+	b, err := detcbor.Marshal(e)
+	if err == nil && len(b) > MaxEnvelope {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
+	}
+	return b, err
+}
+
+// Decode parses canonical envelope bytes and checks field shapes. It does
+// not check the signature; Verify does.
+func Decode(b []byte) (*Envelope, error) {
+	if len(b) > MaxEnvelope {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
+	}
+	var e Envelope
+	if err := detcbor.Unmarshal(b, &e, MaxEnvelope); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if e.Version != Version || e.Kind < KindContent || e.Kind > KindWelcome ||
+		len(e.Tag) != tagLen || len(e.Epoch) != epochLen || len(e.Sender) == 0 || len(e.Sender) > maxPeerID ||
+		len(e.Deps) > maxDeps || len(e.Sig) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("%w: field shapes", ErrMalformed)
+	}
+	for _, d := range e.Deps {
+		if len(d) != sha256.Size {
+			return nil, fmt.Errorf("%w: dependency of %d bytes", ErrMalformed, len(d))
+		}
+	}
+	return &e, nil
+}
+
+// SenderID is the sender's peer ID.
+func (e *Envelope) SenderID() (peer.ID, error) { return peer.IDFromBytes(e.Sender) }
+
+// Verify checks the signature with the key embedded in the sender's peer
+// ID: no other key material is needed.
+func (e *Envelope) Verify() error {
+	id, err := e.SenderID()
+	if err != nil {
+		return fmt.Errorf("%w: sender: %v", ErrMalformed, err)
+	}
+	pk, err := id.ExtractPublicKey()
+	if err != nil {
+		return fmt.Errorf("%w: sender key: %v", ErrMalformed, err)
+	}
+	raw, err := pk.Raw()
+	if err != nil || pk.Type() != crypto.Ed25519 || len(raw) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: sender key is not Ed25519", ErrMalformed)
+	}
+	msg, err := e.signed()
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(raw, msg, e.Sig) {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// ID is the op ID of encoded envelope bytes.
+func ID(raw []byte) [32]byte { return sha256.Sum256(raw) }

@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/hkdf"
+)
+
+// Windows (documented in doc.go).
+const (
+	MessageKeyWindow = 7 * 24 * time.Hour // skipped message keys are kept this long
+	MaxSkip          = 2000               // message keys a chain may skip ahead
+)
+
+// EpochID names a key epoch.
+type EpochID [epochLen]byte
+
+func (e EpochID) String() string { return hex.EncodeToString(e[:]) }
+
+// EpochIDFromBytes converts a slice.
+func EpochIDFromBytes(b []byte) (EpochID, error) {
+	var e EpochID
+	if len(b) != len(e) {
+		return e, fmt.Errorf("%w: epoch ID of %d bytes", ErrMalformed, len(b))
+	}
+	copy(e[:], b)
+	return e, nil
+}
+
+// Secret is 32 bytes of key material.
+type Secret [32]byte
+
+// NewEpoch makes a random epoch ID and secret.
+func NewEpoch() (EpochID, Secret) {
+	var id EpochID
+	var s Secret
+	rand.Read(id[:])
+	rand.Read(s[:])
+	return id, s
+}
+
+func derive(s Secret, label string, ctx []byte) Secret {
+	var out Secret
+	r := hkdf.New(sha256.New, s[:], nil, append([]byte("medmesh "+label+"\x00"), ctx...))
+	io.ReadFull(r, out[:])
+	return out
+}
+
+// ControlKey is the epoch's key for control ops.
+func ControlKey(s Secret) Secret { return derive(s, "control", nil) }
+
+// ChainKey is sender's first chain key in the epoch.
+func ChainKey(s Secret, sender peer.ID) Secret { return derive(s, "chain", []byte(sender)) }
+
+// Tag is the opaque conversation tag (and topic name) of a conversation ID.
+func Tag(conv []byte) []byte {
+	sum := sha256.Sum256(append([]byte("medmesh tag\x00"), conv...))
+	return sum[:tagLen]
+}
+
+func step(ck Secret, b byte) Secret {
+	m := hmac.New(sha256.New, ck[:])
+	m.Write([]byte{b})
+	var out Secret
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// SendChain is this device's sending chain in one epoch.
+type SendChain struct {
+	Epoch EpochID
+	CK    Secret
+	Index uint32
+}
+
+// Next returns the next message key and its index, and moves the chain on:
+// the key cannot be derived again.
+func (c *SendChain) Next() (uint32, Secret) {
+	mk := step(c.CK, 1)
+	i := c.Index
+	c.CK = step(c.CK, 2)
+	c.Index++
+	return i, mk
+}
+
+type chainKey struct {
+	epoch  EpochID
+	sender peer.ID
+}
+
+type recvChain struct {
+	ck      Secret
+	next    uint32
+	skipped map[uint32]skippedKey
+}
+
+type skippedKey struct {
+	mk Secret
+	at time.Time
+}
+
+// RecvChains holds the receiving chains of every (epoch, sender) this device
+// may read. Not safe for concurrent use (one replica owns it).
+type RecvChains struct {
+	chains map[chainKey]*recvChain
+}
+
+// NewRecvChains returns an empty set.
+func NewRecvChains() *RecvChains { return &RecvChains{chains: map[chainKey]*recvChain{}} }
+
+// Install derives the chains of every member of an epoch from its secret.
+// The caller then forgets the secret.
+func (r *RecvChains) Install(epoch EpochID, s Secret, members []peer.ID) {
+	for _, m := range members {
+		k := chainKey{epoch, m}
+		if _, ok := r.chains[k]; !ok {
+			r.chains[k] = &recvChain{ck: ChainKey(s, m), skipped: map[uint32]skippedKey{}}
+		}
+	}
+}
+
+// HasEpoch reports whether any chain of epoch is installed.
+func (r *RecvChains) HasEpoch(epoch EpochID) bool {
+	for k := range r.chains {
+		if k.epoch == epoch {
+			return true
+		}
+	}
+	return false
+}
+
+// Key returns the message key for (epoch, sender, index), ratcheting the
+// chain forward and keeping keys of indexes skipped on the way. A key is
+// returned once: it is deleted as it is handed out.
+func (r *RecvChains) Key(epoch EpochID, sender peer.ID, index uint32, now time.Time) (Secret, error) {
+	c := r.chains[chainKey{epoch, sender}]
+	if c == nil {
+		return Secret{}, ErrUnknownChain
+	}
+	if index < c.next {
+		sk, ok := c.skipped[index]
+		if !ok {
+			return Secret{}, ErrKeyGone
+		}
+		delete(c.skipped, index)
+		return sk.mk, nil
+	}
+	if index-c.next > MaxSkip {
+		return Secret{}, ErrKeyGone
+	}
+	for c.next < index {
+		c.skipped[c.next] = skippedKey{mk: step(c.ck, 1), at: now}
+		c.ck = step(c.ck, 2)
+		c.next++
+	}
+	mk := step(c.ck, 1)
+	c.ck = step(c.ck, 2)
+	c.next++
+	return mk, nil
+}
+
+// Expire deletes skipped keys older than MessageKeyWindow.
+func (r *RecvChains) Expire(now time.Time) {
+	for _, c := range r.chains {
+		for i, sk := range c.skipped {
+			if now.Sub(sk.at) > MessageKeyWindow {
+				delete(c.skipped, i)
+			}
+		}
+	}
+}
+
+// DropEpoch deletes every chain of an epoch (retention, or a superseded
+// epoch past its window).
+func (r *RecvChains) DropEpoch(epoch EpochID) {
+	for k := range r.chains {
+		if k.epoch == epoch {
+			delete(r.chains, k)
+		}
+	}
+}
+
+// SealBody encrypts plaintext under key with header as associated data:
+// a random 24-byte nonce, then XChaCha20-Poly1305 ciphertext.
+func SealBody(key Secret, header, plaintext []byte) []byte {
+	aead, _ := chacha20poly1305.NewX(key[:])
+	out := make([]byte, chacha20poly1305.NonceSizeX, chacha20poly1305.NonceSizeX+len(plaintext)+aead.Overhead())
+	rand.Read(out)
+	return aead.Seal(out, out, plaintext, header)
+}
+
+// OpenBody reverses SealBody.
+func OpenBody(key Secret, header, body []byte) ([]byte, error) {
+	if len(body) < chacha20poly1305.NonceSizeX+chacha20poly1305.Overhead {
+		return nil, ErrDecrypt
+	}
+	aead, _ := chacha20poly1305.NewX(key[:])
+	pt, err := aead.Open(nil, body[:chacha20poly1305.NonceSizeX], body[chacha20poly1305.NonceSizeX:], header)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	return pt, nil
+}
+
+// SealContent fills e's body with plaintext sealed under the next key of
+// chain; e's other fields must be set (Sign afterwards).
+func SealContent(e *Envelope, chain *SendChain, plaintext []byte) error {
+	e.Kind, e.Epoch = KindContent, chain.Epoch[:]
+	i, mk := chain.Next()
+	e.Index = i
+	h, err := e.header()
+	if err != nil {
+		return err
+	}
+	e.Body = SealBody(mk, h, plaintext)
+	return nil
+}
+
+// OpenContent decrypts a content envelope with the receiving chains.
+func OpenContent(e *Envelope, chains *RecvChains, now time.Time) ([]byte, error) {
+	epoch, err := EpochIDFromBytes(e.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := e.SenderID()
+	if err != nil {
+		return nil, fmt.Errorf("%w: sender", ErrMalformed)
+	}
+	mk, err := chains.Key(epoch, sender, e.Index, now)
+	if err != nil {
+		return nil, err
+	}
+	h, err := e.header()
+	if err != nil {
+		return nil, err
+	}
+	return OpenBody(mk, h, e.Body)
+}
+
+// SealControl fills e's body with plaintext sealed under a control key.
+func SealControl(e *Envelope, epoch EpochID, key Secret, plaintext []byte) error {
+	e.Kind, e.Epoch, e.Index = KindControl, epoch[:], 0
+	h, err := e.header()
+	if err != nil {
+		return err
+	}
+	e.Body = SealBody(key, h, plaintext)
+	return nil
+}
+
+// OpenControl decrypts a control envelope.
+func OpenControl(e *Envelope, key Secret) ([]byte, error) {
+	h, err := e.header()
+	if err != nil {
+		return nil, err
+	}
+	return OpenBody(key, h, e.Body)
+}

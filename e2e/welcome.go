@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Prekey windows (documented in doc.go).
+const (
+	PrekeyRotation = 7 * 24 * time.Hour  // a new prekey at least weekly
+	PrekeyWindow   = 14 * 24 * time.Hour // private half kept this long after it stops being current
+)
+
+// KEM is the HPKE suite of prekeys and welcomes.
+var (
+	kem  = hpke.MLKEM768X25519()
+	kdf  = hpke.HKDFSHA256()
+	aead = hpke.ChaCha20Poly1305()
+)
+
+// Prekey is a device's signed KEM public key for welcomes.
+type Prekey struct {
+	Owner   []byte `cbor:"1,keyasint"` // peer ID
+	ID      uint32 `cbor:"2,keyasint"`
+	KEM     []byte `cbor:"3,keyasint"`
+	Created int64  `cbor:"4,keyasint"` // Unix seconds
+	Sig     []byte `cbor:"5,keyasint"`
+}
+
+const prekeyContext = "medmesh prekey v1\x00"
+
+func (p *Prekey) signed() ([]byte, error) {
+	u := *p
+	u.Sig = nil
+	b, err := detcbor.Marshal(u)
+	return append([]byte(prekeyContext), b...), err
+}
+
+// Verify checks the prekey's signature by its owner's identity key.
+func (p *Prekey) Verify() error {
+	owner, err := peer.IDFromBytes(p.Owner)
+	if err != nil {
+		return fmt.Errorf("%w: owner", ErrBadPrekey)
+	}
+	pk, err := owner.ExtractPublicKey()
+	if err != nil {
+		return fmt.Errorf("%w: owner key", ErrBadPrekey)
+	}
+	raw, err := pk.Raw()
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: owner key", ErrBadPrekey)
+	}
+	msg, err := p.signed()
+	if err != nil || !ed25519.Verify(raw, msg, p.Sig) {
+		return fmt.Errorf("%w: signature", ErrBadPrekey)
+	}
+	if _, err := kem.NewPublicKey(p.KEM); err != nil {
+		return fmt.Errorf("%w: KEM key", ErrBadPrekey)
+	}
+	return nil
+}
+
+type ringEntry struct {
+	pub     Prekey
+	priv    hpke.PrivateKey
+	retired time.Time // when it stopped being current; zero while current
+}
+
+// PrekeyRing holds a device's prekeys: the current one and the retired ones
+// whose private halves are still inside PrekeyWindow.
+type PrekeyRing struct {
+	identity ed25519.PrivateKey
+	owner    peer.ID
+	keys     map[uint32]*ringEntry
+	current  uint32
+}
+
+// NewPrekeyRing makes a ring for a device identity.
+func NewPrekeyRing(identity ed25519.PrivateKey, owner peer.ID) *PrekeyRing {
+	return &PrekeyRing{identity: identity, owner: owner, keys: map[uint32]*ringEntry{}}
+}
+
+// Current returns the current prekey, making a new one when there is none
+// or the current one is older than PrekeyRotation.
+func (r *PrekeyRing) Current(now time.Time) (*Prekey, error) {
+	if e := r.keys[r.current]; e != nil && now.Sub(time.Unix(e.pub.Created, 0)) < PrekeyRotation {
+		return &e.pub, nil
+	}
+	priv, err := kem.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	if e := r.keys[r.current]; e != nil {
+		e.retired = now
+	}
+	r.current++
+	p := Prekey{Owner: []byte(r.owner), ID: r.current, KEM: priv.PublicKey().Bytes(), Created: now.Unix()}
+	msg, err := p.signed()
+	if err != nil {
+		return nil, err
+	}
+	p.Sig = ed25519.Sign(r.identity, msg)
+	r.keys[p.ID] = &ringEntry{pub: p, priv: priv}
+	return &p, nil
+}
+
+// Expire deletes private halves retired longer than PrekeyWindow ago.
+func (r *PrekeyRing) Expire(now time.Time) {
+	for id, e := range r.keys {
+		if !e.retired.IsZero() && now.Sub(e.retired) > PrekeyWindow {
+			delete(r.keys, id)
+		}
+	}
+}
+
+func (r *PrekeyRing) private(id uint32) (hpke.PrivateKey, error) {
+	e := r.keys[id]
+	if e == nil {
+		return nil, ErrPrekeyGone
+	}
+	return e.priv, nil
+}
+
+// Recipient is a member a welcome is sealed to: its current prekey, or (as
+// a last resort) its certificate's KEM key with PrekeyID 0.
+type Recipient struct {
+	ID       peer.ID
+	PrekeyID uint32
+	KEM      []byte
+}
+
+// Seal is one recipient's share of a welcome.
+type Seal struct {
+	Recipient []byte `cbor:"1,keyasint"`
+	Prekey    uint32 `cbor:"2,keyasint"`
+	Enc       []byte `cbor:"3,keyasint"` // HPKE encapsulation + ciphertext
+}
+
+// Welcome is the body of a welcome envelope (public: recipients and their
+// sealed shares).
+type Welcome struct {
+	Seals []Seal `cbor:"1,keyasint"`
+}
+
+// EpochKeys is what a welcome gives each recipient.
+type EpochKeys struct {
+	Conv    []byte        `cbor:"1,keyasint"` // conversation ID
+	Secret  []byte        `cbor:"2,keyasint"` // the epoch secret
+	Members [][]byte      `cbor:"3,keyasint"` // who holds this epoch (its senders)
+	Control []ControlKeys `cbor:"4,keyasint"` // control keys of earlier epochs
+}
+
+// ControlKeys pairs an epoch with its control key.
+type ControlKeys struct {
+	Epoch []byte `cbor:"1,keyasint"`
+	Key   []byte `cbor:"2,keyasint"`
+}
+
+const maxWelcome = 8 << 20
+
+// welcomeInfo binds a share to its conversation (by tag, which is derived
+// from the conversation ID and is all a new member sees before opening),
+// epoch and recipient.
+func welcomeInfo(tag []byte, epoch EpochID, recipient peer.ID) []byte {
+	var b bytes.Buffer
+	b.WriteString("medmesh welcome v1\x00")
+	b.Write(tag)
+	b.Write(epoch[:])
+	b.WriteString(string(recipient))
+	return b.Bytes()
+}
+
+// SealWelcome seals keys to every recipient and returns the welcome body.
+func SealWelcome(epoch EpochID, keys EpochKeys, to []Recipient) ([]byte, error) {
+	plain, err := detcbor.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	w := Welcome{Seals: make([]Seal, 0, len(to))}
+	for _, r := range to {
+		pk, err := kem.NewPublicKey(r.KEM)
+		if err != nil {
+			return nil, fmt.Errorf("%w: recipient %s", ErrBadPrekey, r.ID)
+		}
+		ct, err := hpke.Seal(pk, kdf, aead, welcomeInfo(Tag(keys.Conv), epoch, r.ID), plain)
+		if err != nil {
+			return nil, err
+		}
+		w.Seals = append(w.Seals, Seal{Recipient: []byte(r.ID), Prekey: r.PrekeyID, Enc: ct})
+	}
+	return detcbor.Marshal(w)
+}
+
+// DecodeWelcome parses a welcome body.
+func DecodeWelcome(body []byte) (*Welcome, error) {
+	var w Welcome
+	if err := detcbor.Unmarshal(body, &w, maxWelcome); err != nil {
+		return nil, fmt.Errorf("%w: welcome: %v", ErrMalformed, err)
+	}
+	return &w, nil
+}
+
+// OpenWelcome finds self's share and opens it with the prekey it names (or
+// the certificate KEM key for prekey 0). tag and epoch come from the
+// welcome's envelope; a share sealed for another conversation, epoch or
+// recipient does not open.
+func OpenWelcome(w *Welcome, tag []byte, epoch EpochID, self peer.ID, ring *PrekeyRing, certKEM hpke.PrivateKey) (*EpochKeys, error) {
+	for _, s := range w.Seals {
+		if !bytes.Equal(s.Recipient, []byte(self)) {
+			continue
+		}
+		priv := certKEM
+		if s.Prekey != 0 {
+			var err error
+			if priv, err = ring.private(s.Prekey); err != nil {
+				return nil, err
+			}
+		}
+		if priv == nil {
+			return nil, ErrPrekeyGone
+		}
+		plain, err := hpke.Open(priv, kdf, aead, welcomeInfo(tag, epoch, self), s.Enc)
+		if err != nil {
+			return nil, ErrDecrypt
+		}
+		var k EpochKeys
+		if err := detcbor.Unmarshal(plain, &k, maxWelcome); err != nil || len(k.Secret) != 32 || !bytes.Equal(Tag(k.Conv), tag) {
+			return nil, fmt.Errorf("%w: welcome keys", ErrMalformed)
+		}
+		return &k, nil
+	}
+	return nil, ErrNoSeal
+}
