@@ -6,7 +6,10 @@
 // sender's identity key over every other field, so anyone — relays and
 // anchors too — can check it from the sender's peer ID alone, without any
 // key material. The op ID is SHA-256 of the exact envelope bytes; decoding
-// rejects non-canonical input, so one op has one ID.
+// rejects non-canonical input, so one op has one ID. The sender's hybrid
+// logical clock reading is in the signed header (not the ciphertext): every
+// replica, including one that cannot read an epoch, must order the DAG the
+// same way.
 //
 // Keys of a conversation:
 //   - An epoch is a random 32-byte secret with a random 16-byte ID. A welcome

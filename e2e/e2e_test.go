@@ -31,7 +31,7 @@ func newDev(t testing.TB) dev {
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func envelope(from dev, conv []byte, deps ...[32]byte) *Envelope {
-	return New(Tag(conv), from.id, deps)
+	return New(Tag(conv, from.id), from.id, deps)
 }
 
 func TestEnvelopeSignVerifyTamper(t *testing.T) {
@@ -159,8 +159,9 @@ func TestWelcome(t *testing.T) {
 	if err := pb.Verify(); err != nil {
 		t.Fatal(err)
 	}
-	keys := EpochKeys{Conv: conv, Secret: secret[:], Members: [][]byte{[]byte(alice.id), []byte(bob.id)}}
-	body, err := SealWelcome(epoch, keys, []Recipient{{ID: bob.id, PrekeyID: pb.ID, KEM: pb.KEM}})
+	keys := EpochKeys{Conv: conv, Creator: []byte(alice.id), Secret: secret[:]}
+	tag := Tag(conv, alice.id)
+	body, err := SealWelcome(epoch, keys, []peer.ID{alice.id, bob.id}, []Recipient{{ID: bob.id, PrekeyID: pb.ID, KEM: pb.KEM}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,27 +169,27 @@ func TestWelcome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := OpenWelcome(w, Tag(conv), epoch, bob.id, bob.ring, nil)
+	got, err := OpenWelcome(w, tag, epoch, bob.id, bob.ring, nil)
 	if err != nil || !bytes.Equal(got.Secret, secret[:]) {
 		t.Fatalf("bob opens: %v", err)
 	}
-	if _, err := OpenWelcome(w, Tag(conv), epoch, carol.id, carol.ring, nil); !errors.Is(err, ErrNoSeal) {
+	if _, err := OpenWelcome(w, tag, epoch, carol.id, carol.ring, nil); !errors.Is(err, ErrNoSeal) {
 		t.Fatalf("carol: %v", err)
 	}
 	other, _ := NewEpoch()
-	if _, err := OpenWelcome(w, Tag(conv), other, bob.id, bob.ring, nil); !errors.Is(err, ErrDecrypt) {
+	if _, err := OpenWelcome(w, tag, other, bob.id, bob.ring, nil); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("replayed into another epoch: %v", err)
 	}
-	if _, err := OpenWelcome(w, Tag([]byte("another")), epoch, bob.id, bob.ring, nil); !errors.Is(err, ErrDecrypt) {
+	if _, err := OpenWelcome(w, Tag([]byte("another"), alice.id), epoch, bob.id, bob.ring, nil); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("replayed into another conversation: %v", err)
 	}
 	// Rotation, then the retired private half is deleted after the window.
 	bob.ring.Current(t0.Add(PrekeyRotation + time.Hour))
-	if _, err := OpenWelcome(w, Tag(conv), epoch, bob.id, bob.ring, nil); err != nil {
+	if _, err := OpenWelcome(w, tag, epoch, bob.id, bob.ring, nil); err != nil {
 		t.Fatalf("retired prekey inside window: %v", err)
 	}
 	bob.ring.Expire(t0.Add(PrekeyRotation + PrekeyWindow + 2*time.Hour))
-	if _, err := OpenWelcome(w, Tag(conv), epoch, bob.id, bob.ring, nil); !errors.Is(err, ErrPrekeyGone) {
+	if _, err := OpenWelcome(w, tag, epoch, bob.id, bob.ring, nil); !errors.Is(err, ErrPrekeyGone) {
 		t.Fatalf("expired prekey: %v", err)
 	}
 	forged := *pb
@@ -223,13 +224,13 @@ func FuzzDecodeWelcome(f *testing.F) {
 	bob := newDev(f)
 	pb, _ := bob.ring.Current(t0)
 	epoch, secret := NewEpoch()
-	body, _ := SealWelcome(epoch, EpochKeys{Conv: []byte("c"), Secret: secret[:]}, []Recipient{{ID: bob.id, PrekeyID: pb.ID, KEM: pb.KEM}})
+	body, _ := SealWelcome(epoch, EpochKeys{Conv: []byte("c"), Creator: []byte(bob.id), Secret: secret[:]}, []peer.ID{bob.id}, []Recipient{{ID: bob.id, PrekeyID: pb.ID, KEM: pb.KEM}})
 	f.Add(body)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		w, err := DecodeWelcome(data)
 		if err != nil {
 			return
 		}
-		_, _ = OpenWelcome(w, Tag([]byte("c")), epoch, bob.id, bob.ring, nil)
+		_, _ = OpenWelcome(w, Tag([]byte("c"), bob.id), epoch, bob.id, bob.ring, nil)
 	})
 }

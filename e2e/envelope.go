@@ -39,6 +39,11 @@ type Envelope struct {
 	Deps    [][]byte `cbor:"7,keyasint"` // parent op IDs
 	Body    []byte   `cbor:"8,keyasint"` // ciphertext
 	Sig     []byte   `cbor:"9,keyasint"`
+	// Wall and Logical are the sender's hybrid logical clock. They are in
+	// the signed header, not the ciphertext, so every replica — members who
+	// cannot read an old epoch, anchors — derives the same causal order.
+	Wall    int64  `cbor:"10,keyasint"`
+	Logical uint32 `cbor:"11,keyasint"`
 }
 
 const sigContext = "medmesh envelope v1\x00"

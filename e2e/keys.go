@@ -60,10 +60,15 @@ func ControlKey(s Secret) Secret { return derive(s, "control", nil) }
 // ChainKey is sender's first chain key in the epoch.
 func ChainKey(s Secret, sender peer.ID) Secret { return derive(s, "chain", []byte(sender)) }
 
-// Tag is the opaque conversation tag (and topic name) of a conversation ID.
-func Tag(conv []byte) []byte {
-	sum := sha256.Sum256(append([]byte("medmesh tag\x00"), conv...))
-	return sum[:tagLen]
+// Tag is the opaque conversation tag (and topic name) of a conversation:
+// it binds the conversation ID and its creator, so only the creator's root
+// welcome can found it.
+func Tag(conv []byte, creator peer.ID) []byte {
+	h := sha256.New()
+	h.Write([]byte("medmesh tag\x00"))
+	h.Write(conv)
+	h.Write([]byte(creator))
+	return h.Sum(nil)[:tagLen]
 }
 
 func step(ck Secret, b byte) Secret {

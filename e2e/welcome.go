@@ -143,19 +143,23 @@ type Seal struct {
 	Enc       []byte `cbor:"3,keyasint"` // HPKE encapsulation + ciphertext
 }
 
-// Welcome is the body of a welcome envelope (public: recipients and their
-// sealed shares).
+// Welcome is the body of a welcome envelope. Members (who holds the epoch,
+// the sealer included) and the recipients of the shares are public, so every
+// replica knows who an epoch reaches.
 type Welcome struct {
-	Seals []Seal `cbor:"1,keyasint"`
+	Members [][]byte `cbor:"1,keyasint"`
+	Seals   []Seal   `cbor:"2,keyasint"`
 }
 
 // EpochKeys is what a welcome gives each recipient.
 type EpochKeys struct {
 	Conv    []byte        `cbor:"1,keyasint"` // conversation ID
-	Secret  []byte        `cbor:"2,keyasint"` // the epoch secret
-	Members [][]byte      `cbor:"3,keyasint"` // who holds this epoch (its senders)
+	Creator []byte        `cbor:"2,keyasint"` // conversation creator's peer ID
+	Secret  []byte        `cbor:"3,keyasint"` // the epoch secret
 	Control []ControlKeys `cbor:"4,keyasint"` // control keys of earlier epochs
 }
+
+func (k *EpochKeys) tag() []byte { return Tag(k.Conv, peer.ID(k.Creator)) }
 
 // ControlKeys pairs an epoch with its control key.
 type ControlKeys struct {
@@ -178,18 +182,22 @@ func welcomeInfo(tag []byte, epoch EpochID, recipient peer.ID) []byte {
 }
 
 // SealWelcome seals keys to every recipient and returns the welcome body.
-func SealWelcome(epoch EpochID, keys EpochKeys, to []Recipient) ([]byte, error) {
+// members lists every device holding the epoch (recipients and sealer).
+func SealWelcome(epoch EpochID, keys EpochKeys, members []peer.ID, to []Recipient) ([]byte, error) {
 	plain, err := detcbor.Marshal(keys)
 	if err != nil {
 		return nil, err
 	}
 	w := Welcome{Seals: make([]Seal, 0, len(to))}
+	for _, m := range members {
+		w.Members = append(w.Members, []byte(m))
+	}
 	for _, r := range to {
 		pk, err := kem.NewPublicKey(r.KEM)
 		if err != nil {
 			return nil, fmt.Errorf("%w: recipient %s", ErrBadPrekey, r.ID)
 		}
-		ct, err := hpke.Seal(pk, kdf, aead, welcomeInfo(Tag(keys.Conv), epoch, r.ID), plain)
+		ct, err := hpke.Seal(pk, kdf, aead, welcomeInfo(keys.tag(), epoch, r.ID), plain)
 		if err != nil {
 			return nil, err
 		}
@@ -231,7 +239,7 @@ func OpenWelcome(w *Welcome, tag []byte, epoch EpochID, self peer.ID, ring *Prek
 			return nil, ErrDecrypt
 		}
 		var k EpochKeys
-		if err := detcbor.Unmarshal(plain, &k, maxWelcome); err != nil || len(k.Secret) != 32 || !bytes.Equal(Tag(k.Conv), tag) {
+		if err := detcbor.Unmarshal(plain, &k, maxWelcome); err != nil || len(k.Secret) != 32 || !bytes.Equal(k.tag(), tag) {
 			return nil, fmt.Errorf("%w: welcome keys", ErrMalformed)
 		}
 		return &k, nil

@@ -1,0 +1,100 @@
+package chat
+
+import (
+	"fmt"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Op kinds. Content kinds are sealed with sender chains, control kinds with
+// the epoch's control key.
+const (
+	kindText    uint8 = 1
+	kindEdit    uint8 = 2
+	kindDelete  uint8 = 3
+	kindReact   uint8 = 4
+	kindUnreact uint8 = 5
+
+	kindCreate    uint8 = 10
+	kindAdd       uint8 = 11
+	kindRemove    uint8 = 12
+	kindPromote   uint8 = 13
+	kindLeave     uint8 = 14
+	kindReceipt   uint8 = 15
+	kindRetention uint8 = 16
+
+	kindWelcome uint8 = 100 // not a payload: the welcome envelope itself
+)
+
+func isControl(k uint8) bool { return k >= kindCreate && k < kindWelcome }
+
+func isMembership(k uint8) bool {
+	switch k {
+	case kindCreate, kindAdd, kindRemove, kindPromote, kindLeave, kindRetention:
+		return true
+	}
+	return false
+}
+
+// Receipt levels.
+const (
+	Delivered    = 1
+	Read         = 2
+	Acknowledged = 3
+)
+
+// Limits.
+const (
+	MaxText      = 16 << 10
+	maxTargets   = 1024
+	maxMembers   = 4096
+	maxPayload   = 1 << 20
+	maxTitle     = 256
+	maxEmojiText = 32
+)
+
+// payload is the encrypted part of an op.
+type payload struct {
+	Kind      uint8    `cbor:"1,keyasint"`
+	Text      string   `cbor:"2,keyasint,omitempty"`
+	Target    []byte   `cbor:"3,keyasint,omitempty"` // op ID: reply-to, edit, delete, react
+	Urgent    bool     `cbor:"4,keyasint,omitempty"`
+	Tags      [][]byte `cbor:"5,keyasint,omitempty"` // reaction tags observed (unreact)
+	Member    []byte   `cbor:"6,keyasint,omitempty"` // peer ID (add, remove, promote)
+	Members   [][]byte `cbor:"7,keyasint,omitempty"` // create: initial members; admins are the creator
+	Level     uint8    `cbor:"8,keyasint,omitempty"` // receipt level
+	Targets   [][]byte `cbor:"9,keyasint,omitempty"` // receipt targets
+	Retention int64    `cbor:"10,keyasint,omitempty"` // seconds; 0 keeps forever
+}
+
+func (p *payload) check() error {
+	switch {
+	case len(p.Text) > MaxText && p.Kind != kindCreate:
+		return fmt.Errorf("%w: text of %d bytes", ErrTooLarge, len(p.Text))
+	case p.Kind == kindCreate && len(p.Text) > maxTitle:
+		return fmt.Errorf("%w: title", ErrTooLarge)
+	case len(p.Targets) > maxTargets || len(p.Tags) > maxTargets || len(p.Members) > maxMembers:
+		return fmt.Errorf("%w: too many targets or members", ErrInvalidPayload)
+	case p.Target != nil && len(p.Target) != 32:
+		return fmt.Errorf("%w: target", ErrInvalidPayload)
+	case p.Level > Acknowledged:
+		return fmt.Errorf("%w: receipt level", ErrInvalidPayload)
+	}
+	for _, t := range append(p.Targets, p.Tags...) {
+		if len(t) != 32 {
+			return fmt.Errorf("%w: target", ErrInvalidPayload)
+		}
+	}
+	return nil
+}
+
+func decodePayload(b []byte) (*payload, error) {
+	var p payload
+	if err := detcbor.Unmarshal(b, &p, maxPayload); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidPayload, err)
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}

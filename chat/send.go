@@ -1,0 +1,271 @@
+package chat
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// heads is the view at this replica's heads: the membership it acts on.
+func (r *Replica) headView() *membership {
+	r.refresh()
+	return r.membersOf(r.union(r.dag.Heads()))
+}
+
+// rekey starts a new epoch for members and returns its welcome envelope.
+func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
+	now := r.now()
+	epoch, secret := e2e.NewEpoch()
+	keys := e2e.EpochKeys{Conv: r.conv[:], Creator: []byte(r.creator), Secret: secret[:]}
+	for ep, k := range r.control {
+		keys.Control = append(keys.Control, e2e.ControlKeys{Epoch: slices.Clone(ep[:]), Key: slices.Clone(k[:])})
+	}
+	slices.SortFunc(keys.Control, func(a, b e2e.ControlKeys) int { return bytes.Compare(a.Epoch, b.Epoch) })
+	members = uniq(members)
+	slices.Sort(members)
+	var to []e2e.Recipient
+	for _, m := range members {
+		if m == r.dev.ID {
+			continue
+		}
+		rc, err := r.dir.Recipient(m, now)
+		if err != nil {
+			return nil, fmt.Errorf("seal welcome for %s: %w", m, err)
+		}
+		to = append(to, rc)
+	}
+	body, err := e2e.SealWelcome(epoch, keys, members, to)
+	if err != nil {
+		return nil, err
+	}
+	env := r.newEnvelope()
+	env.Kind, env.Epoch, env.Body = e2e.KindWelcome, epoch[:], body
+	// Install our own keys before forgetting the secret.
+	r.recv.Install(epoch, secret, members)
+	r.send[epoch] = &e2e.SendChain{Epoch: epoch, CK: e2e.ChainKey(secret, r.dev.ID)}
+	r.control[epoch] = e2e.ControlKey(secret)
+	clear(secret[:])
+	return r.finish(env)
+}
+
+func (r *Replica) newEnvelope() *e2e.Envelope {
+	heads := r.dag.Heads()
+	deps := make([][32]byte, len(heads))
+	for i, h := range heads {
+		deps[i] = h
+	}
+	e := e2e.New(r.tag, r.dev.ID, deps)
+	t := r.clock.Now()
+	e.Wall, e.Logical = t.Wall, t.Logical
+	return e
+}
+
+// finish signs, encodes and applies our own envelope.
+func (r *Replica) finish(e *e2e.Envelope) ([]byte, error) {
+	if err := e.Sign(r.dev.Key); err != nil {
+		return nil, err
+	}
+	raw, err := e.Encode()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.ingest(e, raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// emit seals and applies one op of ours. Content ops go out in the epoch in
+// use, after starting a new one if that epoch does not match the members.
+func (r *Replica) emit(p *payload) ([]byte, error) {
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	pt, err := detcbor.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	env := r.newEnvelope()
+	m := r.headView()
+	ep := r.ops[m.epoch]
+	if ep == nil {
+		return nil, ErrNoKeys
+	}
+	if isControl(p.Kind) {
+		key, ok := r.control[ep.epoch]
+		if !ok {
+			return nil, ErrNoKeys
+		}
+		if err := e2e.SealControl(env, ep.epoch, key, pt); err != nil {
+			return nil, err
+		}
+	} else {
+		chain := r.send[ep.epoch]
+		if chain == nil {
+			return nil, ErrNoKeys
+		}
+		if err := e2e.SealContent(env, chain, pt); err != nil {
+			return nil, err
+		}
+	}
+	return r.finish(env)
+}
+
+// prepare makes sure the epoch in use reaches exactly the members, starting
+// a new one if not (a removal, an add, or concurrent changes by two admins).
+func (r *Replica) prepare() ([][]byte, error) {
+	m := r.headView()
+	if !m.members[r.dev.ID] {
+		return nil, ErrNotMember
+	}
+	if ep := r.ops[m.epoch]; ep != nil && r.send[ep.epoch] != nil && sameSet(ep.holders, m.members) {
+		return nil, nil
+	}
+	var members []peer.ID
+	for id := range m.members {
+		members = append(members, id)
+	}
+	w, err := r.rekey(members)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{w}, nil
+}
+
+func sameSet(a []peer.ID, b map[peer.ID]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !b[x] {
+			return false
+		}
+	}
+	return true
+}
+
+// do prepares the epoch and emits p, returning every envelope to publish.
+func (r *Replica) do(p *payload) ([][]byte, crdt.OpID, error) {
+	out, err := r.prepare()
+	if err != nil {
+		return nil, crdt.OpID{}, err
+	}
+	raw, err := r.emit(p)
+	if err != nil {
+		return out, crdt.OpID{}, err
+	}
+	return append(out, raw), crdt.OpID(e2e.ID(raw)), nil
+}
+
+// SendOptions qualify a message.
+type SendOptions struct {
+	Urgent  bool      // asks every recipient for an explicit acknowledgement
+	ReplyTo crdt.OpID // zero for none
+}
+
+// Send posts a text message. It returns the envelopes to publish (a welcome
+// first if a new epoch was needed) and the message's op ID.
+func (r *Replica) Send(text string, o SendOptions) ([][]byte, crdt.OpID, error) {
+	p := &payload{Kind: kindText, Text: text, Urgent: o.Urgent}
+	if !o.ReplyTo.IsZero() {
+		p.Target = o.ReplyTo[:]
+	}
+	return r.do(p)
+}
+
+// Edit replaces the text of one of this device's messages.
+func (r *Replica) Edit(msg crdt.OpID, text string) ([][]byte, crdt.OpID, error) {
+	return r.do(&payload{Kind: kindEdit, Target: msg[:], Text: text})
+}
+
+// Delete deletes one of this device's messages everywhere: the plaintext is
+// destroyed, a tombstone stays.
+func (r *Replica) Delete(msg crdt.OpID) ([][]byte, crdt.OpID, error) {
+	return r.do(&payload{Kind: kindDelete, Target: msg[:]})
+}
+
+// React adds an emoji reaction to a message.
+func (r *Replica) React(msg crdt.OpID, emoji string) ([][]byte, crdt.OpID, error) {
+	if len(emoji) > maxEmojiText {
+		return nil, crdt.OpID{}, ErrTooLarge
+	}
+	return r.do(&payload{Kind: kindReact, Target: msg[:], Text: emoji})
+}
+
+// Unreact removes this device's reaction (the tags it has observed).
+func (r *Replica) Unreact(msg crdt.OpID, emoji string) ([][]byte, crdt.OpID, error) {
+	p := &payload{Kind: kindUnreact, Target: msg[:], Text: emoji}
+	for _, t := range r.reactionTags(msg, emoji, r.dev.ID) {
+		p.Tags = append(p.Tags, t[:])
+	}
+	return r.do(p)
+}
+
+// Receipt records that this device has delivered, read or acknowledged
+// messages. Receipts depend on everything seen, so they also endorse it.
+func (r *Replica) Receipt(level int, msgs ...crdt.OpID) ([][]byte, crdt.OpID, error) {
+	p := &payload{Kind: kindReceipt, Level: uint8(level)}
+	for _, m := range msgs {
+		p.Targets = append(p.Targets, m[:])
+	}
+	return r.do(p)
+}
+
+// Add adds a member (admins only); the next message goes in a new epoch.
+func (r *Replica) Add(member peer.ID) ([][]byte, crdt.OpID, error) {
+	return r.member(kindAdd, member)
+}
+
+// Remove removes a member (admins only); it receives no later epoch.
+func (r *Replica) Remove(member peer.ID) ([][]byte, crdt.OpID, error) {
+	return r.member(kindRemove, member)
+}
+
+// Promote makes a member an admin (admins only).
+func (r *Replica) Promote(member peer.ID) ([][]byte, crdt.OpID, error) {
+	return r.member(kindPromote, member)
+}
+
+// Leave removes this device from the conversation.
+func (r *Replica) Leave() ([][]byte, crdt.OpID, error) {
+	raw, err := r.emit(&payload{Kind: kindLeave})
+	if err != nil {
+		return nil, crdt.OpID{}, err
+	}
+	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), nil
+}
+
+// SetRetention sets how long messages are kept (admins only; 0 = forever).
+func (r *Replica) SetRetention(d time.Duration) ([][]byte, crdt.OpID, error) {
+	raw, err := r.emit(&payload{Kind: kindRetention, Retention: int64(d / time.Second)})
+	if err != nil {
+		return nil, crdt.OpID{}, err
+	}
+	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), nil
+}
+
+func (r *Replica) member(kind uint8, member peer.ID) ([][]byte, crdt.OpID, error) {
+	if !r.headView().admins[r.dev.ID] {
+		return nil, crdt.OpID{}, fmt.Errorf("%w: only admins change members", ErrNotAuthorised)
+	}
+	raw, err := r.emit(&payload{Kind: kind, Member: []byte(member)})
+	if err != nil {
+		return nil, crdt.OpID{}, err
+	}
+	out := [][]byte{raw}
+	// Start the new epoch at once, so the change of who can read is not
+	// left to the next message.
+	if w, err := r.prepare(); err == nil {
+		out = append(out, w...)
+	} else if err != ErrNotMember {
+		return out, crdt.OpID(e2e.ID(raw)), err
+	}
+	return out, crdt.OpID(e2e.ID(raw)), nil
+}

@@ -1,0 +1,273 @@
+package chat
+
+import (
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+)
+
+// Delivery states, least to most advanced.
+const (
+	StateQueued       = "queued"       // on this device only
+	StateHeld         = "held"         // another node (anchor, carrier) acknowledged storing it
+	StateDelivered    = "delivered"    // on the recipient's device
+	StateRead         = "read"         //
+	StateAcknowledged = "acknowledged" // explicitly acknowledged (urgent messages)
+)
+
+var levelState = []string{StateQueued, StateDelivered, StateRead, StateAcknowledged}
+
+// Message is one materialised message.
+type Message struct {
+	ID        crdt.OpID
+	Sender    peer.ID
+	Text      string // empty once deleted
+	Time      time.Time
+	Urgent    bool
+	ReplyTo   crdt.OpID
+	Edited    bool
+	Deleted   bool
+	Skewed    bool // sender's clock was far ahead when it arrived
+	Reactions map[string][]peer.ID
+	// Receipts: the level each recipient has reached (Delivered, Read,
+	// Acknowledged); recipients are the members when it was sent.
+	Receipts map[peer.ID]int
+}
+
+// State is a materialised conversation.
+type State struct {
+	ID        ConversationID
+	Title     string
+	Members   []peer.ID
+	Admins    []peer.ID
+	Retention time.Duration
+	Messages  []Message
+}
+
+// State materialises the conversation from the DAG. It depends only on the
+// set of ops this device can read, never on arrival order.
+func (r *Replica) State() *State {
+	r.refresh()
+	if r.cache != nil {
+		return r.cache
+	}
+	st := &State{ID: r.conv}
+	edits := map[crdt.OpID]*crdt.LWW[string]{}
+	deleted := map[crdt.OpID]bool{}
+	reacts := map[crdt.OpID]*crdt.ORSet[string]{}
+	receipts := map[crdt.OpID]*crdt.MaxRegister[peer.ID]{}
+	var texts []crdt.OpID
+	for _, id := range r.dag.Order() {
+		info := r.ops[id]
+		if info == nil || !info.valid || info.p == nil || !r.standing(id) {
+			continue
+		}
+		key, _ := r.dag.Key(id)
+		p := info.p
+		var target crdt.OpID
+		if len(p.Target) == 32 {
+			copy(target[:], p.Target)
+		}
+		switch info.kind {
+		case kindCreate:
+			st.Title = p.Text
+		case kindText:
+			texts = append(texts, id)
+		case kindEdit:
+			if edits[target] == nil {
+				edits[target] = &crdt.LWW[string]{}
+			}
+			edits[target].Set(p.Text, crdt.Stamp{Key: key, ID: id})
+		case kindDelete:
+			deleted[target] = true
+		case kindReact, kindUnreact:
+			if reacts[target] == nil {
+				reacts[target] = crdt.NewORSet[string]()
+			}
+			el := p.Text + "\x00" + string(info.sender)
+			if info.kind == kindReact {
+				reacts[target].Add(el, id)
+			} else {
+				var tags []crdt.OpID
+				for _, t := range p.Tags {
+					tid, _ := crdt.OpIDFromBytes(t)
+					tags = append(tags, tid)
+				}
+				reacts[target].Remove(el, tags)
+			}
+		case kindReceipt:
+			for _, t := range p.Targets {
+				tid, _ := crdt.OpIDFromBytes(t)
+				if receipts[tid] == nil {
+					receipts[tid] = crdt.NewMaxRegister[peer.ID]()
+				}
+				receipts[tid].Raise(info.sender, int(p.Level))
+			}
+		}
+	}
+	for _, id := range texts {
+		info := r.ops[id]
+		key, skewed := r.dag.Key(id)
+		m := Message{ID: id, Sender: info.sender, Text: info.p.Text, Time: key.Time(), Urgent: info.p.Urgent,
+			Skewed: skewed, Reactions: map[string][]peer.ID{}, Receipts: map[peer.ID]int{}}
+		if len(info.p.Target) == 32 {
+			copy(m.ReplyTo[:], info.p.Target)
+		}
+		if e := edits[id]; e != nil {
+			m.Text, m.Edited = e.Value, true
+		}
+		if deleted[id] || info.gone {
+			m.Text, m.Deleted = "", true
+		}
+		if set := reacts[id]; set != nil {
+			for _, el := range set.Elements() {
+				for i := range len(el) {
+					if el[i] == 0 {
+						m.Reactions[el[:i]] = append(m.Reactions[el[:i]], peer.ID(el[i+1:]))
+						break
+					}
+				}
+			}
+			for _, who := range m.Reactions {
+				slices.Sort(who)
+			}
+		}
+		for _, rc := range r.recipients(id) {
+			m.Receipts[rc] = 0
+		}
+		if reg := receipts[id]; reg != nil {
+			reg.Each(func(p peer.ID, lvl int) {
+				if _, ok := m.Receipts[p]; ok {
+					m.Receipts[p] = lvl
+				}
+			})
+		}
+		st.Messages = append(st.Messages, m)
+	}
+	mem := r.membersOf(r.union(r.dag.Heads()))
+	for p := range mem.members {
+		st.Members = append(st.Members, p)
+	}
+	for p := range mem.admins {
+		st.Admins = append(st.Admins, p)
+	}
+	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i] < st.Members[j] })
+	sort.Slice(st.Admins, func(i, j int) bool { return st.Admins[i] < st.Admins[j] })
+	st.Retention = time.Duration(mem.retention.Value) * time.Second
+	r.cache = st
+	return st
+}
+
+// recipients of a message: the members when it was sent, but its sender.
+func (r *Replica) recipients(id crdt.OpID) []peer.ID {
+	info := r.ops[id]
+	var out []peer.ID
+	for p := range r.membersOf(info.before).members {
+		if p != info.sender {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *Replica) reactionTags(msg crdt.OpID, emoji string, who peer.ID) []crdt.OpID {
+	var out []crdt.OpID
+	for id, info := range r.ops {
+		if info.valid && info.kind == kindReact && info.sender == who && info.p.Text == emoji && string(info.p.Target) == string(msg[:]) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Delivery is a message's delivery state for its sender: overall (the least
+// advanced recipient) and per recipient.
+type Delivery struct {
+	State        string
+	PerRecipient map[peer.ID]string
+}
+
+// Delivery reports the honest delivery state of a message.
+func (r *Replica) Delivery(msg crdt.OpID) (Delivery, error) {
+	st := r.State()
+	i := slices.IndexFunc(st.Messages, func(m Message) bool { return m.ID == msg })
+	if i < 0 {
+		return Delivery{}, ErrNoSuchMessage
+	}
+	m := st.Messages[i]
+	d := Delivery{PerRecipient: map[peer.ID]string{}}
+	held := len(r.held[msg]) > 0
+	least := len(levelState)
+	for p, lvl := range m.Receipts {
+		s := levelState[lvl]
+		if lvl == 0 && held {
+			s = StateHeld
+		}
+		d.PerRecipient[p] = s
+		least = min(least, lvl)
+	}
+	switch {
+	case least == len(levelState): // no recipients (alone in the conversation)
+		d.State = StateQueued
+		if held {
+			d.State = StateHeld
+		}
+	case least == 0 && held:
+		d.State = StateHeld
+	default:
+		d.State = levelState[least]
+	}
+	return d, nil
+}
+
+// Expire applies retention: messages older than the retention setting are
+// deleted on this replica — their content destroyed, their op IDs kept so
+// sync never fetches them again — and expired message keys are dropped.
+func (r *Replica) Expire(now time.Time) int {
+	r.recv.Expire(now)
+	r.dev.Prekeys.Expire(now)
+	ret := r.State().Retention
+	if ret <= 0 {
+		return 0
+	}
+	n := 0
+	for id, info := range r.ops {
+		if info.gone || (info.kind != kindText && info.kind != kindEdit && info.kind != kindReact && info.kind != kindUnreact) {
+			continue
+		}
+		if key, _ := r.dag.Key(id); now.Sub(key.Time()) > ret {
+			r.dag.Delete(id)
+			info.p, info.gone, info.raw = nil, true, nil
+			n++
+		}
+	}
+	r.cache = nil
+	return n
+}
+
+// Missing lists op IDs that buffered ops depend on: what sync should fetch.
+func (r *Replica) Missing() []crdt.OpID { return r.dag.Missing() }
+
+// IDs lists every op ID this replica holds (deleted ones too): the set sync
+// reconciles.
+func (r *Replica) IDs() []crdt.OpID { return r.dag.IDs() }
+
+// Envelope returns the raw envelope of an op, for serving sync.
+func (r *Replica) Envelope(id crdt.OpID) ([]byte, bool) {
+	if info := r.ops[id]; info != nil && info.raw != nil {
+		return info.raw, true
+	}
+	return nil, false
+}
+
+// Holders is who the epoch of an op's welcome reaches (tests, audits).
+func (r *Replica) epochHolders(epochOp crdt.OpID) []peer.ID {
+	if info := r.ops[epochOp]; info != nil {
+		return info.holders
+	}
+	return nil
+}
