@@ -2,6 +2,7 @@ package chat
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -76,15 +77,47 @@ func (r *Replica) finish(e *e2e.Envelope) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.ingest(e, raw); err != nil {
-		return nil, err
-	}
-	return raw, nil
+	// Once applied locally the op is part of our DAG and must be published
+	// whatever the error, or our later ops would wait on it forever.
+	return raw, r.ingest(e, raw)
 }
 
-// emit seals and applies one op of ours. Content ops go out in the epoch in
-// use, after starting a new one if that epoch does not match the members.
+// emit seals and applies one op of ours, after checking it would be
+// authorised: an op every other replica rejects is never sent.
 func (r *Replica) emit(p *payload) ([]byte, error) {
+	if err := r.permitted(p); err != nil {
+		return nil, err
+	}
+	env, err := r.seal(p)
+	if err != nil {
+		return nil, err
+	}
+	return r.finish(env)
+}
+
+// permitted mirrors authorise for an op of ours at the current heads.
+func (r *Replica) permitted(p *payload) error {
+	m := r.headView()
+	ok := false
+	switch p.Kind {
+	case kindCreate:
+		ok = !m.created && r.creator == r.dev.ID
+	case kindAdd, kindRemove, kindPromote, kindRetention:
+		ok = m.admins[r.dev.ID]
+	case kindEdit, kindDelete:
+		t := r.target(p.Target)
+		ok = m.members[r.dev.ID] && t != nil && t.kind == kindText && t.sender == r.dev.ID
+	default:
+		ok = m.members[r.dev.ID]
+	}
+	if !ok {
+		return fmt.Errorf("%w: kind %d", ErrNotAuthorised, p.Kind)
+	}
+	return nil
+}
+
+// seal builds one op of ours in the epoch in use, unsigned and unapplied.
+func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
@@ -115,7 +148,7 @@ func (r *Replica) emit(p *payload) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return r.finish(env)
+	return env, nil
 }
 
 // prepare makes sure the epoch in use reaches exactly the members, starting
@@ -133,10 +166,10 @@ func (r *Replica) prepare() ([][]byte, error) {
 		members = append(members, id)
 	}
 	w, err := r.rekey(members)
-	if err != nil {
+	if w == nil {
 		return nil, err
 	}
-	return [][]byte{w}, nil
+	return [][]byte{w}, err
 }
 
 func sameSet(a []peer.ID, b map[peer.ID]bool) bool {
@@ -158,10 +191,10 @@ func (r *Replica) do(p *payload) ([][]byte, crdt.OpID, error) {
 		return nil, crdt.OpID{}, err
 	}
 	raw, err := r.emit(p)
-	if err != nil {
+	if raw == nil {
 		return out, crdt.OpID{}, err
 	}
-	return append(out, raw), crdt.OpID(e2e.ID(raw)), nil
+	return append(out, raw), crdt.OpID(e2e.ID(raw)), err
 }
 
 // SendOptions qualify a message.
@@ -235,37 +268,36 @@ func (r *Replica) Promote(member peer.ID) ([][]byte, crdt.OpID, error) {
 
 // Leave removes this device from the conversation.
 func (r *Replica) Leave() ([][]byte, crdt.OpID, error) {
-	raw, err := r.emit(&payload{Kind: kindLeave})
-	if err != nil {
-		return nil, crdt.OpID{}, err
-	}
-	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), nil
+	return one(r.emit(&payload{Kind: kindLeave}))
 }
 
 // SetRetention sets how long messages are kept (admins only; 0 = forever).
 func (r *Replica) SetRetention(d time.Duration) ([][]byte, crdt.OpID, error) {
-	raw, err := r.emit(&payload{Kind: kindRetention, Retention: int64(d / time.Second)})
-	if err != nil {
-		return nil, crdt.OpID{}, err
-	}
-	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), nil
+	return one(r.emit(&payload{Kind: kindRetention, Retention: int64(d / time.Second)}))
 }
 
 func (r *Replica) member(kind uint8, member peer.ID) ([][]byte, crdt.OpID, error) {
 	if !r.headView().admins[r.dev.ID] {
 		return nil, crdt.OpID{}, fmt.Errorf("%w: only admins change members", ErrNotAuthorised)
 	}
-	raw, err := r.emit(&payload{Kind: kind, Member: []byte(member)})
+	out, id, err := one(r.emit(&payload{Kind: kind, Member: []byte(member)}))
 	if err != nil {
-		return nil, crdt.OpID{}, err
+		return out, id, err
 	}
-	out := [][]byte{raw}
 	// Start the new epoch at once, so the change of who can read is not
 	// left to the next message.
-	if w, err := r.prepare(); err == nil {
-		out = append(out, w...)
-	} else if err != ErrNotMember {
-		return out, crdt.OpID(e2e.ID(raw)), err
+	w, err := r.prepare()
+	out = append(out, w...)
+	if err != nil && !errors.Is(err, ErrNotMember) {
+		return out, id, err
 	}
-	return out, crdt.OpID(e2e.ID(raw)), nil
+	return out, id, nil
+}
+
+// one wraps a single envelope (published even alongside an error).
+func one(raw []byte, err error) ([][]byte, crdt.OpID, error) {
+	if raw == nil {
+		return nil, crdt.OpID{}, err
+	}
+	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), err
 }
