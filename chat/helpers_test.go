@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -104,3 +105,5 @@ func texts(st *State) []string {
 }
 
 func idOf(raw []byte) crdt.OpID { return crdt.OpID(e2e.ID(raw)) }
+
+func reflectEqual(a, b any) bool { return reflect.DeepEqual(a, b) }

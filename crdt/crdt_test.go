@@ -137,9 +137,11 @@ func TestSkewedClockCannotPinToEnd(t *testing.T) {
 	d, _ := crdt.NewDAG(crdt.NewMemStore())
 	root := mkop("root", base.UnixMilli())
 	ahead := mkop("ahead", base.Add(2*time.Hour).UnixMilli(), root.ID)
+	ahead.Author = "bob (clock two hours fast)"
 	honest1 := mkop("honest1", base.Add(30*time.Second).UnixMilli(), root.ID)
 	honest2 := mkop("honest2", base.Add(10*time.Minute).UnixMilli(), honest1.ID)
 	reply := mkop("reply", base.Add(11*time.Minute).UnixMilli(), ahead.ID, honest2.ID)
+	reply.Author = "carol"
 	for _, op := range []crdt.Op{root, ahead, honest1, honest2, reply} {
 		if _, err := d.Add(op, base.Add(11*time.Minute)); err != nil {
 			t.Fatal(err)
@@ -147,11 +149,11 @@ func TestSkewedClockCannotPinToEnd(t *testing.T) {
 	}
 	order := d.Order()
 	idx := func(op crdt.Op) int { return slices.Index(order, op.ID) }
-	if !(idx(ahead) < idx(honest2) && idx(honest2) < idx(reply)) {
+	if !(idx(ahead) < idx(reply) && idx(honest2) < idx(reply)) {
 		t.Fatalf("skewed op pinned late: order %v", order)
 	}
-	if _, flagged := d.Key(ahead.ID); !flagged {
-		t.Fatal("skewed op not flagged")
+	if k, flagged := d.Key(ahead.ID); !flagged || k.Wall != reply.Time.Wall {
+		t.Fatalf("skewed op not pulled down to its first answer: key %v flagged %v", k, flagged)
 	}
 	if _, flagged := d.Key(honest2.ID); flagged {
 		t.Fatal("honest op flagged")

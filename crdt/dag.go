@@ -20,14 +20,22 @@ type DAG struct {
 
 	children map[OpID][]OpID
 	deps     map[OpID][]OpID // deps of applied (and gone) ops
-	keys     map[OpID]Timestamp
+	meta     map[OpID]meta
+	keys     map[OpID]Timestamp // sort keys; recomputed when stale
+	stale    bool
 	skewed   map[OpID]bool
+	clamped  map[OpID]bool
 	heads    map[OpID]struct{}
 	gone     map[OpID]bool // deleted by retention: present for causality only
 
 	pending map[OpID]*waiting
 	waiters map[OpID][]OpID // missing dep → pending ops that need it
 	fifo    []OpID          // pending, oldest first
+}
+
+type meta struct {
+	time   Timestamp
+	author string
 }
 
 type waiting struct {
@@ -39,7 +47,7 @@ type waiting struct {
 func NewDAG(store Store) (*DAG, error) {
 	d := &DAG{
 		store: store, MaxSkew: DefaultMaxSkew, MaxPending: DefaultMaxPending,
-		children: map[OpID][]OpID{}, deps: map[OpID][]OpID{}, keys: map[OpID]Timestamp{},
+		children: map[OpID][]OpID{}, deps: map[OpID][]OpID{}, keys: map[OpID]Timestamp{}, meta: map[OpID]meta{},
 		skewed: map[OpID]bool{}, heads: map[OpID]struct{}{}, gone: map[OpID]bool{},
 		pending: map[OpID]*waiting{}, waiters: map[OpID][]OpID{},
 	}
@@ -185,28 +193,68 @@ func (d *DAG) apply(op Op, now time.Time) error {
 	return nil
 }
 
-// index records op as applied: deps, children, heads and its sort key.
+// index records op as applied: deps, children, heads.
 func (d *DAG) index(op Op, now time.Time) {
 	d.deps[op.ID] = op.Deps
-	var ctx Timestamp
+	d.meta[op.ID] = meta{time: op.Time, author: op.Author}
 	for _, dep := range op.Deps {
 		d.children[dep] = append(d.children[dep], op.ID)
 		delete(d.heads, dep)
-		if k := d.keys[dep]; k.Compare(ctx) > 0 {
-			ctx = k
-		}
 	}
 	d.heads[op.ID] = struct{}{}
-	key := op.Time
-	if len(op.Deps) > 0 {
-		if limit := ctx.add(d.MaxSkew); key.Compare(limit) > 0 {
-			key = limit // deterministic: depends on the DAG only
-		}
-	}
 	if !now.IsZero() && op.Time.Wall > now.Add(d.MaxSkew).UnixMilli() {
 		d.skewed[op.ID] = true
 	}
-	d.keys[op.ID] = key
+	d.stale = true
+}
+
+// sortKeys computes every op's sort key. An op's key is its timestamp,
+// except when a direct dependant by another author — who saw it, so it
+// existed by then — carries a timestamp more than MaxSkew earlier: the
+// op's clock was ahead, and its key is pulled down to the earliest such
+// dependant's time (never below the keys of its own dependencies). Keys
+// depend on the DAG only, so every replica computes the same ones.
+func (d *DAG) sortKeys() {
+	if !d.stale {
+		return
+	}
+	d.stale = false
+	d.clamped = map[OpID]bool{}
+	indeg := make(map[OpID]int, len(d.deps))
+	var ready []OpID
+	for id, deps := range d.deps {
+		indeg[id] = len(deps)
+		if len(deps) == 0 {
+			ready = append(ready, id)
+		}
+	}
+	skew := d.MaxSkew.Milliseconds()
+	for len(ready) > 0 {
+		id := ready[len(ready)-1]
+		ready = ready[:len(ready)-1]
+		m := d.meta[id]
+		key := m.time
+		for _, c := range d.children[id] {
+			cm := d.meta[c]
+			if cm.author != m.author && m.time.Wall > cm.time.Wall+skew && cm.time.Compare(key) < 0 {
+				key = cm.time
+			}
+		}
+		if key != m.time {
+			for _, dep := range d.deps[id] {
+				if k := d.keys[dep]; k.Compare(key) > 0 {
+					key = k
+				}
+			}
+			d.clamped[id] = true
+		}
+		d.keys[id] = key
+		for _, c := range d.children[id] {
+			if indeg[c]--; indeg[c] == 0 {
+				ready = append(ready, c)
+			}
+		}
+	}
 }
 
 // Missing lists dependencies that buffered ops wait for and nobody has
@@ -244,10 +292,13 @@ func (d *DAG) Get(id OpID) (Op, error) { return d.store.Get(id) }
 // Deps returns the dependencies of an applied op.
 func (d *DAG) Deps(id OpID) []OpID { return d.deps[id] }
 
-// Key is op id's sort key and whether its timestamp was flagged: more than
-// MaxSkew ahead of local time when it arrived (an advisory flag for the user
-// interface; ordering never depends on it).
-func (d *DAG) Key(id OpID) (Timestamp, bool) { return d.keys[id], d.skewed[id] }
+// Key is op id's sort key and whether its timestamp is distrusted: pulled
+// down by a dependant (deterministic), or more than MaxSkew ahead of local
+// time when it arrived here (advisory).
+func (d *DAG) Key(id OpID) (Timestamp, bool) {
+	d.sortKeys()
+	return d.keys[id], d.skewed[id] || d.clamped[id]
+}
 
 // Delete destroys an applied op's content (retention). The store keeps a
 // stub — ID, deps and timestamp, no author, no body — so the DAG stays
@@ -288,6 +339,7 @@ func (d *DAG) IDs() []OpID {
 // linear extension of the DAG: every op after its dependencies, concurrent
 // ops by (sort key, ID). It depends only on the set of ops.
 func (d *DAG) Order() []OpID {
+	d.sortKeys()
 	indeg := make(map[OpID]int, len(d.deps))
 	h := &keyHeap{keys: d.keys}
 	for id, deps := range d.deps {

@@ -14,13 +14,17 @@
 //     never on arrival order or on the local clock. Ops are ordered by a
 //     linear extension of the DAG (an op always after what it depends on),
 //     concurrent ops by (sort key, op ID).
-//   - Clocks lie. An op's sort key is its HLC timestamp clamped to at most
-//     MaxSkew beyond the newest of its dependencies' keys, so a device whose
-//     clock runs hours ahead cannot pin its ops to the end of a conversation
-//     (the clamp depends on the DAG only, so replicas agree). An op stamped
-//     more than MaxSkew ahead of local time on arrival is flagged for the
-//     user. The local clock adopts a remote timestamp only within MaxSkew of
-//     local time, so one bad clock does not drag everybody's clock forward.
+//   - Clocks lie. An op's sort key is its HLC timestamp, unless a direct
+//     dependant by another author — who had seen it — is stamped more than
+//     MaxSkew earlier: then the op's clock ran ahead, and its key drops to
+//     that dependant's time (never below its own dependencies' keys). So a
+//     device whose clock runs hours fast is pinned to the end of a
+//     conversation only until the first colleague's device answers it (an
+//     automatic delivery receipt does), and replicas agree because keys
+//     depend on the DAG only. Such ops are flagged, as are ops stamped more
+//     than MaxSkew ahead of local time on arrival. The local clock adopts a
+//     remote timestamp only within MaxSkew of local time, so one bad clock
+//     does not drag everybody's clock forward.
 //   - Memory is bounded: at most MaxPending ops wait for dependencies; the
 //     oldest is evicted (and can be fetched again by sync).
 package crdt
