@@ -107,3 +107,13 @@ func texts(st *State) []string {
 func idOf(raw []byte) crdt.OpID { return crdt.OpID(e2e.ID(raw)) }
 
 func reflectEqual(a, b any) bool { return reflect.DeepEqual(a, b) }
+
+func (w *world) devicesExcept(d *Device) []*Device {
+	var out []*Device
+	for id, x := range w.devices {
+		if id != d.ID {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -100,6 +100,13 @@ type Replica struct {
 	rebuild bool // keys arrived or revocations changed: recompute views
 	cache   *State
 	kids    map[crdt.OpID][]crdt.OpID // children index, rebuilt on demand
+	heads   *membership               // membership at the heads, until the next apply
+
+	// Set while one of our own ops is applied: its decoded envelope and
+	// payload, so we do not decode and decrypt what we just built.
+	ownEnv     *e2e.Envelope
+	ownPayload *payload
+	decoded    map[crdt.OpID]*e2e.Envelope // envelopes decoded by Receive, until applied
 }
 
 // Option configures a replica.
@@ -175,7 +182,7 @@ func (r *Replica) Tag() []byte { return r.tag }
 func (r *Replica) SetRevoked(revoked func(peer.ID) bool) {
 	r.revoked = revoked
 	r.rebuild = true
-	r.cache = nil
+	r.cache, r.heads = nil, nil
 }
 
 // MarkHeld records that another node (an anchor) acknowledged storing op.
@@ -207,6 +214,10 @@ func (r *Replica) Receive(raw []byte) error {
 
 func (r *Replica) ingest(e *e2e.Envelope, raw []byte) error {
 	id := crdt.OpID(e2e.ID(raw))
+	if r.decoded == nil {
+		r.decoded = map[crdt.OpID]*e2e.Envelope{}
+	}
+	r.decoded[id] = e
 	sender, err := e.SenderID()
 	if err != nil {
 		return err
@@ -218,7 +229,11 @@ func (r *Replica) ingest(e *e2e.Envelope, raw []byte) error {
 	}
 	applied, err := r.dag.Add(op, r.now())
 	if err != nil {
+		delete(r.decoded, id)
 		return err
+	}
+	if len(r.decoded) > 2*r.dag.MaxPending { // evicted ops: forget their envelopes
+		clear(r.decoded)
 	}
 	var errs []error
 	for _, a := range applied {
@@ -231,14 +246,18 @@ func (r *Replica) ingest(e *e2e.Envelope, raw []byte) error {
 
 // apply runs once per op, in causal order: decrypt, authorise, index.
 func (r *Replica) apply(op crdt.Op) error {
-	r.cache, r.kids = nil, nil
+	r.cache, r.kids, r.heads = nil, nil, nil
 	if r.revoked != nil {
 		r.rebuild = true // a new op may endorse a revoked author's ops
 	}
 	r.clock.Observe(op.Time)
-	e, err := e2e.Decode(op.Body)
-	if err != nil {
-		return err
+	e := r.decoded[op.ID]
+	delete(r.decoded, op.ID)
+	if e == nil {
+		var err error
+		if e, err = e2e.Decode(op.Body); err != nil {
+			return err
+		}
 	}
 	info := &opInfo{env: e, raw: op.Body, sender: peer.ID(op.Author)}
 	info.epoch, _ = e2e.EpochIDFromBytes(e.Epoch)
@@ -331,6 +350,11 @@ func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
 		r.setPayload(info, pt, true)
 	case e2e.KindContent:
 		if info.p != nil {
+			return
+		}
+		if p := r.ownPayload; p != nil && info.sender == r.dev.ID {
+			r.ownPayload = nil
+			info.kind, info.p = p.Kind, p
 			return
 		}
 		pt, err := e2e.OpenContent(e, r.recv, r.now())
@@ -566,7 +590,7 @@ func (r *Replica) refresh() {
 		return
 	}
 	r.rebuild = false
-	r.kids = nil
+	r.kids, r.heads = nil, nil
 	for _, id := range r.dag.Order() {
 		info := r.ops[id]
 		if info == nil {

@@ -204,3 +204,32 @@ func FuzzOps(f *testing.F) {
 		}
 	})
 }
+
+func TestLeave(t *testing.T) {
+	w := newWorld(t)
+	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
+	ra, envs := w.create(alice, "t", bob, carol)
+	rb, rc := w.join(bob, ra.Tag()), w.join(carol, ra.Tag())
+	deliver(t, envs, rb, rc)
+	ok := must[crdt.OpID](t)
+	l, _ := ok(rc.Leave())
+	deliver(t, l, ra, rb)
+	m, _ := ok(ra.Send("after carol left", SendOptions{}))
+	deliver(t, m, rb, rc)
+	if slices.Contains(rb.State().Members, carol.ID) || len(texts(rc.State())) != 0 {
+		t.Fatalf("leave: members %v, carol reads %q", rb.State().Members, texts(rc.State()))
+	}
+}
+
+func FuzzDecodePayload(f *testing.F) {
+	f.Add([]byte{0xa1, 0x01, 0x01})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := decodePayload(data)
+		if err != nil {
+			return
+		}
+		if p.check() != nil {
+			t.Fatal("decoded payload fails its own check")
+		}
+	})
+}

@@ -14,10 +14,13 @@ import (
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
-// heads is the view at this replica's heads: the membership it acts on.
+// headView is the membership at this replica's heads: what it acts on.
 func (r *Replica) headView() *membership {
 	r.refresh()
-	return r.membersOf(r.union(r.dag.Heads()))
+	if r.heads == nil {
+		r.heads = r.membersOf(r.union(r.dag.Heads()))
+	}
+	return r.heads
 }
 
 // rekey starts a new epoch for members and returns its welcome envelope.
@@ -31,6 +34,13 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 	slices.SortFunc(keys.Control, func(a, b e2e.ControlKeys) int { return bytes.Compare(a.Epoch, b.Epoch) })
 	members = uniq(members)
 	slices.Sort(members)
+	// Who already holds the epoch in use needs no history.
+	var prev []peer.ID
+	if len(r.dag.Heads()) > 0 {
+		if ep := r.ops[r.headView().epoch]; ep != nil {
+			prev = ep.holders
+		}
+	}
 	var to []e2e.Recipient
 	for _, m := range members {
 		if m == r.dev.ID {
@@ -40,6 +50,7 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("seal welcome for %s: %w", m, err)
 		}
+		rc.History = !slices.Contains(prev, m)
 		to = append(to, rc)
 	}
 	body, err := e2e.SealWelcome(epoch, keys, members, to)
@@ -128,6 +139,7 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 	env := r.newEnvelope()
 	m := r.headView()
 	ep := r.ops[m.epoch]
+	r.ownPayload = p
 	if ep == nil {
 		return nil, ErrNoKeys
 	}

@@ -134,6 +134,9 @@ type Recipient struct {
 	ID       peer.ID
 	PrekeyID uint32
 	KEM      []byte
+	// History: the recipient is new to the conversation and gets the
+	// control keys of earlier epochs (existing members hold them already).
+	History bool
 }
 
 // Seal is one recipient's share of a welcome.
@@ -183,8 +186,15 @@ func welcomeInfo(tag []byte, epoch EpochID, recipient peer.ID) []byte {
 
 // SealWelcome seals keys to every recipient and returns the welcome body.
 // members lists every device holding the epoch (recipients and sealer).
+// keys.Control goes only to recipients marked History.
 func SealWelcome(epoch EpochID, keys EpochKeys, members []peer.ID, to []Recipient) ([]byte, error) {
-	plain, err := detcbor.Marshal(keys)
+	full, err := detcbor.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	short := keys
+	short.Control = nil
+	brief, err := detcbor.Marshal(short)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +206,10 @@ func SealWelcome(epoch EpochID, keys EpochKeys, members []peer.ID, to []Recipien
 		pk, err := kem.NewPublicKey(r.KEM)
 		if err != nil {
 			return nil, fmt.Errorf("%w: recipient %s", ErrBadPrekey, r.ID)
+		}
+		plain := brief
+		if r.History {
+			plain = full
 		}
 		ct, err := hpke.Seal(pk, kdf, aead, welcomeInfo(keys.tag(), epoch, r.ID), plain)
 		if err != nil {
