@@ -234,3 +234,31 @@ func FuzzDecodeWelcome(f *testing.F) {
 		_, _ = OpenWelcome(w, Tag([]byte("c"), bob.id), epoch, bob.id, bob.ring, nil)
 	})
 }
+
+func TestPrekeyRingPersists(t *testing.T) {
+	bob := newDev(t)
+	p1, _ := bob.ring.Current(t0)
+	bob.ring.Current(t0.Add(PrekeyRotation + time.Hour))
+	raw, err := bob.ring.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := UnmarshalPrekeyRing(raw, bob.key, bob.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := back.private(p1.ID); err != nil {
+		t.Fatal("retired prekey lost in a round trip")
+	}
+	if cur, _ := back.Current(t0.Add(PrekeyRotation + 2*time.Hour)); cur.ID != 2 {
+		t.Fatalf("current prekey %d after restore", cur.ID)
+	}
+	enc, _ := EncodePrekey(p1)
+	if got, err := DecodePrekey(enc); err != nil || got.ID != p1.ID {
+		t.Fatalf("prekey round trip: %v", err)
+	}
+	enc[len(enc)-1] ^= 1
+	if _, err := DecodePrekey(enc); err == nil {
+		t.Fatal("tampered prekey accepted")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/hpke"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -259,4 +260,71 @@ func OpenWelcome(w *Welcome, tag []byte, epoch EpochID, self peer.ID, ring *Prek
 		return &k, nil
 	}
 	return nil, ErrNoSeal
+}
+
+type ringFile struct {
+	Current uint32       `cbor:"1,keyasint"`
+	Keys    []ringRecord `cbor:"2,keyasint"`
+}
+
+type ringRecord struct {
+	Pub     Prekey `cbor:"1,keyasint"`
+	Priv    []byte `cbor:"2,keyasint"`
+	Retired int64  `cbor:"3,keyasint"` // Unix seconds; 0 while current
+}
+
+// Marshal serialises the ring, private halves included, for the device's
+// encrypted store (never anywhere else).
+func (r *PrekeyRing) Marshal() ([]byte, error) {
+	f := ringFile{Current: r.current}
+	for _, e := range r.keys {
+		priv, err := e.priv.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		re := ringRecord{Pub: e.pub, Priv: priv}
+		if !e.retired.IsZero() {
+			re.Retired = e.retired.Unix()
+		}
+		f.Keys = append(f.Keys, re)
+	}
+	slices.SortFunc(f.Keys, func(a, b ringRecord) int { return int(a.Pub.ID) - int(b.Pub.ID) })
+	return detcbor.Marshal(f)
+}
+
+// UnmarshalPrekeyRing restores a ring saved by Marshal.
+func UnmarshalPrekeyRing(data []byte, identity ed25519.PrivateKey, owner peer.ID) (*PrekeyRing, error) {
+	var f ringFile
+	if err := detcbor.Unmarshal(data, &f, 1<<20); err != nil {
+		return nil, fmt.Errorf("%w: prekey ring: %v", ErrMalformed, err)
+	}
+	r := NewPrekeyRing(identity, owner)
+	r.current = f.Current
+	for _, e := range f.Keys {
+		priv, err := kem.NewPrivateKey(e.Priv)
+		if err != nil || string(e.Pub.Owner) != string(owner) {
+			return nil, fmt.Errorf("%w: prekey ring entry", ErrMalformed)
+		}
+		re := &ringEntry{pub: e.Pub, priv: priv}
+		if e.Retired != 0 {
+			re.retired = time.Unix(e.Retired, 0)
+		}
+		r.keys[e.Pub.ID] = re
+	}
+	return r, nil
+}
+
+// EncodePrekey and DecodePrekey move a signed prekey in directory entries.
+func EncodePrekey(p *Prekey) ([]byte, error) { return detcbor.Marshal(p) }
+
+// DecodePrekey parses and verifies a signed prekey.
+func DecodePrekey(b []byte) (*Prekey, error) {
+	var p Prekey
+	if err := detcbor.Unmarshal(b, &p, 8192); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPrekey, err)
+	}
+	if err := p.Verify(); err != nil {
+		return nil, err
+	}
+	return &p, nil
 }

@@ -211,7 +211,7 @@ func (n *Node) handleAdmit(s network.Stream) {
 	close(st.decided)
 	n.mu.Unlock()
 	n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
-	n.addEntry(chain, staff, true)
+	n.addEntry(chain, staff, nil, true)
 	n.goOwned(func() { n.afterAdmission(id) })
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"slices"
 	"sort"
@@ -13,44 +14,100 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
-// entry is a directory entry: a colleague's verified certificate chain.
+// entry is a directory entry: a colleague's verified certificate chain and
+// newest verified prekey.
 type entry struct {
-	staff *identity.Staff
-	chain []*x509.Certificate
+	staff  *identity.Staff
+	chain  []*x509.Certificate
+	prekey *e2e.Prekey
+}
+
+func (e *entry) wire() dirEntry {
+	d := dirEntry{Chain: encodeChain(e.chain)}
+	if e.prekey != nil {
+		d.Prekey, _ = e2e.EncodePrekey(e.prekey)
+	}
+	return d
 }
 
 func newTicker(d time.Duration) *time.Ticker { return time.NewTicker(d) }
 
-// addEntry records a verified chain in the directory, persists it and, when
-// it is new and publish is set, spreads it on the trust topic. A newer
-// certificate of a peer blocked as revoked lifts the block. It reports
-// whether the entry was new.
-func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, publish bool) bool {
+// addEntry records a verified chain (and prekey, if any and valid) in the
+// directory, persists it and, when it changed and publish is set, spreads it
+// on the trust topic. A newer certificate of a peer blocked as revoked lifts
+// the block. It reports whether the entry changed.
+func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []byte, publish bool) bool {
+	var pk *e2e.Prekey
+	if prekey != nil {
+		if p, err := e2e.DecodePrekey(prekey); err == nil && string(p.Owner) == string(s.PeerID) {
+			pk = p
+		}
+	}
 	n.mu.Lock()
 	old := n.directory[s.PeerID]
-	if old != nil && (old.staff.Serial.Cmp(s.Serial) == 0 || old.staff.NotAfter.After(s.NotAfter)) {
+	newCert := old == nil || (old.staff.Serial.Cmp(s.Serial) != 0 && !old.staff.NotAfter.After(s.NotAfter))
+	newPrekey := pk != nil && (old == nil || old.prekey == nil || pk.Created > old.prekey.Created)
+	if !newCert && !newPrekey {
 		n.mu.Unlock()
 		return false
 	}
-	n.directory[s.PeerID] = &entry{staff: s, chain: chain}
-	if _, ok := n.blocked[s.PeerID]; ok {
+	e := &entry{staff: s, chain: chain, prekey: pk}
+	if old != nil {
+		if !newCert {
+			e.staff, e.chain = old.staff, old.chain
+		}
+		if !newPrekey {
+			e.prekey = old.prekey
+		}
+	}
+	n.directory[s.PeerID] = e
+	if newCert {
 		delete(n.blocked, s.PeerID) // it holds a valid, unrevoked certificate now
 	}
 	n.mu.Unlock()
-	raw, err := detcbor.Marshal(encodeChain(chain))
-	if err == nil {
-		if err := n.cfg.Store.Put(n.ctx, entryPrefix.ChildString(s.PeerID.String()), raw); err != nil {
-			n.log.Error("persist directory entry", "err", err)
-		}
-	}
+	n.persistEntry(e)
 	if publish {
-		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: encodeChain(chain)}) })
+		w := e.wire()
+		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
 	}
 	return true
+}
+
+func (n *Node) persistEntry(e *entry) {
+	raw, err := detcbor.Marshal(e.wire())
+	if err == nil {
+		err = n.cfg.Store.Put(n.ctx, entryPrefix.ChildString(e.staff.PeerID.String()), raw)
+	}
+	if err != nil {
+		n.log.Error("persist directory entry", "err", err)
+	}
+}
+
+// Recipient implements chat.Directory: where to seal a welcome for id — its
+// newest verified prekey, else (last resort) its certificate's KEM key.
+func (n *Node) Recipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
+	if id == n.ID() {
+		p, err := n.ownPrekey(now)
+		if err != nil {
+			return e2e.Recipient{}, err
+		}
+		return e2e.Recipient{ID: id, PrekeyID: p.ID, KEM: p.KEM}, nil
+	}
+	n.mu.Lock()
+	e := n.directory[id]
+	n.mu.Unlock()
+	switch {
+	case e == nil:
+		return e2e.Recipient{}, fmt.Errorf("%w: %s is not in the directory", ErrUnknownPeer, id)
+	case e.prekey != nil && now.Sub(time.Unix(e.prekey.Created, 0)) < e2e.PrekeyRotation+e2e.PrekeyWindow:
+		return e2e.Recipient{ID: id, PrekeyID: e.prekey.ID, KEM: e.prekey.KEM}, nil
+	}
+	return e2e.Recipient{ID: id, KEM: e.staff.KEMKey}, nil
 }
 
 // afterAdmission syncs the directory with a newly admitted peer and tells it
@@ -109,8 +166,11 @@ func (n *Node) sendDirectory(id peer.ID, entries bool) {
 	if entries {
 		for pid, e := range n.directory {
 			if pid != id && len(msg.Entries) < maxDirEntries {
-				msg.Entries = append(msg.Entries, encodeChain(e.chain))
+				msg.Entries = append(msg.Entries, e.wire())
 			}
+		}
+		if own := n.ownEntry(); own != nil {
+			msg.Entries = append(msg.Entries, own.wire())
 		}
 	}
 	n.mu.Unlock()
@@ -157,13 +217,13 @@ func (n *Node) handleDirectory(s network.Stream) {
 		n.log.Debug("bad directory message", "remote", from.String())
 		return
 	}
-	for _, raw := range msg.Entries {
-		chain, err := decodeChain(raw)
+	for _, de := range msg.Entries {
+		chain, err := decodeChain(de.Chain)
 		if err != nil {
 			continue
 		}
-		if staff, err := n.judgeEntry(chain); err == nil {
-			n.addEntry(chain, staff, false)
+		if staff, err := n.judgeEntry(chain); err == nil && staff.PeerID != n.ID() {
+			n.addEntry(chain, staff, de.Prekey, false)
 		}
 	}
 	viaLoopback := manet.IsIPLoopback(s.Conn().RemoteMultiaddr())

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/medmesh/medmesh/discovery"
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 )
 
@@ -80,6 +81,11 @@ type Node struct {
 
 	trustRecv atomic.Int64 // trust-topic messages delivered (for tests)
 
+	pkMu      sync.Mutex // guards prekeys and prekeyID
+	prekeys   *e2e.PrekeyRing
+	prekeyID  uint32
+	curPrekey *e2e.Prekey
+
 	mu        sync.Mutex
 	peers     map[peer.ID]*peerState
 	blocked   map[peer.ID]time.Time
@@ -123,6 +129,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.loadPersisted(ctx); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	if err := n.loadPrekeys(ctx); err != nil {
 		n.cancel()
 		return nil, err
 	}
@@ -184,6 +194,10 @@ func (n *Node) start() error {
 		n.mdns = m
 	}
 	n.goOwned(n.revocationLoop)
+	if own := n.ownEntry(); own != nil {
+		w := own.wire()
+		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
+	}
 	n.log.Info("node started", "addrs", fmt.Sprint(h.Addrs()))
 	return nil
 }

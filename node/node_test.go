@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/keywrap"
@@ -467,5 +468,35 @@ func TestCorruptStore(t *testing.T) {
 	_, err = New(context.Background(), Config{Key: d.key, Chain: d.chain, Trust: trust, Store: st, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if !errors.Is(err, store.ErrCorrupt) {
 		t.Fatalf("corrupt store: %v", err)
+	}
+}
+
+// TestPrekeysInDirectory: each node's signed prekey reaches its colleagues
+// with its directory entry, persists across a restart, and is what a
+// welcome is sealed to.
+func TestPrekeysInDirectory(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	mem := dssync.MutexWrap(ds.NewMapDatastore())
+	d1 := c.enrol(t, "one", now)
+	n1 := startNode(t, c, d1, func(cfg *Config) { cfg.Store = mem })
+	n2 := startNode(t, c, c.enrol(t, "two", now), bootstrap(n1))
+	var rc e2e.Recipient
+	eventually(t, 10*time.Second, "n2 knows n1's prekey", func() bool {
+		r, err := n2.Recipient(n1.ID(), time.Now())
+		rc = r
+		return err == nil && r.PrekeyID != 0
+	})
+	own, _ := n1.ownPrekey(time.Now())
+	if rc.PrekeyID != own.ID || string(rc.KEM) != string(own.KEM) {
+		t.Fatal("n2 seals to a prekey n1 does not hold")
+	}
+	if _, err := n2.Recipient(peer.ID("nobody"), time.Now()); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("unknown peer: %v", err)
+	}
+	n1.Close()
+	again := startNode(t, c, d1, func(cfg *Config) { cfg.Store = mem })
+	if p, _ := again.ownPrekey(time.Now()); p.ID != own.ID {
+		t.Fatal("prekey ring not restored from the store")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
@@ -167,7 +168,7 @@ func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message)
 		case err != nil:
 			return pubsub.ValidationReject
 		}
-		if !n.addEntry(chain, staff, false) {
+		if staff.PeerID == n.ID() || !n.addEntry(chain, staff, msg.Prekey, false) {
 			return pubsub.ValidationIgnore
 		}
 		return pubsub.ValidationAccept
@@ -251,6 +252,7 @@ func (n *Node) revocationLoop() {
 			return
 		case <-n.recheck:
 		case <-t.C:
+			n.ownPrekey(n.cfg.Now()) // rotate when due
 		}
 		n.judgeAll()
 	}
@@ -327,17 +329,21 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 		if r.Error != nil {
 			return fmt.Errorf("load directory: %w", r.Error)
 		}
-		var raw [][]byte
-		if decode(r.Value, &raw, 64<<10) != nil {
+		var de dirEntry
+		if decode(r.Value, &de, 64<<10) != nil {
 			continue
 		}
-		chain, err := decodeChain(raw)
+		chain, err := decodeChain(de.Chain)
 		if err != nil {
 			continue
 		}
 		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
 		if s, err := identity.StaffFromCert(chain[0]); err == nil {
-			n.directory[s.PeerID] = &entry{staff: s, chain: chain}
+			e := &entry{staff: s, chain: chain}
+			if p, err := e2e.DecodePrekey(de.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
+				e.prekey = p
+			}
+			n.directory[s.PeerID] = e
 		}
 	}
 	return nil

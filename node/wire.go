@@ -43,7 +43,14 @@ type presentation struct {
 // admitted peers with their addresses, and the directory entries we hold.
 type directoryMsg struct {
 	Peers   []peerAddrs `cbor:"1,keyasint"`
-	Entries [][][]byte  `cbor:"2,keyasint"` // certificate chains, DER, device first
+	Entries []dirEntry  `cbor:"2,keyasint"`
+}
+
+// dirEntry is a directory entry on the wire and in the store: a colleague's
+// certificate chain (DER, device first) and signed KEM prekey.
+type dirEntry struct {
+	Chain  [][]byte `cbor:"1,keyasint"`
+	Prekey []byte   `cbor:"2,keyasint,omitempty"` // e2e.EncodePrekey
 }
 
 type peerAddrs struct {
@@ -53,9 +60,10 @@ type peerAddrs struct {
 
 // trustMsg is a message on the trust topic.
 type trustMsg struct {
-	Kind  uint8    `cbor:"1,keyasint"`
-	CRL   []byte   `cbor:"2,keyasint,omitempty"`
-	Chain [][]byte `cbor:"3,keyasint,omitempty"`
+	Kind   uint8    `cbor:"1,keyasint"`
+	CRL    []byte   `cbor:"2,keyasint,omitempty"`
+	Chain  [][]byte `cbor:"3,keyasint,omitempty"`
+	Prekey []byte   `cbor:"4,keyasint,omitempty"`
 }
 
 const (
