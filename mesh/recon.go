@@ -1,0 +1,276 @@
+package mesh
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Range-based set reconciliation (Aljoscha Meyer; the negentropy protocol),
+// as a transport-free state machine: messages in, messages out. Each side
+// holds a sorted set of 32-byte op IDs. A message is a list of contiguous
+// ranges, each closed by an upper bound (the shortest prefix that separates
+// it from the next range); a range carries a fingerprint (SHA-256 of the sum
+// of its IDs mod 2^256 and their count), a list of IDs, or nothing (skip).
+// Equal fingerprints end a range; differing ones are split into Buckets
+// sub-ranges, and small ranges are sent as ID lists. Rounds grow with
+// log_Buckets(n), bytes with the number of differences.
+
+// Tuning.
+const (
+	Buckets      = 16
+	ListBelow    = 8 // a range with fewer IDs is sent as a list
+	MaxRounds    = 24
+	MaxMsgBytes  = 4 << 20
+	maxRanges    = 8192
+	maxListedIDs = 1 << 16
+)
+
+// Range modes.
+const (
+	modeSkip  uint8 = 0
+	modeFP    uint8 = 1
+	modeList  uint8 = 2 // "here are mine in this range; answer with yours"
+	modeFinal uint8 = 3 // "here are mine in this range"; no answer
+)
+
+// Errors.
+var (
+	ErrProtocol = errors.New("sync protocol violation")
+)
+
+type rng struct {
+	Bound []byte   `cbor:"1,keyasint,omitempty"` // exclusive upper bound; empty: end of ID space
+	Mode  uint8    `cbor:"2,keyasint"`
+	FP    []byte   `cbor:"3,keyasint,omitempty"`
+	IDs   [][]byte `cbor:"4,keyasint,omitempty"`
+}
+
+type reconMsg struct {
+	Ranges []rng `cbor:"1,keyasint"`
+}
+
+// Session is one side of a reconciliation.
+type Session struct {
+	items  []crdt.OpID // sorted
+	need   map[crdt.OpID]struct{}
+	rounds int
+}
+
+// NewSession starts a session over the IDs this side holds.
+func NewSession(ids []crdt.OpID) *Session {
+	items := slices.Clone(ids)
+	slices.SortFunc(items, crdt.OpID.Compare)
+	items = slices.Compact(items)
+	return &Session{items: items, need: map[crdt.OpID]struct{}{}}
+}
+
+// Need lists the IDs the other side has and this side lacks.
+func (s *Session) Need() []crdt.OpID {
+	out := make([]crdt.OpID, 0, len(s.need))
+	for id := range s.need {
+		out = append(out, id)
+	}
+	slices.SortFunc(out, crdt.OpID.Compare)
+	return out
+}
+
+// Initiate returns the first message: the whole ID space.
+func (s *Session) Initiate() ([]byte, error) {
+	return s.encode([]rng{s.describe(0, len(s.items), nil)})
+}
+
+// Reply processes a message from the other side and returns the answer, or
+// nil when reconciliation is complete.
+func (s *Session) Reply(msg []byte) ([]byte, error) {
+	s.rounds++
+	if s.rounds > MaxRounds {
+		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, MaxRounds)
+	}
+	var in reconMsg
+	if err := detcbor.Unmarshal(msg, &in, MaxMsgBytes); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	if len(in.Ranges) == 0 || len(in.Ranges) > maxRanges {
+		return nil, fmt.Errorf("%w: %d ranges", ErrProtocol, len(in.Ranges))
+	}
+	var out []rng
+	lo := 0 // index of the first item in the current range
+	var prev []byte
+	for i, r := range in.Ranges {
+		last := i == len(in.Ranges)-1
+		if last != (len(r.Bound) == 0) || (prev != nil && !last && bytes.Compare(r.Bound, prev) <= 0) || len(r.Bound) > 32 {
+			return nil, fmt.Errorf("%w: range bounds out of order", ErrProtocol)
+		}
+		prev = r.Bound
+		hi := s.upper(lo, r.Bound)
+		switch r.Mode {
+		case modeSkip:
+			out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
+		case modeFP:
+			if bytes.Equal(r.FP, s.fingerprint(lo, hi)) {
+				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
+			} else {
+				out = append(out, s.split(lo, hi, r.Bound)...)
+			}
+		case modeList, modeFinal:
+			if len(r.IDs) > maxListedIDs {
+				return nil, fmt.Errorf("%w: list of %d IDs", ErrProtocol, len(r.IDs))
+			}
+			theirs := map[crdt.OpID]bool{}
+			for _, b := range r.IDs {
+				id, err := crdt.OpIDFromBytes(b)
+				if err != nil {
+					return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+				}
+				theirs[id] = true
+				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok {
+					s.need[id] = struct{}{}
+				}
+			}
+			if r.Mode == modeFinal {
+				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
+				break
+			}
+			mine := rng{Bound: r.Bound, Mode: modeFinal}
+			extra := false
+			for _, id := range s.items[lo:hi] {
+				mine.IDs = append(mine.IDs, id[:])
+				extra = extra || !theirs[id]
+			}
+			if !extra {
+				mine = rng{Bound: r.Bound, Mode: modeSkip}
+			}
+			out = append(out, mine)
+		default:
+			return nil, fmt.Errorf("%w: range mode %d", ErrProtocol, r.Mode)
+		}
+		lo = hi
+	}
+	if allSkip(out) {
+		return nil, nil
+	}
+	return s.encode(merge(out))
+}
+
+func allSkip(rs []rng) bool {
+	for _, r := range rs {
+		if r.Mode != modeSkip {
+			return false
+		}
+	}
+	return true
+}
+
+// merge joins neighbouring skips into one range.
+func merge(rs []rng) []rng {
+	out := rs[:0:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && r.Mode == modeSkip && out[n-1].Mode == modeSkip {
+			out[n-1].Bound = r.Bound
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (s *Session) encode(rs []rng) ([]byte, error) {
+	b, err := detcbor.Marshal(reconMsg{Ranges: rs})
+	if err == nil && len(b) > MaxMsgBytes {
+		err = fmt.Errorf("%w: message of %d bytes", ErrProtocol, len(b))
+	}
+	return b, err
+}
+
+// upper is the index of the first item at or after bound, from lo.
+func (s *Session) upper(lo int, bound []byte) int {
+	if len(bound) == 0 {
+		return len(s.items)
+	}
+	i, _ := slices.BinarySearchFunc(s.items[lo:], bound, func(id crdt.OpID, b []byte) int { return bytes.Compare(id[:], b) })
+	return lo + i
+}
+
+// describe a range of own items [lo, hi) closed by bound: a list if small,
+// else a fingerprint.
+func (s *Session) describe(lo, hi int, bound []byte) rng {
+	if hi-lo < ListBelow {
+		r := rng{Bound: bound, Mode: modeList}
+		for _, id := range s.items[lo:hi] {
+			r.IDs = append(r.IDs, id[:])
+		}
+		return r
+	}
+	return rng{Bound: bound, Mode: modeFP, FP: s.fingerprint(lo, hi)}
+}
+
+// split divides [lo, hi) into up to Buckets sub-ranges by item count.
+func (s *Session) split(lo, hi int, bound []byte) []rng {
+	n := hi - lo
+	if n < ListBelow {
+		return []rng{s.describe(lo, hi, bound)}
+	}
+	var out []rng
+	start := lo
+	for b := 1; b <= Buckets; b++ {
+		end := lo + n*b/Buckets
+		if b == Buckets {
+			out = append(out, s.describe(start, hi, bound))
+			break
+		}
+		if end <= start {
+			continue
+		}
+		out = append(out, s.describe(start, end, separator(s.items[end-1], s.items[end])))
+		start = end
+	}
+	return out
+}
+
+// separator is the shortest prefix of b that is greater than a.
+func separator(a, b crdt.OpID) []byte {
+	for i := range b {
+		if a[i] != b[i] {
+			return slices.Clone(b[:i+1])
+		}
+	}
+	return slices.Clone(b[:])
+}
+
+
+// fingerprint of [lo, hi): SHA-256(sum of IDs mod 2^256, little-endian ‖
+// count), first 16 bytes.
+func (s *Session) fingerprint(lo, hi int) []byte {
+	var acc [4]uint64
+	for _, id := range s.items[lo:hi] {
+		var carry uint64
+		for w := range 4 {
+			v := binary.LittleEndian.Uint64(id[w*8:])
+			sum := acc[w] + v
+			c1 := uint64(0)
+			if sum < acc[w] {
+				c1 = 1
+			}
+			sum2 := sum + carry
+			if sum2 < sum {
+				c1++
+			}
+			acc[w], carry = sum2, c1
+		}
+	}
+	var buf [40]byte
+	for w := range 4 {
+		binary.LittleEndian.PutUint64(buf[w*8:], acc[w])
+	}
+	binary.LittleEndian.PutUint64(buf[32:], uint64(hi-lo))
+	sum := sha256.Sum256(buf[:])
+	return sum[:16]
+}
+

@@ -1,0 +1,138 @@
+package mesh
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/medmesh/medmesh/crdt"
+)
+
+func ids(rng *rand.Rand, n int) []crdt.OpID {
+	out := make([]crdt.OpID, n)
+	for i := range out {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], rng.Uint64())
+		out[i] = sha256.Sum256(b[:])
+	}
+	return out
+}
+
+// reconcile runs two sessions to the end and returns round trips (messages
+// / 2, rounded up) and bytes.
+func reconcile(t testing.TB, a, b []crdt.OpID) (sa, sb *Session, msgs, bytes int) {
+	sa, sb = NewSession(a), NewSession(b)
+	msg, err := sa.Initiate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, other := sb, sa
+	for msg != nil {
+		msgs++
+		bytes += len(msg)
+		if msg, err = cur.Reply(msg); err != nil {
+			t.Fatal(err)
+		}
+		cur, other = other, cur
+	}
+	return sa, sb, msgs, bytes
+}
+
+func union(sets ...[]crdt.OpID) []crdt.OpID {
+	var all []crdt.OpID
+	for _, s := range sets {
+		all = append(all, s...)
+	}
+	slices.SortFunc(all, crdt.OpID.Compare)
+	return slices.Compact(all)
+}
+
+func TestReconcileProperty(t *testing.T) {
+	for seed := range uint64(30) {
+		rng := rand.New(rand.NewPCG(seed, 5))
+		for _, n := range []int{0, 1, 10, 100, 1000, 5000} {
+			common := ids(rng, n)
+			cases := map[string][2][]crdt.OpID{
+				"identical":    {common, common},
+				"disjoint":     {ids(rng, n), ids(rng, n/2+1)},
+				"one diff":     {append(slices.Clone(common), ids(rng, 1)...), common},
+				"half differs": {append(common[:n/2:n/2], ids(rng, n/2)...), append(slices.Clone(common[n/2:]), ids(rng, n/4)...)},
+			}
+			for name, c := range cases {
+				sa, sb, _, _ := reconcile(t, c[0], c[1])
+				want := union(c[0], c[1])
+				if got := union(c[0], sa.Need()); !slices.Equal(got, want) {
+					t.Fatalf("seed %d n %d %s: A ends with %d of %d", seed, n, name, len(got), len(want))
+				}
+				if got := union(c[1], sb.Need()); !slices.Equal(got, want) {
+					t.Fatalf("seed %d n %d %s: B ends with %d of %d", seed, n, name, len(got), len(want))
+				}
+			}
+		}
+	}
+}
+
+func TestIdenticalIsOneRoundTrip(t *testing.T) {
+	s := ids(rand.New(rand.NewPCG(1, 1)), 100_000)
+	_, _, msgs, bytes := reconcile(t, s, s)
+	if msgs > 2 || bytes >= 200 {
+		t.Fatalf("identical sets: %d messages, %d bytes", msgs, bytes)
+	}
+}
+
+func TestRejectsGarbage(t *testing.T) {
+	s := NewSession(ids(rand.New(rand.NewPCG(1, 1)), 100))
+	for _, m := range [][]byte{nil, []byte("junk"), {0xa1, 0x01, 0x80}} {
+		if _, err := s.Reply(m); err == nil {
+			t.Errorf("accepted %x", m)
+		}
+	}
+	// Endless ranges: a peer that never converges is cut off.
+	peer := NewSession(ids(rand.New(rand.NewPCG(2, 2)), 100))
+	msg, _ := peer.Initiate()
+	for range MaxRounds + 1 {
+		if _, err := s.Reply(msg); err != nil {
+			return
+		}
+	}
+	t.Fatal("no round limit")
+}
+
+func FuzzReply(f *testing.F) {
+	a := ids(rand.New(rand.NewPCG(1, 1)), 300)
+	msg, _ := NewSession(a[:200]).Initiate()
+	f.Add(msg)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := NewSession(a[100:])
+		out, err := s.Reply(data)
+		if err == nil && len(out) > MaxMsgBytes {
+			t.Fatal("oversized answer")
+		}
+	})
+}
+
+// BenchmarkReconcile reports round trips and bytes to reconcile replicas of
+// n ops that differ by 10, beside the bytes of exchanging all IDs.
+func BenchmarkReconcile(b *testing.B) {
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(3, 3))
+			common := ids(rng, n)
+			x := append(slices.Clone(common), ids(rng, 5)...)
+			y := append(slices.Clone(common), ids(rng, 5)...)
+			var msgs, bytes int
+			for b.Loop() {
+				_, _, msgs, bytes = reconcile(b, x, y)
+			}
+			b.ReportMetric(float64((msgs+1)/2), "round_trips")
+			b.ReportMetric(float64(bytes), "recon_bytes")
+			b.ReportMetric(float64(n*32*2), "all_ids_bytes")
+			_, _, m0, b0 := reconcile(b, common, common)
+			b.ReportMetric(float64((m0+1)/2), "identical_round_trips")
+			b.ReportMetric(float64(b0), "identical_bytes")
+		})
+	}
+}
