@@ -59,11 +59,11 @@ type payload struct {
 	Text      string   `cbor:"2,keyasint,omitempty"`
 	Target    []byte   `cbor:"3,keyasint,omitempty"` // op ID: reply-to, edit, delete, react
 	Urgent    bool     `cbor:"4,keyasint,omitempty"`
-	Tags      [][]byte `cbor:"5,keyasint,omitempty"` // reaction tags observed (unreact)
-	Member    []byte   `cbor:"6,keyasint,omitempty"` // peer ID (add, remove, promote)
-	Members   [][]byte `cbor:"7,keyasint,omitempty"` // create: initial members; admins are the creator
-	Level     uint8    `cbor:"8,keyasint,omitempty"` // receipt level
-	Targets   [][]byte `cbor:"9,keyasint,omitempty"` // receipt targets
+	Tags      [][]byte `cbor:"5,keyasint,omitempty"`  // reaction tags observed (unreact)
+	Member    []byte   `cbor:"6,keyasint,omitempty"`  // peer ID (add, remove, promote)
+	Members   [][]byte `cbor:"7,keyasint,omitempty"`  // create: initial members; admins are the creator
+	Level     uint8    `cbor:"8,keyasint,omitempty"`  // receipt level
+	Targets   [][]byte `cbor:"9,keyasint,omitempty"`  // receipt targets
 	Retention int64    `cbor:"10,keyasint,omitempty"` // seconds; 0 keeps forever
 }
 

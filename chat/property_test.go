@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"reflect"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Device is this device's key material as chat needs it.
@@ -96,6 +97,7 @@ type Replica struct {
 	ops     map[crdt.OpID]*opInfo
 	revoked func(peer.ID) bool
 	held    map[crdt.OpID]map[peer.ID]bool
+	plain   Plaintexts
 
 	rebuild bool // keys arrived or revocations changed: recompute views
 	cache   *State
@@ -266,6 +268,9 @@ func (r *Replica) apply(op crdt.Op) error {
 	r.decrypt(op.ID, info)
 	r.authorise(op.ID, info)
 	r.extend(op.ID, info)
+	if info.valid && info.kind == kindDelete {
+		r.destroy(info.p.Target)
+	}
 	if !info.valid && info.reason != nil {
 		return fmt.Errorf("op %s: %w", op.ID.String()[:12], info.reason)
 	}
@@ -355,7 +360,18 @@ func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
 		if p := r.ownPayload; p != nil && info.sender == r.dev.ID {
 			r.ownPayload = nil
 			info.kind, info.p = p.Kind, p
+			if r.plain != nil {
+				if b, err := detcbor.Marshal(p); err == nil {
+					r.plain.Put(id, b)
+				}
+			}
 			return
+		}
+		if r.plain != nil {
+			if b, ok := r.plain.Get(id); ok {
+				r.setPayload(info, b, false)
+				return
+			}
 		}
 		pt, err := e2e.OpenContent(e, r.recv, r.now())
 		if err != nil {
@@ -365,6 +381,9 @@ func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
 			return
 		}
 		r.setPayload(info, pt, false)
+		if r.plain != nil && info.p != nil {
+			r.plain.Put(id, pt)
+		}
 	}
 }
 
@@ -619,4 +638,20 @@ func uniq(ids []peer.ID) []peer.ID {
 		}
 	}
 	return out
+}
+
+// destroy deletes a message's plaintext on this device: the tombstone stays.
+func (r *Replica) destroy(target []byte) {
+	t := r.target(target)
+	id, err := crdt.OpIDFromBytes(target)
+	if t == nil || err != nil || t.p == nil {
+		return
+	}
+	t.p = &payload{Kind: t.p.Kind, Target: t.p.Target, Urgent: t.p.Urgent}
+	if r.plain != nil {
+		// Overwrite with the tombstone: the text is gone, the fact stays.
+		if b, err := detcbor.Marshal(t.p); err == nil {
+			r.plain.Put(id, b)
+		}
+	}
 }

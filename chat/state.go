@@ -242,6 +242,9 @@ func (r *Replica) Expire(now time.Time) int {
 		if key, _ := r.dag.Key(id); now.Sub(key.Time()) > ret {
 			r.dag.Delete(id)
 			info.p, info.gone, info.raw = nil, true, nil
+			if r.plain != nil {
+				r.plain.Delete(id)
+			}
 			n++
 		}
 	}

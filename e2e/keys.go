@@ -1,17 +1,21 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/hkdf"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Windows (documented in doc.go).
@@ -268,4 +272,62 @@ func OpenControl(e *Envelope, key Secret) ([]byte, error) {
 		return nil, err
 	}
 	return OpenBody(key, h, e.Body)
+}
+
+type chainRecord struct {
+	Epoch   []byte          `cbor:"1,keyasint"`
+	Sender  []byte          `cbor:"2,keyasint"`
+	CK      []byte          `cbor:"3,keyasint"`
+	Next    uint32          `cbor:"4,keyasint"`
+	Skipped []skippedRecord `cbor:"5,keyasint,omitempty"`
+}
+
+type skippedRecord struct {
+	Index uint32 `cbor:"1,keyasint"`
+	MK    []byte `cbor:"2,keyasint"`
+	At    int64  `cbor:"3,keyasint"`
+}
+
+// Marshal serialises the chains (for the device's encrypted store only).
+func (r *RecvChains) Marshal() ([]byte, error) {
+	var out []chainRecord
+	for k, c := range r.chains {
+		rec := chainRecord{Epoch: slices.Clone(k.epoch[:]), Sender: []byte(k.sender), CK: slices.Clone(c.ck[:]), Next: c.next}
+		for i, sk := range c.skipped {
+			rec.Skipped = append(rec.Skipped, skippedRecord{Index: i, MK: slices.Clone(sk.mk[:]), At: sk.at.Unix()})
+		}
+		slices.SortFunc(rec.Skipped, func(a, b skippedRecord) int { return int(a.Index) - int(b.Index) })
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b chainRecord) int {
+		if c := bytes.Compare(a.Epoch, b.Epoch); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Sender, b.Sender)
+	})
+	return detcbor.Marshal(out)
+}
+
+// UnmarshalRecvChains restores chains saved by Marshal.
+func UnmarshalRecvChains(b []byte) (*RecvChains, error) {
+	var recs []chainRecord
+	if err := detcbor.Unmarshal(b, &recs, 64<<20); err != nil {
+		return nil, fmt.Errorf("%w: chains: %v", ErrMalformed, err)
+	}
+	r := NewRecvChains()
+	for _, rec := range recs {
+		ep, err := EpochIDFromBytes(rec.Epoch)
+		if err != nil || len(rec.CK) != 32 {
+			return nil, fmt.Errorf("%w: chain record", ErrMalformed)
+		}
+		c := &recvChain{next: rec.Next, skipped: map[uint32]skippedKey{}}
+		copy(c.ck[:], rec.CK)
+		for _, sk := range rec.Skipped {
+			var mk Secret
+			copy(mk[:], sk.MK)
+			c.skipped[sk.Index] = skippedKey{mk: mk, at: time.Unix(sk.At, 0)}
+		}
+		r.chains[chainKey{ep, peer.ID(rec.Sender)}] = c
+	}
+	return r, nil
 }

@@ -1,0 +1,57 @@
+package chat
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/medmesh/medmesh/crdt"
+)
+
+type mapPlain map[crdt.OpID][]byte
+
+func (m mapPlain) Put(id crdt.OpID, p []byte) error { m[id] = slices.Clone(p); return nil }
+func (m mapPlain) Get(id crdt.OpID) ([]byte, bool)  { p, ok := m[id]; return p, ok }
+func (m mapPlain) Delete(id crdt.OpID) error        { delete(m, id); return nil }
+
+// TestRestore: a replica rebuilt from its op store, key state and
+// plaintexts shows the same conversation and keeps working.
+func TestRestore(t *testing.T) {
+	w := newWorld(t)
+	alice, bob := w.device("alice"), w.device("bob")
+	ra, envs := w.create(alice, "t", bob)
+	store, plain := crdt.NewMemStore(), mapPlain{}
+	rb := Join(bob, w, ra.Tag(), WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+	ok := must[crdt.OpID](t)
+	m1, id1 := ok(ra.Send("one", SendOptions{}))
+	m2, _ := ok(ra.Send("two", SendOptions{}))
+	deliver(t, slices.Concat(envs, m1, m2), rb)
+	mine, _ := ok(rb.Send("bob's", SendOptions{}))
+	del, _ := ok(ra.Delete(id1))
+	deliver(t, slices.Concat(mine, del), ra)
+	deliver(t, del, rb)
+	if p, err := decodePayload(plain[id1]); err != nil || p.Text != "" {
+		t.Fatal("deleted message's plaintext kept")
+	}
+	keys, err := rb.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Restore(bob, w, keys, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(canon(back.State()), canon(rb.State())) {
+		t.Fatalf("restored %q, want %q", texts(back.State()), texts(rb.State()))
+	}
+	m3, _ := ok(ra.Send("after restart", SendOptions{}))
+	deliver(t, m3, back)
+	if got := texts(back.State()); !slices.Equal(got, []string{"", "two", "bob's", "after restart"}) {
+		t.Fatalf("after restore: %q", got)
+	}
+	out, _ := ok(back.Send("bob again", SendOptions{}))
+	deliver(t, out, ra)
+	if got := texts(ra.State()); got[len(got)-1] != "bob again" {
+		t.Fatalf("alice reads %q", got)
+	}
+}
