@@ -76,6 +76,9 @@ func Restore(dev *Device, dir Directory, keys []byte, opts ...Option) (*Replica,
 		return nil, fmt.Errorf("restore conversation keys: %w", err)
 	}
 	r := newReplica(dev, dir, opts...)
+	if r.openErr != nil {
+		return nil, fmt.Errorf("restore conversation ops: %w", r.openErr)
+	}
 	copy(r.conv[:], k.Conv)
 	r.creator, r.tag = peer.ID(k.Creator), k.Tag
 	for _, c := range k.Control {

@@ -98,6 +98,7 @@ type Replica struct {
 	revoked func(peer.ID) bool
 	held    map[crdt.OpID]map[peer.ID]bool
 	plain   Plaintexts
+	openErr error // from WithStore
 
 	rebuild bool // keys arrived or revocations changed: recompute views
 	cache   *State
@@ -119,7 +120,7 @@ func WithClock(now func() time.Time) Option { return func(r *Replica) { r.now = 
 
 // WithStore keeps ops in s instead of memory.
 func WithStore(s crdt.Store) Option {
-	return func(r *Replica) { r.dag, _ = crdt.NewDAG(s) }
+	return func(r *Replica) { r.dag, r.openErr = crdt.NewDAG(s) }
 }
 
 func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
@@ -142,11 +143,29 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 // the creator and first admin). It returns the replica and the envelopes to
 // publish: the root welcome and the create op.
 func Create(dev *Device, dir Directory, title string, members []peer.ID, opts ...Option) (*Replica, [][]byte, error) {
+	var id ConversationID
+	rand.Read(id[:])
+	return CreateWithID(id, dev, dir, title, members, opts...)
+}
+
+// NewConversationID makes a random conversation ID; TagOf gives the tag a
+// conversation created with it by creator will have (to place its store).
+func NewConversationID() ConversationID {
+	var id ConversationID
+	rand.Read(id[:])
+	return id
+}
+
+// TagOf is the tag of conversation id created by creator.
+func TagOf(id ConversationID, creator peer.ID) []byte { return e2e.Tag(id[:], creator) }
+
+// CreateWithID is Create with a chosen (random) conversation ID.
+func CreateWithID(id ConversationID, dev *Device, dir Directory, title string, members []peer.ID, opts ...Option) (*Replica, [][]byte, error) {
 	if len(title) > maxTitle {
 		return nil, nil, fmt.Errorf("%w: title", ErrTooLarge)
 	}
 	r := newReplica(dev, dir, opts...)
-	rand.Read(r.conv[:])
+	r.conv = id
 	r.creator = dev.ID
 	r.tag = e2e.Tag(r.conv[:], r.creator)
 	all := uniq(append([]peer.ID{dev.ID}, members...))

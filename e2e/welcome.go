@@ -6,6 +6,7 @@ import (
 	"crypto/hpke"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -77,6 +78,7 @@ type ringEntry struct {
 // PrekeyRing holds a device's prekeys: the current one and the retired ones
 // whose private halves are still inside PrekeyWindow.
 type PrekeyRing struct {
+	mu       sync.Mutex // the node rotates while conversations open welcomes
 	identity ed25519.PrivateKey
 	owner    peer.ID
 	keys     map[uint32]*ringEntry
@@ -91,6 +93,8 @@ func NewPrekeyRing(identity ed25519.PrivateKey, owner peer.ID) *PrekeyRing {
 // Current returns the current prekey, making a new one when there is none
 // or the current one is older than PrekeyRotation.
 func (r *PrekeyRing) Current(now time.Time) (*Prekey, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if e := r.keys[r.current]; e != nil && now.Sub(time.Unix(e.pub.Created, 0)) < PrekeyRotation {
 		return &e.pub, nil
 	}
@@ -114,6 +118,8 @@ func (r *PrekeyRing) Current(now time.Time) (*Prekey, error) {
 
 // Expire deletes private halves retired longer than PrekeyWindow ago.
 func (r *PrekeyRing) Expire(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for id, e := range r.keys {
 		if !e.retired.IsZero() && now.Sub(e.retired) > PrekeyWindow {
 			delete(r.keys, id)
@@ -122,6 +128,8 @@ func (r *PrekeyRing) Expire(now time.Time) {
 }
 
 func (r *PrekeyRing) private(id uint32) (hpke.PrivateKey, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	e := r.keys[id]
 	if e == nil {
 		return nil, ErrPrekeyGone
@@ -276,6 +284,8 @@ type ringRecord struct {
 // Marshal serialises the ring, private halves included, for the device's
 // encrypted store (never anywhere else).
 func (r *PrekeyRing) Marshal() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	f := ringFile{Current: r.current}
 	for _, e := range r.keys {
 		priv, err := e.priv.Bytes()

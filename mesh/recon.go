@@ -244,7 +244,6 @@ func separator(a, b crdt.OpID) []byte {
 	return slices.Clone(b[:])
 }
 
-
 // fingerprint of [lo, hi): SHA-256(sum of IDs mod 2^256, little-endian ‖
 // count), first 16 bytes.
 func (s *Session) fingerprint(lo, hi int) []byte {
@@ -273,4 +272,3 @@ func (s *Session) fingerprint(lo, hi int) []byte {
 	sum := sha256.Sum256(buf[:])
 	return sum[:16]
 }
-

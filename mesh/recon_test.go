@@ -11,7 +11,7 @@ import (
 	"github.com/medmesh/medmesh/crdt"
 )
 
-func ids(rng *rand.Rand, n int) []crdt.OpID {
+func randomIDs(rng *rand.Rand, n int) []crdt.OpID {
 	out := make([]crdt.OpID, n)
 	for i := range out {
 		var b [8]byte
@@ -54,12 +54,12 @@ func TestReconcileProperty(t *testing.T) {
 	for seed := range uint64(30) {
 		rng := rand.New(rand.NewPCG(seed, 5))
 		for _, n := range []int{0, 1, 10, 100, 1000, 5000} {
-			common := ids(rng, n)
+			common := randomIDs(rng, n)
 			cases := map[string][2][]crdt.OpID{
 				"identical":    {common, common},
-				"disjoint":     {ids(rng, n), ids(rng, n/2+1)},
-				"one diff":     {append(slices.Clone(common), ids(rng, 1)...), common},
-				"half differs": {append(common[:n/2:n/2], ids(rng, n/2)...), append(slices.Clone(common[n/2:]), ids(rng, n/4)...)},
+				"disjoint":     {randomIDs(rng, n), randomIDs(rng, n/2+1)},
+				"one diff":     {append(slices.Clone(common), randomIDs(rng, 1)...), common},
+				"half differs": {append(common[:n/2:n/2], randomIDs(rng, n/2)...), append(slices.Clone(common[n/2:]), randomIDs(rng, n/4)...)},
 			}
 			for name, c := range cases {
 				sa, sb, _, _ := reconcile(t, c[0], c[1])
@@ -76,7 +76,7 @@ func TestReconcileProperty(t *testing.T) {
 }
 
 func TestIdenticalIsOneRoundTrip(t *testing.T) {
-	s := ids(rand.New(rand.NewPCG(1, 1)), 100_000)
+	s := randomIDs(rand.New(rand.NewPCG(1, 1)), 100_000)
 	_, _, msgs, bytes := reconcile(t, s, s)
 	if msgs > 2 || bytes >= 200 {
 		t.Fatalf("identical sets: %d messages, %d bytes", msgs, bytes)
@@ -84,14 +84,14 @@ func TestIdenticalIsOneRoundTrip(t *testing.T) {
 }
 
 func TestRejectsGarbage(t *testing.T) {
-	s := NewSession(ids(rand.New(rand.NewPCG(1, 1)), 100))
+	s := NewSession(randomIDs(rand.New(rand.NewPCG(1, 1)), 100))
 	for _, m := range [][]byte{nil, []byte("junk"), {0xa1, 0x01, 0x80}} {
 		if _, err := s.Reply(m); err == nil {
 			t.Errorf("accepted %x", m)
 		}
 	}
 	// Endless ranges: a peer that never converges is cut off.
-	peer := NewSession(ids(rand.New(rand.NewPCG(2, 2)), 100))
+	peer := NewSession(randomIDs(rand.New(rand.NewPCG(2, 2)), 100))
 	msg, _ := peer.Initiate()
 	for range MaxRounds + 1 {
 		if _, err := s.Reply(msg); err != nil {
@@ -102,7 +102,7 @@ func TestRejectsGarbage(t *testing.T) {
 }
 
 func FuzzReply(f *testing.F) {
-	a := ids(rand.New(rand.NewPCG(1, 1)), 300)
+	a := randomIDs(rand.New(rand.NewPCG(1, 1)), 300)
 	msg, _ := NewSession(a[:200]).Initiate()
 	f.Add(msg)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -120,9 +120,9 @@ func BenchmarkReconcile(b *testing.B) {
 	for _, n := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(3, 3))
-			common := ids(rng, n)
-			x := append(slices.Clone(common), ids(rng, 5)...)
-			y := append(slices.Clone(common), ids(rng, 5)...)
+			common := randomIDs(rng, n)
+			x := append(slices.Clone(common), randomIDs(rng, 5)...)
+			y := append(slices.Clone(common), randomIDs(rng, 5)...)
 			var msgs, bytes int
 			for b.Loop() {
 				_, _, msgs, bytes = reconcile(b, x, y)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -213,6 +214,12 @@ func (n *Node) handleAdmit(s network.Stream) {
 	n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
 	n.addEntry(chain, staff, nil, true)
 	n.goOwned(func() { n.afterAdmission(id) })
+	n.mu.Lock()
+	hooks := slices.Clone(n.onAdmitted)
+	n.mu.Unlock()
+	for _, f := range hooks {
+		n.goOwned(func() { f(id) })
+	}
 }
 
 // refuse records a negative decision, drops the peer and keeps it out for a
@@ -254,4 +261,41 @@ func (n *Node) admittedPeers() []peer.ID {
 		}
 	}
 	return out
+}
+
+// AwaitAdmitted waits for the admission decision on id (for the layers
+// above, whose stream handlers serve admitted peers only).
+func (n *Node) AwaitAdmitted(ctx context.Context, id peer.ID) bool { return n.awaitAdmitted(ctx, id) }
+
+// OnAdmitted registers f to run, in a goroutine the node owns, for every
+// peer admitted from now on.
+func (n *Node) OnAdmitted(f func(peer.ID)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.onAdmitted = append(n.onAdmitted, f)
+}
+
+// KnownStaff reports whether id holds a valid certificate of a trusted CA
+// that this node has seen — admitted now, or in the directory — and whether
+// that certificate is revoked.
+func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) {
+	n.mu.Lock()
+	var chain []*x509.Certificate
+	if st := n.peers[id]; st != nil && st.chain != nil {
+		chain = st.chain
+	} else if e := n.directory[id]; e != nil {
+		chain = e.chain
+	}
+	n.mu.Unlock()
+	if chain == nil {
+		return false, false
+	}
+	_, err := n.cfg.Trust.Admit(chain, id, n.cfg.Now())
+	switch {
+	case err == nil:
+		return true, false
+	case errors.Is(err, identity.ErrRevoked):
+		return true, true
+	}
+	return false, false
 }

@@ -86,10 +86,11 @@ type Node struct {
 	prekeyID  uint32
 	curPrekey *e2e.Prekey
 
-	mu        sync.Mutex
-	peers     map[peer.ID]*peerState
-	blocked   map[peer.ID]time.Time
-	directory map[peer.ID]*entry
+	mu         sync.Mutex
+	peers      map[peer.ID]*peerState
+	blocked    map[peer.ID]time.Time
+	directory  map[peer.ID]*entry
+	onAdmitted []func(peer.ID)
 }
 
 // Timing.

@@ -34,9 +34,20 @@ const maxCRLBody = 16 << 20
 // Server is the local API.
 type Server struct {
 	b     Backend
+	conv  Conversations
+	staff Staff
 	token string
 	log   *slog.Logger
 	mux   *http.ServeMux
+}
+
+// Option configures the server.
+type Option func(*Server)
+
+// WithConversations serves the conversation API from c, resolving members
+// with staff.
+func WithConversations(c Conversations, staff Staff) Option {
+	return func(s *Server) { s.conv, s.staff = c, staff }
 }
 
 // NewToken makes a random API token.
@@ -47,8 +58,14 @@ func NewToken() string {
 }
 
 // New builds the API over b, answering only requests bearing token.
-func New(b Backend, token string, log *slog.Logger) *Server {
+func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{b: b, token: token, log: log, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.conv != nil {
+		s.routeConversations()
+	}
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
 	s.mux.HandleFunc("GET /api/v1/directory", s.directory)
 	s.mux.HandleFunc("POST /api/v1/trust/crl", s.postCRL)

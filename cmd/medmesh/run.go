@@ -15,8 +15,10 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/atomicfile"
+	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
 	"github.com/medmesh/medmesh/store"
 	"github.com/medmesh/medmesh/web"
@@ -33,7 +35,9 @@ const shutdownGrace = 5 * time.Second
 func newRunCmd(e *env) *cobra.Command {
 	var dir, api string
 	var listen, bootstrap []string
-	var noMDNS bool
+	var noMDNS, anchor bool
+	var quota int64
+	var ttl time.Duration
 	c := &cobra.Command{
 		Use:   "run --dir DEV [--listen MA]... [--bootstrap MA]... [--api ADDR] [--no-mdns]",
 		Short: "Run this device's node and its local API",
@@ -52,7 +56,8 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 			if err != nil {
 				return err
 			}
-			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS}, pass)
+			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS,
+				anchor: anchor, quota: quota, ttl: ttl}, pass)
 		},
 	}
 	f := c.Flags()
@@ -61,6 +66,9 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "multiaddr of a peer to keep connected, with /p2p/PEER_ID")
 	f.StringVar(&api, "api", "127.0.0.1:7070", "address of the local API")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn LAN multicast discovery off")
+	f.BoolVar(&anchor, "anchor", false, "store and forward every conversation colleagues offer (ciphertext only)")
+	f.Int64Var(&quota, "anchor-quota", 1<<30, "bytes an anchor keeps; oldest dropped first")
+	f.DurationVar(&ttl, "anchor-ttl", 30*24*time.Hour, "how long an anchor keeps an envelope")
 	required(c, "dir")
 	return c
 }
@@ -71,6 +79,9 @@ type runOptions struct {
 	listen    []string
 	bootstrap []peer.AddrInfo
 	mdns      bool
+	anchor    bool
+	quota     int64
+	ttl       time.Duration
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -90,7 +101,11 @@ func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
 }
 
 func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	if e.getenv("MEDMESH_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 	key, err := identity.LoadDeviceKey(o.dir, pass)
 	if err != nil {
 		return err
@@ -130,6 +145,15 @@ func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
 		return err
 	}
 	defer n.Close()
+	svc, err := mesh.New(mesh.Config{
+		Node:   n,
+		Device: &chat.Device{Key: key.Identity, ID: key.PeerID(), Prekeys: n.Prekeys(), CertKEM: key.KEM},
+		Store:  st, Anchor: o.anchor, AnchorQuota: o.quota, AnchorTTL: o.ttl, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
 
 	ln, err := net.Listen("tcp", o.api)
 	if err != nil {
@@ -140,7 +164,7 @@ func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: web.New(n, token, log), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: web.New(n, token, log, web.WithConversations(svc, n)), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	st0 := n.Status()
@@ -162,6 +186,7 @@ func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	srv.Shutdown(sctx)
+	svc.Close()
 	if err := n.Close(); err != nil && runErr == nil {
 		log.Warn("close node", "err", err)
 	}

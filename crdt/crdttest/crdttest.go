@@ -12,7 +12,7 @@ import (
 
 func op(i int, deps ...crdt.OpID) crdt.Op {
 	return crdt.Op{
-		ID: sha256.Sum256([]byte(fmt.Sprint("op", i))), Deps: deps, Author: "author",
+		ID: sha256.Sum256([]byte(fmt.Sprint("op", i))), Deps: deps, Author: "\x00\x24\x08\x01\xff binary peer ID",
 		Time: crdt.Timestamp{Wall: int64(1000 + i), Logical: uint32(i % 3)}, Body: []byte(fmt.Sprint("body", i)),
 	}
 }
@@ -32,7 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) crdt.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.ID != b.ID || len(got.Deps) != 1 || got.Deps[0] != a.ID || got.Author != "author" ||
+		if got.ID != b.ID || len(got.Deps) != 1 || got.Deps[0] != a.ID || got.Author != b.Author ||
 			got.Time != b.Time || string(got.Body) != string(b.Body) {
 			t.Fatalf("Get = %+v, want %+v", got, b)
 		}

@@ -1,0 +1,610 @@
+package mesh
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+)
+
+// Node is what the mesh needs from the node it runs on.
+type Node interface {
+	ID() peer.ID
+	Host() host.Host
+	PubSub() *pubsub.PubSub
+	IsAdmitted(peer.ID) bool
+	// KnownStaff reports whether id holds a valid certificate of a trusted
+	// CA that this node has seen (admitted or in the directory), and
+	// whether it is revoked.
+	KnownStaff(id peer.ID) (known, revoked bool)
+	Recipient(id peer.ID, now time.Time) (e2e.Recipient, error)
+	// OnAdmitted registers f to run (in its own goroutine) for every peer
+	// admitted from now on.
+	OnAdmitted(f func(peer.ID))
+	// AwaitAdmitted waits for the admission decision on id.
+	AwaitAdmitted(ctx context.Context, id peer.ID) bool
+}
+
+// Config configures the mesh service.
+type Config struct {
+	Node   Node
+	Device *chat.Device
+	Store  ds.Datastore
+	// Anchor: keep every valid envelope offered, for any tag (ciphertext).
+	Anchor      bool
+	AnchorQuota int64         // bytes; default 1 GiB
+	AnchorTTL   time.Duration // default 30 days
+	Logger      *slog.Logger
+	Now         func() time.Time
+	// SyncEvery is the anti-entropy period; default 30 s.
+	SyncEvery time.Duration
+}
+
+// Topic names.
+const (
+	convTopicPrefix  = "/medmesh/conv/"
+	inboxTopicPrefix = "/medmesh/inbox/"
+)
+
+func convTopic(tag []byte) string  { return convTopicPrefix + hex.EncodeToString(tag) }
+func inboxTopic(id peer.ID) string { return inboxTopicPrefix + id.String() }
+
+// Errors.
+var (
+	ErrNoConversation = errors.New("no such conversation")
+	ErrUnknownMember  = errors.New("unknown member")
+)
+
+type conv struct {
+	r     *chat.Replica
+	tag   []byte
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+}
+
+// Service runs the conversations of one device over the mesh. One mutex
+// (mu) guards the conversation table and every replica.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	convs   map[string]*conv // by hex tag
+	byID    map[chat.ConversationID]*conv
+	carried map[string]*carrier // anchor: tags held for others
+	topics  map[string]*pubsub.Topic
+	subs    []*pubsub.Subscription
+	events  *broker
+
+	syncing map[peer.ID]bool
+}
+
+// New starts the service: restores persisted conversations, joins topics
+// and starts sync.
+func New(cfg Config) (*Service, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SyncEvery == 0 {
+		cfg.SyncEvery = 30 * time.Second
+	}
+	if cfg.AnchorQuota == 0 {
+		cfg.AnchorQuota = 1 << 30
+	}
+	if cfg.AnchorTTL == 0 {
+		cfg.AnchorTTL = 30 * 24 * time.Hour
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, convs: map[string]*conv{}, byID: map[chat.ConversationID]*conv{},
+		carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{}, syncing: map[peer.ID]bool{}, events: newBroker()}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.restore(); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	if err := s.subscribe(inboxTopic(cfg.Node.ID()), inboxTag(cfg.Node.ID())); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	h := cfg.Node.Host()
+	h.SetStreamHandler(ProtoSync, s.gate(s.handleSync))
+	h.SetStreamHandler(ProtoHeld, s.gate(s.handleHeld))
+	cfg.Node.OnAdmitted(func(p peer.ID) { s.goOwned(func() { s.syncWith(p) }) })
+	s.goOwned(s.syncLoop)
+	return s, nil
+}
+
+func (s *Service) goOwned(f func()) {
+	select {
+	case <-s.ctx.Done():
+		return
+	default:
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close stops every goroutine and subscription.
+func (s *Service) Close() {
+	s.cancel()
+	s.mu.Lock()
+	for _, sub := range s.subs {
+		sub.Cancel()
+	}
+	s.mu.Unlock()
+	h := s.cfg.Node.Host()
+	h.RemoveStreamHandler(ProtoSync)
+	h.RemoveStreamHandler(ProtoHeld)
+	s.wg.Wait()
+	s.events.close()
+}
+
+// Store keys.
+func convKey(tag []byte) ds.Key { return ds.NewKey("/conv").ChildString(hex.EncodeToString(tag)) }
+
+func (s *Service) opts(tag []byte) []chat.Option {
+	k := convKey(tag)
+	return []chat.Option{
+		chat.WithClock(s.cfg.Now),
+		chat.WithStore(NewOpStore(s.cfg.Store, k.ChildString("op"))),
+		chat.WithPlaintexts(plainStore{s.cfg.Store, k.ChildString("plain")}),
+	}
+}
+
+// restore reloads every conversation (and, on an anchor, carried tags).
+func (s *Service) restore() error {
+	res, err := s.cfg.Store.Query(s.ctx, query.Query{Prefix: "/conv", KeysOnly: true})
+	if err != nil {
+		return err
+	}
+	tags := map[string]bool{}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		if l := ds.RawKey(r.Key).List(); len(l) == 3 && l[2] == "keys" {
+			tags[l[1]] = true
+		}
+	}
+	for t := range tags {
+		tag, err := hex.DecodeString(t)
+		if err != nil {
+			continue
+		}
+		keys, err := s.cfg.Store.Get(s.ctx, convKey(tag).ChildString("keys"))
+		if err != nil {
+			return err
+		}
+		r, err := chat.Restore(s.cfg.Device, s.cfg.Node, keys, s.opts(tag)...)
+		if err != nil {
+			return fmt.Errorf("restore conversation %s: %w", t, err)
+		}
+		if err := s.adopt(r, tag); err != nil {
+			return err
+		}
+	}
+	return s.restoreCarried()
+}
+
+// adopt registers a replica and joins its topic.
+func (s *Service) adopt(r *chat.Replica, tag []byte) error {
+	c := &conv{r: r, tag: tag}
+	s.mu.Lock()
+	s.convs[hex.EncodeToString(tag)] = c
+	if !r.ID().IsZero() {
+		s.byID[r.ID()] = c
+	}
+	s.mu.Unlock()
+	return s.subscribe(convTopic(tag), tag)
+}
+
+func (s *Service) conv(id chat.ConversationID) (*conv, error) {
+	c := s.byID[id]
+	if c == nil {
+		return nil, ErrNoConversation
+	}
+	return c, nil
+}
+
+// persist saves a replica's key state (its ops and plaintexts are written
+// as they are applied).
+func (s *Service) persist(c *conv) {
+	keys, err := c.r.Keys()
+	if err == nil {
+		err = s.cfg.Store.Put(s.ctx, convKey(c.tag).ChildString("keys"), keys)
+	}
+	if err != nil {
+		s.log.Error("persist conversation keys", "err", err)
+	}
+}
+
+// Create starts a conversation with members (peer IDs) and publishes it.
+func (s *Service) Create(title string, members []peer.ID) (chat.ConversationID, error) {
+	id := chat.NewConversationID()
+	tag := chat.TagOf(id, s.cfg.Node.ID())
+	s.mu.Lock()
+	r, out, err := chat.CreateWithID(id, s.cfg.Device, s.cfg.Node, title, members, s.opts(tag)...)
+	s.mu.Unlock()
+	if err != nil {
+		return chat.ConversationID{}, err
+	}
+	if err := s.adopt(r, tag); err != nil {
+		return chat.ConversationID{}, err
+	}
+	s.mu.Lock()
+	c := s.convs[hex.EncodeToString(tag)]
+	s.persist(c)
+	s.mu.Unlock()
+	s.publish(c, out)
+	s.events.emit(Event{Type: "conversation", Conversation: id.String()})
+	return id, nil
+}
+
+// publish sends envelopes on the conversation topic, and welcomes also to
+// each holder's inbox.
+func (s *Service) publish(c *conv, envs [][]byte) {
+	for _, raw := range envs {
+		s.pub(convTopic(c.tag), raw)
+		e, err := e2e.Decode(raw)
+		if err != nil || e.Kind != e2e.KindWelcome {
+			continue
+		}
+		if w, err := e2e.DecodeWelcome(e.Body); err == nil {
+			for _, m := range w.Members {
+				if id := peer.ID(m); id != s.cfg.Node.ID() {
+					s.carryWelcome(id, e, raw)
+					s.pub(inboxTopic(id), raw)
+				}
+			}
+			s.goOwned(s.syncAll)
+		}
+	}
+}
+
+func (s *Service) pub(topic string, raw []byte) {
+	t, err := s.topic(topic)
+	if err != nil {
+		s.log.Warn("join topic", "err", err)
+		return
+	}
+	if err := t.Publish(s.ctx, raw); err != nil && s.ctx.Err() == nil {
+		s.log.Debug("publish", "err", err)
+	}
+}
+
+func (s *Service) topic(name string) (*pubsub.Topic, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.topics[name]; t != nil {
+		return t, nil
+	}
+	ps := s.cfg.Node.PubSub()
+	if err := ps.RegisterTopicValidator(name, s.validate); err != nil {
+		return nil, err
+	}
+	t, err := ps.Join(name)
+	if err != nil {
+		return nil, err
+	}
+	s.topics[name] = t
+	return t, nil
+}
+
+// subscribe joins a topic and reads it until Close.
+func (s *Service) subscribe(name string, tag []byte) error {
+	t, err := s.topic(name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, sub := range s.subs {
+		if sub.Topic() == name {
+			s.mu.Unlock()
+			return nil
+		}
+	}
+	sub, err := t.Subscribe()
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.subs = append(s.subs, sub)
+	s.mu.Unlock()
+	s.goOwned(func() {
+		for {
+			m, err := sub.Next(s.ctx)
+			if err != nil {
+				return
+			}
+			if m.ReceivedFrom == s.cfg.Node.ID() {
+				continue
+			}
+			s.handleFor(m.Data, m.ReceivedFrom, false, tag)
+		}
+	})
+	return nil
+}
+
+// validate is the topic validator: no decryption needed.
+func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if from == s.cfg.Node.ID() {
+		return pubsub.ValidationAccept
+	}
+	if !s.cfg.Node.IsAdmitted(from) {
+		return pubsub.ValidationReject
+	}
+	e, err := s.check(m.Data, false)
+	if err != nil {
+		return pubsub.ValidationReject
+	}
+	if topic := m.GetTopic(); len(topic) > len(convTopicPrefix) && topic[:len(convTopicPrefix)] == convTopicPrefix {
+		if topic != convTopic(e.Tag) {
+			return pubsub.ValidationReject
+		}
+	}
+	return pubsub.ValidationAccept
+}
+
+// check validates an envelope without decrypting it: canonical, signed,
+// by a known member of staff; a fresh push by a revoked sender is refused
+// (viaSync: fetched because others depend on it — allowed).
+func (s *Service) check(raw []byte, viaSync bool) (*e2e.Envelope, error) {
+	e, err := e2e.Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Verify(); err != nil {
+		return nil, err
+	}
+	sender, err := e.SenderID()
+	if err != nil {
+		return nil, err
+	}
+	if sender == s.cfg.Node.ID() {
+		return e, nil
+	}
+	known, revoked := s.cfg.Node.KnownStaff(sender)
+	if !known {
+		return nil, fmt.Errorf("sender %s holds no known certificate", sender)
+	}
+	if revoked && !viaSync {
+		return nil, fmt.Errorf("fresh push from revoked sender %s", sender)
+	}
+	return e, nil
+}
+
+// handleFor takes an envelope from the mesh (a topic, or sync of the
+// carrier tag carrierTag: the conversation's, or an inbox's).
+func (s *Service) handleFor(raw []byte, from peer.ID, viaSync bool, carrierTag []byte) {
+	e, err := s.check(raw, viaSync)
+	if err != nil {
+		s.log.Debug("envelope refused", "from", from.String(), "err", err)
+		return
+	}
+	key := hex.EncodeToString(e.Tag)
+	s.mu.Lock()
+	c := s.convs[key]
+	s.mu.Unlock()
+	if c == nil && e.Kind == e2e.KindWelcome {
+		c = s.join(e)
+	}
+	if c != nil {
+		s.receive(c, raw, from)
+	}
+	if s.cfg.Anchor && c == nil {
+		s.carry(carrierTag, e, raw, from, !viaSync)
+	}
+}
+
+func (s *Service) convIDOf(tag []byte) chat.ConversationID {
+	if c := s.convs[hex.EncodeToString(tag)]; c != nil {
+		return c.r.ID()
+	}
+	return chat.ConversationID{}
+}
+
+// join starts a replica for a conversation we have been welcomed into.
+func (s *Service) join(e *e2e.Envelope) *conv {
+	w, err := e2e.DecodeWelcome(e.Body)
+	if err != nil || !slices.ContainsFunc(w.Members, func(m []byte) bool { return peer.ID(m) == s.cfg.Node.ID() }) {
+		return nil
+	}
+	r := chat.Join(s.cfg.Device, s.cfg.Node, e.Tag, s.opts(e.Tag)...)
+	if err := s.adopt(r, e.Tag); err != nil {
+		s.log.Warn("join conversation", "err", err)
+		return nil
+	}
+	s.mu.Lock()
+	c := s.convs[hex.EncodeToString(e.Tag)]
+	s.mu.Unlock()
+	// Sync at once: the rest of the conversation should not wait for a tick.
+	s.goOwned(s.syncAll)
+	return c
+}
+
+func (s *Service) receive(c *conv, raw []byte, from peer.ID) {
+	s.mu.Lock()
+	err := c.r.Receive(raw)
+	if errors.Is(err, crdt.ErrDuplicate) {
+		s.mu.Unlock()
+		return
+	}
+	if err != nil {
+		s.log.Debug("op refused", "from", from.String(), "err", err)
+	}
+	if !c.r.ID().IsZero() {
+		s.byID[c.r.ID()] = c
+	}
+	receipts := s.autoReceipts(c)
+	s.persist(c)
+	id := c.r.ID()
+	s.mu.Unlock()
+	if len(receipts) > 0 {
+		s.publish(c, receipts)
+	}
+	if !id.IsZero() {
+		s.events.emit(Event{Type: "message", Conversation: id.String()})
+	}
+}
+
+// autoReceipts acknowledges delivery of messages from others: that is the
+// "delivered" state their senders see. Callers hold mu.
+func (s *Service) autoReceipts(c *conv) [][]byte {
+	st := c.r.State()
+	var todo []crdt.OpID
+	for _, m := range st.Messages {
+		if lvl, ok := m.Receipts[s.cfg.Node.ID()]; ok && lvl == 0 && m.Sender != s.cfg.Node.ID() && !m.Deleted {
+			todo = append(todo, m.ID)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	out, _, err := c.r.Receipt(chat.Delivered, todo...)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// Summary is a conversation in the list.
+type Summary struct {
+	ID      string   `json:"id"`
+	Title   string   `json:"title"`
+	Members []string `json:"members"`
+	Last    string   `json:"last,omitempty"`
+	Unread  int      `json:"unread"`
+	Urgent  int      `json:"urgent"`
+}
+
+// Conversations lists the conversations this device is in.
+func (s *Service) Conversations() []Summary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Summary
+	for id, c := range s.byID {
+		st := c.r.State()
+		sum := Summary{ID: id.String(), Title: st.Title, Members: ids(st.Members)}
+		for _, m := range st.Messages {
+			if !m.Deleted {
+				sum.Last = m.Text
+			}
+			if lvl := m.Receipts[s.cfg.Node.ID()]; m.Sender != s.cfg.Node.ID() && lvl < chat.Read {
+				sum.Unread++
+				if m.Urgent {
+					sum.Urgent++
+				}
+			}
+		}
+		out = append(out, sum)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func ids(ps []peer.ID) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// MessageView is a message as the API shows it.
+type MessageView struct {
+	ID        string              `json:"id"`
+	Sender    string              `json:"sender"`
+	Text      string              `json:"text"`
+	Time      time.Time           `json:"time"`
+	Urgent    bool                `json:"urgent"`
+	State     string              `json:"state"`
+	Recipient map[string]string   `json:"recipients,omitempty"`
+	ReplyTo   string              `json:"reply_to,omitempty"`
+	Edited    bool                `json:"edited,omitempty"`
+	Deleted   bool                `json:"deleted,omitempty"`
+	Reactions map[string][]string `json:"reactions,omitempty"`
+	Skewed    bool                `json:"clock_skewed,omitempty"`
+}
+
+// Messages lists a conversation's messages with delivery states.
+func (s *Service) Messages(id chat.ConversationID) ([]MessageView, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.conv(id)
+	if err != nil {
+		return nil, err
+	}
+	st := c.r.State()
+	out := make([]MessageView, 0, len(st.Messages))
+	for _, m := range st.Messages {
+		v := MessageView{ID: m.ID.String(), Sender: m.Sender.String(), Text: m.Text, Time: m.Time, Urgent: m.Urgent,
+			Edited: m.Edited, Deleted: m.Deleted, Skewed: m.Skewed}
+		if !m.ReplyTo.IsZero() {
+			v.ReplyTo = m.ReplyTo.String()
+		}
+		if len(m.Reactions) > 0 {
+			v.Reactions = map[string][]string{}
+			for e, who := range m.Reactions {
+				v.Reactions[e] = ids(who)
+			}
+		}
+		if d, err := c.r.Delivery(m.ID); err == nil {
+			v.State = d.State
+			if m.Sender == s.cfg.Node.ID() {
+				v.Recipient = map[string]string{}
+				for p, st := range d.PerRecipient {
+					v.Recipient[p.String()] = st
+				}
+			} else {
+				v.State = chat.StateDelivered
+				if lvl := m.Receipts[s.cfg.Node.ID()]; lvl >= chat.Read {
+					v.State = []string{chat.StateQueued, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}[lvl]
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Do runs one replica operation (send, edit, receipt, member change…) and
+// publishes what it produced.
+func (s *Service) Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte, crdt.OpID, error)) (crdt.OpID, error) {
+	s.mu.Lock()
+	c, err := s.conv(id)
+	if err != nil {
+		s.mu.Unlock()
+		return crdt.OpID{}, err
+	}
+	out, opID, err := op(c.r)
+	s.persist(c)
+	s.mu.Unlock()
+	if len(out) > 0 {
+		s.publish(c, out)
+		s.events.emit(Event{Type: "message", Conversation: id.String()})
+	}
+	return opID, err
+}

@@ -1,0 +1,435 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Protocols.
+const (
+	ProtoSync = "/medmesh/sync/1"
+	ProtoHeld = "/medmesh/held/1"
+)
+
+// Stream limits.
+const (
+	frameTimeout = 10 * time.Second
+	syncTimeout  = 2 * time.Minute
+	maxFrame     = 8 << 20
+	fetchBatch   = 512
+	maxTags      = 4096
+)
+
+// Frame kinds.
+const (
+	fOffer uint8 = 1
+	fRecon uint8 = 2
+	fWant  uint8 = 3
+	fEnvs  uint8 = 4
+	fDone  uint8 = 5
+)
+
+type frame struct {
+	Kind uint8    `cbor:"1,keyasint"`
+	Tags [][]byte `cbor:"2,keyasint,omitempty"`
+	Tag  []byte   `cbor:"3,keyasint,omitempty"`
+	Msg  []byte   `cbor:"4,keyasint,omitempty"`
+	IDs  [][]byte `cbor:"5,keyasint,omitempty"`
+	Envs [][]byte `cbor:"6,keyasint,omitempty"`
+}
+
+type conn struct {
+	s network.Stream
+	r msgio.ReadCloser
+	w msgio.WriteCloser
+}
+
+func newConn(s network.Stream) *conn {
+	return &conn{s: s, r: msgio.NewVarintReaderSize(s, maxFrame), w: msgio.NewVarintWriter(s)}
+}
+
+func (c *conn) send(f frame) error {
+	b, err := detcbor.Marshal(f)
+	if err != nil {
+		return err
+	}
+	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
+	return c.w.WriteMsg(b)
+}
+
+func (c *conn) recv() (frame, error) {
+	c.s.SetReadDeadline(time.Now().Add(frameTimeout))
+	b, err := c.r.ReadMsg()
+	if err != nil {
+		return frame{}, err
+	}
+	defer c.r.ReleaseMsg(b)
+	var f frame
+	if err := detcbor.Unmarshal(b, &f, maxFrame); err != nil {
+		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	if len(f.Tags) > maxTags || len(f.IDs) > fetchBatch || len(f.Envs) > fetchBatch {
+		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
+	}
+	return f, nil
+}
+
+// inboxTag is the carrier tag of a device's inbox.
+func inboxTag(id peer.ID) []byte {
+	sum := sha256.Sum256(append([]byte("medmesh inbox\x00"), id...))
+	return sum[:16]
+}
+
+// tags lists what this device holds: its conversations, its inbox, and
+// (on an anchor) every tag it carries.
+func (s *Service) tags() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := [][]byte{inboxTag(s.cfg.Node.ID())}
+	for _, c := range s.convs {
+		out = append(out, c.tag)
+	}
+	for _, c := range s.carried {
+		out = append(out, c.tag)
+	}
+	slices.SortFunc(out, bytes.Compare)
+	return slices.CompactFunc(out, bytes.Equal)
+}
+
+// idsOf is the op-ID set of a tag this device holds.
+func (s *Service) idsOf(tag []byte) []crdt.OpID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []crdt.OpID
+	if c := s.convs[hex.EncodeToString(tag)]; c != nil {
+		out = c.r.IDs()
+	}
+	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
+		out = append(out, c.list()...)
+	}
+	return out
+}
+
+func (s *Service) envelopes(tag []byte, wanted [][]byte) [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	for _, b := range wanted {
+		id, err := crdt.OpIDFromBytes(b)
+		if err != nil {
+			continue
+		}
+		if c := s.convs[hex.EncodeToString(tag)]; c != nil {
+			if raw, ok := c.r.Envelope(id); ok {
+				out = append(out, raw)
+				continue
+			}
+		}
+		if c := s.carried[hex.EncodeToString(tag)]; c != nil {
+			if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
+				out = append(out, raw)
+			}
+		}
+	}
+	return out
+}
+
+// accept adopts tags a peer offers (anchors carry everything offered).
+func (s *Service) accept(tags [][]byte) {
+	if !s.cfg.Anchor {
+		return
+	}
+	for _, t := range tags {
+		if len(t) == 16 {
+			s.carrier(t)
+		}
+	}
+}
+
+func shared(a, b [][]byte) [][]byte {
+	var out [][]byte
+	for _, t := range a {
+		if slices.ContainsFunc(b, func(x []byte) bool { return bytes.Equal(x, t) }) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (s *Service) syncLoop() {
+	t := time.NewTicker(s.cfg.SyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.syncAll()
+		}
+	}
+}
+
+// syncAll syncs with every admitted peer.
+func (s *Service) syncAll() {
+	for _, p := range s.cfg.Node.Host().Network().Peers() {
+		if s.cfg.Node.IsAdmitted(p) {
+			s.goOwned(func() { s.syncWith(p) })
+		}
+	}
+}
+
+// SyncWith reconciles every shared tag with p (initiator side).
+func (s *Service) syncWith(p peer.ID) {
+	s.mu.Lock()
+	if s.syncing[p] {
+		s.mu.Unlock()
+		return
+	}
+	s.syncing[p] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.syncing, p)
+		s.mu.Unlock()
+	}()
+	if err := s.initiate(p); err != nil && s.ctx.Err() == nil {
+		s.log.Debug("sync failed", "remote", p.String(), "err", err)
+	}
+}
+
+func (s *Service) initiate(p peer.ID) error {
+	ctx, cancel := context.WithTimeout(s.ctx, syncTimeout)
+	defer cancel()
+	st, err := s.cfg.Node.Host().NewStream(ctx, p, ProtoSync)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(syncTimeout))
+	c := newConn(st)
+	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
+		return err
+	}
+	f, err := c.recv()
+	if err != nil || f.Kind != fOffer {
+		return fmt.Errorf("%w: expected offer", ErrProtocol)
+	}
+	s.accept(f.Tags)
+	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(shared(s.tags(), f.Tags)))
+	for _, tag := range shared(s.tags(), f.Tags) {
+		if err := s.reconcileTag(c, p, tag); err != nil {
+			st.Reset()
+			return err
+		}
+	}
+	return c.send(frame{Kind: fDone})
+}
+
+// reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
+// theirs.
+func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) error {
+	sess := NewSession(s.idsOf(tag))
+	m, err := sess.Initiate()
+	if err != nil {
+		return err
+	}
+	for m != nil {
+		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: m}); err != nil {
+			return err
+		}
+		f, err := c.recv()
+		if err != nil || f.Kind != fRecon || !bytes.Equal(f.Tag, tag) {
+			return fmt.Errorf("%w: expected recon", ErrProtocol)
+		}
+		if len(f.Msg) == 0 {
+			break
+		}
+		if m, err = sess.Reply(f.Msg); err != nil {
+			return err
+		}
+		if m == nil {
+			if err := c.send(frame{Kind: fRecon, Tag: tag}); err != nil {
+				return err
+			}
+		}
+	}
+	need := sess.Need()
+	s.log.Debug("sync: reconciled", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
+	if err := s.fetch(c, p, tag, need); err != nil {
+		return err
+	}
+	return s.serve(c, tag)
+}
+
+// fetch asks for needed envelopes in batches and applies them.
+func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error {
+	for len(need) > 0 {
+		n := min(len(need), fetchBatch)
+		f := frame{Kind: fWant, Tag: tag}
+		for _, id := range need[:n] {
+			f.IDs = append(f.IDs, slices.Clone(id[:]))
+		}
+		need = need[n:]
+		if err := c.send(f); err != nil {
+			return err
+		}
+		got, err := c.recv()
+		if err != nil || got.Kind != fEnvs {
+			return fmt.Errorf("%w: expected envelopes", ErrProtocol)
+		}
+		s.apply(tag, got.Envs, p)
+	}
+	return c.send(frame{Kind: fWant, Tag: tag}) // no more wants
+}
+
+// serve answers wants until the other side says it wants nothing more.
+func (s *Service) serve(c *conn, tag []byte) error {
+	for {
+		f, err := c.recv()
+		if err != nil || f.Kind != fWant || !bytes.Equal(f.Tag, tag) {
+			return fmt.Errorf("%w: expected want", ErrProtocol)
+		}
+		if len(f.IDs) == 0 {
+			return nil
+		}
+		if err := c.send(frame{Kind: fEnvs, Tag: tag, Envs: s.envelopes(tag, f.IDs)}); err != nil {
+			return err
+		}
+	}
+}
+
+// apply hands fetched envelopes over in causal order where possible: the
+// DAG buffers the rest until their dependencies arrive.
+func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
+	for _, raw := range envs {
+		s.handleFor(raw, from, true, tag)
+	}
+}
+
+// handleSync is the responder side.
+func (s *Service) handleSync(st network.Stream) {
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(syncTimeout))
+	p := st.Conn().RemotePeer()
+	c := newConn(st)
+	f, err := c.recv()
+	if err != nil || f.Kind != fOffer {
+		s.log.Info("sync: bad opening from peer", "remote", p.String())
+		st.Reset()
+		return
+	}
+	s.accept(f.Tags)
+	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
+		return
+	}
+	sessions := map[string]*Session{}
+	for {
+		f, err := c.recv()
+		if err != nil {
+			s.log.Info("sync: cut off", "remote", p.String(), "err", err)
+			st.Reset()
+			return
+		}
+		key := hex.EncodeToString(f.Tag)
+		switch f.Kind {
+		case fDone:
+			return
+		case fRecon:
+			sess := sessions[key]
+			if sess == nil {
+				sess = NewSession(s.idsOf(f.Tag))
+				sessions[key] = sess
+			}
+			if len(f.Msg) == 0 {
+				continue
+			}
+			out, err := sess.Reply(f.Msg)
+			if err != nil {
+				s.log.Info("sync: protocol violation", "remote", p.String(), "err", err)
+				st.Reset()
+				return
+			}
+			if err := c.send(frame{Kind: fRecon, Tag: f.Tag, Msg: out}); err != nil {
+				return
+			}
+		case fWant:
+			if len(f.IDs) > 0 {
+				if err := c.send(frame{Kind: fEnvs, Tag: f.Tag, Envs: s.envelopes(f.Tag, f.IDs)}); err != nil {
+					return
+				}
+				continue
+			}
+			// Their wants are served; now ours.
+			var need []crdt.OpID
+			if sess := sessions[key]; sess != nil {
+				need = sess.Need()
+			}
+			if err := s.fetch(c, p, f.Tag, need); err != nil {
+				st.Reset()
+				return
+			}
+		default:
+			st.Reset()
+			return
+		}
+	}
+}
+
+// gate serves only admitted peers, waiting for a decision in progress.
+func (s *Service) gate(h network.StreamHandler) network.StreamHandler {
+	return func(st network.Stream) {
+		ctx, cancel := context.WithTimeout(s.ctx, 7*time.Second)
+		defer cancel()
+		if !s.cfg.Node.AwaitAdmitted(ctx, st.Conn().RemotePeer()) {
+			st.Reset()
+			return
+		}
+		h(st)
+	}
+}
+
+// handleHeld takes an acknowledgement that another node stored our ops.
+func (s *Service) handleHeld(st network.Stream) {
+	defer st.Close()
+	c := newConn(st)
+	f, err := c.recv()
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if cv := s.convs[hex.EncodeToString(f.Tag)]; cv != nil {
+		for _, b := range f.IDs {
+			if id, err := crdt.OpIDFromBytes(b); err == nil {
+				cv.r.MarkHeld(id, st.Conn().RemotePeer())
+			}
+		}
+	}
+	id := s.convIDOf(f.Tag)
+	s.mu.Unlock()
+	if !id.IsZero() {
+		s.events.emit(Event{Type: "state", Conversation: id.String()})
+	}
+}
+
+func (s *Service) ackHeld(to peer.ID, tag []byte, id crdt.OpID) {
+	ctx, cancel := context.WithTimeout(s.ctx, frameTimeout)
+	defer cancel()
+	st, err := s.cfg.Node.Host().NewStream(ctx, to, ProtoHeld)
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	newConn(st).send(frame{Kind: fWant, Tag: tag, IDs: [][]byte{id[:]}})
+}

@@ -1,0 +1,285 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/mesh"
+)
+
+// Conversations is what the API needs from the mesh service.
+type Conversations interface {
+	Create(title string, members []peer.ID) (chat.ConversationID, error)
+	Conversations() []mesh.Summary
+	Messages(id chat.ConversationID) ([]mesh.MessageView, error)
+	Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte, crdt.OpID, error)) (crdt.OpID, error)
+	Events() (<-chan mesh.Event, func())
+}
+
+// Staff resolves a member named by peer ID or staff ID.
+type Staff interface {
+	LookupStaff(key string) (*identity.Staff, bool)
+}
+
+const maxBody = 64 << 10
+
+func (s *Server) routeConversations() {
+	s.mux.HandleFunc("POST /api/v1/conversations", s.createConversation)
+	s.mux.HandleFunc("GET /api/v1/conversations", s.listConversations)
+	s.mux.HandleFunc("POST /api/v1/conversations/{id}/messages", s.postMessage)
+	s.mux.HandleFunc("GET /api/v1/conversations/{id}/messages", s.getMessages)
+	s.mux.HandleFunc("POST /api/v1/conversations/{id}/receipts", s.postReceipts)
+	s.mux.HandleFunc("POST /api/v1/conversations/{id}/members", s.postMembers)
+	s.mux.HandleFunc("GET /api/v1/events", s.events)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "request body larger than 64 KiB")
+		return false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) resolve(names []string) ([]peer.ID, error) {
+	var out []peer.ID
+	for _, n := range names {
+		st, ok := s.staff.LookupStaff(strings.TrimSpace(n))
+		if !ok {
+			return nil, errors.New("unknown member " + n + ": not in the staff directory")
+		}
+		out = append(out, st.PeerID)
+	}
+	return out, nil
+}
+
+func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Title   string   `json:"title"`
+		Members []string `json:"members"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	members, err := s.resolve(req.Members)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	id, err := s.conv.Create(req.Title, members)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"id": id.String()})
+}
+
+func (s *Server) listConversations(w http.ResponseWriter, r *http.Request) {
+	list := s.conv.Conversations()
+	if list == nil {
+		list = []mesh.Summary{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) convID(w http.ResponseWriter, r *http.Request) (chat.ConversationID, bool) {
+	id, err := chat.ParseConversationID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, "no such conversation")
+		return id, false
+	}
+	return id, true
+}
+
+func parseOpID(s string) (crdt.OpID, error) {
+	var id crdt.OpID
+	if s == "" {
+		return id, nil
+	}
+	return id, id.UnmarshalText([]byte(s))
+}
+
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Text    string `json:"text"`
+		Urgent  bool   `json:"urgent"`
+		ReplyTo string `json:"reply_to"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	reply, err := parseOpID(req.ReplyTo)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad reply_to")
+		return
+	}
+	if strings.TrimSpace(req.Text) == "" {
+		writeError(w, http.StatusBadRequest, "empty message")
+		return
+	}
+	opID, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) {
+		return rp.Send(req.Text, chat.SendOptions{Urgent: req.Urgent, ReplyTo: reply})
+	})
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"id": opID.String()})
+}
+
+func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	msgs, err := s.conv.Messages(id)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, msgs)
+}
+
+func (s *Server) postReceipts(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Level    string   `json:"level"` // read | acknowledged
+		Messages []string `json:"messages"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	level := map[string]int{"delivered": chat.Delivered, "read": chat.Read, "acknowledged": chat.Acknowledged}[req.Level]
+	if level == 0 || len(req.Messages) == 0 {
+		writeError(w, http.StatusBadRequest, "level must be read or acknowledged, with messages")
+		return
+	}
+	var ids []crdt.OpID
+	for _, m := range req.Messages {
+		op, err := parseOpID(m)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad message ID")
+			return
+		}
+		ids = append(ids, op)
+	}
+	if _, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return rp.Receipt(level, ids...) }); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+}
+
+func (s *Server) postMembers(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Add     []string `json:"add"`
+		Remove  []string `json:"remove"`
+		Promote []string `json:"promote"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	for _, set := range []struct {
+		names []string
+		op    func(*chat.Replica, peer.ID) ([][]byte, crdt.OpID, error)
+	}{{req.Add, (*chat.Replica).Add}, {req.Remove, (*chat.Replica).Remove}, {req.Promote, (*chat.Replica).Promote}} {
+		who, err := s.resolve(set.names)
+		if err != nil {
+			writeError(w, http.StatusUnprocessableEntity, err.Error())
+			return
+		}
+		for _, p := range who {
+			if _, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return set.op(rp, p) }); err != nil {
+				writeError(w, statusOf(err), err.Error())
+				return
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+}
+
+var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096} // same-origin check by default
+
+// events streams change notifications over a WebSocket until either side
+// closes.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade has answered
+	}
+	defer ws.Close()
+	ch, cancel := s.conv.Events()
+	defer cancel()
+	gone := make(chan struct{})
+	go func() { // reader: notices the client closing
+		defer close(gone)
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	ping := time.NewTicker(30 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				return
+			}
+			ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := ws.WriteJSON(e); err != nil {
+				return
+			}
+		case <-ping.C:
+			ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+				return
+			}
+		case <-gone:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, mesh.ErrNoConversation), errors.Is(err, chat.ErrNoSuchMessage):
+		return http.StatusNotFound
+	case errors.Is(err, chat.ErrNotAuthorised), errors.Is(err, chat.ErrNotMember):
+		return http.StatusForbidden
+	case errors.Is(err, chat.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, chat.ErrInvalidPayload):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
