@@ -95,6 +95,7 @@ type Service struct {
 	events  *broker
 
 	syncing map[peer.ID]bool
+	kicks   chan struct{}
 }
 
 // New starts the service: restores persisted conversations, joins topics
@@ -116,7 +117,8 @@ func New(cfg Config) (*Service, error) {
 		cfg.AnchorTTL = 30 * 24 * time.Hour
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, convs: map[string]*conv{}, byID: map[chat.ConversationID]*conv{},
-		carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{}, syncing: map[peer.ID]bool{}, events: newBroker()}
+		carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{}, syncing: map[peer.ID]bool{}, events: newBroker(),
+		kicks: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.restore(); err != nil {
 		s.cancel()
@@ -279,8 +281,17 @@ func (s *Service) publish(c *conv, envs [][]byte) {
 					s.pub(inboxTopic(id), raw)
 				}
 			}
-			s.goOwned(s.syncAll)
 		}
+	}
+	s.kick()
+}
+
+// kick asks for a sync round soon: gossip can drop a push (a peer's streams
+// coming up or going down), and sync is cheap when little differs.
+func (s *Service) kick() {
+	select {
+	case s.kicks <- struct{}{}:
+	default:
 	}
 }
 

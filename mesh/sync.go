@@ -168,6 +168,9 @@ func shared(a, b [][]byte) [][]byte {
 	return out
 }
 
+// kickDelay gathers a burst of local ops into one sync round.
+const kickDelay = 300 * time.Millisecond
+
 func (s *Service) syncLoop() {
 	t := time.NewTicker(s.cfg.SyncEvery)
 	defer t.Stop()
@@ -176,8 +179,14 @@ func (s *Service) syncLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			s.syncAll()
+		case <-s.kicks:
+			select {
+			case <-time.After(kickDelay):
+			case <-s.ctx.Done():
+				return
+			}
 		}
+		s.syncAll()
 	}
 }
 
