@@ -1,10 +1,14 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
+	"io/fs"
+	"path/filepath"
 	"crypto/x509"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -171,8 +175,37 @@ func TestOfflineCatchUpAndAnchor(t *testing.T) {
 	})
 	a.stop()
 	b.stop()
+	before := carriedCount(x)
 	cc = start(t, c, cdev, false, x)
 	eventually(t, 20*time.Second, "anchor carries it to c", func() bool { return slices.Contains(textsOf(t, cc, id), "via-anchor-only") })
+	// C's automatic receipt travels back through the anchor while A is away.
+	eventually(t, 10*time.Second, "c's receipt applied on c", func() bool {
+		msgs, _ := cc.s.Messages(id)
+		return len(msgs) > 0 && msgs[len(msgs)-1].State == chat.StateDelivered
+	})
+	eventually(t, 10*time.Second, "anchor holds everything c holds", func() bool {
+		held := map[crdt.OpID]bool{}
+		for _, op := range x.s.idsOf(chat.TagOf(id, a.n.ID())) {
+			held[op] = true
+		}
+		for _, op := range cc.s.idsOf(chat.TagOf(id, a.n.ID())) {
+			if !held[op] {
+				return false
+			}
+		}
+		return carriedCount(x) > before
+	})
+	cc.stop()
+	a = start(t, c, a.dev, false, x)
+	eventually(t, 20*time.Second, "a sees delivered", func() bool {
+		msgs, _ := a.s.Messages(id)
+		for _, m := range msgs {
+			if m.ID == op.String() {
+				return m.State == chat.StateDelivered
+			}
+		}
+		return false
+	})
 }
 
 // TestRestartFromDisk: a device's conversations, keys and plaintexts come
@@ -203,8 +236,113 @@ func TestRestartFromDisk(t *testing.T) {
 	b.stop()
 	bdev.store.(*store.Store).Close()
 	bdev.store = openStore()
-	b2 := start(t, c, bdev, false)
+	b2 := start(t, c, bdev, false, a)
 	if got := textsOf(t, b2, id); len(got) != 5 {
 		t.Fatalf("after restart b has %d messages", len(got))
 	}
+	send(t, a, id, "PLAINTEXT-MARKER-41c7")
+	eventually(t, 10*time.Second, "marker arrives", func() bool { return slices.Contains(textsOf(t, b2, id), "PLAINTEXT-MARKER-41c7") })
+	b2.stop()
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if raw, _ := os.ReadFile(p); bytes.Contains(raw, []byte("PLAINTEXT-MARKER")) {
+				t.Errorf("plaintext at rest in %s", p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestCatchUpIdenticalState: C is offline while A and B write 50 messages
+// with edits, deletes and reactions; when C returns, all three hold the
+// identical conversation within 5 s.
+func TestCatchUpIdenticalState(t *testing.T) {
+	c := newCA(t)
+	a := start(t, c, c.enrol(t, "a"), false)
+	b := start(t, c, c.enrol(t, "b"), false, a)
+	cdev := c.enrol(t, "c")
+	cc := start(t, c, cdev, false, a)
+	for _, p := range []*peerNode{b, cc} {
+		eventually(t, 10*time.Second, "a knows b and c", func() bool { _, err := a.n.Recipient(p.n.ID(), time.Now()); return err == nil })
+	}
+	id, err := a.s.Create("t", []peer.ID{b.n.ID(), cc.n.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b and c joined", func() bool {
+		_, e1 := b.s.Messages(id)
+		_, e2 := cc.s.Messages(id)
+		return e1 == nil && e2 == nil
+	})
+	cc.stop()
+	var ops []crdt.OpID
+	for i := range 50 {
+		p := []*peerNode{a, b}[i%2]
+		op := send(t, p, id, "msg")
+		ops = append(ops, op)
+		switch i % 5 {
+		case 1:
+			p.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.Edit(op, "edited") })
+		case 2:
+			p.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.Delete(op) })
+		case 3:
+			q := []*peerNode{b, a}[i%2]
+			eventually(t, 5*time.Second, "seen", func() bool { return len(textsOf(t, q, id)) > i })
+			q.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.React(op, "👍") })
+		}
+	}
+	cc = start(t, c, cdev, false, a, b)
+	same := func() bool {
+		ma, _ := a.s.Messages(id)
+		mb, _ := b.s.Messages(id)
+		mc, _ := cc.s.Messages(id)
+		strip := func(ms []MessageView) []MessageView {
+			for i := range ms {
+				ms[i].State, ms[i].Recipient = "", nil
+			}
+			return ms
+		}
+		return len(ma) == 50 && reflect.DeepEqual(strip(ma), strip(mb)) && reflect.DeepEqual(strip(ma), strip(mc))
+	}
+	eventually(t, 5*time.Second, "identical state on A, B and C", same)
+}
+
+// TestSyncGarbage: a peer that sends garbage on the sync protocol is cut
+// off; the service keeps serving everyone else.
+func TestSyncGarbage(t *testing.T) {
+	c := newCA(t)
+	a := start(t, c, c.enrol(t, "a"), false)
+	b := start(t, c, c.enrol(t, "b"), false, a)
+	eventually(t, 10*time.Second, "admitted", func() bool { return a.n.IsAdmitted(b.n.ID()) })
+	for _, junk := range [][]byte{[]byte("\x05hello"), {0xff, 0xff, 0xff, 0xff, 0x0f}, {}} {
+		st, err := b.n.Host().NewStream(context.Background(), a.n.ID(), ProtoSync)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write(junk)
+		st.CloseWrite()
+		buf := make([]byte, 1)
+		st.SetReadDeadline(time.Now().Add(frameTimeout + 2*time.Second))
+		if _, err := st.Read(buf); err == nil {
+			t.Fatal("garbage answered")
+		}
+		st.Close()
+	}
+	eventually(t, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(b.n.ID(), time.Now()); return err == nil })
+	id, err := a.s.Create("t", []peer.ID{b.n.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, a, id, "still working")
+	eventually(t, 10*time.Second, "b reads", func() bool { return slices.Contains(textsOf(t, b, id), "still working") })
+}
+
+func carriedCount(p *peerNode) int {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	n := 0
+	for _, cr := range p.s.carried {
+		n += len(cr.ops)
+	}
+	return n
 }
