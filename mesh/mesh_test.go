@@ -269,11 +269,15 @@ func TestCatchUpIdenticalState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b and c joined", func() bool {
-		_, e1 := b.s.Messages(id)
-		_, e2 := cc.s.Messages(id)
-		return e1 == nil && e2 == nil
-	})
+	joined := func(p *peerNode) bool {
+		for _, sum := range p.s.Conversations() {
+			if sum.ID == id.String() && len(sum.Members) == 3 {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, 10*time.Second, "b and c joined", func() bool { return joined(b) && joined(cc) })
 	cc.stop()
 	var ops []crdt.OpID
 	for i := range 50 {
