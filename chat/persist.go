@@ -116,5 +116,6 @@ func Restore(dev *Device, dir Directory, keys []byte, opts ...Option) (*Replica,
 		}
 		r.apply(op) // rejections were reported when the op first arrived
 	}
+	r.fresh = nil // acknowledged before the restart, or will be on the next
 	return r, nil
 }

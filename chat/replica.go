@@ -98,7 +98,8 @@ type Replica struct {
 	revoked func(peer.ID) bool
 	held    map[crdt.OpID]map[peer.ID]bool
 	plain   Plaintexts
-	openErr error // from WithStore
+	openErr error       // from WithStore
+	fresh   []crdt.OpID // messages from others applied since Fresh was last called
 
 	rebuild bool // keys arrived or revocations changed: recompute views
 	cache   *State
@@ -233,6 +234,16 @@ func (r *Replica) Receive(raw []byte) error {
 	return r.ingest(e, raw)
 }
 
+// ReceiveVerified is Receive for an envelope the caller has already
+// decoded and whose signature it has verified (the mesh validator does):
+// signatures are verified once, never twice.
+func (r *Replica) ReceiveVerified(e *e2e.Envelope, raw []byte) error {
+	if !bytes.Equal(e.Tag, r.tag) {
+		return ErrWrongConversation
+	}
+	return r.ingest(e, raw)
+}
+
 func (r *Replica) ingest(e *e2e.Envelope, raw []byte) error {
 	id := crdt.OpID(e2e.ID(raw))
 	if r.decoded == nil {
@@ -289,6 +300,9 @@ func (r *Replica) apply(op crdt.Op) error {
 	r.extend(op.ID, info)
 	if info.valid && info.kind == kindDelete {
 		r.destroy(info.p.Target)
+	}
+	if info.valid && info.kind == kindText && info.sender != r.dev.ID {
+		r.fresh = append(r.fresh, op.ID)
 	}
 	if !info.valid && info.reason != nil {
 		return fmt.Errorf("op %s: %w", op.ID.String()[:12], info.reason)
@@ -673,4 +687,12 @@ func (r *Replica) destroy(target []byte) {
 			r.plain.Put(id, b)
 		}
 	}
+}
+
+// Fresh returns the messages from others applied since the last call: what
+// this device should acknowledge as delivered.
+func (r *Replica) Fresh() []crdt.OpID {
+	out := r.fresh
+	r.fresh = nil
+	return out
 }

@@ -198,7 +198,12 @@ func (r *Replica) Delivery(msg crdt.OpID) (Delivery, error) {
 	if i < 0 {
 		return Delivery{}, ErrNoSuchMessage
 	}
-	m := st.Messages[i]
+	return r.DeliveryOf(st.Messages[i]), nil
+}
+
+// DeliveryOf is Delivery for a message of State.
+func (r *Replica) DeliveryOf(m Message) Delivery {
+	msg := m.ID
 	d := Delivery{PerRecipient: map[peer.ID]string{}}
 	held := len(r.held[msg]) > 0
 	least := len(levelState)
@@ -221,7 +226,7 @@ func (r *Replica) Delivery(msg crdt.OpID) (Delivery, error) {
 	default:
 		d.State = levelState[least]
 	}
-	return d, nil
+	return d
 }
 
 // Expire applies retention: messages older than the retention setting are

@@ -3,11 +3,11 @@ package mesh
 import (
 	"bytes"
 	"context"
-	"io/fs"
-	"path/filepath"
 	"crypto/x509"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"

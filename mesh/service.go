@@ -423,7 +423,7 @@ func (s *Service) handleFor(raw []byte, from peer.ID, viaSync bool, carrierTag [
 		c = s.join(e)
 	}
 	if c != nil {
-		s.receive(c, raw, from)
+		s.receiveAll(c, []checked{{e, raw}}, from)
 	}
 	if s.cfg.Anchor && c == nil {
 		s.carry(carrierTag, e, raw, from, !viaSync)
@@ -456,15 +456,30 @@ func (s *Service) join(e *e2e.Envelope) *conv {
 	return c
 }
 
-func (s *Service) receive(c *conv, raw []byte, from peer.ID) {
+// checked is an envelope that passed check: decoded and verified once.
+type checked struct {
+	e   *e2e.Envelope
+	raw []byte
+}
+
+// receiveAll applies a batch of checked envelopes, then acknowledges and
+// persists once for the batch.
+func (s *Service) receiveAll(c *conv, envs []checked, from peer.ID) {
 	s.mu.Lock()
-	err := c.r.Receive(raw)
-	if errors.Is(err, crdt.ErrDuplicate) {
+	applied := 0
+	for _, ce := range envs {
+		err := c.r.ReceiveVerified(ce.e, ce.raw)
+		if errors.Is(err, crdt.ErrDuplicate) {
+			continue
+		}
+		applied++
+		if err != nil {
+			s.log.Debug("op refused", "from", from.String(), "err", err)
+		}
+	}
+	if applied == 0 {
 		s.mu.Unlock()
 		return
-	}
-	if err != nil {
-		s.log.Debug("op refused", "from", from.String(), "err", err)
 	}
 	if !c.r.ID().IsZero() {
 		s.byID[c.r.ID()] = c
@@ -484,19 +499,16 @@ func (s *Service) receive(c *conv, raw []byte, from peer.ID) {
 // autoReceipts acknowledges delivery of messages from others: that is the
 // "delivered" state their senders see. Callers hold mu.
 func (s *Service) autoReceipts(c *conv) [][]byte {
-	st := c.r.State()
-	var todo []crdt.OpID
-	for _, m := range st.Messages {
-		if lvl, ok := m.Receipts[s.cfg.Node.ID()]; ok && lvl == 0 && m.Sender != s.cfg.Node.ID() && !m.Deleted {
-			todo = append(todo, m.ID)
+	todo := c.r.Fresh()
+	var out [][]byte
+	for len(todo) > 0 {
+		n := min(len(todo), 1000)
+		envs, _, err := c.r.Receipt(chat.Delivered, todo[:n]...)
+		if err != nil {
+			return out
 		}
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-	out, _, err := c.r.Receipt(chat.Delivered, todo...)
-	if err != nil {
-		return nil
+		out = append(out, envs...)
+		todo = todo[n:]
 	}
 	return out
 }
@@ -582,7 +594,7 @@ func (s *Service) Messages(id chat.ConversationID) ([]MessageView, error) {
 				v.Reactions[e] = ids(who)
 			}
 		}
-		if d, err := c.r.Delivery(m.ID); err == nil {
+		if d := c.r.DeliveryOf(m); true {
 			v.State = d.State
 			if m.Sender == s.cfg.Node.ID() {
 				v.Recipient = map[string]string{}

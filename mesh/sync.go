@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -322,9 +324,34 @@ func (s *Service) serve(c *conn, tag []byte) error {
 // apply hands fetched envelopes over in causal order where possible: the
 // DAG buffers the rest until their dependencies arrive.
 func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
-	for _, raw := range envs {
-		s.handleFor(raw, from, true, tag)
+	s.mu.Lock()
+	c := s.convs[hex.EncodeToString(tag)]
+	s.mu.Unlock()
+	if c == nil {
+		for _, raw := range envs {
+			s.handleFor(raw, from, true, tag)
+		}
+		return
 	}
+	// Verify in parallel (signatures dominate the receive path), then apply
+	// in order under the replica's lock.
+	res := make([]checked, len(envs))
+	workers := min(runtime.GOMAXPROCS(0), len(envs))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(envs); i += workers {
+				if e, err := s.check(envs[i], true); err == nil {
+					res[i] = checked{e, envs[i]}
+				} else {
+					s.log.Debug("fetched envelope refused", "from", from.String(), "err", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ok := slices.DeleteFunc(res, func(c checked) bool { return c.e == nil })
+	s.receiveAll(c, ok, from)
 }
 
 // handleSync is the responder side.

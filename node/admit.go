@@ -279,7 +279,13 @@ func (n *Node) OnAdmitted(f func(peer.ID)) {
 // that this node has seen — admitted now, or in the directory — and whether
 // that certificate is revoked.
 func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) {
+	now := n.cfg.Now()
+	gen := n.crlGen.Load()
 	n.mu.Lock()
+	if k, ok := n.known[id]; ok && k.gen == gen && now.Before(k.until) {
+		n.mu.Unlock()
+		return k.known, k.revoked
+	}
 	var chain []*x509.Certificate
 	if st := n.peers[id]; st != nil && st.chain != nil {
 		chain = st.chain
@@ -290,12 +296,27 @@ func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) {
 	if chain == nil {
 		return false, false
 	}
-	_, err := n.cfg.Trust.Admit(chain, id, n.cfg.Now())
+	s, err := n.cfg.Trust.Admit(chain, id, now)
+	k := knownStaff{gen: gen, until: now.Add(time.Minute)}
 	switch {
 	case err == nil:
-		return true, false
+		k.known = true
+		if s.NotAfter.Before(k.until) {
+			k.until = s.NotAfter
+		}
 	case errors.Is(err, identity.ErrRevoked):
-		return true, true
+		k.known, k.revoked = true, true
 	}
-	return false, false
+	n.mu.Lock()
+	n.known[id] = k
+	n.mu.Unlock()
+	return k.known, k.revoked
+}
+
+// knownStaff caches KnownStaff: one chain verification per sender per
+// minute and CRL, not one per envelope.
+type knownStaff struct {
+	known, revoked bool
+	gen            int64
+	until          time.Time
 }

@@ -91,6 +91,8 @@ type Node struct {
 	blocked    map[peer.ID]time.Time
 	directory  map[peer.ID]*entry
 	onAdmitted []func(peer.ID)
+	known      map[peer.ID]knownStaff
+	crlGen     atomic.Int64 // bumped with every newer CRL
 }
 
 // Timing.
@@ -127,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
 		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]*entry{},
+		known: map[peer.ID]knownStaff{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.loadPersisted(ctx); err != nil {

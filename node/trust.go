@@ -213,6 +213,7 @@ func (n *Node) installCRL(der []byte) (bool, error) {
 	if err != nil || !changed {
 		return false, err
 	}
+	n.crlGen.Add(1)
 	n.log.Info("newer CRL installed", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "number", l.Number.String())
 	if err := n.cfg.Store.Put(n.ctx, crlPrefix.ChildString(hex.EncodeToString(l.AuthorityKeyId)), l.Raw); err != nil {
 		n.log.Error("persist CRL", "err", err)

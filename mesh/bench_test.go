@@ -1,0 +1,210 @@
+package mesh
+
+import (
+	"context"
+	"encoding/hex"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/keywrap"
+	"github.com/medmesh/medmesh/store"
+)
+
+var kib = strings.Repeat("x", 1024)
+
+// rawReceive: SHA-256 + Ed25519 verify + XChaCha20-Poly1305 open of a 1 KiB
+// op, ops/s on this machine now.
+func rawReceive(n int) float64 {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	aead, _ := chacha20poly1305.NewX(make([]byte, 32))
+	nonce := make([]byte, 24)
+	ct := aead.Seal(nil, nonce, []byte(kib), nil)
+	env := append(make([]byte, 150), ct...)
+	sig := ed25519.Sign(priv, env)
+	start := time.Now()
+	for range n {
+		sha256.Sum256(env)
+		ed25519.Verify(pub, env, sig)
+		aead.Open(nil, nonce, ct, nil)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkPersistedIngest: a device that was away fetches b.N 1 KiB
+// messages over /medmesh/sync/1 and applies them into its encrypted pebble
+// store; ratio against the raw receive limit measured in the same run.
+func BenchmarkPersistedIngest(b *testing.B) {
+	c := newCA(b)
+	a := start(b, c, c.enrol(b, "a"), false)
+	bdev := c.enrol(b, "b")
+	st, err := store.Open(b.TempDir(), []byte("p"), store.WithKDF(keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	bdev.store = st
+	bn := start(b, c, bdev, false, a)
+	eventually(b, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(bn.n.ID(), time.Now()); return err == nil })
+	id, err := a.s.Create("bench", []peer.ID{bn.n.ID()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eventually(b, 10*time.Second, "b joined", func() bool { _, err := bn.s.Messages(id); return err == nil })
+	bn.stop()
+	for range b.N {
+		send(b, a, id, kib)
+	}
+	raw := rawReceive(2000)
+	b.ResetTimer()
+	bn = start(b, c, bdev, false, a)
+	tag := chat.TagOf(id, a.n.ID())
+	want := len(a.s.idsOf(tag))
+	for len(bn.s.idsOf(tag)) < want {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "ops/s")
+	b.ReportMetric(raw, "raw_ops/s")
+	b.ReportMetric(rate/raw, "ratio_vs_raw")
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	slices.Sort(d)
+	return d[min(len(d)-1, int(float64(len(d))*p))]
+}
+
+// BenchmarkDeliveryLatency10: send → on every recipient's device among 10
+// nodes on loopback (all bootstrapped to the first), p50 and p99, beside
+// plain gossipsub between 10 bare hosts in the same topology.
+func BenchmarkDeliveryLatency10(b *testing.B) {
+	c := newCA(b)
+	first := start(b, c, c.enrol(b, "n0"), false)
+	nodes := []*peerNode{first}
+	for i := 1; i < 10; i++ {
+		nodes = append(nodes, start(b, c, c.enrol(b, fmt.Sprint("n", i)), false, first))
+	}
+	var members []peer.ID
+	for _, n := range nodes[1:] {
+		eventually(b, 20*time.Second, "directory", func() bool { _, err := first.n.Recipient(n.n.ID(), time.Now()); return err == nil })
+		members = append(members, n.n.ID())
+	}
+	id, err := first.s.Create("bench", members)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		eventually(b, 20*time.Second, "joined", func() bool {
+			for _, s := range n.s.Conversations() {
+				if s.ID == id.String() && len(s.Members) == 10 {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	var lat []time.Duration
+	tag := chat.TagOf(id, first.n.ID())
+	has := func(n *peerNode, op crdt.OpID) bool {
+		n.s.mu.Lock()
+		defer n.s.mu.Unlock()
+		_, ok := n.s.convs[hex.EncodeToString(tag)].r.Envelope(op)
+		return ok
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		sender := nodes[i%len(nodes)]
+		t0 := time.Now()
+		op := send(b, sender, id, fmt.Sprint("m", i))
+		got := map[int]bool{}
+		for len(got) < len(nodes)-1 {
+			for j, n := range nodes {
+				if n != sender && !got[j] && has(n, op) {
+					got[j] = true
+					lat = append(lat, time.Since(t0))
+				}
+			}
+			time.Sleep(100 * time.Microsecond) // polling interval of the measurement
+		}
+	}
+	b.StopTimer()
+	plain := plainGossipLatency(b, b.N)
+	b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99_ms")
+	b.ReportMetric(float64(percentile(plain, 0.5).Microseconds())/1000, "plain_p50_ms")
+	b.ReportMetric(float64(percentile(plain, 0.99).Microseconds())/1000, "plain_p99_ms")
+}
+
+// plainGossipLatency publishes n 1 KiB messages from rotating senders among
+// 10 bare gossipsub hosts (all connected to the first) and measures
+// per-recipient receive latency.
+func plainGossipLatency(b *testing.B, n int) []time.Duration {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var hosts []host.Host
+	var topics []*pubsub.Topic
+	var subs []*pubsub.Subscription
+	for i := range 10 {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close()
+		if i > 0 {
+			h.Connect(ctx, peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()})
+		}
+		ps, _ := pubsub.NewGossipSub(ctx, h)
+		t, _ := ps.Join("bench")
+		s, _ := t.Subscribe()
+		hosts, topics, subs = append(hosts, h), append(topics, t), append(subs, s)
+	}
+	for _, t := range topics {
+		eventually(b, 10*time.Second, "mesh", func() bool { return len(t.ListPeers()) > 0 })
+	}
+	var lat []time.Duration
+	for i := range n {
+		sender := i % 10
+		msg := []byte(fmt.Sprint(i, kib))
+		t0 := time.Now()
+		topics[sender].Publish(ctx, msg)
+		for j, s := range subs {
+			if j == sender {
+				continue
+			}
+			for {
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+				m, err := s.Next(rctx)
+				rcancel()
+				if err != nil {
+					break
+				}
+				if string(m.Data) == string(msg) {
+					lat = append(lat, time.Since(t0))
+					break
+				}
+			}
+		}
+		// drain the sender's own copy
+		s := subs[sender]
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		s.Next(rctx)
+		rcancel()
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat
+}
