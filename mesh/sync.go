@@ -284,21 +284,40 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) error {
 	return s.serve(c, tag)
 }
 
-// fetch asks for needed envelopes in batches and applies them.
+// fetch asks for needed envelopes in batches and applies them, keeping
+// two requests in flight so the peer prepares the next batch while this
+// side verifies the last.
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error {
+	var batches [][]crdt.OpID
 	for len(need) > 0 {
 		n := min(len(need), fetchBatch)
+		batches = append(batches, need[:n])
+		need = need[n:]
+	}
+	want := func(b []crdt.OpID) error {
 		f := frame{Kind: fWant, Tag: tag}
-		for _, id := range need[:n] {
+		for _, id := range b {
 			f.IDs = append(f.IDs, slices.Clone(id[:]))
 		}
-		need = need[n:]
-		if err := c.send(f); err != nil {
+		return c.send(f)
+	}
+	const inFlight = 2
+	sent := 0
+	for ; sent < min(inFlight, len(batches)); sent++ {
+		if err := want(batches[sent]); err != nil {
 			return err
 		}
+	}
+	for range batches {
 		got, err := c.recv()
 		if err != nil || got.Kind != fEnvs {
 			return fmt.Errorf("%w: expected envelopes", ErrProtocol)
+		}
+		if sent < len(batches) {
+			if err := want(batches[sent]); err != nil {
+				return err
+			}
+			sent++
 		}
 		s.apply(tag, got.Envs, p)
 	}
