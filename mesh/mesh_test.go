@@ -218,6 +218,7 @@ func TestRestartFromDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { s.Close() })
 		return s
 	}
 	a := start(t, c, c.enrol(t, "a"), false)
@@ -243,6 +244,7 @@ func TestRestartFromDisk(t *testing.T) {
 	send(t, a, id, "PLAINTEXT-MARKER-41c7")
 	eventually(t, 10*time.Second, "marker arrives", func() bool { return slices.Contains(textsOf(t, b2, id), "PLAINTEXT-MARKER-41c7") })
 	b2.stop()
+	bdev.store.(*store.Store).Close()
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			if raw, _ := os.ReadFile(p); bytes.Contains(raw, []byte("PLAINTEXT-MARKER")) {
