@@ -33,12 +33,15 @@ const maxCRLBody = 16 << 20
 
 // Server is the local API.
 type Server struct {
-	b     Backend
-	conv  Conversations
-	staff Staff
-	token string
-	log   *slog.Logger
-	mux   *http.ServeMux
+	b        Backend
+	conv     Conversations
+	staff    Staff
+	token    string
+	log      *slog.Logger
+	mux      *http.ServeMux
+	public   *http.ServeMux // the app's files and unlock: no token needed
+	unlock   func([]byte) bool
+	sessions *sessions
 }
 
 // Option configures the server.
@@ -66,6 +69,9 @@ func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 	if s.conv != nil {
 		s.routeConversations()
 	}
+	if s.unlock != nil {
+		s.routeApp()
+	}
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
 	s.mux.HandleFunc("GET /api/v1/directory", s.directory)
 	s.mux.HandleFunc("POST /api/v1/trust/crl", s.postCRL)
@@ -83,9 +89,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "internal error")
 		}
 	}()
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if !s.authorised(r) {
+	securityHeaders(w.Header())
+	if s.public != nil && (r.URL.Path == "/app/unlock" || !strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/app/lock") {
+		s.public.ServeHTTP(w, r)
+		return
+	}
+	if !s.authorised(r) && !s.sessionAuth(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="medmesh"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong API token")
 		return

@@ -37,7 +37,7 @@ func newRunCmd(e *env) *cobra.Command {
 	var listen, bootstrap []string
 	var noMDNS, anchor bool
 	var quota int64
-	var ttl time.Duration
+	var ttl, lockAfter time.Duration
 	c := &cobra.Command{
 		Use:   "run --dir DEV [--listen MA]... [--bootstrap MA]... [--api ADDR] [--no-mdns]",
 		Short: "Run this device's node and its local API",
@@ -57,7 +57,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 				return err
 			}
 			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS,
-				anchor: anchor, quota: quota, ttl: ttl}, pass)
+				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter}, pass)
 		},
 	}
 	f := c.Flags()
@@ -69,6 +69,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 	f.BoolVar(&anchor, "anchor", false, "store and forward every conversation colleagues offer (ciphertext only)")
 	f.Int64Var(&quota, "anchor-quota", 1<<30, "bytes an anchor keeps; oldest dropped first")
 	f.DurationVar(&ttl, "anchor-ttl", 30*24*time.Hour, "how long an anchor keeps an envelope")
+	f.DurationVar(&lockAfter, "lock-after", web.DefaultLockAfter, "lock the web app after this long without use")
 	required(c, "dir")
 	return c
 }
@@ -82,6 +83,7 @@ type runOptions struct {
 	anchor    bool
 	quota     int64
 	ttl       time.Duration
+	lockAfter time.Duration
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -100,41 +102,62 @@ func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
 	return infos, nil
 }
 
-func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
+// device is one running device: node, conversations, local API and app.
+type device struct {
+	dir   string
+	n     *node.Node
+	svc   *mesh.Service
+	st    *store.Store
+	srv   *http.Server
+	ln    net.Listener
+	token string
+	log   *slog.Logger
+	done  chan error // the API server's end
+}
+
+func (e *env) logger() *slog.Logger {
 	level := slog.LevelInfo
 	if e.getenv("MEDMESH_LOG") == "debug" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// startDevice opens a device directory and starts everything a device runs.
+func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *slog.Logger) (_ *device, err error) {
 	key, err := identity.LoadDeviceKey(o.dir, pass)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rawChain, err := os.ReadFile(filepath.Join(o.dir, identity.DeviceCertFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no %s in %s: have the CA sign %s first (medmesh ca sign)", identity.DeviceCertFile, o.dir, identity.DeviceCSRFile)
+		return nil, fmt.Errorf("no %s in %s: have the CA sign %s first (medmesh ca sign)", identity.DeviceCertFile, o.dir, identity.DeviceCSRFile)
 	}
 	if err != nil {
-		return fmt.Errorf("read device certificate: %w", err)
+		return nil, fmt.Errorf("read device certificate: %w", err)
 	}
 	chain, err := identity.ParseCertificates(rawChain)
 	if err != nil {
-		return fmt.Errorf("device certificate: %w", err)
+		return nil, fmt.Errorf("device certificate: %w", err)
 	}
 	trust, err := identity.LoadTrust(filepath.Join(o.dir, identity.TrustFile))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	st, err := store.Open(filepath.Join(o.dir, storeDir), pass, store.WithKDF(e.params()))
-	if err != nil {
-		return err
+	d := &device{dir: o.dir, log: log, done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if d.st, err = store.Open(filepath.Join(o.dir, storeDir), pass, store.WithKDF(e.params())); err != nil {
+		return nil, err
 	}
-	defer st.Close()
-	n, err := node.New(ctx, node.Config{
-		Key: key, Chain: chain, Trust: trust, Store: st,
+	d.n, err = node.New(ctx, node.Config{
+		Key: key, Chain: chain, Trust: trust, Store: d.st,
 		Listen: o.listen, Bootstrap: o.bootstrap, MDNS: o.mdns,
 		OnRevoked: func() {
-			if err := st.Wipe(); err != nil {
+			if err := d.st.Wipe(); err != nil {
 				log.Error("wipe store", "err", err)
 			}
 			os.Remove(filepath.Join(o.dir, tokenFile))
@@ -142,53 +165,75 @@ func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
 		Logger: log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer n.Close()
-	svc, err := mesh.New(mesh.Config{
-		Node:   n,
-		Device: &chat.Device{Key: key.Identity, ID: key.PeerID(), Prekeys: n.Prekeys(), CertKEM: key.KEM},
-		Store:  st, Anchor: o.anchor, AnchorQuota: o.quota, AnchorTTL: o.ttl, Logger: log,
+	d.svc, err = mesh.New(mesh.Config{
+		Node:   d.n,
+		Device: &chat.Device{Key: key.Identity, ID: key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: key.KEM},
+		Store:  d.st, Anchor: o.anchor, AnchorQuota: o.quota, AnchorTTL: o.ttl, Logger: log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer svc.Close()
+	if d.ln, err = net.Listen("tcp", o.api); err != nil {
+		return nil, fmt.Errorf("local API on %s: %w", o.api, err)
+	}
+	d.token = web.NewToken()
+	if err = atomicfile.WriteFile(filepath.Join(o.dir, tokenFile), []byte(d.token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	unlock := func(p []byte) bool { _, err := identity.LoadDeviceKey(o.dir, p); return err == nil }
+	d.srv = &http.Server{Handler: web.New(d.n, d.token, log, web.WithConversations(d.svc, d.n), web.WithApp(unlock, o.lockAfter)),
+		ReadHeaderTimeout: 10 * time.Second}
+	go func() { d.done <- d.srv.Serve(d.ln) }()
+	return d, nil
+}
 
-	ln, err := net.Listen("tcp", o.api)
-	if err != nil {
-		return fmt.Errorf("local API on %s: %w", o.api, err)
+// url is the app's address.
+func (d *device) url() string { return "http://" + d.ln.Addr().String() + "/" }
+
+// close stops the device: API first, then conversations, node and store.
+func (d *device) close() {
+	if d.srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		d.srv.Shutdown(sctx)
+		cancel()
+	} else if d.ln != nil {
+		d.ln.Close()
 	}
-	token := web.NewToken()
-	if err := atomicfile.WriteFile(filepath.Join(o.dir, tokenFile), []byte(token+"\n"), 0o600); err != nil {
-		ln.Close()
+	if d.svc != nil {
+		d.svc.Close()
+	}
+	if d.n != nil {
+		if err := d.n.Close(); err != nil {
+			d.log.Warn("close node", "err", err)
+		}
+	}
+	if d.st != nil {
+		d.st.Close()
+	}
+}
+
+func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
+	log := e.logger()
+	d, err := startDevice(ctx, e, o, pass, log)
+	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: web.New(n, token, log, web.WithConversations(svc, n)), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	st0 := n.Status()
-	log.Info("medmesh running", "api", "http://"+ln.Addr().String(), "addrs", fmt.Sprint(st0.Addrs))
-	fmt.Fprintf(e.stdout, "medmesh node %s\n  API:    http://%s (token in %s)\n", n.ID(), ln.Addr(), filepath.Join(o.dir, tokenFile))
+	defer d.close()
+	st0 := d.n.Status()
+	log.Info("medmesh running", "api", "http://"+d.ln.Addr().String(), "addrs", fmt.Sprint(st0.Addrs))
+	fmt.Fprintf(e.stdout, "medmesh node %s\n  app/API: %s (token in %s)\n", d.n.ID(), d.url(), filepath.Join(o.dir, tokenFile))
 	for _, a := range st0.Addrs {
 		fmt.Fprintf(e.stdout, "  listen: %s\n", a)
 	}
-
-	var runErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-	case <-n.Done():
-		runErr = errors.New("this device's certificate was revoked: store wiped, node stopped")
-	case err := <-served:
-		runErr = fmt.Errorf("local API: %w", err)
+		return nil
+	case <-d.n.Done():
+		return errors.New("this device's certificate was revoked: store wiped, node stopped")
+	case err := <-d.done:
+		return fmt.Errorf("local API: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	srv.Shutdown(sctx)
-	svc.Close()
-	if err := n.Close(); err != nil && runErr == nil {
-		log.Warn("close node", "err", err)
-	}
-	return runErr
 }

@@ -1,0 +1,190 @@
+// medmesh web app: plain JS module, no build step, no third-party requests.
+// Talks only to this device's node, with the session cookie set at unlock;
+// state-changing requests carry the X-Medmesh-CSRF header.
+const $ = (id) => document.getElementById(id);
+const state = { me: null, peers: [], directory: [], conversations: [], open: null, names: {} };
+
+async function api(path, opts = {}) {
+  const init = { method: opts.method || 'GET', credentials: 'same-origin', headers: {} };
+  if (opts.body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.headers['X-Medmesh-CSRF'] = '1';
+    init.body = JSON.stringify(opts.body);
+  }
+  const r = await fetch(path, init);
+  if (r.status === 401) { showLock(); throw new Error('locked'); }
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(data.error || r.statusText);
+  return data;
+}
+
+function showLock() { $('app').hidden = true; $('lock').hidden = false; $('pass').focus(); }
+
+async function unlock(ev) {
+  ev.preventDefault();
+  $('unlock-error').textContent = '';
+  try {
+    await api('/app/unlock', { method: 'POST', body: { passphrase: $('pass').value } });
+    $('pass').value = '';
+    $('lock').hidden = true; $('app').hidden = false;
+    await start();
+  } catch (e) { $('unlock-error').textContent = e.message === 'locked' ? 'Wrong passphrase' : e.message; }
+}
+
+const name = (id) => state.names[id] || (id ? id.slice(-6) : '');
+
+async function refreshStatus() {
+  const st = await api('/api/v1/status');
+  state.me = st;
+  $('me').textContent = st.name;
+  const admitted = (st.peers || []).filter((p) => p.admitted);
+  for (const p of admitted) state.names[p.peer_id] = p.name;
+  let queued = 0;
+  for (const c of state.conversations) queued += c.queued || 0;
+  $('banner').textContent = admitted.length === 0
+    ? `offline — ${queued} message${queued === 1 ? '' : 's'} queued`
+    : `${admitted.length} colleague${admitted.length === 1 ? '' : 's'} in reach`;
+}
+
+async function refreshDirectory() {
+  state.directory = await api('/api/v1/directory');
+  for (const s of state.directory) state.names[s.peer_id] = s.name;
+}
+
+async function refreshList() {
+  state.conversations = await api('/api/v1/conversations');
+  const ul = $('conversations');
+  ul.replaceChildren();
+  for (const c of state.conversations) {
+    const li = document.createElement('li');
+    const b = document.createElement('button');
+    b.type = 'button';
+    const t = document.createElement('span'); t.className = 'title'; t.textContent = c.title || 'Untitled';
+    const last = document.createElement('span'); last.className = 'last'; last.textContent = c.last || '';
+    b.append(t, last);
+    if (c.urgent) { const u = document.createElement('span'); u.className = 'badge urgent'; u.textContent = `${c.urgent} urgent`; b.append(u); }
+    if (c.unread) { const n = document.createElement('span'); n.className = 'badge'; n.textContent = c.unread; n.setAttribute('aria-label', `${c.unread} unread`); b.append(n); }
+    b.addEventListener('click', () => openChat(c));
+    li.append(b); ul.append(li);
+  }
+}
+
+const ticks = { queued: '🕓', held: '✓', delivered: '✓✓', read: '✓✓', acknowledged: '✅' };
+
+async function renderChat() {
+  const c = state.open;
+  if (!c) return;
+  const msgs = await api(`/api/v1/conversations/${c.id}/messages`);
+  const ol = $('messages');
+  ol.replaceChildren();
+  let day = '';
+  const unread = [];
+  for (const m of msgs) {
+    const d = new Date(m.time);
+    const dstr = d.toLocaleDateString();
+    if (dstr !== day) { day = dstr; const li = document.createElement('li'); li.className = 'day'; li.textContent = dstr; ol.append(li); }
+    const mine = state.me && m.sender === state.me.peer_id;
+    const li = document.createElement('li');
+    li.className = 'msg' + (mine ? ' mine' : '') + (m.urgent ? ' urgent' : '');
+    if (!mine) { const w = document.createElement('div'); w.className = 'who'; w.textContent = name(m.sender); li.append(w); }
+    const body = document.createElement('div');
+    body.textContent = m.deleted ? 'This message was deleted' : m.text;
+    li.append(body);
+    const meta = document.createElement('div'); meta.className = 'meta';
+    let tick = '';
+    if (mine) {
+      tick = ` <span class="${m.state === 'read' ? 'read' : ''}" title="${m.state}">${ticks[m.state] || ''}</span>`;
+    }
+    meta.innerHTML = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) + (m.edited ? ' · edited' : '') + tick;
+    li.append(meta);
+    if (m.urgent && mine && m.recipients) {
+      const acked = Object.entries(m.recipients).filter(([, s]) => s === 'acknowledged').map(([p]) => name(p));
+      const a = document.createElement('div'); a.className = 'meta';
+      a.textContent = acked.length ? `Acknowledged by ${acked.join(', ')}` : 'Awaiting acknowledgement';
+      li.append(a);
+    }
+    if (m.urgent && !mine && m.state !== 'acknowledged') {
+      const b = document.createElement('button'); b.type = 'button'; b.className = 'ack'; b.textContent = 'Acknowledge';
+      b.addEventListener('click', async () => { await api(`/api/v1/conversations/${c.id}/receipts`, { method: 'POST', body: { level: 'acknowledged', messages: [m.id] } }); renderChat(); });
+      li.append(b);
+    }
+    if (!mine && m.state !== 'read' && m.state !== 'acknowledged') unread.push(m.id);
+    ol.append(li);
+  }
+  ol.scrollTop = ol.scrollHeight;
+  if (unread.length) api(`/api/v1/conversations/${c.id}/receipts`, { method: 'POST', body: { level: 'read', messages: unread } }).catch(() => {});
+}
+
+function show(view) {
+  for (const v of ['list-view', 'chat-view', 'new-view']) $(v).hidden = v !== view;
+}
+
+async function openChat(c) {
+  state.open = c;
+  $('chat-title').textContent = c.title || 'Untitled';
+  show('chat-view');
+  await renderChat();
+  $('text').focus();
+}
+
+async function send(ev) {
+  ev.preventDefault();
+  const text = $('text').value.trim();
+  if (!text || !state.open) return;
+  await api(`/api/v1/conversations/${state.open.id}/messages`, { method: 'POST', body: { text, urgent: $('urgent').checked } });
+  $('text').value = ''; $('urgent').checked = false;
+  renderChat();
+}
+
+function renderDirectory() {
+  const q = $('search').value.toLowerCase();
+  const ul = $('directory');
+  ul.replaceChildren();
+  for (const s of state.directory) {
+    const hay = [s.name, s.department, (s.roles || []).join(' '), s.site].join(' ').toLowerCase();
+    if (q && !hay.includes(q)) continue;
+    const li = document.createElement('li');
+    const label = document.createElement('label');
+    const box = document.createElement('input'); box.type = 'checkbox'; box.value = s.peer_id;
+    const text = document.createElement('span');
+    text.textContent = `${s.name}${s.department ? ' · ' + s.department : ''}${(s.roles || []).length ? ' · ' + s.roles.join(', ') : ''}`;
+    label.append(box, text); li.append(label); ul.append(li);
+  }
+}
+
+async function createChat(ev) {
+  ev.preventDefault();
+  const members = [...$('directory').querySelectorAll('input:checked')].map((b) => b.value);
+  const { id } = await api('/api/v1/conversations', { method: 'POST', body: { title: $('title').value, members } });
+  await refreshList();
+  openChat(state.conversations.find((c) => c.id === id) || { id, title: $('title').value });
+}
+
+function listen() {
+  const ws = new WebSocket(`ws://${location.host}/api/v1/events`);
+  ws.addEventListener('message', async () => {
+    await refreshList().catch(() => {});
+    if (state.open) renderChat().catch(() => {});
+  });
+  ws.addEventListener('close', () => setTimeout(() => { if (!$('app').hidden) listen(); }, 2000));
+}
+
+async function start() {
+  await refreshDirectory();
+  await refreshList();
+  await refreshStatus();
+  show('list-view');
+  listen();
+  setInterval(() => { if (!$('app').hidden) refreshStatus().catch(() => {}); }, 5000);
+}
+
+$('unlock-form').addEventListener('submit', unlock);
+$('send-form').addEventListener('submit', (e) => send(e).catch((err) => alert(err.message)));
+$('new-form').addEventListener('submit', (e) => createChat(e).catch((err) => alert(err.message)));
+$('new-chat').addEventListener('click', () => { show('new-view'); renderDirectory(); $('title').focus(); });
+$('search').addEventListener('input', renderDirectory);
+$('back').addEventListener('click', () => { state.open = null; show('list-view'); refreshList(); });
+$('new-back').addEventListener('click', () => show('list-view'));
+$('lock-now').addEventListener('click', async () => { await api('/app/lock', { method: 'POST', body: {} }).catch(() => {}); showLock(); });
+
+api('/api/v1/status').then(() => { $('lock').hidden = true; $('app').hidden = false; start(); }).catch(() => {});
