@@ -1,60 +1,17 @@
 package chat
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/baseline"
 )
 
 var kib = strings.Repeat("x", 1024)
-
-// rawReceive is the floor of the receive path for one 1 KiB op, measured in
-// the same run: SHA-256 of the envelope, one Ed25519 verify, one
-// XChaCha20-Poly1305 open. Returns ops/s.
-func rawReceive(n int) float64 {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	key := make([]byte, 32)
-	aead, _ := chacha20poly1305.NewX(key)
-	nonce := make([]byte, 24)
-	ct := aead.Seal(nil, nonce, []byte(kib), nil)
-	env := append(make([]byte, 150), ct...)
-	sig := ed25519.Sign(priv, env)
-	start := time.Now()
-	for range n {
-		sha256.Sum256(env)
-		if !ed25519.Verify(pub, env, sig) {
-			panic("verify")
-		}
-		if _, err := aead.Open(nil, nonce, ct, nil); err != nil {
-			panic(err)
-		}
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
-
-// rawSend is the floor of the send path: XChaCha seal, SHA-256, Ed25519 sign.
-func rawSend(n int) float64 {
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	key := make([]byte, 32)
-	aead, _ := chacha20poly1305.NewX(key)
-	nonce := make([]byte, 24)
-	start := time.Now()
-	for range n {
-		ct := aead.Seal(nil, nonce, []byte(kib), nil)
-		sha256.Sum256(ct)
-		ed25519.Sign(priv, ct)
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
 
 // BenchmarkIngest: decode + verify + decrypt + apply of 1 KiB messages, in
 // order, by a member replica; ratio_vs_raw against rawReceive.
@@ -72,7 +29,7 @@ func BenchmarkIngest(b *testing.B) {
 		}
 		msgs = append(msgs, out...)
 	}
-	raw := rawReceive(2000)
+	raw := baseline.Receive(2000)
 	b.ResetTimer()
 	for _, m := range msgs {
 		if err := rb.Receive(m); err != nil {
@@ -91,7 +48,7 @@ func BenchmarkCreate(b *testing.B) {
 	w := newWorld(b)
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, _ := w.create(alice, "bench", bob)
-	raw := rawSend(2000)
+	raw := baseline.Send(2000)
 	b.ResetTimer()
 	for range b.N {
 		if _, _, err := ra.Send(kib, SendOptions{}); err != nil {

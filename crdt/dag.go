@@ -398,7 +398,7 @@ func (h *keyHeap) Less(i, j int) bool {
 	return h.ids[i].Compare(h.ids[j]) < 0
 }
 func (h *keyHeap) Swap(i, j int) { h.ids[i], h.ids[j] = h.ids[j], h.ids[i] }
-func (h *keyHeap) Push(x any)   { h.ids = append(h.ids, x.(OpID)) }
+func (h *keyHeap) Push(x any)    { h.ids = append(h.ids, x.(OpID)) }
 func (h *keyHeap) Pop() any {
 	x := h.ids[len(h.ids)-1]
 	h.ids = h.ids[:len(h.ids)-1]

@@ -3,9 +3,6 @@ package mesh
 import (
 	"context"
 	"encoding/hex"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"slices"
 	"sort"
@@ -17,33 +14,15 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/baseline"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/store"
 )
 
 var kib = strings.Repeat("x", 1024)
-
-// rawReceive: SHA-256 + Ed25519 verify + XChaCha20-Poly1305 open of a 1 KiB
-// op, ops/s on this machine now.
-func rawReceive(n int) float64 {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	aead, _ := chacha20poly1305.NewX(make([]byte, 32))
-	nonce := make([]byte, 24)
-	ct := aead.Seal(nil, nonce, []byte(kib), nil)
-	env := append(make([]byte, 150), ct...)
-	sig := ed25519.Sign(priv, env)
-	start := time.Now()
-	for range n {
-		sha256.Sum256(env)
-		ed25519.Verify(pub, env, sig)
-		aead.Open(nil, nonce, ct, nil)
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
 
 // BenchmarkPersistedIngest: a device that was away fetches b.N 1 KiB
 // messages over /medmesh/sync/1 and applies them into its encrypted pebble
@@ -69,7 +48,7 @@ func BenchmarkPersistedIngest(b *testing.B) {
 	for range b.N {
 		send(b, a, id, kib)
 	}
-	raw := rawReceive(2000)
+	raw := baseline.Receive(2000)
 	b.ResetTimer()
 	bn = start(b, c, bdev, false, a)
 	tag := chat.TagOf(id, a.n.ID())
