@@ -137,3 +137,13 @@ func (d *Dialer) dial(t *target) {
 		delete(d.targets, t.ai.ID)
 	}
 }
+
+// RetryNow forgets backoff and dials every target at the next tick (the
+// network came back).
+func (d *Dialer) RetryNow() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, t := range d.targets {
+		t.next, t.backoff, t.fails = time.Time{}, minBackoff, 0
+	}
+}

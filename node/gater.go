@@ -17,8 +17,25 @@ func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                   
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return !(*Node)(g).isBlocked(p)
+	return !g.offline.Load() && !(*Node)(g).isBlocked(p)
 }
+
+// SetOffline cuts the device off the network, as a basement or a lift does:
+// every connection closes and the gater refuses new ones. Back online,
+// discovery reconnects and sync catches up. For the demo and tests.
+func (n *Node) SetOffline(off bool) {
+	n.offline.Store(off)
+	if off {
+		for _, p := range n.host.Network().Peers() {
+			n.host.Network().ClosePeer(p)
+		}
+		return
+	}
+	n.disc.RetryNow()
+}
+
+// Offline reports whether SetOffline cut the device off.
+func (n *Node) Offline() bool { return n.offline.Load() }
 
 // newResourceManager sets explicit limits: a device talks to tens of
 // colleagues, an anchor to a few hundred; a flood of peers or streams hits

@@ -93,6 +93,7 @@ type Node struct {
 	onAdmitted []func(peer.ID)
 	known      map[peer.ID]knownStaff
 	crlGen     atomic.Int64 // bumped with every newer CRL
+	offline    atomic.Bool  // SetOffline
 }
 
 // Timing.

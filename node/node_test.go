@@ -500,3 +500,20 @@ func TestPrekeysInDirectory(t *testing.T) {
 		t.Fatal("prekey ring not restored from the store")
 	}
 }
+
+// TestOfflineAndBack: a device cut off the network loses every connection
+// and refuses new ones; back online, it reconnects by itself.
+func TestOfflineAndBack(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	n1 := startNode(t, c, c.enrol(t, "one", now))
+	n2 := startNode(t, c, c.enrol(t, "two", now), bootstrap(n1))
+	eventually(t, 10*time.Second, "admitted", func() bool { return n1.isAdmitted(n2.ID()) })
+	n2.SetOffline(true)
+	eventually(t, 5*time.Second, "cut off", func() bool { return n1.host.Network().Connectedness(n2.ID()) != network.Connected })
+	if err := n1.host.Connect(context.Background(), peer.AddrInfo{ID: n2.ID(), Addrs: n2.host.Addrs()}); err == nil {
+		eventually(t, 2*time.Second, "refused while offline", func() bool { return n1.host.Network().Connectedness(n2.ID()) != network.Connected })
+	}
+	n2.SetOffline(false)
+	eventually(t, 10*time.Second, "back and admitted", func() bool { return n1.isAdmitted(n2.ID()) && n2.isAdmitted(n1.ID()) })
+}

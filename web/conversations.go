@@ -40,7 +40,66 @@ func (s *Server) routeConversations() {
 	s.mux.HandleFunc("GET /api/v1/conversations/{id}/messages", s.getMessages)
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/receipts", s.postReceipts)
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/members", s.postMembers)
+	s.mux.HandleFunc("PATCH /api/v1/conversations/{id}/messages/{msg}", s.editMessage)
+	s.mux.HandleFunc("DELETE /api/v1/conversations/{id}/messages/{msg}", s.deleteMessage)
+	s.mux.HandleFunc("POST /api/v1/conversations/{id}/messages/{msg}/reactions", s.react)
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
+}
+
+// msgOp runs op on one message of a conversation from the URL.
+func (s *Server) msgOp(w http.ResponseWriter, r *http.Request, op func(*chat.Replica, crdt.OpID) ([][]byte, crdt.OpID, error)) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	msg, err := parseOpID(r.PathValue("msg"))
+	if err != nil || msg.IsZero() {
+		writeError(w, http.StatusNotFound, "no such message")
+		return
+	}
+	if _, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return op(rp, msg) }); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+}
+
+func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Text string `json:"text"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Text) == "" {
+		writeError(w, http.StatusBadRequest, "empty message")
+		return
+	}
+	s.msgOp(w, r, func(rp *chat.Replica, m crdt.OpID) ([][]byte, crdt.OpID, error) { return rp.Edit(m, req.Text) })
+}
+
+func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) {
+	s.msgOp(w, r, (*chat.Replica).Delete)
+}
+
+func (s *Server) react(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Emoji  string `json:"emoji"`
+		Remove bool   `json:"remove"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Emoji == "" {
+		writeError(w, http.StatusBadRequest, "no emoji")
+		return
+	}
+	s.msgOp(w, r, func(rp *chat.Replica, m crdt.OpID) ([][]byte, crdt.OpID, error) {
+		if req.Remove {
+			return rp.Unreact(m, req.Emoji)
+		}
+		return rp.React(m, req.Emoji)
+	})
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -83,6 +83,8 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#text"), "On my way from the basement"),
 		chromedp.Click(chromedp.CSS("#send-form button")),
 		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")]/div[contains(., "On my way from the basement")]`)),
+		chromedp.Click(chromedp.CSS(`li.mine button[title="React 👍"]`)),
+		chromedp.WaitVisible(chromedp.CSS("li.mine .reactions")),
 	)
 	if err != nil {
 		t.Fatalf("browser: %v", err)

@@ -101,7 +101,13 @@ func runDemo(ctx context.Context, e *env) error {
 	for i, p := range people {
 		fmt.Fprintf(e.stdout, "%-20s %s\n", p.details.Name, devices[i].url())
 	}
-	fmt.Fprintf(e.stdout, "\nCtrl-C stops the demo and deletes everything.\n")
+	control, stop, err := demoControl(people, devices)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Fprintf(e.stdout, "\nDemo control (take the basement offline and back): %s\n", control)
+	fmt.Fprintf(e.stdout, "Ctrl-C stops the demo and deletes everything.\n")
 	go seedDemo(ctx, devices)
 	<-ctx.Done()
 	return nil

@@ -87,9 +87,23 @@ async function renderChat() {
     const li = document.createElement('li');
     li.className = 'msg' + (mine ? ' mine' : '') + (m.urgent ? ' urgent' : '');
     if (!mine) { const w = document.createElement('div'); w.className = 'who'; w.textContent = name(m.sender); li.append(w); }
+    if (m.reply_to) {
+      const q = msgs.find((x) => x.id === m.reply_to);
+      const quote = document.createElement('div'); quote.className = 'quote';
+      quote.textContent = q ? `${name(q.sender)}: ${q.deleted ? 'deleted message' : q.text}` : 'earlier message';
+      li.append(quote);
+    }
     const body = document.createElement('div');
     body.textContent = m.deleted ? 'This message was deleted' : m.text;
+    if (m.deleted) body.className = 'deleted';
     li.append(body);
+    if (m.reactions) {
+      const r = document.createElement('div'); r.className = 'reactions';
+      r.textContent = Object.entries(m.reactions).map(([e, who]) => `${e} ${who.length}`).join('  ');
+      r.title = Object.entries(m.reactions).map(([e, who]) => `${e}: ${who.map(name).join(', ')}`).join('; ');
+      li.append(r);
+    }
+    if (!m.deleted) li.append(actions(c, m, mine));
     const meta = document.createElement('div'); meta.className = 'meta';
     let tick = '';
     if (mine) {
@@ -115,6 +129,28 @@ async function renderChat() {
   if (unread.length) api(`/api/v1/conversations/${c.id}/receipts`, { method: 'POST', body: { level: 'read', messages: unread } }).catch(() => {});
 }
 
+// actions: reply, react, and for one's own messages edit and delete.
+function actions(c, m, mine) {
+  const bar = document.createElement('div'); bar.className = 'actions';
+  const add = (label, title, fn) => {
+    const b = document.createElement('button'); b.type = 'button'; b.className = 'ghost small';
+    b.textContent = label; b.title = title; b.setAttribute('aria-label', title);
+    b.addEventListener('click', () => fn().then(renderChat).catch((e) => alert(e.message)));
+    bar.append(b);
+  };
+  const base = `/api/v1/conversations/${c.id}/messages/${m.id}`;
+  add('↩', 'Reply', async () => { state.replyTo = m; $('replying').textContent = `Replying to ${name(m.sender)}: ${m.text}`; $('replying').hidden = false; $('text').focus(); });
+  const mineReacted = (e) => (m.reactions?.[e] || []).includes(state.me?.peer_id);
+  for (const e of ['👍', '✅', '❤️']) {
+    add(e, mineReacted(e) ? `Remove ${e}` : `React ${e}`, () => api(`${base}/reactions`, { method: 'POST', body: { emoji: e, remove: mineReacted(e) } }));
+  }
+  if (mine) {
+    add('✎', 'Edit', async () => { const t = prompt('Edit message', m.text); if (t) await api(base, { method: 'PATCH', body: { text: t } }); });
+    add('🗑', 'Delete for everyone', async () => { if (confirm('Delete this message for everyone?')) await api(base, { method: 'DELETE', body: {} }); });
+  }
+  return bar;
+}
+
 function show(view) {
   for (const v of ['list-view', 'chat-view', 'new-view']) $(v).hidden = v !== view;
 }
@@ -131,8 +167,11 @@ async function send(ev) {
   ev.preventDefault();
   const text = $('text').value.trim();
   if (!text || !state.open) return;
-  await api(`/api/v1/conversations/${state.open.id}/messages`, { method: 'POST', body: { text, urgent: $('urgent').checked } });
+  const body = { text, urgent: $('urgent').checked };
+  if (state.replyTo) body.reply_to = state.replyTo.id;
+  await api(`/api/v1/conversations/${state.open.id}/messages`, { method: 'POST', body });
   $('text').value = ''; $('urgent').checked = false;
+  state.replyTo = null; $('replying').hidden = true;
   renderChat();
 }
 
