@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -125,5 +126,51 @@ func TestRemovedMemberReadsNothingAfter(t *testing.T) {
 	}
 	if _, _, err := rm.Send("still here?", SendOptions{}); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("removed member sent: %v", err)
+	}
+}
+
+func TestPhotos(t *testing.T) {
+	w := newWorld(t)
+	alice, bob := w.device("alice"), w.device("bob")
+	ra, envs := w.create(alice, "t", bob)
+	plain := mapPlain{}
+	rb := Join(bob, w, ra.Tag(), WithClock(w.clock), WithPlaintexts(plain))
+	deliver(t, envs, rb)
+	image := make([]byte, MaxChunk*2+1000)
+	for i := range image {
+		image[i] = byte(i * 7)
+	}
+	out, id, err := ra.SendPhoto(image, []byte("thumb"), "rash on left forearm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 4 {
+		t.Fatalf("%d envelopes, want 3 chunks and the photo op", len(out))
+	}
+	slices.Reverse(out) // photo op first: it waits for its chunks
+	deliver(t, out, rb)
+	st := rb.State()
+	if len(st.Messages) != 1 || st.Messages[0].Photo == nil || !st.Messages[0].Photo.Ready() || string(st.Messages[0].Photo.Thumb) != "thumb" {
+		t.Fatalf("photo message: %+v", st.Messages)
+	}
+	got, err := rb.PhotoData(id)
+	if err != nil || !bytes.Equal(got, image) {
+		t.Fatalf("photo data: %d bytes, %v", len(got), err)
+	}
+	if _, _, err := ra.SendPhoto(make([]byte, MaxPhoto+1), nil, ""); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized photo: %v", err)
+	}
+	del, _, err := ra.Delete(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, del, rb)
+	if _, err := rb.PhotoData(id); err == nil {
+		t.Fatal("deleted photo still readable")
+	}
+	for _, p := range plain {
+		if bytes.Contains(p, image[:64]) {
+			t.Fatal("deleted photo's bytes kept in the plaintext store")
+		}
 	}
 }

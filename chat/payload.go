@@ -2,6 +2,7 @@ package chat
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
@@ -14,6 +15,8 @@ const (
 	kindDelete  uint8 = 3
 	kindReact   uint8 = 4
 	kindUnreact uint8 = 5
+	kindPhoto   uint8 = 6 // a photo: thumbnail inline, full image in chunk ops
+	kindChunk   uint8 = 7 // one chunk of a photo
 
 	kindCreate    uint8 = 10
 	kindAdd       uint8 = 11
@@ -46,6 +49,8 @@ const (
 // Limits.
 const (
 	MaxText      = 16 << 10
+	MaxPhoto     = 8 << 20   // bytes of one photo, after re-encoding
+	MaxChunk     = 512 << 10 // bytes of photo data in one op
 	maxTargets   = 1024
 	maxMembers   = 4096
 	maxPayload   = 1 << 20
@@ -65,6 +70,9 @@ type payload struct {
 	Level     uint8    `cbor:"8,keyasint,omitempty"`  // receipt level
 	Targets   [][]byte `cbor:"9,keyasint,omitempty"`  // receipt targets
 	Retention int64    `cbor:"10,keyasint,omitempty"` // seconds; 0 keeps forever
+	Data      []byte   `cbor:"11,keyasint,omitempty"` // photo thumbnail, or a chunk's bytes
+	Chunks    [][]byte `cbor:"12,keyasint,omitempty"` // photo: its chunk op IDs, in order
+	Size      int64    `cbor:"13,keyasint,omitempty"` // photo: bytes of the full image
 }
 
 func (p *payload) check() error {
@@ -73,6 +81,8 @@ func (p *payload) check() error {
 		return fmt.Errorf("%w: text of %d bytes", ErrTooLarge, len(p.Text))
 	case p.Kind == kindCreate && len(p.Text) > maxTitle:
 		return fmt.Errorf("%w: title", ErrTooLarge)
+	case len(p.Data) > MaxChunk || len(p.Chunks) > MaxPhoto/MaxChunk+1 || p.Size > MaxPhoto:
+		return fmt.Errorf("%w: photo data", ErrTooLarge)
 	case len(p.Targets) > maxTargets || len(p.Tags) > maxTargets || len(p.Members) > maxMembers:
 		return fmt.Errorf("%w: too many targets or members", ErrInvalidPayload)
 	case p.Target != nil && len(p.Target) != 32:
@@ -80,7 +90,7 @@ func (p *payload) check() error {
 	case p.Level > Acknowledged:
 		return fmt.Errorf("%w: receipt level", ErrInvalidPayload)
 	}
-	for _, t := range append(p.Targets, p.Tags...) {
+	for _, t := range slices.Concat(p.Targets, p.Tags, p.Chunks) {
 		if len(t) != 32 {
 			return fmt.Errorf("%w: target", ErrInvalidPayload)
 		}

@@ -301,7 +301,7 @@ func (r *Replica) apply(op crdt.Op) error {
 	if info.valid && info.kind == kindDelete {
 		r.destroy(info.p.Target)
 	}
-	if info.valid && info.kind == kindText && info.sender != r.dev.ID {
+	if info.valid && (info.kind == kindText || info.kind == kindPhoto) && info.sender != r.dev.ID {
 		r.fresh = append(r.fresh, op.ID)
 	}
 	if !info.valid && info.reason != nil {
@@ -480,11 +480,11 @@ func (r *Replica) authorise(id crdt.OpID, info *opInfo) {
 			r.ops[deps[0]].kind == kindWelcome && len(r.dag.Deps(deps[0])) == 0 && !m.created
 	case k == kindAdd || k == kindRemove || k == kindPromote || k == kindRetention:
 		info.valid = m.admins[info.sender] && (k == kindRetention || len(info.p.Member) > 0)
-	case k == kindLeave, k == kindReceipt, k == kindText, k == kindReact, k == kindUnreact:
+	case k == kindLeave, k == kindReceipt, k == kindText, k == kindReact, k == kindUnreact, k == kindPhoto, k == kindChunk:
 		info.valid = m.members[info.sender]
 	case k == kindEdit || k == kindDelete:
 		t := r.target(info.p.Target)
-		info.valid = m.members[info.sender] && t != nil && t.kind == kindText && t.sender == info.sender
+		info.valid = m.members[info.sender] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == info.sender
 	}
 	if !info.valid && info.reason == nil {
 		info.reason = fmt.Errorf("%w: kind %d by %s", ErrNotAuthorised, info.kind, info.sender)
@@ -679,6 +679,11 @@ func (r *Replica) destroy(target []byte) {
 	id, err := crdt.OpIDFromBytes(target)
 	if t == nil || err != nil || t.p == nil {
 		return
+	}
+	for _, c := range t.p.Chunks { // a deleted photo's image goes too
+		if ct := r.target(c); ct != nil && ct.kind == kindChunk && ct.sender == t.sender {
+			r.destroy(c)
+		}
 	}
 	t.p = &payload{Kind: t.p.Kind, Target: t.p.Target, Urgent: t.p.Urgent}
 	if r.plain != nil {

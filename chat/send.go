@@ -117,7 +117,7 @@ func (r *Replica) permitted(p *payload) error {
 		ok = m.admins[r.dev.ID]
 	case kindEdit, kindDelete:
 		t := r.target(p.Target)
-		ok = m.members[r.dev.ID] && t != nil && t.kind == kindText && t.sender == r.dev.ID
+		ok = m.members[r.dev.ID] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == r.dev.ID
 	default:
 		ok = m.members[r.dev.ID]
 	}
@@ -312,4 +312,28 @@ func one(raw []byte, err error) ([][]byte, crdt.OpID, error) {
 		return nil, crdt.OpID{}, err
 	}
 	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), err
+}
+
+// SendPhoto posts a photo (already re-encoded by the caller, metadata
+// stripped) with its thumbnail and caption: the image travels in chunk ops
+// of at most MaxChunk bytes, the photo op names them.
+func (r *Replica) SendPhoto(image, thumb []byte, caption string) ([][]byte, crdt.OpID, error) {
+	if len(image) > MaxPhoto {
+		return nil, crdt.OpID{}, fmt.Errorf("%w: photo of %d bytes (at most %d)", ErrTooLarge, len(image), MaxPhoto)
+	}
+	if len(thumb) > MaxChunk {
+		return nil, crdt.OpID{}, fmt.Errorf("%w: thumbnail", ErrTooLarge)
+	}
+	var out [][]byte
+	p := &payload{Kind: kindPhoto, Data: thumb, Text: caption, Size: int64(len(image))}
+	for off := 0; off < len(image); off += MaxChunk {
+		envs, id, err := r.do(&payload{Kind: kindChunk, Data: image[off:min(off+MaxChunk, len(image))]})
+		out = append(out, envs...)
+		if err != nil {
+			return out, crdt.OpID{}, err
+		}
+		p.Chunks = append(p.Chunks, slices.Clone(id[:]))
+	}
+	envs, id, err := r.do(p)
+	return append(out, envs...), id, err
 }

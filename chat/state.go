@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -32,11 +33,23 @@ type Message struct {
 	Edited    bool
 	Deleted   bool
 	Skewed    bool // sender's clock was far ahead when it arrived
+	Photo     *Photo
 	Reactions map[string][]peer.ID
 	// Receipts: the level each recipient has reached (Delivered, Read,
 	// Acknowledged); recipients are the members when it was sent.
 	Receipts map[peer.ID]int
 }
+
+// Photo is a photo message: its thumbnail, and the size of the full image
+// (read it with Replica.PhotoData).
+type Photo struct {
+	Thumb []byte
+	Size  int64
+	ready bool
+}
+
+// Ready reports whether every chunk of the full image has arrived.
+func (p *Photo) Ready() bool { return p.ready }
 
 // State is a materialised conversation.
 type State struct {
@@ -75,7 +88,7 @@ func (r *Replica) State() *State {
 		switch info.kind {
 		case kindCreate:
 			st.Title = p.Text
-		case kindText:
+		case kindText, kindPhoto:
 			texts = append(texts, id)
 		case kindEdit:
 			if edits[target] == nil {
@@ -117,11 +130,14 @@ func (r *Replica) State() *State {
 		if len(info.p.Target) == 32 {
 			copy(m.ReplyTo[:], info.p.Target)
 		}
+		if info.kind == kindPhoto {
+			m.Photo = &Photo{Thumb: info.p.Data, Size: info.p.Size, ready: r.photoReady(info.p)}
+		}
 		if e := edits[id]; e != nil {
 			m.Text, m.Edited = e.Value, true
 		}
 		if deleted[id] || info.gone {
-			m.Text, m.Deleted = "", true
+			m.Text, m.Deleted, m.Photo = "", true, nil
 		}
 		if set := reacts[id]; set != nil {
 			for _, el := range set.Elements() {
@@ -241,7 +257,12 @@ func (r *Replica) Expire(now time.Time) int {
 	}
 	n := 0
 	for id, info := range r.ops {
-		if info.gone || (info.kind != kindText && info.kind != kindEdit && info.kind != kindReact && info.kind != kindUnreact) {
+		switch info.kind {
+		case kindText, kindEdit, kindReact, kindUnreact, kindPhoto, kindChunk:
+		default:
+			continue
+		}
+		if info.gone {
 			continue
 		}
 		if key, _ := r.dag.Key(id); now.Sub(key.Time()) > ret {
@@ -278,4 +299,31 @@ func (r *Replica) epochHolders(epochOp crdt.OpID) []peer.ID {
 		return info.holders
 	}
 	return nil
+}
+
+func (r *Replica) photoReady(p *payload) bool {
+	for _, c := range p.Chunks {
+		t := r.target(c)
+		if t == nil || t.p == nil || t.kind != kindChunk {
+			return false
+		}
+	}
+	return true
+}
+
+// PhotoData assembles the full image of a photo message.
+func (r *Replica) PhotoData(msg crdt.OpID) ([]byte, error) {
+	info := r.ops[msg]
+	if info == nil || !info.valid || info.kind != kindPhoto || info.p == nil || len(info.p.Chunks) == 0 {
+		return nil, ErrNoSuchMessage // unknown, or deleted
+	}
+	var out []byte
+	for _, c := range info.p.Chunks {
+		t := r.target(c)
+		if t == nil || t.p == nil || t.kind != kindChunk || t.sender != info.sender {
+			return nil, fmt.Errorf("%w: photo still arriving", ErrNoSuchMessage)
+		}
+		out = append(out, t.p.Data...)
+	}
+	return out, nil
 }

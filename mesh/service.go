@@ -521,6 +521,7 @@ type Summary struct {
 	Last    string   `json:"last,omitempty"`
 	Unread  int      `json:"unread"`
 	Urgent  int      `json:"urgent"`
+	Queued  int      `json:"queued"` // own messages still only on this device
 }
 
 // Conversations lists the conversations this device is in.
@@ -534,6 +535,9 @@ func (s *Service) Conversations() []Summary {
 		for _, m := range st.Messages {
 			if !m.Deleted {
 				sum.Last = m.Text
+			}
+			if m.Sender == s.cfg.Node.ID() && c.r.DeliveryOf(m).State == chat.StateQueued {
+				sum.Queued++
 			}
 			if lvl := m.Receipts[s.cfg.Node.ID()]; m.Sender != s.cfg.Node.ID() && lvl < chat.Read {
 				sum.Unread++
@@ -570,6 +574,13 @@ type MessageView struct {
 	Deleted   bool                `json:"deleted,omitempty"`
 	Reactions map[string][]string `json:"reactions,omitempty"`
 	Skewed    bool                `json:"clock_skewed,omitempty"`
+	Photo     *PhotoView          `json:"photo,omitempty"`
+}
+
+// PhotoView says a message is a photo; its bytes come from Photo.
+type PhotoView struct {
+	Size  int64 `json:"size"`
+	Ready bool  `json:"ready"` // every chunk has arrived
 }
 
 // Messages lists a conversation's messages with delivery states.
@@ -587,6 +598,9 @@ func (s *Service) Messages(id chat.ConversationID) ([]MessageView, error) {
 			Edited: m.Edited, Deleted: m.Deleted, Skewed: m.Skewed}
 		if !m.ReplyTo.IsZero() {
 			v.ReplyTo = m.ReplyTo.String()
+		}
+		if m.Photo != nil {
+			v.Photo = &PhotoView{Size: m.Photo.Size, Ready: m.Photo.Ready()}
 		}
 		if len(m.Reactions) > 0 {
 			v.Reactions = map[string][]string{}
@@ -630,4 +644,23 @@ func (s *Service) Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte,
 		s.events.emit(Event{Type: "message", Conversation: id.String()})
 	}
 	return opID, err
+}
+
+// Photo returns a photo message's thumbnail, or (full) its whole image.
+func (s *Service) Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.conv(id)
+	if err != nil {
+		return nil, err
+	}
+	if full {
+		return c.r.PhotoData(msg)
+	}
+	for _, m := range c.r.State().Messages {
+		if m.ID == msg && m.Photo != nil {
+			return m.Photo.Thumb, nil
+		}
+	}
+	return nil, chat.ErrNoSuchMessage
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/media"
 	"github.com/medmesh/medmesh/mesh"
 )
 
@@ -24,6 +25,7 @@ type Conversations interface {
 	Messages(id chat.ConversationID) ([]mesh.MessageView, error)
 	Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte, crdt.OpID, error)) (crdt.OpID, error)
 	Events() (<-chan mesh.Event, func())
+	Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byte, error)
 }
 
 // Staff resolves a member named by peer ID or staff ID.
@@ -43,7 +45,61 @@ func (s *Server) routeConversations() {
 	s.mux.HandleFunc("PATCH /api/v1/conversations/{id}/messages/{msg}", s.editMessage)
 	s.mux.HandleFunc("DELETE /api/v1/conversations/{id}/messages/{msg}", s.deleteMessage)
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/messages/{msg}/reactions", s.react)
+	s.mux.HandleFunc("POST /api/v1/conversations/{id}/photos", s.postPhoto)
+	s.mux.HandleFunc("GET /api/v1/conversations/{id}/messages/{msg}/photo", s.getPhoto)
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
+}
+
+// postPhoto takes an image from the camera or a file, strips everything
+// but the pixels (media.Prepare), and sends it; caption in ?caption=.
+func (s *Server) postPhoto(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, media.MaxInput))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "image larger than 25 MiB")
+		return
+	}
+	full, thumb, err := media.Prepare(raw)
+	clear(raw)
+	switch {
+	case errors.Is(err, media.ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusUnsupportedMediaType, err.Error())
+		return
+	}
+	caption := r.URL.Query().Get("caption")
+	opID, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return rp.SendPhoto(full, thumb, caption) })
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"id": opID.String()})
+}
+
+// getPhoto serves a photo inline, never cached, never as a download.
+func (s *Server) getPhoto(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	msg, err := parseOpID(r.PathValue("msg"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, "no such message")
+		return
+	}
+	img, err := s.conv.Photo(id, msg, r.URL.Query().Get("size") == "full")
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "image/jpeg")
+	w.Header().Set("Content-Disposition", "inline")
+	w.Write(img)
 }
 
 // msgOp runs op on one message of a conversation from the URL.

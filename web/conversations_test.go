@@ -37,6 +37,9 @@ func (f *fakeConvs) Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byt
 	return crdt.OpID{}, chat.ErrNotMember
 }
 func (f *fakeConvs) Events() (<-chan mesh.Event, func()) { return f.events, func() {} }
+func (f *fakeConvs) Photo(chat.ConversationID, crdt.OpID, bool) ([]byte, error) {
+	return nil, chat.ErrNoSuchMessage
+}
 
 type fakeStaff struct{}
 

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"image"
+	"image/color"
+	"image/png"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,9 +59,19 @@ func TestWebAppInBrowser(t *testing.T) {
 			t.Fatal("devices never met")
 		}
 	}
-	if _, err := ben.svc.Create("Ward 7 handover", []peer.ID{amira.n.ID()}); err != nil {
+	convID, err := ben.svc.Create("Ward 7 handover", []peer.ID{amira.n.ID()})
+	if err != nil {
 		t.Fatal(err)
 	}
+
+	photo := filepath.Join(t.TempDir(), "photo.png")
+	img := image.NewRGBA(image.Rect(0, 0, 640, 480))
+	for x := range 640 {
+		img.Set(x, x%480, color.RGBA{180, 40, 40, 255})
+	}
+	var pngBuf bytes.Buffer
+	png.Encode(&pngBuf, img)
+	os.WriteFile(photo, pngBuf.Bytes(), 0o600)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
@@ -85,6 +97,8 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")]/div[contains(., "On my way from the basement")]`)),
 		chromedp.Click(chromedp.CSS(`li.mine button[title="React 👍"]`)),
 		chromedp.WaitVisible(chromedp.CSS("li.mine .reactions")),
+		chromedp.SetUploadFiles(chromedp.CSS("#photo"), []string{photo}),
+		chromedp.WaitVisible(chromedp.CSS("li.mine img.thumb")),
 	)
 	if err != nil {
 		t.Fatalf("browser: %v", err)
@@ -96,8 +110,8 @@ func TestWebAppInBrowser(t *testing.T) {
 	os.MkdirAll("testdata/out", 0o755)
 	os.WriteFile("testdata/out/webapp-chat.png", shot, 0o644)
 	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		convs := ben.svc.Conversations()
-		if len(convs) == 1 && strings.Contains(convs[0].Last, "On my way from the basement") {
+		msgs, _ := ben.svc.Messages(convID)
+		if len(msgs) == 2 && msgs[0].Text == "On my way from the basement" && msgs[1].Photo != nil && msgs[1].Photo.Ready {
 			break
 		}
 		if time.Now().After(end) {

@@ -93,6 +93,14 @@ async function renderChat() {
       quote.textContent = q ? `${name(q.sender)}: ${q.deleted ? 'deleted message' : q.text}` : 'earlier message';
       li.append(quote);
     }
+    if (m.photo && !m.deleted) {
+      const img = document.createElement('img');
+      img.className = 'thumb'; img.alt = m.text ? `Photo: ${m.text}` : 'Photo'; img.draggable = false;
+      img.src = `/api/v1/conversations/${c.id}/messages/${m.id}/photo?size=thumb`;
+      img.addEventListener('contextmenu', (e) => e.preventDefault());
+      if (m.photo.ready) img.addEventListener('click', () => viewPhoto(c, m));
+      li.append(img);
+    }
     const body = document.createElement('div');
     body.textContent = m.deleted ? 'This message was deleted' : m.text;
     if (m.deleted) body.className = 'deleted';
@@ -149,6 +157,25 @@ function actions(c, m, mine) {
     add('🗑', 'Delete for everyone', async () => { if (confirm('Delete this message for everyone?')) await api(base, { method: 'DELETE', body: {} }); });
   }
   return bar;
+}
+
+function viewPhoto(c, m) {
+  $('viewer-img').src = `/api/v1/conversations/${c.id}/messages/${m.id}/photo?size=full`;
+  $('viewer').hidden = false;
+  $('viewer-close').focus();
+}
+
+async function sendPhoto() {
+  const f = $('photo').files[0];
+  if (!f || !state.open) return;
+  const caption = $('text').value.trim();
+  const r = await fetch(`/api/v1/conversations/${state.open.id}/photos?caption=${encodeURIComponent(caption)}`, {
+    method: 'POST', credentials: 'same-origin', headers: { 'X-Medmesh-CSRF': '1', 'Content-Type': f.type || 'application/octet-stream' }, body: f,
+  });
+  $('photo').value = '';
+  if (!r.ok) { const d = await r.json().catch(() => ({})); throw new Error(d.error || r.statusText); }
+  $('text').value = '';
+  renderChat();
 }
 
 function show(view) {
@@ -224,6 +251,8 @@ $('new-chat').addEventListener('click', () => { show('new-view'); renderDirector
 $('search').addEventListener('input', renderDirectory);
 $('back').addEventListener('click', () => { state.open = null; show('list-view'); refreshList(); });
 $('new-back').addEventListener('click', () => show('list-view'));
+$('photo').addEventListener('change', () => sendPhoto().catch((e) => alert(e.message)));
+$('viewer-close').addEventListener('click', () => { $('viewer').hidden = true; $('viewer-img').removeAttribute('src'); });
 $('lock-now').addEventListener('click', async () => { await api('/app/lock', { method: 'POST', body: {} }).catch(() => {}); showLock(); });
 
 api('/api/v1/status').then(() => { $('lock').hidden = true; $('app').hidden = false; start(); }).catch(() => {});
