@@ -524,6 +524,12 @@ type Summary struct {
 	Queued  int      `json:"queued"` // own messages still only on this device
 }
 
+// IDValue parses the summary's ID.
+func (s Summary) IDValue() chat.ConversationID {
+	id, _ := chat.ParseConversationID(s.ID)
+	return id
+}
+
 // Conversations lists the conversations this device is in.
 func (s *Service) Conversations() []Summary {
 	s.mu.Lock()

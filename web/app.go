@@ -19,6 +19,8 @@ const DefaultLockAfter = 2 * time.Minute
 const (
 	sessionCookie = "medmesh_session"
 	csrfHeader    = "X-Medmesh-CSRF"
+	// backgroundHeader marks the app's own polling: not user activity.
+	backgroundHeader = "X-Medmesh-Background"
 )
 
 // securityHeaders go on every response: a strict CSP (no inline script, no
@@ -50,11 +52,13 @@ func (s *sessions) create() string {
 	return id
 }
 
-// valid checks a session and counts the request as activity.
-func (s *sessions) valid(id string) bool {
+// valid checks a session and, if touch, counts the request as activity
+// (the app's background polling does not: it must not keep a phone left on
+// a desk unlocked).
+func (s *sessions) valid(id string, touch bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, t := range s.last { // drop the locked
+	for k, t := range s.last { // drop the locked (lockAfter is read under mu)
 		if s.now().Sub(t) > s.lockAfter {
 			delete(s.last, k)
 		}
@@ -62,7 +66,9 @@ func (s *sessions) valid(id string) bool {
 	if _, ok := s.last[id]; !ok {
 		return false
 	}
-	s.last[id] = s.now()
+	if touch {
+		s.last[id] = s.now()
+	}
 	return true
 }
 
@@ -127,11 +133,21 @@ func (s *Server) sessionAuth(r *http.Request) bool {
 		return false
 	}
 	c, err := r.Cookie(sessionCookie)
-	if err != nil || !s.sessions.valid(c.Value) {
+	if err != nil || !s.sessions.valid(c.Value, r.Header.Get(backgroundHeader) == "") {
 		return false
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Header.Get(csrfHeader) != "1" {
 		return false
 	}
 	return true
+}
+
+// SetLockAfter changes the inactivity lock (settings, tests).
+func (s *Server) SetLockAfter(d time.Duration) {
+	if s.sessions == nil {
+		return
+	}
+	s.sessions.mu.Lock()
+	s.sessions.lockAfter = d
+	s.sessions.mu.Unlock()
 }

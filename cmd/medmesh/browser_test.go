@@ -2,10 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"image"
 	"image/color"
-	"image/png"
-	"context"
+	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,11 +14,36 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/web"
 )
 
-// TestWebAppInBrowser drives the real app in headless Chromium: unlock,
-// open the seeded conversation, send a message, and see it reach the other
-// device; a screenshot lands in testdata/out for a person to look at.
+// exifJPEG is a photo as a phone camera writes it: a JPEG with an APP1
+// EXIF segment holding GPS coordinates.
+func exifJPEG(t *testing.T) string {
+	img := image.NewRGBA(image.Rect(0, 0, 800, 600))
+	for x := range 800 {
+		for y := 0; y < 600; y += 3 {
+			img.Set(x, y, color.RGBA{uint8(x), 90, 120, 255})
+		}
+	}
+	var buf bytes.Buffer
+	jpeg.Encode(&buf, img, nil)
+	raw := buf.Bytes()
+	exif := []byte("Exif\x00\x00GPSLatitude 51.5072N GPSLongitude 0.1276W")
+	seg := append([]byte{0xFF, 0xE1, byte((len(exif) + 2) >> 8), byte(len(exif) + 2)}, exif...)
+	out := append(append(append([]byte{}, raw[:2]...), seg...), raw[2:]...)
+	p := filepath.Join(t.TempDir(), "ward-photo.jpg")
+	os.WriteFile(p, out, 0o600)
+	return p
+}
+
+// TestWebAppInBrowser drives two devices' apps in headless Chromium:
+// unlock, start a conversation from the directory, an urgent message
+// acknowledged, ticks moving, a photo with GPS data that arrives without it,
+// the basement device offline and back, and the inactivity lock. Screenshots
+// of the main screens go to testdata/out.
 func TestWebAppInBrowser(t *testing.T) {
 	chrome, err := exec.LookPath("chromium")
 	if err != nil {
@@ -37,9 +62,9 @@ func TestWebAppInBrowser(t *testing.T) {
 	var devs []*device
 	for i, who := range []string{"ben", "amira"} {
 		dir := filepath.Join(root, who)
-		cli(t, e, "init", "--dir", dir, "--name", "Dr "+who, "--staff-id", who, "--ca", filepath.Join(ca, "ca.crt"))
+		cli(t, e, "init", "--dir", dir, "--name", "Dr "+who, "--staff-id", who, "--dept", "Ward 7", "--ca", filepath.Join(ca, "ca.crt"))
 		cli(t, e, "ca", "sign", "--dir", ca, "--csr", filepath.Join(dir, "device.csr"), "--out", filepath.Join(dir, "device.crt"))
-		o := runOptions{dir: dir, api: "127.0.0.1:0", listen: []string{"/ip4/127.0.0.1/tcp/0"}}
+		o := runOptions{dir: dir, api: "127.0.0.1:0", listen: []string{"/ip4/127.0.0.1/tcp/0"}, lockAfter: time.Hour}
 		if i > 0 {
 			o.bootstrap = []peer.AddrInfo{{ID: devs[0].n.ID(), Addrs: devs[0].n.Host().Addrs()}}
 		}
@@ -59,63 +84,110 @@ func TestWebAppInBrowser(t *testing.T) {
 			t.Fatal("devices never met")
 		}
 	}
-	convID, err := ben.svc.Create("Ward 7 handover", []peer.ID{amira.n.ID()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	photo := exifJPEG(t)
 
-	photo := filepath.Join(t.TempDir(), "photo.png")
-	img := image.NewRGBA(image.Rect(0, 0, 640, 480))
-	for x := range 640 {
-		img.Set(x, x%480, color.RGBA{180, 40, 40, 255})
+	// One browser per device, as on two phones.
+	browser := func() context.Context {
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
+			chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+			chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+			chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(412, 915))
+		actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+		t.Cleanup(acancel)
+		tab, c1 := chromedp.NewContext(actx)
+		t.Cleanup(c1)
+		tab, c2 := context.WithTimeout(tab, 120*time.Second)
+		t.Cleanup(c2)
+		return tab
 	}
-	var pngBuf bytes.Buffer
-	png.Encode(&pngBuf, img)
-	os.WriteFile(photo, pngBuf.Bytes(), 0o600)
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(412, 915))
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	bctx, tcancel := context.WithTimeout(bctx, 60*time.Second)
-	defer tcancel()
-	err = chromedp.Do(bctx,
-		chromedp.Navigate(amira.url()),
-		chromedp.WaitVisible(chromedp.CSS("#pass")),
-		chromedp.SendKeys(chromedp.CSS("#pass"), "device-secret"),
-		chromedp.Click(chromedp.CSS("#unlock-form button")),
-		chromedp.WaitVisible(chromedp.CSS("#conversations li button")),
-		chromedp.Click(chromedp.CSS("#conversations li button")),
-		chromedp.WaitVisible(chromedp.CSS("#text")),
-		chromedp.SendKeys(chromedp.CSS("#text"), "On my way from the basement"),
-		chromedp.Click(chromedp.CSS("#send-form button")),
-		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")]/div[contains(., "On my way from the basement")]`)),
-		chromedp.Click(chromedp.CSS(`li.mine button[title="React 👍"]`)),
-		chromedp.WaitVisible(chromedp.CSS("li.mine .reactions")),
-		chromedp.SetUploadFiles(chromedp.CSS("#photo"), []string{photo}),
-		chromedp.WaitVisible(chromedp.CSS("li.mine img.thumb")),
-	)
-	if err != nil {
-		t.Fatalf("browser: %v", err)
-	}
-	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
+	benTab, amiraTab := browser(), browser()
 	os.MkdirAll("testdata/out", 0o755)
-	os.WriteFile("testdata/out/webapp-chat.png", shot, 0o644)
-	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		msgs, _ := ben.svc.Messages(convID)
-		if len(msgs) == 2 && msgs[0].Text == "On my way from the basement" && msgs[1].Photo != nil && msgs[1].Photo.Ready {
-			break
+	shot := func(tab context.Context, name string) {
+		t.Helper()
+		b, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
 		}
-		if time.Now().After(end) {
-			t.Fatal("the message typed in the browser never reached the other device")
+		p, _ := filepath.Abs(filepath.Join("testdata/out", name+".png"))
+		os.WriteFile(p, b, 0o644)
+		t.Logf("screenshot: %s", p)
+	}
+	step := func(tab context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(tab, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	unlock := func(tab context.Context, d *device) {
+		step(tab, "unlock",
+			chromedp.Navigate(d.url()),
+			chromedp.WaitVisible(chromedp.CSS("#pass")),
+			chromedp.SendKeys(chromedp.CSS("#pass"), "device-secret"),
+			chromedp.Click(chromedp.CSS("#unlock-form button")),
+			chromedp.WaitVisible(chromedp.CSS("#list-view")))
+	}
+	unlock(benTab, ben)
+	shot(benTab, "01-lock-then-list")
+	step(benTab, "new chat from the directory",
+		chromedp.Click(chromedp.CSS("#new-chat")),
+		chromedp.SendKeys(chromedp.CSS("#search"), "amira"),
+		chromedp.WaitVisible(chromedp.CSS("#directory input[type=checkbox]")),
+		chromedp.Click(chromedp.CSS("#directory input[type=checkbox]")),
+		chromedp.SendKeys(chromedp.CSS("#title"), "Bay 3"))
+	shot(benTab, "02-new-chat")
+	step(benTab, "urgent message",
+		chromedp.Click(chromedp.CSS("#new-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("#text")),
+		chromedp.Click(chromedp.CSS("#urgent")),
+		chromedp.SendKeys(chromedp.CSS("#text"), "Crash call bay 3"),
+		chromedp.Click(chromedp.CSS("#send-form button")),
+		chromedp.WaitVisible(chromedp.CSS("li.mine.urgent")))
+
+	unlock(amiraTab, amira)
+	step(amiraTab, "open the chat and acknowledge",
+		chromedp.WaitVisible(chromedp.CSS("#conversations .badge.urgent")),
+		chromedp.Click(chromedp.CSS("#conversations li button")),
+		chromedp.WaitVisible(chromedp.CSS("button.ack")),
+		chromedp.Click(chromedp.CSS("button.ack")))
+	step(benTab, "sender sees the acknowledgement",
+		chromedp.WaitVisible(chromedp.CSS(`li.mine span[title="acknowledged"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//div[contains(., "Acknowledged by Dr amira")]`)))
+	shot(benTab, "03-acknowledged")
+
+	step(amiraTab, "a photo with GPS data",
+		chromedp.SetUploadFiles(chromedp.CSS("#photo"), []string{photo}),
+		chromedp.WaitVisible(chromedp.CSS("li.mine img.thumb")))
+	step(benTab, "photo arrives", chromedp.WaitVisible(chromedp.CSS("li:not(.mine) img.thumb")))
+	shot(benTab, "04-photo")
+	msgs, err := ben.svc.Messages(ben.svc.Conversations()[0].IDValue())
+	if err != nil || msgs[len(msgs)-1].Photo == nil {
+		t.Fatalf("photo not in the conversation: %v", err)
+	}
+	var photoID crdt.OpID
+	photoID.UnmarshalText([]byte(msgs[len(msgs)-1].ID))
+	served, err := ben.svc.Photo(ben.svc.Conversations()[0].IDValue(), photoID, true)
+	if err != nil || len(served) == 0 || bytes.Contains(served, []byte("GPS")) || bytes.Contains(served, []byte("Exif")) {
+		t.Fatalf("stored photo keeps metadata (or is missing): %v", err)
+	}
+
+	// Into the basement: the message waits, then arrives.
+	amira.n.SetOffline(true)
+	step(amiraTab, "queued while offline",
+		chromedp.SendKeys(chromedp.CSS("#text"), "from the basement"),
+		chromedp.Click(chromedp.CSS("#send-form button")),
+		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "from the basement")]]//span[@title="queued"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//span[@id="banner"][contains(., "offline")]`)))
+	shot(amiraTab, "05-offline-queued")
+	amira.n.SetOffline(false)
+	step(amiraTab, "delivered once back",
+		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "from the basement")]]//span[@title!="queued"]`)))
+	step(benTab, "arrives at ben", chromedp.WaitVisible(chromedp.Search(`//div[contains(., "from the basement")]`)))
+
+	amira.srv.Handler.(*web.Server).SetLockAfter(4 * time.Second)
+	// Inactivity lock: amira's app is left open and untouched; after 4 s
+	// without use its background status poll (every 5 s, not counted as
+	// use) finds the session locked and the lock screen comes up.
+	step(amiraTab, "locked by inactivity", chromedp.WaitVisible(chromedp.CSS("#lock")))
+	shot(amiraTab, "06-locked")
 }

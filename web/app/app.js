@@ -6,6 +6,7 @@ const state = { me: null, peers: [], directory: [], conversations: [], open: nul
 
 async function api(path, opts = {}) {
   const init = { method: opts.method || 'GET', credentials: 'same-origin', headers: {} };
+  if (opts.background) init.headers['X-Medmesh-Background'] = '1';
   if (opts.body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.headers['X-Medmesh-CSRF'] = '1';
@@ -34,7 +35,7 @@ async function unlock(ev) {
 const name = (id) => state.names[id] || (id ? id.slice(-6) : '');
 
 async function refreshStatus() {
-  const st = await api('/api/v1/status');
+  const st = await api('/api/v1/status', { background: true });
   state.me = st;
   $('me').textContent = st.name;
   const admitted = (st.peers || []).filter((p) => p.admitted);
