@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"sync"
 	"context"
 	"encoding/json"
 	"net"
@@ -19,7 +21,8 @@ import (
 // KDF, so a test can drive several nodes.
 func testEnv(out *bytes.Buffer) *env {
 	vars := map[string]string{envCAPass: "ca-secret", envDevicePass: "device-secret"}
-	return &env{stdin: strings.NewReader(""), stdout: out, stderr: out,
+	w := &lockedWriter{w: out}
+	return &env{stdin: strings.NewReader(""), stdout: w, stderr: w,
 		getenv: func(k string) string { return vars[k] },
 		kdf:    &keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}}
 }
@@ -140,4 +143,16 @@ func TestRunRefusesWithoutCertificate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "have the CA sign device.csr first") {
 		t.Fatalf("run without device.crt: %v", err)
 	}
+}
+
+// lockedWriter serialises writes: several devices' loggers share it.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
