@@ -518,6 +518,7 @@ type Summary struct {
 	ID      string   `json:"id"`
 	Title   string   `json:"title"`
 	Members []string `json:"members"`
+	Admins  []string `json:"admins"`
 	Last    string   `json:"last,omitempty"`
 	Unread  int      `json:"unread"`
 	Urgent  int      `json:"urgent"`
@@ -537,7 +538,7 @@ func (s *Service) Conversations() []Summary {
 	var out []Summary
 	for id, c := range s.byID {
 		st := c.r.State()
-		sum := Summary{ID: id.String(), Title: st.Title, Members: ids(st.Members)}
+		sum := Summary{ID: id.String(), Title: st.Title, Members: ids(st.Members), Admins: ids(st.Admins)}
 		for _, m := range st.Messages {
 			if !m.Deleted {
 				sum.Last = m.Text

@@ -154,6 +154,13 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`li.mine span[title="acknowledged"]`)),
 		chromedp.WaitVisible(chromedp.Search(`//div[contains(., "Acknowledged by Dr amira")]`)))
 	shot(benTab, "03-acknowledged")
+	step(benTab, "group info: members, roles, admin controls",
+		chromedp.Click(chromedp.CSS("#info")),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="members"]/li[contains(., "You · admin")]`)),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="members"]/li[contains(., "Dr amira")]/button[contains(., "Remove")]`)),
+		chromedp.WaitVisible(chromedp.CSS("#add-member")))
+	shot(benTab, "03b-group-info")
+	step(benTab, "close group info", chromedp.Click(chromedp.CSS("#info")))
 
 	step(amiraTab, "a photo with GPS data",
 		chromedp.SetUploadFiles(chromedp.CSS("#photo"), []string{photo}),

@@ -179,12 +179,47 @@ async function sendPhoto() {
   renderChat();
 }
 
+// renderGroup: members with their roles; admins add and remove.
+function renderGroup() {
+  const c = state.conversations.find((x) => x.id === state.open?.id) || state.open;
+  const admin = (c.admins || []).includes(state.me?.peer_id);
+  const ul = $('members');
+  ul.replaceChildren();
+  for (const p of c.members || []) {
+    const s = state.directory.find((d) => d.peer_id === p);
+    const li = document.createElement('li');
+    const who = document.createElement('span');
+    const roles = [(c.admins || []).includes(p) ? 'admin' : '', ...(s?.roles || [])].filter(Boolean);
+    who.textContent = `${p === state.me?.peer_id ? 'You' : name(p)}${roles.length ? ' · ' + roles.join(', ') : ''}`;
+    li.append(who);
+    if (admin && p !== state.me?.peer_id) {
+      const b = document.createElement('button'); b.type = 'button'; b.className = 'ghost small'; b.textContent = 'Remove';
+      b.setAttribute('aria-label', `Remove ${name(p)}`);
+      b.addEventListener('click', async () => {
+        if (!confirm(`Remove ${name(p)}? They will not read anything sent from now on.`)) return;
+        await api(`/api/v1/conversations/${c.id}/members`, { method: 'POST', body: { remove: [p] } });
+        await refreshList(); renderGroup();
+      });
+      li.append(b);
+    }
+    ul.append(li);
+  }
+  $('add-member').hidden = !admin;
+  const sel = $('add-select');
+  sel.replaceChildren();
+  for (const s of state.directory.filter((d) => !(c.members || []).includes(d.peer_id))) {
+    const o = document.createElement('option'); o.value = s.peer_id; o.textContent = `${s.name}${s.department ? ' · ' + s.department : ''}`;
+    sel.append(o);
+  }
+}
+
 function show(view) {
   for (const v of ['list-view', 'chat-view', 'new-view']) $(v).hidden = v !== view;
 }
 
 async function openChat(c) {
   state.open = c;
+  $('group').hidden = true;
   $('chat-title').textContent = c.title || 'Untitled';
   show('chat-view');
   await renderChat();
@@ -254,6 +289,13 @@ $('back').addEventListener('click', () => { state.open = null; show('list-view')
 $('new-back').addEventListener('click', () => show('list-view'));
 $('photo').addEventListener('change', () => sendPhoto().catch((e) => alert(e.message)));
 $('viewer-close').addEventListener('click', () => { $('viewer').hidden = true; $('viewer-img').removeAttribute('src'); });
+$('info').addEventListener('click', () => { $('group').hidden = !$('group').hidden; if (!$('group').hidden) renderGroup(); });
+$('add-btn').addEventListener('click', async () => {
+  const p = $('add-select').value;
+  if (!p || !state.open) return;
+  await api(`/api/v1/conversations/${state.open.id}/members`, { method: 'POST', body: { add: [p] } }).catch((e) => alert(e.message));
+  await refreshList(); renderGroup();
+});
 $('lock-now').addEventListener('click', async () => { await api('/app/lock', { method: 'POST', body: {} }).catch(() => {}); showLock(); });
 
 api('/api/v1/status').then(() => { $('lock').hidden = true; $('app').hidden = false; start(); }).catch(() => {});
