@@ -2,15 +2,15 @@ package main
 
 import (
 	"bytes"
-	"io"
-	"sync"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
