@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"context"
 	"image"
 	"image/color"
@@ -161,6 +162,11 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#add-member")))
 	shot(benTab, "03b-group-info")
 	step(benTab, "close group info", chromedp.Click(chromedp.CSS("#info")))
+	step(benTab, "a plain message",
+		chromedp.SendKeys(chromedp.CSS("#text"), "Thanks, on my way"),
+		chromedp.Click(chromedp.CSS("#send-form button")))
+	step(benTab, "ticks move to read while amira has the chat open",
+		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "Thanks, on my way")]]//span[@title="read"]`)))
 
 	step(amiraTab, "a photo with GPS data",
 		chromedp.SetUploadFiles(chromedp.CSS("#photo"), []string{photo}),
@@ -178,15 +184,32 @@ func TestWebAppInBrowser(t *testing.T) {
 		t.Fatalf("stored photo keeps metadata (or is missing): %v", err)
 	}
 
-	// Into the basement: the message waits, then arrives.
-	amira.n.SetOffline(true)
+	// Into the basement, through the demo's control page: the message
+	// waits, then arrives.
+	control, stopControl, err := demoControl([]demoPerson{{dir: "ben"}, {dir: "amira"}}, devs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopControl()
+	toggle := func(action string) {
+		t.Helper()
+		resp, err := http.Post(control+"amira/"+action, "application/x-www-form-urlencoded", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	toggle("off")
+	if !amira.n.Offline() {
+		t.Fatal("demo control did not take amira offline")
+	}
 	step(amiraTab, "queued while offline",
 		chromedp.SendKeys(chromedp.CSS("#text"), "from the basement"),
 		chromedp.Click(chromedp.CSS("#send-form button")),
 		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "from the basement")]]//span[@title="queued"]`)),
 		chromedp.WaitVisible(chromedp.Search(`//span[@id="banner"][contains(., "offline")]`)))
 	shot(amiraTab, "05-offline-queued")
-	amira.n.SetOffline(false)
+	toggle("on")
 	step(amiraTab, "delivered once back",
 		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "from the basement")]]//span[@title!="queued"]`)))
 	step(benTab, "arrives at ben", chromedp.WaitVisible(chromedp.Search(`//div[contains(., "from the basement")]`)))
