@@ -104,6 +104,8 @@ func Restore(dev *Device, dir Directory, keys []byte, opts ...Option) (*Replica,
 		return nil, err
 	}
 	r.recv = recv
+	r.restoring = true
+	defer func() { r.restoring = false }()
 	for _, id := range r.dag.Order() {
 		op, err := r.dag.Get(id)
 		if err != nil {

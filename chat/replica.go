@@ -89,17 +89,18 @@ type Replica struct {
 	tag     []byte
 	now     func() time.Time
 
-	dag     *crdt.DAG
-	clock   *crdt.Clock
-	recv    *e2e.RecvChains
-	send    map[e2e.EpochID]*e2e.SendChain
-	control map[e2e.EpochID]e2e.Secret
-	ops     map[crdt.OpID]*opInfo
-	revoked func(peer.ID) bool
-	held    map[crdt.OpID]map[peer.ID]bool
-	plain   Plaintexts
-	openErr error       // from WithStore
-	fresh   []crdt.OpID // messages from others applied since Fresh was last called
+	dag       *crdt.DAG
+	clock     *crdt.Clock
+	recv      *e2e.RecvChains
+	send      map[e2e.EpochID]*e2e.SendChain
+	control   map[e2e.EpochID]e2e.Secret
+	ops       map[crdt.OpID]*opInfo
+	revoked   func(peer.ID) bool
+	held      map[crdt.OpID]map[peer.ID]bool
+	plain     Plaintexts
+	openErr   error       // from WithStore
+	fresh     []crdt.OpID // messages from others applied since Fresh was last called
+	restoring bool        // Restore is replaying persisted ops
 
 	rebuild bool // keys arrived or revocations changed: recompute views
 	cache   *State
@@ -400,7 +401,7 @@ func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
 			}
 			return
 		}
-		if r.plain != nil {
+		if r.plain != nil && r.restoring {
 			if b, ok := r.plain.Get(id); ok {
 				r.setPayload(info, b, false)
 				return

@@ -30,7 +30,7 @@ const (
 	frameTimeout = 10 * time.Second
 	syncTimeout  = 2 * time.Minute
 	maxFrame     = 8 << 20
-	fetchBatch   = 512
+	fetchBatch   = 2048
 	maxTags      = 4096
 )
 
