@@ -1,0 +1,333 @@
+package simulations
+
+import (
+	"container/heap"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/mesh"
+)
+
+// Calibrated virtual costs (from the benchmarks in the README).
+const (
+	ReceiveCost = 70e-6 // s per op: decode + verify + decrypt + apply (chat ingest)
+	OpBytes     = 1024 + 200
+)
+
+type device struct {
+	name   string
+	group  string
+	anchor bool
+	dag    *crdt.DAG
+	place  int
+	got    map[crdt.OpID]float64 // when each op arrived
+	hops   map[crdt.OpID]int
+	moves  []move
+}
+
+type move struct {
+	at    float64
+	place int
+}
+
+type event struct {
+	at   float64
+	seq  int
+	kind int // 0 move, 1 send
+	dev  int
+	arg  int
+}
+
+type queue []event
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(event)) }
+func (q *queue) Pop() any     { x := (*q)[len(*q)-1]; *q = (*q)[:len(*q)-1]; return x }
+
+// Message is one message's fate at one recipient.
+type Message struct {
+	ID        int
+	From, To  string
+	Sent      float64
+	Delivered float64 // -1 if never
+	Oracle    float64 // -1 if no path existed
+	Hops      int
+}
+
+// Result is what a run produced.
+type Result struct {
+	Scenario  Scenario
+	Seed      uint64
+	Messages  []Message
+	Relayed   int
+	Bytes     int64
+	ReconMsgs int
+	Storage   map[string]int64
+	Events    int
+	Wall      time.Duration
+}
+
+// RunDES runs a scenario in virtual time with the given seed. progress, if
+// not nil, is told of each processed event.
+func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	rng := rand.New(rand.NewPCG(seed, 0x6d65646d657368))
+	horizon := s.Hours * 3600
+	placeIdx := map[string]int{}
+	for i, p := range s.Places {
+		placeIdx[p] = i
+	}
+	var devs []*device
+	for _, g := range s.Devices {
+		for i := range g.Count {
+			d := &device{name: fmt.Sprintf("%s-%d", g.Name, i+1), group: g.Name, anchor: g.Anchor,
+				place: placeIdx[g.Home], got: map[crdt.OpID]float64{}, hops: map[crdt.OpID]int{}}
+			d.dag, _ = crdt.NewDAG(crdt.NewMemStore())
+			// Mobility: visits to other places, back home after each.
+			t := 0.0
+			for g.Visits > 0 {
+				t += expo(rng, 3600/g.Visits)
+				if t >= horizon || len(s.Places) < 2 {
+					break
+				}
+				other := placeIdx[g.Home]
+				for other == placeIdx[g.Home] {
+					other = rng.IntN(len(s.Places))
+				}
+				d.moves = append(d.moves, move{t, other})
+				t += expo(rng, g.VisitMinutes*60)
+				if t >= horizon {
+					break
+				}
+				d.moves = append(d.moves, move{t, placeIdx[g.Home]})
+			}
+			devs = append(devs, d)
+		}
+	}
+	var members []int
+	for i, d := range devs {
+		if !d.anchor {
+			members = append(members, i)
+		}
+	}
+	if len(members) < 2 {
+		return nil, fmt.Errorf("scenario %s: needs at least two member devices", s.Name)
+	}
+	q := &queue{}
+	seq := 0
+	push := func(e event) { e.seq = seq; seq++; heap.Push(q, e) }
+	for i, d := range devs {
+		for _, m := range d.moves {
+			push(event{at: m.at, kind: 0, dev: i, arg: m.place})
+		}
+	}
+	type sent struct {
+		from int
+		at   float64
+		id   crdt.OpID
+	}
+	var msgs []sent
+	for i := range s.Messages {
+		push(event{at: rng.Float64() * horizon, kind: 1, dev: members[rng.IntN(len(members))], arg: i})
+	}
+	res := &Result{Scenario: s, Seed: seed, Storage: map[string]int64{}}
+	total := q.Len()
+	link := func(bytes int, rounds int, ops int) float64 {
+		return float64(rounds)*2*s.LinkMS/1000 + float64(bytes)/(s.LinkKBps*1024) + float64(ops)*ReceiveCost
+	}
+	// transfer gives b the ops a has and b lacks (one direction), at time t.
+	transfer := func(a, b *device, need []crdt.OpID, t float64) []crdt.OpID {
+		var moved []crdt.OpID
+		for _, id := range need {
+			op, err := a.dag.Get(id)
+			if err != nil {
+				continue
+			}
+			applied, err := b.dag.Add(op, time.Time{})
+			if err != nil && err != crdt.ErrDuplicate {
+				continue
+			}
+			res.Relayed++
+			for _, ap := range applied {
+				if _, ok := b.got[ap.ID]; !ok {
+					b.got[ap.ID] = t
+					b.hops[ap.ID] = a.hops[ap.ID] + 1
+					moved = append(moved, ap.ID)
+				}
+			}
+		}
+		return moved
+	}
+	// sync runs the real reconciliation between two co-located devices.
+	sync := func(a, b *device, t float64) {
+		sa, sb := mesh.NewSession(a.dag.IDs()), mesh.NewSession(b.dag.IDs())
+		msg, _ := sa.Initiate()
+		cur, rounds, bytes := sb, 0, 0
+		for msg != nil && rounds < mesh.MaxRounds {
+			bytes += len(msg)
+			rounds++
+			res.ReconMsgs++
+			var err error
+			if msg, err = cur.Reply(msg); err != nil {
+				return
+			}
+			if cur == sb {
+				cur = sa
+			} else {
+				cur = sb
+			}
+		}
+		needA, needB := sa.Need(), sb.Need()
+		res.Bytes += int64(bytes + (len(needA)+len(needB))*(OpBytes+32))
+		done := t + link(bytes+(len(needA)+len(needB))*OpBytes, (rounds+1)/2+1, len(needA)+len(needB))
+		transfer(b, a, needA, done)
+		transfer(a, b, needB, done)
+	}
+	here := func(p int) []int {
+		var out []int
+		for i, d := range devs {
+			if d.place == p {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	done := 0
+	for q.Len() > 0 {
+		e := heap.Pop(q).(event)
+		done++
+		if progress != nil && done%256 == 0 {
+			progress(done, total)
+		}
+		d := devs[e.dev]
+		switch e.kind {
+		case 0: // arrives somewhere: meet everyone there
+			d.place = e.arg
+			for _, o := range here(e.arg) {
+				if o != e.dev {
+					sync(d, devs[o], e.at)
+				}
+			}
+		case 1: // writes a message: push to everyone in reach (gossip)
+			var b [16]byte
+			binary.LittleEndian.PutUint64(b[:], seed)
+			binary.LittleEndian.PutUint64(b[8:], uint64(e.arg))
+			op := crdt.Op{ID: sha256.Sum256(b[:]), Deps: d.dag.Heads(), Author: d.name,
+				Time: crdt.Timestamp{Wall: int64(e.at * 1000)}, Body: []byte{1}}
+			d.dag.Add(op, time.Time{})
+			d.got[op.ID], d.hops[op.ID] = e.at, 0
+			msgs = append(msgs, sent{from: e.dev, at: e.at, id: op.ID})
+			for _, o := range here(d.place) {
+				if o != e.dev {
+					res.Bytes += OpBytes
+					transfer(d, devs[o], []crdt.OpID{op.ID}, e.at+link(OpBytes, 1, 1))
+				}
+			}
+		}
+	}
+	res.Events = done
+	if progress != nil {
+		progress(total, total)
+	}
+	oracle := oracleArrivals(devs, s, placeIdx)
+	sort.Slice(msgs, func(i, j int) bool { return msgs[i].at < msgs[j].at })
+	for i, m := range msgs {
+		for _, r := range members {
+			if r == m.from {
+				continue
+			}
+			rec := Message{ID: i, From: devs[m.from].name, To: devs[r].name, Sent: m.at, Delivered: -1, Oracle: -1}
+			if t, ok := devs[r].got[m.id]; ok {
+				rec.Delivered, rec.Hops = t, devs[r].hops[m.id]
+			}
+			if t := oracle(m.from, m.at)[r]; t >= 0 {
+				rec.Oracle = t
+			}
+			res.Messages = append(res.Messages, rec)
+		}
+	}
+	for _, d := range devs {
+		res.Storage[d.name] = int64(d.dag.Len()) * OpBytes
+	}
+	res.Wall = time.Since(start)
+	return res, nil
+}
+
+// oracleArrivals returns, for a message written by src at t0, the earliest
+// time every device could hold it: instant transfer at every co-location,
+// with full knowledge of future contacts (-1: no path).
+func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(src int, t0 float64) []float64 {
+	type mv struct {
+		at    float64
+		dev   int
+		place int
+	}
+	var all []mv
+	for i, d := range devs {
+		for _, m := range d.moves {
+			all = append(all, mv{m.at, i, m.place})
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].at < all[j].at })
+	home := make([]int, len(devs))
+	for i, d := range devs {
+		for _, g := range s.Devices {
+			if d.group == g.Name {
+				home[i] = placeIdx[g.Home]
+			}
+		}
+	}
+	return func(src int, t0 float64) []float64 {
+		place := slices(home)
+		k := 0
+		for ; k < len(all) && all[k].at <= t0; k++ {
+			place[all[k].dev] = all[k].place
+		}
+		arr := make([]float64, len(devs))
+		for i := range arr {
+			arr[i] = -1
+		}
+		arr[src] = t0
+		spread := func(p int, t float64) {
+			for i := range devs {
+				if place[i] == p && arr[i] < 0 {
+					arr[i] = t
+				}
+			}
+		}
+		spread(place[src], t0)
+		for ; k < len(all); k++ {
+			m := all[k]
+			place[m.dev] = m.place
+			if arr[m.dev] >= 0 {
+				spread(m.place, m.at)
+			} else {
+				for i := range devs {
+					if i != m.dev && place[i] == m.place && arr[i] >= 0 {
+						arr[m.dev] = m.at
+						spread(m.place, m.at)
+						break
+					}
+				}
+			}
+		}
+		return arr
+	}
+}
+
+func slices(xs []int) []int { return append([]int(nil), xs...) }

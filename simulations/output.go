@@ -1,0 +1,242 @@
+package simulations
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// Summary holds the headline metrics of a run.
+type Summary struct {
+	Scenario         string  `json:"scenario"`
+	Seed             uint64  `json:"seed"`
+	Engine           string  `json:"engine"`
+	Deliveries       int     `json:"deliveries_expected"`
+	Delivered        int     `json:"delivered"`
+	DeliveryRatio    float64 `json:"delivery_ratio"`
+	NoPath           int     `json:"undelivered_no_path"`
+	Missed           int     `json:"undelivered_path_existed"`
+	LatencyMean      float64 `json:"latency_mean_s"`
+	LatencyMedian    float64 `json:"latency_median_s"`
+	LatencyP95       float64 `json:"latency_p95_s"`
+	LatencyP99       float64 `json:"latency_p99_s"`
+	LatencyVsOracle  float64 `json:"latency_ratio_to_oracle_median"`
+	OverheadRatio    float64 `json:"overhead_ratio"`
+	HopsMean         float64 `json:"hop_count_mean"`
+	BytesPerDelivery float64 `json:"bytes_per_delivered_message"`
+	StoragePerNode   float64 `json:"storage_per_node_bytes"`
+	ReconMessages    int     `json:"reconciliation_messages"`
+	Events           int     `json:"events"`
+}
+
+// Summarise computes the metrics of a result.
+func Summarise(r *Result) Summary {
+	s := Summary{Scenario: r.Scenario.Name, Seed: r.Seed, Engine: "des", Deliveries: len(r.Messages), ReconMessages: r.ReconMsgs, Events: r.Events}
+	var lat, ratio []float64
+	hops := 0
+	for _, m := range r.Messages {
+		switch {
+		case m.Delivered >= 0:
+			s.Delivered++
+			lat = append(lat, m.Delivered-m.Sent)
+			hops += m.Hops
+			if o := m.Oracle - m.Sent; o > 0 {
+				ratio = append(ratio, (m.Delivered-m.Sent)/o)
+			} else {
+				ratio = append(ratio, 1)
+			}
+		case m.Oracle < 0:
+			s.NoPath++
+		default:
+			s.Missed++
+		}
+	}
+	if s.Deliveries > 0 {
+		s.DeliveryRatio = float64(s.Delivered) / float64(s.Deliveries)
+	}
+	if s.Delivered > 0 {
+		sort.Float64s(lat)
+		sort.Float64s(ratio)
+		sum := 0.0
+		for _, l := range lat {
+			sum += l
+		}
+		s.LatencyMean = sum / float64(len(lat))
+		s.LatencyMedian, s.LatencyP95, s.LatencyP99 = pct(lat, .5), pct(lat, .95), pct(lat, .99)
+		s.LatencyVsOracle = pct(ratio, .5)
+		s.HopsMean = float64(hops) / float64(s.Delivered)
+		s.OverheadRatio = float64(r.Relayed-s.Delivered) / float64(s.Delivered)
+		s.BytesPerDelivery = float64(r.Bytes) / float64(s.Delivered)
+	}
+	var st int64
+	for _, b := range r.Storage {
+		st += b
+	}
+	if len(r.Storage) > 0 {
+		s.StoragePerNode = float64(st) / float64(len(r.Storage))
+	}
+	return s
+}
+
+func pct(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(math.Floor(p*float64(len(sorted)))))]
+}
+
+func f(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
+
+// Write puts summary.csv, messages.csv, summary.json and the plots in dir.
+func Write(dir string, r *Result, s Summary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, _ := json.MarshalIndent(s, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "summary.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	var m map[string]any
+	json.Unmarshal(js, &m)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	rows := [][]string{{"metric", "value"}}
+	for _, k := range keys {
+		rows = append(rows, []string{k, fmt.Sprint(m[k])})
+	}
+	if err := writeCSV(filepath.Join(dir, "summary.csv"), rows); err != nil {
+		return err
+	}
+	rows = [][]string{{"message", "from", "to", "sent_s", "delivered_s", "latency_s", "oracle_s", "latency_ratio_to_oracle", "hops", "outcome"}}
+	for _, msg := range r.Messages {
+		outcome, del, latS, orc, ratio := "delivered", f(msg.Delivered), f(msg.Delivered-msg.Sent), f(msg.Oracle), ""
+		if msg.Oracle >= 0 && msg.Oracle > msg.Sent && msg.Delivered >= 0 {
+			ratio = f((msg.Delivered - msg.Sent) / (msg.Oracle - msg.Sent))
+		}
+		switch {
+		case msg.Delivered < 0 && msg.Oracle < 0:
+			outcome, del, latS, orc = "no-path", "", "", ""
+		case msg.Delivered < 0:
+			outcome, del, latS = "path-existed-but-missed", "", ""
+		}
+		rows = append(rows, []string{strconv.Itoa(msg.ID), msg.From, msg.To, f(msg.Sent), del, latS, orc, ratio, strconv.Itoa(msg.Hops), outcome})
+	}
+	if err := writeCSV(filepath.Join(dir, "messages.csv"), rows); err != nil {
+		return err
+	}
+	return plots(dir, r)
+}
+
+func writeCSV(path string, rows [][]string) error {
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(fh)
+	w.WriteAll(rows)
+	if err := w.Error(); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+// plots draws delivery ratio over time and the latency CDF beside the
+// oracle's.
+func plots(dir string, r *Result) error {
+	var del, orc []float64
+	for _, m := range r.Messages {
+		if m.Delivered >= 0 {
+			del = append(del, (m.Delivered-m.Sent)/60)
+		}
+		if m.Oracle >= 0 {
+			orc = append(orc, (m.Oracle-m.Sent)/60)
+		}
+	}
+	sort.Float64s(del)
+	sort.Float64s(orc)
+	n := float64(max(1, len(r.Messages)))
+	cdf := func(xs []float64) plotter.XYs {
+		pts := make(plotter.XYs, len(xs))
+		for i, x := range xs {
+			pts[i] = plotter.XY{X: x, Y: float64(i+1) / n}
+		}
+		return pts
+	}
+	p := plot.New()
+	p.Title.Text = r.Scenario.Name + ": latency CDF (fraction of all deliveries)"
+	p.X.Label.Text = "minutes after sending"
+	p.Y.Label.Text = "fraction delivered"
+	if err := addLine(p, cdf(del), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
+		return err
+	}
+	if err := addLine(p, cdf(orc), "oracle (earliest possible)", color.RGBA{200, 60, 60, 255}); err != nil {
+		return err
+	}
+	if err := p.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "latency_cdf.png")); err != nil {
+		return err
+	}
+	// Delivery over simulated time.
+	var at []float64
+	for _, m := range r.Messages {
+		if m.Delivered >= 0 {
+			at = append(at, m.Delivered/3600)
+		}
+	}
+	sort.Float64s(at)
+	q := plot.New()
+	q.Title.Text = r.Scenario.Name + ": deliveries over time"
+	q.X.Label.Text = "hours"
+	q.Y.Label.Text = "fraction of all deliveries done"
+	if err := addLine(q, cdf(at), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
+		return err
+	}
+	return q.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "delivery_over_time.png"))
+}
+
+func addLine(p *plot.Plot, pts plotter.XYs, name string, c color.Color) error {
+	if len(pts) == 0 {
+		return nil
+	}
+	l, err := plotter.NewLine(pts)
+	if err != nil {
+		return err
+	}
+	l.Color = c
+	l.Width = vg.Points(2)
+	p.Add(l)
+	p.Legend.Add(name, l)
+	return nil
+}
+
+// Table prints the summary for a person.
+func Table(w io.Writer, s Summary) {
+	fmt.Fprintf(w, "scenario %s, seed %d, engine %s, %d events\n", s.Scenario, s.Seed, s.Engine, s.Events)
+	for _, row := range [][2]string{
+		{"delivery ratio", fmt.Sprintf("%.3f (%d of %d)", s.DeliveryRatio, s.Delivered, s.Deliveries)},
+		{"undelivered: no path existed", strconv.Itoa(s.NoPath)},
+		{"undelivered: path existed, missed", strconv.Itoa(s.Missed)},
+		{"latency mean / median / p95 / p99", fmt.Sprintf("%.0f / %.0f / %.0f / %.0f s", s.LatencyMean, s.LatencyMedian, s.LatencyP95, s.LatencyP99)},
+		{"latency ÷ oracle (median)", fmt.Sprintf("%.2f", s.LatencyVsOracle)},
+		{"overhead ratio", fmt.Sprintf("%.2f", s.OverheadRatio)},
+		{"hop count (mean)", fmt.Sprintf("%.2f", s.HopsMean)},
+		{"bytes per delivered message", fmt.Sprintf("%.0f", s.BytesPerDelivery)},
+		{"storage per node", fmt.Sprintf("%.0f bytes", s.StoragePerNode)},
+	} {
+		fmt.Fprintf(w, "  %-36s %s\n", row[0], row[1])
+	}
+}
