@@ -2,11 +2,11 @@ package main
 
 import (
 	"bytes"
-	"net/http"
 	"context"
 	"image"
 	"image/color"
 	"image/jpeg"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
