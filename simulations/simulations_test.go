@@ -115,16 +115,17 @@ func TestScenarioFileErrors(t *testing.T) {
 	}
 }
 
-// BenchmarkDES10k: 10,000 devices and 100,000 messages is the target; this
-// reports events/s for a scaled basement run.
+// BenchmarkDES reports events/s of a scaled basement run (82 devices, 800
+// messages). The target, 10,000 devices and 100,000 messages, is
+// far off: syncs sort both ID sets (crdt.DAG.IDs) at every meeting.
 func BenchmarkDES(b *testing.B) {
 	s := Builtins["basement"]
 	s.Devices = []Group{
-		{Name: "basement-doctor", Count: 50, Home: "basement", Visits: 0.75, VisitMinutes: 8},
-		{Name: "ward-staff", Count: 150, Home: "ward", Visits: 1, VisitMinutes: 5},
+		{Name: "basement-doctor", Count: 20, Home: "basement", Visits: 0.75, VisitMinutes: 8},
+		{Name: "ward-staff", Count: 60, Home: "ward", Visits: 1, VisitMinutes: 5},
 		{Name: "anchor", Count: 2, Home: "ward", Anchor: true},
 	}
-	s.Messages = 2000
+	s.Messages = 800
 	for b.Loop() {
 		r, err := RunDES(s, 1, nil)
 		if err != nil {
