@@ -50,12 +50,7 @@ func freeAddr(t *testing.T) string {
 // calls the API with and without it, then cancels (as SIGINT does) and
 // expects a clean stop within the 5 s grace.
 func TestRunServesAPIAndShutsDown(t *testing.T) {
-	dir := t.TempDir()
-	var out bytes.Buffer
-	e := testEnv(&out)
-	ca, dev := filepath.Join(dir, "ca"), filepath.Join(dir, "dev")
-	cli(t, e, "ca", "init", "--dir", ca, "--name", "General Hospital")
-	cli(t, e, "init", "--dir", dev, "--name", "Dr One", "--staff-id", "S1", "--ca", filepath.Join(ca, "ca.crt"))
+	e, ca, dev := newTrustAndDevice(t)
 	cli(t, e, "ca", "sign", "--dir", ca, "--csr", filepath.Join(dev, "device.csr"), "--out", filepath.Join(dev, "device.crt"), "--roles", "doctor")
 
 	api := freeAddr(t)
@@ -131,12 +126,7 @@ func TestRunServesAPIAndShutsDown(t *testing.T) {
 }
 
 func TestRunRefusesWithoutCertificate(t *testing.T) {
-	dir := t.TempDir()
-	var out bytes.Buffer
-	e := testEnv(&out)
-	ca, dev := filepath.Join(dir, "ca"), filepath.Join(dir, "dev")
-	cli(t, e, "ca", "init", "--dir", ca, "--name", "General Hospital")
-	cli(t, e, "init", "--dir", dev, "--name", "Dr One", "--staff-id", "S1", "--ca", filepath.Join(ca, "ca.crt"))
+	e, _, dev := newTrustAndDevice(t)
 	root := newRootCmd(e)
 	root.SetArgs([]string{"run", "--dir", dev, "--no-mdns"})
 	err := root.ExecuteContext(context.Background())
@@ -155,4 +145,17 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// newTrustAndDevice makes a CA and one device with keys and a CSR (not yet
+// signed) in a temporary directory.
+func newTrustAndDevice(t *testing.T) (e *env, ca, dev string) {
+	t.Helper()
+	dir := t.TempDir()
+	var out bytes.Buffer
+	e = testEnv(&out)
+	ca, dev = filepath.Join(dir, "ca"), filepath.Join(dir, "dev")
+	cli(t, e, "ca", "init", "--dir", ca, "--name", "General Hospital")
+	cli(t, e, "init", "--dir", dev, "--name", "Dr One", "--staff-id", "S1", "--ca", filepath.Join(ca, "ca.crt"))
+	return e, ca, dev
 }
