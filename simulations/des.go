@@ -13,6 +13,9 @@ import (
 	"github.com/medmesh/medmesh/mesh"
 )
 
+// offSite is the place of a device not yet on site: it meets nobody.
+const offSite = -1
+
 // Calibrated virtual costs (from the benchmarks in the README).
 const (
 	ReceiveCost = 70e-6 // s per op: decode + verify + decrypt + apply (chat ingest)
@@ -105,8 +108,14 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 			d := &device{name: fmt.Sprintf("%s-%d", g.Name, i+1), group: g.Name, anchor: g.Anchor,
 				place: placeIdx[g.Home], got: map[crdt.OpID]float64{}, hops: map[crdt.OpID]int{}}
 			d.dag, _ = crdt.NewDAG(crdt.NewMemStore())
-			// Mobility: visits to other places, back home after each.
+			// Mobility: off site until the group joins, then visits to
+			// other places, back home after each.
 			t := 0.0
+			if g.JoinAtHours > 0 {
+				d.place = offSite
+				t = g.JoinAtHours * 3600
+				d.moves = append(d.moves, move{t, placeIdx[g.Home]})
+			}
 			for g.Visits > 0 {
 				t += expo(rng, 3600/g.Visits)
 				if t >= horizon || len(s.Places) < 2 {
@@ -150,7 +159,11 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 	}
 	var msgs []sent
 	for i := range s.Messages {
-		push(event{at: rng.Float64() * horizon, kind: 1, dev: members[rng.IntN(len(members))], arg: i})
+		at := rng.Float64() * horizon
+		if s.BurstMinutes > 0 {
+			at = s.BurstAtHours*3600 + rng.Float64()*s.BurstMinutes*60
+		}
+		push(event{at: at, kind: 1, dev: members[rng.IntN(len(members))], arg: i})
 	}
 	res := &Result{Scenario: s, Seed: seed, Storage: map[string]int64{}}
 	total := q.Len()
@@ -214,6 +227,9 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 		transfer(a, b, needB, done)
 	}
 	here := func(p int) []int {
+		if p == offSite {
+			return nil // off site: nobody to meet
+		}
 		var out []int
 		for i, d := range devs {
 			if d.place == p {
@@ -305,6 +321,9 @@ func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(sr
 		for _, g := range s.Devices {
 			if d.group == g.Name {
 				home[i] = placeIdx[g.Home]
+				if g.JoinAtHours > 0 {
+					home[i] = offSite
+				}
 			}
 		}
 	}
@@ -314,20 +333,29 @@ func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(sr
 		for ; k < len(all) && all[k].at <= t0; k++ {
 			place[all[k].dev] = all[k].place
 		}
-		members := make([][]int, len(s.Places)) // devices present, per place
-		for i, p := range place {
-			members[p] = append(members[p], i)
+		members := make([][]int, len(s.Places)+1) // devices present, per place (last: off site)
+		slot := func(p int) int {
+			if p == offSite {
+				return len(s.Places)
+			}
+			return p
 		}
-		infected := make([]int, len(s.Places)) // infected devices present, per place
+		for i, p := range place {
+			members[slot(p)] = append(members[slot(p)], i)
+		}
+		infected := make([]int, len(s.Places)+1) // infected devices present, per place
 		arr := make([]float64, len(devs))
 		for i := range arr {
 			arr[i] = -1
 		}
 		infect := func(i int, t float64) {
 			arr[i] = t
-			infected[place[i]]++
+			infected[slot(place[i])]++
 		}
 		spread := func(p int, t float64) {
+			if p == offSite {
+				return // off site: nobody to meet
+			}
 			for _, i := range members[p] {
 				if arr[i] < 0 {
 					infect(i, t)
@@ -338,18 +366,18 @@ func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(sr
 		spread(place[src], t0)
 		for ; k < len(all); k++ {
 			m := all[k]
-			old := place[m.dev]
+			old := slot(place[m.dev])
 			members[old] = removeOne(members[old], m.dev)
 			if arr[m.dev] >= 0 {
 				infected[old]--
 			}
 			place[m.dev] = m.place
-			members[m.place] = append(members[m.place], m.dev)
+			members[slot(m.place)] = append(members[slot(m.place)], m.dev)
 			switch {
 			case arr[m.dev] >= 0:
-				infected[m.place]++
+				infected[slot(m.place)]++
 				spread(m.place, m.at)
-			case infected[m.place] > 0:
+			case infected[slot(m.place)] > 0 && m.place != offSite:
 				infect(m.dev, m.at)
 			}
 		}

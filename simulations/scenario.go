@@ -36,6 +36,10 @@ type Scenario struct {
 	LinkMS      float64  `json:"link_ms"`      // one-way latency of a link
 	LinkKBps    float64  `json:"link_kbps"`    // bandwidth of a link
 	SyncSeconds float64  `json:"sync_seconds"` // anti-entropy period while co-located
+	// A burst: all messages are sent within BurstMinutes from BurstAtHours
+	// (0 minutes: spread over the whole run).
+	BurstAtHours float64 `json:"burst_at_hours,omitempty"`
+	BurstMinutes float64 `json:"burst_minutes,omitempty"`
 }
 
 // Group is a set of devices with one mobility pattern: they stay at Home
@@ -49,6 +53,9 @@ type Group struct {
 	Visits       float64 `json:"visits_per_hour"`
 	VisitMinutes float64 `json:"visit_minutes"`
 	Anchor       bool    `json:"anchor"`
+	// JoinAtHours: the group is off site (out of every place) until then,
+	// and all its devices arrive at Home at that moment.
+	JoinAtHours float64 `json:"join_at_hours,omitempty"`
 }
 
 // Builtins are the scenarios medmesh ships.
@@ -63,6 +70,19 @@ var Builtins = map[string]Scenario{
 			{Name: "anchor", Count: 1, Home: "ward", Anchor: true},
 		},
 		Messages: 120, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+	},
+	"major-incident": {
+		Name:        "major-incident",
+		Description: "a major incident: 30 staff called in arrive at once, and 300 urgent messages fly within 20 minutes across the ED, resus and theatres",
+		Hours:       2, Places: []string{"ed", "resus", "theatres"},
+		Devices: []Group{
+			{Name: "ed", Count: 10, Home: "ed", Visits: 3, VisitMinutes: 5},
+			{Name: "resus", Count: 6, Home: "resus", Visits: 2, VisitMinutes: 5},
+			{Name: "theatres", Count: 6, Home: "theatres", Visits: 1, VisitMinutes: 10},
+			{Name: "called-in", Count: 30, Home: "ed", Visits: 4, VisitMinutes: 5, JoinAtHours: 0.25},
+			{Name: "anchor", Count: 1, Home: "ed", Anchor: true},
+		},
+		Messages: 300, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30, BurstAtHours: 0.2, BurstMinutes: 20,
 	},
 	"ward-rounds": {
 		Name:        "ward-rounds",
