@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/medmesh/medmesh/crdt"
@@ -31,6 +32,7 @@ type device struct {
 	got    map[crdt.OpID]float64 // when each op arrived
 	hops   map[crdt.OpID]int
 	moves  []move
+	bridge bool
 	digest [32]byte // XOR of held op IDs: equal digests (and counts) mean equal sets
 }
 
@@ -105,7 +107,7 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 	var devs []*device
 	for _, g := range s.Devices {
 		for i := range g.Count {
-			d := &device{name: fmt.Sprintf("%s-%d", g.Name, i+1), group: g.Name, anchor: g.Anchor,
+			d := &device{name: fmt.Sprintf("%s-%d", g.Name, i+1), group: g.Name, anchor: g.Anchor, bridge: g.Bridge,
 				place: placeIdx[g.Home], got: map[crdt.OpID]float64{}, hops: map[crdt.OpID]int{}}
 			d.dag, _ = crdt.NewDAG(crdt.NewMemStore())
 			// Mobility: off site until the group joins, then visits to
@@ -122,7 +124,7 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 					break
 				}
 				other := placeIdx[g.Home]
-				for other == placeIdx[g.Home] {
+				for tries := 0; other == placeIdx[g.Home] || (tries < 32 && !sameSite(s.Places[other], g.Home)); tries++ {
 					other = rng.IntN(len(s.Places))
 				}
 				d.moves = append(d.moves, move{t, other})
@@ -158,6 +160,9 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 		id   crdt.OpID
 	}
 	var msgs []sent
+	for t := s.SyncSeconds; t < horizon; t += s.SyncSeconds {
+		push(event{at: t, kind: 2})
+	}
 	for i := range s.Messages {
 		at := rng.Float64() * horizon
 		if s.BurstMinutes > 0 {
@@ -194,8 +199,26 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 		}
 		return moved
 	}
-	// sync runs the real reconciliation between two co-located devices.
-	sync := func(a, b *device, t float64) {
+	var bridges []*device
+	for _, d := range devs {
+		if d.bridge {
+			bridges = append(bridges, d)
+		}
+	}
+	var sync func(a, b *device, t float64)
+	// bridge passes what a bridge anchor learnt to the others over the WAN.
+	bridge := func(a *device, t float64) {
+		if !a.bridge {
+			return
+		}
+		for _, o := range bridges {
+			if o != a {
+				sync(a, o, t+s.WANMS/1000)
+			}
+		}
+	}
+	// sync runs the real reconciliation between two devices in contact.
+	sync = func(a, b *device, t float64) {
 		if a.digest == b.digest && len(a.got) == len(b.got) {
 			// Identical sets: the real protocol settles this in one round
 			// trip of one fingerprint each way.
@@ -223,8 +246,12 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 		needA, needB := sa.Need(), sb.Need()
 		res.Bytes += int64(bytes + (len(needA)+len(needB))*(OpBytes+32))
 		done := t + link(bytes+(len(needA)+len(needB))*OpBytes, (rounds+1)/2+1, len(needA)+len(needB))
-		transfer(b, a, needA, done)
-		transfer(a, b, needB, done)
+		if len(transfer(b, a, needA, done)) > 0 {
+			bridge(a, done)
+		}
+		if len(transfer(a, b, needB, done)) > 0 {
+			bridge(b, done)
+		}
 	}
 	here := func(p int) []int {
 		if p == offSite {
@@ -267,7 +294,16 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 			for _, o := range here(d.place) {
 				if o != e.dev {
 					res.Bytes += OpBytes
-					transfer(d, devs[o], []crdt.OpID{op.ID}, e.at+link(OpBytes, 1, 1))
+					if len(transfer(d, devs[o], []crdt.OpID{op.ID}, e.at+link(OpBytes, 1, 1))) > 0 {
+						bridge(devs[o], e.at+link(OpBytes, 1, 1))
+					}
+				}
+			}
+		case 2: // anti-entropy round in every place
+			for p := range s.Places {
+				in := here(p)
+				for i := 0; i+1 < len(in); i++ {
+					sync(devs[in[i]], devs[in[i+1]], e.at)
 				}
 			}
 		}
@@ -348,11 +384,21 @@ func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(sr
 		for i := range arr {
 			arr[i] = -1
 		}
-		infect := func(i int, t float64) {
+		var infect func(i int, t float64)
+		var spread func(p int, t float64)
+		infect = func(i int, t float64) {
 			arr[i] = t
 			infected[slot(place[i])]++
+			if devs[i].bridge { // the WAN link is always up
+				for j, o := range devs {
+					if o.bridge && arr[j] < 0 {
+						infect(j, t)
+						spread(place[j], t)
+					}
+				}
+			}
 		}
-		spread := func(p int, t float64) {
+		spread = func(p int, t float64) {
 			if p == offSite {
 				return // off site: nobody to meet
 			}
@@ -395,3 +441,11 @@ func removeOne(xs []int, x int) []int {
 }
 
 func slices(xs []int) []int { return append([]int(nil), xs...) }
+
+// sameSite reports whether two places share a site prefix ("north-ward" and
+// "north-ed"); places without a prefix are all one site.
+func sameSite(a, b string) bool {
+	pa, _, okA := strings.Cut(a, "-")
+	pb, _, okB := strings.Cut(b, "-")
+	return !okA || !okB || pa == pb
+}

@@ -40,6 +40,7 @@ type Scenario struct {
 	// (0 minutes: spread over the whole run).
 	BurstAtHours float64 `json:"burst_at_hours,omitempty"`
 	BurstMinutes float64 `json:"burst_minutes,omitempty"`
+	WANMS        float64 `json:"wan_ms,omitempty"` // one-way latency between bridges
 }
 
 // Group is a set of devices with one mobility pattern: they stay at Home
@@ -56,6 +57,9 @@ type Group struct {
 	// JoinAtHours: the group is off site (out of every place) until then,
 	// and all its devices arrive at Home at that moment.
 	JoinAtHours float64 `json:"join_at_hours,omitempty"`
+	// Bridge: an anchor linked to every other bridge over the WAN (always
+	// on, WANMS one-way latency): how sites are joined.
+	Bridge bool `json:"bridge,omitempty"`
 }
 
 // Builtins are the scenarios medmesh ships.
@@ -83,6 +87,20 @@ var Builtins = map[string]Scenario{
 			{Name: "anchor", Count: 1, Home: "ed", Anchor: true},
 		},
 		Messages: 300, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30, BurstAtHours: 0.2, BurstMinutes: 20,
+	},
+	"two-sites": {
+		Name:        "two-sites",
+		Description: "two hospitals of one trust, joined only by their site anchors over a WAN link with 40 ms latency",
+		Hours:       4, Places: []string{"north-ward", "north-ed", "south-ward", "south-ed"},
+		Devices: []Group{
+			{Name: "north-ward", Count: 4, Home: "north-ward", Visits: 1, VisitMinutes: 10},
+			{Name: "north-ed", Count: 4, Home: "north-ed", Visits: 1, VisitMinutes: 10},
+			{Name: "south-ward", Count: 4, Home: "south-ward", Visits: 1, VisitMinutes: 10},
+			{Name: "south-ed", Count: 4, Home: "south-ed", Visits: 1, VisitMinutes: 10},
+			{Name: "north-anchor", Count: 1, Home: "north-ward", Anchor: true, Bridge: true},
+			{Name: "south-anchor", Count: 1, Home: "south-ward", Anchor: true, Bridge: true},
+		},
+		Messages: 200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30, WANMS: 40,
 	},
 	"ward-rounds": {
 		Name:        "ward-rounds",
