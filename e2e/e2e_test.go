@@ -262,3 +262,30 @@ func TestPrekeyRingPersists(t *testing.T) {
 		t.Fatal("tampered prekey accepted")
 	}
 }
+
+func TestVerifyBatch(t *testing.T) {
+	alice, bob := newDev(t), newDev(t)
+	var envs []*Envelope
+	for i := range 20 {
+		from := alice
+		if i%3 == 0 {
+			from = bob
+		}
+		e := envelope(from, []byte("conv"))
+		e.Kind, e.Epoch, e.Body = KindControl, make([]byte, 16), []byte{byte(i)}
+		e.Sign(from.key)
+		envs = append(envs, e)
+	}
+	for _, err := range VerifyBatch(envs) {
+		if err != nil {
+			t.Fatalf("valid batch: %v", err)
+		}
+	}
+	envs[7].Body = []byte("altered")
+	errs := VerifyBatch(envs)
+	for i, err := range errs {
+		if (i == 7) != (err != nil) {
+			t.Fatalf("envelope %d: %v", i, err)
+		}
+	}
+}

@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"runtime"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -16,6 +14,7 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
@@ -127,12 +126,17 @@ func (s *Service) idsOf(tag []byte) []crdt.OpID {
 func (s *Service) envelopes(tag []byte, wanted [][]byte) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out [][]byte
+	ids := make([]crdt.OpID, 0, len(wanted))
 	for _, b := range wanted {
-		id, err := crdt.OpIDFromBytes(b)
-		if err != nil {
-			continue
+		if id, err := crdt.OpIDFromBytes(b); err == nil {
+			ids = append(ids, id)
 		}
+	}
+	if c := s.convs[hex.EncodeToString(tag)]; c != nil {
+		c.r.SortCausal(ids) // the peer applies them with little buffering
+	}
+	var out [][]byte
+	for _, id := range ids {
 		if c := s.convs[hex.EncodeToString(tag)]; c != nil {
 			if raw, ok := c.r.Envelope(id); ok {
 				out = append(out, raw)
@@ -352,24 +356,29 @@ func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
 		}
 		return
 	}
-	// Verify in parallel (signatures dominate the receive path), then apply
-	// in order under the replica's lock.
-	res := make([]checked, len(envs))
-	workers := min(runtime.GOMAXPROCS(0), len(envs))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(envs); i += workers {
-				if e, err := s.check(envs[i], true); err == nil {
-					res[i] = checked{e, envs[i]}
-				} else {
-					s.log.Debug("fetched envelope refused", "from", from.String(), "err", err)
-				}
-			}
-		})
+	// Decode, check the senders, then verify every signature in one batch
+	// (signatures dominate the receive path); apply in order after.
+	var ok []checked
+	var pending []*e2e.Envelope
+	var raws [][]byte
+	for _, raw := range envs {
+		e, err := e2e.Decode(raw)
+		if err == nil {
+			err = s.checkSender(e, true)
+		}
+		if err != nil {
+			s.log.Debug("fetched envelope refused", "from", from.String(), "err", err)
+			continue
+		}
+		pending, raws = append(pending, e), append(raws, raw)
 	}
-	wg.Wait()
-	ok := slices.DeleteFunc(res, func(c checked) bool { return c.e == nil })
+	for i, err := range e2e.VerifyBatch(pending) {
+		if err != nil {
+			s.log.Debug("fetched envelope refused", "from", from.String(), "err", err)
+			continue
+		}
+		ok = append(ok, checked{pending[i], raws[i]})
+	}
 	s.receiveAll(c, ok, from)
 }
 
