@@ -352,3 +352,41 @@ func carriedCount(p *peerNode) int {
 	}
 	return n
 }
+
+// TestAnchorQuota: an anchor at its quota keeps working, dropping the
+// oldest envelopes first.
+func TestAnchorQuota(t *testing.T) {
+	c := newCA(t)
+	xdev := c.enrol(t, "x")
+	trustX := start(t, c, xdev, true)
+	trustX.s.mu.Lock()
+	trustX.s.cfg.AnchorQuota = 20 << 10 // about fifteen 1 KiB messages
+	trustX.s.mu.Unlock()
+	a := start(t, c, c.enrol(t, "a"), false, trustX)
+	b := start(t, c, c.enrol(t, "b"), false, trustX)
+	eventually(t, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(b.n.ID(), time.Now()); return err == nil })
+	id, err := a.s.Create("t", []peer.ID{b.n.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last crdt.OpID
+	for range 40 {
+		last = send(t, a, id, kib)
+	}
+	tag := chat.TagOf(id, a.n.ID())
+	eventually(t, 10*time.Second, "anchor holds the newest message", func() bool {
+		return slices.Contains(trustX.s.idsOf(tag), last)
+	})
+	trustX.s.mu.Lock()
+	var held int64
+	for _, cr := range trustX.s.carried {
+		for _, h := range cr.ops {
+			held += int64(h.size)
+		}
+	}
+	trustX.s.mu.Unlock()
+	if held > trustX.s.cfg.AnchorQuota {
+		t.Fatalf("anchor holds %d bytes over its quota of %d", held, trustX.s.cfg.AnchorQuota)
+	}
+	eventually(t, 10*time.Second, "b still gets everything", func() bool { return len(textsOf(t, b, id)) == 40 })
+}
