@@ -4,9 +4,12 @@ import (
 	"container/heap"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/csv"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -135,6 +138,11 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 				d.moves = append(d.moves, move{t, placeIdx[g.Home]})
 			}
 			devs = append(devs, d)
+		}
+	}
+	if s.Trace != "" {
+		if err := replayTrace(s, devs, placeIdx); err != nil {
+			return nil, err
 		}
 	}
 	var members []int
@@ -448,4 +456,46 @@ func sameSite(a, b string) bool {
 	pa, _, okA := strings.Cut(a, "-")
 	pb, _, okB := strings.Cut(b, "-")
 	return !okA || !okB || pa == pb
+}
+
+// replayTrace replaces generated mobility with a contact trace.
+func replayTrace(s Scenario, devs []*device, placeIdx map[string]int) error {
+	fh, err := os.Open(s.Trace)
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	defer fh.Close()
+	rows, err := csv.NewReader(fh).ReadAll()
+	if err != nil {
+		return fmt.Errorf("trace %s: %w", s.Trace, err)
+	}
+	byName := map[string]*device{}
+	for _, d := range devs {
+		byName[d.name] = d
+		d.moves = nil
+	}
+	for i, r := range rows {
+		if len(r) != 3 {
+			return fmt.Errorf("trace %s: line %d: want seconds,device,place", s.Trace, i+1)
+		}
+		if i == 0 && r[0] == "seconds" {
+			continue // header
+		}
+		t, err := strconv.ParseFloat(r[0], 64)
+		d, okD := byName[r[1]]
+		p, okP := placeIdx[r[2]]
+		switch {
+		case err != nil || t < 0:
+			return fmt.Errorf("trace %s: line %d: bad time %q", s.Trace, i+1, r[0])
+		case !okD:
+			return fmt.Errorf("trace %s: line %d: unknown device %q", s.Trace, i+1, r[1])
+		case !okP:
+			return fmt.Errorf("trace %s: line %d: unknown place %q", s.Trace, i+1, r[2])
+		}
+		d.moves = append(d.moves, move{t, p})
+	}
+	for _, d := range devs {
+		sort.SliceStable(d.moves, func(i, j int) bool { return d.moves[i].at < d.moves[j].at })
+	}
+	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -41,6 +42,10 @@ type Scenario struct {
 	BurstAtHours float64 `json:"burst_at_hours,omitempty"`
 	BurstMinutes float64 `json:"burst_minutes,omitempty"`
 	WANMS        float64 `json:"wan_ms,omitempty"` // one-way latency between bridges
+	// Trace replays a contact trace instead of generated mobility: a CSV
+	// file of "seconds,device,place" rows (device names as the run names
+	// them: group-1, group-2, …), relative to the scenario file.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Group is a set of devices with one mobility pattern: they stay at Home
@@ -144,6 +149,9 @@ func Load(nameOrFile string) (Scenario, error) {
 			return Scenario{}, fmt.Errorf("%s: line %d: %v", nameOrFile, line, err)
 		}
 		return Scenario{}, fmt.Errorf("%s: %w", nameOrFile, err)
+	}
+	if s.Trace != "" && !filepath.IsAbs(s.Trace) {
+		s.Trace = filepath.Join(filepath.Dir(nameOrFile), s.Trace)
 	}
 	return s, s.check()
 }

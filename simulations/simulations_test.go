@@ -135,3 +135,40 @@ func BenchmarkDES(b *testing.B) {
 		b.ReportMetric(float64(len(r.Messages)), "deliveries_tracked")
 	}
 }
+
+// TestTraceByHand: a contact trace in which a-1 walks over to b's place at
+// 600 s and back at 900 s. A message a-1 writes at 100 s reaches b-1 at
+// 600 s (one hop) — which is also the oracle's earliest arrival; a message
+// b-1 writes after 900 s has no path.
+func TestTraceByHand(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "trace.csv"), []byte("seconds,device,place\n600,a-1,b\n900,a-1,a\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "s.json"), []byte(`{"name":"trace","hours":0.5,"places":["a","b"],
+		"devices":[{"name":"a","count":1,"home":"a"},{"name":"b","count":1,"home":"b"}],
+		"messages":0,"link_ms":5,"link_kbps":1000,"sync_seconds":30,"trace":"trace.csv"}`), 0o644)
+	s, err := Load(filepath.Join(dir, "s.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Messages = 40
+	r, err := RunDES(s, 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range r.Messages {
+		switch {
+		case m.From == "a-1" && m.Sent < 600:
+			if m.Oracle != 600 || m.Delivered < 600 || m.Delivered > 600.1 || m.Hops != 1 {
+				t.Fatalf("a→b before the walk: %+v", m)
+			}
+		case m.From == "b-1" && m.Sent > 900:
+			if m.Oracle != -1 || m.Delivered != -1 {
+				t.Fatalf("b→a after the walk: %+v", m)
+			}
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "trace.csv"), []byte("600,nobody,b\n"), 0o644)
+	if _, err := RunDES(s, 5, nil); err == nil || !strings.Contains(err.Error(), "line 1: unknown device") {
+		t.Fatalf("bad trace: %v", err)
+	}
+}
