@@ -61,8 +61,6 @@ type view struct {
 	members *membership // cache
 }
 
-var emptyView = &view{set: map[crdt.OpID]struct{}{}}
-
 // opInfo is what a replica knows of one applied op.
 type opInfo struct {
 	env    *e2e.Envelope
@@ -98,6 +96,7 @@ type Replica struct {
 	revoked   func(peer.ID) bool
 	held      map[crdt.OpID]map[peer.ID]bool
 	plain     Plaintexts
+	empty     *view       // the view of no ops: this replica's own, as views cache membership
 	openErr   error       // from WithStore
 	fresh     []crdt.OpID // messages from others applied since Fresh was last called
 	restoring bool        // Restore is replaying persisted ops
@@ -109,7 +108,6 @@ type Replica struct {
 
 	// Set while one of our own ops is applied: its decoded envelope and
 	// payload, so we do not decode and decrypt what we just built.
-	ownEnv     *e2e.Envelope
 	ownPayload *payload
 	decoded    map[crdt.OpID]*e2e.Envelope // envelopes decoded by Receive, until applied
 }
@@ -130,6 +128,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 		dev: dev, dir: dir, now: time.Now, recv: e2e.NewRecvChains(),
 		send: map[e2e.EpochID]*e2e.SendChain{}, control: map[e2e.EpochID]e2e.Secret{},
 		ops: map[crdt.OpID]*opInfo{}, held: map[crdt.OpID]map[peer.ID]bool{},
+		empty: &view{set: map[crdt.OpID]struct{}{}},
 	}
 	for _, o := range opts {
 		o(r)
@@ -350,7 +349,7 @@ func (r *Replica) union(ids []crdt.OpID) *view {
 		}
 	}
 	if out == nil {
-		return emptyView
+		return r.empty
 	}
 	return out
 }

@@ -293,14 +293,6 @@ func (r *Replica) Envelope(id crdt.OpID) ([]byte, bool) {
 	return nil, false
 }
 
-// Holders is who the epoch of an op's welcome reaches (tests, audits).
-func (r *Replica) epochHolders(epochOp crdt.OpID) []peer.ID {
-	if info := r.ops[epochOp]; info != nil {
-		return info.holders
-	}
-	return nil
-}
-
 func (r *Replica) photoReady(p *payload) bool {
 	for _, c := range p.Chunks {
 		t := r.target(c)

@@ -74,11 +74,6 @@ func (t Timestamp) Compare(o Timestamp) int {
 // Time is the wall part as a time.Time.
 func (t Timestamp) Time() time.Time { return time.UnixMilli(t.Wall) }
 
-// add returns t moved by d on the wall clock.
-func (t Timestamp) add(d time.Duration) Timestamp {
-	return Timestamp{Wall: t.Wall + d.Milliseconds()}
-}
-
 // DefaultMaxSkew is the bound on how far ahead of local time (and of an op's
 // causal context) a timestamp may be before it is distrusted.
 const DefaultMaxSkew = 2 * time.Minute

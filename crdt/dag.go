@@ -362,29 +362,6 @@ func (d *DAG) Order() []OpID {
 	return out
 }
 
-// HappenedBefore reports whether a is a causal ancestor of b.
-func (d *DAG) HappenedBefore(a, b OpID) bool {
-	if a == b || !d.Has(a) || !d.Has(b) {
-		return false
-	}
-	seen := map[OpID]bool{b: true}
-	stack := []OpID{b}
-	for len(stack) > 0 {
-		id := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		for _, dep := range d.deps[id] {
-			if dep == a {
-				return true
-			}
-			if !seen[dep] {
-				seen[dep] = true
-				stack = append(stack, dep)
-			}
-		}
-	}
-	return false
-}
-
 type keyHeap struct {
 	ids  []OpID
 	keys map[OpID]Timestamp

@@ -45,8 +45,8 @@ func BenchmarkAdmit(b *testing.B) {
 	sig := ed25519.Sign(priv, msg)
 	const baselineRounds = 2000
 	start := time.Now()
-	for range baselineRounds {
-		if !ed25519.Verify(pub, msg, sig) || !ed25519.Verify(pub, msg, sig) {
+	for range baselineRounds * 2 { // two verifications per admission
+		if !ed25519.Verify(pub, msg, sig) {
 			b.Fatal("verify")
 		}
 	}

@@ -14,14 +14,13 @@ import (
 func TestCADirLifecycle(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ca")
 	pass := []byte("ca pass")
-	ca, err := InitRootCA(dir, "General Hospital", pass, fastKDF, false, t0)
-	if err != nil {
+	if _, err := InitRootCA(dir, "General Hospital", pass, fastKDF, false, t0); err != nil {
 		t.Fatal(err)
 	}
+	before, _ := os.ReadFile(filepath.Join(dir, CACertFile))
 	if _, err := InitRootCA(dir, "Again", pass, fastKDF, false, t0); !errors.Is(err, ErrExists) {
 		t.Fatalf("second init without force: %v", err)
 	}
-	before, _ := os.ReadFile(filepath.Join(dir, CACertFile))
 	if after, _ := os.ReadFile(filepath.Join(dir, CACertFile)); string(before) != string(after) {
 		t.Fatal("refused init changed ca.crt")
 	}
@@ -42,7 +41,7 @@ func TestCADirLifecycle(t *testing.T) {
 		t.Fatalf("second device init: %v", err)
 	}
 	csr, _ := os.ReadFile(filepath.Join(devDir, DeviceCSRFile))
-	ca, err = OpenCADir(dir, pass)
+	ca, err := OpenCADir(dir, pass)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,11 +149,10 @@ func TestSiteCADir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	site, err := InitSiteCA(filepath.Join(base, "north"), root, "North", pass, fastKDF, false, t0)
-	if err != nil {
+	if _, err := InitSiteCA(filepath.Join(base, "north"), root, "North", pass, fastKDF, false, t0); err != nil {
 		t.Fatal(err)
 	}
-	site, err = OpenCADir(filepath.Join(base, "north"), pass)
+	site, err := OpenCADir(filepath.Join(base, "north"), pass)
 	if err != nil {
 		t.Fatal(err)
 	}

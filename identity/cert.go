@@ -24,7 +24,6 @@ var (
 	OIDRoles        = asn1.ObjectIdentifier{1, 3, 6, 1, 3, 7626, 1, 1}
 	OIDKEMKey       = asn1.ObjectIdentifier{1, 3, 6, 1, 3, 7626, 1, 2}
 	OIDRegistration = asn1.ObjectIdentifier{1, 3, 6, 1, 3, 7626, 1, 3}
-	oidSerialNumber = asn1.ObjectIdentifier{2, 5, 4, 5}
 )
 
 // Field limits, so that a certificate or CSR can't smuggle megabytes.

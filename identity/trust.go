@@ -60,6 +60,19 @@ func (t *Trust) CRLNumber(caKeyID []byte) *big.Int {
 	return nil
 }
 
+// NewestCRLNumber is the highest CRL number held from any CA (0 if none).
+func (t *Trust) NewestCRLNumber() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var n int64
+	for _, c := range t.crls {
+		if c.list.Number.IsInt64() {
+			n = max(n, c.list.Number.Int64())
+		}
+	}
+	return n
+}
+
 // CRLs returns the newest CRL of every CA, as DER, for exchange with peers.
 func (t *Trust) CRLs() [][]byte {
 	t.mu.RLock()

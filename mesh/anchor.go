@@ -81,16 +81,15 @@ func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 
 // carry stores a valid envelope for others, enforces quota and TTL oldest
 // first, and acknowledges storage to a sender pushing it fresh.
-func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte, from peer.ID, fresh bool) {
+func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte) {
 	if len(tag) == 0 {
 		tag = e.Tag
 	}
-	c := s.carrier(tag)
-	s.keep(c, tag, e, raw, from, fresh)
+	s.keep(s.carrier(tag), tag, e, raw)
 }
 
 // keep stores raw in carrier c.
-func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, _ peer.ID, _ bool) {
+func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte) {
 	if c == nil {
 		return
 	}
@@ -191,6 +190,6 @@ func (s *Service) restoreCarried() error {
 func (s *Service) carryWelcome(to peer.ID, e *e2e.Envelope, raw []byte) {
 	tag := inboxTag(to)
 	if c := s.carrierOn(tag, ""); c != nil {
-		s.keep(c, tag, e, raw, s.cfg.Node.ID(), false)
+		s.keep(c, tag, e, raw)
 	}
 }

@@ -281,11 +281,9 @@ func TestCatchUpIdenticalState(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "b and c joined", func() bool { return joined(b) && joined(cc) })
 	cc.stop()
-	var ops []crdt.OpID
 	for i := range 50 {
 		p := []*peerNode{a, b}[i%2]
 		op := send(t, p, id, "msg")
-		ops = append(ops, op)
 		switch i % 5 {
 		case 1:
 			p.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.Edit(op, "edited") })

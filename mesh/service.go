@@ -71,10 +71,8 @@ var (
 )
 
 type conv struct {
-	r     *chat.Replica
-	tag   []byte
-	topic *pubsub.Topic
-	sub   *pubsub.Subscription
+	r   *chat.Replica
+	tag []byte
 }
 
 // Service runs the conversations of one device over the mesh. One mutex
@@ -432,7 +430,7 @@ func (s *Service) handleFor(raw []byte, from peer.ID, viaSync bool, carrierTag [
 		s.receiveAll(c, []checked{{e, raw}}, from)
 	}
 	if s.cfg.Anchor && c == nil {
-		s.carry(carrierTag, e, raw, from, !viaSync)
+		s.carry(carrierTag, e, raw)
 	}
 }
 

@@ -176,7 +176,7 @@ func (n *Node) handleAdmit(s network.Stream) {
 		return
 	}
 	var msg presentation
-	if err := decode(data, &msg, maxAdmitMsg); err == nil {
+	if err = decode(data, &msg, maxAdmitMsg); err == nil {
 		err = msg.check()
 	}
 	if err != nil {

@@ -35,8 +35,6 @@ func (e *entry) wire() dirEntry {
 	return d
 }
 
-func newTicker(d time.Duration) *time.Ticker { return time.NewTicker(d) }
-
 // addEntry records a verified chain (and prekey, if any and valid) in the
 // directory, persists it and, when it changed and publish is set, spreads it
 // on the trust topic. A newer certificate of a peer blocked as revoked lifts
@@ -314,7 +312,7 @@ type Status struct {
 // Status reports this node and each connected peer once.
 func (n *Node) Status() Status {
 	st := Status{PeerID: n.ID().String(), Name: n.self.Name, StaffID: n.self.StaffID,
-		Roles: staffInfo(n.self).Roles, Addrs: []string{}, Peers: []PeerStatus{}, CRLNumber: n.crlNumber()}
+		Roles: staffInfo(n.self).Roles, Addrs: []string{}, Peers: []PeerStatus{}, CRLNumber: n.cfg.Trust.NewestCRLNumber()}
 	for _, a := range n.host.Addrs() {
 		st.Addrs = append(st.Addrs, a.String()+"/p2p/"+n.ID().String())
 	}

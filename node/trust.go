@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/big"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -178,16 +178,12 @@ func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message)
 
 // SubmitCRL installs a CRL given by the local API (PEM or DER) and spreads
 // it. It reports whether the CRL was newer than the one we held.
-func (n *Node) SubmitCRL(ctx context.Context, data []byte) (bool, error) {
+func (n *Node) SubmitCRL(_ context.Context, data []byte) (bool, error) {
 	l, err := identity.ParseCRL(data)
 	if err != nil {
 		return false, err
 	}
-	changed, err := n.installCRL(l.Raw)
-	if err != nil || !changed {
-		return changed, err
-	}
-	return true, nil
+	return n.installCRL(l.Raw)
 }
 
 // learnCRLs installs the newer of the given CRLs (from a presentation).
@@ -245,7 +241,7 @@ func (n *Node) publish(m trustMsg) {
 // revocationLoop judges admitted peers again when a newer CRL arrives, and
 // every minute for expiry.
 func (n *Node) revocationLoop() {
-	t := newTicker(validityCheck)
+	t := time.NewTicker(validityCheck)
 	defer t.Stop()
 	for {
 		select {
@@ -253,7 +249,9 @@ func (n *Node) revocationLoop() {
 			return
 		case <-n.recheck:
 		case <-t.C:
-			n.ownPrekey(n.cfg.Now()) // rotate when due
+			if _, err := n.ownPrekey(n.cfg.Now()); err != nil { // rotate when due
+				n.log.Error("rotate prekey", "err", err)
+			}
 		}
 		n.judgeAll()
 	}
@@ -348,15 +346,4 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// crlNumber is the highest CRL number known from any CA.
-func (n *Node) crlNumber() int64 {
-	var max int64
-	for _, raw := range n.cfg.Trust.CRLs() {
-		if l, err := identity.ParseCRL(raw); err == nil && l.Number.Cmp(big.NewInt(max)) > 0 {
-			max = l.Number.Int64()
-		}
-	}
-	return max
 }

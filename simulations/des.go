@@ -372,7 +372,7 @@ func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(sr
 		}
 	}
 	return func(src int, t0 float64) []float64 {
-		place := slices(home)
+		place := append([]int(nil), home...)
 		k := 0
 		for ; k < len(all) && all[k].at <= t0; k++ {
 			place[all[k].dev] = all[k].place
@@ -447,8 +447,6 @@ func removeOne(xs []int, x int) []int {
 	}
 	return xs
 }
-
-func slices(xs []int) []int { return append([]int(nil), xs...) }
 
 // sameSite reports whether two places share a site prefix ("north-ward" and
 // "north-ed"); places without a prefix are all one site.

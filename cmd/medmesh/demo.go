@@ -108,8 +108,13 @@ func runDemo(ctx context.Context, e *env) error {
 	defer stop()
 	fmt.Fprintf(e.stdout, "\nDemo control (take the basement offline and back): %s\n", control)
 	fmt.Fprintf(e.stdout, "Ctrl-C stops the demo and deletes everything.\n")
-	go seedDemo(ctx, devices)
+	seeded := make(chan struct{})
+	go func() {
+		defer close(seeded)
+		seedDemo(ctx, devices)
+	}()
 	<-ctx.Done()
+	<-seeded // before the deferred closes take the devices away
 	return nil
 }
 

@@ -42,7 +42,7 @@ func TestScripts(t *testing.T) {
 					ts.Fatalf("usage: capture VAR REGEXP")
 				}
 				m := regexp.MustCompile(args[1]).FindStringSubmatch(ts.ReadFile("stdout"))
-				if m == nil || len(m) < 2 {
+				if len(m) < 2 {
 					ts.Fatalf("capture: %q not found in stdout", args[1])
 				}
 				ts.Setenv(args[0], m[1])
