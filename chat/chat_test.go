@@ -13,9 +13,7 @@ import (
 func TestConversationBasics(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
-	ra, envs := w.create(alice, "Ward 7 handover", bob, carol)
-	rb, rc := w.join(bob, ra.Tag()), w.join(carol, ra.Tag())
-	deliver(t, envs, rb, rc)
+	ra, rb, rc := unpack3(w.group("Ward 7 handover", alice, bob, carol))
 	ok := must[crdt.OpID](t)
 
 	e1, m1 := ok(ra.Send("bed 4 needs review", SendOptions{}))
@@ -60,9 +58,7 @@ func TestConversationBasics(t *testing.T) {
 func TestDeliveryStates(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
-	ra, envs := w.create(alice, "urgent", bob, carol)
-	rb, rc := w.join(bob, ra.Tag()), w.join(carol, ra.Tag())
-	deliver(t, envs, rb, rc)
+	ra, rb, rc := unpack3(w.group("urgent", alice, bob, carol))
 	ok := must[crdt.OpID](t)
 	e, m := ok(ra.Send("crash call bay 3", SendOptions{Urgent: true}))
 	state := func() string {
@@ -102,9 +98,7 @@ func TestDeliveryStates(t *testing.T) {
 func TestRemovedMemberReadsNothingAfter(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, mallory := w.device("alice"), w.device("bob"), w.device("mallory")
-	ra, envs := w.create(alice, "team", bob, mallory)
-	rb, rm := w.join(bob, ra.Tag()), w.join(mallory, ra.Tag())
-	deliver(t, envs, rb, rm)
+	ra, rb, rm := unpack3(w.group("team", alice, bob, mallory))
 	ok := must[crdt.OpID](t)
 	before, _ := ok(ra.Send("before", SendOptions{}))
 	rem, _ := ok(ra.Remove(mallory.ID))

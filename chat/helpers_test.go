@@ -117,3 +117,23 @@ func (w *world) devicesExcept(d *Device) []*Device {
 	}
 	return out
 }
+
+// group starts a conversation with title created by the first device, with
+// the others as members, and brings every member's replica in step.
+func (w *world) group(title string, devs ...*Device) []*Replica {
+	w.t.Helper()
+	first, envs := w.create(devs[0], title, devs[1:]...)
+	out := []*Replica{first}
+	for _, d := range devs[1:] {
+		r := w.join(d, first.Tag())
+		deliver(w.t, envs, r)
+		out = append(out, r)
+	}
+	return out
+}
+
+func unpack2(r []*Replica) (*Replica, *Replica)           { return r[0], r[1] }
+func unpack3(r []*Replica) (*Replica, *Replica, *Replica) { return r[0], r[1], r[2] }
+func unpack4(r []*Replica) (*Replica, *Replica, *Replica, *Replica) {
+	return r[0], r[1], r[2], r[3]
+}

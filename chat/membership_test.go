@@ -12,9 +12,7 @@ import (
 func TestNonAdminCannotChangeMembers(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, eve := w.device("alice"), w.device("bob"), w.device("eve")
-	ra, envs := w.create(alice, "t", bob)
-	rb := w.join(bob, ra.Tag())
-	deliver(t, envs, rb)
+	ra, rb := unpack2(w.group("t", alice, bob))
 	if _, _, err := rb.Add(eve.ID); !errors.Is(err, ErrNotAuthorised) {
 		t.Fatalf("non-admin add refused locally: %v", err)
 	}
@@ -38,9 +36,7 @@ func TestNonAdminCannotChangeMembers(t *testing.T) {
 func TestConcurrentAddRemoveRemoveWins(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
-	ra, envs := w.create(alice, "t", bob, carol)
-	rb, rc := w.join(bob, ra.Tag()), w.join(carol, ra.Tag())
-	deliver(t, envs, rb, rc)
+	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))
 	ok := must[crdt.OpID](t)
 	p, _ := ok(ra.Promote(bob.ID))
 	deliver(t, p, rb, rc)
@@ -67,9 +63,7 @@ func TestConcurrentAddRemoveRemoveWins(t *testing.T) {
 func TestTwoAdminsRemoveConcurrently(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, x, y := w.device("alice"), w.device("bob"), w.device("x"), w.device("y")
-	ra, envs := w.create(alice, "t", bob, x, y)
-	rb, rx, ry := w.join(bob, ra.Tag()), w.join(x, ra.Tag()), w.join(y, ra.Tag())
-	deliver(t, envs, rb, rx, ry)
+	ra, rb, rx, ry := unpack4(w.group("t", alice, bob, x, y))
 	ok := must[crdt.OpID](t)
 	p, _ := ok(ra.Promote(bob.ID))
 	deliver(t, p, rb, rx, ry)

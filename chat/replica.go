@@ -99,6 +99,7 @@ type Replica struct {
 	empty     *view       // the view of no ops: this replica's own, as views cache membership
 	openErr   error       // from WithStore
 	fresh     []crdt.OpID // messages from others applied since Fresh was last called
+	plainErr  error       // a plaintext could not be persisted while applying
 	restoring bool        // Restore is replaying persisted ops
 
 	rebuild bool // keys arrived or revocations changed: recompute views
@@ -304,6 +305,12 @@ func (r *Replica) apply(op crdt.Op) error {
 	if info.valid && (info.kind == kindText || info.kind == kindPhoto) && info.sender != r.dev.ID {
 		r.fresh = append(r.fresh, op.ID)
 	}
+	if err := r.plainErr; err != nil {
+		r.plainErr = nil
+		// The message shows now, but would be lost after a restart (its
+		// key is spent): the caller must hear of it.
+		return fmt.Errorf("op %s: %w", op.ID.String()[:12], err)
+	}
 	if !info.valid && info.reason != nil {
 		return fmt.Errorf("op %s: %w", op.ID.String()[:12], info.reason)
 	}
@@ -395,7 +402,7 @@ func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
 			info.kind, info.p = p.Kind, p
 			if r.plain != nil {
 				if b, err := detcbor.Marshal(p); err == nil {
-					r.plain.Put(id, b)
+					r.keepPlain(id, b)
 				}
 			}
 			return
@@ -415,7 +422,7 @@ func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
 		}
 		r.setPayload(info, pt, false)
 		if r.plain != nil && info.p != nil {
-			r.plain.Put(id, pt)
+			r.keepPlain(id, pt)
 		}
 	}
 }
@@ -689,7 +696,7 @@ func (r *Replica) destroy(target []byte) {
 	if r.plain != nil {
 		// Overwrite with the tombstone: the text is gone, the fact stays.
 		if b, err := detcbor.Marshal(t.p); err == nil {
-			r.plain.Put(id, b)
+			r.keepPlain(id, b)
 		}
 	}
 }
@@ -700,4 +707,12 @@ func (r *Replica) Fresh() []crdt.OpID {
 	out := r.fresh
 	r.fresh = nil
 	return out
+}
+
+// keepPlain persists a decrypted payload; a failure (a full disk) is
+// reported by apply.
+func (r *Replica) keepPlain(id crdt.OpID, b []byte) {
+	if err := r.plain.Put(id, b); err != nil {
+		r.plainErr = fmt.Errorf("persist plaintext: %w", err)
+	}
 }

@@ -54,9 +54,7 @@ func TestClockTwoHoursAhead(t *testing.T) {
 func TestRevokedSender(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, thief := w.device("alice"), w.device("bob"), w.device("lost-phone")
-	ra, envs := w.create(alice, "t", bob, thief)
-	rb, rt := w.join(bob, ra.Tag()), w.join(thief, ra.Tag())
-	deliver(t, envs, rb, rt)
+	ra, rb, rt := unpack3(w.group("t", alice, bob, thief))
 	ok := must[crdt.OpID](t)
 	seen, m1 := ok(rt.Send("sent before the phone was lost", SendOptions{}))
 	deliver(t, seen, ra, rb)
@@ -112,9 +110,7 @@ func TestRetention(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	w := newWorld(t)
 	alice, bob := w.device("alice"), w.device("bob")
-	ra, envs := w.create(alice, "t", bob)
-	rb := w.join(bob, ra.Tag())
-	deliver(t, envs, rb)
+	ra, rb := unpack2(w.group("t", alice, bob))
 	other, oenvs := w.create(alice, "other", bob)
 	_ = other
 	e1, _, _ := ra.Send("hello", SendOptions{})
@@ -208,9 +204,7 @@ func FuzzOps(f *testing.F) {
 func TestLeave(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
-	ra, envs := w.create(alice, "t", bob, carol)
-	rb, rc := w.join(bob, ra.Tag()), w.join(carol, ra.Tag())
-	deliver(t, envs, rb, rc)
+	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))
 	ok := must[crdt.OpID](t)
 	l, _ := ok(rc.Leave())
 	deliver(t, l, ra, rb)

@@ -477,8 +477,11 @@ func (s *Service) receiveAll(c *conv, envs []checked, from peer.ID) {
 			continue
 		}
 		applied++
-		if err != nil {
+		switch {
+		case errors.Is(err, chat.ErrNotAuthorised):
 			s.log.Debug("op refused", "from", from.String(), "err", err)
+		case err != nil:
+			s.log.Warn("op not applied cleanly", "from", from.String(), "err", err)
 		}
 	}
 	if applied == 0 {
@@ -619,18 +622,18 @@ func (s *Service) Messages(id chat.ConversationID) ([]MessageView, error) {
 				v.Reactions[e] = ids(who)
 			}
 		}
-		if d := c.r.DeliveryOf(m); true {
-			v.State = d.State
-			if m.Sender == s.cfg.Node.ID() {
-				v.Recipient = map[string]string{}
-				for p, st := range d.PerRecipient {
-					v.Recipient[p.String()] = st
-				}
-			} else {
-				v.State = chat.StateDelivered
-				if lvl := m.Receipts[s.cfg.Node.ID()]; lvl >= chat.Read {
-					v.State = []string{chat.StateQueued, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}[lvl]
-				}
+		if m.Sender == s.cfg.Node.ID() {
+			// The sender sees the least advanced recipient, and each one.
+			d := c.r.DeliveryOf(m)
+			v.State, v.Recipient = d.State, map[string]string{}
+			for p, st := range d.PerRecipient {
+				v.Recipient[p.String()] = st
+			}
+		} else {
+			// A recipient sees how far it has got itself.
+			v.State = chat.StateDelivered
+			if lvl := m.Receipts[s.cfg.Node.ID()]; lvl >= chat.Read {
+				v.State = []string{chat.StateQueued, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}[lvl]
 			}
 		}
 		out = append(out, v)
