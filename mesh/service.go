@@ -351,7 +351,11 @@ func (s *Service) subscribe(name string, tag []byte) error {
 			if m.ReceivedFrom == s.cfg.Node.ID() {
 				continue
 			}
-			s.handleFor(m.Data, m.ReceivedFrom, false, tag)
+			if e, ok := m.ValidatorData.(*e2e.Envelope); ok {
+				s.handleChecked(e, m.Data, m.ReceivedFrom, tag) // the validator checked it
+			} else {
+				s.handleFor(m.Data, m.ReceivedFrom, false, tag)
+			}
 		}
 	})
 	return nil
@@ -374,6 +378,7 @@ func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) p
 			return pubsub.ValidationReject
 		}
 	}
+	m.ValidatorData = e // the subscriber applies it without checking again
 	return pubsub.ValidationAccept
 }
 
@@ -419,6 +424,11 @@ func (s *Service) handleFor(raw []byte, from peer.ID, viaSync bool, carrierTag [
 		s.log.Debug("envelope refused", "from", from.String(), "err", err)
 		return
 	}
+	s.handleChecked(e, raw, from, carrierTag)
+}
+
+// handleChecked takes an envelope that passed check.
+func (s *Service) handleChecked(e *e2e.Envelope, raw []byte, from peer.ID, carrierTag []byte) {
 	key := hex.EncodeToString(e.Tag)
 	s.mu.Lock()
 	c := s.convs[key]
