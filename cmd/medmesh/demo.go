@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,6 +64,9 @@ func runDemo(ctx context.Context, e *env) error {
 		{dir: "chloe", details: identity.Details{Name: "Nurse Chloe Evans", StaffID: "N3003", Department: "Ward 7", Registration: "NMC 70A0003"}, roles: []string{"nurse"}},
 	}
 	log := e.logger()
+	if e.getenv("MEDMESH_LOG") == "" { // four nodes' routine logs would bury the URLs
+		log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	var devices []*device
 	defer func() {
 		for _, d := range devices {
