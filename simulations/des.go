@@ -4,58 +4,108 @@ import (
 	"container/heap"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/csv"
-	"fmt"
-	"math/rand/v2"
-	"os"
-	"sort"
-	"strconv"
-	"strings"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/mesh"
 )
 
-// offSite is the place of a device not yet on site: it meets nobody.
-const offSite = -1
-
-// Calibrated virtual costs (from the benchmarks in the README).
+// Calibrated virtual costs and the gossip model of the discrete-event
+// engine. Signature checks and decryption are not computed: each op a
+// device takes in costs ReceiveCost of virtual time — the chat ingest
+// benchmark's per-op time on this machine (decode, ZIP-215 batch verify,
+// decrypt, apply), see the README.
 const (
-	ReceiveCost = 70e-6 // s per op: decode + verify + decrypt + apply (chat ingest)
-	OpBytes     = 1024 + 200
+	ReceiveCost  = 70e-6 // s per op received
+	OpBytes      = 1024 + 200
+	GossipDegree = 6 // gossipsub's D: a push reaches each subscriber from up to D mesh peers
 )
 
-type device struct {
-	name   string
-	group  string
-	anchor bool
+// replica is one device's copy of one conversation (or, on an anchor, the
+// ciphertext it carries): a real crdt DAG and its sorted ID set.
+type replica struct {
 	dag    *crdt.DAG
-	place  int
-	got    map[crdt.OpID]float64 // when each op arrived
-	hops   map[crdt.OpID]int
-	moves  []move
-	bridge bool
-	digest [32]byte // XOR of held op IDs: equal digests (and counts) mean equal sets
+	ids    []crdt.OpID // sorted
+	fresh  []crdt.OpID // added since ids was last merged
+	digest [32]byte    // XOR of the IDs: equal digests and counts mean equal sets
 }
 
-func (d *device) hold(id crdt.OpID) {
-	for i := range d.digest {
-		d.digest[i] ^= id[i]
+func newReplica() *replica {
+	d, _ := crdt.NewDAG(crdt.NewMemStore())
+	return &replica{dag: d}
+}
+
+func (r *replica) add(id crdt.OpID) {
+	r.fresh = append(r.fresh, id)
+	for i := range r.digest {
+		r.digest[i] ^= id[i]
 	}
 }
 
-type move struct {
-	at    float64
-	place int
+func (r *replica) n() int { return len(r.ids) + len(r.fresh) }
+
+// sorted merges the fresh IDs in: linear, not a sort of the whole set.
+func (r *replica) sorted() []crdt.OpID {
+	if len(r.fresh) > 0 {
+		slices.SortFunc(r.fresh, crdt.OpID.Compare)
+		out := make([]crdt.OpID, 0, r.n())
+		i, j := 0, 0
+		for i < len(r.ids) && j < len(r.fresh) {
+			if r.ids[i].Compare(r.fresh[j]) < 0 {
+				out, i = append(out, r.ids[i]), i+1
+			} else {
+				out, j = append(out, r.fresh[j]), j+1
+			}
+		}
+		r.ids, r.fresh = append(append(out, r.ids[i:]...), r.fresh[j:]...), r.fresh[:0]
+	}
+	return r.ids
 }
+
+type arrival struct {
+	at   float64
+	hops int32
+}
+
+type dnode struct {
+	*Device
+	idx   int
+	place int
+	reps  map[int]*replica // by conversation (trustConv: the CRLs)
+	convs []int            // keys of reps, sorted
+	got   map[int32]arrival
+	links []int // trace contacts up now, sorted
+}
+
+func (d *dnode) rep(c int) *replica {
+	r := d.reps[c]
+	if r == nil {
+		r = newReplica()
+		d.reps[c] = r
+		i, _ := slices.BinarySearch(d.convs, c)
+		d.convs = slices.Insert(d.convs, i, c)
+	}
+	return r
+}
+
+// Event kinds.
+const (
+	eMove = iota
+	eSend
+	eRound
+	eUp
+	eDown
+	eRevoke
+	eHeal
+)
 
 type event struct {
 	at   float64
 	seq  int
-	kind int // 0 move, 1 send
-	dev  int
-	arg  int
+	kind int
+	a, b int
 }
 
 type queue []event
@@ -71,176 +121,256 @@ func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
 func (q *queue) Push(x any)   { *q = append(*q, x.(event)) }
 func (q *queue) Pop() any     { x := (*q)[len(*q)-1]; *q = (*q)[:len(*q)-1]; return x }
 
-// Message is one message's fate at one recipient.
-type Message struct {
-	ID        int
-	From, To  string
-	Sent      float64
-	Delivered float64 // -1 if never
-	Oracle    float64 // -1 if no path existed
-	Hops      int
+// des is one discrete-event run.
+type des struct {
+	w         *World
+	res       *Result
+	nodes     []*dnode
+	at        [][]int // devices present, per place
+	ids       []crdt.OpID
+	msgOf     map[crdt.OpID]int32
+	deps      [][]int32 // per message: the messages it depends on
+	trustConv int
+	bridges   []*dnode
+	epidemic  bool
 }
 
-// Result is what a run produced.
-type Result struct {
-	Scenario  Scenario
-	Seed      uint64
-	Messages  []Message
-	Relayed   int
-	Bytes     int64
-	ReconMsgs int
-	Storage   map[string]int64
-	Events    int
-	Wall      time.Duration
-}
+// crlKey is the arrival key of revocation r's CRL.
+func crlKey(r int) int32 { return int32(-1 - r) }
 
 // RunDES runs a scenario in virtual time with the given seed. progress, if
-// not nil, is told of each processed event.
+// not nil, is told of processed events.
 func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, error) {
-	if err := s.check(); err != nil {
+	w, err := Build(s, seed)
+	if err != nil {
 		return nil, err
 	}
+	return w.RunDES(progress), nil
+}
+
+// RunDES runs the world in virtual time.
+func (w *World) RunDES(progress func(done, total int)) *Result {
 	start := time.Now()
-	rng := rand.New(rand.NewPCG(seed, 0x6d65646d657368))
-	horizon := s.Hours * 3600
-	placeIdx := map[string]int{}
-	for i, p := range s.Places {
-		placeIdx[p] = i
-	}
-	var devs []*device
-	for _, g := range s.Devices {
-		for i := range g.Count {
-			d := &device{name: fmt.Sprintf("%s-%d", g.Name, i+1), group: g.Name, anchor: g.Anchor, bridge: g.Bridge,
-				place: placeIdx[g.Home], got: map[crdt.OpID]float64{}, hops: map[crdt.OpID]int{}}
-			d.dag, _ = crdt.NewDAG(crdt.NewMemStore())
-			// Mobility: off site until the group joins, then visits to
-			// other places, back home after each.
-			t := 0.0
-			if g.JoinAtHours > 0 {
-				d.place = offSite
-				t = g.JoinAtHours * 3600
-				d.moves = append(d.moves, move{t, placeIdx[g.Home]})
-			}
-			for g.Visits > 0 {
-				t += expo(rng, 3600/g.Visits)
-				if t >= horizon || len(s.Places) < 2 {
-					break
-				}
-				other := placeIdx[g.Home]
-				for tries := 0; other == placeIdx[g.Home] || (tries < 32 && !sameSite(s.Places[other], g.Home)); tries++ {
-					other = rng.IntN(len(s.Places))
-				}
-				d.moves = append(d.moves, move{t, other})
-				t += expo(rng, g.VisitMinutes*60)
-				if t >= horizon {
-					break
-				}
-				d.moves = append(d.moves, move{t, placeIdx[g.Home]})
-			}
-			devs = append(devs, d)
+	s := w.S
+	x := &des{w: w, res: newResult(w, "des"), at: make([][]int, len(s.Places)), msgOf: map[crdt.OpID]int32{},
+		trustConv: len(w.Convs), epidemic: s.Routing == "epidemic"}
+	for i := range w.Devices {
+		d := &dnode{Device: &w.Devices[i], idx: i, place: w.Devices[i].Start, reps: map[int]*replica{}, got: map[int32]arrival{}}
+		if c := w.ConvOf[i]; c >= 0 {
+			d.rep(c)
 		}
-	}
-	if s.Trace != "" {
-		if err := replayTrace(s, devs, placeIdx); err != nil {
-			return nil, err
+		if len(w.Revokes) > 0 {
+			d.rep(x.trustConv)
 		}
-	}
-	var members []int
-	for i, d := range devs {
-		if !d.anchor {
-			members = append(members, i)
+		if d.place != nowhere {
+			x.at[d.place] = append(x.at[d.place], i)
 		}
+		if d.Bridge {
+			x.bridges = append(x.bridges, d)
+		}
+		x.nodes = append(x.nodes, d)
 	}
-	if len(members) < 2 {
-		return nil, fmt.Errorf("scenario %s: needs at least two member devices", s.Name)
+	for i := range w.Sends {
+		var b [16]byte
+		binary.LittleEndian.PutUint64(b[:], w.Seed)
+		binary.LittleEndian.PutUint64(b[8:], uint64(i))
+		id := crdt.OpID(sha256.Sum256(b[:]))
+		x.ids = append(x.ids, id)
+		x.msgOf[id] = int32(i)
 	}
+	x.deps = make([][]int32, len(w.Sends))
 	q := &queue{}
 	seq := 0
 	push := func(e event) { e.seq = seq; seq++; heap.Push(q, e) }
-	for i, d := range devs {
-		for _, m := range d.moves {
-			push(event{at: m.at, kind: 0, dev: i, arg: m.place})
+	for i, d := range w.Devices {
+		for _, m := range d.Moves {
+			push(event{at: m.At, kind: eMove, a: i, b: m.Place})
 		}
 	}
-	type sent struct {
-		from int
-		at   float64
-		id   crdt.OpID
+	for _, l := range w.Links {
+		push(event{at: l.Up, kind: eUp, a: l.A, b: l.B})
+		push(event{at: l.Down, kind: eDown, a: l.A, b: l.B})
 	}
-	var msgs []sent
-	for t := s.SyncSeconds; t < horizon; t += s.SyncSeconds {
-		push(event{at: t, kind: 2})
+	for i, m := range w.Sends {
+		push(event{at: m.At, kind: eSend, a: i})
 	}
-	for i := range s.Messages {
-		at := rng.Float64() * horizon
-		if s.BurstMinutes > 0 {
-			at = s.BurstAtHours*3600 + rng.Float64()*s.BurstMinutes*60
-		}
-		push(event{at: at, kind: 1, dev: members[rng.IntN(len(members))], arg: i})
+	for i, r := range w.Revokes {
+		push(event{at: r.At, kind: eRevoke, a: i})
 	}
-	res := &Result{Scenario: s, Seed: seed, Storage: map[string]int64{}}
+	for _, c := range w.Cuts {
+		push(event{at: c.To, kind: eHeal})
+	}
+	for t := s.SyncSeconds; t < s.Hours*3600; t += s.SyncSeconds {
+		push(event{at: t, kind: eRound})
+	}
 	total := q.Len()
-	link := func(bytes int, rounds int, ops int) float64 {
-		return float64(rounds)*2*s.LinkMS/1000 + float64(bytes)/(s.LinkKBps*1024) + float64(ops)*ReceiveCost
+	for done := 1; q.Len() > 0; done++ {
+		e := heap.Pop(q).(event)
+		if progress != nil && done%1024 == 0 {
+			progress(done, total)
+		}
+		x.step(e)
 	}
-	// transfer gives b the ops a has and b lacks (one direction), at time t.
-	transfer := func(a, b *device, need []crdt.OpID, t float64) []crdt.OpID {
-		var moved []crdt.OpID
-		for _, id := range need {
-			op, err := a.dag.Get(id)
-			if err != nil {
-				continue
+	x.res.Events = total
+	if progress != nil {
+		progress(total, total)
+	}
+	x.finish()
+	x.res.Wall = time.Since(start)
+	return x.res
+}
+
+func (x *des) step(e event) {
+	switch e.kind {
+	case eMove: // arrives somewhere: meets everyone there
+		d := x.nodes[e.a]
+		if d.place != nowhere {
+			x.at[d.place] = removeOne(x.at[d.place], d.idx)
+		}
+		d.place = e.b
+		if d.place == nowhere {
+			return
+		}
+		x.at[d.place] = append(x.at[d.place], d.idx)
+		for _, o := range x.at[d.place] {
+			if o != d.idx {
+				x.sync(d, x.nodes[o], e.at)
 			}
-			applied, err := b.dag.Add(op, time.Time{})
-			if err != nil && err != crdt.ErrDuplicate {
-				continue
-			}
-			res.Relayed++
-			for _, ap := range applied {
-				if _, ok := b.got[ap.ID]; !ok {
-					b.hold(ap.ID)
-					b.got[ap.ID] = t
-					b.hops[ap.ID] = a.hops[ap.ID] + 1
-					moved = append(moved, ap.ID)
+		}
+	case eUp:
+		a, b := x.nodes[e.a], x.nodes[e.b]
+		a.links, b.links = insertSorted(a.links, b.idx), insertSorted(b.links, a.idx)
+		x.sync(a, b, e.at)
+	case eDown:
+		a, b := x.nodes[e.a], x.nodes[e.b]
+		a.links, b.links = removeOne(a.links, b.idx), removeOne(b.links, a.idx)
+	case eSend:
+		x.send(e.a, e.at)
+	case eRevoke:
+		x.revoke(e.a, e.at)
+	case eHeal:
+		for _, b := range x.bridges {
+			x.bridge(b, e.at)
+		}
+	case eRound: // anti-entropy in every place, conversation by conversation
+		for p := range x.at {
+			x.round(x.at[p], e.at)
+		}
+		for _, d := range x.nodes {
+			for _, o := range d.links {
+				if o > d.idx {
+					x.sync(d, x.nodes[o], e.at)
 				}
 			}
 		}
-		return moved
 	}
-	var bridges []*device
-	for _, d := range devs {
-		if d.bridge {
-			bridges = append(bridges, d)
+}
+
+// round: every device syncs each period with its peers; modelled as a
+// chain through the devices present that hold each conversation.
+func (x *des) round(present []int, t float64) {
+	if len(present) < 2 {
+		return
+	}
+	holders := map[int][]*dnode{}
+	var convs []int
+	for _, i := range present {
+		d := x.nodes[i]
+		for _, c := range d.convs {
+			if holders[c] == nil {
+				convs = append(convs, c)
+			}
+			holders[c] = append(holders[c], d)
 		}
 	}
-	var sync func(a, b *device, t float64)
-	// bridge passes what a bridge anchor learnt to the others over the WAN.
-	bridge := func(a *device, t float64) {
-		if !a.bridge {
-			return
+	slices.Sort(convs)
+	for _, c := range convs {
+		hs := holders[c]
+		for i := 0; i+1 < len(hs); i++ {
+			x.syncConv(hs[i], hs[i+1], c, t)
 		}
-		for _, o := range bridges {
-			if o != a {
-				sync(a, o, t+s.WANMS/1000)
+	}
+}
+
+// refused: the gater drops a peer whose revocation it knows.
+func (x *des) refused(a, b *dnode) bool {
+	for r, rv := range x.w.Revokes {
+		_, aKnows := a.got[crlKey(r)]
+		_, bKnows := b.got[crlKey(r)]
+		if (aKnows && rv.Dev == b.idx) || (bKnows && rv.Dev == a.idx) {
+			return true
+		}
+	}
+	return false
+}
+
+// holds reports whether d takes part in conversation c's sync: members,
+// and anchors (which carry any tag offered); under plain epidemic routing,
+// everyone.
+func (x *des) holds(d *dnode, c int) bool {
+	return d.reps[c] != nil || d.Anchor || x.epidemic
+}
+
+// sync runs the real reconciliation for every conversation a and b share.
+func (x *des) sync(a, b *dnode, t float64) {
+	if x.refused(a, b) {
+		return
+	}
+	if !a.Anchor && !b.Anchor && !x.epidemic {
+		small, big := a, b
+		if len(b.convs) < len(a.convs) {
+			small, big = b, a
+		}
+		for _, c := range small.convs {
+			if big.reps[c] != nil {
+				x.syncConv(a, b, c, t)
 			}
 		}
+		return
 	}
-	// sync runs the real reconciliation between two devices in contact.
-	sync = func(a, b *device, t float64) {
-		if a.digest == b.digest && len(a.got) == len(b.got) {
-			// Identical sets: the real protocol settles this in one round
-			// trip of one fingerprint each way.
-			res.ReconMsgs += 2
-			res.Bytes += 48
-			return
+	var cs []int
+	for _, c := range a.convs {
+		if x.holds(b, c) {
+			cs = append(cs, c)
 		}
-		sa, sb := mesh.NewSession(a.dag.IDs()), mesh.NewSession(b.dag.IDs())
+	}
+	for _, c := range b.convs {
+		if a.reps[c] == nil && x.holds(a, c) {
+			cs = append(cs, c)
+		}
+	}
+	slices.Sort(cs)
+	for _, c := range cs {
+		x.syncConv(a, b, c, t)
+	}
+}
+
+func (x *des) link(bytes, rounds, ops int) float64 {
+	s := x.w.S
+	return float64(rounds)*2*s.LinkMS/1000 + float64(bytes)/(s.LinkKBps*1024) + float64(ops)*ReceiveCost
+}
+
+func (x *des) syncConv(a, b *dnode, c int, t float64) {
+	ra, rb := a.rep(c), b.rep(c)
+	if ra.digest == rb.digest && ra.n() == rb.n() {
+		// Identical sets: one round trip of one fingerprint each way.
+		x.res.ReconMsgs += 2
+		x.res.Bytes += 48
+		return
+	}
+	var needA, needB []crdt.OpID
+	bytes, rounds := 0, 0
+	if x.epidemic {
+		// Plain epidemic routing: exchange summary vectors (every ID).
+		bytes, rounds = 32*(ra.n()+rb.n()), 2
+		needA, needB = missing(rb.sorted(), ra.sorted()), missing(ra.sorted(), rb.sorted())
+	} else {
+		sa, sb := mesh.NewSession(ra.sorted()), mesh.NewSession(rb.sorted())
 		msg, _ := sa.Initiate()
-		cur, rounds, bytes := sb, 0, 0
+		cur := sb
 		for msg != nil && rounds < mesh.MaxRounds {
 			bytes += len(msg)
 			rounds++
-			res.ReconMsgs++
 			var err error
 			if msg, err = cur.Reply(msg); err != nil {
 				return
@@ -251,191 +381,164 @@ func RunDES(s Scenario, seed uint64, progress func(done, total int)) (*Result, e
 				cur = sb
 			}
 		}
-		needA, needB := sa.Need(), sb.Need()
-		res.Bytes += int64(bytes + (len(needA)+len(needB))*(OpBytes+32))
-		done := t + link(bytes+(len(needA)+len(needB))*OpBytes, (rounds+1)/2+1, len(needA)+len(needB))
-		if len(transfer(b, a, needA, done)) > 0 {
-			bridge(a, done)
-		}
-		if len(transfer(a, b, needB, done)) > 0 {
-			bridge(b, done)
-		}
+		needA, needB = sa.Need(), sb.Need()
 	}
-	here := func(p int) []int {
-		if p == offSite {
-			return nil // off site: nobody to meet
-		}
-		var out []int
-		for i, d := range devs {
-			if d.place == p {
-				out = append(out, i)
-			}
-		}
-		return out
+	x.res.ReconMsgs += rounds
+	x.res.Bytes += int64(bytes + (len(needA)+len(needB))*(OpBytes+32))
+	done := t + x.link(bytes+(len(needA)+len(needB))*OpBytes, (rounds+1)/2+1, len(needA)+len(needB))
+	if x.transfer(b, a, c, needA, done) {
+		x.bridge(a, done)
 	}
-	done := 0
-	for q.Len() > 0 {
-		e := heap.Pop(q).(event)
-		done++
-		if progress != nil && done%256 == 0 {
-			progress(done, total)
-		}
-		d := devs[e.dev]
-		switch e.kind {
-		case 0: // arrives somewhere: meet everyone there
-			d.place = e.arg
-			for _, o := range here(e.arg) {
-				if o != e.dev {
-					sync(d, devs[o], e.at)
-				}
-			}
-		case 1: // writes a message: push to everyone in reach (gossip)
-			var b [16]byte
-			binary.LittleEndian.PutUint64(b[:], seed)
-			binary.LittleEndian.PutUint64(b[8:], uint64(e.arg))
-			op := crdt.Op{ID: sha256.Sum256(b[:]), Deps: d.dag.Heads(), Author: d.name,
-				Time: crdt.Timestamp{Wall: int64(e.at * 1000)}, Body: []byte{1}}
-			d.dag.Add(op, time.Time{})
-			d.got[op.ID], d.hops[op.ID] = e.at, 0
-			d.hold(op.ID)
-			msgs = append(msgs, sent{from: e.dev, at: e.at, id: op.ID})
-			for _, o := range here(d.place) {
-				if o != e.dev {
-					res.Bytes += OpBytes
-					if len(transfer(d, devs[o], []crdt.OpID{op.ID}, e.at+link(OpBytes, 1, 1))) > 0 {
-						bridge(devs[o], e.at+link(OpBytes, 1, 1))
-					}
-				}
-			}
-		case 2: // anti-entropy round in every place
-			for p := range s.Places {
-				in := here(p)
-				for i := 0; i+1 < len(in); i++ {
-					sync(devs[in[i]], devs[in[i+1]], e.at)
-				}
-			}
-		}
+	if x.transfer(a, b, c, needB, done) {
+		x.bridge(b, done)
 	}
-	res.Events = done
-	if progress != nil {
-		progress(total, total)
-	}
-	oracle := oracleArrivals(devs, s, placeIdx)
-	sort.Slice(msgs, func(i, j int) bool { return msgs[i].at < msgs[j].at })
-	for i, m := range msgs {
-		for _, r := range members {
-			if r == m.from {
-				continue
-			}
-			rec := Message{ID: i, From: devs[m.from].name, To: devs[r].name, Sent: m.at, Delivered: -1, Oracle: -1}
-			if t, ok := devs[r].got[m.id]; ok {
-				rec.Delivered, rec.Hops = t, devs[r].hops[m.id]
-			}
-			if t := oracle(m.from, m.at)[r]; t >= 0 {
-				rec.Oracle = t
-			}
-			res.Messages = append(res.Messages, rec)
-		}
-	}
-	for _, d := range devs {
-		res.Storage[d.name] = int64(d.dag.Len()) * OpBytes
-	}
-	res.Wall = time.Since(start)
-	return res, nil
 }
 
-// oracleArrivals returns, for a message written by src at t0, the earliest
-// time every device could hold it: instant transfer at every co-location,
-// with full knowledge of future contacts (-1: no path).
-func oracleArrivals(devs []*device, s Scenario, placeIdx map[string]int) func(src int, t0 float64) []float64 {
-	type mv struct {
-		at    float64
-		dev   int
-		place int
-	}
-	var all []mv
-	for i, d := range devs {
-		for _, m := range d.moves {
-			all = append(all, mv{m.at, i, m.place})
+// missing lists the IDs of sorted set have that sorted set of lacks.
+func missing(have, of []crdt.OpID) []crdt.OpID {
+	var out []crdt.OpID
+	j := 0
+	for _, id := range have {
+		for j < len(of) && of[j].Compare(id) < 0 {
+			j++
+		}
+		if j == len(of) || of[j] != id {
+			out = append(out, id)
 		}
 	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].at < all[j].at })
-	home := make([]int, len(devs))
-	for i, d := range devs {
-		for _, g := range s.Devices {
-			if d.group == g.Name {
-				home[i] = placeIdx[g.Home]
-				if g.JoinAtHours > 0 {
-					home[i] = offSite
-				}
+	return out
+}
+
+// transfer hands b the ops of conversation c it lacks; it reports whether
+// b learnt anything.
+func (x *des) transfer(a, b *dnode, c int, need []crdt.OpID, t float64) bool {
+	ra, rb := a.rep(c), b.rep(c)
+	learnt := false
+	for _, id := range need {
+		op, err := ra.dag.Get(id)
+		if err != nil {
+			continue
+		}
+		applied, err := rb.dag.Add(op, time.Time{})
+		if errors.Is(err, crdt.ErrDuplicate) {
+			x.res.Duplicates++
+			continue
+		}
+		x.res.Relayed++
+		for _, ap := range applied {
+			rb.add(ap.ID)
+			k := x.key(ap)
+			if _, ok := b.got[k]; !ok {
+				b.got[k] = arrival{at: t, hops: a.got[k].hops + 1}
+				learnt = true
 			}
 		}
 	}
-	return func(src int, t0 float64) []float64 {
-		place := append([]int(nil), home...)
-		k := 0
-		for ; k < len(all) && all[k].at <= t0; k++ {
-			place[all[k].dev] = all[k].place
+	return learnt
+}
+
+func (x *des) key(op crdt.Op) int32 {
+	if m, ok := x.msgOf[op.ID]; ok {
+		return m
+	}
+	return crlKey(int(op.Body[0]))
+}
+
+// bridge passes what a bridge anchor learnt to the other bridges over the
+// WAN, while no cut isolates either end.
+func (x *des) bridge(a *dnode, t float64) {
+	if !a.Bridge || !x.w.wanUp(a.place, t) {
+		return
+	}
+	for _, o := range x.bridges {
+		if o != a && x.w.wanUp(o.place, t) {
+			x.sync(a, o, t+x.w.S.WANMS/1000)
 		}
-		members := make([][]int, len(s.Places)+1) // devices present, per place (last: off site)
-		slot := func(p int) int {
-			if p == offSite {
-				return len(s.Places)
-			}
-			return p
-		}
-		for i, p := range place {
-			members[slot(p)] = append(members[slot(p)], i)
-		}
-		infected := make([]int, len(s.Places)+1) // infected devices present, per place
-		arr := make([]float64, len(devs))
-		for i := range arr {
-			arr[i] = -1
-		}
-		var infect func(i int, t float64)
-		var spread func(p int, t float64)
-		infect = func(i int, t float64) {
-			arr[i] = t
-			infected[slot(place[i])]++
-			if devs[i].bridge { // the WAN link is always up
-				for j, o := range devs {
-					if o.bridge && arr[j] < 0 {
-						infect(j, t)
-						spread(place[j], t)
-					}
-				}
+	}
+}
+
+// reach lists the devices d can push to now: co-located or linked.
+func (x *des) reach(d *dnode) []int {
+	var out []int
+	if d.place != nowhere {
+		for _, o := range x.at[d.place] {
+			if o != d.idx {
+				out = append(out, o)
 			}
 		}
-		spread = func(p int, t float64) {
-			if p == offSite {
-				return // off site: nobody to meet
-			}
-			for _, i := range members[p] {
-				if arr[i] < 0 {
-					infect(i, t)
-				}
-			}
+	}
+	for _, o := range d.links {
+		if !slices.Contains(out, o) {
+			out = append(out, o)
 		}
-		infect(src, t0)
-		spread(place[src], t0)
-		for ; k < len(all); k++ {
-			m := all[k]
-			old := slot(place[m.dev])
-			members[old] = removeOne(members[old], m.dev)
-			if arr[m.dev] >= 0 {
-				infected[old]--
-			}
-			place[m.dev] = m.place
-			members[slot(m.place)] = append(members[slot(m.place)], m.dev)
-			switch {
-			case arr[m.dev] >= 0:
-				infected[slot(m.place)]++
-				spread(m.place, m.at)
-			case infected[slot(m.place)] > 0 && m.place != offSite:
-				infect(m.dev, m.at)
-			}
+	}
+	return out
+}
+
+// publish adds op to d's replica of c and gossips it to the subscribers
+// in reach.
+func (x *des) publish(d *dnode, c int, op crdt.Op, t float64) {
+	r := d.rep(c)
+	if r.dag.Has(op.ID) {
+		return
+	}
+	r.dag.Add(op, time.Time{})
+	r.add(op.ID)
+	d.got[x.key(op)] = arrival{at: t}
+	var subs []*dnode
+	for _, o := range x.reach(d) {
+		if n := x.nodes[o]; x.holds(n, c) && !x.refused(d, n) {
+			subs = append(subs, n)
 		}
-		return arr
+	}
+	copies := min(GossipDegree, len(subs))
+	at := t + x.link(OpBytes, 1, 1)
+	for _, n := range subs {
+		x.res.Bytes += int64(copies * OpBytes)
+		x.res.Duplicates += copies - 1
+		if x.transfer(d, n, c, []crdt.OpID{op.ID}, at) {
+			x.bridge(n, at)
+		}
+	}
+	x.bridge(d, t)
+}
+
+func (x *des) send(i int, t float64) {
+	m := x.w.Sends[i]
+	d := x.nodes[m.Dev]
+	heads := d.rep(m.Conv).dag.Heads()
+	for _, h := range heads {
+		x.deps[i] = append(x.deps[i], x.msgOf[h])
+	}
+	x.publish(d, m.Conv, crdt.Op{ID: x.ids[i], Deps: heads, Author: d.Name,
+		Time: crdt.Timestamp{Wall: int64(t * 1000)}, Body: []byte{1}}, t)
+}
+
+// revoke: the CA's CRL reaches every anchor outside a cut, which gossips
+// it on the trust topic.
+func (x *des) revoke(r int, t float64) {
+	var b [16]byte
+	copy(b[:], "medmesh crl")
+	b[15] = byte(r)
+	op := crdt.Op{ID: sha256.Sum256(b[:]), Author: "ca", Time: crdt.Timestamp{Wall: int64(t * 1000)}, Body: []byte{byte(r)}}
+	for _, d := range x.nodes {
+		if d.Anchor && x.w.wanUp(d.place, t) {
+			x.publish(d, x.trustConv, op, t)
+		}
+	}
+}
+
+func (x *des) finish() {
+	x.w.outcome(x.res, func(dev int, key int32) (arrival, bool) {
+		a, ok := x.nodes[dev].got[key]
+		return a, ok
+	}, x.deps)
+	for _, d := range x.nodes {
+		n := 0
+		for _, r := range d.reps {
+			n += r.n()
+		}
+		x.res.Storage[d.Name] = int64(n) * OpBytes
 	}
 }
 
@@ -448,52 +551,10 @@ func removeOne(xs []int, x int) []int {
 	return xs
 }
 
-// sameSite reports whether two places share a site prefix ("north-ward" and
-// "north-ed"); places without a prefix are all one site.
-func sameSite(a, b string) bool {
-	pa, _, okA := strings.Cut(a, "-")
-	pb, _, okB := strings.Cut(b, "-")
-	return !okA || !okB || pa == pb
-}
-
-// replayTrace replaces generated mobility with a contact trace.
-func replayTrace(s Scenario, devs []*device, placeIdx map[string]int) error {
-	fh, err := os.Open(s.Trace)
-	if err != nil {
-		return fmt.Errorf("trace: %w", err)
+func insertSorted(xs []int, x int) []int {
+	i, found := slices.BinarySearch(xs, x)
+	if found {
+		return xs
 	}
-	defer fh.Close()
-	rows, err := csv.NewReader(fh).ReadAll()
-	if err != nil {
-		return fmt.Errorf("trace %s: %w", s.Trace, err)
-	}
-	byName := map[string]*device{}
-	for _, d := range devs {
-		byName[d.name] = d
-		d.moves = nil
-	}
-	for i, r := range rows {
-		if len(r) != 3 {
-			return fmt.Errorf("trace %s: line %d: want seconds,device,place", s.Trace, i+1)
-		}
-		if i == 0 && r[0] == "seconds" {
-			continue // header
-		}
-		t, err := strconv.ParseFloat(r[0], 64)
-		d, okD := byName[r[1]]
-		p, okP := placeIdx[r[2]]
-		switch {
-		case err != nil || t < 0:
-			return fmt.Errorf("trace %s: line %d: bad time %q", s.Trace, i+1, r[0])
-		case !okD:
-			return fmt.Errorf("trace %s: line %d: unknown device %q", s.Trace, i+1, r[1])
-		case !okP:
-			return fmt.Errorf("trace %s: line %d: unknown place %q", s.Trace, i+1, r[2])
-		}
-		d.moves = append(d.moves, move{t, p})
-	}
-	for _, d := range devs {
-		sort.SliceStable(d.moves, func(i, j int) bool { return d.moves[i].at < d.moves[j].at })
-	}
-	return nil
+	return slices.Insert(xs, i, x)
 }

@@ -36,13 +36,27 @@ type Summary struct {
 	HopsMean         float64 `json:"hop_count_mean"`
 	BytesPerDelivery float64 `json:"bytes_per_delivered_message"`
 	StoragePerNode   float64 `json:"storage_per_node_bytes"`
+	Relayed          int     `json:"relayed"`
+	Duplicates       int     `json:"duplicates"`
 	ReconMessages    int     `json:"reconciliation_messages"`
 	Events           int     `json:"events"`
+	// With a partition: seconds after the last heal until every member
+	// held every op of its conversation written before it (-1: never).
+	ConvergenceS *float64 `json:"convergence_after_heal_s,omitempty"`
+	// With revocations (all of them together).
+	RevocationLearntMedianS *float64 `json:"revocation_learnt_median_s,omitempty"`
+	RevocationLearntMaxS    *float64 `json:"revocation_learnt_max_s,omitempty"`
+	RevocationNotLearnt     *int     `json:"revocation_not_learnt,omitempty"`
+	RevokedSent             *int     `json:"revoked_messages_sent,omitempty"`
+	RevokedShown            *int     `json:"revoked_messages_shown_before_crl,omitempty"`
+	RevokedStanding         *int     `json:"revoked_messages_standing,omitempty"`
+	TimeScale               float64  `json:"time_scale,omitempty"`
 }
 
 // Summarise computes the metrics of a result.
 func Summarise(r *Result) Summary {
-	s := Summary{Scenario: r.Scenario.Name, Seed: r.Seed, Engine: "des", Deliveries: len(r.Messages), ReconMessages: r.ReconMsgs, Events: r.Events}
+	s := Summary{Scenario: r.World.S.Name, Seed: r.World.Seed, Engine: r.Engine, Deliveries: len(r.Messages), ReconMessages: r.ReconMsgs,
+		Events: r.Events, Relayed: r.Relayed, Duplicates: r.Duplicates, TimeScale: r.TimeScale}
 	var lat, ratio []float64
 	hops := 0
 	for _, m := range r.Messages {
@@ -78,6 +92,38 @@ func Summarise(r *Result) Summary {
 		s.HopsMean = float64(hops) / float64(s.Delivered)
 		s.OverheadRatio = float64(r.Relayed-s.Delivered) / float64(s.Delivered)
 		s.BytesPerDelivery = float64(r.Bytes) / float64(s.Delivered)
+	}
+	if r.Convergence != nil {
+		conv := 0.0
+		for _, c := range r.Convergence {
+			if c < 0 {
+				conv = -1
+				break
+			}
+			conv = max(conv, c)
+		}
+		s.ConvergenceS = &conv
+	}
+	if len(r.Revocations) > 0 {
+		var learnt []float64
+		notLearnt, sent, shown, standing := 0, 0, 0, 0
+		for _, rv := range r.Revocations {
+			for _, l := range rv.Learnt {
+				if l < 0 {
+					notLearnt++
+				} else {
+					learnt = append(learnt, l)
+				}
+			}
+			sent, shown, standing = sent+rv.Sent, shown+rv.Shown, standing+rv.Standing
+		}
+		sort.Float64s(learnt)
+		med, mx := pct(learnt, .5), 0.0
+		if len(learnt) > 0 {
+			mx = learnt[len(learnt)-1]
+		}
+		s.RevocationLearntMedianS, s.RevocationLearntMaxS, s.RevocationNotLearnt = &med, &mx, &notLearnt
+		s.RevokedSent, s.RevokedShown, s.RevokedStanding = &sent, &shown, &standing
 	}
 	var st int64
 	for _, b := range r.Storage {
@@ -178,7 +224,7 @@ func plots(dir string, r *Result) error {
 		return pts
 	}
 	p := plot.New()
-	p.Title.Text = r.Scenario.Name + ": latency CDF (fraction of all deliveries)"
+	p.Title.Text = r.World.S.Name + ": latency CDF (fraction of all deliveries)"
 	p.X.Label.Text = "minutes after sending"
 	p.Y.Label.Text = "fraction delivered"
 	if err := addLine(p, cdf(del), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
@@ -199,13 +245,35 @@ func plots(dir string, r *Result) error {
 	}
 	sort.Float64s(at)
 	q := plot.New()
-	q.Title.Text = r.Scenario.Name + ": deliveries over time"
+	q.Title.Text = r.World.S.Name + ": deliveries over time"
 	q.X.Label.Text = "hours"
 	q.Y.Label.Text = "fraction of all deliveries done"
 	if err := addLine(q, cdf(at), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
 		return err
 	}
-	return q.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "delivery_over_time.png"))
+	if err := q.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "delivery_over_time.png")); err != nil {
+		return err
+	}
+	if r.Convergence == nil {
+		return nil
+	}
+	// Convergence: members holding everything written before the heal.
+	var conv []float64
+	for _, c := range r.Convergence {
+		if c >= 0 {
+			conv = append(conv, c/60)
+		}
+	}
+	sort.Float64s(conv)
+	n = float64(max(1, len(r.Convergence)))
+	c := plot.New()
+	c.Title.Text = r.World.S.Name + ": convergence after the partition heals"
+	c.X.Label.Text = "minutes after the heal"
+	c.Y.Label.Text = "fraction of members converged"
+	if err := addLine(c, cdf(conv), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
+		return err
+	}
+	return c.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "convergence.png"))
 }
 
 func addLine(p *plot.Plot, pts plotter.XYs, name string, c color.Color) error {
@@ -226,7 +294,7 @@ func addLine(p *plot.Plot, pts plotter.XYs, name string, c color.Color) error {
 // Table prints the summary for a person.
 func Table(w io.Writer, s Summary) {
 	fmt.Fprintf(w, "scenario %s, seed %d, engine %s, %d events\n", s.Scenario, s.Seed, s.Engine, s.Events)
-	for _, row := range [][2]string{
+	rows := [][2]string{
 		{"delivery ratio", fmt.Sprintf("%.3f (%d of %d)", s.DeliveryRatio, s.Delivered, s.Deliveries)},
 		{"undelivered: no path existed", strconv.Itoa(s.NoPath)},
 		{"undelivered: path existed, missed", strconv.Itoa(s.Missed)},
@@ -236,7 +304,20 @@ func Table(w io.Writer, s Summary) {
 		{"hop count (mean)", fmt.Sprintf("%.2f", s.HopsMean)},
 		{"bytes per delivered message", fmt.Sprintf("%.0f", s.BytesPerDelivery)},
 		{"storage per node", fmt.Sprintf("%.0f bytes", s.StoragePerNode)},
-	} {
-		fmt.Fprintf(w, "  %-36s %s\n", row[0], row[1])
+		{"duplicates (dropped copies)", strconv.Itoa(s.Duplicates)},
+	}
+	if s.ConvergenceS != nil {
+		rows = append(rows, [2]string{"convergence after the heal", fmt.Sprintf("%.0f s", *s.ConvergenceS)})
+	}
+	if s.RevokedSent != nil {
+		rows = append(rows,
+			[2]string{"CRL learnt: median / max after", fmt.Sprintf("%.0f / %.0f s (%d never)", *s.RevocationLearntMedianS, *s.RevocationLearntMaxS, *s.RevocationNotLearnt)},
+			[2]string{"revoked device: sent / shown / standing", fmt.Sprintf("%d / %d / %d", *s.RevokedSent, *s.RevokedShown, *s.RevokedStanding)})
+	}
+	if s.TimeScale > 0 {
+		rows = append(rows, [2]string{"time scale (scenario s per wall s)", fmt.Sprintf("%.0f", s.TimeScale)})
+	}
+	for _, row := range rows {
+		fmt.Fprintf(w, "  %-40s %s\n", row[0], row[1])
 	}
 }

@@ -17,6 +17,7 @@ package simulations
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -46,13 +47,54 @@ type Scenario struct {
 	// file of "seconds,device,place" rows (device names as the run names
 	// them: group-1, group-2, …), relative to the scenario file.
 	Trace string `json:"trace,omitempty"`
+	// Floor: walkways between places, for waypoint mobility.
+	Floor       []Edge  `json:"floor,omitempty"`
+	PassSeconds float64 `json:"pass_seconds,omitempty"` // time spent passing through a place on a walk (default 10)
+	// ConversationSize: members are split into team conversations of this
+	// size, each group in turn (0: one conversation of all members).
+	ConversationSize int `json:"conversation_size,omitempty"`
+	// Partitions cut places off from the rest for a while.
+	Partitions []Partition `json:"partitions,omitempty"`
+	// Revocations revoke a device's certificate; the CRL enters the mesh at
+	// every anchor outside a partition.
+	Revocations []Revocation `json:"revocations,omitempty"`
+	// Routing: "medmesh" (default: members and anchors carry a
+	// conversation; range-based reconciliation) or "epidemic" (plain
+	// epidemic routing, Vahdat & Becker: every device carries everything,
+	// summary vectors of every ID) — for comparison.
+	Routing string `json:"routing,omitempty"`
 }
 
-// Group is a set of devices with one mobility pattern: they stay at Home
-// and visit the other places (Visits per hour on average, each for
-// VisitMinutes on average). An anchor never moves and is not a member of
-// the conversation (it carries ciphertext).
+// Edge is a walkway of the floor graph.
+type Edge struct {
+	A           string  `json:"a"`
+	B           string  `json:"b"`
+	WalkSeconds float64 `json:"walk_seconds"`
+}
+
+// Partition cuts Places off (no device crosses; WANs of bridges inside are
+// down) from FromHours until ToHours.
+type Partition struct {
+	Places    []string `json:"places"`
+	FromHours float64  `json:"from_hours"`
+	ToHours   float64  `json:"to_hours"`
+}
+
+// Revocation revokes Device (named group-N) at AtHours.
+type Revocation struct {
+	Device  string  `json:"device"`
+	AtHours float64 `json:"at_hours"`
+}
+
+// Group is a set of devices with one mobility pattern. By default they
+// stay at Home and visit the other places of their site (Visits per hour on
+// average, each for VisitMinutes on average); with Mobility "waypoint"
+// they follow random waypoint over the floor graph (pause PauseMinutes on
+// average, pick a place, walk there). An anchor is not a member of any
+// conversation (it carries ciphertext).
 type Group struct {
+	Mobility     string  `json:"mobility,omitempty"` // "visits" (default) or "waypoint"
+	PauseMinutes float64 `json:"pause_minutes,omitempty"`
 	Name         string  `json:"name"`
 	Count        int     `json:"count"`
 	Home         string  `json:"home"`
@@ -109,14 +151,29 @@ var Builtins = map[string]Scenario{
 	},
 	"ward-rounds": {
 		Name:        "ward-rounds",
-		Description: "two mobile devices carry messages between four wards that never meet (data mules)",
+		Description: "two devices walk a ring of four wards (random waypoint over the floor graph) and carry messages between wards that never meet (data mules)",
 		Hours:       6, Places: []string{"ward-a", "ward-b", "ward-c", "ward-d"},
 		Devices: []Group{
 			{Name: "ward-a", Count: 3, Home: "ward-a"}, {Name: "ward-b", Count: 3, Home: "ward-b"},
 			{Name: "ward-c", Count: 3, Home: "ward-c"}, {Name: "ward-d", Count: 3, Home: "ward-d"},
-			{Name: "mule", Count: 2, Home: "ward-a", Visits: 4, VisitMinutes: 10},
+			{Name: "mule", Count: 2, Home: "ward-a", Mobility: "waypoint", PauseMinutes: 10},
 		},
+		Floor: []Edge{{"ward-a", "ward-b", 90}, {"ward-b", "ward-c", 120}, {"ward-c", "ward-d", 90}, {"ward-d", "ward-a", 150}},
 		Messages: 200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+	},
+	"revocation-partition": {
+		Name:        "revocation-partition",
+		Description: "a fire door cuts the ED off from the ward for two hours; meanwhile a lost ED phone is revoked at the ward's anchor and keeps writing",
+		Hours:       5, Places: []string{"ward", "corridor", "ed"},
+		Devices: []Group{
+			{Name: "ward", Count: 6, Home: "ward", Visits: 0.5, VisitMinutes: 5},
+			{Name: "ed", Count: 5, Home: "ed", Visits: 1, VisitMinutes: 5},
+			{Name: "porter", Count: 2, Home: "corridor", Visits: 3, VisitMinutes: 10},
+			{Name: "anchor", Count: 1, Home: "ward", Anchor: true},
+		},
+		Partitions:  []Partition{{Places: []string{"ed"}, FromHours: 1, ToHours: 3}},
+		Revocations: []Revocation{{Device: "ed-2", AtHours: 1.5}},
+		Messages:    200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
 	},
 }
 
@@ -144,9 +201,14 @@ func Load(nameOrFile string) (Scenario, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		if se, ok := err.(*json.SyntaxError); ok {
-			line := 1 + strings.Count(string(raw[:se.Offset]), "\n")
-			return Scenario{}, fmt.Errorf("%s: line %d: %v", nameOrFile, line, err)
+		line := func(off int64) int { return 1 + strings.Count(string(raw[:min(off, int64(len(raw)))]), "\n") }
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return Scenario{}, fmt.Errorf("%s: line %d: %v", nameOrFile, line(se.Offset), err)
+		case errors.As(err, &te):
+			return Scenario{}, fmt.Errorf("%s: line %d: field %s: want %s, got %s", nameOrFile, line(te.Offset), te.Field, te.Type, te.Value)
 		}
 		return Scenario{}, fmt.Errorf("%s: %w", nameOrFile, err)
 	}
@@ -167,10 +229,41 @@ func (s Scenario) check() error {
 	case s.SyncSeconds <= 0:
 		return fmt.Errorf("scenario %s: field sync_seconds must be positive", s.Name)
 	}
+	anchors := 0
 	for i, g := range s.Devices {
-		if g.Count <= 0 || !contains(s.Places, g.Home) {
+		switch {
+		case g.Count <= 0 || g.Count > 1_000_000 || !contains(s.Places, g.Home):
 			return fmt.Errorf("scenario %s: devices[%d] (%s): count must be positive and home one of places", s.Name, i, g.Name)
+		case g.Mobility != "" && g.Mobility != "visits" && g.Mobility != "waypoint":
+			return fmt.Errorf("scenario %s: devices[%d] (%s): field mobility must be visits or waypoint", s.Name, i, g.Name)
+		case g.Mobility == "waypoint" && (g.PauseMinutes <= 0 || len(s.Floor) == 0):
+			return fmt.Errorf("scenario %s: devices[%d] (%s): waypoint mobility needs pause_minutes and a floor graph", s.Name, i, g.Name)
 		}
+		if g.Anchor {
+			anchors++
+		}
+	}
+	for i, p := range s.Partitions {
+		if p.FromHours < 0 || p.ToHours <= p.FromHours || len(p.Places) == 0 {
+			return fmt.Errorf("scenario %s: partitions[%d]: needs places and 0 <= from_hours < to_hours", s.Name, i)
+		}
+		for _, pl := range p.Places {
+			if !contains(s.Places, pl) {
+				return fmt.Errorf("scenario %s: partitions[%d]: unknown place %q", s.Name, i, pl)
+			}
+		}
+	}
+	switch {
+	case len(s.Revocations) > 0 && anchors == 0:
+		return fmt.Errorf("scenario %s: field revocations needs an anchor (where the CRL enters the mesh)", s.Name)
+	case len(s.Revocations) > 255:
+		return fmt.Errorf("scenario %s: field revocations: at most 255", s.Name)
+	case s.Routing != "" && s.Routing != "medmesh" && s.Routing != "epidemic":
+		return fmt.Errorf("scenario %s: field routing must be medmesh or epidemic", s.Name)
+	case s.ConversationSize < 0 || s.ConversationSize == 1:
+		return fmt.Errorf("scenario %s: field conversation_size must be 0 or at least 2", s.Name)
+	case s.LinkKBps <= 0 || s.LinkMS < 0:
+		return fmt.Errorf("scenario %s: fields link_kbps must be positive and link_ms not negative", s.Name)
 	}
 	return nil
 }
