@@ -158,7 +158,7 @@ var Builtins = map[string]Scenario{
 			{Name: "ward-c", Count: 3, Home: "ward-c"}, {Name: "ward-d", Count: 3, Home: "ward-d"},
 			{Name: "mule", Count: 2, Home: "ward-a", Mobility: "waypoint", PauseMinutes: 10},
 		},
-		Floor: []Edge{{"ward-a", "ward-b", 90}, {"ward-b", "ward-c", 120}, {"ward-c", "ward-d", 90}, {"ward-d", "ward-a", 150}},
+		Floor:    []Edge{{"ward-a", "ward-b", 90}, {"ward-b", "ward-c", 120}, {"ward-c", "ward-d", 90}, {"ward-d", "ward-a", 150}},
 		Messages: 200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
 	},
 	"revocation-partition": {
