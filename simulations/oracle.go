@@ -101,11 +101,13 @@ type oracle struct {
 	want     []bool
 	stack    []int
 	bridges  []int
+	spread   []int // per place: the infect call that flooded it
+	call     int
 }
 
 func newOracle(w *World) *oracle {
 	n, np := len(w.Devices), len(w.S.Places)
-	o := &oracle{w: w, arr: make([]float64, n), want: make([]bool, n)}
+	o := &oracle{w: w, arr: make([]float64, n), want: make([]bool, n), spread: make([]int, np)}
 	for i, d := range w.Devices {
 		for _, m := range d.Moves {
 			o.tl = append(o.tl, tev{at: m.At, kind: tMove, a: i, b: m.Place})
@@ -163,9 +165,9 @@ func (o *oracle) arrivals(src int, t0 float64, want []int) []float64 {
 			if e.b == nowhere {
 				continue
 			}
-			if o.arr[e.a] >= 0 {
+			if held := o.infectedAt(e.b, e.a); o.arr[e.a] >= 0 && !held {
 				left -= o.infect(e.a, e.at) // spreads to the place
-			} else if o.infectedAt(e.b, e.a) {
+			} else if o.arr[e.a] < 0 && held {
 				left -= o.infect(e.a, e.at)
 			}
 		case tUp:
@@ -202,38 +204,45 @@ func (o *oracle) infectedAt(p, d int) bool {
 // in reach; it returns how many wanted devices it reached.
 func (o *oracle) infect(d int, t float64) int {
 	got := 0
-	mark := func(x int) {
-		if o.arr[x] < 0 {
-			o.arr[x] = t
-			if o.want[x] {
-				got++
-			}
-			o.stack = append(o.stack, x)
-		}
-	}
+	o.call++
 	if o.arr[d] >= 0 {
 		o.stack = append(o.stack, d) // already holds it: spread from here
 	} else {
-		mark(d)
+		got += o.mark(d, t)
 	}
 	for len(o.stack) > 0 {
 		x := o.stack[len(o.stack)-1]
 		o.stack = o.stack[:len(o.stack)-1]
-		if p := int(o.st.place[x]); p != nowhere {
+		if p := int(o.st.place[x]); p != nowhere && o.spread[p] != o.call {
+			o.spread[p] = o.call
 			for y := o.st.head[p]; y >= 0; y = o.st.next[y] {
-				mark(int(y))
+				got += o.mark(int(y), t)
 			}
 		}
 		if o.w.Devices[x].Bridge && o.w.wanUp(int(o.st.place[x]), t) {
 			for _, b := range o.bridges {
 				if o.w.wanUp(int(o.st.place[b]), t) {
-					mark(b)
+					got += o.mark(b, t)
 				}
 			}
 		}
 		for y := range o.st.adj[x] {
-			mark(y)
+			got += o.mark(y, t)
 		}
 	}
 	return got
+}
+
+// mark gives x the message at t if it lacks it (to be spread from, on the
+// stack); it returns 1 if x is a wanted device newly reached.
+func (o *oracle) mark(x int, t float64) int {
+	if o.arr[x] >= 0 {
+		return 0
+	}
+	o.arr[x] = t
+	o.stack = append(o.stack, x)
+	if o.want[x] {
+		return 1
+	}
+	return 0
 }
