@@ -81,15 +81,15 @@ func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 
 // carry stores a valid envelope for others, enforces quota and TTL oldest
 // first, and acknowledges storage to a sender pushing it fresh.
-func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte) {
+func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte, from peer.ID) {
 	if len(tag) == 0 {
 		tag = e.Tag
 	}
-	s.keep(s.carrier(tag), tag, e, raw)
+	s.keep(s.carrier(tag), tag, e, raw, from)
 }
 
 // keep stores raw in carrier c.
-func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte) {
+func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from peer.ID) {
 	if c == nil {
 		return
 	}
@@ -109,6 +109,9 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte) {
 		s.enforceLocked(now)
 	}
 	s.mu.Unlock()
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(id, from, known)
+	}
 	// Acknowledge storage to the sender when it is in reach: that is its
 	// "held by another node".
 	sender, _ := e.SenderID()
@@ -190,6 +193,6 @@ func (s *Service) restoreCarried() error {
 func (s *Service) carryWelcome(to peer.ID, e *e2e.Envelope, raw []byte) {
 	tag := inboxTag(to)
 	if c := s.carrierOn(tag, ""); c != nil {
-		s.keep(c, tag, e, raw)
+		s.keep(c, tag, e, raw, s.cfg.Node.ID())
 	}
 }

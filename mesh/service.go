@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -53,6 +54,13 @@ type Config struct {
 	Now         func() time.Time
 	// SyncEvery is the anti-entropy period; default 30 s.
 	SyncEvery time.Duration
+	// KickDelay is how long after publishing the device syncs with its
+	// peers (gossip may drop early pushes); default 300 ms.
+	KickDelay time.Duration
+	// Observe, if set, is told of every envelope this device takes in
+	// from the mesh (dup: it held it already), outside any lock — for
+	// simulations and metrics. It must not block.
+	Observe func(id crdt.OpID, from peer.ID, dup bool)
 }
 
 // Topic names.
@@ -94,7 +102,11 @@ type Service struct {
 
 	syncing map[peer.ID]bool
 	kicks   chan struct{}
+	sent    atomic.Int64 // sync bytes written
 }
+
+// SyncBytes is how many bytes of sync frames this device has written.
+func (s *Service) SyncBytes() int64 { return s.sent.Load() }
 
 // New starts the service: restores persisted conversations, joins topics
 // and starts sync.
@@ -107,6 +119,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.SyncEvery == 0 {
 		cfg.SyncEvery = 30 * time.Second
+	}
+	if cfg.KickDelay == 0 {
+		cfg.KickDelay = kickDelay
 	}
 	if cfg.AnchorQuota == 0 {
 		cfg.AnchorQuota = 1 << 30
@@ -440,7 +455,7 @@ func (s *Service) handleChecked(e *e2e.Envelope, raw []byte, from peer.ID, carri
 		s.receiveAll(c, []checked{{e, raw}}, from)
 	}
 	if s.cfg.Anchor && c == nil {
-		s.carry(carrierTag, e, raw)
+		s.carry(carrierTag, e, raw, from)
 	}
 }
 
@@ -481,8 +496,12 @@ type checked struct {
 func (s *Service) receiveAll(c *conv, envs []checked, from peer.ID) {
 	s.mu.Lock()
 	applied := 0
+	var dups []bool
 	for _, ce := range envs {
 		err := c.r.ReceiveVerified(ce.e, ce.raw)
+		if s.cfg.Observe != nil {
+			dups = append(dups, errors.Is(err, crdt.ErrDuplicate))
+		}
 		if errors.Is(err, crdt.ErrDuplicate) {
 			continue
 		}
@@ -496,6 +515,7 @@ func (s *Service) receiveAll(c *conv, envs []checked, from peer.ID) {
 	}
 	if applied == 0 {
 		s.mu.Unlock()
+		s.observe(envs, from, dups)
 		return
 	}
 	if !c.r.ID().IsZero() {
@@ -505,11 +525,20 @@ func (s *Service) receiveAll(c *conv, envs []checked, from peer.ID) {
 	s.persist(c)
 	id := c.r.ID()
 	s.mu.Unlock()
+	s.observe(envs, from, dups)
 	if len(receipts) > 0 {
 		s.publish(c, receipts)
 	}
 	if !id.IsZero() {
 		s.events.emit(Event{Type: "message", Conversation: id.String()})
+	}
+}
+
+func (s *Service) observe(envs []checked, from peer.ID, dups []bool) {
+	for i, ce := range envs {
+		if s.cfg.Observe != nil {
+			s.cfg.Observe(crdt.OpID(e2e.ID(ce.raw)), from, dups[i])
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -52,13 +53,14 @@ type frame struct {
 }
 
 type conn struct {
-	s network.Stream
-	r msgio.ReadCloser
-	w msgio.WriteCloser
+	s    network.Stream
+	r    msgio.ReadCloser
+	w    msgio.WriteCloser
+	sent *atomic.Int64
 }
 
-func newConn(s network.Stream) *conn {
-	return &conn{s: s, r: msgio.NewVarintReaderSize(s, maxFrame), w: msgio.NewVarintWriter(s)}
+func (s *Service) newConn(st network.Stream) *conn {
+	return &conn{s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
 }
 
 func (c *conn) send(f frame) error {
@@ -67,6 +69,7 @@ func (c *conn) send(f frame) error {
 		return err
 	}
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
+	c.sent.Add(int64(len(b)))
 	return c.w.WriteMsg(b)
 }
 
@@ -187,7 +190,7 @@ func (s *Service) syncLoop() {
 		case <-t.C:
 		case <-s.kicks:
 			select {
-			case <-time.After(kickDelay):
+			case <-time.After(s.cfg.KickDelay):
 			case <-s.ctx.Done():
 				return
 			}
@@ -233,7 +236,7 @@ func (s *Service) initiate(p peer.ID) error {
 	}
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(syncTimeout))
-	c := newConn(st)
+	c := s.newConn(st)
 	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
 		return err
 	}
@@ -387,7 +390,7 @@ func (s *Service) handleSync(st network.Stream) {
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(syncTimeout))
 	p := st.Conn().RemotePeer()
-	c := newConn(st)
+	c := s.newConn(st)
 	f, err := c.recv()
 	if err != nil || f.Kind != fOffer {
 		s.log.Info("sync: bad opening from peer", "remote", p.String())
@@ -467,7 +470,7 @@ func (s *Service) gate(h network.StreamHandler) network.StreamHandler {
 // handleHeld takes an acknowledgement that another node stored our ops.
 func (s *Service) handleHeld(st network.Stream) {
 	defer st.Close()
-	c := newConn(st)
+	c := s.newConn(st)
 	f, err := c.recv()
 	if err != nil {
 		return
@@ -495,5 +498,5 @@ func (s *Service) ackHeld(to peer.ID, tag []byte, id crdt.OpID) {
 		return
 	}
 	defer st.Close()
-	newConn(st).send(frame{Kind: fWant, Tag: tag, IDs: [][]byte{id[:]}})
+	s.newConn(st).send(frame{Kind: fWant, Tag: tag, IDs: [][]byte{id[:]}})
 }

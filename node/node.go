@@ -49,6 +49,14 @@ type Config struct {
 	OnRevoked func()
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// Host, if set, is a libp2p host already built with this device's
+	// identity key — simulations pass a libp2p mocknet host — and Listen
+	// is ignored. The node owns it and closes it. Such a host has no
+	// connection gater: blocked peers are refused at admission instead.
+	Host host.Host
+	// PubSubOptions are appended to the gossipsub options (simulations:
+	// heartbeat scaled with compressed time, a tracer counting bytes).
+	PubSubOptions []pubsub.Option
 }
 
 // Errors.
@@ -149,17 +157,32 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 func (n *Node) start() error {
+	h := n.cfg.Host
+	if h == nil {
+		var err error
+		if h, err = n.newHost(); err != nil {
+			return err
+		}
+	} else if h.ID() != n.cfg.Key.PeerID() {
+		return fmt.Errorf("host %s does not carry this device's identity %s", h.ID(), n.cfg.Key.PeerID())
+	}
+	n.host = h
+	return n.startProtocols(h)
+}
+
+// newHost builds the device's libp2p host: TCP and QUIC, Noise, the gater.
+func (n *Node) newHost() (host.Host, error) {
 	priv, err := crypto.UnmarshalEd25519PrivateKey(n.cfg.Key.Identity)
 	if err != nil {
-		return fmt.Errorf("identity key: %w", err)
+		return nil, fmt.Errorf("identity key: %w", err)
 	}
 	rm, err := newResourceManager()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cm, err := connmgr.NewConnManager(64, 256, connmgr.WithGracePeriod(time.Minute))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h, err := libp2p.New(
 		libp2p.Identity(priv),
@@ -175,9 +198,12 @@ func (n *Node) start() error {
 		libp2p.DisableMetrics(),
 	)
 	if err != nil {
-		return fmt.Errorf("start libp2p host: %w", err)
+		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
-	n.host = h
+	return h, nil
+}
+
+func (n *Node) startProtocols(h host.Host) error {
 	h.SetStreamHandler(ProtoAdmit, n.handleAdmit)
 	h.SetStreamHandler(ProtoDirectory, n.gate(n.handleDirectory))
 	h.Network().Notify(&network.NotifyBundle{

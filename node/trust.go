@@ -59,7 +59,7 @@ func MessageID(m *pb.Message) string {
 }
 
 func (n *Node) startPubsub() error {
-	ps, err := pubsub.NewGossipSub(n.ctx, gatedHost{n.host, n},
+	opts := append([]pubsub.Option{
 		pubsub.WithGossipSubProtocols(
 			[]protocol.ID{pubsub.GossipSubID_v13, pubsub.GossipSubID_v12, pubsub.GossipSubID_v11, pubsub.GossipSubID_v10},
 			pubsub.GossipSubDefaultFeatures),
@@ -73,8 +73,9 @@ func (n *Node) startPubsub() error {
 			return nil
 		}),
 		pubsub.WithPeerExchange(false),
-		pubsub.WithMaxMessageSize(maxTrustMsg+4096),
-	)
+		pubsub.WithMaxMessageSize(maxTrustMsg + 4096),
+	}, n.cfg.PubSubOptions...)
+	ps, err := pubsub.NewGossipSub(n.ctx, gatedHost{n.host, n}, opts...)
 	if err != nil {
 		return fmt.Errorf("start pubsub: %w", err)
 	}

@@ -1,6 +1,10 @@
 package simulations
 
-import "time"
+import (
+	"time"
+
+	"github.com/medmesh/medmesh/crdt"
+)
 
 // Message is one message's fate at one recipient.
 type Message struct {
@@ -29,8 +33,12 @@ type Result struct {
 	// its conversation written before the heal (-1: never).
 	Convergence []float64
 	Revocations []RevocationOutcome
-	// TimeScale: scenario seconds per wall-clock second (full engine).
-	TimeScale float64
+	// TimeScale: scenario seconds per wall-clock second (full engine);
+	// Lag: the most scenario seconds an event ran late (the machine could
+	// not keep up with the compression).
+	TimeScale, Lag float64
+
+	sentIDs []crdt.OpID // full engine: each message's op ID
 }
 
 // RevocationOutcome is how one revocation spread, and what the revoked

@@ -1,0 +1,621 @@
+package simulations
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/mesh"
+	"github.com/medmesh/medmesh/node"
+)
+
+// FullOptions tune the full-stack engine.
+type FullOptions struct {
+	// Scale is how many scenario seconds pass per wall-clock second
+	// (default: the scenario runs in about 30 s). Protocol timers — the
+	// anti-entropy period, the sync kick, the gossipsub heartbeat — and
+	// link latency shrink by it, bandwidth grows by it. The machine's own
+	// costs (signatures, decryption) do not shrink: at scale 1000 one
+	// 70 µs op costs 70 ms of scenario time.
+	Scale float64
+	// Degree caps the connections a device opens when it arrives in a
+	// place, as a connection manager does (default 8).
+	Degree int
+	// Setup bounds the wall time to enrol and found conversations.
+	Setup time.Duration
+}
+
+// full is one full-stack run: real nodes and mesh services on a mocknet.
+type full struct {
+	w     *World
+	opt   FullOptions
+	res   *Result
+	mn    mocknet.Mocknet
+	ca    *identity.CA
+	devs  []*fdev
+	byID  map[peer.ID]int
+	rng   *rand.Rand
+	t0    time.Time
+	conns map[[2]int]mocknet.Link
+	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
+
+	mu      sync.Mutex
+	got     []map[crdt.OpID]arrival
+	dups    map[crdt.OpID]int
+	crlSeen [][]float64 // per revocation, per device: when it knew (-1)
+	maxLag  time.Duration
+}
+
+type fdev struct {
+	n     *node.Node
+	s     *mesh.Service
+	store ds.Datastore
+	cert  *x509.Certificate
+	place int
+	conv  chat.ConversationID
+}
+
+// RunFull runs a scenario on real libp2p nodes over a mocknet.
+func RunFull(s Scenario, seed uint64, opt FullOptions, progress func(done, total int)) (*Result, error) {
+	w, err := Build(s, seed)
+	if err != nil {
+		return nil, err
+	}
+	return w.RunFull(opt, progress)
+}
+
+// now is the scenario time.
+func (f *full) now() float64 { return time.Since(f.t0).Seconds() * f.opt.Scale }
+
+// RunFull runs the world on real nodes, on the wall clock compressed by
+// opt.Scale.
+func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Result, error) {
+	start := time.Now()
+	if opt.Scale <= 0 {
+		opt.Scale = max(1, w.S.Hours*3600/30)
+	}
+	if opt.Degree <= 0 {
+		opt.Degree = 8
+	}
+	if opt.Setup <= 0 {
+		opt.Setup = 2 * time.Minute
+	}
+	f := &full{w: w, opt: opt, res: newResult(w, "full"), mn: mocknet.New(), byID: map[peer.ID]int{},
+		rng: rand.New(rand.NewPCG(w.Seed, 0x66756c6c)), conns: map[[2]int]mocknet.Link{}, dups: map[crdt.OpID]int{},
+		t0: time.Now()}
+	f.res.TimeScale = opt.Scale
+	f.mn.SetLinkDefaults(mocknet.LinkOptions{
+		Latency:   time.Duration(w.S.LinkMS / opt.Scale * float64(time.Millisecond)),
+		Bandwidth: w.S.LinkKBps * 1024 * opt.Scale,
+	})
+	defer f.close()
+	if err := f.startNodes(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opt.Setup)
+	defer cancel()
+	if err := f.foundConversations(ctx); err != nil {
+		return nil, err
+	}
+	f.run(progress)
+	f.finish()
+	f.res.Wall = time.Since(start)
+	return f.res, nil
+}
+
+func (f *full) close() {
+	for _, d := range f.devs {
+		if d.s != nil {
+			d.s.Close()
+		}
+		if d.n != nil {
+			d.n.Close()
+		}
+	}
+	f.mn.Close()
+}
+
+// tracer counts the bytes of every gossip RPC a node sends.
+type tracer struct{ n *atomic.Int64 }
+
+func (t tracer) SendRPC(rpc *pubsub.RPC, _ peer.ID)                 { t.n.Add(int64(proto.Size(&rpc.RPC))) }
+func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (tracer) OnClosedOutboundStream(peer.ID)                       {}
+func (tracer) Join(string)                                          {}
+func (tracer) Leave(string)                                         {}
+func (tracer) Graft(peer.ID, string)                                {}
+func (tracer) Prune(peer.ID, string)                                {}
+func (tracer) ValidateMessage(*pubsub.Message)                      {}
+func (tracer) DeliverMessage(*pubsub.Message)                       {}
+func (tracer) RejectMessage(*pubsub.Message, string)                {}
+func (tracer) DuplicateMessage(*pubsub.Message)                     {}
+func (tracer) ThrottlePeer(peer.ID)                                 {}
+func (tracer) RecvRPC(*pubsub.RPC)                                  {}
+func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (tracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (tracer) UndeliverableMessage(*pubsub.Message)                 {}
+
+// startNodes enrols every device with a throwaway CA and starts a node and
+// a mesh service for it on the mocknet.
+func (f *full) startNodes() error {
+	now := time.Now()
+	ca, err := identity.NewRootCA("Simulated Trust", now)
+	if err != nil {
+		return err
+	}
+	f.ca = ca
+	trust, err := identity.NewTrust([]*x509.Certificate{ca.Cert})
+	if err != nil {
+		return err
+	}
+	params := pubsub.DefaultGossipSubParams()
+	params.HeartbeatInterval = max(10*time.Millisecond, time.Duration(float64(time.Second)/f.opt.Scale))
+	params.HeartbeatInitialDelay = min(params.HeartbeatInitialDelay, params.HeartbeatInterval)
+	f.got = make([]map[crdt.OpID]arrival, len(f.w.Devices))
+	for i, wd := range f.w.Devices {
+		k, err := identity.GenerateDeviceKey()
+		if err != nil {
+			return err
+		}
+		csrPEM, _ := identity.CreateCSR(k, identity.Details{Name: wd.Name, StaffID: wd.Name})
+		req, err := identity.ParseCSR(csrPEM)
+		if err != nil {
+			return err
+		}
+		cert, err := ca.Sign(req, identity.SignOptions{}, now)
+		if err != nil {
+			return err
+		}
+		chain, err := identity.ParseCertificates(ca.Chain(cert))
+		if err != nil {
+			return err
+		}
+		priv, err := crypto.UnmarshalEd25519PrivateKey(k.Identity)
+		if err != nil {
+			return err
+		}
+		addr, _ := ma.NewMultiaddr(fmt.Sprintf("/ip4/100.64.%d.%d/tcp/4242", i/250, i%250+1))
+		h, err := f.mn.AddPeer(priv, addr)
+		if err != nil {
+			return err
+		}
+		store := dssync.MutexWrap(ds.NewMapDatastore())
+		n, err := node.New(context.Background(), node.Config{Key: k, Chain: chain, Trust: trust, Store: store, Host: h,
+			PubSubOptions: []pubsub.Option{pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})}})
+		if err != nil {
+			return err
+		}
+		d := &fdev{n: n, store: store, cert: cert, place: nowhere}
+		f.devs = append(f.devs, d)
+		f.byID[n.ID()] = i
+		f.got[i] = map[crdt.OpID]arrival{}
+		d.s, err = mesh.New(mesh.Config{Node: n, Store: store, Anchor: wd.Anchor,
+			Device:    &chat.Device{Key: k.Identity, ID: k.PeerID(), Prekeys: n.Prekeys(), CertKEM: k.KEM},
+			SyncEvery: time.Duration(f.w.S.SyncSeconds / f.opt.Scale * float64(time.Second)),
+			KickDelay: time.Duration(0.3 / f.opt.Scale * float64(time.Second)),
+			Observe:   f.observer(i)})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// observer records what device i takes in.
+func (f *full) observer(i int) func(id crdt.OpID, from peer.ID, dup bool) {
+	return func(id crdt.OpID, from peer.ID, dup bool) {
+		t := f.now()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if dup {
+			f.dups[id]++
+			return
+		}
+		if _, ok := f.got[i][id]; ok {
+			return
+		}
+		hops := int32(1)
+		if j, ok := f.byID[from]; ok {
+			hops = f.got[j][id].hops + 1
+		}
+		f.got[i][id] = arrival{at: t, hops: hops}
+	}
+}
+
+// connect links and connects devices a and b (idempotent).
+func (f *full) connect(a, b int) {
+	k := [2]int{min(a, b), max(a, b)}
+	if _, ok := f.conns[k]; ok || a == b {
+		return
+	}
+	l, err := f.mn.LinkPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
+	if err != nil {
+		return
+	}
+	f.conns[k] = l
+	f.mn.ConnectPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
+}
+
+func (f *full) disconnect(a, b int) {
+	k := [2]int{min(a, b), max(a, b)}
+	l, ok := f.conns[k]
+	if !ok {
+		return
+	}
+	delete(f.conns, k)
+	f.mn.Unlink(l)
+	f.mn.DisconnectPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
+}
+
+// foundConversations: each conversation's first member meets the others
+// (off the clock), creates it, and waits until every member has joined.
+func (f *full) foundConversations(ctx context.Context) error {
+	for c, members := range f.w.Convs {
+		creator := members[0]
+		for _, m := range members[1:] {
+			f.connect(creator, m)
+		}
+		cd := f.devs[creator]
+		var ids []peer.ID
+		for _, m := range members[1:] {
+			id := f.devs[m].n.ID()
+			if err := waitFor(ctx, func() bool { _, err := cd.n.Recipient(id, time.Now()); return err == nil }); err != nil {
+				return fmt.Errorf("conversation %d: %s never learnt %s's prekey: %w", c, f.w.Devices[creator].Name, f.w.Devices[m].Name, err)
+			}
+			ids = append(ids, id)
+		}
+		conv, err := cd.s.Create(fmt.Sprintf("team %d", c), ids)
+		if err != nil {
+			return fmt.Errorf("conversation %d: %w", c, err)
+		}
+		for _, m := range members {
+			f.devs[m].conv = conv
+			s := f.devs[m].s
+			if err := waitFor(ctx, func() bool { _, err := s.Messages(conv); return err == nil }); err != nil {
+				return fmt.Errorf("conversation %d: %s never joined: %w", c, f.w.Devices[m].Name, err)
+			}
+		}
+		for _, m := range members[1:] {
+			f.disconnect(creator, m)
+		}
+	}
+	// Off the clock: welcomes and receipts are not messages.
+	f.mu.Lock()
+	for i := range f.got {
+		f.got[i] = map[crdt.OpID]arrival{}
+	}
+	f.dups = map[crdt.OpID]int{}
+	f.mu.Unlock()
+	return nil
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+type fevent struct {
+	at   float64
+	kind int
+	a, b int
+}
+
+const eCut = 100
+
+// run plays the world's events on the wall clock.
+func (f *full) run(progress func(done, total int)) {
+	var evs []fevent
+	for i, d := range f.w.Devices {
+		for _, m := range d.Moves {
+			evs = append(evs, fevent{m.At, eMove, i, m.Place})
+		}
+	}
+	for _, l := range f.w.Links {
+		evs = append(evs, fevent{l.Up, eUp, l.A, l.B}, fevent{l.Down, eDown, l.A, l.B})
+	}
+	for i, m := range f.w.Sends {
+		evs = append(evs, fevent{m.At, eSend, i, 0})
+	}
+	for i, r := range f.w.Revokes {
+		evs = append(evs, fevent{r.At, eRevoke, i, 0})
+	}
+	for _, c := range f.w.Cuts {
+		evs = append(evs, fevent{c.From, eCut, 0, 0}, fevent{c.To, eHeal, 0, 0})
+	}
+	evs = append(evs, fevent{f.w.S.Hours * 3600, -1, 0, 0})
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
+	f.crlSeen = make([][]float64, len(f.w.Revokes))
+	for r := range f.crlSeen {
+		f.crlSeen[r] = make([]float64, len(f.devs))
+		for i := range f.crlSeen[r] {
+			f.crlSeen[r][i] = -1
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if len(f.w.Revokes) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.watchCRLs(ctx) }()
+	}
+	f.t0 = time.Now()
+	for i, d := range f.w.Devices { // where everyone starts
+		f.arrive(i, d.Start)
+	}
+	f.wan(0)
+	timer := time.NewTimer(0)
+	for i, e := range evs {
+		wall := f.t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
+		if d := time.Until(wall); d > 0 {
+			timer.Reset(d)
+			<-timer.C
+		} else {
+			f.maxLag = max(f.maxLag, -d)
+		}
+		f.step(e)
+		if progress != nil && i%64 == 0 {
+			progress(i, len(evs))
+		}
+	}
+	stop()
+	wg.Wait()
+	f.res.Events = len(evs) - 1
+}
+
+func (f *full) step(e fevent) {
+	switch e.kind {
+	case eMove:
+		f.leave(e.a)
+		f.arrive(e.a, e.b)
+	case eUp:
+		f.connect(e.a, e.b)
+	case eDown:
+		f.disconnect(e.a, e.b)
+	case eSend:
+		m := f.w.Sends[e.a]
+		d := f.devs[m.Dev]
+		at := f.now()
+		id, err := d.s.Do(d.conv, func(r *chat.Replica) ([][]byte, crdt.OpID, error) {
+			return r.Send(fmt.Sprintf("simulated message %d", e.a), chat.SendOptions{})
+		})
+		if err == nil {
+			f.mu.Lock()
+			f.got[m.Dev][id] = arrival{at: at}
+			f.mu.Unlock()
+			f.res.sentIDs = append(f.res.sentIDs, id)
+		} else {
+			f.res.sentIDs = append(f.res.sentIDs, crdt.OpID{})
+		}
+	case eRevoke:
+		f.revoke(e.a)
+	case eCut, eHeal:
+		f.wan(f.now())
+	}
+}
+
+// leave drops every place connection of device a (trace links and the
+// WAN stay).
+func (f *full) leave(a int) {
+	p := f.devs[a].place
+	if p == nowhere {
+		return
+	}
+	for o, d := range f.devs {
+		if o != a && d.place == p {
+			f.disconnect(a, o)
+		}
+	}
+	f.devs[a].place = nowhere
+}
+
+// arrive connects device a with up to Degree devices present at p.
+func (f *full) arrive(a, p int) {
+	f.devs[a].place = p
+	if p == nowhere {
+		return
+	}
+	var here []int
+	for o, d := range f.devs {
+		if o != a && d.place == p {
+			here = append(here, o)
+		}
+	}
+	f.rng.Shuffle(len(here), func(i, j int) { here[i], here[j] = here[j], here[i] })
+	for _, o := range here[:min(len(here), f.opt.Degree)] {
+		f.connect(a, o)
+	}
+}
+
+// wan connects the bridges whose site no cut isolates, and disconnects
+// the others.
+func (f *full) wan(t float64) {
+	var up []int
+	for i, d := range f.w.Devices {
+		if !d.Bridge {
+			continue
+		}
+		if f.w.wanUp(f.devs[i].place, t) {
+			up = append(up, i)
+		} else {
+			for j, o := range f.w.Devices {
+				if o.Bridge && j != i {
+					f.disconnect(i, j)
+				}
+			}
+		}
+	}
+	for i, a := range up {
+		for _, b := range up[i+1:] {
+			f.connect(a, b)
+			if l := f.conns[[2]int{min(a, b), max(a, b)}]; l != nil {
+				l.SetOptions(mocknet.LinkOptions{Latency: time.Duration(f.w.S.WANMS / f.opt.Scale * float64(time.Millisecond)),
+					Bandwidth: f.w.S.LinkKBps * 1024 * f.opt.Scale})
+			}
+		}
+	}
+}
+
+// revoke: the CA revokes the device's certificate and the CRL is handed
+// to every anchor outside a cut.
+func (f *full) revoke(r int) {
+	rv := f.w.Revokes[r]
+	var entries []x509.RevocationListEntry
+	for _, o := range f.w.Revokes[:r+1] {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: f.devs[o.Dev].cert.SerialNumber, RevocationTime: time.Now()})
+	}
+	crl, err := f.ca.CreateCRL(big.NewInt(int64(r+1)), entries, time.Now())
+	if err != nil {
+		return
+	}
+	for i, d := range f.w.Devices {
+		if d.Anchor && f.w.wanUp(f.devs[i].place, rv.At) {
+			f.devs[i].n.SubmitCRL(context.Background(), crl)
+		}
+	}
+}
+
+// watchCRLs notes when each device knows each revocation.
+func (f *full) watchCRLs(ctx context.Context) {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := f.now()
+		for r, rv := range f.w.Revokes {
+			if now < rv.At {
+				continue
+			}
+			id := f.devs[rv.Dev].n.ID()
+			for i, d := range f.devs {
+				if f.crlSeen[r][i] >= 0 || i == rv.Dev {
+					continue
+				}
+				if _, revoked := d.n.KnownStaff(id); revoked {
+					f.crlSeen[r][i] = now
+				}
+			}
+		}
+	}
+}
+
+func (f *full) finish() {
+	msgOf := map[crdt.OpID]int32{}
+	for i, id := range f.res.sentIDs {
+		msgOf[id] = int32(i)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, g := range f.got {
+		for id, a := range g {
+			if _, ok := msgOf[id]; ok && a.hops > 0 {
+				f.res.Relayed++
+			}
+		}
+	}
+	for id, n := range f.dups {
+		if _, ok := msgOf[id]; ok {
+			f.res.Duplicates += n
+		}
+	}
+	var sync int64
+	for _, d := range f.devs {
+		sync += d.s.SyncBytes()
+	}
+	f.res.Bytes = sync + f.gossp.Load()
+	deps := make([][]int32, len(f.w.Sends)) // standing is read from a converged replica below
+	f.w.outcome(f.res, func(dev int, key int32) (arrival, bool) {
+		if key < 0 {
+			r := int(-1 - key)
+			if dev == f.w.Revokes[r].Dev {
+				return arrival{}, false
+			}
+			if t := f.crlSeen[r][dev]; t >= 0 {
+				return arrival{at: t}, true
+			}
+			return arrival{}, false
+		}
+		a, ok := f.got[dev][f.res.sentIDs[key]]
+		return a, ok
+	}, deps)
+	for r := range f.res.Revocations {
+		f.res.Revocations[r].Standing = f.standing(f.w.Revokes[r].Dev)
+	}
+	for i, d := range f.devs {
+		f.res.Storage[f.w.Devices[i].Name] = storeBytes(d.store)
+	}
+	if f.maxLag > 0 {
+		f.res.Lag = f.maxLag.Seconds() * f.opt.Scale
+	}
+}
+
+// standing counts the revoked device's messages that a member of its
+// conversation still shows at the end (the chat rule applied for real).
+func (f *full) standing(dev int) int {
+	c := f.w.ConvOf[dev]
+	if c < 0 {
+		return 0
+	}
+	name := f.devs[dev].n.ID().String()
+	for _, m := range f.w.Convs[c] {
+		if m == dev {
+			continue
+		}
+		views, err := f.devs[m].s.Messages(f.devs[m].conv)
+		if err != nil {
+			continue
+		}
+		n := 0
+		for _, v := range views {
+			if v.Sender == name {
+				n++
+			}
+		}
+		return n
+	}
+	return 0
+}
+
+func storeBytes(d ds.Datastore) int64 {
+	r, err := d.Query(context.Background(), query.Query{})
+	if err != nil {
+		return 0
+	}
+	defer r.Close()
+	var n int64
+	for e := range r.Next() {
+		n += int64(len(e.Key) + len(e.Value))
+	}
+	return n
+}
