@@ -112,14 +112,14 @@ func (d *Dialer) dialDue() {
 		}
 		t.dialing = true
 		d.wg.Add(1)
-		go d.dial(t)
+		go d.dial(t, t.ai) // a copy: Keep and Try may replace t.ai meanwhile
 	}
 }
 
-func (d *Dialer) dial(t *target) {
+func (d *Dialer) dial(t *target, ai peer.AddrInfo) {
 	defer d.wg.Done()
 	ctx, cancel := context.WithTimeout(d.ctx, dialTimeout)
-	err := d.h.Connect(ctx, t.ai)
+	err := d.h.Connect(ctx, ai)
 	cancel()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -129,7 +129,7 @@ func (d *Dialer) dial(t *target) {
 		t.next = time.Now().Add(t.backoff)
 		return
 	}
-	d.log.Debug("dial failed", "remote", t.ai.ID.String(), "err", err)
+	d.log.Debug("dial failed", "remote", ai.ID.String(), "err", err)
 	t.fails++
 	t.next = time.Now().Add(t.backoff)
 	t.backoff = min(2*t.backoff, maxBackoff)

@@ -71,6 +71,7 @@ type fdev struct {
 	s     *mesh.Service
 	store ds.Datastore
 	cert  *x509.Certificate
+	trust *identity.Trust
 	place int
 	conv  chat.ConversationID
 }
@@ -164,10 +165,6 @@ func (f *full) startNodes() error {
 		return err
 	}
 	f.ca = ca
-	trust, err := identity.NewTrust([]*x509.Certificate{ca.Cert})
-	if err != nil {
-		return err
-	}
 	params := pubsub.DefaultGossipSubParams()
 	params.HeartbeatInterval = max(10*time.Millisecond, time.Duration(float64(time.Second)/f.opt.Scale))
 	params.HeartbeatInitialDelay = min(params.HeartbeatInitialDelay, params.HeartbeatInterval)
@@ -199,13 +196,17 @@ func (f *full) startNodes() error {
 		if err != nil {
 			return err
 		}
+		trust, err := identity.NewTrust([]*x509.Certificate{ca.Cert}) // each device its own: CRLs are learnt one by one
+		if err != nil {
+			return err
+		}
 		store := dssync.MutexWrap(ds.NewMapDatastore())
 		n, err := node.New(context.Background(), node.Config{Key: k, Chain: chain, Trust: trust, Store: store, Host: h,
 			PubSubOptions: []pubsub.Option{pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})}})
 		if err != nil {
 			return err
 		}
-		d := &fdev{n: n, store: store, cert: cert, place: nowhere}
+		d := &fdev{n: n, store: store, cert: cert, place: nowhere, trust: trust}
 		f.devs = append(f.devs, d)
 		f.byID[n.ID()] = i
 		f.got[i] = map[crdt.OpID]arrival{}
@@ -517,12 +518,11 @@ func (f *full) watchCRLs(ctx context.Context) {
 			if now < rv.At {
 				continue
 			}
-			id := f.devs[rv.Dev].n.ID()
 			for i, d := range f.devs {
 				if f.crlSeen[r][i] >= 0 || i == rv.Dev {
 					continue
 				}
-				if _, revoked := d.n.KnownStaff(id); revoked {
+				if d.trust.NewestCRLNumber() > int64(r) {
 					f.crlSeen[r][i] = now
 				}
 			}

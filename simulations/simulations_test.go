@@ -3,6 +3,7 @@ package simulations
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,5 +184,154 @@ func TestTraceByHand(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "trace.csv"), []byte("600,nobody,b\n"), 0o644)
 	if _, err := RunDES(s, 5, nil); err == nil || !strings.Contains(err.Error(), "line 1: unknown device") {
 		t.Fatalf("bad trace: %v", err)
+	}
+}
+
+// TestOracleIsALowerBound: on every built-in, no delivery beats the
+// oracle's earliest arrival, and every delivery had a path.
+func TestOracleIsALowerBound(t *testing.T) {
+	for _, n := range Names() {
+		s := Builtins[n]
+		s.Messages = 60
+		r, err := RunDES(s, 2, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		for _, m := range r.Messages {
+			if m.Delivered >= 0 && (m.Oracle < 0 || m.Delivered < m.Oracle) {
+				t.Fatalf("%s: delivered before the oracle allows: %+v", n, m)
+			}
+		}
+	}
+}
+
+// TestRevocationPartition: the CRL reaches everyone, the cut-off ED only
+// after the heal; the partition converges; the revoked phone's messages
+// after its revocation are not counted as deliveries.
+func TestRevocationPartition(t *testing.T) {
+	s := Builtins["revocation-partition"]
+	r, err := RunDES(s, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRevocationPartition(t, r)
+}
+
+func checkRevocationPartition(t *testing.T, r *Result) {
+	t.Helper()
+	sum := Summarise(r)
+	if sum.RevocationNotLearnt == nil || *sum.RevocationNotLearnt != 0 {
+		t.Fatalf("CRL not learnt by everyone: %+v", sum)
+	}
+	heal, rev := r.World.Heal, r.World.Revokes[0].At
+	if *sum.RevocationLearntMaxS < heal-rev {
+		t.Fatalf("CRL crossed the cut: learnt within %.0f s, heal %.0f s after the revocation", *sum.RevocationLearntMaxS, heal-rev)
+	}
+	if sum.ConvergenceS == nil || *sum.ConvergenceS < 0 || *sum.ConvergenceS > 3600 {
+		t.Fatalf("no convergence within an hour of the heal: %v", sum.ConvergenceS)
+	}
+	revoked := r.World.Devices[r.World.Revokes[0].Dev].Name
+	for _, m := range r.Messages {
+		if m.From == revoked && m.Sent >= rev {
+			t.Fatalf("a revoked device's message counted as a delivery: %+v", m)
+		}
+	}
+	if *sum.RevokedSent == 0 {
+		t.Fatal("the revoked phone sent nothing after its revocation: the scenario tests nothing")
+	}
+}
+
+// contactTrace writes a pairwise contact trace: every pair of the n
+// devices of group "n" meets as a Poisson process of the given rate (per
+// hour), for one second each time; within a team of size team the rate is
+// multiplied by boost.
+func contactTrace(t *testing.T, n int, perHour, hours float64, team int, boost float64, seed uint64) string {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var b strings.Builder
+	b.WriteString("up_s,down_s,device_a,device_b\n")
+	for i := 1; i <= n; i++ {
+		for j := i + 1; j <= n; j++ {
+			rate := perHour / 3600
+			if team > 0 && (i-1)/team == (j-1)/team {
+				rate *= boost
+			}
+			for at := rng.ExpFloat64() / rate; at < hours*3600; at += rng.ExpFloat64() / rate {
+				fmt.Fprintf(&b, "%.3f,%.3f,n-%d,n-%d\n", at, at+1, i, j)
+			}
+		}
+	}
+	p := filepath.Join(t.TempDir(), "trace.csv")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestValidationEpidemicCompleteGraph: on a complete contact graph where
+// every pair meets as a Poisson process of rate λ, epidemic spreading from
+// one device reaches all n in expected time Σ_{k=1}^{n-1} 1/(λ k (n−k)) =
+// 2 H_{n−1} / (λ n). The DES's mean time-to-everyone over many messages
+// must match it within 10% (the standard error of the mean at 300
+// messages is about 3%).
+func TestValidationEpidemicCompleteGraph(t *testing.T) {
+	const n, perHour = 20, 1.0
+	s := Scenario{Name: "complete-graph", Hours: 30, Places: []string{"nowhere"}, Messages: 300, LinkMS: 5, LinkKBps: 2000,
+		SyncSeconds: 3600, BurstMinutes: 20 * 60, Devices: []Group{{Name: "n", Count: n, Home: "nowhere"}},
+		Trace: contactTrace(t, n, perHour, 30, 0, 1, 9)}
+	r, err := RunDES(s, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := map[int]float64{}
+	for _, m := range r.Messages {
+		if m.Delivered < 0 {
+			t.Fatalf("undelivered on a complete graph: %+v", m)
+		}
+		done[m.ID] = max(done[m.ID], m.Delivered-m.Sent)
+	}
+	mean := 0.0
+	for _, d := range done {
+		mean += d
+	}
+	mean /= float64(len(done))
+	h := 0.0
+	for k := 1; k < n; k++ {
+		h += 1 / float64(k)
+	}
+	want := 2 * h / (perHour / 3600 * n)
+	t.Logf("epidemic on a complete graph, n=%d, λ=%.0f/h per pair: mean time to all %.0f s, analytic %.0f s (ratio %.3f) over %d messages",
+		n, perHour, mean, want, mean/want, len(done))
+	if mean < 0.9*want || mean > 1.1*want {
+		t.Fatalf("mean time to all %.0f s, analytic %.0f s", mean, want)
+	}
+}
+
+// TestValidationRoutingOnTrace: our store-and-forward (members carry their
+// conversation) against plain epidemic routing (everyone carries
+// everything) and the oracle, on one contact trace with team structure.
+// Epidemic routing may use other teams as relays: it delivers at least as
+// much, as fast, at a higher overhead.
+func TestValidationRoutingOnTrace(t *testing.T) {
+	trace := contactTrace(t, 24, 0.2, 12, 6, 10, 11)
+	run := func(routing string) Summary {
+		s := Scenario{Name: "trace-" + routing, Hours: 12, Places: []string{"nowhere"}, Messages: 200, LinkMS: 5, LinkKBps: 2000,
+			SyncSeconds: 3600, ConversationSize: 6, Routing: routing, Devices: []Group{{Name: "n", Count: 24, Home: "nowhere"}}, Trace: trace}
+		r, err := RunDES(s, 5, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Summarise(r)
+	}
+	ours, epi := run("medmesh"), run("epidemic")
+	for _, s := range []Summary{ours, epi} {
+		t.Logf("%-16s delivery %.3f  missed %d  latency÷oracle median %.2f  mean latency %.0f s  overhead %.2f  bytes/delivery %.0f",
+			s.Scenario, s.DeliveryRatio, s.Missed, s.LatencyVsOracle, s.LatencyMean, s.OverheadRatio, s.BytesPerDelivery)
+	}
+	if epi.DeliveryRatio < ours.DeliveryRatio || epi.LatencyMean > ours.LatencyMean*1.001 || epi.OverheadRatio <= ours.OverheadRatio {
+		t.Fatalf("epidemic %+v vs ours %+v", epi, ours)
+	}
+	if epi.Missed != 0 || epi.LatencyVsOracle > 1.01 {
+		t.Fatalf("plain epidemic with instant contacts should match the oracle: %+v", epi)
 	}
 }
