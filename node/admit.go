@@ -25,6 +25,8 @@ type peerState struct {
 	err     error
 }
 
+// admitted reports the decision. Callers hold n.mu (revocation rewrites
+// err and staff).
 func (p *peerState) admitted() bool {
 	select {
 	case <-p.decided:
@@ -62,6 +64,8 @@ func (n *Node) awaitAdmitted(ctx context.Context, id peer.ID) bool {
 	defer t.Stop()
 	select {
 	case <-st.decided:
+		n.mu.Lock() // a revocation may withdraw the admission meanwhile
+		defer n.mu.Unlock()
 		return st.admitted()
 	case <-ctx.Done():
 	case <-n.ctx.Done():

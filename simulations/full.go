@@ -55,7 +55,7 @@ type full struct {
 	devs  []*fdev
 	byID  map[peer.ID]int
 	rng   *rand.Rand
-	t0    time.Time
+	t0    atomic.Pointer[time.Time] // start of scenario time
 	conns map[[2]int]mocknet.Link
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
 
@@ -86,7 +86,7 @@ func RunFull(s Scenario, seed uint64, opt FullOptions, progress func(done, total
 }
 
 // now is the scenario time.
-func (f *full) now() float64 { return time.Since(f.t0).Seconds() * f.opt.Scale }
+func (f *full) now() float64 { return time.Since(*f.t0.Load()).Seconds() * f.opt.Scale }
 
 // RunFull runs the world on real nodes, on the wall clock compressed by
 // opt.Scale.
@@ -102,8 +102,9 @@ func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Resul
 		opt.Setup = 2 * time.Minute
 	}
 	f := &full{w: w, opt: opt, res: newResult(w, "full"), mn: mocknet.New(), byID: map[peer.ID]int{},
-		rng: rand.New(rand.NewPCG(w.Seed, 0x66756c6c)), conns: map[[2]int]mocknet.Link{}, dups: map[crdt.OpID]int{},
-		t0: time.Now()}
+		rng: rand.New(rand.NewPCG(w.Seed, 0x66756c6c)), conns: map[[2]int]mocknet.Link{}, dups: map[crdt.OpID]int{}}
+	t0 := time.Now()
+	f.t0.Store(&t0)
 	f.res.TimeScale = opt.Scale
 	f.mn.SetLinkDefaults(mocknet.LinkOptions{
 		Latency:   time.Duration(w.S.LinkMS / opt.Scale * float64(time.Millisecond)),
@@ -367,14 +368,15 @@ func (f *full) run(progress func(done, total int)) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f.watchCRLs(ctx) }()
 	}
-	f.t0 = time.Now()
+	t0 := time.Now()
+	f.t0.Store(&t0)
 	for i, d := range f.w.Devices { // where everyone starts
 		f.arrive(i, d.Start)
 	}
 	f.wan(0)
 	timer := time.NewTimer(0)
 	for i, e := range evs {
-		wall := f.t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
+		wall := t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
 		if d := time.Until(wall); d > 0 {
 			timer.Reset(d)
 			<-timer.C
