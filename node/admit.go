@@ -291,12 +291,16 @@ func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) {
 		return k.known, k.revoked
 	}
 	var chain []*x509.Certificate
+	var raw [][]byte
 	if st := n.peers[id]; st != nil && st.chain != nil {
 		chain = st.chain
 	} else if e := n.directory[id]; e != nil {
-		chain = e.chain
+		raw = e.chain
 	}
 	n.mu.Unlock()
+	if raw != nil {
+		chain, _ = decodeChain(raw)
+	}
 	if chain == nil {
 		return false, false
 	}

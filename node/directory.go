@@ -19,16 +19,17 @@ import (
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
-// entry is a directory entry: a colleague's verified certificate chain and
-// newest verified prekey.
+// entry is a directory entry: a colleague's verified certificate chain (as
+// DER, not parsed: a device holds one entry per colleague, and a parsed
+// chain costs several times its bytes) and newest verified prekey.
 type entry struct {
 	staff  *identity.Staff
-	chain  []*x509.Certificate
+	chain  [][]byte
 	prekey *e2e.Prekey
 }
 
 func (e *entry) wire() dirEntry {
-	d := dirEntry{Chain: encodeChain(e.chain)}
+	d := dirEntry{Chain: e.chain}
 	if e.prekey != nil {
 		d.Prekey, _ = e2e.EncodePrekey(e.prekey)
 	}
@@ -46,6 +47,7 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 			pk = p
 		}
 	}
+	compact := n.compactChain(chain)
 	n.mu.Lock()
 	old := n.directory[s.PeerID]
 	newCert := old == nil || (old.staff.Serial.Cmp(s.Serial) != 0 && !old.staff.NotAfter.After(s.NotAfter))
@@ -54,7 +56,7 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 		n.mu.Unlock()
 		return false
 	}
-	e := &entry{staff: s, chain: chain, prekey: pk}
+	e := &entry{staff: s, chain: compact, prekey: pk}
 	if old != nil {
 		if !newCert {
 			e.staff, e.chain = old.staff, old.chain
@@ -74,6 +76,27 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
 	}
 	return true
+}
+
+// compactChain copies a chain's DER out of the message it came in, sharing
+// the issuers' certificates between entries. Callers must not hold mu.
+func (n *Node) compactChain(chain []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(chain))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, c := range chain {
+		if i == 0 {
+			out[i] = slices.Clone(c.Raw)
+			continue
+		}
+		if shared, ok := n.issuers[string(c.Raw)]; ok {
+			out[i] = shared
+		} else {
+			out[i] = slices.Clone(c.Raw)
+			n.issuers[string(out[i])] = out[i]
+		}
+	}
+	return out
 }
 
 func (n *Node) persistEntry(e *entry) {

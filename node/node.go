@@ -98,6 +98,7 @@ type Node struct {
 	peers      map[peer.ID]*peerState
 	blocked    map[peer.ID]time.Time
 	directory  map[peer.ID]*entry
+	issuers    map[string][]byte // issuer certificates (DER) shared by directory entries
 	onAdmitted []func(peer.ID)
 	known      map[peer.ID]knownStaff
 	crlGen     atomic.Int64 // bumped with every newer CRL
@@ -137,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
-		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]*entry{},
+		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]*entry{}, issuers: map[string][]byte{},
 		known: map[peer.ID]knownStaff{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())

@@ -57,7 +57,7 @@ func (n *Node) ownPrekey(now time.Time) (*e2e.Prekey, error) {
 			return nil, fmt.Errorf("persist prekeys: %w", err)
 		}
 		if before != 0 && n.topic != nil {
-			w := (&entry{staff: n.self, chain: n.cfg.Chain, prekey: p}).wire()
+			w := (&entry{staff: n.self, chain: encodeChain(n.cfg.Chain), prekey: p}).wire()
 			n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
 		}
 	}
@@ -72,7 +72,7 @@ func (n *Node) ownEntry() *entry {
 	if p == nil {
 		return nil
 	}
-	return &entry{staff: n.self, chain: n.cfg.Chain, prekey: p}
+	return &entry{staff: n.self, chain: encodeChain(n.cfg.Chain), prekey: p}
 }
 
 // Prekeys is this device's prekey ring (chat opens welcomes with it).

@@ -339,7 +339,7 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 		}
 		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
 		if s, err := identity.StaffFromCert(chain[0]); err == nil {
-			e := &entry{staff: s, chain: chain}
+			e := &entry{staff: s, chain: n.compactChain(chain)}
 			if p, err := e2e.DecodePrekey(de.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
 				e.prekey = p
 			}
