@@ -1,18 +1,25 @@
 // Package simulations runs reproducible "what if" experiments on a hospital
-// mesh with the real protocol code: devices hold real crdt DAGs, and every
-// meeting runs the real range-based reconciliation state machine of mesh
-// (recon.go) to decide what to transfer. The discrete-event engine (des.go)
-// runs in virtual time, seeded and deterministic: the same seed gives
-// byte-identical outputs. Signature checks and decryption are charged as
-// calibrated virtual-time costs (ReceiveCost, measured by the chat ingest
-// benchmark), not computed. The full-stack engine (libp2p mocknet) is not
-// built yet.
+// mesh with the real protocol code. A Scenario (JSON file or built-in) and
+// a seed make a World: every device's moves (visits from home, random
+// waypoint over a floor graph, or a replayed contact trace), partitions,
+// revocations and messages. Two engines run a World:
+//
+//   - the discrete-event engine (des.go) in virtual time, seeded and
+//     deterministic (the same seed gives byte-identical outputs): devices
+//     hold real crdt DAGs per conversation and every meeting runs the real
+//     range-based reconciliation state machine of mesh (recon.go); gossip is
+//     a model; signature checks and decryption are charged as a calibrated
+//     virtual cost (ReceiveCost, the chat ingest benchmark), not computed;
+//   - the full-stack engine (full.go): a real node and mesh service per
+//     device on a libp2p mocknet, on the wall clock compressed by a stated
+//     scale, protocol timers scaled with it.
 //
 // Metrics follow The ONE simulator: delivery ratio, latency, overhead ratio
-// ((relayed − delivered) / delivered), hop count, bytes per delivered
-// message, storage per node — and beside each latency the oracle: the
-// earliest arrival any protocol could achieve through the contact graph,
-// computed with full knowledge of future contacts.
+// ((relayed − delivered) / delivered), hop count, duplicates, bytes per
+// delivered message, storage per node, convergence after a partition heals
+// — and beside each latency the oracle (oracle.go): the earliest arrival
+// any protocol could achieve through the contact graph, computed with full
+// knowledge of future contacts.
 package simulations
 
 import (

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -20,6 +22,23 @@ func newSimCmd(e *env) *cobra.Command {
 			for _, n := range simulations.Names() {
 				fmt.Fprintf(e.stdout, "%-14s %s\n", n, simulations.Builtins[n].Description)
 			}
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "show SCENARIO",
+		Short: "Print a built-in scenario as a JSON file to edit and run",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc, ok := simulations.Builtins[args[0]]
+			if !ok {
+				return fmt.Errorf("no built-in scenario %q (have %s)", args[0], strings.Join(simulations.Names(), ", "))
+			}
+			js, err := json.MarshalIndent(sc, "", "  ")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s\n", js)
 			return nil
 		},
 	})
