@@ -19,7 +19,6 @@ import (
 // has at least one connection.
 type peerState struct {
 	decided chan struct{} // closed once admitted or refused
-	sent    bool          // our presentation went out
 	staff   *identity.Staff
 	chain   []*x509.Certificate
 	err     error
@@ -95,12 +94,12 @@ func (n *Node) onConnected(c network.Conn) {
 	}
 	n.mu.Lock()
 	st := n.stateLocked(id)
-	send := !st.sent
-	st.sent = true
 	n.mu.Unlock()
-	if send {
-		n.present(id, false)
-	}
+	// Present on every new connection, even to a peer already admitted: on a
+	// quick reconnect the peer may have dropped its state for us (the old
+	// connection's close and the new one's open race), and waits for us. A
+	// presentation to a peer that has decided is ignored.
+	n.present(id, false)
 	t := time.NewTimer(n.cfg.AdmitTimeout)
 	defer t.Stop()
 	select {

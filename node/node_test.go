@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"os"
@@ -25,6 +26,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
 	"github.com/medmesh/medmesh/e2e"
@@ -516,4 +519,41 @@ func TestOfflineAndBack(t *testing.T) {
 	}
 	n2.SetOffline(false)
 	eventually(t, 10*time.Second, "back and admitted", func() bool { return n1.isAdmitted(n2.ID()) && n2.isAdmitted(n1.ID()) })
+}
+
+// TestQuickReconnects: devices walking in and out of reach reconnect at
+// once, so the close of the old connection and the open of the new one race
+// in both nodes. Whatever order each side sees them in, both must admit
+// each other again (on a libp2p mocknet, where the race is tight).
+func TestQuickReconnects(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	var nodes []*Node
+	for _, name := range []string{"a", "b"} {
+		d := c.enrol(t, name, now)
+		priv, err := crypto.UnmarshalEd25519PrivateKey(d.key.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := mn.AddPeer(priv, ma.StringCast("/ip4/100.64.0."+map[string]string{"a": "1", "b": "2"}[name]+"/tcp/4242"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, startNode(t, c, d, func(cfg *Config) { cfg.Host = h }))
+	}
+	a, b := nodes[0], nodes[1]
+	if _, err := mn.LinkPeers(a.ID(), b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := mn.ConnectPeers(a.ID(), b.ID()); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, fmt.Sprintf("round %d: admitted both ways", i), func() bool {
+			return a.IsAdmitted(b.ID()) && b.IsAdmitted(a.ID())
+		})
+		mn.DisconnectPeers(a.ID(), b.ID())
+	}
 }
