@@ -180,15 +180,10 @@ func shared(a, b [][]byte) [][]byte {
 // kickDelay gathers a burst of local ops into one sync round.
 const kickDelay = 300 * time.Millisecond
 
-// fullEvery: one anti-entropy round in this many syncs with every peer even
-// if nothing changed here since the last sync with it (a lost or cut-short
-// sync is retried at once anyway, since it leaves no record).
-const fullEvery = 10
-
 func (s *Service) syncLoop() {
 	t := time.NewTicker(s.cfg.SyncEvery)
 	defer t.Stop()
-	for round := 1; ; round++ {
+	for {
 		select {
 		case <-s.ctx.Done():
 			return
@@ -200,29 +195,13 @@ func (s *Service) syncLoop() {
 				return
 			}
 		}
-		s.syncAll(round%fullEvery == 0)
+		s.syncAll()
 	}
 }
 
-// syncAll syncs with every admitted peer — unless (full unset) nothing
-// changed here since our last complete sync with it: what changed there
-// since, its own loop brings us, so an idle mesh stays quiet.
-func (s *Service) syncAll(full bool) {
-	peers := s.cfg.Node.Host().Network().Peers()
-	s.mu.Lock()
-	live := make(map[peer.ID]uint64, len(peers))
-	var due []peer.ID
-	for _, p := range peers {
-		if at, ok := s.synced[p]; ok {
-			live[p] = at
-		}
-		if at, ok := s.synced[p]; full || !ok || at != s.changes {
-			due = append(due, p)
-		}
-	}
-	s.synced = live
-	s.mu.Unlock()
-	for _, p := range due {
+// syncAll syncs with every admitted peer.
+func (s *Service) syncAll() {
+	for _, p := range s.cfg.Node.Host().Network().Peers() {
 		if s.cfg.Node.IsAdmitted(p) {
 			s.goOwned(func() { s.syncWith(p) })
 		}
@@ -237,16 +216,13 @@ func (s *Service) syncWith(p peer.ID) {
 		return
 	}
 	s.syncing[p] = true
-	before := s.changes
 	s.mu.Unlock()
-	err := s.initiate(p)
-	s.mu.Lock()
-	delete(s.syncing, p)
-	if err == nil {
-		s.synced[p] = before
-	}
-	s.mu.Unlock()
-	if err != nil && s.ctx.Err() == nil {
+	defer func() {
+		s.mu.Lock()
+		delete(s.syncing, p)
+		s.mu.Unlock()
+	}()
+	if err := s.initiate(p); err != nil && s.ctx.Err() == nil {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
 	}
 }
