@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -122,9 +123,14 @@ func BenchmarkFullBasement(b *testing.B) {
 // node beyond what n bare libp2p mocknet hosts with the same connections
 // take. Every device holds a directory entry per colleague, so the heap
 // per node is a fixed part plus a part per colleague; two sizes separate
-// them. MEDMESH_HEAP_PROFILE=FILE writes a heap profile at the peak.
+// them. MEDMESH_HEAP_PROFILE=FILE writes a heap profile at the peak;
+// MEDMESH_IDLE_NODES=N adds a run of N nodes (1000 takes minutes and GBs).
 func BenchmarkFullIdleHeap(b *testing.B) {
-	for _, n := range []int{100, 200} {
+	sizes := []int{100, 200}
+	if n, err := strconv.Atoi(os.Getenv("MEDMESH_IDLE_NODES")); err == nil && n > 1 {
+		sizes = append(sizes, n)
+	}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) { idleHeap(b, n) })
 	}
 }
@@ -191,7 +197,7 @@ func idleHeap(b *testing.B, n int) {
 			}
 			return t
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 		last, since := -1, time.Now()
 		err = waitFor(ctx, func() bool {
 			if e := entries(); e != last {
