@@ -49,17 +49,7 @@ func (r *replica) n() int { return len(r.ids) + len(r.fresh) }
 // sorted merges the fresh IDs in: linear, not a sort of the whole set.
 func (r *replica) sorted() []crdt.OpID {
 	if len(r.fresh) > 0 {
-		slices.SortFunc(r.fresh, crdt.OpID.Compare)
-		out := make([]crdt.OpID, 0, r.n())
-		i, j := 0, 0
-		for i < len(r.ids) && j < len(r.fresh) {
-			if r.ids[i].Compare(r.fresh[j]) < 0 {
-				out, i = append(out, r.ids[i]), i+1
-			} else {
-				out, j = append(out, r.fresh[j]), j+1
-			}
-		}
-		r.ids, r.fresh = append(append(out, r.ids[i:]...), r.fresh[j:]...), r.fresh[:0]
+		r.ids, r.fresh = crdt.MergeIDs(r.ids, r.fresh), r.fresh[:0]
 	}
 	return r.ids
 }
