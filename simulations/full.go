@@ -418,6 +418,7 @@ func (f *full) step(e fevent) {
 			f.res.sentIDs = append(f.res.sentIDs, id)
 		} else {
 			f.res.sentIDs = append(f.res.sentIDs, crdt.OpID{})
+			f.res.SendErrors = append(f.res.SendErrors, fmt.Sprintf("message %d from %s: %v", e.a, f.w.Devices[m.Dev].Name, err))
 		}
 	case eRevoke:
 		f.revoke(e.a)

@@ -38,6 +38,9 @@ type Result struct {
 	// not keep up with the compression).
 	TimeScale, Lag float64
 
+	// SendErrors: messages the full engine's devices failed to write.
+	SendErrors []string
+
 	sentIDs []crdt.OpID // full engine: each message's op ID
 }
 

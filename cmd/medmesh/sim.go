@@ -82,6 +82,13 @@ func newSimCmd(e *env) *cobra.Command {
 				return err
 			}
 			simulations.Table(e.stdout, sum)
+			for i, msg := range res.SendErrors {
+				if i == 5 {
+					fmt.Fprintf(e.stderr, "… and %d more send errors\n", len(res.SendErrors)-5)
+					break
+				}
+				fmt.Fprintln(e.stderr, "send error:", msg)
+			}
 			fmt.Fprintf(e.stdout, "wrote %s (summary.csv, messages.csv, summary.json and plots) in %v\n", out, res.Wall.Round(1e6))
 			return nil
 		},
