@@ -105,6 +105,7 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 			return
 		}
 		c.ops[id] = held{at: now, size: len(raw)}
+		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
 		s.enforceLocked(now)
 	}

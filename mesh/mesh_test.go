@@ -388,3 +388,30 @@ func TestAnchorQuota(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "b still gets everything", func() bool { return len(textsOf(t, b, id)) == 40 })
 }
+
+// TestIdleRoundsSkipSyncedPeers: once two devices have synced and nothing
+// changed, a round leaves the peer alone (an idle mesh stays quiet); a
+// local change, or the periodic full round, makes it due again.
+func TestIdleRoundsSkipSyncedPeers(t *testing.T) {
+	c := newCA(t)
+	a := start(t, c, c.enrol(t, "a"), false)
+	b := start(t, c, c.enrol(t, "b"), false, a)
+	eventually(t, 10*time.Second, "b learns a's prekey", func() bool {
+		_, err := b.n.Recipient(a.n.ID(), time.Now())
+		return err == nil
+	})
+	id, err := b.s.Create("ward", []peer.ID{a.n.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "a joined", func() bool { _, err := a.s.Messages(id); return err == nil })
+	due := func(full bool) bool { return slices.Contains(b.s.duePeers(full), a.n.ID()) }
+	eventually(t, 10*time.Second, "b synced with a since its last change", func() bool { b.s.syncWith(a.n.ID()); return !due(false) })
+	if !due(true) {
+		t.Fatal("a full round skipped a peer")
+	}
+	send(t, b, id, "bed 4 needs a review")
+	if !due(false) {
+		t.Fatal("a local change did not make the peer due")
+	}
+}

@@ -101,6 +101,8 @@ type Service struct {
 	events  *broker
 
 	syncing map[peer.ID]bool
+	changes uint64             // ops made or taken in (guarded by mu)
+	synced  map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks   chan struct{}
 	sent    atomic.Int64 // sync bytes written
 }
@@ -130,7 +132,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.AnchorTTL = 30 * 24 * time.Hour
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, convs: map[string]*conv{}, byID: map[chat.ConversationID]*conv{},
-		carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{}, syncing: map[peer.ID]bool{}, events: newBroker(),
+		carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{}, syncing: map[peer.ID]bool{}, synced: map[peer.ID]uint64{}, events: newBroker(),
 		kicks: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.restore(); err != nil {
@@ -246,7 +248,10 @@ func (s *Service) conv(id chat.ConversationID) (*conv, error) {
 
 // persist saves a replica's key state (its ops and plaintexts are written
 // as they are applied).
+// persist saves a conversation's keys after a change; callers hold mu. It
+// also counts the change, so sync knows there is something to offer.
 func (s *Service) persist(c *conv) {
+	s.changes++
 	keys, err := c.r.Keys()
 	if err == nil {
 		err = s.cfg.Store.Put(s.ctx, convKey(c.tag).ChildString("keys"), keys)
@@ -481,7 +486,7 @@ func (s *Service) join(e *e2e.Envelope) *conv {
 	c := s.convs[hex.EncodeToString(e.Tag)]
 	s.mu.Unlock()
 	// Sync at once: the rest of the conversation should not wait for a tick.
-	s.goOwned(s.syncAll)
+	s.goOwned(func() { s.syncAll(true) })
 	return c
 }
 

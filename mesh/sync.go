@@ -180,10 +180,15 @@ func shared(a, b [][]byte) [][]byte {
 // kickDelay gathers a burst of local ops into one sync round.
 const kickDelay = 300 * time.Millisecond
 
+// fullEvery: one anti-entropy round in this many syncs with every peer even
+// if nothing changed here since the last sync with it (a lost or cut-short
+// sync is retried at once anyway, since it leaves no record).
+const fullEvery = 10
+
 func (s *Service) syncLoop() {
 	t := time.NewTicker(s.cfg.SyncEvery)
 	defer t.Stop()
-	for {
+	for round := 1; ; round++ {
 		select {
 		case <-s.ctx.Done():
 			return
@@ -195,17 +200,40 @@ func (s *Service) syncLoop() {
 				return
 			}
 		}
-		s.syncAll()
+		s.syncAll(round%fullEvery == 0)
 	}
 }
 
-// syncAll syncs with every admitted peer.
-func (s *Service) syncAll() {
-	for _, p := range s.cfg.Node.Host().Network().Peers() {
+// syncAll syncs with every admitted peer — unless (full unset) nothing
+// changed here since our last complete sync with it: what changed there
+// since, its own loop brings us, so an idle mesh stays quiet.
+func (s *Service) syncAll(full bool) {
+	for _, p := range s.duePeers(full) {
 		if s.cfg.Node.IsAdmitted(p) {
 			s.goOwned(func() { s.syncWith(p) })
 		}
 	}
+}
+
+// duePeers lists the connected peers to sync with this round, forgetting
+// the sync records of peers gone.
+func (s *Service) duePeers(full bool) []peer.ID {
+	peers := s.cfg.Node.Host().Network().Peers()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := make(map[peer.ID]uint64, len(peers))
+	var due []peer.ID
+	for _, p := range peers {
+		at, ok := s.synced[p]
+		if ok {
+			live[p] = at
+		}
+		if full || !ok || at != s.changes {
+			due = append(due, p)
+		}
+	}
+	s.synced = live
+	return due
 }
 
 // SyncWith reconciles every shared tag with p (initiator side).
@@ -216,13 +244,16 @@ func (s *Service) syncWith(p peer.ID) {
 		return
 	}
 	s.syncing[p] = true
+	before := s.changes
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.syncing, p)
-		s.mu.Unlock()
-	}()
-	if err := s.initiate(p); err != nil && s.ctx.Err() == nil {
+	err := s.initiate(p)
+	s.mu.Lock()
+	delete(s.syncing, p)
+	if err == nil {
+		s.synced[p] = before
+	}
+	s.mu.Unlock()
+	if err != nil && s.ctx.Err() == nil {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
 	}
 }
