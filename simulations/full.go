@@ -295,7 +295,16 @@ func (f *full) foundConversations(ctx context.Context) error {
 		for _, m := range members {
 			f.devs[m].conv = conv
 			s := f.devs[m].s
-			if err := waitFor(ctx, func() bool { _, err := s.Messages(conv); return err == nil }); err != nil {
+			// Joined means: the member's own view lists every member —
+			// a welcome alone does not let it write yet.
+			if err := waitFor(ctx, func() bool {
+				for _, sum := range s.Conversations() {
+					if sum.ID == conv.String() {
+						return len(sum.Members) == len(members)
+					}
+				}
+				return false
+			}); err != nil {
 				return fmt.Errorf("conversation %d: %s never joined: %w", c, f.w.Devices[m].Name, err)
 			}
 		}
