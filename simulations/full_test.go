@@ -24,13 +24,15 @@ import (
 // differ in the gossip model (the DES pushes to every co-located
 // subscriber; the full engine runs gossipsub over at most Degree
 // connections per arrival) and in time: the full engine's own processing
-// is stretched by the compression (scale 240: 1 ms of CPU is 0.24 s of
-// scenario), and a busy machine runs its events late (the engine reports
-// the lag). Latencies in this scenario are set by walking (minutes), so
-// we require, over messages sent in the first three quarters of the run
-// (the rest may still be in flight at the end), the same delivery ratio
-// within 0.03, and mean latencies within 15% or one anti-entropy period,
-// whichever is larger, plus the lag.
+// is stretched by the compression (scale 120: 1 ms of CPU is 0.12 s of
+// scenario), and a busy machine — CI runs every package at once under the
+// race detector — runs its events late (the engine reports the lag) and
+// may miss a gossip push, leaving a hop to the next anti-entropy round.
+// Latencies in this scenario are set by walking (minutes), so we require,
+// over messages sent in the first three quarters of the run (the rest may
+// still be in flight at the end), the same delivery ratio within 0.03, and
+// mean latencies within 15% or two anti-entropy periods, whichever is
+// larger, plus the lag.
 func TestEnginesAgree(t *testing.T) {
 	s := Builtins["basement"]
 	s.Hours, s.Messages = 1, 30
@@ -43,7 +45,7 @@ func TestEnginesAgree(t *testing.T) {
 		return Summarise(r)
 	}
 	des := early(w.RunDES(nil))
-	fr, err := w.RunFull(FullOptions{Scale: 240}, nil)
+	fr, err := w.RunFull(FullOptions{Scale: 120}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func TestEnginesAgree(t *testing.T) {
 	if math.Abs(des.DeliveryRatio-full.DeliveryRatio) > 0.03 {
 		t.Fatalf("delivery ratios differ: des %.3f, full %.3f", des.DeliveryRatio, full.DeliveryRatio)
 	}
-	if d := math.Abs(des.LatencyMean - full.LatencyMean); d > max(0.15*des.LatencyMean, s.SyncSeconds)+fr.Lag {
+	if d := math.Abs(des.LatencyMean - full.LatencyMean); d > max(0.15*des.LatencyMean, 2*s.SyncSeconds)+fr.Lag {
 		t.Fatalf("mean latencies differ by %.0f s: des %.0f, full %.0f", d, des.LatencyMean, full.LatencyMean)
 	}
 	for _, m := range fr.Messages {
