@@ -203,79 +203,65 @@ func writeCSV(path string, rows [][]string) error {
 	return fh.Close()
 }
 
-// plots draws delivery ratio over time and the latency CDF beside the
-// oracle's.
+// plots draws the latency CDF beside the oracle's, deliveries over time
+// and, after a partition, convergence.
 func plots(dir string, r *Result) error {
-	var del, orc []float64
+	var del, orc, at []float64
 	for _, m := range r.Messages {
 		if m.Delivered >= 0 {
 			del = append(del, (m.Delivered-m.Sent)/60)
+			at = append(at, m.Delivered/3600)
 		}
 		if m.Oracle >= 0 {
 			orc = append(orc, (m.Oracle-m.Sent)/60)
 		}
 	}
-	sort.Float64s(del)
-	sort.Float64s(orc)
-	n := float64(max(1, len(r.Messages)))
-	cdf := func(xs []float64) plotter.XYs {
-		pts := make(plotter.XYs, len(xs))
-		for i, x := range xs {
-			pts[i] = plotter.XY{X: x, Y: float64(i+1) / n}
-		}
-		return pts
-	}
-	p := plot.New()
-	p.Title.Text = r.World.S.Name + ": latency CDF (fraction of all deliveries)"
-	p.X.Label.Text = "minutes after sending"
-	p.Y.Label.Text = "fraction delivered"
-	if err := addLine(p, cdf(del), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
+	name := r.World.S.Name
+	if err := cdfPlot(filepath.Join(dir, "latency_cdf.png"), name+": latency CDF (fraction of all deliveries)",
+		"minutes after sending", "fraction delivered", len(r.Messages), series{"medmesh", del}, series{"oracle (earliest possible)", orc}); err != nil {
 		return err
 	}
-	if err := addLine(p, cdf(orc), "oracle (earliest possible)", color.RGBA{200, 60, 60, 255}); err != nil {
-		return err
-	}
-	if err := p.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "latency_cdf.png")); err != nil {
-		return err
-	}
-	// Delivery over simulated time.
-	var at []float64
-	for _, m := range r.Messages {
-		if m.Delivered >= 0 {
-			at = append(at, m.Delivered/3600)
-		}
-	}
-	sort.Float64s(at)
-	q := plot.New()
-	q.Title.Text = r.World.S.Name + ": deliveries over time"
-	q.X.Label.Text = "hours"
-	q.Y.Label.Text = "fraction of all deliveries done"
-	if err := addLine(q, cdf(at), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
-		return err
-	}
-	if err := q.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "delivery_over_time.png")); err != nil {
+	if err := cdfPlot(filepath.Join(dir, "delivery_over_time.png"), name+": deliveries over time",
+		"hours", "fraction of all deliveries done", len(r.Messages), series{"medmesh", at}); err != nil {
 		return err
 	}
 	if r.Convergence == nil {
 		return nil
 	}
-	// Convergence: members holding everything written before the heal.
-	var conv []float64
+	var conv []float64 // members holding everything written before the heal
 	for _, c := range r.Convergence {
 		if c >= 0 {
 			conv = append(conv, c/60)
 		}
 	}
-	sort.Float64s(conv)
-	n = float64(max(1, len(r.Convergence)))
-	c := plot.New()
-	c.Title.Text = r.World.S.Name + ": convergence after the partition heals"
-	c.X.Label.Text = "minutes after the heal"
-	c.Y.Label.Text = "fraction of members converged"
-	if err := addLine(c, cdf(conv), "medmesh", color.RGBA{7, 94, 84, 255}); err != nil {
-		return err
+	return cdfPlot(filepath.Join(dir, "convergence.png"), name+": convergence after the partition heals",
+		"minutes after the heal", "fraction of members converged", len(r.Convergence), series{"medmesh", conv})
+}
+
+type series struct {
+	name string
+	xs   []float64
+}
+
+var lineColours = []color.Color{color.RGBA{7, 94, 84, 255}, color.RGBA{200, 60, 60, 255}}
+
+// cdfPlot saves the empirical CDFs of the series, each point's height a
+// fraction of total (so undelivered items keep a curve below 1).
+func cdfPlot(path, title, x, y string, total int, ss ...series) error {
+	p := plot.New()
+	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, x, y
+	n := float64(max(1, total))
+	for i, s := range ss {
+		sort.Float64s(s.xs)
+		pts := make(plotter.XYs, len(s.xs))
+		for k, v := range s.xs {
+			pts[k] = plotter.XY{X: v, Y: float64(k+1) / n}
+		}
+		if err := addLine(p, pts, s.name, lineColours[i%len(lineColours)]); err != nil {
+			return err
+		}
 	}
-	return c.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, "convergence.png"))
+	return p.Save(6*vg.Inch, 4*vg.Inch, path)
 }
 
 func addLine(p *plot.Plot, pts plotter.XYs, name string, c color.Color) error {
