@@ -427,7 +427,7 @@ func (f *full) step(e fevent) {
 			f.res.sentIDs = append(f.res.sentIDs, id)
 		} else {
 			f.res.sentIDs = append(f.res.sentIDs, crdt.OpID{})
-			f.res.SendErrors = append(f.res.SendErrors, fmt.Sprintf("message %d from %s: %v", e.a, f.w.Devices[m.Dev].Name, err))
+			f.res.Failures = append(f.res.Failures, fmt.Sprintf("message %d from %s: %v", e.a, f.w.Devices[m.Dev].Name, err))
 		}
 	case eRevoke:
 		f.revoke(e.a)
@@ -508,11 +508,14 @@ func (f *full) revoke(r int) {
 	}
 	crl, err := f.ca.CreateCRL(big.NewInt(int64(r+1)), entries, time.Now())
 	if err != nil {
+		f.res.Failures = append(f.res.Failures, fmt.Sprintf("revocation %d: CRL: %v", r, err))
 		return
 	}
 	for i, d := range f.w.Devices {
 		if d.Anchor && f.w.wanUp(f.devs[i].place, rv.At) {
-			f.devs[i].n.SubmitCRL(context.Background(), crl)
+			if _, err := f.devs[i].n.SubmitCRL(context.Background(), crl); err != nil {
+				f.res.Failures = append(f.res.Failures, fmt.Sprintf("revocation %d: anchor %s: %v", r, d.Name, err))
+			}
 		}
 	}
 }

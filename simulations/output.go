@@ -52,13 +52,13 @@ type Summary struct {
 	RevokedStanding         *int     `json:"revoked_messages_standing,omitempty"`
 	TimeScale               float64  `json:"time_scale,omitempty"`
 	LagS                    float64  `json:"lag_s,omitempty"`
-	SendErrors              int      `json:"send_errors,omitempty"`
+	Failures                int      `json:"failures,omitempty"`
 }
 
 // Summarise computes the metrics of a result.
 func Summarise(r *Result) Summary {
 	s := Summary{Scenario: r.World.S.Name, Seed: r.World.Seed, Engine: r.Engine, Deliveries: len(r.Messages), ReconMessages: r.ReconMsgs,
-		Events: r.Events, Relayed: r.Relayed, Duplicates: r.Duplicates, TimeScale: r.TimeScale, LagS: r.Lag, SendErrors: len(r.SendErrors)}
+		Events: r.Events, Relayed: r.Relayed, Duplicates: r.Duplicates, TimeScale: r.TimeScale, LagS: r.Lag, Failures: len(r.Failures)}
 	var lat, ratio []float64
 	hops := 0
 	for _, m := range r.Messages {
@@ -306,8 +306,8 @@ func Table(w io.Writer, s Summary) {
 		rows = append(rows, [2]string{"time scale (scenario s per wall s)", fmt.Sprintf("%.0f", s.TimeScale)},
 			[2]string{"lag (scenario s the machine ran late)", fmt.Sprintf("%.0f", s.LagS)})
 	}
-	if s.SendErrors > 0 {
-		rows = append(rows, [2]string{"messages that failed to send", strconv.Itoa(s.SendErrors)})
+	if s.Failures > 0 {
+		rows = append(rows, [2]string{"failures (writes, CRLs)", strconv.Itoa(s.Failures)})
 	}
 	for _, row := range rows {
 		fmt.Fprintf(w, "  %-40s %s\n", row[0], row[1])

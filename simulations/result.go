@@ -38,8 +38,9 @@ type Result struct {
 	// not keep up with the compression).
 	TimeScale, Lag float64
 
-	// SendErrors: messages the full engine's devices failed to write.
-	SendErrors []string
+	// Failures: what the full engine could not do (a message not written, a
+	// CRL not issued or not taken by an anchor).
+	Failures []string
 
 	sentIDs []crdt.OpID // full engine: each message's op ID
 }
@@ -98,20 +99,21 @@ func (w *World) outcome(res *Result, got func(dev int, key int32) (arrival, bool
 		}
 	}
 	if w.Heal >= 0 {
+		before := make([][]int32, len(w.Convs)) // per conversation: messages written before the heal
+		for i, m := range w.Sends {
+			if m.At >= w.Heal {
+				break
+			}
+			before[m.Conv] = append(before[m.Conv], int32(i))
+		}
 		for c, members := range w.Convs {
 			for _, d := range members {
 				if _, ok := revokedAt[d]; ok {
 					continue
 				}
 				last := w.Heal
-				for i, m := range w.Sends {
-					if m.At >= w.Heal {
-						break
-					}
-					if m.Conv != c {
-						continue
-					}
-					a, ok := got(d, int32(i))
+				for _, i := range before[c] {
+					a, ok := got(d, i)
 					if !ok {
 						last = -1
 						break
@@ -125,6 +127,7 @@ func (w *World) outcome(res *Result, got func(dev int, key int32) (arrival, bool
 			}
 		}
 	}
+
 	for r, rv := range w.Revokes {
 		out := RevocationOutcome{Device: w.Devices[rv.Dev].Name, At: rv.At}
 		learnt := make([]float64, len(w.Devices))

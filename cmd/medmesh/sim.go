@@ -82,12 +82,12 @@ func newSimCmd(e *env) *cobra.Command {
 				return err
 			}
 			simulations.Table(e.stdout, sum)
-			for i, msg := range res.SendErrors {
+			for i, msg := range res.Failures {
 				if i == 5 {
-					fmt.Fprintf(e.stderr, "… and %d more send errors\n", len(res.SendErrors)-5)
+					fmt.Fprintf(e.stderr, "… and %d more failures\n", len(res.Failures)-5)
 					break
 				}
-				fmt.Fprintln(e.stderr, "send error:", msg)
+				fmt.Fprintln(e.stderr, "failure:", msg)
 			}
 			fmt.Fprintf(e.stdout, "wrote %s (summary.csv, messages.csv, summary.json and plots) in %v\n", out, res.Wall.Round(1e6))
 			return nil
