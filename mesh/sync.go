@@ -267,6 +267,10 @@ func (s *Service) initiate(p peer.ID) error {
 	}
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(syncTimeout))
+	// The deadline's twin for transports that ignore deadlines, and the
+	// way out when the service closes mid-session.
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
 	c := s.newConn(st)
 	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
 		return err
@@ -420,6 +424,10 @@ func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
 func (s *Service) handleSync(st network.Stream) {
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(syncTimeout))
+	ctx, cancel := context.WithTimeout(s.ctx, syncTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
 	p := st.Conn().RemotePeer()
 	c := s.newConn(st)
 	f, err := c.recv()

@@ -156,6 +156,8 @@ func (n *Node) present(id peer.ID, crlsOnly bool) {
 		return
 	}
 	s.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { s.Reset() }) // for transports that ignore deadlines, and on Close
+	defer stop()
 	if _, err := s.Write(data); err != nil {
 		s.Reset()
 		return
@@ -173,6 +175,10 @@ func (n *Node) handleAdmit(s network.Stream) {
 	defer s.Close()
 	id := s.Conn().RemotePeer()
 	s.SetDeadline(time.Now().Add(n.cfg.AdmitTimeout))
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.AdmitTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { s.Reset() }) // for transports that ignore deadlines, and on Close
+	defer stop()
 	data, err := io.ReadAll(io.LimitReader(s, maxAdmitMsg+1))
 	if err != nil {
 		s.Reset()
@@ -290,15 +296,14 @@ func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) {
 		return k.known, k.revoked
 	}
 	var chain []*x509.Certificate
-	var raw [][]byte
 	if st := n.peers[id]; st != nil && st.chain != nil {
 		chain = st.chain
-	} else if e := n.directory[id]; e != nil {
-		raw = e.chain
 	}
 	n.mu.Unlock()
-	if raw != nil {
-		chain, _ = decodeChain(raw)
+	if chain == nil {
+		if d, err := n.storedEntry(id); err == nil {
+			chain, _ = decodeChain(d.Chain)
+		}
 	}
 	if chain == nil {
 		return false, false

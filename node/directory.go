@@ -2,12 +2,18 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sort"
 	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -19,21 +25,51 @@ import (
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
-// entry is a directory entry: a colleague's verified certificate chain (as
-// DER, not parsed: a device holds one entry per colleague, and a parsed
-// chain costs several times its bytes) and newest verified prekey.
+// entry is what a device keeps in memory of a colleague's directory entry:
+// enough to judge whether an incoming entry is newer and to find a colleague
+// by staff ID. The entry itself (certificate chain and signed prekey) is in
+// the store — a device holds one per colleague, thousands in a large trust,
+// and their certificates and KEM keys do not belong on the heap.
 type entry struct {
-	staff  *identity.Staff
-	chain  [][]byte
-	prekey *e2e.Prekey
+	staffID  string
+	serial   string // leaf certificate serial, big-endian
+	notAfter int64  // leaf certificate expiry, Unix seconds
+	prekey   int64  // creation time of the newest verified prekey; 0: none
+	sum      entrySum
 }
 
-func (e *entry) wire() dirEntry {
-	d := dirEntry{Chain: e.chain}
-	if e.prekey != nil {
-		d.Prekey, _ = e2e.EncodePrekey(e.prekey)
+// entrySum identifies a stored entry's leaf certificate and prekey, so an
+// entry we already hold (the common case: every admission exchanges whole
+// directories) is dropped without verifying its chain again. A collision
+// could only make us drop an entry, never accept one.
+type entrySum [16]byte
+
+func sumOf(d dirEntry) entrySum {
+	h := sha256.New()
+	if len(d.Chain) > 0 {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(d.Chain[0])))
+		h.Write(n[:])
+		h.Write(d.Chain[0])
 	}
-	return d
+	h.Write(d.Prekey)
+	var s entrySum
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+func entryKey(id peer.ID) ds.Key { return entryPrefix.ChildString(id.String()) }
+
+// holds reports whether the directory holds exactly this entry.
+func (n *Node) holds(d dirEntry) bool {
+	if len(d.Chain) == 0 {
+		return false
+	}
+	s := sumOf(d)
+	n.dirMu.Lock()
+	defer n.dirMu.Unlock()
+	_, ok := n.sums[s]
+	return ok
 }
 
 // addEntry records a verified chain (and prekey, if any and valid) in the
@@ -47,66 +83,96 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 			pk = p
 		}
 	}
-	compact := n.compactChain(chain)
-	n.mu.Lock()
-	old := n.directory[s.PeerID]
-	newCert := old == nil || (old.staff.Serial.Cmp(s.Serial) != 0 && !old.staff.NotAfter.After(s.NotAfter))
-	newPrekey := pk != nil && (old == nil || old.prekey == nil || pk.Created > old.prekey.Created)
+	n.dirMu.Lock()
+	defer n.dirMu.Unlock()
+	old, had := n.directory[s.PeerID]
+	newCert := !had || (old.serial != string(s.Serial.Bytes()) && old.notAfter <= s.NotAfter.Unix())
+	newPrekey := pk != nil && (!had || pk.Created > old.prekey)
 	if !newCert && !newPrekey {
-		n.mu.Unlock()
 		return false
 	}
-	e := &entry{staff: s, chain: compact, prekey: pk}
-	if old != nil {
+	stored := dirEntry{Chain: encodeChain(chain)}
+	if newPrekey {
+		stored.Prekey = prekey
+	}
+	if had && (!newCert || !newPrekey) {
+		prev, err := n.storedEntry(s.PeerID)
+		if err != nil {
+			n.log.Error("read directory entry", "err", err)
+			return false
+		}
 		if !newCert {
-			e.staff, e.chain = old.staff, old.chain
+			stored.Chain = prev.Chain
 		}
 		if !newPrekey {
-			e.prekey = old.prekey
+			stored.Prekey = prev.Prekey
+		}
+	}
+	raw, err := detcbor.Marshal(stored)
+	if err == nil {
+		err = n.cfg.Store.Put(n.ctx, entryKey(s.PeerID), raw)
+	}
+	if err != nil {
+		n.log.Error("persist directory entry", "err", err)
+		return false
+	}
+	e := indexEntry(stored, s)
+	if had {
+		delete(n.sums, old.sum)
+		if !newCert {
+			e.serial, e.notAfter = old.serial, old.notAfter
 		}
 	}
 	n.directory[s.PeerID] = e
+	n.sums[e.sum] = struct{}{}
 	if newCert {
+		n.mu.Lock()
 		delete(n.blocked, s.PeerID) // it holds a valid, unrevoked certificate now
+		n.mu.Unlock()
 	}
-	n.mu.Unlock()
-	n.persistEntry(e)
 	if publish {
-		w := e.wire()
-		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
+		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: stored.Chain, Prekey: stored.Prekey}) })
 	}
 	return true
 }
 
-// compactChain copies a chain's DER out of the message it came in, sharing
-// the issuers' certificates between entries. Callers must not hold mu.
-func (n *Node) compactChain(chain []*x509.Certificate) [][]byte {
-	out := make([][]byte, len(chain))
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for i, c := range chain {
-		if i == 0 {
-			out[i] = slices.Clone(c.Raw)
-			continue
-		}
-		if shared, ok := n.issuers[string(c.Raw)]; ok {
-			out[i] = shared
-		} else {
-			out[i] = slices.Clone(c.Raw)
-			n.issuers[string(out[i])] = out[i]
-		}
+// indexEntry is the in-memory index of a stored entry whose leaf is s.
+func indexEntry(d dirEntry, s *identity.Staff) entry {
+	e := entry{staffID: s.StaffID, serial: string(s.Serial.Bytes()), notAfter: s.NotAfter.Unix(), sum: sumOf(d)}
+	if p, err := e2e.DecodePrekey(d.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
+		e.prekey = p.Created
 	}
-	return out
+	return e
 }
 
-func (n *Node) persistEntry(e *entry) {
-	raw, err := detcbor.Marshal(e.wire())
-	if err == nil {
-		err = n.cfg.Store.Put(n.ctx, entryPrefix.ChildString(e.staff.PeerID.String()), raw)
+// storedEntry reads a colleague's entry from the store.
+func (n *Node) storedEntry(id peer.ID) (dirEntry, error) {
+	var d dirEntry
+	raw, err := n.cfg.Store.Get(n.ctx, entryKey(id))
+	switch {
+	case errors.Is(err, ds.ErrNotFound):
+		return d, fmt.Errorf("%w: %s is not in the directory", ErrUnknownPeer, id)
+	case err != nil:
+		return d, fmt.Errorf("read directory entry: %w", err)
 	}
+	if err := decode(raw, &d, maxEntryBytes); err != nil || len(d.Chain) == 0 {
+		return d, fmt.Errorf("directory entry of %s: %w", id, identity.ErrMalformed)
+	}
+	return d, nil
+}
+
+// storedStaff reads a colleague's certificate from the store.
+func (n *Node) storedStaff(id peer.ID) (*identity.Staff, dirEntry, error) {
+	d, err := n.storedEntry(id)
 	if err != nil {
-		n.log.Error("persist directory entry", "err", err)
+		return nil, d, err
 	}
+	c, err := x509.ParseCertificate(d.Chain[0])
+	if err != nil {
+		return nil, d, fmt.Errorf("directory entry of %s: %w: %v", id, identity.ErrMalformed, err)
+	}
+	s, err := identity.StaffFromCert(c)
+	return s, d, err
 }
 
 // Recipient implements chat.Directory: where to seal a welcome for id — its
@@ -119,16 +185,15 @@ func (n *Node) Recipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 		}
 		return e2e.Recipient{ID: id, PrekeyID: p.ID, KEM: p.KEM}, nil
 	}
-	n.mu.Lock()
-	e := n.directory[id]
-	n.mu.Unlock()
-	switch {
-	case e == nil:
-		return e2e.Recipient{}, fmt.Errorf("%w: %s is not in the directory", ErrUnknownPeer, id)
-	case e.prekey != nil && now.Sub(time.Unix(e.prekey.Created, 0)) < e2e.PrekeyRotation+e2e.PrekeyWindow:
-		return e2e.Recipient{ID: id, PrekeyID: e.prekey.ID, KEM: e.prekey.KEM}, nil
+	s, d, err := n.storedStaff(id)
+	if err != nil {
+		return e2e.Recipient{}, err
 	}
-	return e2e.Recipient{ID: id, KEM: e.staff.KEMKey}, nil
+	if p, err := e2e.DecodePrekey(d.Prekey); err == nil && string(p.Owner) == string(id) &&
+		now.Sub(time.Unix(p.Created, 0)) < e2e.PrekeyRotation+e2e.PrekeyWindow {
+		return e2e.Recipient{ID: id, PrekeyID: p.ID, KEM: p.KEM}, nil
+	}
+	return e2e.Recipient{ID: id, KEM: s.KEMKey}, nil
 }
 
 // afterAdmission syncs the directory with a newly admitted peer and tells it
@@ -184,23 +249,45 @@ func (n *Node) sendDirectory(id peer.ID, entries bool) {
 			others = append(others, other)
 		}
 	}
+	n.mu.Unlock()
 	if entries {
-		for pid, e := range n.directory {
-			if pid != id && len(msg.Entries) < maxDirEntries {
-				msg.Entries = append(msg.Entries, e.wire())
-			}
-		}
+		msg.Entries = n.storedEntries(id)
 		if own := n.ownEntry(); own != nil {
-			msg.Entries = append(msg.Entries, own.wire())
+			msg.Entries = append(msg.Entries, *own)
 		}
 	}
-	n.mu.Unlock()
 	for _, o := range others {
 		if pa := n.addrsOf(o); pa != nil {
 			msg.Peers = append(msg.Peers, *pa)
 		}
 	}
 	n.send(id, msg)
+}
+
+// storedEntries reads up to maxDirEntries-1 stored entries, but not but's.
+func (n *Node) storedEntries(but peer.ID) []dirEntry {
+	res, err := n.cfg.Store.Query(n.ctx, query.Query{Prefix: entryPrefix.String()})
+	if err != nil {
+		n.log.Error("read directory", "err", err)
+		return nil
+	}
+	defer res.Close()
+	skip := entryKey(but).String()
+	var out []dirEntry
+	for r := range res.Next() {
+		if r.Error != nil {
+			n.log.Error("read directory", "err", r.Error)
+			break
+		}
+		var d dirEntry
+		if r.Key == skip || decode(r.Value, &d, maxEntryBytes) != nil {
+			continue
+		}
+		if out = append(out, d); len(out) == maxDirEntries-1 {
+			break
+		}
+	}
+	return out
 }
 
 func (n *Node) send(id peer.ID, msg directoryMsg) {
@@ -215,6 +302,10 @@ func (n *Node) send(id peer.ID, msg directoryMsg) {
 		return
 	}
 	s.SetDeadline(time.Now().Add(10 * time.Second))
+	// The deadline's twin for transports that ignore deadlines (mocknet),
+	// and the way out when the node closes.
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
 	if _, err := s.Write(data); err != nil {
 		s.Reset()
 		return
@@ -228,6 +319,10 @@ func (n *Node) handleDirectory(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
 	s.SetDeadline(time.Now().Add(10 * time.Second))
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
 	data, err := io.ReadAll(io.LimitReader(s, maxDirMsg+1))
 	if err != nil {
 		s.Reset()
@@ -239,6 +334,9 @@ func (n *Node) handleDirectory(s network.Stream) {
 		return
 	}
 	for _, de := range msg.Entries {
+		if n.holds(de) {
+			continue
+		}
 		chain, err := decodeChain(de.Chain)
 		if err != nil {
 			continue
@@ -286,30 +384,54 @@ func staffInfo(s *identity.Staff) StaffInfo {
 }
 
 // Directory lists the staff known from certificates seen, sorted by name.
+// It reads the entries from the store.
 func (n *Node) Directory() []StaffInfo {
-	n.mu.Lock()
-	out := make([]StaffInfo, 0, len(n.directory))
-	for _, e := range n.directory {
-		out = append(out, staffInfo(e.staff))
+	n.dirMu.Lock()
+	ids := make([]peer.ID, 0, len(n.directory))
+	for id := range n.directory {
+		ids = append(ids, id)
 	}
-	n.mu.Unlock()
+	n.dirMu.Unlock()
+	out := make([]StaffInfo, 0, len(ids))
+	for _, id := range ids {
+		if s, _, err := n.storedStaff(id); err == nil {
+			out = append(out, staffInfo(s))
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
+// DirectorySize is the number of colleagues in the directory.
+func (n *Node) DirectorySize() int {
+	n.dirMu.Lock()
+	defer n.dirMu.Unlock()
+	return len(n.directory)
+}
+
 // LookupStaff finds a directory entry by peer ID or staff ID.
 func (n *Node) LookupStaff(key string) (*identity.Staff, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for id, e := range n.directory {
-		if id.String() == key || e.staff.StaffID == key {
-			return e.staff, true
-		}
-	}
 	if n.self.PeerID.String() == key || n.self.StaffID == key {
 		return n.self, true
 	}
-	return nil, false
+	n.dirMu.Lock()
+	var found peer.ID
+	if id, err := peer.Decode(key); err == nil {
+		if _, ok := n.directory[id]; ok {
+			found = id
+		}
+	}
+	for id, e := range n.directory {
+		if found == "" && e.staffID == key {
+			found = id
+		}
+	}
+	n.dirMu.Unlock()
+	if found == "" {
+		return nil, false
+	}
+	s, _, err := n.storedStaff(found)
+	return s, err == nil
 }
 
 // PeerStatus is one connected peer in Status.

@@ -20,6 +20,14 @@
 // gater blocks them. A device that finds its own certificate revoked calls
 // Config.OnRevoked (which wipes its store) and stops.
 //
-// State: one mutex (Node.mu) guards the peer table, the block list and the
-// directory. Logs carry peer IDs, never names, staff IDs or keys.
+// The staff directory (every colleague's certificate chain and signed
+// prekey) lives in the store; the node keeps a small index per colleague in
+// memory (staff ID, certificate serial and expiry, prekey time, a digest of
+// the stored entry), so a device in a trust of thousands holds kilobytes,
+// not megabytes, and an entry it already holds is dropped without
+// verifying its chain again.
+//
+// State: Node.mu guards the peer table and the block list; Node.dirMu the
+// directory index and the stored entries (taken before mu). Logs carry peer
+// IDs, never names, staff IDs or keys.
 package node

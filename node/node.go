@@ -94,11 +94,13 @@ type Node struct {
 	prekeyID  uint32
 	curPrekey *e2e.Prekey
 
+	dirMu     sync.Mutex // guards directory, sums and the stored entries; taken before mu
+	directory map[peer.ID]entry
+	sums      map[entrySum]struct{}
+
 	mu         sync.Mutex
 	peers      map[peer.ID]*peerState
 	blocked    map[peer.ID]time.Time
-	directory  map[peer.ID]*entry
-	issuers    map[string][]byte // issuer certificates (DER) shared by directory entries
 	onAdmitted []func(peer.ID)
 	known      map[peer.ID]knownStaff
 	crlGen     atomic.Int64 // bumped with every newer CRL
@@ -138,7 +140,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
-		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]*entry{}, issuers: map[string][]byte{},
+		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]entry{}, sums: map[entrySum]struct{}{},
 		known: map[peer.ID]knownStaff{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -226,8 +228,7 @@ func (n *Node) startProtocols(h host.Host) error {
 		n.mdns = m
 	}
 	n.goOwned(n.revocationLoop)
-	if own := n.ownEntry(); own != nil {
-		w := own.wire()
+	if w := n.ownEntry(); w != nil {
 		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
 	}
 	n.log.Info("node started", "addrs", fmt.Sprint(h.Addrs()))

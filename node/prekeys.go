@@ -57,7 +57,7 @@ func (n *Node) ownPrekey(now time.Time) (*e2e.Prekey, error) {
 			return nil, fmt.Errorf("persist prekeys: %w", err)
 		}
 		if before != 0 && n.topic != nil {
-			w := (&entry{staff: n.self, chain: encodeChain(n.cfg.Chain), prekey: p}).wire()
+			w := n.entryWith(p)
 			n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
 		}
 	}
@@ -65,14 +65,22 @@ func (n *Node) ownPrekey(now time.Time) (*e2e.Prekey, error) {
 }
 
 // ownEntry is this device's own directory entry.
-func (n *Node) ownEntry() *entry {
+func (n *Node) ownEntry() *dirEntry {
 	n.pkMu.Lock()
 	p := n.curPrekey
 	n.pkMu.Unlock()
 	if p == nil {
 		return nil
 	}
-	return &entry{staff: n.self, chain: encodeChain(n.cfg.Chain), prekey: p}
+	d := n.entryWith(p)
+	return &d
+}
+
+// entryWith is this device's directory entry with prekey p.
+func (n *Node) entryWith(p *e2e.Prekey) dirEntry {
+	d := dirEntry{Chain: encodeChain(n.cfg.Chain)}
+	d.Prekey, _ = e2e.EncodePrekey(p)
+	return d
 }
 
 // Prekeys is this device's prekey ring (chat opens welcomes with it).

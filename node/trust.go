@@ -18,7 +18,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
@@ -158,6 +157,9 @@ func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message)
 		}
 		return pubsub.ValidationAccept
 	case kindEntry:
+		if n.holds(dirEntry{Chain: msg.Chain, Prekey: msg.Prekey}) {
+			return pubsub.ValidationIgnore
+		}
 		chain, err := decodeChain(msg.Chain)
 		if err != nil {
 			return pubsub.ValidationReject
@@ -330,7 +332,7 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 			return fmt.Errorf("load directory: %w", r.Error)
 		}
 		var de dirEntry
-		if decode(r.Value, &de, 64<<10) != nil {
+		if decode(r.Value, &de, maxEntryBytes) != nil {
 			continue
 		}
 		chain, err := decodeChain(de.Chain)
@@ -339,11 +341,9 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 		}
 		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
 		if s, err := identity.StaffFromCert(chain[0]); err == nil {
-			e := &entry{staff: s, chain: n.compactChain(chain)}
-			if p, err := e2e.DecodePrekey(de.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
-				e.prekey = p
-			}
+			e := indexEntry(de, s)
 			n.directory[s.PeerID] = e
+			n.sums[e.sum] = struct{}{}
 		}
 	}
 	return nil

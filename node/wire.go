@@ -27,6 +27,7 @@ const (
 	maxAdmitMsg     = 8 << 20
 	maxDirEntries   = 4096
 	maxDirMsg       = 16 << 20
+	maxEntryBytes   = 64 << 10 // a stored directory entry
 	maxAddrsPerPeer = 16
 	maxTrustMsg     = 4 << 20
 )

@@ -6,14 +6,16 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/namespace"
 	"github.com/ipfs/go-datastore/query"
-	dssync "github.com/ipfs/go-datastore/sync"
+	pebbleds "github.com/ipfs/go-ds-pebble"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -43,6 +45,11 @@ type FullOptions struct {
 	Degree int
 	// Setup bounds the wall time to enrol and found conversations.
 	Setup time.Duration
+	// Dir is where the devices' stores are written: one pebble database,
+	// a namespace per device (default: a temporary directory, removed at
+	// the end). Stores on disk, as on real devices, keep the heap to what
+	// a node holds in memory.
+	Dir string
 }
 
 // full is one full-stack run: real nodes and mesh services on a mocknet.
@@ -58,6 +65,8 @@ type full struct {
 	t0    atomic.Pointer[time.Time] // start of scenario time
 	conns map[[2]int]mocknet.Link
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
+	db    *pebbleds.Datastore
+	tmp   string // a temporary Dir, removed on close
 
 	mu      sync.Mutex
 	got     []map[crdt.OpID]arrival
@@ -135,6 +144,30 @@ func (f *full) close() {
 		}
 	}
 	f.mn.Close()
+	if f.db != nil {
+		f.db.Close()
+	}
+	if f.tmp != "" {
+		os.RemoveAll(f.tmp)
+	}
+}
+
+// openStores opens the database the devices' stores live in.
+func (f *full) openStores() error {
+	dir := f.opt.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "medmesh-sim-")
+		if err != nil {
+			return fmt.Errorf("device stores: %w", err)
+		}
+		dir, f.tmp = tmp, tmp
+	}
+	db, err := pebbleds.NewDatastore(dir, pebbleds.WithCacheSize(8<<20))
+	if err != nil {
+		return fmt.Errorf("device stores: %w", err)
+	}
+	f.db = db
+	return nil
 }
 
 // tracer counts the bytes of every gossip RPC a node sends.
@@ -166,6 +199,9 @@ func (f *full) startNodes() error {
 		return err
 	}
 	f.ca = ca
+	if err := f.openStores(); err != nil {
+		return err
+	}
 	params := pubsub.DefaultGossipSubParams()
 	params.HeartbeatInterval = max(10*time.Millisecond, time.Duration(float64(time.Second)/f.opt.Scale))
 	params.HeartbeatInitialDelay = min(params.HeartbeatInitialDelay, params.HeartbeatInterval)
@@ -201,7 +237,7 @@ func (f *full) startNodes() error {
 		if err != nil {
 			return err
 		}
-		store := dssync.MutexWrap(ds.NewMapDatastore())
+		store := namespace.Wrap(f.db, ds.NewKey(fmt.Sprintf("/device/%d", i)))
 		// AdmitTimeout: generous, so that a machine running behind the
 		// compressed clock does not refuse (and block) honest peers.
 		n, err := node.New(context.Background(), node.Config{Key: k, Chain: chain, Trust: trust, Store: store, Host: h, AdmitTimeout: time.Minute,

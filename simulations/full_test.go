@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
@@ -120,7 +121,7 @@ func BenchmarkFullBasement(b *testing.B) {
 }
 
 // BenchmarkFullIdleHeap starts n idle nodes (node, gossipsub, mesh
-// service, in-memory store) on a mocknet, each connected to about 8
+// service; stores in one on-disk pebble) on a mocknet, each connected to about 8
 // others, waits until the staff directory has spread, and reports heap per
 // node beyond what n bare libp2p mocknet hosts with the same connections
 // take. Every device holds a directory entry per colleague, so the heap
@@ -191,11 +192,15 @@ func idleHeap(b *testing.B, n int) {
 		}
 		wire(f.mn, ids)
 		// Wait until the directory stops growing (entries spread at
-		// admission, one hop, and on the trust topic).
+		// admission, one hop, and on the trust topic) and then for
+		// gossipsub's message history and IDONTWANT windows to pass: an
+		// idle node holds no recent messages.
+		p := pubsub.DefaultGossipSubParams()
+		quiet := time.Duration(p.HistoryLength+1) * p.HeartbeatInterval
 		entries := func() int {
 			t := 0
 			for _, d := range f.devs {
-				t += len(d.n.Directory())
+				t += d.n.DirectorySize()
 			}
 			return t
 		}
@@ -205,7 +210,7 @@ func idleHeap(b *testing.B, n int) {
 			if e := entries(); e != last {
 				last, since = e, time.Now()
 			}
-			return time.Since(since) > time.Second
+			return time.Since(since) > quiet
 		})
 		cancel()
 		if err != nil {

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/identity"
+)
+
+// TestDirectoryInStore: directory entries live in the store, the node keeps
+// only an index; an entry is replaced only by a newer certificate or
+// prekey, an entry held already is recognised without verification, and
+// everything survives a restart.
+func TestDirectoryInStore(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	mem := dssync.MutexWrap(ds.NewMapDatastore())
+	self := c.enrol(t, "self", now)
+	n := startNode(t, c, self, func(cfg *Config) { cfg.Store = mem; cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"} })
+
+	colleague := c.enrol(t, "amira", now)
+	ring := e2e.NewPrekeyRing(colleague.key.Identity, colleague.key.PeerID())
+	p1, err := ring.Current(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw1, _ := e2e.EncodePrekey(p1)
+	staff, err := n.judgeEntry(colleague.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.addEntry(colleague.chain, staff, raw1, false) {
+		t.Fatal("a new colleague was not added")
+	}
+	if n.addEntry(colleague.chain, staff, raw1, false) {
+		t.Fatal("the same entry counted as a change")
+	}
+	if !n.holds(dirEntry{Chain: encodeChain(colleague.chain), Prekey: raw1}) {
+		t.Fatal("an entry held is not recognised")
+	}
+	if n.holds(dirEntry{Chain: encodeChain(colleague.chain)}) {
+		t.Fatal("an entry without the prekey matched the stored one")
+	}
+	r, err := n.Recipient(colleague.key.PeerID(), now)
+	if err != nil || r.PrekeyID != p1.ID {
+		t.Fatalf("recipient: %+v, %v", r, err)
+	}
+
+	// A newer prekey replaces the old one; a certificate-only entry (no
+	// prekey) keeps it.
+	p2, err := ring.Current(now.Add(e2e.PrekeyRotation + time.Hour))
+	if err != nil || p2.ID == p1.ID {
+		t.Fatalf("rotation: %v", err)
+	}
+	raw2, _ := e2e.EncodePrekey(p2)
+	if !n.addEntry(colleague.chain, staff, raw2, false) {
+		t.Fatal("a newer prekey was refused")
+	}
+	if n.addEntry(colleague.chain, staff, raw1, false) || n.addEntry(colleague.chain, staff, nil, false) {
+		t.Fatal("an older entry replaced a newer one")
+	}
+	if r, _ := n.Recipient(colleague.key.PeerID(), now.Add(e2e.PrekeyRotation+time.Hour)); r.PrekeyID != p2.ID {
+		t.Fatalf("recipient after rotation: prekey %d, want %d", r.PrekeyID, p2.ID)
+	}
+	// A renewed certificate replaces the old one and keeps the prekey.
+	renewed := c.enrolKey(t, colleague.key, "amira", now)
+	rs, err := n.judgeEntry(renewed.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.addEntry(renewed.chain, rs, nil, false) {
+		t.Fatal("a renewed certificate was refused")
+	}
+	if s, ok := n.LookupStaff("amira-id"); !ok || s.Serial.Cmp(rs.Serial) != 0 {
+		t.Fatal("lookup by staff ID does not give the renewed certificate")
+	}
+	if !n.holds(dirEntry{Chain: encodeChain(renewed.chain), Prekey: raw2}) {
+		t.Fatal("the renewed entry did not keep the prekey")
+	}
+
+	// Restart on the same store: the directory is read back.
+	n.Close()
+	again := startNode(t, c, self, func(cfg *Config) { cfg.Store = mem })
+	if again.DirectorySize() != 1 || len(again.Directory()) != 1 || again.Directory()[0].Name != "amira" {
+		t.Fatalf("directory after restart: %+v", again.Directory())
+	}
+	if r, _ := again.Recipient(colleague.key.PeerID(), now.Add(e2e.PrekeyRotation+time.Hour)); r.PrekeyID != p2.ID {
+		t.Fatal("prekey not restored")
+	}
+
+	// A damaged stored entry is an error, not a panic or a wrong key.
+	if err := mem.Put(t.Context(), entryKey(colleague.key.PeerID()), []byte{0xff, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.Recipient(colleague.key.PeerID(), now); !errors.Is(err, identity.ErrMalformed) {
+		t.Fatalf("damaged entry: %v", err)
+	}
+}
