@@ -320,13 +320,6 @@ func (r *Replica) PhotoData(msg crdt.OpID) ([]byte, error) {
 	return out, nil
 }
 
-// SortCausal orders op IDs by their sort keys (an order consistent with
-// causality wherever clocks are sane), so a peer fetching them applies most
-// without buffering.
-func (r *Replica) SortCausal(ids []crdt.OpID) {
-	slices.SortStableFunc(ids, func(a, b crdt.OpID) int {
-		ka, _ := r.dag.Key(a)
-		kb, _ := r.dag.Key(b)
-		return crdt.Stamp{Key: ka, ID: a}.Compare(crdt.Stamp{Key: kb, ID: b})
-	})
-}
+// SortCausal orders op IDs so that each follows its dependencies, so a
+// peer fetching them applies them without buffering.
+func (r *Replica) SortCausal(ids []crdt.OpID) { r.dag.SortCausal(ids) }

@@ -104,7 +104,7 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 			s.log.Error("anchor: store envelope", "err", err)
 			return
 		}
-		c.ops[id] = held{at: now, size: len(raw)}
+		s.holdLocked(c, id, held{at: now, size: len(raw)})
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
 		s.enforceLocked(now)
@@ -121,9 +121,24 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 	}
 }
 
+// holdLocked records a carried envelope in c's index. Callers hold mu.
+func (s *Service) holdLocked(c *carrier, id crdt.OpID, h held) {
+	if old, ok := c.ops[id]; ok {
+		s.carriedBytes -= int64(old.size)
+	}
+	c.ops[id] = h
+	s.carriedBytes += int64(h.size)
+	if s.oldestCarried.IsZero() || h.at.Before(s.oldestCarried) {
+		s.oldestCarried = h.at
+	}
+}
+
 // enforceLocked drops carried envelopes past their TTL, then the oldest
 // while over quota, logging what it drops. Callers hold mu.
 func (s *Service) enforceLocked(now time.Time) {
+	if s.carriedBytes <= s.cfg.AnchorQuota && (s.oldestCarried.IsZero() || now.Sub(s.oldestCarried) <= s.cfg.AnchorTTL) {
+		return
+	}
 	type item struct {
 		c  *carrier
 		id crdt.OpID
@@ -147,6 +162,10 @@ func (s *Service) enforceLocked(now time.Time) {
 		s.cfg.Store.Delete(s.ctx, carrierKey(it.c.tag).ChildString(it.id.String()))
 		total -= int64(it.h.size)
 		dropped++
+	}
+	s.carriedBytes, s.oldestCarried = total, time.Time{}
+	if dropped < len(all) {
+		s.oldestCarried = all[dropped].h.at
 	}
 	if dropped > 0 {
 		s.log.Warn("anchor: dropped oldest envelopes (quota or TTL)", "dropped", dropped, "bytes_held", total)
@@ -182,7 +201,7 @@ func (s *Service) restoreCarried() error {
 			continue
 		}
 		s.mu.Lock()
-		c.ops[id] = held{at: time.Unix(rec.At, 0), size: len(rec.Raw)}
+		s.holdLocked(c, id, held{at: time.Unix(rec.At, 0), size: len(rec.Raw)})
 		s.mu.Unlock()
 	}
 	return nil

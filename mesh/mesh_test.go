@@ -386,6 +386,9 @@ func TestAnchorQuota(t *testing.T) {
 	if held > trustX.s.cfg.AnchorQuota {
 		t.Fatalf("anchor holds %d bytes over its quota of %d", held, trustX.s.cfg.AnchorQuota)
 	}
+	if held != trustX.s.carriedBytes {
+		t.Fatalf("anchor's running total %d, index holds %d", trustX.s.carriedBytes, held)
+	}
 	eventually(t, 10*time.Second, "b still gets everything", func() bool { return len(textsOf(t, b, id)) == 40 })
 }
 
@@ -413,5 +416,34 @@ func TestIdleRoundsSkipSyncedPeers(t *testing.T) {
 	send(t, b, id, "bed 4 needs a review")
 	if !due(false) {
 		t.Fatal("a local change did not make the peer due")
+	}
+}
+
+// TestAnchorTTL: carried envelopes past their TTL go, oldest first, with
+// the next one kept; the running summary follows what is held.
+func TestAnchorTTL(t *testing.T) {
+	s := &Service{cfg: Config{AnchorQuota: 1 << 20, AnchorTTL: time.Hour, Store: ds.NewMapDatastore()},
+		log: slog.New(slog.DiscardHandler), ctx: t.Context()}
+	c := &carrier{tag: []byte("t"), ops: map[crdt.OpID]held{}}
+	s.carried = map[string]*carrier{"t": c}
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range 10 {
+		s.holdLocked(c, crdt.OpID{byte(i)}, held{at: t0.Add(time.Duration(i) * 10 * time.Minute), size: 100})
+	}
+	s.enforceLocked(t0.Add(time.Hour)) // nothing older than an hour yet
+	if len(c.ops) != 10 || s.carriedBytes != 1000 {
+		t.Fatalf("within TTL: %d held, %d bytes", len(c.ops), s.carriedBytes)
+	}
+	s.enforceLocked(t0.Add(time.Hour + 25*time.Minute)) // the first three are past
+	if len(c.ops) != 7 || s.carriedBytes != 700 || !s.oldestCarried.Equal(t0.Add(30*time.Minute)) {
+		t.Fatalf("after TTL: %d held, %d bytes, oldest %v", len(c.ops), s.carriedBytes, s.oldestCarried.Sub(t0))
+	}
+	if _, ok := c.ops[crdt.OpID{2}]; ok {
+		t.Fatal("an envelope past its TTL is still held")
+	}
+	s.cfg.AnchorQuota = 250
+	s.enforceLocked(t0.Add(time.Hour + 25*time.Minute))
+	if len(c.ops) != 2 || s.carriedBytes != 200 {
+		t.Fatalf("over quota: %d held, %d bytes", len(c.ops), s.carriedBytes)
 	}
 }

@@ -96,9 +96,13 @@ type Service struct {
 	convs   map[string]*conv // by hex tag
 	byID    map[chat.ConversationID]*conv
 	carried map[string]*carrier // anchor: tags held for others
-	topics  map[string]*pubsub.Topic
-	subs    []*pubsub.Subscription
-	events  *broker
+	// carriedBytes and oldestCarried summarise carried, so enforcing quota
+	// and TTL on every envelope kept costs nothing until one is exceeded.
+	carriedBytes  int64
+	oldestCarried time.Time
+	topics        map[string]*pubsub.Topic
+	subs          []*pubsub.Subscription
+	events        *broker
 
 	syncing map[peer.ID]bool
 	changes uint64             // ops made or taken in (guarded by mu)

@@ -36,6 +36,7 @@ type entry struct {
 	notAfter int64  // leaf certificate expiry, Unix seconds
 	prekey   int64  // creation time of the newest verified prekey; 0: none
 	sum      entrySum
+	seq      uint64 // Node.dirSeq when it last changed
 }
 
 // entrySum identifies a stored entry's leaf certificate and prekey, so an
@@ -116,7 +117,12 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 		n.log.Error("persist directory entry", "err", err)
 		return false
 	}
-	e := indexEntry(stored, s)
+	e := indexEntry(stored, s, old.prekey)
+	if newPrekey {
+		e.prekey = pk.Created
+	}
+	n.dirSeq++
+	e.seq = n.dirSeq
 	if had {
 		delete(n.sums, old.sum)
 		if !newCert {
@@ -136,13 +142,10 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 	return true
 }
 
-// indexEntry is the in-memory index of a stored entry whose leaf is s.
-func indexEntry(d dirEntry, s *identity.Staff) entry {
-	e := entry{staffID: s.StaffID, serial: string(s.Serial.Bytes()), notAfter: s.NotAfter.Unix(), sum: sumOf(d)}
-	if p, err := e2e.DecodePrekey(d.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
-		e.prekey = p.Created
-	}
-	return e
+// indexEntry is the in-memory index of a stored entry whose leaf is s and
+// whose prekey was created at prekey.
+func indexEntry(d dirEntry, s *identity.Staff, prekey int64) entry {
+	return entry{staffID: s.StaffID, serial: string(s.Serial.Bytes()), notAfter: s.NotAfter.Unix(), prekey: prekey, sum: sumOf(d)}
 }
 
 // storedEntry reads a colleague's entry from the store.
@@ -199,7 +202,7 @@ func (n *Node) Recipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 // afterAdmission syncs the directory with a newly admitted peer and tells it
 // (and everyone else) who else is in reach.
 func (n *Node) afterAdmission(id peer.ID) {
-	n.sendDirectory(id, true)
+	n.sendDirectory(id)
 	n.mu.Lock()
 	var others []peer.ID
 	for other, st := range n.peers {
@@ -238,10 +241,34 @@ func (n *Node) addrsOf(id peer.ID) *peerAddrs {
 	return &peerAddrs{ID: []byte(id), Addrs: addrs}
 }
 
-// sendDirectory sends id the other admitted peers and, with entries, every
-// directory entry we hold.
-func (n *Node) sendDirectory(id peer.ID, entries bool) {
+// sendDirectory sends id the other admitted peers, our own entry and the
+// directory entries that changed since we last sent it ours (all of them,
+// the first time): devices walking in and out of reach meet again and
+// again, and each meeting would otherwise carry the whole directory.
+func (n *Node) sendDirectory(id peer.ID) {
 	var msg directoryMsg
+	n.dirMu.Lock()
+	since, upto := n.dirSent[id], n.dirSeq
+	var changed []peer.ID
+	if since > 0 {
+		for pid, e := range n.directory {
+			if e.seq > since && pid != id {
+				changed = append(changed, pid)
+			}
+		}
+	}
+	n.dirMu.Unlock()
+	if since == 0 {
+		msg.Entries = n.storedEntries(id)
+	}
+	for _, pid := range changed {
+		if d, err := n.storedEntry(pid); err == nil && len(msg.Entries) < maxDirEntries-1 {
+			msg.Entries = append(msg.Entries, d)
+		}
+	}
+	if own := n.ownEntry(); own != nil {
+		msg.Entries = append(msg.Entries, *own)
+	}
 	n.mu.Lock()
 	var others []peer.ID
 	for other, st := range n.peers {
@@ -250,18 +277,16 @@ func (n *Node) sendDirectory(id peer.ID, entries bool) {
 		}
 	}
 	n.mu.Unlock()
-	if entries {
-		msg.Entries = n.storedEntries(id)
-		if own := n.ownEntry(); own != nil {
-			msg.Entries = append(msg.Entries, *own)
-		}
-	}
 	for _, o := range others {
 		if pa := n.addrsOf(o); pa != nil {
 			msg.Peers = append(msg.Peers, *pa)
 		}
 	}
-	n.send(id, msg)
+	if n.send(id, msg) {
+		n.dirMu.Lock()
+		n.dirSent[id] = max(n.dirSent[id], upto)
+		n.dirMu.Unlock()
+	}
 }
 
 // storedEntries reads up to maxDirEntries-1 stored entries, but not but's.
@@ -290,16 +315,17 @@ func (n *Node) storedEntries(but peer.ID) []dirEntry {
 	return out
 }
 
-func (n *Node) send(id peer.ID, msg directoryMsg) {
+// send sends a directory message; it reports whether it was delivered.
+func (n *Node) send(id peer.ID, msg directoryMsg) bool {
 	data, err := detcbor.Marshal(msg)
 	if err != nil || len(data) > maxDirMsg {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
 	s, err := n.host.NewStream(ctx, id, ProtoDirectory)
 	if err != nil {
-		return
+		return false
 	}
 	s.SetDeadline(time.Now().Add(10 * time.Second))
 	// The deadline's twin for transports that ignore deadlines (mocknet),
@@ -308,9 +334,14 @@ func (n *Node) send(id peer.ID, msg directoryMsg) {
 	defer stop()
 	if _, err := s.Write(data); err != nil {
 		s.Reset()
-		return
+		return false
 	}
+	s.CloseWrite()
+	// The peer closes once it has taken the message in; a reset (it did
+	// not admit us, or failed) is an error.
+	_, err = io.Copy(io.Discard, io.LimitReader(s, 1))
 	s.Close()
+	return err == nil
 }
 
 // handleDirectory takes a directory message from an admitted peer: entries

@@ -2,11 +2,15 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
@@ -99,5 +103,58 @@ func TestDirectoryInStore(t *testing.T) {
 	}
 	if _, err := again.Recipient(colleague.key.PeerID(), now); !errors.Is(err, identity.ErrMalformed) {
 		t.Fatalf("damaged entry: %v", err)
+	}
+}
+
+// TestDirectoryDelta: a device meeting a colleague again sends only the
+// entries that changed since its last send, and those do arrive: b learns
+// of c, whom it never met, from a's second meeting with it.
+func TestDirectoryDelta(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	var nodes []*Node
+	for i, name := range []string{"a", "b", "c"} {
+		d := c.enrol(t, name, now)
+		priv, err := crypto.UnmarshalEd25519PrivateKey(d.key.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/100.64.0.%d/tcp/4242", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, startNode(t, c, d, func(cfg *Config) { cfg.Host = h }))
+	}
+	a, b, cc := nodes[0], nodes[1], nodes[2]
+	meet := func(x, y *Node) {
+		t.Helper()
+		if _, err := mn.LinkPeers(x.ID(), y.ID()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mn.ConnectPeers(x.ID(), y.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := func() uint64 {
+		a.dirMu.Lock()
+		defer a.dirMu.Unlock()
+		return a.dirSent[b.ID()]
+	}
+	meet(a, b)
+	eventually(t, 10*time.Second, "a's directory sent to b", func() bool { return sent() > 0 })
+	first := sent()
+	mn.DisconnectPeers(a.ID(), b.ID())
+	mn.UnlinkPeers(a.ID(), b.ID())
+	meet(a, cc)
+	eventually(t, 10*time.Second, "a knows c", func() bool { _, ok := a.LookupStaff("c-id"); return ok })
+	if _, ok := b.LookupStaff("c-id"); ok {
+		t.Fatal("b knows c before meeting a again")
+	}
+	meet(a, b)
+	eventually(t, 10*time.Second, "b learns c from a", func() bool { _, ok := b.LookupStaff("c-id"); return ok })
+	if s := sent(); s <= first {
+		t.Fatalf("a's record of what b holds did not advance: %d then %d", first, s)
 	}
 }

@@ -97,6 +97,8 @@ type Node struct {
 	dirMu     sync.Mutex // guards directory, sums and the stored entries; taken before mu
 	directory map[peer.ID]entry
 	sums      map[entrySum]struct{}
+	dirSeq    uint64             // bumped by every directory change
+	dirSent   map[peer.ID]uint64 // dirSeq as of the last directory a peer took from us
 
 	mu         sync.Mutex
 	peers      map[peer.ID]*peerState
@@ -140,7 +142,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
-		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]entry{}, sums: map[entrySum]struct{}{},
+		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]entry{}, sums: map[entrySum]struct{}{}, dirSent: map[peer.ID]uint64{},
 		known: map[peer.ID]knownStaff{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())

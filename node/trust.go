@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
@@ -341,7 +342,13 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 		}
 		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
 		if s, err := identity.StaffFromCert(chain[0]); err == nil {
-			e := indexEntry(de, s)
+			var created int64
+			if p, err := e2e.DecodePrekey(de.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
+				created = p.Created
+			}
+			n.dirSeq++
+			e := indexEntry(de, s, created)
+			e.seq = n.dirSeq
 			n.directory[s.PeerID] = e
 			n.sums[e.sum] = struct{}{}
 		}

@@ -18,6 +18,7 @@ import (
 	pebbleds "github.com/ipfs/go-ds-pebble"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
@@ -415,12 +416,16 @@ func (f *full) run(progress func(done, total int)) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f.watchCRLs(ctx) }()
 	}
-	t0 := time.Now()
-	f.t0.Store(&t0)
-	for i, d := range f.w.Devices { // where everyone starts
+	// Where everyone starts, off the clock: the first connections (and
+	// their admissions and directory exchanges) are made before time 0,
+	// as a mesh that has been running would have them.
+	for i, d := range f.w.Devices {
 		f.arrive(i, d.Start)
 	}
 	f.wan(0)
+	f.settle()
+	t0 := time.Now()
+	f.t0.Store(&t0)
 	timer := time.NewTimer(0)
 	for i, e := range evs {
 		wall := t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
@@ -438,6 +443,25 @@ func (f *full) run(progress func(done, total int)) {
 	stop()
 	wg.Wait()
 	f.res.Events = len(evs) - 1
+}
+
+// settle waits (up to the setup bound) until every connection made is
+// admitted both ways.
+func (f *full) settle() {
+	ctx, cancel := context.WithTimeout(context.Background(), f.opt.Setup)
+	defer cancel()
+	err := waitFor(ctx, func() bool {
+		for k := range f.conns {
+			a, b := f.devs[k[0]].n, f.devs[k[1]].n
+			if a.Host().Network().Connectedness(b.ID()) == network.Connected && (!a.IsAdmitted(b.ID()) || !b.IsAdmitted(a.ID())) {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		f.res.Failures = append(f.res.Failures, "start: connections not all admitted before time 0")
+	}
 }
 
 func (f *full) step(e fevent) {
@@ -487,19 +511,30 @@ func (f *full) leave(a int) {
 	f.devs[a].place = nowhere
 }
 
-// arrive connects device a with up to Degree devices present at p.
+// arrive connects device a with up to Degree devices present at p:
+// anchors and devices it shares a conversation with first (a real device
+// on the LAN connects to everyone it discovers, up to its connection
+// manager's limit of 256; the simulation keeps only the connections that
+// carry a's traffic, then random others), in random order.
 func (f *full) arrive(a, p int) {
 	f.devs[a].place = p
 	if p == nowhere {
 		return
 	}
-	var here []int
+	var near, others []int
+	conv := f.w.ConvOf[a]
 	for o, d := range f.devs {
-		if o != a && d.place == p {
-			here = append(here, o)
+		switch {
+		case o == a || d.place != p:
+		case f.w.Devices[o].Anchor || (conv >= 0 && f.w.ConvOf[o] == conv):
+			near = append(near, o)
+		default:
+			others = append(others, o)
 		}
 	}
-	f.rng.Shuffle(len(here), func(i, j int) { here[i], here[j] = here[j], here[i] })
+	f.rng.Shuffle(len(near), func(i, j int) { near[i], near[j] = near[j], near[i] })
+	f.rng.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
+	here := append(near, others...)
 	for _, o := range here[:min(len(here), f.opt.Degree)] {
 		f.connect(a, o)
 	}

@@ -93,31 +93,78 @@ func BenchmarkFullBasement(b *testing.B) {
 		for i := range s.Devices {
 			s.Devices[i].Count *= k
 		}
-		b.Run(fmt.Sprintf("devices=%d", 9*k), func(b *testing.B) {
-			for b.Loop() {
-				w, err := Build(s, 1)
-				if err != nil {
-					b.Fatal(err)
-				}
-				ref := w.RunDES(nil)
-				r, err := w.RunFull(FullOptions{Scale: 60}, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				missed := 0
-				for i, m := range ref.Messages {
-					if m.Delivered >= 0 && r.Messages[i].Delivered < 0 {
-						missed++
-					}
-				}
-				sum := Summarise(r)
-				b.ReportMetric(sum.DeliveryRatio, "delivery")
-				b.ReportMetric(Summarise(ref).DeliveryRatio, "des-delivery")
-				b.ReportMetric(float64(missed), "missed-vs-des")
-				b.ReportMetric(r.Lag, "lag-s")
-			}
-		})
+		b.Run(fmt.Sprintf("devices=%d", 9*k), func(b *testing.B) { fullVsDES(b, s) })
 	}
+}
+
+// fullVsDES runs s (seed 1) on the full stack at scale 60 and the DES on
+// the same world, and reports delivery, what the full stack missed that
+// the DES delivered, and how late the machine ran.
+func fullVsDES(b *testing.B, s Scenario) {
+	for b.Loop() {
+		w, err := Build(s, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ref := w.RunDES(nil)
+		r, err := w.RunFull(FullOptions{Scale: 60}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		missed := 0
+		for i, m := range ref.Messages {
+			if m.Delivered >= 0 && r.Messages[i].Delivered < 0 {
+				missed++
+			}
+		}
+		sum := Summarise(r)
+		b.ReportMetric(sum.DeliveryRatio, "delivery")
+		b.ReportMetric(Summarise(ref).DeliveryRatio, "des-delivery")
+		b.ReportMetric(float64(missed), "missed-vs-des")
+		b.ReportMetric(r.Lag, "lag-s")
+		b.ReportMetric(sum.LatencyMean, "latency-mean-s")
+		b.ReportMetric(Summarise(ref).LatencyMean, "des-latency-mean-s")
+	}
+}
+
+// BenchmarkFullTeams runs k basements side by side on the full stack: in
+// each, two doctors and six ward staff with a conversation of their own
+// (the team's), all sharing the same basement, ward and corridor, and one
+// site anchor per eight teams — so the mesh is k times larger and every
+// device meets other teams' devices. One hour at scale 60, 60 messages per team; the DES on the same
+// world is the reference, as in BenchmarkFullBasement.
+// MEDMESH_TEAMS=K runs only k = K.
+func BenchmarkFullTeams(b *testing.B) {
+	ks := []int{8, 16, 32}
+	if k, err := strconv.Atoi(os.Getenv("MEDMESH_TEAMS")); err == nil && k > 0 {
+		ks = []int{k}
+	}
+	for _, k := range ks {
+		s := Builtins["basement"]
+		s.Hours, s.Messages, s.BurstMinutes = 1, 60*k, 45
+		s.Devices = nil
+		for j := range k {
+			for _, g := range Builtins["basement"].Devices {
+				g.Name = fmt.Sprintf("%s-%d", g.Name, j+1)
+				switch {
+				case !g.Anchor:
+					g.Conversation = fmt.Sprintf("team-%d", j+1)
+				case j%8 != 0:
+					continue // one site anchor per eight teams
+				}
+				s.Devices = append(s.Devices, g)
+			}
+		}
+		b.Run(fmt.Sprintf("devices=%d", devices(s)), func(b *testing.B) { fullVsDES(b, s) })
+	}
+}
+
+func devices(s Scenario) int {
+	n := 0
+	for _, g := range s.Devices {
+		n += g.Count
+	}
+	return n
 }
 
 // BenchmarkFullIdleHeap starts n idle nodes (node, gossipsub, mesh

@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -114,6 +115,10 @@ type Group struct {
 	// Bridge: an anchor linked to every other bridge over the WAN (always
 	// on, WANMS one-way latency): how sites are joined.
 	Bridge bool `json:"bridge,omitempty"`
+	// Conversation names the conversation the group's devices are members
+	// of: groups naming the same one share it. Set on one group, it is
+	// needed on every group of members (and conversation_size is unused).
+	Conversation string `json:"conversation,omitempty"`
 }
 
 // Builtins are the scenarios medmesh ships.
@@ -236,9 +241,11 @@ func (s Scenario) check() error {
 	case s.SyncSeconds <= 0:
 		return fmt.Errorf("scenario %s: field sync_seconds must be positive", s.Name)
 	}
-	anchors := 0
+	anchors, named := 0, slices.ContainsFunc(s.Devices, func(g Group) bool { return g.Conversation != "" })
 	for i, g := range s.Devices {
 		switch {
+		case named && !g.Anchor && g.Conversation == "":
+			return fmt.Errorf("scenario %s: devices[%d] (%s): field conversation is needed when another group names one", s.Name, i, g.Name)
 		case g.Count <= 0 || g.Count > 1_000_000 || !contains(s.Places, g.Home):
 			return fmt.Errorf("scenario %s: devices[%d] (%s): count must be positive and home one of places", s.Name, i, g.Name)
 		case g.Mobility != "" && g.Mobility != "visits" && g.Mobility != "waypoint":
@@ -248,6 +255,17 @@ func (s Scenario) check() error {
 		}
 		if g.Anchor {
 			anchors++
+		}
+	}
+	members := map[string]int{}
+	for _, g := range s.Devices {
+		if !g.Anchor && g.Conversation != "" {
+			members[g.Conversation] += g.Count
+		}
+	}
+	for name, n := range members {
+		if n < 2 {
+			return fmt.Errorf("scenario %s: conversation %q: needs at least two member devices", s.Name, name)
 		}
 	}
 	for i, p := range s.Partitions {

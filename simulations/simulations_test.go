@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -342,4 +343,48 @@ func convergenceOf(s Summary) float64 {
 		return math.NaN()
 	}
 	return *s.ConvergenceS
+}
+
+// TestNamedConversations: groups naming the same conversation share it;
+// anchors are in none; a group without a name beside named ones, or a
+// conversation of one device, is an error naming the field.
+func TestNamedConversations(t *testing.T) {
+	s := Scenario{Name: "teams", Hours: 1, Places: []string{"a", "b"}, Messages: 10, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+		Devices: []Group{
+			{Name: "doc-1", Count: 2, Home: "a", Conversation: "one"},
+			{Name: "doc-2", Count: 2, Home: "a", Conversation: "two"},
+			{Name: "ward-1", Count: 3, Home: "b", Conversation: "one"},
+			{Name: "anchor", Count: 1, Home: "b", Anchor: true},
+		}}
+	w, err := Build(s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(c []int) (out []string) {
+		for _, d := range c {
+			out = append(out, w.Devices[d].Name)
+		}
+		return out
+	}
+	if len(w.Convs) != 2 || !slices.Equal(names(w.Convs[0]), []string{"doc-1-1", "doc-1-2", "ward-1-1", "ward-1-2", "ward-1-3"}) ||
+		!slices.Equal(names(w.Convs[1]), []string{"doc-2-1", "doc-2-2"}) || w.ConvOf[len(w.Devices)-1] != -1 {
+		t.Fatalf("conversations: %v", w.Convs)
+	}
+	for _, m := range w.Sends {
+		if w.ConvOf[m.Dev] != m.Conv {
+			t.Fatalf("message from %s, not in its conversation", w.Devices[m.Dev].Name)
+		}
+	}
+	unnamed := s
+	unnamed.Devices = slices.Clone(s.Devices)
+	unnamed.Devices[1].Conversation = ""
+	if err := unnamed.check(); err == nil || !strings.Contains(err.Error(), "devices[1]") || !strings.Contains(err.Error(), "conversation") {
+		t.Fatalf("unnamed group beside named ones: %v", err)
+	}
+	alone := s
+	alone.Devices = slices.Clone(s.Devices)
+	alone.Devices[1].Count = 1
+	if err := alone.check(); err == nil || !strings.Contains(err.Error(), `"two"`) {
+		t.Fatalf("conversation of one: %v", err)
+	}
 }

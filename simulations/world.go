@@ -39,6 +39,7 @@ type Device struct {
 	Anchor, Bridge bool
 	Start          int // place at time 0
 	Moves          []Move
+	conv           string // the group's named conversation, if any
 }
 
 // Move puts a device in a place (nowhere: out of reach) at a time.
@@ -96,7 +97,7 @@ func Build(s Scenario, seed uint64) (*World, error) {
 	for _, g := range s.Devices {
 		home := placeIdx[g.Home]
 		for i := range g.Count {
-			d := Device{Name: fmt.Sprintf("%s-%d", g.Name, i+1), Group: g.Name, Anchor: g.Anchor, Bridge: g.Bridge, Start: home}
+			d := Device{Name: fmt.Sprintf("%s-%d", g.Name, i+1), Group: g.Name, Anchor: g.Anchor, Bridge: g.Bridge, Start: home, conv: g.Conversation}
 			t := 0.0
 			if g.JoinAtHours > 0 {
 				d.Start, t = nowhere, g.JoinAtHours*3600
@@ -162,11 +163,35 @@ func Build(s Scenario, seed uint64) (*World, error) {
 	return w, nil
 }
 
+// namedConversations forms the conversations groups name, in the order
+// first named; it reports false when no group names one.
+func (w *World) namedConversations() bool {
+	index := map[string]int{}
+	for i, d := range w.Devices {
+		w.ConvOf[i] = -1
+		if d.Anchor || d.conv == "" {
+			continue
+		}
+		c, ok := index[d.conv]
+		if !ok {
+			c = len(w.Convs)
+			index[d.conv] = c
+			w.Convs = append(w.Convs, nil)
+		}
+		w.Convs[c] = append(w.Convs[c], i)
+		w.ConvOf[i] = c
+	}
+	return len(index) > 0
+}
+
 // conversations groups the member devices: one conversation of all of
 // them, or teams of ConversationSize drawn from each group in turn (a
 // remainder of one joins the team before it).
 func (w *World) conversations() {
 	w.ConvOf = make([]int, len(w.Devices))
+	if w.namedConversations() {
+		return
+	}
 	k := w.S.ConversationSize
 	var cur []int
 	flush := func() {
