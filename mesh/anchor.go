@@ -70,6 +70,7 @@ func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 	}
 	c := &carrier{tag: slices.Clone(tag), ops: map[crdt.OpID]held{}}
 	s.carried[key] = c
+	s.tagList = nil
 	s.mu.Unlock()
 	if topic != "" {
 		if err := s.subscribe(topic, tag); err != nil {

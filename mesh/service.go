@@ -100,6 +100,7 @@ type Service struct {
 	// and TTL on every envelope kept costs nothing until one is exceeded.
 	carriedBytes  int64
 	oldestCarried time.Time
+	tagList       [][]byte // tags(), cached until a conversation or carrier is added
 	topics        map[string]*pubsub.Topic
 	subs          []*pubsub.Subscription
 	events        *broker
@@ -235,6 +236,7 @@ func (s *Service) adopt(r *chat.Replica, tag []byte) error {
 	c := &conv{r: r, tag: tag}
 	s.mu.Lock()
 	s.convs[hex.EncodeToString(tag)] = c
+	s.tagList = nil
 	if !r.ID().IsZero() {
 		s.byID[r.ID()] = c
 	}

@@ -101,6 +101,9 @@ func inboxTag(id peer.ID) []byte {
 func (s *Service) tags() [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.tagList != nil {
+		return s.tagList
+	}
 	out := [][]byte{inboxTag(s.cfg.Node.ID())}
 	for _, c := range s.convs {
 		out = append(out, c.tag)
@@ -109,7 +112,8 @@ func (s *Service) tags() [][]byte {
 		out = append(out, c.tag)
 	}
 	slices.SortFunc(out, bytes.Compare)
-	return slices.CompactFunc(out, bytes.Equal)
+	s.tagList = slices.CompactFunc(out, bytes.Equal)
+	return s.tagList
 }
 
 // idsOf is the op-ID set of a tag this device holds.
@@ -168,9 +172,13 @@ func (s *Service) accept(tags [][]byte) {
 }
 
 func shared(a, b [][]byte) [][]byte {
+	in := make(map[string]bool, len(b))
+	for _, t := range b {
+		in[string(t)] = true
+	}
 	var out [][]byte
 	for _, t := range a {
-		if slices.ContainsFunc(b, func(x []byte) bool { return bytes.Equal(x, t) }) {
+		if in[string(t)] {
 			out = append(out, t)
 		}
 	}
@@ -280,8 +288,9 @@ func (s *Service) initiate(p peer.ID) error {
 		return fmt.Errorf("%w: expected offer", ErrProtocol)
 	}
 	s.accept(f.Tags)
-	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(shared(s.tags(), f.Tags)))
-	for _, tag := range shared(s.tags(), f.Tags) {
+	common := shared(s.tags(), f.Tags)
+	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
+	for _, tag := range common {
 		if err := s.reconcileTag(c, p, tag); err != nil {
 			st.Reset()
 			return err

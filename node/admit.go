@@ -209,7 +209,13 @@ func (n *Node) handleAdmit(s network.Stream) {
 	n.mu.Lock()
 	st := n.stateLocked(id)
 	if isClosed(st.decided) {
+		// A new connection of a peer we admitted on an older one that has
+		// not closed yet (a quick reconnect): sync as on any meeting.
+		again := err == nil && st.admitted()
 		n.mu.Unlock()
+		if again {
+			n.met(id)
+		}
 		return
 	}
 	if err != nil {
@@ -222,6 +228,12 @@ func (n *Node) handleAdmit(s network.Stream) {
 	n.mu.Unlock()
 	n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
 	n.addEntry(chain, staff, nil, true)
+	n.met(id)
+}
+
+// met runs what follows meeting an admitted peer: directory sync and the
+// layers' OnAdmitted hooks.
+func (n *Node) met(id peer.ID) {
 	n.goOwned(func() { n.afterAdmission(id) })
 	n.mu.Lock()
 	hooks := slices.Clone(n.onAdmitted)
@@ -277,7 +289,8 @@ func (n *Node) admittedPeers() []peer.ID {
 func (n *Node) AwaitAdmitted(ctx context.Context, id peer.ID) bool { return n.awaitAdmitted(ctx, id) }
 
 // OnAdmitted registers f to run, in a goroutine the node owns, for every
-// peer admitted from now on.
+// peer admitted from now on — and again when an admitted peer opens a new
+// connection (it walked away and straight back).
 func (n *Node) OnAdmitted(f func(peer.ID)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
-	"github.com/ipfs/go-datastore/query"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -43,7 +43,9 @@ type entry struct {
 // entry we already hold (the common case: every admission exchanges whole
 // directories) is dropped without verifying its chain again. A collision
 // could only make us drop an entry, never accept one.
-type entrySum [16]byte
+type entrySum [entrySumSize]byte
+
+const entrySumSize = 16
 
 func sumOf(d dirEntry) entrySum {
 	h := sha256.New()
@@ -63,10 +65,11 @@ func entryKey(id peer.ID) ds.Key { return entryPrefix.ChildString(id.String()) }
 
 // holds reports whether the directory holds exactly this entry.
 func (n *Node) holds(d dirEntry) bool {
-	if len(d.Chain) == 0 {
-		return false
-	}
-	s := sumOf(d)
+	return len(d.Chain) > 0 && n.holdsSum(sumOf(d))
+}
+
+// holdsSum reports whether the directory holds the entry with this digest.
+func (n *Node) holdsSum(s entrySum) bool {
 	n.dirMu.Lock()
 	defer n.dirMu.Unlock()
 	_, ok := n.sums[s]
@@ -216,7 +219,7 @@ func (n *Node) afterAdmission(id peer.ID) {
 		return
 	}
 	for _, o := range others {
-		n.goOwned(func() { n.send(o, directoryMsg{Peers: []peerAddrs{*newcomer}}) })
+		n.goOwned(func() { n.exchange(o, directoryMsg{Peers: []peerAddrs{*newcomer}}, nil) })
 	}
 }
 
@@ -241,33 +244,26 @@ func (n *Node) addrsOf(id peer.ID) *peerAddrs {
 	return &peerAddrs{ID: []byte(id), Addrs: addrs}
 }
 
-// sendDirectory sends id the other admitted peers, our own entry and the
-// directory entries that changed since we last sent it ours (all of them,
-// the first time): devices walking in and out of reach meet again and
-// again, and each meeting would otherwise carry the whole directory.
+// sendDirectory syncs our directory to id: it offers the other admitted
+// peers, our own entry and the digests of the entries that changed since id
+// last took ours (all of them, the first time); id asks for the ones it
+// lacks. Devices walking in and out of reach meet again and again, and
+// after the first days hold nearly the same directory: a meeting costs a
+// digest per colleague at most, not every certificate.
 func (n *Node) sendDirectory(id peer.ID) {
-	var msg directoryMsg
 	n.dirMu.Lock()
 	since, upto := n.dirSent[id], n.dirSeq
-	var changed []peer.ID
-	if since > 0 {
-		for pid, e := range n.directory {
-			if e.seq > since && pid != id {
-				changed = append(changed, pid)
-			}
+	bySum := map[entrySum]peer.ID{}
+	var offer directoryMsg
+	for pid, e := range n.directory {
+		if e.seq > since && pid != id && len(offer.Sums) < maxDirEntries {
+			bySum[e.sum] = pid
+			offer.Sums = append(offer.Sums, e.sum[:])
 		}
 	}
 	n.dirMu.Unlock()
-	if since == 0 {
-		msg.Entries = n.storedEntries(id)
-	}
-	for _, pid := range changed {
-		if d, err := n.storedEntry(pid); err == nil && len(msg.Entries) < maxDirEntries-1 {
-			msg.Entries = append(msg.Entries, d)
-		}
-	}
 	if own := n.ownEntry(); own != nil {
-		msg.Entries = append(msg.Entries, *own)
+		offer.Entries = append(offer.Entries, *own)
 	}
 	n.mu.Lock()
 	var others []peer.ID
@@ -279,48 +275,32 @@ func (n *Node) sendDirectory(id peer.ID) {
 	n.mu.Unlock()
 	for _, o := range others {
 		if pa := n.addrsOf(o); pa != nil {
-			msg.Peers = append(msg.Peers, *pa)
+			offer.Peers = append(offer.Peers, *pa)
 		}
 	}
-	if n.send(id, msg) {
+	ok := n.exchange(id, offer, func(want [][]byte) (out directoryMsg) {
+		for _, w := range want {
+			pid, found := bySum[entrySum(w)]
+			if !found {
+				continue
+			}
+			if d, err := n.storedEntry(pid); err == nil {
+				out.Entries = append(out.Entries, d)
+			}
+		}
+		return out
+	})
+	if ok {
 		n.dirMu.Lock()
 		n.dirSent[id] = max(n.dirSent[id], upto)
 		n.dirMu.Unlock()
 	}
 }
 
-// storedEntries reads up to maxDirEntries-1 stored entries, but not but's.
-func (n *Node) storedEntries(but peer.ID) []dirEntry {
-	res, err := n.cfg.Store.Query(n.ctx, query.Query{Prefix: entryPrefix.String()})
-	if err != nil {
-		n.log.Error("read directory", "err", err)
-		return nil
-	}
-	defer res.Close()
-	skip := entryKey(but).String()
-	var out []dirEntry
-	for r := range res.Next() {
-		if r.Error != nil {
-			n.log.Error("read directory", "err", r.Error)
-			break
-		}
-		var d dirEntry
-		if r.Key == skip || decode(r.Value, &d, maxEntryBytes) != nil {
-			continue
-		}
-		if out = append(out, d); len(out) == maxDirEntries-1 {
-			break
-		}
-	}
-	return out
-}
-
-// send sends a directory message; it reports whether it was delivered.
-func (n *Node) send(id peer.ID, msg directoryMsg) bool {
-	data, err := detcbor.Marshal(msg)
-	if err != nil || len(data) > maxDirMsg {
-		return false
-	}
+// exchange runs the initiator's side of /medmesh/directory/2: offer, the
+// peer's list of wanted digests, then the entries reply gives for them.
+// It reports whether the peer took everything in.
+func (n *Node) exchange(id peer.ID, offer directoryMsg, reply func(want [][]byte) directoryMsg) bool {
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
 	s, err := n.host.NewStream(ctx, id, ProtoDirectory)
@@ -332,20 +312,36 @@ func (n *Node) send(id peer.ID, msg directoryMsg) bool {
 	// and the way out when the node closes.
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	if _, err := s.Write(data); err != nil {
+	r := bufio.NewReader(s)
+	var want wantMsg
+	if err := writeFrame(s, offer); err != nil {
+		s.Reset()
+		return false
+	}
+	if err := readFrame(r, &want, maxDirEntries*(entrySumSize+4)+16); err != nil || len(want.Sums) > maxDirEntries {
+		s.Reset()
+		return false
+	}
+	var rest directoryMsg
+	if reply != nil {
+		rest = reply(want.Sums)
+	}
+	if err := writeFrame(s, rest); err != nil {
 		s.Reset()
 		return false
 	}
 	s.CloseWrite()
-	// The peer closes once it has taken the message in; a reset (it did
+	// The peer closes once it has taken the entries in; a reset (it did
 	// not admit us, or failed) is an error.
-	_, err = io.Copy(io.Discard, io.LimitReader(s, 1))
+	_, err = io.Copy(io.Discard, io.LimitReader(r, 1))
 	s.Close()
 	return err == nil
 }
 
-// handleDirectory takes a directory message from an admitted peer: entries
-// are verified one by one; peers are dialled if not connected.
+// handleDirectory is the responder's side of /medmesh/directory/2 with an
+// admitted peer: take the offer's entries and peers, ask for the offered
+// digests we do not hold, take those entries. Entries are verified one by
+// one; peers are dialled if not connected.
 func (n *Node) handleDirectory(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
@@ -354,17 +350,37 @@ func (n *Node) handleDirectory(s network.Stream) {
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	data, err := io.ReadAll(io.LimitReader(s, maxDirMsg+1))
-	if err != nil {
+	r := bufio.NewReader(s)
+	var offer directoryMsg
+	if err := readFrame(r, &offer, maxDirMsg); err != nil || offer.check() != nil {
+		n.log.Debug("bad directory offer", "remote", from.String())
 		s.Reset()
 		return
 	}
-	var msg directoryMsg
-	if err := decode(data, &msg, maxDirMsg); err != nil || len(msg.Entries) > maxDirEntries || len(msg.Peers) > maxDirEntries {
-		n.log.Debug("bad directory message", "remote", from.String())
+	n.takeEntries(offer.Entries)
+	var want wantMsg
+	for _, sum := range offer.Sums {
+		if len(sum) == entrySumSize && !n.holdsSum(entrySum(sum)) {
+			want.Sums = append(want.Sums, sum)
+		}
+	}
+	if err := writeFrame(s, want); err != nil {
+		s.Reset()
 		return
 	}
-	for _, de := range msg.Entries {
+	var rest directoryMsg
+	if err := readFrame(r, &rest, maxDirMsg); err != nil || rest.check() != nil || len(rest.Entries) > len(want.Sums) {
+		n.log.Debug("bad directory entries", "remote", from.String())
+		s.Reset()
+		return
+	}
+	n.takeEntries(rest.Entries)
+	n.tryPeers(offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
+}
+
+// takeEntries verifies and records directory entries a peer sent.
+func (n *Node) takeEntries(entries []dirEntry) {
+	for _, de := range entries {
 		if n.holds(de) {
 			continue
 		}
@@ -376,8 +392,11 @@ func (n *Node) handleDirectory(s network.Stream) {
 			n.addEntry(chain, staff, de.Prekey, false)
 		}
 	}
-	viaLoopback := manet.IsIPLoopback(s.Conn().RemoteMultiaddr())
-	for _, p := range msg.Peers {
+}
+
+// tryPeers dials the peers a colleague told us about, if not connected.
+func (n *Node) tryPeers(peers []peerAddrs, viaLoopback bool) {
+	for _, p := range peers {
 		ai, err := toAddrInfo(p)
 		if err != nil || ai.ID == n.ID() || n.isBlocked(ai.ID) {
 			continue

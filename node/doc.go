@@ -25,7 +25,10 @@
 // memory (staff ID, certificate serial and expiry, prekey time, a digest of
 // the stored entry), so a device in a trust of thousands holds kilobytes,
 // not megabytes, and an entry it already holds is dropped without
-// verifying its chain again.
+// verifying its chain again. On /medmesh/directory/2 a device offers an
+// admitted peer the digests of the entries that changed since that peer
+// last took its directory (all, the first time); the peer asks for the
+// ones it lacks — colleagues meeting again exchange little or nothing.
 //
 // State: Node.mu guards the peer table and the block list; Node.dirMu the
 // directory index and the stored entries (taken before mu). Logs carry peer

@@ -1,8 +1,11 @@
 package node
 
 import (
+	"bufio"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
+	"io"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -14,7 +17,7 @@ import (
 // Protocols.
 const (
 	ProtoAdmit     = "/medmesh/admit/1"
-	ProtoDirectory = "/medmesh/directory/1"
+	ProtoDirectory = "/medmesh/directory/2"
 	TrustTopic     = "/medmesh/trust/1"
 )
 
@@ -40,11 +43,55 @@ type presentation struct {
 	CRLs  [][]byte `cbor:"2,keyasint"`
 }
 
-// directoryMsg is sent on /medmesh/directory/1 after admission: the other
-// admitted peers with their addresses, and the directory entries we hold.
+// directoryMsg is a frame on /medmesh/directory/2. The initiator's offer
+// carries the other admitted peers with their addresses, its own entry and
+// the digests (entrySum) of the entries it can send; its second frame
+// carries the entries the responder asked for (wantMsg).
 type directoryMsg struct {
 	Peers   []peerAddrs `cbor:"1,keyasint"`
 	Entries []dirEntry  `cbor:"2,keyasint"`
+	Sums    [][]byte    `cbor:"3,keyasint,omitempty"`
+}
+
+func (m *directoryMsg) check() error {
+	if len(m.Entries) > maxDirEntries || len(m.Peers) > maxDirEntries || len(m.Sums) > maxDirEntries {
+		return fmt.Errorf("%w: directory message too large", identity.ErrMalformed)
+	}
+	return nil
+}
+
+// wantMsg is the responder's frame: the offered digests it lacks.
+type wantMsg struct {
+	Sums [][]byte `cbor:"1,keyasint"`
+}
+
+// writeFrame writes v as one length-prefixed deterministic-CBOR frame.
+func writeFrame(w io.Writer, v any) error {
+	data, err := detcbor.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(data) > maxDirMsg {
+		return fmt.Errorf("%w: frame of %d bytes", identity.ErrMalformed, len(data))
+	}
+	_, err = w.Write(append(binary.AppendUvarint(nil, uint64(len(data))), data...))
+	return err
+}
+
+// readFrame reads one frame of at most limit bytes into v.
+func readFrame(r *bufio.Reader, v any, limit int) error {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return err
+	}
+	if n > uint64(limit) {
+		return fmt.Errorf("%w: frame of %d bytes", identity.ErrMalformed, n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return err
+	}
+	return decode(buf, v, limit)
 }
 
 // dirEntry is a directory entry on the wire and in the store: a colleague's

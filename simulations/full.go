@@ -163,7 +163,9 @@ func (f *full) openStores() error {
 		}
 		dir, f.tmp = tmp, tmp
 	}
-	db, err := pebbleds.NewDatastore(dir, pebbleds.WithCacheSize(8<<20))
+	// One block cache for every device's store: a real device caches its
+	// own few megabytes; 256 MiB (off the Go heap) does so for hundreds.
+	db, err := pebbleds.NewDatastore(dir, pebbleds.WithCacheSize(256<<20))
 	if err != nil {
 		return fmt.Errorf("device stores: %w", err)
 	}

@@ -97,17 +97,22 @@ func BenchmarkFullBasement(b *testing.B) {
 	}
 }
 
-// fullVsDES runs s (seed 1) on the full stack at scale 60 and the DES on
-// the same world, and reports delivery, what the full stack missed that
-// the DES delivered, and how late the machine ran.
+// fullVsDES runs s (seed 1) on the full stack at scale 60 (or
+// MEDMESH_SCALE) and the DES on the same world, and reports delivery, what
+// the full stack missed that the DES delivered, and how late the machine
+// ran.
 func fullVsDES(b *testing.B, s Scenario) {
+	scale := 60.0
+	if v, err := strconv.ParseFloat(os.Getenv("MEDMESH_SCALE"), 64); err == nil && v > 0 {
+		scale = v
+	}
 	for b.Loop() {
 		w, err := Build(s, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
 		ref := w.RunDES(nil)
-		r, err := w.RunFull(FullOptions{Scale: 60}, nil)
+		r, err := w.RunFull(FullOptions{Scale: scale}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
