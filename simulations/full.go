@@ -46,10 +46,11 @@ type FullOptions struct {
 	Degree int
 	// Setup bounds the wall time to enrol and found conversations.
 	Setup time.Duration
-	// Dir is where the devices' stores are written: one pebble database,
-	// a namespace per device (default: a temporary directory, removed at
-	// the end). Stores on disk, as on real devices, keep the heap to what
-	// a node holds in memory.
+	// Dir is where the devices' stores are made: one fresh pebble
+	// database in a new directory under Dir (default: the system's
+	// temporary directory), a namespace per device, removed at the end.
+	// Stores on disk, as on real devices, keep the heap to what a node
+	// holds in memory.
 	Dir string
 }
 
@@ -67,7 +68,7 @@ type full struct {
 	conns map[[2]int]mocknet.Link
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
 	db    *pebbleds.Datastore
-	tmp   string // a temporary Dir, removed on close
+	tmp   string // the database's directory, removed on close
 
 	mu      sync.Mutex
 	got     []map[crdt.OpID]arrival
@@ -155,14 +156,11 @@ func (f *full) close() {
 
 // openStores opens the database the devices' stores live in.
 func (f *full) openStores() error {
-	dir := f.opt.Dir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "medmesh-sim-")
-		if err != nil {
-			return fmt.Errorf("device stores: %w", err)
-		}
-		dir, f.tmp = tmp, tmp
+	dir, err := os.MkdirTemp(f.opt.Dir, "medmesh-sim-")
+	if err != nil {
+		return fmt.Errorf("device stores: %w", err)
 	}
+	f.tmp = dir
 	// One block cache for every device's store: a real device caches its
 	// own few megabytes; 256 MiB (off the Go heap) does so for hundreds.
 	db, err := pebbleds.NewDatastore(dir, pebbleds.WithCacheSize(256<<20))
