@@ -252,10 +252,9 @@ func (s *Service) conv(id chat.ConversationID) (*conv, error) {
 	return c, nil
 }
 
-// persist saves a replica's key state (its ops and plaintexts are written
-// as they are applied).
-// persist saves a conversation's keys after a change; callers hold mu. It
-// also counts the change, so sync knows there is something to offer.
+// persist saves a conversation's keys after a change (its ops and
+// plaintexts are written as they are applied); callers hold mu. It also
+// counts the change, so sync knows there is something to offer.
 func (s *Service) persist(c *conv) {
 	s.changes++
 	keys, err := c.r.Keys()

@@ -17,6 +17,7 @@ import (
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
+	"github.com/medmesh/medmesh/internal/streams"
 )
 
 // Protocols.
@@ -274,11 +275,7 @@ func (s *Service) initiate(p peer.ID) error {
 		return err
 	}
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(syncTimeout))
-	// The deadline's twin for transports that ignore deadlines, and the
-	// way out when the service closes mid-session.
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
+	defer streams.Bound(ctx, st, syncTimeout)()
 	c := s.newConn(st)
 	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
 		return err
@@ -432,11 +429,7 @@ func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
 // handleSync is the responder side.
 func (s *Service) handleSync(st network.Stream) {
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(syncTimeout))
-	ctx, cancel := context.WithTimeout(s.ctx, syncTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
+	defer streams.Bound(s.ctx, st, syncTimeout)()
 	p := st.Conn().RemotePeer()
 	c := s.newConn(st)
 	f, err := c.recv()

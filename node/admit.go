@@ -13,6 +13,7 @@ import (
 
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
+	"github.com/medmesh/medmesh/internal/streams"
 )
 
 // peerState is what we know of a connected peer. It lives while the peer
@@ -155,9 +156,7 @@ func (n *Node) present(id peer.ID, crlsOnly bool) {
 		n.log.Debug("admit: cannot open stream", "remote", id.String(), "err", err)
 		return
 	}
-	s.SetDeadline(time.Now().Add(timeout))
-	stop := context.AfterFunc(ctx, func() { s.Reset() }) // for transports that ignore deadlines, and on Close
-	defer stop()
+	defer streams.Bound(ctx, s, timeout)()
 	if _, err := s.Write(data); err != nil {
 		s.Reset()
 		return
@@ -174,11 +173,7 @@ func (n *Node) present(id peer.ID, crlsOnly bool) {
 func (n *Node) handleAdmit(s network.Stream) {
 	defer s.Close()
 	id := s.Conn().RemotePeer()
-	s.SetDeadline(time.Now().Add(n.cfg.AdmitTimeout))
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.AdmitTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { s.Reset() }) // for transports that ignore deadlines, and on Close
-	defer stop()
+	defer streams.Bound(n.ctx, s, n.cfg.AdmitTimeout)()
 	data, err := io.ReadAll(io.LimitReader(s, maxAdmitMsg+1))
 	if err != nil {
 		s.Reset()

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -17,12 +16,14 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
+	"github.com/medmesh/medmesh/internal/streams"
 )
 
 // entry is what a device keeps in memory of a colleague's directory entry:
@@ -39,10 +40,10 @@ type entry struct {
 	seq      uint64 // Node.dirSeq when it last changed
 }
 
-// entrySum identifies a stored entry's leaf certificate and prekey, so an
-// entry we already hold (the common case: every admission exchanges whole
-// directories) is dropped without verifying its chain again. A collision
-// could only make us drop an entry, never accept one.
+// entrySum identifies a stored entry's leaf certificate and prekey: what
+// directory sync offers, and how an entry we already hold (the common case
+// on the trust topic) is dropped without verifying its chain again. A
+// collision could only make us drop an entry, never accept one.
 type entrySum [entrySumSize]byte
 
 const entrySumSize = 16
@@ -120,20 +121,15 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 		n.log.Error("persist directory entry", "err", err)
 		return false
 	}
-	e := indexEntry(stored, s, old.prekey)
+	e := old
+	if newCert {
+		e = certIndex(s)
+		e.prekey = old.prekey
+	}
 	if newPrekey {
 		e.prekey = pk.Created
 	}
-	n.dirSeq++
-	e.seq = n.dirSeq
-	if had {
-		delete(n.sums, old.sum)
-		if !newCert {
-			e.serial, e.notAfter = old.serial, old.notAfter
-		}
-	}
-	n.directory[s.PeerID] = e
-	n.sums[e.sum] = struct{}{}
+	n.indexLocked(s.PeerID, e, stored)
 	if newCert {
 		n.mu.Lock()
 		delete(n.blocked, s.PeerID) // it holds a valid, unrevoked certificate now
@@ -145,10 +141,21 @@ func (n *Node) addEntry(chain []*x509.Certificate, s *identity.Staff, prekey []b
 	return true
 }
 
-// indexEntry is the in-memory index of a stored entry whose leaf is s and
-// whose prekey was created at prekey.
-func indexEntry(d dirEntry, s *identity.Staff, prekey int64) entry {
-	return entry{staffID: s.StaffID, serial: string(s.Serial.Bytes()), notAfter: s.NotAfter.Unix(), prekey: prekey, sum: sumOf(d)}
+// certIndex is the part of the index a leaf certificate gives.
+func certIndex(s *identity.Staff) entry {
+	return entry{staffID: s.StaffID, serial: string(s.Serial.Bytes()), notAfter: s.NotAfter.Unix()}
+}
+
+// indexLocked records e as the index of id's stored entry d: its digest
+// and a new change sequence number. Callers hold dirMu.
+func (n *Node) indexLocked(id peer.ID, e entry, d dirEntry) {
+	if old, ok := n.directory[id]; ok {
+		delete(n.sums, old.sum)
+	}
+	n.dirSeq++
+	e.sum, e.seq = sumOf(d), n.dirSeq
+	n.directory[id] = e
+	n.sums[e.sum] = struct{}{}
 }
 
 // storedEntry reads a colleague's entry from the store.
@@ -301,24 +308,20 @@ func (n *Node) sendDirectory(id peer.ID) {
 // peer's list of wanted digests, then the entries reply gives for them.
 // It reports whether the peer took everything in.
 func (n *Node) exchange(id peer.ID, offer directoryMsg, reply func(want [][]byte) directoryMsg) bool {
-	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(n.ctx, dirTimeout)
 	defer cancel()
 	s, err := n.host.NewStream(ctx, id, ProtoDirectory)
 	if err != nil {
 		return false
 	}
-	s.SetDeadline(time.Now().Add(10 * time.Second))
-	// The deadline's twin for transports that ignore deadlines (mocknet),
-	// and the way out when the node closes.
-	stop := context.AfterFunc(ctx, func() { s.Reset() })
-	defer stop()
-	r := bufio.NewReader(s)
+	defer streams.Bound(ctx, s, dirTimeout)()
+	r := msgio.NewVarintReaderSize(s, maxDirMsg)
 	var want wantMsg
 	if err := writeFrame(s, offer); err != nil {
 		s.Reset()
 		return false
 	}
-	if err := readFrame(r, &want, maxDirEntries*(entrySumSize+4)+16); err != nil || len(want.Sums) > maxDirEntries {
+	if err := readFrame(r, &want, maxWantMsg); err != nil || len(want.Sums) > maxDirEntries {
 		s.Reset()
 		return false
 	}
@@ -333,7 +336,7 @@ func (n *Node) exchange(id peer.ID, offer directoryMsg, reply func(want [][]byte
 	s.CloseWrite()
 	// The peer closes once it has taken the entries in; a reset (it did
 	// not admit us, or failed) is an error.
-	_, err = io.Copy(io.Discard, io.LimitReader(r, 1))
+	_, err = io.Copy(io.Discard, io.LimitReader(s, 1))
 	s.Close()
 	return err == nil
 }
@@ -345,12 +348,8 @@ func (n *Node) exchange(id peer.ID, offer directoryMsg, reply func(want [][]byte
 func (n *Node) handleDirectory(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
-	s.SetDeadline(time.Now().Add(10 * time.Second))
-	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { s.Reset() })
-	defer stop()
-	r := bufio.NewReader(s)
+	defer streams.Bound(n.ctx, s, dirTimeout)()
+	r := msgio.NewVarintReaderSize(s, maxDirMsg)
 	var offer directoryMsg
 	if err := readFrame(r, &offer, maxDirMsg); err != nil || offer.check() != nil {
 		n.log.Debug("bad directory offer", "remote", from.String())
@@ -472,7 +471,10 @@ func (n *Node) LookupStaff(key string) (*identity.Staff, bool) {
 		}
 	}
 	for id, e := range n.directory {
-		if found == "" && e.staffID == key {
+		if found != "" {
+			break
+		}
+		if e.staffID == key {
 			found = id
 		}
 	}

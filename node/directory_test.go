@@ -2,15 +2,11 @@ package node
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
-	"github.com/libp2p/go-libp2p/core/crypto"
-	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
@@ -110,23 +106,7 @@ func TestDirectoryInStore(t *testing.T) {
 // entries that changed since its last send, and those do arrive: b learns
 // of c, whom it never met, from a's second meeting with it.
 func TestDirectoryDelta(t *testing.T) {
-	c := newCA(t, "General Hospital")
-	now := time.Now()
-	mn := mocknet.New()
-	t.Cleanup(func() { mn.Close() })
-	var nodes []*Node
-	for i, name := range []string{"a", "b", "c"} {
-		d := c.enrol(t, name, now)
-		priv, err := crypto.UnmarshalEd25519PrivateKey(d.key.Identity)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/100.64.0.%d/tcp/4242", i+1)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, startNode(t, c, d, func(cfg *Config) { cfg.Host = h }))
-	}
+	mn, nodes := mocknetNodes(t, newCA(t, "General Hospital"), "a", "b", "c")
 	a, b, cc := nodes[0], nodes[1], nodes[2]
 	meet := func(x, y *Node) {
 		t.Helper()

@@ -526,23 +526,7 @@ func TestOfflineAndBack(t *testing.T) {
 // in both nodes. Whatever order each side sees them in, both must admit
 // each other again (on a libp2p mocknet, where the race is tight).
 func TestQuickReconnects(t *testing.T) {
-	c := newCA(t, "General Hospital")
-	now := time.Now()
-	mn := mocknet.New()
-	t.Cleanup(func() { mn.Close() })
-	var nodes []*Node
-	for _, name := range []string{"a", "b"} {
-		d := c.enrol(t, name, now)
-		priv, err := crypto.UnmarshalEd25519PrivateKey(d.key.Identity)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := mn.AddPeer(priv, ma.StringCast("/ip4/100.64.0."+map[string]string{"a": "1", "b": "2"}[name]+"/tcp/4242"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, startNode(t, c, d, func(cfg *Config) { cfg.Host = h }))
-	}
+	mn, nodes := mocknetNodes(t, newCA(t, "General Hospital"), "a", "b")
 	a, b := nodes[0], nodes[1]
 	if _, err := mn.LinkPeers(a.ID(), b.ID()); err != nil {
 		t.Fatal(err)
@@ -556,4 +540,27 @@ func TestQuickReconnects(t *testing.T) {
 		})
 		mn.DisconnectPeers(a.ID(), b.ID())
 	}
+}
+
+// mocknetNodes starts one node per name, enrolled by c, on a fresh libp2p
+// mocknet (peers unlinked: tests link and connect them).
+func mocknetNodes(t *testing.T, c *testCA, names ...string) (mocknet.Mocknet, []*Node) {
+	t.Helper()
+	now := time.Now()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	var nodes []*Node
+	for i, name := range names {
+		d := c.enrol(t, name, now)
+		priv, err := crypto.UnmarshalEd25519PrivateKey(d.key.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/100.64.0.%d/tcp/4242", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, startNode(t, c, d, func(cfg *Config) { cfg.Host = h }))
+	}
+	return mn, nodes
 }

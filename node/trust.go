@@ -342,15 +342,13 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 		}
 		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
 		if s, err := identity.StaffFromCert(chain[0]); err == nil {
-			var created int64
+			e := certIndex(s)
 			if p, err := e2e.DecodePrekey(de.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
-				created = p.Created
+				e.prekey = p.Created
 			}
-			n.dirSeq++
-			e := indexEntry(de, s, created)
-			e.seq = n.dirSeq
-			n.directory[s.PeerID] = e
-			n.sums[e.sum] = struct{}{}
+			n.dirMu.Lock()
+			n.indexLocked(s.PeerID, e, de)
+			n.dirMu.Unlock()
 		}
 	}
 	return nil

@@ -1,13 +1,13 @@
 package node
 
 import (
-	"bufio"
 	"crypto/x509"
-	"encoding/binary"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/identity"
@@ -31,9 +31,13 @@ const (
 	maxDirEntries   = 4096
 	maxDirMsg       = 16 << 20
 	maxEntryBytes   = 64 << 10 // a stored directory entry
+	maxWantMsg      = maxDirEntries*(entrySumSize+2) + 16
 	maxAddrsPerPeer = 16
 	maxTrustMsg     = 4 << 20
 )
+
+// dirTimeout bounds a directory exchange.
+const dirTimeout = 10 * time.Second
 
 // presentation is what each side sends on /medmesh/admit/1: its certificate
 // chain (device first) and the newest CRL of every CA it knows. A message
@@ -65,7 +69,8 @@ type wantMsg struct {
 	Sums [][]byte `cbor:"1,keyasint"`
 }
 
-// writeFrame writes v as one length-prefixed deterministic-CBOR frame.
+// writeFrame writes v as one varint-length-prefixed deterministic-CBOR
+// frame (as /medmesh/sync/1 does).
 func writeFrame(w io.Writer, v any) error {
 	data, err := detcbor.Marshal(v)
 	if err != nil {
@@ -74,24 +79,20 @@ func writeFrame(w io.Writer, v any) error {
 	if len(data) > maxDirMsg {
 		return fmt.Errorf("%w: frame of %d bytes", identity.ErrMalformed, len(data))
 	}
-	_, err = w.Write(append(binary.AppendUvarint(nil, uint64(len(data))), data...))
-	return err
+	return msgio.NewVarintWriter(w).WriteMsg(data)
 }
 
 // readFrame reads one frame of at most limit bytes into v.
-func readFrame(r *bufio.Reader, v any, limit int) error {
-	n, err := binary.ReadUvarint(r)
+func readFrame(r msgio.Reader, v any, limit int) error {
+	data, err := r.ReadMsg()
 	if err != nil {
 		return err
 	}
-	if n > uint64(limit) {
-		return fmt.Errorf("%w: frame of %d bytes", identity.ErrMalformed, n)
+	defer r.ReleaseMsg(data)
+	if len(data) > limit {
+		return fmt.Errorf("%w: frame of %d bytes", identity.ErrMalformed, len(data))
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return err
-	}
-	return decode(buf, v, limit)
+	return decode(data, v, limit)
 }
 
 // dirEntry is a directory entry on the wire and in the store: a colleague's

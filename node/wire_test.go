@@ -1,9 +1,10 @@
 package node
 
 import (
-	"bufio"
 	"bytes"
 	"testing"
+
+	"github.com/libp2p/go-msgio"
 )
 
 // FuzzFrames: whatever bytes a peer sends on /medmesh/directory/2 (or
@@ -21,7 +22,7 @@ func FuzzFrames(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var d directoryMsg
-		if readFrame(bufio.NewReader(bytes.NewReader(data)), &d, maxDirMsg) == nil && d.check() == nil {
+		if readFrame(msgio.NewVarintReaderSize(bytes.NewReader(data), maxDirMsg), &d, maxDirMsg) == nil && d.check() == nil {
 			var again bytes.Buffer
 			if err := writeFrame(&again, d); err != nil || !bytes.HasPrefix(data, again.Bytes()) {
 				t.Fatalf("directory frame does not round-trip: %v", err)
@@ -33,7 +34,7 @@ func FuzzFrames(f *testing.F) {
 			}
 		}
 		var w wantMsg
-		readFrame(bufio.NewReader(bytes.NewReader(data)), &w, maxDirEntries*(entrySumSize+4)+16)
+		readFrame(msgio.NewVarintReaderSize(bytes.NewReader(data), maxDirMsg), &w, maxWantMsg)
 		var p presentation
 		if decode(data, &p, maxAdmitMsg) == nil {
 			p.check()
