@@ -11,4 +11,10 @@ var (
 	ErrNoKeys            = errors.New("no key epoch this device can send in")
 	ErrInvalidPayload    = errors.New("invalid op payload")
 	ErrTooLarge          = errors.New("message too large")
+	// Why an op is refused or void (a message already shown is then
+	// withdrawn with one of these as its reason).
+	ErrRefused       = errors.New("op by a device no member ever added: not stored")
+	ErrRemoved       = errors.New("sender was removed concurrently: op void")
+	ErrEquivocation  = errors.New("sender sealed two ops under one message key: both void")
+	ErrRevokedSender = errors.New("sender's certificate is revoked and no member endorsed the op")
 )

@@ -29,7 +29,10 @@ const (
 	kindWelcome uint8 = 100 // not a payload: the welcome envelope itself
 )
 
-func isControl(k uint8) bool { return k >= kindCreate && k < kindWelcome }
+// isControl: sealed with the epoch's control key. A delete is a control op:
+// every member — later ones too, through history — reads it, so whether a
+// message was deleted never depends on which epochs a device held.
+func isControl(k uint8) bool { return k == kindDelete || (k >= kindCreate && k < kindWelcome) }
 
 func isMembership(k uint8) bool {
 	switch k {
@@ -75,8 +78,14 @@ type payload struct {
 	Size      int64    `cbor:"13,keyasint,omitempty"` // photo: bytes of the full image
 }
 
+func knownKind(k uint8) bool {
+	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindRetention)
+}
+
 func (p *payload) check() error {
 	switch {
+	case !knownKind(p.Kind):
+		return fmt.Errorf("%w: kind %d", ErrInvalidPayload, p.Kind)
 	case len(p.Text) > MaxText && p.Kind != kindCreate:
 		return fmt.Errorf("%w: text of %d bytes", ErrTooLarge, len(p.Text))
 	case p.Kind == kindCreate && len(p.Text) > maxTitle:

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -54,28 +53,33 @@ func ParseConversationID(s string) (ConversationID, error) {
 	return c, nil
 }
 
-// view is the set of valid membership and welcome ops in an op's causal
-// past. Views are immutable and shared between ops while nothing changes.
-type view struct {
-	set     map[crdt.OpID]struct{}
-	members *membership // cache
-}
-
 // opInfo is what a replica knows of one applied op.
 type opInfo struct {
-	env    *e2e.Envelope
+	env    *e2e.Envelope // nil for stubs and ops retention deleted
 	raw    []byte
 	sender peer.ID
-	epoch  e2e.EpochID
-	kind   uint8    // 0: not readable by this device
-	p      *payload // nil if unreadable or destroyed
-	before *view    // causal past
-	view   *view    // causal past and the op itself
-	valid  bool
+	epoch  e2e.EpochID // content and control: the welcome named; a welcome: its own op ID
+	depth  uint32      // longest path to a root
+	kind   uint8       // payload kind, kindWelcome; 0: not readable by this device
+	p      *payload    // nil if unreadable or destroyed
+	before *view       // causal past
+	view   *view       // causal past and the op itself
+	valid  bool        // authorised, not void, not equivocal, standing
 	reason error
-	gone   bool
-	// welcome: who holds the epoch
+	gone   bool // retention deleted it
+	stub   bool // kept without its body: refused, but an op depends on it
+	shown  bool // a message this device showed: if it turns invalid, it is withdrawn
+	// welcome: who holds the epoch, and whether this device opened it
 	holders []peer.ID
+	opened  bool
+}
+
+// chainSlot is one (epoch, sender, index) of a content op: two ops in one
+// slot are equivocation.
+type chainSlot struct {
+	epoch  e2e.EpochID
+	sender peer.ID
+	index  uint32
 }
 
 // Replica is one device's copy of a conversation.
@@ -87,22 +91,42 @@ type Replica struct {
 	tag     []byte
 	now     func() time.Time
 
-	dag       *crdt.DAG
-	clock     *crdt.Clock
-	recv      *e2e.RecvChains
-	send      map[e2e.EpochID]*e2e.SendChain
-	control   map[e2e.EpochID]e2e.Secret
-	ops       map[crdt.OpID]*opInfo
-	revoked   func(peer.ID) bool
-	held      map[crdt.OpID]map[peer.ID]bool
-	plain     Plaintexts
-	empty     *view       // the view of no ops: this replica's own, as views cache membership
-	openErr   error       // from WithStore
-	fresh     []crdt.OpID // messages from others applied since Fresh was last called
-	plainErr  error       // a plaintext could not be persisted while applying
-	restoring bool        // Restore is replaying persisted ops
+	dag   *crdt.DAG
+	clock *crdt.Clock
+	recv  *e2e.RecvChains
+	send  map[e2e.EpochID]*e2e.SendChain
+	// control keys: the one of each epoch this device opened or saw
+	// decrypt an op (trusted: handed on as history), and unverified ones
+	// from other welcomes' history, tried until one authenticates.
+	control    map[e2e.EpochID]e2e.Secret
+	candidates map[e2e.EpochID][]e2e.Secret
+	superseded map[e2e.EpochID]time.Time // when an epoch we hold stopped being in use
+	dropped    map[e2e.EpochID]bool      // epochs whose keys expired: never opened again
+	ops        map[crdt.OpID]*opInfo
+	revoked    func(peer.ID) bool
+	held       map[crdt.OpID]map[peer.ID]bool
+	plain      Plaintexts
+	openErr    error       // from WithStore
+	fresh      []crdt.OpID // messages from others applied since Fresh was last called
+	plainErr   error       // a plaintext could not be persisted while applying
+	restoring  bool        // Restore is replaying persisted ops
 
-	rebuild bool // keys arrived or revocations changed: recompute views
+	// Authorisation state (auth.go).
+	gen       uint64                    // bumped on every rebuild: membership caches
+	empty     *view                     // the view of no ops
+	effective map[peer.ID][]crdt.OpID   // effective removals of each member
+	slots     map[chainSlot][]crdt.OpID // content ops by chain slot
+	equivocal map[crdt.OpID]bool
+	stubs     map[peer.ID]int // stubs kept per sender
+	flags     map[peer.ID]string
+	root      e2e.EpochID                          // the root epoch: the welcome the create op follows
+	deleted   map[crdt.OpID]bool                   // targets of deletes its author authorised (pass 1)
+	ancestors map[crdt.OpID]map[crdt.OpID]struct{} // of effective removals, per rebuild
+
+	isEffective map[crdt.OpID]bool
+
+	rebuild bool // keys, removals or revocations changed: recompute everything
+	dirty   bool // keys, removals or equivocation changed: refresh before judging the next op
 	cache   *State
 	kids    map[crdt.OpID][]crdt.OpID // children index, rebuilt on demand
 	heads   *membership               // membership at the heads, until the next apply
@@ -111,6 +135,7 @@ type Replica struct {
 	// payload, so we do not decode and decrypt what we just built.
 	ownPayload *payload
 	decoded    map[crdt.OpID]*e2e.Envelope // envelopes decoded by Receive, until applied
+	refused    []error                     // refusals during the current Add
 }
 
 // Option configures a replica.
@@ -128,8 +153,11 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 	r := &Replica{
 		dev: dev, dir: dir, now: time.Now, recv: e2e.NewRecvChains(),
 		send: map[e2e.EpochID]*e2e.SendChain{}, control: map[e2e.EpochID]e2e.Secret{},
+		candidates: map[e2e.EpochID][]e2e.Secret{}, superseded: map[e2e.EpochID]time.Time{}, dropped: map[e2e.EpochID]bool{},
 		ops: map[crdt.OpID]*opInfo{}, held: map[crdt.OpID]map[peer.ID]bool{},
-		empty: &view{set: map[crdt.OpID]struct{}{}},
+		empty:     &view{set: map[crdt.OpID]struct{}{}},
+		effective: map[peer.ID][]crdt.OpID{}, slots: map[chainSlot][]crdt.OpID{},
+		equivocal: map[crdt.OpID]bool{}, stubs: map[peer.ID]int{}, flags: map[peer.ID]string{}, deleted: map[crdt.OpID]bool{},
 	}
 	for _, o := range opts {
 		o(r)
@@ -137,6 +165,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 	if r.dag == nil {
 		r.dag, _ = crdt.NewDAG(crdt.NewMemStore())
 	}
+	r.dag.Admit, r.dag.OnApply = r.admit, r.onApply
 	r.clock = crdt.NewClock(r.now)
 	return r
 }
@@ -219,9 +248,16 @@ func (r *Replica) MarkHeld(op crdt.OpID, by peer.ID) {
 
 // Receive takes an envelope from the mesh. It returns ErrDuplicate for a
 // known op; an op whose dependencies are missing waits (see Missing).
-// Rejections of the ops it applied (unauthorised, unreadable payload) are
-// joined into the error; the ops stay in the DAG.
+// Rejections of the ops it applied (unauthorised, unreadable payload,
+// refused) are joined into the error; the ops stay in the DAG unless
+// refused.
 func (r *Replica) Receive(raw []byte) error {
+	// A known op has these exact bytes (its ID is their hash), already
+	// decoded and verified: duplicates are common in a mesh and cost
+	// neither a decode nor a signature.
+	if id := crdt.OpID(e2e.ID(raw)); r.dag.Has(id) || r.dag.Pending(id) {
+		return crdt.ErrDuplicate
+	}
 	e, err := e2e.Decode(raw)
 	if err != nil {
 		return err
@@ -260,21 +296,42 @@ func (r *Replica) ingest(e *e2e.Envelope, raw []byte) error {
 		dep, _ := crdt.OpIDFromBytes(d)
 		op.Deps = append(op.Deps, dep)
 	}
-	applied, err := r.dag.Add(op, r.now())
-	if err != nil {
+	r.refused = nil
+	_, err = r.dag.Add(op, r.now()) // applies through onApply
+	errs := r.refused
+	r.refused = nil
+	if err != nil && !errors.Is(err, crdt.ErrRefused) {
 		delete(r.decoded, id)
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 	if len(r.decoded) > 2*r.dag.MaxPending { // evicted ops: forget their envelopes
 		clear(r.decoded)
 	}
-	var errs []error
-	for _, a := range applied {
-		if err := r.apply(a); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
+}
+
+// onApply is the DAG's hook: each op is applied here as soon as the DAG
+// takes it, so the next op's admission sees it.
+func (r *Replica) onApply(op crdt.Op) {
+	if err := r.apply(op); err != nil {
+		r.refused = append(r.refused, err)
+	}
+}
+
+// envelopeOf returns the decoded envelope of an op being admitted or
+// applied (decoded by Receive, or decoded now from its body).
+func (r *Replica) envelopeOf(op crdt.Op) (*e2e.Envelope, error) {
+	if e := r.decoded[op.ID]; e != nil {
+		return e, nil
+	}
+	if op.Body == nil {
+		return nil, ErrRefused
+	}
+	e, err := e2e.Decode(op.Body)
+	if err == nil && r.decoded != nil {
+		r.decoded[op.ID] = e
+	}
+	return e, err
 }
 
 // apply runs once per op, in causal order: decrypt, authorise, index.
@@ -284,24 +341,34 @@ func (r *Replica) apply(op crdt.Op) error {
 		r.rebuild = true // a new op may endorse a revoked author's ops
 	}
 	r.clock.Observe(op.Time)
-	e := r.decoded[op.ID]
-	delete(r.decoded, op.ID)
-	if e == nil {
-		var err error
-		if e, err = e2e.Decode(op.Body); err != nil {
-			return err
+	info := &opInfo{sender: peer.ID(op.Author), raw: op.Body}
+	for _, d := range op.Deps {
+		if di := r.ops[d]; di != nil {
+			info.depth = max(info.depth, di.depth+1)
 		}
 	}
-	info := &opInfo{env: e, raw: op.Body, sender: peer.ID(op.Author)}
-	info.epoch, _ = e2e.EpochIDFromBytes(e.Epoch)
 	r.ops[op.ID] = info
 	info.before = r.union(op.Deps)
-	r.decrypt(op.ID, info)
-	r.authorise(op.ID, info)
-	r.extend(op.ID, info)
-	if info.valid && info.kind == kindDelete {
-		r.destroy(info.p.Target)
+	if r.dag.Stub(op.ID) {
+		info.stub, info.raw = true, nil
+		info.view = info.before
+		r.stubs[info.sender]++
+		return nil
 	}
+	e, err := r.envelopeOf(op)
+	delete(r.decoded, op.ID)
+	if err != nil {
+		info.view = info.before
+		return err
+	}
+	info.env = e
+	if e.Kind == e2e.KindWelcome {
+		info.epoch = e2e.EpochID(op.ID)
+	} else {
+		info.epoch, _ = e2e.EpochIDFromBytes(e.Epoch)
+	}
+	r.index(op.ID, info)
+	r.judge(op.ID, info)
 	if info.valid && (info.kind == kindText || info.kind == kindPhoto) && info.sender != r.dev.ID {
 		r.fresh = append(r.fresh, op.ID)
 	}
@@ -317,113 +384,93 @@ func (r *Replica) apply(op crdt.Op) error {
 	return nil
 }
 
-func (r *Replica) extend(id crdt.OpID, info *opInfo) {
-	info.view = info.before
-	if info.valid && (isMembership(info.kind) || info.kind == kindWelcome) && r.standing(id) {
-		v := &view{set: make(map[crdt.OpID]struct{}, len(info.before.set)+1)}
-		for k := range info.before.set {
-			v.set[k] = struct{}{}
-		}
-		v.set[id] = struct{}{}
-		info.view = v
-	}
-}
-
-// union is the view of a set of ops: shared when they agree.
-func (r *Replica) union(ids []crdt.OpID) *view {
-	var out *view
-	merged := false
-	for _, id := range ids {
-		info := r.ops[id]
-		if info == nil || info.view == nil {
-			continue
-		}
-		switch {
-		case out == nil:
-			out = info.view
-		case out == info.view:
-		default:
-			if !merged {
-				m := &view{set: make(map[crdt.OpID]struct{}, len(out.set)+len(info.view.set))}
-				for k := range out.set {
-					m.set[k] = struct{}{}
-				}
-				out, merged = m, true
-			}
-			for k := range info.view.set {
-				out.set[k] = struct{}{}
-			}
-		}
-	}
-	if out == nil {
-		return r.empty
-	}
-	return out
-}
-
-func (r *Replica) decrypt(id crdt.OpID, info *opInfo) {
+// index records what an op's header says, before anything is decrypted:
+// a welcome's holders, and the chain slot of a content op (equivocation is
+// two ops in one slot, seen from the headers alone).
+func (r *Replica) index(id crdt.OpID, info *opInfo) {
 	e := info.env
 	switch e.Kind {
 	case e2e.KindWelcome:
 		info.kind = kindWelcome
 		w, err := e2e.DecodeWelcome(e.Body)
 		if err != nil {
-			info.reason = err
+			info.kind, info.reason = 0, err
 			return
 		}
-		for _, m := range w.Members {
-			info.holders = append(info.holders, peer.ID(m))
+		info.holders = w.Holders()
+	case e2e.KindContent:
+		s := chainSlot{info.epoch, info.sender, e.Index}
+		r.slots[s] = append(r.slots[s], id)
+		if ids := r.slots[s]; len(ids) > 1 {
+			for _, x := range ids {
+				r.equivocal[x] = true
+			}
+			r.flags[info.sender] = ErrEquivocation.Error()
+			r.rebuild, r.dirty = true, true
 		}
-		if r.recv.HasEpoch(info.epoch) || !slices.Contains(info.holders, r.dev.ID) {
-			return
-		}
-		keys, err := e2e.OpenWelcome(w, r.tag, info.epoch, r.dev.ID, r.dev.Prekeys, r.dev.CertKEM)
-		if err != nil {
-			return // not for us, or its prekey is gone: nothing to read
-		}
-		r.install(info.epoch, keys, info.holders)
-	case e2e.KindControl:
-		key, ok := r.control[info.epoch]
-		if !ok {
-			return
-		}
-		pt, err := e2e.OpenControl(e, key)
+	}
+}
+
+// decryptControl opens a control op with the control key of its epoch,
+// or an unverified candidate — the one that authenticates is kept.
+func (r *Replica) decryptControl(info *opInfo) {
+	if info.p != nil || info.env == nil || info.env.Kind != e2e.KindControl {
+		return
+	}
+	if key, ok := r.control[info.epoch]; ok {
+		pt, err := e2e.OpenControl(info.env, key)
 		if err != nil {
 			info.reason = err
 			return
 		}
 		r.setPayload(info, pt, true)
-	case e2e.KindContent:
-		if info.p != nil {
+		return
+	}
+	for _, key := range r.candidates[info.epoch] {
+		if pt, err := e2e.OpenControl(info.env, key); err == nil {
+			r.control[info.epoch] = key
+			delete(r.candidates, info.epoch)
+			r.setPayload(info, pt, true)
 			return
 		}
-		if p := r.ownPayload; p != nil && info.sender == r.dev.ID {
-			r.ownPayload = nil
-			info.kind, info.p = p.Kind, p
-			if r.plain != nil {
-				if b, err := detcbor.Marshal(p); err == nil {
-					r.keepPlain(id, b)
-				}
+	}
+}
+
+// decryptContent opens a content op, once it is authorised: chain keys
+// move only for ops whose sender may write in their epoch.
+func (r *Replica) decryptContent(id crdt.OpID, info *opInfo) {
+	if info.p != nil || info.env == nil || info.env.Kind != e2e.KindContent || info.gone {
+		return
+	}
+	if p := r.ownPayload; p != nil && info.sender == r.dev.ID {
+		r.ownPayload = nil
+		info.kind, info.p = p.Kind, p
+		if r.plain != nil {
+			if b, err := detcbor.Marshal(p); err == nil {
+				r.keepPlain(id, b)
 			}
+		}
+		return
+	}
+	if r.plain != nil && r.restoring {
+		if b, ok := r.plain.Get(id); ok {
+			r.setPayload(info, b, false)
 			return
 		}
-		if r.plain != nil && r.restoring {
-			if b, ok := r.plain.Get(id); ok {
-				r.setPayload(info, b, false)
-				return
-			}
+	}
+	pt, err := e2e.OpenContent(info.env, r.recv, r.now())
+	if err != nil {
+		if !errors.Is(err, e2e.ErrUnknownChain) {
+			info.reason = err
 		}
-		pt, err := e2e.OpenContent(e, r.recv, r.now())
-		if err != nil {
-			if !errors.Is(err, e2e.ErrUnknownChain) {
-				info.reason = err
-			}
-			return
-		}
-		r.setPayload(info, pt, false)
-		if r.plain != nil && info.p != nil {
-			r.keepPlain(id, pt)
-		}
+		return
+	}
+	r.setPayload(info, pt, false)
+	if r.plain != nil && info.p != nil {
+		r.keepPlain(id, pt)
+	}
+	if r.deleted[id] {
+		r.destroy(id[:]) // its author's delete arrived first
 	}
 }
 
@@ -440,62 +487,86 @@ func (r *Replica) setPayload(info *opInfo, pt []byte, control bool) {
 	info.kind, info.p = p.Kind, p
 }
 
-// install takes the keys a welcome gave this device.
-func (r *Replica) install(epoch e2e.EpochID, k *e2e.EpochKeys, holders []peer.ID) {
-	var s e2e.Secret
-	copy(s[:], k.Secret)
-	if r.conv.IsZero() {
-		copy(r.conv[:], k.Conv)
-		r.creator = peer.ID(k.Creator)
+// open opens a welcome sealed to this device and installs its keys. A
+// share that does not open, or opens to a secret other than the one the
+// welcome commits to, flags the issuer (this device then rekeys).
+func (r *Replica) open(info *opInfo) {
+	if info.opened || info.env == nil {
+		return
 	}
+	info.opened = true
+	if !containsID(info.holders, r.dev.ID) || r.send[info.epoch] != nil || r.dropped[info.epoch] {
+		return
+	}
+	w, err := e2e.DecodeWelcome(info.env.Body)
+	if err != nil {
+		return
+	}
+	keys, secret, err := e2e.OpenWelcome(info.env, w, r.dev.ID, r.dev.Prekeys, r.dev.CertKEM)
+	switch {
+	case errors.Is(err, e2e.ErrDecrypt), errors.Is(err, e2e.ErrBadCommit), errors.Is(err, e2e.ErrMalformed), errors.Is(err, e2e.ErrNoSeal):
+		if info.sender != r.dev.ID {
+			r.flags[info.sender] = fmt.Sprintf("welcome share did not open: %v", err)
+		}
+		return
+	case err != nil:
+		return // its prekey is gone: nothing to read
+	}
+	if r.conv.IsZero() {
+		copy(r.conv[:], keys.Conv)
+		r.creator = peer.ID(keys.Creator)
+	}
+	r.installSecret(info.epoch, secret, info.holders)
+	for _, c := range keys.Control {
+		ep, err := e2e.EpochIDFromBytes(c.Epoch)
+		if err != nil || len(c.Key) != 32 {
+			continue
+		}
+		var key e2e.Secret
+		copy(key[:], c.Key)
+		if _, known := r.control[ep]; known || containsKey(r.candidates[ep], key) || len(r.candidates[ep]) >= maxCandidates {
+			continue
+		}
+		r.candidates[ep] = append(r.candidates[ep], key)
+	}
+	r.rebuild, r.dirty = true, true // control ops we could not read may open now
+}
+
+// forget drops the chains of an epoch this device will not use.
+func (r *Replica) forget(epoch e2e.EpochID) {
+	r.recv.DropEpoch(epoch)
+	delete(r.send, epoch)
+}
+
+// unopen drops every key a welcome opened only to learn history gave,
+// once it is judged unauthorised: its chains and its control key.
+func (r *Replica) unopen(info *opInfo) {
+	r.forget(info.epoch)
+	delete(r.control, info.epoch)
+	info.opened = false
+	r.rebuild, r.dirty = true, true
+}
+
+// maxCandidates bounds the unverified control keys kept per epoch.
+const maxCandidates = 4
+
+func containsKey(keys []e2e.Secret, k e2e.Secret) bool {
+	for _, x := range keys {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// installSecret derives an epoch's chains and control key; the caller
+// then forgets the secret.
+func (r *Replica) installSecret(epoch e2e.EpochID, s e2e.Secret, holders []peer.ID) {
 	r.recv.Install(epoch, s, holders)
 	r.send[epoch] = &e2e.SendChain{Epoch: epoch, CK: e2e.ChainKey(s, r.dev.ID)}
 	r.control[epoch] = e2e.ControlKey(s)
-	for _, c := range k.Control {
-		if ep, err := e2e.EpochIDFromBytes(c.Epoch); err == nil && len(c.Key) == 32 {
-			if _, known := r.control[ep]; !known {
-				var key e2e.Secret
-				copy(key[:], c.Key)
-				r.control[ep] = key
-				r.rebuild = true // control ops we could not read may open now
-			}
-		}
-	}
+	delete(r.candidates, epoch)
 	clear(s[:])
-}
-
-// authorise decides an op's validity from its causal past.
-func (r *Replica) authorise(id crdt.OpID, info *opInfo) {
-	info.valid = false
-	if info.kind == 0 {
-		return
-	}
-	m := r.membersOf(info.before)
-	deps := r.dag.Deps(id)
-	switch k := info.kind; {
-	case k == kindWelcome:
-		if len(deps) == 0 {
-			info.valid = info.sender == r.creator
-			if !info.valid {
-				info.reason = fmt.Errorf("%w: root welcome not by the creator", ErrNotAuthorised)
-			}
-			return
-		}
-		info.valid = m.members[info.sender]
-	case k == kindCreate:
-		info.valid = info.sender == r.creator && len(deps) == 1 && r.ops[deps[0]] != nil &&
-			r.ops[deps[0]].kind == kindWelcome && len(r.dag.Deps(deps[0])) == 0 && !m.created
-	case k == kindAdd || k == kindRemove || k == kindPromote || k == kindRetention:
-		info.valid = m.admins[info.sender] && (k == kindRetention || len(info.p.Member) > 0)
-	case k == kindLeave, k == kindReceipt, k == kindText, k == kindReact, k == kindUnreact, k == kindPhoto, k == kindChunk:
-		info.valid = m.members[info.sender]
-	case k == kindEdit || k == kindDelete:
-		t := r.target(info.p.Target)
-		info.valid = m.members[info.sender] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == info.sender
-	}
-	if !info.valid && info.reason == nil {
-		info.reason = fmt.Errorf("%w: kind %d by %s", ErrNotAuthorised, info.kind, info.sender)
-	}
 }
 
 func (r *Replica) target(b []byte) *opInfo {
@@ -504,168 +575,6 @@ func (r *Replica) target(b []byte) *opInfo {
 		return nil
 	}
 	return r.ops[id]
-}
-
-// membership is the state a view implies.
-type membership struct {
-	created   bool
-	members   map[peer.ID]bool
-	admins    map[peer.ID]bool
-	retention crdt.LWW[int64]
-	epoch     crdt.OpID // the welcome in use
-}
-
-func (r *Replica) membersOf(v *view) *membership {
-	if v.members != nil {
-		return v.members
-	}
-	adds, removes, grants := map[peer.ID][]crdt.OpID{}, map[peer.ID][]crdt.OpID{}, map[peer.ID][]crdt.OpID{}
-	m := &membership{members: map[peer.ID]bool{}, admins: map[peer.ID]bool{}}
-	var welcomes []crdt.OpID
-	for id := range v.set {
-		info := r.ops[id]
-		switch info.kind {
-		case kindWelcome:
-			welcomes = append(welcomes, id)
-		case kindCreate:
-			m.created = true
-			for _, mb := range info.p.Members {
-				adds[peer.ID(mb)] = append(adds[peer.ID(mb)], id)
-			}
-			adds[info.sender] = append(adds[info.sender], id)
-			grants[info.sender] = append(grants[info.sender], id)
-		case kindAdd:
-			adds[peer.ID(info.p.Member)] = append(adds[peer.ID(info.p.Member)], id)
-		case kindRemove:
-			removes[peer.ID(info.p.Member)] = append(removes[peer.ID(info.p.Member)], id)
-		case kindLeave:
-			removes[info.sender] = append(removes[info.sender], id)
-		case kindPromote:
-			grants[peer.ID(info.p.Member)] = append(grants[peer.ID(info.p.Member)], id)
-		case kindRetention:
-			k, _ := r.dag.Key(id)
-			m.retention.Set(info.p.Retention, crdt.Stamp{Key: k, ID: id})
-		}
-	}
-	after := func(ops []crdt.OpID, rm []crdt.OpID) bool {
-		for _, a := range ops {
-			ok := true
-			for _, x := range rm {
-				if _, seen := r.ops[a].before.set[x]; !seen {
-					ok = false // a removal not in this add's past: remove wins
-					break
-				}
-			}
-			if ok {
-				return true
-			}
-		}
-		return false
-	}
-	for p, a := range adds {
-		if after(a, removes[p]) {
-			m.members[p] = true
-		}
-	}
-	for p, g := range grants {
-		if m.members[p] && after(g, removes[p]) {
-			m.admins[p] = true
-		}
-	}
-	// The epoch in use: the latest welcome not superseded by another in
-	// this view (concurrent ones: highest sort key, then ID).
-	var best crdt.OpID
-	var bestStamp crdt.Stamp
-	for _, w := range welcomes {
-		superseded := false
-		for _, o := range welcomes {
-			if _, ok := r.ops[o].before.set[w]; ok && o != w {
-				superseded = true
-				break
-			}
-		}
-		if superseded {
-			continue
-		}
-		k, _ := r.dag.Key(w)
-		if st := (crdt.Stamp{Key: k, ID: w}); best.IsZero() || st.Compare(bestStamp) > 0 {
-			best, bestStamp = w, st
-		}
-	}
-	m.epoch = best
-	v.members = m
-	return m
-}
-
-// standing applies the revoked-sender rule: an op of a revoked author stands
-// only if an op of an unrevoked author depends on it.
-func (r *Replica) standing(id crdt.OpID) bool {
-	if r.revoked == nil {
-		return true
-	}
-	info := r.ops[id]
-	if !r.revoked(info.sender) {
-		return true
-	}
-	return r.endorsed(id)
-}
-
-func (r *Replica) endorsed(id crdt.OpID) bool {
-	// Walk descendants looking for an unrevoked author.
-	seen := map[crdt.OpID]bool{}
-	stack := []crdt.OpID{id}
-	for len(stack) > 0 {
-		cur := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		for _, c := range r.children(cur) {
-			if seen[c] {
-				continue
-			}
-			seen[c] = true
-			if !r.revoked(r.ops[c].sender) {
-				return true
-			}
-			stack = append(stack, c)
-		}
-	}
-	return false
-}
-
-func (r *Replica) children(id crdt.OpID) []crdt.OpID {
-	if r.kids == nil {
-		r.kids = map[crdt.OpID][]crdt.OpID{}
-		for oid := range r.ops {
-			for _, d := range r.dag.Deps(oid) {
-				r.kids[d] = append(r.kids[d], oid)
-			}
-		}
-	}
-	return r.kids[id]
-}
-
-// refresh recomputes every view when keys or revocations changed.
-func (r *Replica) refresh() {
-	if !r.rebuild {
-		return
-	}
-	r.rebuild = false
-	r.kids, r.heads = nil, nil
-	for _, id := range r.dag.Order() {
-		info := r.ops[id]
-		if info == nil {
-			continue
-		}
-		info.before = r.union(r.dag.Deps(id))
-		if info.kind == 0 && info.env.Kind == e2e.KindControl && !info.gone {
-			r.decrypt(id, info)
-		}
-		r.authorise(id, info)
-		if info.valid && !r.standing(id) {
-			info.valid = false
-		}
-		r.extend(id, info)
-	}
-	r.cache = nil
 }
 
 func uniq(ids []peer.ID) []peer.ID {
@@ -680,11 +589,24 @@ func uniq(ids []peer.ID) []peer.ID {
 	return out
 }
 
+func containsID(ids []peer.ID, id peer.ID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
 // destroy deletes a message's plaintext on this device: the tombstone stays.
 func (r *Replica) destroy(target []byte) {
 	t := r.target(target)
 	id, err := crdt.OpIDFromBytes(target)
-	if t == nil || err != nil || t.p == nil {
+	if err != nil {
+		return
+	}
+	r.deleted[id] = true
+	if t == nil || t.p == nil {
 		return
 	}
 	for _, c := range t.p.Chunks { // a deleted photo's image goes too

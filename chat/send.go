@@ -23,24 +23,63 @@ func (r *Replica) headView() *membership {
 	return r.heads
 }
 
+// current is the epoch this device sends content in: of the welcomes that
+// may be in use at its heads, the preferred one it holds keys of.
+func (r *Replica) current(m *membership) (e2e.EpochID, bool) {
+	for i := len(m.epochs) - 1; i >= 0; i-- {
+		if ep := e2e.EpochID(m.epochs[i]); r.send[ep] != nil {
+			return ep, true
+		}
+	}
+	return e2e.EpochID{}, false
+}
+
+// controlEpoch is the epoch a control op of ours is sealed in: the current
+// one, else the latest authorised welcome in our past we hold (a member
+// leaving, an admin changing retention before a rekey).
+func (r *Replica) controlEpoch(m *membership) (e2e.EpochID, bool) {
+	if ep, ok := r.current(m); ok {
+		return ep, true
+	}
+	var best crdt.OpID
+	var bestStamp crdt.Stamp
+	for id := range r.union(r.dag.Heads()).set {
+		info := r.ops[id]
+		if info.kind != kindWelcome || !info.valid || r.send[info.epoch] == nil {
+			continue
+		}
+		k, _ := r.dag.Key(id)
+		if st := (crdt.Stamp{Key: k, ID: id}); best.IsZero() || st.Compare(bestStamp) > 0 {
+			best, bestStamp = id, st
+		}
+	}
+	return e2e.EpochID(best), !best.IsZero()
+}
+
+// history is what a member gets with a welcome: the control keys of the
+// epochs it did not hold (all of them for a new member; for a member whose
+// removal turned out void, those made while it was out), so it can
+// authorise the whole DAG. Never message keys.
+func (r *Replica) history(m peer.ID) []e2e.ControlKeys {
+	var out []e2e.ControlKeys
+	for ep, k := range r.control {
+		if w := r.ops[crdt.OpID(ep)]; w != nil && containsID(w.holders, m) {
+			continue
+		}
+		out = append(out, e2e.ControlKeys{Epoch: slices.Clone(ep[:]), Key: slices.Clone(k[:])})
+	}
+	slices.SortFunc(out, func(a, b e2e.ControlKeys) int { return bytes.Compare(a.Epoch, b.Epoch) })
+	return out
+}
+
 // rekey starts a new epoch for members and returns its welcome envelope.
 func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 	now := r.now()
-	epoch, secret := e2e.NewEpoch()
-	keys := e2e.EpochKeys{Conv: r.conv[:], Creator: []byte(r.creator), Secret: secret[:]}
-	for ep, k := range r.control {
-		keys.Control = append(keys.Control, e2e.ControlKeys{Epoch: slices.Clone(ep[:]), Key: slices.Clone(k[:])})
-	}
-	slices.SortFunc(keys.Control, func(a, b e2e.ControlKeys) int { return bytes.Compare(a.Epoch, b.Epoch) })
+	secret := e2e.NewSecret()
+	defer clear(secret[:])
+	keys := e2e.EpochKeys{Conv: r.conv[:], Creator: []byte(r.creator)}
 	members = uniq(members)
 	slices.Sort(members)
-	// Who already holds the epoch in use needs no history.
-	var prev []peer.ID
-	if len(r.dag.Heads()) > 0 {
-		if ep := r.ops[r.headView().epoch]; ep != nil {
-			prev = ep.holders
-		}
-	}
 	var to []e2e.Recipient
 	for _, m := range members {
 		if m == r.dev.ID {
@@ -50,25 +89,55 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("seal welcome for %s: %w", m, err)
 		}
-		rc.History = !slices.Contains(prev, m)
+		rc.Control = r.history(m)
 		to = append(to, rc)
 	}
-	body, err := e2e.SealWelcome(epoch, keys, members, to)
+	env := r.newEnvelope()
+	if err := e2e.SealWelcome(env, secret, keys, members, to); err != nil {
+		return nil, err
+	}
+	raw, err := r.signed(env)
 	if err != nil {
 		return nil, err
 	}
-	env := r.newEnvelope()
-	env.Kind, env.Epoch, env.Body = e2e.KindWelcome, epoch[:], body
-	// Install our own keys before forgetting the secret.
-	r.recv.Install(epoch, secret, members)
-	r.send[epoch] = &e2e.SendChain{Epoch: epoch, CK: e2e.ChainKey(secret, r.dev.ID)}
-	r.control[epoch] = e2e.ControlKey(secret)
-	clear(secret[:])
-	return r.finish(env)
+	// Install our own keys before forgetting the secret: the epoch is
+	// named by the welcome's op ID.
+	r.installSecret(e2e.EpochID(e2e.ID(raw)), secret, members)
+	return raw, r.ingest(env, raw)
+}
+
+// parents are the deps of our next op: the heads, with every stub replaced
+// by its own parents — we cannot serve a stub's body, so no op of ours
+// depends on one.
+func (r *Replica) parents() []crdt.OpID {
+	heads := r.dag.Heads()
+	if !slices.ContainsFunc(heads, r.dag.Stub) {
+		return heads
+	}
+	seen := map[crdt.OpID]bool{}
+	var out []crdt.OpID
+	for len(heads) > 0 {
+		h := heads[len(heads)-1]
+		heads = heads[:len(heads)-1]
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		if r.dag.Stub(h) {
+			heads = append(heads, r.dag.Deps(h)...)
+			continue
+		}
+		out = append(out, h)
+	}
+	slices.SortFunc(out, crdt.OpID.Compare)
+	if len(out) > crdt.MaxDeps {
+		out = out[len(out)-crdt.MaxDeps:]
+	}
+	return out
 }
 
 func (r *Replica) newEnvelope() *e2e.Envelope {
-	heads := r.dag.Heads()
+	heads := r.parents()
 	deps := make([][32]byte, len(heads))
 	for i, h := range heads {
 		deps[i] = h
@@ -79,12 +148,16 @@ func (r *Replica) newEnvelope() *e2e.Envelope {
 	return e
 }
 
-// finish signs, encodes and applies our own envelope.
-func (r *Replica) finish(e *e2e.Envelope) ([]byte, error) {
+func (r *Replica) signed(e *e2e.Envelope) ([]byte, error) {
 	if err := e.Sign(r.dev.Key); err != nil {
 		return nil, err
 	}
-	raw, err := e.Encode()
+	return e.Encode()
+}
+
+// finish signs, encodes and applies our own envelope.
+func (r *Replica) finish(e *e2e.Envelope) ([]byte, error) {
+	raw, err := r.signed(e)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +200,8 @@ func (r *Replica) permitted(p *payload) error {
 	return nil
 }
 
-// seal builds one op of ours in the epoch in use, unsigned and unapplied.
+// seal builds one op of ours, unsigned and unapplied: content in the
+// current epoch, control ops in controlEpoch, create in the root epoch.
 func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 	if err := p.check(); err != nil {
 		return nil, err
@@ -138,39 +212,46 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 	}
 	env := r.newEnvelope()
 	m := r.headView()
-	ep := r.ops[m.epoch]
-	r.ownPayload = p
-	if ep == nil {
+	var ep e2e.EpochID
+	var ok bool
+	switch {
+	case p.Kind == kindCreate:
+		heads := r.dag.Heads()
+		ok = len(heads) == 1 && r.send[e2e.EpochID(heads[0])] != nil
+		if ok {
+			ep = e2e.EpochID(heads[0])
+		}
+	case p.Kind == kindDelete:
+		ep, ok = r.root, !r.root.IsZero() && r.control[r.root] != (e2e.Secret{})
+	case isControl(p.Kind):
+		ep, ok = r.controlEpoch(m)
+	default:
+		ep, ok = r.current(m)
+	}
+	if !ok {
 		return nil, ErrNoKeys
 	}
 	if isControl(p.Kind) {
-		key, ok := r.control[ep.epoch]
-		if !ok {
-			return nil, ErrNoKeys
-		}
-		if err := e2e.SealControl(env, ep.epoch, key, pt); err != nil {
+		if err := e2e.SealControl(env, ep, r.control[ep], pt); err != nil {
 			return nil, err
 		}
 	} else {
-		chain := r.send[ep.epoch]
-		if chain == nil {
-			return nil, ErrNoKeys
-		}
-		if err := e2e.SealContent(env, chain, pt); err != nil {
+		if err := e2e.SealContent(env, r.send[ep], pt); err != nil {
 			return nil, err
 		}
+		r.ownPayload = p
 	}
 	return env, nil
 }
 
-// prepare makes sure the epoch in use reaches exactly the members, starting
+// prepare makes sure an epoch in use reaches exactly the members, starting
 // a new one if not (a removal, an add, or concurrent changes by two admins).
 func (r *Replica) prepare() ([][]byte, error) {
 	m := r.headView()
 	if !m.members[r.dev.ID] {
 		return nil, ErrNotMember
 	}
-	if ep := r.ops[m.epoch]; ep != nil && r.send[ep.epoch] != nil && sameSet(ep.holders, m.members) {
+	if _, ok := r.current(m); ok {
 		return nil, nil
 	}
 	var members []peer.ID
@@ -182,18 +263,6 @@ func (r *Replica) prepare() ([][]byte, error) {
 		return nil, err
 	}
 	return [][]byte{w}, err
-}
-
-func sameSet(a []peer.ID, b map[peer.ID]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, x := range a {
-		if !b[x] {
-			return false
-		}
-	}
-	return true
 }
 
 // do prepares the epoch and emits p, returning every envelope to publish.

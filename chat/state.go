@@ -2,6 +2,7 @@ package chat
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 )
 
 // Delivery states, least to most advanced.
@@ -24,15 +26,20 @@ var levelState = []string{StateQueued, StateDelivered, StateRead, StateAcknowled
 
 // Message is one materialised message.
 type Message struct {
-	ID        crdt.OpID
-	Sender    peer.ID
-	Text      string // empty once deleted
-	Time      time.Time
-	Urgent    bool
-	ReplyTo   crdt.OpID
-	Edited    bool
-	Deleted   bool
-	Skewed    bool // sender's clock was far ahead when it arrived
+	ID      crdt.OpID
+	Sender  peer.ID
+	Text    string // empty once deleted
+	Time    time.Time
+	Urgent  bool
+	ReplyTo crdt.OpID
+	Edited  bool
+	Deleted bool
+	Skewed  bool // sender's clock was far ahead when it arrived
+	// Withdrawn says why a message this device showed no longer stands
+	// (its sender was removed concurrently, equivocated, or was revoked
+	// with nobody having endorsed it): it stays in the list, without
+	// text, so nothing disappears silently.
+	Withdrawn string
 	Photo     *Photo
 	Reactions map[string][]peer.ID
 	// Receipts: the level each recipient has reached (Delivered, Read,
@@ -59,6 +66,10 @@ type State struct {
 	Admins    []peer.ID
 	Retention time.Duration
 	Messages  []Message
+	// Flags name members this device caught misbehaving: sealing two ops
+	// under one message key (every replica holding both sees it), or
+	// giving this device a welcome share that did not open.
+	Flags map[peer.ID]string
 }
 
 // State materialises the conversation from the DAG. It depends only on the
@@ -74,9 +85,15 @@ func (r *Replica) State() *State {
 	reacts := map[crdt.OpID]*crdt.ORSet[string]{}
 	receipts := map[crdt.OpID]*crdt.MaxRegister[peer.ID]{}
 	var texts []crdt.OpID
+	for id := range r.deleted {
+		deleted[id] = true // its plaintext is gone here, whatever voids the delete later
+	}
 	for _, id := range r.dag.Order() {
 		info := r.ops[id]
-		if info == nil || !info.valid || info.p == nil || !r.standing(id) {
+		if info != nil && !info.valid && info.shown && info.p != nil {
+			texts = append(texts, id) // withdrawn
+		}
+		if info == nil || !info.valid || info.p == nil {
 			continue
 		}
 		key, _ := r.dag.Key(id)
@@ -105,10 +122,13 @@ func (r *Replica) State() *State {
 			if info.kind == kindReact {
 				reacts[target].Add(el, id)
 			} else {
+				// Only the remover's own reactions it had observed.
 				var tags []crdt.OpID
 				for _, t := range p.Tags {
 					tid, _ := crdt.OpIDFromBytes(t)
-					tags = append(tags, tid)
+					if ti := r.ops[tid]; ti != nil && ti.sender == info.sender && r.inPast(tid, id) {
+						tags = append(tags, tid)
+					}
 				}
 				reacts[target].Remove(el, tags)
 			}
@@ -138,6 +158,12 @@ func (r *Replica) State() *State {
 		}
 		if deleted[id] || info.gone {
 			m.Text, m.Deleted, m.Photo = "", true, nil
+		}
+		if !info.valid {
+			m.Text, m.Photo, m.Withdrawn = "", nil, "withdrawn"
+			if info.reason != nil {
+				m.Withdrawn = info.reason.Error()
+			}
 		}
 		if set := reacts[id]; set != nil {
 			for _, el := range set.Elements() {
@@ -174,6 +200,9 @@ func (r *Replica) State() *State {
 	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i] < st.Members[j] })
 	sort.Slice(st.Admins, func(i, j int) bool { return st.Admins[i] < st.Admins[j] })
 	st.Retention = time.Duration(mem.retention.Value) * time.Second
+	if len(r.flags) > 0 {
+		st.Flags = maps.Clone(r.flags)
+	}
 	r.cache = st
 	return st
 }
@@ -247,10 +276,27 @@ func (r *Replica) DeliveryOf(m Message) Delivery {
 
 // Expire applies retention: messages older than the retention setting are
 // deleted on this replica — their content destroyed, their op IDs kept so
-// sync never fetches them again — and expired message keys are dropped.
+// sync never fetches them again — and expired message keys are dropped:
+// skipped keys older than e2e.MessageKeyWindow, and the chains of epochs
+// no longer in use for longer than that window.
 func (r *Replica) Expire(now time.Time) int {
 	r.recv.Expire(now)
 	r.dev.Prekeys.Expire(now)
+	cur, _ := r.current(r.headView())
+	for _, ep := range r.recv.Epochs() {
+		if ep == cur {
+			delete(r.superseded, ep)
+			continue
+		}
+		since, ok := r.superseded[ep]
+		if !ok {
+			r.superseded[ep] = now
+		} else if now.Sub(since) > e2e.MessageKeyWindow {
+			r.forget(ep)
+			r.dropped[ep] = true
+			delete(r.superseded, ep)
+		}
+	}
 	ret := r.State().Retention
 	if ret <= 0 {
 		return 0

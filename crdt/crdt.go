@@ -47,6 +47,11 @@ var (
 	ErrInvalid   = errors.New("invalid op")
 	ErrDuplicate = errors.New("duplicate op")
 	ErrNotFound  = errors.New("op not found")
+	// ErrPendingFull: an op waiting for dependencies is larger than the
+	// buffer's byte budgets, so it is not buffered.
+	ErrPendingFull = errors.New("op too large to buffer")
+	// ErrRefused: DAG.Admit refused an op; it is neither applied nor kept.
+	ErrRefused = errors.New("op refused")
 )
 
 // Timestamp is a hybrid logical clock reading: wall milliseconds and a

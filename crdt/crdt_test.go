@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -155,8 +156,10 @@ func TestSkewedClockCannotPinToEnd(t *testing.T) {
 	if k, flagged := d.Key(ahead.ID); !flagged || k.Wall != reply.Time.Wall {
 		t.Fatalf("skewed op not pulled down to its first answer: key %v flagged %v", k, flagged)
 	}
-	if _, flagged := d.Key(honest2.ID); flagged {
-		t.Fatal("honest op flagged")
+	for _, op := range []crdt.Op{honest2, reply} {
+		if _, flagged := d.Key(op.ID); flagged {
+			t.Fatalf("honest op %s flagged", op.Body)
+		}
 	}
 }
 
@@ -247,16 +250,24 @@ func TestTypesCommute(t *testing.T) {
 	}
 }
 
-// FuzzApply feeds arbitrary op sequences: the DAG must never panic, never
-// apply an op before its dependencies, and stay within its buffer bound.
+// FuzzApply feeds arbitrary op sequences, some refused or stubbed on
+// admission: the DAG must never panic, never apply an op before its
+// dependencies, and stay within its buffer bounds.
 func FuzzApply(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 1, 0, 4, 2})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, _ := crdt.NewDAG(crdt.NewMemStore())
-		d.MaxPending = 8
+		d.MaxPending, d.MaxPendingBytes, d.MaxPendingPerAuthor = 8, 6, 4
+		d.Admit = func(op crdt.Op, wanted bool) crdt.Admission {
+			if op.ID[0]%5 == 0 && !wanted {
+				return crdt.Refuse
+			}
+			return crdt.Admission(op.ID[1] % 3)
+		}
 		ids := []crdt.OpID{}
 		for i := 0; i+1 < len(data); i += 2 {
-			op := crdt.Op{ID: sha256.Sum256(data[i : i+2]), Time: crdt.Timestamp{Wall: int64(data[i])}, Body: []byte{1}}
+			op := crdt.Op{ID: sha256.Sum256(data[i : i+2]), Time: crdt.Timestamp{Wall: int64(data[i])},
+				Author: string(rune('a' + data[i]%3)), Body: make([]byte, data[i+1]%4)}
 			if len(ids) > 0 {
 				op.Deps = append(op.Deps, ids[int(data[i+1])%len(ids)])
 			}
@@ -272,10 +283,169 @@ func FuzzApply(f *testing.F) {
 				}
 			}
 			ids = append(ids, op.ID)
-			if d.PendingLen() > 8 {
+			if d.PendingLen() > 8 || d.PendingBytes() > 6 {
 				t.Fatal("buffer bound exceeded")
 			}
 		}
 		_ = d.Order()
 	})
+}
+
+// TestKeyNeverBeforeDeps: an op's sort key is above every dependency's key,
+// whatever its timestamp says. A backdated op is clamped just after what it
+// depends on (not refused) and flagged; an honest one keeps its stamp.
+func TestKeyNeverBeforeDeps(t *testing.T) {
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC).UnixMilli()
+	hour := time.Hour.Milliseconds()
+	ts := func(wall int64, logical uint32) crdt.Timestamp { return crdt.Timestamp{Wall: wall, Logical: logical} }
+	tests := []struct {
+		name          string
+		depAuthor     string
+		dep, op       crdt.Timestamp // stamps
+		wantDep, want crdt.Timestamp // keys
+		depFlag, flag bool
+	}{
+		{"later op keeps its stamp", "a", ts(base, 0), ts(base+1000, 0), ts(base, 0), ts(base+1000, 0), false, false},
+		{"backdated an hour: sorts after its dep", "a", ts(base, 0), ts(base-hour, 0), ts(base, 0), ts(base, 1), false, true},
+		{"backdated within the millisecond", "a", ts(base, 5), ts(base, 2), ts(base, 5), ts(base, 6), false, true},
+		{"same stamp as its dep: a tick later, not flagged", "a", ts(base, 0), ts(base, 0), ts(base, 0), ts(base, 1), false, false},
+		{"logical counter full: next millisecond", "a", ts(base, math.MaxUint32), ts(base-hour, 0), ts(base, math.MaxUint32), ts(base+1, 0), false, true},
+		{"no room above the dep's key", "a", ts(math.MaxInt64, math.MaxUint32), ts(base, 0), ts(math.MaxInt64, math.MaxUint32), ts(math.MaxInt64, math.MaxUint32), false, true},
+		// Another author's answer an hour earlier pulls a root dep down to
+		// its time: the dep's clock looks fast, and it is flagged. The
+		// answer ties with it and still sorts just after it, unflagged —
+		// the DAG cannot tell a fast clock from a backdated answer here.
+		{"another author's answer pulls a fast dep down", "b", ts(base, 0), ts(base-hour, 0), ts(base-hour, 0), ts(base-hour, 1), true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := crdt.NewMemStore()
+			d, _ := crdt.NewDAG(store)
+			dep := mkop("dep", 0)
+			dep.Author, dep.Time = tt.depAuthor, tt.dep
+			op := mkop("op", 0, dep.ID)
+			op.Time = tt.op
+			for _, o := range []crdt.Op{dep, op} {
+				if _, err := d.Add(o, time.Time{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, d := range []*crdt.DAG{d, must(crdt.NewDAG(store))} { // and after a reindex
+				if k, flag := d.Key(dep.ID); k != tt.wantDep || flag != tt.depFlag {
+					t.Fatalf("dep key %v flagged %v, want %v %v", k, flag, tt.wantDep, tt.depFlag)
+				}
+				if k, flag := d.Key(op.ID); k != tt.want || flag != tt.flag {
+					t.Fatalf("op key %v flagged %v, want %v %v", k, flag, tt.want, tt.flag)
+				}
+				if !slices.Equal(d.Order(), []crdt.OpID{dep.ID, op.ID}) {
+					t.Fatal("op sorts before its dependency")
+				}
+			}
+		})
+	}
+}
+
+// TestKeyClampCascades: ops that depend on a clamped op are raised above
+// its key in turn, so the chain keeps its causal order in keys; an honest
+// later op is untouched.
+func TestKeyClampCascades(t *testing.T) {
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC).UnixMilli()
+	d, _ := crdt.NewDAG(crdt.NewMemStore())
+	a := mkop("a", base)
+	b := mkop("b", base-50, a.ID)   // backdated
+	c := mkop("c", base-25, b.ID)   // also before a, which it saw
+	h := mkop("h", base+1000, c.ID) // honest
+	for _, o := range []crdt.Op{a, b, c, h} {
+		if _, err := d.Add(o, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		op   crdt.Op
+		want crdt.Timestamp
+		flag bool
+	}{
+		{a, crdt.Timestamp{Wall: base}, false},
+		{b, crdt.Timestamp{Wall: base, Logical: 1}, true},
+		{c, crdt.Timestamp{Wall: base, Logical: 2}, true},
+		{h, crdt.Timestamp{Wall: base + 1000}, false},
+	}
+	for _, tt := range tests {
+		if k, flag := d.Key(tt.op.ID); k != tt.want || flag != tt.flag {
+			t.Errorf("%s: key %v flagged %v, want %v %v", tt.op.Body, k, flag, tt.want, tt.flag)
+		}
+	}
+}
+
+// TestBackdatedAnswerFlagged: another author's answer stamped an hour
+// before an op that has a causal past pulls that op down only as far as its
+// past allows, so the answer stays below the op's key: it is raised above
+// it and flagged.
+func TestBackdatedAnswerFlagged(t *testing.T) {
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC).UnixMilli()
+	d, _ := crdt.NewDAG(crdt.NewMemStore())
+	r := mkop("r", base-10*time.Minute.Milliseconds())
+	m := mkop("m", base, r.ID)
+	x := mkop("x", base-time.Hour.Milliseconds(), m.ID)
+	x.Author = "mallory"
+	for _, o := range []crdt.Op{r, m, x} {
+		if _, err := d.Add(o, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		op   crdt.Op
+		want crdt.Timestamp
+		flag bool
+	}{
+		{r, r.Time, false},
+		{m, crdt.Timestamp{Wall: r.Time.Wall, Logical: 1}, true},
+		{x, crdt.Timestamp{Wall: r.Time.Wall, Logical: 2}, true},
+	}
+	for _, tt := range tests {
+		if k, flag := d.Key(tt.op.ID); k != tt.want || flag != tt.flag {
+			t.Errorf("%s: key %v flagged %v, want %v %v", tt.op.Body, k, flag, tt.want, tt.flag)
+		}
+	}
+}
+
+// TestORSetRemoveCoversItsElement: a remove of one element that names the
+// tag of another element's add (another user's reaction) removes nothing
+// of the other, in either order; it still removes its own element's tags.
+func TestORSetRemoveCoversItsElement(t *testing.T) {
+	id := func(s string) crdt.OpID { return sha256.Sum256([]byte(s)) }
+	tests := []struct {
+		name        string
+		removeFirst bool
+	}{
+		{"remove applied after the add", false},
+		{"remove applied before the add", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := crdt.NewORSet[string]()
+			attack := func() { s.Remove("a", []crdt.OpID{id("add b"), id("add a")}) }
+			if tt.removeFirst {
+				attack()
+			}
+			s.Add("a", id("add a"))
+			s.Add("b", id("add b"))
+			if !tt.removeFirst {
+				attack()
+			}
+			if !s.Contains("b") || !slices.Equal(s.Tags("b"), []crdt.OpID{id("add b")}) {
+				t.Fatalf("b's add removed by a remove of a: tags %v", s.Tags("b"))
+			}
+			if s.Contains("a") || !slices.Equal(s.Elements(), []string{"b"}) {
+				t.Fatalf("a's observed add survived its remove: elements %v", s.Elements())
+			}
+		})
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -4,21 +4,76 @@ import (
 	"bytes"
 	"cmp"
 	"container/heap"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
 
-// DefaultMaxPending bounds the ops buffered for missing dependencies.
-const DefaultMaxPending = 10_000
+// Defaults for the buffer of ops waiting for missing dependencies.
+const (
+	DefaultMaxPending          = 10_000   // ops
+	DefaultMaxPendingBytes     = 64 << 20 // bytes of op bodies, all authors
+	DefaultMaxPendingPerAuthor = 8 << 20  // bytes of op bodies, one Op.Author
+)
+
+// Admission is what DAG.Admit decides for an op whose dependencies are all
+// present.
+type Admission uint8
+
+const (
+	// AdmitFull applies the op as it is.
+	AdmitFull Admission = iota
+	// AdmitStub applies the op's structure only: ID, deps, author and
+	// time, no body. The DAG stays causally closed; the content is not kept.
+	AdmitStub
+	// Refuse neither applies nor stores the op. Ops waiting for it stay
+	// buffered, and it is listed by Missing again while they do.
+	Refuse
+)
+
+// String names the decision.
+func (a Admission) String() string {
+	switch a {
+	case AdmitFull:
+		return "admit"
+	case AdmitStub:
+		return "stub"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("Admission(%d)", uint8(a))
+}
 
 // DAG holds a causally closed set of applied ops and a bounded buffer of
 // ops waiting for dependencies. It is not safe for concurrent use: its owner
 // (one conversation replica) serialises access.
 type DAG struct {
-	store      Store
-	MaxSkew    time.Duration
-	MaxPending int
+	store   Store
+	MaxSkew time.Duration
+
+	// The buffer of ops waiting for dependencies holds at most MaxPending
+	// ops and MaxPendingBytes bytes of bodies, of which at most
+	// MaxPendingPerAuthor bytes from one Op.Author. An author over its
+	// budget loses its own oldest buffered ops; otherwise the oldest
+	// overall go. An op whose body alone exceeds a byte budget is not
+	// buffered (ErrPendingFull): set the budgets above the largest body.
+	MaxPending          int
+	MaxPendingBytes     int64
+	MaxPendingPerAuthor int64
+
+	// Admit, if set, decides for every op at the moment all its
+	// dependencies are present, just before it is applied: the op given
+	// to Add and each buffered op an apply unblocks. wanted reports that
+	// some buffered op waits for it. Nil admits every op in full. Any
+	// value other than AdmitFull and AdmitStub refuses.
+	Admit func(op Op, wanted bool) Admission
+	// OnApply, if set, is told of each op right after it is applied
+	// (a stub without its body), before the next op of the cascade is
+	// admitted: so Admit can judge an op by the dependencies just applied.
+	// Admit and OnApply may read the DAG; they must not Add or Delete.
+	OnApply func(op Op)
 
 	children map[OpID][]OpID
 	deps     map[OpID][]OpID // deps of applied (and gone) ops
@@ -29,15 +84,19 @@ type DAG struct {
 	clamped  map[OpID]bool
 	heads    map[OpID]struct{}
 	gone     map[OpID]bool // deleted by retention: present for causality only
+	stub     map[OpID]bool // admitted without a body (AdmitStub)
 
 	// The applied IDs, sorted (what sync reconciles), and those applied
 	// since they were last merged in: sync asks for the set on every
 	// meeting, and sorting it each time dominated an idle mesh's CPU.
 	sorted, fresh []OpID
 
-	pending map[OpID]*waiting
-	waiters map[OpID][]OpID // missing dep → pending ops that need it
-	fifo    []OpID          // pending, oldest first
+	pending      map[OpID]*waiting
+	waiters      map[OpID][]OpID // missing dep → pending ops that need it
+	fifo         []queued        // pending, oldest first (and stale entries)
+	authors      map[string]*authorQueue
+	pendingBytes int64
+	seq          uint64 // numbers buffered ops, oldest lowest
 }
 
 type meta struct {
@@ -49,15 +108,32 @@ type meta struct {
 type waiting struct {
 	op      Op
 	missing int
+	seq     uint64
+}
+
+// queued names one buffering of an op. Queues drop entries lazily: an entry
+// is live while the op is pending under the same seq (an op evicted and
+// buffered again gets a new seq, so its old entry does not count).
+type queued struct {
+	id  OpID
+	seq uint64
+}
+
+// authorQueue is one author's share of the buffer.
+type authorQueue struct {
+	bytes int64
+	n     int
+	fifo  []queued
 }
 
 // NewDAG opens a DAG over store, indexing the ops it already holds.
 func NewDAG(store Store) (*DAG, error) {
 	d := &DAG{
 		store: store, MaxSkew: DefaultMaxSkew, MaxPending: DefaultMaxPending,
+		MaxPendingBytes: DefaultMaxPendingBytes, MaxPendingPerAuthor: DefaultMaxPendingPerAuthor,
 		children: map[OpID][]OpID{}, deps: map[OpID][]OpID{}, keys: map[OpID]Timestamp{}, meta: map[OpID]meta{},
-		skewed: map[OpID]bool{}, heads: map[OpID]struct{}{}, gone: map[OpID]bool{},
-		pending: map[OpID]*waiting{}, waiters: map[OpID][]OpID{},
+		skewed: map[OpID]bool{}, heads: map[OpID]struct{}{}, gone: map[OpID]bool{}, stub: map[OpID]bool{},
+		pending: map[OpID]*waiting{}, waiters: map[OpID][]OpID{}, authors: map[string]*authorQueue{},
 	}
 	var ops []Op
 	if err := store.ForEach(func(op Op) error { ops = append(ops, op); return nil }); err != nil {
@@ -89,7 +165,9 @@ func NewDAG(store Store) (*DAG, error) {
 		op := byID[id]
 		d.index(op, time.Time{})
 		if op.Body == nil && op.Author == "" {
-			d.gone[id] = true
+			d.gone[id] = true // retention's stub: no author
+		} else if isStub(op) {
+			d.stub[id] = true // admitted as a stub: author kept
 		}
 		for _, k := range kids[id] {
 			if indeg[k]--; indeg[k] == 0 {
@@ -117,8 +195,12 @@ func (d *DAG) Len() int { return len(d.deps) - len(d.gone) }
 
 // Add applies op if its dependencies are present, else buffers it. It
 // returns every op applied as a result, in causal order (op itself and any
-// buffered ops it unblocked). now is the local time, used only to flag ops
-// stamped in the future. A known op returns ErrDuplicate.
+// buffered ops it unblocked; a stub as stored, without its body). now is the
+// local time, used only to flag ops stamped in the future. A known op
+// returns ErrDuplicate; an op too large to buffer returns ErrPendingFull.
+// Ops Admit refuses are reported as ErrRefused (joined, one per op) beside
+// the ops that were applied: a caller must use the applied ops whatever the
+// error.
 func (d *DAG) Add(op Op, now time.Time) ([]Op, error) {
 	if err := op.check(); err != nil {
 		return nil, err
@@ -133,56 +215,135 @@ func (d *DAG) Add(op Op, now time.Time) ([]Op, error) {
 		}
 	}
 	if missing > 0 {
-		d.buffer(op, missing)
-		return nil, nil
+		return nil, d.buffer(op, missing)
 	}
 	var applied []Op
+	var errs []error
 	queue := []Op{op}
 	for len(queue) > 0 {
 		next := queue[0]
 		queue = queue[1:]
+		switch d.admit(next) {
+		case AdmitFull:
+		case AdmitStub:
+			next = Op{ID: next.ID, Deps: next.Deps, Author: next.Author, Time: next.Time}
+		default:
+			// Not applied: whatever waits for it stays buffered.
+			errs = append(errs, fmt.Errorf("admit op %s: %w", next.ID, ErrRefused))
+			continue
+		}
 		if err := d.apply(next, now); err != nil {
-			return applied, err
+			return applied, errors.Join(append(errs, err)...)
 		}
 		applied = append(applied, next)
+		if d.OnApply != nil {
+			d.OnApply(next)
+		}
 		for _, w := range d.waiters[next.ID] {
 			p := d.pending[w]
 			if p == nil {
 				continue // evicted
 			}
 			if p.missing--; p.missing == 0 {
-				delete(d.pending, w)
+				d.unbuffer(p)
 				queue = append(queue, p.op)
 			}
 		}
 		delete(d.waiters, next.ID)
 	}
-	return applied, nil
+	return applied, errors.Join(errs...)
 }
 
-func (d *DAG) buffer(op Op, missing int) {
-	for len(d.pending) >= d.MaxPending && len(d.fifo) > 0 {
-		d.evict(d.fifo[0])
-		d.fifo = d.fifo[1:]
+func (d *DAG) admit(op Op) Admission {
+	if d.Admit == nil {
+		return AdmitFull
 	}
-	d.pending[op.ID] = &waiting{op: op, missing: missing}
-	d.fifo = append(d.fifo, op.ID)
+	return d.Admit(op, len(d.waiters[op.ID]) > 0)
+}
+
+// isStub tells an op admitted without its body (AdmitStub) from a full one
+// and from retention's stub, which has no author either.
+func isStub(op Op) bool { return len(op.Body) == 0 && op.Author != "" }
+
+// buffer holds op until its missing dependencies arrive, evicting within
+// the author's budget first, then the oldest overall.
+func (d *DAG) buffer(op Op, missing int) error {
+	size := int64(len(op.Body))
+	if size > d.MaxPendingPerAuthor || size > d.MaxPendingBytes {
+		return fmt.Errorf("buffer op %s of %d bytes: %w", op.ID, size, ErrPendingFull)
+	}
+	if a := d.authors[op.Author]; a != nil {
+		for a.bytes+size > d.MaxPendingPerAuthor && d.evictOldest(&a.fifo) {
+		}
+	}
+	for d.pendingBytes+size > d.MaxPendingBytes && d.evictOldest(&d.fifo) {
+	}
+	for len(d.pending) >= d.MaxPending && d.evictOldest(&d.fifo) {
+	}
+	d.seq++
+	p := &waiting{op: op, missing: missing, seq: d.seq}
+	d.pending[op.ID] = p
 	for _, dep := range op.Deps {
 		if !d.Has(dep) {
 			d.waiters[dep] = append(d.waiters[dep], op.ID)
 		}
 	}
-	if len(d.fifo) > 2*d.MaxPending { // drop IDs of ops no longer pending
-		d.fifo = slices.DeleteFunc(d.fifo, func(id OpID) bool { return d.pending[id] == nil })
+	a := d.authors[op.Author]
+	if a == nil {
+		a = &authorQueue{}
+		d.authors[op.Author] = a
 	}
+	a.bytes += size
+	a.n++
+	d.pendingBytes += size
+	e := queued{id: op.ID, seq: p.seq}
+	d.fifo = d.compact(append(d.fifo, e), len(d.pending))
+	a.fifo = d.compact(append(a.fifo, e), a.n)
+	return nil
 }
 
+// live reports whether a queue entry still names a pending op.
+func (d *DAG) live(e queued) bool {
+	p := d.pending[e.id]
+	return p != nil && p.seq == e.seq
+}
+
+// compact drops a queue's stale entries once they outnumber its n live
+// ones, into a new array: amortised O(1) per buffered op.
+func (d *DAG) compact(q []queued, n int) []queued {
+	if len(q) <= 2*n+16 {
+		return q
+	}
+	out := make([]queued, 0, 2*n)
+	for _, e := range q {
+		if d.live(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// evictOldest evicts the oldest pending op in q, dropping stale entries
+// before it. It reports false when q has no pending op left.
+func (d *DAG) evictOldest(q *[]queued) bool {
+	for len(*q) > 0 {
+		e := (*q)[0]
+		*q = (*q)[1:]
+		if d.live(e) {
+			d.evict(e.id)
+			return true
+		}
+	}
+	return false
+}
+
+// evict forgets a buffered op: sync can fetch it again.
 func (d *DAG) evict(id OpID) {
 	p := d.pending[id]
 	if p == nil {
 		return
 	}
-	delete(d.pending, id)
+	d.unbuffer(p)
 	for _, dep := range p.op.Deps {
 		ws := slices.DeleteFunc(d.waiters[dep], func(w OpID) bool { return w == id })
 		if len(ws) == 0 {
@@ -193,11 +354,28 @@ func (d *DAG) evict(id OpID) {
 	}
 }
 
+// unbuffer takes p out of the buffer and its accounts; its queue entries
+// go stale.
+func (d *DAG) unbuffer(p *waiting) {
+	delete(d.pending, p.op.ID)
+	size := int64(len(p.op.Body))
+	d.pendingBytes -= size
+	if a := d.authors[p.op.Author]; a != nil {
+		a.bytes -= size
+		if a.n--; a.n == 0 {
+			delete(d.authors, p.op.Author)
+		}
+	}
+}
+
 func (d *DAG) apply(op Op, now time.Time) error {
 	if err := d.store.Put(op); err != nil {
 		return fmt.Errorf("store op %s: %w", op.ID, err)
 	}
 	d.index(op, now)
+	if isStub(op) {
+		d.stub[op.ID] = true
+	}
 	return nil
 }
 
@@ -225,8 +403,15 @@ func (d *DAG) index(op Op, now time.Time) {
 // except when a direct dependant by another author — who saw it, so it
 // existed by then — carries a timestamp more than MaxSkew earlier: the
 // op's clock was ahead, and its key is pulled down to the earliest such
-// dependant's time (never below the keys of its own dependencies). Keys
-// depend on the DAG only, so every replica computes the same ones.
+// dependant's time. Then the key is raised to just above the greatest of
+// its dependencies' keys if it is not above it already: an op stamped
+// before what it depends on (backdated) sorts just after it — clamped, not
+// refused — and is flagged, as a pulled-down op is. A key equal to the
+// greatest dependency key is raised but not flagged: that tie is what the
+// dependant that pulled a fast op down to its own time makes with it (and
+// within one millisecond it moves nothing). Keys depend on the DAG only, so
+// every replica computes the same ones; ops are visited in causal order,
+// so dependencies' keys are final first.
 func (d *DAG) sortKeys() {
 	if !d.stale {
 		return
@@ -254,12 +439,19 @@ func (d *DAG) sortKeys() {
 			}
 		}
 		if key != m.time {
-			for _, dep := range d.deps[id] {
-				if k := d.keys[dep]; k.Compare(key) > 0 {
-					key = k
+			d.clamped[id] = true
+		}
+		if len(d.deps[id]) > 0 {
+			var top Timestamp
+			for i, dep := range d.deps[id] {
+				if k := d.keys[dep]; i == 0 || k.Compare(top) > 0 {
+					top = k
 				}
 			}
-			d.clamped[id] = true
+			if c := key.Compare(top); c <= 0 {
+				key = after(top)
+				d.clamped[id] = d.clamped[id] || c < 0
+			}
 		}
 		d.keys[id] = key
 		for _, c := range d.children[id] {
@@ -268,6 +460,17 @@ func (d *DAG) sortKeys() {
 			}
 		}
 	}
+}
+
+// after is the least timestamp greater than t (t itself at the very end).
+func after(t Timestamp) Timestamp {
+	switch {
+	case t.Logical < math.MaxUint32:
+		return Timestamp{Wall: t.Wall, Logical: t.Logical + 1}
+	case t.Wall < math.MaxInt64:
+		return Timestamp{Wall: t.Wall + 1}
+	}
+	return t
 }
 
 // Missing lists dependencies that buffered ops wait for and nobody has
@@ -285,6 +488,9 @@ func (d *DAG) Missing() []OpID {
 
 // PendingLen is the number of buffered ops.
 func (d *DAG) PendingLen() int { return len(d.pending) }
+
+// PendingBytes is the size of the buffered ops' bodies.
+func (d *DAG) PendingBytes() int64 { return d.pendingBytes }
 
 // Heads are the applied ops nothing depends on yet: the deps of the next op.
 func (d *DAG) Heads() []OpID {
@@ -306,8 +512,9 @@ func (d *DAG) Get(id OpID) (Op, error) { return d.store.Get(id) }
 func (d *DAG) Deps(id OpID) []OpID { return d.deps[id] }
 
 // Key is op id's sort key and whether its timestamp is distrusted: pulled
-// down by a dependant (deterministic), or more than MaxSkew ahead of local
-// time when it arrived here (advisory).
+// down by a dependant or raised above a dependency it claims to precede
+// (deterministic), or more than MaxSkew ahead of local time when it
+// arrived here (advisory).
 func (d *DAG) Key(id OpID) (Timestamp, bool) {
 	d.sortKeys()
 	return d.keys[id], d.skewed[id] || d.clamped[id]
@@ -345,11 +552,18 @@ func (d *DAG) Delete(id OpID) error {
 		return err
 	}
 	d.gone[id] = true
+	delete(d.stub, id)
 	return nil
 }
 
 // Gone reports whether retention deleted id.
 func (d *DAG) Gone(id OpID) bool { return d.gone[id] }
+
+// Stub reports whether id was applied as a stub (AdmitStub): in the DAG,
+// with its author and time, without a body. Any applied op with an author
+// and an empty body counts as one, which is how it survives a reindex.
+// Retention's Delete turns a stub into a gone op.
+func (d *DAG) Stub(id OpID) bool { return d.stub[id] }
 
 // IDs lists every op ID the DAG knows as applied, including deleted ones:
 // the set sync reconciles.

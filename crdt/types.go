@@ -33,20 +33,23 @@ func (r *LWW[T]) Set(v T, at Stamp) {
 func (r *LWW[T]) IsSet() bool { return r.set }
 
 // ORSet is an observed-remove set: an add is tagged with its op ID; a remove
-// deletes the tags it observed, so an add concurrent with a remove survives.
+// deletes the tags of that element it observed, so an add concurrent with a
+// remove survives. A remove covers (element, tag) pairs: naming the tag of
+// another element's add removes nothing of it.
 type ORSet[T comparable] struct {
 	tags    map[T]map[OpID]struct{}
-	removed map[OpID]struct{}
+	removed map[T]map[OpID]struct{}
 }
 
 // NewORSet returns an empty set.
 func NewORSet[T comparable]() *ORSet[T] {
-	return &ORSet[T]{tags: map[T]map[OpID]struct{}{}, removed: map[OpID]struct{}{}}
+	return &ORSet[T]{tags: map[T]map[OpID]struct{}{}, removed: map[T]map[OpID]struct{}{}}
 }
 
-// Add adds v under tag (the adding op's ID).
+// Add adds v under tag (the adding op's ID), unless a remove of v observed
+// that tag.
 func (s *ORSet[T]) Add(v T, tag OpID) {
-	if _, gone := s.removed[tag]; gone {
+	if _, gone := s.removed[v][tag]; gone {
 		return
 	}
 	if s.tags[v] == nil {
@@ -57,8 +60,14 @@ func (s *ORSet[T]) Add(v T, tag OpID) {
 
 // Remove deletes the observed tags of v; tags may arrive before their adds.
 func (s *ORSet[T]) Remove(v T, observed []OpID) {
+	if len(observed) == 0 {
+		return
+	}
+	if s.removed[v] == nil {
+		s.removed[v] = map[OpID]struct{}{}
+	}
 	for _, t := range observed {
-		s.removed[t] = struct{}{}
+		s.removed[v][t] = struct{}{}
 		if m := s.tags[v]; m != nil {
 			delete(m, t)
 			if len(m) == 0 {

@@ -12,17 +12,31 @@
 // same way.
 //
 // Keys of a conversation:
-//   - An epoch is a random 32-byte secret with a random 16-byte ID. A welcome
-//     seals it with HPKE (MLKEM768-X25519, HKDF-SHA256, ChaCha20-Poly1305)
-//     to each member's current signed prekey (the certificate's KEM key only
-//     as a last resort); the conversation ID, epoch ID and recipient are the
-//     HPKE info, so a sealed secret cannot be replayed elsewhere.
+//   - An epoch is a random 32-byte secret, named by the op ID of the welcome
+//     that starts it (a welcome's envelope names no epoch; content and
+//     control envelopes name their welcome's op ID): no sender picks an
+//     epoch's name. A welcome seals the secret with HPKE (MLKEM768-X25519,
+//     HKDF-SHA256, ChaCha20-Poly1305) to each holder's current signed
+//     prekey (the certificate's KEM key only as a last resort). The HPKE
+//     info binds a share to the welcome carrying it — the hash of its
+//     signed header (tag, sender, deps, clock) and its public holder list —
+//     and to the recipient, so a share lifted into another welcome, or a
+//     welcome whose holders were edited, does not open. The welcome also
+//     carries a commitment to the secret (Commit): a recipient given a
+//     secret other than the committed one gets ErrBadCommit.
 //   - From the epoch secret each member derives one chain key per member
 //     (the senders of that epoch) and the epoch's control key, then deletes
 //     the epoch secret. Message key i of a chain is HMAC(CK_i, 1); the chain
 //     moves on with CK_{i+1} = HMAC(CK_i, 2): a leaked chain key does not
 //     reveal earlier messages. Receivers keep keys of skipped indexes (out
 //     of order delivery is normal in a mesh) for at most MessageKeyWindow.
+//     A receiver's chain changes only once a body authenticates (OpenContent
+//     derives, tries, then commits), so garbage bodies and huge indexes cost
+//     nothing; one op may skip at most MaxSkip keys, and at most
+//     MaxSkippedChain skipped keys are kept per chain (the lowest indexes go
+//     first) and MaxSkippedTotal in all (the oldest go first), which bounds
+//     the persisted key state. A sender's chain never goes back
+//     (SendChain.SkipTo after a restart).
 //   - Control ops (membership, roles, receipts, retention) are sealed with
 //     the epoch's control key. A welcome hands a new member the control keys
 //     of earlier epochs — never their secrets or chains — so every member can

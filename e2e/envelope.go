@@ -16,30 +16,33 @@ import (
 const (
 	KindContent uint8 = 1 // sealed with a sender chain of Epoch
 	KindControl uint8 = 2 // sealed with the control key of Epoch
-	KindWelcome uint8 = 3 // introduces Epoch; Body is an encoded Welcome
+	KindWelcome uint8 = 3 // starts an epoch named by its own op ID; Body is an encoded Welcome
 )
 
 // Limits.
 const (
-	Version     = 1
+	Version     = 2
 	MaxEnvelope = 1 << 20
 	maxDeps     = 64
 	tagLen      = 16
-	epochLen    = 16
+	epochLen    = 32 // an epoch is named by its welcome's op ID
 	maxPeerID   = 64
 )
 
 // Envelope is the public, signed form of an op.
 type Envelope struct {
-	Version uint8    `cbor:"1,keyasint"`
-	Kind    uint8    `cbor:"2,keyasint"`
-	Tag     []byte   `cbor:"3,keyasint"` // conversation tag (opaque)
-	Sender  []byte   `cbor:"4,keyasint"` // sender peer ID
-	Epoch   []byte   `cbor:"5,keyasint"`
-	Index   uint32   `cbor:"6,keyasint"` // chain index (content)
-	Deps    [][]byte `cbor:"7,keyasint"` // parent op IDs
-	Body    []byte   `cbor:"8,keyasint"` // ciphertext
-	Sig     []byte   `cbor:"9,keyasint"`
+	Version uint8  `cbor:"1,keyasint"`
+	Kind    uint8  `cbor:"2,keyasint"`
+	Tag     []byte `cbor:"3,keyasint"` // conversation tag (opaque)
+	Sender  []byte `cbor:"4,keyasint"` // sender peer ID
+	// Epoch is the op ID of the welcome that started the key epoch the
+	// body is sealed in (content and control); empty in a welcome, whose
+	// own op ID names the epoch it starts — no sender picks an epoch's name.
+	Epoch []byte   `cbor:"5,keyasint,omitempty"`
+	Index uint32   `cbor:"6,keyasint"` // chain index (content)
+	Deps  [][]byte `cbor:"7,keyasint"` // parent op IDs
+	Body  []byte   `cbor:"8,keyasint"` // ciphertext
+	Sig   []byte   `cbor:"9,keyasint"`
 	// Wall and Logical are the sender's hybrid logical clock. They are in
 	// the signed header, not the ciphertext, so every replica — members who
 	// cannot read an old epoch, anchors — derives the same causal order.
@@ -47,7 +50,7 @@ type Envelope struct {
 	Logical uint32 `cbor:"11,keyasint"`
 }
 
-const sigContext = "medmesh envelope v1\x00"
+const sigContext = "medmesh envelope v2\x00"
 
 // header is the encoding of everything but body and signature: the
 // associated data of the body's encryption.
@@ -116,9 +119,17 @@ func Decode(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if e.Version != Version || e.Kind < KindContent || e.Kind > KindWelcome ||
-		len(e.Tag) != tagLen || len(e.Epoch) != epochLen || len(e.Sender) == 0 || len(e.Sender) > maxPeerID ||
+		len(e.Tag) != tagLen || len(e.Sender) == 0 || len(e.Sender) > maxPeerID ||
 		len(e.Deps) > maxDeps || len(e.Sig) != ed25519.SignatureSize {
 		return nil, fmt.Errorf("%w: field shapes", ErrMalformed)
+	}
+	switch {
+	case e.Kind == KindWelcome && (len(e.Epoch) != 0 || e.Index != 0):
+		return nil, fmt.Errorf("%w: a welcome names no epoch or index", ErrMalformed)
+	case e.Kind != KindWelcome && len(e.Epoch) != epochLen:
+		return nil, fmt.Errorf("%w: epoch of %d bytes", ErrMalformed, len(e.Epoch))
+	case e.Kind == KindControl && e.Index != 0:
+		return nil, fmt.Errorf("%w: control op with a chain index", ErrMalformed)
 	}
 	for _, d := range e.Deps {
 		if len(d) != sha256.Size {

@@ -14,4 +14,5 @@ var (
 	ErrNoSeal       = errors.New("welcome holds nothing for this device")
 	ErrBadPrekey    = errors.New("bad prekey")
 	ErrPrekeyGone   = errors.New("prekey private half deleted")
+	ErrBadCommit    = errors.New("welcome secret does not match its commitment")
 )

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,16 +19,21 @@ import (
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
-// Windows (documented in doc.go).
+// Windows and bounds (documented in doc.go).
 const (
-	MessageKeyWindow = 7 * 24 * time.Hour // skipped message keys are kept this long
-	MaxSkip          = 2000               // message keys a chain may skip ahead
+	MessageKeyWindow = 7 * 24 * time.Hour // skipped message keys, and superseded epochs' chains, are kept this long
+	MaxSkip          = 1000               // message keys one op may skip ahead in a chain
+	MaxSkippedChain  = 2000               // skipped keys kept per chain; the lowest indexes go first
+	MaxSkippedTotal  = 10000              // skipped keys kept across every chain; the oldest go first
 )
 
-// EpochID names a key epoch.
+// EpochID names a key epoch: the op ID of the welcome that started it.
 type EpochID [epochLen]byte
 
 func (e EpochID) String() string { return hex.EncodeToString(e[:]) }
+
+// IsZero reports whether e is unset.
+func (e EpochID) IsZero() bool { return e == EpochID{} }
 
 // EpochIDFromBytes converts a slice.
 func EpochIDFromBytes(b []byte) (EpochID, error) {
@@ -42,13 +48,11 @@ func EpochIDFromBytes(b []byte) (EpochID, error) {
 // Secret is 32 bytes of key material.
 type Secret [32]byte
 
-// NewEpoch makes a random epoch ID and secret.
-func NewEpoch() (EpochID, Secret) {
-	var id EpochID
+// NewSecret makes a random epoch secret.
+func NewSecret() Secret {
 	var s Secret
-	rand.Read(id[:])
 	rand.Read(s[:])
-	return id, s
+	return s
 }
 
 func derive(s Secret, label string, ctx []byte) Secret {
@@ -63,6 +67,11 @@ func ControlKey(s Secret) Secret { return derive(s, "control", nil) }
 
 // ChainKey is sender's first chain key in the epoch.
 func ChainKey(s Secret, sender peer.ID) Secret { return derive(s, "chain", []byte(sender)) }
+
+// Commit is the public commitment to an epoch secret a welcome carries:
+// every recipient checks its share against it, so an issuer cannot give
+// members different secrets unnoticed.
+func Commit(s Secret) Secret { return derive(s, "commit", nil) }
 
 // Tag is the opaque conversation tag (and topic name) of a conversation:
 // it binds the conversation ID and its creator, so only the creator's root
@@ -100,6 +109,15 @@ func (c *SendChain) Next() (uint32, Secret) {
 	return i, mk
 }
 
+// SkipTo moves the chain on to index (no-op if it is already there or
+// past it): after a restart, never reuse an index an op of ours holds.
+func (c *SendChain) SkipTo(index uint32) {
+	for c.Index < index {
+		c.CK = step(c.CK, 2)
+		c.Index++
+	}
+}
+
 type chainKey struct {
 	epoch  EpochID
 	sender peer.ID
@@ -119,7 +137,8 @@ type skippedKey struct {
 // RecvChains holds the receiving chains of every (epoch, sender) this device
 // may read. Not safe for concurrent use (one replica owns it).
 type RecvChains struct {
-	chains map[chainKey]*recvChain
+	chains  map[chainKey]*recvChain
+	skipped int // skipped keys held across all chains
 }
 
 // NewRecvChains returns an empty set.
@@ -146,34 +165,93 @@ func (r *RecvChains) HasEpoch(epoch EpochID) bool {
 	return false
 }
 
-// Key returns the message key for (epoch, sender, index), ratcheting the
-// chain forward and keeping keys of indexes skipped on the way. A key is
-// returned once: it is deleted as it is handed out.
-func (r *RecvChains) Key(epoch EpochID, sender peer.ID, index uint32, now time.Time) (Secret, error) {
+// Skipped is the number of skipped message keys held.
+func (r *RecvChains) Skipped() int { return r.skipped }
+
+// open finds the message key for (epoch, sender, index) and opens body with
+// it. Nothing changes unless the body authenticates: only then is the key
+// deleted, the chain moved on and the keys of indexes skipped on the way
+// kept — so garbage bodies and huge indexes cost the receiver nothing.
+func (r *RecvChains) open(epoch EpochID, sender peer.ID, index uint32, now time.Time, header, body []byte) ([]byte, error) {
 	c := r.chains[chainKey{epoch, sender}]
 	if c == nil {
-		return Secret{}, ErrUnknownChain
+		return nil, ErrUnknownChain
 	}
 	if index < c.next {
 		sk, ok := c.skipped[index]
 		if !ok {
-			return Secret{}, ErrKeyGone
+			return nil, ErrKeyGone
+		}
+		pt, err := OpenBody(sk.mk, header, body)
+		if err != nil {
+			return nil, err
 		}
 		delete(c.skipped, index)
-		return sk.mk, nil
+		r.skipped--
+		return pt, nil
 	}
 	if index-c.next > MaxSkip {
-		return Secret{}, ErrKeyGone
+		return nil, ErrKeyGone
+	}
+	ck := c.ck
+	for i := c.next; i < index; i++ {
+		ck = step(ck, 2)
+	}
+	pt, err := OpenBody(step(ck, 1), header, body)
+	if err != nil {
+		return nil, err
 	}
 	for c.next < index {
 		c.skipped[c.next] = skippedKey{mk: step(c.ck, 1), at: now}
 		c.ck = step(c.ck, 2)
 		c.next++
+		r.skipped++
 	}
-	mk := step(c.ck, 1)
 	c.ck = step(c.ck, 2)
 	c.next++
-	return mk, nil
+	r.bound(c)
+	return pt, nil
+}
+
+// bound keeps the skipped keys under MaxSkippedChain in c and
+// MaxSkippedTotal in all: a sender jumping ahead again and again evicts
+// its own oldest keys first, then the oldest anywhere.
+func (r *RecvChains) bound(c *recvChain) {
+	for len(c.skipped) > MaxSkippedChain {
+		lowest := uint32(0)
+		first := true
+		for i := range c.skipped {
+			if first || i < lowest {
+				lowest, first = i, false
+			}
+		}
+		delete(c.skipped, lowest)
+		r.skipped--
+	}
+	if r.skipped <= MaxSkippedTotal {
+		return
+	}
+	type ref struct {
+		c  *recvChain
+		i  uint32
+		at time.Time
+	}
+	var all []ref
+	for _, ch := range r.chains {
+		for i, sk := range ch.skipped {
+			all = append(all, ref{ch, i, sk.at})
+		}
+	}
+	slices.SortFunc(all, func(a, b ref) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.i, b.i)
+	})
+	for _, x := range all[:r.skipped-MaxSkippedTotal] {
+		delete(x.c.skipped, x.i)
+	}
+	r.skipped = MaxSkippedTotal
 }
 
 // Expire deletes skipped keys older than MessageKeyWindow.
@@ -182,6 +260,7 @@ func (r *RecvChains) Expire(now time.Time) {
 		for i, sk := range c.skipped {
 			if now.Sub(sk.at) > MessageKeyWindow {
 				delete(c.skipped, i)
+				r.skipped--
 			}
 		}
 	}
@@ -190,11 +269,26 @@ func (r *RecvChains) Expire(now time.Time) {
 // DropEpoch deletes every chain of an epoch (retention, or a superseded
 // epoch past its window).
 func (r *RecvChains) DropEpoch(epoch EpochID) {
-	for k := range r.chains {
+	for k, c := range r.chains {
 		if k.epoch == epoch {
+			r.skipped -= len(c.skipped)
 			delete(r.chains, k)
 		}
 	}
+}
+
+// Epochs lists the epochs with installed chains.
+func (r *RecvChains) Epochs() []EpochID {
+	seen := map[EpochID]bool{}
+	var out []EpochID
+	for k := range r.chains {
+		if !seen[k.epoch] {
+			seen[k.epoch] = true
+			out = append(out, k.epoch)
+		}
+	}
+	slices.SortFunc(out, func(a, b EpochID) int { return bytes.Compare(a[:], b[:]) })
+	return out
 }
 
 // SealBody encrypts plaintext under key with header as associated data:
@@ -233,7 +327,9 @@ func SealContent(e *Envelope, chain *SendChain, plaintext []byte) error {
 	return nil
 }
 
-// OpenContent decrypts a content envelope with the receiving chains.
+// OpenContent decrypts a content envelope with the receiving chains. The
+// chains change only if the body authenticates. The caller has verified
+// the envelope's signature and that its sender may write in its epoch.
 func OpenContent(e *Envelope, chains *RecvChains, now time.Time) ([]byte, error) {
 	epoch, err := EpochIDFromBytes(e.Epoch)
 	if err != nil {
@@ -243,15 +339,11 @@ func OpenContent(e *Envelope, chains *RecvChains, now time.Time) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: sender", ErrMalformed)
 	}
-	mk, err := chains.Key(epoch, sender, e.Index, now)
-	if err != nil {
-		return nil, err
-	}
 	h, err := e.header()
 	if err != nil {
 		return nil, err
 	}
-	return OpenBody(mk, h, e.Body)
+	return chains.open(epoch, sender, e.Index, now, h, e.Body)
 }
 
 // SealControl fills e's body with plaintext sealed under a control key.
@@ -273,6 +365,10 @@ func OpenControl(e *Envelope, key Secret) ([]byte, error) {
 	}
 	return OpenBody(key, h, e.Body)
 }
+
+// maxChains bounds the encoded chains: MaxSkippedTotal keys and a chain
+// for every member of many epochs fit well inside.
+const maxChains = 16 << 20
 
 type chainRecord struct {
 	Epoch   []byte          `cbor:"1,keyasint"`
@@ -296,7 +392,7 @@ func (r *RecvChains) Marshal() ([]byte, error) {
 		for i, sk := range c.skipped {
 			rec.Skipped = append(rec.Skipped, skippedRecord{Index: i, MK: slices.Clone(sk.mk[:]), At: sk.at.Unix()})
 		}
-		slices.SortFunc(rec.Skipped, func(a, b skippedRecord) int { return int(a.Index) - int(b.Index) })
+		slices.SortFunc(rec.Skipped, func(a, b skippedRecord) int { return cmp.Compare(a.Index, b.Index) })
 		out = append(out, rec)
 	}
 	slices.SortFunc(out, func(a, b chainRecord) int {
@@ -311,23 +407,34 @@ func (r *RecvChains) Marshal() ([]byte, error) {
 // UnmarshalRecvChains restores chains saved by Marshal.
 func UnmarshalRecvChains(b []byte) (*RecvChains, error) {
 	var recs []chainRecord
-	if err := detcbor.Unmarshal(b, &recs, 64<<20); err != nil {
+	if err := detcbor.Unmarshal(b, &recs, maxChains); err != nil {
 		return nil, fmt.Errorf("%w: chains: %v", ErrMalformed, err)
 	}
 	r := NewRecvChains()
 	for _, rec := range recs {
 		ep, err := EpochIDFromBytes(rec.Epoch)
-		if err != nil || len(rec.CK) != 32 {
+		if err != nil || len(rec.CK) != 32 || len(rec.Sender) == 0 || len(rec.Sender) > maxPeerID {
 			return nil, fmt.Errorf("%w: chain record", ErrMalformed)
 		}
 		c := &recvChain{next: rec.Next, skipped: map[uint32]skippedKey{}}
 		copy(c.ck[:], rec.CK)
 		for _, sk := range rec.Skipped {
+			if len(sk.MK) != 32 || sk.Index >= rec.Next {
+				return nil, fmt.Errorf("%w: skipped key record", ErrMalformed)
+			}
 			var mk Secret
 			copy(mk[:], sk.MK)
 			c.skipped[sk.Index] = skippedKey{mk: mk, at: time.Unix(sk.At, 0)}
 		}
-		r.chains[chainKey{ep, peer.ID(rec.Sender)}] = c
+		k := chainKey{ep, peer.ID(rec.Sender)}
+		if _, dup := r.chains[k]; dup || len(c.skipped) != len(rec.Skipped) || len(c.skipped) > MaxSkippedChain {
+			return nil, fmt.Errorf("%w: chain record", ErrMalformed)
+		}
+		r.chains[k] = c
+		r.skipped += len(c.skipped)
+	}
+	if r.skipped > MaxSkippedTotal {
+		return nil, fmt.Errorf("%w: %d skipped keys", ErrMalformed, r.skipped)
 	}
 	return r, nil
 }

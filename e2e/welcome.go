@@ -2,8 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/hpke"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -143,9 +147,12 @@ type Recipient struct {
 	ID       peer.ID
 	PrekeyID uint32
 	KEM      []byte
-	// History: the recipient is new to the conversation and gets the
-	// control keys of earlier epochs (existing members hold them already).
+	// History: the recipient gets keys.Control, the control keys of
+	// earlier epochs (existing members hold them already). Control, if
+	// set, is the recipient's own list instead: the control keys of the
+	// epochs it did not hold.
 	History bool
+	Control []ControlKeys
 }
 
 // Seal is one recipient's share of a welcome.
@@ -156,11 +163,22 @@ type Seal struct {
 }
 
 // Welcome is the body of a welcome envelope. Members (who holds the epoch,
-// the sealer included) and the recipients of the shares are public, so every
-// replica knows who an epoch reaches.
+// the sealer included; sorted, unique) and the recipients of the shares are
+// public, so every replica knows who an epoch reaches and can judge the
+// welcome without opening it. Commit binds the epoch secret (see Commit).
 type Welcome struct {
 	Members [][]byte `cbor:"1,keyasint"`
-	Seals   []Seal   `cbor:"2,keyasint"`
+	Commit  []byte   `cbor:"2,keyasint"`
+	Seals   []Seal   `cbor:"3,keyasint"`
+}
+
+// Holders returns the members as peer IDs.
+func (w *Welcome) Holders() []peer.ID {
+	out := make([]peer.ID, len(w.Members))
+	for i, m := range w.Members {
+		out[i] = peer.ID(m)
+	}
+	return out
 }
 
 // EpochKeys is what a welcome gives each recipient.
@@ -181,93 +199,163 @@ type ControlKeys struct {
 
 const maxWelcome = 8 << 20
 
-// welcomeInfo binds a share to its conversation (by tag, which is derived
-// from the conversation ID and is all a new member sees before opening),
-// epoch and recipient.
-func welcomeInfo(tag []byte, epoch EpochID, recipient peer.ID) []byte {
-	var b bytes.Buffer
-	b.WriteString("medmesh welcome v1\x00")
-	b.Write(tag)
-	b.Write(epoch[:])
-	b.WriteString(string(recipient))
-	return b.Bytes()
+// welcomeInfo binds a share to the welcome that carries it — its signed
+// header (conversation tag, sender, deps, clock) and its holder list — and
+// to its recipient: a share lifted into another welcome, or a welcome
+// whose holders were edited, does not open.
+func welcomeInfo(header []byte, members [][]byte, recipient peer.ID) []byte {
+	h := sha256.New()
+	h.Write([]byte("medmesh welcome v2\x00"))
+	hh := sha256.Sum256(header)
+	h.Write(hh[:])
+	for _, m := range members {
+		var n [2]byte
+		binary.BigEndian.PutUint16(n[:], uint16(len(m)))
+		h.Write(n[:])
+		h.Write(m)
+	}
+	h.Write([]byte(recipient))
+	return h.Sum(nil)
 }
 
-// SealWelcome seals keys to every recipient and returns the welcome body.
-// members lists every device holding the epoch (recipients and sealer).
-// keys.Control goes only to recipients marked History.
-func SealWelcome(epoch EpochID, keys EpochKeys, members []peer.ID, to []Recipient) ([]byte, error) {
+func canonMembers(members []peer.ID) [][]byte {
+	ids := slices.Clone(members)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	out := make([][]byte, len(ids))
+	for i, m := range ids {
+		out[i] = []byte(m)
+	}
+	return out
+}
+
+// SealWelcome makes e (sender, tag, deps and clock set) a welcome starting
+// a new epoch with secret: it seals keys to every recipient and fills the
+// body. members lists every device holding the epoch (recipients and
+// sealer). keys.Control goes only to recipients marked History. Sign e
+// afterwards; its op ID names the epoch.
+func SealWelcome(e *Envelope, secret Secret, keys EpochKeys, members []peer.ID, to []Recipient) error {
+	e.Kind, e.Epoch, e.Index = KindWelcome, nil, 0
+	keys.Secret = secret[:]
 	full, err := detcbor.Marshal(keys)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	short := keys
 	short.Control = nil
 	brief, err := detcbor.Marshal(short)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	w := Welcome{Seals: make([]Seal, 0, len(to))}
-	for _, m := range members {
-		w.Members = append(w.Members, []byte(m))
+	header, err := e.header()
+	if err != nil {
+		return err
 	}
-	for _, r := range to {
+	c := Commit(secret)
+	w := Welcome{Members: canonMembers(members), Commit: c[:], Seals: make([]Seal, 0, len(to))}
+	if len(w.Members) == 0 {
+		return fmt.Errorf("%w: a welcome without holders", ErrMalformed)
+	}
+	for i, r := range to {
+		if !slices.Contains(members, r.ID) || slices.ContainsFunc(to[:i], func(o Recipient) bool { return o.ID == r.ID }) {
+			return fmt.Errorf("%w: recipient %s is not a holder, or twice", ErrMalformed, r.ID)
+		}
 		pk, err := kem.NewPublicKey(r.KEM)
 		if err != nil {
-			return nil, fmt.Errorf("%w: recipient %s", ErrBadPrekey, r.ID)
+			return fmt.Errorf("%w: recipient %s", ErrBadPrekey, r.ID)
 		}
 		plain := brief
-		if r.History {
+		switch {
+		case len(r.Control) > 0:
+			own := short
+			own.Control = r.Control
+			if plain, err = detcbor.Marshal(own); err != nil {
+				return err
+			}
+		case r.History:
 			plain = full
 		}
-		ct, err := hpke.Seal(pk, kdf, aead, welcomeInfo(keys.tag(), epoch, r.ID), plain)
+		ct, err := hpke.Seal(pk, kdf, aead, welcomeInfo(header, w.Members, r.ID), plain)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		w.Seals = append(w.Seals, Seal{Recipient: []byte(r.ID), Prekey: r.PrekeyID, Enc: ct})
 	}
-	return detcbor.Marshal(w)
+	slices.SortFunc(w.Seals, func(a, b Seal) int { return bytes.Compare(a.Recipient, b.Recipient) })
+	e.Body, err = detcbor.Marshal(w)
+	return err
 }
 
-// DecodeWelcome parses a welcome body.
+// DecodeWelcome parses a welcome body and checks its shape: holders sorted
+// and unique, a 32-byte commitment, at most one share per recipient, each
+// a holder.
 func DecodeWelcome(body []byte) (*Welcome, error) {
 	var w Welcome
 	if err := detcbor.Unmarshal(body, &w, maxWelcome); err != nil {
 		return nil, fmt.Errorf("%w: welcome: %v", ErrMalformed, err)
 	}
+	if len(w.Commit) != 32 || len(w.Members) == 0 {
+		return nil, fmt.Errorf("%w: welcome shape", ErrMalformed)
+	}
+	for i, m := range w.Members {
+		if len(m) == 0 || len(m) > maxPeerID || (i > 0 && bytes.Compare(w.Members[i-1], m) >= 0) {
+			return nil, fmt.Errorf("%w: welcome holders", ErrMalformed)
+		}
+	}
+	for i, s := range w.Seals {
+		if (i > 0 && bytes.Compare(w.Seals[i-1].Recipient, s.Recipient) >= 0) ||
+			!slices.ContainsFunc(w.Members, func(m []byte) bool { return bytes.Equal(m, s.Recipient) }) {
+			return nil, fmt.Errorf("%w: welcome shares", ErrMalformed)
+		}
+	}
 	return &w, nil
 }
 
-// OpenWelcome finds self's share and opens it with the prekey it names (or
-// the certificate KEM key for prekey 0). tag and epoch come from the
-// welcome's envelope; a share sealed for another conversation, epoch or
-// recipient does not open.
-func OpenWelcome(w *Welcome, tag []byte, epoch EpochID, self peer.ID, ring *PrekeyRing, certKEM hpke.PrivateKey) (*EpochKeys, error) {
+// OpenWelcome finds self's share in the welcome envelope e (body w) and
+// opens it with the prekey it names (or the certificate KEM key for prekey
+// 0). It returns the keys and the epoch secret, checked against the
+// welcome's commitment (ErrBadCommit: the issuer gave this device a secret
+// other than the one it committed to).
+func OpenWelcome(e *Envelope, w *Welcome, self peer.ID, ring *PrekeyRing, certKEM hpke.PrivateKey) (*EpochKeys, Secret, error) {
+	header, err := e.header()
+	if err != nil {
+		return nil, Secret{}, err
+	}
 	for _, s := range w.Seals {
 		if !bytes.Equal(s.Recipient, []byte(self)) {
 			continue
 		}
 		priv := certKEM
 		if s.Prekey != 0 {
-			var err error
+			if ring == nil {
+				return nil, Secret{}, ErrPrekeyGone
+			}
 			if priv, err = ring.private(s.Prekey); err != nil {
-				return nil, err
+				return nil, Secret{}, err
 			}
 		}
 		if priv == nil {
-			return nil, ErrPrekeyGone
+			return nil, Secret{}, ErrPrekeyGone
 		}
-		plain, err := hpke.Open(priv, kdf, aead, welcomeInfo(tag, epoch, self), s.Enc)
+		plain, err := hpke.Open(priv, kdf, aead, welcomeInfo(header, w.Members, self), s.Enc)
 		if err != nil {
-			return nil, ErrDecrypt
+			return nil, Secret{}, ErrDecrypt
 		}
 		var k EpochKeys
-		if err := detcbor.Unmarshal(plain, &k, maxWelcome); err != nil || len(k.Secret) != 32 || !bytes.Equal(k.tag(), tag) {
-			return nil, fmt.Errorf("%w: welcome keys", ErrMalformed)
+		if err := detcbor.Unmarshal(plain, &k, maxWelcome); err != nil || len(k.Secret) != 32 || !bytes.Equal(k.tag(), e.Tag) {
+			return nil, Secret{}, fmt.Errorf("%w: welcome keys", ErrMalformed)
 		}
-		return &k, nil
+		var secret Secret
+		copy(secret[:], k.Secret)
+		clear(k.Secret)
+		k.Secret = nil
+		if c := Commit(secret); !hmac.Equal(c[:], w.Commit) {
+			clear(secret[:])
+			return nil, Secret{}, ErrBadCommit
+		}
+		return &k, secret, nil
 	}
-	return nil, ErrNoSeal
+	return nil, Secret{}, ErrNoSeal
 }
 
 type ringFile struct {
@@ -298,7 +386,7 @@ func (r *PrekeyRing) Marshal() ([]byte, error) {
 		}
 		f.Keys = append(f.Keys, re)
 	}
-	slices.SortFunc(f.Keys, func(a, b ringRecord) int { return int(a.Pub.ID) - int(b.Pub.ID) })
+	slices.SortFunc(f.Keys, func(a, b ringRecord) int { return cmp.Compare(a.Pub.ID, b.Pub.ID) })
 	return detcbor.Marshal(f)
 }
 
@@ -310,9 +398,10 @@ func UnmarshalPrekeyRing(data []byte, identity ed25519.PrivateKey, owner peer.ID
 	}
 	r := NewPrekeyRing(identity, owner)
 	r.current = f.Current
-	for _, e := range f.Keys {
+	for i, e := range f.Keys {
 		priv, err := kem.NewPrivateKey(e.Priv)
-		if err != nil || string(e.Pub.Owner) != string(owner) {
+		if err != nil || string(e.Pub.Owner) != string(owner) || (i > 0 && e.Pub.ID <= f.Keys[i-1].Pub.ID) ||
+			!bytes.Equal(priv.PublicKey().Bytes(), e.Pub.KEM) {
 			return nil, fmt.Errorf("%w: prekey ring entry", ErrMalformed)
 		}
 		re := &ringEntry{pub: e.Pub, priv: priv}
@@ -320,6 +409,9 @@ func UnmarshalPrekeyRing(data []byte, identity ed25519.PrivateKey, owner peer.ID
 			re.retired = time.Unix(e.Retired, 0)
 		}
 		r.keys[e.Pub.ID] = re
+	}
+	if (f.Current != 0 && r.keys[f.Current] == nil) || (len(f.Keys) > 0 && f.Keys[len(f.Keys)-1].Pub.ID > f.Current) {
+		return nil, fmt.Errorf("%w: prekey ring current", ErrMalformed)
 	}
 	return r, nil
 }

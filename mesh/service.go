@@ -81,6 +81,7 @@ var (
 type conv struct {
 	r   *chat.Replica
 	tag []byte
+	j   *journal // the replica's writes to the store
 }
 
 // Service runs the conversations of one device over the mesh. One mutex
@@ -187,12 +188,12 @@ func (s *Service) Close() {
 // Store keys.
 func convKey(tag []byte) ds.Key { return ds.NewKey("/conv").ChildString(hex.EncodeToString(tag)) }
 
-func (s *Service) opts(tag []byte) []chat.Option {
+func (s *Service) opts(tag []byte, j *journal) []chat.Option {
 	k := convKey(tag)
 	return []chat.Option{
 		chat.WithClock(s.cfg.Now),
-		chat.WithStore(NewOpStore(s.cfg.Store, k.ChildString("op"))),
-		chat.WithPlaintexts(plainStore{s.cfg.Store, k.ChildString("plain")}),
+		chat.WithStore(NewOpStore(j, k.ChildString("op"))),
+		chat.WithPlaintexts(plainStore{j, k.ChildString("plain")}),
 	}
 }
 
@@ -220,28 +221,28 @@ func (s *Service) restore() error {
 		if err != nil {
 			return err
 		}
-		r, err := chat.Restore(s.cfg.Device, s.cfg.Node, keys, s.opts(tag)...)
+		j := newJournal(s.cfg.Store)
+		r, err := chat.Restore(s.cfg.Device, s.cfg.Node, keys, s.opts(tag, j)...)
 		if err != nil {
 			return fmt.Errorf("restore conversation %s: %w", t, err)
 		}
-		if err := s.adopt(r, tag); err != nil {
+		if err := s.adopt(&conv{r: r, tag: tag, j: j}); err != nil {
 			return err
 		}
 	}
 	return s.restoreCarried()
 }
 
-// adopt registers a replica and joins its topic.
-func (s *Service) adopt(r *chat.Replica, tag []byte) error {
-	c := &conv{r: r, tag: tag}
+// adopt registers a conversation and joins its topic.
+func (s *Service) adopt(c *conv) error {
 	s.mu.Lock()
-	s.convs[hex.EncodeToString(tag)] = c
+	s.convs[hex.EncodeToString(c.tag)] = c
 	s.tagList = nil
-	if !r.ID().IsZero() {
-		s.byID[r.ID()] = c
+	if !c.r.ID().IsZero() {
+		s.byID[c.r.ID()] = c
 	}
 	s.mu.Unlock()
-	return s.subscribe(convTopic(tag), tag)
+	return s.subscribe(convTopic(c.tag), c.tag)
 }
 
 func (s *Service) conv(id chat.ConversationID) (*conv, error) {
@@ -252,37 +253,56 @@ func (s *Service) conv(id chat.ConversationID) (*conv, error) {
 	return c, nil
 }
 
-// persist saves a conversation's keys after a change (its ops and
-// plaintexts are written as they are applied); callers hold mu. It also
-// counts the change, so sync knows there is something to offer.
-func (s *Service) persist(c *conv) {
+// persist saves a conversation's keys after a change and ends the journal's
+// transaction; callers hold mu. It also counts the change, so sync knows
+// there is something to offer.
+//
+// Ops of others are written as they are applied, and their key record with
+// no fsync: a crash costs a refetch. Ops this device made since c.j.begin —
+// sends, receipts, welcomes — were held back by the journal: they go to the
+// store in one batch with the key record (the send chains' next indices), and
+// persist returns only once the store has synced it. Until then nothing of
+// ours may be published, served to a peer or acknowledged to the API, or a
+// restart after SIGKILL or power loss could seal a new message with a chain
+// index whose key recipients have already used. mu stays held through the
+// sync because sync serves ops from the replicas under mu.
+func (s *Service) persist(c *conv) error {
 	s.changes++
 	keys, err := c.r.Keys()
 	if err == nil {
-		err = s.cfg.Store.Put(s.ctx, convKey(c.tag).ChildString("keys"), keys)
+		err = c.j.save(s.ctx, convKey(c.tag), keys)
+	} else {
+		c.j.end()
 	}
 	if err != nil {
-		s.log.Error("persist conversation keys", "err", err)
+		s.log.Error("persist conversation", "err", err)
 	}
+	return err
 }
 
-// Create starts a conversation with members (peer IDs) and publishes it.
+// Create starts a conversation with members (peer IDs), saves it durably
+// and publishes it.
 func (s *Service) Create(title string, members []peer.ID) (chat.ConversationID, error) {
 	id := chat.NewConversationID()
 	tag := chat.TagOf(id, s.cfg.Node.ID())
+	j := newJournal(s.cfg.Store)
 	s.mu.Lock()
-	r, out, err := chat.CreateWithID(id, s.cfg.Device, s.cfg.Node, title, members, s.opts(tag)...)
+	j.begin()
+	r, out, err := chat.CreateWithID(id, s.cfg.Device, s.cfg.Node, title, members, s.opts(tag, j)...)
+	if err != nil {
+		j.end()
+		s.mu.Unlock()
+		return chat.ConversationID{}, err
+	}
+	c := &conv{r: r, tag: tag, j: j}
+	err = s.persist(c) // before adopt makes it visible to sync
 	s.mu.Unlock()
 	if err != nil {
+		return chat.ConversationID{}, fmt.Errorf("save new conversation: %w", err)
+	}
+	if err := s.adopt(c); err != nil {
 		return chat.ConversationID{}, err
 	}
-	if err := s.adopt(r, tag); err != nil {
-		return chat.ConversationID{}, err
-	}
-	s.mu.Lock()
-	c := s.convs[hex.EncodeToString(tag)]
-	s.persist(c)
-	s.mu.Unlock()
 	s.publish(c, out)
 	s.events.emit(Event{Type: "conversation", Conversation: id.String()})
 	return id, nil
@@ -482,8 +502,9 @@ func (s *Service) join(e *e2e.Envelope) *conv {
 	if err != nil || !slices.ContainsFunc(w.Members, func(m []byte) bool { return peer.ID(m) == s.cfg.Node.ID() }) {
 		return nil
 	}
-	r := chat.Join(s.cfg.Device, s.cfg.Node, e.Tag, s.opts(e.Tag)...)
-	if err := s.adopt(r, e.Tag); err != nil {
+	j := newJournal(s.cfg.Store)
+	r := chat.Join(s.cfg.Device, s.cfg.Node, e.Tag, s.opts(e.Tag, j)...)
+	if err := s.adopt(&conv{r: r, tag: e.Tag, j: j}); err != nil {
 		s.log.Warn("join conversation", "err", err)
 		return nil
 	}
@@ -531,12 +552,16 @@ func (s *Service) receiveAll(c *conv, envs []checked, from peer.ID) {
 	if !c.r.ID().IsZero() {
 		s.byID[c.r.ID()] = c
 	}
+	// The ops of others above went to the store as they were applied, with
+	// no fsync; receipts (and a welcome they may need) are ours: persist
+	// makes them durable, one sync for the batch, before they are published.
+	c.j.begin()
 	receipts := s.autoReceipts(c)
-	s.persist(c)
+	saved := s.persist(c) == nil
 	id := c.r.ID()
 	s.mu.Unlock()
 	s.observe(envs, from, dups)
-	if len(receipts) > 0 {
+	if len(receipts) > 0 && saved {
 		s.publish(c, receipts)
 	}
 	if !id.IsZero() {
@@ -690,8 +715,12 @@ func (s *Service) Messages(id chat.ConversationID) ([]MessageView, error) {
 	return out, nil
 }
 
-// Do runs one replica operation (send, edit, receipt, member change…) and
-// publishes what it produced.
+// Do runs one replica operation (send, edit, receipt, member change…),
+// saves what it produced durably (see persist), then publishes it. If that
+// cannot be saved, Do publishes nothing and returns the error, so the caller
+// is never told an op was sent that a crash could lose: the op stays in the
+// replica (shown queued; sync may still fetch it from memory), and its
+// writes are retried with the conversation's next save.
 func (s *Service) Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte, crdt.OpID, error)) (crdt.OpID, error) {
 	s.mu.Lock()
 	c, err := s.conv(id)
@@ -699,9 +728,16 @@ func (s *Service) Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte,
 		s.mu.Unlock()
 		return crdt.OpID{}, err
 	}
+	c.j.begin()
 	out, opID, err := op(c.r)
-	s.persist(c)
+	perr := s.persist(c)
 	s.mu.Unlock()
+	if perr != nil {
+		if len(out) > 0 {
+			s.events.emit(Event{Type: "message", Conversation: id.String()})
+		}
+		return crdt.OpID{}, fmt.Errorf("save conversation %s: %w", id, perr)
+	}
 	if len(out) > 0 {
 		s.publish(c, out)
 		s.events.emit(Event{Type: "message", Conversation: id.String()})
@@ -726,4 +762,134 @@ func (s *Service) Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byt
 		}
 	}
 	return nil, chat.ErrNoSuchMessage
+}
+
+// journal is the datastore a conversation's replica writes through (ops,
+// plaintexts). Between begin and the next save or end — while this device
+// makes ops — it holds writes back, so that save stores them in one batch
+// with the conversation's key record and syncs the store once; at other
+// times writes go straight to the store. Reads see held-back writes; a
+// failed save keeps them for the next. Query sees the store only (replicas
+// query when they open, before any transaction). Guarded by Service.mu, as
+// the replica is.
+type journal struct {
+	ds.Datastore
+	open    bool
+	pending map[ds.Key]heldWrite
+}
+
+type heldWrite struct {
+	value   []byte
+	deleted bool
+}
+
+func newJournal(d ds.Datastore) *journal {
+	return &journal{Datastore: d, pending: map[ds.Key]heldWrite{}}
+}
+
+// begin holds writes back until save or end.
+func (j *journal) begin() { j.open = true }
+
+// end stops holding writes back; those held stay for the next save.
+func (j *journal) end() { j.open = false }
+
+func (j *journal) Put(ctx context.Context, k ds.Key, v []byte) error {
+	if j.open {
+		j.pending[k] = heldWrite{value: slices.Clone(v)}
+		return nil
+	}
+	delete(j.pending, k)
+	return j.Datastore.Put(ctx, k, v)
+}
+
+func (j *journal) Delete(ctx context.Context, k ds.Key) error {
+	if j.open {
+		j.pending[k] = heldWrite{deleted: true}
+		return nil
+	}
+	delete(j.pending, k)
+	return j.Datastore.Delete(ctx, k)
+}
+
+func (j *journal) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	if w, ok := j.pending[k]; ok {
+		if w.deleted {
+			return nil, ds.ErrNotFound
+		}
+		return slices.Clone(w.value), nil
+	}
+	return j.Datastore.Get(ctx, k)
+}
+
+func (j *journal) Has(ctx context.Context, k ds.Key) (bool, error) {
+	if w, ok := j.pending[k]; ok {
+		return !w.deleted, nil
+	}
+	return j.Datastore.Has(ctx, k)
+}
+
+func (j *journal) GetSize(ctx context.Context, k ds.Key) (int, error) {
+	if w, ok := j.pending[k]; ok {
+		if w.deleted {
+			return -1, ds.ErrNotFound
+		}
+		return len(w.value), nil
+	}
+	return j.Datastore.GetSize(ctx, k)
+}
+
+// save ends the transaction and writes the key record of the conversation
+// under prefix. With nothing held back (no op of ours) that is a plain put.
+// Otherwise the held writes and the key record go in one batch — one
+// atomic write on the device's pebble store — and save returns once the
+// store has synced it.
+func (j *journal) save(ctx context.Context, prefix ds.Key, keys []byte) error {
+	j.open = false
+	k := prefix.ChildString("keys")
+	if len(j.pending) == 0 {
+		return j.Datastore.Put(ctx, k, keys)
+	}
+	if b, ok := j.Datastore.(ds.Batching); ok {
+		j.pending[k] = heldWrite{value: keys}
+		if err := j.commitBatch(ctx, b); err != nil {
+			return err
+		}
+	} else {
+		// No batches: the key record first, so that a store applying
+		// writes in order, crashing part-way, leaves the chains ahead of
+		// the ops (an index skipped, never one reused).
+		if err := j.Datastore.Put(ctx, k, keys); err != nil {
+			return err
+		}
+		for key, w := range j.pending {
+			if err := j.apply(ctx, j.Datastore, key, w); err != nil {
+				return err
+			}
+		}
+	}
+	if err := j.Datastore.Sync(ctx, prefix); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	clear(j.pending)
+	return nil
+}
+
+func (j *journal) commitBatch(ctx context.Context, b ds.Batching) error {
+	bt, err := b.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for key, w := range j.pending {
+		if err := j.apply(ctx, bt, key, w); err != nil {
+			return err
+		}
+	}
+	return bt.Commit(ctx)
+}
+
+func (j *journal) apply(ctx context.Context, w ds.Write, k ds.Key, h heldWrite) error {
+	if h.deleted {
+		return w.Delete(ctx, k)
+	}
+	return w.Put(ctx, k, h.value)
 }

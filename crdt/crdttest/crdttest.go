@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/medmesh/medmesh/crdt"
 )
@@ -86,6 +87,47 @@ func Run(t *testing.T, open func(t *testing.T) crdt.Store) {
 		stop := errors.New("stop")
 		if err := s.ForEach(func(crdt.Op) error { return stop }); !errors.Is(err, stop) {
 			t.Fatalf("ForEach error not returned: %v", err)
+		}
+	})
+	t.Run("stubs", func(t *testing.T) {
+		// A DAG reindexed from the store tells an op admitted without a
+		// body (author kept) from one retention deleted (no author either).
+		s := open(t)
+		d, err := crdt.NewDAG(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b, c := op(1), op(2), op(3)
+		b.Deps, c.Deps = []crdt.OpID{a.ID}, []crdt.OpID{b.ID}
+		d.Admit = func(o crdt.Op, _ bool) crdt.Admission {
+			if o.ID == b.ID {
+				return crdt.AdmitStub
+			}
+			return crdt.AdmitFull
+		}
+		for _, o := range []crdt.Op{a, b, c} {
+			if _, err := d.Add(o, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.Delete(c.ID); err != nil {
+			t.Fatal(err)
+		}
+		again, err := crdt.NewDAG(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			o          crdt.Op
+			stub, gone bool
+		}{{a, false, false}, {b, true, false}, {c, false, true}} {
+			if !again.Has(tt.o.ID) || again.Stub(tt.o.ID) != tt.stub || again.Gone(tt.o.ID) != tt.gone {
+				t.Errorf("op %d after reindex: has %v, stub %v, gone %v; want stub %v, gone %v", tt.o.Time.Wall-1000,
+					again.Has(tt.o.ID), again.Stub(tt.o.ID), again.Gone(tt.o.ID), tt.stub, tt.gone)
+			}
+		}
+		if got, err := s.Get(b.ID); err != nil || got.Author != b.Author || len(got.Body) != 0 || got.Time != b.Time {
+			t.Fatalf("stub as stored: %+v, %v", got, err)
 		}
 	})
 }
