@@ -249,6 +249,36 @@ func adversarial(t *testing.T, seed uint64) {
 			if len(got) == 0 || !knewRemoved(t, w, r0, id, h.r.dev.ID) {
 				continue
 			}
+			wi := r0.ops[crdt.OpID(info.epoch)]
+			var hn []string
+			for _, x := range wi.holders {
+				hn = append(hn, w.names[x])
+			}
+			t.Logf("op by %s kind %d, epoch by %s holders %v valid-at-r0 %v", w.names[info.sender], info.kind, w.names[wi.sender], hn, wi.valid)
+			for _, r := range reps {
+				if r.dev.ID == info.sender {
+					li := r.ops[id]
+					lw := r.ops[crdt.OpID(info.epoch)]
+					t.Logf("sender live: op valid %v; epoch valid %v; member h now %v; E[h] %v", li.valid, lw.valid, r.headView().members[h.r.dev.ID], len(r.effective[h.r.dev.ID]))
+					r.rebuild = true
+					t.Logf("after forced refresh: member h now %v; E[h] %v", r.headView().members[h.r.dev.ID], len(r.effective[h.r.dev.ID]))
+					fresh := Join(r.dev, w, r.tag, WithClock(w.clock))
+					for _, oid := range r.dag.Order() {
+						if raw, ok := r.Envelope(oid); ok {
+							fresh.Receive(raw)
+						}
+					}
+					t.Logf("fresh on the whole DAG: member h %v; E[h] %v; ops %d/%d", fresh.headView().members[h.r.dev.ID], len(fresh.effective[h.r.dev.ID]), len(fresh.ops), len(r.ops))
+					for oid, x := range r.ops {
+						y := fresh.ops[oid]
+						if y != nil && x.env != nil && x.env.Kind == e2e.KindControl && (x.p == nil) != (y.p == nil) {
+							_, k1 := r.control[x.epoch]
+							_, k2 := fresh.control[x.epoch]
+							t.Logf("  control op %s readable live %v fresh %v keys %v %v kind %d", oid.String()[:8], x.p != nil, y.p != nil, k1, k2, y.kind)
+						}
+					}
+				}
+			}
 			t.Fatalf("hostile %s reads %q written after its removal", w.names[h.r.dev.ID], got)
 		}
 	}
@@ -324,12 +354,12 @@ func targeted(r *Replica, p peer.ID) bool {
 	return false
 }
 
-// knewRemoved replays an op's causal past into a fresh replica of r's
-// device and reports whether p was out of the group there: what the op's
-// sender could know when it wrote.
+// knewRemoved replays an op's causal past into a fresh replica of its
+// sender's device and reports whether p was out of the group there: what
+// the sender could know when it wrote.
 func knewRemoved(t *testing.T, w *world, r *Replica, op crdt.OpID, p peer.ID) bool {
 	t.Helper()
-	fresh := Join(r.dev, w, r.tag, WithClock(w.clock))
+	fresh := Join(w.devices[r.ops[op].sender], w, r.tag, WithClock(w.clock))
 	for _, id := range r.dag.Order() {
 		if r.inPast(id, op) {
 			if raw, ok := r.Envelope(id); ok {

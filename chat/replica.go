@@ -538,13 +538,14 @@ func (r *Replica) forget(epoch e2e.EpochID) {
 	delete(r.send, epoch)
 }
 
-// unopen drops every key a welcome opened only to learn history gave,
-// once it is judged unauthorised: its chains and its control key.
+// unopen drops the chains of a welcome opened only to learn history, once
+// it is judged unauthorised: this device never writes or reads messages in
+// it. Its control key stays: control ops of an unauthorised epoch count
+// for nothing, and reading them keeps this device's judgement the same as
+// that of a device which opened the welcome while it was authorised.
 func (r *Replica) unopen(info *opInfo) {
 	r.forget(info.epoch)
-	delete(r.control, info.epoch)
 	info.opened = false
-	r.rebuild, r.dirty = true, true
 }
 
 // maxCandidates bounds the unverified control keys kept per epoch.
