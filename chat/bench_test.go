@@ -104,4 +104,41 @@ func BenchmarkWelcome500(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/rekey")
 }
 
-var _ = crdt.OpID{}
+
+
+// BenchmarkAuthorise: the authorisation of one message op — membership of
+// its causal past (cached per view), effective removals, equivocation —
+// in a group of 64 and of 500 members; and a full refresh (every op judged
+// again, as after a removal arrives) per op of a 2,000-op conversation.
+func BenchmarkAuthorise(b *testing.B) {
+	for _, n := range []int{64, 500} {
+		w := newWorld(b)
+		alice := w.device("alice")
+		for i := range n - 1 {
+			w.device(fmt.Sprint("m", i)).Prekeys.Current(w.now)
+		}
+		ra, _ := w.create(alice, "big", w.devicesExcept(alice)...)
+		var msgs []crdt.OpID
+		for i := range 2000 {
+			_, id, err := ra.Send(fmt.Sprint("message ", i), SendOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs = append(msgs, id)
+		}
+		b.Run(fmt.Sprintf("op/members=%d", n), func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				id := msgs[i%len(msgs)]
+				ra.authorise(id, ra.ops[id])
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/op")
+		})
+		b.Run(fmt.Sprintf("refresh/members=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				ra.rebuild = true
+				ra.refresh()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(ra.ops)), "µs/op")
+		})
+	}
+}

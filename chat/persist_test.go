@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"reflect"
 	"slices"
 	"testing"
@@ -54,4 +55,45 @@ func TestRestore(t *testing.T) {
 	if got := texts(ra.State()); got[len(got)-1] != "bob again" {
 		t.Fatalf("alice reads %q", got)
 	}
+}
+
+// FuzzRestore: any key record either fails to restore with an error or
+// restores a replica whose own record restores to the same bytes again
+// (the record is canonical once written). Ops and plaintexts are those of
+// a real conversation, so accepted records replay a real DAG.
+func FuzzRestore(f *testing.F) {
+	w := newWorld(f)
+	alice, bob := w.device("alice"), w.device("bob")
+	store, plain := crdt.NewMemStore(), mapPlain{}
+	ra, envs := w.create(alice, "t", bob)
+	rb := Join(bob, w, ra.Tag(), WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+	msg, _, _ := ra.Send("hi", SendOptions{})
+	for _, e := range append(envs, msg...) {
+		rb.Receive(e)
+	}
+	good, err := rb.Keys()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := Restore(bob, w, data, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+		if err != nil {
+			return
+		}
+		_ = r.State()
+		once, err := r.Keys()
+		if err != nil {
+			t.Fatalf("a restored replica cannot write its keys: %v", err)
+		}
+		again, err := Restore(bob, w, once, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+		if err != nil {
+			t.Fatalf("a written key record does not restore: %v", err)
+		}
+		twice, _ := again.Keys()
+		if !bytes.Equal(once, twice) {
+			t.Fatal("key record not stable across a restore")
+		}
+	})
 }
