@@ -20,16 +20,91 @@ import (
 type carrier struct {
 	tag []byte
 	ops map[crdt.OpID]held
+	// senders is the per-sender account of everything s carries, shared
+	// by all carriers of one Service (see sendersLocked).
+	senders *ledger
 }
 
 type held struct {
-	at   time.Time
-	size int
+	at     time.Time
+	size   int
+	sender peer.ID // from the envelope's signed header
 }
 
 type carriedRecord struct {
 	At  int64  `cbor:"1,keyasint"`
 	Raw []byte `cbor:"2,keyasint"`
+}
+
+// Per-sender share of an anchor's quota. Anchors hold ciphertext and
+// cannot read membership, so any admitted device (a removed member, a
+// device that never was one) can push valid envelopes for a tag; a sender
+// may hold at most senderShare of the quota, its oldest dropped first, so
+// that one sender can never evict another's envelopes. The share is
+// AnchorQuota/16 (64 MiB of the default 1 GiB), at least 8 MiB, but never
+// more than a quarter of a small quota.
+const (
+	senderShareDiv = 16
+	senderShareMin = 8 << 20
+)
+
+// senderShare is the most carried bytes one sender may hold.
+func (s *Service) senderShare() int64 {
+	q := s.cfg.AnchorQuota
+	return max(q/senderShareDiv, min(senderShareMin, q/4))
+}
+
+// ledger keeps running per-sender totals of carried envelopes, so bounding
+// a sender costs nothing until it is over its share. It is guarded by
+// Service.mu.
+type ledger struct {
+	by map[peer.ID]*account
+}
+
+// account is what one sender has carried. queue lists its envelopes in
+// the order kept (oldest first after restore); entries whose envelope has
+// since gone (TTL, global quota) are skipped when met and compacted away.
+type account struct {
+	bytes int64
+	n     int
+	queue []heldRef
+}
+
+type heldRef struct {
+	c  *carrier
+	id crdt.OpID
+	at time.Time
+}
+
+// live reports whether r still names the envelope it was queued for.
+func (r heldRef) live() (held, bool) {
+	h, ok := r.c.ops[r.id]
+	return h, ok && h.at.Equal(r.at)
+}
+
+func (l *ledger) add(c *carrier, id crdt.OpID, h held) {
+	a := l.by[h.sender]
+	if a == nil {
+		a = &account{}
+		l.by[h.sender] = a
+	}
+	a.bytes += int64(h.size)
+	a.n++
+	if len(a.queue) > 2*a.n+32 {
+		a.queue = slices.DeleteFunc(a.queue, func(r heldRef) bool { _, ok := r.live(); return !ok })
+	}
+	a.queue = append(a.queue, heldRef{c, id, h.at})
+}
+
+func (l *ledger) release(h held) {
+	a := l.by[h.sender]
+	if a == nil {
+		return
+	}
+	a.bytes -= int64(h.size)
+	if a.n--; a.n <= 0 {
+		delete(l.by, h.sender)
+	}
 }
 
 func carrierKey(tag []byte) ds.Key { return ds.NewKey("/anchor").ChildString(hex.EncodeToString(tag)) }
@@ -57,6 +132,17 @@ func (c *carrier) get(ctx context.Context, d ds.Datastore, id crdt.OpID) ([]byte
 	return r.Raw, true
 }
 
+// sendersLocked returns the one per-sender ledger of s's carriers: every
+// carrier points at it, and the first one made creates it. Callers hold mu.
+func (s *Service) sendersLocked() *ledger {
+	for _, c := range s.carried {
+		if c.senders != nil {
+			return c.senders
+		}
+	}
+	return &ledger{by: map[peer.ID]*account{}}
+}
+
 // carrier returns (creating and subscribing) the carrier of tag.
 func (s *Service) carrier(tag []byte) *carrier { return s.carrierOn(tag, convTopic(tag)) }
 
@@ -68,7 +154,7 @@ func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 		s.mu.Unlock()
 		return c
 	}
-	c := &carrier{tag: slices.Clone(tag), ops: map[crdt.OpID]held{}}
+	c := &carrier{tag: slices.Clone(tag), ops: map[crdt.OpID]held{}, senders: s.sendersLocked()}
 	s.carried[key] = c
 	s.tagList = nil
 	s.mu.Unlock()
@@ -80,8 +166,9 @@ func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 	return c
 }
 
-// carry stores a valid envelope for others, enforces quota and TTL oldest
-// first, and acknowledges storage to a sender pushing it fresh.
+// carry stores a valid envelope for others, enforces the sender's share,
+// quota and TTL oldest first, and acknowledges storage to a sender pushing
+// it fresh.
 func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte, from peer.ID) {
 	if len(tag) == 0 {
 		tag = e.Tag
@@ -95,9 +182,11 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 		return
 	}
 	id := crdt.OpID(e2e.ID(raw))
+	sender, _ := e.SenderID() // checked before; "" would share one account
 	now := s.cfg.Now()
 	s.mu.Lock()
 	_, known := c.ops[id]
+	kept := false
 	if !known {
 		rec, _ := detcbor.Marshal(carriedRecord{At: now.Unix(), Raw: raw})
 		if err := s.cfg.Store.Put(s.ctx, carrierKey(tag).ChildString(id.String()), rec); err != nil {
@@ -105,10 +194,12 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 			s.log.Error("anchor: store envelope", "err", err)
 			return
 		}
-		s.holdLocked(c, id, held{at: now, size: len(raw)})
+		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender})
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
+		s.boundSenderLocked(sender)
 		s.enforceLocked(now)
+		_, kept = c.ops[id]
 	}
 	s.mu.Unlock()
 	if s.cfg.Observe != nil {
@@ -116,21 +207,61 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 	}
 	// Acknowledge storage to the sender when it is in reach: that is its
 	// "held by another node".
-	sender, _ := e.SenderID()
-	if !known && sender != s.cfg.Node.ID() && s.cfg.Node.IsAdmitted(sender) && e.Kind == e2e.KindContent {
+	if kept && sender != s.cfg.Node.ID() && s.cfg.Node.IsAdmitted(sender) && e.Kind == e2e.KindContent {
 		s.goOwned(func() { s.ackHeld(sender, e.Tag, id) })
 	}
 }
 
 // holdLocked records a carried envelope in c's index. Callers hold mu.
 func (s *Service) holdLocked(c *carrier, id crdt.OpID, h held) {
+	if c.senders == nil {
+		c.senders = s.sendersLocked()
+	}
 	if old, ok := c.ops[id]; ok {
 		s.carriedBytes -= int64(old.size)
+		c.senders.release(old)
 	}
 	c.ops[id] = h
 	s.carriedBytes += int64(h.size)
+	c.senders.add(c, id, h)
 	if s.oldestCarried.IsZero() || h.at.Before(s.oldestCarried) {
 		s.oldestCarried = h.at
+	}
+}
+
+// dropLocked removes a carried envelope from c's index and the store; the
+// running totals follow, except oldestCarried, which may stay earlier than
+// what is held (enforceLocked then rescans once and corrects it). Callers
+// hold mu.
+func (s *Service) dropLocked(c *carrier, id crdt.OpID, h held) {
+	delete(c.ops, id)
+	s.cfg.Store.Delete(s.ctx, carrierKey(c.tag).ChildString(id.String()))
+	s.carriedBytes -= int64(h.size)
+	if c.senders != nil {
+		c.senders.release(h)
+	}
+}
+
+// boundSenderLocked drops sender's oldest carried envelopes while it holds
+// more than its share, logging what it drops. Callers hold mu.
+func (s *Service) boundSenderLocked(sender peer.ID) {
+	l := s.sendersLocked()
+	a, share := l.by[sender], s.senderShare()
+	if a == nil || a.bytes <= share {
+		return
+	}
+	dropped := 0
+	for a.bytes > share && len(a.queue) > 0 {
+		r := a.queue[0]
+		a.queue = a.queue[1:]
+		if h, ok := r.live(); ok && h.sender == sender {
+			s.dropLocked(r.c, r.id, h)
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		s.log.Warn("anchor: dropped a sender's oldest envelopes (over its share)",
+			"sender", sender.String(), "dropped", dropped, "sender_bytes", a.bytes, "share", share)
 	}
 }
 
@@ -154,26 +285,27 @@ func (s *Service) enforceLocked(now time.Time) {
 		}
 	}
 	slices.SortFunc(all, func(a, b item) int { return a.h.at.Compare(b.h.at) })
+	s.carriedBytes = total
 	dropped := 0
 	for _, it := range all {
-		if now.Sub(it.h.at) <= s.cfg.AnchorTTL && total <= s.cfg.AnchorQuota {
+		if now.Sub(it.h.at) <= s.cfg.AnchorTTL && s.carriedBytes <= s.cfg.AnchorQuota {
 			break
 		}
-		delete(it.c.ops, it.id)
-		s.cfg.Store.Delete(s.ctx, carrierKey(it.c.tag).ChildString(it.id.String()))
-		total -= int64(it.h.size)
+		s.dropLocked(it.c, it.id, it.h)
 		dropped++
 	}
-	s.carriedBytes, s.oldestCarried = total, time.Time{}
+	s.oldestCarried = time.Time{}
 	if dropped < len(all) {
 		s.oldestCarried = all[dropped].h.at
 	}
 	if dropped > 0 {
-		s.log.Warn("anchor: dropped oldest envelopes (quota or TTL)", "dropped", dropped, "bytes_held", total)
+		s.log.Warn("anchor: dropped oldest envelopes (quota or TTL)", "dropped", dropped, "bytes_held", s.carriedBytes)
 	}
 }
 
-// restoreCarried reloads the carried index on an anchor.
+// restoreCarried reloads the carried index on an anchor, with each
+// sender's account (recomputed from the stored envelope), and applies the
+// per-sender share, quota and TTL to what it finds.
 func (s *Service) restoreCarried() error {
 	res, err := s.cfg.Store.Query(s.ctx, query.Query{Prefix: "/anchor"})
 	if err != nil {
@@ -193,6 +325,11 @@ func (s *Service) restoreCarried() error {
 		if err1 != nil || id.UnmarshalText([]byte(l[2])) != nil || detcbor.Unmarshal(r.Value, &rec, 2<<20) != nil {
 			continue
 		}
+		e, err := e2e.Decode(rec.Raw)
+		if err != nil {
+			continue
+		}
+		sender, _ := e.SenderID()
 		topic := ""
 		if s.cfg.Anchor {
 			topic = convTopic(tag)
@@ -202,9 +339,19 @@ func (s *Service) restoreCarried() error {
 			continue
 		}
 		s.mu.Lock()
-		s.holdLocked(c, id, held{at: time.Unix(rec.At, 0), size: len(rec.Raw)})
+		s.holdLocked(c, id, held{at: time.Unix(rec.At, 0), size: len(rec.Raw), sender: sender})
 		s.mu.Unlock()
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.sendersLocked()
+	for sender, a := range l.by {
+		// The store lists envelopes by tag and ID: put each account's queue
+		// in age order once, then bound it.
+		slices.SortStableFunc(a.queue, func(x, y heldRef) int { return x.at.Compare(y.at) })
+		s.boundSenderLocked(sender)
+	}
+	s.enforceLocked(s.cfg.Now())
 	return nil
 }
 
