@@ -176,7 +176,10 @@ func TestRemovedAdminBackdating(t *testing.T) {
 	base := w.history(ra)
 	rmv, _ := ok(ra.Remove(xav.ID))
 	rx.clock = crdt.NewClock(func() time.Time { return w.now.Add(-24 * time.Hour) })
-	coup, _ := ok(rx.Remove(alice.ID))
+	if _, _, err := rx.Remove(alice.ID); !errors.Is(err, ErrNotAuthorised) {
+		t.Fatalf("a junior admin removing the creator: %v", err)
+	}
+	coup := forge(t, rx, &payload{Kind: kindRemove, Member: []byte(alice.ID)})
 	post, _ := ok(rx.Send("still here", SendOptions{}))
 	for _, order := range [][][]byte{slices.Concat(rmv, coup, post), slices.Concat(coup, post, rmv)} {
 		r := w.join(bob, ra.Tag())
@@ -191,6 +194,17 @@ func TestRemovedAdminBackdating(t *testing.T) {
 			}
 		}
 	}
+}
+
+// forge is an op a hostile device makes without its own replica's checks.
+func forge(t testing.TB, h *Replica, p *payload) [][]byte {
+	t.Helper()
+	env, err := h.seal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := h.finish(env)
+	return [][]byte{raw}
 }
 
 // history is every envelope a replica holds, in causal order.
@@ -214,7 +228,7 @@ func TestTwoAdminsRemoveEachOther(t *testing.T) {
 	p, _ := ok(ra.Promote(bob.ID))
 	deliver(t, p, rb, rc)
 	r1, _ := ok(ra.Remove(bob.ID))
-	r2, _ := ok(rb.Remove(alice.ID))
+	r2 := forge(t, rb, &payload{Kind: kindRemove, Member: []byte(alice.ID)}) // refused locally: bob is junior
 	deliver(t, slices.Concat(r2, r1), rc)
 	deliver(t, r2, ra)
 	deliver(t, r1, rb)

@@ -37,7 +37,8 @@ type membership struct {
 	added     map[peer.ID]bool // named by any add or create op (valid or not)
 	retention crdt.LWW[int64]
 	epochs    []crdt.OpID // welcomes that may be in use: see epochsOf
-	opaque    bool        // holds a welcome whose control key this device lacks
+	rank      map[peer.ID]seniority
+	opaque    bool // holds a welcome whose control key this device lacks
 }
 
 // union is the view of a set of ops: shared when they agree.
@@ -145,9 +146,19 @@ func (r *Replica) membersOf(v *view) *membership {
 			m.members[p] = true
 		}
 	}
+	m.rank = map[peer.ID]seniority{}
 	for p, g := range grants {
 		if m.members[p] && after(g, removes[p]) {
 			m.admins[p] = true
+			for _, id := range g {
+				s := seniority{}
+				if gi := r.ops[id]; gi.kind == kindPromote {
+					s = seniority{promoted: true, depth: gi.depth, id: id}
+				}
+				if old, ok := m.rank[p]; !ok || s.compare(old) < 0 {
+					m.rank[p] = s
+				}
+			}
 		}
 	}
 	m.epochs = r.epochsOf(v, m)
@@ -185,11 +196,13 @@ func (r *Replica) epochsOf(v *view, m *membership) []crdt.OpID {
 	return out
 }
 
-// hasControl reports whether this device holds a control key of epoch,
-// verified or a candidate from an opened welcome's history.
+// hasControl reports whether this device holds a verified control key of
+// epoch (from the welcome itself, or a history candidate that decrypted an
+// op): unverified candidates do not count, so a welcome full of made-up
+// history cannot make a new member stop opening its real one.
 func (r *Replica) hasControl(epoch e2e.EpochID) bool {
 	_, ok := r.control[epoch]
-	return ok || len(r.candidates[epoch]) > 0
+	return ok
 }
 
 func sameSet(a []peer.ID, b map[peer.ID]bool) bool {
@@ -205,7 +218,8 @@ func sameSet(a []peer.ID, b map[peer.ID]bool) bool {
 }
 
 // admit decides, when an op's dependencies are all present, whether it
-// enters the DAG: an op by a device no op in its causal past ever added (and not the creator's root welcome) is refused — its body is
+// enters the DAG: an op by a device that is not a member at its causal
+// point (never added, or removed in its past) (and not the creator's root welcome) is refused — its body is
 // never stored, its keys never derived — unless an op waiting for it needs
 // it for causality, when it is kept as a content-less node (at most
 // maxStubs per sender). A device that cannot yet read the membership its
@@ -222,8 +236,8 @@ func (r *Replica) admit(op crdt.Op, wanted bool) crdt.Admission {
 		return crdt.AdmitFull
 	}
 	m := r.membersOf(r.union(op.Deps))
-	if m.opaque || m.added[sender] {
-		return crdt.AdmitFull
+	if m.opaque || m.members[sender] {
+		return crdt.AdmitFull // a member at its causal point (if void, honest ops may depend on it)
 	}
 	err := fmt.Errorf("%w: op %s by %s", ErrRefused, op.ID.String()[:12], sender)
 	if wanted && r.stubs[sender] < maxStubs {
@@ -316,8 +330,8 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 	}
 	if info.kind == kindWelcome {
 		if len(deps) == 0 {
-			if info.sender != r.creator || !containsID(info.holders, info.sender) {
-				return denied("root welcome not by the creator")
+			if info.sender != r.creator || !containsID(info.holders, info.sender) || id != r.firstRoot() {
+				return denied("root welcome not by the creator, or not its first")
 			}
 			return true, nil
 		}
@@ -336,8 +350,8 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		// later removals — its plaintext is destroyed at once.
 		t := r.target(info.p.Target)
 		if info.epoch != r.root || t == nil || t.env == nil || t.env.Kind != e2e.KindContent || t.sender != info.sender ||
-			(t.kind != kindText && t.kind != kindPhoto) {
-			return denied("delete of another's message")
+			(t.kind != kindText && t.kind != kindPhoto) || !r.inPast(crdt.OpID(info.p.Target), id) {
+			return denied("delete of another's message, or of one not in its past")
 		}
 		return true, nil
 	}
@@ -346,12 +360,18 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 	}
 	switch k := info.kind; k {
 	case kindCreate: // sealed checked it
-		r.root = info.epoch
+		r.root = info.epoch // the first root: sealed requires its welcome valid
 	case 0:
 		return false, nil // not readable here (yet)
 	case kindAdd, kindRemove, kindPromote:
 		if !m.admins[info.sender] || len(info.p.Member) == 0 {
 			return denied("membership change by a non-admin")
+		}
+		// An admin removes only admins junior to it: nobody strips the
+		// creator or a senior admin, so the group keeps an admin unless
+		// the admins leave.
+		if t := peer.ID(info.p.Member); k == kindRemove && t != info.sender && m.admins[t] && m.rank[info.sender].compare(m.rank[t]) >= 0 {
+			return denied("removal of a more senior admin")
 		}
 	case kindRetention:
 		if !m.admins[info.sender] {
@@ -359,14 +379,27 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		}
 	case kindEdit:
 		t := r.target(info.p.Target)
-		if t == nil || (t.kind != kindText && t.kind != kindPhoto) || t.sender != info.sender {
-			return denied("edit of another's message")
+		if t == nil || (t.kind != kindText && t.kind != kindPhoto) || t.sender != info.sender || !r.inPast(crdt.OpID(info.p.Target), id) {
+			return denied("edit of another's message, or of one not in its past")
 		}
 	case kindLeave, kindReceipt, kindText, kindReact, kindUnreact, kindPhoto, kindChunk:
 	default:
 		return denied(fmt.Sprintf("kind %d", k))
 	}
 	return true, nil
+}
+
+// firstRoot is the conversation's one root welcome: of the welcomes with no
+// deps by the creator, the lowest op ID (a creator issuing two cannot make
+// replicas disagree on which one founds the conversation).
+func (r *Replica) firstRoot() crdt.OpID {
+	var best crdt.OpID
+	for _, id := range r.roots {
+		if info := r.ops[id]; info != nil && info.sender == r.creator && (best.IsZero() || id.Compare(best) < 0) {
+			best = id
+		}
+	}
+	return best
 }
 
 // sealed checks what a content or control op's header allows judging
@@ -423,12 +456,10 @@ func (a seniority) compare(b seniority) int {
 }
 
 // grow adds to the effective removals, after a pass judged every op with
-// the current ones: every valid leave, and every valid removal whose author
-// no other valid removal not yet effective targets (nothing can void it);
-// if there is none but removals remain — admins removing each other
-// concurrently — the one by the most senior author. It reports whether it
-// added any. Each call adds at least one, so a refresh makes at most as
-// many passes as there are removals, and typically two.
+// the current ones: every valid leave, else the valid removal by the most
+// senior author (then the shallowest, then by op ID) — so a removal whose
+// author's own authority a senior's removal voids never goes first. It
+// reports whether it added any; a refresh makes one pass per removal.
 func (r *Replica) grow(order []crdt.OpID) bool {
 	ranks := map[peer.ID]seniority{}
 	var cands []removal
@@ -459,14 +490,10 @@ func (r *Replica) grow(order []crdt.OpID) bool {
 	if len(cands) == 0 {
 		return false
 	}
-	targets := map[peer.ID]int{}
-	for _, c := range cands {
-		targets[c.target]++
-	}
 	var safe []removal
 	for _, c := range cands {
-		if c.by == c.target || targets[c.by] == 0 {
-			safe = append(safe, c)
+		if c.by == c.target {
+			safe = append(safe, c) // leaves: nothing to decide
 		}
 	}
 	if len(safe) == 0 {

@@ -104,8 +104,6 @@ func BenchmarkWelcome500(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/rekey")
 }
 
-
-
 // BenchmarkAuthorise: the authorisation of one message op — membership of
 // its causal past (cached per view), effective removals, equivocation —
 // in a group of 64 and of 500 members; and a full refresh (every op judged

@@ -128,10 +128,11 @@ func (r *Replica) decodeKeys(b []byte) error {
 	for _, c := range k.Candidates {
 		ep, err := e2e.EpochIDFromBytes(c.Epoch)
 		key, ok := secretOf(c.Key)
-		if err != nil || !ok || len(r.candidates[ep]) >= maxCandidates {
+		if err != nil || !ok || len(r.candidates[ep]) >= maxCandidates || r.nCandidates >= maxAllCandidates {
 			return fmt.Errorf("candidate control key")
 		}
 		r.candidates[ep] = append(r.candidates[ep], key)
+		r.nCandidates++
 	}
 	for _, s := range k.Send {
 		ep, err := e2e.EpochIDFromBytes(s.Epoch)

@@ -98,18 +98,19 @@ type Replica struct {
 	// control keys: the one of each epoch this device opened or saw
 	// decrypt an op (trusted: handed on as history), and unverified ones
 	// from other welcomes' history, tried until one authenticates.
-	control    map[e2e.EpochID]e2e.Secret
-	candidates map[e2e.EpochID][]e2e.Secret
-	superseded map[e2e.EpochID]time.Time // when an epoch we hold stopped being in use
-	dropped    map[e2e.EpochID]bool      // epochs whose keys expired: never opened again
-	ops        map[crdt.OpID]*opInfo
-	revoked    func(peer.ID) bool
-	held       map[crdt.OpID]map[peer.ID]bool
-	plain      Plaintexts
-	openErr    error       // from WithStore
-	fresh      []crdt.OpID // messages from others applied since Fresh was last called
-	plainErr   error       // a plaintext could not be persisted while applying
-	restoring  bool        // Restore is replaying persisted ops
+	control     map[e2e.EpochID]e2e.Secret
+	candidates  map[e2e.EpochID][]e2e.Secret
+	nCandidates int
+	superseded  map[e2e.EpochID]time.Time // when an epoch we hold stopped being in use
+	dropped     map[e2e.EpochID]bool      // epochs whose keys expired: never opened again
+	ops         map[crdt.OpID]*opInfo
+	revoked     func(peer.ID) bool
+	held        map[crdt.OpID]map[peer.ID]bool
+	plain       Plaintexts
+	openErr     error       // from WithStore
+	fresh       []crdt.OpID // messages from others applied since Fresh was last called
+	plainErr    error       // a plaintext could not be persisted while applying
+	restoring   bool        // Restore is replaying persisted ops
 
 	// Authorisation state (auth.go).
 	gen       uint64                    // bumped on every rebuild: membership caches
@@ -120,6 +121,7 @@ type Replica struct {
 	stubs     map[peer.ID]int // stubs kept per sender
 	flags     map[peer.ID]string
 	root      e2e.EpochID                          // the root epoch: the welcome the create op follows
+	roots     []crdt.OpID                          // welcomes with no deps (the first by the creator is the root)
 	deleted   map[crdt.OpID]bool                   // targets of deletes its author authorised (pass 1)
 	ancestors map[crdt.OpID]map[crdt.OpID]struct{} // of effective removals, per rebuild
 
@@ -398,6 +400,12 @@ func (r *Replica) index(id crdt.OpID, info *opInfo) {
 			return
 		}
 		info.holders = w.Holders()
+		if len(e.Deps) == 0 {
+			r.roots = append(r.roots, id)
+			if len(r.roots) > 1 {
+				r.rebuild, r.dirty = true, true
+			}
+		}
 	case e2e.KindContent:
 		s := chainSlot{info.epoch, info.sender, e.Index}
 		r.slots[s] = append(r.slots[s], id)
@@ -429,6 +437,7 @@ func (r *Replica) decryptControl(info *opInfo) {
 	for _, key := range r.candidates[info.epoch] {
 		if pt, err := e2e.OpenControl(info.env, key); err == nil {
 			r.control[info.epoch] = key
+			r.nCandidates -= len(r.candidates[info.epoch])
 			delete(r.candidates, info.epoch)
 			r.setPayload(info, pt, true)
 			return
@@ -517,6 +526,7 @@ func (r *Replica) open(info *opInfo) {
 		r.creator = peer.ID(keys.Creator)
 	}
 	r.installSecret(info.epoch, secret, info.holders)
+	given := map[e2e.EpochID]bool{}
 	for _, c := range keys.Control {
 		ep, err := e2e.EpochIDFromBytes(c.Epoch)
 		if err != nil || len(c.Key) != 32 {
@@ -524,9 +534,21 @@ func (r *Replica) open(info *opInfo) {
 		}
 		var key e2e.Secret
 		copy(key[:], c.Key)
-		if _, known := r.control[ep]; known || containsKey(r.candidates[ep], key) || len(r.candidates[ep]) >= maxCandidates {
+		// History names only epochs in the welcome's own past (no made-up
+		// epochs), one key each, and is bounded per epoch (the oldest
+		// candidate goes: a flood of welcomes cannot keep the real key
+		// out, and the real key is verified the moment it decrypts an op)
+		// and in all.
+		if _, known := r.control[ep]; known || given[ep] || !info.before.has(crdt.OpID(ep)) || containsKey(r.candidates[ep], key) ||
+			r.nCandidates >= maxAllCandidates {
 			continue
 		}
+		given[ep] = true
+		if len(r.candidates[ep]) >= maxCandidates {
+			r.candidates[ep] = r.candidates[ep][1:]
+			r.nCandidates--
+		}
+		r.nCandidates++
 		r.candidates[ep] = append(r.candidates[ep], key)
 	}
 	r.rebuild, r.dirty = true, true // control ops we could not read may open now
@@ -548,8 +570,11 @@ func (r *Replica) unopen(info *opInfo) {
 	info.opened = false
 }
 
-// maxCandidates bounds the unverified control keys kept per epoch.
-const maxCandidates = 4
+// Bounds on the unverified control keys kept: per epoch, and in all.
+const (
+	maxCandidates    = 32
+	maxAllCandidates = 16384
+)
 
 func containsKey(keys []e2e.Secret, k e2e.Secret) bool {
 	for _, x := range keys {
@@ -566,6 +591,7 @@ func (r *Replica) installSecret(epoch e2e.EpochID, s e2e.Secret, holders []peer.
 	r.recv.Install(epoch, s, holders)
 	r.send[epoch] = &e2e.SendChain{Epoch: epoch, CK: e2e.ChainKey(s, r.dev.ID)}
 	r.control[epoch] = e2e.ControlKey(s)
+	r.nCandidates -= len(r.candidates[epoch])
 	delete(r.candidates, epoch)
 	clear(s[:])
 }

@@ -18,7 +18,7 @@ import (
 func (r *Replica) headView() *membership {
 	r.refresh()
 	if r.heads == nil {
-		r.heads = r.membersOf(r.union(r.dag.Heads()))
+		r.heads = r.membersOf(r.union(r.dag.AllHeads()))
 	}
 	return r.heads
 }
@@ -43,7 +43,7 @@ func (r *Replica) controlEpoch(m *membership) (e2e.EpochID, bool) {
 	}
 	var best crdt.OpID
 	var bestStamp crdt.Stamp
-	for id := range r.union(r.dag.Heads()).set {
+	for id := range r.union(r.dag.AllHeads()).set {
 		info := r.ops[id]
 		if info.kind != kindWelcome || !info.valid || r.send[info.epoch] == nil {
 			continue
@@ -108,14 +108,13 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 
 // parents are the deps of our next op: the heads, with every stub replaced
 // by its own parents — we cannot serve a stub's body, so no op of ours
-// depends on one.
+// depends on one. Past MaxDeps heads, the authorised membership ops and
+// welcomes go first, so nobody making many heads can keep a removal out of
+// our ops' past.
 func (r *Replica) parents() []crdt.OpID {
-	heads := r.dag.Heads()
-	if !slices.ContainsFunc(heads, r.dag.Stub) {
-		return heads
-	}
-	seen := map[crdt.OpID]bool{}
+	heads := r.dag.AllHeads()
 	var out []crdt.OpID
+	seen := map[crdt.OpID]bool{}
 	for len(heads) > 0 {
 		h := heads[len(heads)-1]
 		heads = heads[:len(heads)-1]
@@ -129,10 +128,25 @@ func (r *Replica) parents() []crdt.OpID {
 		}
 		out = append(out, h)
 	}
-	slices.SortFunc(out, crdt.OpID.Compare)
 	if len(out) > crdt.MaxDeps {
-		out = out[len(out)-crdt.MaxDeps:]
+		weight := func(id crdt.OpID) int {
+			switch info := r.ops[id]; {
+			case info == nil || !info.valid:
+				return 2
+			case isMembership(info.kind) || info.kind == kindWelcome:
+				return 0
+			}
+			return 1
+		}
+		slices.SortFunc(out, func(a, b crdt.OpID) int {
+			if c := weight(a) - weight(b); c != 0 {
+				return c
+			}
+			return b.Compare(a)
+		})
+		out = out[:crdt.MaxDeps]
 	}
+	slices.SortFunc(out, crdt.OpID.Compare)
 	return out
 }
 
@@ -186,8 +200,11 @@ func (r *Replica) permitted(p *payload) error {
 	switch p.Kind {
 	case kindCreate:
 		ok = !m.created && r.creator == r.dev.ID
-	case kindAdd, kindRemove, kindPromote, kindRetention:
+	case kindAdd, kindPromote, kindRetention:
 		ok = m.admins[r.dev.ID]
+	case kindRemove:
+		t := peer.ID(p.Member)
+		ok = m.admins[r.dev.ID] && (t == r.dev.ID || !m.admins[t] || m.rank[r.dev.ID].compare(m.rank[t]) < 0)
 	case kindEdit, kindDelete:
 		t := r.target(p.Target)
 		ok = m.members[r.dev.ID] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == r.dev.ID

@@ -190,7 +190,7 @@ func (r *Replica) State() *State {
 		}
 		st.Messages = append(st.Messages, m)
 	}
-	mem := r.membersOf(r.union(r.dag.Heads()))
+	mem := r.membersOf(r.union(r.dag.AllHeads()))
 	for p := range mem.members {
 		st.Members = append(st.Members, p)
 	}
@@ -311,7 +311,9 @@ func (r *Replica) Expire(now time.Time) int {
 		if info.gone {
 			continue
 		}
-		if key, _ := r.dag.Key(id); now.Sub(key.Time()) > ret {
+		// The op's own signed time, not its sort key: a dependant stamped
+		// in the past must not make fresh messages expire.
+		if info.env != nil && now.Sub(time.UnixMilli(info.env.Wall)) > ret {
 			r.dag.Delete(id)
 			info.p, info.gone, info.raw = nil, true, nil
 			if r.plain != nil {

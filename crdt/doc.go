@@ -32,9 +32,10 @@
 //     that key is moved the one tick but not flagged: it is the answer
 //     that pulled a fast op down to its own time.
 //   - Memory is bounded: at most MaxPending ops, MaxPendingBytes bytes of
-//     bodies and MaxPendingPerAuthor bytes from one Op.Author wait for
-//     dependencies. An author over its budget loses its own oldest buffered
-//     ops, so one author's flood cannot push out another's; over the other
+//     bodies and MaxPendingPerAuthor bytes (and, when MaxPending ≥ 64, an
+//     eighth of MaxPending ops) from one Op.Author wait for dependencies.
+//     An author over its budget loses its own oldest buffered ops, so one
+//     author's flood cannot push out another's; over the other
 //     bounds the oldest overall go. Evicted ops are forgotten (sync fetches
 //     them again); an op larger than a byte budget is not buffered
 //     (ErrPendingFull).
