@@ -604,6 +604,8 @@ type Summary struct {
 	Unread  int      `json:"unread"`
 	Urgent  int      `json:"urgent"`
 	Queued  int      `json:"queued"` // own messages still only on this device
+	// Flags: members this device caught misbehaving (peer ID → reason).
+	Flags map[string]string `json:"flags,omitempty"`
 }
 
 // IDValue parses the summary's ID.
@@ -620,7 +622,16 @@ func (s *Service) Conversations() []Summary {
 	for id, c := range s.byID {
 		st := c.r.State()
 		sum := Summary{ID: id.String(), Title: st.Title, Members: ids(st.Members), Admins: ids(st.Admins)}
+		if len(st.Flags) > 0 {
+			sum.Flags = make(map[string]string, len(st.Flags))
+			for p, why := range st.Flags {
+				sum.Flags[p.String()] = why
+			}
+		}
 		for _, m := range st.Messages {
+			if m.Withdrawn != "" {
+				continue // void: neither unread, nor the last text, nor waiting to go
+			}
 			if !m.Deleted {
 				sum.Last = m.Text
 			}
@@ -663,6 +674,9 @@ type MessageView struct {
 	Reactions map[string][]string `json:"reactions,omitempty"`
 	Skewed    bool                `json:"clock_skewed,omitempty"`
 	Photo     *PhotoView          `json:"photo,omitempty"`
+	// Withdrawn: why a message this device showed no longer stands (its
+	// text and photo are gone); empty for a standing message.
+	Withdrawn string `json:"withdrawn,omitempty"`
 }
 
 // PhotoView says a message is a photo; its bytes come from Photo.
@@ -683,7 +697,7 @@ func (s *Service) Messages(id chat.ConversationID) ([]MessageView, error) {
 	out := make([]MessageView, 0, len(st.Messages))
 	for _, m := range st.Messages {
 		v := MessageView{ID: m.ID.String(), Sender: m.Sender.String(), Text: m.Text, Time: m.Time, Urgent: m.Urgent,
-			Edited: m.Edited, Deleted: m.Deleted, Skewed: m.Skewed}
+			Edited: m.Edited, Deleted: m.Deleted, Skewed: m.Skewed, Withdrawn: m.Withdrawn}
 		if !m.ReplyTo.IsZero() {
 			v.ReplyTo = m.ReplyTo.String()
 		}

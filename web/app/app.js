@@ -63,11 +63,43 @@ async function refreshList() {
     const t = document.createElement('span'); t.className = 'title'; t.textContent = c.title || 'Untitled';
     const last = document.createElement('span'); last.className = 'last'; last.textContent = c.last || '';
     b.append(t, last);
+    if (c.flags && Object.keys(c.flags).length) { const f = document.createElement('span'); f.className = 'badge warn'; f.textContent = '⚠'; f.setAttribute('aria-label', 'warning about a member'); b.append(f); }
     if (c.urgent) { const u = document.createElement('span'); u.className = 'badge urgent'; u.textContent = `${c.urgent} urgent`; b.append(u); }
     if (c.unread) { const n = document.createElement('span'); n.className = 'badge'; n.textContent = c.unread; n.setAttribute('aria-label', `${c.unread} unread`); b.append(n); }
     b.addEventListener('click', () => openChat(c));
     li.append(b); ul.append(li);
   }
+}
+
+// Why a message was withdrawn or a member flagged, as the node reports it
+// (the chat package's error texts), in plain words for clinicians. Keys
+// are matched anywhere in the reason; anything else gets a general line,
+// with the technical reason in the tooltip.
+const withdrawnWhy = [
+  ['sender was removed concurrently: op void', 'the sender had been removed from the group'],
+  ['sender sealed two ops under one message key: both void', "the sender's device sent conflicting versions of this message"],
+  ["sender's certificate is revoked and no member endorsed the op", "the sender's certificate was revoked"],
+];
+const flagWhy = [
+  ['sender sealed two ops under one message key: both void', 'their device sent conflicting versions of a message'],
+  ['welcome share did not open', 'their device sent this phone a group key that did not open'],
+];
+const plain = (why, table, other) => (table.find(([k]) => why.includes(k)) || [, other])[1];
+const withdrawnText = (why) => `Message withdrawn — ${plain(why, withdrawnWhy, 'it can no longer be verified')}`;
+
+// renderFlags: a warning naming each member this device caught
+// misbehaving in the open conversation.
+function renderFlags(c) {
+  const box = $('flags');
+  box.replaceChildren();
+  const flags = Object.entries(c?.flags || {});
+  for (const [p, why] of flags) {
+    const line = document.createElement('p');
+    line.textContent = `⚠ ${name(p) || 'A member'} — ${plain(why, flagWhy, 'their device behaved unexpectedly')}. Confirm anything important with them directly.`;
+    line.title = why;
+    box.append(line);
+  }
+  box.hidden = flags.length === 0;
 }
 
 const ticks = { queued: '🕓', held: '✓', delivered: '✓✓', read: '✓✓', acknowledged: '✅' };
@@ -76,6 +108,7 @@ async function renderChat() {
   const c = state.open;
   if (!c) return;
   const msgs = await api(`/api/v1/conversations/${c.id}/messages`);
+  renderFlags(state.conversations.find((x) => x.id === c.id) || c);
   const ol = $('messages');
   ol.replaceChildren();
   let day = '';
@@ -86,12 +119,23 @@ async function renderChat() {
     if (dstr !== day) { day = dstr; const li = document.createElement('li'); li.className = 'day'; li.textContent = dstr; ol.append(li); }
     const mine = state.me && m.sender === state.me.peer_id;
     const li = document.createElement('li');
+    if (m.withdrawn) {
+      // Shown before, void now: kept in place, without its content.
+      li.className = 'msg withdrawn' + (mine ? ' mine' : '');
+      if (!mine) { const w = document.createElement('div'); w.className = 'who'; w.textContent = name(m.sender); li.append(w); }
+      const notice = document.createElement('div'); notice.className = 'notice';
+      notice.textContent = withdrawnText(m.withdrawn); notice.title = m.withdrawn;
+      const meta = document.createElement('div'); meta.className = 'meta';
+      meta.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      li.append(notice, meta); ol.append(li);
+      continue;
+    }
     li.className = 'msg' + (mine ? ' mine' : '') + (m.urgent ? ' urgent' : '');
     if (!mine) { const w = document.createElement('div'); w.className = 'who'; w.textContent = name(m.sender); li.append(w); }
     if (m.reply_to) {
       const q = msgs.find((x) => x.id === m.reply_to);
       const quote = document.createElement('div'); quote.className = 'quote';
-      quote.textContent = q ? `${name(q.sender)}: ${q.deleted ? 'deleted message' : q.text}` : 'earlier message';
+      quote.textContent = q ? `${name(q.sender)}: ${q.withdrawn ? 'withdrawn message' : q.deleted ? 'deleted message' : q.text}` : 'earlier message';
       li.append(quote);
     }
     if (m.photo && !m.deleted) {
