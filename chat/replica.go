@@ -257,7 +257,8 @@ func (r *Replica) Receive(raw []byte) error {
 	// A known op has these exact bytes (its ID is their hash), already
 	// decoded and verified: duplicates are common in a mesh and cost
 	// neither a decode nor a signature.
-	if id := crdt.OpID(e2e.ID(raw)); r.dag.Has(id) || r.dag.Pending(id) {
+	id := crdt.OpID(e2e.ID(raw))
+	if r.dag.Has(id) || r.dag.Pending(id) {
 		return crdt.ErrDuplicate
 	}
 	e, err := e2e.Decode(raw)
@@ -270,7 +271,7 @@ func (r *Replica) Receive(raw []byte) error {
 	if !bytes.Equal(e.Tag, r.tag) {
 		return ErrWrongConversation
 	}
-	return r.ingest(e, raw)
+	return r.ingestID(e, raw, id)
 }
 
 // ReceiveVerified is Receive for an envelope the caller has already
@@ -284,7 +285,10 @@ func (r *Replica) ReceiveVerified(e *e2e.Envelope, raw []byte) error {
 }
 
 func (r *Replica) ingest(e *e2e.Envelope, raw []byte) error {
-	id := crdt.OpID(e2e.ID(raw))
+	return r.ingestID(e, raw, crdt.OpID(e2e.ID(raw)))
+}
+
+func (r *Replica) ingestID(e *e2e.Envelope, raw []byte, id crdt.OpID) error {
 	if r.decoded == nil {
 		r.decoded = map[crdt.OpID]*e2e.Envelope{}
 	}
