@@ -146,6 +146,16 @@ func adversarial(t *testing.T, seed uint64) {
 			var err error
 			out, err = honestStep(reps[i], rng, hs, x.ID)
 			if err != nil && !benign(err) && !errIs(err, ErrNoSuchMessage, ErrNotMember) {
+				if errIs(err, ErrBlind) {
+					for id, info := range reps[i].ops {
+						if info.env != nil && info.env.Kind == e2e.KindControl && info.p == nil {
+							wi := reps[i].ops[crdt.OpID(info.epoch)]
+							if wi != nil && wi.valid && containsID(wi.holders, reps[i].dev.ID) {
+								t.Logf("unreadable %s by %s in epoch by %s opened %v flags %v hasSend %v", id.String()[:8], w.names[info.sender], w.names[wi.sender], wi.opened, reps[i].flags, reps[i].send[info.epoch] != nil)
+							}
+						}
+					}
+				}
 				t.Fatalf("honest replica %d: %v", i, err)
 			}
 			// A removed hostile member never hears of its removal.
@@ -195,7 +205,7 @@ func adversarial(t *testing.T, seed uint64) {
 	for range 2 {
 		for _, r := range reps {
 			out, _, err := r.Send("settle", SendOptions{})
-			if err != nil && !errIs(err, ErrNotMember) {
+			if err != nil && !errIs(err, ErrNotMember, ErrBlind) {
 				t.Fatalf("settle: %v", err)
 			}
 			pool = append(pool, out...)

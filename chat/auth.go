@@ -96,8 +96,8 @@ func (r *Replica) membersOf(v *view) *membership {
 	m := &membership{members: map[peer.ID]bool{}, admins: map[peer.ID]bool{}, added: map[peer.ID]bool{}}
 	for id := range v.set {
 		info := r.ops[id]
-		if info.kind == kindWelcome && info.valid && !r.hasControl(info.epoch) {
-			m.opaque = true
+		if info.kind == kindWelcome && info.valid && !r.hasControl(info.epoch) && !containsID(info.holders, r.dev.ID) {
+			m.opaque = true // a new member, before history reaches it
 		}
 		switch info.kind {
 		case kindCreate:
@@ -240,7 +240,7 @@ func (r *Replica) admit(op crdt.Op, wanted bool) crdt.Admission {
 		return crdt.AdmitFull // a member at its causal point (if void, honest ops may depend on it)
 	}
 	err := fmt.Errorf("%w: op %s by %s", ErrRefused, op.ID.String()[:12], sender)
-	if wanted && r.stubs[sender] < maxStubs {
+	if wanted && r.stubs[sender] < maxStubs && r.nStubs < maxAllStubs {
 		r.refused = append(r.refused, err)
 		return crdt.AdmitStub
 	}
@@ -249,8 +249,12 @@ func (r *Replica) admit(op crdt.Op, wanted bool) crdt.Admission {
 	return crdt.Refuse
 }
 
-// maxStubs bounds the content-less nodes kept for one never-added sender.
-const maxStubs = 256
+// Bounds on the content-less nodes kept for refused ops: per sender, and
+// in all (fresh identities cost nothing to make).
+const (
+	maxStubs    = 256
+	maxAllStubs = 4096
+)
 
 // judge authorises a newly applied op (the incremental path: the result
 // is what a full refresh computes, since the op's past is fixed and the
@@ -268,6 +272,7 @@ func (r *Replica) judge(id crdt.OpID, info *opInfo) {
 		r.open(info)
 	}
 	r.extend(id, info)
+	r.noteBlind(info)
 	if info.kind == kindRemove || info.kind == kindLeave || info.kind == kindPromote {
 		r.rebuild, r.dirty = true, true // the effective removals may change, valid or not
 	}
@@ -649,6 +654,7 @@ func (r *Replica) refresh() {
 		r.kids, r.heads, r.cache, r.ancestors = nil, nil, nil, nil
 		r.effective, r.isEffective = map[peer.ID][]crdt.OpID{}, map[crdt.OpID]bool{}
 		order := r.dag.Order()
+		r.blind = false
 		r.pass(order)
 		for r.grow(order) {
 			r.pass(order)
@@ -692,5 +698,32 @@ func (r *Replica) pass(order []crdt.OpID) {
 		}
 		r.authorise(id, info)
 		r.extend(id, info)
+		r.noteBlind(info)
+	}
+}
+
+// stillBlind checks the blind flag against every op (it is set as ops are
+// judged; a key arriving later clears it here).
+func (r *Replica) stillBlind() bool {
+	r.blind = false
+	for _, info := range r.ops {
+		if r.noteBlind(info); r.blind {
+			return true
+		}
+	}
+	return false
+}
+
+// noteBlind records that this device cannot read a control op of an
+// authorised epoch sealed to it (its share did not open, its prekey was
+// gone): its
+// view of who is a member may be missing a change, so it must not send —
+// or seal a new epoch to the members it believes in — until it can.
+func (r *Replica) noteBlind(info *opInfo) {
+	if info.env == nil || info.env.Kind != e2e.KindControl || info.p != nil {
+		return
+	}
+	if w := r.ops[crdt.OpID(info.epoch)]; w != nil && w.valid && containsID(w.holders, r.dev.ID) && info.before.has(crdt.OpID(info.epoch)) && !r.hasControl(info.epoch) {
+		r.blind = true
 	}
 }

@@ -9,6 +9,7 @@ var (
 	ErrNotMember         = errors.New("this device is not a member")
 	ErrNoSuchMessage     = errors.New("no such message")
 	ErrNoKeys            = errors.New("no key epoch this device can send in")
+	ErrBlind             = errors.New("this device cannot read a membership change of the group yet (a key it was given did not open): it sends nothing until it can")
 	ErrInvalidPayload    = errors.New("invalid op payload")
 	ErrTooLarge          = errors.New("message too large")
 	// Why an op is refused or void (a message already shown is then

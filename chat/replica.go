@@ -3,6 +3,7 @@ package chat
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/hpke"
 	"crypto/rand"
 	"encoding/hex"
@@ -69,9 +70,11 @@ type opInfo struct {
 	gone   bool // retention deleted it
 	stub   bool // kept without its body: refused, but an op depends on it
 	shown  bool // a message this device showed: if it turns invalid, it is withdrawn
-	// welcome: who holds the epoch, and whether this device opened it
-	holders []peer.ID
-	opened  bool
+	// welcome: who holds the epoch, its control key's commitment, and
+	// whether this device opened it
+	holders   []peer.ID
+	ctlCommit []byte
+	opened    bool
 }
 
 // chainSlot is one (epoch, sender, index) of a content op: two ops in one
@@ -119,6 +122,8 @@ type Replica struct {
 	slots     map[chainSlot][]crdt.OpID // content ops by chain slot
 	equivocal map[crdt.OpID]bool
 	stubs     map[peer.ID]int // stubs kept per sender
+	nStubs    int
+	blind     bool // a control op of an authorised epoch is unreadable here (see noteBlind)
 	flags     map[peer.ID]string
 	root      e2e.EpochID                          // the root epoch: the welcome the create op follows
 	roots     []crdt.OpID                          // welcomes with no deps (the first by the creator is the root)
@@ -241,6 +246,9 @@ func (r *Replica) SetRevoked(revoked func(peer.ID) bool) {
 
 // MarkHeld records that another node (an anchor) acknowledged storing op.
 func (r *Replica) MarkHeld(op crdt.OpID, by peer.ID) {
+	if info := r.ops[op]; info == nil || info.sender != r.dev.ID {
+		return // only our own ops' storage is worth knowing, and only ops we hold
+	}
 	if r.held[op] == nil {
 		r.held[op] = map[peer.ID]bool{}
 	}
@@ -359,6 +367,7 @@ func (r *Replica) apply(op crdt.Op) error {
 		info.stub, info.raw = true, nil
 		info.view = info.before
 		r.stubs[info.sender]++
+		r.nStubs++
 		return nil
 	}
 	e, err := r.envelopeOf(op)
@@ -403,7 +412,7 @@ func (r *Replica) index(id crdt.OpID, info *opInfo) {
 			info.kind, info.reason = 0, err
 			return
 		}
-		info.holders = w.Holders()
+		info.holders, info.ctlCommit = w.Holders(), w.ControlCommit
 		if len(e.Deps) == 0 {
 			r.roots = append(r.roots, id)
 			if len(r.roots) > 1 {
@@ -530,7 +539,13 @@ func (r *Replica) open(info *opInfo) {
 		r.creator = peer.ID(keys.Creator)
 	}
 	r.installSecret(info.epoch, secret, info.holders)
-	given := map[e2e.EpochID]bool{}
+	// An epoch opened again (judged unauthorised, then authorised once
+	// more) must not restart our chain below an index we used.
+	for s, ids := range r.slots {
+		if s.epoch == info.epoch && s.sender == r.dev.ID && len(ids) > 0 {
+			r.send[info.epoch].SkipTo(s.index + 1)
+		}
+	}
 	for _, c := range keys.Control {
 		ep, err := e2e.EpochIDFromBytes(c.Epoch)
 		if err != nil || len(c.Key) != 32 {
@@ -538,22 +553,16 @@ func (r *Replica) open(info *opInfo) {
 		}
 		var key e2e.Secret
 		copy(key[:], c.Key)
-		// History names only epochs in the welcome's own past (no made-up
-		// epochs), one key each, and is bounded per epoch (the oldest
-		// candidate goes: a flood of welcomes cannot keep the real key
-		// out, and the real key is verified the moment it decrypts an op)
-		// and in all.
-		if _, known := r.control[ep]; known || given[ep] || !info.before.has(crdt.OpID(ep)) || containsKey(r.candidates[ep], key) ||
-			r.nCandidates >= maxAllCandidates {
+		// History is taken only for epochs whose welcome is in this one's
+		// past, and only if it matches that welcome's commitment to its
+		// control key: nobody plants a key of an epoch it did not make.
+		w := r.ops[crdt.OpID(ep)]
+		if _, known := r.control[ep]; known || w == nil || !info.before.has(crdt.OpID(ep)) {
 			continue
 		}
-		given[ep] = true
-		if len(r.candidates[ep]) >= maxCandidates {
-			r.candidates[ep] = r.candidates[ep][1:]
-			r.nCandidates--
+		if cc := e2e.ControlCommit(key); hmac.Equal(cc[:], w.ctlCommit) {
+			r.control[ep] = key
 		}
-		r.nCandidates++
-		r.candidates[ep] = append(r.candidates[ep], key)
 	}
 	r.rebuild, r.dirty = true, true // control ops we could not read may open now
 }

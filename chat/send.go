@@ -27,7 +27,13 @@ func (r *Replica) headView() *membership {
 // may be in use at its heads, the preferred one it holds keys of.
 func (r *Replica) current(m *membership) (e2e.EpochID, bool) {
 	for i := len(m.epochs) - 1; i >= 0; i-- {
-		if ep := e2e.EpochID(m.epochs[i]); r.send[ep] != nil {
+		w := m.epochs[i]
+		// Only an epoch no later one supersedes: never fall back to an
+		// older epoch because a newer one did not open here.
+		if slices.ContainsFunc(m.epochs, func(o crdt.OpID) bool { return o != w && r.ops[o].before.has(w) }) {
+			continue
+		}
+		if ep := e2e.EpochID(w); r.send[ep] != nil {
 			return ep, true
 		}
 	}
@@ -267,6 +273,9 @@ func (r *Replica) prepare() ([][]byte, error) {
 	m := r.headView()
 	if !m.members[r.dev.ID] {
 		return nil, ErrNotMember
+	}
+	if r.blind && r.stillBlind() {
+		return nil, ErrBlind
 	}
 	if _, ok := r.current(m); ok {
 		return nil, nil

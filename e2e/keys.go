@@ -73,6 +73,11 @@ func ChainKey(s Secret, sender peer.ID) Secret { return derive(s, "chain", []byt
 // members different secrets unnoticed.
 func Commit(s Secret) Secret { return derive(s, "commit", nil) }
 
+// ControlCommit is the public commitment to an epoch's control key a
+// welcome carries: a control key handed on as history is accepted only if
+// it matches the commitment of the welcome that started its epoch.
+func ControlCommit(control Secret) Secret { return derive(control, "control commit", nil) }
+
 // Tag is the opaque conversation tag (and topic name) of a conversation:
 // it binds the conversation ID and its creator, so only the creator's root
 // welcome can found it.

@@ -170,6 +170,10 @@ type Welcome struct {
 	Members [][]byte `cbor:"1,keyasint"`
 	Commit  []byte   `cbor:"2,keyasint"`
 	Seals   []Seal   `cbor:"3,keyasint"`
+	// ControlCommit commits to the epoch's control key (ControlCommit):
+	// a control key handed on as history later is checked against it, so
+	// nobody can plant a control key of an epoch it did not make.
+	ControlCommit []byte `cbor:"4,keyasint"`
 }
 
 // Holders returns the members as peer IDs.
@@ -251,8 +255,8 @@ func SealWelcome(e *Envelope, secret Secret, keys EpochKeys, members []peer.ID, 
 	if err != nil {
 		return err
 	}
-	c := Commit(secret)
-	w := Welcome{Members: canonMembers(members), Commit: c[:], Seals: make([]Seal, 0, len(to))}
+	c, cc := Commit(secret), ControlCommit(ControlKey(secret))
+	w := Welcome{Members: canonMembers(members), Commit: c[:], ControlCommit: cc[:], Seals: make([]Seal, 0, len(to))}
 	if len(w.Members) == 0 {
 		return fmt.Errorf("%w: a welcome without holders", ErrMalformed)
 	}
@@ -294,7 +298,7 @@ func DecodeWelcome(body []byte) (*Welcome, error) {
 	if err := detcbor.Unmarshal(body, &w, maxWelcome); err != nil {
 		return nil, fmt.Errorf("%w: welcome: %v", ErrMalformed, err)
 	}
-	if len(w.Commit) != 32 || len(w.Members) == 0 {
+	if len(w.Commit) != 32 || len(w.ControlCommit) != 32 || len(w.Members) == 0 {
 		return nil, fmt.Errorf("%w: welcome shape", ErrMalformed)
 	}
 	for i, m := range w.Members {
