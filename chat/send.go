@@ -65,11 +65,11 @@ func (r *Replica) controlEpoch(m *membership) (e2e.EpochID, bool) {
 // history is what a member gets with a welcome: the control keys of the
 // epochs it did not hold (all of them for a new member; for a member whose
 // removal turned out void, those made while it was out), so it can
-// authorise the whole DAG. Never message keys.
-func (r *Replica) history(m peer.ID) []e2e.ControlKeys {
+// authorise the whole DAG. Never message keys. held is holders by epoch.
+func (r *Replica) history(m peer.ID, held map[e2e.EpochID]map[peer.ID]bool) []e2e.ControlKeys {
 	var out []e2e.ControlKeys
 	for ep, k := range r.control {
-		if w := r.ops[crdt.OpID(ep)]; w != nil && containsID(w.holders, m) {
+		if held[ep][m] {
 			continue
 		}
 		out = append(out, e2e.ControlKeys{Epoch: slices.Clone(ep[:]), Key: slices.Clone(k[:])})
@@ -86,6 +86,16 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 	keys := e2e.EpochKeys{Conv: r.conv[:], Creator: []byte(r.creator)}
 	members = uniq(members)
 	slices.Sort(members)
+	held := make(map[e2e.EpochID]map[peer.ID]bool, len(r.control))
+	for ep := range r.control {
+		if w := r.ops[crdt.OpID(ep)]; w != nil {
+			set := make(map[peer.ID]bool, len(w.holders))
+			for _, h := range w.holders {
+				set[h] = true
+			}
+			held[ep] = set
+		}
+	}
 	var to []e2e.Recipient
 	for _, m := range members {
 		if m == r.dev.ID {
@@ -95,7 +105,7 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("seal welcome for %s: %w", m, err)
 		}
-		rc.Control = r.history(m)
+		rc.Control = r.history(m, held)
 		to = append(to, rc)
 	}
 	env := r.newEnvelope()
