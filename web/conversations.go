@@ -391,6 +391,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, chat.ErrNotAuthorised), errors.Is(err, chat.ErrNotMember):
 		return http.StatusForbidden
+	case errors.Is(err, chat.ErrBlind), errors.Is(err, chat.ErrNoKeys):
+		return http.StatusConflict // the device cannot send in this group yet
 	case errors.Is(err, chat.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, chat.ErrInvalidPayload):
