@@ -72,8 +72,9 @@
 //     time). A share that does not open, or opens to a secret other than
 //     the welcome's commitment, flags the issuer and makes this device
 //     rekey. History (control keys of epochs the recipient did not hold,
-//     never message keys) names only epochs in the welcome's own past, one
-//     key each; the keys are candidates, bounded, until one decrypts an op;
+//     never message keys) names only epochs in the welcome's own past, and
+//     a key is taken only if it matches the control-key commitment that
+//     epoch's welcome published;
 //   - a content op is decrypted, and its sender's chain moved, only if its
 //     sender may write in its epoch and it is neither void nor equivocal;
 //     chain state changes only once the body authenticates, skipped keys
@@ -87,6 +88,11 @@
 //     it needs it for causality, and never a dependency of ours. Ops waiting
 //     for dependencies are bounded in bytes and count, per sender and in
 //     all (crdt); anchors bound what they carry per sender (mesh).
+//
+// A member that cannot read a control op of an authorised epoch sealed to
+// it (its share did not open, its prekey was gone) may be missing a change
+// of who is a member: it sends nothing (ErrBlind) — no message, no new
+// epoch sealed to the members it believes in — until it can read it.
 //
 // A message this device showed that a later op voids (a removal that
 // turns out concurrent, equivocation, a revocation) is not removed

@@ -23,7 +23,9 @@
 //     and to the recipient, so a share lifted into another welcome, or a
 //     welcome whose holders were edited, does not open. The welcome also
 //     carries a commitment to the secret (Commit): a recipient given a
-//     secret other than the committed one gets ErrBadCommit.
+//     secret other than the committed one gets ErrBadCommit; and one to
+//     the epoch's control key (ControlCommit), against which a control key
+//     handed on later as history is checked.
 //   - From the epoch secret each member derives one chain key per member
 //     (the senders of that epoch) and the epoch's control key, then deletes
 //     the epoch secret. Message key i of a chain is HMAC(CK_i, 1); the chain
