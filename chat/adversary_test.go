@@ -146,16 +146,6 @@ func adversarial(t *testing.T, seed uint64) {
 			var err error
 			out, err = honestStep(reps[i], rng, hs, x.ID)
 			if err != nil && !benign(err) && !errIs(err, ErrNoSuchMessage, ErrNotMember) {
-				if errIs(err, ErrBlind) {
-					for id, info := range reps[i].ops {
-						if info.env != nil && info.env.Kind == e2e.KindControl && info.p == nil {
-							wi := reps[i].ops[crdt.OpID(info.epoch)]
-							if wi != nil && wi.valid && containsID(wi.holders, reps[i].dev.ID) {
-								t.Logf("unreadable %s by %s in epoch by %s opened %v flags %v hasSend %v", id.String()[:8], w.names[info.sender], w.names[wi.sender], wi.opened, reps[i].flags, reps[i].send[info.epoch] != nil)
-							}
-						}
-					}
-				}
 				t.Fatalf("honest replica %d: %v", i, err)
 			}
 			// A removed hostile member never hears of its removal.
@@ -259,36 +249,6 @@ func adversarial(t *testing.T, seed uint64) {
 			if len(got) == 0 || !knewRemoved(t, w, r0, id, h.r.dev.ID) {
 				continue
 			}
-			wi := r0.ops[crdt.OpID(info.epoch)]
-			var hn []string
-			for _, x := range wi.holders {
-				hn = append(hn, w.names[x])
-			}
-			t.Logf("op by %s kind %d, epoch by %s holders %v valid-at-r0 %v", w.names[info.sender], info.kind, w.names[wi.sender], hn, wi.valid)
-			for _, r := range reps {
-				if r.dev.ID == info.sender {
-					li := r.ops[id]
-					lw := r.ops[crdt.OpID(info.epoch)]
-					t.Logf("sender live: op valid %v; epoch valid %v; member h now %v; E[h] %v", li.valid, lw.valid, r.headView().members[h.r.dev.ID], len(r.effective[h.r.dev.ID]))
-					r.rebuild = true
-					t.Logf("after forced refresh: member h now %v; E[h] %v", r.headView().members[h.r.dev.ID], len(r.effective[h.r.dev.ID]))
-					fresh := Join(r.dev, w, r.tag, WithClock(w.clock))
-					for _, oid := range r.dag.Order() {
-						if raw, ok := r.Envelope(oid); ok {
-							fresh.Receive(raw)
-						}
-					}
-					t.Logf("fresh on the whole DAG: member h %v; E[h] %v; ops %d/%d", fresh.headView().members[h.r.dev.ID], len(fresh.effective[h.r.dev.ID]), len(fresh.ops), len(r.ops))
-					for oid, x := range r.ops {
-						y := fresh.ops[oid]
-						if y != nil && x.env != nil && x.env.Kind == e2e.KindControl && (x.p == nil) != (y.p == nil) {
-							_, k1 := r.control[x.epoch]
-							_, k2 := fresh.control[x.epoch]
-							t.Logf("  control op %s readable live %v fresh %v keys %v %v kind %d", oid.String()[:8], x.p != nil, y.p != nil, k1, k2, y.kind)
-						}
-					}
-				}
-			}
 			t.Fatalf("hostile %s reads %q written after its removal", w.names[h.r.dev.ID], got)
 		}
 	}
@@ -312,13 +272,6 @@ func adversarial(t *testing.T, seed uint64) {
 			t.Fatalf("restore: %v", err)
 		}
 		if !sameReadable(r, back) {
-			for id, x := range r.ops {
-				if y := back.ops[id]; y == nil || (x.env != nil && x.env.Kind == e2e.KindControl && (x.p == nil) != (y.p == nil)) {
-					_, hk := r.control[x.epoch]
-					_, bk := back.control[x.epoch]
-					t.Logf("restore reads differently %s: live %v restored %v (nil=%v) live key %v restored key %v cands %d/%d", id.String()[:8], x.p != nil, y != nil && y.p != nil, y == nil, hk, bk, len(r.candidates[x.epoch]), len(back.candidates[x.epoch]))
-				}
-			}
 			t.Logf("restored replica reads other control ops: not compared")
 			skipped.Add(1)
 			continue
@@ -490,101 +443,22 @@ func hostileStep(t *testing.T, rng *rand.Rand, h *hostile, hs []*hostile, honest
 	}
 }
 
-// explain logs how two replicas judge the ops they disagree on.
+// explain logs the ops two replicas judge differently and the messages
+// they show differently.
 func explain(t *testing.T, a, b *Replica) {
 	t.Helper()
-	ids := map[crdt.OpID]bool{}
-	for id := range a.ops {
-		ids[id] = true
-	}
-	for id := range b.ops {
-		ids[id] = true
-	}
-	for id := range ids {
-		x, y := a.ops[id], b.ops[id]
-		desc := func(i *opInfo) string {
-			if i == nil {
-				return "absent"
-			}
-			return fmt.Sprintf("kind %d valid %v stub %v p %v shown %v reason %v sender %s", i.kind, i.valid, i.stub, i.p != nil, i.shown, i.reason, i.sender.String()[len(i.sender.String())-4:])
+	desc := func(i *opInfo) string {
+		if i == nil {
+			return "absent"
 		}
-		if dx, dy := desc(x), desc(y); dx != dy && (x == nil || y == nil || x.valid || y.valid) {
-			t.Logf("op %s\n  a: %s\n  b: %s", id.String()[:8], dx, dy)
-			if x != nil && y != nil && x.env != nil && x.env.Kind != e2e.KindWelcome {
-				for _, r := range []*Replica{a, b} {
-					w := r.ops[crdt.OpID(x.epoch)]
-					if w == nil {
-						t.Logf("   epoch %s absent", x.epoch.String()[:8])
-						continue
-					}
-					_, serr := r.sealed(id, r.ops[id])
-					if r == b {
-						for mid := range y.before.set {
-							mx, my := a.ops[mid], b.ops[mid]
-							if mx.valid != my.valid || mx.kind != my.kind {
-								t.Logf("   in past: %s kind %d/%d valid %v/%v reason %v / %v", mid.String()[:8], mx.kind, my.kind, mx.valid, my.valid, mx.reason, my.reason)
-							}
-						}
-						t.Logf("   view sizes %d %d", len(x.before.set), len(y.before.set))
-					}
-					t.Logf("   sealed(basic): %v equivocal %v", serr, r.equivocal[id])
-					t.Logf("   epoch %s valid %v opened %v holder %v hasRecv %v member %v conv %v flags %v reason %v", x.epoch.String()[:8], w.valid, w.opened,
-						containsID(w.holders, r.dev.ID), r.recv.HasEpoch(x.epoch), r.headView().members[r.dev.ID], r.conv.IsZero(), r.flags, w.reason)
-				}
-			}
-		}
+		return fmt.Sprintf("kind %d valid %v stub %v read %v reason %v", i.kind, i.valid, i.stub, i.p != nil, i.reason)
 	}
-	for id, y := range b.ops {
-		x := a.ops[id]
-		if x == nil || y.env == nil || y.env.Kind != e2e.KindControl || y.kind != 0 || x.kind == 0 {
-			continue
-		}
-		_, hasKey := b.control[y.epoch]
-		w := b.ops[crdt.OpID(y.epoch)]
-		t.Logf("unreadable control op %s kind(a) %d: epoch %s welcome at b %v holder %v hasKey %v candidates %d opened %v valid %v",
-			id.String()[:8], x.kind, y.epoch.String()[:8], w != nil, w != nil && containsID(w.holders, b.dev.ID), hasKey, len(b.candidates[y.epoch]), w != nil && w.opened, w != nil && w.valid)
-	}
-	for _, r := range []*Replica{a, b} {
-		for p, rms := range r.effective {
-			for _, rm := range rms {
-				t.Logf("effective at %s: %s removes %s", r.dev.ID.String()[48:], rm.String()[:8], p.String()[48:])
-			}
-		}
-		for id, info := range r.ops {
-			if info.kind == kindRemove || info.kind == kindLeave || info.kind == kindPromote {
-				t.Logf("  cand at %s: %s kind %d by %s valid %v depth %d", r.dev.ID.String()[48:], id.String()[:8], info.kind, info.sender.String()[48:], info.valid, info.depth)
-			}
-		}
-	}
-	t.Logf("DAG sizes %d %d, ops %d %d", len(a.IDs()), len(b.IDs()), len(a.ops), len(b.ops))
-	a.rebuild, b.rebuild = true, true
-	a.refresh()
-	b.refresh()
-	t.Logf("after a fresh refresh, equal: %v", reflect.DeepEqual(canon(a.State()), canon(b.State())))
 	for id, x := range a.ops {
-		y := b.ops[id]
-		if x.kind != y.kind || (x.p == nil) != (y.p == nil) || len(x.before.set) != len(y.before.set) || x.depth != y.depth {
-			t.Logf("differs %s: kind %d/%d p %v/%v before %d/%d depth %d/%d", id.String()[:8], x.kind, y.kind, x.p != nil, y.p != nil, len(x.before.set), len(y.before.set), x.depth, y.depth)
-		}
-	}
-	for p, rms := range a.effective {
-		t.Logf("E at a: %s <- %d", p.String()[48:], len(rms))
-	}
-	for p, rms := range b.effective {
-		t.Logf("E at b: %s <- %d", p.String()[48:], len(rms))
-	}
-	for id := range a.ops {
-		if b.ops[id] == nil {
-			t.Logf("only at a: %s kind %d valid %v", id.String()[:8], a.ops[id].kind, a.ops[id].valid)
-		}
-	}
-	for id := range b.ops {
-		if a.ops[id] == nil {
-			t.Logf("only at b: %s kind %d valid %v", id.String()[:8], b.ops[id].kind, b.ops[id].valid)
+		if dx, dy := desc(x), desc(b.ops[id]); dx != dy {
+			t.Logf("op %s\n  a: %s\n  b: %s", id.String()[:8], dx, dy)
 		}
 	}
 	ca, cb := canon(a.State()), canon(b.State())
-	t.Logf("members %v %v admins %v %v", len(ca.Members), len(cb.Members), ca.Admins, cb.Admins)
 	for i := range max(len(ca.Messages), len(cb.Messages)) {
 		var ma, mb canonMsg
 		if i < len(ca.Messages) {
@@ -595,16 +469,6 @@ func explain(t *testing.T, a, b *Replica) {
 		}
 		if !reflect.DeepEqual(ma, mb) {
 			t.Logf("message %d:\n  a %+v\n  b %+v", i, ma, mb)
-			for _, r := range []*Replica{a, b} {
-				for id, info := range r.ops {
-					if info.p != nil && string(info.p.Target) == string(ma.ID[:]) {
-						t.Logf("  targeted by %s kind %d valid %v reason %v", id.String()[:8], info.kind, info.valid, info.reason)
-					}
-				}
-				if x := r.ops[ma.ID]; x != nil {
-					t.Logf("  the op: valid %v p %+v", x.valid, x.p)
-				}
-			}
 		}
 	}
 }

@@ -34,7 +34,6 @@ type membership struct {
 	created   bool
 	members   map[peer.ID]bool
 	admins    map[peer.ID]bool
-	added     map[peer.ID]bool // named by any add or create op (valid or not)
 	retention crdt.LWW[int64]
 	epochs    []crdt.OpID // welcomes that may be in use: see epochsOf
 	rank      map[peer.ID]seniority
@@ -93,19 +92,11 @@ func (r *Replica) membersOf(v *view) *membership {
 		return v.m
 	}
 	adds, removes, grants := map[peer.ID][]crdt.OpID{}, map[peer.ID][]crdt.OpID{}, map[peer.ID][]crdt.OpID{}
-	m := &membership{members: map[peer.ID]bool{}, admins: map[peer.ID]bool{}, added: map[peer.ID]bool{}}
+	m := &membership{members: map[peer.ID]bool{}, admins: map[peer.ID]bool{}}
 	for id := range v.set {
 		info := r.ops[id]
 		if info.kind == kindWelcome && info.valid && !r.hasControl(info.epoch) && !containsID(info.holders, r.dev.ID) {
 			m.opaque = true // a new member, before history reaches it
-		}
-		switch info.kind {
-		case kindCreate:
-			for _, mb := range info.p.Members {
-				m.added[peer.ID(mb)] = true
-			}
-		case kindAdd:
-			m.added[peer.ID(info.p.Member)] = true
 		}
 		if !info.valid {
 			continue
@@ -196,10 +187,8 @@ func (r *Replica) epochsOf(v *view, m *membership) []crdt.OpID {
 	return out
 }
 
-// hasControl reports whether this device holds a verified control key of
-// epoch (from the welcome itself, or a history candidate that decrypted an
-// op): unverified candidates do not count, so a welcome full of made-up
-// history cannot make a new member stop opening its real one.
+// hasControl reports whether this device holds the control key of epoch
+// (from opening its welcome, or as history matching its commitment).
 func (r *Replica) hasControl(epoch e2e.EpochID) bool {
 	_, ok := r.control[epoch]
 	return ok
@@ -218,12 +207,13 @@ func sameSet(a []peer.ID, b map[peer.ID]bool) bool {
 }
 
 // admit decides, when an op's dependencies are all present, whether it
-// enters the DAG: an op by a device that is not a member at its causal
-// point (never added, or removed in its past) (and not the creator's root welcome) is refused — its body is
-// never stored, its keys never derived — unless an op waiting for it needs
-// it for causality, when it is kept as a content-less node (at most
-// maxStubs per sender). A device that cannot yet read the membership its
-// past holds (a member that has not opened its welcome) admits everything.
+// enters the DAG: an op by a device other than the creator that is not a
+// member at its causal point (never added, or removed in its past) is
+// refused — its body is never stored, its keys never derived — unless an
+// op waiting for it needs it for causality, when it is kept as a
+// content-less node (bounded per sender and in all). A device that cannot
+// yet read the membership its past holds (a new member before its
+// history) admits everything.
 func (r *Replica) admit(op crdt.Op, wanted bool) crdt.Admission {
 	if r.dirty {
 		r.refresh()
@@ -354,7 +344,7 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		// was deleted never depends on which epochs a device held, nor on
 		// later removals — its plaintext is destroyed at once.
 		t := r.target(info.p.Target)
-		if info.epoch != r.root || t == nil || t.env == nil || t.env.Kind != e2e.KindContent || t.sender != info.sender ||
+		if info.epoch != e2e.EpochID(r.firstRoot()) || t == nil || t.env == nil || t.env.Kind != e2e.KindContent || t.sender != info.sender ||
 			(t.kind != kindText && t.kind != kindPhoto) || !r.inPast(crdt.OpID(info.p.Target), id) {
 			return denied("delete of another's message, or of one not in its past")
 		}
@@ -365,7 +355,6 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 	}
 	switch k := info.kind; k {
 	case kindCreate: // sealed checked it
-		r.root = info.epoch // the first root: sealed requires its welcome valid
 	case 0:
 		return false, nil // not readable here (yet)
 	case kindAdd, kindRemove, kindPromote:

@@ -45,8 +45,7 @@ type keysRecord struct {
 	Conv       []byte             `cbor:"2,keyasint"`
 	Creator    []byte             `cbor:"3,keyasint"`
 	Tag        []byte             `cbor:"4,keyasint"`
-	Control    []e2e.ControlKeys  `cbor:"5,keyasint"` // verified
-	Candidates []e2e.ControlKeys  `cbor:"6,keyasint"` // unverified, from history
+	Control    []e2e.ControlKeys  `cbor:"5,keyasint"`
 	Send       []sendRecord       `cbor:"7,keyasint"`
 	Recv       []byte             `cbor:"8,keyasint"`
 	Superseded []supersededRecord `cbor:"9,keyasint"`
@@ -65,11 +64,6 @@ func (r *Replica) Keys() ([]byte, error) {
 	for ep, key := range r.control {
 		k.Control = append(k.Control, e2e.ControlKeys{Epoch: slices.Clone(ep[:]), Key: slices.Clone(key[:])})
 	}
-	for ep, keys := range r.candidates {
-		for _, key := range keys {
-			k.Candidates = append(k.Candidates, e2e.ControlKeys{Epoch: slices.Clone(ep[:]), Key: slices.Clone(key[:])})
-		}
-	}
 	byEpochKey := func(a, b e2e.ControlKeys) int {
 		if c := bytes.Compare(a.Epoch, b.Epoch); c != 0 {
 			return c
@@ -77,7 +71,6 @@ func (r *Replica) Keys() ([]byte, error) {
 		return bytes.Compare(a.Key, b.Key)
 	}
 	slices.SortFunc(k.Control, byEpochKey)
-	slices.SortFunc(k.Candidates, byEpochKey)
 	for ep, c := range r.send {
 		k.Send = append(k.Send, sendRecord{Epoch: slices.Clone(ep[:]), CK: slices.Clone(c.CK[:]), Index: c.Index})
 	}
@@ -124,15 +117,6 @@ func (r *Replica) decodeKeys(b []byte) error {
 			return fmt.Errorf("control key")
 		}
 		r.control[ep] = key
-	}
-	for _, c := range k.Candidates {
-		ep, err := e2e.EpochIDFromBytes(c.Epoch)
-		key, ok := secretOf(c.Key)
-		if err != nil || !ok || len(r.candidates[ep]) >= maxCandidates || r.nCandidates >= maxAllCandidates {
-			return fmt.Errorf("candidate control key")
-		}
-		r.candidates[ep] = append(r.candidates[ep], key)
-		r.nCandidates++
 	}
 	for _, s := range k.Send {
 		ep, err := e2e.EpochIDFromBytes(s.Epoch)

@@ -187,7 +187,7 @@ func TestStubFloodByFreshIdentities(t *testing.T) {
 		}
 		env := e2e.New(ra.Tag(), d.ID, dd)
 		env.Wall = w.now.UnixMilli()
-		env.Kind, env.Epoch, env.Index, env.Body = e2e.KindContent, ra.root[:], i, make([]byte, 64)
+		env.Kind, env.Epoch, env.Index, env.Body = e2e.KindContent, func() []byte { e := e2e.EpochID(ra.firstRoot()); return e[:] }(), i, make([]byte, 64)
 		if err := env.Sign(d.Key); err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +233,7 @@ func TestSelfVerifiedCandidateLocksOutNewMember(t *testing.T) {
 	alice, bob, mal, carol := w.device("alice"), w.device("bob"), w.device("mallory"), w.device("carol")
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
-	root := rm.root
+	root := e2e.EpochID(rm.firstRoot())
 	rmv, _ := ok(ra.Remove(mal.ID))
 	deliver(t, rmv, rb)
 	w.now = w.now.Add(time.Minute)

@@ -195,7 +195,7 @@ func TestCandidatePoisoningLocksOutNewMember(t *testing.T) {
 	alice, bob, mal, carol := w.device("alice"), w.device("bob"), w.device("mallory"), w.device("carol")
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
-	root := rm.root
+	root := e2e.EpochID(rm.firstRoot())
 	rmv, _ := ok(ra.Remove(mal.ID))
 	deliver(t, rmv, rb)
 	add, _ := ok(ra.Add(carol.ID))
@@ -206,7 +206,7 @@ func TestCandidatePoisoningLocksOutNewMember(t *testing.T) {
 	var hist []e2e.ControlKeys
 	for _, id := range ra.dag.IDs() {
 		if info := ra.ops[id]; info != nil && info.kind == kindWelcome {
-			for i := range maxCandidates {
+			for i := range 4 {
 				hist = append(hist, e2e.ControlKeys{Epoch: slices.Clone(id[:]), Key: bytes.Repeat([]byte{byte(i + 1)}, 32)})
 			}
 		}
@@ -297,7 +297,7 @@ func TestDeleteBeforeTargetDiverges(t *testing.T) {
 	ok := must[crdt.OpID](t)
 	heads := rm.dag.Heads()
 	msg, id := ok(rm.Send("allergic to penicillin", SendOptions{}))
-	del := craft(t, rm, heads, w.now.UnixMilli(), 5, &payload{Kind: kindDelete, Target: id[:]}, rm.root)
+	del := craft(t, rm, heads, w.now.UnixMilli(), 5, &payload{Kind: kindDelete, Target: id[:]}, e2e.EpochID(rm.firstRoot()))
 	deliver(t, slices.Concat(msg, [][]byte{del}), ra)
 	deliver(t, slices.Concat([][]byte{del}, msg), rb)
 	ta, tb := texts(ra.State()), texts(rb.State())
@@ -357,7 +357,7 @@ func TestRemovedMemberStillStored(t *testing.T) {
 	rmv, _ := ok(ra.Remove(mal.ID))
 	deliver(t, slices.Concat(w.history(ra)), rm) // mal knows it was removed
 	deliver(t, rmv, rb)
-	old := rm.root
+	old := e2e.EpochID(rm.firstRoot())
 	junk := bytes.Repeat([]byte("x"), 512<<10)
 	var flood [][]byte
 	for i := range 8 {
@@ -424,12 +424,12 @@ func TestPendingCountFloodEvictsOthers(t *testing.T) {
 		d.Add(op, t0)
 	}
 	if !d.Pending(honest.ID) {
-		t.Fatalf("honest op evicted by another author's %d bytes", d.PendingBytes())
+		t.Fatalf("honest op evicted by another author's flood (%d ops pending)", d.PendingLen())
 	}
 }
 
 // ---------------------------------------------------------------------------
-// Finding 9: Replica.root — the epoch deletes must be sealed in — is set by
+// Finding 9: the root epoch — the one deletes are sealed in — was set by
 // whichever create op was judged last on this device. A creator may publish
 // a second root welcome and create op at any time (both are valid: the
 // second create has no create in its past). Replicas that judged the

@@ -98,22 +98,19 @@ type Replica struct {
 	clock *crdt.Clock
 	recv  *e2e.RecvChains
 	send  map[e2e.EpochID]*e2e.SendChain
-	// control keys: the one of each epoch this device opened or saw
-	// decrypt an op (trusted: handed on as history), and unverified ones
-	// from other welcomes' history, tried until one authenticates.
-	control     map[e2e.EpochID]e2e.Secret
-	candidates  map[e2e.EpochID][]e2e.Secret
-	nCandidates int
-	superseded  map[e2e.EpochID]time.Time // when an epoch we hold stopped being in use
-	dropped     map[e2e.EpochID]bool      // epochs whose keys expired: never opened again
-	ops         map[crdt.OpID]*opInfo
-	revoked     func(peer.ID) bool
-	held        map[crdt.OpID]map[peer.ID]bool
-	plain       Plaintexts
-	openErr     error       // from WithStore
-	fresh       []crdt.OpID // messages from others applied since Fresh was last called
-	plainErr    error       // a plaintext could not be persisted while applying
-	restoring   bool        // Restore is replaying persisted ops
+	// control keys: of each epoch this device opened, and those handed on
+	// as history that matched their welcome's control-key commitment.
+	control    map[e2e.EpochID]e2e.Secret
+	superseded map[e2e.EpochID]time.Time // when an epoch we hold stopped being in use
+	dropped    map[e2e.EpochID]bool      // epochs whose keys expired: never opened again
+	ops        map[crdt.OpID]*opInfo
+	revoked    func(peer.ID) bool
+	held       map[crdt.OpID]map[peer.ID]bool
+	plain      Plaintexts
+	openErr    error       // from WithStore
+	fresh      []crdt.OpID // messages from others applied since Fresh was last called
+	plainErr   error       // a plaintext could not be persisted while applying
+	restoring  bool        // Restore is replaying persisted ops
 
 	// Authorisation state (auth.go).
 	gen       uint64                    // bumped on every rebuild: membership caches
@@ -125,9 +122,8 @@ type Replica struct {
 	nStubs    int
 	blind     bool // a control op of an authorised epoch is unreadable here (see noteBlind)
 	flags     map[peer.ID]string
-	root      e2e.EpochID                          // the root epoch: the welcome the create op follows
 	roots     []crdt.OpID                          // welcomes with no deps (the first by the creator is the root)
-	deleted   map[crdt.OpID]bool                   // targets of deletes its author authorised (pass 1)
+	deleted   map[crdt.OpID]bool                   // targets of deletes their author authorised
 	ancestors map[crdt.OpID]map[crdt.OpID]struct{} // of effective removals, per rebuild
 
 	isEffective map[crdt.OpID]bool
@@ -160,7 +156,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 	r := &Replica{
 		dev: dev, dir: dir, now: time.Now, recv: e2e.NewRecvChains(),
 		send: map[e2e.EpochID]*e2e.SendChain{}, control: map[e2e.EpochID]e2e.Secret{},
-		candidates: map[e2e.EpochID][]e2e.Secret{}, superseded: map[e2e.EpochID]time.Time{}, dropped: map[e2e.EpochID]bool{},
+		superseded: map[e2e.EpochID]time.Time{}, dropped: map[e2e.EpochID]bool{},
 		ops: map[crdt.OpID]*opInfo{}, held: map[crdt.OpID]map[peer.ID]bool{},
 		empty:     &view{set: map[crdt.OpID]struct{}{}},
 		effective: map[peer.ID][]crdt.OpID{}, slots: map[chainSlot][]crdt.OpID{},
@@ -432,8 +428,7 @@ func (r *Replica) index(id crdt.OpID, info *opInfo) {
 	}
 }
 
-// decryptControl opens a control op with the control key of its epoch,
-// or an unverified candidate — the one that authenticates is kept.
+// decryptControl opens a control op with the control key of its epoch.
 func (r *Replica) decryptControl(info *opInfo) {
 	if info.p != nil || info.env == nil || info.env.Kind != e2e.KindControl {
 		return
@@ -446,15 +441,6 @@ func (r *Replica) decryptControl(info *opInfo) {
 		}
 		r.setPayload(info, pt, true)
 		return
-	}
-	for _, key := range r.candidates[info.epoch] {
-		if pt, err := e2e.OpenControl(info.env, key); err == nil {
-			r.control[info.epoch] = key
-			r.nCandidates -= len(r.candidates[info.epoch])
-			delete(r.candidates, info.epoch)
-			r.setPayload(info, pt, true)
-			return
-		}
 	}
 }
 
@@ -583,29 +569,12 @@ func (r *Replica) unopen(info *opInfo) {
 	info.opened = false
 }
 
-// Bounds on the unverified control keys kept: per epoch, and in all.
-const (
-	maxCandidates    = 32
-	maxAllCandidates = 16384
-)
-
-func containsKey(keys []e2e.Secret, k e2e.Secret) bool {
-	for _, x := range keys {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
-
 // installSecret derives an epoch's chains and control key; the caller
 // then forgets the secret.
 func (r *Replica) installSecret(epoch e2e.EpochID, s e2e.Secret, holders []peer.ID) {
 	r.recv.Install(epoch, s, holders)
 	r.send[epoch] = &e2e.SendChain{Epoch: epoch, CK: e2e.ChainKey(s, r.dev.ID)}
 	r.control[epoch] = e2e.ControlKey(s)
-	r.nCandidates -= len(r.candidates[epoch])
-	delete(r.candidates, epoch)
 	clear(s[:])
 }
 

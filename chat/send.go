@@ -255,7 +255,8 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 			ep = e2e.EpochID(heads[0])
 		}
 	case p.Kind == kindDelete:
-		ep, ok = r.root, !r.root.IsZero() && r.control[r.root] != (e2e.Secret{})
+		ep = e2e.EpochID(r.firstRoot())
+		ok = !ep.IsZero() && r.hasControl(ep)
 	case isControl(p.Kind):
 		ep, ok = r.controlEpoch(m)
 	default:
