@@ -82,7 +82,7 @@ func adversarial(t *testing.T, seed uint64) {
 		return []Option{WithClock(w.clock), WithStore(p.store), WithPlaintexts(p.plain)}, p
 	}
 	o, p := opts()
-	r0, pool, err := Create(honest[0], w, "adversarial", ids, o...)
+	r0, pool, err := splitCreate(Create(honest[0], w, "adversarial", ids, o...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func adversarial(t *testing.T, seed uint64) {
 		give(r, pool)
 	}
 	promote := func(d *Device) {
-		out, _, err := r0.Promote(d.ID)
+		out, _, err := split(r0.Promote(d.ID))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func adversarial(t *testing.T, seed uint64) {
 	// next rekey, the control keys of the epochs made while it was out.
 	for range 2 {
 		for _, r := range reps {
-			out, _, err := r.Send("settle", SendOptions{})
+			out, _, err := split(r.Send("settle", SendOptions{}))
 			if err != nil && !errIs(err, ErrNotMember, ErrBlind) {
 				t.Fatalf("settle: %v", err)
 			}
@@ -359,16 +359,16 @@ func honestStep(r *Replica, rng *rand.Rand, hs []*hostile, x peer.ID) ([][]byte,
 	if m.admins[r.dev.ID] && rng.IntN(6) == 0 {
 		h := hs[rng.IntN(len(hs))]
 		if m.members[h.r.dev.ID] && !h.removed {
-			out, _, err := r.Remove(h.r.dev.ID)
+			out, _, err := split(r.Remove(h.r.dev.ID))
 			return out, err
 		}
 	}
 	if m.admins[r.dev.ID] && rng.IntN(8) == 0 {
 		if m.members[x] {
-			out, _, err := r.Remove(x)
+			out, _, err := split(r.Remove(x))
 			return out, err
 		}
-		out, _, err := r.Add(x)
+		out, _, err := split(r.Add(x))
 		return out, err
 	}
 	return randomOp(r, rng, x, x)
@@ -389,7 +389,7 @@ func hostileStep(t *testing.T, rng *rand.Rand, h *hostile, hs []*hostile, honest
 	switch rng.IntN(8) {
 	case 0: // backdate or run ahead
 		h.offset = time.Duration(rng.IntN(4*60)-3*60) * time.Minute
-		out, _, _ := r.Send("hostile, clock moved", SendOptions{})
+		out, _, _ := split(r.Send("hostile, clock moved", SendOptions{}))
 		return out
 	case 1: // a welcome with any holder list
 		if r.conv.IsZero() {
@@ -430,11 +430,11 @@ func hostileStep(t *testing.T, rng *rand.Rand, h *hostile, hs []*hostile, honest
 		var out [][]byte
 		switch rng.IntN(3) {
 		case 0:
-			out, _, _ = r.Remove(victim)
+			out, _, _ = split(r.Remove(victim))
 		case 1:
-			out, _, _ = r.Add(other)
+			out, _, _ = split(r.Add(other))
 		default:
-			out, _, _ = r.Promote(other)
+			out, _, _ = split(r.Promote(other))
 		}
 		return out
 	default:

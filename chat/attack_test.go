@@ -108,7 +108,7 @@ func TestRemovedMemberTakesOverEpoch(t *testing.T) {
 	ra, rb, rc, rm := unpack4(w.group("t", alice, bob, carol, mal))
 	ok := must[crdt.OpID](t)
 	w.now = w.now.Add(time.Minute)
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, rmv, rb, rc)
 	w.now = w.now.Add(time.Minute)
 	forged := forgeWelcome(t, rm, []peer.ID{alice.ID, bob.ID, carol.ID}, -time.Hour) // stamped an hour later
@@ -117,7 +117,7 @@ func TestRemovedMemberTakesOverEpoch(t *testing.T) {
 	}
 	var after [][]byte
 	for i, r := range []*Replica{ra, rb, rc} {
-		out, _ := ok(r.Send("after the removal "+string(rune('a'+i)), SendOptions{}))
+		out, _ := ok(split(r.Send("after the removal "+string(rune('a'+i)), SendOptions{})))
 		after = append(after, out...)
 	}
 	deliver(t, after, ra, rb, rc)
@@ -145,11 +145,11 @@ func TestEpochPoisoning(t *testing.T) {
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
 	poison := forgeWelcome(t, rm, []peer.ID{bob.ID, mal.ID}, 0) // before its removal reaches it
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, [][]byte{poison}, rb) // bob sees the poison first
 	deliver(t, rmv, rb)
 	deliver(t, [][]byte{poison}, ra)
-	out, _ := ok(rb.Send("bob, after the removal", SendOptions{}))
+	out, _ := ok(split(rb.Send("bob, after the removal", SendOptions{})))
 	deliver(t, out, ra)
 	if got := texts(ra.State()); !slices.Equal(got, []string{"bob, after the removal"}) {
 		t.Fatalf("alice reads %q", got)
@@ -171,16 +171,16 @@ func TestRemovedAdminBackdating(t *testing.T) {
 	alice, bob, xav := w.device("alice"), w.device("bob"), w.device("xavier")
 	ra, rb, rx := unpack3(w.group("t", alice, bob, xav))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(xav.ID))
+	p, _ := ok(split(ra.Promote(xav.ID)))
 	deliver(t, p, rb, rx)
 	base := w.history(ra)
-	rmv, _ := ok(ra.Remove(xav.ID))
+	rmv, _ := ok(split(ra.Remove(xav.ID)))
 	rx.clock = crdt.NewClock(func() time.Time { return w.now.Add(-24 * time.Hour) })
-	if _, _, err := rx.Remove(alice.ID); !errors.Is(err, ErrNotAuthorised) {
+	if _, _, err := split(rx.Remove(alice.ID)); !errors.Is(err, ErrNotAuthorised) {
 		t.Fatalf("a junior admin removing the creator: %v", err)
 	}
 	coup := forge(t, rx, &payload{Kind: kindRemove, Member: []byte(alice.ID)})
-	post, _ := ok(rx.Send("still here", SendOptions{}))
+	post, _ := ok(split(rx.Send("still here", SendOptions{})))
 	for _, order := range [][][]byte{slices.Concat(rmv, coup, post), slices.Concat(coup, post, rmv)} {
 		r := w.join(bob, ra.Tag())
 		deliver(t, slices.Concat(base, order), r)
@@ -225,9 +225,9 @@ func TestTwoAdminsRemoveEachOther(t *testing.T) {
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
 	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(bob.ID))
+	p, _ := ok(split(ra.Promote(bob.ID)))
 	deliver(t, p, rb, rc)
-	r1, _ := ok(ra.Remove(bob.ID))
+	r1, _ := ok(split(ra.Remove(bob.ID)))
 	r2 := forge(t, rb, &payload{Kind: kindRemove, Member: []byte(alice.ID)}) // refused locally: bob is junior
 	deliver(t, slices.Concat(r2, r1), rc)
 	deliver(t, r2, ra)
@@ -291,7 +291,7 @@ func TestKeyStateBomb(t *testing.T) {
 		bombs = append(bombs, sealRaw(t, rm, old, nil, "", e2e.MaxSkip-uint32(i)))
 		bombs = append(bombs, sealRaw(t, rb, old, nil, "", 1<<31+uint32(i)))
 	}
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, rmv, rb)
 	for _, b := range bombs {
 		ra.Receive(b)
@@ -303,7 +303,7 @@ func TestKeyStateBomb(t *testing.T) {
 	if err != nil || len(keys) > 64<<10 {
 		t.Fatalf("key state %d bytes: %v", len(keys), err)
 	}
-	out, _ := ok(rb.Send("still works", SendOptions{}))
+	out, _ := ok(split(rb.Send("still works", SendOptions{})))
 	deliver(t, out, ra)
 	if got := texts(ra.State()); !slices.Equal(got, []string{"still works"}) {
 		t.Fatalf("alice reads %q", got)
@@ -341,7 +341,7 @@ func TestNonMemberOpsRefused(t *testing.T) {
 	if _, served := ra.Envelope(idOf(e1)); served {
 		t.Fatal("a stub's body is served")
 	}
-	out, _ := must[crdt.OpID](t)(ra.Send("fine", SendOptions{}))
+	out, _ := must[crdt.OpID](t)(split(ra.Send("fine", SendOptions{})))
 	deliver(t, out, rb)
 	if got := texts(rb.State()); !slices.Equal(got, []string{"fine"}) {
 		t.Fatalf("bob reads %q", got)
@@ -355,11 +355,11 @@ func TestUnreactRemovesOnlyOwnObserved(t *testing.T) {
 	alice, bob, mal := w.device("alice"), w.device("bob"), w.device("mallory")
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
-	msg, id := ok(ra.Send("x", SendOptions{}))
+	msg, id := ok(split(ra.Send("x", SendOptions{})))
 	deliver(t, msg, rb, rm)
-	react, rid := ok(rb.React(id, "👍"))
+	react, rid := ok(split(rb.React(id, "👍")))
 	deliver(t, react, ra)
-	un, _ := ok(rm.do(&payload{Kind: kindUnreact, Target: id[:], Text: "👍", Tags: [][]byte{rid[:]}}))
+	un, _ := ok(split(rm.do(&payload{Kind: kindUnreact, Target: id[:], Text: "👍", Tags: [][]byte{rid[:]}})))
 	deliver(t, slices.Concat(un, react), rm)
 	deliver(t, un, ra)
 	for _, r := range []*Replica{ra, rm} {
@@ -376,10 +376,10 @@ func TestClockEarlierThanDeps(t *testing.T) {
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, rb := unpack2(w.group("t", alice, bob))
 	ok := must[crdt.OpID](t)
-	q, _ := ok(ra.Send("question", SendOptions{}))
+	q, _ := ok(split(ra.Send("question", SendOptions{})))
 	deliver(t, q, rb)
 	rb.clock = crdt.NewClock(func() time.Time { return w.now.Add(-time.Hour) })
-	a, _ := ok(rb.Send("answer", SendOptions{}))
+	a, _ := ok(split(rb.Send("answer", SendOptions{})))
 	deliver(t, a, ra)
 	st := ra.State()
 	if !slices.Equal(texts(st), []string{"question", "answer"}) || !st.Messages[1].Skewed ||
@@ -394,7 +394,7 @@ func TestContentKindWelcomeNumber(t *testing.T) {
 	w := newWorld(t)
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, rb := unpack2(w.group("t", alice, bob))
-	if _, _, err := rb.do(&payload{Kind: kindWelcome}); !errors.Is(err, ErrInvalidPayload) {
+	if _, _, err := split(rb.do(&payload{Kind: kindWelcome})); !errors.Is(err, ErrInvalidPayload) {
 		t.Fatalf("sent: %v", err)
 	}
 	ep, _ := rb.current(rb.headView())
@@ -417,7 +417,7 @@ func TestRestoreNeverReusesIndex(t *testing.T) {
 	w := newWorld(t)
 	alice, bob := w.device("alice"), w.device("bob")
 	store, plain := crdt.NewMemStore(), mapPlain{}
-	ra, envs, err := Create(alice, w, "t", []peer.ID{bob.ID}, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+	ra, envs, err := splitCreate(Create(alice, w, "t", []peer.ID{bob.ID}, WithClock(w.clock), WithStore(store), WithPlaintexts(plain)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,14 +426,14 @@ func TestRestoreNeverReusesIndex(t *testing.T) {
 	ok := must[crdt.OpID](t)
 	var sent [][]byte
 	for _, s := range []string{"one", "two", "three"} {
-		out, _ := ok(ra.Send(s, SendOptions{}))
+		out, _ := ok(split(ra.Send(s, SendOptions{})))
 		sent = append(sent, out...)
 	}
 	back, err := Restore(alice, w, stale, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _ := ok(back.Send("four", SendOptions{}))
+	out, _ := ok(split(back.Send("four", SendOptions{})))
 	deliver(t, slices.Concat(envs, sent, out), rb)
 	if got := texts(rb.State()); !slices.Equal(got, []string{"one", "two", "three", "four"}) {
 		t.Fatalf("bob reads %q", got)

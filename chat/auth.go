@@ -600,18 +600,26 @@ func (r *Replica) standing(id crdt.OpID) bool {
 }
 
 func (r *Replica) endorsed(id crdt.OpID) bool {
-	// Walk descendants looking for an unrevoked author.
-	seen := map[crdt.OpID]bool{}
-	stack := []crdt.OpID{id}
+	return Endorsed(id, r.children, func(c crdt.OpID) bool { return r.revoked(r.ops[c].sender) })
+}
+
+// Endorsed is the revoked-sender rule on a DAG given by each op's
+// children (its direct dependants): an op of a revoked author stands only
+// if an op of an unrevoked author depends on it, directly or through
+// other ops. Replicas apply it to their DAG; simulations apply the same
+// function to theirs.
+func Endorsed[ID comparable](id ID, children func(ID) []ID, revoked func(ID) bool) bool {
+	seen := map[ID]bool{}
+	stack := []ID{id}
 	for len(stack) > 0 {
 		cur := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		for _, c := range r.children(cur) {
+		for _, c := range children(cur) {
 			if seen[c] {
 				continue
 			}
 			seen[c] = true
-			if !r.revoked(r.ops[c].sender) {
+			if !revoked(c) {
 				return true
 			}
 			stack = append(stack, c)

@@ -23,7 +23,7 @@ func BenchmarkIngest(b *testing.B) {
 	deliver(b, envs, rb)
 	msgs := make([][]byte, 0, b.N)
 	for range b.N {
-		out, _, err := ra.Send(kib, SendOptions{})
+		out, _, err := split(ra.Send(kib, SendOptions{}))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func BenchmarkCreate(b *testing.B) {
 	raw := baseline.Send(2000)
 	b.ResetTimer()
 	for range b.N {
-		if _, _, err := ra.Send(kib, SendOptions{}); err != nil {
+		if _, _, err := split(ra.Send(kib, SendOptions{})); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -68,7 +68,7 @@ func BenchmarkMaterialise100k(b *testing.B) {
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, _ := w.create(alice, "bench", bob)
 	for i := range 100_000 {
-		if _, _, err := ra.Send(fmt.Sprint("message ", i), SendOptions{}); err != nil {
+		if _, _, err := split(ra.Send(fmt.Sprint("message ", i), SendOptions{})); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -118,7 +118,7 @@ func BenchmarkAuthorise(b *testing.B) {
 		ra, _ := w.create(alice, "big", w.devicesExcept(alice)...)
 		var msgs []crdt.OpID
 		for i := range 2000 {
-			_, id, err := ra.Send(fmt.Sprint("message ", i), SendOptions{})
+			_, id, err := split(ra.Send(fmt.Sprint("message ", i), SendOptions{}))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -16,10 +16,10 @@ func TestConversationBasics(t *testing.T) {
 	ra, rb, rc := unpack3(w.group("Ward 7 handover", alice, bob, carol))
 	ok := must[crdt.OpID](t)
 
-	e1, m1 := ok(ra.Send("bed 4 needs review", SendOptions{}))
+	e1, m1 := ok(split(ra.Send("bed 4 needs review", SendOptions{})))
 	w.now = w.now.Add(time.Minute)
 	deliver(t, e1, rb, rc)
-	e2, m2 := ok(rb.Send("on my way", SendOptions{ReplyTo: m1}))
+	e2, m2 := ok(split(rb.Send("on my way", SendOptions{ReplyTo: m1})))
 	deliver(t, e2, ra, rc)
 	st := rc.State()
 	if st.Title != "Ward 7 handover" || len(st.Members) != 3 || !slices.Equal(texts(st), []string{"bed 4 needs review", "on my way"}) {
@@ -29,9 +29,9 @@ func TestConversationBasics(t *testing.T) {
 		t.Fatal("reply or conversation ID lost")
 	}
 	// Edit, react, delete.
-	e3, _ := ok(rb.Edit(m2, "on my way, 5 min"))
-	e4, _ := ok(ra.React(m2, "👍"))
-	e5, _ := ok(ra.Delete(m1))
+	e3, _ := ok(split(rb.Edit(m2, "on my way, 5 min")))
+	e4, _ := ok(split(ra.React(m2, "👍")))
+	e5, _ := ok(split(ra.Delete(m1)))
 	all := slices.Concat(e3, e4, e5)
 	deliver(t, all, ra, rb, rc)
 	for _, r := range []*Replica{ra, rb, rc} {
@@ -44,11 +44,11 @@ func TestConversationBasics(t *testing.T) {
 		}
 	}
 	// Only the author edits.
-	if _, _, err := rc.Edit(m2, "hijack"); err == nil {
+	if _, _, err := split(rc.Edit(m2, "hijack")); err == nil {
 		t.Fatal("carol edited bob's message")
 	}
 	// Unreact.
-	e6, _ := ok(ra.Unreact(m2, "👍"))
+	e6, _ := ok(split(ra.Unreact(m2, "👍")))
 	deliver(t, e6, rb)
 	if len(rb.State().Messages[1].Reactions) != 0 {
 		t.Fatal("reaction not removed")
@@ -60,7 +60,7 @@ func TestDeliveryStates(t *testing.T) {
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
 	ra, rb, rc := unpack3(w.group("urgent", alice, bob, carol))
 	ok := must[crdt.OpID](t)
-	e, m := ok(ra.Send("crash call bay 3", SendOptions{Urgent: true}))
+	e, m := ok(split(ra.Send("crash call bay 3", SendOptions{Urgent: true})))
 	state := func() string {
 		d, err := ra.Delivery(m)
 		if err != nil {
@@ -76,19 +76,19 @@ func TestDeliveryStates(t *testing.T) {
 		t.Fatalf("held: %s", state())
 	}
 	deliver(t, e, rb, rc)
-	rcpt, _ := ok(rb.Receipt(Delivered, m))
+	rcpt, _ := ok(split(rb.Receipt(Delivered, m)))
 	deliver(t, rcpt, ra)
 	if d, _ := ra.Delivery(m); d.State != StateHeld || d.PerRecipient[bob.ID] != StateDelivered {
 		t.Fatalf("one delivered: %+v", d)
 	}
-	r2, _ := ok(rc.Receipt(Read, m))
-	r3, _ := ok(rb.Receipt(Acknowledged, m))
+	r2, _ := ok(split(rc.Receipt(Read, m)))
+	r3, _ := ok(split(rb.Receipt(Acknowledged, m)))
 	deliver(t, slices.Concat(r2, r3), ra)
 	if d, _ := ra.Delivery(m); d.State != StateRead || d.PerRecipient[bob.ID] != StateAcknowledged {
 		t.Fatalf("read/ack: %+v", d)
 	}
-	r4, _ := ok(rc.Receipt(Acknowledged, m))
-	r5, _ := ok(rc.Receipt(Delivered, m)) // never goes backwards
+	r4, _ := ok(split(rc.Receipt(Acknowledged, m)))
+	r5, _ := ok(split(rc.Receipt(Delivered, m))) // never goes backwards
 	deliver(t, slices.Concat(r4, r5), ra)
 	if state() != StateAcknowledged {
 		t.Fatalf("all acknowledged: %s", state())
@@ -100,10 +100,10 @@ func TestRemovedMemberReadsNothingAfter(t *testing.T) {
 	alice, bob, mallory := w.device("alice"), w.device("bob"), w.device("mallory")
 	ra, rb, rm := unpack3(w.group("team", alice, bob, mallory))
 	ok := must[crdt.OpID](t)
-	before, _ := ok(ra.Send("before", SendOptions{}))
-	rem, _ := ok(ra.Remove(mallory.ID))
-	after, _ := ok(ra.Send("after removal", SendOptions{}))
-	ctl, _ := ok(ra.Promote(bob.ID))
+	before, _ := ok(split(ra.Send("before", SendOptions{})))
+	rem, _ := ok(split(ra.Remove(mallory.ID)))
+	after, _ := ok(split(ra.Send("after removal", SendOptions{})))
+	ctl, _ := ok(split(ra.Promote(bob.ID)))
 	all := slices.Concat(before, rem, after, ctl)
 	deliver(t, all, rb, rm) // mallory holds every envelope
 	if got := texts(rm.State()); !slices.Equal(got, []string{"before"}) {
@@ -118,7 +118,7 @@ func TestRemovedMemberReadsNothingAfter(t *testing.T) {
 	if slices.Contains(rb.State().Members, mallory.ID) {
 		t.Fatal("bob still lists mallory")
 	}
-	if _, _, err := rm.Send("still here?", SendOptions{}); !errors.Is(err, ErrNotMember) {
+	if _, _, err := split(rm.Send("still here?", SendOptions{})); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("removed member sent: %v", err)
 	}
 }
@@ -134,7 +134,7 @@ func TestPhotos(t *testing.T) {
 	for i := range image {
 		image[i] = byte(i * 7)
 	}
-	out, id, err := ra.SendPhoto(image, []byte("thumb"), "rash on left forearm")
+	out, id, err := split(ra.SendPhoto(image, []byte("thumb"), "rash on left forearm"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,10 +151,10 @@ func TestPhotos(t *testing.T) {
 	if err != nil || !bytes.Equal(got, image) {
 		t.Fatalf("photo data: %d bytes, %v", len(got), err)
 	}
-	if _, _, err := ra.SendPhoto(make([]byte, MaxPhoto+1), nil, ""); !errors.Is(err, ErrTooLarge) {
+	if _, _, err := split(ra.SendPhoto(make([]byte, MaxPhoto+1), nil, "")); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized photo: %v", err)
 	}
-	del, _, err := ra.Delete(id)
+	del, _, err := split(ra.Delete(id))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func (w *world) create(creator *Device, title string, members ...*Device) (*Repl
 	for _, m := range members {
 		ids = append(ids, m.ID)
 	}
-	r, out, err := Create(creator, w, title, ids, WithClock(w.clock))
+	r, out, err := splitCreate(Create(creator, w, title, ids, WithClock(w.clock)))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -135,4 +135,13 @@ func unpack2(r []*Replica) (*Replica, *Replica)           { return r[0], r[1] }
 func unpack3(r []*Replica) (*Replica, *Replica, *Replica) { return r[0], r[1], r[2] }
 func unpack4(r []*Replica) (*Replica, *Replica, *Replica, *Replica) {
 	return r[0], r[1], r[2], r[3]
+}
+
+// split gives what a command produced as the envelopes, the op and the
+// error, the shape most tests take.
+func split(o Out, err error) ([][]byte, crdt.OpID, error) { return o.Envelopes, o.ID, err }
+
+// splitCreate is split for Create.
+func splitCreate(r *Replica, o Out, err error) (*Replica, [][]byte, error) {
+	return r, o.Envelopes, err
 }

@@ -13,7 +13,7 @@ func TestNonAdminCannotChangeMembers(t *testing.T) {
 	w := newWorld(t)
 	alice, bob, eve := w.device("alice"), w.device("bob"), w.device("eve")
 	ra, rb := unpack2(w.group("t", alice, bob))
-	if _, _, err := rb.Add(eve.ID); !errors.Is(err, ErrNotAuthorised) {
+	if _, _, err := split(rb.Add(eve.ID)); !errors.Is(err, ErrNotAuthorised) {
 		t.Fatalf("non-admin add refused locally: %v", err)
 	}
 	// A forged add by bob (bypassing the local check) is rejected by alice.
@@ -38,10 +38,10 @@ func TestConcurrentAddRemoveRemoveWins(t *testing.T) {
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
 	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(bob.ID))
+	p, _ := ok(split(ra.Promote(bob.ID)))
 	deliver(t, p, rb, rc)
-	rm, _ := ok(ra.Remove(carol.ID)) // alice removes carol
-	add, _ := ok(rb.Add(carol.ID))   // bob, offline, "adds" carol concurrently
+	rm, _ := ok(split(ra.Remove(carol.ID))) // alice removes carol
+	add, _ := ok(split(rb.Add(carol.ID)))   // bob, offline, "adds" carol concurrently
 	deliver(t, rm, rb)
 	deliver(t, add, ra)
 	for _, r := range []*Replica{ra, rb} {
@@ -50,7 +50,7 @@ func TestConcurrentAddRemoveRemoveWins(t *testing.T) {
 		}
 	}
 	// A deliberate re-add after seeing the removal works.
-	re, _ := ok(rb.Add(carol.ID))
+	re, _ := ok(split(rb.Add(carol.ID)))
 	deliver(t, re, ra)
 	if !slices.Contains(ra.State().Members, carol.ID) {
 		t.Fatal("re-add after the removal ignored")
@@ -65,13 +65,13 @@ func TestTwoAdminsRemoveConcurrently(t *testing.T) {
 	alice, bob, x, y := w.device("alice"), w.device("bob"), w.device("x"), w.device("y")
 	ra, rb, rx, ry := unpack4(w.group("t", alice, bob, x, y))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(bob.ID))
+	p, _ := ok(split(ra.Promote(bob.ID)))
 	deliver(t, p, rb, rx, ry)
-	r1, _ := ok(ra.Remove(x.ID))
-	r2, _ := ok(rb.Remove(y.ID))
+	r1, _ := ok(split(ra.Remove(x.ID)))
+	r2, _ := ok(split(rb.Remove(y.ID)))
 	deliver(t, r2, ra, rx, ry)
 	deliver(t, r1, rb, rx, ry)
-	msg, _ := ok(ra.Send("after both removals", SendOptions{}))
+	msg, _ := ok(split(ra.Send("after both removals", SendOptions{})))
 	deliver(t, msg, rb, rx, ry)
 	if !slices.Equal(texts(rb.State()), []string{"after both removals"}) {
 		t.Fatalf("bob: %q", texts(rb.State()))
@@ -117,9 +117,9 @@ func TestLateMemberCannotReadEarlier(t *testing.T) {
 	ra, envs := w.create(alice, "t", bob)
 	rb := w.join(bob, ra.Tag())
 	ok := must[crdt.OpID](t)
-	early, _ := ok(ra.Send("before dan", SendOptions{}))
-	add, _ := ok(ra.Add(dan.ID))
-	late, _ := ok(ra.Send("after dan", SendOptions{}))
+	early, _ := ok(split(ra.Send("before dan", SendOptions{})))
+	add, _ := ok(split(ra.Add(dan.ID)))
+	late, _ := ok(split(ra.Send("after dan", SendOptions{})))
 	all := slices.Concat(envs, early, add, late)
 	rd := w.join(dan, ra.Tag())
 	deliver(t, all, rb, rd)
@@ -142,7 +142,7 @@ func TestForwardSecrecyAfterWindow(t *testing.T) {
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, envs := w.create(alice, "t", bob)
 	ok := must[crdt.OpID](t)
-	old, _ := ok(ra.Send("old secret", SendOptions{}))
+	old, _ := ok(split(ra.Send("old secret", SendOptions{})))
 	all := slices.Concat(envs, old)
 	rb := w.join(bob, ra.Tag())
 	deliver(t, all, rb)

@@ -24,11 +24,11 @@ func TestRestore(t *testing.T) {
 	store, plain := crdt.NewMemStore(), mapPlain{}
 	rb := Join(bob, w, ra.Tag(), WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
 	ok := must[crdt.OpID](t)
-	m1, id1 := ok(ra.Send("one", SendOptions{}))
-	m2, _ := ok(ra.Send("two", SendOptions{}))
+	m1, id1 := ok(split(ra.Send("one", SendOptions{})))
+	m2, _ := ok(split(ra.Send("two", SendOptions{})))
 	deliver(t, slices.Concat(envs, m1, m2), rb)
-	mine, _ := ok(rb.Send("bob's", SendOptions{}))
-	del, _ := ok(ra.Delete(id1))
+	mine, _ := ok(split(rb.Send("bob's", SendOptions{})))
+	del, _ := ok(split(ra.Delete(id1)))
 	deliver(t, slices.Concat(mine, del), ra)
 	deliver(t, del, rb)
 	if p, err := decodePayload(plain[id1]); err != nil || p.Text != "" {
@@ -45,12 +45,12 @@ func TestRestore(t *testing.T) {
 	if !reflect.DeepEqual(canon(back.State()), canon(rb.State())) {
 		t.Fatalf("restored %q, want %q", texts(back.State()), texts(rb.State()))
 	}
-	m3, _ := ok(ra.Send("after restart", SendOptions{}))
+	m3, _ := ok(split(ra.Send("after restart", SendOptions{})))
 	deliver(t, m3, back)
 	if got := texts(back.State()); !slices.Equal(got, []string{"", "two", "bob's", "after restart"}) {
 		t.Fatalf("after restore: %q", got)
 	}
-	out, _ := ok(back.Send("bob again", SendOptions{}))
+	out, _ := ok(split(back.Send("bob again", SendOptions{})))
 	deliver(t, out, ra)
 	if got := texts(ra.State()); got[len(got)-1] != "bob again" {
 		t.Fatalf("alice reads %q", got)
@@ -67,7 +67,7 @@ func FuzzRestore(f *testing.F) {
 	store, plain := crdt.NewMemStore(), mapPlain{}
 	ra, envs := w.create(alice, "t", bob)
 	rb := Join(bob, w, ra.Tag(), WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
-	msg, _, _ := ra.Send("hi", SendOptions{})
+	msg, _, _ := split(ra.Send("hi", SendOptions{}))
 	for _, e := range append(envs, msg...) {
 		rb.Receive(e)
 	}

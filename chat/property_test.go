@@ -47,7 +47,7 @@ func convergence(t *testing.T, seed uint64) {
 	}
 	pool := slices.Clone(envs)
 	deliverAll(t, pool, reps[1:]...)
-	p, _, err := r0.Promote(devs[1].ID)
+	p, _, err := split(r0.Promote(devs[1].ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,30 +143,30 @@ func randomOp(r *Replica, rng *rand.Rand, x, y peer.ID) ([][]byte, error) {
 		if len(any) > 0 && rng.IntN(3) == 0 {
 			reply, _ = pick(any)
 		}
-		out, _, err = r.Send(fmt.Sprint("msg ", rng.Int()), SendOptions{Urgent: rng.IntN(5) == 0, ReplyTo: reply})
+		out, _, err = split(r.Send(fmt.Sprint("msg ", rng.Int()), SendOptions{Urgent: rng.IntN(5) == 0, ReplyTo: reply}))
 	case 3:
 		var id crdt.OpID
 		if id, err = pick(mine); err == nil {
-			out, _, err = r.Edit(id, fmt.Sprint("edited ", rng.Int()))
+			out, _, err = split(r.Edit(id, fmt.Sprint("edited ", rng.Int())))
 		}
 	case 4:
 		var id crdt.OpID
 		if id, err = pick(mine); err == nil {
-			out, _, err = r.Delete(id)
+			out, _, err = split(r.Delete(id))
 		}
 	case 5:
 		var id crdt.OpID
 		if id, err = pick(any); err == nil {
 			if rng.IntN(2) == 0 {
-				out, _, err = r.React(id, "👍")
+				out, _, err = split(r.React(id, "👍"))
 			} else {
-				out, _, err = r.Unreact(id, "👍")
+				out, _, err = split(r.Unreact(id, "👍"))
 			}
 		}
 	case 6:
 		var id crdt.OpID
 		if id, err = pick(any); err == nil {
-			out, _, err = r.Receipt(1+rng.IntN(3), id)
+			out, _, err = split(r.Receipt(1+rng.IntN(3), id))
 		}
 	case 7, 8:
 		target := x
@@ -174,12 +174,12 @@ func randomOp(r *Replica, rng *rand.Rand, x, y peer.ID) ([][]byte, error) {
 			target = y
 		}
 		if rng.IntN(2) == 0 {
-			out, _, err = r.Remove(target)
+			out, _, err = split(r.Remove(target))
 		} else {
-			out, _, err = r.Add(target)
+			out, _, err = split(r.Add(target))
 		}
 	case 9:
-		out, _, err = r.SetRetention(0)
+		out, _, err = split(r.SetRetention(0))
 	}
 	return out, err
 }

@@ -70,12 +70,12 @@ func TestBadShareBlindsMemberToRemoval(t *testing.T) {
 	}
 
 	w.now = w.now.Add(time.Minute)
-	rmv, _ := ok(ra.Remove(carol.ID))
+	rmv, _ := ok(split(ra.Remove(carol.ID)))
 	deliver(t, rmv, rb, rm)
 	w.now = w.now.Add(time.Minute)
 	// Bob cannot read the removal (sealed in the epoch his share of did
 	// not open): he must send nothing rather than seal to carol.
-	out, _, err := rb.Send("bob, after carol's removal", SendOptions{})
+	out, _, err := split(rb.Send("bob, after carol's removal", SendOptions{}))
 	if !errors.Is(err, ErrBlind) {
 		t.Fatalf("a member blind to a membership change sent: %v", err)
 	}
@@ -125,14 +125,14 @@ func TestReopenedEpochReusesMessageKey(t *testing.T) {
 	alice, bob, mal, vic := w.device("alice"), w.device("bob"), w.device("mallory"), w.device("vic")
 	ra, rb, rm, rv := unpack4(w.group("t", alice, bob, mal, vic))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(bob.ID))
+	p, _ := ok(split(ra.Promote(bob.ID)))
 	deliver(t, p, rb, rm, rv)
 
 	w.now = w.now.Add(time.Minute)
 	wm := forgeWelcome(t, rm, []peer.ID{alice.ID, bob.ID, mal.ID, vic.ID}, 0) // any member may rekey
 	deliver(t, [][]byte{wm}, rv, ra)
 	w.now = w.now.Add(time.Minute)
-	v1, _ := ok(rv.Send("v1", SendOptions{}))
+	v1, _ := ok(split(rv.Send("v1", SendOptions{})))
 	e1, _ := e2e.Decode(v1[len(v1)-1])
 	if ep, _ := e2e.EpochIDFromBytes(e1.Epoch); ep != e2e.EpochID(idOf(wm)) {
 		t.Fatal("setup: vic should send in mallory's epoch")
@@ -140,7 +140,7 @@ func TestReopenedEpochReusesMessageKey(t *testing.T) {
 
 	// Bob, not having seen mallory's welcome, removes her: her welcome is
 	// void on vic, who drops its chains.
-	rmv, _ := ok(rb.Remove(mal.ID))
+	rmv, _ := ok(split(rb.Remove(mal.ID)))
 	deliver(t, rmv, rv)
 	rv.State()
 	// Then bob's certificate is revoked (a CRL arrives): his removal stands
@@ -156,7 +156,7 @@ func TestReopenedEpochReusesMessageKey(t *testing.T) {
 	}
 	// (v2 depends on bob's removal, so it endorses it and is itself judged
 	// void: but it is published, sealed already.)
-	v2, _, _ := rv.Send("v2", SendOptions{})
+	v2, _, _ := split(rv.Send("v2", SendOptions{}))
 	e2, _ := e2e.Decode(v2[len(v2)-1])
 	if string(e2.Epoch) == string(e1.Epoch) && e2.Index == e1.Index {
 		t.Errorf("vic sealed two messages with one message key (epoch %x index %d)", e1.Epoch[:6], e1.Index)
@@ -234,10 +234,10 @@ func TestSelfVerifiedCandidateLocksOutNewMember(t *testing.T) {
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
 	root := e2e.EpochID(rm.firstRoot())
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, rmv, rb)
 	w.now = w.now.Add(time.Minute)
-	add, _ := ok(ra.Add(carol.ID))
+	add, _ := ok(split(ra.Add(carol.ID)))
 	deliver(t, add, rb)
 
 	bogus := e2e.NewSecret()
@@ -259,7 +259,7 @@ func TestSelfVerifiedCandidateLocksOutNewMember(t *testing.T) {
 	for _, raw := range w.history(ra) {
 		rc.Receive(raw) // errors: the real root control ops no longer open
 	}
-	out, _ := ok(ra.Send("welcome carol", SendOptions{}))
+	out, _ := ok(split(ra.Send("welcome carol", SendOptions{})))
 	for _, raw := range out {
 		rc.Receive(raw)
 	}
@@ -285,15 +285,15 @@ func TestRestoreReopenedEpochReusesIndex(t *testing.T) {
 	ok := must[crdt.OpID](t)
 	stale, _ := rb.Keys()
 	w.now = w.now.Add(time.Minute)
-	add, _ := ok(ra.Add(carol.ID)) // a new epoch, opened by bob after his key record
+	add, _ := ok(split(ra.Add(carol.ID))) // a new epoch, opened by bob after his key record
 	deliver(t, add, rb)
-	one, _ := ok(rb.Send("one", SendOptions{}))
+	one, _ := ok(split(rb.Send("one", SendOptions{})))
 	deliver(t, one, ra)
 	back, err := Restore(bob, w, stale, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
 	if err != nil {
 		t.Fatal(err)
 	}
-	two, _ := ok(back.Send("two", SendOptions{}))
+	two, _ := ok(split(back.Send("two", SendOptions{})))
 	e1, _ := e2e.Decode(one[len(one)-1])
 	e2, _ := e2e.Decode(two[len(two)-1])
 	if string(e1.Epoch) == string(e2.Epoch) && e1.Index == e2.Index {

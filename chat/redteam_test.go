@@ -101,7 +101,7 @@ func TestHeadsTruncationHidesRemoval(t *testing.T) {
 	before := rm.dag.Heads() // mal's heads: from before its removal
 
 	w.now = w.now.Add(time.Minute)
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, rmv, rb)
 	// Mal learns the removal's IDs from the relayed ciphertext, and grinds
 	// 64 receipts on its old heads whose IDs sort above every head of bob.
@@ -120,7 +120,7 @@ func TestHeadsTruncationHidesRemoval(t *testing.T) {
 	}
 	deliver(t, flood, rb)
 
-	out, _ := ok(rb.Send("bob, after mallory's removal", SendOptions{}))
+	out, _ := ok(split(rb.Send("bob, after mallory's removal", SendOptions{})))
 	deliver(t, out, ra)
 	if got := opens(rm, out); len(got) != 0 {
 		t.Fatalf("removed member reads %q", got)
@@ -148,16 +148,16 @@ func TestRemovedAdminCoupThroughSock(t *testing.T) {
 	alice, bob, mal := w.device("alice"), w.device("bob"), w.device("mallory")
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(mal.ID))
+	p, _ := ok(split(ra.Promote(mal.ID)))
 	deliver(t, p, rb, rm)
 
 	w.now = w.now.Add(time.Minute)
-	rmv, _ := ok(ra.Remove(mal.ID)) // not yet relayed to bob
+	rmv, _ := ok(split(ra.Remove(mal.ID))) // not yet relayed to bob
 
 	// Mal's branch, built on the state before its removal.
 	sock := w.device("sock")
-	add, _ := ok(rm.Add(sock.ID))
-	prom, _ := ok(rm.Promote(sock.ID))
+	add, _ := ok(split(rm.Add(sock.ID)))
+	prom, _ := ok(split(rm.Promote(sock.ID)))
 	rs := w.join(sock, rm.Tag())
 	deliver(t, w.history(rm), rs)
 	coup := forge(t, rs, &payload{Kind: kindRemove, Member: []byte(alice.ID)}) // its own replica would refuse it
@@ -173,7 +173,7 @@ func TestRemovedAdminCoupThroughSock(t *testing.T) {
 	if slices.Contains(sb.Members, mal.ID) || !slices.Contains(sb.Admins, alice.ID) {
 		t.Errorf("bob: the removed admin took the group: members %v admins %v", sb.Members, sb.Admins)
 	}
-	out, _ := ok(rb.Send("bob, after the coup", SendOptions{}))
+	out, _ := ok(split(rb.Send("bob, after the coup", SendOptions{})))
 	if got := opens(rs, out); len(got) != 0 {
 		t.Fatalf("the removed admin's sock reads %q", got)
 	}
@@ -196,9 +196,9 @@ func TestCandidatePoisoningLocksOutNewMember(t *testing.T) {
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
 	root := e2e.EpochID(rm.firstRoot())
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, rmv, rb)
-	add, _ := ok(ra.Add(carol.ID))
+	add, _ := ok(split(ra.Add(carol.ID)))
 	deliver(t, add, rb)
 
 	// Mal, removed, poisons carol: 4 wrong keys for every epoch it can name
@@ -216,7 +216,7 @@ func TestCandidatePoisoningLocksOutNewMember(t *testing.T) {
 	rc := w.join(carol, ra.Tag())
 	rc.Receive(poison) // waits for the root welcome
 	deliver(t, w.history(ra), rc)
-	out, _ := ok(ra.Send("welcome carol", SendOptions{}))
+	out, _ := ok(split(ra.Send("welcome carol", SendOptions{})))
 	deliver(t, out, rc)
 	st := rc.State()
 	if !slices.Contains(st.Members, carol.ID) || !slices.Equal(texts(st), []string{"welcome carol"}) {
@@ -280,7 +280,7 @@ func TestEditBeforeTargetDiverges(t *testing.T) {
 	ok := must[crdt.OpID](t)
 	ep, _ := rm.current(rm.headView())
 	heads := rm.dag.Heads()
-	msg, id := ok(rm.Send("give 10 mg", SendOptions{}))
+	msg, id := ok(split(rm.Send("give 10 mg", SendOptions{})))
 	edit := craft(t, rm, heads, w.now.UnixMilli(), 5, &payload{Kind: kindEdit, Target: id[:], Text: "give 100 mg"}, ep)
 	deliver(t, slices.Concat(msg, [][]byte{edit}), ra)
 	deliver(t, slices.Concat([][]byte{edit}, msg), rb)
@@ -296,7 +296,7 @@ func TestDeleteBeforeTargetDiverges(t *testing.T) {
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
 	heads := rm.dag.Heads()
-	msg, id := ok(rm.Send("allergic to penicillin", SendOptions{}))
+	msg, id := ok(split(rm.Send("allergic to penicillin", SendOptions{})))
 	del := craft(t, rm, heads, w.now.UnixMilli(), 5, &payload{Kind: kindDelete, Target: id[:]}, e2e.EpochID(rm.firstRoot()))
 	deliver(t, slices.Concat(msg, [][]byte{del}), ra)
 	deliver(t, slices.Concat([][]byte{del}, msg), rb)
@@ -319,12 +319,12 @@ func TestBackdatedDependantTriggersRetention(t *testing.T) {
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
 	old, _ := rm.current(rm.headView())
-	ret, _ := ok(ra.SetRetention(24 * time.Hour))
+	ret, _ := ok(split(ra.SetRetention(24 * time.Hour)))
 	deliver(t, ret, rb)
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, rmv, rb)
 	w.now = w.now.Add(time.Minute)
-	msg, _ := ok(rb.Send("patient stable", SendOptions{}))
+	msg, _ := ok(split(rb.Send("patient stable", SendOptions{})))
 	deliver(t, msg, ra)
 	ra.Expire(w.now)
 	if got := texts(ra.State()); !slices.Equal(got, []string{"patient stable"}) {
@@ -354,7 +354,7 @@ func TestRemovedMemberStillStored(t *testing.T) {
 	alice, bob, mal := w.device("alice"), w.device("bob"), w.device("mallory")
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
-	rmv, _ := ok(ra.Remove(mal.ID))
+	rmv, _ := ok(split(ra.Remove(mal.ID)))
 	deliver(t, slices.Concat(w.history(ra)), rm) // mal knows it was removed
 	deliver(t, rmv, rb)
 	old := e2e.EpochID(rm.firstRoot())
@@ -442,7 +442,7 @@ func TestSecondCreateMovesRoot(t *testing.T) {
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
 	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))
 	ok := must[crdt.OpID](t)
-	msg, id := ok(rb.Send("wrong patient, ignore", SendOptions{}))
+	msg, id := ok(split(rb.Send("wrong patient, ignore", SendOptions{})))
 	deliver(t, msg, ra, rc)
 
 	// Alice's second root: a welcome with no deps (a share for carol only)
@@ -467,7 +467,7 @@ func TestSecondCreateMovesRoot(t *testing.T) {
 	create2 := craft(t, ra, []crdt.OpID{crdt.OpID(ep2)}, w.now.UnixMilli()+1, 0,
 		&payload{Kind: kindCreate, Text: "t", Members: [][]byte{[]byte(bob.ID), []byte(carol.ID)}}, ep2)
 
-	del, _ := ok(rb.Delete(id)) // bob has not seen the second root
+	del, _ := ok(split(rb.Delete(id))) // bob has not seen the second root
 	deliver(t, [][]byte{root2, create2}, rc)
 	deliver(t, del, rc)
 	deliver(t, slices.Concat([][]byte{root2, create2}), rb)
@@ -487,10 +487,10 @@ func TestAdminStripsAllAdmins(t *testing.T) {
 	alice, bob, mal := w.device("alice"), w.device("bob"), w.device("mallory")
 	ra, rb, rm := unpack3(w.group("t", alice, bob, mal))
 	ok := must[crdt.OpID](t)
-	p, _ := ok(ra.Promote(mal.ID))
+	p, _ := ok(split(ra.Promote(mal.ID)))
 	deliver(t, p, rb, rm)
 	r1 := forge(t, rm, &payload{Kind: kindRemove, Member: []byte(alice.ID)}) // its own replica would refuse it
-	l, _ := ok(rm.Leave())
+	l, _ := ok(split(rm.Leave()))
 	deliver(t, slices.Concat(r1, l), rb)
 	if st := rb.State(); len(st.Admins) == 0 {
 		t.Fatalf("no admin left: members %v", st.Members)
@@ -512,17 +512,17 @@ func TestRestoreAfterRetentionReusesIndex(t *testing.T) {
 	w := newWorld(t)
 	alice, bob := w.device("alice"), w.device("bob")
 	store, plain := crdt.NewMemStore(), mapPlain{}
-	ra, envs, err := Create(alice, w, "t", []peer.ID{bob.ID}, WithClock(w.clock), WithStore(store), WithPlaintexts(plain))
+	ra, envs, err := splitCreate(Create(alice, w, "t", []peer.ID{bob.ID}, WithClock(w.clock), WithStore(store), WithPlaintexts(plain)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rb := w.join(bob, ra.Tag())
 	deliver(t, envs, rb)
 	ok := must[crdt.OpID](t)
-	ret, _ := ok(ra.SetRetention(time.Hour))
+	ret, _ := ok(split(ra.SetRetention(time.Hour)))
 	deliver(t, ret, rb)
 	stale, _ := ra.Keys()
-	one, _ := ok(ra.Send("one", SendOptions{}))
+	one, _ := ok(split(ra.Send("one", SendOptions{})))
 	deliver(t, one, rb)
 	w.now = w.now.Add(2 * time.Hour)
 	if n := ra.Expire(w.now); n == 0 {
@@ -532,7 +532,7 @@ func TestRestoreAfterRetentionReusesIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	two, _ := ok(back.Send("two", SendOptions{}))
+	two, _ := ok(split(back.Send("two", SendOptions{})))
 	deliver(t, two, rb)
 	if f := rb.State().Flags[alice.ID]; f != "" {
 		t.Fatalf("honest alice flagged after a restart: %s", f)

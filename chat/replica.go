@@ -176,7 +176,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 // Create starts a conversation with a title and members (this device is
 // the creator and first admin). It returns the replica and the envelopes to
 // publish: the root welcome and the create op.
-func Create(dev *Device, dir Directory, title string, members []peer.ID, opts ...Option) (*Replica, [][]byte, error) {
+func Create(dev *Device, dir Directory, title string, members []peer.ID, opts ...Option) (*Replica, Out, error) {
 	var id ConversationID
 	rand.Read(id[:])
 	return CreateWithID(id, dev, dir, title, members, opts...)
@@ -194,9 +194,9 @@ func NewConversationID() ConversationID {
 func TagOf(id ConversationID, creator peer.ID) []byte { return e2e.Tag(id[:], creator) }
 
 // CreateWithID is Create with a chosen (random) conversation ID.
-func CreateWithID(id ConversationID, dev *Device, dir Directory, title string, members []peer.ID, opts ...Option) (*Replica, [][]byte, error) {
+func CreateWithID(id ConversationID, dev *Device, dir Directory, title string, members []peer.ID, opts ...Option) (*Replica, Out, error) {
 	if len(title) > maxTitle {
-		return nil, nil, fmt.Errorf("%w: title", ErrTooLarge)
+		return nil, Out{}, fmt.Errorf("%w: title", ErrTooLarge)
 	}
 	r := newReplica(dev, dir, opts...)
 	r.conv = id
@@ -205,7 +205,7 @@ func CreateWithID(id ConversationID, dev *Device, dir Directory, title string, m
 	all := uniq(append([]peer.ID{dev.ID}, members...))
 	welcome, err := r.rekey(all)
 	if err != nil {
-		return nil, nil, err
+		return nil, Out{}, err
 	}
 	p := &payload{Kind: kindCreate, Text: title}
 	for _, m := range all {
@@ -213,9 +213,12 @@ func CreateWithID(id ConversationID, dev *Device, dir Directory, title string, m
 	}
 	create, err := r.emit(p)
 	if err != nil {
-		return nil, nil, err
+		return nil, Out{}, err
 	}
-	return r, [][]byte{welcome, create}, nil
+	var out Out
+	out.welcome(welcome, all, dev.ID)
+	out.add(create)
+	return r, out, nil
 }
 
 // Join makes an empty replica for a conversation this device has been (or

@@ -24,15 +24,15 @@ func TestClockTwoHoursAhead(t *testing.T) {
 	rc := w.join(carol, ra.Tag())
 	deliver(t, envs, rb, rc)
 	ok := must[crdt.OpID](t)
-	e1, _ := ok(ra.Send("1 alice", SendOptions{}))
+	e1, _ := ok(split(ra.Send("1 alice", SendOptions{})))
 	deliver(t, e1, rb, rc)
 	w.now = w.now.Add(time.Minute)
-	e2, _ := ok(rb.Send("2 bob (clock +2h)", SendOptions{}))
+	e2, _ := ok(split(rb.Send("2 bob (clock +2h)", SendOptions{})))
 	deliver(t, e2, ra, rc)
 	w.now = w.now.Add(time.Minute)
-	e3, _ := ok(rc.Send("3 carol", SendOptions{}))
+	e3, _ := ok(split(rc.Send("3 carol", SendOptions{})))
 	w.now = w.now.Add(time.Minute)
-	e4, _ := ok(ra.Send("4 alice", SendOptions{}))
+	e4, _ := ok(split(ra.Send("4 alice", SendOptions{})))
 	deliver(t, slices.Concat(e3, e4), ra, rb, rc)
 	want := []string{"1 alice", "2 bob (clock +2h)", "3 carol", "4 alice"}
 	for _, r := range []*Replica{ra, rb, rc} {
@@ -56,14 +56,14 @@ func TestRevokedSender(t *testing.T) {
 	alice, bob, thief := w.device("alice"), w.device("bob"), w.device("lost-phone")
 	ra, rb, rt := unpack3(w.group("t", alice, bob, thief))
 	ok := must[crdt.OpID](t)
-	seen, m1 := ok(rt.Send("sent before the phone was lost", SendOptions{}))
+	seen, m1 := ok(split(rt.Send("sent before the phone was lost", SendOptions{})))
 	deliver(t, seen, ra, rb)
-	rc, _ := ok(rb.Receipt(Delivered, m1)) // bob's receipt endorses it
+	rc, _ := ok(split(rb.Receipt(Delivered, m1))) // bob's receipt endorses it
 	deliver(t, rc, ra)
 	// The phone is stolen; the thief writes a backdated message no honest
 	// member has seen.
 	w.now = w.now.Add(-time.Hour)
-	forged, _ := ok(rt.Send("backdated by the thief", SendOptions{}))
+	forged, _ := ok(split(rt.Send("backdated by the thief", SendOptions{})))
 	w.now = w.now.Add(2 * time.Hour)
 	revoked := func(p peer.ID) bool { return p == thief.ID }
 	for _, r := range []*Replica{ra, rb} {
@@ -81,10 +81,10 @@ func TestRetention(t *testing.T) {
 	ra, envs := w.create(alice, "t", bob)
 	rb := w.join(bob, ra.Tag())
 	ok := must[crdt.OpID](t)
-	ret, _ := ok(ra.SetRetention(24 * time.Hour))
-	old, oldID := ok(ra.Send("old", SendOptions{}))
+	ret, _ := ok(split(ra.SetRetention(24 * time.Hour)))
+	old, oldID := ok(split(ra.Send("old", SendOptions{})))
 	w.now = w.now.Add(30 * time.Hour)
-	fresh, _ := ok(ra.Send("fresh", SendOptions{}))
+	fresh, _ := ok(split(ra.Send("fresh", SendOptions{})))
 	all := slices.Concat(envs, ret, old, fresh)
 	deliver(t, all, rb)
 	for _, r := range []*Replica{ra, rb} {
@@ -113,7 +113,7 @@ func TestBadInput(t *testing.T) {
 	ra, rb := unpack2(w.group("t", alice, bob))
 	other, oenvs := w.create(alice, "other", bob)
 	_ = other
-	e1, _, _ := ra.Send("hello", SendOptions{})
+	e1, _, _ := split(ra.Send("hello", SendOptions{}))
 	tampered := bytes.Clone(e1[0])
 	tampered[len(tampered)/2] ^= 1
 	for name, in := range map[string][]byte{
@@ -126,7 +126,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s accepted", name)
 		}
 	}
-	if _, _, err := ra.Send(string(make([]byte, MaxText+1)), SendOptions{}); err == nil {
+	if _, _, err := split(ra.Send(string(make([]byte, MaxText+1)), SendOptions{})); err == nil {
 		t.Error("oversized text accepted")
 	}
 	// An op whose deps never arrive waits, bounded, and is reported missing.
@@ -142,7 +142,7 @@ func FuzzReceive(f *testing.F) {
 	w := newWorld(f)
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, envs := w.create(alice, "t", bob)
-	msg, _, _ := ra.Send("hi", SendOptions{})
+	msg, _, _ := split(ra.Send("hi", SendOptions{}))
 	for _, e := range append(envs, msg...) {
 		f.Add(e)
 	}
@@ -174,17 +174,17 @@ func FuzzOps(f *testing.F) {
 			var id crdt.OpID
 			switch b % 6 {
 			case 0:
-				out, id, _ = ra.Send("m", SendOptions{ReplyTo: last})
+				out, id, _ = split(ra.Send("m", SendOptions{ReplyTo: last}))
 			case 1:
-				out, id, _ = ra.Edit(last, "e")
+				out, id, _ = split(ra.Edit(last, "e"))
 			case 2:
-				out, id, _ = ra.React(last, "x")
+				out, id, _ = split(ra.React(last, "x"))
 			case 3:
-				out, id, _ = ra.Delete(last)
+				out, id, _ = split(ra.Delete(last))
 			case 4:
-				out, id, _ = ra.Receipt(int(b%3)+1, last)
+				out, id, _ = split(ra.Receipt(int(b%3)+1, last))
 			case 5:
-				out, id, _ = ra.Unreact(last, "x")
+				out, id, _ = split(ra.Unreact(last, "x"))
 			}
 			if b%6 == 0 && !id.IsZero() {
 				last = id
@@ -206,9 +206,9 @@ func TestLeave(t *testing.T) {
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
 	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))
 	ok := must[crdt.OpID](t)
-	l, _ := ok(rc.Leave())
+	l, _ := ok(split(rc.Leave()))
 	deliver(t, l, ra, rb)
-	m, _ := ok(ra.Send("after carol left", SendOptions{}))
+	m, _ := ok(split(ra.Send("after carol left", SendOptions{})))
 	deliver(t, m, rb, rc)
 	if slices.Contains(rb.State().Members, carol.ID) || len(texts(rc.State())) != 0 {
 		t.Fatalf("leave: members %v, carol reads %q", rb.State().Members, texts(rc.State()))

@@ -278,41 +278,85 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 	return env, nil
 }
 
+// Out is what a command produced, so that nothing decodes it again.
+type Out struct {
+	// Envelopes to publish, in order: a welcome before the ops that need
+	// its epoch.
+	Envelopes [][]byte
+	// ID is the op the caller asked for (zero if none was made).
+	ID crdt.OpID
+	// Welcomes are the welcome envelopes among Envelopes; Inboxes the
+	// devices they are sealed to (this device excepted), whose inboxes
+	// they also go to.
+	Welcomes [][]byte
+	Inboxes  []peer.ID
+}
+
+// add appends an op this command made.
+func (o *Out) add(raw []byte) {
+	if raw != nil {
+		o.Envelopes = append(o.Envelopes, raw)
+		o.ID = crdt.OpID(e2e.ID(raw))
+	}
+}
+
+// welcome appends a welcome sealed to members.
+func (o *Out) welcome(raw []byte, members []peer.ID, self peer.ID) {
+	o.Envelopes = append(o.Envelopes, raw)
+	o.Welcomes = append(o.Welcomes, raw)
+	for _, m := range members {
+		if m != self && !slices.Contains(o.Inboxes, m) {
+			o.Inboxes = append(o.Inboxes, m)
+		}
+	}
+}
+
+// merge appends what another step of the same command produced, keeping
+// o's ID.
+func (o *Out) merge(p Out) {
+	o.Envelopes = append(o.Envelopes, p.Envelopes...)
+	o.Welcomes = append(o.Welcomes, p.Welcomes...)
+	for _, m := range p.Inboxes {
+		if !slices.Contains(o.Inboxes, m) {
+			o.Inboxes = append(o.Inboxes, m)
+		}
+	}
+}
+
 // prepare makes sure an epoch in use reaches exactly the members, starting
 // a new one if not (a removal, an add, or concurrent changes by two admins).
-func (r *Replica) prepare() ([][]byte, error) {
+func (r *Replica) prepare() (Out, error) {
+	var out Out
 	m := r.headView()
 	if !m.members[r.dev.ID] {
-		return nil, ErrNotMember
+		return out, ErrNotMember
 	}
 	if r.blind && r.stillBlind() {
-		return nil, ErrBlind
+		return out, ErrBlind
 	}
 	if _, ok := r.current(m); ok {
-		return nil, nil
+		return out, nil
 	}
 	var members []peer.ID
 	for id := range m.members {
 		members = append(members, id)
 	}
 	w, err := r.rekey(members)
-	if w == nil {
-		return nil, err
+	if w != nil {
+		out.welcome(w, members, r.dev.ID)
 	}
-	return [][]byte{w}, err
+	return out, err
 }
 
 // do prepares the epoch and emits p, returning every envelope to publish.
-func (r *Replica) do(p *payload) ([][]byte, crdt.OpID, error) {
+func (r *Replica) do(p *payload) (Out, error) {
 	out, err := r.prepare()
 	if err != nil {
-		return nil, crdt.OpID{}, err
+		return Out{}, err
 	}
 	raw, err := r.emit(p)
-	if raw == nil {
-		return out, crdt.OpID{}, err
-	}
-	return append(out, raw), crdt.OpID(e2e.ID(raw)), err
+	out.add(raw)
+	return out, err
 }
 
 // SendOptions qualify a message.
@@ -322,8 +366,8 @@ type SendOptions struct {
 }
 
 // Send posts a text message. It returns the envelopes to publish (a welcome
-// first if a new epoch was needed) and the message's op ID.
-func (r *Replica) Send(text string, o SendOptions) ([][]byte, crdt.OpID, error) {
+// first if a new epoch was needed) and the message's op ID in Out.
+func (r *Replica) Send(text string, o SendOptions) (Out, error) {
 	p := &payload{Kind: kindText, Text: text, Urgent: o.Urgent}
 	if !o.ReplyTo.IsZero() {
 		p.Target = o.ReplyTo[:]
@@ -332,26 +376,26 @@ func (r *Replica) Send(text string, o SendOptions) ([][]byte, crdt.OpID, error) 
 }
 
 // Edit replaces the text of one of this device's messages.
-func (r *Replica) Edit(msg crdt.OpID, text string) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Edit(msg crdt.OpID, text string) (Out, error) {
 	return r.do(&payload{Kind: kindEdit, Target: msg[:], Text: text})
 }
 
 // Delete deletes one of this device's messages everywhere: the plaintext is
 // destroyed, a tombstone stays.
-func (r *Replica) Delete(msg crdt.OpID) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Delete(msg crdt.OpID) (Out, error) {
 	return r.do(&payload{Kind: kindDelete, Target: msg[:]})
 }
 
 // React adds an emoji reaction to a message.
-func (r *Replica) React(msg crdt.OpID, emoji string) ([][]byte, crdt.OpID, error) {
+func (r *Replica) React(msg crdt.OpID, emoji string) (Out, error) {
 	if len(emoji) > maxEmojiText {
-		return nil, crdt.OpID{}, ErrTooLarge
+		return Out{}, ErrTooLarge
 	}
 	return r.do(&payload{Kind: kindReact, Target: msg[:], Text: emoji})
 }
 
 // Unreact removes this device's reaction (the tags it has observed).
-func (r *Replica) Unreact(msg crdt.OpID, emoji string) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Unreact(msg crdt.OpID, emoji string) (Out, error) {
 	p := &payload{Kind: kindUnreact, Target: msg[:], Text: emoji}
 	for _, t := range r.reactionTags(msg, emoji, r.dev.ID) {
 		p.Tags = append(p.Tags, t[:])
@@ -361,7 +405,7 @@ func (r *Replica) Unreact(msg crdt.OpID, emoji string) ([][]byte, crdt.OpID, err
 
 // Receipt records that this device has delivered, read or acknowledged
 // messages. Receipts depend on everything seen, so they also endorse it.
-func (r *Replica) Receipt(level int, msgs ...crdt.OpID) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Receipt(level int, msgs ...crdt.OpID) (Out, error) {
 	p := &payload{Kind: kindReceipt, Level: uint8(level)}
 	for _, m := range msgs {
 		p.Targets = append(p.Targets, m[:])
@@ -370,76 +414,77 @@ func (r *Replica) Receipt(level int, msgs ...crdt.OpID) ([][]byte, crdt.OpID, er
 }
 
 // Add adds a member (admins only); the next message goes in a new epoch.
-func (r *Replica) Add(member peer.ID) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Add(member peer.ID) (Out, error) {
 	return r.member(kindAdd, member)
 }
 
 // Remove removes a member (admins only); it receives no later epoch.
-func (r *Replica) Remove(member peer.ID) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Remove(member peer.ID) (Out, error) {
 	return r.member(kindRemove, member)
 }
 
 // Promote makes a member an admin (admins only).
-func (r *Replica) Promote(member peer.ID) ([][]byte, crdt.OpID, error) {
+func (r *Replica) Promote(member peer.ID) (Out, error) {
 	return r.member(kindPromote, member)
 }
 
 // Leave removes this device from the conversation.
-func (r *Replica) Leave() ([][]byte, crdt.OpID, error) {
+func (r *Replica) Leave() (Out, error) {
 	return one(r.emit(&payload{Kind: kindLeave}))
 }
 
 // SetRetention sets how long messages are kept (admins only; 0 = forever).
-func (r *Replica) SetRetention(d time.Duration) ([][]byte, crdt.OpID, error) {
+func (r *Replica) SetRetention(d time.Duration) (Out, error) {
 	return one(r.emit(&payload{Kind: kindRetention, Retention: int64(d / time.Second)}))
 }
 
-func (r *Replica) member(kind uint8, member peer.ID) ([][]byte, crdt.OpID, error) {
+func (r *Replica) member(kind uint8, member peer.ID) (Out, error) {
 	if !r.headView().admins[r.dev.ID] {
-		return nil, crdt.OpID{}, fmt.Errorf("%w: only admins change members", ErrNotAuthorised)
+		return Out{}, fmt.Errorf("%w: only admins change members", ErrNotAuthorised)
 	}
-	out, id, err := one(r.emit(&payload{Kind: kind, Member: []byte(member)}))
+	out, err := one(r.emit(&payload{Kind: kind, Member: []byte(member)}))
 	if err != nil {
-		return out, id, err
+		return out, err
 	}
 	// Start the new epoch at once, so the change of who can read is not
 	// left to the next message.
 	w, err := r.prepare()
-	out = append(out, w...)
+	out.merge(w)
 	if err != nil && !errors.Is(err, ErrNotMember) {
-		return out, id, err
+		return out, err
 	}
-	return out, id, nil
+	return out, nil
 }
 
 // one wraps a single envelope (published even alongside an error).
-func one(raw []byte, err error) ([][]byte, crdt.OpID, error) {
-	if raw == nil {
-		return nil, crdt.OpID{}, err
-	}
-	return [][]byte{raw}, crdt.OpID(e2e.ID(raw)), err
+func one(raw []byte, err error) (Out, error) {
+	var out Out
+	out.add(raw)
+	return out, err
 }
 
 // SendPhoto posts a photo (already re-encoded by the caller, metadata
 // stripped) with its thumbnail and caption: the image travels in chunk ops
 // of at most MaxChunk bytes, the photo op names them.
-func (r *Replica) SendPhoto(image, thumb []byte, caption string) ([][]byte, crdt.OpID, error) {
+func (r *Replica) SendPhoto(image, thumb []byte, caption string) (Out, error) {
 	if len(image) > MaxPhoto {
-		return nil, crdt.OpID{}, fmt.Errorf("%w: photo of %d bytes (at most %d)", ErrTooLarge, len(image), MaxPhoto)
+		return Out{}, fmt.Errorf("%w: photo of %d bytes (at most %d)", ErrTooLarge, len(image), MaxPhoto)
 	}
 	if len(thumb) > MaxChunk {
-		return nil, crdt.OpID{}, fmt.Errorf("%w: thumbnail", ErrTooLarge)
+		return Out{}, fmt.Errorf("%w: thumbnail", ErrTooLarge)
 	}
-	var out [][]byte
+	var out Out
 	p := &payload{Kind: kindPhoto, Data: thumb, Text: caption, Size: int64(len(image))}
 	for off := 0; off < len(image); off += MaxChunk {
-		envs, id, err := r.do(&payload{Kind: kindChunk, Data: image[off:min(off+MaxChunk, len(image))]})
-		out = append(out, envs...)
+		chunk, err := r.do(&payload{Kind: kindChunk, Data: image[off:min(off+MaxChunk, len(image))]})
+		out.merge(chunk)
 		if err != nil {
-			return out, crdt.OpID{}, err
+			return out, err // the chunks made so far are published; no photo op
 		}
-		p.Chunks = append(p.Chunks, slices.Clone(id[:]))
+		p.Chunks = append(p.Chunks, slices.Clone(chunk.ID[:]))
 	}
-	envs, id, err := r.do(p)
-	return append(out, envs...), id, err
+	photo, err := r.do(p)
+	out.merge(photo)
+	out.ID = photo.ID
+	return out, err
 }

@@ -371,3 +371,9 @@ func (r *Replica) PhotoData(msg crdt.OpID) ([]byte, error) {
 // SortCausal orders op IDs so that each follows its dependencies, so a
 // peer fetching them applies them without buffering.
 func (r *Replica) SortCausal(ids []crdt.OpID) { r.dag.SortCausal(ids) }
+
+// KeyState says how much key material this replica keeps: the epochs it
+// can still open, and skipped message keys held for late messages.
+func (r *Replica) KeyState() (epochs, skipped int) {
+	return len(r.recv.Epochs()), r.recv.Skipped()
+}

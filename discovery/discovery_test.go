@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"github.com/medmesh/medmesh/internal/check"
+
 	"context"
 	"log/slog"
 	"testing"
@@ -22,14 +24,7 @@ func newHost(t *testing.T) host.Host {
 	return h
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-	}
-}
+var waitFor = check.Eventually
 
 // TestKeepReconnects: a bootstrap peer is dialled, and redialled after the
 // connection drops.

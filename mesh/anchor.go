@@ -149,14 +149,16 @@ func (s *Service) carrier(tag []byte) *carrier { return s.carrierOn(tag, convTop
 // carrierOn returns the carrier of tag, subscribing to topic ("" for none).
 func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 	key := hex.EncodeToString(tag)
+	if s.holds(tag) {
+		return nil // a conversation of ours: the holder keeps it
+	}
 	s.mu.Lock()
-	if c := s.carried[key]; c != nil || s.convs[key] != nil {
+	if c := s.carried[key]; c != nil {
 		s.mu.Unlock()
 		return c
 	}
 	c := &carrier{tag: slices.Clone(tag), ops: map[crdt.OpID]held{}, senders: s.sendersLocked()}
 	s.carried[key] = c
-	s.tagList = nil
 	s.mu.Unlock()
 	if topic != "" {
 		if err := s.subscribe(topic, tag); err != nil {
@@ -173,16 +175,16 @@ func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte, from peer.ID) {
 	if len(tag) == 0 {
 		tag = e.Tag
 	}
-	s.keep(s.carrier(tag), tag, e, raw, from)
+	sender, _ := e.SenderID() // checked before; "" would share one account
+	s.keep(s.carrier(tag), tag, raw, sender, e.Kind, from)
 }
 
-// keep stores raw in carrier c.
-func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from peer.ID) {
+// keep stores raw, of sender and kind, in carrier c.
+func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind uint8, from peer.ID) {
 	if c == nil {
 		return
 	}
 	id := crdt.OpID(e2e.ID(raw))
-	sender, _ := e.SenderID() // checked before; "" would share one account
 	now := s.cfg.Now()
 	s.mu.Lock()
 	_, known := c.ops[id]
@@ -207,8 +209,8 @@ func (s *Service) keep(c *carrier, tag []byte, e *e2e.Envelope, raw []byte, from
 	}
 	// Acknowledge storage to the sender when it is in reach: that is its
 	// "held by another node".
-	if kept && sender != s.cfg.Node.ID() && s.cfg.Node.IsAdmitted(sender) && e.Kind == e2e.KindContent {
-		s.goOwned(func() { s.ackHeld(sender, e.Tag, id) })
+	if kept && sender != s.cfg.Node.ID() && s.cfg.Node.IsAdmitted(sender) && kind == e2e.KindContent {
+		s.goOwned(func() { s.ackHeld(sender, tag, id) })
 	}
 }
 
@@ -358,9 +360,9 @@ func (s *Service) restoreCarried() error {
 // carryWelcome keeps a welcome we sealed in the recipient's inbox carrier,
 // so sync hands it over whenever the two devices meet, even if the gossip
 // push was missed (or the recipient was offline).
-func (s *Service) carryWelcome(to peer.ID, e *e2e.Envelope, raw []byte) {
+func (s *Service) carryWelcome(to peer.ID, raw []byte) {
 	tag := inboxTag(to)
 	if c := s.carrierOn(tag, ""); c != nil {
-		s.keep(c, tag, e, raw, s.cfg.Node.ID())
+		s.keep(c, tag, raw, s.cfg.Node.ID(), e2e.KindWelcome, s.cfg.Node.ID())
 	}
 }

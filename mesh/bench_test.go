@@ -1,8 +1,7 @@
-package mesh
+package mesh_test
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"sort"
@@ -18,6 +17,7 @@ import (
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/internal/baseline"
+	"github.com/medmesh/medmesh/internal/testnet"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/store"
 )
@@ -28,32 +28,32 @@ var kib = strings.Repeat("x", 1024)
 // messages over /medmesh/sync/1 and applies them into its encrypted pebble
 // store; ratio against the raw receive limit measured in the same run.
 func BenchmarkPersistedIngest(b *testing.B) {
-	c := newCA(b)
-	a := start(b, c, c.enrol(b, "a"), false)
-	bdev := c.enrol(b, "b")
+	c := testnet.NewCA(b)
+	a := start(b, c, c.Enrol(b, "a"), false)
+	bdev := c.Enrol(b, "b")
 	st, err := store.Open(b.TempDir(), []byte("p"), store.WithKDF(keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	bdev.store = st
+	bdev.Store = st
 	bn := start(b, c, bdev, false, a)
-	eventually(b, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(bn.n.ID(), time.Now()); return err == nil })
-	id, err := a.s.Create("bench", []peer.ID{bn.n.ID()})
+	testnet.Eventually(b, 10*time.Second, "a knows b", func() bool { _, err := a.N.Recipient(bn.N.ID(), time.Now()); return err == nil })
+	id, err := a.C.Create("bench", []peer.ID{bn.N.ID()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	eventually(b, 10*time.Second, "b joined", func() bool { _, err := bn.s.Messages(id); return err == nil })
-	bn.stop()
+	testnet.Eventually(b, 10*time.Second, "b joined", func() bool { _, err := bn.C.Messages(id); return err == nil })
+	bn.Stop()
 	for range b.N {
-		send(b, a, id, kib)
+		testnet.Send(b, a, id, kib)
 	}
 	raw := baseline.Receive(2000)
 	b.ResetTimer()
 	bn = start(b, c, bdev, false, a)
-	tag := chat.TagOf(id, a.n.ID())
-	want := len(a.s.idsOf(tag))
-	for len(bn.s.idsOf(tag)) < want {
+	tag := chat.TagOf(id, a.N.ID())
+	want := len(a.M.IDsOf(tag))
+	for len(bn.M.IDsOf(tag)) < want {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
@@ -72,25 +72,25 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // nodes on loopback (all bootstrapped to the first), p50 and p99, beside
 // plain gossipsub between 10 bare hosts in the same topology.
 func BenchmarkDeliveryLatency10(b *testing.B) {
-	c := newCA(b)
-	first := start(b, c, c.enrol(b, "n0"), false)
-	nodes := []*peerNode{first}
+	c := testnet.NewCA(b)
+	first := start(b, c, c.Enrol(b, "n0"), false)
+	nodes := []*testnet.Peer{first}
 	for i := 1; i < 10; i++ {
-		nodes = append(nodes, start(b, c, c.enrol(b, fmt.Sprint("n", i)), false, first))
+		nodes = append(nodes, start(b, c, c.Enrol(b, fmt.Sprint("n", i)), false, first))
 	}
 	var members []peer.ID
 	for _, n := range nodes[1:] {
-		eventually(b, 20*time.Second, "directory", func() bool { _, err := first.n.Recipient(n.n.ID(), time.Now()); return err == nil })
-		members = append(members, n.n.ID())
+		testnet.Eventually(b, 20*time.Second, "directory", func() bool { _, err := first.N.Recipient(n.N.ID(), time.Now()); return err == nil })
+		members = append(members, n.N.ID())
 	}
-	id, err := first.s.Create("bench", members)
+	id, err := first.C.Create("bench", members)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, n := range nodes[1:] {
-		eventually(b, 20*time.Second, "joined", func() bool {
-			for _, s := range n.s.Conversations() {
-				if s.ID == id.String() && len(s.Members) == 10 {
+		testnet.Eventually(b, 20*time.Second, "joined", func() bool {
+			for _, s := range n.C.Conversations() {
+				if s.ID == id && len(s.Members) == 10 {
 					return true
 				}
 			}
@@ -98,18 +98,15 @@ func BenchmarkDeliveryLatency10(b *testing.B) {
 		})
 	}
 	var lat []time.Duration
-	tag := chat.TagOf(id, first.n.ID())
-	has := func(n *peerNode, op crdt.OpID) bool {
-		n.s.mu.Lock()
-		defer n.s.mu.Unlock()
-		_, ok := n.s.convs[hex.EncodeToString(tag)].r.Envelope(op)
-		return ok
+	tag := chat.TagOf(id, first.N.ID())
+	has := func(n *testnet.Peer, op crdt.OpID) bool {
+		return slices.Contains(n.M.IDsOf(tag), op)
 	}
 	b.ResetTimer()
 	for i := range b.N {
 		sender := nodes[i%len(nodes)]
 		t0 := time.Now()
-		op := send(b, sender, id, fmt.Sprint("m", i))
+		op := testnet.Send(b, sender, id, fmt.Sprint("m", i))
 		got := map[int]bool{}
 		for len(got) < len(nodes)-1 {
 			for j, n := range nodes {
@@ -153,7 +150,7 @@ func plainGossipLatency(b *testing.B, n int) []time.Duration {
 		hosts, topics, subs = append(hosts, h), append(topics, t), append(subs, s)
 	}
 	for _, t := range topics {
-		eventually(b, 10*time.Second, "mesh", func() bool { return len(t.ListPeers()) > 0 })
+		testnet.Eventually(b, 10*time.Second, "mesh", func() bool { return len(t.ListPeers()) > 0 })
 	}
 	var lat []time.Duration
 	for i := range n {

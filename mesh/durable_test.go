@@ -1,4 +1,4 @@
-package mesh
+package mesh_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/chat"
-	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/testnet"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/store"
 )
@@ -93,13 +93,13 @@ func (c *crashStore) crash(t testing.TB) *crashStore {
 // the restart no message is sealed with a chain index already used, and
 // every message Do returned reaches the recipient.
 func TestCrashLosesNoSentMessage(t *testing.T) {
-	c := newCA(t)
-	b := start(t, c, c.enrol(t, "b"), false)
-	adev := c.enrol(t, "a")
-	adev.store = newCrashStore(t, nil)
+	c := testnet.NewCA(t)
+	b := start(t, c, c.Enrol(t, "b"), false)
+	adev := c.Enrol(t, "a")
+	adev.Store = newCrashStore(t, nil)
 	a := start(t, c, adev, false, b)
-	eventually(t, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(b.n.ID(), time.Now()); return err == nil })
-	id, err := a.s.Create("t", []peer.ID{b.n.ID()})
+	testnet.Eventually(t, 10*time.Second, "a knows b", func() bool { _, err := a.N.Recipient(b.N.ID(), time.Now()); return err == nil })
+	id, err := a.C.Create("t", []peer.ID{b.N.ID()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,19 +107,19 @@ func TestCrashLosesNoSentMessage(t *testing.T) {
 	for round := range 3 {
 		for i := range 3 {
 			text := fmt.Sprintf("round %d message %d", round, i)
-			send(t, a, id, text)
+			testnet.Send(t, a, id, text)
 			want = append(want, text)
 		}
 		// b holds (and has used the keys of) this round's messages.
-		eventually(t, 10*time.Second, fmt.Sprintf("b has round %d", round), func() bool { return len(textsOf(t, b, id)) == len(want) })
-		a.stop()
-		adev.store = adev.store.(*crashStore).crash(t)
+		testnet.Eventually(t, 10*time.Second, fmt.Sprintf("b has round %d", round), func() bool { return len(testnet.Texts(b, id)) == len(want) })
+		a.Stop()
+		adev.Store = adev.Store.(*crashStore).crash(t)
 		a = start(t, c, adev, false, b)
 	}
-	send(t, a, id, "after the last crash")
+	testnet.Send(t, a, id, "after the last crash")
 	want = append(want, "after the last crash")
-	eventually(t, 10*time.Second, "b has every message", func() bool {
-		got := textsOf(t, b, id)
+	testnet.Eventually(t, 10*time.Second, "b has every message", func() bool {
+		got := testnet.Texts(b, id)
 		slices.Sort(got)
 		w := slices.Clone(want)
 		slices.Sort(w)
@@ -130,28 +130,28 @@ func TestCrashLosesNoSentMessage(t *testing.T) {
 // TestDoFailsWhenStoreCannotSync: an op that cannot be made durable is not
 // reported as sent; its writes are kept and saved with the next op.
 func TestDoFailsWhenStoreCannotSync(t *testing.T) {
-	c := newCA(t)
-	b := start(t, c, c.enrol(t, "b"), false)
-	adev := c.enrol(t, "a")
+	c := testnet.NewCA(t)
+	b := start(t, c, c.Enrol(t, "b"), false)
+	adev := c.Enrol(t, "a")
 	st := newCrashStore(t, nil)
-	adev.store = st
+	adev.Store = st
 	a := start(t, c, adev, false, b)
-	eventually(t, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(b.n.ID(), time.Now()); return err == nil })
-	id, err := a.s.Create("t", []peer.ID{b.n.ID()})
+	testnet.Eventually(t, 10*time.Second, "a knows b", func() bool { _, err := a.N.Recipient(b.N.ID(), time.Now()); return err == nil })
+	id, err := a.C.Create("t", []peer.ID{b.N.ID()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.failSync.Store(true)
-	op, err := a.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.Send("unsaved", chat.SendOptions{}) })
+	op, err := a.C.Send(id, "unsaved", chat.SendOptions{})
 	if !errors.Is(err, errSyncFailed) || !op.IsZero() {
 		t.Fatalf("Do with a failing sync: op %v, err %v", op, err)
 	}
 	st.failSync.Store(false)
-	send(t, a, id, "saved")
-	a.stop()
-	adev.store = st.crash(t)
+	testnet.Send(t, a, id, "saved")
+	a.Stop()
+	adev.Store = st.crash(t)
 	a = start(t, c, adev, false, b)
-	got := textsOf(t, a, id)
+	got := testnet.Texts(a, id)
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"saved", "unsaved"}) {
 		t.Fatalf("after the crash a holds %q", got)
@@ -162,29 +162,29 @@ func TestDoFailsWhenStoreCannotSync(t *testing.T) {
 // encrypted pebble store, where every send is made durable before it is
 // published; beside the same sends on an in-memory store in the same run.
 func BenchmarkSendPersisted(b *testing.B) {
-	c := newCA(b)
-	rate := func(d *dev) float64 {
+	c := testnet.NewCA(b)
+	rate := func(d *testnet.Identity) float64 {
 		p := start(b, c, d, false)
-		id, err := p.s.Create("bench", nil)
+		id, err := p.C.Create("bench", nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		t0 := time.Now()
 		for range b.N {
-			send(b, p, id, kib)
+			testnet.Send(b, p, id, kib)
 		}
 		r := float64(b.N) / time.Since(t0).Seconds()
-		p.stop()
+		p.Stop()
 		return r
 	}
-	mem := rate(c.enrol(b, "mem"))
-	d := c.enrol(b, "disk")
+	mem := rate(c.Enrol(b, "mem"))
+	d := c.Enrol(b, "disk")
 	st, err := store.Open(b.TempDir(), []byte("p"), store.WithKDF(keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	d.store = st
+	d.Store = st
 	b.ResetTimer()
 	disk := rate(d)
 	b.StopTimer()

@@ -1,16 +1,13 @@
-package mesh
+package mesh_test
 
 import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/medmesh/medmesh/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
-		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreAnyFunction("github.com/quic-go/quic-go.(*Transport).listen"),
-		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
-	)
+	goleak.VerifyTestMain(m, testnet.LeakOptions()...)
 }

@@ -100,61 +100,46 @@ func inboxTag(id peer.ID) []byte {
 // tags lists what this device holds: its conversations, its inbox, and
 // (on an anchor) every tag it carries.
 func (s *Service) tags() [][]byte {
+	out := append([][]byte{inboxTag(s.cfg.Node.ID())}, s.h.Tags()...)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tagList != nil {
-		return s.tagList
-	}
-	out := [][]byte{inboxTag(s.cfg.Node.ID())}
-	for _, c := range s.convs {
-		out = append(out, c.tag)
-	}
 	for _, c := range s.carried {
 		out = append(out, c.tag)
 	}
+	s.mu.Unlock()
 	slices.SortFunc(out, bytes.Compare)
-	s.tagList = slices.CompactFunc(out, bytes.Equal)
-	return s.tagList
+	return slices.CompactFunc(out, bytes.Equal)
 }
 
-// idsOf is the op-ID set of a tag this device holds.
-func (s *Service) idsOf(tag []byte) []crdt.OpID {
+// IDsOf is the op-ID set of a tag this device holds or carries (what it
+// offers in sync).
+func (s *Service) IDsOf(tag []byte) []crdt.OpID {
+	out := s.h.IDs(tag)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []crdt.OpID
-	if c := s.convs[hex.EncodeToString(tag)]; c != nil {
-		out = c.r.IDs()
-	}
 	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
 		out = append(out, c.list()...)
 	}
 	return out
 }
 
+// envelopes returns the wanted envelopes this device holds or carries.
 func (s *Service) envelopes(tag []byte, wanted [][]byte) [][]byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ids := make([]crdt.OpID, 0, len(wanted))
 	for _, b := range wanted {
 		if id, err := crdt.OpIDFromBytes(b); err == nil {
 			ids = append(ids, id)
 		}
 	}
-	if c := s.convs[hex.EncodeToString(tag)]; c != nil {
-		c.r.SortCausal(ids) // the peer applies them with little buffering
+	out := s.h.Envelopes(tag, ids)
+	s.mu.Lock()
+	c := s.carried[hex.EncodeToString(tag)]
+	s.mu.Unlock()
+	if c == nil {
+		return out
 	}
-	var out [][]byte
 	for _, id := range ids {
-		if c := s.convs[hex.EncodeToString(tag)]; c != nil {
-			if raw, ok := c.r.Envelope(id); ok {
-				out = append(out, raw)
-				continue
-			}
-		}
-		if c := s.carried[hex.EncodeToString(tag)]; c != nil {
-			if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
-				out = append(out, raw)
-			}
+		if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
+			out = append(out, raw)
 		}
 	}
 	return out
@@ -299,7 +284,7 @@ func (s *Service) initiate(p peer.ID) error {
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
 // theirs.
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) error {
-	sess := NewSession(s.idsOf(tag))
+	sess := NewSession(s.IDsOf(tag))
 	m, err := sess.Initiate()
 	if err != nil {
 		return err
@@ -388,21 +373,11 @@ func (s *Service) serve(c *conn, tag []byte) error {
 	}
 }
 
-// apply hands fetched envelopes over in causal order where possible: the
-// DAG buffers the rest until their dependencies arrive.
+// apply checks fetched envelopes — the senders, then every signature in
+// one batch (signatures dominate the receive path) — and delivers them in
+// the order they came (causal where the peer knew it: the DAG buffers the
+// rest until their dependencies arrive).
 func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
-	s.mu.Lock()
-	c := s.convs[hex.EncodeToString(tag)]
-	s.mu.Unlock()
-	if c == nil {
-		for _, raw := range envs {
-			s.handleFor(raw, from, true, tag)
-		}
-		return
-	}
-	// Decode, check the senders, then verify every signature in one batch
-	// (signatures dominate the receive path); apply in order after.
-	var ok []checked
 	var pending []*e2e.Envelope
 	var raws [][]byte
 	for _, raw := range envs {
@@ -416,14 +391,15 @@ func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
 		}
 		pending, raws = append(pending, e), append(raws, raw)
 	}
+	ok := make([]Checked, 0, len(pending))
 	for i, err := range e2e.VerifyBatch(pending) {
 		if err != nil {
 			s.log.Debug("fetched envelope refused", "from", from.String(), "err", err)
 			continue
 		}
-		ok = append(ok, checked{pending[i], raws[i]})
+		ok = append(ok, Checked{pending[i], raws[i]})
 	}
-	s.receiveAll(c, ok, from)
+	s.deliver(tag, ok, from)
 }
 
 // handleSync is the responder side.
@@ -457,7 +433,7 @@ func (s *Service) handleSync(st network.Stream) {
 		case fRecon:
 			sess := sessions[key]
 			if sess == nil {
-				sess = NewSession(s.idsOf(f.Tag))
+				sess = NewSession(s.IDsOf(f.Tag))
 				sessions[key] = sess
 			}
 			if len(f.Msg) == 0 {
@@ -516,18 +492,14 @@ func (s *Service) handleHeld(st network.Stream) {
 	if err != nil {
 		return
 	}
-	s.mu.Lock()
-	if cv := s.convs[hex.EncodeToString(f.Tag)]; cv != nil {
-		for _, b := range f.IDs {
-			if id, err := crdt.OpIDFromBytes(b); err == nil {
-				cv.r.MarkHeld(id, st.Conn().RemotePeer())
-			}
+	var ids []crdt.OpID
+	for _, b := range f.IDs {
+		if id, err := crdt.OpIDFromBytes(b); err == nil {
+			ids = append(ids, id)
 		}
 	}
-	id := s.convIDOf(f.Tag)
-	s.mu.Unlock()
-	if !id.IsZero() {
-		s.events.emit(Event{Type: "state", Conversation: id.String()})
+	if len(ids) > 0 {
+		s.h.Held(f.Tag, ids, st.Conn().RemotePeer())
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -16,63 +15,16 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// peerState is what we know of a connected peer. It lives while the peer
-// has at least one connection.
-type peerState struct {
-	decided chan struct{} // closed once admitted or refused
-	staff   *identity.Staff
-	chain   []*x509.Certificate
-	err     error
-}
-
-// admitted reports the decision. Callers hold n.mu (revocation rewrites
-// err and staff).
-func (p *peerState) admitted() bool {
-	select {
-	case <-p.decided:
-		return p.err == nil && p.staff != nil
-	default:
-		return false
-	}
-}
-
-// state returns the peer's state, creating it. Callers hold n.mu.
-func (n *Node) stateLocked(id peer.ID) *peerState {
-	st := n.peers[id]
-	if st == nil {
-		st = &peerState{decided: make(chan struct{})}
-		n.peers[id] = st
-	}
-	return st
-}
-
 // isAdmitted reports whether id is admitted now.
-func (n *Node) isAdmitted(id peer.ID) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	st := n.peers[id]
-	return st != nil && st.admitted()
-}
+func (n *Node) isAdmitted(id peer.ID) bool { return n.adm.isAdmitted(id) }
 
 // awaitAdmitted waits until id is admitted or refused, or the admission
 // window has passed.
 func (n *Node) awaitAdmitted(ctx context.Context, id peer.ID) bool {
-	n.mu.Lock()
-	st := n.stateLocked(id)
-	n.mu.Unlock()
-	t := time.NewTimer(n.cfg.AdmitTimeout + time.Second)
-	defer t.Stop()
-	select {
-	case <-st.decided:
-		n.mu.Lock() // a revocation may withdraw the admission meanwhile
-		defer n.mu.Unlock()
-		return st.admitted()
-	case <-ctx.Done():
-	case <-n.ctx.Done():
-	case <-t.C:
-	}
-	return false
+	return n.adm.awaitAdmitted(ctx, id)
 }
+
+func (n *Node) isBlocked(id peer.ID) bool { return n.adm.isBlocked(id) }
 
 // gate wraps a stream handler so it serves only admitted peers.
 func (n *Node) gate(h network.StreamHandler) network.StreamHandler {
@@ -93,9 +45,7 @@ func (n *Node) onConnected(c network.Conn) {
 		c.Close()
 		return
 	}
-	n.mu.Lock()
-	st := n.stateLocked(id)
-	n.mu.Unlock()
+	st := n.adm.state(id)
 	// Present on every new connection, even to a peer already admitted: on a
 	// quick reconnect the peer may have dropped its state for us (the old
 	// connection's close and the new one's open race), and waits for us. A
@@ -115,29 +65,12 @@ func (n *Node) onDisconnected(id peer.ID) {
 	if n.host.Network().Connectedness(id) == network.Connected {
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if st := n.peers[id]; st != nil {
-		delete(n.peers, id)
-		if !isClosed(st.decided) {
-			st.err = errors.New("disconnected")
-			close(st.decided)
-		}
-	}
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
+	n.adm.forget(id)
 }
 
 // present sends our chain (unless crlsOnly) and our CRLs to id.
 func (n *Node) present(id peer.ID, crlsOnly bool) {
-	msg := presentation{CRLs: n.cfg.Trust.CRLs()}
+	msg := presentation{CRLs: n.adm.trust.CRLs()}
 	if !crlsOnly {
 		msg.Chain = encodeChain(n.cfg.Chain)
 	}
@@ -169,7 +102,9 @@ func (n *Node) present(id peer.ID, crlsOnly bool) {
 }
 
 // handleAdmit reads a peer's presentation: CRLs first (they authenticate
-// themselves), then the chain, which decides admission.
+// themselves; the chain's issuing CAs are learnt before them, so a site
+// CA's CRL is not refused for want of its CA), then the chain, which
+// decides admission.
 func (n *Node) handleAdmit(s network.Stream) {
 	defer s.Close()
 	id := s.Conn().RemotePeer()
@@ -184,43 +119,37 @@ func (n *Node) handleAdmit(s network.Stream) {
 		err = msg.check()
 	}
 	if err != nil {
-		n.mu.Lock()
-		st := n.stateLocked(id)
-		n.mu.Unlock()
-		n.refuse(id, st, err)
+		n.refuse(id, n.adm.state(id), err)
 		return
+	}
+	now := n.cfg.Now()
+	var chain []*x509.Certificate
+	if len(msg.Chain) > 0 {
+		if chain, err = decodeChain(msg.Chain); err == nil {
+			n.adm.learnIssuers(chain, now)
+		}
 	}
 	n.learnCRLs(msg.CRLs)
 	if len(msg.Chain) == 0 {
 		return // a notice carrying CRLs only
 	}
-	now := n.cfg.Now()
-	chain, err := decodeChain(msg.Chain)
 	var staff *identity.Staff
 	if err == nil {
-		n.cfg.Trust.AddIssuers(chain, now)
-		staff, err = n.cfg.Trust.Admit(chain, id, now)
+		staff, err = n.adm.trust.Admit(chain, id, now)
 	}
-	n.mu.Lock()
-	st := n.stateLocked(id)
-	if isClosed(st.decided) {
+	fresh, admitted := n.adm.decide(id, staff, chain, err)
+	switch {
+	case !fresh:
 		// A new connection of a peer we admitted on an older one that has
 		// not closed yet (a quick reconnect): sync as on any meeting.
-		again := err == nil && st.admitted()
-		n.mu.Unlock()
-		if again {
+		if admitted {
 			n.met(id)
 		}
 		return
-	}
-	if err != nil {
-		n.mu.Unlock()
-		n.refuse(id, st, err)
+	case !admitted:
+		n.refused(id, err)
 		return
 	}
-	st.staff, st.chain = staff, chain
-	close(st.decided)
-	n.mu.Unlock()
 	n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
 	n.addEntry(chain, staff, nil, true)
 	n.met(id)
@@ -230,10 +159,7 @@ func (n *Node) handleAdmit(s network.Stream) {
 // layers' OnAdmitted hooks.
 func (n *Node) met(id peer.ID) {
 	n.goOwned(func() { n.afterAdmission(id) })
-	n.mu.Lock()
-	hooks := slices.Clone(n.onAdmitted)
-	n.mu.Unlock()
-	for _, f := range hooks {
+	for _, f := range n.adm.admittedHooks() {
 		n.goOwned(func() { f(id) })
 	}
 }
@@ -241,42 +167,14 @@ func (n *Node) met(id peer.ID) {
 // refuse records a negative decision, drops the peer and keeps it out for a
 // while, so a flood of attempts costs us little.
 func (n *Node) refuse(id peer.ID, st *peerState, why error) {
-	n.mu.Lock()
-	if !isClosed(st.decided) {
-		st.err = why
-		close(st.decided)
-	}
-	n.blocked[id] = n.cfg.Now().Add(intruderBlock)
-	n.mu.Unlock()
+	n.adm.refuse(id, st, why)
+	n.refused(id, why)
+}
+
+// refused drops a peer refused (and blocked) by the admission.
+func (n *Node) refused(id peer.ID, why error) {
 	n.log.Warn("refused peer", "remote", id.String(), "reason", why.Error())
 	n.host.Network().ClosePeer(id)
-}
-
-func (n *Node) isBlocked(id peer.ID) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	until, ok := n.blocked[id]
-	if !ok {
-		return false
-	}
-	if n.cfg.Now().After(until) {
-		delete(n.blocked, id)
-		return false
-	}
-	return true
-}
-
-// admittedPeers lists the peers admitted now.
-func (n *Node) admittedPeers() []peer.ID {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []peer.ID
-	for id, st := range n.peers {
-		if st.admitted() {
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 // AwaitAdmitted waits for the admission decision on id (for the layers
@@ -286,57 +184,9 @@ func (n *Node) AwaitAdmitted(ctx context.Context, id peer.ID) bool { return n.aw
 // OnAdmitted registers f to run, in a goroutine the node owns, for every
 // peer admitted from now on — and again when an admitted peer opens a new
 // connection (it walked away and straight back).
-func (n *Node) OnAdmitted(f func(peer.ID)) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.onAdmitted = append(n.onAdmitted, f)
-}
+func (n *Node) OnAdmitted(f func(peer.ID)) { n.adm.addOnAdmitted(f) }
 
 // KnownStaff reports whether id holds a valid certificate of a trusted CA
 // that this node has seen — admitted now, or in the directory — and whether
 // that certificate is revoked.
-func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) {
-	now := n.cfg.Now()
-	gen := n.crlGen.Load()
-	n.mu.Lock()
-	if k, ok := n.known[id]; ok && k.gen == gen && now.Before(k.until) {
-		n.mu.Unlock()
-		return k.known, k.revoked
-	}
-	var chain []*x509.Certificate
-	if st := n.peers[id]; st != nil && st.chain != nil {
-		chain = st.chain
-	}
-	n.mu.Unlock()
-	if chain == nil {
-		if d, err := n.storedEntry(id); err == nil {
-			chain, _ = decodeChain(d.Chain)
-		}
-	}
-	if chain == nil {
-		return false, false
-	}
-	s, err := n.cfg.Trust.Admit(chain, id, now)
-	k := knownStaff{gen: gen, until: now.Add(time.Minute)}
-	switch {
-	case err == nil:
-		k.known = true
-		if s.NotAfter.Before(k.until) {
-			k.until = s.NotAfter
-		}
-	case errors.Is(err, identity.ErrRevoked):
-		k.known, k.revoked = true, true
-	}
-	n.mu.Lock()
-	n.known[id] = k
-	n.mu.Unlock()
-	return k.known, k.revoked
-}
-
-// knownStaff caches KnownStaff: one chain verification per sender per
-// minute and CRL, not one per envelope.
-type knownStaff struct {
-	known, revoked bool
-	gen            int64
-	until          time.Time
-}
+func (n *Node) KnownStaff(id peer.ID) (known, revoked bool) { return n.adm.knownStaff(id, n.dir) }

@@ -40,10 +40,10 @@ func TestDirectoryInStore(t *testing.T) {
 	if n.addEntry(colleague.chain, staff, raw1, false) {
 		t.Fatal("the same entry counted as a change")
 	}
-	if !n.holds(dirEntry{Chain: encodeChain(colleague.chain), Prekey: raw1}) {
+	if !n.dir.holds(dirEntry{Chain: encodeChain(colleague.chain), Prekey: raw1}) {
 		t.Fatal("an entry held is not recognised")
 	}
-	if n.holds(dirEntry{Chain: encodeChain(colleague.chain)}) {
+	if n.dir.holds(dirEntry{Chain: encodeChain(colleague.chain)}) {
 		t.Fatal("an entry without the prekey matched the stored one")
 	}
 	r, err := n.Recipient(colleague.key.PeerID(), now)
@@ -79,7 +79,7 @@ func TestDirectoryInStore(t *testing.T) {
 	if s, ok := n.LookupStaff("amira-id"); !ok || s.Serial.Cmp(rs.Serial) != 0 {
 		t.Fatal("lookup by staff ID does not give the renewed certificate")
 	}
-	if !n.holds(dirEntry{Chain: encodeChain(renewed.chain), Prekey: raw2}) {
+	if !n.dir.holds(dirEntry{Chain: encodeChain(renewed.chain), Prekey: raw2}) {
 		t.Fatal("the renewed entry did not keep the prekey")
 	}
 
@@ -118,9 +118,9 @@ func TestDirectoryDelta(t *testing.T) {
 		}
 	}
 	sent := func() uint64 {
-		a.dirMu.Lock()
-		defer a.dirMu.Unlock()
-		return a.dirSent[b.ID()]
+		a.dir.mu.Lock()
+		defer a.dir.mu.Unlock()
+		return a.dir.sent[b.ID()]
 	}
 	meet(a, b)
 	eventually(t, 10*time.Second, "a's directory sent to b", func() bool { return sent() > 0 })
@@ -129,9 +129,9 @@ func TestDirectoryDelta(t *testing.T) {
 	mn.UnlinkPeers(a.ID(), b.ID())
 	meet(a, cc)
 	eventually(t, 10*time.Second, "a knows c", func() bool { _, ok := a.LookupStaff("c-id"); return ok })
-	a.dirMu.Lock()
-	cSeq := a.directory[cc.ID()].seq // c's entry changed after a's first send to b
-	a.dirMu.Unlock()
+	a.dir.mu.Lock()
+	cSeq := a.dir.entries[cc.ID()].seq // c's entry changed after a's first send to b
+	a.dir.mu.Unlock()
 	if cSeq <= first {
 		t.Fatalf("c's entry (change %d) is not newer than a's first send to b (%d)", cSeq, first)
 	}

@@ -14,8 +14,8 @@
 // has not been admitted within AdmitTimeout is disconnected and kept out for
 // a while by the gater.
 //
-// When a newer CRL arrives (trust topic, admission, directory sync or the
-// local API) every admitted peer is judged again; connections to revoked
+// When a newer CRL arrives (trust topic, a peer's presentation or the local
+// API) every admitted peer is judged again; connections to revoked
 // peers are closed at once, after the CRL has been handed to them, and the
 // gater blocks them. A device that finds its own certificate revoked calls
 // Config.OnRevoked (which wipes its store) and stops.
@@ -30,7 +30,21 @@
 // last took its directory (all, the first time); the peer asks for the
 // ones it lacks — colleagues meeting again exchange little or nothing.
 //
-// State: Node.mu guards the peer table and the block list; Node.dirMu the
-// directory index and the stored entries (taken before mu). Logs carry peer
-// IDs, never names, staff IDs or keys.
+// Site issuing CAs become known from the chains the node meets (its own,
+// admissions, directory entries); each is verified against the roots and
+// persisted, and at start the node loads them before the stored CRLs, so a
+// site CA's CRL keeps refusing the devices it revokes across a restart.
+//
+// A colleague whose certificate a CRL revokes leaves the directory's
+// selectable set at once: Directory, LookupStaff and Recipient (ErrRevoked)
+// no longer offer it, while its entry stays in the store and KnownStaff
+// reports it revoked. OnRevocation tells the layers above when what is
+// revoked changed.
+//
+// State has three owners, none holding another's lock: the admission part
+// (admission: peer table, block list, gater decisions, the trust's CAs and
+// CRLs; admission.mu and admission.crlMu), the directory (directory: index
+// and stored entries; directory.mu) and the node's own prekey ring
+// (Node.pkMu). Each type documents its invariants; Node wires them to the
+// host and pubsub. Logs carry peer IDs, never names, staff IDs or keys.
 package node

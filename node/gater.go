@@ -9,22 +9,23 @@ import (
 )
 
 // gater keeps blocked peers (revoked, or recently refused) out at dial and
-// right after the secure handshake, where the peer ID is proven.
-type gater Node
+// right after the secure handshake, where the peer ID is proven; the
+// decisions are the admission part's.
+type gater admission
 
-func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return !(*Node)(g).isBlocked(p) }
+func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return !(*admission)(g).isBlocked(p) }
 func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return !g.offline.Load() && !(*Node)(g).isBlocked(p)
+	return !g.offline.Load() && !(*admission)(g).isBlocked(p)
 }
 
 // SetOffline cuts the device off the network, as a basement or a lift does:
 // every connection closes and the gater refuses new ones. Back online,
 // discovery reconnects and sync catches up. For the demo and tests.
 func (n *Node) SetOffline(off bool) {
-	n.offline.Store(off)
+	n.adm.offline.Store(off)
 	if off {
 		for _, p := range n.host.Network().Peers() {
 			n.host.Network().ClosePeer(p)
@@ -35,7 +36,7 @@ func (n *Node) SetOffline(off bool) {
 }
 
 // Offline reports whether SetOffline cut the device off.
-func (n *Node) Offline() bool { return n.offline.Load() }
+func (n *Node) Offline() bool { return n.adm.offline.Load() }
 
 // newResourceManager sets explicit limits: a device talks to tens of
 // colleagues, an anchor to a few hundred; a flood of peers or streams hits

@@ -59,13 +59,10 @@ type Config struct {
 	PubSubOptions []pubsub.Option
 }
 
-// Errors.
-var (
-	ErrNotAdmitted = errors.New("peer not admitted")
-	ErrClosed      = errors.New("node closed")
-)
-
-// Node is one running device.
+// Node is one running device. It wires its parts — adm (admission and
+// trust) and dir (the staff directory), each with its own mutex and
+// invariants — to the host, pubsub and discovery, runs the protocols and
+// owns every goroutine.
 type Node struct {
 	cfg   Config
 	host  host.Host
@@ -76,6 +73,9 @@ type Node struct {
 	mdns  interface{ Close() error }
 	log   *slog.Logger
 	self  *identity.Staff
+
+	adm *admission // peers admitted, blocked; the trust, its CAs and CRLs
+	dir *directory // colleagues' entries and prekeys
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,24 +89,11 @@ type Node struct {
 
 	trustRecv atomic.Int64 // trust-topic messages delivered (for tests)
 
-	pkMu      sync.Mutex // guards prekeys and prekeyID
-	prekeys   *e2e.PrekeyRing
-	prekeyID  uint32
-	curPrekey *e2e.Prekey
-
-	dirMu     sync.Mutex // guards directory, sums and the stored entries; taken before mu
-	directory map[peer.ID]entry
-	sums      map[entrySum]struct{}
-	dirSeq    uint64             // bumped by every directory change
-	dirSent   map[peer.ID]uint64 // dirSeq as of the last directory a peer took from us
-
-	mu         sync.Mutex
-	peers      map[peer.ID]*peerState
-	blocked    map[peer.ID]time.Time
-	onAdmitted []func(peer.ID)
-	known      map[peer.ID]knownStaff
-	crlGen     atomic.Int64 // bumped with every newer CRL
-	offline    atomic.Bool  // SetOffline
+	pkMu         sync.Mutex // guards the fields below and the ring's stored copy
+	prekeys      *e2e.PrekeyRing
+	prekeyID     uint32 // ID of the current prekey as stored
+	curPrekey    *e2e.Prekey
+	storedPrekey int // private halves in the ring as stored
 }
 
 // Timing.
@@ -142,10 +129,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
-		peers: map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, directory: map[peer.ID]entry{}, sums: map[entrySum]struct{}{}, dirSent: map[peer.ID]uint64{},
-		known: map[peer.ID]knownStaff{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.adm = newAdmission(n.ctx, cfg, n.log)
+	n.dir = newDirectory(n.ctx, cfg.Store, n.log, cfg.Now, n.adm)
 	if err := n.loadPersisted(ctx); err != nil {
 		n.cancel()
 		return nil, err
@@ -197,7 +184,7 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		libp2p.ConnectionGater((*gater)(n)),
+		libp2p.ConnectionGater((*gater)(n.adm)),
 		libp2p.Ping(false),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),

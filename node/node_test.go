@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/medmesh/medmesh/internal/check"
+
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -38,13 +40,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// process-wide workers started by libp2p's dependencies
-		goleak.IgnoreTopFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
-		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreAnyFunction("github.com/quic-go/quic-go.(*Transport).listen"),
-		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
-	)
+	goleak.VerifyTestMain(m, check.LeakOptions()...)
 }
 
 type testCA struct {
@@ -142,16 +138,7 @@ func bootstrap(to ...*Node) nodeOpt {
 }
 
 // eventually waits for cond with a deadline; no sleeping as synchronisation.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
+var eventually = check.Eventually
 
 func admittedCount(n *Node) int {
 	c := 0

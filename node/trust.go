@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
-	"github.com/ipfs/go-datastore/query"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -18,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
@@ -26,6 +23,7 @@ import (
 // Store keys.
 var (
 	crlPrefix   = ds.NewKey("/trust/crl")
+	caPrefix    = ds.NewKey("/trust/ca") // issuing CAs learnt, by subject key ID
 	entryPrefix = ds.NewKey("/directory")
 )
 
@@ -158,7 +156,7 @@ func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message)
 		}
 		return pubsub.ValidationAccept
 	case kindEntry:
-		if n.holds(dirEntry{Chain: msg.Chain, Prekey: msg.Prekey}) {
+		if n.dir.holds(dirEntry{Chain: msg.Chain, Prekey: msg.Prekey}) {
 			return pubsub.ValidationIgnore
 		}
 		chain, err := decodeChain(msg.Chain)
@@ -200,36 +198,52 @@ func (n *Node) learnCRLs(raws [][]byte) {
 }
 
 // installCRL verifies and installs a DER CRL; when it is newer it is
-// persisted, published, and every peer is judged again.
+// persisted, published, and every peer is judged again, and when it
+// changes what is revoked the OnRevocation hooks run.
 func (n *Node) installCRL(der []byte) (bool, error) {
-	if len(der) > maxCRLBytes {
-		return false, fmt.Errorf("%w: CRL of %d bytes", identity.ErrMalformed, len(der))
-	}
-	l, err := identity.ParseCRL(der)
-	if err != nil {
+	change, err := n.adm.installCRL(der)
+	if err != nil || change == nil {
 		return false, err
-	}
-	changed, err := n.cfg.Trust.UpdateCRL(l)
-	if err != nil || !changed {
-		return false, err
-	}
-	n.crlGen.Add(1)
-	n.log.Info("newer CRL installed", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "number", l.Number.String())
-	if err := n.cfg.Store.Put(n.ctx, crlPrefix.ChildString(hex.EncodeToString(l.AuthorityKeyId)), l.Raw); err != nil {
-		n.log.Error("persist CRL", "err", err)
 	}
 	select {
 	case n.recheck <- struct{}{}:
 	default:
 	}
+	if change.revokes {
+		n.adm.ringRevocation()
+	}
 	// Spread it two ways: on the trust topic (reaches the whole mesh) and
 	// straight to every admitted neighbour (gossip drops what is published
 	// in the moment a new peer's streams come up; a CRL must not be lost).
-	n.goOwned(func() { n.publish(trustMsg{Kind: kindCRL, CRL: l.Raw}) })
-	for _, id := range n.admittedPeers() {
+	n.goOwned(func() { n.publish(trustMsg{Kind: kindCRL, CRL: change.raw}) })
+	for _, id := range n.adm.admittedPeers("") {
 		n.goOwned(func() { n.present(id, true) })
 	}
 	return true, nil
+}
+
+// OnRevocation registers f to run after every newly applied CRL that
+// changes what is revoked (not merely a newer CRL revoking the same
+// certificates), wherever the CRL came from: the trust topic, a peer's
+// presentation (at admission, or a notice) or SubmitCRL. f runs in a goroutine the node
+// owns, outside every node lock, never concurrently with itself; CRLs
+// applied while f runs or waits to run call it once more, not once each.
+// A CRL applied before f is registered, or loaded from the store at start,
+// does not call it. The directory already leaves revoked colleagues out
+// when f runs; KnownStaff reports them revoked.
+func (n *Node) OnRevocation(f func()) {
+	bell := make(chan struct{}, 1)
+	n.adm.addOnRevocation(bell)
+	n.goOwned(func() {
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-bell:
+				f()
+			}
+		}
+	})
 }
 
 func (n *Node) publish(m trustMsg) {
@@ -263,32 +277,11 @@ func (n *Node) revocationLoop() {
 
 func (n *Node) judgeAll() {
 	now := n.cfg.Now()
-	if _, err := n.cfg.Trust.Admit(n.cfg.Chain, n.ID(), now); errors.Is(err, identity.ErrRevoked) {
+	if _, err := n.adm.trust.Admit(n.cfg.Chain, n.ID(), now); errors.Is(err, identity.ErrRevoked) {
 		n.goOwned(n.stopSelf)
 		return
 	}
-	type out struct {
-		id    peer.ID
-		block bool
-	}
-	var drop []out
-	n.mu.Lock()
-	for id, st := range n.peers {
-		if !st.admitted() {
-			continue
-		}
-		if _, err := n.cfg.Trust.Admit(st.chain, id, now); err != nil {
-			st.err, st.staff = err, nil
-			revoked := errors.Is(err, identity.ErrRevoked)
-			if revoked {
-				n.blocked[id] = now.Add(revokedBlock)
-			}
-			n.log.Warn("peer no longer admissible", "remote", id.String(), "reason", err.Error())
-			drop = append(drop, out{id, revoked})
-		}
-	}
-	n.mu.Unlock()
-	for _, d := range drop {
+	for _, d := range n.adm.rejudge(now) {
 		n.goOwned(func() {
 			if d.block {
 				n.present(d.id, true) // hand it the CRL so it wipes itself
@@ -301,55 +294,20 @@ func (n *Node) judgeAll() {
 // judgeEntry checks a directory entry: a chain as the device would present
 // it, judged at the peer ID its certificate names.
 func (n *Node) judgeEntry(chain []*x509.Certificate) (*identity.Staff, error) {
-	s, err := identity.StaffFromCert(chain[0])
-	if err != nil {
-		return nil, err
-	}
-	now := n.cfg.Now()
-	n.cfg.Trust.AddIssuers(chain, now)
-	return n.cfg.Trust.Admit(chain, s.PeerID, now)
+	return n.adm.judgeEntry(chain)
 }
 
-// loadPersisted restores CRLs and directory entries from the store.
+// loadPersisted restores the trust's state and the directory from the
+// store: the issuing CAs learnt (and this device's own), which must be
+// known before their CRLs are; the directory, whose chains teach CAs
+// learnt before they were persisted; then the CRLs.
 func (n *Node) loadPersisted(ctx context.Context) error {
-	res, err := n.cfg.Store.Query(ctx, query.Query{Prefix: crlPrefix.String()})
-	if err != nil {
-		return fmt.Errorf("load CRLs: %w", err)
+	if err := n.adm.loadCAs(ctx); err != nil {
+		return err
 	}
-	for r := range res.Next() {
-		if r.Error != nil {
-			return fmt.Errorf("load CRLs: %w", r.Error)
-		}
-		if l, err := identity.ParseCRL(r.Value); err == nil {
-			n.cfg.Trust.UpdateCRL(l)
-		}
+	n.adm.learnIssuers(n.cfg.Chain, n.cfg.Now())
+	if err := n.dir.load(ctx); err != nil {
+		return err
 	}
-	res, err = n.cfg.Store.Query(ctx, query.Query{Prefix: entryPrefix.String()})
-	if err != nil {
-		return fmt.Errorf("load directory: %w", err)
-	}
-	for r := range res.Next() {
-		if r.Error != nil {
-			return fmt.Errorf("load directory: %w", r.Error)
-		}
-		var de dirEntry
-		if decode(r.Value, &de, maxEntryBytes) != nil {
-			continue
-		}
-		chain, err := decodeChain(de.Chain)
-		if err != nil {
-			continue
-		}
-		n.cfg.Trust.AddIssuers(chain, n.cfg.Now())
-		if s, err := identity.StaffFromCert(chain[0]); err == nil {
-			e := certIndex(s)
-			if p, err := e2e.DecodePrekey(de.Prekey); err == nil && string(p.Owner) == string(s.PeerID) {
-				e.prekey = p.Created
-			}
-			n.dirMu.Lock()
-			n.indexLocked(s.PeerID, e, de)
-			n.dirMu.Unlock()
-		}
-	}
-	return nil
+	return n.adm.loadCRLs(ctx)
 }

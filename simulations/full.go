@@ -26,7 +26,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
@@ -78,8 +80,10 @@ type full struct {
 }
 
 type fdev struct {
+	d     *device.Device
 	n     *node.Node
-	s     *mesh.Service
+	s     *conversations.Service
+	m     *mesh.Service
 	store ds.Datastore
 	cert  *x509.Certificate
 	trust *identity.Trust
@@ -138,11 +142,8 @@ func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Resul
 
 func (f *full) close() {
 	for _, d := range f.devs {
-		if d.s != nil {
-			d.s.Close()
-		}
-		if d.n != nil {
-			d.n.Close()
+		if d.d != nil {
+			d.d.Close()
 		}
 	}
 	f.mn.Close()
@@ -241,23 +242,21 @@ func (f *full) startNodes() error {
 		store := namespace.Wrap(f.db, ds.NewKey(fmt.Sprintf("/device/%d", i)))
 		// AdmitTimeout: generous, so that a machine running behind the
 		// compressed clock does not refuse (and block) honest peers.
-		n, err := node.New(context.Background(), node.Config{Key: k, Chain: chain, Trust: trust, Store: store, Host: h, AdmitTimeout: time.Minute,
-			PubSubOptions: []pubsub.Option{pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})}})
+		opts := []device.Option{device.WithIdentity(k, chain, trust), device.WithStore(store), device.WithHost(h), device.WithAdmitTimeout(time.Minute),
+			device.WithPubSubOptions(pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})),
+			device.WithTimers(time.Duration(f.w.S.SyncSeconds/f.opt.Scale*float64(time.Second)), time.Duration(0.3/f.opt.Scale*float64(time.Second))),
+			device.WithObserve(f.observer(i))}
+		if wd.Anchor {
+			opts = append(opts, device.WithAnchor(0, 0))
+		}
+		dv, err := device.Open(context.Background(), "", nil, opts...)
 		if err != nil {
 			return err
 		}
-		d := &fdev{n: n, store: store, cert: cert, place: nowhere, trust: trust}
+		d := &fdev{d: dv, n: dv.Node(), s: dv.Conversations(), m: dv.Mesh(), store: store, cert: cert, place: nowhere, trust: trust}
 		f.devs = append(f.devs, d)
-		f.byID[n.ID()] = i
+		f.byID[d.n.ID()] = i
 		f.got[i] = map[crdt.OpID]arrival{}
-		d.s, err = mesh.New(mesh.Config{Node: n, Store: store, Anchor: wd.Anchor,
-			Device:    &chat.Device{Key: k.Identity, ID: k.PeerID(), Prekeys: n.Prekeys(), CertKEM: k.KEM},
-			SyncEvery: time.Duration(f.w.S.SyncSeconds / f.opt.Scale * float64(time.Second)),
-			KickDelay: time.Duration(0.3 / f.opt.Scale * float64(time.Second)),
-			Observe:   f.observer(i)})
-		if err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -336,7 +335,7 @@ func (f *full) foundConversations(ctx context.Context) error {
 			// a welcome alone does not let it write yet.
 			if err := waitFor(ctx, func() bool {
 				for _, sum := range s.Conversations() {
-					if sum.ID == conv.String() {
+					if sum.ID == conv {
 						return len(sum.Members) == len(members)
 					}
 				}
@@ -477,9 +476,7 @@ func (f *full) step(e fevent) {
 		m := f.w.Sends[e.a]
 		d := f.devs[m.Dev]
 		at := f.now()
-		id, err := d.s.Do(d.conv, func(r *chat.Replica) ([][]byte, crdt.OpID, error) {
-			return r.Send(fmt.Sprintf("simulated message %d", e.a), chat.SendOptions{})
-		})
+		id, err := d.s.Send(d.conv, fmt.Sprintf("simulated message %d", e.a), chat.SendOptions{})
 		if err == nil {
 			f.mu.Lock()
 			f.got[m.Dev][id] = arrival{at: at}
@@ -639,7 +636,7 @@ func (f *full) finish() {
 	}
 	var sync int64
 	for _, d := range f.devs {
-		sync += d.s.SyncBytes()
+		sync += d.m.SyncBytes()
 	}
 	f.res.Bytes = sync + f.gossp.Load()
 	deps := make([][]int32, len(f.w.Sends)) // standing is read from a converged replica below
@@ -668,14 +665,16 @@ func (f *full) finish() {
 	}
 }
 
-// standing counts the revoked device's messages that a member of its
-// conversation still shows at the end (the chat rule applied for real).
+// standing counts the revoked device's messages that stand at the end —
+// read from the replicas' own views (the chat rule, run by the product),
+// which must agree on every member that holds the conversation.
 func (f *full) standing(dev int) int {
 	c := f.w.ConvOf[dev]
 	if c < 0 {
 		return 0
 	}
-	name := f.devs[dev].n.ID().String()
+	name := f.devs[dev].n.ID()
+	n := -1
 	for _, m := range f.w.Convs[c] {
 		if m == dev {
 			continue
@@ -684,15 +683,19 @@ func (f *full) standing(dev int) int {
 		if err != nil {
 			continue
 		}
-		n := 0
+		k := 0
 		for _, v := range views {
-			if v.Sender == name {
-				n++
+			if v.Sender == name && v.Withdrawn == "" {
+				k++
 			}
 		}
-		return n
+		if n >= 0 && k != n {
+			f.res.Failures = append(f.res.Failures, fmt.Sprintf("revoked %s: %s shows %d of its messages standing, another member %d",
+				f.w.Devices[dev].Name, f.w.Devices[m].Name, k, n))
+		}
+		n = max(n, k)
 	}
-	return 0
+	return max(n, 0)
 }
 
 func storeBytes(d ds.Datastore) int64 {

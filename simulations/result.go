@@ -3,6 +3,7 @@ package simulations
 import (
 	"time"
 
+	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
 )
 
@@ -128,6 +129,14 @@ func (w *World) outcome(res *Result, got func(dev int, key int32) (arrival, bool
 		}
 	}
 
+	children := make([][]int32, len(w.Sends))
+	for i, ds := range deps {
+		for _, d := range ds {
+			children[d] = append(children[d], int32(i))
+		}
+	}
+	childrenOf := func(i int32) []int32 { return children[i] }
+	revokedSend := func(i int32) bool { _, r := revokedAt[w.Sends[i].Dev]; return r }
 	for r, rv := range w.Revokes {
 		out := RevocationOutcome{Device: w.Devices[rv.Dev].Name, At: rv.At}
 		learnt := make([]float64, len(w.Devices))
@@ -156,17 +165,10 @@ func (w *World) outcome(res *Result, got func(dev int, key int32) (arrival, bool
 			}
 		}
 		// A revoked author's op stands if an op of an unrevoked author
-		// descends from it (the chat rule), over the whole DAG.
-		endorsed := make([]bool, len(w.Sends))
-		for i := len(w.Sends) - 1; i >= 0; i-- {
-			_, revoked := revokedAt[w.Sends[i].Dev]
-			flag := endorsed[i] || !revoked
-			for _, dep := range deps[i] {
-				endorsed[dep] = endorsed[dep] || flag
-			}
-		}
+		// descends from it: the product's own rule (chat.Endorsed), over
+		// the whole DAG.
 		for i, m := range w.Sends {
-			if m.Dev == rv.Dev && endorsed[i] {
+			if m.Dev == rv.Dev && chat.Endorsed(int32(i), childrenOf, revokedSend) {
 				out.Standing++
 			}
 		}

@@ -241,6 +241,21 @@ func checkRevocationPartition(t *testing.T, r *Result) {
 	if *sum.RevokedSent == 0 {
 		t.Fatal("the revoked phone sent nothing after its revocation: the scenario tests nothing")
 	}
+	// Standing comes from the product's rule (the replicas' views on the
+	// full engine, chat.Endorsed on the DES's DAG): never more than the
+	// phone wrote, and every replica agrees (a disagreement is a failure).
+	wrote := 0
+	for _, m := range r.World.Sends {
+		if r.World.Devices[m.Dev].Name == revoked {
+			wrote++
+		}
+	}
+	if *sum.RevokedStanding > wrote {
+		t.Fatalf("%d of the revoked phone's %d messages stand", *sum.RevokedStanding, wrote)
+	}
+	for _, f := range r.Failures {
+		t.Errorf("failure: %s", f)
+	}
 }
 
 // contactTrace writes a pairwise contact trace: every pair of the n

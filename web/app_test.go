@@ -2,20 +2,22 @@ package web
 
 import (
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/medmesh/medmesh/mesh"
+	"github.com/medmesh/medmesh/internal/testnet"
 )
 
+// appServer serves the API and the app of a real device, alone on
+// loopback, with the token "secret-token" and the passphrase "right".
 func appServer(t *testing.T, lockAfter time.Duration) (*Server, *httptest.Server) {
 	t.Helper()
-	fc := &fakeConvs{events: make(chan mesh.Event)}
-	s := New(&fakeNode{}, "secret-token", slog.New(slog.DiscardHandler), WithConversations(fc, fakeStaff{}),
+	ca := testnet.NewCA(t)
+	p := testnet.Start(t, ca, ca.Enrol(t, "asha"))
+	s := New(p.N, "secret-token", testnet.Logger(), WithConversations(p.C, p.N),
 		WithApp(func(p []byte) bool { return string(p) == "right" }, lockAfter))
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
@@ -88,7 +90,7 @@ func TestAppUnlockSessionAndCSRF(t *testing.T) {
 	if r := do(t, "POST", srv.URL+"/api/v1/conversations", `{"title":"x"}`, map[string]string{"Content-Type": "application/json"}, c); r.StatusCode != 401 {
 		t.Fatalf("session POST without CSRF header: %d", r.StatusCode)
 	}
-	if r := do(t, "POST", srv.URL+"/api/v1/conversations", `{"title":"x","members":["S2"]}`, csrf, c); r.StatusCode != 201 {
+	if r := do(t, "POST", srv.URL+"/api/v1/conversations", `{"title":"x","members":["asha"]}`, csrf, c); r.StatusCode != 201 {
 		t.Fatalf("session POST with CSRF header: %d", r.StatusCode)
 	}
 	// Inactivity lock.

@@ -12,20 +12,30 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/media"
-	"github.com/medmesh/medmesh/mesh"
 )
 
-// Conversations is what the API needs from the mesh service.
+// Conversations is what the API needs from the conversations layer
+// (conversations.Service).
 type Conversations interface {
 	Create(title string, members []peer.ID) (chat.ConversationID, error)
-	Conversations() []mesh.Summary
-	Messages(id chat.ConversationID) ([]mesh.MessageView, error)
-	Do(id chat.ConversationID, op func(r *chat.Replica) ([][]byte, crdt.OpID, error)) (crdt.OpID, error)
-	Events() (<-chan mesh.Event, func())
+	Conversations() []conversations.Summary
+	Messages(id chat.ConversationID) ([]conversations.Message, error)
+	Events() (<-chan conversations.Event, func())
 	Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byte, error)
+
+	Send(id chat.ConversationID, text string, o chat.SendOptions) (crdt.OpID, error)
+	SendPhoto(id chat.ConversationID, image, thumb []byte, caption string) (crdt.OpID, error)
+	Edit(id chat.ConversationID, msg crdt.OpID, text string) error
+	Delete(id chat.ConversationID, msg crdt.OpID) error
+	React(id chat.ConversationID, msg crdt.OpID, emoji string, on bool) error
+	Receipt(id chat.ConversationID, level int, msgs ...crdt.OpID) error
+	Add(id chat.ConversationID, member peer.ID) error
+	Remove(id chat.ConversationID, member peer.ID) error
+	Promote(id chat.ConversationID, member peer.ID) error
 }
 
 // Staff resolves a member named by peer ID or staff ID.
@@ -73,7 +83,7 @@ func (s *Server) postPhoto(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	caption := r.URL.Query().Get("caption")
-	opID, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return rp.SendPhoto(full, thumb, caption) })
+	opID, err := s.conv.SendPhoto(id, full, thumb, caption)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
@@ -103,7 +113,7 @@ func (s *Server) getPhoto(w http.ResponseWriter, r *http.Request) {
 }
 
 // msgOp runs op on one message of a conversation from the URL.
-func (s *Server) msgOp(w http.ResponseWriter, r *http.Request, op func(*chat.Replica, crdt.OpID) ([][]byte, crdt.OpID, error)) {
+func (s *Server) msgOp(w http.ResponseWriter, r *http.Request, op func(chat.ConversationID, crdt.OpID) error) {
 	id, ok := s.convID(w, r)
 	if !ok {
 		return
@@ -113,7 +123,7 @@ func (s *Server) msgOp(w http.ResponseWriter, r *http.Request, op func(*chat.Rep
 		writeError(w, http.StatusNotFound, "no such message")
 		return
 	}
-	if _, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return op(rp, msg) }); err != nil {
+	if err := op(id, msg); err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
@@ -131,11 +141,11 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "empty message")
 		return
 	}
-	s.msgOp(w, r, func(rp *chat.Replica, m crdt.OpID) ([][]byte, crdt.OpID, error) { return rp.Edit(m, req.Text) })
+	s.msgOp(w, r, func(id chat.ConversationID, m crdt.OpID) error { return s.conv.Edit(id, m, req.Text) })
 }
 
 func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) {
-	s.msgOp(w, r, (*chat.Replica).Delete)
+	s.msgOp(w, r, s.conv.Delete)
 }
 
 func (s *Server) react(w http.ResponseWriter, r *http.Request) {
@@ -150,12 +160,7 @@ func (s *Server) react(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "no emoji")
 		return
 	}
-	s.msgOp(w, r, func(rp *chat.Replica, m crdt.OpID) ([][]byte, crdt.OpID, error) {
-		if req.Remove {
-			return rp.Unreact(m, req.Emoji)
-		}
-		return rp.React(m, req.Emoji)
-	})
+	s.msgOp(w, r, func(id chat.ConversationID, m crdt.OpID) error { return s.conv.React(id, m, req.Emoji, !req.Remove) })
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -206,10 +211,11 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listConversations(w http.ResponseWriter, r *http.Request) {
 	list := s.conv.Conversations()
-	if list == nil {
-		list = []mesh.Summary{}
+	out := make([]summaryView, 0, len(list))
+	for _, c := range list {
+		out = append(out, summaryOf(c))
 	}
-	writeJSON(w, http.StatusOK, list)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) convID(w http.ResponseWriter, r *http.Request) (chat.ConversationID, bool) {
@@ -251,9 +257,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "empty message")
 		return
 	}
-	opID, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) {
-		return rp.Send(req.Text, chat.SendOptions{Urgent: req.Urgent, ReplyTo: reply})
-	})
+	opID, err := s.conv.Send(id, req.Text, chat.SendOptions{Urgent: req.Urgent, ReplyTo: reply})
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
@@ -271,7 +275,11 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, msgs)
+	out := make([]messageView, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, messageOf(m))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) postReceipts(w http.ResponseWriter, r *http.Request) {
@@ -288,7 +296,7 @@ func (s *Server) postReceipts(w http.ResponseWriter, r *http.Request) {
 	}
 	level := map[string]int{"delivered": chat.Delivered, "read": chat.Read, "acknowledged": chat.Acknowledged}[req.Level]
 	if level == 0 || len(req.Messages) == 0 {
-		writeError(w, http.StatusBadRequest, "level must be read or acknowledged, with messages")
+		writeError(w, http.StatusBadRequest, "level must be delivered, read or acknowledged, with messages")
 		return
 	}
 	var ids []crdt.OpID
@@ -300,7 +308,7 @@ func (s *Server) postReceipts(w http.ResponseWriter, r *http.Request) {
 		}
 		ids = append(ids, op)
 	}
-	if _, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return rp.Receipt(level, ids...) }); err != nil {
+	if err := s.conv.Receipt(id, level, ids...); err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
@@ -320,17 +328,24 @@ func (s *Server) postMembers(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	for _, set := range []struct {
+	sets := []struct {
 		names []string
-		op    func(*chat.Replica, peer.ID) ([][]byte, crdt.OpID, error)
-	}{{req.Add, (*chat.Replica).Add}, {req.Remove, (*chat.Replica).Remove}, {req.Promote, (*chat.Replica).Promote}} {
-		who, err := s.resolve(set.names)
+		op    func(chat.ConversationID, peer.ID) error
+		who   []peer.ID
+	}{{names: req.Add, op: s.conv.Add}, {names: req.Remove, op: s.conv.Remove}, {names: req.Promote, op: s.conv.Promote}}
+	// Every name is resolved before any change is made: a request naming
+	// someone unknown changes nothing.
+	for i := range sets {
+		who, err := s.resolve(sets[i].names)
 		if err != nil {
 			writeError(w, http.StatusUnprocessableEntity, err.Error())
 			return
 		}
-		for _, p := range who {
-			if _, err := s.conv.Do(id, func(rp *chat.Replica) ([][]byte, crdt.OpID, error) { return set.op(rp, p) }); err != nil {
+		sets[i].who = who
+	}
+	for _, set := range sets {
+		for _, p := range set.who {
+			if err := set.op(id, p); err != nil {
 				writeError(w, statusOf(err), err.Error())
 				return
 			}
@@ -344,13 +359,13 @@ var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096} /
 // events streams change notifications over a WebSocket until either side
 // closes.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	ch, cancel := s.conv.Events() // before the handshake: no event in between is lost
+	defer cancel()
 	ws, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade has answered
 	}
 	defer ws.Close()
-	ch, cancel := s.conv.Events()
-	defer cancel()
 	gone := make(chan struct{})
 	go func() { // reader: notices the client closing
 		defer close(gone)
@@ -369,7 +384,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if err := ws.WriteJSON(e); err != nil {
+			if err := ws.WriteJSON(eventOf(e)); err != nil {
 				return
 			}
 		case <-ping.C:
@@ -387,7 +402,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, mesh.ErrNoConversation), errors.Is(err, chat.ErrNoSuchMessage):
+	case errors.Is(err, conversations.ErrNoConversation), errors.Is(err, chat.ErrNoSuchMessage):
 		return http.StatusNotFound
 	case errors.Is(err, chat.ErrNotAuthorised), errors.Is(err, chat.ErrNotMember):
 		return http.StatusForbidden

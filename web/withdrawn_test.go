@@ -2,11 +2,7 @@ package web
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/json"
 	"io/fs"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,44 +20,14 @@ import (
 
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
-	"github.com/medmesh/medmesh/identity"
-	"github.com/medmesh/medmesh/mesh"
-	"github.com/medmesh/medmesh/node"
+	"github.com/medmesh/medmesh/internal/testnet"
 )
 
-// requireAll is set by CI: a test that would skip for a missing tool fails.
-func requireAll() bool { return os.Getenv("MEDMESH_REQUIRE_ALL") == "1" }
-
-// enrolled is a device's identity and store, kept across restarts.
-type enrolled struct {
-	key   *identity.DeviceKey
-	chain []*x509.Certificate
-	trust *identity.Trust
-	store ds.Batching
-}
-
-func enrol(t *testing.T, ca *identity.CA, name, staffID string) *enrolled {
+// clone copies a device's identity and store, as a backup restored onto a
+// second phone would.
+func clone(t *testing.T, id *testnet.Identity) *testnet.Identity {
 	t.Helper()
-	k, err := identity.GenerateDeviceKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, _ := identity.CreateCSR(k, identity.Details{Name: name, StaffID: staffID})
-	r, _ := identity.ParseCSR(csr)
-	cert, err := ca.Sign(r, identity.SignOptions{}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, _ := identity.ParseCertificates(ca.Chain(cert))
-	trust, _ := identity.NewTrust([]*x509.Certificate{ca.Cert})
-	return &enrolled{key: k, chain: chain, trust: trust, store: dssync.MutexWrap(ds.NewMapDatastore())}
-}
-
-// clone copies the device's store, as a backup restored onto a second
-// phone would.
-func (e *enrolled) clone(t *testing.T) *enrolled {
-	t.Helper()
-	res, err := e.store.Query(context.Background(), query.Query{})
+	res, err := id.Store.Query(context.Background(), query.Query{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,122 +35,20 @@ func (e *enrolled) clone(t *testing.T) *enrolled {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := *e
-	c.store = dssync.MutexWrap(ds.NewMapDatastore())
+	c := *id
+	c.Store = dssync.MutexWrap(ds.NewMapDatastore())
 	for _, en := range all {
-		c.store.Put(context.Background(), ds.NewKey(en.Key), en.Value)
+		if err := c.Store.Put(context.Background(), ds.NewKey(en.Key), en.Value); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return &c
 }
 
-// device is a running node and mesh service on loopback.
-type device struct {
-	n      *node.Node
-	s      *mesh.Service
-	closed bool
-}
-
-func (d *device) close() {
-	if !d.closed {
-		d.closed = true
-		d.s.Close()
-		d.n.Close()
-	}
-}
-
-func (d *device) info() peer.AddrInfo { return peer.AddrInfo{ID: d.n.ID(), Addrs: d.n.Host().Addrs()} }
-
-func startDevice(t *testing.T, e *enrolled, boot ...*device) *device {
-	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	cfg := node.Config{Key: e.key, Chain: e.chain, Trust: e.trust, Store: e.store, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: log}
-	for _, b := range boot {
-		cfg.Bootstrap = append(cfg.Bootstrap, b.info())
-	}
-	n, err := node.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := mesh.New(mesh.Config{Node: n, Device: &chat.Device{Key: e.key.Identity, ID: e.key.PeerID(), Prekeys: n.Prekeys(), CertKEM: e.key.KEM},
-		Store: e.store, Logger: log, SyncEvery: time.Second})
-	if err != nil {
-		n.Close()
-		t.Fatal(err)
-	}
-	d := &device{n: n, s: s}
-	t.Cleanup(d.close)
-	return d
-}
-
-// waitFor polls cond until it holds, failing the test after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-	}
-}
-
-func sendText(t *testing.T, d *device, id chat.ConversationID, text string) crdt.OpID {
-	t.Helper()
-	op, err := d.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.Send(text, chat.SendOptions{}) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return op
-}
-
-// getJSON GETs path from the API with the token and decodes the answer.
-func getJSON(t *testing.T, s *Server, path string, v any) {
-	t.Helper()
-	req := httptest.NewRequest("GET", path, nil)
-	req.Header.Set("Authorization", "Bearer tok")
-	w := httptest.NewRecorder()
-	s.ServeHTTP(w, req)
-	if w.Code != 200 {
-		t.Fatalf("GET %s: %d %s", path, w.Code, w.Body)
-	}
-	if err := json.Unmarshal(w.Body.Bytes(), v); err != nil {
-		t.Fatalf("GET %s: %v in %s", path, err, w.Body)
-	}
-}
-
-func apiOf(d *device, opts ...Option) *Server {
-	return New(d.n, "tok", slog.New(slog.DiscardHandler), append([]Option{WithConversations(d.s, d.n)}, opts...)...)
-}
-
-// apiMessage is a message entry as a client decodes it: raw fields, so a
-// missing or renamed one shows.
-type apiMessage map[string]any
-
-func messages(t *testing.T, s *Server, id chat.ConversationID) []apiMessage {
-	t.Helper()
-	var out []apiMessage
-	getJSON(t, s, "/api/v1/conversations/"+id.String()+"/messages", &out)
-	return out
-}
-
-func summary(t *testing.T, s *Server, id chat.ConversationID) map[string]any {
-	t.Helper()
-	var list []map[string]any
-	getJSON(t, s, "/api/v1/conversations", &list)
-	for _, c := range list {
-		if c["id"] == id.String() {
-			return c
-		}
-	}
-	t.Fatalf("conversation %s not listed", id)
-	return nil
-}
-
-func find(msgs []apiMessage, id crdt.OpID) apiMessage {
-	for _, m := range msgs {
-		if m["id"] == id.String() {
-			return m
-		}
-	}
-	return nil
+// holds reports whether p holds op (applied or not) in conversation id
+// created by creator, as the mesh asks it.
+func holds(p *testnet.Peer, id chat.ConversationID, creator peer.ID, op crdt.OpID) bool {
+	return slices.Contains(p.C.IDs(chat.TagOf(id, creator)), op)
 }
 
 // checkWithdrawn: the entry keeps the contract's fields (id, sender, time,
@@ -213,52 +77,47 @@ func checkWithdrawn(t *testing.T, m apiMessage, sender peer.ID, reason error, st
 // withdrawn with the reason; it is no longer the conversation's last text
 // nor waiting to be sent. Standing messages carry no "withdrawn" field.
 func TestWithdrawnRemovedSender(t *testing.T) {
-	ca, err := identity.NewRootCA("General Hospital", time.Now())
+	ca := testnet.NewCA(t)
+	a := start(t, ca, ca.Enrol(t, "Dr Asha"))
+	b := start(t, ca, ca.Enrol(t, "Dr Bola"), a.Peer)
+	testnet.Knows(t, a.Peer, b.Peer)
+	id, err := a.C.Create("Ward 7", []peer.ID{b.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := startDevice(t, enrol(t, ca, "Dr Asha", "asha"))
-	b := startDevice(t, enrol(t, ca, "Dr Bola", "bola"), a)
-	waitFor(t, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(b.n.ID(), time.Now()); return err == nil })
-	id, err := a.s.Create("Ward 7", []peer.ID{b.n.ID()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := sendText(t, a, id, "handover at 8")
-	api := apiOf(b)
-	waitFor(t, 10*time.Second, "b joined and read a's message", func() bool {
-		msgs, err := b.s.Messages(id)
-		return err == nil && len(msgs) == 1
+	before := testnet.Send(t, a.Peer, id, "handover at 8")
+	testnet.Eventually(t, 10*time.Second, "b joined and read a's message", func() bool {
+		return len(testnet.Texts(b.Peer, id)) == 1
 	})
 
-	a.n.SetOffline(true)
-	waitFor(t, 10*time.Second, "a and b apart", func() bool {
-		return b.n.Host().Network().Connectedness(a.n.ID()) != network.Connected
+	a.N.SetOffline(true)
+	testnet.Eventually(t, 10*time.Second, "a and b apart", func() bool {
+		return b.N.Host().Network().Connectedness(a.ID) != network.Connected
 	})
-	m := sendText(t, b, id, "bed 4: 10 mg morphine given")
-	if got := find(messages(t, api, id), m); got == nil || got["text"] != "bed 4: 10 mg morphine given" || got["withdrawn"] != nil {
+	m := testnet.Send(t, b.Peer, id, "bed 4: 10 mg morphine given")
+	if got := b.message(t, id, m.String()); got == nil || got["text"] != "bed 4: 10 mg morphine given" || got["withdrawn"] != nil {
 		t.Fatalf("before the removal arrives: %v", got)
 	}
-	if _, err := a.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) { return r.Remove(b.n.ID()) }); err != nil {
+	if err := a.C.Remove(id, b.ID); err != nil {
 		t.Fatal(err)
 	}
-	a.n.SetOffline(false)
-	waitFor(t, 20*time.Second, "b hears of its removal", func() bool {
-		got := find(messages(t, api, id), m)
+	a.N.SetOffline(false)
+	testnet.Eventually(t, 20*time.Second, "b hears of its removal", func() bool {
+		got := b.message(t, id, m.String())
 		return got != nil && got["withdrawn"] != nil
 	})
-	msgs := messages(t, api, id)
+	msgs := b.messages(t, id)
 	if len(msgs) != 2 {
 		t.Fatalf("%d messages on b, want 2 (nothing disappears): %v", len(msgs), msgs)
 	}
-	checkWithdrawn(t, find(msgs, m), b.n.ID(), chat.ErrRemoved, "")
-	if st, _ := find(msgs, m)["state"].(string); !slices.Contains([]string{chat.StateQueued, chat.StateHeld, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}, st) {
+	checkWithdrawn(t, find(msgs, m.String()), b.ID, chat.ErrRemoved, "")
+	if st, _ := find(msgs, m.String())["state"].(string); !slices.Contains([]string{chat.StateQueued, chat.StateHeld, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}, st) {
 		t.Fatalf("state %q", st)
 	}
-	if got := find(msgs, before); got["text"] != "handover at 8" || got["withdrawn"] != nil {
+	if got := find(msgs, before.String()); got["text"] != "handover at 8" || got["withdrawn"] != nil {
 		t.Fatalf("standing message: %v", got)
 	}
-	sum := summary(t, api, id)
+	sum := b.summary(t, id)
 	if sum["last"] != "handover at 8" || sum["queued"] != float64(0) {
 		t.Fatalf("summary counts the withdrawn message: %v", sum)
 	}
@@ -267,26 +126,10 @@ func TestWithdrawnRemovedSender(t *testing.T) {
 	}
 	// The admin never showed it: once it holds the op, it lists it not at
 	// all (void on arrival, nothing withdrawn).
-	waitFor(t, 10*time.Second, "a holds b's op", func() bool {
-		held := false
-		a.s.Do(id, func(r *chat.Replica) ([][]byte, crdt.OpID, error) {
-			held = slices.Contains(r.IDs(), m)
-			return nil, crdt.OpID{}, nil
-		})
-		return held
-	})
-	if got := find(messages(t, apiOf(a), id), m); got != nil {
+	testnet.Eventually(t, 10*time.Second, "a holds b's op", func() bool { return holds(a.Peer, id, a.ID, m) })
+	if got := a.message(t, id, m.String()); got != nil {
 		t.Fatalf("the admin lists a message it never showed: %v", got)
 	}
-}
-
-func textsOn(d *device, id chat.ConversationID) []string {
-	msgs, _ := d.s.Messages(id)
-	var out []string
-	for _, m := range msgs {
-		out = append(out, m.Text)
-	}
-	return out
 }
 
 // equivocated builds the equivocation case for real: a member's phone is
@@ -295,45 +138,42 @@ func textsOn(d *device, id chat.ConversationID) []string {
 // "100 mg" from the clone. The admin's device withdraws "10 mg" and flags
 // the member. It returns the admin's device, the member's ID, the
 // conversation and the withdrawn message.
-func equivocated(t *testing.T) (*device, peer.ID, chat.ConversationID, crdt.OpID) {
+func equivocated(t *testing.T, opts ...Option) (*dev, peer.ID, chat.ConversationID, crdt.OpID) {
 	t.Helper()
-	ca, err := identity.NewRootCA("General Hospital", time.Now())
+	ca := testnet.NewCA(t)
+	a := serve(t, testnet.Start(t, ca, ca.Enrol(t, "Dr Asha")), opts...)
+	be := ca.Enrol(t, "Dr Bola")
+	b := testnet.Start(t, ca, be, testnet.Boot(a.Peer))
+	testnet.Knows(t, a.Peer, b)
+	id, err := a.C.Create("Ward 7", []peer.ID{b.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := startDevice(t, enrol(t, ca, "Dr Asha", "asha"))
-	be := enrol(t, ca, "Dr Bola", "bola")
-	b := startDevice(t, be, a)
-	waitFor(t, 10*time.Second, "a knows b", func() bool { _, err := a.n.Recipient(b.n.ID(), time.Now()); return err == nil })
-	id, err := a.s.Create("Ward 7", []peer.ID{b.n.ID()})
-	if err != nil {
+	testnet.Send(t, a.Peer, id, "handover at 8")
+	testnet.Eventually(t, 10*time.Second, "b joined", func() bool { return len(testnet.Texts(b, id)) == 1 })
+	b.Stop()
+	backup := clone(t, be)
+
+	b = testnet.Start(t, ca, be, testnet.Boot(a.Peer))
+	m := testnet.Send(t, b, id, "bed 4: 10 mg morphine given")
+	testnet.Eventually(t, 15*time.Second, "a shows 10 mg", func() bool { return len(testnet.Texts(a.Peer, id)) == 2 })
+	b.Stop()
+
+	twin := testnet.Start(t, ca, backup) // alone: it sends before it hears of "10 mg"
+	testnet.Send(t, twin, id, "bed 4: 100 mg morphine given")
+	if err := twin.N.Host().Connect(context.Background(), peer.AddrInfo{ID: a.ID, Addrs: a.N.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	sendText(t, a, id, "handover at 8")
-	waitFor(t, 10*time.Second, "b joined", func() bool { return len(textsOn(b, id)) == 1 })
-	b.close()
-	backup := be.clone(t)
-
-	b = startDevice(t, be, a)
-	m := sendText(t, b, id, "bed 4: 10 mg morphine given")
-	waitFor(t, 15*time.Second, "a shows 10 mg", func() bool { return len(textsOn(a, id)) == 2 })
-	b.close()
-
-	twin := startDevice(t, backup) // alone: it sends before it hears of "10 mg"
-	sendText(t, twin, id, "bed 4: 100 mg morphine given")
-	if err := twin.n.Host().Connect(context.Background(), a.info()); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "a flags the member", func() bool {
-		for _, s := range a.s.Conversations() {
-			if s.ID == id.String() && s.Flags[b.n.ID().String()] != "" {
+	testnet.Eventually(t, 20*time.Second, "a flags the member", func() bool {
+		for _, s := range a.C.Conversations() {
+			if s.ID == id && s.Flags[b.ID] != "" {
 				return true
 			}
 		}
 		return false
 	})
-	twin.close()
-	return a, b.n.ID(), id, m
+	twin.Stop()
+	return a, b.ID, id, m
 }
 
 // TestWithdrawnEquivocationAndFlags: on the admin's device the message it
@@ -343,13 +183,12 @@ func equivocated(t *testing.T) (*device, peer.ID, chat.ConversationID, crdt.OpID
 // text.
 func TestWithdrawnEquivocationAndFlags(t *testing.T) {
 	a, member, id, m := equivocated(t)
-	api := apiOf(a)
-	msgs := messages(t, api, id)
+	msgs := a.messages(t, id)
 	if len(msgs) != 2 {
 		t.Fatalf("%d messages, want the standing one and the withdrawn one: %v", len(msgs), msgs)
 	}
-	checkWithdrawn(t, find(msgs, m), member, chat.ErrEquivocation, chat.StateDelivered)
-	sum := summary(t, api, id)
+	checkWithdrawn(t, find(msgs, m.String()), member, chat.ErrEquivocation, chat.StateDelivered)
+	sum := a.summary(t, id)
 	flags, _ := sum["flags"].(map[string]any)
 	if why, _ := flags[member.String()].(string); !strings.Contains(why, chat.ErrEquivocation.Error()) || len(flags) != 1 {
 		t.Fatalf("flags %v", sum["flags"])
@@ -384,9 +223,8 @@ func TestWithdrawnInBrowser(t *testing.T) {
 		}
 		t.Skip("chromium not installed")
 	}
-	a, _, _, _ := equivocated(t)
-	srv := httptest.NewServer(apiOf(a, WithApp(func(p []byte) bool { return string(p) == "device-secret" }, time.Hour)))
-	t.Cleanup(srv.Close)
+	a, _, _, _ := equivocated(t, WithApp(func(p []byte) bool { return string(p) == "device-secret" }, time.Hour))
+	srv := a.srv
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU,

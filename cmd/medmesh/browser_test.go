@@ -15,9 +15,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/medmesh/medmesh/crdt"
-	"github.com/medmesh/medmesh/web"
 )
 
 // exifJPEG is a photo as a phone camera writes it: a JPEG with an APP1
@@ -60,7 +57,7 @@ func TestWebAppInBrowser(t *testing.T) {
 	root := t.TempDir()
 	ca := filepath.Join(root, "ca")
 	cli(t, e, "ca", "init", "--dir", ca, "--name", "General Hospital")
-	var devs []*device
+	var devs []*running
 	for i, who := range []string{"ben", "amira"} {
 		dir := filepath.Join(root, who)
 		cli(t, e, "init", "--dir", dir, "--name", "Dr "+who, "--staff-id", who, "--dept", "Ward 7", "--ca", filepath.Join(ca, "ca.crt"))
@@ -120,7 +117,7 @@ func TestWebAppInBrowser(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	unlock := func(tab context.Context, d *device) {
+	unlock := func(tab context.Context, d *running) {
 		step(tab, "unlock",
 			chromedp.Navigate(d.url()),
 			chromedp.WaitVisible(chromedp.CSS("#pass")),
@@ -173,13 +170,12 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("li.mine img.thumb")))
 	step(benTab, "photo arrives", chromedp.WaitVisible(chromedp.CSS("li:not(.mine) img.thumb")))
 	shot(benTab, "04-photo")
-	msgs, err := ben.svc.Messages(ben.svc.Conversations()[0].IDValue())
+	msgs, err := ben.svc.Messages(ben.svc.Conversations()[0].ID)
 	if err != nil || msgs[len(msgs)-1].Photo == nil {
 		t.Fatalf("photo not in the conversation: %v", err)
 	}
-	var photoID crdt.OpID
-	photoID.UnmarshalText([]byte(msgs[len(msgs)-1].ID))
-	served, err := ben.svc.Photo(ben.svc.Conversations()[0].IDValue(), photoID, true)
+	photoID := msgs[len(msgs)-1].ID
+	served, err := ben.svc.Photo(ben.svc.Conversations()[0].ID, photoID, true)
 	if err != nil || len(served) == 0 || bytes.Contains(served, []byte("GPS")) || bytes.Contains(served, []byte("Exif")) {
 		t.Fatalf("stored photo keeps metadata (or is missing): %v", err)
 	}
@@ -214,7 +210,7 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "from the basement")]]//span[@title!="queued"]`)))
 	step(benTab, "arrives at ben", chromedp.WaitVisible(chromedp.Search(`//div[contains(., "from the basement")]`)))
 
-	amira.srv.Handler.(*web.Server).SetLockAfter(4 * time.Second)
+	amira.app.Server().SetLockAfter(4 * time.Second)
 	// Inactivity lock: amira's app is left open and untouched; after 4 s
 	// without use its background status poll (every 5 s, not counted as
 	// use) finds the session locked and the lock screen comes up.

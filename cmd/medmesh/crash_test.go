@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/medmesh/medmesh/device"
+	"github.com/medmesh/medmesh/internal/check"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/store"
 )
@@ -44,7 +46,7 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 		cli(t, e, "init", "--dir", dir, "--name", "Dr "+who, "--staff-id", who, "--ca", filepath.Join(ca, "ca.crt"))
 		cli(t, e, "ca", "sign", "--dir", ca, "--csr", filepath.Join(dir, "device.csr"), "--out", filepath.Join(dir, "device.crt"))
 		// Make the store's key file with a cheap KDF: `run` then only opens it.
-		st, err := store.Open(filepath.Join(dir, storeDir), []byte("device-secret"),
+		st, err := store.Open(filepath.Join(dir, device.StoreDir), []byte("device-secret"),
 			store.WithKDF(keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}))
 		if err != nil {
 			t.Fatal(err)
@@ -225,15 +227,7 @@ func (p *proc) call(t *testing.T, method, path string, body, out any) int {
 	return resp.StatusCode
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(within); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-	}
-}
+var eventually = check.Eventually
 
 // lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type lockedBuffer struct {

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/medmesh/medmesh/chat"
-	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/keywrap"
 )
@@ -67,7 +66,7 @@ func runDemo(ctx context.Context, e *env) error {
 	if e.getenv("MEDMESH_LOG") == "" { // four nodes' routine logs would bury the URLs
 		log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	var devices []*device
+	var devices []*running
 	defer func() {
 		for _, d := range devices {
 			d.close()
@@ -112,6 +111,11 @@ func runDemo(ctx context.Context, e *env) error {
 	defer stop()
 	fmt.Fprintf(e.stdout, "\nDemo control (take the basement offline and back): %s\n", control)
 	fmt.Fprintf(e.stdout, "Ctrl-C stops the demo and deletes everything.\n")
+	// Tools and the start-up script test wait for this file: every device
+	// is up and every URL printed.
+	if err := os.WriteFile(filepath.Join(root, "ready"), nil, 0o600); err != nil {
+		return err
+	}
 	seeded := make(chan struct{})
 	go func() {
 		defer close(seeded)
@@ -124,7 +128,7 @@ func runDemo(ctx context.Context, e *env) error {
 
 // seedDemo starts a ward handover conversation once the colleagues know
 // each other, so the demo opens on something to read.
-func seedDemo(ctx context.Context, ds []*device) {
+func seedDemo(ctx context.Context, ds []*running) {
 	ben, amira, chloe := ds[2], ds[1], ds[3]
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -133,7 +137,7 @@ func seedDemo(ctx context.Context, ds []*device) {
 		if e1 == nil && e2 == nil {
 			id, err := ben.svc.Create("Ward 7 handover", []peer.ID{amira.n.ID(), chloe.n.ID()})
 			if err == nil {
-				ben.svc.Do(id, sendText("Bay 3, bed 4: CT head requested, please review when back from the basement.", true))
+				ben.svc.Send(id, "Bay 3, bed 4: CT head requested, please review when back from the basement.", chat.SendOptions{Urgent: true})
 			}
 			return
 		}
@@ -142,11 +146,5 @@ func seedDemo(ctx context.Context, ds []*device) {
 			return
 		case <-time.After(200 * time.Millisecond):
 		}
-	}
-}
-
-func sendText(text string, urgent bool) func(r *chat.Replica) ([][]byte, crdt.OpID, error) {
-	return func(r *chat.Replica) ([][]byte, crdt.OpID, error) {
-		return r.Send(text, chat.SendOptions{Urgent: urgent})
 	}
 }

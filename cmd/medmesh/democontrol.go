@@ -11,7 +11,7 @@ import (
 // demoControl serves a page that takes demo devices off the network and
 // back (a basement, a lift), to watch messages queue and arrive. It listens
 // on localhost — a different origin from the device apps.
-func demoControl(people []demoPerson, devices []*device) (string, func(), error) {
+func demoControl(people []demoPerson, devices []*running) (string, func(), error) {
 	ln, err := net.Listen("tcp", "localhost:0")
 	if err != nil {
 		return "", nil, err

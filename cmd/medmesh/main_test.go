@@ -1,24 +1,19 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"medmesh": func() {
-			if err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
-				fmt.Fprintf(os.Stderr, "medmesh: %v\n", err)
-				os.Exit(1)
-			}
-		},
+		"medmesh": main,
 	})
 }
 
@@ -46,6 +41,28 @@ func TestScripts(t *testing.T) {
 					ts.Fatalf("capture: %q not found in stdout", args[1])
 				}
 				ts.Setenv(args[0], m[1])
+			},
+			// waitglob PATTERN: wait (up to a minute) until a file matches;
+			// ! waitglob PATTERN: check that none does now.
+			"waitglob": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: waitglob PATTERN")
+				}
+				pattern := ts.MkAbs(args[0])
+				if neg {
+					if m, _ := filepath.Glob(pattern); len(m) > 0 {
+						ts.Fatalf("%s exists", m[0])
+					}
+					return
+				}
+				for end := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+					if m, _ := filepath.Glob(pattern); len(m) > 0 {
+						return
+					}
+					if time.Now().After(end) {
+						ts.Fatalf("no file matches %s within a minute", pattern)
+					}
+				}
 			},
 		},
 	})

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,19 +13,17 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
-	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/conversations"
+	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/atomicfile"
-	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
-	"github.com/medmesh/medmesh/store"
 	"github.com/medmesh/medmesh/web"
 )
 
 // Files the running node writes in its device directory.
 const (
 	tokenFile = "api.token"
-	storeDir  = "store"
 )
 
 const shutdownGrace = 5 * time.Second
@@ -102,17 +98,14 @@ func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
 	return infos, nil
 }
 
-// device is one running device: node, conversations, local API and app.
-type device struct {
-	dir   string
-	n     *node.Node
-	svc   *mesh.Service
-	st    *store.Store
-	srv   *http.Server
-	ln    net.Listener
-	token string
-	log   *slog.Logger
-	done  chan error // the API server's end
+// running is one running device with its local API and app.
+type running struct {
+	dir string
+	d   *device.Device
+	n   *node.Node
+	svc *conversations.Service
+	app *web.App
+	log *slog.Logger
 }
 
 func (e *env) logger() *slog.Logger {
@@ -123,94 +116,47 @@ func (e *env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// startDevice opens a device directory and starts everything a device runs.
-func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *slog.Logger) (_ *device, err error) {
-	key, err := identity.LoadDeviceKey(o.dir, pass)
+// startDevice opens a device directory, starts the device (device.Open)
+// and serves its local API and app.
+func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *slog.Logger) (_ *running, err error) {
+	opts := []device.Option{device.WithListen(o.listen...), device.WithBootstrap(o.bootstrap...), device.WithMDNS(o.mdns),
+		device.WithLogger(log), device.WithOnRevoked(func() { os.Remove(filepath.Join(o.dir, tokenFile)) })}
+	if o.anchor {
+		opts = append(opts, device.WithAnchor(o.quota, o.ttl))
+	}
+	if e.kdf != nil {
+		opts = append(opts, device.WithKDF(*e.kdf))
+	}
+	d, err := device.Open(ctx, o.dir, pass, opts...)
 	if err != nil {
 		return nil, err
 	}
-	rawChain, err := os.ReadFile(filepath.Join(o.dir, identity.DeviceCertFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no %s in %s: have the CA sign %s first (medmesh ca sign)", identity.DeviceCertFile, o.dir, identity.DeviceCSRFile)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read device certificate: %w", err)
-	}
-	chain, err := identity.ParseCertificates(rawChain)
-	if err != nil {
-		return nil, fmt.Errorf("device certificate: %w", err)
-	}
-	trust, err := identity.LoadTrust(filepath.Join(o.dir, identity.TrustFile))
-	if err != nil {
-		return nil, err
-	}
-	d := &device{dir: o.dir, log: log, done: make(chan error, 1)}
+	r := &running{dir: o.dir, d: d, n: d.Node(), svc: d.Conversations(), log: log}
 	defer func() {
 		if err != nil {
-			d.close()
+			r.close()
 		}
 	}()
-	if d.st, err = store.Open(filepath.Join(o.dir, storeDir), pass, store.WithKDF(e.params())); err != nil {
-		return nil, err
-	}
-	d.n, err = node.New(ctx, node.Config{
-		Key: key, Chain: chain, Trust: trust, Store: d.st,
-		Listen: o.listen, Bootstrap: o.bootstrap, MDNS: o.mdns,
-		OnRevoked: func() {
-			if err := d.st.Wipe(); err != nil {
-				log.Error("wipe store", "err", err)
-			}
-			os.Remove(filepath.Join(o.dir, tokenFile))
-		},
-		Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	d.svc, err = mesh.New(mesh.Config{
-		Node:   d.n,
-		Device: &chat.Device{Key: key.Identity, ID: key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: key.KEM},
-		Store:  d.st, Anchor: o.anchor, AnchorQuota: o.quota, AnchorTTL: o.ttl, Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if d.ln, err = net.Listen("tcp", o.api); err != nil {
-		return nil, fmt.Errorf("local API on %s: %w", o.api, err)
-	}
-	d.token = web.NewToken()
-	if err = atomicfile.WriteFile(filepath.Join(o.dir, tokenFile), []byte(d.token+"\n"), 0o600); err != nil {
-		return nil, err
-	}
 	unlock := func(p []byte) bool { _, err := identity.LoadDeviceKey(o.dir, p); return err == nil }
-	d.srv = &http.Server{Handler: web.New(d.n, d.token, log, web.WithConversations(d.svc, d.n), web.WithApp(unlock, o.lockAfter)),
-		ReadHeaderTimeout: 10 * time.Second}
-	go func() { d.done <- d.srv.Serve(d.ln) }()
-	return d, nil
+	if r.app, err = web.Serve(d, o.api, unlock, o.lockAfter, log); err != nil {
+		return nil, err
+	}
+	if err = atomicfile.WriteFile(filepath.Join(o.dir, tokenFile), []byte(r.app.Token()+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // url is the app's address.
-func (d *device) url() string { return "http://" + d.ln.Addr().String() + "/" }
+func (r *running) url() string { return r.app.URL() }
 
-// close stops the device: API first, then conversations, node and store.
-func (d *device) close() {
-	if d.srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		d.srv.Shutdown(sctx)
-		cancel()
-	} else if d.ln != nil {
-		d.ln.Close()
+// close stops the device: API first, then the device.
+func (r *running) close() {
+	if r.app != nil {
+		r.app.Close(shutdownGrace)
 	}
-	if d.svc != nil {
-		d.svc.Close()
-	}
-	if d.n != nil {
-		if err := d.n.Close(); err != nil {
-			d.log.Warn("close node", "err", err)
-		}
-	}
-	if d.st != nil {
-		d.st.Close()
+	if err := r.d.Close(); err != nil {
+		r.log.Warn("close device", "err", err)
 	}
 }
 
@@ -222,7 +168,7 @@ func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
 	}
 	defer d.close()
 	st0 := d.n.Status()
-	log.Info("medmesh running", "api", "http://"+d.ln.Addr().String(), "addrs", fmt.Sprint(st0.Addrs))
+	log.Info("medmesh running", "api", d.url(), "addrs", fmt.Sprint(st0.Addrs))
 	fmt.Fprintf(e.stdout, "medmesh node %s\n  app/API: %s (token in %s)\n", d.n.ID(), d.url(), filepath.Join(o.dir, tokenFile))
 	for _, a := range st0.Addrs {
 		fmt.Fprintf(e.stdout, "  listen: %s\n", a)
@@ -233,7 +179,7 @@ func runNode(ctx context.Context, e *env, o runOptions, pass []byte) error {
 		return nil
 	case <-d.n.Done():
 		return errors.New("this device's certificate was revoked: store wiped, node stopped")
-	case err := <-d.done:
+	case err := <-d.app.Done():
 		return fmt.Errorf("local API: %w", err)
 	}
 }

@@ -52,23 +52,105 @@ async function refreshDirectory() {
   for (const s of state.directory) state.names[s.peer_id] = s.name;
 }
 
-async function refreshList() {
-  state.conversations = await api('/api/v1/conversations');
-  const ul = $('conversations');
-  ul.replaceChildren();
-  for (const c of state.conversations) {
-    const li = document.createElement('li');
-    const b = document.createElement('button');
-    b.type = 'button';
-    const t = document.createElement('span'); t.className = 'title'; t.textContent = c.title || 'Untitled';
-    const last = document.createElement('span'); last.className = 'last'; last.textContent = c.last || '';
-    b.append(t, last);
-    if (c.flags && Object.keys(c.flags).length) { const f = document.createElement('span'); f.className = 'badge warn'; f.textContent = '⚠'; f.setAttribute('aria-label', 'warning about a member'); b.append(f); }
-    if (c.urgent) { const u = document.createElement('span'); u.className = 'badge urgent'; u.textContent = `${c.urgent} urgent`; b.append(u); }
-    if (c.unread) { const n = document.createElement('span'); n.className = 'badge'; n.textContent = c.unread; n.setAttribute('aria-label', `${c.unread} unread`); b.append(n); }
-    b.addEventListener('click', () => openChat(c));
-    li.append(b); ul.append(li);
+// Lists are updated in place, never rebuilt: each entry carries its key
+// (a conversation, message or peer ID) in data-key and stays the same
+// element for as long as its item is listed, with only what changed about
+// it touched. A click — a person's, or a test's — never lands on an
+// element that an event's refresh has just swapped for a copy.
+const itemOf = new WeakMap(); // entry element → the item it shows now
+
+// reconcile brings parent's children in line with items, in order: the
+// child keyed keyOf(item) is kept and passed to update, a new one is made
+// by make (then updated), children whose key is gone are removed, and as
+// few as possible are moved (those in the longest run already in order
+// stay where they are).
+function reconcile(parent, items, keyOf, make, update) {
+  const old = new Map();
+  for (const e of [...parent.children]) {
+    const k = e.dataset.key;
+    if (k !== undefined && !old.has(k)) old.set(k, e); else e.remove();
   }
+  const want = items.map((it) => {
+    const k = String(keyOf(it));
+    let e = old.get(k);
+    if (e) old.delete(k); else { e = make(it); e.dataset.key = k; }
+    itemOf.set(e, it);
+    update(e, it);
+    return e;
+  });
+  for (const e of old.values()) e.remove();
+  const at = new Map(want.map((e, i) => [e, i]));
+  const stay = new Set(longestRun([...parent.children].map((e) => at.get(e))));
+  let next = null;
+  for (let i = want.length - 1; i >= 0; i--) {
+    if (!stay.has(i)) parent.insertBefore(want[i], next);
+    next = want[i];
+  }
+}
+
+// longestRun: a longest strictly increasing subsequence of seq.
+function longestRun(seq) {
+  const tails = [], prev = [];
+  for (let i = 0; i < seq.length; i++) {
+    let lo = 0, hi = tails.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (seq[tails[mid]] < seq[i]) lo = mid + 1; else hi = mid; }
+    prev[i] = lo > 0 ? tails[lo - 1] : -1;
+    tails[lo] = i;
+  }
+  const out = [];
+  for (let i = tails.length ? tails[tails.length - 1] : -1; i >= 0; i = prev[i]) out.push(seq[i]);
+  return out;
+}
+
+// parts: an element's children as keyed parts (falsy entries are absent
+// ones), each made once by make and brought up to date by set.
+const part = (key, make, set) => ({ key, make, set });
+const parts = (e, list) => reconcile(e, list.filter(Boolean), (p) => p.key, (p) => p.make(), (c, p) => p.set?.(c));
+
+// Small DOM helpers; text is only ever set as text, and only when it changed.
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+const setText = (e, t) => { t = t == null ? '' : String(t); if (e.textContent !== t) e.textContent = t; };
+const setClass = (e, c) => { if (e.className !== c) e.className = c; };
+const setAttr = (e, a, v) => {
+  if (v == null) { if (e.hasAttribute(a)) e.removeAttribute(a); } else if (e.getAttribute(a) !== String(v)) e.setAttribute(a, v);
+};
+
+// Answers to overlapping refreshes can come back out of order; one older
+// than what is shown is dropped.
+let listAsked = 0, listShown = 0;
+
+async function refreshList() {
+  const gen = ++listAsked;
+  const list = await api('/api/v1/conversations');
+  if (gen < listShown) return;
+  listShown = gen;
+  state.conversations = list;
+  reconcile($('conversations'), list, (c) => c.id, conversationEntry, updateConversation);
+}
+
+function conversationEntry() {
+  const li = el('li');
+  const b = el('button'); b.type = 'button';
+  b.addEventListener('click', () => openChat(itemOf.get(li)));
+  li.append(b);
+  return li;
+}
+
+function updateConversation(li, c) {
+  parts(li.firstElementChild, [
+    part('title', () => el('span', 'title'), (e) => setText(e, c.title || 'Untitled')),
+    part('last', () => el('span', 'last'), (e) => setText(e, c.last || '')),
+    c.flags && Object.keys(c.flags).length && part('warn', () => {
+      const f = el('span', 'badge warn', '⚠'); f.setAttribute('aria-label', 'warning about a member'); return f;
+    }),
+    c.urgent && part('urgent', () => el('span', 'badge urgent'), (e) => setText(e, `${c.urgent} urgent`)),
+    c.unread && part('unread', () => el('span', 'badge'), (e) => { setText(e, c.unread); setAttr(e, 'aria-label', `${c.unread} unread`); }),
+  ]);
 }
 
 // Why a message was withdrawn or a member flagged, as the node reports it
@@ -91,121 +173,150 @@ const withdrawnText = (why) => `Message withdrawn — ${plain(why, withdrawnWhy,
 // misbehaving in the open conversation.
 function renderFlags(c) {
   const box = $('flags');
-  box.replaceChildren();
   const flags = Object.entries(c?.flags || {});
-  for (const [p, why] of flags) {
-    const line = document.createElement('p');
-    line.textContent = `⚠ ${name(p) || 'A member'} — ${plain(why, flagWhy, 'their device behaved unexpectedly')}. Confirm anything important with them directly.`;
-    line.title = why;
-    box.append(line);
-  }
+  reconcile(box, flags, ([p]) => p, () => el('p'), (line, [p, why]) => {
+    setText(line, `⚠ ${name(p) || 'A member'} — ${plain(why, flagWhy, 'their device behaved unexpectedly')}. Confirm anything important with them directly.`);
+    setAttr(line, 'title', why);
+  });
   box.hidden = flags.length === 0;
 }
 
 const ticks = { queued: '🕓', held: '✓', delivered: '✓✓', read: '✓✓', acknowledged: '✅' };
 
+let chatAsked = 0, chatShown = 0, chatConv = null;
+
+// renderChat: the open conversation's messages, with a separator per day.
+// Bubbles already shown are kept and only what changed about them (ticks,
+// reactions, edits, deletion, withdrawal, acknowledgements) is updated;
+// new ones are added in place.
 async function renderChat() {
   const c = state.open;
   if (!c) return;
+  const gen = ++chatAsked;
   const msgs = await api(`/api/v1/conversations/${c.id}/messages`);
+  if (gen < chatShown || state.open?.id !== c.id) return;
+  chatShown = gen;
   renderFlags(state.conversations.find((x) => x.id === c.id) || c);
   const ol = $('messages');
-  ol.replaceChildren();
+  const fresh = chatConv !== c.id;
+  if (fresh) { ol.replaceChildren(); chatConv = c.id; }
+  const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 2;
+  const lastKey = ol.lastElementChild?.dataset.key;
+  const byId = new Map(msgs.map((m) => [m.id, m]));
+  const items = [], days = new Map();
   let day = '';
   const unread = [];
   for (const m of msgs) {
-    const d = new Date(m.time);
-    const dstr = d.toLocaleDateString();
-    if (dstr !== day) { day = dstr; const li = document.createElement('li'); li.className = 'day'; li.textContent = dstr; ol.append(li); }
+    const dstr = new Date(m.time).toLocaleDateString();
+    if (dstr !== day) {
+      day = dstr;
+      const n = days.get(dstr) || 0; days.set(dstr, n + 1);
+      items.push({ key: `day:${dstr}:${n}`, day: dstr });
+    }
+    items.push({ key: m.id, m, q: m.reply_to ? byId.get(m.reply_to) : undefined, cid: c.id });
     const mine = state.me && m.sender === state.me.peer_id;
-    const li = document.createElement('li');
-    if (m.withdrawn) {
-      // Shown before, void now: kept in place, without its content.
-      li.className = 'msg withdrawn' + (mine ? ' mine' : '');
-      if (!mine) { const w = document.createElement('div'); w.className = 'who'; w.textContent = name(m.sender); li.append(w); }
-      const notice = document.createElement('div'); notice.className = 'notice';
-      notice.textContent = withdrawnText(m.withdrawn); notice.title = m.withdrawn;
-      const meta = document.createElement('div'); meta.className = 'meta';
-      meta.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-      li.append(notice, meta); ol.append(li);
-      continue;
-    }
-    li.className = 'msg' + (mine ? ' mine' : '') + (m.urgent ? ' urgent' : '');
-    if (!mine) { const w = document.createElement('div'); w.className = 'who'; w.textContent = name(m.sender); li.append(w); }
-    if (m.reply_to) {
-      const q = msgs.find((x) => x.id === m.reply_to);
-      const quote = document.createElement('div'); quote.className = 'quote';
-      quote.textContent = q ? `${name(q.sender)}: ${q.withdrawn ? 'withdrawn message' : q.deleted ? 'deleted message' : q.text}` : 'earlier message';
-      li.append(quote);
-    }
-    if (m.photo && !m.deleted) {
-      const img = document.createElement('img');
-      img.className = 'thumb'; img.alt = m.text ? `Photo: ${m.text}` : 'Photo'; img.draggable = false;
-      img.src = `/api/v1/conversations/${c.id}/messages/${m.id}/photo?size=thumb`;
-      img.addEventListener('contextmenu', (e) => e.preventDefault());
-      if (m.photo.ready) img.addEventListener('click', () => viewPhoto(c, m));
-      li.append(img);
-    }
-    const body = document.createElement('div');
-    body.textContent = m.deleted ? 'This message was deleted' : m.text;
-    if (m.deleted) body.className = 'deleted';
-    li.append(body);
-    if (m.reactions) {
-      const r = document.createElement('div'); r.className = 'reactions';
-      r.textContent = Object.entries(m.reactions).map(([e, who]) => `${e} ${who.length}`).join('  ');
-      r.title = Object.entries(m.reactions).map(([e, who]) => `${e}: ${who.map(name).join(', ')}`).join('; ');
-      li.append(r);
-    }
-    if (!m.deleted) li.append(actions(c, m, mine));
-    const meta = document.createElement('div'); meta.className = 'meta';
-    let tick = '';
-    if (mine) {
-      tick = ` <span class="${m.state === 'read' ? 'read' : ''}" title="${m.state}">${ticks[m.state] || ''}</span>`;
-    }
-    meta.innerHTML = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) + (m.edited ? ' · edited' : '') + tick;
-    li.append(meta);
-    if (m.urgent && mine && m.recipients) {
-      const acked = Object.entries(m.recipients).filter(([, s]) => s === 'acknowledged').map(([p]) => name(p));
-      const a = document.createElement('div'); a.className = 'meta';
-      a.textContent = acked.length ? `Acknowledged by ${acked.join(', ')}` : 'Awaiting acknowledgement';
-      li.append(a);
-    }
-    if (m.urgent && !mine && m.state !== 'acknowledged') {
-      const b = document.createElement('button'); b.type = 'button'; b.className = 'ack'; b.textContent = 'Acknowledge';
-      b.addEventListener('click', async () => { await api(`/api/v1/conversations/${c.id}/receipts`, { method: 'POST', body: { level: 'acknowledged', messages: [m.id] } }); renderChat(); });
-      li.append(b);
-    }
-    if (!mine && m.state !== 'read' && m.state !== 'acknowledged') unread.push(m.id);
-    ol.append(li);
+    if (!m.withdrawn && !mine && m.state !== 'read' && m.state !== 'acknowledged') unread.push(m.id);
   }
-  ol.scrollTop = ol.scrollHeight;
+  reconcile(ol, items, (it) => it.key, (it) => el('li', it.day ? 'day' : ''), updateEntry);
+  if (fresh || atBottom || ol.lastElementChild?.dataset.key !== lastKey) ol.scrollTop = ol.scrollHeight;
   if (unread.length) api(`/api/v1/conversations/${c.id}/receipts`, { method: 'POST', body: { level: 'read', messages: unread } }).catch(() => {});
 }
 
-// actions: reply, react, and for one's own messages edit and delete.
-function actions(c, m, mine) {
-  const bar = document.createElement('div'); bar.className = 'actions';
-  const add = (label, title, fn) => {
-    const b = document.createElement('button'); b.type = 'button'; b.className = 'ghost small';
-    b.textContent = label; b.title = title; b.setAttribute('aria-label', title);
-    b.addEventListener('click', () => fn().then(renderChat).catch((e) => alert(e.message)));
-    bar.append(b);
-  };
-  const base = `/api/v1/conversations/${c.id}/messages/${m.id}`;
-  add('↩', 'Reply', async () => { state.replyTo = m; $('replying').textContent = `Replying to ${name(m.sender)}: ${m.text}`; $('replying').hidden = false; $('text').focus(); });
-  const mineReacted = (e) => (m.reactions?.[e] || []).includes(state.me?.peer_id);
-  for (const e of ['👍', '✅', '❤️']) {
-    add(e, mineReacted(e) ? `Remove ${e}` : `React ${e}`, () => api(`${base}/reactions`, { method: 'POST', body: { emoji: e, remove: mineReacted(e) } }));
+// updateEntry brings one entry of the message list up to date: a day
+// separator, or a message bubble.
+function updateEntry(li, it) {
+  if (it.day) { setText(li, it.day); return; }
+  const { m, q, cid } = it;
+  const mine = !!(state.me && m.sender === state.me.peer_id);
+  const time = new Date(m.time).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const who = !mine && part('who', () => el('div', 'who'), (e) => setText(e, name(m.sender)));
+  if (m.withdrawn) {
+    // Shown before, void now: kept in place, without its content.
+    setClass(li, 'msg withdrawn' + (mine ? ' mine' : ''));
+    parts(li, [
+      who,
+      part('notice', () => el('div', 'notice'), (e) => { setText(e, withdrawnText(m.withdrawn)); setAttr(e, 'title', m.withdrawn); }),
+      part('time', () => el('div', 'meta'), (e) => setText(e, time)),
+    ]);
+    return;
   }
-  if (mine) {
-    add('✎', 'Edit', async () => { const t = prompt('Edit message', m.text); if (t) await api(base, { method: 'PATCH', body: { text: t } }); });
-    add('🗑', 'Delete for everyone', async () => { if (confirm('Delete this message for everyone?')) await api(base, { method: 'DELETE', body: {} }); });
-  }
-  return bar;
+  setClass(li, 'msg' + (mine ? ' mine' : '') + (m.urgent ? ' urgent' : ''));
+  parts(li, [
+    who,
+    m.reply_to && part('quote', () => el('div', 'quote'), (e) => setText(e,
+      q ? `${name(q.sender)}: ${q.withdrawn ? 'withdrawn message' : q.deleted ? 'deleted message' : q.text}` : 'earlier message')),
+    m.photo && !m.deleted && part('photo', () => thumb(li, cid, m.id), (img) => {
+      setAttr(img, 'alt', m.text ? `Photo: ${m.text}` : 'Photo');
+      if (img.complete && !img.naturalWidth) img.src = img.getAttribute('src'); // failed before: try again
+    }),
+    part('body', () => el('div'), (e) => {
+      setText(e, m.deleted ? 'This message was deleted' : m.text);
+      if (m.deleted) setClass(e, 'deleted');
+    }),
+    m.reactions && part('reactions', () => el('div', 'reactions'), (e) => {
+      setText(e, Object.entries(m.reactions).map(([r, who]) => `${r} ${who.length}`).join('  '));
+      setAttr(e, 'title', Object.entries(m.reactions).map(([r, who]) => `${r}: ${who.map(name).join(', ')}`).join('; '));
+    }),
+    !m.deleted && part('actions', () => el('div', 'actions'), (bar) => actions(bar, li, cid, m, mine)),
+    part('meta', () => { const e = el('div', 'meta'); e.append(document.createTextNode('')); return e; }, (e) => {
+      const t = time + (m.edited ? ' · edited' : '') + (mine ? ' ' : '');
+      if (e.firstChild.data !== t) e.firstChild.data = t;
+      let tick = e.querySelector('span');
+      if (!mine) { tick?.remove(); return; }
+      if (!tick) { tick = el('span'); e.append(tick); }
+      setClass(tick, m.state === 'read' ? 'read' : '');
+      setAttr(tick, 'title', String(m.state));
+      setText(tick, ticks[m.state] || '');
+    }),
+    m.urgent && mine && m.recipients && part('acks', () => el('div', 'meta'), (e) => {
+      const acked = Object.entries(m.recipients).filter(([, s]) => s === 'acknowledged').map(([p]) => name(p));
+      setText(e, acked.length ? `Acknowledged by ${acked.join(', ')}` : 'Awaiting acknowledgement');
+    }),
+    m.urgent && !mine && m.state !== 'acknowledged' && part('ack', () => {
+      const b = el('button', 'ack', 'Acknowledge'); b.type = 'button';
+      b.addEventListener('click', async () => {
+        await api(`/api/v1/conversations/${cid}/receipts`, { method: 'POST', body: { level: 'acknowledged', messages: [itemOf.get(li).m.id] } });
+        renderChat();
+      });
+      return b;
+    }),
+  ]);
 }
 
-function viewPhoto(c, m) {
-  $('viewer-img').src = `/api/v1/conversations/${c.id}/messages/${m.id}/photo?size=full`;
+// thumb: a photo message's thumbnail; a tap opens the full photo once
+// every chunk of it has arrived.
+function thumb(li, cid, id) {
+  const img = el('img', 'thumb');
+  img.draggable = false;
+  img.src = `/api/v1/conversations/${cid}/messages/${id}/photo?size=thumb`;
+  img.addEventListener('contextmenu', (e) => e.preventDefault());
+  img.addEventListener('click', () => { const { m } = itemOf.get(li); if (m.photo?.ready) viewPhoto(cid, m.id); });
+  return img;
+}
+
+// actions: reply, react, and for one's own messages edit and delete. The
+// buttons act on the message as it is when tapped.
+function actions(bar, li, cid, m, mine) {
+  const current = () => itemOf.get(li).m;
+  const reacted = (msg, e) => (msg.reactions?.[e] || []).includes(state.me?.peer_id);
+  const add = (key, label, title, fn) => part(key, () => {
+    const b = el('button', 'ghost small', label); b.type = 'button';
+    b.addEventListener('click', () => fn(current(), `/api/v1/conversations/${cid}/messages/${current().id}`).then(renderChat).catch((e) => alert(e.message)));
+    return b;
+  }, (b) => { setAttr(b, 'title', title); setAttr(b, 'aria-label', title); });
+  parts(bar, [
+    add('reply', '↩', 'Reply', async (msg) => {
+      state.replyTo = msg; $('replying').textContent = `Replying to ${name(msg.sender)}: ${msg.text}`; $('replying').hidden = false; $('text').focus();
+    }),
+    ...['👍', '✅', '❤️'].map((e) => add(`react ${e}`, e, reacted(m, e) ? `Remove ${e}` : `React ${e}`,
+      (msg, base) => api(`${base}/reactions`, { method: 'POST', body: { emoji: e, remove: reacted(msg, e) } }))),
+    mine && add('edit', '✎', 'Edit', async (msg, base) => { const t = prompt('Edit message', msg.text); if (t) await api(base, { method: 'PATCH', body: { text: t } }); }),
+    mine && add('delete', '🗑', 'Delete for everyone', async (msg, base) => { if (confirm('Delete this message for everyone?')) await api(base, { method: 'DELETE', body: {} }); }),
+  ]);
+}
+
+function viewPhoto(cid, id) {
+  $('viewer-img').src = `/api/v1/conversations/${cid}/messages/${id}/photo?size=full`;
   $('viewer').hidden = false;
   $('viewer-close').focus();
 }
@@ -227,34 +338,30 @@ async function sendPhoto() {
 function renderGroup() {
   const c = state.conversations.find((x) => x.id === state.open?.id) || state.open;
   const admin = (c.admins || []).includes(state.me?.peer_id);
-  const ul = $('members');
-  ul.replaceChildren();
-  for (const p of c.members || []) {
+  reconcile($('members'), (c.members || []).map((p) => ({ p, c })), (it) => it.p, memberEntry, (li, { p }) => {
     const s = state.directory.find((d) => d.peer_id === p);
-    const li = document.createElement('li');
-    const who = document.createElement('span');
     const roles = [(c.admins || []).includes(p) ? 'admin' : '', ...(s?.roles || [])].filter(Boolean);
-    who.textContent = `${p === state.me?.peer_id ? 'You' : name(p)}${roles.length ? ' · ' + roles.join(', ') : ''}`;
-    li.append(who);
-    if (admin && p !== state.me?.peer_id) {
-      const b = document.createElement('button'); b.type = 'button'; b.className = 'ghost small'; b.textContent = 'Remove';
-      b.setAttribute('aria-label', `Remove ${name(p)}`);
-      b.addEventListener('click', async () => {
-        if (!confirm(`Remove ${name(p)}? They will not read anything sent from now on.`)) return;
-        await api(`/api/v1/conversations/${c.id}/members`, { method: 'POST', body: { remove: [p] } });
-        await refreshList(); renderGroup();
-      });
-      li.append(b);
-    }
-    ul.append(li);
-  }
+    parts(li, [
+      part('who', () => el('span'), (e) => setText(e, `${p === state.me?.peer_id ? 'You' : name(p)}${roles.length ? ' · ' + roles.join(', ') : ''}`)),
+      admin && p !== state.me?.peer_id && part('remove', () => {
+        const b = el('button', 'ghost small', 'Remove'); b.type = 'button';
+        b.addEventListener('click', () => removeMember(itemOf.get(li)));
+        return b;
+      }, (b) => setAttr(b, 'aria-label', `Remove ${name(p)}`)),
+    ]);
+  });
   $('add-member').hidden = !admin;
-  const sel = $('add-select');
-  sel.replaceChildren();
-  for (const s of state.directory.filter((d) => !(c.members || []).includes(d.peer_id))) {
-    const o = document.createElement('option'); o.value = s.peer_id; o.textContent = `${s.name}${s.department ? ' · ' + s.department : ''}`;
-    sel.append(o);
-  }
+  reconcile($('add-select'), state.directory.filter((d) => !(c.members || []).includes(d.peer_id)), (s) => s.peer_id,
+    (s) => { const o = el('option'); o.value = s.peer_id; return o; },
+    (o, s) => setText(o, `${s.name}${s.department ? ' · ' + s.department : ''}`));
+}
+
+function memberEntry() { return el('li'); }
+
+async function removeMember({ p, c }) {
+  if (!confirm(`Remove ${name(p)}? They will not read anything sent from now on.`)) return;
+  await api(`/api/v1/conversations/${c.id}/members`, { method: 'POST', body: { remove: [p] } });
+  await refreshList(); renderGroup();
 }
 
 function show(view) {
@@ -282,20 +389,18 @@ async function send(ev) {
   renderChat();
 }
 
+// renderDirectory: colleagues matching the search; those still listed
+// as the search changes keep their boxes (and whether they are ticked).
 function renderDirectory() {
   const q = $('search').value.toLowerCase();
-  const ul = $('directory');
-  ul.replaceChildren();
-  for (const s of state.directory) {
-    const hay = [s.name, s.department, (s.roles || []).join(' '), s.site].join(' ').toLowerCase();
-    if (q && !hay.includes(q)) continue;
-    const li = document.createElement('li');
-    const label = document.createElement('label');
-    const box = document.createElement('input'); box.type = 'checkbox'; box.value = s.peer_id;
-    const text = document.createElement('span');
-    text.textContent = `${s.name}${s.department ? ' · ' + s.department : ''}${(s.roles || []).length ? ' · ' + s.roles.join(', ') : ''}`;
-    label.append(box, text); li.append(label); ul.append(li);
-  }
+  const shown = state.directory.filter((s) => !q || [s.name, s.department, (s.roles || []).join(' '), s.site].join(' ').toLowerCase().includes(q));
+  reconcile($('directory'), shown, (s) => s.peer_id, (s) => {
+    const li = el('li'), label = el('label');
+    const box = el('input'); box.type = 'checkbox'; box.value = s.peer_id;
+    label.append(box, el('span')); li.append(label);
+    return li;
+  }, (li, s) => setText(li.querySelector('span'),
+    `${s.name}${s.department ? ' · ' + s.department : ''}${(s.roles || []).length ? ' · ' + s.roles.join(', ') : ''}`));
 }
 
 async function createChat(ev) {
@@ -308,9 +413,13 @@ async function createChat(ev) {
 
 function listen() {
   const ws = new WebSocket(`ws://${location.host}/api/v1/events`);
-  ws.addEventListener('message', async () => {
+  // Each event names the conversation that changed: the list is refreshed
+  // (badges, last message), the open chat only if it is the one.
+  ws.addEventListener('message', async (m) => {
+    let ev = {};
+    try { ev = JSON.parse(m.data); } catch { /* an event we cannot read: refresh all */ }
     await refreshList().catch(() => {});
-    if (state.open) renderChat().catch(() => {});
+    if (state.open && (!ev.conversation || ev.conversation === state.open.id)) renderChat().catch(() => {});
   });
   ws.addEventListener('close', () => setTimeout(() => { if (!$('app').hidden) listen(); }, 2000));
 }
@@ -327,7 +436,7 @@ async function start() {
 $('unlock-form').addEventListener('submit', unlock);
 $('send-form').addEventListener('submit', (e) => send(e).catch((err) => alert(err.message)));
 $('new-form').addEventListener('submit', (e) => createChat(e).catch((err) => alert(err.message)));
-$('new-chat').addEventListener('click', () => { show('new-view'); renderDirectory(); $('title').focus(); });
+$('new-chat').addEventListener('click', () => { show('new-view'); $('directory').replaceChildren(); renderDirectory(); $('title').focus(); });
 $('search').addEventListener('input', renderDirectory);
 $('back').addEventListener('click', () => { state.open = null; show('list-view'); refreshList(); });
 $('new-back').addEventListener('click', () => show('list-view'));

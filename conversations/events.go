@@ -1,11 +1,29 @@
-package mesh
+package conversations
 
-import "sync"
+import (
+	"sync"
 
-// Event tells the local app something changed.
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+)
+
+// Event kinds.
+const (
+	// EventConversation: a conversation appeared (created or joined).
+	EventConversation = "conversation"
+	// EventMessage: ops of a conversation were made or taken in.
+	EventMessage = "message"
+	// EventState: delivery state changed (another node holds our ops).
+	EventState = "state"
+)
+
+// Event tells the app what changed: which conversation, and the ops
+// (messages, edits, receipts…) it concerns, so it can update that one
+// conversation instead of re-reading everything.
 type Event struct {
-	Type         string `json:"type"` // conversation, message, state
-	Conversation string `json:"conversation"`
+	Kind         string
+	Conversation chat.ConversationID
+	Ops          []crdt.OpID
 }
 
 // broker fans events out to subscribers; a slow subscriber loses events

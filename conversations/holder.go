@@ -1,0 +1,265 @@
+package conversations
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/mesh"
+)
+
+// The mesh moves envelopes; these methods (mesh.Holder) are what it asks
+// of the conversations this device holds.
+var _ mesh.Holder = (*Service)(nil)
+
+// Tags lists the tags of the conversations this device holds.
+func (s *Service) Tags() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tagList == nil {
+		out := make([][]byte, 0, len(s.convs))
+		for _, c := range s.convs {
+			out = append(out, c.tag)
+		}
+		slices.SortFunc(out, bytes.Compare)
+		s.tagList = out
+	}
+	return s.tagList
+}
+
+// IDs is the op-ID set of a conversation this device holds (nil if none).
+func (s *Service) IDs(tag []byte) []crdt.OpID {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.IDs()
+}
+
+// Envelopes returns the envelopes among ids of a conversation this device
+// holds, in causal order, so the peer applies them with little buffering.
+func (s *Service) Envelopes(tag []byte, ids []crdt.OpID) [][]byte {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.r.SortCausal(ids)
+	out := make([][]byte, 0, len(ids))
+	for _, id := range ids {
+		if raw, ok := c.r.Envelope(id); ok {
+			out = append(out, raw)
+		}
+	}
+	return out
+}
+
+// Held records that by acknowledged storing ops of ours.
+func (s *Service) Held(tag []byte, ids []crdt.OpID, by peer.ID) {
+	c := s.byTag(tag)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	for _, id := range ids {
+		c.r.MarkHeld(id, by)
+	}
+	conv := c.r.ID()
+	c.mu.Unlock()
+	if !conv.IsZero() {
+		s.events.emit(Event{Kind: EventState, Conversation: conv, Ops: ids})
+	}
+}
+
+// Deliver applies envelopes of one conversation that the mesh checked
+// (decoded, signed, sent by known staff), joining the conversation when a
+// welcome names this device. It reports whether this device holds the
+// conversation; if not, the mesh may carry the envelopes for others.
+func (s *Service) Deliver(tag []byte, envs []mesh.Checked, from peer.ID) bool {
+	c := s.byTag(tag)
+	if c == nil {
+		if c = s.join(tag, envs); c == nil {
+			return false
+		}
+	}
+	s.receive(c, envs, from)
+	return true
+}
+
+// join starts a replica for a conversation one of envs welcomes us into.
+func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
+	self := s.cfg.Device.ID
+	named := slices.ContainsFunc(envs, func(ce mesh.Checked) bool {
+		if ce.Env.Kind != e2e.KindWelcome {
+			return false
+		}
+		w, err := e2e.DecodeWelcome(ce.Env.Body)
+		return err == nil && slices.ContainsFunc(w.Members, func(m []byte) bool { return peer.ID(m) == self })
+	})
+	if !named {
+		return nil
+	}
+	s.mu.Lock()
+	if c := s.convs[hex.EncodeToString(tag)]; c != nil { // joined meanwhile
+		s.mu.Unlock()
+		return c
+	}
+	s.mu.Unlock()
+	j := newJournal(s.cfg.Store)
+	c := &conv{r: chat.Join(s.cfg.Device, s.cfg.Directory, tag, s.opts(tag, j)...), tag: slices.Clone(tag), j: j}
+	s.adopt(c)
+	return s.byTag(tag)
+}
+
+// receive applies a batch of checked envelopes, then acknowledges delivery
+// and persists once for the batch.
+func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
+	c.mu.Lock()
+	var applied []crdt.OpID
+	var dups []bool
+	for _, ce := range envs {
+		err := c.r.ReceiveVerified(ce.Env, ce.Raw)
+		dup := errors.Is(err, crdt.ErrDuplicate)
+		dups = append(dups, dup)
+		if dup {
+			continue
+		}
+		applied = append(applied, crdt.OpID(e2e.ID(ce.Raw)))
+		switch {
+		case errors.Is(err, chat.ErrNotAuthorised):
+			s.log.Debug("op refused", "from", from.String(), "err", err)
+		case err != nil:
+			s.log.Warn("op not applied cleanly", "from", from.String(), "err", err)
+		}
+	}
+	if len(applied) == 0 {
+		c.mu.Unlock()
+		s.observe(envs, from, dups)
+		return
+	}
+	first := false
+	if id := c.r.ID(); !id.IsZero() {
+		s.mu.Lock()
+		if s.byID[id] == nil {
+			s.byID[id], first = c, true
+		}
+		s.mu.Unlock()
+	}
+	// The ops of others above went to the store as they were applied, with
+	// no fsync; receipts (and a welcome they may need) are ours: persist
+	// makes them durable, one sync for the batch, before they are published.
+	c.j.begin()
+	receipts := autoReceipts(c.r)
+	saved := s.persist(c) == nil
+	id := c.r.ID()
+	c.mu.Unlock()
+	s.observe(envs, from, dups)
+	if saved {
+		s.publish(c, receipts)
+	}
+	if first {
+		s.events.emit(Event{Kind: EventConversation, Conversation: id})
+	}
+	if !id.IsZero() {
+		s.events.emit(Event{Kind: EventMessage, Conversation: id, Ops: applied})
+	}
+}
+
+func (s *Service) observe(envs []mesh.Checked, from peer.ID, dups []bool) {
+	if s.cfg.Observe == nil {
+		return
+	}
+	for i, ce := range envs {
+		s.cfg.Observe(crdt.OpID(e2e.ID(ce.Raw)), from, dups[i])
+	}
+}
+
+// autoReceipts acknowledges delivery of messages from others: that is the
+// "delivered" state their senders see. Callers hold the conversation's mu.
+func autoReceipts(r *chat.Replica) chat.Out {
+	todo := r.Fresh()
+	var out chat.Out
+	for len(todo) > 0 {
+		n := min(len(todo), 1000)
+		o, err := r.Receipt(chat.Delivered, todo[:n]...)
+		out.Envelopes = append(out.Envelopes, o.Envelopes...)
+		out.Welcomes = append(out.Welcomes, o.Welcomes...)
+		out.Inboxes = append(out.Inboxes, o.Inboxes...)
+		if err != nil {
+			return out
+		}
+		todo = todo[n:]
+	}
+	return out
+}
+
+// Revoke re-applies the revocation predicate on every conversation, after
+// a new CRL: ops of a revoked sender that no unrevoked member depends on
+// stop standing. Where this device is an admin it also removes revoked
+// members, so the next epoch is sealed to colleagues only (a welcome must
+// reach exactly the members, and no new key goes to a revoked device).
+func (s *Service) Revoke() {
+	if s.cfg.Revoked == nil {
+		return
+	}
+	for _, c := range s.all() {
+		c.mu.Lock()
+		c.r.SetRevoked(s.cfg.Revoked)
+		id := c.r.ID()
+		var gone []peer.ID
+		if st := c.r.State(); slices.Contains(st.Admins, s.cfg.Device.ID) {
+			for _, m := range st.Members {
+				if m != s.cfg.Device.ID && s.cfg.Revoked(m) {
+					gone = append(gone, m)
+				}
+			}
+		}
+		c.mu.Unlock()
+		if id.IsZero() {
+			continue
+		}
+		s.events.emit(Event{Kind: EventMessage, Conversation: id})
+		for _, m := range gone {
+			if err := s.Remove(id, m); err != nil {
+				s.log.Warn("remove revoked member", "conversation", id.String(), "member", m.String(), "err", err)
+			}
+		}
+	}
+}
+
+// Expire applies retention and key expiry on every conversation (see
+// chat.Replica.Expire) and persists what it dropped. It returns how many
+// messages retention deleted.
+func (s *Service) Expire(now time.Time) (int, error) {
+	n := 0
+	var errs []error
+	for _, c := range s.all() {
+		c.mu.Lock()
+		gone := c.r.Expire(now)
+		err := s.persist(c)
+		id := c.r.ID()
+		c.mu.Unlock()
+		n += gone
+		if err == nil && gone > 0 {
+			err = s.cfg.Store.Sync(context.Background(), convKey(c.tag)) // deletions survive a crash
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if gone > 0 && !id.IsZero() {
+			s.events.emit(Event{Kind: EventMessage, Conversation: id})
+		}
+	}
+	return n, errors.Join(errs...)
+}

@@ -1,0 +1,139 @@
+package conversations
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// journal is the datastore a conversation's replica writes through (ops,
+// plaintexts). Between begin and the next save or end — while this device
+// makes ops — it holds writes back, so that save stores them in one batch
+// with the conversation's key record and syncs the store once; at other
+// times writes go straight to the store. Reads see held-back writes; a
+// failed save keeps them for the next. Query sees the store only (replicas
+// query when they open, before any transaction). Guarded by its conversation's mutex, as
+// the replica is.
+type journal struct {
+	ds.Datastore
+	open    bool
+	pending map[ds.Key]heldWrite
+}
+
+type heldWrite struct {
+	value   []byte
+	deleted bool
+}
+
+func newJournal(d ds.Datastore) *journal {
+	return &journal{Datastore: d, pending: map[ds.Key]heldWrite{}}
+}
+
+// begin holds writes back until save or end.
+func (j *journal) begin() { j.open = true }
+
+// end stops holding writes back; those held stay for the next save.
+func (j *journal) end() { j.open = false }
+
+func (j *journal) Put(ctx context.Context, k ds.Key, v []byte) error {
+	if j.open {
+		j.pending[k] = heldWrite{value: slices.Clone(v)}
+		return nil
+	}
+	delete(j.pending, k)
+	return j.Datastore.Put(ctx, k, v)
+}
+
+func (j *journal) Delete(ctx context.Context, k ds.Key) error {
+	if j.open {
+		j.pending[k] = heldWrite{deleted: true}
+		return nil
+	}
+	delete(j.pending, k)
+	return j.Datastore.Delete(ctx, k)
+}
+
+func (j *journal) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	if w, ok := j.pending[k]; ok {
+		if w.deleted {
+			return nil, ds.ErrNotFound
+		}
+		return slices.Clone(w.value), nil
+	}
+	return j.Datastore.Get(ctx, k)
+}
+
+func (j *journal) Has(ctx context.Context, k ds.Key) (bool, error) {
+	if w, ok := j.pending[k]; ok {
+		return !w.deleted, nil
+	}
+	return j.Datastore.Has(ctx, k)
+}
+
+func (j *journal) GetSize(ctx context.Context, k ds.Key) (int, error) {
+	if w, ok := j.pending[k]; ok {
+		if w.deleted {
+			return -1, ds.ErrNotFound
+		}
+		return len(w.value), nil
+	}
+	return j.Datastore.GetSize(ctx, k)
+}
+
+// save ends the transaction and writes the key record of the conversation
+// under prefix. With nothing held back (no op of ours) that is a plain put.
+// Otherwise the held writes and the key record go in one batch — one
+// atomic write on the device's pebble store — and save returns once the
+// store has synced it.
+func (j *journal) save(ctx context.Context, prefix ds.Key, keys []byte) error {
+	j.open = false
+	k := prefix.ChildString("keys")
+	if len(j.pending) == 0 {
+		return j.Datastore.Put(ctx, k, keys)
+	}
+	if b, ok := j.Datastore.(ds.Batching); ok {
+		j.pending[k] = heldWrite{value: keys}
+		if err := j.commitBatch(ctx, b); err != nil {
+			return err
+		}
+	} else {
+		// No batches: the key record first, so that a store applying
+		// writes in order, crashing part-way, leaves the chains ahead of
+		// the ops (an index skipped, never one reused).
+		if err := j.Datastore.Put(ctx, k, keys); err != nil {
+			return err
+		}
+		for key, w := range j.pending {
+			if err := j.apply(ctx, j.Datastore, key, w); err != nil {
+				return err
+			}
+		}
+	}
+	if err := j.Datastore.Sync(ctx, prefix); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	clear(j.pending)
+	return nil
+}
+
+func (j *journal) commitBatch(ctx context.Context, b ds.Batching) error {
+	bt, err := b.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for key, w := range j.pending {
+		if err := j.apply(ctx, bt, key, w); err != nil {
+			return err
+		}
+	}
+	return bt.Commit(ctx)
+}
+
+func (j *journal) apply(ctx context.Context, w ds.Write, k ds.Key, h heldWrite) error {
+	if h.deleted {
+		return w.Delete(ctx, k)
+	}
+	return w.Put(ctx, k, h.value)
+}

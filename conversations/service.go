@@ -1,0 +1,494 @@
+package conversations
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+)
+
+// Publisher sends what this device made: envelopes on the conversation's
+// topic (joining it), and welcomes also to the inboxes of the devices they
+// are sealed to. The mesh implements it.
+type Publisher interface {
+	Publish(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
+}
+
+// Config configures the conversation service.
+type Config struct {
+	Device    *chat.Device
+	Directory chat.Directory
+	Store     ds.Datastore
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// Revoked, if set, is the revocation predicate every replica applies
+	// (the revoked-sender rule); Revoke re-applies it after a new CRL.
+	Revoked func(peer.ID) bool
+	// Observe, if set, is told of every envelope taken in from the mesh
+	// (dup: it was held already), outside any lock. It must not block.
+	Observe func(id crdt.OpID, from peer.ID, dup bool)
+}
+
+// Errors.
+var (
+	ErrNoConversation = errors.New("no such conversation")
+)
+
+// conv is one conversation: its replica and the journal it writes
+// through, both guarded by mu.
+type conv struct {
+	mu  sync.Mutex
+	r   *chat.Replica
+	tag []byte
+	j   *journal
+}
+
+// Service holds the conversations of one device. mu guards the tables
+// only; each conversation has its own lock, so a slow rekey or store sync
+// in one conversation does not stall the others. Lock order: a
+// conversation's mu, then Service.mu — never the other way.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	events *broker
+
+	pubMu sync.Mutex
+	pub   Publisher // set by Attach
+
+	mu      sync.RWMutex
+	convs   map[string]*conv // by hex tag
+	byID    map[chat.ConversationID]*conv
+	tagList [][]byte // Tags(), cached until a conversation is added
+}
+
+// Open restores the persisted conversations of a device; nothing is sent
+// until Attach gives it a publisher.
+func Open(cfg Config) (*Service, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, events: newBroker(), convs: map[string]*conv{}, byID: map[chat.ConversationID]*conv{}}
+	if err := s.restore(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Attach sets where new ops are published. Ops made before it (receipts
+// of ops taken in while the mesh starts) are stored and reach peers by
+// sync.
+func (s *Service) Attach(p Publisher) {
+	s.pubMu.Lock()
+	s.pub = p
+	s.pubMu.Unlock()
+}
+
+// Close ends every event subscription.
+func (s *Service) Close() { s.events.close() }
+
+// Store keys.
+func convKey(tag []byte) ds.Key { return ds.NewKey("/conv").ChildString(hex.EncodeToString(tag)) }
+
+func (s *Service) opts(tag []byte, j *journal) []chat.Option {
+	k := convKey(tag)
+	o := []chat.Option{
+		chat.WithClock(s.cfg.Now),
+		chat.WithStore(NewOpStore(j, k.ChildString("op"))),
+		chat.WithPlaintexts(plainStore{j, k.ChildString("plain")}),
+	}
+	return o
+}
+
+// restore reloads every conversation.
+func (s *Service) restore() error {
+	ctx := context.Background()
+	res, err := s.cfg.Store.Query(ctx, query.Query{Prefix: "/conv", KeysOnly: true})
+	if err != nil {
+		return err
+	}
+	tags := map[string]bool{}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		if l := ds.RawKey(r.Key).List(); len(l) == 3 && l[2] == "keys" {
+			tags[l[1]] = true
+		}
+	}
+	for t := range tags {
+		tag, err := hex.DecodeString(t)
+		if err != nil {
+			continue
+		}
+		keys, err := s.cfg.Store.Get(ctx, convKey(tag).ChildString("keys"))
+		if err != nil {
+			return err
+		}
+		j := newJournal(s.cfg.Store)
+		r, err := chat.Restore(s.cfg.Device, s.cfg.Directory, keys, s.opts(tag, j)...)
+		if err != nil {
+			return fmt.Errorf("restore conversation %s: %w", t, err)
+		}
+		s.adopt(&conv{r: r, tag: tag, j: j})
+	}
+	return nil
+}
+
+// adopt registers a conversation, applying the revocation predicate.
+func (s *Service) adopt(c *conv) {
+	if s.cfg.Revoked != nil {
+		c.r.SetRevoked(s.cfg.Revoked)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.convs[hex.EncodeToString(c.tag)] = c
+	s.tagList = nil
+	if !c.r.ID().IsZero() {
+		s.byID[c.r.ID()] = c
+	}
+}
+
+func (s *Service) byTag(tag []byte) *conv {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.convs[hex.EncodeToString(tag)]
+}
+
+func (s *Service) conv(id chat.ConversationID) (*conv, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if c := s.byID[id]; c != nil {
+		return c, nil
+	}
+	return nil, ErrNoConversation
+}
+
+// all lists every conversation.
+func (s *Service) all() []*conv {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*conv, 0, len(s.convs))
+	for _, c := range s.convs {
+		out = append(out, c)
+	}
+	return out
+}
+
+// persist saves a conversation's keys after a change and ends the journal's
+// transaction; callers hold c.mu.
+//
+// Ops of others are written as they are applied, and their key record with
+// no fsync: a crash costs a refetch. Ops this device made since c.j.begin —
+// sends, receipts, welcomes — were held back by the journal: they go to the
+// store in one batch with the key record (the send chains' next indices), and
+// persist returns only once the store has synced it. Until then nothing of
+// ours may be published, served to a peer or acknowledged to the API, or a
+// restart after SIGKILL or power loss could seal a new message with a chain
+// index whose key recipients have already used. c.mu stays held through the
+// sync because sync serves ops from the replica under c.mu.
+func (s *Service) persist(c *conv) error {
+	keys, err := c.r.Keys()
+	if err == nil {
+		err = c.j.save(context.Background(), convKey(c.tag), keys)
+	} else {
+		c.j.end()
+	}
+	if err != nil {
+		s.log.Error("persist conversation", "err", err)
+	}
+	return err
+}
+
+// Create starts a conversation with members (peer IDs), saves it durably
+// and publishes it.
+func (s *Service) Create(title string, members []peer.ID) (chat.ConversationID, error) {
+	id := chat.NewConversationID()
+	tag := chat.TagOf(id, s.cfg.Device.ID)
+	j := newJournal(s.cfg.Store)
+	j.begin()
+	r, out, err := chat.CreateWithID(id, s.cfg.Device, s.cfg.Directory, title, members, s.opts(tag, j)...)
+	if err != nil {
+		j.end()
+		return chat.ConversationID{}, err
+	}
+	c := &conv{r: r, tag: tag, j: j}
+	if err := s.persist(c); err != nil { // before adopt makes it visible to sync
+		return chat.ConversationID{}, fmt.Errorf("save new conversation: %w", err)
+	}
+	s.adopt(c)
+	s.publish(c, out)
+	s.events.emit(Event{Kind: EventConversation, Conversation: id})
+	return id, nil
+}
+
+// publish hands what a command produced to the mesh: the conversation
+// topic, and each welcome's recipients' inboxes.
+func (s *Service) publish(c *conv, out chat.Out) {
+	s.pubMu.Lock()
+	p := s.pub
+	s.pubMu.Unlock()
+	if p == nil || len(out.Envelopes) == 0 {
+		return
+	}
+	p.Publish(c.tag, out.Envelopes, out.Welcomes, out.Inboxes)
+}
+
+// do runs one replica operation (send, edit, receipt, member change…),
+// saves what it produced durably (see persist), then publishes it. If that
+// cannot be saved, do publishes nothing and returns the error, so the caller
+// is never told an op was sent that a crash could lose: the op stays in the
+// replica (shown queued; sync may still fetch it from memory), and its
+// writes are retried with the conversation's next save.
+func (s *Service) do(id chat.ConversationID, op func(r *chat.Replica) (chat.Out, error)) (crdt.OpID, error) {
+	c, err := s.conv(id)
+	if err != nil {
+		return crdt.OpID{}, err
+	}
+	c.mu.Lock()
+	c.j.begin()
+	out, err := op(c.r)
+	opID := out.ID
+	perr := s.persist(c)
+	c.mu.Unlock()
+	ev := Event{Kind: EventMessage, Conversation: id}
+	if !opID.IsZero() {
+		ev.Ops = []crdt.OpID{opID}
+	}
+	if perr != nil {
+		if len(out.Envelopes) > 0 {
+			s.events.emit(ev)
+		}
+		return crdt.OpID{}, fmt.Errorf("save conversation %s: %w", id, perr)
+	}
+	if len(out.Envelopes) > 0 {
+		s.publish(c, out)
+		s.events.emit(ev)
+	}
+	return opID, err
+}
+
+// Typed commands: each makes one op in conversation id (a welcome first
+// when a new key epoch is due), saves it durably and publishes it.
+
+// Send posts a text message.
+func (s *Service) Send(id chat.ConversationID, text string, o chat.SendOptions) (crdt.OpID, error) {
+	return s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Send(text, o) })
+}
+
+// SendPhoto posts a photo (already stripped of metadata) with its
+// thumbnail and a caption.
+func (s *Service) SendPhoto(id chat.ConversationID, image, thumb []byte, caption string) (crdt.OpID, error) {
+	return s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.SendPhoto(image, thumb, caption) })
+}
+
+// Edit replaces the text of one of this device's messages.
+func (s *Service) Edit(id chat.ConversationID, msg crdt.OpID, text string) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Edit(msg, text) })
+	return err
+}
+
+// Delete deletes one of this device's messages for everyone.
+func (s *Service) Delete(id chat.ConversationID, msg crdt.OpID) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Delete(msg) })
+	return err
+}
+
+// React adds (on) or takes back this device's reaction to a message.
+func (s *Service) React(id chat.ConversationID, msg crdt.OpID, emoji string, on bool) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) {
+		if on {
+			return r.React(msg, emoji)
+		}
+		return r.Unreact(msg, emoji)
+	})
+	return err
+}
+
+// Receipt records that this device's user reached level (chat.Read,
+// chat.Acknowledged) on msgs.
+func (s *Service) Receipt(id chat.ConversationID, level int, msgs ...crdt.OpID) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Receipt(level, msgs...) })
+	return err
+}
+
+// Add makes a colleague a member (admins only).
+func (s *Service) Add(id chat.ConversationID, member peer.ID) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Add(member) })
+	return err
+}
+
+// Remove removes a member (admins only), starting a new key epoch.
+func (s *Service) Remove(id chat.ConversationID, member peer.ID) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Remove(member) })
+	return err
+}
+
+// Promote makes a member an admin (admins only).
+func (s *Service) Promote(id chat.ConversationID, member peer.ID) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Promote(member) })
+	return err
+}
+
+// Leave takes this device out of a conversation.
+func (s *Service) Leave(id chat.ConversationID) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Leave() })
+	return err
+}
+
+// SetRetention sets how long messages are kept (admins only; 0: forever).
+func (s *Service) SetRetention(id chat.ConversationID, d time.Duration) error {
+	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.SetRetention(d) })
+	return err
+}
+
+// Summary is a conversation in the list.
+type Summary struct {
+	ID      chat.ConversationID
+	Title   string
+	Members []peer.ID
+	Admins  []peer.ID
+	Last    string // text of the last standing message
+	Unread  int
+	Urgent  int                // unread and urgent
+	Queued  int                // own messages still only on this device
+	Flags   map[peer.ID]string // members this device caught misbehaving
+}
+
+// Conversations lists the conversations this device is in, by ID.
+func (s *Service) Conversations() []Summary {
+	s.mu.RLock()
+	cs := make([]*conv, 0, len(s.byID))
+	for _, c := range s.byID {
+		cs = append(cs, c)
+	}
+	s.mu.RUnlock()
+	self := s.cfg.Device.ID
+	out := make([]Summary, 0, len(cs))
+	for _, c := range cs {
+		c.mu.Lock()
+		st := c.r.State()
+		if len(st.Members) == 0 {
+			c.mu.Unlock()
+			continue // welcomed, but the conversation's first ops are still on their way
+		}
+		sum := Summary{ID: st.ID, Title: st.Title, Members: st.Members, Admins: st.Admins, Flags: st.Flags}
+		if sum.ID.IsZero() {
+			sum.ID = c.r.ID()
+		}
+		for _, m := range st.Messages {
+			if m.Withdrawn != "" {
+				continue // void: neither unread, nor the last text, nor waiting to go
+			}
+			if !m.Deleted {
+				sum.Last = m.Text
+			}
+			if m.Sender == self && c.r.DeliveryOf(m).State == chat.StateQueued {
+				sum.Queued++
+			}
+			if lvl := m.Receipts[self]; m.Sender != self && lvl < chat.Read {
+				sum.Unread++
+				if m.Urgent {
+					sum.Urgent++
+				}
+			}
+		}
+		c.mu.Unlock()
+		out = append(out, sum)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID.String() < out[j].ID.String() })
+	return out
+}
+
+// Message is a message with its delivery state as this device sees it:
+// for its sender, the least advanced recipient and each recipient's state;
+// for a recipient, how far it has got itself.
+type Message struct {
+	chat.Message
+	State        string
+	PerRecipient map[peer.ID]string // own messages only
+}
+
+// Messages lists a conversation's messages with delivery states.
+func (s *Service) Messages(id chat.ConversationID) ([]Message, error) {
+	c, err := s.conv(id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	self := s.cfg.Device.ID
+	st := c.r.State()
+	out := make([]Message, 0, len(st.Messages))
+	for _, m := range st.Messages {
+		v := Message{Message: m}
+		if m.Sender == self {
+			d := c.r.DeliveryOf(m)
+			v.State, v.PerRecipient = d.State, d.PerRecipient
+		} else {
+			v.State = chat.StateDelivered
+			if lvl := m.Receipts[self]; lvl >= chat.Read {
+				v.State = []string{chat.StateQueued, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}[lvl]
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// State is a conversation's materialised state (a copy the caller owns
+// is not made: do not modify it).
+func (s *Service) State(id chat.ConversationID) (*chat.State, error) {
+	c, err := s.conv(id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.State(), nil
+}
+
+// Photo returns a photo message's thumbnail, or (full) its whole image.
+func (s *Service) Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byte, error) {
+	c, err := s.conv(id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if full {
+		return c.r.PhotoData(msg)
+	}
+	for _, m := range c.r.State().Messages {
+		if m.ID == msg && m.Photo != nil {
+			return m.Photo.Thumb, nil
+		}
+	}
+	return nil, chat.ErrNoSuchMessage
+}
+
+// KeyState says how much key material a conversation keeps: the epochs
+// this device can still open and the skipped message keys it holds.
+func (s *Service) KeyState(id chat.ConversationID) (epochs, skipped int, err error) {
+	c, err := s.conv(id)
+	if err != nil {
+		return 0, 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	epochs, skipped = c.r.KeyState()
+	return epochs, skipped, nil
+}

@@ -1,0 +1,87 @@
+package mesh
+
+import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+)
+
+// Test hooks: the external tests (package mesh_test, which run real
+// devices) look inside through these.
+
+var FrameTimeout = frameTimeout
+
+func (s *Service) DuePeers(full bool) []peer.ID { return s.duePeers(full) }
+func (s *Service) SyncWith(p peer.ID)           { s.syncWith(p) }
+
+// CarriedCount is how many envelopes an anchor carries.
+func (s *Service) CarriedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, cr := range s.carried {
+		n += len(cr.ops)
+	}
+	return n
+}
+
+// CarriedBytes sums the carried index, beside the running total.
+func (s *Service) CarriedBytes() (held, total int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, cr := range s.carried {
+		for _, h := range cr.ops {
+			held += int64(h.size)
+		}
+	}
+	return held, s.carriedBytes
+}
+
+// SetAnchorQuota changes the quota and returns a sender's share of it.
+func (s *Service) SetAnchorQuota(q int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.AnchorQuota = q
+	return s.senderShare()
+}
+
+// Changes is the change counter; Synced the counter at the last complete
+// sync with p.
+func (s *Service) Changes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changes
+}
+
+func (s *Service) Synced(p peer.ID) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.synced[p]
+	return at, ok
+}
+
+// CarriedFrom is what an anchor carries from one sender: the IDs and bytes
+// in its index, and the running total in its per-sender ledger.
+type CarriedFrom struct {
+	IDs    map[crdt.OpID]bool
+	Bytes  int64 // summed over the index
+	Ledger int64 // the running total
+}
+
+func (s *Service) SenderView(sender peer.ID) CarriedFrom {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := CarriedFrom{IDs: map[crdt.OpID]bool{}}
+	for _, c := range s.carried {
+		for id, h := range c.ops {
+			if h.sender == sender {
+				v.IDs[id] = true
+				v.Bytes += int64(h.size)
+			}
+		}
+	}
+	if a := s.sendersLocked().by[sender]; a != nil {
+		v.Ledger = a.bytes
+	}
+	return v
+}

@@ -1,0 +1,569 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/identity"
+)
+
+// admission is the node's admission and trust part: the trust (roots,
+// issuing CAs learnt, newest CRLs) with its persisted state, the peer table
+// holding each connected peer's admission decision, the block list the
+// connection gater enforces, and the KnownStaff cache. It does no network
+// I/O: the node runs the protocols and acts on its answers.
+//
+// Invariants:
+//   - mu guards peers, blocked, known, cas and the hooks. A peerState's
+//     decided channel is closed once, under mu; its staff, chain and err
+//     change under mu only (a revocation withdraws an admission). A peer is
+//     admitted iff it is decided with staff set and no err, and its chain
+//     is then one Trust.Admit accepted.
+//   - crlMu serialises CRL installs, from UpdateCRL to the store write, so
+//     the store holds the CRL the trust holds; it guards revoked:
+//     revoked[issuer] digests the revoked serials of the CRL the trust holds
+//     from issuer, so a newer CRL can tell whether it changes what is
+//     revoked.
+//   - gen is bumped after a newer CRL is in the trust, never before: a
+//     judgement made after reading gen reflects every CRL up to it, so it
+//     may be cached under gen.
+//   - Every issuing CA in cas verified against the roots when learnt and
+//     is in the store (caPrefix), so its CRLs are accepted again after a
+//     restart.
+//   - mu is never held across store or network I/O, nor while calling
+//     the node or a hook; mu and crlMu are never held together.
+type admission struct {
+	trust   *identity.Trust
+	roots   *x509.CertPool
+	store   ds.Batching
+	ctx     context.Context // the node's: ends waits and store calls at Close
+	log     *slog.Logger
+	now     func() time.Time
+	timeout time.Duration // Config.AdmitTimeout
+
+	gen     atomic.Int64 // bumped with every newer CRL
+	offline atomic.Bool  // SetOffline: the gater refuses every connection
+
+	mu           sync.Mutex
+	peers        map[peer.ID]*peerState
+	blocked      map[peer.ID]time.Time
+	known        map[peer.ID]knownStaff
+	cas          map[string]struct{} // subject key IDs of issuing CAs persisted
+	onAdmitted   []func(peer.ID)
+	onRevocation []chan struct{}
+
+	crlMu   sync.Mutex
+	revoked map[string]revokedSum // CRL issuer key ID → its revoked serials
+}
+
+func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission {
+	a := &admission{
+		trust: cfg.Trust, roots: x509.NewCertPool(), store: cfg.Store, ctx: ctx, log: log, now: cfg.Now,
+		timeout: cfg.AdmitTimeout,
+		peers:   map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, known: map[peer.ID]knownStaff{},
+		cas: map[string]struct{}{}, revoked: map[string]revokedSum{},
+	}
+	for _, r := range cfg.Trust.Roots() {
+		a.roots.AddCert(r)
+	}
+	return a
+}
+
+// generation changes with every newer CRL.
+func (a *admission) generation() int64 { return a.gen.Load() }
+
+// peerState is what we know of a connected peer. It lives while the peer
+// has at least one connection.
+type peerState struct {
+	decided chan struct{} // closed once admitted or refused
+	staff   *identity.Staff
+	chain   []*x509.Certificate
+	err     error
+}
+
+// admitted reports the decision. Callers hold a.mu (revocation rewrites
+// err and staff).
+func (p *peerState) admitted() bool {
+	select {
+	case <-p.decided:
+		return p.err == nil && p.staff != nil
+	default:
+		return false
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// stateLocked returns the peer's state, creating it. Callers hold a.mu.
+func (a *admission) stateLocked(id peer.ID) *peerState {
+	st := a.peers[id]
+	if st == nil {
+		st = &peerState{decided: make(chan struct{})}
+		a.peers[id] = st
+	}
+	return st
+}
+
+// state returns the peer's state, creating it.
+func (a *admission) state(id peer.ID) *peerState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stateLocked(id)
+}
+
+// isAdmitted reports whether id is admitted now.
+func (a *admission) isAdmitted(id peer.ID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.peers[id]
+	return st != nil && st.admitted()
+}
+
+// awaitAdmitted waits until id is admitted or refused, or the admission
+// window has passed.
+func (a *admission) awaitAdmitted(ctx context.Context, id peer.ID) bool {
+	st := a.state(id)
+	t := time.NewTimer(a.timeout + time.Second)
+	defer t.Stop()
+	select {
+	case <-st.decided:
+		a.mu.Lock() // a revocation may withdraw the admission meanwhile
+		defer a.mu.Unlock()
+		return st.admitted()
+	case <-ctx.Done():
+	case <-a.ctx.Done():
+	case <-t.C:
+	}
+	return false
+}
+
+// decide records the outcome of id's presentation: staff and the chain
+// Trust.Admit accepted, or why it was refused (then id is blocked, as by
+// refuse). fresh is false when an earlier presentation, on an older
+// connection not closed yet, decided already; admitted then reports that
+// decision, unless this presentation failed.
+func (a *admission) decide(id peer.ID, staff *identity.Staff, chain []*x509.Certificate, why error) (fresh, admitted bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.stateLocked(id)
+	if isClosed(st.decided) {
+		return false, why == nil && st.admitted()
+	}
+	if why != nil {
+		a.refuseLocked(id, st, why)
+		return true, false
+	}
+	st.staff, st.chain = staff, chain
+	close(st.decided)
+	return true, true
+}
+
+// refuse records a negative decision on st (unless it is decided already)
+// and keeps id out for a while, so a flood of attempts costs us little.
+func (a *admission) refuse(id peer.ID, st *peerState, why error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.refuseLocked(id, st, why)
+}
+
+func (a *admission) refuseLocked(id peer.ID, st *peerState, why error) {
+	if !isClosed(st.decided) {
+		st.err = why
+		close(st.decided)
+	}
+	a.blocked[id] = a.now().Add(intruderBlock)
+}
+
+// forget drops the state of a peer that has no connection left.
+func (a *admission) forget(id peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.peers[id]; st != nil {
+		delete(a.peers, id)
+		if !isClosed(st.decided) {
+			st.err = errors.New("disconnected")
+			close(st.decided)
+		}
+	}
+}
+
+func (a *admission) isBlocked(id peer.ID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	until, ok := a.blocked[id]
+	if !ok {
+		return false
+	}
+	if a.now().After(until) {
+		delete(a.blocked, id)
+		return false
+	}
+	return true
+}
+
+// renewed records that id holds a new valid, unrevoked certificate: it
+// lifts the block on id and forgets what KnownStaff judged of the old one.
+func (a *admission) renewed(id peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.blocked, id)
+	delete(a.known, id)
+}
+
+// admittedPeers lists the peers admitted now, but except.
+func (a *admission) admittedPeers(except peer.ID) []peer.ID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []peer.ID
+	for id, st := range a.peers {
+		if id != except && st.admitted() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// peerView is one entry of the peer table, for Status.
+type peerView struct {
+	id    peer.ID
+	staff *identity.Staff // nil unless admitted
+}
+
+func (a *admission) peerViews() []peerView {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]peerView, 0, len(a.peers))
+	for id, st := range a.peers {
+		v := peerView{id: id}
+		if st.admitted() {
+			v.staff = st.staff
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func (a *admission) addOnAdmitted(f func(peer.ID)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onAdmitted = append(a.onAdmitted, f)
+}
+
+func (a *admission) admittedHooks() []func(peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.onAdmitted)
+}
+
+// addOnRevocation registers a doorbell rung after every CRL that changes
+// what is revoked.
+func (a *admission) addOnRevocation(bell chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onRevocation = append(a.onRevocation, bell)
+}
+
+// ringRevocation rings every revocation doorbell; a bell already rung and
+// not yet answered stays rung once.
+func (a *admission) ringRevocation() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, bell := range a.onRevocation {
+		select {
+		case bell <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// dropped is a peer rejudge withdrew the admission of.
+type dropped struct {
+	id    peer.ID
+	block bool // revoked: blocked, and to be handed the CRL
+}
+
+// rejudge judges every admitted peer again at now (a newer CRL, or time
+// passing) and withdraws the admission of those no longer admissible;
+// revoked ones are blocked. The caller drops their connections.
+func (a *admission) rejudge(now time.Time) []dropped {
+	var out []dropped
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, st := range a.peers {
+		if !st.admitted() {
+			continue
+		}
+		if _, err := a.trust.Admit(st.chain, id, now); err != nil {
+			st.err, st.staff = err, nil
+			revoked := errors.Is(err, identity.ErrRevoked)
+			if revoked {
+				a.blocked[id] = now.Add(revokedBlock)
+			}
+			a.log.Warn("peer no longer admissible", "remote", id.String(), "reason", err.Error())
+			out = append(out, dropped{id, revoked})
+		}
+	}
+	return out
+}
+
+// chainSource gives a colleague's stored certificate chain (the directory).
+type chainSource interface {
+	storedChain(id peer.ID) ([]*x509.Certificate, error)
+}
+
+// knownStaff caches KnownStaff: one chain verification per sender per
+// minute and CRL, not one per envelope.
+type knownStaff struct {
+	known, revoked bool
+	gen            int64
+	until          time.Time
+}
+
+// knownStaff implements KnownStaff: id's chain as admitted, else as stored
+// in the directory, judged now.
+func (a *admission) knownStaff(id peer.ID, stored chainSource) (known, revoked bool) {
+	now := a.now()
+	gen := a.gen.Load()
+	a.mu.Lock()
+	if k, ok := a.known[id]; ok && k.gen == gen && now.Before(k.until) {
+		a.mu.Unlock()
+		return k.known, k.revoked
+	}
+	var chain []*x509.Certificate
+	if st := a.peers[id]; st != nil && st.chain != nil {
+		chain = st.chain
+	}
+	a.mu.Unlock()
+	if chain == nil {
+		chain, _ = stored.storedChain(id)
+	}
+	if chain == nil {
+		return false, false
+	}
+	s, err := a.trust.Admit(chain, id, now)
+	k := knownStaff{gen: gen, until: now.Add(time.Minute)}
+	switch {
+	case err == nil:
+		k.known = true
+		if s.NotAfter.Before(k.until) {
+			k.until = s.NotAfter
+		}
+	case errors.Is(err, identity.ErrRevoked):
+		k.known, k.revoked = true, true
+	}
+	a.mu.Lock()
+	a.known[id] = k
+	a.mu.Unlock()
+	return k.known, k.revoked
+}
+
+// isRevoked reports whether a CRL held revokes chain (its device
+// certificate or issuing CA), whatever the time: a revoked certificate that has since
+// expired is still revoked.
+func (a *admission) isRevoked(chain []*x509.Certificate, id peer.ID, now time.Time) bool {
+	_, err := a.trust.Admit(chain, id, now)
+	if errors.Is(err, identity.ErrExpired) || errors.Is(err, identity.ErrNotYetValid) {
+		if at, ok := validTogether(chain); ok {
+			_, err = a.trust.Admit(chain, id, at)
+		}
+	}
+	return errors.Is(err, identity.ErrRevoked)
+}
+
+// validTogether is a time at which every certificate of chain is valid.
+func validTogether(chain []*x509.Certificate) (time.Time, bool) {
+	from, until := chain[0].NotBefore, chain[0].NotAfter
+	for _, c := range chain[1:] {
+		if c.NotBefore.After(from) {
+			from = c.NotBefore
+		}
+		if c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	return from, !from.After(until)
+}
+
+// judgeEntry checks a directory entry: a chain as the device would present
+// it, judged at the peer ID its certificate names.
+func (a *admission) judgeEntry(chain []*x509.Certificate) (*identity.Staff, error) {
+	s, err := identity.StaffFromCert(chain[0])
+	if err != nil {
+		return nil, err
+	}
+	now := a.now()
+	a.learnIssuers(chain, now)
+	return a.trust.Admit(chain, s.PeerID, now)
+}
+
+// learnIssuers teaches the trust the issuing CAs of chain that verify
+// against the roots, and persists those not persisted yet: a site CA's
+// CRLs are accepted only while the trust knows the CA, and after a restart
+// the CRLs are loaded before any peer presents a chain again.
+func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
+	for _, c := range chain {
+		if !c.IsCA || len(c.SubjectKeyId) == 0 || bytes.Equal(c.RawIssuer, c.RawSubject) {
+			continue // not an issuing CA; a presented root is never learnt
+		}
+		a.mu.Lock()
+		_, held := a.cas[string(c.SubjectKeyId)]
+		a.mu.Unlock()
+		if held {
+			continue
+		}
+		if !a.learnIssuer(c, now) {
+			continue
+		}
+		if err := a.store.Put(a.ctx, caKey(c.SubjectKeyId), c.Raw); err != nil {
+			a.log.Error("persist issuing CA", "err", err)
+			continue
+		}
+		a.mu.Lock()
+		a.cas[string(c.SubjectKeyId)] = struct{}{}
+		a.mu.Unlock()
+	}
+}
+
+// learnIssuer teaches the trust c if it verifies against the roots at now.
+// It verifies c before the trust sees it, so a certificate that does not
+// verify costs one verification, as it did before the node persisted CAs.
+func (a *admission) learnIssuer(c *x509.Certificate, now time.Time) bool {
+	if _, err := c.Verify(x509.VerifyOptions{Roots: a.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return false
+	}
+	a.trust.AddIssuers([]*x509.Certificate{c}, now)
+	return true
+}
+
+func caKey(keyID []byte) ds.Key { return caPrefix.ChildString(hex.EncodeToString(keyID)) }
+
+// loadCAs teaches the trust the issuing CAs persisted by learnIssuers that
+// still verify against the roots. It runs before loadCRLs.
+func (a *admission) loadCAs(ctx context.Context) error {
+	res, err := a.store.Query(ctx, query.Query{Prefix: caPrefix.String()})
+	if err != nil {
+		return fmt.Errorf("load issuing CAs: %w", err)
+	}
+	now := a.now()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("load issuing CAs: %w", r.Error)
+		}
+		c, err := x509.ParseCertificate(r.Value)
+		if err != nil || !c.IsCA || len(c.SubjectKeyId) == 0 || !a.learnIssuer(c, now) {
+			continue // an expired CA: its renewal is learnt when met
+		}
+		a.mu.Lock()
+		a.cas[string(c.SubjectKeyId)] = struct{}{}
+		a.mu.Unlock()
+	}
+	return nil
+}
+
+// loadCRLs installs the persisted CRLs.
+func (a *admission) loadCRLs(ctx context.Context) error {
+	res, err := a.store.Query(ctx, query.Query{Prefix: crlPrefix.String()})
+	if err != nil {
+		return fmt.Errorf("load CRLs: %w", err)
+	}
+	a.crlMu.Lock()
+	defer a.crlMu.Unlock()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("load CRLs: %w", r.Error)
+		}
+		l, err := identity.ParseCRL(r.Value)
+		if err != nil {
+			continue
+		}
+		if changed, err := a.trust.UpdateCRL(l); err != nil {
+			a.log.Warn("stored CRL refused", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "err", err)
+		} else if changed {
+			a.revoked[string(l.AuthorityKeyId)] = sumRevoked(l)
+			a.gen.Add(1)
+		}
+	}
+	return nil
+}
+
+// crlChange is what installing a newer CRL changed.
+type crlChange struct {
+	raw     []byte // the CRL, DER
+	revokes bool   // what is revoked changed, not only the CRL's number
+}
+
+// installCRL verifies a DER CRL and, when it is newer than the one held
+// from its issuer, installs and persists it. It returns nil when the CRL is
+// not newer.
+func (a *admission) installCRL(der []byte) (*crlChange, error) {
+	if len(der) > maxCRLBytes {
+		return nil, fmt.Errorf("%w: CRL of %d bytes", identity.ErrMalformed, len(der))
+	}
+	l, err := identity.ParseCRL(der)
+	if err != nil {
+		return nil, err
+	}
+	a.crlMu.Lock()
+	defer a.crlMu.Unlock()
+	changed, err := a.trust.UpdateCRL(l)
+	if err != nil || !changed {
+		return nil, err
+	}
+	a.gen.Add(1)
+	issuer := string(l.AuthorityKeyId)
+	sum := sumRevoked(l)
+	old, ok := a.revoked[issuer]
+	if !ok {
+		old = sumRevoked(&x509.RevocationList{})
+	}
+	a.revoked[issuer] = sum
+	a.log.Info("newer CRL installed", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "number", l.Number.String())
+	if err := a.store.Put(a.ctx, crlPrefix.ChildString(hex.EncodeToString(l.AuthorityKeyId)), l.Raw); err != nil {
+		a.log.Error("persist CRL", "err", err)
+	}
+	return &crlChange{raw: l.Raw, revokes: sum != old}, nil
+}
+
+// revokedSum digests the set of serials a CRL revokes.
+type revokedSum [sha256.Size]byte
+
+func sumRevoked(l *x509.RevocationList) revokedSum {
+	serials := make([]string, 0, len(l.RevokedCertificateEntries))
+	for _, e := range l.RevokedCertificateEntries {
+		serials = append(serials, string(e.SerialNumber.Bytes()))
+	}
+	slices.Sort(serials)
+	serials = slices.Compact(serials)
+	h := sha256.New()
+	var n [8]byte
+	for _, s := range serials {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var sum revokedSum
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
