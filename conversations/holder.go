@@ -110,16 +110,23 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 	if !named {
 		return nil
 	}
+	// Check and insert under one lock: the welcome may arrive by gossip on
+	// the inbox and by sync at once, and two replicas of one conversation
+	// would each take half of it.
 	s.mu.Lock()
-	if c := s.convs[hex.EncodeToString(tag)]; c != nil { // joined meanwhile
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	key := hex.EncodeToString(tag)
+	if c := s.convs[key]; c != nil {
 		return c
 	}
-	s.mu.Unlock()
 	j := newJournal(s.cfg.Store)
 	c := &conv{r: chat.Join(s.cfg.Device, s.cfg.Directory, tag, s.opts(tag, j)...), tag: slices.Clone(tag), j: j}
-	s.adopt(c)
-	return s.byTag(tag)
+	if s.cfg.Revoked != nil {
+		c.r.SetRevoked(s.cfg.Revoked)
+	}
+	s.convs[key] = c
+	s.tagList = nil
+	return c
 }
 
 // receive applies a batch of checked envelopes, then acknowledges delivery

@@ -76,11 +76,13 @@ func TestOfflineCatchUpAndAnchor(t *testing.T) {
 	cc.Stop()
 	op := testnet.Send(t, a, id, "via-anchor-only")
 	testnet.Eventually(t, 15*time.Second, "b gets it", func() bool { return slices.Contains(testnet.Texts(b, id), "via-anchor-only") })
-	testnet.Eventually(t, 15*time.Second, "held", func() bool {
+	// Held: the anchor stored it, c has not got it; b's receipt is back
+	// on a (b goes away next, and only its receipt says it has the message).
+	testnet.Eventually(t, 15*time.Second, "held, and delivered to b", func() bool {
 		msgs, _ := a.C.Messages(id)
 		for _, m := range msgs {
 			if m.ID == op {
-				return m.State == chat.StateHeld
+				return m.State == chat.StateHeld && m.PerRecipient[b.ID] == chat.StateDelivered
 			}
 		}
 		return false
