@@ -141,7 +141,10 @@ func (s *Service) restore() error {
 		j := newJournal(s.cfg.Store)
 		r, err := chat.Restore(s.cfg.Device, s.cfg.Directory, keys, s.opts(tag, j)...)
 		if err != nil {
-			return fmt.Errorf("restore conversation %s: %w", t, err)
+			// One conversation that does not restore must not keep the
+			// device from starting: its data stays in the store, untouched.
+			s.log.Error("restore conversation: left aside", "tag", t, "err", err)
+			continue
 		}
 		s.adopt(&conv{r: r, tag: tag, j: j})
 	}
@@ -201,6 +204,14 @@ func (s *Service) all() []*conv {
 // index whose key recipients have already used. c.mu stays held through the
 // sync because sync serves ops from the replica under c.mu.
 func (s *Service) persist(c *conv) error {
+	if c.r.ID().IsZero() {
+		// Joined on a welcome that has not opened yet (its history is on
+		// its way, or it was never sealed to us): nothing of ours to keep,
+		// and no key record a restart could restore. Ops taken in are in
+		// the store; sync brings them again if need be.
+		c.j.end()
+		return nil
+	}
 	keys, err := c.r.Keys()
 	if err == nil {
 		err = c.j.save(context.Background(), convKey(c.tag), keys)
