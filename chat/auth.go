@@ -363,8 +363,10 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		}
 		// An admin removes only admins junior to it: nobody strips the
 		// creator or a senior admin, so the group keeps an admin unless
-		// the admins leave.
-		if t := peer.ID(info.p.Member); k == kindRemove && t != info.sender && m.admins[t] && m.rank[info.sender].compare(m.rank[t]) >= 0 {
+		// the admins leave — except a device the trust has revoked (a
+		// stolen creator's phone must not keep the group's keys).
+		if t := peer.ID(info.p.Member); k == kindRemove && t != info.sender && m.admins[t] && m.rank[info.sender].compare(m.rank[t]) >= 0 &&
+			(r.revoked == nil || !r.revoked(t)) {
 			return denied("removal of a more senior admin")
 		}
 	case kindRetention:
@@ -600,15 +602,28 @@ func (r *Replica) standing(id crdt.OpID) bool {
 }
 
 func (r *Replica) endorsed(id crdt.OpID) bool {
-	return Endorsed(id, r.children, func(c crdt.OpID) bool { return r.revoked(r.ops[c].sender) })
+	return Endorsed(id, r.children, r.endorses)
+}
+
+// endorses reports whether op c vouches for its past under the
+// revoked-sender rule: a whole op by an unrevoked author. Stubs — the
+// content-less nodes kept for a refused non-member's op that another op
+// waited for — do not count: other replicas may not hold them, and
+// admission keeps whole ops only of members at their causal point. (It
+// cannot ask for the author's membership itself: membership is computed
+// with this rule, and a new member's replica would find the founding ops
+// of a revoked creator endorsed by nobody.)
+func (r *Replica) endorses(c crdt.OpID) bool {
+	info := r.ops[c]
+	return info != nil && !info.stub && !r.dag.Stub(c) && !r.revoked(info.sender)
 }
 
 // Endorsed is the revoked-sender rule on a DAG given by each op's
 // children (its direct dependants): an op of a revoked author stands only
-// if an op of an unrevoked author depends on it, directly or through
-// other ops. Replicas apply it to their DAG; simulations apply the same
-// function to theirs.
-func Endorsed[ID comparable](id ID, children func(ID) []ID, revoked func(ID) bool) bool {
+// if an op that endorses its past (an unrevoked member's) depends on it,
+// directly or through other ops. Replicas apply it to their DAG;
+// simulations apply the same function to theirs.
+func Endorsed[ID comparable](id ID, children func(ID) []ID, endorses func(ID) bool) bool {
 	seen := map[ID]bool{}
 	stack := []ID{id}
 	for len(stack) > 0 {
@@ -619,7 +634,7 @@ func Endorsed[ID comparable](id ID, children func(ID) []ID, revoked func(ID) boo
 				continue
 			}
 			seen[c] = true
-			if !revoked(c) {
+			if endorses(c) {
 				return true
 			}
 			stack = append(stack, c)

@@ -30,7 +30,10 @@
 //     or set retention, and an admin removes only admins junior to it
 //     (seniority: the creator first, then by first promotion — shallower in
 //     the DAG, then op ID; never a timestamp, which a sender chooses), so no
-//     admin can strip the creator or a senior; a member may leave; only
+//     admin can strip the creator or a senior — unless the trust has
+//     revoked it (a stolen creator's phone must not keep the keys: any
+//     admin may remove a member the replica knows revoked, and devices
+//     that are admins do so as the CRL arrives); a member may leave; only
 //     members send; only a message's author edits it, and only a message in
 //     the edit's causal past;
 //   - a delete is sealed in the root epoch (every member holds it or gets
@@ -51,7 +54,10 @@
 // a more senior removal voids therefore never takes effect. Also void: two
 // content ops of one sender in one (epoch, chain index) — equivocation:
 // both, and the sender is flagged; ops of a revoked sender no op of an
-// unrevoked author depends on.
+// unrevoked author depends on (Endorsed; stubs kept for refused non-members
+// do not count). This device's own ops never depend on such an op — its
+// parents skip it — so handing us a stolen phone's op cannot make our next
+// receipt endorse it.
 //
 // The epoch a member sends in is one of the welcomes that may be in use at
 // its heads — all of them, however many: authorised, held by exactly the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -124,7 +125,10 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 
 // parents are the deps of our next op: the heads, with every stub replaced
 // by its own parents — we cannot serve a stub's body, so no op of ours
-// depends on one. Past MaxDeps heads, the authorised membership ops and
+// depends on one — and so is every op of a revoked sender that does not
+// stand: depending on it would endorse it (the revoked-sender rule), and
+// a relay could make a stolen phone's op stand just by handing it to us
+// before our next receipt. Past MaxDeps heads, the authorised membership ops and
 // welcomes go first, so nobody making many heads can keep a removal out of
 // our ops' past.
 func (r *Replica) parents() []crdt.OpID {
@@ -138,7 +142,7 @@ func (r *Replica) parents() []crdt.OpID {
 			continue
 		}
 		seen[h] = true
-		if r.dag.Stub(h) {
+		if r.dag.Stub(h) || !r.standing(h) {
 			heads = append(heads, r.dag.Deps(h)...)
 			continue
 		}
@@ -220,7 +224,8 @@ func (r *Replica) permitted(p *payload) error {
 		ok = m.admins[r.dev.ID]
 	case kindRemove:
 		t := peer.ID(p.Member)
-		ok = m.admins[r.dev.ID] && (t == r.dev.ID || !m.admins[t] || m.rank[r.dev.ID].compare(m.rank[t]) < 0)
+		ok = m.admins[r.dev.ID] && (t == r.dev.ID || !m.admins[t] || m.rank[r.dev.ID].compare(m.rank[t]) < 0 ||
+			(r.revoked != nil && r.revoked(t)))
 	case kindEdit, kindDelete:
 		t := r.target(p.Target)
 		ok = m.members[r.dev.ID] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == r.dev.ID
@@ -418,9 +423,10 @@ func (r *Replica) Add(member peer.ID) (Out, error) {
 	return r.member(kindAdd, member)
 }
 
-// Remove removes a member (admins only); it receives no later epoch.
-func (r *Replica) Remove(member peer.ID) (Out, error) {
-	return r.member(kindRemove, member)
+// Remove removes members (admins only), in one op each and one new epoch
+// they never receive.
+func (r *Replica) Remove(members ...peer.ID) (Out, error) {
+	return r.member(kindRemove, members...)
 }
 
 // Promote makes a member an admin (admins only).
@@ -438,13 +444,45 @@ func (r *Replica) SetRetention(d time.Duration) (Out, error) {
 	return one(r.emit(&payload{Kind: kindRetention, Retention: int64(d / time.Second)}))
 }
 
-func (r *Replica) member(kind uint8, member peer.ID) (Out, error) {
-	if !r.headView().admins[r.dev.ID] {
+// member makes membership changes, then the new epoch they call for. It
+// first checks that the epoch can be sealed to every member the change
+// leaves (each has a current key): a change made and published whose
+// epoch cannot follow would leave nobody able to send.
+func (r *Replica) member(kind uint8, members ...peer.ID) (Out, error) {
+	hv := r.headView()
+	if !hv.admins[r.dev.ID] {
 		return Out{}, fmt.Errorf("%w: only admins change members", ErrNotAuthorised)
 	}
-	out, err := one(r.emit(&payload{Kind: kind, Member: []byte(member)}))
-	if err != nil {
-		return out, err
+	after := maps.Clone(hv.members)
+	for _, m := range members {
+		switch kind {
+		case kindAdd:
+			after[m] = true
+		case kindRemove:
+			delete(after, m)
+		}
+	}
+	if kind != kindPromote && after[r.dev.ID] {
+		now := r.now()
+		for m := range after {
+			if m == r.dev.ID {
+				continue
+			}
+			if _, err := r.dir.Recipient(m, now); err != nil {
+				return Out{}, fmt.Errorf("no key to seal the next epoch to %s: %w", m, err)
+			}
+		}
+	}
+	var out Out
+	for _, m := range members {
+		o, err := one(r.emit(&payload{Kind: kind, Member: []byte(m)}))
+		out.merge(o)
+		if err != nil {
+			return out, err
+		}
+		if len(members) == 1 {
+			out.ID = o.ID
+		}
 	}
 	// Start the new epoch at once, so the change of who can read is not
 	// left to the next message.

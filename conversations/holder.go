@@ -97,18 +97,25 @@ func (s *Service) Deliver(tag []byte, envs []mesh.Checked, from peer.ID) bool {
 	return true
 }
 
-// join starts a replica for a conversation one of envs welcomes us into.
+// MaxUnopened bounds the conversations joined on a welcome that has not
+// opened yet (its history on its way, or a share that does not open): each
+// costs a topic, a sync offer entry and memory, and any colleague can seal
+// a welcome to anyone.
+const MaxUnopened = 64
+
+// join starts a replica for a conversation one of envs welcomes us into:
+// one with a share sealed to this device.
 func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 	self := s.cfg.Device.ID
-	named := slices.ContainsFunc(envs, func(ce mesh.Checked) bool {
+	sealed := slices.ContainsFunc(envs, func(ce mesh.Checked) bool {
 		if ce.Env.Kind != e2e.KindWelcome {
 			return false
 		}
 		w, err := e2e.DecodeWelcome(ce.Env.Body)
-		return err == nil && slices.ContainsFunc(w.Members, func(m []byte) bool { return peer.ID(m) == self })
+		return err == nil && slices.ContainsFunc(w.Seals, func(sl e2e.Seal) bool { return peer.ID(sl.Recipient) == self })
 	})
-	if !named {
-		return nil
+	if !sealed {
+		return nil // a welcome that merely names us holds nothing for us
 	}
 	// Check and insert under one lock: the welcome may arrive by gossip on
 	// the inbox and by sync at once, and two replicas of one conversation
@@ -119,8 +126,13 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 	if c := s.convs[key]; c != nil {
 		return c
 	}
+	if s.unopened >= MaxUnopened {
+		s.log.Warn("welcome refused: too many conversations not yet opened", "tag", key)
+		return nil
+	}
+	s.unopened++
 	j := newJournal(s.cfg.Store)
-	c := &conv{r: chat.Join(s.cfg.Device, s.cfg.Directory, tag, s.opts(tag, j)...), tag: slices.Clone(tag), j: j}
+	c := &conv{r: chat.Join(s.cfg.Device, s.cfg.Directory, tag, s.opts(tag, j)...), tag: slices.Clone(tag), j: j, joined: true}
 	if s.cfg.Revoked != nil {
 		c.r.SetRevoked(s.cfg.Revoked)
 	}
@@ -160,6 +172,9 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		s.mu.Lock()
 		if s.byID[id] == nil {
 			s.byID[id], first = c, true
+			if c.joined {
+				s.unopened--
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -237,9 +252,11 @@ func (s *Service) Revoke() {
 			continue
 		}
 		s.events.emit(Event{Kind: EventMessage, Conversation: id})
-		for _, m := range gone {
-			if err := s.Remove(id, m); err != nil {
-				s.log.Warn("remove revoked member", "conversation", id.String(), "member", m.String(), "err", err)
+		if len(gone) > 0 {
+			// All at once: a new epoch must reach exactly the members, and
+			// none can be sealed to a revoked one.
+			if _, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Remove(gone...) }); err != nil {
+				s.log.Warn("remove revoked members", "conversation", id.String(), "members", len(gone), "err", err)
 			}
 		}
 	}

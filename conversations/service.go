@@ -52,6 +52,9 @@ type conv struct {
 	r   *chat.Replica
 	tag []byte
 	j   *journal
+	// joined: made on a welcome before it opened (counted in
+	// Service.unopened until it does).
+	joined bool
 }
 
 // Service holds the conversations of one device. mu guards the tables
@@ -66,10 +69,11 @@ type Service struct {
 	pubMu sync.Mutex
 	pub   Publisher // set by Attach
 
-	mu      sync.RWMutex
-	convs   map[string]*conv // by hex tag
-	byID    map[chat.ConversationID]*conv
-	tagList [][]byte // Tags(), cached until a conversation is added
+	mu       sync.RWMutex
+	convs    map[string]*conv // by hex tag
+	byID     map[chat.ConversationID]*conv
+	tagList  [][]byte // Tags(), cached until a conversation is added
+	unopened int      // conversations joined whose welcome has not opened
 }
 
 // Open restores the persisted conversations of a device; nothing is sent

@@ -372,6 +372,11 @@ func (a *admission) knownStaff(id peer.ID, stored chainSource) (known, revoked b
 		}
 	case errors.Is(err, identity.ErrRevoked):
 		k.known, k.revoked = true, true
+	case a.isRevoked(chain, id, now):
+		// Revoked, and expired since (or not valid yet): still revoked —
+		// the revoked-sender rule must not lapse when a stolen phone's
+		// certificate runs out.
+		k.known, k.revoked = true, true
 	}
 	a.mu.Lock()
 	a.known[id] = k

@@ -168,7 +168,7 @@ func (w *World) outcome(res *Result, got func(dev int, key int32) (arrival, bool
 		// descends from it: the product's own rule (chat.Endorsed), over
 		// the whole DAG.
 		for i, m := range w.Sends {
-			if m.Dev == rv.Dev && chat.Endorsed(int32(i), childrenOf, revokedSend) {
+			if m.Dev == rv.Dev && chat.Endorsed(int32(i), childrenOf, func(j int32) bool { return !revokedSend(j) }) {
 				out.Standing++
 			}
 		}

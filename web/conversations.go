@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ type Conversations interface {
 	Conversations() []conversations.Summary
 	Messages(id chat.ConversationID) ([]conversations.Message, error)
 	Events() (<-chan conversations.Event, func())
+	State(id chat.ConversationID) (*chat.State, error)
 	Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byte, error)
 
 	Send(id chat.ConversationID, text string, o chat.SendOptions) (crdt.OpID, error)
@@ -176,9 +178,15 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func (s *Server) resolve(names []string) ([]peer.ID, error) {
+// resolve names colleagues by peer ID or staff ID through the directory;
+// a peer ID among known (a conversation's members) is taken as it is.
+func (s *Server) resolve(names []string, known ...peer.ID) ([]peer.ID, error) {
 	var out []peer.ID
 	for _, n := range names {
+		if i := slices.IndexFunc(known, func(p peer.ID) bool { return p.String() == strings.TrimSpace(n) }); i >= 0 {
+			out = append(out, known[i])
+			continue
+		}
 		st, ok := s.staff.LookupStaff(strings.TrimSpace(n))
 		if !ok {
 			return nil, errors.New("unknown member " + n + ": not in the staff directory")
@@ -334,9 +342,20 @@ func (s *Server) postMembers(w http.ResponseWriter, r *http.Request) {
 		who   []peer.ID
 	}{{names: req.Add, op: s.conv.Add}, {names: req.Remove, op: s.conv.Remove}, {names: req.Promote, op: s.conv.Promote}}
 	// Every name is resolved before any change is made: a request naming
-	// someone unknown changes nothing.
+	// someone unknown changes nothing. A member to remove may be one the
+	// directory no longer offers (revoked): it is named by peer ID.
+	var members []peer.ID
+	if len(req.Remove) > 0 {
+		if st, err := s.conv.State(id); err == nil {
+			members = st.Members
+		}
+	}
 	for i := range sets {
-		who, err := s.resolve(sets[i].names)
+		known := []peer.ID(nil)
+		if i == 1 {
+			known = members
+		}
+		who, err := s.resolve(sets[i].names, known...)
 		if err != nil {
 			writeError(w, http.StatusUnprocessableEntity, err.Error())
 			return
@@ -359,6 +378,15 @@ var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096} /
 // events streams change notifications over a WebSocket until either side
 // closes.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	// A stream opened by the app's session ends when the app locks (or
+	// times out): a phone left on a desk streams nothing.
+	allowed := func() bool { return true }
+	if !s.authorised(r) {
+		if c, err := r.Cookie(sessionCookie); err == nil && s.sessions != nil {
+			id := c.Value
+			allowed = func() bool { return s.sessions.valid(id, false) }
+		}
+	}
 	ch, cancel := s.conv.Events() // before the handshake: no event in between is lost
 	defer cancel()
 	ws, err := upgrader.Upgrade(w, r, nil)
@@ -380,7 +408,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case e, ok := <-ch:
-			if !ok {
+			if !ok || !allowed() {
 				return
 			}
 			ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -388,6 +416,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-ping.C:
+			if !allowed() {
+				return
+			}
 			ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if err := ws.WriteMessage(websocket.PingMessage, nil); err != nil {
 				return
