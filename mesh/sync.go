@@ -131,15 +131,13 @@ func (s *Service) envelopes(tag []byte, wanted [][]byte) [][]byte {
 		}
 	}
 	out := s.h.Envelopes(tag, ids)
-	s.mu.Lock()
-	c := s.carried[hex.EncodeToString(tag)]
-	s.mu.Unlock()
-	if c == nil {
-		return out
-	}
-	for _, id := range ids {
-		if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
-			out = append(out, raw)
+	s.mu.Lock() // the carried index changes as envelopes are kept and dropped
+	defer s.mu.Unlock()
+	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
+		for _, id := range ids {
+			if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
+				out = append(out, raw)
+			}
 		}
 	}
 	return out
