@@ -124,13 +124,16 @@ func TestWelcomeOverGossipDoesNotBrickVictim(t *testing.T) {
 		}
 		return false
 	}
-	testnet.Eventually(t, 15*time.Second, "the victim joined the made-up conversation", func() bool {
-		if !held() {
-			topic.Publish(context.Background(), raw)
-			time.Sleep(200 * time.Millisecond)
-		}
-		return held()
+	// Publish once the victim's inbox subscription has reached mallory's
+	// gossipsub (an identical message published again would be dropped as
+	// already seen).
+	testnet.Eventually(t, 15*time.Second, "mallory sees the victim on its inbox topic", func() bool {
+		return slices.Contains(topic.ListPeers(), v.ID)
 	})
+	if err := topic.Publish(context.Background(), raw); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "the victim joined the made-up conversation", held)
 	if n := len(v.C.Conversations()); n != 0 {
 		t.Logf("visible: %d", n)
 	}
