@@ -1,8 +1,6 @@
 package discovery
 
 import (
-	"github.com/medmesh/medmesh/internal/check"
-
 	"context"
 	"log/slog"
 	"testing"
@@ -12,6 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/internal/check"
 )
 
 func newHost(t *testing.T) host.Host {
@@ -35,8 +35,26 @@ func TestKeepReconnects(t *testing.T) {
 	d.Keep(peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()})
 	connected := func() bool { return a.Network().Connectedness(b.ID()) == network.Connected }
 	waitFor(t, 5*time.Second, "first dial", connected)
+	// b closes the connection once its side has it too (a may count it
+	// before b's accept completes, and b would have nothing to close).
+	waitFor(t, 5*time.Second, "b has the connection", func() bool { return b.Network().Connectedness(a.ID()) == network.Connected })
+	// The drop is seen as an event: the redial may follow too fast for a
+	// poll to catch the moment between.
+	dropped := make(chan struct{}, 1)
+	a.Network().Notify(&network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+		if c.RemotePeer() == b.ID() {
+			select {
+			case dropped <- struct{}{}:
+			default:
+			}
+		}
+	}})
 	b.Network().ClosePeer(a.ID())
-	waitFor(t, 5*time.Second, "drop seen", func() bool { return !connected() })
+	select {
+	case <-dropped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("drop not seen within 5s")
+	}
 	waitFor(t, 10*time.Second, "redial after drop", connected)
 }
 
