@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
@@ -246,4 +247,35 @@ func TestAdminRemovesRevokedMember(t *testing.T) {
 	if standing(m, id, "after the revocation") {
 		t.Fatal("the revoked device reads a message sent after its revocation")
 	}
+}
+
+// TestSiteCRLSurvivesRestart: devices enrolled by a site issuing CA; the
+// site CA revokes one; a colleague's device that learnt the CRL restarts
+// on its store and, with nobody sending the CRL again, still refuses the
+// revoked device and still judges it revoked.
+func TestSiteCRLSurvivesRestart(t *testing.T) {
+	root := testnet.NewCA(t)
+	north := root.Site(t, "North Site")
+	aid, mid := north.Enrol(t, "alice"), north.Enrol(t, "mallory")
+	a := testnet.Start(t, north, aid)
+	m := testnet.Start(t, north, mid, testnet.Boot(a))
+	testnet.Eventually(t, 15*time.Second, "admitted", func() bool { return a.N.IsAdmitted(m.ID) })
+	if _, err := a.N.SubmitCRL(context.Background(), north.CRL(t, 1, mid)); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 10*time.Second, "mallory thrown out", func() bool { return !a.N.IsAdmitted(m.ID) })
+	m.Stop()
+	a.Stop()
+	a = testnet.Start(t, north, aid)
+	if _, revoked := a.N.KnownStaff(m.ID); !revoked {
+		t.Fatal("after a restart the site CA's CRL is forgotten: the revoked device is not judged revoked")
+	}
+	m = testnet.Start(t, north, mid)
+	m.N.Host().Connect(context.Background(), peer.AddrInfo{ID: a.ID, Addrs: a.N.Host().Addrs()}) // refused at once, or after presenting
+	if a.N.IsAdmitted(m.ID) {
+		t.Fatal("the revoked device is admitted after the restart")
+	}
+	testnet.Eventually(t, 10*time.Second, "mallory refused again", func() bool {
+		return !a.N.IsAdmitted(m.ID) && a.N.Host().Network().Connectedness(m.ID) != network.Connected
+	})
 }

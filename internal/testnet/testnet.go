@@ -45,8 +45,21 @@ func Logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// CA is a throwaway trust.
-type CA struct{ CA *identity.CA }
+// CA is a throwaway trust's CA: its root, or a site issuing CA (Root set).
+type CA struct {
+	CA   *identity.CA
+	Root *identity.CA // the trust root of a site CA; nil for a root
+}
+
+// Site makes a site issuing CA under root c.
+func (c *CA) Site(t testing.TB, site string) *CA {
+	t.Helper()
+	s, err := c.CA.NewSiteCA(site, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{CA: s, Root: c.CA}
+}
 
 // NewCA makes a root CA.
 func NewCA(t testing.TB) *CA {
@@ -55,12 +68,16 @@ func NewCA(t testing.TB) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{ca}
+	return &CA{CA: ca}
 }
 
 // Trust is a fresh trust store holding the root.
 func (c *CA) Trust(t testing.TB) *identity.Trust {
-	tr, err := identity.NewTrust([]*x509.Certificate{c.CA.Cert})
+	root := c.CA
+	if c.Root != nil {
+		root = c.Root
+	}
+	tr, err := identity.NewTrust([]*x509.Certificate{root.Cert})
 	if err != nil {
 		t.Fatal(err)
 	}
