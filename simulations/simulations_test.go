@@ -229,8 +229,11 @@ func checkRevocationPartition(t *testing.T, r *Result) {
 	if *sum.RevocationLearntMaxS < heal-rev {
 		t.Fatalf("CRL crossed the cut: learnt within %.0f s, heal %.0f s after the revocation", *sum.RevocationLearntMaxS, heal-rev)
 	}
-	if sum.ConvergenceS == nil || *sum.ConvergenceS < 0 || *sum.ConvergenceS > 3600 {
-		t.Fatalf("no convergence within an hour of the heal (-1: never): %v", convergenceOf(sum))
+	// Within an hour of the heal — plus, on the full engine, however late
+	// the machine ran its events (compressed time does not compress the
+	// CPU; a loaded machine runs behind and the engine reports by how much).
+	if sum.ConvergenceS == nil || *sum.ConvergenceS < 0 || *sum.ConvergenceS > 3600+r.Lag {
+		t.Fatalf("no convergence within an hour of the heal (-1: never): %v (lag %.0f s)", convergenceOf(sum), r.Lag)
 	}
 	revoked := r.World.Devices[r.World.Revokes[0].Dev].Name
 	for _, m := range r.Messages {
