@@ -303,6 +303,7 @@ func (r *Replica) authorise(id crdt.OpID, info *opInfo) {
 			ok, reason = false, ErrEquivocation
 		case !r.standing(id):
 			ok, reason = false, ErrRevokedSender
+			r.hidden = true
 		}
 	}
 	info.valid = ok
@@ -662,7 +663,7 @@ func (r *Replica) children(id crdt.OpID) []crdt.OpID {
 // keys that open more, again.
 func (r *Replica) refresh() {
 	for i := 0; r.rebuild && i <= len(r.ops); i++ {
-		r.rebuild, r.dirty = false, false
+		r.rebuild, r.dirty, r.hidden = false, false, false
 		r.kids, r.heads, r.cache, r.ancestors = nil, nil, nil, nil
 		r.effective, r.isEffective = map[peer.ID][]crdt.OpID{}, map[crdt.OpID]bool{}
 		order := r.dag.Order()

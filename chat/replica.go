@@ -129,6 +129,9 @@ type Replica struct {
 	isEffective map[crdt.OpID]bool
 
 	rebuild bool // keys, removals or revocations changed: recompute everything
+	// hidden: some op of a revoked sender does not stand (no unrevoked
+	// member's op depends on it yet); a new op may change that.
+	hidden bool
 	dirty   bool // keys, removals or equivocation changed: refresh before judging the next op
 	cache   *State
 	kids    map[crdt.OpID][]crdt.OpID // children index, rebuilt on demand
@@ -350,7 +353,7 @@ func (r *Replica) envelopeOf(op crdt.Op) (*e2e.Envelope, error) {
 // apply runs once per op, in causal order: decrypt, authorise, index.
 func (r *Replica) apply(op crdt.Op) error {
 	r.cache, r.kids, r.heads = nil, nil, nil
-	if r.revoked != nil {
+	if r.hidden {
 		r.rebuild = true // a new op may endorse a revoked author's ops
 	}
 	r.clock.Observe(op.Time)

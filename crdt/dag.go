@@ -276,10 +276,14 @@ func (d *DAG) buffer(op Op, missing int) error {
 		for a.bytes+size > d.MaxPendingPerAuthor && d.evictOldest(&a.fifo) {
 		}
 		// A count share too: tiny ops with made-up deps must not push
-		// other authors' ops out through the count bound.
+		// other authors' ops out through the count bound. Half the
+		// buffer: a returning device fetches one author's thousands of
+		// messages in batches cut without regard to causal order, and a
+		// share smaller than a few batches evicts what the next batch
+		// would have completed (catch-up crawled at a few ops a round).
 		share := d.MaxPending
 		if share >= 64 {
-			share /= 8
+			share /= 2
 		}
 		for a.n+1 > share && d.evictOldest(&a.fifo) {
 		}

@@ -238,7 +238,14 @@ func (s *Service) syncWith(p peer.ID) {
 	s.syncing[p] = true
 	before := s.changes
 	s.mu.Unlock()
-	err := s.initiate(p)
+	// Again at once while a round left part of what it fetched unapplied
+	// but made progress: a batch out of causal order overflows the DAG's
+	// bounded buffer of ops waiting for their dependencies, and the next
+	// round brings what was dropped (not the next period).
+	more, err := s.initiate(p)
+	for i := 0; more && err == nil && i < maxRounds; i++ {
+		more, err = s.initiate(p)
+	}
 	s.mu.Lock()
 	delete(s.syncing, p)
 	if err == nil {
@@ -250,69 +257,85 @@ func (s *Service) syncWith(p peer.ID) {
 	}
 }
 
-func (s *Service) initiate(p peer.ID) error {
+// maxRounds bounds the extra sync rounds with one peer that a partly
+// applied fetch calls for.
+const maxRounds = 16
+
+// initiate runs one sync round with p; more reports that a tag's fetch made
+// progress yet left envelopes unapplied (another round would bring them).
+func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, syncTimeout)
 	defer cancel()
 	st, err := s.cfg.Node.Host().NewStream(ctx, p, ProtoSync)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer st.Close()
 	defer streams.Bound(ctx, st, syncTimeout)()
 	c := s.newConn(st)
 	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
-		return err
+		return false, err
 	}
 	f, err := c.recv()
 	if err != nil || f.Kind != fOffer {
-		return fmt.Errorf("%w: expected offer", ErrProtocol)
+		return false, fmt.Errorf("%w: expected offer", ErrProtocol)
 	}
 	s.accept(f.Tags)
 	common := shared(s.tags(), f.Tags)
 	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
 	for _, tag := range common {
-		if err := s.reconcileTag(c, p, tag); err != nil {
+		partial, err := s.reconcileTag(c, p, tag)
+		if err != nil {
 			st.Reset()
-			return err
+			return false, err
 		}
+		more = more || partial
 	}
-	return c.send(frame{Kind: fDone})
+	return more, c.send(frame{Kind: fDone})
 }
 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
-// theirs.
-func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) error {
+// theirs. partial: what it fetched was applied in part only.
+func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) (partial bool, err error) {
 	sess := NewSession(s.IDsOf(tag))
 	m, err := sess.Initiate()
 	if err != nil {
-		return err
+		return false, err
 	}
 	for m != nil {
 		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: m}); err != nil {
-			return err
+			return false, err
 		}
 		f, err := c.recv()
 		if err != nil || f.Kind != fRecon || !bytes.Equal(f.Tag, tag) {
-			return fmt.Errorf("%w: expected recon", ErrProtocol)
+			return false, fmt.Errorf("%w: expected recon", ErrProtocol)
 		}
 		if len(f.Msg) == 0 {
 			break
 		}
 		if m, err = sess.Reply(f.Msg); err != nil {
-			return err
+			return false, err
 		}
 		if m == nil {
 			if err := c.send(frame{Kind: fRecon, Tag: tag}); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
 	need := sess.Need()
 	s.log.Debug("sync: reconciled", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
-	if err := s.fetch(c, p, tag, need); err != nil {
-		return err
+	held := 0
+	if len(need) > 0 {
+		held = len(s.IDsOf(tag))
 	}
-	return s.serve(c, tag)
+	if err := s.fetch(c, p, tag, need); err != nil {
+		return false, err
+	}
+	if len(need) > 0 {
+		got := len(s.IDsOf(tag)) - held
+		partial = got > 0 && got < len(need)
+	}
+	return partial, s.serve(c, tag)
 }
 
 // fetch asks for needed envelopes in batches and applies them, keeping
