@@ -324,14 +324,16 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) (partial bool, er
 	}
 	need := sess.Need()
 	s.log.Debug("sync: reconciled", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
+	// Only a fetch of several batches can leave ops unapplied for want of
+	// dependencies in a later batch: count what it applied then.
 	held := 0
-	if len(need) > 0 {
+	if len(need) > fetchBatch {
 		held = len(s.IDsOf(tag))
 	}
 	if err := s.fetch(c, p, tag, need); err != nil {
 		return false, err
 	}
-	if len(need) > 0 {
+	if len(need) > fetchBatch {
 		got := len(s.IDsOf(tag)) - held
 		partial = got > 0 && got < len(need)
 	}
