@@ -132,10 +132,10 @@ type Replica struct {
 	// hidden: some op of a revoked sender does not stand (no unrevoked
 	// member's op depends on it yet); a new op may change that.
 	hidden bool
-	dirty   bool // keys, removals or equivocation changed: refresh before judging the next op
-	cache   *State
-	kids    map[crdt.OpID][]crdt.OpID // children index, rebuilt on demand
-	heads   *membership               // membership at the heads, until the next apply
+	dirty  bool // keys, removals or equivocation changed: refresh before judging the next op
+	cache  *State
+	kids   map[crdt.OpID][]crdt.OpID // children index, rebuilt on demand
+	heads  *membership               // membership at the heads, until the next apply
 
 	// Set while one of our own ops is applied: its decoded envelope and
 	// payload, so we do not decode and decrypt what we just built.
