@@ -316,9 +316,8 @@ func (o *Out) welcome(raw []byte, members []peer.ID, self peer.ID) {
 	}
 }
 
-// merge appends what another step of the same command produced, keeping
-// o's ID.
-func (o *Out) merge(p Out) {
+// Merge appends what another step (or command) produced, keeping o's ID.
+func (o *Out) Merge(p Out) {
 	o.Envelopes = append(o.Envelopes, p.Envelopes...)
 	o.Welcomes = append(o.Welcomes, p.Welcomes...)
 	for _, m := range p.Inboxes {
@@ -476,7 +475,7 @@ func (r *Replica) member(kind uint8, members ...peer.ID) (Out, error) {
 	var out Out
 	for _, m := range members {
 		o, err := one(r.emit(&payload{Kind: kind, Member: []byte(m)}))
-		out.merge(o)
+		out.Merge(o)
 		if err != nil {
 			return out, err
 		}
@@ -487,7 +486,7 @@ func (r *Replica) member(kind uint8, members ...peer.ID) (Out, error) {
 	// Start the new epoch at once, so the change of who can read is not
 	// left to the next message.
 	w, err := r.prepare()
-	out.merge(w)
+	out.Merge(w)
 	if err != nil && !errors.Is(err, ErrNotMember) {
 		return out, err
 	}
@@ -515,14 +514,14 @@ func (r *Replica) SendPhoto(image, thumb []byte, caption string) (Out, error) {
 	p := &payload{Kind: kindPhoto, Data: thumb, Text: caption, Size: int64(len(image))}
 	for off := 0; off < len(image); off += MaxChunk {
 		chunk, err := r.do(&payload{Kind: kindChunk, Data: image[off:min(off+MaxChunk, len(image))]})
-		out.merge(chunk)
+		out.Merge(chunk)
 		if err != nil {
 			return out, err // the chunks made so far are published; no photo op
 		}
 		p.Chunks = append(p.Chunks, slices.Clone(chunk.ID[:]))
 	}
 	photo, err := r.do(p)
-	out.merge(photo)
+	out.Merge(photo)
 	out.ID = photo.ID
 	return out, err
 }

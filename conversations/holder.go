@@ -215,9 +215,7 @@ func autoReceipts(r *chat.Replica) chat.Out {
 	for len(todo) > 0 {
 		n := min(len(todo), 1000)
 		o, err := r.Receipt(chat.Delivered, todo[:n]...)
-		out.Envelopes = append(out.Envelopes, o.Envelopes...)
-		out.Welcomes = append(out.Welcomes, o.Welcomes...)
-		out.Inboxes = append(out.Inboxes, o.Inboxes...)
+		out.Merge(o)
 		if err != nil {
 			return out
 		}

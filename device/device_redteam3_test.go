@@ -54,24 +54,7 @@ func TestRevokedOpsStayHiddenAfterCertExpires(t *testing.T) {
 	var clk clock
 	mid := rtEnrolDays(t, c, "mallory", 1)
 	a := testnet.Start(t, c, c.Enrol(t, "alice"), device.WithClock(clk.now))
-	m := testnet.Start(t, c, mid, testnet.Boot(a))
-	testnet.Knows(t, m, a)
-	id, err := m.C.Create("ward", []peer.ID{a.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := testnet.Send(t, m, id, "bed 4 is stable")
-	testnet.Eventually(t, 15*time.Second, "alice has it", func() bool { return standing(a, id, "bed 4 is stable") })
-	if err := m.C.Edit(id, msg, "bed 4 can go home"); err != nil {
-		t.Fatal(err)
-	}
-	testnet.Eventually(t, 15*time.Second, "alice has the edit", func() bool { return standing(a, id, "bed 4 can go home") })
-	if _, err := a.N.SubmitCRL(context.Background(), c.CRL(t, 1, mid)); err != nil {
-		t.Fatal(err)
-	}
-	testnet.Eventually(t, 10*time.Second, "the revoked device's edit withdrawn on alice", func() bool {
-		return standing(a, id, "bed 4 is stable") && !standing(a, id, "bed 4 can go home")
-	})
+	m, id := revokedEditWithdrawn(t, c, a, mid)
 	m.Stop()
 
 	// Two days on, mallory's (revoked) certificate has expired. Any new op

@@ -92,8 +92,16 @@ func TestRevokedSenderRelayedBySync(t *testing.T) {
 // message shows its text from before.
 func TestRevocationReachesEveryReplica(t *testing.T) {
 	c := testnet.NewCA(t)
-	mid := c.Enrol(t, "mallory")
 	a := testnet.Start(t, c, c.Enrol(t, "alice"))
+	revokedEditWithdrawn(t, c, a, c.Enrol(t, "mallory"))
+}
+
+// revokedEditWithdrawn: mid's device makes a conversation with a, sends a
+// message and edits it; a learns the CRL revoking mid, and the edit (no
+// colleague's op depends on it) stops standing on a. It returns mid's
+// running device and the conversation.
+func revokedEditWithdrawn(t *testing.T, c *testnet.CA, a *testnet.Peer, mid *testnet.Identity) (*testnet.Peer, chat.ConversationID) {
+	t.Helper()
 	m := testnet.Start(t, c, mid, testnet.Boot(a))
 	testnet.Knows(t, m, a)
 	id, err := m.C.Create("ward", []peer.ID{a.ID})
@@ -112,6 +120,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	testnet.Eventually(t, 10*time.Second, "the revoked device's edit withdrawn on alice", func() bool {
 		return standing(a, id, "bed 4 is stable") && !standing(a, id, "bed 4 can go home")
 	})
+	return m, id
 }
 
 // TestRetentionOnEveryReplica: once the retention period has passed, the
