@@ -153,8 +153,10 @@ func (d *CADir) save() error {
 // Issued returns the record of issued certificates.
 func (d *CADir) Issued() []Issued { return slices.Clone(d.log.Issued) }
 
-// Sign verifies a PEM CSR, issues a device certificate and records its
-// serial. It returns the PEM chain (device first). With no roles given, a
+// Sign verifies a PEM CSR, issues a device certificate and its admission
+// credential, and records the certificate's serial (a CRL entry for it
+// revokes the credential too). It returns the PEM bundle for device.crt:
+// the chain, device first, then the credential (CA.Bundle). With no roles given, a
 // device this CA certified before keeps the roles it had (renewal).
 func (d *CADir) Sign(csrPEM []byte, o SignOptions, now time.Time) ([]byte, *Staff, error) {
 	r, err := ParseCSR(csrPEM)
@@ -187,7 +189,11 @@ func (d *CADir) Sign(csrPEM []byte, o SignOptions, now time.Time) ([]byte, *Staf
 	if err := d.save(); err != nil {
 		return nil, nil, err
 	}
-	return d.CA.Chain(cert), staff, nil
+	bundle, err := d.CA.Bundle(cert)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bundle, staff, nil
 }
 
 // SerialHex prints a serial as openssl does: upper-case hex, even length.

@@ -171,9 +171,10 @@ func TestSiteCADir(t *testing.T) {
 	if staff.Site != "North" {
 		t.Fatalf("site CA certified site %q", staff.Site)
 	}
-	certs, _ := ParseCertificates(chain)
-	if len(certs) != 3 {
-		t.Fatalf("chain of %d, want device → site → root", len(certs))
+	all, _ := ParseCertificates(chain)
+	certs, cred := SplitBundle(all)
+	if len(all) != 4 || len(certs) != 3 || len(cred) != 3 {
+		t.Fatalf("bundle of %d (chain %d, credential chain %d), want device → site → root, then the credential", len(all), len(certs), len(cred))
 	}
 	tr := trustOf(t, root.CA)
 	if _, err := tr.Admit(certs, k.PeerID(), t0); err != nil {
@@ -187,5 +188,8 @@ func TestSiteCADir(t *testing.T) {
 	loadCRL(t, tr, filepath.Join(base, "north"))
 	if _, err := tr.Admit(certs, k.PeerID(), t0); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("site-revoked device: %v", err)
+	}
+	if _, err := tr.AdmitCredential(cred, k.PeerID(), t0); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("credential of a site-revoked device: %v", err)
 	}
 }

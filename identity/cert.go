@@ -104,6 +104,9 @@ type kemKeyExt struct {
 // StaffFromCert reads the staff identity a device certificate carries. It does
 // not verify the certificate; Trust.Admit does.
 func StaffFromCert(c *x509.Certificate) (*Staff, error) {
+	if IsCredential(c) {
+		return nil, fmt.Errorf("%w: an admission credential, not a staff certificate", ErrNotStaff)
+	}
 	pub, ok := c.PublicKey.(ed25519.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("%w: device key is not Ed25519", ErrKeyUsage)

@@ -22,6 +22,21 @@
 //	                                  (HPKE KEM identifier and its serialised
 //	                                  public key; MLKEM768-X25519 = 0x647a)
 //	1.3.6.1.3.7626.1.3  registration  UTF8String (professional registration)
+//	1.3.6.1.3.7626.1.4  staff cert    INTEGER: marks an admission credential
+//	                                  and names the serial of the staff
+//	                                  certificate it was issued with
+//
+// With every device certificate the CA issues an admission credential
+// (CA.SignCredential): the same key, KEM key, roles and validity, its own
+// serial, the subject "CN=medmesh admission" and no staff details. Devices
+// present it to unadmitted peers (Trust.AdmitCredential) and show the staff
+// certificate only to peers they have admitted. A CRL entry for the staff
+// certificate's serial revokes the credential too. device.crt holds both
+// (CA.Bundle, SplitBundle): the chain, device first, then the credential.
+//
+// CAs and their CRLs are indexed by the SHA-256 of their public key
+// (CAKey), never by the SubjectKeyId a CA chooses: a root of another trust
+// claiming our root's key ID cannot displace it or its CRLs.
 //
 // The CSR carries the KEM key and registration in an extensionRequest
 // attribute; the CA copies them, adds the roles it grants and the trust name.

@@ -2,7 +2,9 @@ package identity
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -12,16 +14,28 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
+// CAKey names a CA by the SHA-256 of its public key (SubjectPublicKeyInfo).
+// A CA chooses its own SubjectKeyId, so two CAs — a colliding root of
+// another trust — can claim the same one; only the key itself names a CA.
+type CAKey [sha256.Size]byte
+
+// KeyOf is the CAKey of c.
+func KeyOf(c *x509.Certificate) CAKey { return sha256.Sum256(c.RawSubjectPublicKeyInfo) }
+
+// String is the key in hex.
+func (k CAKey) String() string { return hex.EncodeToString(k[:]) }
+
 // Trust is what a device trusts: its roots (several for federated trusts),
 // the issuing CAs it has verified under them, and the newest CRL of each CA.
-// It is safe for concurrent use; one mutex guards the CRL and CA maps.
+// CAs and their CRLs are indexed by CAKey, never by the SubjectKeyId a CA
+// picks. It is safe for concurrent use; one mutex guards the CRL and CA maps.
 type Trust struct {
 	roots *x509.CertPool
 	list  []*x509.Certificate
 
 	mu   sync.RWMutex
-	cas  map[string]*x509.Certificate // subject key ID → verified CA certificate
-	crls map[string]*crl              // issuer subject key ID → newest CRL
+	cas  map[CAKey]*x509.Certificate // verified CA certificates, roots included
+	crls map[CAKey]*crl              // newest CRL of each CA
 }
 
 type crl struct {
@@ -34,14 +48,14 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 	if len(roots) == 0 {
 		return nil, fmt.Errorf("%w: no trust roots", ErrUnknownCA)
 	}
-	t := &Trust{roots: x509.NewCertPool(), cas: map[string]*x509.Certificate{}, crls: map[string]*crl{}}
+	t := &Trust{roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, crls: map[CAKey]*crl{}}
 	for _, r := range roots {
 		if !r.IsCA || len(r.SubjectKeyId) == 0 {
 			return nil, fmt.Errorf("trust root %q: %w: not a CA with a subject key ID", r.Subject.CommonName, ErrKeyUsage)
 		}
 		t.roots.AddCert(r)
 		t.list = append(t.list, r)
-		t.cas[string(r.SubjectKeyId)] = r
+		t.cas[KeyOf(r)] = r
 	}
 	return t, nil
 }
@@ -49,12 +63,11 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 // Roots returns the trust roots.
 func (t *Trust) Roots() []*x509.Certificate { return t.list }
 
-// CRLNumber is the number of the newest CRL known from the CA with the given
-// subject key ID, or nil.
-func (t *Trust) CRLNumber(caKeyID []byte) *big.Int {
+// CRLNumber is the number of the newest CRL known from ca, or nil.
+func (t *Trust) CRLNumber(ca *x509.Certificate) *big.Int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if c := t.crls[string(caKeyID)]; c != nil {
+	if c := t.crls[KeyOf(ca)]; c != nil {
 		return c.list.Number
 	}
 	return nil
@@ -88,33 +101,50 @@ func (t *Trust) CRLs() [][]byte {
 // number is higher than the newest CRL held from that CA. It reports whether
 // l replaced the old one; an older or equal CRL is ignored without error.
 func (t *Trust) UpdateCRL(l *x509.RevocationList) (bool, error) {
+	_, changed, err := t.InstallCRL(l)
+	return changed, err
+}
+
+// InstallCRL is UpdateCRL that also names the CA whose key signed l.
+func (t *Trust) InstallCRL(l *x509.RevocationList) (CAKey, bool, error) {
 	if l.Number == nil || len(l.AuthorityKeyId) == 0 {
-		return false, fmt.Errorf("CRL: %w: no number or authority key ID", ErrMalformed)
+		return CAKey{}, false, fmt.Errorf("CRL: %w: no number or authority key ID", ErrMalformed)
 	}
+	// The authority key ID only narrows the search: the CA is the one
+	// whose key verifies the signature.
 	t.mu.RLock()
-	issuer := t.cas[string(l.AuthorityKeyId)]
-	old := t.crls[string(l.AuthorityKeyId)]
+	var cands []*x509.Certificate
+	for _, c := range t.cas {
+		if bytes.Equal(c.SubjectKeyId, l.AuthorityKeyId) {
+			cands = append(cands, c)
+		}
+	}
 	t.mu.RUnlock()
+	if len(cands) == 0 {
+		return CAKey{}, false, fmt.Errorf("CRL from %q: %w", l.Issuer.CommonName, ErrUnknownCA)
+	}
+	var issuer *x509.Certificate
+	for _, c := range cands {
+		if l.CheckSignatureFrom(c) == nil {
+			issuer = c
+			break
+		}
+	}
 	if issuer == nil {
-		return false, fmt.Errorf("CRL from %q: %w", l.Issuer.CommonName, ErrUnknownCA)
+		return CAKey{}, false, fmt.Errorf("CRL from %q: %w", l.Issuer.CommonName, ErrBadSignature)
 	}
-	if old != nil && l.Number.Cmp(old.list.Number) <= 0 {
-		return false, nil
-	}
-	if err := l.CheckSignatureFrom(issuer); err != nil {
-		return false, fmt.Errorf("CRL from %q: %w: %v", l.Issuer.CommonName, ErrBadSignature, err)
-	}
+	key := KeyOf(issuer)
 	c := &crl{list: l, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
 	for _, e := range l.RevokedCertificateEntries {
 		c.revoked[string(e.SerialNumber.Bytes())] = struct{}{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if cur := t.crls[string(l.AuthorityKeyId)]; cur != nil && l.Number.Cmp(cur.list.Number) <= 0 {
-		return false, nil // a newer one won a race
+	if cur := t.crls[key]; cur != nil && l.Number.Cmp(cur.list.Number) <= 0 {
+		return key, false, nil
 	}
-	t.crls[string(l.AuthorityKeyId)] = c
-	return true, nil
+	t.crls[key] = c
+	return key, true, nil
 }
 
 // AddIssuers verifies the CA certificates of a presented chain against the
@@ -125,8 +155,9 @@ func (t *Trust) AddIssuers(chain []*x509.Certificate, now time.Time) {
 		if !c.IsCA || len(c.SubjectKeyId) == 0 {
 			continue
 		}
+		k := KeyOf(c)
 		t.mu.RLock()
-		_, known := t.cas[string(c.SubjectKeyId)]
+		_, known := t.cas[k]
 		t.mu.RUnlock()
 		if known {
 			continue
@@ -135,12 +166,12 @@ func (t *Trust) AddIssuers(chain []*x509.Certificate, now time.Time) {
 			continue
 		}
 		t.mu.Lock()
-		t.cas[string(c.SubjectKeyId)] = c
+		t.cas[k] = c
 		t.mu.Unlock()
 	}
 }
 
-// Admit is the admission check: it verifies a presented certificate chain
+// Admit is the check of a staff certificate chain: it verifies a chain
 // (device first) against the roots and the newest CRLs at time now, checks
 // that the device key is the peer ID the transport proved, and returns the
 // verified staff identity. Errors wrap one of ErrMalformed, ErrUnknownCA,
@@ -150,23 +181,61 @@ func (t *Trust) Admit(chain []*x509.Certificate, id peer.ID, now time.Time) (*St
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("%w: empty certificate chain", ErrMalformed)
 	}
-	if len(chain) > maxChainLength {
-		return nil, fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), maxChainLength)
+	if err := leafUsage(chain[0]); err != nil {
+		return nil, err
 	}
-	leaf := chain[0]
-	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return nil, fmt.Errorf("device certificate: %w", ErrKeyUsage)
-	}
-	staff, err := StaffFromCert(leaf)
+	staff, err := StaffFromCert(chain[0])
 	if err != nil {
 		return nil, err
 	}
-	if staff.PeerID != id {
-		return nil, fmt.Errorf("%w: certificate is for %s, transport proved %s", ErrPeerMismatch, staff.PeerID, id)
+	if err := t.verify(chain, staff.PeerID, id, now); err != nil {
+		return nil, err
+	}
+	return staff, nil
+}
+
+// AdmitCredential is the admission check: Admit for an admission
+// credential chain (credential first). A CRL entry for the credential's
+// serial or for the staff certificate it links to revokes it.
+func (t *Trust) AdmitCredential(chain []*x509.Certificate, id peer.ID, now time.Time) (*Credential, error) {
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%w: empty certificate chain", ErrMalformed)
+	}
+	if err := leafUsage(chain[0]); err != nil {
+		return nil, err
+	}
+	cred, err := CredentialFromCert(chain[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := t.verify(chain, cred.PeerID, id, now, cred.StaffSerial); err != nil {
+		return nil, err
+	}
+	return cred, nil
+}
+
+// leafUsage refuses a leaf that is a CA or may not sign.
+func leafUsage(leaf *x509.Certificate) error {
+	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Errorf("device certificate: %w", ErrKeyUsage)
+	}
+	return nil
+}
+
+// verify checks chain (its leaf for key) against the roots and CRLs at now,
+// and that the leaf's key is the peer ID the transport proved. linked are
+// further serials whose revocation by the leaf's issuer revokes the leaf.
+func (t *Trust) verify(chain []*x509.Certificate, key, id peer.ID, now time.Time, linked ...*big.Int) error {
+	if len(chain) > maxChainLength {
+		return fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), maxChainLength)
+	}
+	leaf := chain[0]
+	if key != id {
+		return fmt.Errorf("%w: certificate is for %s, transport proved %s", ErrPeerMismatch, key, id)
 	}
 	for _, c := range chain {
 		if err := checkTime(c, now); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	opts := x509.VerifyOptions{Roots: t.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
@@ -182,28 +251,34 @@ func (t *Trust) Admit(chain []*x509.Certificate, id peer.ID, now time.Time) (*St
 	}
 	verified, err := leaf.Verify(opts)
 	if err != nil {
-		return nil, t.diagnose(chain, err)
+		return t.diagnose(chain, err)
 	}
 	path := verified[0]
 	if len(path) > maxChainLength {
-		return nil, fmt.Errorf("%w: path of %d certificates", ErrChainTooLong, len(path))
+		return fmt.Errorf("%w: path of %d certificates", ErrChainTooLong, len(path))
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for i := 0; i+1 < len(path); i++ {
-		c := t.crls[string(path[i+1].SubjectKeyId)]
+		c := t.crls[KeyOf(path[i+1])]
 		if c == nil {
 			continue
 		}
-		if _, ok := c.revoked[string(path[i].SerialNumber.Bytes())]; ok {
-			what := "device certificate"
-			if i > 0 {
-				what = "issuing CA " + path[i].Subject.CommonName
+		serials := []*big.Int{path[i].SerialNumber}
+		if i == 0 {
+			serials = append(serials, linked...)
+		}
+		for _, s := range serials {
+			if _, ok := c.revoked[string(s.Bytes())]; ok {
+				what := "device certificate"
+				if i > 0 {
+					what = "issuing CA " + path[i].Subject.CommonName
+				}
+				return fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(s), ErrRevoked, c.list.Number)
 			}
-			return nil, fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(path[i].SerialNumber), ErrRevoked, c.list.Number)
 		}
 	}
-	return staff, nil
+	return nil
 }
 
 func checkTime(c *x509.Certificate, now time.Time) error {
