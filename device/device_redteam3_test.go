@@ -35,7 +35,11 @@ func rtEnrolDays(t *testing.T, c *testnet.CA, name string, days int) *testnet.Id
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, _ := identity.ParseCertificates(c.CA.Chain(cert))
+	bundle, err := c.CA.Bundle(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := identity.ParseCertificates(bundle)
 	return &testnet.Identity{Name: name, Key: k, Chain: chain, Store: dssync.MutexWrap(ds.NewMapDatastore())}
 }
 

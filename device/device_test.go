@@ -268,7 +268,10 @@ func TestSiteCRLSurvivesRestart(t *testing.T) {
 	aid, mid := north.Enrol(t, "alice"), north.Enrol(t, "mallory")
 	a := testnet.Start(t, north, aid)
 	m := testnet.Start(t, north, mid, testnet.Boot(a))
-	testnet.Eventually(t, 15*time.Second, "admitted", func() bool { return a.N.IsAdmitted(m.ID) })
+	testnet.Eventually(t, 15*time.Second, "admitted, details shown", func() bool {
+		_, known := a.N.LookupStaff("mallory")
+		return a.N.IsAdmitted(m.ID) && known
+	})
 	if _, err := a.N.SubmitCRL(context.Background(), north.CRL(t, 1, mid)); err != nil {
 		t.Fatal(err)
 	}

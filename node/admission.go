@@ -32,8 +32,10 @@ import (
 //   - mu guards peers, blocked, known, cas and the hooks. A peerState's
 //     decided channel is closed once, under mu; its staff, chain and err
 //     change under mu only (a revocation withdraws an admission). A peer is
-//     admitted iff it is decided with staff set and no err, and its chain
-//     is then one Trust.Admit accepted.
+//     admitted iff it is decided with cred set and no err; its credential
+//     chain is then one Trust.AdmitCredential accepted, and its staff chain,
+//     once shown, one Trust.Admit accepted for the certificate the
+//     credential links to.
 //   - crlMu serialises CRL installs, from UpdateCRL to the store write, so
 //     the store holds the CRL the trust holds; it guards revoked:
 //     revoked[issuer] digests the revoked serials of the CRL the trust holds
@@ -90,18 +92,21 @@ func (a *admission) generation() int64 { return a.gen.Load() }
 // peerState is what we know of a connected peer. It lives while the peer
 // has at least one connection.
 type peerState struct {
-	decided chan struct{} // closed once admitted or refused
-	staff   *identity.Staff
-	chain   []*x509.Certificate
-	err     error
+	decided   chan struct{} // closed once admitted or refused
+	cred      *identity.Credential
+	credChain []*x509.Certificate
+	staff     *identity.Staff // the staff details, once the admitted peer showed them
+	chain     []*x509.Certificate
+	err       error
+	reading   int // presentations being read (one at a time until admitted)
 }
 
 // admitted reports the decision. Callers hold a.mu (revocation rewrites
-// err and staff).
+// err and cred).
 func (p *peerState) admitted() bool {
 	select {
 	case <-p.decided:
-		return p.err == nil && p.staff != nil
+		return p.err == nil && p.cred != nil
 	default:
 		return false
 	}
@@ -159,12 +164,30 @@ func (a *admission) awaitAdmitted(ctx context.Context, id peer.ID) bool {
 	return false
 }
 
-// decide records the outcome of id's presentation: staff and the chain
-// Trust.Admit accepted, or why it was refused (then id is blocked, as by
-// refuse). fresh is false when an earlier presentation, on an older
-// connection not closed yet, decided already; admitted then reports that
-// decision, unless this presentation failed.
-func (a *admission) decide(id peer.ID, staff *identity.Staff, chain []*x509.Certificate, why error) (fresh, admitted bool) {
+// beginReading reserves the reading of one presentation from id: a peer
+// not admitted yet gets one at a time (more are reset unread). release
+// ends it.
+func (a *admission) beginReading(id peer.ID) (release func(), ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.stateLocked(id)
+	if st.reading > 0 && !st.admitted() {
+		return nil, false
+	}
+	st.reading++
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		st.reading--
+	}, true
+}
+
+// decide records the outcome of id's credential: the credential and chain
+// Trust.AdmitCredential accepted, or why it was refused (then id is
+// blocked, as by refuse). fresh is false when an earlier presentation, on
+// an older connection not closed yet, decided already; admitted then
+// reports that decision, unless this presentation failed.
+func (a *admission) decide(id peer.ID, cred *identity.Credential, chain []*x509.Certificate, why error) (fresh, admitted bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.stateLocked(id)
@@ -175,9 +198,34 @@ func (a *admission) decide(id peer.ID, staff *identity.Staff, chain []*x509.Cert
 		a.refuseLocked(id, st, why)
 		return true, false
 	}
-	st.staff, st.chain = staff, chain
+	st.cred, st.credChain = cred, chain
 	close(st.decided)
 	return true, true
+}
+
+// showDetails records the staff chain an admitted peer showed, which
+// Trust.Admit accepted; it reports false if the peer is no longer admitted
+// or the certificate is not the one its credential was issued with.
+func (a *admission) showDetails(id peer.ID, staff *identity.Staff, chain []*x509.Certificate) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.peers[id]
+	if st == nil || !st.admitted() || st.cred.StaffSerial.Cmp(staff.Serial) != 0 {
+		return false
+	}
+	st.staff, st.chain = staff, chain
+	delete(a.known, id)
+	return true
+}
+
+// roles are the roles id's credential grants, if id is admitted now.
+func (a *admission) roles(id peer.ID) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.peers[id]; st != nil && st.admitted() {
+		return st.cred.Roles
+	}
+	return nil
 }
 
 // refuse records a negative decision on st (unless it is decided already)
@@ -194,6 +242,30 @@ func (a *admission) refuseLocked(id peer.ID, st *peerState, why error) {
 		close(st.decided)
 	}
 	a.blocked[id] = a.now().Add(intruderBlock)
+}
+
+// withdraw withdraws id's admission, if any, and blocks it.
+func (a *admission) withdraw(id peer.ID, why error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.stateLocked(id)
+	st.err, st.cred, st.staff = why, nil, nil
+	if !isClosed(st.decided) {
+		close(st.decided)
+	}
+	a.blocked[id] = a.now().Add(intruderBlock)
+}
+
+// awaitDecision waits for the decision on id (as awaitAdmitted) and
+// reports whether id is admitted, or refused as revoked.
+func (a *admission) awaitDecision(ctx context.Context, id peer.ID) (admitted, revoked bool) {
+	if a.awaitAdmitted(ctx, id) {
+		return true, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.peers[id]
+	return false, st != nil && errors.Is(st.err, identity.ErrRevoked)
 }
 
 // forget drops the state of a peer that has no connection left.
@@ -247,8 +319,9 @@ func (a *admission) admittedPeers(except peer.ID) []peer.ID {
 
 // peerView is one entry of the peer table, for Status.
 type peerView struct {
-	id    peer.ID
-	staff *identity.Staff // nil unless admitted
+	id       peer.ID
+	admitted bool
+	staff    *identity.Staff // nil unless admitted and its details shown
 }
 
 func (a *admission) peerViews() []peerView {
@@ -256,8 +329,8 @@ func (a *admission) peerViews() []peerView {
 	defer a.mu.Unlock()
 	out := make([]peerView, 0, len(a.peers))
 	for id, st := range a.peers {
-		v := peerView{id: id}
-		if st.admitted() {
+		v := peerView{id: id, admitted: st.admitted()}
+		if v.admitted {
 			v.staff = st.staff
 		}
 		out = append(out, v)
@@ -315,8 +388,12 @@ func (a *admission) rejudge(now time.Time) []dropped {
 		if !st.admitted() {
 			continue
 		}
-		if _, err := a.trust.Admit(st.chain, id, now); err != nil {
-			st.err, st.staff = err, nil
+		_, err := a.trust.AdmitCredential(st.credChain, id, now)
+		if err == nil && st.chain != nil {
+			_, err = a.trust.Admit(st.chain, id, now)
+		}
+		if err != nil {
+			st.err, st.cred, st.staff = err, nil, nil
 			revoked := errors.Is(err, identity.ErrRevoked)
 			if revoked {
 				a.blocked[id] = now.Add(revokedBlock)
@@ -351,28 +428,49 @@ func (a *admission) knownStaff(id peer.ID, stored chainSource) (known, revoked b
 		a.mu.Unlock()
 		return k.known, k.revoked
 	}
-	var chain []*x509.Certificate
-	if st := a.peers[id]; st != nil && st.chain != nil {
-		chain = st.chain
+	var chain, cred []*x509.Certificate
+	if st := a.peers[id]; st != nil {
+		chain, cred = st.chain, st.credChain
 	}
 	a.mu.Unlock()
 	if chain == nil {
 		chain, _ = stored.storedChain(id)
 	}
-	if chain == nil {
+	// The staff chain when known, else the credential of a peer admitted
+	// before it showed its details.
+	var judge func(time.Time) (time.Time, error)
+	switch {
+	case chain != nil:
+		judge = func(at time.Time) (time.Time, error) {
+			s, err := a.trust.Admit(chain, id, at)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return s.NotAfter, nil
+		}
+	case cred != nil:
+		chain = cred
+		judge = func(at time.Time) (time.Time, error) {
+			c, err := a.trust.AdmitCredential(cred, id, at)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return c.NotAfter, nil
+		}
+	default:
 		return false, false
 	}
-	s, err := a.trust.Admit(chain, id, now)
+	notAfter, err := judge(now)
 	k := knownStaff{gen: gen, until: now.Add(time.Minute)}
 	switch {
 	case err == nil:
 		k.known = true
-		if s.NotAfter.Before(k.until) {
-			k.until = s.NotAfter
+		if notAfter.Before(k.until) {
+			k.until = notAfter
 		}
 	case errors.Is(err, identity.ErrRevoked):
 		k.known, k.revoked = true, true
-	case a.isRevoked(chain, id, now):
+	case revokedEver(judge, chain, err):
 		// Revoked, and expired since (or not valid yet): still revoked —
 		// the revoked-sender rule must not lapse when a stolen phone's
 		// certificate runs out.
@@ -384,14 +482,13 @@ func (a *admission) knownStaff(id peer.ID, stored chainSource) (known, revoked b
 	return k.known, k.revoked
 }
 
-// isRevoked reports whether a CRL held revokes chain (its device
-// certificate or issuing CA), whatever the time: a revoked certificate that has since
-// expired is still revoked.
-func (a *admission) isRevoked(chain []*x509.Certificate, id peer.ID, now time.Time) bool {
-	_, err := a.trust.Admit(chain, id, now)
+// revokedEver reports whether a CRL held revokes chain (its device
+// certificate or issuing CA), whatever the time: a revoked certificate
+// that has since expired is still revoked. err is judge's answer now.
+func revokedEver(judge func(time.Time) (time.Time, error), chain []*x509.Certificate, err error) bool {
 	if errors.Is(err, identity.ErrExpired) || errors.Is(err, identity.ErrNotYetValid) {
 		if at, ok := validTogether(chain); ok {
-			_, err = a.trust.Admit(chain, id, at)
+			_, err = judge(at)
 		}
 	}
 	return errors.Is(err, identity.ErrRevoked)
@@ -571,4 +668,18 @@ func sumRevoked(l *x509.RevocationList) revokedSum {
 	var sum revokedSum
 	copy(sum[:], h.Sum(nil))
 	return sum
+}
+
+// isRevoked reports whether a CRL held revokes a staff chain, whatever
+// the time (revokedEver).
+func (a *admission) isRevoked(chain []*x509.Certificate, id peer.ID, now time.Time) bool {
+	judge := func(at time.Time) (time.Time, error) {
+		s, err := a.trust.Admit(chain, id, at)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return s.NotAfter, nil
+	}
+	_, err := judge(now)
+	return revokedEver(judge, chain, err)
 }

@@ -1,17 +1,18 @@
 package node
 
 import (
+	"bufio"
 	"context"
-	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/identity"
-	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
@@ -50,7 +51,7 @@ func (n *Node) onConnected(c network.Conn) {
 	// quick reconnect the peer may have dropped its state for us (the old
 	// connection's close and the new one's open race), and waits for us. A
 	// presentation to a peer that has decided is ignored.
-	n.present(id, false)
+	n.goOwned(func() { n.present(id, false) })
 	t := time.NewTimer(n.cfg.AdmitTimeout)
 	defer t.Stop()
 	select {
@@ -68,18 +69,15 @@ func (n *Node) onDisconnected(id peer.ID) {
 	n.adm.forget(id)
 }
 
-// present sends our chain (unless crlsOnly) and our CRLs to id.
-func (n *Node) present(id peer.ID, crlsOnly bool) {
-	msg := presentation{CRLs: n.adm.trust.CRLs()}
-	if !crlsOnly {
-		msg.Chain = encodeChain(n.cfg.Chain)
-	}
-	data, err := detcbor.Marshal(msg)
-	if err != nil {
-		return
-	}
+// present opens a stream to id on /medmesh/admit/2 and writes our
+// credential. Unless notice is set it then waits for our decision on id:
+// if we admitted id, it shows our staff details and CRLs; if we refused
+// id as revoked, it hands over the CRLs (so a revoked device learns it and
+// wipes itself). A notice (to a peer being thrown out, or a newer CRL for a
+// peer) carries the credential and the CRLs only.
+func (n *Node) present(id peer.ID, notice bool) {
 	timeout := n.cfg.AdmitTimeout
-	if crlsOnly {
+	if notice {
 		timeout = noticeTimeout
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, timeout)
@@ -90,69 +88,159 @@ func (n *Node) present(id peer.ID, crlsOnly bool) {
 		return
 	}
 	defer streams.Bound(ctx, s, timeout)()
-	if _, err := s.Write(data); err != nil {
+	w := bufio.NewWriter(s)
+	frames := []admitFrame{{Kind: admitCredential, Chain: encodeChain(n.cred)}}
+	if !notice {
+		if err := writeFrames(w, frames); err != nil {
+			s.Reset()
+			return
+		}
+		frames = nil
+		admitted, revoked := n.adm.awaitDecision(ctx, id)
+		switch {
+		case admitted:
+			frames = append(frames, admitFrame{Kind: admitDetails, Chain: encodeChain(n.cfg.Chain)})
+		case !revoked:
+			s.Close()
+			return
+		}
+	}
+	for _, crl := range n.adm.trust.CRLs() {
+		frames = append(frames, admitFrame{Kind: admitCRL, CRL: crl})
+	}
+	if err := writeFrames(w, frames); err != nil {
 		s.Reset()
 		return
 	}
 	s.CloseWrite()
-	// Wait for the other side to close, so the message is delivered before
+	// Wait for the other side to close, so the frames are delivered before
 	// a connection we are about to drop goes away.
 	io.Copy(io.Discard, io.LimitReader(s, 1))
 	s.Close()
 }
 
-// handleAdmit reads a peer's presentation: CRLs first (they authenticate
-// themselves; the chain's issuing CAs are learnt before them, so a site
-// CA's CRL is not refused for want of its CA), then the chain, which
-// decides admission.
+func writeFrames(w *bufio.Writer, frames []admitFrame) error {
+	for _, f := range frames {
+		if err := writeAdmitFrame(w, f); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// handleAdmit reads a peer's presentation. The credential comes first and
+// decides admission; only an admitted peer may send more: its staff
+// details (the certificate its credential was issued with) and CRLs. A
+// peer not admitted yet gets one presentation read at a time, and no frame
+// of it larger than a chain.
 func (n *Node) handleAdmit(s network.Stream) {
-	defer s.Close()
 	id := s.Conn().RemotePeer()
-	defer streams.Bound(n.ctx, s, n.cfg.AdmitTimeout)()
-	data, err := io.ReadAll(io.LimitReader(s, maxAdmitMsg+1))
-	if err != nil {
+	release, ok := n.adm.beginReading(id)
+	if !ok {
 		s.Reset()
 		return
 	}
-	var msg presentation
-	if err = decode(data, &msg, maxAdmitMsg); err == nil {
-		err = msg.check()
+	defer release()
+	defer s.Close()
+	defer streams.Bound(n.ctx, s, 2*n.cfg.AdmitTimeout)()
+	r := bufio.NewReaderSize(s, 4<<10)
+	f, err := readAdmitFrame(r, maxChainFrame)
+	if err == nil && f.Kind != admitCredential {
+		err = fmt.Errorf("%w: expected a credential", identity.ErrMalformed)
 	}
 	if err != nil {
-		n.refuse(id, n.adm.state(id), err)
+		if !errors.Is(err, io.EOF) {
+			n.refuse(id, n.adm.state(id), err)
+		}
+		s.Reset()
 		return
 	}
 	now := n.cfg.Now()
-	var chain []*x509.Certificate
-	if len(msg.Chain) > 0 {
-		if chain, err = decodeChain(msg.Chain); err == nil {
-			n.adm.learnIssuers(chain, now)
-		}
-	}
-	n.learnCRLs(msg.CRLs)
-	if len(msg.Chain) == 0 {
-		return // a notice carrying CRLs only
-	}
-	var staff *identity.Staff
+	chain, err := decodeChain(f.Chain)
+	var cred *identity.Credential
 	if err == nil {
-		staff, err = n.adm.trust.Admit(chain, id, now)
+		n.adm.learnIssuers(chain, now)
+		cred, err = n.adm.trust.AdmitCredential(chain, id, now)
 	}
-	fresh, admitted := n.adm.decide(id, staff, chain, err)
+	fresh, admitted := n.adm.decide(id, cred, chain, err)
 	switch {
-	case !fresh:
-		// A new connection of a peer we admitted on an older one that has
-		// not closed yet (a quick reconnect): sync as on any meeting.
-		if admitted {
-			n.met(id)
-		}
+	case !admitted && fresh && errors.Is(err, identity.ErrRevoked):
+		// Hand a revoked device the CRL before dropping it, so it learns
+		// it is revoked and wipes itself.
+		s.Reset()
+		n.log.Warn("refused peer", "remote", id.String(), "reason", err.Error())
+		n.present(id, true)
+		n.host.Network().ClosePeer(id)
 		return
 	case !admitted:
-		n.refused(id, err)
+		if fresh {
+			n.refused(id, err)
+		}
+		s.Reset()
 		return
+	case fresh:
+		n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(cred.Serial))
 	}
-	n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
+	// Fresh, or a new connection of a peer admitted on an older one that
+	// has not closed yet (a quick reconnect): sync as on any meeting, once
+	// its details are in (the directory it is offered then holds its own
+	// entry) or the stream ended without them.
+	var once sync.Once
+	meet := func() { once.Do(func() { n.met(id) }) }
+	defer func() {
+		if n.isAdmitted(id) {
+			meet()
+		}
+	}()
+	n.readAdmitted(id, r, meet)
+}
+
+// readAdmitted reads what an admitted peer sends after its credential:
+// its staff details at most once (then it calls shown), and at most
+// maxCRLs CRLs.
+func (n *Node) readAdmitted(id peer.ID, r *bufio.Reader, shown func()) {
+	details, crls := false, 0
+	for {
+		f, err := readAdmitFrame(r, maxCRLFrame)
+		if err != nil {
+			return // EOF, or a broken frame: the admission stands on the credential
+		}
+		switch {
+		case f.Kind == admitDetails && !details:
+			details = true
+			if n.showDetails(id, f.Chain) {
+				shown()
+			}
+		case f.Kind == admitCRL && crls < maxCRLs:
+			crls++
+			n.learnCRLs([][]byte{f.CRL})
+		default:
+			n.withdraw(id, fmt.Errorf("%w: unexpected admission frame %d", identity.ErrMalformed, f.Kind))
+			return
+		}
+	}
+}
+
+// showDetails checks and records the staff chain an admitted peer showed.
+// A chain that does not verify, or is not the one its credential was
+// issued with, refuses the peer.
+func (n *Node) showDetails(id peer.ID, raw [][]byte) bool {
+	chain, err := decodeChain(raw)
+	var staff *identity.Staff
+	if err == nil {
+		now := n.cfg.Now()
+		n.adm.learnIssuers(chain, now)
+		staff, err = n.adm.trust.Admit(chain, id, now)
+	}
+	if err == nil && !n.adm.showDetails(id, staff, chain) {
+		err = fmt.Errorf("%w: staff certificate is not the one the credential names", identity.ErrPeerMismatch)
+	}
+	if err != nil {
+		n.withdraw(id, err)
+		return false
+	}
 	n.addEntry(chain, staff, nil, true)
-	n.met(id)
+	return true
 }
 
 // met runs what follows meeting an admitted peer: directory sync and the
@@ -168,6 +256,13 @@ func (n *Node) met(id peer.ID) {
 // while, so a flood of attempts costs us little.
 func (n *Node) refuse(id peer.ID, st *peerState, why error) {
 	n.adm.refuse(id, st, why)
+	n.refused(id, why)
+}
+
+// withdraw withdraws an admission (the peer broke the protocol after its
+// credential), drops the peer and keeps it out for a while.
+func (n *Node) withdraw(id peer.ID, why error) {
+	n.adm.withdraw(id, why)
 	n.refused(id, why)
 }
 

@@ -62,7 +62,7 @@ func BenchmarkStartToAdmitted(b *testing.B) {
 
 func startBenchNode(b *testing.B, c *testCA, d device, boot *Node) *Node {
 	trust, _ := identity.NewTrust(c.roots)
-	cfg := Config{Key: d.key, Chain: d.chain, Trust: trust, Store: dssync.MutexWrap(ds.NewMapDatastore()),
+	cfg := Config{Key: d.key, Chain: d.bundle, Trust: trust, Store: dssync.MutexWrap(ds.NewMapDatastore()),
 		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}
 	if boot != nil {
 		bootstrap(boot)(&cfg)

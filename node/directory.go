@@ -297,8 +297,8 @@ func (n *Node) Status() Status {
 		st.Addrs = append(st.Addrs, a.String()+"/p2p/"+n.ID().String())
 	}
 	for _, v := range n.adm.peerViews() {
-		p := PeerStatus{PeerID: v.id.String(), Admitted: v.staff != nil}
-		if p.Admitted {
+		p := PeerStatus{PeerID: v.id.String(), Admitted: v.admitted}
+		if v.staff != nil { // the details an admitted peer showed
 			p.Name, p.StaffID = v.staff.Name, v.staff.StaffID
 		}
 		if conns := n.host.Network().ConnsToPeer(v.id); len(conns) > 0 {

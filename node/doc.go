@@ -1,18 +1,47 @@
 // Package node wires one medmesh device together: a libp2p host whose
 // identity is the device key, a connection gater, the admission protocol
-// /medmesh/admit/1, gossipsub with the trust topic (CRLs and directory
+// /medmesh/admit/2, gossipsub with the trust topic (CRLs and directory
 // entries), peer exchange and directory sync, and discovery. It owns the
 // lifecycle: New starts every goroutine, Close stops them all and waits.
 //
 // Admission is the gate to everything else. Right after a connection is
-// secured both sides present their certificate chain and newest CRLs; until
-// identity.Trust.Admit accepts the other side's chain, no other protocol
-// serves or reaches that peer: medmesh stream handlers and pubsub's own
-// streams (through gatedHost) wait for the decision and are reset if it is
-// negative, gossipsub runs without floodsub, an RPC inspector drops RPCs from
-// non-admitted peers, and validators check the forwarding peer. A peer that
-// has not been admitted within AdmitTimeout is disconnected and kept out for
-// a while by the gater.
+// secured each side opens a stream to the other on /medmesh/admit/2 and
+// presents its admission credential (identity.CA.SignCredential): a
+// certificate of the trust's CA holding the device key (the peer ID), KEM
+// key, roles and validity, and no staff details. Until
+// identity.Trust.AdmitCredential accepts the other side's credential, no
+// other protocol serves or reaches that peer: medmesh stream handlers and
+// pubsub's own streams (through gatedHost) wait for the decision and are
+// reset if it is negative, gossipsub runs without floodsub, an RPC
+// inspector drops RPCs from non-admitted peers, and validators check the
+// forwarding peer. A peer that has not been admitted within AdmitTimeout
+// is disconnected and kept out for a while by the gater.
+//
+// The exchange, per direction (frames of admitFrame, varint-length
+// prefixed):
+//
+//	credential   always first; at most maxChainFrame (≈25 KiB), the only
+//	             frame read from a peer not admitted yet, one presentation
+//	             of such a peer at a time (more streams are reset unread)
+//	details      the staff certificate chain (name, staff ID,
+//	             registration, department, site), written only once the
+//	             writer has admitted the reader; it must be the
+//	             certificate the credential links to
+//	CRL          each newest CRL, read only from an admitted peer, at
+//	             most maxCRLFrame each; to a peer refused as revoked the
+//	             writer sends its CRLs instead of its details
+//
+// Privacy: a device shows its staff details only to a peer whose
+// credential it has verified, so an outsider on the LAN (no certificate,
+// another trust's, an expired or revoked one) learns no name, staff ID,
+// registration or department — not a "you first" exchange, which is
+// circular, but a credential that carries nothing personal. What stays
+// visible and linkable to anyone on the network: the peer ID (in mDNS
+// announcements and the Noise handshake), the listen addresses, and the
+// credential itself — its issuer (the trust and, for a site CA, the site),
+// roles, validity and KEM key, all stable for the certificate's life. A
+// device is therefore trackable by peer ID on the LAN, but not
+// identifiable as a person without a credential of the trust.
 //
 // When a newer CRL arrives (trust topic, a peer's presentation or the local
 // API) every admitted peer is judged again; connections to revoked

@@ -12,4 +12,8 @@ var (
 	// node holds revokes. The directory keeps the entry (the mesh judges
 	// the colleague's old messages by it) but never offers it.
 	ErrRevoked = errors.New("colleague's certificate revoked")
+	// ErrNoCredential: the device's certificate file holds no admission
+	// credential (it was signed before credentials existed); the CA signs
+	// the device's CSR again (medmesh ca sign) to issue one.
+	ErrNoCredential = errors.New("device.crt holds no admission credential: have the CA sign device.csr again")
 )

@@ -4,6 +4,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -38,9 +39,24 @@ func (n *Node) SetOffline(off bool) {
 // Offline reports whether SetOffline cut the device off.
 func (n *Node) Offline() bool { return n.adm.offline.Load() }
 
+// Admission stream limits (resource manager).
+const (
+	admitStreams        = 128
+	admitStreamsPerPeer = 4
+)
+
 // newResourceManager sets explicit limits: a device talks to tens of
 // colleagues, an anchor to a few hundred; a flood of peers or streams hits
 // these before it hits memory.
+//
+// An unadmitted peer can reach only /medmesh/admit/2 (every other handler
+// resets its streams; pubsub refuses it): at most admitStreamsPerPeer
+// streams of it per peer, admitStreams in all, and the node reads one
+// presentation of a peer at a time until it is admitted, no frame of it
+// larger than maxChainFrame (about 25 KiB). So unadmitted peers cost at
+// most ConnsInbound (256) × 25 KiB ≈ 6 MiB of frames in flight, and a
+// peer at most 8 connections (PeerDefault), with streams before protocol
+// negotiation bounded by Transient.
 func newResourceManager() (network.ResourceManager, error) {
 	limits := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
@@ -57,6 +73,12 @@ func newResourceManager() (network.ResourceManager, error) {
 			Conns: 8, ConnsInbound: 4, ConnsOutbound: 4,
 			Streams: 512, StreamsInbound: 256, StreamsOutbound: 256,
 			FD: 8, Memory: 64 << 20,
+		},
+		Protocol: map[protocol.ID]rcmgr.ResourceLimits{
+			ProtoAdmit: {Streams: 2 * admitStreams, StreamsInbound: admitStreams, StreamsOutbound: admitStreams, Memory: 16 << 20},
+		},
+		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{
+			ProtoAdmit: {Streams: 2 * admitStreamsPerPeer, StreamsInbound: admitStreamsPerPeer, StreamsOutbound: admitStreamsPerPeer, Memory: 1 << 20},
 		},
 	}.Build(rcmgr.DefaultLimits.AutoScale())
 	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits))

@@ -30,8 +30,11 @@ import (
 // Config is what a node is built from. Key, Chain, Trust and Store are
 // required; the rest have documented defaults.
 type Config struct {
-	Key   *identity.DeviceKey
-	Chain []*x509.Certificate // this device's certificate chain, device first
+	Key *identity.DeviceKey
+	// Chain is this device's certificates as device.crt holds them: the
+	// staff certificate chain, device first, then the admission
+	// credential (identity.CA.Bundle).
+	Chain []*x509.Certificate
 	Trust *identity.Trust
 	Store ds.Batching // persists CRLs and directory entries (encrypted store)
 
@@ -73,6 +76,7 @@ type Node struct {
 	mdns  interface{ Close() error }
 	log   *slog.Logger
 	self  *identity.Staff
+	cred  []*x509.Certificate // admission credential chain, credential first
 
 	adm *admission // peers admitted, blocked; the trust, its CAs and CRLs
 	dir *directory // colleagues' entries and prekeys
@@ -122,12 +126,20 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if len(cfg.Listen) == 0 {
 		cfg.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
 	}
-	self, err := cfg.Trust.Admit(cfg.Chain, cfg.Key.PeerID(), cfg.Now())
+	chain, cred := identity.SplitBundle(cfg.Chain)
+	if cred == nil {
+		return nil, ErrNoCredential
+	}
+	cfg.Chain = chain
+	self, err := cfg.Trust.Admit(chain, cfg.Key.PeerID(), cfg.Now())
 	if err != nil {
 		return nil, fmt.Errorf("own certificate is not admissible: %w", err)
 	}
+	if _, err := cfg.Trust.AdmitCredential(cred, cfg.Key.PeerID(), cfg.Now()); err != nil {
+		return nil, fmt.Errorf("own admission credential is not admissible: %w", err)
+	}
 	n := &Node{
-		cfg: cfg, self: self, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
+		cfg: cfg, self: self, cred: cred, log: cfg.Logger.With("peer", cfg.Key.PeerID().String()),
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())

@@ -34,7 +34,6 @@ import (
 
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
-	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/store"
 )
@@ -58,8 +57,9 @@ func newCA(t testing.TB, name string) *testCA {
 }
 
 type device struct {
-	key   *identity.DeviceKey
-	chain []*x509.Certificate
+	key    *identity.DeviceKey
+	chain  []*x509.Certificate // the staff chain
+	bundle []*x509.Certificate // device.crt: the chain, then the credential
 }
 
 func (c *testCA) enrol(t testing.TB, name string, now time.Time) device {
@@ -85,8 +85,13 @@ func (c *testCA) enrolKey(t testing.TB, k *identity.DeviceKey, name string, now 
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, _ := identity.ParseCertificates(c.ca.Chain(cert))
-	return device{key: k, chain: chain}
+	bundle, err := c.ca.Bundle(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := identity.ParseCertificates(bundle)
+	chain, _ := identity.SplitBundle(all)
+	return device{key: k, chain: chain, bundle: all}
 }
 
 func (c *testCA) crl(t testing.TB, n int64, serials ...*big.Int) []byte {
@@ -111,7 +116,7 @@ func startNode(t testing.TB, c *testCA, d device, opts ...nodeOpt) *Node {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Key: d.key, Chain: d.chain, Trust: trust,
+		Key: d.key, Chain: d.bundle, Trust: trust,
 		Store:  dssync.MutexWrap(ds.NewMapDatastore()),
 		Listen: []string{"/ip4/127.0.0.1/tcp/0"},
 	}
@@ -221,10 +226,15 @@ func newIntruder(t *testing.T, key ed25519.PrivateKey, send func(network.Stream)
 	return in
 }
 
+// presentChain presents chain's credential (or chain itself when it has
+// none) as the first frame of /medmesh/admit/2.
 func presentChain(chain []*x509.Certificate) func(network.Stream) {
 	return func(s network.Stream) {
-		data, _ := detcbor.Marshal(presentation{Chain: encodeChain(chain)})
-		s.Write(data)
+		_, cred := identity.SplitBundle(chain)
+		if cred == nil {
+			cred = chain
+		}
+		writeAdmitFrame(s, admitFrame{Kind: admitCredential, Chain: encodeChain(cred)})
 		s.CloseWrite()
 	}
 }
@@ -260,11 +270,11 @@ func TestIntrudersKeptOut(t *testing.T) {
 		key  ed25519.PrivateKey
 		send func(network.Stream)
 	}{
-		{"foreign CA", foreign.key.Identity, presentChain(foreign.chain)},
+		{"foreign CA", foreign.key.Identity, presentChain(foreign.bundle)},
 		{"self-signed", selfSigned.key.Identity, presentChain(selfSigned.chain)},
-		{"expired", expired.key.Identity, presentChain(expired.chain)},
-		{"revoked", revoked.key.Identity, presentChain(revoked.chain)},
-		{"peer ID mismatch", mallory.Identity, presentChain(good.chain)},
+		{"expired", expired.key.Identity, presentChain(expired.bundle)},
+		{"revoked", revoked.key.Identity, presentChain(revoked.bundle)},
+		{"peer ID mismatch", mallory.Identity, presentChain(good.bundle)},
 		{"garbage", mallory.Identity, func(s network.Stream) { s.Write([]byte("\xff\x00garbage")); s.CloseWrite() }},
 		{"stall", mallory.Identity, func(s network.Stream) {}},
 	}
@@ -455,7 +465,7 @@ func TestCorruptStore(t *testing.T) {
 	}
 	d := c.enrol(t, "one", time.Now())
 	trust, _ := identity.NewTrust(c.roots)
-	_, err = New(context.Background(), Config{Key: d.key, Chain: d.chain, Trust: trust, Store: st, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	_, err = New(context.Background(), Config{Key: d.key, Chain: d.bundle, Trust: trust, Store: st, Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if !errors.Is(err, store.ErrCorrupt) {
 		t.Fatalf("corrupt store: %v", err)
 	}

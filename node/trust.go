@@ -277,7 +277,11 @@ func (n *Node) revocationLoop() {
 
 func (n *Node) judgeAll() {
 	now := n.cfg.Now()
-	if _, err := n.adm.trust.Admit(n.cfg.Chain, n.ID(), now); errors.Is(err, identity.ErrRevoked) {
+	_, err := n.adm.trust.Admit(n.cfg.Chain, n.ID(), now)
+	if err == nil {
+		_, err = n.adm.trust.AdmitCredential(n.cred, n.ID(), now)
+	}
+	if errors.Is(err, identity.ErrRevoked) {
 		n.goOwned(n.stopSelf)
 		return
 	}

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bufio"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"time"
@@ -16,18 +18,23 @@ import (
 
 // Protocols.
 const (
-	ProtoAdmit     = "/medmesh/admit/1"
+	ProtoAdmit     = "/medmesh/admit/2"
 	ProtoDirectory = "/medmesh/directory/2"
 	TrustTopic     = "/medmesh/trust/1"
 )
 
 // Wire limits.
 const (
-	maxChainCerts   = 3
-	maxCertBytes    = 8 << 10
-	maxCRLs         = 64
-	maxCRLBytes     = 4 << 20
-	maxAdmitMsg     = 8 << 20
+	maxChainCerts = 3
+	maxCertBytes  = 8 << 10
+	maxCRLs       = 64
+	maxCRLBytes   = 4 << 20
+	// maxChainFrame bounds a credential or details frame on
+	// /medmesh/admit/2: a chain and its CBOR framing. It is all an
+	// unadmitted peer can make us read.
+	maxChainFrame = maxChainCerts*(maxCertBytes+8) + 64
+	// maxCRLFrame bounds a CRL frame, read only from an admitted peer.
+	maxCRLFrame     = maxCRLBytes + 64
 	maxDirEntries   = 4096
 	maxDirMsg       = 16 << 20
 	maxEntryBytes   = 64 << 10 // a stored directory entry
@@ -39,13 +46,25 @@ const (
 // dirTimeout bounds a directory exchange.
 const dirTimeout = 10 * time.Second
 
-// presentation is what each side sends on /medmesh/admit/1: its certificate
-// chain (device first) and the newest CRL of every CA it knows. A message
-// with no chain only hands over CRLs (sent to a peer being thrown out).
-type presentation struct {
-	Chain [][]byte `cbor:"1,keyasint"`
-	CRLs  [][]byte `cbor:"2,keyasint"`
+// admitFrame is one frame on /medmesh/admit/2 (varint length, then
+// deterministic CBOR). Each side opens its own stream to the other and
+// writes, in order: one credential frame (its admission credential chain,
+// which names no one); then, once it has admitted the other side, one
+// details frame (its staff certificate chain); and any number (at most
+// maxCRLs) of CRL frames. A notice to a peer being thrown out is a
+// credential frame and CRL frames.
+type admitFrame struct {
+	Kind  uint8    `cbor:"1,keyasint"`
+	Chain [][]byte `cbor:"2,keyasint,omitempty"`
+	CRL   []byte   `cbor:"3,keyasint,omitempty"`
 }
+
+// Admission frame kinds.
+const (
+	admitCredential = 1
+	admitDetails    = 2
+	admitCRL        = 3
+)
 
 // directoryMsg is a frame on /medmesh/directory/2. The initiator's offer
 // carries the other admitted peers with their addresses, its own entry and
@@ -146,11 +165,50 @@ func encodeChain(chain []*x509.Certificate) [][]byte {
 	return out
 }
 
-func (p *presentation) check() error {
-	if len(p.Chain) > maxChainCerts || len(p.CRLs) > maxCRLs {
-		return fmt.Errorf("%w: presentation too large", identity.ErrMalformed)
+func (f *admitFrame) check() error {
+	switch f.Kind {
+	case admitCredential, admitDetails:
+		if len(f.Chain) == 0 || len(f.Chain) > maxChainCerts || f.CRL != nil {
+			return fmt.Errorf("%w: chain frame", identity.ErrMalformed)
+		}
+	case admitCRL:
+		if len(f.CRL) == 0 || len(f.CRL) > maxCRLBytes || f.Chain != nil {
+			return fmt.Errorf("%w: CRL frame", identity.ErrMalformed)
+		}
+	default:
+		return fmt.Errorf("%w: admission frame kind %d", identity.ErrMalformed, f.Kind)
 	}
 	return nil
+}
+
+// readAdmitFrame reads one frame of at most limit bytes: the length is
+// checked before anything is allocated for the body.
+func readAdmitFrame(r *bufio.Reader, limit int) (admitFrame, error) {
+	var f admitFrame
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return f, err
+	}
+	if n == 0 || n > uint64(limit) {
+		return f, fmt.Errorf("%w: admission frame of %d bytes, at most %d", identity.ErrMalformed, n, limit)
+	}
+	data := make([]byte, n)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return f, err
+	}
+	if err := decode(data, &f, limit); err != nil {
+		return f, err
+	}
+	return f, f.check()
+}
+
+// writeAdmitFrame writes one frame.
+func writeAdmitFrame(w io.Writer, f admitFrame) error {
+	data, err := detcbor.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return msgio.NewVarintWriter(w).WriteMsg(data)
 }
 
 func toAddrInfo(p peerAddrs) (peer.AddrInfo, error) {

@@ -222,7 +222,11 @@ func (f *full) startNodes() error {
 		if err != nil {
 			return err
 		}
-		chain, err := identity.ParseCertificates(ca.Chain(cert))
+		bundle, err := ca.Bundle(cert)
+		if err != nil {
+			return err
+		}
+		chain, err := identity.ParseCertificates(bundle)
 		if err != nil {
 			return err
 		}

@@ -26,9 +26,13 @@ func newCertShowCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			certs, err := identity.ParseCertificates(raw)
+			all, err := identity.ParseCertificates(raw)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			certs, cred := identity.SplitBundle(all)
+			if len(certs) == 0 {
+				return fmt.Errorf("%s: %w: no staff certificate", args[0], identity.ErrNotStaff)
 			}
 			s, err := identity.StaffFromCert(certs[0])
 			if err != nil {
@@ -59,6 +63,11 @@ func newCertShowCmd(e *env) *cobra.Command {
 				}
 				fmt.Fprintf(w, "chain:\t%s\n", strings.Join(up, " → "))
 			}
+			if cred != nil {
+				fmt.Fprintf(w, "admission credential:\tserial %s (names no one)\n", identity.SerialHex(cred[0].SerialNumber))
+			} else {
+				fmt.Fprintf(w, "admission credential:\tnone (sign the CSR again to issue one)\n")
+			}
 			return w.Flush()
 		},
 	}
@@ -79,9 +88,13 @@ func newCertVerifyCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			chain, err := identity.ParseCertificates(raw)
+			all, err := identity.ParseCertificates(raw)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			chain, cred := identity.SplitBundle(all)
+			if len(chain) == 0 {
+				return fmt.Errorf("not admissible: %w: no staff certificate", identity.ErrNotStaff)
 			}
 			now := e.time()
 			trust.AddIssuers(chain, now)
@@ -104,6 +117,11 @@ func newCertVerifyCmd(e *env) *cobra.Command {
 			}
 			if _, err := trust.Admit(chain, s.PeerID, now); err != nil {
 				return fmt.Errorf("not admissible: %w", err)
+			}
+			if cred != nil {
+				if _, err := trust.AdmitCredential(cred, s.PeerID, now); err != nil {
+					return fmt.Errorf("admission credential not admissible: %w", err)
+				}
 			}
 			fmt.Fprintf(e.stdout, "admissible: %s (%s), peer %s, until %s\n", s.Name, s.StaffID, s.PeerID, s.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
 			return nil

@@ -103,7 +103,7 @@ func (c *CA) CRL(t testing.TB, n int64, ids ...*Identity) []byte {
 type Identity struct {
 	Name  string
 	Key   *identity.DeviceKey
-	Chain []*x509.Certificate
+	Chain []*x509.Certificate // as device.crt: the staff chain, then the admission credential
 	Store ds.Batching
 }
 
@@ -120,7 +120,11 @@ func (c *CA) Enrol(t testing.TB, name string, roles ...string) *Identity {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, _ := identity.ParseCertificates(c.CA.Chain(cert))
+	bundle, err := c.CA.Bundle(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := identity.ParseCertificates(bundle)
 	return &Identity{Name: name, Key: k, Chain: chain, Store: dssync.MutexWrap(ds.NewMapDatastore())}
 }
 
