@@ -65,12 +65,12 @@ type admission struct {
 	peers        map[peer.ID]*peerState
 	blocked      map[peer.ID]time.Time
 	known        map[peer.ID]knownStaff
-	cas          map[string]struct{} // subject key IDs of issuing CAs persisted
+	cas          map[identity.CAKey]struct{} // issuing CAs persisted
 	onAdmitted   []func(peer.ID)
 	onRevocation []chan struct{}
 
 	crlMu   sync.Mutex
-	revoked map[string]revokedSum // CRL issuer key ID → its revoked serials
+	revoked map[identity.CAKey]revokedSum // CRL issuer → its revoked serials
 }
 
 func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission {
@@ -78,7 +78,7 @@ func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission 
 		trust: cfg.Trust, roots: x509.NewCertPool(), store: cfg.Store, ctx: ctx, log: log, now: cfg.Now,
 		timeout: cfg.AdmitTimeout,
 		peers:   map[peer.ID]*peerState{}, blocked: map[peer.ID]time.Time{}, known: map[peer.ID]knownStaff{},
-		cas: map[string]struct{}{}, revoked: map[string]revokedSum{},
+		cas: map[identity.CAKey]struct{}{}, revoked: map[identity.CAKey]revokedSum{},
 	}
 	for _, r := range cfg.Trust.Roots() {
 		a.roots.AddCert(r)
@@ -529,8 +529,9 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 		if !c.IsCA || len(c.SubjectKeyId) == 0 || bytes.Equal(c.RawIssuer, c.RawSubject) {
 			continue // not an issuing CA; a presented root is never learnt
 		}
+		k := identity.KeyOf(c)
 		a.mu.Lock()
-		_, held := a.cas[string(c.SubjectKeyId)]
+		_, held := a.cas[k]
 		a.mu.Unlock()
 		if held {
 			continue
@@ -538,12 +539,12 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 		if !a.learnIssuer(c, now) {
 			continue
 		}
-		if err := a.store.Put(a.ctx, caKey(c.SubjectKeyId), c.Raw); err != nil {
+		if err := a.store.Put(a.ctx, caKey(k), c.Raw); err != nil {
 			a.log.Error("persist issuing CA", "err", err)
 			continue
 		}
 		a.mu.Lock()
-		a.cas[string(c.SubjectKeyId)] = struct{}{}
+		a.cas[k] = struct{}{}
 		a.mu.Unlock()
 	}
 }
@@ -559,7 +560,9 @@ func (a *admission) learnIssuer(c *x509.Certificate, now time.Time) bool {
 	return true
 }
 
-func caKey(keyID []byte) ds.Key { return caPrefix.ChildString(hex.EncodeToString(keyID)) }
+// caKey is where an issuing CA is stored: under its key, never the
+// SubjectKeyId it picks.
+func caKey(k identity.CAKey) ds.Key { return caPrefix.ChildString(k.String()) }
 
 // loadCAs teaches the trust the issuing CAs persisted by learnIssuers that
 // still verify against the roots. It runs before loadCRLs.
@@ -578,7 +581,7 @@ func (a *admission) loadCAs(ctx context.Context) error {
 			continue // an expired CA: its renewal is learnt when met
 		}
 		a.mu.Lock()
-		a.cas[string(c.SubjectKeyId)] = struct{}{}
+		a.cas[identity.KeyOf(c)] = struct{}{}
 		a.mu.Unlock()
 	}
 	return nil
@@ -600,10 +603,10 @@ func (a *admission) loadCRLs(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if changed, err := a.trust.UpdateCRL(l); err != nil {
+		if key, changed, err := a.trust.InstallCRL(l); err != nil {
 			a.log.Warn("stored CRL refused", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "err", err)
 		} else if changed {
-			a.revoked[string(l.AuthorityKeyId)] = sumRevoked(l)
+			a.revoked[key] = sumRevoked(l)
 			a.gen.Add(1)
 		}
 	}
@@ -629,12 +632,11 @@ func (a *admission) installCRL(der []byte) (*crlChange, error) {
 	}
 	a.crlMu.Lock()
 	defer a.crlMu.Unlock()
-	changed, err := a.trust.UpdateCRL(l)
+	issuer, changed, err := a.trust.InstallCRL(l)
 	if err != nil || !changed {
 		return nil, err
 	}
 	a.gen.Add(1)
-	issuer := string(l.AuthorityKeyId)
 	sum := sumRevoked(l)
 	old, ok := a.revoked[issuer]
 	if !ok {
@@ -642,7 +644,7 @@ func (a *admission) installCRL(der []byte) (*crlChange, error) {
 	}
 	a.revoked[issuer] = sum
 	a.log.Info("newer CRL installed", "issuer_key", hex.EncodeToString(l.AuthorityKeyId), "number", l.Number.String())
-	if err := a.store.Put(a.ctx, crlPrefix.ChildString(hex.EncodeToString(l.AuthorityKeyId)), l.Raw); err != nil {
+	if err := a.store.Put(a.ctx, crlPrefix.ChildString(issuer.String()), l.Raw); err != nil {
 		a.log.Error("persist CRL", "err", err)
 	}
 	return &crlChange{raw: l.Raw, revokes: sum != old}, nil

@@ -23,7 +23,7 @@ import (
 // Store keys.
 var (
 	crlPrefix   = ds.NewKey("/trust/crl")
-	caPrefix    = ds.NewKey("/trust/ca") // issuing CAs learnt, by subject key ID
+	caPrefix    = ds.NewKey("/trust/ca") // issuing CAs learnt, by identity.CAKey
 	entryPrefix = ds.NewKey("/directory")
 )
 
