@@ -1,0 +1,75 @@
+package attack_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/internal/attack"
+	"github.com/medmesh/medmesh/internal/testnet"
+)
+
+// TestOutsiderAttacks runs every outsider attack against a device on
+// loopback that is talking to a colleague: each attack meets its bound,
+// the victim's goroutines and heap come back to what they were, and the
+// colleague's message still arrives and a newcomer is still admitted.
+func TestOutsiderAttacks(t *testing.T) {
+	ca := testnet.NewCA(t)
+	victim := testnet.Start(t, ca, ca.Enrol(t, "victim"))
+	colleague := testnet.Start(t, ca, ca.Enrol(t, "colleague"), testnet.Boot(victim))
+	testnet.Knows(t, victim, colleague)
+	testnet.Knows(t, colleague, victim)
+	id, err := colleague.C.Create("ward", []peer.ID{victim.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "victim joined", func() bool { return testnet.Joined(victim, id, 2) })
+
+	goroutines, heap := settle()
+	target := peer.AddrInfo{ID: victim.ID, Addrs: victim.N.Host().Addrs()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, r := range attack.Run(ctx, target, attack.Outsider()) {
+		t.Logf("%-16s ok=%v %s (%v)", r.Name, r.OK, r.Detail, r.Took.Round(time.Millisecond))
+		if !r.OK {
+			t.Errorf("%s: the victim did not keep its bound: %s", r.Name, r.Detail)
+		}
+	}
+
+	// The victim still serves honest peers.
+	testnet.Send(t, colleague, id, "still here")
+	testnet.Eventually(t, 10*time.Second, "the colleague's message arrives", func() bool {
+		for _, s := range testnet.Texts(victim, id) {
+			if s == "still here" {
+				return true
+			}
+		}
+		return false
+	})
+	newcomer := testnet.Start(t, ca, ca.Enrol(t, "newcomer"), testnet.Boot(victim))
+	testnet.Eventually(t, 10*time.Second, "a newcomer is admitted", func() bool { return victim.N.IsAdmitted(newcomer.ID) })
+	newcomer.Stop()
+
+	// What the attacks cost is given back.
+	var g int
+	testnet.Eventually(t, 20*time.Second, "goroutines back near their level before the attacks", func() bool {
+		g, _ = settle()
+		return g <= goroutines+goroutines/4
+	})
+	_, h := settle()
+	t.Logf("goroutines %d before the attacks, %d after; heap in use %d MiB before, %d MiB after", goroutines, g, heap>>20, h>>20)
+	if h > 2*heap+16<<20 {
+		t.Errorf("heap in use %d MiB after the attacks, %d MiB before", h>>20, heap>>20)
+	}
+}
+
+// settle collects garbage and reports the goroutines and heap in use.
+func settle() (goroutines int, heap uint64) {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return runtime.NumGoroutine(), m.HeapInuse
+}
