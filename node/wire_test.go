@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-msgio"
+
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // FuzzFrames: whatever bytes a peer sends on /medmesh/directory/2 (or
@@ -16,6 +19,10 @@ func FuzzFrames(f *testing.F) {
 	var seed bytes.Buffer
 	writeFrame(&seed, directoryMsg{Peers: []peerAddrs{{ID: []byte("p"), Addrs: [][]byte{{4, 127, 0, 0, 1}}}},
 		Entries: []dirEntry{{Chain: [][]byte{{0x30, 0x03, 0x02, 0x01, 0x01}}}}, Sums: [][]byte{make([]byte, entrySumSize)}})
+	f.Add(seed.Bytes())
+	seed.Reset()
+	writeAdmitFrame(&seed, admitFrame{Kind: admitCredential, Chain: [][]byte{{0x30, 0x03, 0x02, 0x01, 0x01}}})
+	writeAdmitFrame(&seed, admitFrame{Kind: admitCRL, CRL: []byte{0x30, 0x00}})
 	f.Add(seed.Bytes())
 	seed.Reset()
 	writeFrame(&seed, wantMsg{Sums: [][]byte{make([]byte, entrySumSize)}})
@@ -49,5 +56,25 @@ func FuzzFrames(f *testing.F) {
 		}
 		var m trustMsg
 		decode(data, &m, maxTrustMsg)
+	})
+}
+
+// FuzzStoredEntry: a directory entry read back from the store — damaged or
+// crafted — is an error or a bounded entry; never a panic.
+func FuzzStoredEntry(f *testing.F) {
+	raw, _ := detcbor.Marshal(dirEntry{Chain: [][]byte{{0x30, 0x03, 0x02, 0x01, 0x01}}, Prekey: []byte{1, 2, 3}})
+	f.Add(raw)
+	f.Add([]byte{0xa1, 0x01, 0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var de dirEntry
+		if decode(data, &de, maxEntryBytes) != nil {
+			return
+		}
+		if chain, err := decodeChain(de.Chain); err == nil && (len(chain) == 0 || len(chain) > maxChainCerts) {
+			t.Fatalf("chain of %d certificates decoded", len(chain))
+		}
+		if de.Prekey != nil {
+			e2e.DecodePrekey(de.Prekey)
+		}
 	})
 }
