@@ -239,8 +239,76 @@ func TestPurgeAfterCloseOrWipe(t *testing.T) {
 		if err := s.Purge(ctx); !errors.Is(err, ErrClosed) {
 			t.Fatalf("purge after close (wipe %v): %v", wipe, err)
 		}
+		want := ErrClosed
+		if wipe {
+			want = ErrWiped
+		}
+		if _, err := s.Get(ctx, ds.NewKey("/a")); !errors.Is(err, want) {
+			t.Fatalf("get after close (wipe %v): %v", wipe, err)
+		}
+		if _, err := s.Batch(ctx); !errors.Is(err, want) {
+			t.Fatalf("batch after close (wipe %v): %v", wipe, err)
+		}
 		if err := s.Close(); err != nil {
 			t.Fatalf("second close: %v", err)
 		}
+	}
+}
+
+// TestWipeUnderLoad: writers, readers and batches racing a Wipe (a CRL
+// arriving while the device works) get ErrWiped, never a panic of the
+// closed database, and nothing is readable after.
+func TestWipeUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, pass, fastKDF, WithPurgeDelay(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, s, 0, 100)
+	errs := make(chan error, 4)
+	started := make(chan struct{}, 4)
+	for w := range 4 {
+		go func() {
+			var err error
+			for i := 0; err == nil; i++ {
+				k := ds.NewKey(fmt.Sprintf("/w%d/%d", w, i))
+				switch i % 4 {
+				case 0:
+					err = s.Put(ctx, k, []byte("v"))
+				case 1:
+					_, err = s.Get(ctx, fillKey(i%100))
+				case 2:
+					err = s.Delete(ctx, k)
+				default:
+					var b ds.Batch
+					if b, err = s.Batch(ctx); err == nil {
+						b.Put(ctx, k, []byte("v"))
+						err = b.Commit(ctx)
+					}
+				}
+				if i == 10 {
+					started <- struct{}{}
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		<-started
+	}
+	if err := s.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := <-errs; !errors.Is(err, ErrWiped) {
+			t.Fatalf("a call racing Wipe: %v", err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, KeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("key file after wipe: %v", err)
 	}
 }

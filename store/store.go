@@ -61,8 +61,15 @@ type Store struct {
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	closed     bool // guarded by purgeMu
-	closeOnce  sync.Once
-	closeErr   error
+
+	// life guards gone: a method holds it (read) across its backend calls,
+	// so Close and Wipe close the backend only when none is in flight and
+	// later calls fail with ErrClosed or ErrWiped instead of reaching a
+	// closed database (pebble panics).
+	life      sync.RWMutex
+	gone      error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type aeadCipher interface {
@@ -164,6 +171,17 @@ func loadOrCreateKey(dir string, passphrase []byte, c config) ([]byte, error) {
 		return nil, err
 	}
 	return key, nil
+}
+
+// enter admits a call to the backend until Close or Wipe; the caller
+// runs s.life.RUnlock when done.
+func (s *Store) enter() error {
+	s.life.RLock()
+	if s.gone != nil {
+		s.life.RUnlock()
+		return s.gone
+	}
+	return nil
 }
 
 // setKeys derives the value cipher and the name-hashing key from the data key.
@@ -288,6 +306,10 @@ func (s *Store) open(stored ds.Key, sealed []byte) (ds.Key, []byte, error) {
 
 // Get implements ds.Read.
 func (s *Store) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return nil, err
@@ -310,6 +332,10 @@ func (s *Store) Get(ctx context.Context, k ds.Key) ([]byte, error) {
 // on disk. It is for forensic checks (tests scanning the disk for a value
 // that must be gone); it needs no key beyond the name's.
 func (s *Store) Sealed(ctx context.Context, k ds.Key) ([]byte, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return nil, err
@@ -319,6 +345,10 @@ func (s *Store) Sealed(ctx context.Context, k ds.Key) ([]byte, error) {
 
 // Has implements ds.Read.
 func (s *Store) Has(ctx context.Context, k ds.Key) (bool, error) {
+	if err := s.enter(); err != nil {
+		return false, err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return false, err
@@ -337,6 +367,10 @@ func (s *Store) GetSize(ctx context.Context, k ds.Key) (int, error) {
 
 // Put implements ds.Write.
 func (s *Store) Put(ctx context.Context, k ds.Key, value []byte) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return err
@@ -351,6 +385,10 @@ func (s *Store) Put(ctx context.Context, k ds.Key, value []byte) error {
 // Delete implements ds.Write. The value leaves the disk at the next
 // purge (PurgeDelay later, or Purge).
 func (s *Store) Delete(ctx context.Context, k ds.Key) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return err
@@ -364,6 +402,10 @@ func (s *Store) Delete(ctx context.Context, k ds.Key) error {
 
 // Sync implements ds.Datastore.
 func (s *Store) Sync(ctx context.Context, prefix ds.Key) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(prefix)
 	if err != nil {
 		return err
@@ -374,6 +416,10 @@ func (s *Store) Sync(ctx context.Context, prefix ds.Key) error {
 // Query implements ds.Read. The prefix is applied by the backend on hashed
 // names; filters, orders, offset and limit are applied here on plaintext.
 func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	prefix, err := s.hashKey(ds.NewKey(q.Prefix))
 	if err != nil {
 		return nil, err
@@ -410,6 +456,10 @@ func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error)
 
 // Batch implements ds.Batching. Commit writes the batch and fsyncs once.
 func (s *Store) Batch(ctx context.Context) (ds.Batch, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	b, err := s.backend.Batch(ctx)
 	if err != nil {
 		return nil, err
@@ -450,6 +500,10 @@ func (b *batch) Delete(ctx context.Context, k ds.Key) error {
 }
 
 func (b *batch) Commit(ctx context.Context) error {
+	if err := b.s.enter(); err != nil {
+		return err
+	}
+	defer b.s.life.RUnlock()
 	if err := b.b.Commit(ctx); err != nil {
 		return err
 	}
@@ -477,6 +531,11 @@ func (s *Store) shutdown(purge bool) {
 			s.closeErr = s.purgeLocked(context.Background())
 		}
 		s.closed = true
+		s.life.Lock()
+		if s.gone == nil {
+			s.gone = ErrClosed
+		}
+		s.life.Unlock()
 		if s.owned {
 			s.closeErr = errors.Join(s.closeErr, s.backend.Close())
 		}
@@ -493,6 +552,9 @@ func (s *Store) Wipe() error {
 	s.macs.New = func() any { return nil }
 	s.parents.Clear()
 	s.mu.Unlock()
+	s.life.Lock()
+	s.gone = ErrWiped
+	s.life.Unlock()
 	path := filepath.Join(s.dir, KeyFile)
 	err := shred(path)
 	s.shutdown(false)
