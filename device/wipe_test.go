@@ -1,15 +1,18 @@
 package device_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/device"
@@ -157,6 +160,132 @@ func TestRestartFinishesWipe(t *testing.T) {
 	for _, f := range []string{identity.DeviceKeyFile, identity.APITokenFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s survives a restart of a revoked device: %v", f, err)
+		}
+	}
+}
+
+// sealedHolding returns the sealed bytes (as on disk) of every value in st
+// whose plaintext contains marker.
+func sealedHolding(t *testing.T, st *store.Store, marker string) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	res, err := st.Query(ctx, query.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := res.Rest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, e := range all {
+		if bytes.Contains(e.Value, []byte(marker)) {
+			s, err := st.Sealed(ctx, ds.NewKey(e.Key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// onDisk lists the files under dir holding any trace of the sealed values
+// (whole, nonce, a window of ciphertext) or the plaintext marker.
+func onDisk(t *testing.T, dir, marker string, sealed [][]byte) []string {
+	t.Helper()
+	needles := [][]byte{[]byte(marker)}
+	for _, s := range sealed {
+		needles = append(needles, s, s[:24], s[40:72])
+	}
+	var hits []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		for _, n := range needles {
+			if bytes.Contains(b, n) {
+				hits = append(hits, filepath.Base(p))
+				break
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hits
+}
+
+// TestDeletedMessageLeavesDisk: a message deleted through the conversation
+// service (conversations.Service.Delete on the sender; the delete op
+// applied on the recipient) is, after the store's purge, in no file of
+// either device's store directory: neither its text nor the sealed record
+// that held it. Before the delete the scan finds the sealed record.
+func TestDeletedMessageLeavesDisk(t *testing.T) {
+	const marker = "PATIENT-MARKER-ward7-bed4"
+	ctx := context.Background()
+	c := testnet.NewCA(t)
+	pass := []byte("device passphrase")
+	open := func(id *testnet.Identity) (string, *store.Store) {
+		dir := t.TempDir()
+		st, err := store.Open(dir, pass, store.WithKDF(fastKDF), store.WithPurgeDelay(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id.Store = st
+		return dir, st
+	}
+	aid, bid := c.Enrol(t, "alice"), c.Enrol(t, "bob")
+	adir, ast := open(aid)
+	bdir, bst := open(bid)
+	defer ast.Close()
+	defer bst.Close()
+	a := testnet.Start(t, c, aid)
+	b := testnet.Start(t, c, bid, testnet.Boot(a))
+	defer a.Stop() // before the stores close
+	defer b.Stop()
+	testnet.Knows(t, a, b)
+	id, err := a.C.Create("ward", []peer.ID{b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "bob joined", func() bool { return testnet.Joined(b, id, 2) })
+	msg := testnet.Send(t, a, id, marker+": query sepsis")
+	testnet.Eventually(t, 15*time.Second, "bob has the message", func() bool { return slices.Contains(testnet.Texts(b, id), marker+": query sepsis") })
+	devices := []struct {
+		name string
+		dir  string
+		st   *store.Store
+		held [][]byte
+	}{{"sender", adir, ast, nil}, {"recipient", bdir, bst, nil}}
+	for i := range devices {
+		d := &devices[i]
+		d.held = sealedHolding(t, d.st, marker)
+		if len(d.held) == 0 || len(onDisk(t, d.dir, marker, d.held)) == 0 {
+			t.Fatalf("%s: the message's record is not on disk: the scan proves nothing", d.name)
+		}
+	}
+
+	if err := a.C.Delete(id, msg); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "bob applied the delete", func() bool {
+		return len(sealedHolding(t, bst, marker)) == 0
+	})
+	for _, d := range devices {
+		if left := sealedHolding(t, d.st, marker); len(left) > 0 {
+			t.Fatalf("%s: the text is still readable in the store", d.name)
+		}
+		if err := d.st.Purge(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if hits := onDisk(t, d.dir, marker, d.held); len(hits) > 0 {
+			t.Errorf("%s: the deleted message is still on disk after the purge, in %v", d.name, hits)
 		}
 	}
 }
