@@ -230,7 +230,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	}()
 	backing := cfg.store
 	if backing == nil {
-		var so []store.Option
+		so := []store.Option{store.WithLogger(cfg.log)}
 		if cfg.kdf != nil {
 			so = append(so, store.WithKDF(*cfg.kdf))
 		}
