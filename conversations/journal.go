@@ -25,6 +25,7 @@ type journal struct {
 type heldWrite struct {
 	value   []byte
 	deleted bool
+	replace bool // a put after a delete: the store gets both, in order, and purges the old value
 }
 
 func newJournal(d ds.Datastore) *journal {
@@ -39,7 +40,8 @@ func (j *journal) end() { j.open = false }
 
 func (j *journal) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if j.open {
-		j.pending[k] = heldWrite{value: slices.Clone(v)}
+		prev, held := j.pending[k]
+		j.pending[k] = heldWrite{value: slices.Clone(v), replace: held && (prev.deleted || prev.replace)}
 		return nil
 	}
 	delete(j.pending, k)
@@ -132,8 +134,10 @@ func (j *journal) commitBatch(ctx context.Context, b ds.Batching) error {
 }
 
 func (j *journal) apply(ctx context.Context, w ds.Write, k ds.Key, h heldWrite) error {
-	if h.deleted {
-		return w.Delete(ctx, k)
+	if h.deleted || h.replace {
+		if err := w.Delete(ctx, k); err != nil || h.deleted {
+			return err
+		}
 	}
 	return w.Put(ctx, k, h.value)
 }

@@ -112,8 +112,17 @@ type plainStore struct {
 	prefix ds.Key
 }
 
+// Put stores a payload. One that replaces a stored payload (a deleted
+// message's tombstone) deletes it first, so that the device's store purges
+// the old plaintext from disk rather than only shadowing it.
 func (p plainStore) Put(id crdt.OpID, b []byte) error {
-	return p.d.Put(context.Background(), p.prefix.ChildString(id.String()), b)
+	ctx, k := context.Background(), p.prefix.ChildString(id.String())
+	if has, err := p.d.Has(ctx, k); err == nil && has {
+		if err := p.d.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return p.d.Put(ctx, k, b)
 }
 
 func (p plainStore) Get(id crdt.OpID) ([]byte, bool) {

@@ -1,6 +1,8 @@
 package conversations
 
 import (
+	"context"
+	"slices"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
@@ -60,4 +62,66 @@ func FuzzDecodeOp(f *testing.F) {
 			t.Fatal("stored op does not round-trip")
 		}
 	})
+}
+
+// recorder is a batching datastore that logs the writes reaching it.
+type recorder struct {
+	ds.Batching
+	log []string
+}
+
+func (r *recorder) Put(ctx context.Context, k ds.Key, v []byte) error {
+	r.log = append(r.log, "put "+k.String())
+	return r.Batching.Put(ctx, k, v)
+}
+
+func (r *recorder) Delete(ctx context.Context, k ds.Key) error {
+	r.log = append(r.log, "delete "+k.String())
+	return r.Batching.Delete(ctx, k)
+}
+
+func (r *recorder) Batch(ctx context.Context) (ds.Batch, error) { return recBatch{r}, nil }
+
+type recBatch struct{ r *recorder }
+
+func (b recBatch) Put(ctx context.Context, k ds.Key, v []byte) error { return b.r.Put(ctx, k, v) }
+func (b recBatch) Delete(ctx context.Context, k ds.Key) error        { return b.r.Delete(ctx, k) }
+func (b recBatch) Commit(context.Context) error                      { return nil }
+
+// TestReplacedPlaintextDeletedFirst: a plaintext replaced by its
+// tombstone (a deleted message) reaches the store as a delete and then a
+// put — inside a transaction of this device's own ops and outside one —
+// so that the encrypted store purges the old text from disk (a put alone
+// only shadows it). A first put is a put.
+func TestReplacedPlaintextDeletedFirst(t *testing.T) {
+	ctx := context.Background()
+	var id crdt.OpID
+	id[0] = 7
+	for _, inTx := range []bool{false, true} {
+		rec := &recorder{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+		j := newJournal(rec)
+		p := plainStore{j, ds.NewKey("/conv/x/plain")}
+		if err := p.Put(id, []byte("bed 4 query sepsis")); err != nil {
+			t.Fatal(err)
+		}
+		rec.log = nil
+		if inTx {
+			j.begin()
+		}
+		if err := p.Put(id, []byte("tombstone")); err != nil {
+			t.Fatal(err)
+		}
+		if inTx {
+			if err := j.save(ctx, ds.NewKey("/conv/x"), []byte("keys")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k := "/conv/x/plain/" + id.String()
+		if i := slices.Index(rec.log, "delete "+k); i < 0 || i+1 >= len(rec.log) || rec.log[i+1] != "put "+k {
+			t.Fatalf("in a transaction %v: the store saw %v, want a delete then a put of %s", inTx, rec.log, k)
+		}
+		if v, _ := p.Get(id); string(v) != "tombstone" {
+			t.Fatalf("in a transaction %v: stored %q", inTx, v)
+		}
+	}
 }

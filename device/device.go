@@ -11,7 +11,11 @@
 //     start) applies retention on every conversation, drops skipped message
 //     keys and superseded epochs past e2e.MessageKeyWindow, and drops this
 //     device's expired prekey private halves, persisting what it dropped;
-//   - a device that learns its own certificate is revoked wipes its store.
+//   - a device that learns its own certificate is revoked destroys its
+//     keys: the prekey ring (deleted from the store), the store's key
+//     file, device.key and api.token (each overwritten, fsynced,
+//     unlinked); it leaves a "revoked" marker, so a restart fails with
+//     ErrRevoked rather than an obscure missing-file error.
 //
 // `medmesh run`, `medmesh demo`, the web tests and the full simulation
 // engine all build devices with Open; what differs between them is an
@@ -39,6 +43,7 @@ import (
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/atomicfile"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
@@ -52,11 +57,16 @@ const StoreDir = "store"
 const DefaultExpiryEvery = time.Hour
 
 // Errors.
-var ErrNoCertificate = errors.New("no device certificate")
+var (
+	ErrNoCertificate = errors.New("no device certificate")
+	ErrRevoked       = errors.New("this device's certificate was revoked and its keys destroyed: enrol it again (medmesh init, ca sign)")
+)
 
 // Device is one running device.
 type Device struct {
 	cfg   config
+	dir   string // the device directory; "" when nothing came from one
+	ownID bool   // the keys were read from dir/device.key
 	key   *identity.DeviceKey
 	st    *store.Store // nil when the store was passed in (WithStore)
 	n     *node.Node
@@ -183,7 +193,7 @@ func WithExpiryEvery(d time.Duration) Option {
 }
 
 // WithOnRevoked runs f after the device, having learnt that its own
-// certificate is revoked, wiped its store (before the node stops).
+// certificate is revoked, destroyed its keys (before the node stops).
 func WithOnRevoked(f func()) Option { return func(c *config) error { c.onRevoked = f; return nil } }
 
 // Open opens the device directory dir with its passphrase — keys,
@@ -199,12 +209,19 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.key == nil {
+	if dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, identity.RevokedFile)); err == nil {
+			// A wipe cut short (power lost) is finished first.
+			return nil, errors.Join(fmt.Errorf("open device %s: %w", dir, ErrRevoked), destroyFiles(dir))
+		}
+	}
+	ownID := cfg.key == nil
+	if ownID {
 		if cfg.key, cfg.chain, cfg.trust, err = loadIdentity(dir, passphrase); err != nil {
 			return nil, err
 		}
 	}
-	d := &Device{cfg: cfg, key: cfg.key, log: cfg.log}
+	d := &Device{cfg: cfg, dir: dir, ownID: ownID, key: cfg.key, log: cfg.log}
 	d.ctx, d.stop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -213,7 +230,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	}()
 	backing := cfg.store
 	if backing == nil {
-		var so []store.Option
+		so := []store.Option{store.WithLogger(cfg.log)}
 		if cfg.kdf != nil {
 			so = append(so, store.WithKDF(*cfg.kdf))
 		}
@@ -278,17 +295,52 @@ func loadIdentity(dir string, pass []byte) (*identity.DeviceKey, []*x509.Certifi
 	return key, chain, trust, nil
 }
 
-// wipe destroys the store key when this device's own certificate is
-// revoked.
+// wipe destroys this device's keys when its own certificate is revoked:
+// it writes the revoked marker first (a restart finishes a wipe cut
+// short), deletes the prekey ring, wipes the store (its key file
+// shredded: what remains of the data can never be read), and shreds
+// device.key and api.token (overwritten, fsynced, unlinked). It runs on
+// the node's goroutine while the device still works: calls into the
+// wiped store fail with store.ErrWiped. Failures are logged; it goes on
+// with the rest.
 func (d *Device) wipe() {
+	if d.dir != "" {
+		note := fmt.Appendf(nil, "device certificate revoked; keys destroyed %s\n", d.cfg.now().UTC().Format(time.RFC3339))
+		if err := atomicfile.WriteFile(filepath.Join(d.dir, identity.RevokedFile), note, 0o600); err != nil {
+			d.log.Error("write revoked marker", "err", err)
+		}
+	}
+	if err := d.n.DestroyPrekeys(); err != nil && !errors.Is(err, store.ErrWiped) {
+		d.log.Error("destroy prekeys", "err", err)
+	}
 	if d.st != nil {
 		if err := d.st.Wipe(); err != nil {
 			d.log.Error("wipe store", "err", err)
 		}
 	}
+	if d.dir != "" {
+		var err error
+		if d.ownID {
+			err = store.Shred(filepath.Join(d.dir, identity.DeviceKeyFile))
+		}
+		if err = errors.Join(err, store.Shred(filepath.Join(d.dir, identity.APITokenFile))); err != nil {
+			d.log.Error("destroy keys", "err", err)
+		}
+	}
 	if d.cfg.onRevoked != nil {
 		d.cfg.onRevoked()
 	}
+}
+
+// destroyFiles shreds what a wipe destroys in device directory dir and
+// removes the store's data: run when a revoked device is opened again.
+func destroyFiles(dir string) error {
+	var errs []error
+	for _, f := range []string{identity.DeviceKeyFile, identity.APITokenFile, filepath.Join(StoreDir, store.KeyFile)} {
+		errs = append(errs, store.Shred(filepath.Join(dir, f)))
+	}
+	errs = append(errs, os.RemoveAll(filepath.Join(dir, StoreDir, store.DataDir)))
+	return errors.Join(errs...)
 }
 
 // expiryLoop runs Expire at start and every cfg.expiryEvery until Close.

@@ -16,6 +16,10 @@ const (
 	DeviceCSRFile  = "device.csr"
 	DeviceCertFile = "device.crt" // PEM chain, device first
 	TrustFile      = "ca.crt"     // trust roots; several for federated trusts
+	APITokenFile   = "api.token"  // the local API's bearer token (medmesh run)
+	// RevokedFile marks a device directory whose keys were destroyed
+	// because the device's own certificate was revoked; it holds no secret.
+	RevokedFile = "revoked"
 )
 
 // InitDevice makes device keys in dir, copies the trust roots (PEM) there and

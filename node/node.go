@@ -97,7 +97,8 @@ type Node struct {
 	prekeys      *e2e.PrekeyRing
 	prekeyID     uint32 // ID of the current prekey as stored
 	curPrekey    *e2e.Prekey
-	storedPrekey int // private halves in the ring as stored
+	storedPrekey int  // private halves in the ring as stored
+	prekeysGone  bool // DestroyPrekeys ran: the ring is never stored again
 }
 
 // Timing.

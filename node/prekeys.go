@@ -65,7 +65,9 @@ func (n *Node) ownPrekey(now time.Time) (*e2e.Prekey, error) {
 // are past e2e.PrekeyWindow at now, from memory and from the store, and
 // reports how many it deleted from the store. Halves chat expired in memory
 // only (its Replica.Expire shares the ring) are deleted from the store
-// here too, and counted. The node also does this every minute.
+// here too, and counted. The ring is saved as a delete and a put in one
+// batch, so an encrypted store (store.Store) purges the ring it replaces
+// from disk within its purge delay. The node also does this every minute.
 func (n *Node) ExpirePrekeys(now time.Time) (int, error) {
 	n.pkMu.Lock()
 	defer n.pkMu.Unlock()
@@ -90,14 +92,47 @@ func (n *Node) expirePrekeysLocked(now time.Time, rotated bool) (int, error) {
 	if rotated {
 		stored++ // the ring's new prekey
 	}
-	if held == stored && !rotated {
+	if held == stored && !rotated || n.prekeysGone {
 		return 0, nil
 	}
-	if err := n.cfg.Store.Put(n.ctx, prekeyKey, raw); err != nil {
-		return 0, fmt.Errorf("persist prekeys: %w", err)
+	if err := n.saveRing(raw); err != nil {
+		return 0, err
 	}
 	n.storedPrekey = held
 	return max(stored-held, 0), nil
+}
+
+// saveRing replaces the stored ring with raw: a delete and a put in one
+// batch, so that the store purges the ring it replaces (with the private
+// halves just dropped) from disk, not only from view.
+func (n *Node) saveRing(raw []byte) error {
+	b, err := n.cfg.Store.Batch(n.ctx)
+	if err == nil {
+		err = b.Delete(n.ctx, prekeyKey)
+	}
+	if err == nil {
+		err = b.Put(n.ctx, prekeyKey, raw)
+	}
+	if err == nil {
+		err = b.Commit(n.ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("persist prekeys: %w", err)
+	}
+	return nil
+}
+
+// DestroyPrekeys deletes this device's prekey ring from the store, its
+// private halves included, and never stores it again: the device's own
+// certificate was revoked. (The ring in memory goes with the process.)
+func (n *Node) DestroyPrekeys() error {
+	n.pkMu.Lock()
+	defer n.pkMu.Unlock()
+	n.prekeysGone = true
+	if err := n.cfg.Store.Delete(n.ctx, prekeyKey); err != nil {
+		return fmt.Errorf("destroy prekeys: %w", err)
+	}
+	return nil
 }
 
 // ringShape reads the current prekey's ID and the number of prekeys held

@@ -1,7 +1,12 @@
 package node
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/keywrap"
+	"github.com/medmesh/medmesh/store"
 )
 
 // welcomeTo seals a welcome from a stranger to rc and returns what opening
@@ -112,5 +119,109 @@ func TestExpirePrekeys(t *testing.T) {
 				t.Fatalf("prekey inside its window lost in a restart: %v", err)
 			}
 		})
+	}
+}
+
+// onDisk reports whether any file under dir holds the sealed value (whole,
+// its nonce, or a window of its ciphertext).
+func onDisk(t *testing.T, dir string, sealed []byte) bool {
+	t.Helper()
+	hit := false
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || hit {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		for _, n := range [][]byte{sealed, sealed[:24], sealed[40:72]} {
+			hit = hit || bytes.Contains(b, n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hit
+}
+
+// TestExpiredPrekeyLeavesDisk: once a retired prekey passes its window,
+// ExpirePrekeys saves the ring without its private half and the store's
+// purge removes every earlier copy of the ring that held it from the
+// disk: an attacker who later takes the phone and the passphrase finds
+// no ring that opens the welcomes sealed to it.
+func TestExpiredPrekeyLeavesDisk(t *testing.T) {
+	ctx := context.Background()
+	c := newCA(t, "General Hospital")
+	t0 := time.Now()
+	dir := t.TempDir()
+	st, err := store.Open(dir, []byte("pass"), store.WithKDF(keywrap.Params{Time: 1, MemoryKiB: 64, Threads: 1}), store.WithPurgeDelay(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n := startNode(t, c, c.enrol(t, "one", t0), withStore(st))
+	p1, err := n.Recipient(n.ID(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open1 := welcomeTo(t, p1)
+	ring1, err := st.Sealed(ctx, prekeyKey) // prekey 1 alone
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0.Add(e2e.PrekeyRotation + time.Hour)
+	if _, err := n.Recipient(n.ID(), t1); err != nil {
+		t.Fatal(err)
+	}
+	ring12, _ := st.Sealed(ctx, prekeyKey) // prekey 1 retired, prekey 2
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !onDisk(t, dir, ring12) {
+		t.Fatal("the stored ring is not on disk: the scan proves nothing")
+	}
+
+	if got, err := n.ExpirePrekeys(t1.Add(e2e.PrekeyWindow + time.Hour)); got != 1 || err != nil {
+		t.Fatalf("ExpirePrekeys: %d, %v; want 1 dropped", got, err)
+	}
+	if err := open1(n.Prekeys()); !errors.Is(err, e2e.ErrPrekeyGone) {
+		t.Fatalf("expired prekey still opens: %v", err)
+	}
+	ring2, _ := st.Sealed(ctx, prekeyKey)
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, old := range map[string][]byte{"prekey 1 alone": ring1, "prekeys 1 and 2": ring12} {
+		if onDisk(t, dir, old) {
+			t.Errorf("an earlier ring holding the expired private half (%s) is still on disk", name)
+		}
+	}
+	if !onDisk(t, dir, ring2) {
+		t.Error("the current ring is not on disk")
+	}
+}
+
+// TestDestroyPrekeys: after DestroyPrekeys (own certificate revoked) the
+// ring is gone from the store, and neither a rotation nor an expiry pass
+// racing the shutdown writes it back.
+func TestDestroyPrekeys(t *testing.T) {
+	ctx := context.Background()
+	c := newCA(t, "General Hospital")
+	t0 := time.Now()
+	mem := dssync.MutexWrap(ds.NewMapDatastore())
+	n := startNode(t, c, c.enrol(t, "one", t0), withStore(mem))
+	if has, _ := mem.Has(ctx, prekeyKey); !has {
+		t.Fatal("no ring stored at start")
+	}
+	if err := n.DestroyPrekeys(); err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0.Add(e2e.PrekeyRotation + time.Hour)
+	n.Recipient(n.ID(), t1) // rotates
+	n.ExpirePrekeys(t1.Add(e2e.PrekeyWindow + time.Hour))
+	if has, _ := mem.Has(ctx, prekeyKey); has {
+		t.Fatal("the prekey ring is back in the store after DestroyPrekeys")
 	}
 }

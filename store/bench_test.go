@@ -109,3 +109,49 @@ func BenchmarkGet(b *testing.B) {
 	b.ReportMetric(rawRate, "raw_gets/s")
 	b.ReportMetric(rate/rawRate, "ratio_vs_raw")
 }
+
+// BenchmarkPurge measures the purge step after deleting d values spread
+// over a store of n 1 KiB values (one conversation's ops and a thousand
+// others'): ms/purge is the cost of making the deletes unrecoverable.
+func BenchmarkPurge(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{20_000, 100_000} {
+		for _, d := range []int{1, 100} {
+			b.Run(fmt.Sprintf("store=%d/deletes=%d", n, d), func(b *testing.B) {
+				s, err := Open(b.TempDir(), pass, fastKDF, WithPurgeDelay(time.Hour))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				val := make([]byte, 1024)
+				rand.Read(val)
+				key := func(i int) ds.Key { return ds.NewKey(fmt.Sprintf("/conv/c%d/op/%d", i%1000, i)) }
+				for i := 0; i < n; i += 1000 {
+					bt, _ := s.Batch(ctx)
+					for j := i; j < i+1000; j++ {
+						bt.Put(ctx, key(j), val)
+					}
+					if err := bt.Commit(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				s.db.Flush()
+				s.db.Compact(ctx, []byte{0}, []byte{0xff}, false)
+				next := 0
+				var total time.Duration
+				for b.Loop() {
+					for range d {
+						s.Delete(ctx, key(next*7919%n))
+						next++
+					}
+					start := time.Now()
+					if err := s.Purge(ctx); err != nil {
+						b.Fatal(err)
+					}
+					total += time.Since(start)
+				}
+				b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/purge")
+			})
+		}
+	}
+}

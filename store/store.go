@@ -1,18 +1,3 @@
-// Package store keeps a device's data encrypted at rest, as a go-datastore
-// Batching wrapper over any Batching backend (embedded default: pebble).
-//
-// Values are sealed with XChaCha20-Poly1305 under a random data key, with the
-// stored key name as associated data, so a value cannot be moved to another
-// key. Key names are keyed hashes, chained per path component, so prefix
-// queries on component boundaries still work but no name reveals content;
-// the original key travels inside the sealed value. The data key is wrapped
-// (argon2id from the device passphrase) in its own small file beside the data
-// — not inside the LSM tree, which keeps old values until compaction — and
-// Wipe overwrites, fsyncs and unlinks that file, so the data can never be read
-// again.
-//
-// Writes are not fsynced one by one: a Batch commit is one fsync (group
-// commit). Store is safe for concurrent use as far as its backend is.
 package store
 
 import (
@@ -25,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	pebbleds "github.com/ipfs/go-ds-pebble"
@@ -49,13 +37,6 @@ const (
 
 const keyLabel = "medmesh store data key"
 
-// Errors.
-var (
-	ErrCorrupt = errors.New("store value fails authentication (corrupt or tampered store)")
-	ErrOrphan  = errors.New("store data present without its key (wiped store?)")
-	ErrWiped   = errors.New("store wiped")
-)
-
 // Store is an encrypting datastore. Create it with Open.
 type Store struct {
 	backend ds.Batching
@@ -67,6 +48,28 @@ type Store struct {
 	macs     sync.Pool // of keyed HMAC-SHA256 for key names
 	parents  sync.Map  // parent key → its hashed name
 	nparents atomic.Int64
+
+	// Purging deleted values from disk (embedded pebble only: db non-nil).
+	db         *pebble.DB
+	log        *slog.Logger
+	purgeDelay time.Duration
+	purgeMu    sync.Mutex // one purge at a time
+	pmu        sync.Mutex // guards dirty and dirtyAll
+	dirty      map[string]struct{}
+	dirtyAll   bool
+	kick       chan struct{}
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closed     bool // guarded by purgeMu
+
+	// life guards gone: a method holds it (read) across its backend calls,
+	// so Close and Wipe close the backend only when none is in flight and
+	// later calls fail with ErrClosed or ErrWiped instead of reaching a
+	// closed database (pebble panics).
+	life      sync.RWMutex
+	gone      error
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type aeadCipher interface {
@@ -78,8 +81,10 @@ type aeadCipher interface {
 type Option func(*config) error
 
 type config struct {
-	backend ds.Batching
-	kdf     keywrap.Params
+	backend    ds.Batching
+	kdf        keywrap.Params
+	purgeDelay time.Duration
+	log        *slog.Logger
 }
 
 // WithBackend uses b instead of the embedded pebble database. The caller
@@ -93,10 +98,26 @@ func WithKDF(p keywrap.Params) Option {
 	return func(c *config) error { c.kdf = p; return nil }
 }
 
+// WithPurgeDelay sets how long after a delete the store purges deleted
+// values from disk (default DefaultPurgeDelay); deletes within the delay
+// share one purge.
+func WithPurgeDelay(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("purge delay must be positive")
+		}
+		c.purgeDelay = d
+		return nil
+	}
+}
+
+// WithLogger sets the logger for background purges (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *config) error { c.log = l; return nil } }
+
 // Open opens (or creates) the encrypted store in dir, unwrapping its data key
 // with passphrase.
 func Open(dir string, passphrase []byte, opts ...Option) (*Store, error) {
-	c := config{kdf: keywrap.DefaultParams}
+	c := config{kdf: keywrap.DefaultParams, purgeDelay: DefaultPurgeDelay, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		if err := o(&c); err != nil {
 			return nil, err
@@ -109,16 +130,19 @@ func Open(dir string, passphrase []byte, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Store{backend: c.backend, dir: dir}
+	s := &Store{backend: c.backend, dir: dir, log: c.log, purgeDelay: c.purgeDelay,
+		dirty: map[string]struct{}{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	if err := s.setKeys(dataKey); err != nil {
 		return nil, err
 	}
 	if s.backend == nil {
-		p, err := pebbleds.NewDatastore(filepath.Join(dir, DataDir))
+		p, err := pebbleds.NewDatastore(filepath.Join(dir, DataDir), pebbleds.WithPebbleOpts(pebbleOptions()))
 		if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", dir, err)
 		}
-		s.backend, s.owned = p, true
+		s.backend, s.owned, s.db = p, true, p.DB
+		s.wg.Add(1)
+		go s.purgeLoop()
 	}
 	return s, nil
 }
@@ -147,6 +171,17 @@ func loadOrCreateKey(dir string, passphrase []byte, c config) ([]byte, error) {
 		return nil, err
 	}
 	return key, nil
+}
+
+// enter admits a call to the backend until Close or Wipe; the caller
+// runs s.life.RUnlock when done.
+func (s *Store) enter() error {
+	s.life.RLock()
+	if s.gone != nil {
+		s.life.RUnlock()
+		return s.gone
+	}
+	return nil
 }
 
 // setKeys derives the value cipher and the name-hashing key from the data key.
@@ -271,6 +306,10 @@ func (s *Store) open(stored ds.Key, sealed []byte) (ds.Key, []byte, error) {
 
 // Get implements ds.Read.
 func (s *Store) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return nil, err
@@ -289,8 +328,27 @@ func (s *Store) Get(ctx context.Context, k ds.Key) ([]byte, error) {
 	return v, nil
 }
 
+// Sealed returns the bytes the backend holds for k: the sealed value, as
+// on disk. It is for forensic checks (tests scanning the disk for a value
+// that must be gone); it needs no key beyond the name's.
+func (s *Store) Sealed(ctx context.Context, k ds.Key) ([]byte, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
+	stored, err := s.hashKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return s.backend.Get(ctx, stored)
+}
+
 // Has implements ds.Read.
 func (s *Store) Has(ctx context.Context, k ds.Key) (bool, error) {
+	if err := s.enter(); err != nil {
+		return false, err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return false, err
@@ -309,6 +367,10 @@ func (s *Store) GetSize(ctx context.Context, k ds.Key) (int, error) {
 
 // Put implements ds.Write.
 func (s *Store) Put(ctx context.Context, k ds.Key, value []byte) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return err
@@ -320,17 +382,30 @@ func (s *Store) Put(ctx context.Context, k ds.Key, value []byte) error {
 	return s.backend.Put(ctx, stored, sealed)
 }
 
-// Delete implements ds.Write.
+// Delete implements ds.Write. The value leaves the disk at the next
+// purge (PurgeDelay later, or Purge).
 func (s *Store) Delete(ctx context.Context, k ds.Key) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(k)
 	if err != nil {
 		return err
 	}
-	return s.backend.Delete(ctx, stored)
+	if err := s.backend.Delete(ctx, stored); err != nil {
+		return err
+	}
+	s.markDeleted(stored.String())
+	return nil
 }
 
 // Sync implements ds.Datastore.
 func (s *Store) Sync(ctx context.Context, prefix ds.Key) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	stored, err := s.hashKey(prefix)
 	if err != nil {
 		return err
@@ -341,6 +416,10 @@ func (s *Store) Sync(ctx context.Context, prefix ds.Key) error {
 // Query implements ds.Read. The prefix is applied by the backend on hashed
 // names; filters, orders, offset and limit are applied here on plaintext.
 func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	prefix, err := s.hashKey(ds.NewKey(q.Prefix))
 	if err != nil {
 		return nil, err
@@ -377,6 +456,10 @@ func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error)
 
 // Batch implements ds.Batching. Commit writes the batch and fsyncs once.
 func (s *Store) Batch(ctx context.Context) (ds.Batch, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	b, err := s.backend.Batch(ctx)
 	if err != nil {
 		return nil, err
@@ -385,8 +468,9 @@ func (s *Store) Batch(ctx context.Context) (ds.Batch, error) {
 }
 
 type batch struct {
-	s *Store
-	b ds.Batch
+	s       *Store
+	b       ds.Batch
+	deleted []string // stored names, purged once committed
 }
 
 func (b *batch) Put(ctx context.Context, k ds.Key, value []byte) error {
@@ -406,23 +490,56 @@ func (b *batch) Delete(ctx context.Context, k ds.Key) error {
 	if err != nil {
 		return err
 	}
-	return b.b.Delete(ctx, stored)
+	if err := b.b.Delete(ctx, stored); err != nil {
+		return err
+	}
+	if b.s.db != nil {
+		b.deleted = append(b.deleted, stored.String())
+	}
+	return nil
 }
 
 func (b *batch) Commit(ctx context.Context) error {
+	if err := b.s.enter(); err != nil {
+		return err
+	}
+	defer b.s.life.RUnlock()
 	if err := b.b.Commit(ctx); err != nil {
 		return err
 	}
+	b.s.markDeleted(b.deleted...)
+	b.deleted = nil
 	return b.s.backend.Sync(ctx, ds.NewKey("/"))
 }
 
-// Close closes the backend if Open created it.
+// Close purges what was deleted since the last purge (embedded pebble)
+// and closes the backend if Open created it. Safe to call twice.
 func (s *Store) Close() error {
-	if s.owned {
-		s.owned = false
-		return s.backend.Close()
-	}
-	return nil
+	s.shutdown(true)
+	return s.closeErr
+}
+
+// shutdown stops the purger, purges what is pending if asked, and closes
+// the backend if Open created it; once.
+func (s *Store) shutdown(purge bool) {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		s.purgeMu.Lock()
+		defer s.purgeMu.Unlock()
+		if s.owned && purge {
+			s.closeErr = s.purgeLocked(context.Background())
+		}
+		s.closed = true
+		s.life.Lock()
+		if s.gone == nil {
+			s.gone = ErrClosed
+		}
+		s.life.Unlock()
+		if s.owned {
+			s.closeErr = errors.Join(s.closeErr, s.backend.Close())
+		}
+	})
 }
 
 // Wipe destroys the store: the wrapped data key is overwritten with random
@@ -435,13 +552,16 @@ func (s *Store) Wipe() error {
 	s.macs.New = func() any { return nil }
 	s.parents.Clear()
 	s.mu.Unlock()
+	s.life.Lock()
+	s.gone = ErrWiped
+	s.life.Unlock()
 	path := filepath.Join(s.dir, KeyFile)
 	err := shred(path)
-	owned := s.owned
-	if cerr := s.Close(); err == nil {
-		err = cerr
+	s.shutdown(false)
+	if err == nil {
+		err = s.closeErr
 	}
-	if owned {
+	if s.owned {
 		if rerr := os.RemoveAll(filepath.Join(s.dir, DataDir)); err == nil {
 			err = rerr
 		}
@@ -450,37 +570,6 @@ func (s *Store) Wipe() error {
 		return fmt.Errorf("wipe store %s: %w", s.dir, err)
 	}
 	return nil
-}
-
-func shred(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	st, err := f.Stat()
-	if err == nil {
-		noise := make([]byte, max(st.Size(), 64))
-		rand.Read(noise)
-		if _, err = f.WriteAt(noise, 0); err == nil {
-			err = f.Sync()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if rerr := os.Remove(path); err == nil {
-		err = rerr
-	}
-	if err == nil {
-		if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	return err
 }
 
 var _ ds.Batching = (*Store)(nil)
