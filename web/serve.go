@@ -20,7 +20,8 @@ type App struct {
 }
 
 // Serve starts the local API and the web app of d on addr (host:port; port
-// 0 picks one), with a fresh bearer token. unlock checks a passphrase for
+// 0 picks one), with a fresh bearer token. It answers requests for the
+// loopback names, the address a connection arrives on and addr's host. unlock checks a passphrase for
 // the app's lock screen; the app locks after lockAfter without use.
 func Serve(d *device.Device, addr string, unlock func([]byte) bool, lockAfter time.Duration, log *slog.Logger) (*App, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -29,7 +30,11 @@ func Serve(d *device.Device, addr string, unlock func([]byte) bool, lockAfter ti
 	}
 	a := &App{ln: ln, token: NewToken(), done: make(chan error, 1)}
 	n := d.Node()
-	a.srv = &http.Server{Handler: New(n, a.token, log, WithConversations(d.Conversations(), n), WithApp(unlock, lockAfter)),
+	opts := []Option{WithConversations(d.Conversations(), n), WithApp(unlock, lockAfter)}
+	if host, _, err := net.SplitHostPort(addr); err == nil && host != "" {
+		opts = append(opts, WithHosts(host)) // a name given in --api answers too
+	}
+	a.srv = &http.Server{Handler: New(n, a.token, log, opts...),
 		ReadHeaderTimeout: 10 * time.Second}
 	go func() { a.done <- a.srv.Serve(ln) }()
 	return a, nil
