@@ -1,8 +1,3 @@
-// Package web serves a node's local API: JSON over HTTP on a loopback
-// address, every request authorised by the bearer token the node wrote to
-// DEV/api.token. Errors are JSON {"error": "..."} with a fitting status, and a
-// panic in a handler becomes a 500, never a crash. It never logs request
-// bodies (they may hold patient data) or the token.
 package web
 
 import (
