@@ -18,3 +18,7 @@ var (
 	// ErrUnlockBackoff: wrong passphrases in a row; wait before retrying.
 	ErrUnlockBackoff = errors.New("too many wrong passphrases; retry later")
 )
+
+// ErrLoopbackTaken: the API listens on 127.0.0.1:PORT but another process
+// holds [::1]:PORT, where browsers send http://localhost:PORT.
+var ErrLoopbackTaken = errors.New("the IPv6 loopback address on the API's port is held by another process")
