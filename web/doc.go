@@ -20,9 +20,9 @@
 //     https, another port, another name) is 403, with a token or without.
 //   - A request authenticated by the session cookie that changes state
 //     (any method but GET/HEAD/OPTIONS) or opens the event stream must carry
-//     the node's Origin and the X-Medmesh-CSRF header; without an Origin it
-//     is 403. A request that a browser marks Sec-Fetch-Site other than
-//     same-origin or none gets no session (401).
+//     the node's Origin (403 without); one that changes state must carry the
+//     X-Medmesh-CSRF header too. A request that a browser marks
+//     Sec-Fetch-Site other than same-origin or none gets no session (401).
 //   - A request with the bearer token needs no Origin (tools, scripts, the
 //     acceptance checks send none).
 //   - POST /app/unlock needs the node's Origin and the CSRF header.
@@ -51,5 +51,15 @@
 // the same host name — any local port — receives the cookie. The Origin,
 // CSRF-header and Sec-Fetch-Site rules keep a page on another port from
 // using it; a local process that reads it can use it until the app locks
-// (DefaultLockAfter without use, or Lock).
+// (DefaultLockAfter without use, or POST /app/lock).
+//
+// # The port
+//
+// Serve fails if its address is taken, so a running node owns its port;
+// on 127.0.0.1 it also holds [::1] on the same port, where browsers send
+// http://localhost:PORT first (ErrLoopbackTaken if another process has
+// it). Before the node starts, any local user may bind the port and serve
+// a look-alike lock screen: App.URL and `medmesh run` print the bound
+// 127.0.0.1 address, and the app is only ever the one that the node's own
+// start-up printed.
 package web
