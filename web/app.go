@@ -2,10 +2,12 @@ package web
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -17,6 +19,8 @@ var appFiles embed.FS
 const DefaultLockAfter = 2 * time.Minute
 
 const (
+	// sessionCookie prefixes the session cookie's name; cookieName adds
+	// what makes it unique to a node.
 	sessionCookie = "medmesh_session"
 	csrfHeader    = "X-Medmesh-CSRF"
 	// backgroundHeader marks the app's own polling: not user activity.
@@ -86,8 +90,21 @@ func WithApp(unlock func(passphrase []byte) bool, lockAfter time.Duration) Optio
 		}
 		s.unlock = unlock
 		s.sessions = &sessions{last: map[string]time.Time{}, lockAfter: lockAfter, now: time.Now}
+		s.gate = &unlockGate{now: time.Now}
 	}
 }
+
+// cookieName names the session cookie of the node with peer ID id.
+// Browsers keep cookies per host, not per port: every node on 127.0.0.1
+// gets every other's cookies, so each needs its own name (the demo runs
+// several nodes in one browser).
+func cookieName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return sessionCookie + "_" + hex.EncodeToString(sum[:6])
+}
+
+// CookieName is the name of the app's session cookie.
+func (s *Server) CookieName() string { return s.cookie }
 
 func (s *Server) routeApp() {
 	sub, _ := fs.Sub(appFiles, "app")
@@ -109,30 +126,43 @@ func (s *Server) unlockApp(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	if req.Passphrase == "" || !s.unlock([]byte(req.Passphrase)) {
+	if req.Passphrase == "" {
 		writeError(w, http.StatusUnauthorized, "wrong passphrase")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.sessions.create(), Path: "/",
+	if wait, err := s.gate.enter(); err != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(w, http.StatusTooManyRequests, err.Error())
+		return
+	}
+	right := false
+	defer func() { s.gate.leave(right) }() // also when unlock panics
+	if right = s.unlock([]byte(req.Passphrase)); !right {
+		writeError(w, http.StatusUnauthorized, "wrong passphrase")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: s.sessions.create(), Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 func (s *Server) lockApp(w http.ResponseWriter, r *http.Request) {
-	if c, err := r.Cookie(sessionCookie); err == nil {
+	if c, err := r.Cookie(s.cookie); err == nil {
 		s.sessions.drop(c.Value)
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // sessionAuth accepts an unlocked session; requests that change state must
-// also carry the CSRF header (which a cross-site form cannot set).
+// also carry the CSRF header (which a cross-site form cannot set), and a
+// request a browser marks as made by another origin's page gets no session
+// (ServeHTTP checks the Origin).
 func (s *Server) sessionAuth(r *http.Request) bool {
-	if s.sessions == nil {
+	if s.sessions == nil || crossSite(r) {
 		return false
 	}
-	c, err := r.Cookie(sessionCookie)
+	c, err := r.Cookie(s.cookie)
 	if err != nil || !s.sessions.valid(c.Value, r.Header.Get(backgroundHeader) == "") {
 		return false
 	}

@@ -64,14 +64,15 @@ func TestAppServedWithStrictHeaders(t *testing.T) {
 
 func TestAppUnlockSessionAndCSRF(t *testing.T) {
 	s, srv := appServer(t, time.Minute)
-	csrf := map[string]string{"Content-Type": "application/json", csrfHeader: "1"}
+	csrf := map[string]string{"Content-Type": "application/json", csrfHeader: "1", "Origin": srv.URL}
 	if r := do(t, "GET", srv.URL+"/api/v1/conversations", "", nil); r.StatusCode != 401 {
 		t.Fatalf("no auth: %d", r.StatusCode)
 	}
 	if r := do(t, "POST", srv.URL+"/app/unlock", `{"passphrase":"wrong"}`, csrf); r.StatusCode != 401 {
 		t.Fatalf("wrong passphrase: %d", r.StatusCode)
 	}
-	if r := do(t, "POST", srv.URL+"/app/unlock", `{"passphrase":"right"}`, map[string]string{"Content-Type": "application/json"}); r.StatusCode != 403 {
+	s.gate.now = func() time.Time { return time.Now().Add(UnlockBackoff) } // past the wrong guess's back-off
+	if r := do(t, "POST", srv.URL+"/app/unlock", `{"passphrase":"right"}`, map[string]string{"Content-Type": "application/json", "Origin": srv.URL}); r.StatusCode != 403 {
 		t.Fatalf("unlock without CSRF header: %d", r.StatusCode)
 	}
 	r := do(t, "POST", srv.URL+"/app/unlock", `{"passphrase":"right"}`, csrf)
@@ -87,7 +88,7 @@ func TestAppUnlockSessionAndCSRF(t *testing.T) {
 	}
 	// A cross-site form can send the cookie (not with SameSite=Strict, but
 	// defence in depth) yet cannot set the CSRF header.
-	if r := do(t, "POST", srv.URL+"/api/v1/conversations", `{"title":"x"}`, map[string]string{"Content-Type": "application/json"}, c); r.StatusCode != 401 {
+	if r := do(t, "POST", srv.URL+"/api/v1/conversations", `{"title":"x"}`, map[string]string{"Content-Type": "application/json", "Origin": srv.URL}, c); r.StatusCode != 401 {
 		t.Fatalf("session POST without CSRF header: %d", r.StatusCode)
 	}
 	if r := do(t, "POST", srv.URL+"/api/v1/conversations", `{"title":"x","members":["asha"]}`, csrf, c); r.StatusCode != 201 {

@@ -382,7 +382,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// times out): a phone left on a desk streams nothing.
 	allowed := func() bool { return true }
 	if !s.authorised(r) {
-		if c, err := r.Cookie(sessionCookie); err == nil && s.sessions != nil {
+		if c, err := r.Cookie(s.cookie); err == nil && s.sessions != nil {
 			id := c.Value
 			allowed = func() bool { return s.sessions.valid(id, false) }
 		}

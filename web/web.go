@@ -1,8 +1,3 @@
-// Package web serves a node's local API: JSON over HTTP on a loopback
-// address, every request authorised by the bearer token the node wrote to
-// DEV/api.token. Errors are JSON {"error": "..."} with a fitting status, and a
-// panic in a handler becomes a 500, never a crash. It never logs request
-// bodies (they may hold patient data) or the token.
 package web
 
 import (
@@ -42,6 +37,9 @@ type Server struct {
 	public   *http.ServeMux // the app's files and unlock: no token needed
 	unlock   func([]byte) bool
 	sessions *sessions
+	gate     *unlockGate
+	cookie   string   // the session cookie's name, unique to this node
+	hosts    []string // host names besides loopback (WithHosts)
 }
 
 // Option configures the server.
@@ -70,6 +68,7 @@ func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 		s.routeConversations()
 	}
 	if s.unlock != nil {
+		s.cookie = cookieName(b.Status().PeerID)
 		s.routeApp()
 	}
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
@@ -81,7 +80,8 @@ func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 	return s
 }
 
-// ServeHTTP checks the token, then routes.
+// ServeHTTP checks the Host, the Origin and the token or session, then
+// routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -90,16 +90,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	securityHeaders(w.Header())
+	if !s.hostAllowed(r) {
+		writeError(w, http.StatusMisdirectedRequest, ErrUnknownHost.Error())
+		return
+	}
+	origin := r.Header.Get("Origin")
+	if _, sent := r.Header["Origin"]; sent && !s.ownOrigin(r, origin) {
+		writeError(w, http.StatusForbidden, ErrForeignOrigin.Error())
+		return
+	}
 	if s.public != nil && (r.URL.Path == "/app/unlock" || !strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/app/lock") {
+		if stateChanging(r) && origin == "" { // only the app's own page unlocks
+			writeError(w, http.StatusForbidden, ErrNoOrigin.Error())
+			return
+		}
 		s.public.ServeHTTP(w, r)
 		return
 	}
-	if !s.authorised(r) && !s.sessionAuth(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="medmesh"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong API token")
+	if s.authorised(r) {
+		s.mux.ServeHTTP(w, r)
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	if s.sessionAuth(r) {
+		if stateChanging(r) && origin == "" {
+			writeError(w, http.StatusForbidden, ErrNoOrigin.Error())
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="medmesh"`)
+	writeError(w, http.StatusUnauthorized, "missing or wrong API token")
 }
 
 func (s *Server) authorised(r *http.Request) bool {

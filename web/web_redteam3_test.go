@@ -20,7 +20,7 @@ import (
 
 func rtUnlock(t *testing.T, srv string) *http.Cookie {
 	t.Helper()
-	r := do(t, "POST", srv+"/app/unlock", `{"passphrase":"right"}`, map[string]string{"Content-Type": "application/json", csrfHeader: "1"})
+	r := do(t, "POST", srv+"/app/unlock", `{"passphrase":"right"}`, map[string]string{"Content-Type": "application/json", csrfHeader: "1", "Origin": srv})
 	if r.StatusCode != 200 || len(r.Cookies()) != 1 {
 		t.Fatalf("unlock: %d", r.StatusCode)
 	}
@@ -60,8 +60,7 @@ func TestEventStreamEndsWithLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	time.Sleep(100 * time.Millisecond) // the stream is subscribed
-	if r := do(t, "POST", srv.URL+"/app/lock", "", map[string]string{csrfHeader: "1"}, c); r.StatusCode != 200 {
+	if r := do(t, "POST", srv.URL+"/app/lock", "", map[string]string{csrfHeader: "1", "Origin": srv.URL}, c); r.StatusCode != 200 {
 		t.Fatalf("lock: %d", r.StatusCode)
 	}
 	if r := do(t, "GET", srv.URL+"/api/v1/conversations", "", nil, c); r.StatusCode != 401 {

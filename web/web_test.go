@@ -35,6 +35,7 @@ func (f *fakeNode) SubmitCRL(context.Context, []byte) (bool, error) {
 func call(t *testing.T, h http.Handler, method, path, token, body string) (int, map[string]any) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Host = "127.0.0.1" // httptest names example.com: the node serves loopback names
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

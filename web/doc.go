@@ -1,0 +1,65 @@
+// Package web serves a node's local API and its web app: JSON over HTTP on
+// a loopback address, every API request authorised by the bearer token the
+// node wrote to DEV/api.token or by the app's session cookie. Errors are
+// JSON {"error": "..."} with a fitting status, and a panic in a handler
+// becomes a 500, never a crash. It never logs request bodies (they may hold
+// patient data), the token, passphrases or session IDs.
+//
+// # Who may talk to it
+//
+// Every request, before any handler runs (static files, unlock, API,
+// WebSocket), passes these checks:
+//
+//   - Host: one of 127.0.0.1, localhost, [::1], the address the connection
+//     arrived on (the LAN address when bound to one or to 0.0.0.0) or a
+//     name given with WithHosts (Serve adds the host of its address); with
+//     no port or the port the connection arrived on. Anything else is 421:
+//     a DNS-rebinding page reaches us under its own name.
+//   - Origin: when present it must be the node's own, http://HOST:PORT for
+//     one of those hosts and the connection's port; anything else ("null",
+//     https, another port, another name) is 403, with a token or without.
+//   - A request authenticated by the session cookie that changes state
+//     (any method but GET/HEAD/OPTIONS) or opens the event stream must carry
+//     the node's Origin (403 without); one that changes state must carry the
+//     X-Medmesh-CSRF header too. A request that a browser marks
+//     Sec-Fetch-Site other than same-origin or none gets no session (401).
+//   - A request with the bearer token needs no Origin (tools, scripts, the
+//     acceptance checks send none).
+//   - POST /app/unlock needs the node's Origin and the CSRF header.
+//
+// No response carries CORS headers: no other origin may read an answer.
+//
+// # Unlock limits
+//
+// A passphrase check is one argon2id (64 MiB for a real device key). Checks
+// run one at a time; an attempt while one runs is answered 429 at once with
+// Retry-After: 1 (nothing queues). After a wrong passphrase the next check
+// waits UnlockBackoff (1 s), doubling with each further wrong passphrase in
+// a row up to UnlockBackoffMax (60 s); attempts before then are 429 with
+// Retry-After, without a KDF. The right passphrase resets it. The count is
+// per node, not per client (every client of a loopback API comes from the
+// same address): a local process guessing also delays the user's unlock by
+// up to a minute.
+//
+// # The session cookie
+//
+// The app's session is a random ID in a cookie named medmesh_session_<12
+// hex digits of SHA-256 of the peer ID>, HttpOnly, SameSite=Strict, Path=/,
+// no Domain, not Secure (plain http on loopback). Browsers keep cookies per
+// host, not per port, so every node on 127.0.0.1 has its own name (several
+// demo nodes in one browser keep their sessions), and every other server on
+// the same host name — any local port — receives the cookie. The Origin,
+// CSRF-header and Sec-Fetch-Site rules keep a page on another port from
+// using it; a local process that reads it can use it until the app locks
+// (DefaultLockAfter without use, or POST /app/lock).
+//
+// # The port
+//
+// Serve fails if its address is taken, so a running node owns its port;
+// on 127.0.0.1 it also holds [::1] on the same port, where browsers send
+// http://localhost:PORT first (ErrLoopbackTaken if another process has
+// it). Before the node starts, any local user may bind the port and serve
+// a look-alike lock screen: App.URL and `medmesh run` print the bound
+// 127.0.0.1 address, and the app is only ever the one that the node's own
+// start-up printed.
+package web
