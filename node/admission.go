@@ -204,18 +204,23 @@ func (a *admission) decide(id peer.ID, cred *identity.Credential, chain []*x509.
 }
 
 // showDetails records the staff chain an admitted peer showed, which
-// Trust.Admit accepted; it reports false if the peer is no longer admitted
-// or the certificate is not the one its credential was issued with.
-func (a *admission) showDetails(id peer.ID, staff *identity.Staff, chain []*x509.Certificate) bool {
+// Trust.Admit accepted. It reports whether the peer is still admitted (a
+// quick reconnect may have replaced its state meanwhile: then nothing is
+// recorded), and whether the certificate is the one its credential was
+// issued with.
+func (a *admission) showDetails(id peer.ID, staff *identity.Staff, chain []*x509.Certificate) (admitted, matches bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.peers[id]
-	if st == nil || !st.admitted() || st.cred.StaffSerial.Cmp(staff.Serial) != 0 {
-		return false
+	if st == nil || !st.admitted() {
+		return false, true
+	}
+	if st.cred.StaffSerial.Cmp(staff.Serial) != 0 {
+		return true, false
 	}
 	st.staff, st.chain = staff, chain
 	delete(a.known, id)
-	return true
+	return true, true
 }
 
 // roles are the roles id's credential grants, if id is admitted now.

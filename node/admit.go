@@ -149,7 +149,10 @@ func (n *Node) handleAdmit(s network.Stream) {
 		err = fmt.Errorf("%w: expected a credential", identity.ErrMalformed)
 	}
 	if err != nil {
-		if !errors.Is(err, io.EOF) {
+		// A malformed presentation refuses the peer; a stream that broke
+		// (a connection lost mid-way) does not: the admission clock of
+		// onConnected still runs.
+		if errors.Is(err, identity.ErrMalformed) {
 			n.refuse(id, n.adm.state(id), err)
 		}
 		s.Reset()
@@ -232,8 +235,14 @@ func (n *Node) showDetails(id peer.ID, raw [][]byte) bool {
 		n.adm.learnIssuers(chain, now)
 		staff, err = n.adm.trust.Admit(chain, id, now)
 	}
-	if err == nil && !n.adm.showDetails(id, staff, chain) {
-		err = fmt.Errorf("%w: staff certificate is not the one the credential names", identity.ErrPeerMismatch)
+	if err == nil {
+		admitted, matches := n.adm.showDetails(id, staff, chain)
+		switch {
+		case !matches:
+			err = fmt.Errorf("%w: staff certificate is not the one the credential names", identity.ErrPeerMismatch)
+		case !admitted:
+			return false // decided anew on a newer connection
+		}
 	}
 	if err != nil {
 		n.withdraw(id, err)
