@@ -44,8 +44,27 @@ func demoControl(people []demoPerson, devices []*running) (string, func(), error
 		}
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 	})
-	srv := &http.Server{Handler: mux}
+	port := ln.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{Handler: localOnly(port, mux)}
 	go srv.Serve(ln)
 	// Named by host name, not address: a different origin from the apps.
-	return fmt.Sprintf("http://localhost:%d/", ln.Addr().(*net.TCPAddr).Port), func() { srv.Close() }, nil
+	return fmt.Sprintf("http://localhost:%d/", port), func() { srv.Close() }, nil
+}
+
+// localOnly answers only requests for this page's own host and port (no
+// DNS rebinding), and takes a POST only from the page itself (its Origin),
+// so no other page in the browser can take demo devices offline.
+func localOnly(port int, h http.Handler) http.Handler {
+	own := fmt.Sprintf("localhost:%d", port)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != own {
+			http.Error(w, "unknown host", http.StatusMisdirectedRequest)
+			return
+		}
+		if r.Method != http.MethodGet && r.Header.Get("Origin") != "http://"+own {
+			http.Error(w, "cross-origin request refused", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
