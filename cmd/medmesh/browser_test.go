@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,7 +190,9 @@ func TestWebAppInBrowser(t *testing.T) {
 	defer stopControl()
 	toggle := func(action string) {
 		t.Helper()
-		resp, err := http.Post(control+"amira/"+action, "application/x-www-form-urlencoded", nil)
+		req, _ := http.NewRequest(http.MethodPost, control+"amira/"+action, nil)
+		req.Header.Set("Origin", strings.TrimSuffix(control, "/")) // the control page's own form
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
