@@ -205,7 +205,7 @@ func (n *Node) startProtocols(h host.Host) error {
 	if err := n.startPubsub(); err != nil {
 		return err
 	}
-	n.disc = discovery.NewDialer(n.ctx, h, n.log)
+	n.disc = discovery.NewDialer(n.ctx, h, n.log, n.dialerOptions()...)
 	for _, ai := range n.cfg.Bootstrap {
 		n.disc.Keep(ai)
 	}
