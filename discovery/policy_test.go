@@ -102,3 +102,25 @@ func TestPublicAddrs(t *testing.T) {
 		t.Fatalf("PublicAddrs = %v", got)
 	}
 }
+
+// FuzzPolicy: any bytes a peer sends as an address are judged without a
+// panic, and what is allowed has the one shape the policy dials.
+func FuzzPolicy(f *testing.F) {
+	for _, s := range []string{"/ip4/10.0.0.1/tcp/4001", "/ip6/::1/udp/1/quic-v1", "/dns4/example.com/tcp/1", "/ip4/8.8.8.8/tcp/53"} {
+		f.Add(ma.StringCast(s).Bytes())
+	}
+	all := Policy{Loopback: true, LinkLocal: true, Public: []netip.Addr{netip.MustParseAddr("81.2.69.160")}}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := ma.NewMultiaddrBytes(b)
+		if err != nil {
+			return
+		}
+		wide := all.Allows(a)
+		if (Policy{}).Allows(a) && !wide {
+			t.Fatalf("a narrower policy allows %s", a)
+		}
+		if n := len(a); wide && n != 2 && n != 3 {
+			t.Fatalf("allowed %s of %d parts", a, n)
+		}
+	})
+}

@@ -12,4 +12,7 @@ var (
 	// node holds revokes. The directory keeps the entry (the mesh judges
 	// the colleague's old messages by it) but never offers it.
 	ErrRevoked = errors.New("colleague's certificate revoked")
+	// ErrMisbehaving: an admitted peer kept sending messages our
+	// validators rejected; it is disconnected and blocked for a while.
+	ErrMisbehaving = errors.New("peer sent too many invalid messages")
 )

@@ -74,8 +74,9 @@ type Node struct {
 	log   *slog.Logger
 	self  *identity.Staff
 
-	adm *admission // peers admitted, blocked; the trust, its CAs and CRLs
-	dir *directory // colleagues' entries and prekeys
+	adm   *admission // peers admitted, blocked; the trust, its CAs and CRLs
+	dir   *directory // colleagues' entries and prekeys
+	score *scorer    // rejected messages per peer (score.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc

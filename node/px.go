@@ -63,10 +63,14 @@ func learntPeers(peers []peerAddrs, self peer.ID) (out []peer.AddrInfo, malforme
 
 // tryPeers hands the peers colleague from told us about to the dialer,
 // but those connected or blocked. viaLoopback: from is on this machine, so
-// loopback addresses it names are ours too.
+// loopback addresses it names are ours too. An exchange naming a malformed
+// peer ID counts against from (Penalise), once.
 func (n *Node) tryPeers(from peer.ID, peers []peerAddrs, viaLoopback bool) {
 	src := discovery.Source{From: from, Loopback: viaLoopback}
-	learnt, _ := learntPeers(peers, n.ID())
+	learnt, malformed := learntPeers(peers, n.ID())
+	if malformed {
+		n.Penalise(from)
+	}
 	for _, ai := range learnt {
 		if n.isBlocked(ai.ID) || n.host.Network().Connectedness(ai.ID) == network.Connected {
 			continue

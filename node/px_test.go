@@ -17,6 +17,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/discovery"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // dialRecorder is a host that records every dial (Connect) asked of it.
@@ -154,7 +155,7 @@ func randomID(t *testing.T) peer.ID {
 // most SourceQuota of them, never more than a few at once, each at no more
 // than MaxLearntAddrs addresses and only addresses the policy allows (the
 // claimed ID, never another); its goroutines and dial queue stay bounded;
-// and a newcomer an honest
+// the attacker is scored down for the garbage; and a newcomer an honest
 // colleague names is still dialled and admitted while the flood's dials
 // hang.
 func TestPeerExchangeFlood(t *testing.T) {
@@ -226,6 +227,9 @@ func TestPeerExchangeFlood(t *testing.T) {
 	if st := victim.disc.Stats(); st.Pending > discovery.SourceQuota+1 {
 		t.Errorf("%d peers wait to be dialled", st.Pending)
 	}
+	if victim.score.misdeeds(attacker.ID()) < 1 || victim.score.misdeeds(honest.ID()) != 0 {
+		t.Errorf("misdeeds: attacker %.1f, honest %.1f", victim.score.misdeeds(attacker.ID()), victim.score.misdeeds(honest.ID()))
+	}
 	if !victim.isAdmitted(honest.ID()) {
 		t.Error("the victim lost its honest colleague")
 	}
@@ -262,4 +266,38 @@ func TestLearntPeers(t *testing.T) {
 	if _, malformed := learntPeers([]peerAddrs{{ID: []byte("junk")}}, self); !malformed {
 		t.Fatal("a malformed peer ID went unnoticed")
 	}
+}
+
+// FuzzLearntPeers: whatever a directory frame names, the peers taken are
+// few, distinct, not self, and dialled at bare addresses only.
+func FuzzLearntPeers(f *testing.F) {
+	self := peer.ID("\x00\x24\x08\x01\x12\x20" + string(make([]byte, 32)))
+	id, _ := peer.Decode("12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf")
+	seed, _ := detcbor.Marshal(directoryMsg{Peers: []peerAddrs{
+		{ID: []byte(id), Addrs: [][]byte{ma.StringCast("/ip4/10.0.0.1/tcp/1").Bytes(), ma.StringCast("/ip4/10.0.0.2/tcp/1/p2p/" + id.String()).Bytes()}},
+		{ID: []byte("junk"), Addrs: [][]byte{{0xff}}},
+	}})
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var msg directoryMsg
+		if decode(data, &msg, maxDirMsg) != nil || msg.check() != nil {
+			return
+		}
+		got, _ := learntPeers(msg.Peers, self)
+		if len(got) > maxPXPeers {
+			t.Fatalf("%d peers taken", len(got))
+		}
+		seen := map[peer.ID]bool{}
+		for _, ai := range got {
+			if ai.ID == self || seen[ai.ID] || len(ai.Addrs) == 0 || len(ai.Addrs) > maxAddrsPerPeer {
+				t.Fatalf("bad target %v", ai)
+			}
+			seen[ai.ID] = true
+			for _, a := range ai.Addrs {
+				if _, err := a.ValueForProtocol(ma.P_P2P); err == nil {
+					t.Fatalf("address %s names a peer", a)
+				}
+			}
+		}
+	})
 }
