@@ -83,8 +83,8 @@ func fakePeer(i int) peer.AddrInfo {
 // TestTryBounds: a colleague naming 4,096 peers of 32 addresses each,
 // whose dials all hang, gets SourceQuota of them taken, never more than
 // maxLearntDials dialled at once, at most MaxLearntAddrs private addresses
-// each and nothing the policy refuses; a second claim of a waiting peer
-// does not replace it; and a peer another colleague names is dialled while
+// from each of two sources and nothing the policy refuses; a further claim
+// of a waiting peer does not replace it; and a peer another colleague names is dialled while
 // the flood's dials hang.
 func TestTryBounds(t *testing.T) {
 	h := newHost(t)
@@ -105,19 +105,27 @@ func TestTryBounds(t *testing.T) {
 		t.Fatalf("took %d peers from one source, want its quota %d", taken, SourceQuota)
 	}
 	waitFor(t, 5*time.Second, "the source's dial slots filled", func() bool { return d.Stats().InFlight == maxSourceDials })
-	// A second claim of a waiting peer, with other addresses, leaves it
-	// as it is (a hostile colleague cannot redirect an honest claim).
+	// Further claims of a waiting peer keep its schedule and its first
+	// source's addresses; one other source's addresses are added (a
+	// hostile colleague naming a peer first cannot hide where an honest
+	// one says it is), the same source's and a third source's are not.
 	d.mu.Lock()
 	waiting := *d.targets["fake-10"]
 	d.mu.Unlock()
-	if !d.Try(peer.AddrInfo{ID: "fake-10", Addrs: []ma.Multiaddr{ma.StringCast("/ip4/10.99.99.99/tcp/1")}}, Source{From: "other"}) {
-		t.Fatal("a peer waiting already was refused rather than left alone")
+	for _, c := range []struct {
+		addr string
+		src  peer.ID
+	}{{"/ip4/10.99.99.1/tcp/1", "attacker"}, {"/ip4/10.99.99.2/tcp/1", "other"}, {"/ip4/10.99.99.3/tcp/1", "third"}} {
+		if !d.Try(peer.AddrInfo{ID: "fake-10", Addrs: []ma.Multiaddr{ma.StringCast(c.addr)}}, Source{From: c.src}) {
+			t.Fatal("a peer waiting already was refused")
+		}
 	}
 	d.mu.Lock()
 	again := *d.targets["fake-10"]
 	d.mu.Unlock()
-	if again.seq != waiting.seq || again.source != "attacker" || !again.ai.Addrs[0].Equal(waiting.ai.Addrs[0]) {
-		t.Fatal("a second claim replaced a waiting peer")
+	if again.seq != waiting.seq || again.source != "attacker" || len(again.ai.Addrs) != len(waiting.ai.Addrs)+1 ||
+		!again.ai.Addrs[0].Equal(waiting.ai.Addrs[0]) || again.ai.Addrs[len(again.ai.Addrs)-1].String() != "/ip4/10.99.99.2/tcp/1" {
+		t.Fatalf("further claims made %v of %v", again.ai.Addrs, waiting.ai.Addrs)
 	}
 	st := d.Stats()
 	if st.Pending != SourceQuota || st.Refused != 4096-SourceQuota {
@@ -158,7 +166,7 @@ func TestTryBounds(t *testing.T) {
 		t.Fatalf("%d learnt dials at once, cap %d", hd.most, maxLearntDials)
 	}
 	for _, ai := range hd.dialled {
-		if len(ai.Addrs) > MaxLearntAddrs {
+		if len(ai.Addrs) > maxClaims*MaxLearntAddrs {
 			t.Fatalf("%d addresses dialled for %s", len(ai.Addrs), ai.ID)
 		}
 		for _, a := range ai.Addrs {

@@ -10,16 +10,17 @@
 // them per peer, at most SourceQuota peers per source and minute, at most
 // maxLearntPending waiting and maxLearntDials dialling at once (at most
 // maxSourceDials of one source's), taken in turn from each source so one
-// source cannot starve another. A peer already
-// waiting is not replaced or restarted by a second claim. Bootstrap peers
-// (Keep) come from the device's own configuration and are dialled outside
-// these bounds.
+// source cannot starve another. A peer already waiting is not replaced or
+// restarted by a further claim; the addresses of one other source are
+// added. Bootstrap peers (Keep) come from the device's own configuration
+// and are dialled outside these bounds.
 package discovery
 
 import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +55,9 @@ const (
 	maxLearntPending = 256
 	// maxSources windows are kept (admitted colleagues, and mDNS).
 	maxSources = 1024
+	// maxClaims sources' addresses are dialled for one learnt peer, at
+	// most MaxLearntAddrs of each.
+	maxClaims = 2
 )
 
 // Source is who told us of a peer.
@@ -67,9 +71,11 @@ type Source struct {
 
 type target struct {
 	ai      peer.AddrInfo
-	keep    bool    // bootstrap: keep trying forever
-	source  peer.ID // learnt: who told us ("" for mDNS)
-	seq     uint64  // learnt: order of arrival
+	keep    bool      // bootstrap: keep trying forever
+	source  peer.ID   // learnt: who told us first ("" for mDNS)
+	also    []peer.ID // learnt: later sources whose addresses were added
+	slot    peer.ID   // learnt, dialling: the source whose slot the dial holds
+	seq     uint64    // learnt: order of arrival
 	next    time.Time
 	backoff time.Duration
 	fails   int
@@ -160,7 +166,8 @@ func (d *Dialer) Keep(ai peer.AddrInfo) {
 // backoff. Only the addresses the Policy allows for src are kept (at most
 // MaxLearntAddrs); ai is refused when none is left, when src has had its
 // SourceQuota this window or when maxLearntPending peers wait already. A
-// peer already waiting is left as it is. Try reports whether ai waits to
+// peer already waiting keeps its schedule and addresses; another source's
+// addresses are added (see mergeLocked). Try reports whether ai waits to
 // be dialled.
 func (d *Dialer) Try(ai peer.AddrInfo, src Source) bool {
 	return d.try(ai, src, 0)
@@ -174,8 +181,9 @@ func (d *Dialer) try(ai peer.AddrInfo, src Source, delay time.Duration) bool {
 	ai.Addrs = pol.Filter(ai.Addrs, MaxLearntAddrs)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.targets[ai.ID] != nil {
-		return true // waiting already: a second claim neither replaces nor restarts it
+	if t := d.targets[ai.ID]; t != nil {
+		d.mergeLocked(t, ai, src.From)
+		return true
 	}
 	now := time.Now()
 	w, ok := d.sources[src.From]
@@ -206,6 +214,27 @@ func (d *Dialer) try(ai peer.AddrInfo, src Source, delay time.Duration) bool {
 		d.wakeLocked()
 	}
 	return true
+}
+
+// mergeLocked takes a further claim of a peer that waits already: it
+// neither replaces nor restarts it, but the addresses of up to
+// maxClaims-1 other sources are added, so a hostile colleague naming a
+// peer first, at addresses where it is not, cannot keep us from the
+// addresses an honest one names. Callers hold d.mu.
+func (d *Dialer) mergeLocked(t *target, ai peer.AddrInfo, from peer.ID) {
+	if t.keep || from == t.source || slices.Contains(t.also, from) || len(t.also) >= maxClaims-1 {
+		return
+	}
+	added := false
+	for _, a := range ai.Addrs {
+		if !slices.ContainsFunc(t.ai.Addrs, a.Equal) {
+			t.ai.Addrs = append(slices.Clip(t.ai.Addrs), a)
+			added = true
+		}
+	}
+	if added {
+		t.also = append(t.also, from)
+	}
 }
 
 // Stats reports the dialer's counters.
@@ -275,28 +304,40 @@ func (d *Dialer) dialDue() {
 			d.startLocked(t, false)
 			continue
 		}
-		if d.inflight[t.source] < maxSourceDials {
-			due = append(due, t)
-		}
+		due = append(due, t)
 	}
 	for d.stats.InFlight < maxLearntDials && len(due) > 0 {
-		best := 0
+		best, bestSlot := 0, d.slotLocked(due[0])
 		for i, t := range due[1:] {
-			b := due[best]
-			if fi, fb := d.inflight[t.source], d.inflight[b.source]; fi < fb || (fi == fb && t.seq < b.seq) {
-				best = i + 1
+			slot := d.slotLocked(t)
+			if fi, fb := d.inflight[slot], d.inflight[bestSlot]; fi < fb || (fi == fb && t.seq < due[best].seq) {
+				best, bestSlot = i+1, slot
 			}
 		}
-		t := due[best]
-		if d.inflight[t.source] >= maxSourceDials {
+		if d.inflight[bestSlot] >= maxSourceDials {
 			break // the fewest running are at the cap: every source is
 		}
+		t := due[best]
 		due[best] = due[len(due)-1]
 		due = due[:len(due)-1]
-		d.inflight[t.source]++
+		t.slot = bestSlot
+		d.inflight[bestSlot]++
 		d.stats.InFlight++
 		d.startLocked(t, true)
 	}
+}
+
+// slotLocked is the source among those that named t with the fewest dials
+// running: a peer an honest colleague names too is not held back by the
+// hostile one that named it first. Callers hold d.mu.
+func (d *Dialer) slotLocked(t *target) peer.ID {
+	slot := t.source
+	for _, s := range t.also {
+		if d.inflight[s] < d.inflight[slot] {
+			slot = s
+		}
+	}
+	return slot
 }
 
 // startLocked starts a dial of t, learnt or bootstrap. Callers hold d.mu.
@@ -324,10 +365,10 @@ func (d *Dialer) dial(t *target, ai peer.AddrInfo, learnt bool) {
 	defer d.mu.Unlock()
 	t.dialing = false
 	if learnt { // its slot is free, even if Keep took the target over meanwhile
-		if n := d.inflight[t.source] - 1; n > 0 {
-			d.inflight[t.source] = n
+		if n := d.inflight[t.slot] - 1; n > 0 {
+			d.inflight[t.slot] = n
 		} else {
-			delete(d.inflight, t.source)
+			delete(d.inflight, t.slot)
 		}
 		d.stats.InFlight--
 		d.wakeLocked()

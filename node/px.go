@@ -52,6 +52,9 @@ func learntPeers(peers []peerAddrs, self peer.ID) (out []peer.AddrInfo, malforme
 			if bare == nil || (id != "" && id != ai.ID) {
 				continue
 			}
+			if _, err := bare.ValueForProtocol(ma.P_P2P); err == nil {
+				continue // another peer inside (a relay path): not a bare address
+			}
 			addrs = append(addrs, bare)
 		}
 		if ai.Addrs = addrs; len(addrs) > 0 {
