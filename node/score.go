@@ -150,11 +150,14 @@ func (n *Node) blockMisbehaving(id peer.ID, why error) {
 }
 
 // scored wraps a topic validator so that what it rejects counts against
-// the peer that sent it (the forwarder: gossipsub has no author here).
+// the peer that sent it (the forwarder: gossipsub has no author here), if
+// that peer is admitted: a message from a peer whose admission lapsed
+// between its RPC and the validation (a quick reconnect, a revocation) is
+// rejected, but is no misdeed of an admitted colleague.
 func (n *Node) scored(v func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
 	return func(ctx context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 		r := v(ctx, from, m)
-		if r == pubsub.ValidationReject {
+		if r == pubsub.ValidationReject && n.isAdmitted(from) {
 			n.Penalise(from)
 		}
 		return r
