@@ -66,7 +66,7 @@ func TestTryGivesUp(t *testing.T) {
 	b.Close()
 	d := NewDialer(context.Background(), a, slog.New(slog.DiscardHandler))
 	defer d.Close()
-	d.Try(peer.AddrInfo{ID: b.ID(), Addrs: addrs})
+	d.Try(peer.AddrInfo{ID: b.ID(), Addrs: addrs}, Source{From: "colleague", Loopback: true})
 	waitFor(t, 5*time.Second, "first failure recorded", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()

@@ -3,14 +3,11 @@ package discovery
 import (
 	"bytes"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // ServiceName is the mDNS service medmesh announces and browses.
@@ -23,7 +20,9 @@ type mdnsNotifee struct {
 }
 
 // HandlePeerFound is called by the mDNS service for every announcement.
-// Loopback addresses are never dialled. To avoid two simultaneous dials that
+// Announcements are unauthenticated: what they name is dialled under the
+// Policy for the local link (never loopback) and within the bounds of Try,
+// all mDNS finds counting as one source. To avoid two simultaneous dials that
 // would meet as one TCP simultaneous open, only the lower peer ID dials at
 // once; the higher waits one backoff step, by which time the other side's
 // dial has normally arrived and nothing more is needed.
@@ -31,26 +30,12 @@ func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	if ai.ID == m.self {
 		return
 	}
-	ai.Addrs = slices.DeleteFunc(ai.Addrs, func(a ma.Multiaddr) bool { return manet.IsIPLoopback(a) })
-	if len(ai.Addrs) == 0 {
-		return
-	}
 	m.log.Debug("mDNS found peer", "remote", ai.ID.String())
-	if bytes.Compare([]byte(m.self), []byte(ai.ID)) < 0 {
-		m.d.Try(ai)
-		return
+	var delay time.Duration
+	if bytes.Compare([]byte(m.self), []byte(ai.ID)) >= 0 {
+		delay = 3 * minBackoff
 	}
-	m.d.tryLater(ai)
-}
-
-// tryLater schedules ai after one backoff step.
-func (d *Dialer) tryLater(ai peer.AddrInfo) {
-	d.add(ai, false)
-	d.mu.Lock()
-	if t := d.targets[ai.ID]; t != nil && !t.dialing {
-		t.next = time.Now().Add(3 * minBackoff)
-	}
-	d.mu.Unlock()
+	m.d.try(ai, Source{}, delay)
 }
 
 // StartMDNS announces h on the LAN and hands peers it finds to d.

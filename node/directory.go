@@ -11,7 +11,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
-	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/medmesh/medmesh/e2e"
@@ -162,7 +161,7 @@ func (n *Node) exchange(id peer.ID, offer directoryMsg, reply func(want [][]byte
 // handleDirectory is the responder's side of /medmesh/directory/2 with an
 // admitted peer: take the offer's entries and peers, ask for the offered
 // digests we do not hold, take those entries. Entries are verified one by
-// one; peers are dialled if not connected.
+// one; peers are dialled if not connected, within the bounds of tryPeers.
 func (n *Node) handleDirectory(s network.Stream) {
 	defer s.Close()
 	from := s.Conn().RemotePeer()
@@ -192,7 +191,7 @@ func (n *Node) handleDirectory(s network.Stream) {
 		return
 	}
 	n.takeEntries(rest.Entries)
-	n.tryPeers(offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
+	n.tryPeers(from, offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
 }
 
 // takeEntries verifies and records directory entries a peer sent.
@@ -208,24 +207,6 @@ func (n *Node) takeEntries(entries []dirEntry) {
 		if staff, err := n.judgeEntry(chain); err == nil && staff.PeerID != n.ID() {
 			n.addEntry(chain, staff, de.Prekey, false)
 		}
-	}
-}
-
-// tryPeers dials the peers a colleague told us about, if not connected.
-func (n *Node) tryPeers(peers []peerAddrs, viaLoopback bool) {
-	for _, p := range peers {
-		ai, err := toAddrInfo(p)
-		if err != nil || ai.ID == n.ID() || n.isBlocked(ai.ID) {
-			continue
-		}
-		ai.Addrs = slices.DeleteFunc(ai.Addrs, func(a ma.Multiaddr) bool {
-			// A loopback address is only meaningful from a peer on this machine.
-			return manet.IsIPLoopback(a) && !viaLoopback
-		})
-		if len(ai.Addrs) == 0 || n.host.Network().Connectedness(ai.ID) == network.Connected {
-			continue
-		}
-		n.disc.Try(ai)
 	}
 }
 

@@ -70,10 +70,19 @@
 // reports it revoked. OnRevocation tells the layers above when what is
 // revoked changed.
 //
-// State has three owners, none holding another's lock: the admission part
+// Peer exchange is bounded (px.go, discovery.Try): at most 64 peers taken
+// from one exchange and per colleague and minute, dialled at their claimed
+// ID only, at addresses discovery.Policy allows, a few dials at once taken
+// fairly across colleagues. Gossipsub scores peers (score.go) with an
+// application score fed by what validators reject (Penalise); a peer that
+// keeps sending invalid messages is disconnected and blocked for a while.
+//
+// State has four owners, none holding another's lock: the admission part
 // (admission: peer table, block list, gater decisions, the trust's CAs and
 // CRLs; admission.mu and admission.crlMu), the directory (directory: index
-// and stored entries; directory.mu) and the node's own prekey ring
-// (Node.pkMu). Each type documents its invariants; Node wires them to the
-// host and pubsub. Logs carry peer IDs, never names, staff IDs or keys.
+// and stored entries; directory.mu), the node's own prekey ring
+// (Node.pkMu) and the record of rejected messages (scorer.mu, which
+// gossipsub reads under its own lock, so nothing is called while it is
+// held). Each type documents its invariants; Node wires them to the host
+// and pubsub. Logs carry peer IDs, never names, staff IDs or keys.
 package node

@@ -16,4 +16,7 @@ var (
 	// credential (it was signed before credentials existed); the CA signs
 	// the device's CSR again (medmesh ca sign) to issue one.
 	ErrNoCredential = errors.New("device.crt holds no admission credential: have the CA sign device.csr again")
+	// ErrMisbehaving: an admitted peer kept sending messages our
+	// validators rejected; it is disconnected and blocked for a while.
+	ErrMisbehaving = errors.New("peer sent too many invalid messages")
 )

@@ -78,8 +78,9 @@ type Node struct {
 	self  *identity.Staff
 	cred  []*x509.Certificate // admission credential chain, credential first
 
-	adm *admission // peers admitted, blocked; the trust, its CAs and CRLs
-	dir *directory // colleagues' entries and prekeys
+	adm   *admission // peers admitted, blocked; the trust, its CAs and CRLs
+	dir   *directory // colleagues' entries and prekeys
+	score *scorer    // rejected messages per peer (score.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -218,7 +219,7 @@ func (n *Node) startProtocols(h host.Host) error {
 	if err := n.startPubsub(); err != nil {
 		return err
 	}
-	n.disc = discovery.NewDialer(n.ctx, h, n.log)
+	n.disc = discovery.NewDialer(n.ctx, h, n.log, n.dialerOptions()...)
 	for _, ai := range n.cfg.Bootstrap {
 		n.disc.Keep(ai)
 	}

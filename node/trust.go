@@ -57,6 +57,8 @@ func MessageID(m *pb.Message) string {
 }
 
 func (n *Node) startPubsub() error {
+	n.score = newScorer(n.cfg.Now)
+	scoring, thresholds := scoreParams(n.score.appScore)
 	opts := append([]pubsub.Option{
 		pubsub.WithGossipSubProtocols(
 			[]protocol.ID{pubsub.GossipSubID_v13, pubsub.GossipSubID_v12, pubsub.GossipSubID_v11, pubsub.GossipSubID_v10},
@@ -72,13 +74,14 @@ func (n *Node) startPubsub() error {
 		}),
 		pubsub.WithPeerExchange(false),
 		pubsub.WithMaxMessageSize(maxTrustMsg + 4096),
+		pubsub.WithPeerScore(scoring, thresholds), // see score.go
 	}, n.cfg.PubSubOptions...)
 	ps, err := pubsub.NewGossipSub(n.ctx, gatedHost{n.host, n}, opts...)
 	if err != nil {
 		return fmt.Errorf("start pubsub: %w", err)
 	}
 	n.ps = ps
-	if err := ps.RegisterTopicValidator(TrustTopic, n.validateTrust); err != nil {
+	if err := ps.RegisterTopicValidator(TrustTopic, n.scored(n.validateTrust)); err != nil {
 		return err
 	}
 	if n.topic, err = ps.Join(TrustTopic); err != nil {
