@@ -76,7 +76,7 @@ func TestRedteam3TagFloodBreaksAnchorSync(t *testing.T) {
 
 func rtAnchorCarriesToBob(t *testing.T, flood int) bool {
 	c := testnet.NewCA(t)
-	x := start(t, c, c.Enrol(t, "anchor"), true)
+	x := start(t, c, c.Enrol(t, "anchor", mesh.RoleAnchor), true)
 	a := start(t, c, c.Enrol(t, "alice"), false, x)
 	bid := c.Enrol(t, "bob")
 	b := start(t, c, bid, false, x)

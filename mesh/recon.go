@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -30,6 +29,10 @@ const (
 	MaxMsgBytes  = 4 << 20
 	maxRanges    = 8192
 	maxListedIDs = 1 << 16
+	// maxNeed bounds what one session records as needed: beyond it the
+	// rest waits for the next sync (a peer cannot make us hold an
+	// unbounded set, and a fetch is never larger than this).
+	maxNeed = 1 << 20
 )
 
 // Range modes.
@@ -38,11 +41,6 @@ const (
 	modeFP    uint8 = 1
 	modeList  uint8 = 2 // "here are mine in this range; answer with yours"
 	modeFinal uint8 = 3 // "here are mine in this range"; no answer
-)
-
-// Errors.
-var (
-	ErrProtocol = errors.New("sync protocol violation")
 )
 
 type rng struct {
@@ -130,7 +128,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 					return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 				}
 				theirs[id] = true
-				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok {
+				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok && len(s.need) < maxNeed {
 					s.need[id] = struct{}{}
 				}
 			}
