@@ -168,8 +168,7 @@ func decodeHeld(b []byte) (tag []byte, ids []crdt.OpID, err error) {
 	return f.Tag, ids, nil
 }
 
-// handleHeld takes an acknowledgement that another node stored our ops. It
-// counts only from an anchor, and only for ops this device sent to it.
+// handleHeld takes an acknowledgement that another node stored our ops.
 func (s *Service) handleHeld(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()
@@ -184,12 +183,23 @@ func (s *Service) handleHeld(st network.Stream) {
 	if err != nil {
 		return
 	}
+	defer r.ReleaseMsg(b)
+	if !s.takeHeld(from, b) {
+		st.Reset()
+	}
+}
+
+// takeHeld applies an acknowledgement b from peer from: it counts only
+// from an anchor, and only for ops this device sent to it (each once). It
+// reports whether b was well formed.
+func (s *Service) takeHeld(from peer.ID, b []byte) bool {
 	tag, ids, err := decodeHeld(b)
-	r.ReleaseMsg(b)
 	if err != nil {
 		s.log.Debug("held: malformed acknowledgement", "remote", from.String(), "err", err)
-		st.Reset()
-		return
+		return false
+	}
+	if !s.isAnchor(from) {
+		return true
 	}
 	s.mu.Lock()
 	ids = s.toAnchors.take(from, ids)
@@ -197,6 +207,7 @@ func (s *Service) handleHeld(st network.Stream) {
 	if len(ids) > 0 {
 		s.h.Held(tag, ids, from)
 	}
+	return true
 }
 
 func (s *Service) ackHeld(to peer.ID, tag []byte, id crdt.OpID) {

@@ -121,8 +121,11 @@ func (s *Service) newConn(st network.Stream) *conn {
 	return &conn{s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
 }
 
+// encodeFrame is a frame's wire form (deterministic CBOR).
+func encodeFrame(f frame) ([]byte, error) { return detcbor.Marshal(f) }
+
 func (c *conn) send(f frame) error {
-	b, err := detcbor.Marshal(f)
+	b, err := encodeFrame(f)
 	if err != nil {
 		return err
 	}
