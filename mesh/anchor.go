@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"time"
 
@@ -423,21 +424,11 @@ func (s *Service) restoreCarried() error {
 		if r.Error != nil {
 			return r.Error
 		}
-		l := ds.RawKey(r.Key).List()
-		if len(l) != 3 {
-			continue
-		}
-		tag, err1 := hex.DecodeString(l[1])
-		var id crdt.OpID
-		var rec carriedRecord
-		if err1 != nil || id.UnmarshalText([]byte(l[2])) != nil || detcbor.Unmarshal(r.Value, &rec, 2<<20) != nil {
-			continue
-		}
-		e, err := e2e.Decode(rec.Raw)
+		tag, id, rec, sender, err := decodeCarried(r.Key, r.Value)
 		if err != nil {
+			s.log.Warn("anchor: stored envelope left aside", "err", err)
 			continue
 		}
-		sender, _ := e.SenderID()
 		topic := ""
 		if s.cfg.Anchor {
 			topic = convTopic(tag)
@@ -461,6 +452,36 @@ func (s *Service) restoreCarried() error {
 	}
 	s.enforceLocked(s.cfg.Now())
 	return nil
+}
+
+// decodeCarried parses one stored carried envelope: its key
+// (/anchor/<hex tag>/<op ID>) and record. The op ID must be the hash of the
+// envelope, the tag 16 bytes, the envelope well formed.
+func decodeCarried(key string, value []byte) (tag []byte, id crdt.OpID, rec carriedRecord, sender peer.ID, err error) {
+	l := ds.NewKey(key).List() // NewKey, not RawKey: a malformed key must not panic
+	if len(l) != 3 || l[0] != "anchor" {
+		return nil, id, rec, "", fmt.Errorf("%w: key of %d parts", ErrStored, len(l))
+	}
+	if tag, err = hex.DecodeString(l[1]); err != nil || len(tag) != tagLen {
+		return nil, id, rec, "", fmt.Errorf("%w: tag", ErrStored)
+	}
+	if id.UnmarshalText([]byte(l[2])) != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: op ID", ErrStored)
+	}
+	if err := detcbor.Unmarshal(value, &rec, 2<<20); err != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: record: %v", ErrStored, err)
+	}
+	e, err := e2e.Decode(rec.Raw)
+	if err != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: envelope: %v", ErrStored, err)
+	}
+	if crdt.OpID(e2e.ID(rec.Raw)) != id {
+		return nil, id, rec, "", fmt.Errorf("%w: envelope is not op %s", ErrStored, id)
+	}
+	if sender, err = e.SenderID(); err != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: sender", ErrStored)
+	}
+	return tag, id, rec, sender, nil
 }
 
 // carryWelcome keeps a welcome we sealed in the recipient's inbox carrier,

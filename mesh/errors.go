@@ -14,4 +14,7 @@ var (
 	// ErrBudget: a peer asked for more work in one sync session than its
 	// budget (recon rounds, control bytes, wants) allows.
 	ErrBudget = errors.New("sync session over budget")
+	// ErrStored: a carried envelope in the store that does not decode, or
+	// is not what its key names.
+	ErrStored = errors.New("malformed carried envelope in store")
 )
