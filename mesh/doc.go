@@ -5,10 +5,12 @@
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read.
 //
-// Sync/2 (sync.go): both sides offer the tags they hold in pages of 1,024
-// (every page but the last full, ascending, 16-byte tags; at most 65,536),
-// then the initiator reconciles the tags both offered, one at a time, each
-// at most once: recon rounds, its wants, the responder's wants. Per session
+// Sync/2 (sync.go): both sides offer the tags they hold, each with the
+// fingerprint of its op-ID set, in pages of 1,024 (every page but the last
+// full, ascending, 16-byte tags; at most 65,536), then the initiator
+// reconciles the tags both offered whose fingerprints differ, one at a
+// time, each at most once: recon rounds, its wants, the responder's wants
+// (an idle pair exchanges offers only). Per session
 // each side reads at most MaxRounds recon frames for a tag, 64 + 4 per
 // shared tag in all, 64 MiB of offer, recon and want frames, and wants of
 // at most as many IDs as it holds of the tag; the initiator stops before

@@ -244,9 +244,13 @@ func separator(a, b crdt.OpID) []byte {
 
 // fingerprint of [lo, hi): SHA-256(sum of IDs mod 2^256, little-endian ‖
 // count), first 16 bytes.
-func (s *Session) fingerprint(lo, hi int) []byte {
+func (s *Session) fingerprint(lo, hi int) []byte { return Fingerprint(s.items[lo:hi]) }
+
+// Fingerprint of a set of op IDs (distinct, in any order): what a range
+// of them carries in reconciliation, and a tag's entry in a sync offer.
+func Fingerprint(ids []crdt.OpID) []byte {
 	var acc [4]uint64
-	for _, id := range s.items[lo:hi] {
+	for _, id := range ids {
 		var carry uint64
 		for w := range 4 {
 			v := binary.LittleEndian.Uint64(id[w*8:])
@@ -266,7 +270,7 @@ func (s *Session) fingerprint(lo, hi int) []byte {
 	for w := range 4 {
 		binary.LittleEndian.PutUint64(buf[w*8:], acc[w])
 	}
-	binary.LittleEndian.PutUint64(buf[32:], uint64(hi-lo))
+	binary.LittleEndian.PutUint64(buf[32:], uint64(len(ids)))
 	sum := sha256.Sum256(buf[:])
 	return sum[:16]
 }

@@ -34,6 +34,7 @@ const (
 	maxFrame     = 8 << 20
 	fetchBatch   = 2048
 	tagLen       = 16
+	fpLen        = 16
 )
 
 // Limits of one sync session (both sides enforce them on what they read;
@@ -76,6 +77,7 @@ type frame struct {
 	IDs  [][]byte `cbor:"5,keyasint,omitempty"`
 	Envs [][]byte `cbor:"6,keyasint,omitempty"`
 	More bool     `cbor:"7,keyasint,omitempty"` // offer: another page follows
+	FPs  [][]byte `cbor:"8,keyasint,omitempty"` // offer: each tag's op-ID set fingerprint
 }
 
 // decodeFrame parses one sync (or held) frame and checks its shape: a
@@ -93,8 +95,15 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
 	case len(f.Tag) != 0 && len(f.Tag) != tagLen:
 		return frame{}, fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
-	case f.More && f.Kind != fOffer:
-		return frame{}, fmt.Errorf("%w: more pages of a frame that is no offer", ErrProtocol)
+	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0):
+		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+	case len(f.FPs) != len(f.Tags):
+		return frame{}, fmt.Errorf("%w: %d fingerprints for %d tags", ErrProtocol, len(f.FPs), len(f.Tags))
+	}
+	for _, fp := range f.FPs {
+		if len(fp) != fpLen {
+			return frame{}, fmt.Errorf("%w: fingerprint of %d bytes", ErrProtocol, len(fp))
+		}
 	}
 	for _, t := range f.Tags {
 		if len(t) != tagLen {
@@ -153,42 +162,57 @@ func (c *conn) recv() (frame, error) {
 	return f, nil
 }
 
-// sendOffer sends tags (sorted, unique) in pages.
-func (c *conn) sendOffer(tags [][]byte) error {
+// offer is what one side of a session holds: its tags (sorted, unique)
+// and, for each, the fingerprint of its op-ID set.
+type offer struct{ tags, fps [][]byte }
+
+// offer lists what this device holds, with fingerprints.
+func (s *Service) offer() offer {
+	o := offer{tags: s.tags()}
+	o.fps = make([][]byte, len(o.tags))
+	for i, t := range o.tags {
+		o.fps[i] = Fingerprint(s.IDsOf(t))
+	}
+	return o
+}
+
+// sendOffer sends an offer in pages.
+func (c *conn) sendOffer(o offer) error {
+	tags, fps := o.tags, o.fps
 	for {
 		n := min(len(tags), offerPage)
-		f := frame{Kind: fOffer, Tags: tags[:n], More: n < len(tags)}
+		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags)}
 		if err := c.send(f); err != nil {
 			return err
 		}
-		if tags = tags[n:]; !f.More {
+		if tags, fps = tags[n:], fps[n:]; !f.More {
 			return nil
 		}
 	}
 }
 
 // recvOffer reads an offer's pages.
-func (c *conn) recvOffer() ([][]byte, error) {
-	var out [][]byte
+func (c *conn) recvOffer() (offer, error) {
+	var out offer
 	for {
 		f, err := c.recv()
 		if err != nil {
-			return nil, err
+			return offer{}, err
 		}
 		if f.Kind != fOffer {
-			return nil, fmt.Errorf("%w: expected offer", ErrProtocol)
+			return offer{}, fmt.Errorf("%w: expected offer", ErrProtocol)
 		}
 		if f.More && len(f.Tags) != offerPage {
-			return nil, fmt.Errorf("%w: a page of %d tags before the last", ErrOfferTooLarge, len(f.Tags))
+			return offer{}, fmt.Errorf("%w: a page of %d tags before the last", ErrOfferTooLarge, len(f.Tags))
 		}
-		if len(out)+len(f.Tags) > maxOfferTags {
-			return nil, fmt.Errorf("%w: more than %d tags", ErrOfferTooLarge, maxOfferTags)
+		if len(out.tags)+len(f.Tags) > maxOfferTags {
+			return offer{}, fmt.Errorf("%w: more than %d tags", ErrOfferTooLarge, maxOfferTags)
 		}
-		for _, t := range f.Tags {
-			if len(out) > 0 && bytes.Compare(out[len(out)-1], t) >= 0 {
-				return nil, fmt.Errorf("%w: tags not ascending", ErrOfferTooLarge)
+		for i, t := range f.Tags {
+			if n := len(out.tags); n > 0 && bytes.Compare(out.tags[n-1], t) >= 0 {
+				return offer{}, fmt.Errorf("%w: tags not ascending", ErrOfferTooLarge)
 			}
-			out = append(out, t)
+			out.tags, out.fps = append(out.tags, t), append(out.fps, f.FPs[i])
 		}
 		if !f.More {
 			return out, nil
@@ -247,7 +271,19 @@ func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
-		out = append(out, c.list()...)
+		if len(out) == 0 {
+			return c.list()
+		}
+		// Carried, then joined: the two may share IDs.
+		have := make(map[crdt.OpID]bool, len(out))
+		for _, id := range out {
+			have[id] = true
+		}
+		for _, id := range c.list() {
+			if !have[id] {
+				out = append(out, id)
+			}
+		}
 	}
 	return out
 }
@@ -282,14 +318,16 @@ func (s *Service) envelopes(tag []byte, wanted [][]byte) [][]byte {
 	return out
 }
 
-func shared(a, b [][]byte) [][]byte {
-	in := make(map[string]bool, len(b))
-	for _, t := range b {
-		in[string(t)] = true
+// differing lists the tags both offers hold whose fingerprints differ:
+// the ones to reconcile (both sides compute the same list).
+func differing(a, b offer) [][]byte {
+	fp := make(map[string][]byte, len(b.tags))
+	for i, t := range b.tags {
+		fp[string(t)] = b.fps[i]
 	}
 	var out [][]byte
-	for _, t := range a {
-		if in[string(t)] {
+	for i, t := range a.tags {
+		if theirs, ok := fp[string(t)]; ok && !bytes.Equal(theirs, a.fps[i]) {
 			out = append(out, t)
 		}
 	}
@@ -403,7 +441,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	defer st.Close()
 	defer streams.Bound(ctx, st, syncTimeout)()
 	c := s.newConn(st)
-	mine := s.tags()
+	mine := s.offer()
 	if err := c.sendOffer(mine); err != nil {
 		return false, err
 	}
@@ -412,8 +450,8 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		st.Reset()
 		return false, err
 	}
-	adopted := s.accept(theirs, p)
-	common := shared(mine, theirs)
+	adopted := s.accept(theirs.tags, p)
+	common := differing(mine, theirs)
 	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
 	b := newBudget(len(common))
 	for i, tag := range common {
@@ -602,13 +640,13 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	if err != nil {
 		return err
 	}
-	s.accept(theirs, p)
-	mine := s.tags()
+	s.accept(theirs.tags, p)
+	mine := s.offer()
 	if err := c.sendOffer(mine); err != nil {
 		return err
 	}
 	common := map[string]bool{}
-	for _, t := range shared(mine, theirs) {
+	for _, t := range differing(mine, theirs) {
 		common[string(t)] = true
 	}
 	b := newBudget(len(common))
@@ -631,7 +669,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				return fmt.Errorf("%w: next tag before the last was done", ErrProtocol)
 			}
 			if !common[string(f.Tag)] || f.Kind != fRecon {
-				return fmt.Errorf("%w: a tag not shared, or reconciled already", ErrProtocol)
+				return fmt.Errorf("%w: a tag not shared, equal on both sides, or reconciled already", ErrProtocol)
 			}
 			delete(common, string(f.Tag))
 			cur = &tagSession{tag: f.Tag, sess: NewSession(s.IDsOf(f.Tag))}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"slices"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type wireFrame struct {
 	IDs  [][]byte `cbor:"5,keyasint,omitempty"`
 	Envs [][]byte `cbor:"6,keyasint,omitempty"`
 	More bool     `cbor:"7,keyasint,omitempty"`
+	FPs  [][]byte `cbor:"8,keyasint,omitempty"`
 }
 
 // wireRange and wireRecon mirror a reconciliation message (mesh/recon.go).
@@ -81,13 +83,14 @@ func (r *rawSync) recv() (wireFrame, error) {
 	return f, err
 }
 
-// offer sends tags (sorted here) in full pages.
+// offer sends tags (sorted here) in full pages, each with a made-up
+// fingerprint (so each differs from the peer's).
 func (r *rawSync) offer(tags [][]byte) error {
 	tags = slices.Clone(tags)
 	slices.SortFunc(tags, bytes.Compare)
 	for {
 		n := min(len(tags), mesh.OfferPage)
-		f := wireFrame{Kind: 1, Tags: tags[:n], More: n < len(tags)}
+		f := wireFrame{Kind: 1, Tags: tags[:n], FPs: randomTags(n), More: n < len(tags)}
 		if err := r.send(f); err != nil {
 			return err
 		}
@@ -163,8 +166,10 @@ func pair(t *testing.T) (a, v, m *testnet.Peer) {
 
 // TestSyncTenThousandTags: a device carrying 10,000 tags (sync/1 refused
 // any offer of more than 4,096, in both directions) completes sync rounds
-// with a peer that carries 10,000 too, 3,000 of them shared, both ways;
-// what they share in a conversation still moves.
+// with a peer that carries 10,000 too, 3,000 of them shared — 1,000 of
+// those with op-ID sets that differ, so they are reconciled, the rest
+// skipped on their offered fingerprints — both ways; what they share in a
+// conversation still moves.
 func TestSyncTenThousandTags(t *testing.T) {
 	c := testnet.NewCA(t)
 	a := start(t, c, c.Enrol(t, "alice"), false)
@@ -178,6 +183,7 @@ func TestSyncTenThousandTags(t *testing.T) {
 	common := randomTags(3000)
 	a.M.AddCarriersOf(common)
 	b.M.AddCarriersOf(common)
+	a.M.AddCarriedIDs(common[:1000])
 	a.M.AddCarriers(7000)
 	b.M.AddCarriers(7000)
 	if n := len(a.M.Tags()); n < 10000 {
@@ -289,11 +295,21 @@ func TestSyncHostileSessionsCutOff(t *testing.T) {
 		}
 	})
 	t.Run("offers", func(t *testing.T) {
+		var tooMany []wireFrame
+		for i := range mesh.MaxOfferTags/mesh.OfferPage + 1 {
+			tags := make([][]byte, mesh.OfferPage)
+			for j := range tags {
+				tags[j] = make([]byte, 16)
+				binary.BigEndian.PutUint32(tags[j], uint32(i*mesh.OfferPage+j))
+			}
+			tooMany = append(tooMany, wireFrame{Kind: 1, Tags: tags, FPs: randomTags(len(tags)), More: true})
+		}
 		for name, pages := range map[string][]wireFrame{
-			"too many tags":     slices.Repeat([]wireFrame{{Kind: 1, Tags: randomTags(mesh.OfferPage), More: true}}, mesh.MaxOfferTags/mesh.OfferPage+1),
-			"short pages":       slices.Repeat([]wireFrame{{Kind: 1, Tags: randomTags(1), More: true}}, 100),
-			"not ascending":     {{Kind: 1, Tags: [][]byte{bytes.Repeat([]byte{2}, 16), bytes.Repeat([]byte{1}, 16)}}},
-			"not 16-byte tags":  {{Kind: 1, Tags: [][]byte{make([]byte, 17)}}},
+			"too many tags":     tooMany,
+			"short pages":       slices.Repeat([]wireFrame{{Kind: 1, Tags: randomTags(1), FPs: randomTags(1), More: true}}, 100),
+			"not ascending":     {{Kind: 1, Tags: [][]byte{bytes.Repeat([]byte{2}, 16), bytes.Repeat([]byte{1}, 16)}, FPs: randomTags(2)}},
+			"not 16-byte tags":  {{Kind: 1, Tags: [][]byte{make([]byte, 17)}, FPs: randomTags(1)}},
+			"no fingerprints":   {{Kind: 1, Tags: randomTags(1)}},
 			"more on no offer":  {{Kind: 5, More: true}},
 			"no offer at first": {{Kind: 2, Tag: vtags[0], Msg: fpMsg(t)}},
 		} {

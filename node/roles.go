@@ -1,21 +1,17 @@
 package node
 
-import "github.com/libp2p/go-libp2p/core/peer"
+import (
+	"slices"
 
-// RoleAnchor is the certificate role of an always-on anchor: the mesh
-// counts a "held" acknowledgement only from a peer whose certificate grants
-// it.
-const RoleAnchor = "anchor"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
 
-// HasRole reports whether id is admitted now and the certificate it was
-// admitted on grants role. A peer not (or no longer) admitted — unknown,
-// refused, revoked, disconnected — has no role. It reads the admission
-// table only (under its lock); the answer follows revocations, which
-// withdraw an admission.
+// HasRole reports whether id is admitted now on a credential that grants
+// role (the roles of the staff certificate it was issued with). A peer not
+// (or no longer) admitted — unknown, refused, revoked, disconnected — has
+// no role. It reads the admission table only; the answer follows
+// revocations, which withdraw an admission. The mesh asks it whether a
+// peer's "held" acknowledgements count (role "anchor").
 func (n *Node) HasRole(id peer.ID, role string) bool {
-	a := n.adm
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st := a.peers[id]
-	return st != nil && st.admitted() && st.staff.HasRole(role)
+	return slices.Contains(n.adm.roles(id), role)
 }
