@@ -103,17 +103,68 @@ func (s *Service) Deliver(tag []byte, envs []mesh.Checked, from peer.ID) bool {
 // a welcome to anyone.
 const MaxUnopened = 64
 
-// join starts a replica for a conversation one of envs welcomes us into:
-// one with a share sealed to this device.
-func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
+// Joins per welcome sender. Any colleague can seal a welcome to anyone, and
+// a member who is admin of its own conversations can make as many as it
+// likes, each of which opens: every one joined costs this device a topic,
+// an entry in every sync offer and memory. A device joins at most
+// MaxJoinsPerSender conversations on the welcomes of one sender in any
+// JoinWindow. A refused welcome is not lost: the sender's device keeps it
+// for this device's inbox and sync hands it over again, so the join is
+// late, not dropped. 32 an hour is far beyond a colleague starting
+// conversations by hand (a coordinator opening one per patient at
+// handover included); the window lives in memory, and restarts with the
+// device.
+const (
+	MaxJoinsPerSender = 32
+	JoinWindow        = time.Hour
+)
+
+// sealedWelcome returns the sender of a welcome among envs with a share
+// sealed to this device.
+func (s *Service) sealedWelcome(envs []mesh.Checked) (peer.ID, bool) {
 	self := s.cfg.Device.ID
-	sealed := slices.ContainsFunc(envs, func(ce mesh.Checked) bool {
+	for _, ce := range envs {
 		if ce.Env.Kind != e2e.KindWelcome {
-			return false
+			continue
 		}
 		w, err := e2e.DecodeWelcome(ce.Env.Body)
-		return err == nil && slices.ContainsFunc(w.Seals, func(sl e2e.Seal) bool { return peer.ID(sl.Recipient) == self })
-	})
+		if err != nil || !slices.ContainsFunc(w.Seals, func(sl e2e.Seal) bool { return peer.ID(sl.Recipient) == self }) {
+			continue
+		}
+		if sender, err := ce.Env.SenderID(); err == nil {
+			return sender, true
+		}
+	}
+	return "", false
+}
+
+// admitJoinLocked records a join on sender's welcome, or reports that
+// sender is at its bound for the window. Callers hold s.mu.
+func (s *Service) admitJoinLocked(sender peer.ID, now time.Time) bool {
+	if s.joins == nil {
+		s.joins = map[peer.ID][]time.Time{}
+	}
+	recent := slices.DeleteFunc(s.joins[sender], func(at time.Time) bool { return now.Sub(at) >= JoinWindow })
+	if len(recent) >= MaxJoinsPerSender {
+		s.joins[sender] = recent
+		return false
+	}
+	s.joins[sender] = append(recent, now)
+	if len(s.joins) > 1024 { // forget senders whose window has passed
+		for p, ats := range s.joins {
+			if len(ats) == 0 || now.Sub(ats[len(ats)-1]) >= JoinWindow {
+				delete(s.joins, p)
+			}
+		}
+	}
+	return true
+}
+
+// join starts a replica for a conversation one of envs welcomes us into:
+// one with a share sealed to this device, from a sender within its bound
+// of joins.
+func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
+	sender, sealed := s.sealedWelcome(envs)
 	if !sealed {
 		return nil // a welcome that merely names us holds nothing for us
 	}
@@ -128,6 +179,11 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 	}
 	if s.unopened >= MaxUnopened {
 		s.log.Warn("welcome refused: too many conversations not yet opened", "tag", key)
+		return nil
+	}
+	if !s.admitJoinLocked(sender, s.cfg.Now()) {
+		s.log.Warn("welcome deferred: its sender is at its bound of conversations joined", "sender", sender.String(),
+			"bound", MaxJoinsPerSender, "window", JoinWindow.String())
 		return nil
 	}
 	s.unopened++

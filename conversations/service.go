@@ -74,6 +74,9 @@ type Service struct {
 	byID     map[chat.ConversationID]*conv
 	tagList  [][]byte // Tags(), cached until a conversation is added
 	unopened int      // conversations joined whose welcome has not opened
+	// joins: when this device joined a conversation on each sender's
+	// welcome, within JoinWindow (see MaxJoinsPerSender).
+	joins map[peer.ID][]time.Time
 }
 
 // Open restores the persisted conversations of a device; nothing is sent

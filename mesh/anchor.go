@@ -1,8 +1,10 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"time"
 
@@ -20,6 +22,13 @@ import (
 type carrier struct {
 	tag []byte
 	ops map[crdt.OpID]held
+	// seen is when a peer last offered the tag or an envelope of it was
+	// kept; a carrier holding nothing and unseen for the TTL goes (see
+	// sweepCarriers). adopted: made for owner's offer, counted in
+	// Service.adopted until it goes.
+	seen    time.Time
+	adopted bool
+	owner   peer.ID
 	// senders is the per-sender account of everything s carries, shared
 	// by all carriers of one Service (see sendersLocked).
 	senders *ledger
@@ -143,6 +152,103 @@ func (s *Service) sendersLocked() *ledger {
 	return &ledger{by: map[peer.ID]*account{}}
 }
 
+// Adoption caps. An anchor carries the tags admitted peers offer — that is
+// how it carries conversations it cannot read — but adopts at most
+// maxAdoptPerPeer new tags from one offering peer (a device is in tens of
+// conversations; 256 leaves room for a busy coordinator and its inbox) and
+// maxAdoptTotal in all (64 peers at their cap): each costs a topic, an
+// entry in every offer and memory. A tag another peer offers later is
+// refreshed, not adopted again; a tag nobody has offered for the TTL and
+// that holds no envelope goes, and its owner's count with it — so the tags
+// of a peer since removed or revoked age out.
+const (
+	maxAdoptPerPeer = 256
+	maxAdoptTotal   = 16384
+)
+
+func (s *Service) now() time.Time {
+	if s.cfg.Now == nil {
+		return time.Now()
+	}
+	return s.cfg.Now()
+}
+
+// accept adopts (on an anchor) the tags from offers that it does not hold
+// or carry, within from's cap and the total, and refreshes the ones it
+// carries. It returns how many it adopted.
+func (s *Service) accept(tags [][]byte, from peer.ID) int {
+	if !s.cfg.Anchor || len(tags) == 0 {
+		return 0
+	}
+	own := s.h.Tags() // sorted; asked before taking mu
+	self := inboxTag(s.cfg.Node.ID())
+	now := s.now()
+	var fresh []*carrier
+	refused := 0
+	s.mu.Lock()
+	for _, t := range tags {
+		if len(t) != tagLen || bytes.Equal(t, self) {
+			continue
+		}
+		if _, ok := slices.BinarySearchFunc(own, t, bytes.Compare); ok {
+			continue
+		}
+		key := hex.EncodeToString(t)
+		if c := s.carried[key]; c != nil {
+			c.seen = now
+			continue
+		}
+		if s.adopted[from] >= maxAdoptPerPeer || s.adoptedTotal >= maxAdoptTotal {
+			refused++
+			continue
+		}
+		c := &carrier{tag: slices.Clone(t), ops: map[crdt.OpID]held{}, senders: s.sendersLocked(), seen: now, adopted: true, owner: from}
+		s.carried[key] = c
+		s.adopted[from]++
+		s.adoptedTotal++
+		fresh = append(fresh, c)
+	}
+	s.mu.Unlock()
+	if refused > 0 {
+		s.log.Warn("anchor: offered tags over the peer's cap not adopted", "remote", from.String(), "refused", refused, "cap", maxAdoptPerPeer)
+	}
+	for _, c := range fresh {
+		if err := s.subscribe(convTopic(c.tag), c.tag); err != nil {
+			s.log.Warn("anchor: subscribe", "err", err)
+		}
+	}
+	return len(fresh)
+}
+
+// sweepCarriers drops the carriers that hold no envelope and that no peer
+// has offered for the TTL, leaving their topics (unless the device has
+// since joined the conversation). The topic handle and its validator stay
+// registered, so a tag adopted again reuses them.
+func (s *Service) sweepCarriers(now time.Time) {
+	own := s.h.Tags()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, c := range s.carried {
+		if len(c.ops) > 0 || now.Sub(c.seen) <= s.cfg.AnchorTTL {
+			continue
+		}
+		delete(s.carried, key)
+		if c.adopted {
+			if s.adopted[c.owner]--; s.adopted[c.owner] <= 0 {
+				delete(s.adopted, c.owner)
+			}
+			s.adoptedTotal--
+		}
+		if _, ok := slices.BinarySearchFunc(own, c.tag, bytes.Compare); ok {
+			continue
+		}
+		if sub := s.subs[convTopic(c.tag)]; sub != nil {
+			sub.Cancel()
+			delete(s.subs, convTopic(c.tag))
+		}
+	}
+}
+
 // carrier returns (creating and subscribing) the carrier of tag.
 func (s *Service) carrier(tag []byte) *carrier { return s.carrierOn(tag, convTopic(tag)) }
 
@@ -157,7 +263,7 @@ func (s *Service) carrierOn(tag []byte, topic string) *carrier {
 		s.mu.Unlock()
 		return c
 	}
-	c := &carrier{tag: slices.Clone(tag), ops: map[crdt.OpID]held{}, senders: s.sendersLocked()}
+	c := &carrier{tag: slices.Clone(tag), ops: map[crdt.OpID]held{}, senders: s.sendersLocked(), seen: s.now()}
 	s.carried[key] = c
 	s.mu.Unlock()
 	if topic != "" {
@@ -197,6 +303,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 			return
 		}
 		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender})
+		c.seen = now
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
 		s.boundSenderLocked(sender)
@@ -317,21 +424,11 @@ func (s *Service) restoreCarried() error {
 		if r.Error != nil {
 			return r.Error
 		}
-		l := ds.RawKey(r.Key).List()
-		if len(l) != 3 {
-			continue
-		}
-		tag, err1 := hex.DecodeString(l[1])
-		var id crdt.OpID
-		var rec carriedRecord
-		if err1 != nil || id.UnmarshalText([]byte(l[2])) != nil || detcbor.Unmarshal(r.Value, &rec, 2<<20) != nil {
-			continue
-		}
-		e, err := e2e.Decode(rec.Raw)
+		tag, id, rec, sender, err := decodeCarried(r.Key, r.Value)
 		if err != nil {
+			s.log.Warn("anchor: stored envelope left aside", "err", err)
 			continue
 		}
-		sender, _ := e.SenderID()
 		topic := ""
 		if s.cfg.Anchor {
 			topic = convTopic(tag)
@@ -355,6 +452,36 @@ func (s *Service) restoreCarried() error {
 	}
 	s.enforceLocked(s.cfg.Now())
 	return nil
+}
+
+// decodeCarried parses one stored carried envelope: its key
+// (/anchor/<hex tag>/<op ID>) and record. The op ID must be the hash of the
+// envelope, the tag 16 bytes, the envelope well formed.
+func decodeCarried(key string, value []byte) (tag []byte, id crdt.OpID, rec carriedRecord, sender peer.ID, err error) {
+	l := ds.NewKey(key).List() // NewKey, not RawKey: a malformed key must not panic
+	if len(l) != 3 || l[0] != "anchor" {
+		return nil, id, rec, "", fmt.Errorf("%w: key of %d parts", ErrStored, len(l))
+	}
+	if tag, err = hex.DecodeString(l[1]); err != nil || len(tag) != tagLen {
+		return nil, id, rec, "", fmt.Errorf("%w: tag", ErrStored)
+	}
+	if id.UnmarshalText([]byte(l[2])) != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: op ID", ErrStored)
+	}
+	if err := detcbor.Unmarshal(value, &rec, 2<<20); err != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: record: %v", ErrStored, err)
+	}
+	e, err := e2e.Decode(rec.Raw)
+	if err != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: envelope: %v", ErrStored, err)
+	}
+	if crdt.OpID(e2e.ID(rec.Raw)) != id {
+		return nil, id, rec, "", fmt.Errorf("%w: envelope is not op %s", ErrStored, id)
+	}
+	if sender, err = e.SenderID(); err != nil {
+		return nil, id, rec, "", fmt.Errorf("%w: sender", ErrStored)
+	}
+	return tag, id, rec, sender, nil
 }
 
 // carryWelcome keeps a welcome we sealed in the recipient's inbox carrier,

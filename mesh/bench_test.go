@@ -25,7 +25,7 @@ import (
 var kib = strings.Repeat("x", 1024)
 
 // BenchmarkPersistedIngest: a device that was away fetches b.N 1 KiB
-// messages over /medmesh/sync/1 and applies them into its encrypted pebble
+// messages over /medmesh/sync/2 and applies them into its encrypted pebble
 // store; ratio against the raw receive limit measured in the same run.
 func BenchmarkPersistedIngest(b *testing.B) {
 	c := testnet.NewCA(b)

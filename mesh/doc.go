@@ -1,11 +1,35 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/1 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/2 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read.
 //
+// Sync/2 (sync.go): both sides offer the tags they hold, each with the
+// fingerprint of its op-ID set, in pages of 1,024 (every page but the last
+// full, ascending, 16-byte tags; at most 65,536), then the initiator
+// reconciles the tags both offered whose fingerprints differ, one at a
+// time, each at most once: recon rounds, its wants, the responder's wants
+// (an idle pair exchanges offers only). Per session
+// each side reads at most MaxRounds recon frames for a tag, 64 + 4 per
+// shared tag in all, 64 MiB of offer, recon and want frames, and wants of
+// at most as many IDs as it holds of the tag; the initiator stops before
+// the budget and syncs the rest in another round. Sync/1 (one offer frame
+// of at most 4,096 tags) is gone: a device past 4,096 tags could not sync.
+//
+// Anchors (anchor.go) adopt at most 256 new tags per offering peer and
+// 16,384 in all; a carrier that holds nothing and that no peer offered for
+// the TTL goes. A sender holds at most its share of the quota, so one
+// device never evicts another's envelopes.
+//
+// Held (held.go, /medmesh/held/1): an acknowledgement counts only from a
+// peer admitted on a certificate with the anchor role (Node.HasRole), only
+// for our ops this device sent that peer (published on a topic it was
+// subscribed to, or served to it in sync), once; the record of what was
+// sent keeps the newest 4,096 per anchor for 64 anchors.
+//
 // Invariants: a forged or malformed envelope never reaches storage; every
-// stream has a deadline and a size limit; peers get stable error codes, not
-// our error strings; every goroutine stops on Close.
+// stream has a deadline and a size limit; every session has a work budget;
+// peers get stable error codes, not our error strings; every goroutine
+// stops on Close.
 package mesh

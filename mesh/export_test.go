@@ -1,6 +1,9 @@
 package mesh
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/crdt"
@@ -84,4 +87,65 @@ func (s *Service) SenderView(sender peer.ID) CarriedFrom {
 		v.Ledger = a.bytes
 	}
 	return v
+}
+
+// Sync/2 limits, for the attack tests.
+const (
+	OfferPage    = offerPage
+	MaxOfferTags = maxOfferTags
+	RoundsBase   = roundsBase
+	RoundsPerTag = roundsPerTag
+	MaxAdopt     = maxAdoptPerPeer
+)
+
+// AddCarriers makes n carriers of random tags, holding nothing and
+// subscribed to nothing: a device that carries (and offers) many tags.
+func (s *Service) AddCarriers(n int) [][]byte {
+	var tags [][]byte
+	for range n {
+		t := make([]byte, tagLen)
+		rand.Read(t)
+		if c := s.carrierOn(t, ""); c != nil {
+			tags = append(tags, c.tag)
+		}
+	}
+	return tags
+}
+
+// AddCarriersOf makes carriers of the given tags (see AddCarriers).
+func (s *Service) AddCarriersOf(tags [][]byte) {
+	for _, t := range tags {
+		s.carrierOn(t, "")
+	}
+}
+
+// Adopted is how many tags an anchor adopted from p's offers, and in all.
+func (s *Service) Adopted(p peer.ID) (from, total int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adopted[p], s.adoptedTotal
+}
+
+// Carries reports whether the device carries tag.
+func (s *Service) Carries(tag []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.carried[hex.EncodeToString(tag)] != nil
+}
+
+// Tags is what the device offers in sync.
+func (s *Service) Tags() [][]byte { return s.tags() }
+
+// AddCarriedIDs records made-up op IDs (with no envelope behind them) in
+// the carriers of tags, so their op-ID sets differ from a peer's.
+func (s *Service) AddCarriedIDs(tags [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range tags {
+		if c := s.carried[hex.EncodeToString(t)]; c != nil {
+			var id crdt.OpID
+			rand.Read(id[:])
+			s.holdLocked(c, id, held{at: s.now()})
+		}
+	}
 }

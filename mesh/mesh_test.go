@@ -50,7 +50,7 @@ func TestGroupConversation(t *testing.T) {
 
 func TestOfflineCatchUpAndAnchor(t *testing.T) {
 	c := testnet.NewCA(t)
-	x := start(t, c, c.Enrol(t, "x"), true)
+	x := start(t, c, c.Enrol(t, "x", mesh.RoleAnchor), true)
 	a := start(t, c, c.Enrol(t, "a"), false, x)
 	b := start(t, c, c.Enrol(t, "b"), false, x)
 	cdev := c.Enrol(t, "c")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -30,6 +29,10 @@ const (
 	MaxMsgBytes  = 4 << 20
 	maxRanges    = 8192
 	maxListedIDs = 1 << 16
+	// maxNeed bounds what one session records as needed: beyond it the
+	// rest waits for the next sync (a peer cannot make us hold an
+	// unbounded set, and a fetch is never larger than this).
+	maxNeed = 1 << 20
 )
 
 // Range modes.
@@ -38,11 +41,6 @@ const (
 	modeFP    uint8 = 1
 	modeList  uint8 = 2 // "here are mine in this range; answer with yours"
 	modeFinal uint8 = 3 // "here are mine in this range"; no answer
-)
-
-// Errors.
-var (
-	ErrProtocol = errors.New("sync protocol violation")
 )
 
 type rng struct {
@@ -130,7 +128,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 					return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 				}
 				theirs[id] = true
-				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok {
+				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok && len(s.need) < maxNeed {
 					s.need[id] = struct{}{}
 				}
 			}
@@ -246,9 +244,13 @@ func separator(a, b crdt.OpID) []byte {
 
 // fingerprint of [lo, hi): SHA-256(sum of IDs mod 2^256, little-endian ‖
 // count), first 16 bytes.
-func (s *Session) fingerprint(lo, hi int) []byte {
+func (s *Session) fingerprint(lo, hi int) []byte { return Fingerprint(s.items[lo:hi]) }
+
+// Fingerprint of a set of op IDs (distinct, in any order): what a range
+// of them carries in reconciliation, and a tag's entry in a sync offer.
+func Fingerprint(ids []crdt.OpID) []byte {
 	var acc [4]uint64
-	for _, id := range s.items[lo:hi] {
+	for _, id := range ids {
 		var carry uint64
 		for w := range 4 {
 			v := binary.LittleEndian.Uint64(id[w*8:])
@@ -268,7 +270,7 @@ func (s *Session) fingerprint(lo, hi int) []byte {
 	for w := range 4 {
 		binary.LittleEndian.PutUint64(buf[w*8:], acc[w])
 	}
-	binary.LittleEndian.PutUint64(buf[32:], uint64(hi-lo))
+	binary.LittleEndian.PutUint64(buf[32:], uint64(len(ids)))
 	sum := sha256.Sum256(buf[:])
 	return sum[:16]
 }

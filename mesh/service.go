@@ -35,6 +35,9 @@ type Node interface {
 	OnAdmitted(f func(peer.ID))
 	// AwaitAdmitted waits for the admission decision on id.
 	AwaitAdmitted(ctx context.Context, id peer.ID) bool
+	// HasRole reports whether id is admitted now on a certificate that
+	// grants role (RoleAnchor: its "held" acknowledgements count).
+	HasRole(id peer.ID, role string) bool
 }
 
 // Checked is an envelope that passed the mesh's checks: canonical,
@@ -112,6 +115,11 @@ type Service struct {
 	oldestCarried time.Time
 	topics        map[string]*pubsub.Topic
 	subs          map[string]*pubsub.Subscription
+	// adopted counts the carriers an anchor adopted from each offering
+	// peer's offers (see maxAdoptPerPeer), adoptedTotal all of them.
+	adopted      map[peer.ID]int
+	adoptedTotal int
+	toAnchors    sentLog // our ops sent to anchors, whose acks count
 
 	syncing map[peer.ID]bool
 	changes uint64             // envelopes published or taken in (guarded by mu)
@@ -145,7 +153,7 @@ func New(cfg Config, h Holder) (*Service, error) {
 		cfg.AnchorTTL = 30 * 24 * time.Hour
 	}
 	s := &Service{cfg: cfg, h: h, log: cfg.Logger, carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{},
-		subs: map[string]*pubsub.Subscription{}, syncing: map[peer.ID]bool{}, synced: map[peer.ID]uint64{}, kicks: make(chan struct{}, 1)}
+		subs: map[string]*pubsub.Subscription{}, adopted: map[peer.ID]int{}, syncing: map[peer.ID]bool{}, synced: map[peer.ID]uint64{}, kicks: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Service, error) {
 		s.Close()
@@ -208,6 +216,7 @@ func (s *Service) Publish(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID
 	s.mu.Lock()
 	s.changes++
 	s.mu.Unlock()
+	s.notePublished(convTopic(tag), envs)
 	for _, raw := range envs {
 		s.pub(convTopic(tag), raw)
 	}

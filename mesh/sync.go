@@ -20,9 +20,10 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols.
+// Protocols. sync/2 pages the tag offer and budgets each session (see
+// below); sync/1 sent the whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/1"
+	ProtoSync = "/medmesh/sync/2"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -32,7 +33,31 @@ const (
 	syncTimeout  = 2 * time.Minute
 	maxFrame     = 8 << 20
 	fetchBatch   = 2048
-	maxTags      = 4096
+	tagLen       = 16
+	fpLen        = 16
+)
+
+// Limits of one sync session (both sides enforce them on what they read;
+// a peer past one has its stream reset).
+//
+// Offer: the tags a side holds go in pages of offerPage tags (every page
+// but the last full), strictly ascending, 16 bytes each, at most
+// maxOfferTags in all (64 pages, 1 MiB of tags).
+//
+// Reconciliation: only tags both sides offered, each at most once, one at
+// a time (recon, then wants, then done); at most MaxRounds recon frames for
+// one tag and roundsBase+roundsPerTag×shared for the session (an equal tag
+// takes one, a difference of d among n IDs about log16(n)); the initiator
+// stops starting tags before it could exceed that and syncs the rest in
+// another round. A peer may want at most as many IDs of a tag as we hold of
+// it. Offers, recon and want frames read in one session total at most
+// maxCtrlBytes (envelopes fetched are bounded by what we asked for).
+const (
+	offerPage    = 1024
+	maxOfferTags = 1 << 16
+	roundsBase   = 64
+	roundsPerTag = 4
+	maxCtrlBytes = 64 << 20
 )
 
 // Frame kinds.
@@ -51,6 +76,46 @@ type frame struct {
 	Msg  []byte   `cbor:"4,keyasint,omitempty"`
 	IDs  [][]byte `cbor:"5,keyasint,omitempty"`
 	Envs [][]byte `cbor:"6,keyasint,omitempty"`
+	More bool     `cbor:"7,keyasint,omitempty"` // offer: another page follows
+	FPs  [][]byte `cbor:"8,keyasint,omitempty"` // offer: each tag's op-ID set fingerprint
+}
+
+// decodeFrame parses one sync (or held) frame and checks its shape: a
+// known kind, a 16-byte tag (or none), at most a page of 16-byte tags and
+// a batch of 32-byte IDs or envelopes.
+func decodeFrame(b []byte) (frame, error) {
+	var f frame
+	if err := detcbor.Unmarshal(b, &f, maxFrame); err != nil {
+		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	switch {
+	case f.Kind < fOffer || f.Kind > fDone:
+		return frame{}, fmt.Errorf("%w: frame kind %d", ErrProtocol, f.Kind)
+	case len(f.Tags) > offerPage || len(f.IDs) > fetchBatch || len(f.Envs) > fetchBatch:
+		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
+	case len(f.Tag) != 0 && len(f.Tag) != tagLen:
+		return frame{}, fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
+	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0):
+		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+	case len(f.FPs) != len(f.Tags):
+		return frame{}, fmt.Errorf("%w: %d fingerprints for %d tags", ErrProtocol, len(f.FPs), len(f.Tags))
+	}
+	for _, fp := range f.FPs {
+		if len(fp) != fpLen {
+			return frame{}, fmt.Errorf("%w: fingerprint of %d bytes", ErrProtocol, len(fp))
+		}
+	}
+	for _, t := range f.Tags {
+		if len(t) != tagLen {
+			return frame{}, fmt.Errorf("%w: offered tag of %d bytes", ErrOfferTooLarge, len(t))
+		}
+	}
+	for _, id := range f.IDs {
+		if len(id) != len(crdt.OpID{}) {
+			return frame{}, fmt.Errorf("%w: op ID of %d bytes", ErrProtocol, len(id))
+		}
+	}
+	return f, nil
 }
 
 type conn struct {
@@ -58,14 +123,18 @@ type conn struct {
 	r    msgio.ReadCloser
 	w    msgio.WriteCloser
 	sent *atomic.Int64
+	ctrl int64 // bytes of offer, recon and want frames read
 }
 
 func (s *Service) newConn(st network.Stream) *conn {
 	return &conn{s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
 }
 
+// encodeFrame is a frame's wire form (deterministic CBOR).
+func encodeFrame(f frame) ([]byte, error) { return detcbor.Marshal(f) }
+
 func (c *conn) send(f frame) error {
-	b, err := detcbor.Marshal(f)
+	b, err := encodeFrame(f)
 	if err != nil {
 		return err
 	}
@@ -81,14 +150,92 @@ func (c *conn) recv() (frame, error) {
 		return frame{}, err
 	}
 	defer c.r.ReleaseMsg(b)
-	var f frame
-	if err := detcbor.Unmarshal(b, &f, maxFrame); err != nil {
-		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
+	f, err := decodeFrame(b)
+	if err != nil {
+		return frame{}, err
 	}
-	if len(f.Tags) > maxTags || len(f.IDs) > fetchBatch || len(f.Envs) > fetchBatch {
-		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
+	if f.Kind != fEnvs {
+		if c.ctrl += int64(len(b)); c.ctrl > maxCtrlBytes {
+			return frame{}, fmt.Errorf("%w: more than %d bytes of control frames", ErrBudget, maxCtrlBytes)
+		}
 	}
 	return f, nil
+}
+
+// offer is what one side of a session holds: its tags (sorted, unique)
+// and, for each, the fingerprint of its op-ID set.
+type offer struct{ tags, fps [][]byte }
+
+// offer lists what this device holds, with fingerprints.
+func (s *Service) offer() offer {
+	o := offer{tags: s.tags()}
+	o.fps = make([][]byte, len(o.tags))
+	for i, t := range o.tags {
+		o.fps[i] = Fingerprint(s.IDsOf(t))
+	}
+	return o
+}
+
+// sendOffer sends an offer in pages.
+func (c *conn) sendOffer(o offer) error {
+	tags, fps := o.tags, o.fps
+	for {
+		n := min(len(tags), offerPage)
+		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags)}
+		if err := c.send(f); err != nil {
+			return err
+		}
+		if tags, fps = tags[n:], fps[n:]; !f.More {
+			return nil
+		}
+	}
+}
+
+// recvOffer reads an offer's pages.
+func (c *conn) recvOffer() (offer, error) {
+	var out offer
+	for {
+		f, err := c.recv()
+		if err != nil {
+			return offer{}, err
+		}
+		if f.Kind != fOffer {
+			return offer{}, fmt.Errorf("%w: expected offer", ErrProtocol)
+		}
+		if f.More && len(f.Tags) != offerPage {
+			return offer{}, fmt.Errorf("%w: a page of %d tags before the last", ErrOfferTooLarge, len(f.Tags))
+		}
+		if len(out.tags)+len(f.Tags) > maxOfferTags {
+			return offer{}, fmt.Errorf("%w: more than %d tags", ErrOfferTooLarge, maxOfferTags)
+		}
+		for i, t := range f.Tags {
+			if n := len(out.tags); n > 0 && bytes.Compare(out.tags[n-1], t) >= 0 {
+				return offer{}, fmt.Errorf("%w: tags not ascending", ErrOfferTooLarge)
+			}
+			out.tags, out.fps = append(out.tags, t), append(out.fps, f.FPs[i])
+		}
+		if !f.More {
+			return out, nil
+		}
+	}
+}
+
+// budget counts the recon frames of one session against its limit.
+type budget struct{ rounds, max int }
+
+func newBudget(shared int) *budget { return &budget{max: roundsBase + roundsPerTag*shared} }
+
+// room reports whether a whole tag more fits: the initiator sends at most
+// MaxRounds+2 recon frames for one tag (its first, a reply per round, an
+// empty last).
+func (b *budget) room() bool { return b.rounds+MaxRounds+2 <= b.max }
+
+// spend counts one recon frame.
+func (b *budget) spend() error {
+	if b.rounds++; b.rounds > b.max {
+		return fmt.Errorf("%w: more than %d recon frames", ErrBudget, b.max)
+	}
+	return nil
 }
 
 // inboxTag is the carrier tag of a device's inbox.
@@ -107,7 +254,14 @@ func (s *Service) tags() [][]byte {
 	}
 	s.mu.Unlock()
 	slices.SortFunc(out, bytes.Compare)
-	return slices.CompactFunc(out, bytes.Equal)
+	out = slices.CompactFunc(out, bytes.Equal)
+	if len(out) > maxOfferTags {
+		// Not reached in practice (joins and adoptions are capped well
+		// below); the tags past the limit are not synced, and say so.
+		s.log.Warn("sync: more tags than an offer carries", "tags", len(out), "offered", maxOfferTags)
+		out = out[:maxOfferTags]
+	}
+	return out
 }
 
 // IDsOf is the op-ID set of a tag this device holds or carries (what it
@@ -117,8 +271,29 @@ func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
-		out = append(out, c.list()...)
+		if len(out) == 0 {
+			return c.list()
+		}
+		// Carried, then joined: the two may share IDs.
+		have := make(map[crdt.OpID]bool, len(out))
+		for _, id := range out {
+			have[id] = true
+		}
+		for _, id := range c.list() {
+			if !have[id] {
+				out = append(out, id)
+			}
+		}
 	}
+	return out
+}
+
+// envelopes returns the wanted envelopes this device holds or carries,
+// noting for an anchor to which they go which of them are ours (see
+// sentLog).
+func (s *Service) envelopesFor(to peer.ID, tag []byte, wanted [][]byte) [][]byte {
+	out := s.envelopes(tag, wanted)
+	s.noteServed(to, out)
 	return out
 }
 
@@ -143,26 +318,16 @@ func (s *Service) envelopes(tag []byte, wanted [][]byte) [][]byte {
 	return out
 }
 
-// accept adopts tags a peer offers (anchors carry everything offered).
-func (s *Service) accept(tags [][]byte) {
-	if !s.cfg.Anchor {
-		return
-	}
-	for _, t := range tags {
-		if len(t) == 16 {
-			s.carrier(t)
-		}
-	}
-}
-
-func shared(a, b [][]byte) [][]byte {
-	in := make(map[string]bool, len(b))
-	for _, t := range b {
-		in[string(t)] = true
+// differing lists the tags both offers hold whose fingerprints differ:
+// the ones to reconcile (both sides compute the same list).
+func differing(a, b offer) [][]byte {
+	fp := make(map[string][]byte, len(b.tags))
+	for i, t := range b.tags {
+		fp[string(t)] = b.fps[i]
 	}
 	var out [][]byte
-	for _, t := range a {
-		if in[string(t)] {
+	for i, t := range a.tags {
+		if theirs, ok := fp[string(t)]; ok && !bytes.Equal(theirs, a.fps[i]) {
 			out = append(out, t)
 		}
 	}
@@ -185,6 +350,7 @@ func (s *Service) syncLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			s.sweepCarriers(s.now())
 		case <-s.kicks:
 			select {
 			case <-time.After(s.cfg.KickDelay):
@@ -261,8 +427,10 @@ func (s *Service) syncWith(p peer.ID) {
 // applied fetch calls for.
 const maxRounds = 16
 
-// initiate runs one sync round with p; more reports that a tag's fetch made
-// progress yet left envelopes unapplied (another round would bring them).
+// initiate runs one sync round with p; more reports that another round
+// would bring more: a tag's fetch made progress yet left envelopes
+// unapplied, the session budget stopped before every shared tag, or this
+// anchor adopted tags p offered.
 func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, syncTimeout)
 	defer cancel()
@@ -273,36 +441,47 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	defer st.Close()
 	defer streams.Bound(ctx, st, syncTimeout)()
 	c := s.newConn(st)
-	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
+	mine := s.offer()
+	if err := c.sendOffer(mine); err != nil {
 		return false, err
 	}
-	f, err := c.recv()
-	if err != nil || f.Kind != fOffer {
-		return false, fmt.Errorf("%w: expected offer", ErrProtocol)
+	theirs, err := c.recvOffer()
+	if err != nil {
+		st.Reset()
+		return false, err
 	}
-	s.accept(f.Tags)
-	common := shared(s.tags(), f.Tags)
+	adopted := s.accept(theirs.tags, p)
+	common := differing(mine, theirs)
 	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
-	for _, tag := range common {
-		partial, err := s.reconcileTag(c, p, tag)
+	b := newBudget(len(common))
+	for i, tag := range common {
+		if !b.room() {
+			s.log.Debug("sync: session budget reached", "remote", p.String(), "left", len(common)-i)
+			more = true
+			break
+		}
+		partial, err := s.reconcileTag(c, p, tag, b)
 		if err != nil {
 			st.Reset()
 			return false, err
 		}
 		more = more || partial
 	}
-	return more, c.send(frame{Kind: fDone})
+	return more || adopted > 0, c.send(frame{Kind: fDone})
 }
 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
 // theirs. partial: what it fetched was applied in part only.
-func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) (partial bool, err error) {
+func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
 	sess := NewSession(s.IDsOf(tag))
 	m, err := sess.Initiate()
 	if err != nil {
 		return false, err
 	}
 	for m != nil {
+		if err := b.spend(); err != nil {
+			return false, err
+		}
 		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: m}); err != nil {
 			return false, err
 		}
@@ -317,6 +496,9 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) (partial bool, er
 			return false, err
 		}
 		if m == nil {
+			if err := b.spend(); err != nil {
+				return false, err
+			}
 			if err := c.send(frame{Kind: fRecon, Tag: tag}); err != nil {
 				return false, err
 			}
@@ -337,7 +519,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte) (partial bool, er
 		got := len(s.IDsOf(tag)) - held
 		partial = got > 0 && got < len(need)
 	}
-	return partial, s.serve(c, tag)
+	return partial, s.serve(c, p, tag, len(sess.items))
 }
 
 // fetch asks for needed envelopes in batches and applies them, keeping
@@ -380,8 +562,10 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error 
 	return c.send(frame{Kind: fWant, Tag: tag}) // no more wants
 }
 
-// serve answers wants until the other side says it wants nothing more.
-func (s *Service) serve(c *conn, tag []byte) error {
+// serve answers wants until the other side says it wants nothing more; it
+// may want at most the held IDs we reconciled the tag with.
+func (s *Service) serve(c *conn, p peer.ID, tag []byte, held int) error {
+	wanted := 0
 	for {
 		f, err := c.recv()
 		if err != nil || f.Kind != fWant || !bytes.Equal(f.Tag, tag) {
@@ -390,7 +574,10 @@ func (s *Service) serve(c *conn, tag []byte) error {
 		if len(f.IDs) == 0 {
 			return nil
 		}
-		if err := c.send(frame{Kind: fEnvs, Tag: tag, Envs: s.envelopes(tag, f.IDs)}); err != nil {
+		if wanted += len(f.IDs); wanted > held {
+			return fmt.Errorf("%w: %d IDs wanted of a tag we hold %d of", ErrBudget, wanted, held)
+		}
+		if err := c.send(frame{Kind: fEnvs, Tag: tag, Envs: s.envelopesFor(p, tag, f.IDs)}); err != nil {
 			return err
 		}
 	}
@@ -430,66 +617,97 @@ func (s *Service) handleSync(st network.Stream) {
 	defer st.Close()
 	defer streams.Bound(s.ctx, st, syncTimeout)()
 	p := st.Conn().RemotePeer()
-	c := s.newConn(st)
-	f, err := c.recv()
-	if err != nil || f.Kind != fOffer {
-		s.log.Info("sync: bad opening from peer", "remote", p.String())
+	if err := s.respond(p, s.newConn(st)); err != nil {
+		if s.ctx.Err() == nil {
+			s.log.Info("sync: peer cut off", "remote", p.String(), "err", err)
+		}
 		st.Reset()
-		return
 	}
-	s.accept(f.Tags)
-	if err := c.send(frame{Kind: fOffer, Tags: s.tags()}); err != nil {
-		return
+}
+
+// tagSession is the responder's state of the tag being reconciled.
+type tagSession struct {
+	tag     []byte
+	sess    *Session
+	serving bool // the peer has sent a want: no more recon
+	wanted  int  // IDs the peer wanted
+}
+
+// respond runs the responder side of one session until done; an error
+// means the peer broke the protocol or its budget (or the stream failed).
+func (s *Service) respond(p peer.ID, c *conn) error {
+	theirs, err := c.recvOffer()
+	if err != nil {
+		return err
 	}
-	sessions := map[string]*Session{}
+	s.accept(theirs.tags, p)
+	mine := s.offer()
+	if err := c.sendOffer(mine); err != nil {
+		return err
+	}
+	common := map[string]bool{}
+	for _, t := range differing(mine, theirs) {
+		common[string(t)] = true
+	}
+	b := newBudget(len(common))
+	var cur *tagSession
 	for {
 		f, err := c.recv()
 		if err != nil {
-			s.log.Info("sync: cut off", "remote", p.String(), "err", err)
-			st.Reset()
-			return
+			return err
 		}
-		key := hex.EncodeToString(f.Tag)
+		if f.Kind == fDone {
+			return nil
+		}
+		if f.Kind != fRecon && f.Kind != fWant {
+			return fmt.Errorf("%w: frame kind %d mid-session", ErrProtocol, f.Kind)
+		}
+		if cur == nil || !bytes.Equal(cur.tag, f.Tag) {
+			// A new tag: one we both offered, not reconciled yet in this
+			// session, opened by a recon frame.
+			if cur != nil {
+				return fmt.Errorf("%w: next tag before the last was done", ErrProtocol)
+			}
+			if !common[string(f.Tag)] || f.Kind != fRecon {
+				return fmt.Errorf("%w: a tag not shared, equal on both sides, or reconciled already", ErrProtocol)
+			}
+			delete(common, string(f.Tag))
+			cur = &tagSession{tag: f.Tag, sess: NewSession(s.IDsOf(f.Tag))}
+		}
 		switch f.Kind {
-		case fDone:
-			return
 		case fRecon:
-			sess := sessions[key]
-			if sess == nil {
-				sess = NewSession(s.IDsOf(f.Tag))
-				sessions[key] = sess
+			if cur.serving {
+				return fmt.Errorf("%w: recon after want", ErrProtocol)
+			}
+			if err := b.spend(); err != nil {
+				return err
 			}
 			if len(f.Msg) == 0 {
 				continue
 			}
-			out, err := sess.Reply(f.Msg)
+			out, err := cur.sess.Reply(f.Msg)
 			if err != nil {
-				s.log.Info("sync: protocol violation", "remote", p.String(), "err", err)
-				st.Reset()
-				return
+				return err
 			}
 			if err := c.send(frame{Kind: fRecon, Tag: f.Tag, Msg: out}); err != nil {
-				return
+				return err
 			}
 		case fWant:
+			cur.serving = true
 			if len(f.IDs) > 0 {
-				if err := c.send(frame{Kind: fEnvs, Tag: f.Tag, Envs: s.envelopes(f.Tag, f.IDs)}); err != nil {
-					return
+				if cur.wanted += len(f.IDs); cur.wanted > len(cur.sess.items) {
+					return fmt.Errorf("%w: %d IDs wanted of a tag we hold %d of", ErrBudget, cur.wanted, len(cur.sess.items))
+				}
+				if err := c.send(frame{Kind: fEnvs, Tag: f.Tag, Envs: s.envelopesFor(p, f.Tag, f.IDs)}); err != nil {
+					return err
 				}
 				continue
 			}
-			// Their wants are served; now ours.
-			var need []crdt.OpID
-			if sess := sessions[key]; sess != nil {
-				need = sess.Need()
+			// Their wants are served; now ours, and the tag is done.
+			if err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
+				return err
 			}
-			if err := s.fetch(c, p, f.Tag, need); err != nil {
-				st.Reset()
-				return
-			}
-		default:
-			st.Reset()
-			return
+			cur = nil
 		}
 	}
 }
@@ -505,34 +723,4 @@ func (s *Service) gate(h network.StreamHandler) network.StreamHandler {
 		}
 		h(st)
 	}
-}
-
-// handleHeld takes an acknowledgement that another node stored our ops.
-func (s *Service) handleHeld(st network.Stream) {
-	defer st.Close()
-	c := s.newConn(st)
-	f, err := c.recv()
-	if err != nil {
-		return
-	}
-	var ids []crdt.OpID
-	for _, b := range f.IDs {
-		if id, err := crdt.OpIDFromBytes(b); err == nil {
-			ids = append(ids, id)
-		}
-	}
-	if len(ids) > 0 {
-		s.h.Held(f.Tag, ids, st.Conn().RemotePeer())
-	}
-}
-
-func (s *Service) ackHeld(to peer.ID, tag []byte, id crdt.OpID) {
-	ctx, cancel := context.WithTimeout(s.ctx, frameTimeout)
-	defer cancel()
-	st, err := s.cfg.Node.Host().NewStream(ctx, to, ProtoHeld)
-	if err != nil {
-		return
-	}
-	defer st.Close()
-	s.newConn(st).send(frame{Kind: fWant, Tag: tag, IDs: [][]byte{id[:]}})
 }
