@@ -17,4 +17,6 @@ var (
 	// ErrStored: a carried envelope in the store that does not decode, or
 	// is not what its key names.
 	ErrStored = errors.New("malformed carried envelope in store")
+	// errMisfiled: an envelope pushed on another conversation's topic.
+	errMisfiled = errors.New("envelope on another conversation's topic")
 )

@@ -13,6 +13,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -23,8 +24,9 @@ import (
 
 // fakeNode is a node whose admitted peers and their roles a test sets.
 type fakeNode struct {
-	id    peer.ID
-	roles map[peer.ID][]string
+	id        peer.ID
+	roles     map[peer.ID][]string
+	penalised []peer.ID
 }
 
 func (n *fakeNode) ID() peer.ID                                 { return n.id }
@@ -35,6 +37,7 @@ func (n *fakeNode) KnownStaff(id peer.ID) (bool, bool)          { return n.IsAdm
 func (n *fakeNode) OnAdmitted(func(peer.ID))                    {}
 func (n *fakeNode) AwaitAdmitted(context.Context, peer.ID) bool { return true }
 func (n *fakeNode) HasRole(id peer.ID, role string) bool        { return slices.Contains(n.roles[id], role) }
+func (n *fakeNode) Penalise(id peer.ID)                         { n.penalised = append(n.penalised, id) }
 
 // fakeHolder holds the tags a test sets and records Held calls.
 type fakeHolder struct {
@@ -233,3 +236,54 @@ func randTags(n int) [][]byte {
 }
 
 func hexTag(t []byte) string { return hex.EncodeToString(t) }
+
+// TestForgedPushesPenaliseTheSender: a colleague pushing a malformed or
+// forged envelope on a conversation topic is penalised (gossipsub's
+// application score; enough and the node drops it); an envelope whose
+// sender we merely do not know yet is refused without a penalty — an
+// honest colleague may hold an entry we lack.
+func TestForgedPushesPenaliseTheSender(t *testing.T) {
+	mallory, alice := newPeerID(t), newPeerID(t)
+	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{mallory: nil, alice: nil}}
+	now := time.Now()
+	s := testService(t, n, &fakeHolder{}, &now)
+	stranger := envelopeBy(t, newPeerID(t)) // well-formed, unsigned
+	for _, tc := range []struct {
+		name     string
+		data     []byte
+		penalise bool
+	}{
+		{"garbage", []byte("not an envelope"), true},
+		{"forged signature", stranger, true},
+	} {
+		n.penalised = nil
+		topic := convTopicPrefix + "x"
+		m := &pubsub.Message{Message: &pb.Message{Data: tc.data, Topic: &topic}}
+		if r := s.validate(context.Background(), mallory, m); r != pubsub.ValidationReject {
+			t.Fatalf("%s accepted", tc.name)
+		}
+		if got := len(n.penalised) == 1 && n.penalised[0] == mallory; got != tc.penalise {
+			t.Errorf("%s: penalised %v, want %v", tc.name, n.penalised, tc.penalise)
+		}
+	}
+	// A signed envelope by a sender this node does not know: refused, no
+	// penalty for the colleague who forwarded it.
+	k, err := identity.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e.Envelope{Version: e2e.Version, Kind: e2e.KindContent, Tag: make([]byte, 16), Sender: []byte(k.PeerID()),
+		Epoch: make([]byte, 32), Body: []byte("sealed")}
+	if err := e.Sign(k.Identity); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := e.Encode()
+	n.penalised = nil
+	topic := convTopic(e.Tag)
+	if r := s.validate(context.Background(), alice, &pubsub.Message{Message: &pb.Message{Data: raw, Topic: &topic}}); r != pubsub.ValidationReject {
+		t.Fatal("an unknown sender's envelope accepted")
+	}
+	if len(n.penalised) != 0 {
+		t.Fatal("an honest forwarder was penalised for a sender this node does not know")
+	}
+}

@@ -38,6 +38,10 @@ type Node interface {
 	// HasRole reports whether id is admitted now on a certificate that
 	// grants role (RoleAnchor: its "held" acknowledgements count).
 	HasRole(id peer.ID, role string) bool
+	// Penalise counts a message id sent that our validators rejected
+	// against it (gossipsub's application score; enough of them and the
+	// peer is dropped).
+	Penalise(id peer.ID)
 }
 
 // Checked is an envelope that passed the mesh's checks: canonical,
@@ -319,14 +323,23 @@ func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) p
 	if !s.cfg.Node.IsAdmitted(from) {
 		return pubsub.ValidationReject
 	}
-	e, err := s.check(m.Data, false)
+	// Malformed, forged or misfiled envelopes count against the peer that
+	// sent them (gossipsub forwards only what the forwarder validated); an
+	// unknown or revoked sender does not — an honest colleague may not yet
+	// hold the entry or the CRL we do.
+	e, err := e2e.Decode(m.Data)
+	if err == nil {
+		err = e.Verify()
+	}
+	if topic := m.GetTopic(); err == nil && len(topic) > len(convTopicPrefix) && topic[:len(convTopicPrefix)] == convTopicPrefix && topic != convTopic(e.Tag) {
+		err = errMisfiled
+	}
 	if err != nil {
+		s.cfg.Node.Penalise(from)
 		return pubsub.ValidationReject
 	}
-	if topic := m.GetTopic(); len(topic) > len(convTopicPrefix) && topic[:len(convTopicPrefix)] == convTopicPrefix {
-		if topic != convTopic(e.Tag) {
-			return pubsub.ValidationReject
-		}
+	if s.checkSender(e, false) != nil {
+		return pubsub.ValidationReject
 	}
 	m.ValidatorData = e // the subscriber delivers it without checking again
 	return pubsub.ValidationAccept
