@@ -218,7 +218,11 @@ func (f *full) startNodes() error {
 		if err != nil {
 			return err
 		}
-		cert, err := ca.Sign(req, identity.SignOptions{}, now)
+		var roles []string
+		if wd.Anchor {
+			roles = []string{mesh.RoleAnchor} // its "held" acknowledgements count
+		}
+		cert, err := ca.Sign(req, identity.SignOptions{Roles: roles}, now)
 		if err != nil {
 			return err
 		}
