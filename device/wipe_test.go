@@ -45,7 +45,10 @@ func dirDevice(t *testing.T, c *testnet.CA, dir string, pass []byte) *testnet.Id
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM := c.CA.Chain(cert)
+	chainPEM, err := c.CA.Bundle(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, identity.DeviceCertFile), chainPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
