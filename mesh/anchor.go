@@ -329,6 +329,11 @@ func (s *Service) holdLocked(c *carrier, id crdt.OpID, h held) {
 	if old, ok := c.ops[id]; ok {
 		s.carriedBytes -= int64(old.size)
 		c.senders.release(old)
+	} else {
+		if s.copies == nil {
+			s.copies = map[crdt.OpID]int{}
+		}
+		s.copies[id]++
 	}
 	c.ops[id] = h
 	s.carriedBytes += int64(h.size)
@@ -343,6 +348,11 @@ func (s *Service) holdLocked(c *carrier, id crdt.OpID, h held) {
 // what is held (enforceLocked then rescans once and corrects it). Callers
 // hold mu.
 func (s *Service) dropLocked(c *carrier, id crdt.OpID, h held) {
+	if _, ok := c.ops[id]; ok {
+		if s.copies[id]--; s.copies[id] <= 0 {
+			delete(s.copies, id)
+		}
+	}
 	delete(c.ops, id)
 	s.cfg.Store.Delete(s.ctx, carrierKey(c.tag).ChildString(id.String()))
 	s.carriedBytes -= int64(h.size)
@@ -360,6 +370,17 @@ func (s *Service) boundSenderLocked(sender peer.ID) {
 		return
 	}
 	dropped := 0
+	// Copies of an op also carried under another tag go first, newest
+	// first: a colleague who replays another's envelopes under tags of its
+	// own (sync answers it chose) evicts only its replays, never the first
+	// copy of each.
+	for i := len(a.queue) - 1; i >= 0 && a.bytes > share; i-- {
+		r := a.queue[i]
+		if h, ok := r.live(); ok && h.sender == sender && s.copies[r.id] > 1 {
+			s.dropLocked(r.c, r.id, h)
+			dropped++
+		}
+	}
 	for a.bytes > share && len(a.queue) > 0 {
 		r := a.queue[0]
 		a.queue = a.queue[1:]

@@ -116,6 +116,7 @@ type Service struct {
 	// carriedBytes and oldestCarried summarise carried, so enforcing quota
 	// and TTL on every envelope kept costs nothing until one is exceeded.
 	carriedBytes  int64
+	copies        map[crdt.OpID]int // carriers holding each carried op (guarded by mu)
 	oldestCarried time.Time
 	topics        map[string]*pubsub.Topic
 	subs          map[string]*pubsub.Subscription
