@@ -115,8 +115,11 @@ type Service struct {
 	carried map[string]*carrier // anchor: tags held for others
 	// carriedBytes and oldestCarried summarise carried, so enforcing quota
 	// and TTL on every envelope kept costs nothing until one is exceeded.
-	carriedBytes  int64
-	copies        map[crdt.OpID]int // carriers holding each carried op (guarded by mu)
+	carriedBytes int64
+	copies       map[crdt.OpID]int // carriers holding each carried op (guarded by mu)
+
+	lifeMu        sync.Mutex // guards closed; see enter
+	closed        bool
 	oldestCarried time.Time
 	topics        map[string]*pubsub.Topic
 	subs          map[string]*pubsub.Subscription
@@ -183,13 +186,23 @@ func New(cfg Config, h Holder) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) goOwned(f func()) {
-	select {
-	case <-s.ctx.Done():
-		return
-	default:
+// enter counts one more goroutine of the service (release with
+// s.wg.Done), unless Close has begun: Close sets closed under lifeMu
+// before it waits, so no goroutine starts after the wait began.
+func (s *Service) enter() bool {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.closed || s.ctx.Err() != nil {
+		return false
 	}
 	s.wg.Add(1)
+	return true
+}
+
+func (s *Service) goOwned(f func()) {
+	if !s.enter() {
+		return
+	}
 	go func() {
 		defer s.wg.Done()
 		f()
@@ -198,6 +211,9 @@ func (s *Service) goOwned(f func()) {
 
 // Close stops every goroutine and subscription; safe to call twice.
 func (s *Service) Close() {
+	s.lifeMu.Lock()
+	s.closed = true
+	s.lifeMu.Unlock()
 	s.cancel()
 	s.mu.Lock()
 	for _, sub := range s.subs {

@@ -715,6 +715,13 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 // gate serves only admitted peers, waiting for a decision in progress.
 func (s *Service) gate(h network.StreamHandler) network.StreamHandler {
 	return func(st network.Stream) {
+		// The handler is one of the service's goroutines: Close waits for
+		// it, so it never writes to a store closed under it.
+		if !s.enter() {
+			st.Reset()
+			return
+		}
+		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 7*time.Second)
 		defer cancel()
 		if !s.cfg.Node.AwaitAdmitted(ctx, st.Conn().RemotePeer()) {

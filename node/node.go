@@ -85,6 +85,8 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	lifeMu sync.Mutex // guards closed; see enter
+	closed bool
 
 	recheck   chan struct{} // a newer CRL arrived: judge peers again
 	done      chan struct{} // closed when the node stops itself (revoked)
@@ -210,8 +212,8 @@ func (n *Node) newHost() (host.Host, error) {
 }
 
 func (n *Node) startProtocols(h host.Host) error {
-	h.SetStreamHandler(ProtoAdmit, n.handleAdmit)
-	h.SetStreamHandler(ProtoDirectory, n.gate(n.handleDirectory))
+	h.SetStreamHandler(ProtoAdmit, n.owned(n.handleAdmit))
+	h.SetStreamHandler(ProtoDirectory, n.owned(n.gate(n.handleDirectory)))
 	h.Network().Notify(&network.NotifyBundle{
 		ConnectedF:    func(_ network.Network, c network.Conn) { n.goOwned(func() { n.onConnected(c) }) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },
@@ -239,13 +241,36 @@ func (n *Node) startProtocols(h host.Host) error {
 }
 
 // goOwned runs f in a goroutine the node owns and waits for on Close.
-func (n *Node) goOwned(f func()) {
-	select {
-	case <-n.ctx.Done():
-		return
-	default:
+// enter counts one more goroutine of the node (release with n.wg.Done),
+// unless Close has begun: Close sets closed under lifeMu before it waits,
+// so nothing the node owns — its stream handlers included — runs on after
+// Close returns (the store is closed next).
+func (n *Node) enter() bool {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.closed || n.ctx.Err() != nil {
+		return false
 	}
 	n.wg.Add(1)
+	return true
+}
+
+// owned wraps a stream handler so Close waits for it.
+func (n *Node) owned(h network.StreamHandler) network.StreamHandler {
+	return func(s network.Stream) {
+		if !n.enter() {
+			s.Reset()
+			return
+		}
+		defer n.wg.Done()
+		h(s)
+	}
+}
+
+func (n *Node) goOwned(f func()) {
+	if !n.enter() {
+		return
+	}
 	go func() {
 		defer n.wg.Done()
 		f()
@@ -272,6 +297,9 @@ func (n *Node) TrustMessages() int64 { return n.trustRecv.Load() }
 // safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.lifeMu.Lock()
+		n.closed = true
+		n.lifeMu.Unlock()
 		n.cancel()
 		var errs []error
 		if n.mdns != nil {
