@@ -31,11 +31,12 @@ import (
 // Invariants:
 //   - mu guards peers, blocked, known, cas and the hooks. A peerState's
 //     decided channel is closed once, under mu; its staff, chain and err
-//     change under mu only (a revocation withdraws an admission). A peer is
-//     admitted iff it is decided with cred set and no err; its credential
-//     chain is then one Trust.AdmitCredential accepted, and its staff chain,
-//     once shown, one Trust.Admit accepted for the certificate the
-//     credential links to.
+//     change under mu only (a revocation withdraws an admission). Its
+//     verified channel closes once its credential is judged; a peer whose
+//     credential Trust.AdmitCredential accepted may be shown our details.
+//     A peer is admitted iff it is decided with cred and staff set and no
+//     err: its staff chain is then one Trust.Admit accepted for the
+//     certificate the credential links to.
 //   - crlMu serialises CRL installs, from UpdateCRL to the store write, so
 //     the store holds the CRL the trust holds; it guards revoked:
 //     revoked[issuer] digests the revoked serials of the CRL the trust holds
@@ -92,7 +93,8 @@ func (a *admission) generation() int64 { return a.gen.Load() }
 // peerState is what we know of a connected peer. It lives while the peer
 // has at least one connection.
 type peerState struct {
-	decided   chan struct{} // closed once admitted or refused
+	verified  chan struct{} // closed once its credential is accepted or the peer refused
+	decided   chan struct{} // closed once admitted (credential and details) or refused
 	cred      *identity.Credential
 	credChain []*x509.Certificate
 	staff     *identity.Staff // the staff details, once the admitted peer showed them
@@ -104,12 +106,13 @@ type peerState struct {
 // admitted reports the decision. Callers hold a.mu (revocation rewrites
 // err and cred).
 func (p *peerState) admitted() bool {
-	select {
-	case <-p.decided:
-		return p.err == nil && p.cred != nil
-	default:
-		return false
-	}
+	return isClosed(p.decided) && p.err == nil && p.cred != nil && p.staff != nil
+}
+
+// credentialOK reports whether the peer's credential was accepted (it may
+// be shown our details). Callers hold a.mu.
+func (p *peerState) credentialOK() bool {
+	return isClosed(p.verified) && p.err == nil && p.cred != nil
 }
 
 func isClosed(c chan struct{}) bool {
@@ -125,7 +128,7 @@ func isClosed(c chan struct{}) bool {
 func (a *admission) stateLocked(id peer.ID) *peerState {
 	st := a.peers[id]
 	if st == nil {
-		st = &peerState{decided: make(chan struct{})}
+		st = &peerState{verified: make(chan struct{}), decided: make(chan struct{})}
 		a.peers[id] = st
 	}
 	return st
@@ -171,7 +174,7 @@ func (a *admission) beginReading(id peer.ID) (release func(), ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.stateLocked(id)
-	if st.reading > 0 && !st.admitted() {
+	if st.reading > 0 && !st.credentialOK() {
 		return nil, false
 	}
 	st.reading++
@@ -185,21 +188,22 @@ func (a *admission) beginReading(id peer.ID) (release func(), ok bool) {
 // decide records the outcome of id's credential: the credential and chain
 // Trust.AdmitCredential accepted, or why it was refused (then id is
 // blocked, as by refuse). fresh is false when an earlier presentation, on
-// an older connection not closed yet, decided already; admitted then
-// reports that decision, unless this presentation failed.
-func (a *admission) decide(id peer.ID, cred *identity.Credential, chain []*x509.Certificate, why error) (fresh, admitted bool) {
+// an older connection not closed yet, was judged already; ok then reports
+// that judgement, unless this presentation failed. The peer is admitted
+// once it has shown its details too (showDetails).
+func (a *admission) decide(id peer.ID, cred *identity.Credential, chain []*x509.Certificate, why error) (fresh, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.stateLocked(id)
-	if isClosed(st.decided) {
-		return false, why == nil && st.admitted()
+	if isClosed(st.verified) {
+		return false, why == nil && st.credentialOK()
 	}
 	if why != nil {
 		a.refuseLocked(id, st, why)
 		return true, false
 	}
 	st.cred, st.credChain = cred, chain
-	close(st.decided)
+	close(st.verified)
 	return true, true
 }
 
@@ -212,7 +216,7 @@ func (a *admission) showDetails(id peer.ID, staff *identity.Staff, chain []*x509
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.peers[id]
-	if st == nil || !st.admitted() {
+	if st == nil || !st.credentialOK() {
 		return false, true
 	}
 	if st.cred.StaffSerial.Cmp(staff.Serial) != 0 {
@@ -220,6 +224,9 @@ func (a *admission) showDetails(id peer.ID, staff *identity.Staff, chain []*x509
 	}
 	st.staff, st.chain = staff, chain
 	delete(a.known, id)
+	if !isClosed(st.decided) {
+		close(st.decided)
+	}
 	return true, true
 }
 
@@ -246,7 +253,10 @@ func (a *admission) refuseLocked(id peer.ID, st *peerState, why error) {
 		st.err = why
 		close(st.decided)
 	}
-	a.blocked[id] = a.now().Add(intruderBlock)
+	if !isClosed(st.verified) {
+		close(st.verified)
+	}
+	a.blockLocked(id, a.now().Add(intruderBlock))
 }
 
 // withdraw withdraws id's admission, if any, and blocks it.
@@ -255,22 +265,43 @@ func (a *admission) withdraw(id peer.ID, why error) {
 	defer a.mu.Unlock()
 	st := a.stateLocked(id)
 	st.err, st.cred, st.staff = why, nil, nil
-	if !isClosed(st.decided) {
-		close(st.decided)
+	for _, c := range []chan struct{}{st.verified, st.decided} {
+		if !isClosed(c) {
+			close(c)
+		}
 	}
-	a.blocked[id] = a.now().Add(intruderBlock)
+	a.blockLocked(id, a.now().Add(intruderBlock))
 }
 
-// awaitDecision waits for the decision on id (as awaitAdmitted) and
-// reports whether id is admitted, or refused as revoked.
-func (a *admission) awaitDecision(ctx context.Context, id peer.ID) (admitted, revoked bool) {
-	if a.awaitAdmitted(ctx, id) {
-		return true, false
+// awaitCredential waits until id's credential is judged, or the admission
+// window has passed, and reports whether it was accepted, or refused as
+// revoked.
+func (a *admission) awaitCredential(ctx context.Context, id peer.ID) (ok, revoked bool) {
+	st := a.state(id)
+	t := time.NewTimer(a.timeout + time.Second)
+	defer t.Stop()
+	select {
+	case <-st.verified:
+	case <-ctx.Done():
+	case <-a.ctx.Done():
+	case <-t.C:
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := a.peers[id]
-	return false, st != nil && errors.Is(st.err, identity.ErrRevoked)
+	return st.credentialOK(), errors.Is(st.err, identity.ErrRevoked)
+}
+
+// idle lists the peers with a state but no presentation being read.
+func (a *admission) idle() []peer.ID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []peer.ID
+	for id, st := range a.peers {
+		if st.reading == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // forget drops the state of a peer that has no connection left.
@@ -283,7 +314,39 @@ func (a *admission) forget(id peer.ID) {
 			st.err = errors.New("disconnected")
 			close(st.decided)
 		}
+		if !isClosed(st.verified) {
+			close(st.verified)
+		}
 	}
+}
+
+// maxBlocked bounds the block list: fresh identities cost an attacker
+// nothing, so entries past their time are swept as new ones come, and at
+// the bound the entry that ends soonest makes room (a peer let in early is
+// judged again at admission).
+const maxBlocked = 4096
+
+// blockLocked keeps id out until until. Callers hold a.mu.
+func (a *admission) blockLocked(id peer.ID, until time.Time) {
+	if len(a.blocked) >= 64 {
+		now := a.now()
+		for p, u := range a.blocked {
+			if now.After(u) {
+				delete(a.blocked, p)
+			}
+		}
+	}
+	if _, held := a.blocked[id]; !held && len(a.blocked) >= maxBlocked {
+		var first peer.ID
+		var soonest time.Time
+		for p, u := range a.blocked {
+			if first == "" || u.Before(soonest) {
+				first, soonest = p, u
+			}
+		}
+		delete(a.blocked, first)
+	}
+	a.blocked[id] = until
 }
 
 func (a *admission) isBlocked(id peer.ID) bool {
@@ -401,7 +464,7 @@ func (a *admission) rejudge(now time.Time) []dropped {
 			st.err, st.cred, st.staff = err, nil, nil
 			revoked := errors.Is(err, identity.ErrRevoked)
 			if revoked {
-				a.blocked[id] = now.Add(revokedBlock)
+				a.blockLocked(id, now.Add(revokedBlock))
 			}
 			a.log.Warn("peer no longer admissible", "remote", id.String(), "reason", err.Error())
 			out = append(out, dropped{id, revoked})

@@ -96,9 +96,9 @@ func (n *Node) present(id peer.ID, notice bool) {
 			return
 		}
 		frames = nil
-		admitted, revoked := n.adm.awaitDecision(ctx, id)
+		accepted, revoked := n.adm.awaitCredential(ctx, id)
 		switch {
-		case admitted:
+		case accepted:
 			frames = append(frames, admitFrame{Kind: admitDetails, Chain: encodeChain(n.cfg.Chain)})
 		case !revoked:
 			s.Close()
@@ -165,9 +165,9 @@ func (n *Node) handleAdmit(s network.Stream) {
 		n.adm.learnIssuers(chain, now)
 		cred, err = n.adm.trust.AdmitCredential(chain, id, now)
 	}
-	fresh, admitted := n.adm.decide(id, cred, chain, err)
+	fresh, accepted := n.adm.decide(id, cred, chain, err)
 	switch {
-	case !admitted && fresh && errors.Is(err, identity.ErrRevoked):
+	case !accepted && fresh && errors.Is(err, identity.ErrRevoked):
 		// Hand a revoked device the CRL before dropping it, so it learns
 		// it is revoked and wipes itself.
 		s.Reset()
@@ -175,14 +175,12 @@ func (n *Node) handleAdmit(s network.Stream) {
 		n.present(id, true)
 		n.host.Network().ClosePeer(id)
 		return
-	case !admitted:
+	case !accepted:
 		if fresh {
 			n.refused(id, err)
 		}
 		s.Reset()
 		return
-	case fresh:
-		n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(cred.Serial))
 	}
 	// Fresh, or a new connection of a peer admitted on an older one that
 	// has not closed yet (a quick reconnect): sync as on any meeting, once
@@ -243,6 +241,7 @@ func (n *Node) showDetails(id peer.ID, raw [][]byte) bool {
 		case !admitted:
 			return false // decided anew on a newer connection
 		}
+		n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
 	}
 	if err != nil {
 		n.withdraw(id, err)

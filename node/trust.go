@@ -288,6 +288,13 @@ func (n *Node) judgeAll() {
 		n.goOwned(n.stopSelf)
 		return
 	}
+	// States of peers whose connection went without a disconnect event
+	// reaching us (a race at close) are forgotten here, once a minute.
+	for _, id := range n.adm.idle() {
+		if n.host.Network().Connectedness(id) != network.Connected {
+			n.adm.forget(id)
+		}
+	}
 	for _, d := range n.adm.rejudge(now) {
 		n.goOwned(func() {
 			if d.block {
