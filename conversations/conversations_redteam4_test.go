@@ -33,13 +33,16 @@ func TestRedteam4GhostWelcomesLockOutHonestJoins(t *testing.T) {
 	}
 	defer s.Close()
 	ghosts := 0
-	for ghosts < MaxUnopened {
+	for attempt := 0; ghosts < MaxUnopened && attempt < 4*MaxUnopened; attempt++ {
 		w := rtSealedGhost(t, mallory, victim)
 		if s.Deliver(w.Env.Tag, []mesh.Checked{w}, mallory.id) {
 			ghosts++
 			continue
 		}
 		now = now.Add(JoinWindow) // mallory waits out its window
+	}
+	if ghosts > MaxUnopenedPerSender {
+		t.Errorf("one colleague placed %d conversations that never open (bound %d per sender)", ghosts, MaxUnopenedPerSender)
 	}
 	// An honest colleague's real conversation, handed over again and
 	// again by sync over the following days.

@@ -103,6 +103,11 @@ func (s *Service) Deliver(tag []byte, envs []mesh.Checked, from peer.ID) bool {
 // a welcome to anyone.
 const MaxUnopened = 64
 
+// MaxUnopenedPerSender bounds the unopened conversations joined on one
+// sender's welcomes, so one colleague's welcomes whose history never comes
+// cannot fill MaxUnopened and lock everyone else's invitations out.
+const MaxUnopenedPerSender = MaxUnopened / 8
+
 // Joins per welcome sender. Any colleague can seal a welcome to anyone, and
 // a member who is admin of its own conversations can make as many as it
 // likes, each of which opens: every one joined costs this device a topic,
@@ -181,14 +186,23 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 		s.log.Warn("welcome refused: too many conversations not yet opened", "tag", key)
 		return nil
 	}
+	if s.unopenedBy[sender] >= MaxUnopenedPerSender {
+		s.log.Warn("welcome deferred: its sender has too many conversations here not yet opened", "sender", sender.String(),
+			"bound", MaxUnopenedPerSender)
+		return nil
+	}
 	if !s.admitJoinLocked(sender, s.cfg.Now()) {
 		s.log.Warn("welcome deferred: its sender is at its bound of conversations joined", "sender", sender.String(),
 			"bound", MaxJoinsPerSender, "window", JoinWindow.String())
 		return nil
 	}
 	s.unopened++
+	if s.unopenedBy == nil {
+		s.unopenedBy = map[peer.ID]int{}
+	}
+	s.unopenedBy[sender]++
 	j := newJournal(s.cfg.Store)
-	c := &conv{r: chat.Join(s.cfg.Device, s.cfg.Directory, tag, s.opts(tag, j)...), tag: slices.Clone(tag), j: j, joined: true}
+	c := &conv{r: chat.Join(s.cfg.Device, s.cfg.Directory, tag, s.opts(tag, j)...), tag: slices.Clone(tag), j: j, joined: true, joinedBy: sender}
 	if s.cfg.Revoked != nil {
 		c.r.SetRevoked(s.cfg.Revoked)
 	}
@@ -230,6 +244,9 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 			s.byID[id], first = c, true
 			if c.joined {
 				s.unopened--
+				if s.unopenedBy[c.joinedBy]--; s.unopenedBy[c.joinedBy] <= 0 {
+					delete(s.unopenedBy, c.joinedBy)
+				}
 			}
 		}
 		s.mu.Unlock()

@@ -116,7 +116,7 @@ func TestUnopenedBoundAcrossSenders(t *testing.T) {
 	}
 	defer s.Close()
 	joined := 0
-	for range MaxUnopened/MaxJoinsPerSender + 2 {
+	for range MaxUnopened/MaxUnopenedPerSender + 2 {
 		m := rtNewDev(t)
 		for range MaxJoinsPerSender {
 			w := rtSealedGhost(t, m, victim)

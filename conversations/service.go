@@ -53,8 +53,10 @@ type conv struct {
 	tag []byte
 	j   *journal
 	// joined: made on a welcome before it opened (counted in
-	// Service.unopened until it does).
-	joined bool
+	// Service.unopened, and under joinedBy, the welcome's sender, in
+	// Service.unopenedBy, until it does).
+	joined   bool
+	joinedBy peer.ID
 }
 
 // Service holds the conversations of one device. mu guards the tables
@@ -69,11 +71,12 @@ type Service struct {
 	pubMu sync.Mutex
 	pub   Publisher // set by Attach
 
-	mu       sync.RWMutex
-	convs    map[string]*conv // by hex tag
-	byID     map[chat.ConversationID]*conv
-	tagList  [][]byte // Tags(), cached until a conversation is added
-	unopened int      // conversations joined whose welcome has not opened
+	mu         sync.RWMutex
+	convs      map[string]*conv // by hex tag
+	byID       map[chat.ConversationID]*conv
+	tagList    [][]byte        // Tags(), cached until a conversation is added
+	unopened   int             // conversations joined whose welcome has not opened
+	unopenedBy map[peer.ID]int // of those, per welcome sender
 	// joins: when this device joined a conversation on each sender's
 	// welcome, within JoinWindow (see MaxJoinsPerSender).
 	joins map[peer.ID][]time.Time
