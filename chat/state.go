@@ -250,7 +250,15 @@ func (r *Replica) Delivery(msg crdt.OpID) (Delivery, error) {
 func (r *Replica) DeliveryOf(m Message) Delivery {
 	msg := m.ID
 	d := Delivery{PerRecipient: map[peer.ID]string{}}
-	held := len(r.held[msg]) > 0
+	// Held by a node whose certificate is not revoked: a revoked anchor
+	// wipes itself and is cut off, so what it acknowledged is held no more.
+	held := false
+	for by := range r.held[msg] {
+		if r.revoked == nil || !r.revoked(by) {
+			held = true
+			break
+		}
+	}
 	least := len(levelState)
 	for p, lvl := range m.Receipts {
 		s := levelState[lvl]
