@@ -58,6 +58,10 @@ const (
 	// maxClaims sources' addresses are dialled for one learnt peer, at
 	// most MaxLearntAddrs of each.
 	maxClaims = 2
+	// maxKnownDials dials of known colleagues (WithKnown) run at once, on
+	// slots of their own: they go first, and no source of strangers —
+	// an outsider answering mDNS with made-up peers — can hold them up.
+	maxKnownDials = 4
 )
 
 // Source is who told us of a peer.
@@ -76,6 +80,7 @@ type target struct {
 	also    []peer.ID // learnt: later sources whose addresses were added
 	slot    peer.ID   // learnt, dialling: the source whose slot the dial holds
 	seq     uint64    // learnt: order of arrival
+	known   bool      // learnt: a known colleague (WithKnown), dialled first
 	next    time.Time
 	backoff time.Duration
 	fails   int
@@ -104,6 +109,14 @@ func WithPublic(ips ...netip.Addr) Option {
 	return func(d *Dialer) { d.public = append(d.public, ips...) }
 }
 
+// WithKnown marks the peers this node knows as colleagues (its staff
+// directory): a known peer, from any source, skips the sources' quotas,
+// the queue's bound and the queue itself, and is dialled on slots of its
+// own — so strangers' floods never keep colleagues from finding each other.
+func WithKnown(known func(peer.ID) bool) Option {
+	return func(d *Dialer) { d.known = known }
+}
+
 // Dialer keeps connections to its targets. One goroutine (loop) owns the
 // schedule; mu guards the target table and counters it shares with Keep,
 // Try and the dials.
@@ -111,6 +124,7 @@ type Dialer struct {
 	h       host.Host
 	log     *slog.Logger
 	public  []netip.Addr
+	known   func(peer.ID) bool
 	connect func(context.Context, peer.AddrInfo) error // h.Connect; tests replace it
 	timeout time.Duration                              // dialTimeout; tests shorten it
 	ctx     context.Context
@@ -123,6 +137,7 @@ type Dialer struct {
 	sources  map[peer.ID]window
 	inflight map[peer.ID]int // learnt dials running, per source
 	pending  int             // learnt targets
+	knownRun int             // dials of known colleagues running
 	seq      uint64
 	stats    Stats
 }
@@ -179,6 +194,7 @@ func (d *Dialer) try(ai peer.AddrInfo, src Source, delay time.Duration) bool {
 	}
 	pol := Policy{Loopback: src.Loopback, LinkLocal: src.From == "", Public: d.public}
 	ai.Addrs = pol.Filter(ai.Addrs, MaxLearntAddrs)
+	known := d.known != nil && d.known(ai.ID) // outside mu: it asks the directory
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if t := d.targets[ai.ID]; t != nil {
@@ -186,6 +202,15 @@ func (d *Dialer) try(ai peer.AddrInfo, src Source, delay time.Duration) bool {
 		return true
 	}
 	now := time.Now()
+	if known && len(ai.Addrs) > 0 && d.pending < 2*maxLearntPending {
+		d.seq++
+		d.targets[ai.ID] = &target{ai: ai, source: src.From, seq: d.seq, backoff: minBackoff, next: now.Add(delay), known: true}
+		d.pending++
+		if delay == 0 {
+			d.wakeLocked()
+		}
+		return true
+	}
 	w, ok := d.sources[src.From]
 	if !ok && len(d.sources) >= maxSources {
 		for s, w := range d.sources {
@@ -304,6 +329,13 @@ func (d *Dialer) dialDue() {
 			d.startLocked(t, false)
 			continue
 		}
+		if t.known {
+			if d.knownRun < maxKnownDials {
+				d.knownRun++
+				d.startLocked(t, false)
+			}
+			continue
+		}
 		due = append(due, t)
 	}
 	for d.stats.InFlight < maxLearntDials && len(due) > 0 {
@@ -364,6 +396,10 @@ func (d *Dialer) dial(t *target, ai peer.AddrInfo, learnt bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t.dialing = false
+	if t.known {
+		d.knownRun--
+		d.wakeLocked()
+	}
 	if learnt { // its slot is free, even if Keep took the target over meanwhile
 		if n := d.inflight[t.slot] - 1; n > 0 {
 			d.inflight[t.slot] = n

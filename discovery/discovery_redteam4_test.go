@@ -31,7 +31,12 @@ func TestRedteam4MDNSFloodHidesColleagues(t *testing.T) {
 	h := newHost(t)
 	honest := peer.ID("\xff honest colleague")
 	hd := &hangingDials{release: make(chan struct{}), pass: map[peer.ID]bool{honest: true}}
-	d := NewDialer(context.Background(), h, slog.New(slog.DiscardHandler), withConnect(hd.connect))
+	// The colleague is in this device's directory (entries spread on the
+	// trust topic and by directory sync): known colleagues go first, on
+	// slots of their own. (A stranger never met — its entry not yet here —
+	// still waits behind the flood: the documented limit.)
+	d := NewDialer(context.Background(), h, slog.New(slog.DiscardHandler), withConnect(hd.connect),
+		WithKnown(func(id peer.ID) bool { return id == honest }))
 	t.Cleanup(func() { close(hd.release); d.Close() })
 	m := &mdnsNotifee{self: h.ID(), d: d, log: slog.New(slog.DiscardHandler)}
 	for i := range 200 { // one burst of mDNS answers

@@ -326,6 +326,15 @@ func (d *directory) list() []StaffInfo {
 }
 
 // size is the number of entries held, revoked ones included.
+// has reports whether the directory holds an entry for id (a colleague
+// whose certificate chain verified when it was stored).
+func (d *directory) has(id peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.entries[id]
+	return ok
+}
+
 func (d *directory) size() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -95,5 +95,13 @@ func (n *Node) dialerOptions() []discovery.Option {
 	for _, ai := range n.cfg.Bootstrap {
 		addrs = append(addrs, ai.Addrs...)
 	}
-	return []discovery.Option{discovery.WithPublic(discovery.PublicAddrs(addrs)...)}
+	// Colleagues in the directory, not revoked, are dialled first.
+	known := func(id peer.ID) bool {
+		if !n.dir.has(id) {
+			return false
+		}
+		_, revoked := n.KnownStaff(id)
+		return !revoked
+	}
+	return []discovery.Option{discovery.WithPublic(discovery.PublicAddrs(addrs)...), discovery.WithKnown(known)}
 }
