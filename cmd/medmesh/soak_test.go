@@ -496,7 +496,7 @@ func (m *soakMesh) converge(t *testing.T, msgs string, acked map[string]soakAck,
 			var missing []string
 			for id, a := range acked {
 				if !have[id] {
-					missing = append(missing, fmt.Sprintf("%s (%q, POSTed to node %d at +%v)", id, a.text, a.node, a.at.Sub(start).Round(time.Millisecond)))
+					missing = append(missing, fmt.Sprintf("%s (%q, POSTed to node %d, acknowledged %s)", id, a.text, a.node, a.at.Format("15:04:05.000")))
 				}
 			}
 			sort.Strings(ids)
