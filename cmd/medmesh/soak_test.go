@@ -395,7 +395,7 @@ func (m *soakMesh) step(t *testing.T, now time.Time, rng *rand.Rand) {
 			select {
 			case <-n.p.exited:
 				if code := n.p.cmd.ProcessState.ExitCode(); n.sig == syscall.SIGTERM && code != 0 {
-					t.Errorf("node %d exited %d after SIGTERM:\n%s", n.i, code, tail(n.p.logs.String(), 4000))
+					t.Errorf("node %d exited %d after SIGTERM:\n%s", n.i, code, crashReport(n.p.logs.String()))
 				}
 				n.state, n.downTill = nodeDown, now.Add(n.downFor)
 			default:
@@ -753,3 +753,15 @@ func (m *soakMesh) goroutines(t *testing.T, n *soakNode) int {
 
 // goroutineHeader starts each goroutine of a stack dump: "goroutine 7 [select]:".
 var goroutineHeader = regexp.MustCompile(`(?m)^goroutine \d+ [^\n]*\[[^\n]*\]:$`)
+
+// crashReport is the Go runtime's report in a log, from its "panic:" or
+// "fatal error:" line (the goroutine that failed comes first), or else the
+// log's tail.
+func crashReport(log string) string {
+	for _, head := range []string{"\npanic: ", "\nfatal error: "} {
+		if i := strings.LastIndex(log, head); i >= 0 {
+			return tail(log[:min(len(log), i+8000)], 8000+len(head))
+		}
+	}
+	return tail(log, 4000)
+}
