@@ -76,7 +76,8 @@ func soakSettings(t *testing.T) soakConfig {
 // SIGTERM or SIGKILL and restarted on the same directory, never more than
 // two down at once. Afterwards every node must hold every message whose
 // POST returned an id, and all the same messages; and the nodes' memory
-// must stay within stated bounds (soakConfig: growth, perMessageKiB):
+// must stay within stated bounds (soakConfig: growth and the allowances
+// per message):
 // heap live after GC (the Go runtime's gctrace) and RSS (/proc) against
 // each node's steady state after warm-up, goroutines (a SIGQUIT stack dump
 // at the end) against a node restarted fresh after the chaos.
