@@ -116,23 +116,57 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 // proc is one `medmesh run` process.
 type proc struct {
 	cmd    *exec.Cmd
+	dir    string
 	id     string // peer ID
 	api    string // http://host:port
 	listen string // its loopback TCP multiaddr
 	token  string
 	logs   *lockedBuffer
 	exited chan struct{}
+	ready  chan procInfo // the addresses, once printed
 }
+
+// procInfo is what `medmesh run` prints once it is up.
+type procInfo struct{ id, api, listen string }
 
 // startProc runs `medmesh run` on dir (loopback only, no mDNS) and waits
 // until it has printed its peer ID, API address and listen address; it is
 // killed at the end of the test.
 func startProc(t *testing.T, bin, dir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{logs: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"run", "--dir", dir, "--no-mdns",
+	return startCmd(t, procCmd(bin, dir, args...), dir)
+}
+
+// procCmd is the command startProc runs, for a caller to adjust (its
+// environment, process attributes) before startCmd; a later duplicate in
+// Env wins.
+func procCmd(bin, dir string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, append([]string{"run", "--dir", dir, "--no-mdns",
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"}, args...)...)
-	p.cmd.Env = append(os.Environ(), envDevicePass+"=device-secret", "MEDMESH_LOG=debug")
+	cmd.Env = append(os.Environ(), envDevicePass+"=device-secret", "MEDMESH_LOG=debug")
+	return cmd
+}
+
+// startCmd starts cmd (from procCmd) as startProc does.
+func startCmd(t *testing.T, cmd *exec.Cmd, dir string) *proc {
+	t.Helper()
+	p := launchCmd(t, cmd, dir)
+	select {
+	case in := <-p.ready:
+		p.up(t, in)
+	case <-p.exited:
+		t.Fatalf("medmesh run %s exited early:\n%s", dir, p.logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("medmesh run %s not ready within 30 s:\n%s", dir, p.logs.String())
+	}
+	return p
+}
+
+// launchCmd starts cmd without waiting: p.ready has a value once the
+// process has printed its peer ID and addresses, for p.up.
+func launchCmd(t *testing.T, cmd *exec.Cmd, dir string) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, dir: dir, logs: &lockedBuffer{}, exited: make(chan struct{}), ready: make(chan procInfo, 1)}
 	p.cmd.Stderr = p.logs
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -141,10 +175,8 @@ func startProc(t *testing.T, bin, dir string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	type info struct{ id, api, listen string }
-	ready := make(chan info, 1)
 	go func() {
-		var in info
+		var in procInfo
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
@@ -157,7 +189,7 @@ func startProc(t *testing.T, bin, dir string, args ...string) *proc {
 				in.listen = f[1]
 			}
 			if in.id != "" && in.api != "" && in.listen != "" {
-				ready <- in
+				p.ready <- in
 				break
 			}
 		}
@@ -165,21 +197,19 @@ func startProc(t *testing.T, bin, dir string, args ...string) *proc {
 	}()
 	go func() { p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.kill(t) })
-	select {
-	case in := <-ready:
-		p.id, p.api, p.listen = in.id, in.api, in.listen
-	case <-p.exited:
-		t.Fatalf("medmesh run %s exited early:\n%s", dir, p.logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("medmesh run %s not ready within 30 s:\n%s", dir, p.logs.String())
-	}
+	return p
+}
+
+// up records the addresses p printed (from p.ready) and reads its API token.
+func (p *proc) up(t *testing.T, in procInfo) {
+	t.Helper()
+	p.id, p.api, p.listen = in.id, in.api, in.listen
 	// The token file was written before the addresses were printed.
-	tok, err := os.ReadFile(filepath.Join(dir, tokenFile))
+	tok, err := os.ReadFile(filepath.Join(p.dir, tokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.token = strings.TrimSpace(string(tok))
-	return p
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
