@@ -207,3 +207,28 @@ func TestAdmissionReadsLittleBeforeAdmission(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// TestDetailsMustMatchCredential: a device holding two valid certificates
+// (renewed: same key, new serial) presents the credential of one and the
+// staff details of the other. The details are not the certificate the
+// credential vouches for: the peer is refused, not admitted.
+func TestDetailsMustMatchCredential(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	n := startNode(t, c, c.enrol(t, "one", now), func(cfg *Config) { cfg.AdmitTimeout = time.Minute })
+	old := c.enrol(t, "mixer", now)
+	renewed := c.enrolKey(t, old.key, "mixer", now.Add(time.Second))
+	_, cred := identity.SplitBundle(old.bundle)
+	l := newListener(t, old, func(s network.Stream) {
+		writeAdmitFrame(s, admitFrame{Kind: admitCredential, Chain: encodeChain(cred)})
+		writeAdmitFrame(s, admitFrame{Kind: admitDetails, Chain: encodeChain(renewed.chain)})
+		s.CloseWrite()
+	})
+	if err := l.h.Connect(context.Background(), peer.AddrInfo{ID: n.ID(), Addrs: n.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the mixed presentation refused", func() bool { return n.isBlocked(l.h.ID()) })
+	if n.isAdmitted(l.h.ID()) {
+		t.Fatal("a peer whose details are not its credential's certificate is admitted")
+	}
+}
