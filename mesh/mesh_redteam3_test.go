@@ -124,8 +124,9 @@ func rtGhostWelcome(t *testing.T, from *testnet.Peer, victim *testnet.Peer, seal
 // TestGhostWelcomesDoNotBreakSync: any admitted colleague can publish
 // welcomes on a victim's inbox topic. One that merely names the victim
 // (nothing sealed to it) is not joined; one with a share sealed to it is,
-// until MaxUnopened conversations wait for a welcome to open or one sender
-// has had MaxJoinsPerSender joined within the hour — so a flood
+// until MaxUnopened conversations wait for a welcome to open, one sender
+// has MaxUnopenedPerSender of them, or one sender has had
+// MaxJoinsPerSender joined within the hour — so a flood
 // cannot push the victim's sync offer past what peers accept, and its
 // anti-entropy keeps working.
 func TestGhostWelcomesDoNotBreakSync(t *testing.T) {
@@ -158,9 +159,9 @@ func TestGhostWelcomesDoNotBreakSync(t *testing.T) {
 			}
 		}
 	}
-	// One sender meets the bound of joins per sender before the bound of
-	// conversations not yet opened.
-	bound := min(conversations.MaxUnopened, conversations.MaxJoinsPerSender)
+	// One sender meets its bound of conversations not yet opened before
+	// the bound of joins per sender and the device-wide one.
+	bound := min(conversations.MaxUnopened, conversations.MaxJoinsPerSender, conversations.MaxUnopenedPerSender)
 	publish(200, false)
 	publish(2*bound, true)
 	testnet.Eventually(t, 15*time.Second, "the victim took the sealed ones up to its bound", func() bool {
