@@ -2,11 +2,15 @@ package attack_test
 
 import (
 	"context"
+	"io"
 	"runtime"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/medmesh/medmesh/internal/attack"
 	"github.com/medmesh/medmesh/internal/testnet"
@@ -72,4 +76,73 @@ func settle() (goroutines int, heap uint64) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return runtime.NumGoroutine(), m.HeapInuse
+}
+
+// TestInsiderTruncatedFrames: an admitted colleague opens sync and
+// directory streams to a device and sends frames cut short — a length
+// that promises a megabyte and a few bytes of it, then the end of its
+// side — 32 of each. Every stream ends at once, the device's goroutines
+// and heap come back, and a colleague's message still arrives.
+func TestInsiderTruncatedFrames(t *testing.T) {
+	ca := testnet.NewCA(t)
+	victim := testnet.Start(t, ca, ca.Enrol(t, "victim"))
+	colleague := testnet.Start(t, ca, ca.Enrol(t, "colleague"), testnet.Boot(victim))
+	insider := testnet.Start(t, ca, ca.Enrol(t, "insider"), testnet.Boot(victim))
+	testnet.Knows(t, victim, colleague)
+	testnet.Knows(t, colleague, victim)
+	testnet.Eventually(t, 15*time.Second, "insider admitted", func() bool { return victim.N.IsAdmitted(insider.ID) })
+	id, err := colleague.C.Create("ward", []peer.ID{victim.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "victim joined", func() bool { return testnet.Joined(victim, id, 2) })
+	goroutines, heap := settle()
+
+	for _, proto := range []protocol.ID{"/medmesh/sync/2", "/medmesh/directory/2"} {
+		var wg sync.WaitGroup
+		ended := make(chan time.Duration, 32)
+		for range 32 {
+			s, err := insider.N.Host().NewStream(context.Background(), victim.ID, proto)
+			if err != nil {
+				t.Fatalf("%s: %v", proto, err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				s.Write([]byte{0x80, 0x80, 0x40}) // a varint length of 1 MiB
+				s.Write([]byte("cut short"))
+				s.CloseWrite()
+				s.SetReadDeadline(time.Now().Add(15 * time.Second))
+				io.Copy(io.Discard, s)
+				ended <- time.Since(t0)
+				s.Close()
+			}()
+		}
+		wg.Wait()
+		close(ended)
+		var longest time.Duration
+		for d := range ended {
+			longest = max(longest, d)
+		}
+		t.Logf("%s: 32 truncated frames, every stream ended within %v", proto, longest.Round(time.Millisecond))
+		if longest > 12*time.Second {
+			t.Errorf("%s: a truncated frame held a stream for %v", proto, longest)
+		}
+	}
+
+	testnet.Send(t, colleague, id, "after the truncated frames")
+	testnet.Eventually(t, 10*time.Second, "the colleague's message arrives", func() bool {
+		return slices.Contains(testnet.Texts(victim, id), "after the truncated frames")
+	})
+	var g int
+	testnet.Eventually(t, 20*time.Second, "goroutines back near their level", func() bool {
+		g, _ = settle()
+		return g <= goroutines+goroutines/4
+	})
+	_, h := settle()
+	t.Logf("goroutines %d before, %d after; heap in use %d MiB before, %d MiB after", goroutines, g, heap>>20, h>>20)
+	if h > 2*heap+16<<20 {
+		t.Errorf("heap in use %d MiB after the truncated frames, %d MiB before", h>>20, heap>>20)
+	}
 }
