@@ -445,7 +445,8 @@ type dropped struct {
 	block bool // revoked: blocked, and to be handed the CRL
 }
 
-// rejudge judges every admitted peer again at now (a newer CRL, or time
+// rejudge judges every admitted peer (and every peer whose credential was
+// accepted, its details not in yet) again at now (a newer CRL, or time
 // passing) and withdraws the admission of those no longer admissible;
 // revoked ones are blocked. The caller drops their connections.
 func (a *admission) rejudge(now time.Time) []dropped {
@@ -453,8 +454,8 @@ func (a *admission) rejudge(now time.Time) []dropped {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, st := range a.peers {
-		if !st.admitted() {
-			continue
+		if !st.admitted() && !st.credentialOK() {
+			continue // refused, or not judged yet
 		}
 		_, err := a.trust.AdmitCredential(st.credChain, id, now)
 		if err == nil && st.chain != nil {
@@ -462,6 +463,9 @@ func (a *admission) rejudge(now time.Time) []dropped {
 		}
 		if err != nil {
 			st.err, st.cred, st.staff = err, nil, nil
+			if !isClosed(st.decided) { // judged between its credential and its details
+				close(st.decided)
+			}
 			revoked := errors.Is(err, identity.ErrRevoked)
 			if revoked {
 				a.blockLocked(id, now.Add(revokedBlock))

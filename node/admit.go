@@ -271,6 +271,16 @@ func (n *Node) refuse(id peer.ID, st *peerState, why error) {
 // credential), drops the peer and keeps it out for a while.
 func (n *Node) withdraw(id peer.ID, why error) {
 	n.adm.withdraw(id, why)
+	if errors.Is(why, identity.ErrRevoked) {
+		// A device found revoked is handed the CRL first, so it learns
+		// it and wipes itself.
+		n.log.Warn("refused peer", "remote", id.String(), "reason", why.Error())
+		n.goOwned(func() {
+			n.present(id, true)
+			n.host.Network().ClosePeer(id)
+		})
+		return
+	}
 	n.refused(id, why)
 }
 
