@@ -5,6 +5,7 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/internal/attack"
 	"github.com/medmesh/medmesh/internal/testnet"
 )
@@ -145,4 +147,44 @@ func TestInsiderTruncatedFrames(t *testing.T) {
 	if h > 2*heap+16<<20 {
 		t.Errorf("heap in use %d MiB after the truncated frames, %d MiB before", h>>20, heap>>20)
 	}
+}
+
+// TestInsiderMessageFlood: an admitted member floods a conversation with
+// valid but useless messages — 300 in a burst, as fast as its device will
+// seal them. The victim's goroutines come back to their level, and a
+// colleague's message sent after the burst still arrives within the
+// stated time.
+func TestInsiderMessageFlood(t *testing.T) {
+	ca := testnet.NewCA(t)
+	victim := testnet.Start(t, ca, ca.Enrol(t, "victim"))
+	colleague := testnet.Start(t, ca, ca.Enrol(t, "colleague"), testnet.Boot(victim))
+	insider := testnet.Start(t, ca, ca.Enrol(t, "insider"), testnet.Boot(victim))
+	testnet.Knows(t, colleague, victim, insider)
+	id, err := colleague.C.Create("ward", []peer.ID{victim.ID, insider.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "everyone joined", func() bool {
+		return testnet.Joined(victim, id, 3) && testnet.Joined(insider, id, 3)
+	})
+	goroutines, _ := settle()
+
+	const flood = 300
+	for i := range flood {
+		if _, err := insider.C.Send(id, "useless "+strconv.Itoa(i), chat.SendOptions{}); err != nil {
+			t.Fatalf("flood message %d: %v", i, err)
+		}
+	}
+	t0 := time.Now()
+	testnet.Send(t, colleague, id, "after the flood")
+	testnet.Eventually(t, 30*time.Second, "the colleague's message arrives after the flood", func() bool {
+		return slices.Contains(testnet.Texts(victim, id), "after the flood")
+	})
+	t.Logf("the colleague's message arrived %v after the flood of %d", time.Since(t0).Round(time.Millisecond), flood)
+	var g int
+	testnet.Eventually(t, 30*time.Second, "goroutines back near their level", func() bool {
+		g, _ = settle()
+		return g <= goroutines+goroutines/4
+	})
+	t.Logf("goroutines %d before, %d after", goroutines, g)
 }
