@@ -71,12 +71,23 @@ type payload struct {
 	Member    []byte   `cbor:"6,keyasint,omitempty"`  // peer ID (add, remove, promote)
 	Members   [][]byte `cbor:"7,keyasint,omitempty"`  // create: initial members; admins are the creator
 	Level     uint8    `cbor:"8,keyasint,omitempty"`  // receipt level
-	Targets   [][]byte `cbor:"9,keyasint,omitempty"`  // receipt targets
+	Targets   [][]byte `cbor:"9,keyasint,omitempty"`  // explicit receipt: the messages it names
 	Retention int64    `cbor:"10,keyasint,omitempty"` // seconds; 0 keeps forever
 	Data      []byte   `cbor:"11,keyasint,omitempty"` // photo thumbnail, or a chunk's bytes
 	Chunks    [][]byte `cbor:"12,keyasint,omitempty"` // photo: its chunk op IDs, in order
 	Size      int64    `cbor:"13,keyasint,omitempty"` // photo: bytes of the full image
+	// Cumulative receipts (see "Receipts" in doc.go): Past covers the
+	// receipt's own causal past, Heads the ops named and their causal
+	// past; Except names messages in that cover its sender holds but
+	// cannot read.
+	Past   bool     `cbor:"14,keyasint,omitempty"`
+	Heads  [][]byte `cbor:"15,keyasint,omitempty"`
+	Except [][]byte `cbor:"16,keyasint,omitempty"`
 }
+
+// cumulative reports whether a receipt covers a causal past rather than
+// naming each message.
+func (p *payload) cumulative() bool { return p.Past || len(p.Heads) > 0 }
 
 func knownKind(k uint8) bool {
 	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindRetention)
@@ -98,8 +109,17 @@ func (p *payload) check() error {
 		return fmt.Errorf("%w: target", ErrInvalidPayload)
 	case p.Level > Acknowledged:
 		return fmt.Errorf("%w: receipt level", ErrInvalidPayload)
+	case len(p.Heads) > maxTargets || len(p.Except) > maxTargets:
+		return fmt.Errorf("%w: too many heads or exceptions", ErrInvalidPayload)
+	case p.Kind != kindReceipt && (p.cumulative() || len(p.Except) > 0):
+		return fmt.Errorf("%w: receipt fields on kind %d", ErrInvalidPayload, p.Kind)
+	case p.Kind == kindReceipt && len(p.Except) > 0 && !p.cumulative():
+		return fmt.Errorf("%w: exceptions without a cumulative receipt", ErrInvalidPayload)
+	case p.cumulative() && ((p.Level != Delivered && p.Level != Read) || len(p.Targets) > 0):
+		// Acknowledgements stay explicit, per message.
+		return fmt.Errorf("%w: cumulative receipt of level %d or with targets", ErrInvalidPayload, p.Level)
 	}
-	for _, t := range slices.Concat(p.Targets, p.Tags, p.Chunks) {
+	for _, t := range slices.Concat(p.Targets, p.Tags, p.Chunks, p.Heads, p.Except) {
 		if len(t) != 32 {
 			return fmt.Errorf("%w: target", ErrInvalidPayload)
 		}

@@ -70,6 +70,7 @@ type opInfo struct {
 	gone   bool // retention deleted it
 	stub   bool // kept without its body: refused, but an op depends on it
 	shown  bool // a message this device showed: if it turns invalid, it is withdrawn
+	ord    int32 // position in the order State last walked (scratch for receipts)
 	// welcome: who holds the epoch, its control key's commitment, and
 	// whether this device opened it
 	holders   []peer.ID
@@ -142,6 +143,9 @@ type Replica struct {
 	ownPayload *payload
 	decoded    map[crdt.OpID]*e2e.Envelope // envelopes decoded by Receive, until applied
 	refused    []error                     // refusals during the current Add
+	// excepted: messages our cumulative receipts listed as held but
+	// unreadable (receipts.go), in memory only.
+	excepted map[crdt.OpID]bool
 }
 
 // Option configures a replica.

@@ -131,7 +131,11 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 // before our next receipt. Past MaxDeps heads, the authorised membership ops and
 // welcomes go first, so nobody making many heads can keep a removal out of
 // our ops' past.
-func (r *Replica) parents() []crdt.OpID {
+func (r *Replica) parents() []crdt.OpID { return r.capDeps(r.standingHeads()) }
+
+// standingHeads are the heads an op of ours may depend on, before the
+// MaxDeps cap: stubs and ops that do not stand replaced by their parents.
+func (r *Replica) standingHeads() []crdt.OpID {
 	heads := r.dag.AllHeads()
 	var out []crdt.OpID
 	seen := map[crdt.OpID]bool{}
@@ -148,6 +152,12 @@ func (r *Replica) parents() []crdt.OpID {
 		}
 		out = append(out, h)
 	}
+	return out
+}
+
+// capDeps keeps at most MaxDeps of heads, membership ops and welcomes
+// first, sorted (in place: out is reordered).
+func (r *Replica) capDeps(out []crdt.OpID) []crdt.OpID {
 	if len(out) > crdt.MaxDeps {
 		weight := func(id crdt.OpID) int {
 			switch info := r.ops[id]; {
@@ -408,13 +418,14 @@ func (r *Replica) Unreact(msg crdt.OpID, emoji string) (Out, error) {
 }
 
 // Receipt records that this device has delivered, read or acknowledged
-// messages. Receipts depend on everything seen, so they also endorse it.
+// messages. Delivered and Read are cumulative (see "Receipts" in doc.go):
+// with no msgs, one op covers everything this device holds; with msgs,
+// those messages and their causal past. Acknowledged names each message.
+// msgs must be messages this device holds and can read (ErrNoSuchMessage
+// if none is). Receipts depend on everything seen, so they also endorse
+// it.
 func (r *Replica) Receipt(level int, msgs ...crdt.OpID) (Out, error) {
-	p := &payload{Kind: kindReceipt, Level: uint8(level)}
-	for _, m := range msgs {
-		p.Targets = append(p.Targets, m[:])
-	}
-	return r.do(p)
+	return r.receipt(level, msgs)
 }
 
 // Add adds a member (admins only); the next message goes in a new epoch.

@@ -84,12 +84,16 @@ func (r *Replica) State() *State {
 	deleted := map[crdt.OpID]bool{}
 	reacts := map[crdt.OpID]*crdt.ORSet[string]{}
 	receipts := map[crdt.OpID]*crdt.MaxRegister[peer.ID]{}
-	var texts []crdt.OpID
+	var texts, cums []crdt.OpID
 	for id := range r.deleted {
 		deleted[id] = true // its plaintext is gone here, whatever voids the delete later
 	}
-	for _, id := range r.dag.Order() {
+	order := r.dag.Order()
+	for i, id := range order {
 		info := r.ops[id]
+		if info != nil {
+			info.ord = int32(i)
+		}
 		if info != nil && !info.valid && info.shown && info.p != nil {
 			texts = append(texts, id) // withdrawn
 		}
@@ -133,6 +137,10 @@ func (r *Replica) State() *State {
 				reacts[target].Remove(el, tags)
 			}
 		case kindReceipt:
+			if p.cumulative() {
+				cums = append(cums, id)
+				continue
+			}
 			for _, t := range p.Targets {
 				tid, _ := crdt.OpIDFromBytes(t)
 				if receipts[tid] == nil {
@@ -141,6 +149,10 @@ func (r *Replica) State() *State {
 				receipts[tid].Raise(info.sender, int(p.Level))
 			}
 		}
+	}
+	var cov *cover
+	if len(cums) > 0 {
+		cov = r.newCover(order, cums)
 	}
 	for _, id := range texts {
 		info := r.ops[id]
@@ -184,6 +196,13 @@ func (r *Replica) State() *State {
 		if reg := receipts[id]; reg != nil {
 			reg.Each(func(p peer.ID, lvl int) {
 				if _, ok := m.Receipts[p]; ok {
+					m.Receipts[p] = lvl
+				}
+			})
+		}
+		if cov != nil {
+			cov.each(id, info, func(p peer.ID, lvl int) {
+				if cur, ok := m.Receipts[p]; ok && lvl > cur {
 					m.Receipts[p] = lvl
 				}
 			})

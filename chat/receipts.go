@@ -1,0 +1,254 @@
+package chat
+
+import (
+	"bytes"
+	"fmt"
+	"math/bits"
+	"slices"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+)
+
+// This file holds cumulative receipts: how this device makes them, and
+// what the receipts of a DAG cover ("Receipts" in doc.go).
+
+// receipt makes a receipt op (see Receipt).
+func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
+	if level < Delivered || level > Acknowledged {
+		return Out{}, fmt.Errorf("%w: receipt level %d", ErrInvalidPayload, level)
+	}
+	var named []crdt.OpID
+	seen := make(map[crdt.OpID]bool, len(msgs))
+	for _, m := range msgs {
+		if !seen[m] && r.readable(m) {
+			named = append(named, m)
+		}
+		seen[m] = true
+	}
+	if len(msgs) > 0 && len(named) == 0 {
+		return Out{}, ErrNoSuchMessage // nothing this device has can be claimed
+	}
+	if level == Acknowledged {
+		p := &payload{Kind: kindReceipt, Level: Acknowledged}
+		for _, m := range named[:min(len(named), maxTargets)] {
+			p.Targets = append(p.Targets, m[:])
+		}
+		return r.do(p)
+	}
+	out, err := r.prepare()
+	if err != nil {
+		return Out{}, err
+	}
+	p := &payload{Kind: kindReceipt, Level: uint8(level)}
+	if len(named) == 0 {
+		// Everything held: the op's own past, and the heads the MaxDeps
+		// cap leaves out of its deps.
+		p.Past = true
+		all := r.standingHeads()
+		deps := r.capDeps(slices.Clone(all))
+		for _, h := range all {
+			if _, in := slices.BinarySearchFunc(deps, h, crdt.OpID.Compare); !in {
+				p.Heads = append(p.Heads, h[:])
+			}
+		}
+		if level == Delivered {
+			// Messages an earlier receipt of ours excepted that opened
+			// since: named, since exceptions are for good (see cover).
+			for id := range r.excepted {
+				if r.readable(id) {
+					p.Heads = append(p.Heads, id[:])
+					delete(r.excepted, id)
+				}
+			}
+		}
+	} else {
+		for _, h := range r.maximal(named) {
+			p.Heads = append(p.Heads, h[:])
+		}
+	}
+	slices.SortFunc(p.Heads, bytes.Compare)
+	p.Heads = p.Heads[:min(len(p.Heads), maxTargets)] // fewer covered, never more
+	except := r.unreadable()
+	if len(except) > maxTargets {
+		return out, fmt.Errorf("%w: %d messages here cannot be read; no cumulative receipt", ErrTooLarge, len(except))
+	}
+	for _, id := range except {
+		p.Except = append(p.Except, id[:])
+	}
+	raw, err := r.emit(p)
+	out.add(raw)
+	if raw != nil {
+		if r.excepted == nil {
+			r.excepted = map[crdt.OpID]bool{}
+		}
+		for _, id := range except {
+			r.excepted[id] = true
+		}
+	}
+	return out, err
+}
+
+// readable reports whether id is a message this device holds and can read
+// (deleted ones included: they were had).
+func (r *Replica) readable(id crdt.OpID) bool {
+	info := r.ops[id]
+	return info != nil && info.valid && info.p != nil && (info.kind == kindText || info.kind == kindPhoto)
+}
+
+// unreadable lists, sorted, the content ops of others this device holds,
+// was a recipient of, and cannot read although their sender may write
+// them (a share that did not open, an expired key), and that no receipt of
+// ours has excepted yet: a cumulative receipt must not claim them.
+func (r *Replica) unreadable() []crdt.OpID {
+	var out []crdt.OpID
+	for id, info := range r.ops {
+		if info.env == nil || info.env.Kind != e2e.KindContent || info.p != nil || info.gone || info.stub ||
+			info.sender == r.dev.ID || r.excepted[id] {
+			continue
+		}
+		if r.membersOf(info.before).members[r.dev.ID] && r.mayOpen(id, info) {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, crdt.OpID.Compare)
+	return out
+}
+
+// maximal drops the ops of ids that are in the causal past of another of
+// them: a search back from them that stops below the shallowest.
+func (r *Replica) maximal(ids []crdt.OpID) []crdt.OpID {
+	if len(ids) < 2 {
+		return ids
+	}
+	floor := ^uint32(0)
+	var stack []crdt.OpID
+	for _, id := range ids {
+		floor = min(floor, r.ops[id].depth)
+		stack = append(stack, r.dag.Deps(id)...)
+	}
+	seen := map[crdt.OpID]bool{}
+	for len(stack) > 0 {
+		cur := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[cur] {
+			continue
+		}
+		seen[cur] = true
+		if ci := r.ops[cur]; ci != nil && ci.depth > floor {
+			stack = append(stack, r.dag.Deps(cur)...)
+		}
+	}
+	return slices.DeleteFunc(slices.Clone(ids), func(id crdt.OpID) bool { return seen[id] })
+}
+
+// cover is what the valid cumulative receipts of a DAG cover: for each op
+// (by its position in the order State walks) and each receipt sender, the
+// highest level of its receipts whose cover holds the op. One pass over
+// the DAG in reverse causal order carries a bit per sender and level from
+// each op to its dependencies, so the cost is O(ops × senders/64), however
+// many receipts there are.
+type cover struct {
+	who    []peer.ID
+	words  int      // per level
+	bits   []uint64 // per position: Delivered words, then Read words
+	except map[crdt.OpID][]int
+	named  map[crdt.OpID]map[int]int // excepted ops that receipts name: sender → level
+}
+
+// newCover computes what the receipts cums (valid, cumulative, in order)
+// cover; order is the DAG's order, with each op's ord its position.
+func (r *Replica) newCover(order, cums []crdt.OpID) *cover {
+	c := &cover{except: map[crdt.OpID][]int{}}
+	idx := map[peer.ID]int{}
+	for _, id := range cums {
+		s := r.ops[id].sender
+		if _, ok := idx[s]; !ok {
+			idx[s] = len(c.who)
+			c.who = append(c.who, s)
+		}
+		for _, x := range r.ops[id].p.Except {
+			xid, _ := crdt.OpIDFromBytes(x)
+			c.except[xid] = append(c.except[xid], idx[s])
+		}
+	}
+	c.words = (len(c.who) + 63) / 64
+	stride := 2 * c.words
+	c.bits = make([]uint64, len(order)*stride)
+	top := -1
+	set := func(op crdt.OpID, j, lvl int) {
+		info := r.ops[op]
+		if info == nil {
+			return
+		}
+		pos := int(info.ord)
+		c.bits[pos*stride+(lvl-1)*c.words+j/64] |= 1 << (j % 64)
+		top = max(top, pos)
+	}
+	for _, id := range cums {
+		info := r.ops[id]
+		j, lvl := idx[info.sender], int(info.p.Level)
+		if info.p.Past {
+			for _, d := range r.dag.Deps(id) {
+				set(d, j, lvl)
+			}
+		}
+		for _, h := range info.p.Heads {
+			hid, _ := crdt.OpIDFromBytes(h)
+			set(hid, j, lvl)
+			if _, ex := c.except[hid]; ex {
+				if c.named == nil {
+					c.named = map[crdt.OpID]map[int]int{}
+				}
+				if c.named[hid] == nil {
+					c.named[hid] = map[int]int{}
+				}
+				c.named[hid][j] = max(c.named[hid][j], lvl)
+			}
+		}
+	}
+	for pos := top; pos >= 0; pos-- {
+		from := c.bits[pos*stride : (pos+1)*stride]
+		if !slices.ContainsFunc(from, func(w uint64) bool { return w != 0 }) {
+			continue
+		}
+		for _, d := range r.dag.Deps(order[pos]) {
+			if di := r.ops[d]; di != nil {
+				to := c.bits[int(di.ord)*stride : (int(di.ord)+1)*stride]
+				for k, w := range from {
+					to[k] |= w
+				}
+			}
+		}
+	}
+	return c
+}
+
+// each calls f with every sender whose receipts cover op id, and the
+// highest level they cover it at. An op a sender's receipt excepts (held,
+// but not readable when it said so) counts for that sender only where
+// one of its receipts names it.
+func (c *cover) each(id crdt.OpID, info *opInfo, f func(peer.ID, int)) {
+	stride := 2 * c.words
+	b := c.bits[int(info.ord)*stride : (int(info.ord)+1)*stride]
+	for k := range c.words {
+		for del, read := b[k], b[c.words+k]; del|read != 0; {
+			bit := bits.TrailingZeros64(del | read)
+			j := k*64 + bit
+			lvl := Delivered
+			if read&(1<<bit) != 0 {
+				lvl = Read
+			}
+			del &^= 1 << bit
+			read &^= 1 << bit
+			if slices.Contains(c.except[id], j) {
+				lvl = c.named[id][j]
+			}
+			if lvl > 0 {
+				f(c.who[j], lvl)
+			}
+		}
+	}
+}
