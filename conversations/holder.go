@@ -254,8 +254,10 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	// The ops of others above went to the store as they were applied, with
 	// no fsync; receipts (and a welcome they may need) are ours: persist
 	// makes them durable, one sync for the batch, before they are published.
+	// A receipt is made now only if no receipt window is open
+	// (ReceiptWindow); else the window's end makes one for all.
 	c.j.begin()
-	receipts := autoReceipts(c.r)
+	receipts := s.autoReceipts(c)
 	saved := s.persist(c) == nil
 	id := c.r.ID()
 	c.mu.Unlock()
@@ -278,23 +280,6 @@ func (s *Service) observe(envs []mesh.Checked, from peer.ID, dups []bool) {
 	for i, ce := range envs {
 		s.cfg.Observe(crdt.OpID(e2e.ID(ce.Raw)), from, dups[i])
 	}
-}
-
-// autoReceipts acknowledges delivery of messages from others: that is the
-// "delivered" state their senders see. Callers hold the conversation's mu.
-func autoReceipts(r *chat.Replica) chat.Out {
-	todo := r.Fresh()
-	var out chat.Out
-	for len(todo) > 0 {
-		n := min(len(todo), 1000)
-		o, err := r.Receipt(chat.Delivered, todo[:n]...)
-		out.Merge(o)
-		if err != nil {
-			return out
-		}
-		todo = todo[n:]
-	}
-	return out
 }
 
 // Revoke re-applies the revocation predicate on every conversation, after

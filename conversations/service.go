@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -38,6 +39,10 @@ type Config struct {
 	// Observe, if set, is told of every envelope taken in from the mesh
 	// (dup: it was held already), outside any lock. It must not block.
 	Observe func(id crdt.OpID, from peer.ID, dup bool)
+	// ReceiptWindow is how long delivered and read receipts are
+	// coalesced (0: the package's ReceiptWindow; negative: none — each
+	// batch, each read, makes its receipt at once).
+	ReceiptWindow time.Duration
 }
 
 // Errors.
@@ -57,6 +62,7 @@ type conv struct {
 	// Service.unopenedBy, until it does).
 	joined   bool
 	joinedBy peer.ID
+	rc       receipts // receipt windows (receipts.go)
 }
 
 // Service holds the conversations of one device. mu guards the tables
@@ -80,6 +86,9 @@ type Service struct {
 	// joins: when this device joined a conversation on each sender's
 	// welcome, within JoinWindow (see MaxJoinsPerSender).
 	joins map[peer.ID][]time.Time
+
+	closed atomic.Bool    // Close began: no receipt window opens
+	timers sync.WaitGroup // receipt windows open or firing
 }
 
 // Open restores the persisted conversations of a device; nothing is sent
@@ -107,8 +116,12 @@ func (s *Service) Attach(p Publisher) {
 	s.pubMu.Unlock()
 }
 
-// Close ends every event subscription.
-func (s *Service) Close() { s.events.close() }
+// Close stops the receipt windows (waiting for one that is firing) and
+// ends every event subscription.
+func (s *Service) Close() {
+	s.stopWindows()
+	s.events.close()
+}
 
 // Store keys.
 func convKey(tag []byte) ds.Key { return ds.NewKey("/conv").ChildString(hex.EncodeToString(tag)) }
@@ -340,11 +353,40 @@ func (s *Service) React(id chat.ConversationID, msg crdt.OpID, emoji string, on 
 }
 
 // Receipt records that this device's user reached level (chat.Read,
-// chat.Acknowledged) on msgs.
+// chat.Acknowledged) on msgs. A read receipt covers the messages and their
+// causal past (chat.Replica.Receipt); reads reported while the read window
+// is open go in the one receipt made at its end (see ReceiptWindow).
+// Acknowledgements are made at once, one per call.
 func (s *Service) Receipt(id chat.ConversationID, level int, msgs ...crdt.OpID) error {
-	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Receipt(level, msgs...) })
+	c, err := s.conv(id)
+	if err != nil {
+		return err
+	}
+	if level == chat.Read {
+		c.mu.Lock()
+		if c.rc.open[window(chat.Read)] != nil {
+			c.rc.reads = append(c.rc.reads, msgs...)
+			if n := len(c.rc.reads); n > maxReads {
+				c.rc.reads = c.rc.reads[n-maxReads:]
+			}
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+	}
+	_, err = s.do(id, func(r *chat.Replica) (chat.Out, error) {
+		out, err := r.Receipt(level, msgs...)
+		if level == chat.Read && len(out.Envelopes) > 0 {
+			s.openWindow(c, chat.Read) // do holds c.mu
+		}
+		return out, err
+	})
 	return err
 }
+
+// maxReads bounds the reads held for the end of a window (the latest
+// count: a read receipt covers their past).
+const maxReads = 1024
 
 // Add makes a colleague a member (admins only).
 func (s *Service) Add(id chat.ConversationID, member peer.ID) error {
