@@ -67,9 +67,9 @@ type opInfo struct {
 	view   *view       // causal past and the op itself
 	valid  bool        // authorised, not void, not equivocal, standing
 	reason error
-	gone   bool // retention deleted it
-	stub   bool // kept without its body: refused, but an op depends on it
-	shown  bool // a message this device showed: if it turns invalid, it is withdrawn
+	gone   bool  // retention deleted it
+	stub   bool  // kept without its body: refused, but an op depends on it
+	shown  bool  // a message this device showed: if it turns invalid, it is withdrawn
 	ord    int32 // position in the order State last walked (scratch for receipts)
 	// welcome: who holds the epoch, its control key's commitment, and
 	// whether this device opened it
