@@ -106,6 +106,31 @@
 // text. Withdrawn entries depend on what this device had shown; everything
 // else in State depends on the DAG only.
 //
+// # Receipts (receipts.go)
+//
+// Delivered and read receipts are cumulative: one op of device p at
+// level L (Delivered or Read) covers a causal past — its own, if Past is
+// set (p holds everything in it), and that of each op it names in Heads,
+// the named op included. A delivered receipt sets Past and names the heads
+// its MaxDeps-capped deps leave out; a read receipt names the messages the
+// user read, and so covers exactly them and their past, never a later or
+// concurrent message the device holds. Except lists the messages in the
+// cover that p holds but cannot read (a share that did not open, an
+// expired key): an op any cumulative receipt of p excepts counts for p
+// only where a receipt of p names it in Heads. A message's level for p is
+// the highest of p's explicit receipts naming it (Targets; acknowledgements
+// are always explicit, per message, and receipts made before cumulative
+// ones are in DAGs) and of p's valid cumulative receipts covering it; it
+// counts only if p was a recipient (a member when it was sent, not its
+// sender). Validity is the rule above, unchanged: a receipt of a
+// non-member is refused, one concurrent with its sender's removal is void,
+// a revoked device's stands only if endorsed. A receipt endorses (the
+// revoked-sender rule) what any op does — its deps and their past — so a
+// cumulative receipt endorses exactly what an explicit one did; ops named
+// in Heads beyond its deps are covered, not endorsed. Honest devices name
+// only ops they hold and can read; what a sender says it has is its word,
+// as it always was.
+//
 // Other rules: an unreact removes only the remover's own reactions in its
 // causal past; an op's sort key is never earlier than its dependencies'
 // (crdt); retention deletes messages older than the setting by their own

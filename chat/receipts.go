@@ -233,6 +233,7 @@ func (r *Replica) newCover(order, cums []crdt.OpID) *cover {
 func (c *cover) each(id crdt.OpID, info *opInfo, f func(peer.ID, int)) {
 	stride := 2 * c.words
 	b := c.bits[int(info.ord)*stride : (int(info.ord)+1)*stride]
+	except := c.except[id]
 	for k := range c.words {
 		for del, read := b[k], b[c.words+k]; del|read != 0; {
 			bit := bits.TrailingZeros64(del | read)
@@ -243,7 +244,7 @@ func (c *cover) each(id crdt.OpID, info *opInfo, f func(peer.ID, int)) {
 			}
 			del &^= 1 << bit
 			read &^= 1 << bit
-			if slices.Contains(c.except[id], j) {
+			if except != nil && slices.Contains(except, j) {
 				lvl = c.named[id][j]
 			}
 			if lvl > 0 {
