@@ -130,6 +130,7 @@ type Service struct {
 	toAnchors    sentLog // our ops sent to anchors, whose acks count
 
 	syncing map[peer.ID]bool
+	fetches inflight           // op IDs being fetched, so two sessions never fetch one op at once
 	changes uint64             // envelopes published or taken in (guarded by mu)
 	synced  map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks   chan struct{}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -512,20 +513,78 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	if len(need) > fetchBatch {
 		held = len(s.IDsOf(tag))
 	}
-	if err := s.fetch(c, p, tag, need); err != nil {
+	fetched, err := s.fetch(c, p, tag, need)
+	if err != nil {
 		return false, err
 	}
-	if len(need) > fetchBatch {
+	if fetched > fetchBatch {
 		got := len(s.IDsOf(tag)) - held
-		partial = got > 0 && got < len(need)
+		partial = got > 0 && got < fetched
 	}
 	return partial, s.serve(c, p, tag, len(sess.items))
 }
 
+// inflight is the set of op IDs some session of this device is fetching,
+// per tag. Both sides of a pair start a session when they meet, and each
+// would otherwise fetch — and verify — the same ops: the later claim skips
+// what the earlier one fetches (and what is held by then). A claim ends
+// with its fetch, applied or not; an op left unapplied is fetched again by
+// a later round.
+type inflight struct {
+	mu  sync.Mutex
+	ids map[string]map[crdt.OpID]struct{}
+}
+
+// claim takes the IDs of need that no session is fetching and that are
+// not among held; release gives them back.
+func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, release func()) {
+	have := make(map[crdt.OpID]struct{}, len(held))
+	for _, id := range held {
+		have[id] = struct{}{}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ids == nil {
+		f.ids = map[string]map[crdt.OpID]struct{}{}
+	}
+	busy := f.ids[string(tag)]
+	if busy == nil {
+		busy = map[crdt.OpID]struct{}{}
+		f.ids[string(tag)] = busy
+	}
+	for _, id := range need {
+		_, fetching := busy[id]
+		_, ok := have[id]
+		if !fetching && !ok {
+			busy[id] = struct{}{}
+			mine = append(mine, id)
+		}
+	}
+	return mine, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		// A tag's set goes only once empty, so it still holds ours.
+		cur := f.ids[string(tag)]
+		for _, id := range mine {
+			delete(cur, id)
+		}
+		if len(cur) == 0 {
+			delete(f.ids, string(tag))
+		}
+	}
+}
+
 // fetch asks for needed envelopes in batches and applies them, keeping
 // two requests in flight so the peer prepares the next batch while this
-// side verifies the last.
-func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error {
+// side verifies the last. It skips what another session is fetching or
+// this device holds by now, and reports how many it asked for.
+func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
+	if len(need) > 0 {
+		var release func()
+		need, release = s.fetches.claim(tag, need, s.IDsOf(tag))
+		defer release()
+	}
+	asked := len(need)
 	var batches [][]crdt.OpID
 	for len(need) > 0 {
 		n := min(len(need), fetchBatch)
@@ -543,23 +602,23 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error 
 	sent := 0
 	for ; sent < min(inFlight, len(batches)); sent++ {
 		if err := want(batches[sent]); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	for range batches {
 		got, err := c.recv()
 		if err != nil || got.Kind != fEnvs {
-			return fmt.Errorf("%w: expected envelopes", ErrProtocol)
+			return 0, fmt.Errorf("%w: expected envelopes", ErrProtocol)
 		}
 		if sent < len(batches) {
 			if err := want(batches[sent]); err != nil {
-				return err
+				return 0, err
 			}
 			sent++
 		}
 		s.apply(tag, got.Envs, p)
 	}
-	return c.send(frame{Kind: fWant, Tag: tag}) // no more wants
+	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
 }
 
 // serve answers wants until the other side says it wants nothing more; it
@@ -704,7 +763,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				continue
 			}
 			// Their wants are served; now ours, and the tag is done.
-			if err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
+			if _, err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
 				return err
 			}
 			cur = nil
