@@ -633,7 +633,9 @@ func (r *Replica) destroy(target []byte) {
 	if r.plain != nil {
 		// Overwrite with the tombstone: the text is gone, the fact stays.
 		if b, err := detcbor.Marshal(t.p); err == nil {
-			r.keepPlain(id, b)
+			if err := r.plain.Replace(id, b); err != nil {
+				r.plainErr = fmt.Errorf("persist plaintext: %w", err)
+			}
 		}
 	}
 }

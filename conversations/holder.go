@@ -212,9 +212,16 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 }
 
 // receive applies a batch of checked envelopes, then acknowledges delivery
-// and persists once for the batch.
+// and persists once for the batch: the ops go to the store in one batch
+// with the key record (and the receipts, which are ours: then synced).
 func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	c.mu.Lock()
+	if !c.r.ID().IsZero() {
+		// Opened: persist saves what the batch wrote. (A conversation not
+		// yet opened has no key record to save with; its ops go straight
+		// to the store.)
+		c.j.hold()
+	}
 	var applied []crdt.OpID
 	var dups []bool
 	for _, ce := range envs {
@@ -233,6 +240,11 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		}
 	}
 	if len(applied) == 0 {
+		if c.j.held() {
+			s.persist(c)
+		} else {
+			c.j.end()
+		}
 		c.mu.Unlock()
 		s.observe(envs, from, dups)
 		return
@@ -251,9 +263,10 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		}
 		s.mu.Unlock()
 	}
-	// The ops of others above went to the store as they were applied, with
-	// no fsync; receipts (and a welcome they may need) are ours: persist
-	// makes them durable, one sync for the batch, before they are published.
+	// The ops of others above are held by the journal, to be written with
+	// no fsync of their own; receipts (and a welcome they may need) are
+	// ours: persist writes all in one batch and makes it durable, one sync
+	// for the batch, before they are published.
 	c.j.begin()
 	receipts := autoReceipts(c.r)
 	saved := s.persist(c) == nil
