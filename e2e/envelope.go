@@ -55,16 +55,14 @@ const sigContext = "medmesh envelope v2\x00"
 // header is the encoding of everything but body and signature: the
 // associated data of the body's encryption.
 func (e *Envelope) header() ([]byte, error) {
-	h := *e
-	h.Body, h.Sig = nil, nil
-	return detcbor.Marshal(h)
+	return e.appendEnvelope(make([]byte, 0, e.encodedSize()-len(e.Body)), nil, nil), nil
 }
 
+// signed is what the signature covers: the context, then the encoding of
+// everything but the signature.
 func (e *Envelope) signed() ([]byte, error) {
-	s := *e
-	s.Sig = nil
-	b, err := detcbor.Marshal(s)
-	return append([]byte(sigContext), b...), err
+	b := append(make([]byte, 0, len(sigContext)+e.encodedSize()), sigContext...)
+	return e.appendEnvelope(b, e.Body, nil), nil
 }
 
 // New starts an envelope from sender in the conversation with tag, after
