@@ -576,8 +576,10 @@ func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, 
 
 // fetch asks for needed envelopes in batches and applies them, keeping
 // two requests in flight so the peer prepares the next batch while this
-// side verifies the last. It skips what another session is fetching or
-// this device holds by now, and reports how many it asked for.
+// side verifies the last, and applying one batch (in its own goroutine,
+// in order) while it reads and verifies the next. It skips what another
+// session is fetching or this device holds by now, and reports how many
+// it asked for.
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
 	if len(need) > 0 {
 		var release func()
@@ -605,6 +607,18 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 			return 0, err
 		}
 	}
+	checked := make(chan []Checked, 1)
+	applied := make(chan struct{})
+	go func() { // ends when checked is closed, before fetch returns
+		defer close(applied)
+		for ok := range checked {
+			s.deliver(tag, ok, p)
+		}
+	}()
+	defer func() {
+		close(checked)
+		<-applied
+	}()
 	for range batches {
 		got, err := c.recv()
 		if err != nil || got.Kind != fEnvs {
@@ -616,7 +630,7 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 			}
 			sent++
 		}
-		s.apply(tag, got.Envs, p)
+		checked <- s.checkFetched(got.Envs, p)
 	}
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
 }
@@ -642,11 +656,16 @@ func (s *Service) serve(c *conn, p peer.ID, tag []byte, held int) error {
 	}
 }
 
-// apply checks fetched envelopes — the senders, then every signature in
-// one batch (signatures dominate the receive path) — and delivers them in
-// the order they came (causal where the peer knew it: the DAG buffers the
-// rest until their dependencies arrive).
+// apply checks fetched envelopes and delivers those that pass.
 func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
+	s.deliver(tag, s.checkFetched(envs, from), from)
+}
+
+// checkFetched checks fetched envelopes — the senders, then every signature in
+// one batch (signatures dominate the receive path) — and returns those
+// that pass, in the order they came (causal where the peer knew it: the
+// DAG buffers the rest until their dependencies arrive), to deliver.
+func (s *Service) checkFetched(envs [][]byte, from peer.ID) []Checked {
 	var pending []*e2e.Envelope
 	var raws [][]byte
 	for _, raw := range envs {
@@ -668,7 +687,7 @@ func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
 		}
 		ok = append(ok, Checked{pending[i], raws[i]})
 	}
-	s.deliver(tag, ok, from)
+	return ok
 }
 
 // handleSync is the responder side.
