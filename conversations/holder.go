@@ -46,6 +46,18 @@ func (s *Service) IDs(tag []byte) []crdt.OpID {
 	return c.r.IDs()
 }
 
+// Keys gives the causal keys of ops of a conversation this device holds
+// (nil if none), which sync lists with their IDs.
+func (s *Service) Keys(tag []byte, ids []crdt.OpID) []uint64 {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.SyncKeys(ids)
+}
+
 // Envelopes returns the envelopes among ids of a conversation this device
 // holds, in causal order, so the peer applies them with little buffering.
 func (s *Service) Envelopes(tag []byte, ids []crdt.OpID) [][]byte {

@@ -211,3 +211,16 @@ func VerifyBatch(envs []*Envelope) []error {
 
 // ID is the op ID of encoded envelope bytes.
 func ID(raw []byte) [32]byte { return sha256.Sum256(raw) }
+
+// SyncKey is the envelope's causal key for sync: its sender's hybrid
+// logical clock from the signed header, as one number — milliseconds
+// (clamped to [0, 2^43)) above 20 bits of logical counter (clamped). An
+// honest sender stamps an op later than everything it depends on, so
+// fetching in key order fetches dependencies first; a wrong clock costs
+// only buffering, never correctness. Every holder of the envelope computes
+// the same key.
+func (e *Envelope) SyncKey() uint64 {
+	const logicalBits = 20
+	wall := uint64(min(max(e.Wall, 0), 1<<43-1))
+	return wall<<logicalBits | uint64(min(e.Logical, 1<<logicalBits-1))
+}

@@ -21,10 +21,13 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols. sync/2 pages the tag offer and budgets each session (see
-// below); sync/1 sent the whole offer in one frame of at most 4,096 tags.
+// Protocols. sync/3 carries each listed op ID's causal key in
+// reconciliation (recon.go), so a fetch of many batches brings
+// dependencies first; its limits and budgets are sync/2's. sync/2 pages
+// the tag offer and budgets each session (see below); sync/1 sent the
+// whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/2"
+	ProtoSync = "/medmesh/sync/3"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -289,6 +292,32 @@ func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	return out
 }
 
+// session starts reconciling a tag over what this device holds or carries
+// of it, with causal keys.
+func (s *Service) session(tag []byte) *Session {
+	ids := s.IDsOf(tag)
+	return NewKeyedSession(ids, s.keysOf(tag, ids))
+}
+
+// keysOf gives the causal keys of ids (see e2e.Envelope.SyncKey): the
+// holder's, else the carrier's, else 0.
+func (s *Service) keysOf(tag []byte, ids []crdt.OpID) []uint64 {
+	keys := s.h.Keys(tag, ids)
+	if len(keys) != len(ids) {
+		keys = make([]uint64, len(ids))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
+		for i, id := range ids {
+			if h, ok := c.ops[id]; ok && keys[i] == 0 {
+				keys[i] = h.key
+			}
+		}
+	}
+	return keys
+}
+
 // envelopes returns the wanted envelopes this device holds or carries,
 // noting for an anchor to which they go which of them are ours (see
 // sentLog).
@@ -474,7 +503,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
 // theirs. partial: what it fetched was applied in part only.
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
-	sess := NewSession(s.IDsOf(tag))
+	sess := s.session(tag)
 	m, err := sess.Initiate()
 	if err != nil {
 		return false, err
@@ -750,7 +779,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				return fmt.Errorf("%w: a tag not shared, equal on both sides, or reconciled already", ErrProtocol)
 			}
 			delete(common, string(f.Tag))
-			cur = &tagSession{tag: f.Tag, sess: NewSession(s.IDsOf(f.Tag))}
+			cur = &tagSession{tag: f.Tag, sess: s.session(f.Tag)}
 		}
 		switch f.Kind {
 		case fRecon:
