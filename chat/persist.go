@@ -18,7 +18,13 @@ import (
 // message again after a restart; it lives in the device's encrypted store,
 // and is deleted with the message (delete, retention).
 type Plaintexts interface {
+	// Put stores the payload an op decrypted to. No other payload is
+	// stored under id (at most the same one, decrypted again), so Put
+	// need not look first.
 	Put(id crdt.OpID, payload []byte) error
+	// Replace overwrites a stored payload — a deleted message's tombstone
+	// — so that the old plaintext is purged, not only shadowed.
+	Replace(id crdt.OpID, payload []byte) error
 	Get(id crdt.OpID) ([]byte, bool)
 	Delete(id crdt.OpID) error
 }

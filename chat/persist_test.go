@@ -11,9 +11,10 @@ import (
 
 type mapPlain map[crdt.OpID][]byte
 
-func (m mapPlain) Put(id crdt.OpID, p []byte) error { m[id] = slices.Clone(p); return nil }
-func (m mapPlain) Get(id crdt.OpID) ([]byte, bool)  { p, ok := m[id]; return p, ok }
-func (m mapPlain) Delete(id crdt.OpID) error        { delete(m, id); return nil }
+func (m mapPlain) Put(id crdt.OpID, p []byte) error     { m[id] = slices.Clone(p); return nil }
+func (m mapPlain) Replace(id crdt.OpID, p []byte) error { return m.Put(id, p) }
+func (m mapPlain) Get(id crdt.OpID) ([]byte, bool)      { p, ok := m[id]; return p, ok }
+func (m mapPlain) Delete(id crdt.OpID) error            { delete(m, id); return nil }
 
 // TestRestore: a replica rebuilt from its op store, key state and
 // plaintexts shows the same conversation and keeps working.

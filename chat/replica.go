@@ -637,9 +637,24 @@ func (r *Replica) destroy(target []byte) {
 	if r.plain != nil {
 		// Overwrite with the tombstone: the text is gone, the fact stays.
 		if b, err := detcbor.Marshal(t.p); err == nil {
-			r.keepPlain(id, b)
+			if err := r.plain.Replace(id, b); err != nil {
+				r.plainErr = fmt.Errorf("persist plaintext: %w", err)
+			}
 		}
 	}
+}
+
+// SyncKeys gives each of ids its causal key for sync
+// (e2e.Envelope.SyncKey): 0 for an op this replica does not hold with its
+// envelope (unknown, a stub, deleted by retention).
+func (r *Replica) SyncKeys(ids []crdt.OpID) []uint64 {
+	out := make([]uint64, len(ids))
+	for i, id := range ids {
+		if info := r.ops[id]; info != nil && info.env != nil {
+			out[i] = info.env.SyncKey()
+		}
+	}
+	return out
 }
 
 // Fresh returns the messages from others applied since the last call: what

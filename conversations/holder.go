@@ -46,6 +46,18 @@ func (s *Service) IDs(tag []byte) []crdt.OpID {
 	return c.r.IDs()
 }
 
+// Keys gives the causal keys of ops of a conversation this device holds
+// (nil if none), which sync lists with their IDs.
+func (s *Service) Keys(tag []byte, ids []crdt.OpID) []uint64 {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.SyncKeys(ids)
+}
+
 // Envelopes returns the envelopes among ids of a conversation this device
 // holds, in causal order, so the peer applies them with little buffering.
 func (s *Service) Envelopes(tag []byte, ids []crdt.OpID) [][]byte {
@@ -212,9 +224,16 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 }
 
 // receive applies a batch of checked envelopes, then acknowledges delivery
-// and persists once for the batch.
+// and persists once for the batch: the ops go to the store in one batch
+// with the key record (and the receipts, which are ours: then synced).
 func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	c.mu.Lock()
+	if !c.r.ID().IsZero() {
+		// Opened: persist saves what the batch wrote. (A conversation not
+		// yet opened has no key record to save with; its ops go straight
+		// to the store.)
+		c.j.hold()
+	}
 	var applied []crdt.OpID
 	var dups []bool
 	for _, ce := range envs {
@@ -233,6 +252,11 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		}
 	}
 	if len(applied) == 0 {
+		if c.j.held() {
+			s.persist(c)
+		} else {
+			c.j.end()
+		}
 		c.mu.Unlock()
 		s.observe(envs, from, dups)
 		return
@@ -251,11 +275,12 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		}
 		s.mu.Unlock()
 	}
-	// The ops of others above went to the store as they were applied, with
-	// no fsync; receipts (and a welcome they may need) are ours: persist
-	// makes them durable, one sync for the batch, before they are published.
-	// A receipt is made now only if no receipt window is open
-	// (ReceiptWindow); else the window's end makes one for all.
+	// The ops of others above are held by the journal, to be written with
+	// no fsync of their own; receipts (and a welcome they may need) are
+	// ours: persist writes all in one batch and makes it durable, one sync
+	// for the batch, before they are published. A receipt is made now only
+	// if no receipt window is open (ReceiptWindow); else the window's end
+	// makes one for all.
 	c.j.begin()
 	receipts := s.autoReceipts(c)
 	saved := s.persist(c) == nil

@@ -11,7 +11,10 @@ import (
 // journal is the datastore a conversation's replica writes through (ops,
 // plaintexts). Between begin and the next save or end — while this device
 // makes ops — it holds writes back, so that save stores them in one batch
-// with the conversation's key record and syncs the store once; at other
+// with the conversation's key record and syncs the store once. Between
+// hold and save — while a batch of others' ops is applied — it holds
+// writes back too, so that save writes the batch at once, without a sync
+// unless begin followed (ops of others can be fetched again). At other
 // times writes go straight to the store. Reads see held-back writes; a
 // failed save keeps them for the next. Query sees the store only (replicas
 // query when they open, before any transaction). Guarded by its conversation's mutex, as
@@ -19,6 +22,8 @@ import (
 type journal struct {
 	ds.Datastore
 	open    bool
+	ours    bool // since begin: writes held are of this device's ops
+	mine    bool // a write of ours is held: the next save syncs
 	pending map[ds.Key]heldWrite
 }
 
@@ -32,16 +37,25 @@ func newJournal(d ds.Datastore) *journal {
 	return &journal{Datastore: d, pending: map[ds.Key]heldWrite{}}
 }
 
-// begin holds writes back until save or end.
-func (j *journal) begin() { j.open = true }
+// begin holds writes back until save or end; they are this device's
+// own, and save syncs them.
+func (j *journal) begin() { j.open, j.ours = true, true }
+
+// hold holds writes back until save or end: ops of others, which save
+// writes in one batch (synced only if begin follows and writes ours).
+func (j *journal) hold() { j.open = true }
+
+// held reports whether writes are held back for the next save.
+func (j *journal) held() bool { return len(j.pending) > 0 }
 
 // end stops holding writes back; those held stay for the next save.
-func (j *journal) end() { j.open = false }
+func (j *journal) end() { j.open, j.ours = false, false }
 
 func (j *journal) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if j.open {
 		prev, held := j.pending[k]
 		j.pending[k] = heldWrite{value: slices.Clone(v), replace: held && (prev.deleted || prev.replace)}
+		j.mine = j.mine || j.ours
 		return nil
 	}
 	delete(j.pending, k)
@@ -51,6 +65,7 @@ func (j *journal) Put(ctx context.Context, k ds.Key, v []byte) error {
 func (j *journal) Delete(ctx context.Context, k ds.Key) error {
 	if j.open {
 		j.pending[k] = heldWrite{deleted: true}
+		j.mine = j.mine || j.ours
 		return nil
 	}
 	delete(j.pending, k)
@@ -85,12 +100,12 @@ func (j *journal) GetSize(ctx context.Context, k ds.Key) (int, error) {
 }
 
 // save ends the transaction and writes the key record of the conversation
-// under prefix. With nothing held back (no op of ours) that is a plain put.
-// Otherwise the held writes and the key record go in one batch — one
-// atomic write on the device's pebble store — and save returns once the
-// store has synced it.
+// under prefix. With nothing held back that is a plain put. Otherwise the
+// held writes and the key record go in one batch — one atomic write on the
+// device's pebble store — and, if a write of ours is among them, save
+// returns once the store has synced it.
 func (j *journal) save(ctx context.Context, prefix ds.Key, keys []byte) error {
-	j.open = false
+	j.open, j.ours = false, false
 	k := prefix.ChildString("keys")
 	if len(j.pending) == 0 {
 		return j.Datastore.Put(ctx, k, keys)
@@ -113,10 +128,13 @@ func (j *journal) save(ctx context.Context, prefix ds.Key, keys []byte) error {
 			}
 		}
 	}
-	if err := j.Datastore.Sync(ctx, prefix); err != nil {
-		return fmt.Errorf("sync store: %w", err)
+	if j.mine {
+		if err := j.Datastore.Sync(ctx, prefix); err != nil {
+			return fmt.Errorf("sync store: %w", err)
+		}
 	}
 	clear(j.pending)
+	j.mine = false
 	return nil
 }
 

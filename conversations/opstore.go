@@ -112,10 +112,16 @@ type plainStore struct {
 	prefix ds.Key
 }
 
-// Put stores a payload. One that replaces a stored payload (a deleted
-// message's tombstone) deletes it first, so that the device's store purges
-// the old plaintext from disk rather than only shadowing it.
+// Put stores an op's payload: nothing else is stored under its ID (see
+// chat.Plaintexts), so no lookup first.
 func (p plainStore) Put(id crdt.OpID, b []byte) error {
+	return p.d.Put(context.Background(), p.prefix.ChildString(id.String()), b)
+}
+
+// Replace stores a payload that replaces a stored one (a deleted message's
+// tombstone): it deletes the old one first, so that the device's store
+// purges the old plaintext from disk rather than only shadowing it.
+func (p plainStore) Replace(id crdt.OpID, b []byte) error {
 	ctx, k := context.Background(), p.prefix.ChildString(id.String())
 	if has, err := p.d.Has(ctx, k); err == nil && has {
 		if err := p.d.Delete(ctx, k); err != nil {

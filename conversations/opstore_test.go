@@ -82,6 +82,11 @@ func (r *recorder) Delete(ctx context.Context, k ds.Key) error {
 
 func (r *recorder) Batch(ctx context.Context) (ds.Batch, error) { return recBatch{r}, nil }
 
+func (r *recorder) Sync(ctx context.Context, k ds.Key) error {
+	r.log = append(r.log, "sync "+k.String())
+	return r.Batching.Sync(ctx, k)
+}
+
 type recBatch struct{ r *recorder }
 
 func (b recBatch) Put(ctx context.Context, k ds.Key, v []byte) error { return b.r.Put(ctx, k, v) }
@@ -90,14 +95,15 @@ func (b recBatch) Commit(context.Context) error                      { return ni
 
 // TestReplacedPlaintextDeletedFirst: a plaintext replaced by its
 // tombstone (a deleted message) reaches the store as a delete and then a
-// put — inside a transaction of this device's own ops and outside one —
-// so that the encrypted store purges the old text from disk (a put alone
-// only shadows it). A first put is a put.
+// put — inside a transaction of this device's own ops, of a batch of
+// others' ops, and outside one — so that the encrypted store purges the
+// old text from disk (a put alone only shadows it). A first put is a put.
 func TestReplacedPlaintextDeletedFirst(t *testing.T) {
 	ctx := context.Background()
 	var id crdt.OpID
 	id[0] = 7
-	for _, inTx := range []bool{false, true} {
+	for _, tx := range []string{"none", "ours", "others"} {
+		inTx := tx != "none"
 		rec := &recorder{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
 		j := newJournal(rec)
 		p := plainStore{j, ds.NewKey("/conv/x/plain")}
@@ -105,10 +111,13 @@ func TestReplacedPlaintextDeletedFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		rec.log = nil
-		if inTx {
+		switch tx {
+		case "ours":
 			j.begin()
+		case "others":
+			j.hold()
 		}
-		if err := p.Put(id, []byte("tombstone")); err != nil {
+		if err := p.Replace(id, []byte("tombstone")); err != nil {
 			t.Fatal(err)
 		}
 		if inTx {
@@ -122,6 +131,41 @@ func TestReplacedPlaintextDeletedFirst(t *testing.T) {
 		}
 		if v, _ := p.Get(id); string(v) != "tombstone" {
 			t.Fatalf("in a transaction %v: stored %q", inTx, v)
+		}
+	}
+}
+
+// TestJournalSyncsOnlyOurs: a batch of others' ops (hold) reaches the
+// store in one batch with the key record and no sync; once this device
+// adds an op of its own (begin), save syncs the batch.
+func TestJournalSyncsOnlyOurs(t *testing.T) {
+	ctx := context.Background()
+	prefix := ds.NewKey("/conv/x")
+	for _, ours := range []bool{false, true} {
+		rec := &recorder{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+		j := newJournal(rec)
+		j.hold()
+		if err := j.Put(ctx, prefix.ChildString("op1"), []byte("theirs")); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.log) != 0 {
+			t.Fatalf("held write reached the store before save: %v", rec.log)
+		}
+		if v, err := j.Get(ctx, prefix.ChildString("op1")); err != nil || string(v) != "theirs" {
+			t.Fatalf("held write not readable: %q %v", v, err)
+		}
+		if ours {
+			j.begin()
+			if err := j.Put(ctx, prefix.ChildString("receipt"), []byte("ours")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := j.save(ctx, prefix, []byte("keys")); err != nil {
+			t.Fatal(err)
+		}
+		synced := slices.Contains(rec.log, "sync "+prefix.String())
+		if synced != ours || !slices.Contains(rec.log, "put /conv/x/op1") || !slices.Contains(rec.log, "put /conv/x/keys") {
+			t.Fatalf("ours %v: the store saw %v", ours, rec.log)
 		}
 	}
 }

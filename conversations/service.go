@@ -217,11 +217,12 @@ func (s *Service) all() []*conv {
 // persist saves a conversation's keys after a change and ends the journal's
 // transaction; callers hold c.mu.
 //
-// Ops of others are written as they are applied, and their key record with
-// no fsync: a crash costs a refetch. Ops this device made since c.j.begin —
-// sends, receipts, welcomes — were held back by the journal: they go to the
-// store in one batch with the key record (the send chains' next indices), and
-// persist returns only once the store has synced it. Until then nothing of
+// Ops of others a batch applied (held by c.j.hold) go to the store in one
+// batch with their key record, with no fsync: a crash costs a refetch. Ops
+// this device made since c.j.begin — sends, receipts, welcomes — were held
+// back by the journal: they go to the store in one batch with the key
+// record (the send chains' next indices) and whatever of others' is held,
+// and persist returns only once the store has synced it. Until then nothing of
 // ours may be published, served to a peer or acknowledged to the API, or a
 // restart after SIGKILL or power loss could seal a new message with a chain
 // index whose key recipients have already used. c.mu stays held through the

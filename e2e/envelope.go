@@ -55,16 +55,14 @@ const sigContext = "medmesh envelope v2\x00"
 // header is the encoding of everything but body and signature: the
 // associated data of the body's encryption.
 func (e *Envelope) header() ([]byte, error) {
-	h := *e
-	h.Body, h.Sig = nil, nil
-	return detcbor.Marshal(h)
+	return e.appendEnvelope(make([]byte, 0, e.encodedSize()-len(e.Body)), nil, nil), nil
 }
 
+// signed is what the signature covers: the context, then the encoding of
+// everything but the signature.
 func (e *Envelope) signed() ([]byte, error) {
-	s := *e
-	s.Sig = nil
-	b, err := detcbor.Marshal(s)
-	return append([]byte(sigContext), b...), err
+	b := append(make([]byte, 0, len(sigContext)+e.encodedSize()), sigContext...)
+	return e.appendEnvelope(b, e.Body, nil), nil
 }
 
 // New starts an envelope from sender in the conversation with tag, after
@@ -213,3 +211,16 @@ func VerifyBatch(envs []*Envelope) []error {
 
 // ID is the op ID of encoded envelope bytes.
 func ID(raw []byte) [32]byte { return sha256.Sum256(raw) }
+
+// SyncKey is the envelope's causal key for sync: its sender's hybrid
+// logical clock from the signed header, as one number — milliseconds
+// (clamped to [0, 2^43)) above 20 bits of logical counter (clamped). An
+// honest sender stamps an op later than everything it depends on, so
+// fetching in key order fetches dependencies first; a wrong clock costs
+// only buffering, never correctness. Every holder of the envelope computes
+// the same key.
+func (e *Envelope) SyncKey() uint64 {
+	const logicalBits = 20
+	wall := uint64(min(max(e.Wall, 0), 1<<43-1))
+	return wall<<logicalBits | uint64(min(e.Logical, 1<<logicalBits-1))
+}

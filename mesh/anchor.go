@@ -38,6 +38,7 @@ type held struct {
 	at     time.Time
 	size   int
 	sender peer.ID // from the envelope's signed header
+	key    uint64  // its causal key (e2e.Envelope.SyncKey); 0 for our welcomes
 }
 
 type carriedRecord struct {
@@ -282,11 +283,11 @@ func (s *Service) carry(tag []byte, e *e2e.Envelope, raw []byte, from peer.ID) {
 		tag = e.Tag
 	}
 	sender, _ := e.SenderID() // checked before; "" would share one account
-	s.keep(s.carrier(tag), tag, raw, sender, e.Kind, from)
+	s.keep(s.carrier(tag), tag, raw, sender, e.Kind, e.SyncKey(), from)
 }
 
-// keep stores raw, of sender and kind, in carrier c.
-func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind uint8, from peer.ID) {
+// keep stores raw, of sender, kind and causal key, in carrier c.
+func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind uint8, key uint64, from peer.ID) {
 	if c == nil {
 		return
 	}
@@ -302,7 +303,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 			s.log.Error("anchor: store envelope", "err", err)
 			return
 		}
-		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender})
+		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender, key: key})
 		c.seen = now
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
@@ -445,7 +446,7 @@ func (s *Service) restoreCarried() error {
 		if r.Error != nil {
 			return r.Error
 		}
-		tag, id, rec, sender, err := decodeCarried(r.Key, r.Value)
+		tag, id, rec, sender, key, err := decodeCarried(r.Key, r.Value)
 		if err != nil {
 			s.log.Warn("anchor: stored envelope left aside", "err", err)
 			continue
@@ -459,7 +460,7 @@ func (s *Service) restoreCarried() error {
 			continue
 		}
 		s.mu.Lock()
-		s.holdLocked(c, id, held{at: time.Unix(rec.At, 0), size: len(rec.Raw), sender: sender})
+		s.holdLocked(c, id, held{at: time.Unix(rec.At, 0), size: len(rec.Raw), sender: sender, key: key})
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
@@ -478,31 +479,31 @@ func (s *Service) restoreCarried() error {
 // decodeCarried parses one stored carried envelope: its key
 // (/anchor/<hex tag>/<op ID>) and record. The op ID must be the hash of the
 // envelope, the tag 16 bytes, the envelope well formed.
-func decodeCarried(key string, value []byte) (tag []byte, id crdt.OpID, rec carriedRecord, sender peer.ID, err error) {
+func decodeCarried(key string, value []byte) (tag []byte, id crdt.OpID, rec carriedRecord, sender peer.ID, syncKey uint64, err error) {
 	l := ds.NewKey(key).List() // NewKey, not RawKey: a malformed key must not panic
 	if len(l) != 3 || l[0] != "anchor" {
-		return nil, id, rec, "", fmt.Errorf("%w: key of %d parts", ErrStored, len(l))
+		return nil, id, rec, "", 0, fmt.Errorf("%w: key of %d parts", ErrStored, len(l))
 	}
 	if tag, err = hex.DecodeString(l[1]); err != nil || len(tag) != tagLen {
-		return nil, id, rec, "", fmt.Errorf("%w: tag", ErrStored)
+		return nil, id, rec, "", 0, fmt.Errorf("%w: tag", ErrStored)
 	}
 	if id.UnmarshalText([]byte(l[2])) != nil {
-		return nil, id, rec, "", fmt.Errorf("%w: op ID", ErrStored)
+		return nil, id, rec, "", 0, fmt.Errorf("%w: op ID", ErrStored)
 	}
 	if err := detcbor.Unmarshal(value, &rec, 2<<20); err != nil {
-		return nil, id, rec, "", fmt.Errorf("%w: record: %v", ErrStored, err)
+		return nil, id, rec, "", 0, fmt.Errorf("%w: record: %v", ErrStored, err)
 	}
 	e, err := e2e.Decode(rec.Raw)
 	if err != nil {
-		return nil, id, rec, "", fmt.Errorf("%w: envelope: %v", ErrStored, err)
+		return nil, id, rec, "", 0, fmt.Errorf("%w: envelope: %v", ErrStored, err)
 	}
 	if crdt.OpID(e2e.ID(rec.Raw)) != id {
-		return nil, id, rec, "", fmt.Errorf("%w: envelope is not op %s", ErrStored, id)
+		return nil, id, rec, "", 0, fmt.Errorf("%w: envelope is not op %s", ErrStored, id)
 	}
 	if sender, err = e.SenderID(); err != nil {
-		return nil, id, rec, "", fmt.Errorf("%w: sender", ErrStored)
+		return nil, id, rec, "", 0, fmt.Errorf("%w: sender", ErrStored)
 	}
-	return tag, id, rec, sender, nil
+	return tag, id, rec, sender, e.SyncKey(), nil
 }
 
 // carryWelcome keeps a welcome we sealed in the recipient's inbox carrier,
@@ -511,6 +512,6 @@ func decodeCarried(key string, value []byte) (tag []byte, id crdt.OpID, rec carr
 func (s *Service) carryWelcome(to peer.ID, raw []byte) {
 	tag := inboxTag(to)
 	if c := s.carrierOn(tag, ""); c != nil {
-		s.keep(c, tag, raw, s.cfg.Node.ID(), e2e.KindWelcome, s.cfg.Node.ID())
+		s.keep(c, tag, raw, s.cfg.Node.ID(), e2e.KindWelcome, 0, s.cfg.Node.ID())
 	}
 }

@@ -1,11 +1,16 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/2 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/3 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read.
 //
-// Sync/2 (sync.go): both sides offer the tags they hold, each with the
+// Sync/3 (sync.go) is sync/2 with each op ID listed in reconciliation
+// carrying its causal key (the sender's clock from the signed header), so
+// that a fetch goes in causal order across batches and the DAG need not
+// buffer, or drop and refetch, ops whose dependencies come in a later
+// batch; two sessions of one device never fetch the same op at once.
+// Sync/2: both sides offer the tags they hold, each with the
 // fingerprint of its op-ID set, in pages of 1,024 (every page but the last
 // full, ascending, 16-byte tags; at most 65,536), then the initiator
 // reconciles the tags both offered whose fingerprints differ, one at a
@@ -14,7 +19,8 @@
 // each side reads at most MaxRounds recon frames for a tag, 64 + 4 per
 // shared tag in all, 64 MiB of offer, recon and want frames, and wants of
 // at most as many IDs as it holds of the tag; the initiator stops before
-// the budget and syncs the rest in another round. Sync/1 (one offer frame
+// the budget and syncs the rest in another round. Sync/3 keeps these
+// limits and budgets. Sync/1 (one offer frame
 // of at most 4,096 tags) is gone: a device past 4,096 tags could not sync.
 //
 // Anchors (anchor.go) adopt at most 256 new tags per offering peer and

@@ -43,11 +43,21 @@ func fuzzItems() []crdt.OpID {
 	return out
 }
 
-// FuzzReconReply: a reconciliation message from a peer. Reply never
-// panics, answers within MaxMsgBytes, and needs only what the peer listed.
+// fuzzKeys are causal keys of fuzzItems.
+func fuzzKeys() []uint64 {
+	out := make([]uint64, 300)
+	for i := range out {
+		out[i] = uint64(i) << 20
+	}
+	return out
+}
+
+// FuzzReconReply: a reconciliation message from a peer (sync/3: listed
+// IDs carry causal keys). Reply never panics, answers within MaxMsgBytes,
+// and needs only what the peer listed.
 func FuzzReconReply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		s := NewSession(fuzzItems())
+		s := NewKeyedSession(fuzzItems(), fuzzKeys())
 		out, err := s.Reply(msg)
 		if err != nil {
 			return
@@ -79,7 +89,7 @@ func FuzzDecodeHeld(f *testing.F) {
 // op its key names.
 func FuzzDecodeCarried(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
-		tag, id, rec, sender, err := decodeCarried(key, value)
+		tag, id, rec, sender, _, err := decodeCarried(key, value)
 		if err != nil {
 			return
 		}

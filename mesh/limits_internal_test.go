@@ -47,6 +47,7 @@ type fakeHolder struct {
 
 func (h *fakeHolder) Tags() [][]byte                            { return h.tags }
 func (h *fakeHolder) IDs([]byte) []crdt.OpID                    { return nil }
+func (h *fakeHolder) Keys([]byte, []crdt.OpID) []uint64         { return nil }
 func (h *fakeHolder) Envelopes([]byte, []crdt.OpID) [][]byte    { return nil }
 func (h *fakeHolder) Deliver([]byte, []Checked, peer.ID) bool   { return false }
 func (h *fakeHolder) Held(_ []byte, ids []crdt.OpID, _ peer.ID) { h.held = append(h.held, ids...) }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -20,6 +21,13 @@ import (
 // Equal fingerprints end a range; differing ones are split into Buckets
 // sub-ranges, and small ranges are sent as ID lists. Rounds grow with
 // log_Buckets(n), bytes with the number of differences.
+//
+// Since sync/3 a listed ID carries its causal key, as negentropy's items
+// carry timestamps: the key its lister gives it (the sender's clock from
+// the envelope's signed header, e2e.Envelope.SyncKey; 0 if unknown). Keys
+// do not take part in fingerprints or bounds — two sides that key an ID
+// differently still reconcile exactly — they only order what a side needs
+// (Need), so that a fetch of many batches brings dependencies first.
 
 // Tuning.
 const (
@@ -48,6 +56,7 @@ type rng struct {
 	Mode  uint8    `cbor:"2,keyasint"`
 	FP    []byte   `cbor:"3,keyasint,omitempty"`
 	IDs   [][]byte `cbor:"4,keyasint,omitempty"`
+	Keys  []uint64 `cbor:"5,keyasint,omitempty"` // list: each ID's causal key
 }
 
 type reconMsg struct {
@@ -57,25 +66,51 @@ type reconMsg struct {
 // Session is one side of a reconciliation.
 type Session struct {
 	items  []crdt.OpID // sorted
-	need   map[crdt.OpID]struct{}
+	keys   []uint64    // keys[i] is items[i]'s causal key
+	need   map[crdt.OpID]uint64
 	rounds int
 }
 
-// NewSession starts a session over the IDs this side holds.
-func NewSession(ids []crdt.OpID) *Session {
-	items := slices.Clone(ids)
-	slices.SortFunc(items, crdt.OpID.Compare)
-	items = slices.Compact(items)
-	return &Session{items: items, need: map[crdt.OpID]struct{}{}}
+// NewSession starts a session over the IDs this side holds, with no
+// causal keys (all 0).
+func NewSession(ids []crdt.OpID) *Session { return NewKeyedSession(ids, nil) }
+
+// NewKeyedSession starts a session over the IDs this side holds, keys[i]
+// being ids[i]'s causal key (nil: all 0).
+func NewKeyedSession(ids []crdt.OpID, keys []uint64) *Session {
+	type item struct {
+		id  crdt.OpID
+		key uint64
+	}
+	all := make([]item, len(ids))
+	for i, id := range ids {
+		all[i].id = id
+		if i < len(keys) {
+			all[i].key = keys[i]
+		}
+	}
+	slices.SortFunc(all, func(a, b item) int { return a.id.Compare(b.id) })
+	all = slices.CompactFunc(all, func(a, b item) bool { return a.id == b.id })
+	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), need: map[crdt.OpID]uint64{}}
+	for i, it := range all {
+		s.items[i], s.keys[i] = it.id, it.key
+	}
+	return s
 }
 
-// Need lists the IDs the other side has and this side lacks.
+// Need lists the IDs the other side has and this side lacks, in the order
+// to fetch them: by causal key, then ID.
 func (s *Session) Need() []crdt.OpID {
 	out := make([]crdt.OpID, 0, len(s.need))
 	for id := range s.need {
 		out = append(out, id)
 	}
-	slices.SortFunc(out, crdt.OpID.Compare)
+	slices.SortFunc(out, func(a, b crdt.OpID) int {
+		if c := cmp.Compare(s.need[a], s.need[b]); c != 0 {
+			return c
+		}
+		return a.Compare(b)
+	})
 	return out
 }
 
@@ -107,6 +142,9 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%w: range bounds out of order", ErrProtocol)
 		}
 		prev = r.Bound
+		if listed := r.Mode == modeList || r.Mode == modeFinal; listed && len(r.Keys) != len(r.IDs) || !listed && len(r.Keys) > 0 {
+			return nil, fmt.Errorf("%w: %d keys for %d listed IDs", ErrProtocol, len(r.Keys), len(r.IDs))
+		}
 		hi := s.upper(lo, r.Bound)
 		switch r.Mode {
 		case modeSkip:
@@ -122,14 +160,14 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 				return nil, fmt.Errorf("%w: list of %d IDs", ErrProtocol, len(r.IDs))
 			}
 			theirs := map[crdt.OpID]bool{}
-			for _, b := range r.IDs {
+			for i, b := range r.IDs {
 				id, err := crdt.OpIDFromBytes(b)
 				if err != nil {
 					return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 				}
 				theirs[id] = true
 				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok && len(s.need) < maxNeed {
-					s.need[id] = struct{}{}
+					s.need[id] = r.Keys[i]
 				}
 			}
 			if r.Mode == modeFinal {
@@ -138,8 +176,9 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			}
 			mine := rng{Bound: r.Bound, Mode: modeFinal}
 			extra := false
-			for _, id := range s.items[lo:hi] {
+			for i, id := range s.items[lo:hi] {
 				mine.IDs = append(mine.IDs, id[:])
+				mine.Keys = append(mine.Keys, s.keys[lo+i])
 				extra = extra || !theirs[id]
 			}
 			if !extra {
@@ -201,8 +240,9 @@ func (s *Session) upper(lo int, bound []byte) int {
 func (s *Session) describe(lo, hi int, bound []byte) rng {
 	if hi-lo < ListBelow {
 		r := rng{Bound: bound, Mode: modeList}
-		for _, id := range s.items[lo:hi] {
+		for i, id := range s.items[lo:hi] {
 			r.IDs = append(r.IDs, id[:])
+			r.Keys = append(r.Keys, s.keys[lo+i])
 		}
 		return r
 	}

@@ -136,3 +136,78 @@ func BenchmarkReconcile(b *testing.B) {
 		})
 	}
 }
+
+// TestNeedInCausalKeyOrder (sync/3): what a side needs comes ordered by
+// the causal keys the other side listed, not by ID — a fetch of many
+// batches brings dependencies first — and keys change nothing else: both
+// sides still learn exactly the difference.
+func TestNeedInCausalKeyOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	shared := randomIDs(rng, 3000)
+	extra := randomIDs(rng, 2500) // b's, in the order b made them
+	keys := make([]uint64, 0, len(shared)+len(extra))
+	for i := range shared {
+		keys = append(keys, uint64(i))
+	}
+	for i := range extra {
+		keys = append(keys, uint64(len(shared)+i))
+	}
+	sa, sb := NewSession(shared), NewKeyedSession(append(slices.Clone(shared), extra...), keys)
+	msg, err := sa.Initiate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, other := sb, sa
+	for msg != nil {
+		if msg, err = cur.Reply(msg); err != nil {
+			t.Fatal(err)
+		}
+		cur, other = other, cur
+	}
+	if got := sa.Need(); !slices.Equal(got, extra) {
+		t.Fatalf("a needs %d IDs, want b's %d in b's causal order", len(got), len(extra))
+	}
+	if len(sb.Need()) != 0 {
+		t.Fatalf("b needs %d", len(sb.Need()))
+	}
+}
+
+// TestListWithoutKeysRefused (sync/3): a list whose causal keys do not
+// match its IDs one for one, or keys outside a list, is a protocol error.
+func TestListWithoutKeysRefused(t *testing.T) {
+	ids := randomIDs(rand.New(rand.NewPCG(4, 4)), 3)
+	list := func(mode uint8, n int) []byte {
+		r := rng{Mode: mode}
+		for _, id := range ids {
+			r.IDs = append(r.IDs, id[:])
+		}
+		r.Keys = make([]uint64, n)
+		b, err := NewSession(nil).encode([]rng{r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		ok   bool
+	}{
+		{"list keyed", list(modeList, 3), true},
+		{"final keyed", list(modeFinal, 3), true},
+		{"list without keys", list(modeList, 0), false},
+		{"list short of keys", list(modeList, 2), false},
+		{"final without keys", list(modeFinal, 0), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewSession(nil).Reply(tc.msg)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+	skip, _ := NewSession(nil).encode([]rng{{Mode: modeSkip, Keys: []uint64{1}}})
+	if _, err := NewSession(nil).Reply(skip); err == nil {
+		t.Fatal("keys in a skip range accepted")
+	}
+}

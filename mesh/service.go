@@ -60,6 +60,9 @@ type Holder interface {
 	Tags() [][]byte
 	// IDs is the op-ID set of a held tag (nil when not held).
 	IDs(tag []byte) []crdt.OpID
+	// Keys gives the causal key (e2e.Envelope.SyncKey) of each of ids,
+	// ops of a held tag: 0 for one it does not know (nil: none known).
+	Keys(tag []byte, ids []crdt.OpID) []uint64
 	// Envelopes returns the envelopes among ids of a held tag, in causal
 	// order where known.
 	Envelopes(tag []byte, ids []crdt.OpID) [][]byte
@@ -130,6 +133,7 @@ type Service struct {
 	toAnchors    sentLog // our ops sent to anchors, whose acks count
 
 	syncing map[peer.ID]bool
+	fetches inflight           // op IDs being fetched, so two sessions never fetch one op at once
 	changes uint64             // envelopes published or taken in (guarded by mu)
 	synced  map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks   chan struct{}

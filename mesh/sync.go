@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,10 +21,13 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols. sync/2 pages the tag offer and budgets each session (see
-// below); sync/1 sent the whole offer in one frame of at most 4,096 tags.
+// Protocols. sync/3 carries each listed op ID's causal key in
+// reconciliation (recon.go), so a fetch of many batches brings
+// dependencies first; its limits and budgets are sync/2's. sync/2 pages
+// the tag offer and budgets each session (see below); sync/1 sent the
+// whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/2"
+	ProtoSync = "/medmesh/sync/3"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -288,6 +292,32 @@ func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	return out
 }
 
+// session starts reconciling a tag over what this device holds or carries
+// of it, with causal keys.
+func (s *Service) session(tag []byte) *Session {
+	ids := s.IDsOf(tag)
+	return NewKeyedSession(ids, s.keysOf(tag, ids))
+}
+
+// keysOf gives the causal keys of ids (see e2e.Envelope.SyncKey): the
+// holder's, else the carrier's, else 0.
+func (s *Service) keysOf(tag []byte, ids []crdt.OpID) []uint64 {
+	keys := s.h.Keys(tag, ids)
+	if len(keys) != len(ids) {
+		keys = make([]uint64, len(ids))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
+		for i, id := range ids {
+			if h, ok := c.ops[id]; ok && keys[i] == 0 {
+				keys[i] = h.key
+			}
+		}
+	}
+	return keys
+}
+
 // envelopes returns the wanted envelopes this device holds or carries,
 // noting for an anchor to which they go which of them are ours (see
 // sentLog).
@@ -473,7 +503,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
 // theirs. partial: what it fetched was applied in part only.
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
-	sess := NewSession(s.IDsOf(tag))
+	sess := s.session(tag)
 	m, err := sess.Initiate()
 	if err != nil {
 		return false, err
@@ -512,20 +542,80 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	if len(need) > fetchBatch {
 		held = len(s.IDsOf(tag))
 	}
-	if err := s.fetch(c, p, tag, need); err != nil {
+	fetched, err := s.fetch(c, p, tag, need)
+	if err != nil {
 		return false, err
 	}
-	if len(need) > fetchBatch {
+	if fetched > fetchBatch {
 		got := len(s.IDsOf(tag)) - held
-		partial = got > 0 && got < len(need)
+		partial = got > 0 && got < fetched
 	}
 	return partial, s.serve(c, p, tag, len(sess.items))
 }
 
+// inflight is the set of op IDs some session of this device is fetching,
+// per tag. Both sides of a pair start a session when they meet, and each
+// would otherwise fetch — and verify — the same ops: the later claim skips
+// what the earlier one fetches (and what is held by then). A claim ends
+// with its fetch, applied or not; an op left unapplied is fetched again by
+// a later round.
+type inflight struct {
+	mu  sync.Mutex
+	ids map[string]map[crdt.OpID]struct{}
+}
+
+// claim takes the IDs of need that no session is fetching and that are
+// not among held; release gives them back.
+func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, release func()) {
+	have := make(map[crdt.OpID]struct{}, len(held))
+	for _, id := range held {
+		have[id] = struct{}{}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ids == nil {
+		f.ids = map[string]map[crdt.OpID]struct{}{}
+	}
+	busy := f.ids[string(tag)]
+	if busy == nil {
+		busy = map[crdt.OpID]struct{}{}
+		f.ids[string(tag)] = busy
+	}
+	for _, id := range need {
+		_, fetching := busy[id]
+		_, ok := have[id]
+		if !fetching && !ok {
+			busy[id] = struct{}{}
+			mine = append(mine, id)
+		}
+	}
+	return mine, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		// A tag's set goes only once empty, so it still holds ours.
+		cur := f.ids[string(tag)]
+		for _, id := range mine {
+			delete(cur, id)
+		}
+		if len(cur) == 0 {
+			delete(f.ids, string(tag))
+		}
+	}
+}
+
 // fetch asks for needed envelopes in batches and applies them, keeping
 // two requests in flight so the peer prepares the next batch while this
-// side verifies the last.
-func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error {
+// side verifies the last, and applying one batch (in its own goroutine,
+// in order) while it reads and verifies the next. It skips what another
+// session is fetching or this device holds by now, and reports how many
+// it asked for.
+func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
+	if len(need) > 0 {
+		var release func()
+		need, release = s.fetches.claim(tag, need, s.IDsOf(tag))
+		defer release()
+	}
+	asked := len(need)
 	var batches [][]crdt.OpID
 	for len(need) > 0 {
 		n := min(len(need), fetchBatch)
@@ -543,23 +633,35 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) error 
 	sent := 0
 	for ; sent < min(inFlight, len(batches)); sent++ {
 		if err := want(batches[sent]); err != nil {
-			return err
+			return 0, err
 		}
 	}
+	checked := make(chan []Checked, 1)
+	applied := make(chan struct{})
+	go func() { // ends when checked is closed, before fetch returns
+		defer close(applied)
+		for ok := range checked {
+			s.deliver(tag, ok, p)
+		}
+	}()
+	defer func() {
+		close(checked)
+		<-applied
+	}()
 	for range batches {
 		got, err := c.recv()
 		if err != nil || got.Kind != fEnvs {
-			return fmt.Errorf("%w: expected envelopes", ErrProtocol)
+			return 0, fmt.Errorf("%w: expected envelopes", ErrProtocol)
 		}
 		if sent < len(batches) {
 			if err := want(batches[sent]); err != nil {
-				return err
+				return 0, err
 			}
 			sent++
 		}
-		s.apply(tag, got.Envs, p)
+		checked <- s.checkFetched(got.Envs, p)
 	}
-	return c.send(frame{Kind: fWant, Tag: tag}) // no more wants
+	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
 }
 
 // serve answers wants until the other side says it wants nothing more; it
@@ -583,11 +685,16 @@ func (s *Service) serve(c *conn, p peer.ID, tag []byte, held int) error {
 	}
 }
 
-// apply checks fetched envelopes — the senders, then every signature in
-// one batch (signatures dominate the receive path) — and delivers them in
-// the order they came (causal where the peer knew it: the DAG buffers the
-// rest until their dependencies arrive).
+// apply checks fetched envelopes and delivers those that pass.
 func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
+	s.deliver(tag, s.checkFetched(envs, from), from)
+}
+
+// checkFetched checks fetched envelopes — the senders, then every signature in
+// one batch (signatures dominate the receive path) — and returns those
+// that pass, in the order they came (causal where the peer knew it: the
+// DAG buffers the rest until their dependencies arrive), to deliver.
+func (s *Service) checkFetched(envs [][]byte, from peer.ID) []Checked {
 	var pending []*e2e.Envelope
 	var raws [][]byte
 	for _, raw := range envs {
@@ -609,7 +716,7 @@ func (s *Service) apply(tag []byte, envs [][]byte, from peer.ID) {
 		}
 		ok = append(ok, Checked{pending[i], raws[i]})
 	}
-	s.deliver(tag, ok, from)
+	return ok
 }
 
 // handleSync is the responder side.
@@ -672,7 +779,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				return fmt.Errorf("%w: a tag not shared, equal on both sides, or reconciled already", ErrProtocol)
 			}
 			delete(common, string(f.Tag))
-			cur = &tagSession{tag: f.Tag, sess: NewSession(s.IDsOf(f.Tag))}
+			cur = &tagSession{tag: f.Tag, sess: s.session(f.Tag)}
 		}
 		switch f.Kind {
 		case fRecon:
@@ -704,7 +811,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				continue
 			}
 			// Their wants are served; now ours, and the tag is done.
-			if err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
+			if _, err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
 				return err
 			}
 			cur = nil
