@@ -53,8 +53,8 @@ func TestParseResultRejects(t *testing.T) {
 		"",
 		"PASS",
 		"--- BENCH: BenchmarkPersistedIngest-2",
-		"BenchmarkAdmit-2 \t 6000",                         // no values
-		"BenchmarkAdmit-2 \t 6000 \t 168154",               // value without unit
+		"BenchmarkAdmit-2 \t 6000",           // no values
+		"BenchmarkAdmit-2 \t 6000 \t 168154", // value without unit
 		"BenchmarkAdmit-2 \t many \t 168154 ns/op",         // iterations not a number
 		"BenchmarkAdmit-2 \t 0 \t 168154 ns/op",            // no iterations
 		"BenchmarkAdmit-2 \t 6000 \t fast ns/op",           // value not a number
