@@ -94,8 +94,10 @@ Runs the ratio benchmarks (each beside the baseline it measures in the same
 run) with go test from the medmesh source tree, --count times each, and
 prints Markdown tables: every run, and the median, minimum and maximum of
 each metric, with the date, go version and CPU count. --full adds the
-full-stack simulation runs (once each; they take minutes: about 25 in all
-on 2 cores), --all the README's other figures.
+full-stack simulation runs (once each; each takes minutes, the 504-device
+run more than half an hour on a busy 2-core machine), --all the README's
+other figures. A benchmark that fails or is missing is shown as such and
+makes the command fail at the end; the other tables are still printed.
 
 Needs a Go toolchain and a clone of the medmesh source: run it from the
 module's directory (go run ./cmd/medmesh bench).`),
