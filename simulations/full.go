@@ -77,6 +77,8 @@ type full struct {
 	dups    map[crdt.OpID]int
 	crlSeen [][]float64 // per revocation, per device: when it knew (-1)
 	maxLag  time.Duration
+	sends   []chan int // per device: messages to write, in order (see send)
+	sendWG  sync.WaitGroup
 }
 
 type fdev struct {
@@ -172,6 +174,17 @@ func (f *full) openStores() error {
 	return nil
 }
 
+// unsynced is the simulation's shared database without fsync: Sync (the
+// product's "durable before published" step) is a no-op. A real device
+// fsyncs its own disk; here every device's store shares one write-ahead
+// log on one disk, so each device's fsync would queue behind every other
+// device's — a cost of sharing the machine, not of the protocol (a
+// simulated device never crashes). Writes still go to the database on
+// disk, so the heap holds what a node holds.
+type unsynced struct{ *pebbleds.Datastore }
+
+func (unsynced) Sync(context.Context, ds.Key) error { return nil }
+
 // tracer counts the bytes of every gossip RPC a node sends.
 type tracer struct{ n *atomic.Int64 }
 
@@ -247,7 +260,7 @@ func (f *full) startNodes() error {
 		if err != nil {
 			return err
 		}
-		store := namespace.Wrap(f.db, ds.NewKey(fmt.Sprintf("/device/%d", i)))
+		store := namespace.Wrap(unsynced{f.db}, ds.NewKey(fmt.Sprintf("/device/%d", i)))
 		// AdmitTimeout: generous, so that a machine running behind the
 		// compressed clock does not refuse (and block) honest peers.
 		opts := []device.Option{device.WithIdentity(k, chain, trust), device.WithStore(store), device.WithHost(h), device.WithAdmitTimeout(time.Minute),
@@ -433,6 +446,7 @@ func (f *full) run(progress func(done, total int)) {
 	f.settle()
 	t0 := time.Now()
 	f.t0.Store(&t0)
+	f.startSenders()
 	timer := time.NewTimer(0)
 	for i, e := range evs {
 		wall := t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
@@ -440,13 +454,16 @@ func (f *full) run(progress func(done, total int)) {
 			timer.Reset(d)
 			<-timer.C
 		} else {
+			f.mu.Lock()
 			f.maxLag = max(f.maxLag, -d)
+			f.mu.Unlock()
 		}
 		f.step(e)
 		if progress != nil && i%64 == 0 {
 			progress(i, len(evs))
 		}
 	}
+	f.stopSenders()
 	stop()
 	wg.Wait()
 	f.res.Events = len(evs) - 1
@@ -481,24 +498,72 @@ func (f *full) step(e fevent) {
 	case eDown:
 		f.disconnect(e.a, e.b)
 	case eSend:
-		m := f.w.Sends[e.a]
-		d := f.devs[m.Dev]
-		at := f.now()
-		id, err := d.s.Send(d.conv, fmt.Sprintf("simulated message %d", e.a), chat.SendOptions{})
-		if err == nil {
-			f.mu.Lock()
-			f.got[m.Dev][id] = arrival{at: at}
-			f.mu.Unlock()
-			f.res.sentIDs = append(f.res.sentIDs, id)
-		} else {
-			f.res.sentIDs = append(f.res.sentIDs, crdt.OpID{})
-			f.res.Failures = append(f.res.Failures, fmt.Sprintf("message %d from %s: %v", e.a, f.w.Devices[m.Dev].Name, err))
-		}
+		f.sends[f.w.Sends[e.a].Dev] <- e.a
 	case eRevoke:
 		f.revoke(e.a)
 	case eCut, eHeal:
 		f.wan(f.now())
 	}
+}
+
+// startSenders starts one writer per device that sends: it writes that
+// device's messages in order, off the event loop, so that a device busy
+// taking in a batch (its conversation is locked meanwhile) delays its own
+// message — which the message's latency, measured from the scheduled time,
+// shows — but not every other device's events. A send that finishes late
+// counts in the lag like any late event.
+func (f *full) startSenders() {
+	f.res.sentIDs = make([]crdt.OpID, len(f.w.Sends))
+	f.sends = make([]chan int, len(f.devs))
+	for _, m := range f.w.Sends {
+		if f.sends[m.Dev] != nil {
+			continue
+		}
+		q := make(chan int, len(f.w.Sends))
+		f.sends[m.Dev] = q
+		f.sendWG.Add(1)
+		go func() {
+			defer f.sendWG.Done()
+			for i := range q {
+				f.send(i)
+			}
+		}()
+	}
+}
+
+// stopSenders waits until every message handed to a writer is written.
+func (f *full) stopSenders() {
+	for _, q := range f.sends {
+		if q != nil {
+			close(q)
+		}
+	}
+	f.sendWG.Wait()
+}
+
+// send writes message i on its device.
+func (f *full) send(i int) {
+	m := f.w.Sends[i]
+	d := f.devs[m.Dev]
+	at := f.now()
+	id, err := d.s.Send(d.conv, fmt.Sprintf("simulated message %d", i), chat.SendOptions{})
+	late := time.Since(f.t0.Load().Add(time.Duration(m.At / f.opt.Scale * float64(time.Second))))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.maxLag = max(f.maxLag, late)
+	if err != nil {
+		f.res.Failures = append(f.res.Failures, fmt.Sprintf("message %d from %s: %v", i, f.w.Devices[m.Dev].Name, err))
+		return
+	}
+	f.got[m.Dev][id] = arrival{at: at}
+	f.res.sentIDs[i] = id
+}
+
+// fail records what the engine could not do.
+func (f *full) fail(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.res.Failures = append(f.res.Failures, fmt.Sprintf(format, args...))
 }
 
 // leave drops every place connection of device a (trace links and the
@@ -584,13 +649,13 @@ func (f *full) revoke(r int) {
 	}
 	crl, err := f.ca.CreateCRL(big.NewInt(int64(r+1)), entries, time.Now())
 	if err != nil {
-		f.res.Failures = append(f.res.Failures, fmt.Sprintf("revocation %d: CRL: %v", r, err))
+		f.fail("revocation %d: CRL: %v", r, err)
 		return
 	}
 	for i, d := range f.w.Devices {
 		if d.Anchor && f.w.wanUp(f.devs[i].place, rv.At) {
 			if _, err := f.devs[i].n.SubmitCRL(context.Background(), crl); err != nil {
-				f.res.Failures = append(f.res.Failures, fmt.Sprintf("revocation %d: anchor %s: %v", r, d.Name, err))
+				f.fail("revocation %d: anchor %s: %v", r, d.Name, err)
 			}
 		}
 	}

@@ -87,24 +87,45 @@ func TestFullRevocationPartition(t *testing.T) {
 // machine ran its events.
 func BenchmarkFullBasement(b *testing.B) {
 	for _, k := range []int{1, 2, 4, 8} {
-		s := Builtins["basement"]
-		s.Hours, s.Messages, s.BurstMinutes = 1, 60, 45
-		s.Devices = slices.Clone(s.Devices)
-		for i := range s.Devices {
-			s.Devices[i].Count *= k
-		}
-		b.Run(fmt.Sprintf("devices=%d", 9*k), func(b *testing.B) { fullVsDES(b, s) })
+		s := basementTimes(k)
+		b.Run(fmt.Sprintf("devices=%d", 9*k), func(b *testing.B) { fullVsDES(b, s, 60) })
 	}
 }
 
-// fullVsDES runs s (seed 1) on the full stack at scale 60 (or
+// BenchmarkFullBasement64 is the at-scale target for one group: the
+// basement multiplied by 8 (72 devices, one conversation of 64 members
+// and 8 anchors) at scale 60. On time means lag-periods ≤ 1 (the machine
+// ran at most one anti-entropy period late), delivery equal to the DES's
+// and missed-vs-des 0; "on-time" reports all three as 1 or 0.
+func BenchmarkFullBasement64(b *testing.B) {
+	b.Run("devices=72", func(b *testing.B) { fullVsDES(b, basementTimes(8), 60) })
+}
+
+// basementTimes is the basement with its device groups multiplied by k,
+// one hour, messages in the first 45 minutes.
+func basementTimes(k int) Scenario {
+	s := Builtins["basement"]
+	s.Hours, s.Messages, s.BurstMinutes = 1, 60, 45
+	s.Devices = slices.Clone(s.Devices)
+	for i := range s.Devices {
+		s.Devices[i].Count *= k
+	}
+	return s
+}
+
+// fullVsDES runs s (seed 1) on the full stack at the given scale (or
 // MEDMESH_SCALE) and the DES on the same world, and reports delivery, what
 // the full stack missed that the DES delivered, and how late the machine
-// ran.
-func fullVsDES(b *testing.B, s Scenario) {
-	scale := 60.0
+// ran — in scenario seconds and in anti-entropy periods.
+func fullVsDES(b *testing.B, s Scenario, scale float64) {
 	if v, err := strconv.ParseFloat(os.Getenv("MEDMESH_SCALE"), 64); err == nil && v > 0 {
 		scale = v
+	}
+	if p := os.Getenv("MEDMESH_FULL_CPUPROFILE"); p != "" {
+		// The DES and world building are not in this profile: only the
+		// full engine's run.
+		defer func() { fullCPUProfile = "" }()
+		fullCPUProfile = p
 	}
 	for b.Loop() {
 		w, err := Build(s, 1)
@@ -112,7 +133,7 @@ func fullVsDES(b *testing.B, s Scenario) {
 			b.Fatal(err)
 		}
 		ref := w.RunDES(nil)
-		r, err := w.RunFull(FullOptions{Scale: scale}, nil)
+		r, err := runFullProfiled(w, FullOptions{Scale: scale})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -127,6 +148,14 @@ func fullVsDES(b *testing.B, s Scenario) {
 		b.ReportMetric(Summarise(ref).DeliveryRatio, "des-delivery")
 		b.ReportMetric(float64(missed), "missed-vs-des")
 		b.ReportMetric(r.Lag, "lag-s")
+		b.ReportMetric(r.Lag/s.SyncSeconds, "lag-periods")
+		onTime := 0.0
+		if r.Lag <= s.SyncSeconds && missed == 0 && math.Abs(sum.DeliveryRatio-Summarise(ref).DeliveryRatio) < 1e-9 {
+			onTime = 1
+		}
+		b.ReportMetric(onTime, "on-time")
+		b.ReportMetric(float64(devices(s)), "devices")
+		b.ReportMetric(r.Wall.Seconds(), "wall-s")
 		b.ReportMetric(sum.LatencyMean, "latency-mean-s")
 		b.ReportMetric(Summarise(ref).LatencyMean, "des-latency-mean-s")
 	}
@@ -145,23 +174,59 @@ func BenchmarkFullTeams(b *testing.B) {
 		ks = []int{k}
 	}
 	for _, k := range ks {
-		s := Builtins["basement"]
-		s.Hours, s.Messages, s.BurstMinutes = 1, 60*k, 45
-		s.Devices = nil
-		for j := range k {
-			for _, g := range Builtins["basement"].Devices {
-				g.Name = fmt.Sprintf("%s-%d", g.Name, j+1)
-				switch {
-				case !g.Anchor:
-					g.Conversation = fmt.Sprintf("team-%d", j+1)
-				case j%8 != 0:
-					continue // one site anchor per eight teams
-				}
-				s.Devices = append(s.Devices, g)
-			}
-		}
-		b.Run(fmt.Sprintf("devices=%d", devices(s)), func(b *testing.B) { fullVsDES(b, s) })
+		s := teams(k)
+		b.Run(fmt.Sprintf("devices=%d", devices(s)), func(b *testing.B) { fullVsDES(b, s, 60) })
 	}
+}
+
+// BenchmarkFullTeams500 is the at-scale target for a large mesh: 62 teams
+// (496 team devices and 8 anchors, 504 in all) at scale 15 (4 minutes of
+// wall time for the hour, plus setup and the DES). On time as in
+// BenchmarkFullBasement64.
+func BenchmarkFullTeams500(b *testing.B) {
+	s := teams(62)
+	b.Run(fmt.Sprintf("devices=%d", devices(s)), func(b *testing.B) { fullVsDES(b, s, 15) })
+}
+
+// teams is k basements side by side, each team its own conversation, one
+// site anchor per eight teams; one hour, 60 messages per team in the first
+// 45 minutes.
+func teams(k int) Scenario {
+	s := Builtins["basement"]
+	s.Hours, s.Messages, s.BurstMinutes = 1, 60*k, 45
+	s.Devices = nil
+	for j := range k {
+		for _, g := range Builtins["basement"].Devices {
+			g.Name = fmt.Sprintf("%s-%d", g.Name, j+1)
+			switch {
+			case !g.Anchor:
+				g.Conversation = fmt.Sprintf("team-%d", j+1)
+			case j%8 != 0:
+				continue // one site anchor per eight teams
+			}
+			s.Devices = append(s.Devices, g)
+		}
+	}
+	return s
+}
+
+// fullCPUProfile, when set (MEDMESH_FULL_CPUPROFILE=FILE), is where
+// runFullProfiled writes a CPU profile of the full engine's run alone.
+var fullCPUProfile string
+
+func runFullProfiled(w *World, opt FullOptions) (*Result, error) {
+	if fullCPUProfile != "" {
+		fh, err := os.Create(fullCPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer fh.Close()
+		if err := pprof.StartCPUProfile(fh); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return w.RunFull(opt, nil)
 }
 
 func devices(s Scenario) int {

@@ -36,7 +36,8 @@ type Result struct {
 	Revocations []RevocationOutcome
 	// TimeScale: scenario seconds per wall-clock second (full engine);
 	// Lag: the most scenario seconds an event ran late (the machine could
-	// not keep up with the compression).
+	// not keep up with the compression); a message counts as late until
+	// its device has written it.
 	TimeScale, Lag float64
 
 	// Failures: what the full engine could not do (a message not written, a
