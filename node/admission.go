@@ -483,12 +483,18 @@ type chainSource interface {
 }
 
 // knownStaff caches KnownStaff: one chain verification per sender per
-// minute and CRL, not one per envelope.
+// CRL and certificate, not one per envelope or dial. A judgement holds
+// until a newer CRL (gen), a new certificate or admission of the peer
+// (renewed and showDetails forget it), the certificate's expiry or
+// knownFor, whichever is first; "unknown" holds for a minute only.
 type knownStaff struct {
 	known, revoked bool
 	gen            int64
 	until          time.Time
 }
+
+// knownFor bounds how long KnownStaff keeps a judgement of a known peer.
+const knownFor = 10 * time.Minute
 
 // knownStaff implements KnownStaff: id's chain as admitted, else as stored
 // in the directory, judged now.
@@ -536,12 +542,12 @@ func (a *admission) knownStaff(id peer.ID, stored chainSource) (known, revoked b
 	k := knownStaff{gen: gen, until: now.Add(time.Minute)}
 	switch {
 	case err == nil:
-		k.known = true
+		k.known, k.until = true, now.Add(knownFor)
 		if notAfter.Before(k.until) {
 			k.until = notAfter
 		}
 	case errors.Is(err, identity.ErrRevoked):
-		k.known, k.revoked = true, true
+		k.known, k.revoked, k.until = true, true, now.Add(knownFor)
 	case revokedEver(judge, chain, err):
 		// Revoked, and expired since (or not valid yet): still revoked —
 		// the revoked-sender rule must not lapse when a stolen phone's
