@@ -133,11 +133,15 @@ type Service struct {
 	toAnchors    sentLog // our ops sent to anchors, whose acks count
 
 	syncing map[peer.ID]bool
-	fetches inflight           // op IDs being fetched, so two sessions never fetch one op at once
-	changes uint64             // envelopes published or taken in (guarded by mu)
-	synced  map[peer.ID]uint64 // changes at our last complete sync with a peer
-	kicks   chan struct{}
-	sent    atomic.Int64 // sync bytes written
+	fetches inflight // op IDs being fetched, so two sessions never fetch one op at once
+	// deferred: peers with which a session left to another session ops it
+	// needed (see inflight): not recorded as synced, so synced again next
+	// round in case that other session fails (guarded by mu).
+	deferred map[peer.ID]bool
+	changes  uint64             // envelopes published or taken in (guarded by mu)
+	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
+	kicks    chan struct{}
+	sent     atomic.Int64 // sync bytes written
 }
 
 // SyncBytes is how many bytes of sync frames this device has written.

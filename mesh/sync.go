@@ -421,6 +421,11 @@ func (s *Service) duePeers(full bool) []peer.ID {
 		}
 	}
 	s.synced = live
+	for p := range s.deferred { // peers gone: no sync with them to redo
+		if !slices.Contains(peers, p) {
+			delete(s.deferred, p)
+		}
+	}
 	return due
 }
 
@@ -432,6 +437,7 @@ func (s *Service) syncWith(p peer.ID) {
 		return
 	}
 	s.syncing[p] = true
+	delete(s.deferred, p)
 	before := s.changes
 	s.mu.Unlock()
 	// Again at once while a round left part of what it fetched unapplied
@@ -444,9 +450,10 @@ func (s *Service) syncWith(p peer.ID) {
 	}
 	s.mu.Lock()
 	delete(s.syncing, p)
-	if err == nil {
+	if err == nil && !s.deferred[p] {
 		s.synced[p] = before
 	}
+	delete(s.deferred, p)
 	s.mu.Unlock()
 	if err != nil && s.ctx.Err() == nil {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
@@ -565,8 +572,9 @@ type inflight struct {
 }
 
 // claim takes the IDs of need that no session is fetching and that are
-// not among held; release gives them back.
-func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, release func()) {
+// not among held, and counts those it left to another session; release
+// gives them back.
+func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, others int, release func()) {
 	have := make(map[crdt.OpID]struct{}, len(held))
 	for _, id := range held {
 		have[id] = struct{}{}
@@ -584,12 +592,15 @@ func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, 
 	for _, id := range need {
 		_, fetching := busy[id]
 		_, ok := have[id]
-		if !fetching && !ok {
+		switch {
+		case fetching:
+			others++
+		case !ok:
 			busy[id] = struct{}{}
 			mine = append(mine, id)
 		}
 	}
-	return mine, func() {
+	return mine, others, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		// A tag's set goes only once empty, so it still holds ours.
@@ -608,12 +619,23 @@ func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, 
 // side verifies the last, and applying one batch (in its own goroutine,
 // in order) while it reads and verifies the next. It skips what another
 // session is fetching or this device holds by now, and reports how many
-// it asked for.
+// it asked for. Having left ops to another session, it has p synced
+// again next round (that session may fail).
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
 	if len(need) > 0 {
 		var release func()
-		need, release = s.fetches.claim(tag, need, s.IDsOf(tag))
+		var others int
+		need, others, release = s.fetches.claim(tag, need, s.IDsOf(tag))
 		defer release()
+		if others > 0 {
+			s.mu.Lock()
+			if s.deferred == nil {
+				s.deferred = map[peer.ID]bool{}
+			}
+			s.deferred[p] = true
+			delete(s.synced, p)
+			s.mu.Unlock()
+		}
 	}
 	asked := len(need)
 	var batches [][]crdt.OpID
