@@ -80,32 +80,20 @@ func New(tag []byte, sender peer.ID, deps [][32]byte) *Envelope {
 // Sign signs the envelope with the sender's identity key (the body is
 // sealed first: it is encrypted against the header, Sender included).
 func (e *Envelope) Sign(key ed25519.PrivateKey) error {
-	pk, err := crypto.UnmarshalEd25519PublicKey(key.Public().(ed25519.PublicKey))
-	if err != nil {
-		return err
-	}
-	id, err := peer.IDFromPublicKey(pk)
-	if err != nil {
-		return err
-	}
-	if string(e.Sender) != string(id) {
+	if len(key) != ed25519.PrivateKeySize || !isSenderKey(e.Sender, key.Public().(ed25519.PublicKey)) {
 		return fmt.Errorf("%w: signing key is not the sender's", ErrBadSignature)
 	}
-	msg, err := e.signed()
-	if err != nil {
-		return err
-	}
-	e.Sig = ed25519.Sign(key, msg)
+	e.Sig = ed25519.Sign(key, e.signedBytes())
 	return nil
 }
 
 // Encode returns the canonical bytes.
 func (e *Envelope) Encode() ([]byte, error) {
-	b, err := detcbor.Marshal(e)
-	if err == nil && len(b) > MaxEnvelope {
+	b := e.appendEncoded(make([]byte, 0, e.encodedLen(e.Body, e.Sig)), e.Body, e.Sig)
+	if len(b) > MaxEnvelope {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
-	return b, err
+	return b, nil
 }
 
 // Decode parses canonical envelope bytes and checks field shapes. It does
