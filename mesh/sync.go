@@ -398,6 +398,12 @@ func (s *Service) duePeers(full bool) []peer.ID {
 func (s *Service) syncWith(p peer.ID) {
 	s.mu.Lock()
 	if s.syncing[p] {
+		// Once more when the running round ends: it may have begun
+		// before what this sync was asked for.
+		if s.rerun == nil {
+			s.rerun = map[peer.ID]bool{}
+		}
+		s.rerun[p] = true
 		s.mu.Unlock()
 		return
 	}
@@ -417,9 +423,14 @@ func (s *Service) syncWith(p peer.ID) {
 	if err == nil {
 		s.synced[p] = before
 	}
+	rerun := s.rerun[p]
+	delete(s.rerun, p)
 	s.mu.Unlock()
 	if err != nil && s.ctx.Err() == nil {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
+	}
+	if rerun {
+		s.goOwned(func() { s.syncWith(p) })
 	}
 }
 
