@@ -383,7 +383,7 @@ func (s *Service) peerJoined(p peer.ID) {
 		s.mu.Lock()
 		delete(s.joinSync, p)
 		s.mu.Unlock()
-		s.syncWith(p)
+		s.syncRound(p, true)
 	})
 }
 
@@ -473,8 +473,13 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				if err := s.subscribe(convTopic(tag), tag); err != nil {
 					s.log.Warn("join topic", "err", err)
 				}
-				// Sync at once: the rest of the conversation should not wait for a tick.
-				s.goOwned(func() { s.syncAll(true) })
+				// Sync at once: the rest of the conversation should not wait for a tick
+				// (nor for a round already running, as when the welcome came by sync).
+				for _, p := range s.duePeers(true) {
+					if s.cfg.Node.IsAdmitted(p) {
+						s.goOwned(func() { s.syncRound(p, true) })
+					}
+				}
 			}
 			continue
 		}

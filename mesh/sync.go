@@ -395,11 +395,19 @@ func (s *Service) duePeers(full bool) []peer.ID {
 }
 
 // SyncWith reconciles every shared tag with p (initiator side).
-func (s *Service) syncWith(p peer.ID) {
+func (s *Service) syncWith(p peer.ID) { s.syncRound(p, false) }
+
+// syncRound is syncWith; again: if a round with p is running, which may
+// have begun before what calls for this one (a conversation just joined,
+// a peer just subscribed), run once more when it ends. Periodic rounds
+// and kicks pass false, so rounds slower than the period never chain.
+func (s *Service) syncRound(p peer.ID, again bool) {
 	s.mu.Lock()
 	if s.syncing[p] {
-		// Once more when the running round ends: it may have begun
-		// before what this sync was asked for.
+		if !again {
+			s.mu.Unlock()
+			return
+		}
 		if s.rerun == nil {
 			s.rerun = map[peer.ID]bool{}
 		}
@@ -430,7 +438,7 @@ func (s *Service) syncWith(p peer.ID) {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
 	}
 	if rerun {
-		s.goOwned(func() { s.syncWith(p) })
+		s.goOwned(func() { s.syncRound(p, false) })
 	}
 }
 
