@@ -475,11 +475,13 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				}
 				// Sync at once: the rest of the conversation should not wait for a tick
 				// (nor for a round already running, as when the welcome came by sync).
-				for _, p := range s.duePeers(true) {
-					if s.cfg.Node.IsAdmitted(p) {
-						s.goOwned(func() { s.syncRound(p, true) })
+				s.goOwned(func() {
+					for _, p := range s.duePeers(true) {
+						if s.cfg.Node.IsAdmitted(p) {
+							s.goOwned(func() { s.syncRound(p, true) })
+						}
 					}
-				}
+				})
 			}
 			continue
 		}
