@@ -201,26 +201,38 @@ func (r *Replica) signed(e *e2e.Envelope) ([]byte, error) {
 
 // finish signs, encodes and applies our own envelope.
 func (r *Replica) finish(e *e2e.Envelope) ([]byte, error) {
-	raw, err := r.signed(e)
-	if err != nil {
-		return nil, err
+	raw, _, err := r.finishOp(e)
+	return raw, err
+}
+
+// finishOp is finish, also returning the op ID (hashed once, here).
+func (r *Replica) finishOp(e *e2e.Envelope) (raw []byte, id crdt.OpID, err error) {
+	if raw, err = r.signed(e); err != nil {
+		return nil, id, err
 	}
 	// Once applied locally the op is part of our DAG and must be published
 	// whatever the error, or our later ops would wait on it forever.
-	return raw, r.ingest(e, raw)
+	id = crdt.OpID(e2e.ID(raw))
+	return raw, id, r.ingestID(e, raw, id)
 }
 
 // emit seals and applies one op of ours, after checking it would be
 // authorised: an op every other replica rejects is never sent.
 func (r *Replica) emit(p *payload) ([]byte, error) {
+	raw, _, err := r.emitOp(p)
+	return raw, err
+}
+
+// emitOp is emit, also returning the op's ID.
+func (r *Replica) emitOp(p *payload) ([]byte, crdt.OpID, error) {
 	if err := r.permitted(p); err != nil {
-		return nil, err
+		return nil, crdt.OpID{}, err
 	}
 	env, err := r.seal(p)
 	if err != nil {
-		return nil, err
+		return nil, crdt.OpID{}, err
 	}
-	return r.finish(env)
+	return r.finishOp(env)
 }
 
 // permitted mirrors authorise for an op of ours at the current heads.
@@ -310,8 +322,15 @@ type Out struct {
 // add appends an op this command made.
 func (o *Out) add(raw []byte) {
 	if raw != nil {
+		o.addOp(raw, crdt.OpID(e2e.ID(raw)))
+	}
+}
+
+// addOp appends an op this command made whose ID is known.
+func (o *Out) addOp(raw []byte, id crdt.OpID) {
+	if raw != nil {
 		o.Envelopes = append(o.Envelopes, raw)
-		o.ID = crdt.OpID(e2e.ID(raw))
+		o.ID = id
 	}
 }
 
@@ -368,8 +387,8 @@ func (r *Replica) do(p *payload) (Out, error) {
 	if err != nil {
 		return Out{}, err
 	}
-	raw, err := r.emit(p)
-	out.add(raw)
+	raw, id, err := r.emitOp(p)
+	out.addOp(raw, id)
 	return out, err
 }
 

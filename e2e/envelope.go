@@ -52,19 +52,6 @@ type Envelope struct {
 
 const sigContext = "medmesh envelope v2\x00"
 
-// header is the encoding of everything but body and signature: the
-// associated data of the body's encryption.
-func (e *Envelope) header() ([]byte, error) {
-	return e.appendEnvelope(make([]byte, 0, e.encodedSize()-len(e.Body)), nil, nil), nil
-}
-
-// signed is what the signature covers: the context, then the encoding of
-// everything but the signature.
-func (e *Envelope) signed() ([]byte, error) {
-	b := append(make([]byte, 0, len(sigContext)+e.encodedSize()), sigContext...)
-	return e.appendEnvelope(b, e.Body, nil), nil
-}
-
 // New starts an envelope from sender in the conversation with tag, after
 // deps. Seal its body, then Sign it.
 func New(tag []byte, sender peer.ID, deps [][32]byte) *Envelope {
@@ -78,32 +65,20 @@ func New(tag []byte, sender peer.ID, deps [][32]byte) *Envelope {
 // Sign signs the envelope with the sender's identity key (the body is
 // sealed first: it is encrypted against the header, Sender included).
 func (e *Envelope) Sign(key ed25519.PrivateKey) error {
-	pk, err := crypto.UnmarshalEd25519PublicKey(key.Public().(ed25519.PublicKey))
-	if err != nil {
-		return err
-	}
-	id, err := peer.IDFromPublicKey(pk)
-	if err != nil {
-		return err
-	}
-	if string(e.Sender) != string(id) {
+	if len(key) != ed25519.PrivateKeySize || !isSenderKey(e.Sender, key.Public().(ed25519.PublicKey)) {
 		return fmt.Errorf("%w: signing key is not the sender's", ErrBadSignature)
 	}
-	msg, err := e.signed()
-	if err != nil {
-		return err
-	}
-	e.Sig = ed25519.Sign(key, msg)
+	e.Sig = ed25519.Sign(key, e.signed())
 	return nil
 }
 
 // Encode returns the canonical bytes.
 func (e *Envelope) Encode() ([]byte, error) {
-	b, err := detcbor.Marshal(e)
-	if err == nil && len(b) > MaxEnvelope {
+	b := e.appendEncoded(make([]byte, 0, e.encodedLen(e.Body, e.Sig)), e.Body, e.Sig)
+	if len(b) > MaxEnvelope {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
-	return b, err
+	return b, nil
 }
 
 // Decode parses canonical envelope bytes and checks field shapes. It does
@@ -168,8 +143,7 @@ func (e *Envelope) verifyInput() (ed25519.PublicKey, []byte, error) {
 	if err != nil || pk.Type() != crypto.Ed25519 || len(raw) != ed25519.PublicKeySize {
 		return nil, nil, fmt.Errorf("%w: sender key is not Ed25519", ErrMalformed)
 	}
-	msg, err := e.signed()
-	return raw, msg, err
+	return raw, e.signed(), nil
 }
 
 // VerifyBatch verifies many envelopes at once (about 1.7× the speed of one

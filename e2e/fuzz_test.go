@@ -122,7 +122,7 @@ func FuzzDecode(f *testing.F) {
 		if err != nil || !bytes.Equal(again, data) {
 			t.Fatalf("accepted bytes do not re-encode identically: %v", err)
 		}
-		checkEncoders(t, d) // signed bytes and header as detcbor makes them
+		sameAsDetcbor(t, d) // signed bytes and header as detcbor makes them
 		// One rule for single and batch verification.
 		single, batch := d.Verify(), VerifyBatch([]*Envelope{d})[0]
 		if (single == nil) != (batch == nil) {

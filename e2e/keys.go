@@ -89,11 +89,12 @@ func Tag(conv []byte, creator peer.ID) []byte {
 	return h.Sum(nil)[:tagLen]
 }
 
+// step is HMAC-SHA256(ck, [b]): the chain's one-way step.
 func step(ck Secret, b byte) Secret {
 	m := hmac.New(sha256.New, ck[:])
 	m.Write([]byte{b})
 	var out Secret
-	copy(out[:], m.Sum(nil))
+	m.Sum(out[:0])
 	return out
 }
 
@@ -324,11 +325,8 @@ func SealContent(e *Envelope, chain *SendChain, plaintext []byte) error {
 	e.Kind, e.Epoch = KindContent, chain.Epoch[:]
 	i, mk := chain.Next()
 	e.Index = i
-	h, err := e.header()
-	if err != nil {
-		return err
-	}
-	e.Body = SealBody(mk, h, plaintext)
+	e.Body = SealBody(mk, e.header(), plaintext)
+	clear(mk[:])
 	return nil
 }
 
@@ -344,31 +342,19 @@ func OpenContent(e *Envelope, chains *RecvChains, now time.Time) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: sender", ErrMalformed)
 	}
-	h, err := e.header()
-	if err != nil {
-		return nil, err
-	}
-	return chains.open(epoch, sender, e.Index, now, h, e.Body)
+	return chains.open(epoch, sender, e.Index, now, e.header(), e.Body)
 }
 
 // SealControl fills e's body with plaintext sealed under a control key.
 func SealControl(e *Envelope, epoch EpochID, key Secret, plaintext []byte) error {
 	e.Kind, e.Epoch, e.Index = KindControl, epoch[:], 0
-	h, err := e.header()
-	if err != nil {
-		return err
-	}
-	e.Body = SealBody(key, h, plaintext)
+	e.Body = SealBody(key, e.header(), plaintext)
 	return nil
 }
 
 // OpenControl decrypts a control envelope.
 func OpenControl(e *Envelope, key Secret) ([]byte, error) {
-	h, err := e.header()
-	if err != nil {
-		return nil, err
-	}
-	return OpenBody(key, h, e.Body)
+	return OpenBody(key, e.header(), e.Body)
 }
 
 // maxChains bounds the encoded chains: MaxSkippedTotal keys and a chain

@@ -251,10 +251,7 @@ func SealWelcome(e *Envelope, secret Secret, keys EpochKeys, members []peer.ID, 
 	if err != nil {
 		return err
 	}
-	header, err := e.header()
-	if err != nil {
-		return err
-	}
+	header := e.header()
 	c, cc := Commit(secret), ControlCommit(ControlKey(secret))
 	w := Welcome{Members: canonMembers(members), Commit: c[:], ControlCommit: cc[:], Seals: make([]Seal, 0, len(to))}
 	if len(w.Members) == 0 {
@@ -321,10 +318,7 @@ func DecodeWelcome(body []byte) (*Welcome, error) {
 // welcome's commitment (ErrBadCommit: the issuer gave this device a secret
 // other than the one it committed to).
 func OpenWelcome(e *Envelope, w *Welcome, self peer.ID, ring *PrekeyRing, certKEM hpke.PrivateKey) (*EpochKeys, Secret, error) {
-	header, err := e.header()
-	if err != nil {
-		return nil, Secret{}, err
-	}
+	header := e.header()
 	for _, s := range w.Seals {
 		if !bytes.Equal(s.Recipient, []byte(self)) {
 			continue
@@ -334,6 +328,7 @@ func OpenWelcome(e *Envelope, w *Welcome, self peer.ID, ring *PrekeyRing, certKE
 			if ring == nil {
 				return nil, Secret{}, ErrPrekeyGone
 			}
+			var err error
 			if priv, err = ring.private(s.Prekey); err != nil {
 				return nil, Secret{}, err
 			}

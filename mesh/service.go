@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +139,10 @@ type Service struct {
 	// needed (see inflight): not recorded as synced, so synced again next
 	// round in case that other session fails (guarded by mu).
 	deferred map[peer.ID]bool
+	rerun    map[peer.ID]bool // a sync asked for while one with the peer ran
+	// joinSync: peers that joined one of our conversation topics, with a
+	// sync with them queued (see peerJoined).
+	joinSync map[peer.ID]bool
 	changes  uint64             // envelopes published or taken in (guarded by mu)
 	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks    chan struct{}
@@ -321,8 +326,17 @@ func (s *Service) subscribe(name string, tag []byte) error {
 		s.mu.Unlock()
 		return err
 	}
+	var events *pubsub.TopicEventHandler
+	if strings.HasPrefix(name, convTopicPrefix) {
+		if events, err = t.EventHandler(); err != nil {
+			s.log.Warn("topic events", "err", err)
+		}
+	}
 	s.subs[name] = sub
 	s.mu.Unlock()
+	if events != nil {
+		s.goOwned(func() { s.watchJoins(events) })
+	}
 	s.goOwned(func() {
 		for {
 			m, err := sub.Next(s.ctx)
@@ -338,6 +352,47 @@ func (s *Service) subscribe(name string, tag []byte) error {
 		}
 	})
 	return nil
+}
+
+// watchJoins syncs with every peer that joins a conversation topic of
+// ours, until Close. Gossip pushes an op only to the peers a publisher
+// knows to be subscribed: what was published between a peer's joining the
+// conversation and its subscription reaching the publisher — the first
+// messages after a welcome — would otherwise wait for the sync kick or the
+// gossip heartbeat. A sync costs what differs, so a joining peer gets what
+// it lacks and no more (nothing is pushed blindly), and one queued sync
+// per peer covers any number of topics it joins at once.
+func (s *Service) watchJoins(h *pubsub.TopicEventHandler) {
+	defer h.Cancel()
+	for {
+		ev, err := h.NextPeerEvent(s.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin && s.cfg.Node.IsAdmitted(ev.Peer) {
+			s.peerJoined(ev.Peer)
+		}
+	}
+}
+
+// peerJoined queues one sync with p (at once), unless one is queued.
+func (s *Service) peerJoined(p peer.ID) {
+	s.mu.Lock()
+	queued := s.joinSync[p]
+	if s.joinSync == nil {
+		s.joinSync = map[peer.ID]bool{}
+	}
+	s.joinSync[p] = true
+	s.mu.Unlock()
+	if queued {
+		return
+	}
+	s.goOwned(func() {
+		s.mu.Lock()
+		delete(s.joinSync, p)
+		s.mu.Unlock()
+		s.syncRound(p, true)
+	})
 }
 
 // validate is the topic validator: no decryption needed.
@@ -426,8 +481,15 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				if err := s.subscribe(convTopic(tag), tag); err != nil {
 					s.log.Warn("join topic", "err", err)
 				}
-				// Sync at once: the rest of the conversation should not wait for a tick.
-				s.goOwned(func() { s.syncAll(true) })
+				// Sync at once: the rest of the conversation should not wait for a tick
+				// (nor for a round already running, as when the welcome came by sync).
+				s.goOwned(func() {
+					for _, p := range s.duePeers(true) {
+						if s.cfg.Node.IsAdmitted(p) {
+							s.goOwned(func() { s.syncRound(p, true) })
+						}
+					}
+				})
 			}
 			continue
 		}

@@ -430,9 +430,23 @@ func (s *Service) duePeers(full bool) []peer.ID {
 }
 
 // SyncWith reconciles every shared tag with p (initiator side).
-func (s *Service) syncWith(p peer.ID) {
+func (s *Service) syncWith(p peer.ID) { s.syncRound(p, false) }
+
+// syncRound is syncWith; again: if a round with p is running, which may
+// have begun before what calls for this one (a conversation just joined,
+// a peer just subscribed), run once more when it ends. Periodic rounds
+// and kicks pass false, so rounds slower than the period never chain.
+func (s *Service) syncRound(p peer.ID, again bool) {
 	s.mu.Lock()
 	if s.syncing[p] {
+		if !again {
+			s.mu.Unlock()
+			return
+		}
+		if s.rerun == nil {
+			s.rerun = map[peer.ID]bool{}
+		}
+		s.rerun[p] = true
 		s.mu.Unlock()
 		return
 	}
@@ -454,9 +468,14 @@ func (s *Service) syncWith(p peer.ID) {
 		s.synced[p] = before
 	}
 	delete(s.deferred, p)
+	rerun := s.rerun[p]
+	delete(s.rerun, p)
 	s.mu.Unlock()
 	if err != nil && s.ctx.Err() == nil {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
+	}
+	if rerun {
+		s.goOwned(func() { s.syncRound(p, false) })
 	}
 }
 
