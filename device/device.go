@@ -80,27 +80,28 @@ type Device struct {
 }
 
 type config struct {
-	listen      []string
-	bootstrap   []peer.AddrInfo
-	mdns        bool
-	anchor      bool
-	quota       int64
-	ttl         time.Duration
-	log         *slog.Logger
-	kdf         *keywrap.Params
-	host        host.Host
-	psOpts      []pubsub.Option
-	admit       time.Duration
-	key         *identity.DeviceKey
-	chain       []*x509.Certificate
-	trust       *identity.Trust
-	store       ds.Batching
-	now         func() time.Time
-	observe     func(id crdt.OpID, from peer.ID, dup bool)
-	syncEvery   time.Duration
-	kickDelay   time.Duration
-	expiryEvery time.Duration
-	onRevoked   func()
+	listen        []string
+	bootstrap     []peer.AddrInfo
+	mdns          bool
+	anchor        bool
+	quota         int64
+	ttl           time.Duration
+	log           *slog.Logger
+	kdf           *keywrap.Params
+	host          host.Host
+	psOpts        []pubsub.Option
+	admit         time.Duration
+	key           *identity.DeviceKey
+	chain         []*x509.Certificate
+	trust         *identity.Trust
+	store         ds.Batching
+	now           func() time.Time
+	observe       func(id crdt.OpID, from peer.ID, dup bool)
+	syncEvery     time.Duration
+	kickDelay     time.Duration
+	receiptWindow time.Duration
+	expiryEvery   time.Duration
+	onRevoked     func()
 }
 
 // Option configures a device.
@@ -181,6 +182,13 @@ func WithTimers(syncEvery, kickDelay time.Duration) Option {
 	return func(c *config) error { c.syncEvery, c.kickDelay = syncEvery, kickDelay; return nil }
 }
 
+// WithReceiptWindow sets how long the device coalesces its delivered and
+// read receipts (zero: conversations.ReceiptWindow, 500 ms; negative:
+// none). Simulations scale it with their clock.
+func WithReceiptWindow(d time.Duration) Option {
+	return func(c *config) error { c.receiptWindow = d; return nil }
+}
+
 // WithExpiryEvery sets the period of the expiry loop (default one hour).
 func WithExpiryEvery(d time.Duration) Option {
 	return func(c *config) error {
@@ -252,6 +260,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	d.c, err = conversations.Open(conversations.Config{
 		Device:    &chat.Device{Key: cfg.key.Identity, ID: cfg.key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: cfg.key.KEM},
 		Directory: d.n, Store: backing, Logger: cfg.log, Now: cfg.now, Revoked: revoked, Observe: cfg.observe,
+		ReceiptWindow: cfg.receiptWindow,
 	})
 	if err != nil {
 		return nil, err

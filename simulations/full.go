@@ -266,6 +266,7 @@ func (f *full) startNodes() error {
 		opts := []device.Option{device.WithIdentity(k, chain, trust), device.WithStore(store), device.WithHost(h), device.WithAdmitTimeout(time.Minute),
 			device.WithPubSubOptions(pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})),
 			device.WithTimers(time.Duration(f.w.S.SyncSeconds/f.opt.Scale*float64(time.Second)), time.Duration(0.3/f.opt.Scale*float64(time.Second))),
+			device.WithReceiptWindow(max(time.Millisecond, time.Duration(conversations.ReceiptWindow.Seconds()/f.opt.Scale*float64(time.Second)))),
 			device.WithObserve(f.observer(i))}
 		if wd.Anchor {
 			opts = append(opts, device.WithAnchor(0, 0))
