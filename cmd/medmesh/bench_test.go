@@ -105,7 +105,7 @@ func TestRenderBench(t *testing.T) {
 	for _, s := range benchSpecs {
 		switch s.Regexp {
 		case "^BenchmarkAdmit$", "^BenchmarkPersistedIngest$", "^BenchmarkDeliveryLatency10$", "^BenchmarkPurge$",
-			"^BenchmarkStartToAdmitted$", "Receipts", "^BenchmarkFullTeams500$":
+			"^BenchmarkStartToAdmitted$", "^BenchmarkReceiptBurst$", "^BenchmarkFullTeams500$":
 			outs = append(outs, benchOutput{Spec: s, Results: f.matching(s)})
 		case "^BenchmarkGet$":
 			outs = append(outs, benchOutput{Spec: s, Err: "exit status 1: --- FAIL: BenchmarkGet | store closed"})
@@ -132,7 +132,7 @@ func TestRenderBench(t *testing.T) {
 		"| BenchmarkAdmit: ./identity admission", "| ratio_vs_2verify | 0.872 | 0.839 | 0.878 | 0.872, 0.839, 0.878 |",
 		"| p50_ms | 8.10 | 8.10 | 8.10 | 8.10 |",
 		"| BenchmarkPurge/store=100000/deletes=1: 〃 | ms/purge | 128 | 126 | 130 | 126, 130 |",
-		"no benchmark matches Receipts in this tree", "no benchmark matches ^BenchmarkStartToAdmitted$", "failed: exit status 1: --- FAIL: BenchmarkGet \\| store closed",
+		"no benchmark matches ^BenchmarkReceiptBurst$ in this tree", "no benchmark matches ^BenchmarkStartToAdmitted$", "failed: exit status 1: --- FAIL: BenchmarkGet \\| store closed",
 		"| on-time | 1 | 1 | 1 | 1 |",
 		"go test -run '^$' -bench '^BenchmarkPersistedIngest$' -benchtime 5000x -count 3 ./mesh",
 		"go test -run '^$' -bench '^BenchmarkFullTeams500$' -benchtime 1x -timeout 2h -count 1 ./simulations",
