@@ -138,8 +138,24 @@ func (j *journal) save(ctx context.Context, prefix ds.Key, keys []byte) error {
 	return nil
 }
 
+// sizedBatching is a store that allocates a batch at its size once
+// (store.Store).
+type sizedBatching interface {
+	BatchSized(ctx context.Context, n, vbytes int) (ds.Batch, error)
+}
+
 func (j *journal) commitBatch(ctx context.Context, b ds.Batching) error {
-	bt, err := b.Batch(ctx)
+	var bt ds.Batch
+	var err error
+	if sb, ok := b.(sizedBatching); ok {
+		size := 0
+		for _, w := range j.pending {
+			size += len(w.value)
+		}
+		bt, err = sb.BatchSized(ctx, len(j.pending), size)
+	} else {
+		bt, err = b.Batch(ctx)
+	}
 	if err != nil {
 		return err
 	}

@@ -343,3 +343,48 @@ func TestParentCacheConsistent(t *testing.T) {
 		}
 	}
 }
+
+// A batch sized for its writes, on the embedded pebble (sealed in place in
+// pebble's batch) and on another backend, stores what Batch stores; a
+// committed batch takes no more writes.
+func TestBatchSized(t *testing.T) {
+	ctx := context.Background()
+	for name, opts := range map[string][]Option{"pebble": {fastKDF}, "map": {fastKDF, WithBackend(dssync.MutexWrap(ds.NewMapDatastore()))}} {
+		t.Run(name, func(t *testing.T) {
+			s, err := Open(t.TempDir(), pass, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			s.Put(ctx, ds.NewKey("/c/old"), []byte("old"))
+			for _, size := range [][2]int{{0, 0}, {3, 10}, {3, 1 << 20}} {
+				b, err := s.BatchSized(ctx, size[0], size[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				long := bytes.Repeat([]byte("v"), 3000) // beyond the hint
+				for i, v := range [][]byte{[]byte("a"), {}, long} {
+					if err := b.Put(ctx, ds.NewKey(fmt.Sprintf("/c/%d/%d", size[1], i)), v); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b.Delete(ctx, ds.NewKey("/c/old"))
+				if err := b.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for i, v := range [][]byte{[]byte("a"), {}, long} {
+					got, err := s.Get(ctx, ds.NewKey(fmt.Sprintf("/c/%d/%d", size[1], i)))
+					if err != nil || !bytes.Equal(got, v) {
+						t.Fatalf("hint %v, value %d: %q, %v", size, i, got, err)
+					}
+				}
+				if has, _ := s.Has(ctx, ds.NewKey("/c/old")); has {
+					t.Fatal("batched delete ignored")
+				}
+				if b.Put(ctx, ds.NewKey("/c/late"), nil) == nil || b.Delete(ctx, ds.NewKey("/c/0/0")) == nil || b.Commit(ctx) == nil {
+					t.Fatal("committed batch took more")
+				}
+			}
+		})
+	}
+}
