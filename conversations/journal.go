@@ -149,8 +149,8 @@ func (j *journal) commitBatch(ctx context.Context, b ds.Batching) error {
 	var err error
 	if sb, ok := b.(sizedBatching); ok {
 		size := 0
-		for _, w := range j.pending {
-			size += len(w.value)
+		for k, w := range j.pending {
+			size += len(k.String()) + len(w.value)
 		}
 		bt, err = sb.BatchSized(ctx, len(j.pending), size)
 	} else {

@@ -483,16 +483,17 @@ func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error)
 // Batch implements ds.Batching. Commit writes the batch and fsyncs once.
 func (s *Store) Batch(ctx context.Context) (ds.Batch, error) { return s.BatchSized(ctx, 0, 0) }
 
-// BatchSized is Batch for about n writes of values of vbytes bytes in
-// all. On the embedded pebble the batch is allocated at its size once,
-// instead of doubling as it grows, and values are sealed in place in it.
-func (s *Store) BatchSized(ctx context.Context, n, vbytes int) (ds.Batch, error) {
+// BatchSized is Batch for about n writes whose keys and values come to
+// size bytes in all. On the embedded pebble the batch is allocated at its
+// size once, instead of doubling as it grows, and values are sealed in
+// place in it.
+func (s *Store) BatchSized(ctx context.Context, n, size int) (ds.Batch, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.life.RUnlock()
 	if s.db != nil {
-		return &batch{s: s, pb: s.db.NewBatchWithSize(vbytes + n*batchOverhead)}, nil
+		return &batch{s: s, pb: s.db.NewBatchWithSize(size + n*batchOverhead)}, nil
 	}
 	b, err := s.backend.Batch(ctx)
 	if err != nil {
@@ -501,10 +502,11 @@ func (s *Store) BatchSized(ctx context.Context, n, vbytes int) (ds.Batch, error)
 	return &batch{s: s, b: b}, nil
 }
 
-// batchOverhead is about what a write adds to its value in a batch: a
-// hashed name of a few components, the sealed original key, nonce and
-// tag, pebble's record header.
-const batchOverhead = 4*27 + 80 + chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead + 16
+// batchOverhead bounds what a write adds to its key and value in a batch
+// (keys of up to eight components): the hashed name, 27 bytes a
+// component; the key's length, nonce and tag in the sealed value; pebble's
+// record header.
+const batchOverhead = 8*27 + binary.MaxVarintLen64 + chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead + 16
 
 // batch writes to the embedded pebble's batch pb directly (the stored
 // names as the pebble datastore would write them: the key's bytes), or
