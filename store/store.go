@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -225,13 +226,43 @@ func (s *Store) hashKey(k ds.Key) (ds.Key, error) {
 		return hashWith(h, k, ds.Key{}), nil
 	}
 	if hp, ok := s.parents.Load(parent.String()); ok {
-		return hashWith(h, ds.NewKey(k.BaseNamespace()), hp.(ds.Key)), nil
+		return childName(h, hp.(hashedParent), k.BaseNamespace()), nil
 	}
 	hp := hashWith(h, parent, ds.Key{})
 	if s.nparents.Add(1) < maxParentCache {
-		s.parents.Store(parent.String(), hp)
+		p := hashedParent{name: hp.String()}
+		b32.Decode(p.prev[:], []byte(hp.BaseNamespace()))
+		s.parents.Store(parent.String(), p)
 	}
 	return hashWith(h, ds.NewKey(k.BaseNamespace()), hp), nil
+}
+
+// hashedParent is a parent key's hashed name and the chain value its
+// children's hashes continue.
+type hashedParent struct {
+	name string
+	prev [16]byte
+}
+
+// childName is hashWith(h, ds.NewKey(comp), parent's name) for one clean
+// component comp, in one allocation.
+func childName(h hash.Hash, p hashedParent, comp string) ds.Key {
+	if comp == "" || comp == "." || comp == ".." {
+		return hashWith(h, ds.NewKey(comp), ds.RawKey(p.name))
+	}
+	var sum [32]byte
+	h.Reset()
+	h.Write(p.prev[:])
+	io.WriteString(h, comp)
+	h.Sum(sum[:0])
+	var b strings.Builder
+	b.Grow(len(p.name) + 1 + 26)
+	b.WriteString(p.name)
+	b.WriteByte('/')
+	var enc [26]byte
+	b32.Encode(enc[:], sum[:16])
+	b.Write(enc[:])
+	return ds.RawKey(b.String())
 }
 
 // maxParentCache bounds the parent-name cache.

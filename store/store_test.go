@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -386,5 +388,37 @@ func TestBatchSized(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A key under a remembered parent is named as the full chained hash
+// names it, for every shape of last component.
+func TestChildNameMatchesChain(t *testing.T) {
+	s, err := Open(t.TempDir(), pass, fastKDF, WithBackend(dssync.MutexWrap(ds.NewMapDatastore())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, k := range []string{"/conv/a/op/1", "/conv/a/op/2", "/conv/a/op/é-ü", "/conv/a/op/" + strings.Repeat("x", 300), "/conv/b/op/1", "/conv/a/op/1/deeper"} {
+		for range 2 { // once to remember the parent, once through it
+			got, err := s.hashKey(ds.NewKey(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := s.macs.Get().(hash.Hash)
+			want := hashWith(h, ds.NewKey(k), ds.Key{})
+			s.macs.Put(h)
+			if got != want {
+				t.Fatalf("%s: %s, full chain %s", k, got, want)
+			}
+		}
+	}
+	p := hashedParent{name: "/AAAAAAAAAAAAAAAAAAAAAAAAAA"}
+	for _, comp := range []string{"", ".", ".."} {
+		h := s.macs.Get().(hash.Hash)
+		if got, want := childName(h, p, comp), hashWith(h, ds.NewKey(comp), ds.RawKey(p.name)); got != want {
+			t.Fatalf("component %q: %s, want %s", comp, got, want)
+		}
+		s.macs.Put(h)
 	}
 }
