@@ -37,7 +37,11 @@ func (s *OpStore) Put(op crdt.Op) error {
 	for _, d := range op.Deps {
 		so.Deps = append(so.Deps, d[:])
 	}
-	return s.d.Put(context.Background(), s.key(op.ID), so.appendCBOR(make([]byte, 0, so.size())))
+	b := so.appendCBOR(make([]byte, 0, so.size()))
+	if j, ok := s.d.(*journal); ok {
+		return j.putOwned(context.Background(), s.key(op.ID), b)
+	}
+	return s.d.Put(context.Background(), s.key(op.ID), b)
 }
 
 // appendCBOR appends what detcbor.Marshal makes of so (held to it by
