@@ -175,8 +175,8 @@ func (e *Envelope) verifyInput() (ed25519.PublicKey, []byte, error) {
 	return raw, msg, err
 }
 
-// VerifyBatch verifies many envelopes at once (sigBatch: about 1.7× the
-// speed of one by one on this machine for many senders, more for one) and returns one error per envelope: nil for the
+// VerifyBatch verifies many envelopes at once (about 1.7× the speed of one
+// by one on this machine) and returns one error per envelope: nil for the
 // valid ones. When the batch fails it falls back to single verification to
 // say which are bad.
 func VerifyBatch(envs []*Envelope) []error {
@@ -190,7 +190,7 @@ func VerifyBatch(envs []*Envelope) []error {
 		}
 		return errs
 	}
-	var v sigBatch
+	v := ed25519consensus.NewBatchVerifier()
 	n := 0
 	for i, e := range envs {
 		pub, msg, err := e.verifyInput()
@@ -198,10 +198,10 @@ func VerifyBatch(envs []*Envelope) []error {
 			errs[i] = err
 			continue
 		}
-		v.add(pub, msg, e.Sig)
+		v.Add(pub, msg, e.Sig)
 		n++
 	}
-	if n == 0 || v.verify() {
+	if n == 0 || v.Verify() {
 		return errs
 	}
 	for i, e := range envs {
