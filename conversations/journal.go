@@ -52,9 +52,22 @@ func (j *journal) held() bool { return len(j.pending) > 0 }
 func (j *journal) end() { j.open, j.ours = false, false }
 
 func (j *journal) Put(ctx context.Context, k ds.Key, v []byte) error {
+	return j.put(ctx, k, v, false)
+}
+
+// putOwned is Put of a value nobody else holds (OpStore's fresh
+// encoding): held back without a copy.
+func (j *journal) putOwned(ctx context.Context, k ds.Key, v []byte) error {
+	return j.put(ctx, k, v, true)
+}
+
+func (j *journal) put(ctx context.Context, k ds.Key, v []byte, owned bool) error {
 	if j.open {
 		prev, held := j.pending[k]
-		j.pending[k] = heldWrite{value: slices.Clone(v), replace: held && (prev.deleted || prev.replace)}
+		if !owned {
+			v = slices.Clone(v)
+		}
+		j.pending[k] = heldWrite{value: v, replace: held && (prev.deleted || prev.replace)}
 		j.mine = j.mine || j.ours
 		return nil
 	}
@@ -138,8 +151,24 @@ func (j *journal) save(ctx context.Context, prefix ds.Key, keys []byte) error {
 	return nil
 }
 
+// sizedBatching is a store that allocates a batch at its size once
+// (store.Store).
+type sizedBatching interface {
+	BatchSized(ctx context.Context, n, vbytes int) (ds.Batch, error)
+}
+
 func (j *journal) commitBatch(ctx context.Context, b ds.Batching) error {
-	bt, err := b.Batch(ctx)
+	var bt ds.Batch
+	var err error
+	if sb, ok := b.(sizedBatching); ok {
+		size := 0
+		for k, w := range j.pending {
+			size += len(k.String()) + len(w.value)
+		}
+		bt, err = sb.BatchSized(ctx, len(j.pending), size)
+	} else {
+		bt, err = b.Batch(ctx)
+	}
 	if err != nil {
 		return err
 	}

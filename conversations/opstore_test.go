@@ -1,7 +1,10 @@
 package conversations
 
 import (
+	"bytes"
 	"context"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -10,6 +13,7 @@ import (
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/crdt/crdttest"
+	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/keywrap"
 	"github.com/medmesh/medmesh/store"
 )
@@ -166,6 +170,57 @@ func TestJournalSyncsOnlyOurs(t *testing.T) {
 		synced := slices.Contains(rec.log, "sync "+prefix.String())
 		if synced != ours || !slices.Contains(rec.log, "put /conv/x/op1") || !slices.Contains(rec.log, "put /conv/x/keys") {
 			t.Fatalf("ours %v: the store saw %v", ours, rec.log)
+		}
+	}
+}
+
+// The hand encoder of a stored op gives detcbor's bytes, for every shape:
+// no, empty or many deps, nil or empty author and body, heads of every
+// width, negative clocks.
+func TestStoredOpEncoding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	bytesOf := func(n int) []byte {
+		if n < 0 {
+			return nil
+		}
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	ints := []uint64{0, 1, 23, 24, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1, math.MaxInt64}
+	lens := []int{-1, 0, 1, 23, 24, 255, 256, 1024, 65535, 65536}
+	for i := range 2000 {
+		so := storedOp{
+			Author: bytesOf(lens[rng.IntN(6)]), Body: bytesOf(lens[rng.IntN(len(lens))]),
+			Wall: int64(ints[rng.IntN(len(ints))]), Logical: uint32(ints[rng.IntN(9)]),
+		}
+		if i%2 == 0 {
+			so.Wall = -so.Wall - int64(rng.IntN(2))
+		}
+		if i%7 == 0 {
+			so.Wall = math.MinInt64
+		}
+		switch i % 3 {
+		case 0:
+			so.Deps = nil
+		case 1:
+			so.Deps = [][]byte{}
+		default:
+			for range 1 + rng.IntN(30) {
+				so.Deps = append(so.Deps, bytesOf(32))
+			}
+		}
+		want, err := detcbor.Marshal(so)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := so.appendCBOR(nil); !bytes.Equal(got, want) {
+			t.Fatalf("case %d: hand %x, detcbor %x", i, got, want)
+		}
+		if len(want) > so.size() {
+			t.Fatalf("case %d: %d bytes, size bound %d", i, len(want), so.size())
 		}
 	}
 }

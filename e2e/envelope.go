@@ -88,7 +88,10 @@ func Decode(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
 	var e Envelope
-	if err := detcbor.Unmarshal(b, &e, MaxEnvelope); err != nil {
+	// Canonical form checked against the hand encoder (encode.go), which
+	// gives detcbor.Marshal's bytes (TestAppendMatchesDetcbor, FuzzDecode).
+	reencode := func() []byte { return e.appendEnvelope(make([]byte, 0, e.encodedSize()), e.Body, e.Sig) }
+	if err := detcbor.UnmarshalAgainst(b, &e, MaxEnvelope, reencode); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if e.Version != Version || e.Kind < KindContent || e.Kind > KindWelcome ||

@@ -3,6 +3,8 @@ package mesh_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -94,6 +96,19 @@ func BenchmarkPersistedIngest(b *testing.B) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(2 * time.Minute)
+	// INGEST_CPUPROFILE=file profiles the timed ingest only (go test's
+	// -cpuprofile also holds setup: enrolment, b.N sends, the baseline).
+	if f := os.Getenv("INGEST_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b.ResetTimer()
 	cpu := baseline.CPUTime()
 	releaseA()

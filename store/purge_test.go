@@ -312,3 +312,27 @@ func TestWipeUnderLoad(t *testing.T) {
 		t.Fatalf("key file after wipe: %v", err)
 	}
 }
+
+// The embedded database's options: the deletion-at-rest settings hold
+// beside the write-pattern ones (uncompressed blocks, a larger memtable).
+func TestPebbleOptions(t *testing.T) {
+	o := pebbleOptions()
+	o.EnsureDefaults()
+	if _, ok := o.FS.(shredFS); !ok {
+		t.Errorf("FS is %T, want shredFS", o.FS)
+	}
+	if _, ok := o.Cleaner.(shredCleaner); !ok {
+		t.Errorf("Cleaner is %T, want shredCleaner (which turns log recycling off)", o.Cleaner)
+	}
+	if o.MemTableSize != MemTableSize || o.L0CompactionThreshold != l0CompactionThreshold {
+		t.Errorf("memtable %d, L0 threshold %d", o.MemTableSize, o.L0CompactionThreshold)
+	}
+	if o.MemTableStopWritesThreshold*int(o.MemTableSize) > 32<<20 {
+		t.Errorf("memtables may hold %d MiB, more than the stated 32", o.MemTableStopWritesThreshold*int(o.MemTableSize)>>20)
+	}
+	for i, l := range o.Levels {
+		if p := l.Compression(); p.Name != "NoCompression" {
+			t.Errorf("level %d compresses with %s", i, p.Name)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -225,13 +226,43 @@ func (s *Store) hashKey(k ds.Key) (ds.Key, error) {
 		return hashWith(h, k, ds.Key{}), nil
 	}
 	if hp, ok := s.parents.Load(parent.String()); ok {
-		return hashWith(h, ds.NewKey(k.BaseNamespace()), hp.(ds.Key)), nil
+		return childName(h, hp.(hashedParent), k.BaseNamespace()), nil
 	}
 	hp := hashWith(h, parent, ds.Key{})
 	if s.nparents.Add(1) < maxParentCache {
-		s.parents.Store(parent.String(), hp)
+		p := hashedParent{name: hp.String()}
+		b32.Decode(p.prev[:], []byte(hp.BaseNamespace()))
+		s.parents.Store(parent.String(), p)
 	}
 	return hashWith(h, ds.NewKey(k.BaseNamespace()), hp), nil
+}
+
+// hashedParent is a parent key's hashed name and the chain value its
+// children's hashes continue.
+type hashedParent struct {
+	name string
+	prev [16]byte
+}
+
+// childName is hashWith(h, ds.NewKey(comp), parent's name) for one clean
+// component comp, in one allocation.
+func childName(h hash.Hash, p hashedParent, comp string) ds.Key {
+	if comp == "" || comp == "." || comp == ".." {
+		return hashWith(h, ds.NewKey(comp), ds.RawKey(p.name))
+	}
+	var sum [32]byte
+	h.Reset()
+	h.Write(p.prev[:])
+	io.WriteString(h, comp)
+	h.Sum(sum[:0])
+	var b strings.Builder
+	b.Grow(len(p.name) + 1 + 26)
+	b.WriteString(p.name)
+	b.WriteByte('/')
+	var enc [26]byte
+	b32.Encode(enc[:], sum[:16])
+	b.Write(enc[:])
+	return ds.RawKey(b.String())
 }
 
 // maxParentCache bounds the parent-name cache.
@@ -268,19 +299,45 @@ func hashWith(h hash.Hash, k ds.Key, hp ds.Key) ds.Key {
 
 // seal encrypts key and value under the stored name, in one allocation.
 func (s *Store) seal(k, stored ds.Key, value []byte) ([]byte, error) {
+	buf := make([]byte, sealedLen(k, value))
+	if err := s.sealInto(buf, k, stored, value); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// sealedLen is the length of the sealed value of k and value.
+func sealedLen(k ds.Key, value []byte) int {
+	kb := len(k.String())
+	return chacha20poly1305.NonceSizeX + uvarintLen(uint64(kb)) + kb + len(value) + chacha20poly1305.Overhead
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}
+
+// sealInto seals key and value under the stored name into dst, which is
+// sealedLen(k, value) bytes long: nonce, then the ciphertext of the
+// key's length, the key and the value, sealed in place.
+func (s *Store) sealInto(dst []byte, k, stored ds.Key, value []byte) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.aead == nil {
-		return nil, ErrWiped
+		return ErrWiped
 	}
 	kb := k.String()
 	const ns = chacha20poly1305.NonceSizeX
-	buf := make([]byte, ns, ns+binary.MaxVarintLen64+len(kb)+len(value)+chacha20poly1305.Overhead)
-	rand.Read(buf)
-	buf = binary.AppendUvarint(buf, uint64(len(kb)))
-	buf = append(buf, kb...)
-	buf = append(buf, value...)
-	return s.aead.Seal(buf[:ns], buf[:ns], buf[ns:], []byte(stored.String())), nil
+	rand.Read(dst[:ns])
+	n := ns + binary.PutUvarint(dst[ns:], uint64(len(kb)))
+	n += copy(dst[n:], kb)
+	n += copy(dst[n:], value)
+	// dst[:ns] has room for exactly the ciphertext: Seal writes in place.
+	s.aead.Seal(dst[:ns], dst[:ns], dst[ns:n], []byte(stored.String()))
+	return nil
 }
 
 // open decrypts a stored value and returns the original key and value.
@@ -455,11 +512,20 @@ func (s *Store) Query(ctx context.Context, q query.Query) (query.Results, error)
 }
 
 // Batch implements ds.Batching. Commit writes the batch and fsyncs once.
-func (s *Store) Batch(ctx context.Context) (ds.Batch, error) {
+func (s *Store) Batch(ctx context.Context) (ds.Batch, error) { return s.BatchSized(ctx, 0, 0) }
+
+// BatchSized is Batch for about n writes whose keys and values come to
+// size bytes in all. On the embedded pebble the batch is allocated at its
+// size once, instead of doubling as it grows, and values are sealed in
+// place in it.
+func (s *Store) BatchSized(ctx context.Context, n, size int) (ds.Batch, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.life.RUnlock()
+	if s.db != nil {
+		return &batch{s: s, pb: s.db.NewBatchWithSize(size + n*batchOverhead)}, nil
+	}
 	b, err := s.backend.Batch(ctx)
 	if err != nil {
 		return nil, err
@@ -467,48 +533,91 @@ func (s *Store) Batch(ctx context.Context) (ds.Batch, error) {
 	return &batch{s: s, b: b}, nil
 }
 
+// batchOverhead bounds what a write adds to its key and value in a batch
+// (keys of up to eight components): the hashed name, 27 bytes a
+// component; the key's length, nonce and tag in the sealed value; pebble's
+// record header.
+const batchOverhead = 8*27 + binary.MaxVarintLen64 + chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead + 16
+
+// batch writes to the embedded pebble's batch pb directly (the stored
+// names as the pebble datastore would write them: the key's bytes), or
+// else through the backend's batch b.
 type batch struct {
 	s       *Store
+	pb      *pebble.Batch
 	b       ds.Batch
 	deleted []string // stored names, purged once committed
+	done    bool     // committed
 }
 
+// errCommitted: a batch is written once.
+var errCommitted = errors.New("store: batch already committed")
+
 func (b *batch) Put(ctx context.Context, k ds.Key, value []byte) error {
+	if b.done {
+		return errCommitted
+	}
 	stored, err := b.s.hashKey(k)
 	if err != nil {
 		return err
 	}
-	sealed, err := b.s.seal(k, stored, value)
-	if err != nil {
+	if b.pb == nil {
+		sealed, err := b.s.seal(k, stored, value)
+		if err != nil {
+			return err
+		}
+		return b.b.Put(ctx, stored, sealed)
+	}
+	name := stored.String()
+	op := b.pb.SetDeferred(len(name), sealedLen(k, value))
+	copy(op.Key, name)
+	if err := b.s.sealInto(op.Value, k, stored, value); err != nil {
 		return err
 	}
-	return b.b.Put(ctx, stored, sealed)
+	return op.Finish()
 }
 
 func (b *batch) Delete(ctx context.Context, k ds.Key) error {
+	if b.done {
+		return errCommitted
+	}
 	stored, err := b.s.hashKey(k)
 	if err != nil {
 		return err
 	}
-	if err := b.b.Delete(ctx, stored); err != nil {
-		return err
-	}
-	if b.s.db != nil {
+	if b.pb != nil {
+		if err := b.pb.Delete(stored.Bytes(), nil); err != nil {
+			return err
+		}
 		b.deleted = append(b.deleted, stored.String())
+		return nil
 	}
-	return nil
+	return b.b.Delete(ctx, stored)
 }
 
 func (b *batch) Commit(ctx context.Context) error {
+	if b.done {
+		return errCommitted
+	}
 	if err := b.s.enter(); err != nil {
 		return err
 	}
 	defer b.s.life.RUnlock()
+	if b.pb != nil {
+		// One write and one fsync of the write-ahead log.
+		if err := b.pb.Commit(pebble.Sync); err != nil {
+			return err
+		}
+		b.pb.Close()
+		b.done = true
+		b.s.markDeleted(b.deleted...)
+		b.deleted = nil
+		return nil
+	}
 	if err := b.b.Commit(ctx); err != nil {
 		return err
 	}
-	b.s.markDeleted(b.deleted...)
-	b.deleted = nil
+	b.done = true
 	return b.s.backend.Sync(ctx, ds.NewKey("/"))
 }
 

@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -341,5 +343,82 @@ func TestParentCacheConsistent(t *testing.T) {
 				t.Fatalf("hashKey(%s) = %s, want %s", k, got, want)
 			}
 		}
+	}
+}
+
+// A batch sized for its writes, on the embedded pebble (sealed in place in
+// pebble's batch) and on another backend, stores what Batch stores; a
+// committed batch takes no more writes.
+func TestBatchSized(t *testing.T) {
+	ctx := context.Background()
+	for name, opts := range map[string][]Option{"pebble": {fastKDF}, "map": {fastKDF, WithBackend(dssync.MutexWrap(ds.NewMapDatastore()))}} {
+		t.Run(name, func(t *testing.T) {
+			s, err := Open(t.TempDir(), pass, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			s.Put(ctx, ds.NewKey("/c/old"), []byte("old"))
+			for _, size := range [][2]int{{0, 0}, {3, 10}, {3, 1 << 20}} {
+				b, err := s.BatchSized(ctx, size[0], size[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				long := bytes.Repeat([]byte("v"), 3000) // beyond the hint
+				for i, v := range [][]byte{[]byte("a"), {}, long} {
+					if err := b.Put(ctx, ds.NewKey(fmt.Sprintf("/c/%d/%d", size[1], i)), v); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b.Delete(ctx, ds.NewKey("/c/old"))
+				if err := b.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for i, v := range [][]byte{[]byte("a"), {}, long} {
+					got, err := s.Get(ctx, ds.NewKey(fmt.Sprintf("/c/%d/%d", size[1], i)))
+					if err != nil || !bytes.Equal(got, v) {
+						t.Fatalf("hint %v, value %d: %q, %v", size, i, got, err)
+					}
+				}
+				if has, _ := s.Has(ctx, ds.NewKey("/c/old")); has {
+					t.Fatal("batched delete ignored")
+				}
+				if b.Put(ctx, ds.NewKey("/c/late"), nil) == nil || b.Delete(ctx, ds.NewKey("/c/0/0")) == nil || b.Commit(ctx) == nil {
+					t.Fatal("committed batch took more")
+				}
+			}
+		})
+	}
+}
+
+// A key under a remembered parent is named as the full chained hash
+// names it, for every shape of last component.
+func TestChildNameMatchesChain(t *testing.T) {
+	s, err := Open(t.TempDir(), pass, fastKDF, WithBackend(dssync.MutexWrap(ds.NewMapDatastore())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, k := range []string{"/conv/a/op/1", "/conv/a/op/2", "/conv/a/op/é-ü", "/conv/a/op/" + strings.Repeat("x", 300), "/conv/b/op/1", "/conv/a/op/1/deeper"} {
+		for range 2 { // once to remember the parent, once through it
+			got, err := s.hashKey(ds.NewKey(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := s.macs.Get().(hash.Hash)
+			want := hashWith(h, ds.NewKey(k), ds.Key{})
+			s.macs.Put(h)
+			if got != want {
+				t.Fatalf("%s: %s, full chain %s", k, got, want)
+			}
+		}
+	}
+	p := hashedParent{name: "/AAAAAAAAAAAAAAAAAAAAAAAAAA"}
+	for _, comp := range []string{"", ".", ".."} {
+		h := s.macs.Get().(hash.Hash)
+		if got, want := childName(h, p, comp), hashWith(h, ds.NewKey(comp), ds.RawKey(p.name)); got != want {
+			t.Fatalf("component %q: %s, want %s", comp, got, want)
+		}
+		s.macs.Put(h)
 	}
 }

@@ -67,3 +67,20 @@ func Unmarshal(data []byte, v any, max int) error {
 	}
 	return nil
 }
+
+// UnmarshalAgainst is Unmarshal with the canonical check made against
+// reencode's bytes instead of Marshal's: reencode must return exactly what
+// Marshal returns for the decoded value (a hand-written encoder, held to
+// Marshal by its package's tests), called once v is decoded.
+func UnmarshalAgainst(data []byte, v any, max int, reencode func() []byte) error {
+	if len(data) > max {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), max)
+	}
+	if err := dec.Unmarshal(data, v); err != nil {
+		return err
+	}
+	if !bytes.Equal(reencode(), data) {
+		return ErrNotCanonical
+	}
+	return nil
+}
