@@ -90,7 +90,7 @@ func Decode(b []byte) (*Envelope, error) {
 	var e Envelope
 	// Canonical form checked against the hand encoder (encode.go), which
 	// gives detcbor.Marshal's bytes (TestAppendMatchesDetcbor, FuzzDecode).
-	reencode := func() []byte { return e.appendEnvelope(make([]byte, 0, e.encodedSize()), e.Body, e.Sig) }
+	reencode := func() []byte { return e.appendEncoded(make([]byte, 0, e.encodedLen(e.Body, e.Sig)), e.Body, e.Sig) }
 	if err := detcbor.UnmarshalAgainst(b, &e, MaxEnvelope, reencode); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
