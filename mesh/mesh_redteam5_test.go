@@ -16,8 +16,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/internal/testnet"
+	"github.com/medmesh/medmesh/mesh"
 )
 
 // rt5Range and rt5Recon mirror a sync/3 reconciliation message: listed
@@ -264,5 +266,98 @@ func TestRedteam5ConcurrentSessionsPinMemory(t *testing.T) {
 	if grown > 64<<20 {
 		t.Fatalf("FINDING: %d sync sessions of one admitted peer pin %d MiB of the victim's heap (≈%d MiB each; "+
 			"64 concurrent sessions per peer are allowed)", sessions, grown>>20, grown>>20/sessions)
+	}
+}
+
+// rt5Junk is a content envelope by from, validly signed, for a made-up
+// conversation tag: nobody can read it, every check the mesh makes on an
+// envelope (canonical, signed, known sender) passes.
+func rt5Junk(t testing.TB, from *testnet.Peer, tag []byte, i int) []byte {
+	t.Helper()
+	e := e2e.New(tag, from.ID, nil)
+	e.Kind = e2e.KindContent
+	e.Epoch = bytes.Repeat([]byte{byte(i)}, 32)
+	e.Index = uint32(i)
+	e.Body = bytes.Repeat([]byte{0xee}, 512)
+	e.Wall = time.Now().UnixMilli()
+	if err := e.Sign(from.Ident.Key.Identity); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestRedteam5FetchAnswerFilesForeignEnvelopes: a fetch takes whatever
+// envelopes the peer answers with — not only the IDs it asked for, not
+// only of the tag it is fetching (checkFetched checks signatures and
+// senders only) — and an anchor carries those of tags it does not hold
+// under the tag being synced (deliver passes the sync's tag as carrier
+// tag). Mallory asks the anchor to reconcile alice's conversation tag,
+// lists one made-up ID, and answers the anchor's want for it with
+// envelopes of its own for another, made-up tag. The anchor files them
+// in alice's conversation's carrier: they are listed and served in every
+// sync of that tag from then on, so the carried set of the conversation
+// never equals its members' (their fingerprints never match) and every
+// member re-fetches, and drops, the junk in every round, up to mallory's
+// share of the anchor's quota. The same path takes fresh pushes of a
+// revoked sender (checkSender with viaSync), which gossip refuses.
+// Impact: one admitted colleague poisons any conversation's carrier on
+// an anchor — perpetual reconciliation and re-download for every member.
+func TestRedteam5FetchAnswerFilesForeignEnvelopes(t *testing.T) {
+	c := testnet.NewCA(t)
+	x := start(t, c, c.Enrol(t, "anchor", mesh.RoleAnchor), true)
+	a := start(t, c, c.Enrol(t, "alice"), false, x)
+	b := start(t, c, c.Enrol(t, "bob"), false, x)
+	m := start(t, c, c.Enrol(t, "mallory"), false, x)
+	testnet.Knows(t, a, b)
+	id, err := a.C.Create("ward", []peer.ID{b.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 15*time.Second, "bob joined; mallory admitted by the anchor", func() bool {
+		return testnet.Joined(b, id, 2) && x.N.IsAdmitted(m.ID)
+	})
+	tag := a.C.Tags()[0]
+	testnet.Eventually(t, 15*time.Second, "the anchor carries the conversation", func() bool {
+		return x.M.Carries(tag) && len(x.M.IDsOf(tag)) >= len(a.M.IDsOf(tag))
+	})
+
+	other := randomTags(1)[0]
+	var junk [][]byte
+	junkIDs := map[crdt.OpID]bool{}
+	for i := range 50 {
+		raw := rt5Junk(t, m, other, i)
+		junk = append(junk, raw)
+		junkIDs[crdt.OpID(e2e.ID(raw))] = true
+	}
+	var fake crdt.OpID
+	fake[0] = 0x42
+	s := rt5Claim(t, m, x, tag, []crdt.OpID{fake}, func(crdt.OpID) uint64 { return 0 }, 1)
+	// The anchor wants fake; mallory answers with its junk instead.
+	if err := s.send(wireFrame{Kind: 4, Tag: tag, Envs: junk}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := s.recv(); err != nil || f.Kind != 3 || len(f.IDs) != 0 {
+		t.Fatalf("expected the anchor's last (empty) want: kind %d, %v", f.Kind, err)
+	}
+	s.send(wireFrame{Kind: 5})
+	filed := 0
+	for _, op := range x.M.IDsOf(tag) {
+		if junkIDs[op] {
+			filed++
+		}
+	}
+	if filed > 0 {
+		// What that costs the members: alice's sync rounds with the anchor
+		// never end equal.
+		for range 3 {
+			testnet.Eventually(t, 15*time.Second, "alice completes a sync round with the anchor", func() bool { return syncs(a, x) })
+		}
+		t.Fatalf("FINDING: the anchor filed %d of mallory's envelopes for another tag — none asked for — under alice's "+
+			"conversation tag, and serves them to its members (alice holds %d IDs of the tag, the anchor %d after her syncs)",
+			filed, len(a.M.IDsOf(tag)), len(x.M.IDsOf(tag)))
 	}
 }
