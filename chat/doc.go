@@ -117,7 +117,12 @@
 // concurrent message the device holds. Except lists the messages in the
 // cover that p holds but cannot read (a share that did not open, an
 // expired key): an op any cumulative receipt of p excepts counts for p
-// only where a receipt of p names it in Heads. A message's level for p is
+// only where a receipt of p names it in Heads — so an honest device never
+// names in Heads an op it cannot read (it names that op's dependencies
+// instead). A device holding more unreadable messages than one receipt
+// may except (any member can make that many) makes explicit receipts
+// instead, naming in Targets each readable message not yet at the level,
+// so no member can stop another's receipts. A message's level for p is
 // the highest of p's explicit receipts naming it (Targets; acknowledgements
 // are always explicit, per message, and receipts made before cumulative
 // ones are in DAGs) and of p's valid cumulative receipts covering it; it

@@ -42,6 +42,14 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 	if err != nil {
 		return Out{}, err
 	}
+	r.loadExcepted()
+	except := r.unreadable()
+	if len(except) > maxTargets {
+		// More unreadable messages than one receipt may except (a member
+		// flooding garbage can make any number): name the readable
+		// messages instead, which no other member can stop.
+		return r.explicitReceipts(out, level, named)
+	}
 	p := &payload{Kind: kindReceipt, Level: uint8(level)}
 	if len(named) == 0 {
 		// Everything held: the op's own past, and the heads the MaxDeps
@@ -49,10 +57,14 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 		p.Past = true
 		all := r.standingHeads()
 		deps := r.capDeps(slices.Clone(all))
+		var left []crdt.OpID
 		for _, h := range all {
 			if _, in := slices.BinarySearchFunc(deps, h, crdt.OpID.Compare); !in {
-				p.Heads = append(p.Heads, h[:])
+				left = append(left, h)
 			}
+		}
+		for _, h := range r.nameable(left) {
+			p.Heads = append(p.Heads, h[:])
 		}
 		if level == Delivered {
 			// Messages an earlier receipt of ours excepted that opened
@@ -71,10 +83,6 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 	}
 	slices.SortFunc(p.Heads, bytes.Compare)
 	p.Heads = p.Heads[:min(len(p.Heads), maxTargets)] // fewer covered, never more
-	except := r.unreadable()
-	if len(except) > maxTargets {
-		return out, fmt.Errorf("%w: %d messages here cannot be read; no cumulative receipt", ErrTooLarge, len(except))
-	}
 	for _, id := range except {
 		p.Except = append(p.Except, id[:])
 	}
@@ -89,6 +97,119 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 		}
 	}
 	return out, err
+}
+
+// nameable replaces each op of heads this device holds but cannot read
+// by its dependencies, down to ops it can name: a receipt names in Heads
+// only what its device may claim, since naming an op counts even against
+// an exception (see cover) — a flood of unreadable heads past the MaxDeps
+// cap must not be claimed by being named.
+func (r *Replica) nameable(heads []crdt.OpID) []crdt.OpID {
+	var out []crdt.OpID
+	seen := map[crdt.OpID]bool{}
+	for len(heads) > 0 {
+		h := heads[len(heads)-1]
+		heads = heads[:len(heads)-1]
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		if info := r.ops[h]; info != nil && info.env != nil && info.env.Kind == e2e.KindContent &&
+			info.p == nil && !info.gone && info.sender != r.dev.ID {
+			heads = append(heads, r.dag.Deps(h)...)
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// explicitReceipts makes receipts of level that name each message they
+// claim (Targets, in ops of at most maxTargets): the readable messages of
+// others this device was a recipient of — all of them, or those of named
+// and their causal past — that our receipts do not yet put at level. It is
+// what receipt falls back to when a cumulative receipt could not except
+// everything it must: the states stay exactly as honest (only messages
+// this device reads are named), and each message is named once per level.
+func (r *Replica) explicitReceipts(out Out, level int, named []crdt.OpID) (Out, error) {
+	var in map[crdt.OpID]bool
+	if len(named) > 0 {
+		in = r.pastOf(named)
+	}
+	var targets []crdt.OpID
+	for _, m := range r.State().Messages {
+		cur, recipient := m.Receipts[r.dev.ID]
+		if !recipient || cur >= level || (in != nil && !in[m.ID]) || !r.readable(m.ID) {
+			continue
+		}
+		targets = append(targets, m.ID)
+	}
+	for len(targets) > 0 {
+		n := min(len(targets), maxTargets)
+		p := &payload{Kind: kindReceipt, Level: uint8(level)}
+		for _, id := range targets[:n] {
+			p.Targets = append(p.Targets, id[:])
+		}
+		raw, err := r.emit(p)
+		out.add(raw)
+		if err != nil {
+			return out, err
+		}
+		for _, id := range targets[:n] {
+			if level == Delivered {
+				delete(r.excepted, id) // named now: see cover
+			}
+		}
+		targets = targets[n:]
+	}
+	return out, nil
+}
+
+// pastOf is the set of ids and every op in their causal past.
+func (r *Replica) pastOf(ids []crdt.OpID) map[crdt.OpID]bool {
+	seen := map[crdt.OpID]bool{}
+	stack := slices.Clone(ids)
+	for len(stack) > 0 {
+		cur := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[cur] {
+			continue
+		}
+		seen[cur] = true
+		stack = append(stack, r.dag.Deps(cur)...)
+	}
+	return seen
+}
+
+// loadExcepted rebuilds, once per Replica, what our own cumulative
+// receipts excepted and no receipt of ours has named since (r.excepted is
+// not persisted): otherwise a restart would except them all again, and
+// enough of them would make every later receipt fall back to naming.
+func (r *Replica) loadExcepted() {
+	if r.exceptedLoaded {
+		return
+	}
+	r.exceptedLoaded = true
+	if r.excepted == nil {
+		r.excepted = map[crdt.OpID]bool{}
+	}
+	namedBy := map[crdt.OpID]bool{}
+	for _, info := range r.ops {
+		if info.sender != r.dev.ID || info.kind != kindReceipt || info.p == nil || info.p.Level != Delivered {
+			continue
+		}
+		for _, x := range info.p.Except {
+			xid, _ := crdt.OpIDFromBytes(x)
+			r.excepted[xid] = true
+		}
+		for _, h := range slices.Concat(info.p.Heads, info.p.Targets) {
+			hid, _ := crdt.OpIDFromBytes(h)
+			namedBy[hid] = true
+		}
+	}
+	for id := range namedBy {
+		delete(r.excepted, id)
+	}
 }
 
 // readable reports whether id is a message this device holds and can read

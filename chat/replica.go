@@ -145,7 +145,8 @@ type Replica struct {
 	refused    []error                     // refusals during the current Add
 	// excepted: messages our cumulative receipts listed as held but
 	// unreadable (receipts.go), in memory only.
-	excepted map[crdt.OpID]bool
+	excepted       map[crdt.OpID]bool
+	exceptedLoaded bool // excepted rebuilt from our receipts (loadExcepted)
 }
 
 // Option configures a replica.

@@ -110,9 +110,11 @@ func (s *Service) windowEnd(c *conv, level int) {
 	}
 }
 
-// stopWindows stops every receipt window and waits for those firing: what
-// they would have sent waits for the next receipt after a restart, which
-// covers it (receipts are cumulative).
+// stopWindows stops every receipt window and waits for those firing. What
+// a window still owed (messages delivered or read while it was open) is
+// made now and saved, not published: the device closes its mesh before
+// its conversations, and nothing after a restart would make it again (no
+// batch brings those messages twice), so peers get it by sync instead.
 func (s *Service) stopWindows() {
 	s.closed.Store(true)
 	for _, c := range s.all() {
@@ -122,6 +124,14 @@ func (s *Service) stopWindows() {
 				s.timers.Done()
 			}
 			c.rc.open[i] = nil
+		}
+		if c.rc.owed || len(c.rc.reads) > 0 {
+			c.j.begin()
+			s.makeReceipt(c, chat.Delivered) // no window opens: closed is set
+			s.makeReceipt(c, chat.Read)
+			if err := s.persist(c); err != nil {
+				s.log.Warn("owed receipt not saved", "err", err)
+			}
 		}
 		c.mu.Unlock()
 	}

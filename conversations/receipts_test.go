@@ -170,3 +170,48 @@ func TestReadsCoalesced(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// TestCloseKeepsOwedReceipt: a message delivered while bob's receipt
+// window is open is owed a receipt at the window's end; when the Service
+// closes first, Close makes that receipt and saves it, so after a restart
+// bob's store holds it (sync hands it to alice) — it is not lost.
+func TestCloseKeepsOwedReceipt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ra, msgs, s := burst(t, 0, 1, 0) // its receipt is published; no window is open now
+		pub := s.pub.(*published)
+		alice := ra.State().Messages[0].Sender
+		_ = msgs
+		o, err := ra.Send("bed 5", chat.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Deliver(ra.Tag(), []mesh.Checked{rtChecked(t, o.Envelopes[0])}, alice)
+		first := len(pub.take())
+		o2, err := ra.Send("bed 6", chat.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Deliver(ra.Tag(), []mesh.Checked{rtChecked(t, o2.Envelopes[0])}, alice) // window open: owed
+		if n := len(pub.take()); first != 1 || n != 0 {
+			t.Fatalf("setup: %d receipts at once, then %d within the window; want 1, 0", first, n)
+		}
+		s.Close()
+		synctest.Wait()
+		s2, err := Open(s.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		envs := s2.Envelopes(ra.Tag(), s2.IDs(ra.Tag()))
+		for _, raw := range envs {
+			_ = ra.Receive(raw) // alice's own ops are known already
+		}
+		d, err := ra.Delivery(o2.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.State != chat.StateDelivered {
+			t.Fatalf("after close and restart the message bob received is %s to alice", d.State)
+		}
+	})
+}
