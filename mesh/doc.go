@@ -9,7 +9,16 @@
 // carrying its causal key (the sender's clock from the signed header), so
 // that a fetch goes in causal order across batches and the DAG need not
 // buffer, or drop and refetch, ops whose dependencies come in a later
-// batch; two sessions of one device never fetch the same op at once.
+// batch; two sessions of one device do not fetch the same op at once —
+// a claim on an op lapses after 5 s without a complete answer, at once
+// on an answer lacking an ID asked for, and a session finding ops
+// claimed waits (at most 5 s) and takes over the rest. A fetch takes only
+// envelopes whose IDs it asked for in that batch (anything else counts
+// against the peer and ends the session), of the session's tag (or
+// welcomes in a holder's inbox); a carrier refuses revoked senders, as
+// gossip does. A peer runs at most 2 sessions with us at once (more are
+// reset unread); a session records at most 2^17 needed IDs, and a capped
+// need brings another round at once.
 // Sync/2: both sides offer the tags they hold, each with the
 // fingerprint of its op-ID set, in pages of 1,024 (every page but the last
 // full, ascending, 16-byte tags; at most 65,536), then the initiator

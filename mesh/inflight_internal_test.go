@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestInflightClaims: two sessions needing the same ops fetch each once —
@@ -39,4 +40,46 @@ func TestInflightClaims(t *testing.T) {
 	if len(other) != 10 {
 		t.Fatalf("another tag's claim took %d", len(other))
 	}
+}
+
+// TestInflightClaimLapses: a claim not renewed within claimTTL is taken
+// over; a renewed one is not; a release wakes whoever waits on it.
+func TestInflightClaimLapses(t *testing.T) {
+	var f inflight
+	tag := []byte("0123456789abcdef")
+	need := randomIDs(rand.New(rand.NewPCG(6, 6)), 4)
+	now := time.Unix(1_000_000, 0)
+	stall, live := f.open(tag, now), f.open(tag, now)
+	if got, _, _, _ := f.take(stall, need[:2], nil, now); len(got) != 2 {
+		t.Fatalf("first claim took %d", len(got))
+	}
+	if got, _, _, _ := f.take(live, need[2:], nil, now); len(got) != 2 {
+		t.Fatalf("second claim took %d", len(got))
+	}
+	later := now.Add(claimTTL - time.Second)
+	f.renew(live, later)
+	c := f.open(tag, later)
+	mine, busy, wake, changed := f.take(c, need, nil, later)
+	if len(mine) != 0 || len(busy) != 4 || !wake.Equal(now.Add(claimTTL)) {
+		t.Fatalf("before the lapse: took %d, busy %d, wake %v", len(mine), len(busy), wake)
+	}
+	lapsed := now.Add(claimTTL + time.Second)
+	mine, busy, _, _ = f.take(c, busy, nil, lapsed)
+	if !slices.Equal(mine, need[:2]) || !slices.Equal(busy, need[2:]) {
+		t.Fatalf("after the lapse: took %d, busy %d; want the stalled claim's 2 taken over, the renewed 2 left", len(mine), len(busy))
+	}
+	f.release(stall) // taken over: must not free c's claims
+	f.renew(c, lapsed)
+	d := f.open(tag, lapsed)
+	if got, others, _, _ := f.take(d, need[:2], nil, lapsed); len(got) != 0 || len(others) != 2 {
+		t.Fatalf("a lapsed owner's release freed %d of the claims taken over", len(got))
+	}
+	f.release(d)
+	f.release(live)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a release did not wake a waiter")
+	}
+	f.release(c)
 }

@@ -576,24 +576,56 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 		got := len(s.IDsOf(tag)) - held
 		partial = got > 0 && got < fetched
 	}
+	if len(need) >= maxNeed {
+		partial = true // the rest of what we lack: another round at once
+	}
 	return partial, s.serve(c, p, tag, len(sess.items))
 }
 
+// Claims. A claim on the IDs a session fetches is honoured for claimTTL,
+// renewed each time its peer answers a batch with every ID asked for;
+// a peer that answers without one loses the session's claims at once. A
+// session finding IDs claimed by another waits for that claim to end or
+// lapse — within the same round, at most maxClaimWait (well under
+// frameTimeout: its peer waits on it meanwhile) — and takes over what is
+// neither held nor claimed by then; what a live claim (one making
+// progress) still holds it leaves to that session. So one peer delays an
+// op by at most claimTTL per honest round, and only by stalling.
+const (
+	claimTTL     = 5 * time.Second
+	maxClaimWait = 5 * time.Second
+)
+
 // inflight is the set of op IDs some session of this device is fetching,
 // per tag. Both sides of a pair start a session when they meet, and each
-// would otherwise fetch — and verify — the same ops: the later claim skips
-// what the earlier one fetches (and what is held by then). A claim ends
-// with its fetch, applied or not; an op left unapplied is fetched again by
-// a later round.
+// would otherwise fetch — and verify — the same ops: the later claim waits
+// for what the earlier one fetches (and skips what is held by then). A
+// claim ends with its fetch, applied or not; an op left unapplied is
+// fetched again by a later round.
 type inflight struct {
-	mu  sync.Mutex
-	ids map[string]map[crdt.OpID]struct{}
+	mu      sync.Mutex
+	ids     map[string]map[crdt.OpID]*claimSet
+	changed chan struct{} // closed, and replaced, whenever claims end
 }
 
-// claim takes the IDs of need that no session is fetching and that are
-// not among held, and counts those it left to another session; release
-// gives them back.
-func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, others int, release func()) {
+// claimSet is one fetch's claims (its fields guarded by inflight.mu).
+type claimSet struct {
+	tag     string
+	ids     []crdt.OpID // claimed (some may have been taken over since)
+	expires time.Time
+	gone    bool
+}
+
+// open starts an empty claim set for a fetch of tag.
+func (f *inflight) open(tag []byte, now time.Time) *claimSet {
+	return &claimSet{tag: string(tag), expires: now.Add(claimTTL)}
+}
+
+// take claims for c the IDs of need not among held that no live claim
+// holds (taking over lapsed ones), in need's order; busy are the IDs left
+// to live claims, wake the soonest of their lapses, and changed is closed
+// when any claim ends.
+func (f *inflight) take(c *claimSet, need, held []crdt.OpID, now time.Time) (mine, busy []crdt.OpID, wake time.Time, changed <-chan struct{}) {
 	have := make(map[crdt.OpID]struct{}, len(held))
 	for _, id := range held {
 		have[id] = struct{}{}
@@ -601,60 +633,146 @@ func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ids == nil {
-		f.ids = map[string]map[crdt.OpID]struct{}{}
+		f.ids = map[string]map[crdt.OpID]*claimSet{}
 	}
-	busy := f.ids[string(tag)]
-	if busy == nil {
-		busy = map[crdt.OpID]struct{}{}
-		f.ids[string(tag)] = busy
+	if f.changed == nil {
+		f.changed = make(chan struct{})
+	}
+	claims := f.ids[c.tag]
+	if claims == nil {
+		claims = map[crdt.OpID]*claimSet{}
+		f.ids[c.tag] = claims
 	}
 	for _, id := range need {
-		_, fetching := busy[id]
-		_, ok := have[id]
-		switch {
-		case fetching:
-			others++
-		case !ok:
-			busy[id] = struct{}{}
-			mine = append(mine, id)
+		if _, ok := have[id]; ok {
+			continue
 		}
+		if o := claims[id]; o != nil && o != c && o.expires.After(now) {
+			busy = append(busy, id)
+			if wake.IsZero() || o.expires.Before(wake) {
+				wake = o.expires
+			}
+			continue
+		}
+		if claims[id] != c && !c.gone {
+			claims[id] = c
+			c.ids = append(c.ids, id)
+		}
+		mine = append(mine, id)
 	}
-	return mine, others, func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		// A tag's set goes only once empty, so it still holds ours.
-		cur := f.ids[string(tag)]
-		for _, id := range mine {
-			delete(cur, id)
+	return mine, busy, wake, f.changed
+}
+
+// renew extends c's claims: its peer made progress.
+func (f *inflight) renew(c *claimSet, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !c.gone {
+		c.expires = now.Add(claimTTL)
+	}
+}
+
+// release ends c's claims (those not taken over); safe to call twice.
+func (f *inflight) release(c *claimSet) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.gone {
+		return
+	}
+	c.gone = true
+	if cur := f.ids[c.tag]; cur != nil {
+		for _, id := range c.ids {
+			if cur[id] == c {
+				delete(cur, id)
+			}
 		}
 		if len(cur) == 0 {
-			delete(f.ids, string(tag))
+			delete(f.ids, c.tag)
 		}
 	}
+	c.ids = nil
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
+}
+
+// claim takes the IDs of need that no session is fetching and that are
+// not among held, and counts those it left to another session; release
+// gives them back.
+func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, others int, release func()) {
+	now := time.Now()
+	c := f.open(tag, now)
+	mine, busy, _, _ := f.take(c, need, held, now)
+	return mine, len(busy), func() { f.release(c) }
+}
+
+// claimNeed claims need for a fetch of tag from p, waiting (at most
+// maxClaimWait) on what other sessions claimed; what live claims still
+// hold then is left to them, and p synced again next round (that session
+// may fail).
+func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID) (*claimSet, []crdt.OpID) {
+	now := time.Now()
+	c := s.fetches.open(tag, now)
+	mine, busy, wake, changed := s.fetches.take(c, need, s.IDsOf(tag), now)
+	if len(busy) == 0 {
+		return c, mine
+	}
+	deadline := now.Add(maxClaimWait)
+	for len(busy) > 0 && s.ctx.Err() == nil {
+		now = time.Now()
+		if !now.Before(deadline) {
+			break
+		}
+		t := time.NewTimer(min(wake.Sub(now), deadline.Sub(now)))
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-s.ctx.Done():
+		}
+		t.Stop()
+		var more []crdt.OpID
+		more, busy, wake, changed = s.fetches.take(c, busy, s.IDsOf(tag), time.Now())
+		mine = append(mine, more...)
+	}
+	if len(busy) > 0 {
+		s.mu.Lock()
+		if s.deferred == nil {
+			s.deferred = map[peer.ID]bool{}
+		}
+		s.deferred[p] = true
+		delete(s.synced, p)
+		s.mu.Unlock()
+	}
+	if len(mine) > 0 {
+		// In need's order (dependencies first).
+		got := make(map[crdt.OpID]struct{}, len(mine))
+		for _, id := range mine {
+			got[id] = struct{}{}
+		}
+		mine = mine[:0]
+		for _, id := range need {
+			if _, ok := got[id]; ok {
+				mine = append(mine, id)
+				delete(got, id)
+			}
+		}
+	}
+	return c, mine
 }
 
 // fetch asks for needed envelopes in batches and applies them, keeping
 // two requests in flight so the peer prepares the next batch while this
 // side verifies the last, and applying one batch (in its own goroutine,
-// in order) while it reads and verifies the next. It skips what another
-// session is fetching or this device holds by now, and reports how many
-// it asked for. Having left ops to another session, it has p synced
-// again next round (that session may fail).
+// in order) while it reads and verifies the next. It waits for what
+// another session is fetching (see claimNeed), skips what this device
+// holds by now, and reports how many it asked for. An answer with an
+// envelope not asked for in that batch ends the session.
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
+	var claims *claimSet
 	if len(need) > 0 {
-		var release func()
-		var others int
-		need, others, release = s.fetches.claim(tag, need, s.IDsOf(tag))
-		defer release()
-		if others > 0 {
-			s.mu.Lock()
-			if s.deferred == nil {
-				s.deferred = map[peer.ID]bool{}
-			}
-			s.deferred[p] = true
-			delete(s.synced, p)
-			s.mu.Unlock()
-		}
+		claims, need = s.claimNeed(p, tag, need)
+		defer s.fetches.release(claims)
 	}
 	asked := len(need)
 	var batches [][]crdt.OpID
@@ -689,7 +807,8 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 		close(checked)
 		<-applied
 	}()
-	for range batches {
+	member := s.holds(tag)
+	for i := range batches {
 		got, err := c.recv()
 		if err != nil || got.Kind != fEnvs {
 			return 0, fmt.Errorf("%w: expected envelopes", ErrProtocol)
@@ -700,9 +819,91 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 			}
 			sent++
 		}
-		checked <- s.checkFetched(got.Envs, p)
+		ok, complete, err := s.checkAnswer(got.Envs, batches[i], tag, member, p)
+		if err != nil {
+			return 0, err
+		}
+		if complete {
+			s.fetches.renew(claims, time.Now())
+		} else {
+			s.fetches.release(claims)
+		}
+		checked <- ok
 	}
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
+}
+
+// checkAnswer checks the envelopes p answered a want of asked (IDs of tag)
+// with and returns those that pass, in the order they came; complete
+// reports that every ID asked for came. An envelope not asked for counts
+// against p (Penalise) and ends the session. One of another tag — but a
+// welcome in the inbox of one of its holders — is refused, and so (on a
+// device not holding tag, carrying it: a fresh push into its store) is
+// one of a revoked sender, as gossip refuses it; a member takes those, as
+// ops others may depend on (see checkSender).
+func (s *Service) checkAnswer(envs [][]byte, asked []crdt.OpID, tag []byte, member bool, p peer.ID) (ok []Checked, complete bool, err error) {
+	want := make(map[crdt.OpID]bool, len(asked))
+	for _, id := range asked {
+		want[id] = false
+	}
+	var pending []*e2e.Envelope
+	var raws [][]byte
+	for _, raw := range envs {
+		id := crdt.OpID(e2e.ID(raw))
+		came, wanted := want[id]
+		if !wanted {
+			s.cfg.Node.Penalise(p)
+			return nil, false, fmt.Errorf("%w: an envelope not asked for", ErrProtocol)
+		}
+		if came {
+			continue // twice in one answer
+		}
+		want[id] = true
+		e, err := e2e.Decode(raw)
+		if err == nil && !bytes.Equal(e.Tag, tag) && !inboxOf(e, tag) {
+			err = errMisfiled
+		}
+		if err == nil {
+			err = s.checkSender(e, member)
+		}
+		if err != nil {
+			s.log.Debug("fetched envelope refused", "from", p.String(), "err", err)
+			continue
+		}
+		pending, raws = append(pending, e), append(raws, raw)
+	}
+	complete = true
+	for _, came := range want {
+		complete = complete && came
+	}
+	ok = make([]Checked, 0, len(pending))
+	for i, err := range e2e.VerifyBatch(pending) {
+		if err != nil {
+			s.cfg.Node.Penalise(p) // forged, as gossip validation counts it
+			s.log.Debug("fetched envelope refused", "from", p.String(), "err", err)
+			continue
+		}
+		ok = append(ok, Checked{pending[i], raws[i]})
+	}
+	return ok, complete, nil
+}
+
+// inboxOf reports whether e is a welcome that tag, the inbox of one of
+// its holders, carries.
+func inboxOf(e *e2e.Envelope, tag []byte) bool {
+	if e.Kind != e2e.KindWelcome {
+		return false
+	}
+	w, err := e2e.DecodeWelcome(e.Body)
+	if err != nil {
+		return false
+	}
+	for _, m := range w.Holders() {
+		if bytes.Equal(inboxTag(m), tag) {
+			return true
+		}
+	}
+	return false
 }
 
 // serve answers wants until the other side says it wants nothing more; it
@@ -762,14 +963,52 @@ func (s *Service) checkFetched(envs [][]byte, from peer.ID) []Checked {
 
 // handleSync is the responder side.
 func (s *Service) handleSync(st network.Stream) {
+	p := st.Conn().RemotePeer()
+	if !s.admitSession(p) {
+		st.Reset() // before reading anything
+		return
+	}
+	defer s.endSession(p)
 	defer st.Close()
 	defer streams.Bound(s.ctx, st, syncTimeout)()
-	p := st.Conn().RemotePeer()
 	if err := s.respond(p, s.newConn(st)); err != nil {
 		if s.ctx.Err() == nil {
 			s.log.Info("sync: peer cut off", "remote", p.String(), "err", err)
 		}
 		st.Reset()
+	}
+}
+
+// maxInbound bounds the sync sessions one peer runs with us at a time.
+// An honest peer runs one (its rounds with us never overlap, see
+// syncRound); a second covers a stream whose predecessor we have not seen
+// end yet. Each session may hold up to maxNeed needed IDs, with their
+// claims (≈150 B each, ≈20 MiB at most), for up to syncTimeout: with our
+// own round to the peer, one peer pins at most about 60 MiB of our heap
+// at a time — within the node's own per-peer memory limit.
+const maxInbound = 2
+
+// admitSession counts an inbound session of p, unless p runs maxInbound
+// already; endSession ends one.
+func (s *Service) admitSession(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inbound[p] >= maxInbound {
+		s.log.Debug("sync: too many sessions of one peer", "remote", p.String())
+		return false
+	}
+	if s.inbound == nil {
+		s.inbound = map[peer.ID]int{}
+	}
+	s.inbound[p]++
+	return true
+}
+
+func (s *Service) endSession(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inbound[p]--; s.inbound[p] <= 0 {
+		delete(s.inbound, p)
 	}
 }
 
