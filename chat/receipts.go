@@ -105,23 +105,11 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 // an exception (see cover) — a flood of unreadable heads past the MaxDeps
 // cap must not be claimed by being named.
 func (r *Replica) nameable(heads []crdt.OpID) []crdt.OpID {
-	var out []crdt.OpID
-	seen := map[crdt.OpID]bool{}
-	for len(heads) > 0 {
-		h := heads[len(heads)-1]
-		heads = heads[:len(heads)-1]
-		if seen[h] {
-			continue
-		}
-		seen[h] = true
-		if info := r.ops[h]; info != nil && info.env != nil && info.env.Kind == e2e.KindContent &&
-			info.p == nil && !info.gone && info.sender != r.dev.ID {
-			heads = append(heads, r.dag.Deps(h)...)
-			continue
-		}
-		out = append(out, h)
-	}
-	return out
+	return r.descendPast(heads, func(h crdt.OpID) bool {
+		info := r.ops[h]
+		return info != nil && info.env != nil && info.env.Kind == e2e.KindContent &&
+			info.p == nil && !info.gone && info.sender != r.dev.ID
+	})
 }
 
 // explicitReceipts makes receipts of level that name each message they

@@ -136,7 +136,13 @@ func (r *Replica) parents() []crdt.OpID { return r.capDeps(r.standingHeads()) }
 // standingHeads are the heads an op of ours may depend on, before the
 // MaxDeps cap: stubs and ops that do not stand replaced by their parents.
 func (r *Replica) standingHeads() []crdt.OpID {
-	heads := r.dag.AllHeads()
+	return r.descendPast(r.dag.AllHeads(), func(h crdt.OpID) bool { return r.dag.Stub(h) || !r.standing(h) })
+}
+
+// descendPast replaces each op of heads for which skip holds by its
+// dependencies, down to ops for which it does not; each op once.
+func (r *Replica) descendPast(heads []crdt.OpID, skip func(crdt.OpID) bool) []crdt.OpID {
+	heads = slices.Clone(heads)
 	var out []crdt.OpID
 	seen := map[crdt.OpID]bool{}
 	for len(heads) > 0 {
@@ -146,7 +152,7 @@ func (r *Replica) standingHeads() []crdt.OpID {
 			continue
 		}
 		seen[h] = true
-		if r.dag.Stub(h) || !r.standing(h) {
+		if skip(h) {
 			heads = append(heads, r.dag.Deps(h)...)
 			continue
 		}
