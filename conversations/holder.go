@@ -288,7 +288,7 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	c.mu.Unlock()
 	s.observe(envs, from, dups)
 	if saved {
-		s.publish(c, receipts)
+		s.publishReceipts(c, receipts)
 	}
 	if first {
 		s.events.emit(Event{Kind: EventConversation, Conversation: id})

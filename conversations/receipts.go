@@ -105,7 +105,7 @@ func (s *Service) windowEnd(c *conv, level int) {
 	id := c.r.ID()
 	c.mu.Unlock()
 	if saved && len(out.Envelopes) > 0 {
-		s.publish(c, out)
+		s.publishReceipts(c, out)
 		s.events.emit(Event{Kind: EventMessage, Conversation: id, Ops: []crdt.OpID{out.ID}})
 	}
 }

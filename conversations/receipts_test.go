@@ -27,6 +27,10 @@ func (p *published) Publish(_ []byte, envs, _ [][]byte, _ []peer.ID) {
 	p.envs = append(p.envs, envs...)
 }
 
+func (p *published) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
+	p.Publish(tag, envs, welcomes, inboxes)
+}
+
 func (p *published) take() [][]byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -24,6 +24,10 @@ import (
 // are sealed to. The mesh implements it.
 type Publisher interface {
 	Publish(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
+	// Gossip is Publish for delivered and read receipts, which every
+	// member makes for every message: it asks for no sync round soon
+	// after, so what gossip drops waits for anti-entropy.
+	Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
 }
 
 // Config configures the conversation service.
@@ -273,13 +277,22 @@ func (s *Service) Create(title string, members []peer.ID) (chat.ConversationID, 
 // publish hands what a command produced to the mesh: the conversation
 // topic, and each welcome's recipients' inboxes.
 func (s *Service) publish(c *conv, out chat.Out) {
-	s.pubMu.Lock()
-	p := s.pub
-	s.pubMu.Unlock()
-	if p == nil || len(out.Envelopes) == 0 {
-		return
+	if p := s.publisher(); p != nil && len(out.Envelopes) > 0 {
+		p.Publish(c.tag, out.Envelopes, out.Welcomes, out.Inboxes)
 	}
-	p.Publish(c.tag, out.Envelopes, out.Welcomes, out.Inboxes)
+}
+
+// publishReceipts is publish for automatic receipts (Publisher.Gossip).
+func (s *Service) publishReceipts(c *conv, out chat.Out) {
+	if p := s.publisher(); p != nil && len(out.Envelopes) > 0 {
+		p.Gossip(c.tag, out.Envelopes, out.Welcomes, out.Inboxes)
+	}
+}
+
+func (s *Service) publisher() Publisher {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	return s.pub
 }
 
 // do runs one replica operation (send, edit, receipt, member change…),

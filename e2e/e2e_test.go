@@ -512,3 +512,16 @@ func TestVerifyBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestStepsIsTwoSteps: the one-HMAC pair of steps gives exactly the two
+// single steps (a wrong Reset would change every key on the wire).
+func TestStepsIsTwoSteps(t *testing.T) {
+	for i := range 64 {
+		var ck Secret
+		ck[0], ck[31] = byte(i), byte(3*i+1)
+		mk, next := steps(ck)
+		if mk != step(ck, 1) || next != step(ck, 2) {
+			t.Fatalf("chain key %d: steps differ from step", i)
+		}
+	}
+}

@@ -108,11 +108,23 @@ type SendChain struct {
 // Next returns the next message key and its index, and moves the chain on:
 // the key cannot be derived again.
 func (c *SendChain) Next() (uint32, Secret) {
-	mk := step(c.CK, 1)
+	mk, next := steps(c.CK)
 	i := c.Index
-	c.CK = step(c.CK, 2)
+	c.CK = next
 	c.Index++
 	return i, mk
+}
+
+// steps is step(ck, 1) and step(ck, 2) from one keyed HMAC: the message
+// key and the chain's next key.
+func steps(ck Secret) (mk, next Secret) {
+	m := hmac.New(sha256.New, ck[:])
+	m.Write([]byte{1})
+	m.Sum(mk[:0])
+	m.Reset()
+	m.Write([]byte{2})
+	m.Sum(next[:0])
+	return mk, next
 }
 
 // SkipTo moves the chain on to index (no-op if it is already there or
@@ -203,17 +215,19 @@ func (r *RecvChains) open(epoch EpochID, sender peer.ID, index uint32, now time.
 	for i := c.next; i < index; i++ {
 		ck = step(ck, 2)
 	}
-	pt, err := OpenBody(step(ck, 1), header, body)
+	mk, after := steps(ck)
+	pt, err := OpenBody(mk, header, body)
 	if err != nil {
 		return nil, err
 	}
 	for c.next < index {
-		c.skipped[c.next] = skippedKey{mk: step(c.ck, 1), at: now}
-		c.ck = step(c.ck, 2)
+		skipped, next := steps(c.ck)
+		c.skipped[c.next] = skippedKey{mk: skipped, at: now}
+		c.ck = next
 		c.next++
 		r.skipped++
 	}
-	c.ck = step(c.ck, 2)
+	c.ck = after
 	c.next++
 	r.bound(c)
 	return pt, nil

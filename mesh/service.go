@@ -245,6 +245,16 @@ func (s *Service) Close() {
 // they are sealed to — keeping them for those inboxes too, so sync hands
 // them over whenever the devices meet. Then it asks for a sync round soon.
 func (s *Service) Publish(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
+	s.Gossip(tag, envs, welcomes, inboxes)
+	s.kick()
+}
+
+// Gossip is Publish without the sync round soon after: for delivered and
+// read receipts, which every member makes for every message. A kick per
+// receipt made a 64-member group run 64 sync rounds with every peer per
+// message, each racing gossip to fetch (and verify) the same receipts; a
+// receipt gossip drops comes with the next anti-entropy round instead.
+func (s *Service) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
 	if err := s.subscribe(convTopic(tag), tag); err != nil {
 		s.log.Warn("join topic", "err", err)
 	}
@@ -261,7 +271,6 @@ func (s *Service) Publish(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID
 			s.pub(inboxTopic(to), raw)
 		}
 	}
-	s.kick()
 }
 
 // kick asks for a sync round soon: gossip can drop a push (a peer's streams

@@ -70,3 +70,30 @@ func Best(measure func(n int) float64) float64 {
 	}
 	return best
 }
+
+// Timer is the part of testing.B that Interleave needs.
+type Timer interface {
+	StopTimer()
+	StartTimer()
+}
+
+// Interleave runs ours over total ops in chunks of chunk ops, and after
+// each chunk, with t's timer stopped, measures raw over as many ops. It
+// returns raw's rate in ops/s over all of them: a baseline taken under the
+// same machine conditions as the code it is compared with, so a shared
+// machine's drift (±15% between back-to-back runs here) lands on both.
+func Interleave(t Timer, total, chunk int, ours func(n int), raw func(n int) float64) float64 {
+	var rawSecs float64
+	for done := 0; done < total; {
+		n := min(chunk, total-done)
+		ours(n)
+		done += n
+		t.StopTimer()
+		rawSecs += float64(n) / raw(n)
+		t.StartTimer()
+	}
+	if rawSecs == 0 {
+		return 0
+	}
+	return float64(total) / rawSecs
+}
