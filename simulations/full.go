@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/namespace"
 	"github.com/ipfs/go-datastore/query"
@@ -69,6 +70,7 @@ type full struct {
 	rng   *rand.Rand
 	t0    atomic.Pointer[time.Time] // start of scenario time
 	conns map[[2]int]mocknet.Link
+	links linkers
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
 	db    *pebbleds.Datastore
 	tmp   string // the database's directory, removed on close
@@ -174,7 +176,13 @@ func (f *full) openStores() error {
 	f.tmp = dir
 	// One block cache for every device's store: a real device caches its
 	// own few megabytes; 256 MiB (off the Go heap) does so for hundreds.
-	db, err := pebbleds.NewDatastore(dir, pebbleds.WithCacheSize(256<<20))
+	// No write-ahead log and 64 MiB memtables: the run is thrown away, so
+	// it needs no crash recovery, and with every device writing to one
+	// database each WAL rotation (every 4 MiB by default) held up all of
+	// them — a 64-member group's devices waited seconds on each other to
+	// save a receipt (a device's own store has only its own writes).
+	db, err := pebbleds.NewDatastore(dir, pebbleds.WithCacheSize(256<<20),
+		pebbleds.WithPebbleOpts(&pebble.Options{DisableWAL: true, MemTableSize: 64 << 20}))
 	if err != nil {
 		return fmt.Errorf("device stores: %w", err)
 	}
@@ -323,7 +331,8 @@ func (f *full) connect(a, b int) {
 		return
 	}
 	f.conns[k] = l
-	f.mn.ConnectPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
+	pa, pb := f.devs[a].n.ID(), f.devs[b].n.ID()
+	f.links.do(k, func() { f.mn.ConnectPeers(pa, pb) })
 }
 
 func (f *full) disconnect(a, b int) {
@@ -334,7 +343,55 @@ func (f *full) disconnect(a, b int) {
 	}
 	delete(f.conns, k)
 	f.mn.Unlink(l)
-	f.mn.DisconnectPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
+	pa, pb := f.devs[a].n.ID(), f.devs[b].n.ID()
+	f.links.do(k, func() { f.mn.DisconnectPeers(pa, pb) })
+}
+
+// linkers connect and disconnect pairs of devices off the event loop,
+// once started (before time 0, the setup waits for each). A mocknet
+// connection's teardown resets its streams one by one, each waiting for
+// its delivery goroutine to run: on a busy machine a device leaving a
+// room took seconds, and every event after it ran that late. A real
+// device's departure does not wait for its peers' sockets either. A pair
+// always goes to the same worker, so its ups and downs keep their order.
+type linkers struct {
+	qs []chan func()
+	wg sync.WaitGroup
+}
+
+const linkWorkers = 8
+
+func (l *linkers) start() {
+	l.qs = make([]chan func(), linkWorkers)
+	for i := range l.qs {
+		q := make(chan func(), 1024)
+		l.qs[i] = q
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for fn := range q {
+				fn()
+			}
+		}()
+	}
+}
+
+// do runs fn now if the workers have not started, else on pair k's worker.
+func (l *linkers) do(k [2]int, fn func()) {
+	if l.qs == nil {
+		fn()
+		return
+	}
+	l.qs[(k[0]*31+k[1])%len(l.qs)] <- fn
+}
+
+// stop lets every queued change finish and ends the workers.
+func (l *linkers) stop() {
+	for _, q := range l.qs {
+		close(q)
+	}
+	l.wg.Wait()
+	l.qs = nil
 }
 
 // foundConversations: each conversation's first member meets the others
@@ -455,6 +512,7 @@ func (f *full) run(progress func(done, total int)) {
 	f.settle()
 	t0 := time.Now()
 	f.t0.Store(&t0)
+	f.links.start()
 	f.startSenders()
 	timer := time.NewTimer(0)
 	for i, e := range evs {
@@ -473,6 +531,7 @@ func (f *full) run(progress func(done, total int)) {
 		}
 	}
 	f.stopSenders()
+	f.links.stop()
 	stop()
 	wg.Wait()
 	f.res.Events = len(evs) - 1
