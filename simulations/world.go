@@ -549,7 +549,11 @@ func (w *World) replayTrace(tr *trace, placeIdx map[string]int) error {
 		if len(absent) > 5 {
 			more, absent = fmt.Sprintf(" and %d more", len(absent)-5), absent[:5]
 		}
-		w.Notes = append(w.Notes, fmt.Sprintf("trace %s: %s%s appear in no row: they meet nobody", s.Trace, strings.Join(absent, ", "), more))
+		verb := "appear in no row: they meet"
+		if len(absent) == 1 {
+			verb = "appears in no row: it meets"
+		}
+		w.Notes = append(w.Notes, fmt.Sprintf("trace %s: %s%s %s nobody", s.Trace, strings.Join(absent, ", "), more, verb))
 	}
 	return nil
 }
