@@ -50,9 +50,10 @@ type Scenario struct {
 	Messages int      `json:"messages"` // messages sent, at uniformly random times, by random members
 	LinkMS   float64  `json:"link_ms"`  // one-way latency of a link
 	// LinkKBps: bandwidth of a link in kilobits per second (1 kbit/s =
-	// 125 bytes/s; the built-ins' 16384 is 2 MB/s). A trace contact
-	// carries what its duration at this rate allows, and at least
-	// MinContactSeconds' worth.
+	// 125 bytes/s; the built-ins' 16384 is 2,048,000 bytes/s, which is
+	// what they had when the code read this field as KiB/s). A trace
+	// contact carries what its duration at this rate allows, and at least
+	// MinContactSeconds' worth (2 MB, about 1,600 ops, at 16384).
 	LinkKBps    float64 `json:"link_kbps"`
 	SyncSeconds float64 `json:"sync_seconds"` // anti-entropy period while co-located or in contact
 	// A burst: all messages are sent within BurstMinutes from BurstAtHours
