@@ -92,10 +92,11 @@ const (
 )
 
 type event struct {
-	at   float64
-	seq  int
-	kind int
-	a, b int
+	at    float64
+	seq   int
+	kind  int
+	a, b  int
+	until float64 // eUp: when the contact ends
 }
 
 type queue []event
@@ -104,6 +105,11 @@ func (q queue) Len() int { return len(q) }
 func (q queue) Less(i, j int) bool {
 	if q[i].at != q[j].at {
 		return q[i].at < q[j].at
+	}
+	// A contact that ends when another starts goes down first: trace
+	// contacts last to the end of a second, and the next second's are new.
+	if di, dj := q[i].kind == eDown, q[j].kind == eDown; di != dj {
+		return di
 	}
 	return q[i].seq < q[j].seq
 }
@@ -123,6 +129,15 @@ type des struct {
 	trustConv int
 	bridges   []*dnode
 	epidemic  bool
+	contacts  map[[2]int]*contact // trace links up now
+}
+
+// contact is a trace link while it is up: one channel that carries a
+// transfer at a time, until its end — what the contact's duration and the
+// link's bandwidth allow, and nothing after.
+type contact struct {
+	free float64 // when what was queued on it has gone
+	end  float64
 }
 
 // crlKey is the arrival key of revocation r's CRL.
@@ -143,12 +158,9 @@ func (w *World) RunDES(progress func(done, total int)) *Result {
 	start := time.Now()
 	s := w.S
 	x := &des{w: w, res: newResult(w, "des"), at: make([][]int, len(s.Places)), msgOf: map[crdt.OpID]int32{},
-		trustConv: len(w.Convs), epidemic: s.Routing == "epidemic"}
+		trustConv: len(w.Convs), epidemic: s.Routing == "epidemic", contacts: map[[2]int]*contact{}}
 	for i := range w.Devices {
 		d := &dnode{Device: &w.Devices[i], idx: i, place: w.Devices[i].Start, reps: map[int]*replica{}, got: map[int32]arrival{}}
-		if c := w.ConvOf[i]; c >= 0 {
-			d.rep(c)
-		}
 		if len(w.Revokes) > 0 {
 			d.rep(x.trustConv)
 		}
@@ -168,6 +180,11 @@ func (w *World) RunDES(progress func(done, total int)) *Result {
 		x.ids = append(x.ids, id)
 		x.msgOf[id] = int32(i)
 	}
+	for c, ms := range w.Convs {
+		for _, m := range ms {
+			x.nodes[m].rep(c)
+		}
+	}
 	x.deps = make([][]int32, len(w.Sends))
 	q := &queue{}
 	seq := 0
@@ -178,7 +195,7 @@ func (w *World) RunDES(progress func(done, total int)) *Result {
 		}
 	}
 	for _, l := range w.Links {
-		push(event{at: l.Up, kind: eUp, a: l.A, b: l.B})
+		push(event{at: l.Up, kind: eUp, a: l.A, b: l.B, until: l.Down})
 		push(event{at: l.Down, kind: eDown, a: l.A, b: l.B})
 	}
 	for i, m := range w.Sends {
@@ -230,10 +247,12 @@ func (x *des) step(e event) {
 	case eUp:
 		a, b := x.nodes[e.a], x.nodes[e.b]
 		a.links, b.links = insertSorted(a.links, b.idx), insertSorted(b.links, a.idx)
+		x.contacts[[2]int{e.a, e.b}] = &contact{free: e.at, end: e.until}
 		x.sync(a, b, e.at)
 	case eDown:
 		a, b := x.nodes[e.a], x.nodes[e.b]
 		a.links, b.links = removeOne(a.links, b.idx), removeOne(b.links, a.idx)
+		delete(x.contacts, [2]int{e.a, e.b})
 	case eSend:
 		x.send(e.a, e.at)
 	case eRevoke:
@@ -337,7 +356,16 @@ func (x *des) sync(a, b *dnode, t float64) {
 
 func (x *des) link(bytes, rounds, ops int) float64 {
 	s := x.w.S
-	return float64(rounds)*2*s.LinkMS/1000 + float64(bytes)/(s.LinkKBps*1024) + float64(ops)*ReceiveCost
+	return float64(rounds)*2*s.LinkMS/1000 + float64(bytes)/s.LinkBytesPerSecond() + float64(ops)*ReceiveCost
+}
+
+// channel is the trace contact a and b talk over (nil: co-located, or a
+// WAN, whose bandwidth the model does not bound).
+func (x *des) channel(a, b *dnode) *contact {
+	if a.place != nowhere && a.place == b.place {
+		return nil
+	}
+	return x.contacts[[2]int{min(a.idx, b.idx), max(a.idx, b.idx)}]
 }
 
 func (x *des) syncConv(a, b *dnode, c int, t float64) {
@@ -374,14 +402,61 @@ func (x *des) syncConv(a, b *dnode, c int, t float64) {
 		needA, needB = sa.Need(), sb.Need()
 	}
 	x.res.ReconMsgs += rounds
+	if ch := x.channel(a, b); ch != nil {
+		x.syncOver(ch, a, b, c, t, bytes, rounds, needA, needB)
+		return
+	}
 	x.res.Bytes += int64(bytes + (len(needA)+len(needB))*(OpBytes+32))
 	done := t + x.link(bytes+(len(needA)+len(needB))*OpBytes, (rounds+1)/2+1, len(needA)+len(needB))
-	if x.transfer(b, a, c, needA, done) {
-		x.bridge(a, done)
+	x.learn(a, c, x.transfer(b, a, c, needA, done), done, bySync)
+	x.learn(b, c, x.transfer(a, b, c, needB, done), done, bySync)
+}
+
+// syncOver is a sync over a trace contact: the reconciliation, then the
+// ops one at a time, oldest first and each way in turn, each arriving
+// when the link has carried it — until the contact ends.
+func (x *des) syncOver(ch *contact, a, b *dnode, c int, t float64, bytes, rounds int, needA, needB []crdt.OpID) {
+	bw := x.w.S.LinkBytesPerSecond()
+	cur := max(t, ch.free) + x.link(bytes, (rounds+1)/2+1, 0)
+	if cur > ch.end {
+		x.res.Bytes += int64(float64(bytes) * min(1, (ch.end-max(t, ch.free))/(cur-max(t, ch.free))))
+		ch.free = ch.end
+		return
 	}
-	if x.transfer(a, b, c, needB, done) {
-		x.bridge(b, done)
+	x.res.Bytes += int64(bytes)
+	x.oldestFirst(needA)
+	x.oldestFirst(needB)
+	for i := 0; i < max(len(needA), len(needB)); i++ {
+		for _, dir := range [2]struct {
+			from, to *dnode
+			need     []crdt.OpID
+		}{{b, a, needA}, {a, b, needB}} {
+			if i >= len(dir.need) {
+				continue
+			}
+			next := cur + OpBytes/bw + ReceiveCost
+			if next > ch.end {
+				ch.free = ch.end
+				return
+			}
+			cur = next
+			x.res.Bytes += OpBytes + 32
+			x.learn(dir.to, c, x.transfer(dir.from, dir.to, c, dir.need[i:i+1], cur), cur, bySync)
+		}
 	}
+	ch.free = cur
+}
+
+// oldestFirst orders ops as they were written (a CRL first), so a contact
+// cut short has carried whole causal prefixes.
+func (x *des) oldestFirst(ids []crdt.OpID) {
+	rank := func(id crdt.OpID) int32 {
+		if m, ok := x.msgOf[id]; ok {
+			return m
+		}
+		return -1
+	}
+	slices.SortStableFunc(ids, func(p, q crdt.OpID) int { return int(rank(p)) - int(rank(q)) })
 }
 
 // missing lists the IDs of sorted set have that sorted set of lacks.
@@ -399,11 +474,11 @@ func missing(have, of []crdt.OpID) []crdt.OpID {
 	return out
 }
 
-// transfer hands b the ops of conversation c it lacks; it reports whether
-// b learnt anything.
-func (x *des) transfer(a, b *dnode, c int, need []crdt.OpID, t float64) bool {
+// transfer hands b the ops of conversation c it lacks; it returns the ops
+// b took in (with those they unblocked).
+func (x *des) transfer(a, b *dnode, c int, need []crdt.OpID, t float64) []crdt.OpID {
 	ra, rb := a.rep(c), b.rep(c)
-	learnt := false
+	var learnt []crdt.OpID
 	for _, id := range need {
 		op, err := ra.dag.Get(id)
 		if err != nil {
@@ -420,8 +495,8 @@ func (x *des) transfer(a, b *dnode, c int, need []crdt.OpID, t float64) bool {
 			k := x.key(ap)
 			if _, ok := b.got[k]; !ok {
 				b.got[k] = arrival{at: t, hops: a.got[k].hops + 1}
-				learnt = true
 			}
+			learnt = append(learnt, ap.ID)
 		}
 	}
 	return learnt
@@ -447,24 +522,6 @@ func (x *des) bridge(a *dnode, t float64) {
 	}
 }
 
-// reach lists the devices d can push to now: co-located or linked.
-func (x *des) reach(d *dnode) []int {
-	var out []int
-	if d.place != nowhere {
-		for _, o := range x.at[d.place] {
-			if o != d.idx {
-				out = append(out, o)
-			}
-		}
-	}
-	for _, o := range d.links {
-		if !slices.Contains(out, o) {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
 // publish adds op to d's replica of c and gossips it to the subscribers
 // in reach.
 func (x *des) publish(d *dnode, c int, op crdt.Op, t float64) {
@@ -475,22 +532,103 @@ func (x *des) publish(d *dnode, c int, op crdt.Op, t float64) {
 	r.dag.Add(op, time.Time{})
 	r.add(op.ID)
 	d.got[x.key(op)] = arrival{at: t}
-	var subs []*dnode
-	for _, o := range x.reach(d) {
-		if n := x.nodes[o]; x.holds(n, c) && !x.refused(d, n) {
-			subs = append(subs, n)
+	x.learn(d, c, []crdt.OpID{op.ID}, t, byPush)
+}
+
+// How a device took ops in, which decides where it passes them on.
+const (
+	byPush      = iota // written here, or pushed over a trace contact: forward everywhere in reach
+	byPlacePush        // pushed in d's place, which reached every subscriber there: forward over contacts
+	bySync             // fetched by sync: forward over contacts
+)
+
+// hop is ops of one conversation a device took in, to pass on.
+type hop struct {
+	d   *dnode
+	c   int
+	ids []crdt.OpID
+	t   float64
+	by  int
+}
+
+// learn: d took in ops of c at t. A bridge syncs them over the WAN; and d
+// forwards them at once to the subscribers in reach that lack them, as
+// gossipsub forwards a message on receipt — a push in d's place reaches
+// every subscriber there (each getting up to D copies), a push over a
+// trace contact waits for the contact's channel — and each receiver
+// forwards in turn. Ops fetched by sync go on over trace contacts only (a
+// model: trace contacts are often shorter than the anti-entropy period;
+// the real mesh passes them on at its next round), so that a message
+// spreads through all the contacts up at once, whatever their order.
+func (x *des) learn(d *dnode, c int, ids []crdt.OpID, t float64, by int) {
+	if len(ids) == 0 {
+		return
+	}
+	work := []hop{{d, c, ids, t, by}}
+	for len(work) > 0 {
+		h := work[len(work)-1]
+		work = work[:len(work)-1]
+		x.bridge(h.d, h.t)
+		if h.by == byPush && h.d.place != nowhere {
+			var subs []*dnode
+			for _, o := range x.at[h.d.place] {
+				if n := x.nodes[o]; o != h.d.idx && x.holds(n, h.c) && !x.refused(h.d, n) {
+					subs = append(subs, n)
+				}
+			}
+			copies := min(GossipDegree, len(subs))
+			for _, n := range subs {
+				lack := x.lacking(n, h.c, h.ids)
+				if len(lack) == 0 {
+					continue
+				}
+				at := h.t + x.link(len(lack)*OpBytes, 1, len(lack))
+				x.res.Bytes += int64(copies * OpBytes * len(lack))
+				x.res.Duplicates += (copies - 1) * len(lack)
+				if got := x.transfer(h.d, n, h.c, lack, at); len(got) > 0 {
+					work = append(work, hop{n, h.c, got, at, byPlacePush})
+				}
+			}
+		}
+		for _, o := range h.d.links {
+			n := x.nodes[o]
+			if (n.place != nowhere && n.place == h.d.place) || !x.holds(n, h.c) || x.refused(h.d, n) {
+				continue
+			}
+			lack := x.lacking(n, h.c, h.ids)
+			ch := x.channel(h.d, n)
+			if len(lack) == 0 || ch == nil {
+				continue
+			}
+			x.oldestFirst(lack)
+			cur := max(h.t, ch.free) + 2*x.w.S.LinkMS/1000
+			for _, id := range lack {
+				next := cur + OpBytes/x.w.S.LinkBytesPerSecond() + ReceiveCost
+				if next > ch.end {
+					cur = ch.end
+					break
+				}
+				cur = next
+				x.res.Bytes += OpBytes
+				if got := x.transfer(h.d, n, h.c, []crdt.OpID{id}, cur); len(got) > 0 {
+					work = append(work, hop{n, h.c, got, cur, byPush})
+				}
+			}
+			ch.free = cur
 		}
 	}
-	copies := min(GossipDegree, len(subs))
-	at := t + x.link(OpBytes, 1, 1)
-	for _, n := range subs {
-		x.res.Bytes += int64(copies * OpBytes)
-		x.res.Duplicates += copies - 1
-		if x.transfer(d, n, c, []crdt.OpID{op.ID}, at) {
-			x.bridge(n, at)
+}
+
+// lacking lists the ops of ids that n does not hold in c.
+func (x *des) lacking(n *dnode, c int, ids []crdt.OpID) []crdt.OpID {
+	var out []crdt.OpID
+	r := n.rep(c)
+	for _, id := range ids {
+		if !r.dag.Has(id) {
+			out = append(out, id)
 		}
 	}
-	x.bridge(d, t)
+	return out
 }
 
 func (x *des) send(i int, t float64) {

@@ -135,7 +135,7 @@ func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Resul
 	f.res.TimeScale = opt.Scale
 	f.mn.SetLinkDefaults(mocknet.LinkOptions{
 		Latency:   time.Duration(w.S.LinkMS / opt.Scale * float64(time.Millisecond)),
-		Bandwidth: w.S.LinkKBps * 1024 * opt.Scale,
+		Bandwidth: w.S.LinkBytesPerSecond() * opt.Scale,
 	})
 	defer f.close()
 	if err := f.startNodes(); err != nil {
@@ -701,7 +701,7 @@ func (f *full) wan(t float64) {
 			f.connect(a, b)
 			if l := f.conns[[2]int{min(a, b), max(a, b)}]; l != nil {
 				l.SetOptions(mocknet.LinkOptions{Latency: time.Duration(f.w.S.WANMS / f.opt.Scale * float64(time.Millisecond)),
-					Bandwidth: f.w.S.LinkKBps * 1024 * f.opt.Scale})
+					Bandwidth: f.w.S.LinkBytesPerSecond() * f.opt.Scale})
 			}
 		}
 	}

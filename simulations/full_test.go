@@ -289,7 +289,7 @@ func idleHeap(b *testing.B, n int) {
 		bare := heap() - base
 		mn.Close()
 
-		s := Scenario{Name: "idle", Hours: 1, Places: []string{"ward"}, LinkMS: 1, LinkKBps: 1000, SyncSeconds: 30,
+		s := Scenario{Name: "idle", Hours: 1, Places: []string{"ward"}, LinkMS: 1, LinkKBps: 8192, SyncSeconds: 30,
 			Devices: []Group{{Name: "d", Count: n, Home: "ward"}}}
 		w, err := Build(s, 1)
 		if err != nil {

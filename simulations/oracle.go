@@ -122,7 +122,14 @@ func newOracle(w *World) *oracle {
 	for _, c := range w.Cuts {
 		o.tl = append(o.tl, tev{at: c.To, kind: tHeal})
 	}
-	sort.SliceStable(o.tl, func(i, j int) bool { return o.tl[i].at < o.tl[j].at })
+	// A contact that ends when another starts goes down first (trace
+	// contacts last to the end of a second; the next second's are new).
+	sort.SliceStable(o.tl, func(i, j int) bool {
+		if o.tl[i].at != o.tl[j].at {
+			return o.tl[i].at < o.tl[j].at
+		}
+		return o.tl[i].kind == tDown && o.tl[j].kind != tDown
+	})
 	for _, st := range []*ostate{&o.base, &o.st} {
 		st.place, st.next, st.prev, st.head = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, np)
 		for i := range st.head {

@@ -37,41 +37,64 @@ import (
 // Scenario is a simulation setup. Files are JSON with these fields; the
 // built-ins are listed by Builtins.
 type Scenario struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description"`
-	Hours       float64  `json:"hours"`        // simulated time
-	Places      []string `json:"places"`       // floor graph nodes (a contact = two devices in one place)
-	Devices     []Group  `json:"devices"`      // device groups
-	Messages    int      `json:"messages"`     // messages sent, at uniformly random times, by random members
-	LinkMS      float64  `json:"link_ms"`      // one-way latency of a link
-	LinkKBps    float64  `json:"link_kbps"`    // bandwidth of a link
-	SyncSeconds float64  `json:"sync_seconds"` // anti-entropy period while co-located
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Hours: simulated time, at most MaxHours (720 h, 30 days). With a
+	// trace, a trace running past it is an error, and 0 means the trace's
+	// length.
+	Hours float64 `json:"hours"`
+	// Places: floor graph nodes (a contact = two devices in one place);
+	// not needed with a pairwise contact trace.
+	Places   []string `json:"places"`
+	Devices  []Group  `json:"devices"`  // device groups; none with a trace: the trace's node IDs are the devices
+	Messages int      `json:"messages"` // messages sent, at uniformly random times, by random members
+	LinkMS   float64  `json:"link_ms"`  // one-way latency of a link
+	// LinkKBps: bandwidth of a link in kilobits per second (1 kbit/s =
+	// 125 bytes/s; the built-ins' 16384 is 2,048,000 bytes/s, which is
+	// what they had when the code read this field as KiB/s). A trace
+	// contact carries what its duration at this rate allows, and at least
+	// MinContactSeconds' worth (2 MB, about 1,600 ops, at 16384).
+	LinkKBps    float64 `json:"link_kbps"`
+	SyncSeconds float64 `json:"sync_seconds"` // anti-entropy period while co-located or in contact
 	// A burst: all messages are sent within BurstMinutes from BurstAtHours
 	// (0 minutes: spread over the whole run).
-	BurstAtHours float64 `json:"burst_at_hours,omitempty"`
-	BurstMinutes float64 `json:"burst_minutes,omitempty"`
-	WANMS        float64 `json:"wan_ms,omitempty"` // one-way latency between bridges
-	// Trace replays a contact trace instead of generated mobility: a CSV
-	// file of "seconds,device,place" rows (device names as the run names
-	// them: group-1, group-2, …), relative to the scenario file.
-	Trace string `json:"trace,omitempty"`
+	BurstAtHours float64 `json:"burst_at_hours"`
+	BurstMinutes float64 `json:"burst_minutes"`
+	WANMS        float64 `json:"wan_ms"` // one-way latency between bridges
+	// Trace replays a contact trace instead of generated mobility, relative
+	// to the scenario file: "seconds,device,place" moves,
+	// "up_s,down_s,device_a,device_b" contacts or The ONE's
+	// "time CONN a b up|down" lines (trace.go says how they are read).
+	// Devices are named as the run names them (group-1, group-2, …) or,
+	// with no devices listed, by the trace's node IDs. With a trace the
+	// seed drives only the traffic.
+	Trace string `json:"trace"`
+	// MessagesFile: the traffic, instead of Messages generated ones: rows of
+	// "created_s,from,to[,conversation]", relative to the scenario file. A
+	// row without a conversation is a one-to-one message; the members of
+	// a named conversation are every device its rows name. Conversation
+	// fields are then unused (it is an error to set them).
+	MessagesFile string `json:"messages_file"`
 	// Floor: walkways between places, for waypoint mobility.
-	Floor       []Edge  `json:"floor,omitempty"`
-	PassSeconds float64 `json:"pass_seconds,omitempty"` // time spent passing through a place on a walk (default 10)
+	Floor       []Edge  `json:"floor"`
+	PassSeconds float64 `json:"pass_seconds"` // time spent passing through a place on a walk (default 10)
 	// ConversationSize: members are split into team conversations of this
 	// size, each group in turn (0: one conversation of all members).
-	ConversationSize int `json:"conversation_size,omitempty"`
+	ConversationSize int `json:"conversation_size"`
 	// Partitions cut places off from the rest for a while.
-	Partitions []Partition `json:"partitions,omitempty"`
+	Partitions []Partition `json:"partitions"`
 	// Revocations revoke a device's certificate; the CRL enters the mesh at
 	// every anchor outside a partition.
-	Revocations []Revocation `json:"revocations,omitempty"`
+	Revocations []Revocation `json:"revocations"`
 	// Routing: "medmesh" (default: members and anchors carry a
 	// conversation; range-based reconciliation) or "epidemic" (plain
 	// epidemic routing, Vahdat & Becker: every device carries everything,
 	// summary vectors of every ID) — for comparison.
-	Routing string `json:"routing,omitempty"`
+	Routing string `json:"routing"`
 }
+
+// LinkBytesPerSecond is the bandwidth of a link in bytes per second.
+func (s Scenario) LinkBytesPerSecond() float64 { return s.LinkKBps * 1000 / 8 }
 
 // Edge is a walkway of the floor graph.
 type Edge struct {
@@ -101,24 +124,24 @@ type Revocation struct {
 // average, pick a place, walk there). An anchor is not a member of any
 // conversation (it carries ciphertext).
 type Group struct {
-	Mobility     string  `json:"mobility,omitempty"` // "visits" (default) or "waypoint"
-	PauseMinutes float64 `json:"pause_minutes,omitempty"`
+	Mobility     string  `json:"mobility"` // "visits" (default) or "waypoint"
+	PauseMinutes float64 `json:"pause_minutes"`
 	Name         string  `json:"name"`
 	Count        int     `json:"count"`
-	Home         string  `json:"home"`
+	Home         string  `json:"home"` // not needed with a trace (which says where devices are)
 	Visits       float64 `json:"visits_per_hour"`
 	VisitMinutes float64 `json:"visit_minutes"`
 	Anchor       bool    `json:"anchor"`
 	// JoinAtHours: the group is off site (out of every place) until then,
 	// and all its devices arrive at Home at that moment.
-	JoinAtHours float64 `json:"join_at_hours,omitempty"`
+	JoinAtHours float64 `json:"join_at_hours"`
 	// Bridge: an anchor linked to every other bridge over the WAN (always
 	// on, WANMS one-way latency): how sites are joined.
-	Bridge bool `json:"bridge,omitempty"`
+	Bridge bool `json:"bridge"`
 	// Conversation names the conversation the group's devices are members
 	// of: groups naming the same one share it. Set on one group, it is
 	// needed on every group of members (and conversation_size is unused).
-	Conversation string `json:"conversation,omitempty"`
+	Conversation string `json:"conversation"`
 }
 
 // Builtins are the scenarios medmesh ships.
@@ -132,7 +155,7 @@ var Builtins = map[string]Scenario{
 			{Name: "ward-staff", Count: 6, Home: "ward", Visits: 1, VisitMinutes: 5},
 			{Name: "anchor", Count: 1, Home: "ward", Anchor: true},
 		},
-		Messages: 120, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+		Messages: 120, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30,
 	},
 	"major-incident": {
 		Name:        "major-incident",
@@ -145,7 +168,7 @@ var Builtins = map[string]Scenario{
 			{Name: "called-in", Count: 30, Home: "ed", Visits: 4, VisitMinutes: 5, JoinAtHours: 0.25},
 			{Name: "anchor", Count: 1, Home: "ed", Anchor: true},
 		},
-		Messages: 300, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30, BurstAtHours: 0.2, BurstMinutes: 20,
+		Messages: 300, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30, BurstAtHours: 0.2, BurstMinutes: 20,
 	},
 	"two-sites": {
 		Name:        "two-sites",
@@ -159,7 +182,7 @@ var Builtins = map[string]Scenario{
 			{Name: "north-anchor", Count: 1, Home: "north-ward", Anchor: true, Bridge: true},
 			{Name: "south-anchor", Count: 1, Home: "south-ward", Anchor: true, Bridge: true},
 		},
-		Messages: 200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30, WANMS: 40,
+		Messages: 200, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30, WANMS: 40,
 	},
 	"ward-rounds": {
 		Name:        "ward-rounds",
@@ -171,7 +194,7 @@ var Builtins = map[string]Scenario{
 			{Name: "mule", Count: 2, Home: "ward-a", Mobility: "waypoint", PauseMinutes: 10},
 		},
 		Floor:    []Edge{{"ward-a", "ward-b", 90}, {"ward-b", "ward-c", 120}, {"ward-c", "ward-d", 90}, {"ward-d", "ward-a", 150}},
-		Messages: 200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+		Messages: 200, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30,
 	},
 	"revocation-partition": {
 		Name:        "revocation-partition",
@@ -185,7 +208,7 @@ var Builtins = map[string]Scenario{
 		},
 		Partitions:  []Partition{{Places: []string{"ed"}, FromHours: 1, ToHours: 3}},
 		Revocations: []Revocation{{Device: "ed-2", AtHours: 1.5}},
-		Messages:    200, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+		Messages:    200, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30,
 	},
 }
 
@@ -227,15 +250,23 @@ func Load(nameOrFile string) (Scenario, error) {
 	if s.Trace != "" && !filepath.IsAbs(s.Trace) {
 		s.Trace = filepath.Join(filepath.Dir(nameOrFile), s.Trace)
 	}
+	if s.MessagesFile != "" && !filepath.IsAbs(s.MessagesFile) {
+		s.MessagesFile = filepath.Join(filepath.Dir(nameOrFile), s.MessagesFile)
+	}
 	return s, s.check()
 }
 
 func (s Scenario) check() error {
+	traced := s.Trace != ""
 	switch {
-	case s.Hours <= 0 || s.Hours > 24*30:
-		return fmt.Errorf("scenario %s: field hours must be in (0, 720]", s.Name)
-	case len(s.Places) == 0:
+	case s.Hours < 0 || s.Hours > MaxHours || (s.Hours == 0 && !traced):
+		return fmt.Errorf("scenario %s: field hours must be in (0, %d] (0 with a trace: the trace's length)", s.Name, MaxHours)
+	case len(s.Places) == 0 && !traced:
 		return fmt.Errorf("scenario %s: field places is empty", s.Name)
+	case len(s.Devices) == 0 && !traced:
+		return fmt.Errorf("scenario %s: field devices is empty (only a trace's node IDs can stand in for it)", s.Name)
+	case s.MessagesFile != "" && (s.Messages != 0 || s.ConversationSize != 0 || slices.ContainsFunc(s.Devices, func(g Group) bool { return g.Conversation != "" })):
+		return fmt.Errorf("scenario %s: field messages_file replaces messages, conversation_size and conversation: leave them unset", s.Name)
 	case s.Messages < 0 || s.Messages > 10_000_000:
 		return fmt.Errorf("scenario %s: field messages out of range", s.Name)
 	case s.SyncSeconds <= 0:
@@ -246,7 +277,7 @@ func (s Scenario) check() error {
 		switch {
 		case named && !g.Anchor && g.Conversation == "":
 			return fmt.Errorf("scenario %s: devices[%d] (%s): field conversation is needed when another group names one", s.Name, i, g.Name)
-		case g.Count <= 0 || g.Count > 1_000_000 || !contains(s.Places, g.Home):
+		case g.Count <= 0 || g.Count > 1_000_000 || (!contains(s.Places, g.Home) && !(traced && g.Home == "")):
 			return fmt.Errorf("scenario %s: devices[%d] (%s): count must be positive and home one of places", s.Name, i, g.Name)
 		case g.Mobility != "" && g.Mobility != "visits" && g.Mobility != "waypoint":
 			return fmt.Errorf("scenario %s: devices[%d] (%s): field mobility must be visits or waypoint", s.Name, i, g.Name)

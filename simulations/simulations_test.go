@@ -76,7 +76,7 @@ func TestBuiltinsRunSmall(t *testing.T) {
 // TestTinyByHand: two wards that never meet and no mule — every message
 // between them has no path; messages within a ward arrive at once, one hop.
 func TestTinyByHand(t *testing.T) {
-	s := Scenario{Name: "tiny", Hours: 1, Places: []string{"a", "b"}, Messages: 10, LinkMS: 5, LinkKBps: 1000, SyncSeconds: 30,
+	s := Scenario{Name: "tiny", Hours: 1, Places: []string{"a", "b"}, Messages: 10, LinkMS: 5, LinkKBps: 8192, SyncSeconds: 30,
 		Devices: []Group{{Name: "a", Count: 2, Home: "a"}, {Name: "b", Count: 1, Home: "b"}}}
 	r, err := RunDES(s, 3, nil)
 	if err != nil {
@@ -123,7 +123,7 @@ func TestScenarioFileErrors(t *testing.T) {
 // 10 in one conversation each, visiting other wards) and an anchor per
 // ten wards.
 func scaleScenario(nwards, messages int) Scenario {
-	s := Scenario{Name: "scale", Hours: 8, Messages: messages, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30, ConversationSize: 10}
+	s := Scenario{Name: "scale", Hours: 8, Messages: messages, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30, ConversationSize: 10}
 	for i := range nwards {
 		w := fmt.Sprintf("ward%03d", i)
 		s.Places = append(s.Places, w)
@@ -152,16 +152,17 @@ func BenchmarkDES(b *testing.B) {
 	}
 }
 
-// TestTraceByHand: a contact trace in which a-1 walks over to b's place at
-// 600 s and back at 900 s. A message a-1 writes at 100 s reaches b-1 at
+// TestTraceByHand: a contact trace in which a-1 and b-1 are at their
+// places from the start, and a-1 walks over to b's place at 600 s and
+// back at 900 s. A message a-1 writes at 100 s reaches b-1 at
 // 600 s (one hop) — which is also the oracle's earliest arrival; a message
 // b-1 writes after 900 s has no path.
 func TestTraceByHand(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "trace.csv"), []byte("seconds,device,place\n600,a-1,b\n900,a-1,a\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "trace.csv"), []byte("seconds,device,place\n0,a-1,a\n0,b-1,b\n600,a-1,b\n900,a-1,a\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "s.json"), []byte(`{"name":"trace","hours":0.5,"places":["a","b"],
 		"devices":[{"name":"a","count":1,"home":"a"},{"name":"b","count":1,"home":"b"}],
-		"messages":0,"link_ms":5,"link_kbps":1000,"sync_seconds":30,"trace":"trace.csv"}`), 0o644)
+		"messages":0,"link_ms":5,"link_kbps":8192,"sync_seconds":30,"trace":"trace.csv"}`), 0o644)
 	s, err := Load(filepath.Join(dir, "s.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +297,7 @@ func contactTrace(t *testing.T, n int, perHour, hours float64, team int, boost f
 // messages is about 3%).
 func TestValidationEpidemicCompleteGraph(t *testing.T) {
 	const n, perHour = 20, 1.0
-	s := Scenario{Name: "complete-graph", Hours: 30, Places: []string{"nowhere"}, Messages: 300, LinkMS: 5, LinkKBps: 2000,
+	s := Scenario{Name: "complete-graph", Hours: 30, Places: []string{"nowhere"}, Messages: 300, LinkMS: 5, LinkKBps: 16384,
 		SyncSeconds: 3600, BurstMinutes: 20 * 60, Devices: []Group{{Name: "n", Count: n, Home: "nowhere"}},
 		Trace: contactTrace(t, n, perHour, 30, 0, 1, 9)}
 	r, err := RunDES(s, 3, nil)
@@ -335,7 +336,7 @@ func TestValidationEpidemicCompleteGraph(t *testing.T) {
 func TestValidationRoutingOnTrace(t *testing.T) {
 	trace := contactTrace(t, 24, 0.2, 12, 6, 10, 11)
 	run := func(routing string) Summary {
-		s := Scenario{Name: "trace-" + routing, Hours: 12, Places: []string{"nowhere"}, Messages: 200, LinkMS: 5, LinkKBps: 2000,
+		s := Scenario{Name: "trace-" + routing, Hours: 12, Places: []string{"nowhere"}, Messages: 200, LinkMS: 5, LinkKBps: 16384,
 			SyncSeconds: 3600, ConversationSize: 6, Routing: routing, Devices: []Group{{Name: "n", Count: 24, Home: "nowhere"}}, Trace: trace}
 		r, err := RunDES(s, 5, nil)
 		if err != nil {
@@ -367,7 +368,7 @@ func convergenceOf(s Summary) float64 {
 // anchors are in none; a group without a name beside named ones, or a
 // conversation of one device, is an error naming the field.
 func TestNamedConversations(t *testing.T) {
-	s := Scenario{Name: "teams", Hours: 1, Places: []string{"a", "b"}, Messages: 10, LinkMS: 5, LinkKBps: 2000, SyncSeconds: 30,
+	s := Scenario{Name: "teams", Hours: 1, Places: []string{"a", "b"}, Messages: 10, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30,
 		Devices: []Group{
 			{Name: "doc-1", Count: 2, Home: "a", Conversation: "one"},
 			{Name: "doc-2", Count: 2, Home: "a", Conversation: "two"},

@@ -1,7 +1,6 @@
 package simulations
 
 import (
-	"encoding/csv"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -31,6 +30,9 @@ type World struct {
 	Revokes []Revoke
 	// Heal is when the last partition heals (-1: no partition).
 	Heal float64
+	// Notes: what a researcher should know about how the world was read
+	// (devices a trace never names).
+	Notes []string
 }
 
 // Device is one simulated device.
@@ -55,8 +57,9 @@ type Send struct {
 	Conv int
 }
 
-// Link is a pairwise contact from a trace: a and b are in reach from Up
-// until Down.
+// Link is a pairwise contact from a trace: a and b (a < b) are in reach
+// from Up until Down. A pair's contacts never overlap or touch (trace.go
+// merges them), and Down is already stretched to contactEnd.
 type Link struct {
 	Up, Down float64
 	A, B     int
@@ -78,10 +81,27 @@ type Revoke struct {
 	Dev int
 }
 
-// Build makes a scenario concrete with a seed.
+// Build makes a scenario concrete with a seed. With a trace, the seed
+// drives only the traffic (who writes when); the trace is the mobility.
 func Build(s Scenario, seed uint64) (*World, error) {
 	if err := s.check(); err != nil {
 		return nil, err
+	}
+	var tr *trace
+	if s.Trace != "" {
+		var err error
+		if tr, err = readTrace(s.Trace); err != nil {
+			return nil, err
+		}
+		switch {
+		case s.Hours == 0 && tr.End == 0:
+			return nil, fmt.Errorf("scenario %s: trace %s has no time after 0: give hours", s.Name, s.Trace)
+		case s.Hours == 0:
+			s.Hours = tr.End / 3600
+		case tr.End > s.Hours*3600:
+			return nil, fmt.Errorf("scenario %s: trace %s runs to %.0f s (%.2f h), beyond the run's hours (%g): raise hours (at most %d, or 0 for the trace's length) or cut the trace",
+				s.Name, s.Trace, tr.End, tr.End/3600, s.Hours, MaxHours)
+		}
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x6d65646d657368))
 	w := &World{S: s, Seed: seed, Heal: -1}
@@ -98,6 +118,10 @@ func Build(s Scenario, seed uint64) (*World, error) {
 		home := placeIdx[g.Home]
 		for i := range g.Count {
 			d := Device{Name: fmt.Sprintf("%s-%d", g.Name, i+1), Group: g.Name, Anchor: g.Anchor, Bridge: g.Bridge, Start: home, conv: g.Conversation}
+			if tr != nil {
+				w.Devices = append(w.Devices, d) // the trace moves it
+				continue
+			}
 			t := 0.0
 			if g.JoinAtHours > 0 {
 				d.Start, t = nowhere, g.JoinAtHours*3600
@@ -112,8 +136,13 @@ func Build(s Scenario, seed uint64) (*World, error) {
 			w.Devices = append(w.Devices, d)
 		}
 	}
-	if s.Trace != "" {
-		if err := w.replayTrace(placeIdx); err != nil {
+	if tr != nil {
+		if len(s.Devices) == 0 {
+			for _, n := range tr.Nodes { // the trace's own node IDs
+				w.Devices = append(w.Devices, Device{Name: n, Group: "trace"})
+			}
+		}
+		if err := w.replayTrace(tr, placeIdx); err != nil {
 			return nil, err
 		}
 	}
@@ -137,9 +166,15 @@ func Build(s Scenario, seed uint64) (*World, error) {
 	for i, r := range s.Revocations {
 		d, ok := byName[r.Device]
 		if !ok {
-			return nil, fmt.Errorf("scenario %s: revocations[%d]: unknown device %q (devices are named group-1, group-2, …)", s.Name, i, r.Device)
+			return nil, fmt.Errorf("scenario %s: revocations[%d]: unknown device %q (devices are named group-1, group-2, …, or by the trace's node IDs)", s.Name, i, r.Device)
 		}
 		w.Revokes = append(w.Revokes, Revoke{At: r.AtHours * 3600, Dev: d})
+	}
+	if s.MessagesFile != "" {
+		if err := w.readMessages(byName); err != nil {
+			return nil, err
+		}
+		return w, nil
 	}
 	w.conversations()
 	if len(w.Convs) == 0 {
@@ -161,6 +196,93 @@ func Build(s Scenario, seed uint64) (*World, error) {
 	}
 	sort.SliceStable(w.Sends, func(i, j int) bool { return w.Sends[i].At < w.Sends[j].At })
 	return w, nil
+}
+
+// readMessages takes the traffic from the scenario's messages file: each
+// row's conversation (one-to-one between from and to when unnamed) has
+// every device its rows name as members. A device's ConvOf is the first
+// conversation it is in.
+func (w *World) readMessages(byName map[string]int) error {
+	s := w.S
+	fh, err := os.Open(s.MessagesFile)
+	if err != nil {
+		return fmt.Errorf("scenario %s: messages file: %w", s.Name, err)
+	}
+	defer fh.Close()
+	rows, err := parseMessages(fh)
+	if err != nil {
+		return fmt.Errorf("messages file %s: %w", s.MessagesFile, err)
+	}
+	w.ConvOf = make([]int, len(w.Devices))
+	for i := range w.ConvOf {
+		w.ConvOf[i] = -1
+	}
+	index := map[string]int{}
+	join := func(c, d int) {
+		if !slices.Contains(w.Convs[c], d) {
+			w.Convs[c] = append(w.Convs[c], d)
+			if w.ConvOf[d] < 0 {
+				w.ConvOf[d] = c
+			}
+		}
+	}
+	for _, m := range rows {
+		from, ok := byName[m.From]
+		if !ok {
+			return fmt.Errorf("messages file %s: line %d: unknown device %q", s.MessagesFile, m.Line, m.From)
+		}
+		to, ok := byName[m.To]
+		if !ok && m.To != "" {
+			return fmt.Errorf("messages file %s: line %d: unknown device %q", s.MessagesFile, m.Line, m.To)
+		}
+		if w.Devices[from].Anchor || (ok && w.Devices[to].Anchor) {
+			return fmt.Errorf("messages file %s: line %d: an anchor is in no conversation", s.MessagesFile, m.Line)
+		}
+		if m.At >= s.Hours*3600 {
+			return fmt.Errorf("messages file %s: line %d: written at %.0f s, after the run ends (%g h)", s.MessagesFile, m.Line, m.At, s.Hours)
+		}
+		key := "conversation " + m.Conversation
+		if m.Conversation == "" {
+			a, b := min(m.From, m.To), max(m.From, m.To)
+			key = "one-to-one " + a + "\x00" + b
+		}
+		c, seen := index[key]
+		if !seen {
+			c = len(w.Convs)
+			index[key] = c
+			w.Convs = append(w.Convs, nil)
+		}
+		join(c, from)
+		if ok {
+			join(c, to)
+		}
+		w.Sends = append(w.Sends, Send{At: m.At, Dev: from, Conv: c})
+	}
+	for c, ms := range w.Convs {
+		if len(ms) < 2 {
+			return fmt.Errorf("messages file %s: conversation %d has one member: name a recipient", s.MessagesFile, c)
+		}
+	}
+	if len(w.Sends) == 0 {
+		return fmt.Errorf("messages file %s: no messages", s.MessagesFile)
+	}
+	sort.SliceStable(w.Sends, func(i, j int) bool { return w.Sends[i].At < w.Sends[j].At })
+	return nil
+}
+
+// MultiConversation reports whether a device is in more than one
+// conversation (a messages file with one-to-one messages): the DES runs
+// such a world, the full engine does not (one conversation per device).
+func (w *World) MultiConversation() bool {
+	n := make([]int, len(w.Devices))
+	for _, ms := range w.Convs {
+		for _, m := range ms {
+			if n[m]++; n[m] > 1 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // namedConversations forms the conversations groups name, in the order
@@ -362,70 +484,77 @@ func sameSite(a, b string) bool {
 	return !okA || !okB || pa == pb
 }
 
-// replayTrace replaces generated mobility with a contact trace: rows of
-// "seconds,device,place" (moves) or "up_s,down_s,device_a,device_b"
-// (pairwise contacts; devices of such a trace are in no place).
-func (w *World) replayTrace(placeIdx map[string]int) error {
-	s := w.S
-	fh, err := os.Open(s.Trace)
+// readTrace opens and parses a trace file.
+func readTrace(path string) (*trace, error) {
+	fh, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("trace: %w", err)
+		return nil, fmt.Errorf("trace: %w", err)
 	}
 	defer fh.Close()
-	r := csv.NewReader(fh)
-	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
+	tr, err := parseTrace(fh)
 	if err != nil {
-		return fmt.Errorf("trace %s: %w", s.Trace, err)
+		return nil, fmt.Errorf("trace %s: %w", path, err)
 	}
+	return tr, nil
+}
+
+// replayTrace replaces generated mobility with a parsed contact trace (see
+// trace.go): every device starts out of reach and moves only as its rows
+// say; pairwise contacts become Links, ending at the run's end at the
+// latest. Devices in no row are noted: they meet nobody.
+func (w *World) replayTrace(tr *trace, placeIdx map[string]int) error {
+	s := w.S
 	byName := map[string]int{}
 	for i := range w.Devices {
 		byName[w.Devices[i].Name] = i
-		w.Devices[i].Moves = nil
+		w.Devices[i].Moves, w.Devices[i].Start = nil, nowhere
 	}
-	bad := func(i int, format string, args ...any) error {
-		return fmt.Errorf("trace %s: line %d: %s", s.Trace, i+1, fmt.Sprintf(format, args...))
+	bad := func(line int, format string, args ...any) error {
+		return fmt.Errorf("trace %s: line %d: %s", s.Trace, line, fmt.Sprintf(format, args...))
 	}
-	for i, r := range rows {
-		if i == 0 && len(r) > 0 && !isNumber(r[0]) {
-			continue // header
+	in := make([]bool, len(w.Devices))
+	for _, m := range tr.Moves {
+		d, okD := byName[m.Dev]
+		p, okP := placeIdx[m.Place]
+		switch {
+		case !okD:
+			return bad(m.Line, "unknown device %q", m.Dev)
+		case !okP:
+			return bad(m.Line, "unknown place %q", m.Place)
 		}
-		switch len(r) {
-		case 3:
-			t, err := strconv.ParseFloat(r[0], 64)
-			d, okD := byName[r[1]]
-			p, okP := placeIdx[r[2]]
-			switch {
-			case err != nil || t < 0:
-				return bad(i, "bad time %q", r[0])
-			case !okD:
-				return bad(i, "unknown device %q", r[1])
-			case !okP:
-				return bad(i, "unknown place %q", r[2])
-			}
-			w.Devices[d].Moves = append(w.Devices[d].Moves, Move{t, p})
-		case 4:
-			up, err1 := strconv.ParseFloat(r[0], 64)
-			down, err2 := strconv.ParseFloat(r[1], 64)
-			a, okA := byName[r[2]]
-			b, okB := byName[r[3]]
-			switch {
-			case err1 != nil || err2 != nil || up < 0 || down < up:
-				return bad(i, "bad contact times %q, %q", r[0], r[1])
-			case !okA || !okB || a == b:
-				return bad(i, "unknown or identical devices %q, %q", r[2], r[3])
-			}
-			w.Links = append(w.Links, Link{Up: up, Down: down, A: a, B: b})
-			w.Devices[a].Start, w.Devices[b].Start = nowhere, nowhere
-		default:
-			return bad(i, "want seconds,device,place or up_s,down_s,device_a,device_b")
+		w.Devices[d].Moves = append(w.Devices[d].Moves, Move{m.At, p})
+		in[d] = true
+	}
+	horizon := s.Hours * 3600
+	for _, c := range tr.Contacts {
+		a, okA := byName[c.A]
+		b, okB := byName[c.B]
+		if !okA || !okB {
+			return bad(c.Line, "unknown device %q or %q", c.A, c.B)
+		}
+		if c.Up >= horizon {
+			continue
+		}
+		w.Links = append(w.Links, Link{Up: c.Up, Down: min(c.Down, horizon), A: min(a, b), B: max(a, b)})
+		in[a], in[b] = true, true
+	}
+	var absent []string
+	for i, ok := range in {
+		if !ok {
+			absent = append(absent, w.Devices[i].Name)
 		}
 	}
-	for i := range w.Devices {
-		m := w.Devices[i].Moves
-		sort.SliceStable(m, func(i, j int) bool { return m[i].At < m[j].At })
+	if len(absent) > 0 {
+		more := ""
+		if len(absent) > 5 {
+			more, absent = fmt.Sprintf(" and %d more", len(absent)-5), absent[:5]
+		}
+		verb := "appear in no row: they meet"
+		if len(absent) == 1 {
+			verb = "appears in no row: it meets"
+		}
+		w.Notes = append(w.Notes, fmt.Sprintf("trace %s: %s%s %s nobody", s.Trace, strings.Join(absent, ", "), more, verb))
 	}
-	sort.SliceStable(w.Links, func(i, j int) bool { return w.Links[i].Up < w.Links[j].Up })
 	return nil
 }
 

@@ -27,13 +27,15 @@ func newSimCmd(e *env) *cobra.Command {
 	})
 	c.AddCommand(&cobra.Command{
 		Use:   "show SCENARIO",
-		Short: "Print a built-in scenario as a JSON file to edit and run",
+		Short: "Print a built-in scenario as a JSON file to edit and run (every field, unset ones too)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sc, ok := simulations.Builtins[args[0]]
 			if !ok {
 				return fmt.Errorf("no built-in scenario %q (have %s)", args[0], strings.Join(simulations.Names(), ", "))
 			}
+			// Lists print as [] rather than null: a file to fill in.
+			sc.Floor, sc.Partitions, sc.Revocations = orEmpty(sc.Floor), orEmpty(sc.Partitions), orEmpty(sc.Revocations)
 			js, err := json.MarshalIndent(sc, "", "  ")
 			if err != nil {
 				return err
@@ -60,6 +62,12 @@ func newSimCmd(e *env) *cobra.Command {
 			w, err := simulations.Build(sc, seed)
 			if err != nil {
 				return err
+			}
+			for _, n := range w.Notes {
+				fmt.Fprintln(e.stderr, "note:", n)
+			}
+			if engine == "full" && w.MultiConversation() {
+				return fmt.Errorf("scenario %s: a device is in more than one conversation (one-to-one messages): the full engine runs one conversation per device; use --engine des", sc.Name)
 			}
 			bar := progressbar.NewOptions(100, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription(sc.Name+" ("+engine+")"),
 				progressbar.OptionClearOnFinish())
@@ -95,8 +103,15 @@ func newSimCmd(e *env) *cobra.Command {
 	}
 	run.Flags().StringVar(&engine, "engine", "des", "des (discrete event, virtual time) or full (real nodes on a libp2p mocknet, compressed wall-clock time)")
 	run.Flags().Float64Var(&scale, "scale", 0, "full engine: scenario seconds per wall-clock second (default: the run takes about 30 s)")
-	run.Flags().Uint64Var(&seed, "seed", 1, "seed of traffic, mobility and contacts")
+	run.Flags().Uint64Var(&seed, "seed", 1, "seed of traffic, mobility and contacts (with a trace: of the traffic only)")
 	run.Flags().StringVar(&out, "out", "", "output directory (default sim-out/SCENARIO-seedN)")
 	c.AddCommand(run)
 	return c
+}
+
+func orEmpty[T any](xs []T) []T {
+	if xs == nil {
+		return []T{}
+	}
+	return xs
 }
