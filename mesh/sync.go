@@ -626,9 +626,12 @@ func (f *inflight) open(tag []byte, now time.Time) *claimSet {
 // to live claims, wake the soonest of their lapses, and changed is closed
 // when any claim ends.
 func (f *inflight) take(c *claimSet, need, held []crdt.OpID, now time.Time) (mine, busy []crdt.OpID, wake time.Time, changed <-chan struct{}) {
-	have := make(map[crdt.OpID]struct{}, len(held))
-	for _, id := range held {
-		have[id] = struct{}{}
+	// held comes sorted from the DAG (carried IDs may follow): searched,
+	// not copied into a map — a fetch of a few ops from a conversation of
+	// thousands cost a map of thousands.
+	if !slices.IsSortedFunc(held, crdt.OpID.Compare) {
+		held = slices.Clone(held)
+		slices.SortFunc(held, crdt.OpID.Compare)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -644,7 +647,7 @@ func (f *inflight) take(c *claimSet, need, held []crdt.OpID, now time.Time) (min
 		f.ids[c.tag] = claims
 	}
 	for _, id := range need {
-		if _, ok := have[id]; ok {
+		if _, ok := slices.BinarySearchFunc(held, id, crdt.OpID.Compare); ok {
 			continue
 		}
 		if o := claims[id]; o != nil && o != c && o.expires.After(now) {

@@ -71,6 +71,7 @@ type full struct {
 	t0    atomic.Pointer[time.Time] // start of scenario time
 	conns map[[2]int]mocknet.Link
 	links linkers
+	due   time.Time    // when the event being run was due (wall clock)
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
 	db    *pebbleds.Datastore
 	tmp   string // the database's directory, removed on close
@@ -332,7 +333,7 @@ func (f *full) connect(a, b int) {
 	}
 	f.conns[k] = l
 	pa, pb := f.devs[a].n.ID(), f.devs[b].n.ID()
-	f.links.do(k, func() { f.mn.ConnectPeers(pa, pb) })
+	f.links.do(k, f.due, func() { f.mn.ConnectPeers(pa, pb) })
 }
 
 func (f *full) disconnect(a, b int) {
@@ -344,7 +345,7 @@ func (f *full) disconnect(a, b int) {
 	delete(f.conns, k)
 	f.mn.Unlink(l)
 	pa, pb := f.devs[a].n.ID(), f.devs[b].n.ID()
-	f.links.do(k, func() { f.mn.DisconnectPeers(pa, pb) })
+	f.links.do(k, f.due, func() { f.mn.DisconnectPeers(pa, pb) })
 }
 
 // linkers connect and disconnect pairs of devices off the event loop,
@@ -352,46 +353,75 @@ func (f *full) disconnect(a, b int) {
 // connection's teardown resets its streams one by one, each waiting for
 // its delivery goroutine to run: on a busy machine a device leaving a
 // room took seconds, and every event after it ran that late. A real
-// device's departure does not wait for its peers' sockets either. A pair
-// always goes to the same worker, so its ups and downs keep their order.
+// device's departure does not wait for its peers' sockets either. Each
+// pair has its own queue, drained in order by one goroutine while it is
+// not empty, so a pair's ups and downs keep their order (a dial while the
+// old connection is still closing would be handed that connection) and
+// no pair waits on another's teardown. A change that runs late counts in
+// the lag from the time its event was due.
 type linkers struct {
-	qs []chan func()
-	wg sync.WaitGroup
+	mu      sync.Mutex
+	q       map[[2]int][]linkChange // a pair with an entry has a goroutine draining it
+	wg      sync.WaitGroup
+	started bool
+	late    func(time.Duration)
 }
 
-const linkWorkers = 8
-
-func (l *linkers) start() {
-	l.qs = make([]chan func(), linkWorkers)
-	for i := range l.qs {
-		q := make(chan func(), 1024)
-		l.qs[i] = q
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for fn := range q {
-				fn()
-			}
-		}()
-	}
+type linkChange struct {
+	due time.Time
+	fn  func()
 }
 
-// do runs fn now if the workers have not started, else on pair k's worker.
-func (l *linkers) do(k [2]int, fn func()) {
-	if l.qs == nil {
+func (l *linkers) start(late func(time.Duration)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.q, l.started, l.late = map[[2]int][]linkChange{}, true, late
+}
+
+// do runs fn now if the linkers have not started, else on pair k's queue;
+// due is when its event was to happen.
+func (l *linkers) do(k [2]int, due time.Time, fn func()) {
+	l.mu.Lock()
+	if !l.started {
+		l.mu.Unlock()
 		fn()
 		return
 	}
-	l.qs[(k[0]*31+k[1])%len(l.qs)] <- fn
+	pending, draining := l.q[k]
+	l.q[k] = append(pending, linkChange{due, fn})
+	if !draining {
+		l.wg.Add(1)
+		go l.drain(k)
+	}
+	l.mu.Unlock()
 }
 
-// stop lets every queued change finish and ends the workers.
-func (l *linkers) stop() {
-	for _, q := range l.qs {
-		close(q)
+func (l *linkers) drain(k [2]int) {
+	defer l.wg.Done()
+	for {
+		l.mu.Lock()
+		cs := l.q[k]
+		if len(cs) == 0 {
+			delete(l.q, k)
+			l.mu.Unlock()
+			return
+		}
+		c := cs[0]
+		l.q[k] = cs[1:]
+		l.mu.Unlock()
+		if d := time.Since(c.due); d > 0 {
+			l.late(d)
+		}
+		c.fn()
 	}
+}
+
+// stop waits for every queued change and runs later ones at once.
+func (l *linkers) stop() {
 	l.wg.Wait()
-	l.qs = nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.started = false
 }
 
 // foundConversations: each conversation's first member meets the others
@@ -512,11 +542,16 @@ func (f *full) run(progress func(done, total int)) {
 	f.settle()
 	t0 := time.Now()
 	f.t0.Store(&t0)
-	f.links.start()
+	f.links.start(func(d time.Duration) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.maxLag = max(f.maxLag, d)
+	})
 	f.startSenders()
 	timer := time.NewTimer(0)
 	for i, e := range evs {
 		wall := t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
+		f.due = wall
 		if d := time.Until(wall); d > 0 {
 			timer.Reset(d)
 			<-timer.C
