@@ -102,6 +102,12 @@ func NewKeyedSession(ids []crdt.OpID, keys []uint64) *Session {
 	return s
 }
 
+// fork is a new session over the same items and keys, which no session
+// changes once made: sessions share them.
+func (s *Session) fork() *Session {
+	return &Session{items: s.items, keys: s.keys, need: map[crdt.OpID]uint64{}}
+}
+
 // Need lists the IDs the other side has and this side lacks, in the order
 // to fetch them: by causal key, then ID.
 func (s *Session) Need() []crdt.OpID {

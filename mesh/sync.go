@@ -293,11 +293,33 @@ func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 }
 
 // session starts reconciling a tag over what this device holds or carries
-// of it, with causal keys.
+// of it, with causal keys. The sorted items and keys of the tag's last
+// session are reused while the tag's IDs are exactly those items (checked
+// in full — a compare, where building them sorts the IDs and looks up each
+// one's key): a device syncing with each of its peers in turn, or both
+// sides of a pair at once, builds them once. At most maxBases tags are
+// kept.
 func (s *Service) session(tag []byte) *Session {
 	ids := s.IDsOf(tag)
-	return NewKeyedSession(ids, s.keysOf(tag, ids))
+	s.mu.Lock()
+	base := s.bases[string(tag)]
+	s.mu.Unlock()
+	if base != nil && slices.Equal(base.items, ids) {
+		return base.fork()
+	}
+	sess := NewKeyedSession(ids, s.keysOf(tag, ids))
+	s.mu.Lock()
+	if len(s.bases) >= maxBases || s.bases == nil {
+		s.bases = map[string]*Session{}
+	}
+	s.bases[string(tag)] = sess.fork()
+	s.mu.Unlock()
+	return sess
 }
+
+// maxBases bounds the tags whose session items are kept (an anchor carries
+// many; a device syncs a few at a time).
+const maxBases = 16
 
 // keysOf gives the causal keys of ids (see e2e.Envelope.SyncKey): the
 // holder's, else the carrier's, else 0.
