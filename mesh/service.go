@@ -139,9 +139,9 @@ type Service struct {
 	// needed (see inflight): not recorded as synced, so synced again next
 	// round in case that other session fails (guarded by mu).
 	deferred map[peer.ID]bool
-	rerun    map[peer.ID]bool // a sync asked for while one with the peer ran
+	rerun    map[peer.ID]bool    // a sync asked for while one with the peer ran
 	bases    map[string]*Session // per tag: the last session's items and keys (see session)
-	inbound  map[peer.ID]int  // sync sessions each peer runs with us now (see maxInbound)
+	inbound  map[peer.ID]int     // sync sessions each peer runs with us now (see maxInbound)
 	// joinSync: peers that joined one of our conversation topics, with a
 	// sync with them queued (see peerJoined).
 	joinSync map[peer.ID]bool
