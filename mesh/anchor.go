@@ -29,6 +29,7 @@ type carrier struct {
 	seen    time.Time
 	adopted bool
 	owner   peer.ID
+	sorted  []crdt.OpID // ops' IDs, sorted; nil when ops changed (see list)
 	// senders is the per-sender account of everything s carries, shared
 	// by all carriers of one Service (see sendersLocked).
 	senders *ledger
@@ -119,12 +120,17 @@ func (l *ledger) release(h held) {
 
 func carrierKey(tag []byte) ds.Key { return ds.NewKey("/anchor").ChildString(hex.EncodeToString(tag)) }
 
+// list returns the carried IDs, sorted (kept until the set changes: every
+// sync session of the tag asks for them). The caller must not change it.
 func (c *carrier) list() []crdt.OpID {
-	out := make([]crdt.OpID, 0, len(c.ops))
-	for id := range c.ops {
-		out = append(out, id)
+	if c.sorted == nil {
+		c.sorted = make([]crdt.OpID, 0, len(c.ops))
+		for id := range c.ops {
+			c.sorted = append(c.sorted, id)
+		}
+		slices.SortFunc(c.sorted, crdt.OpID.Compare)
 	}
-	return out
+	return c.sorted
 }
 
 func (c *carrier) get(ctx context.Context, d ds.Datastore, id crdt.OpID) ([]byte, bool) {
@@ -337,6 +343,7 @@ func (s *Service) holdLocked(c *carrier, id crdt.OpID, h held) {
 		s.copies[id]++
 	}
 	c.ops[id] = h
+	c.sorted = nil
 	s.carriedBytes += int64(h.size)
 	c.senders.add(c, id, h)
 	if s.oldestCarried.IsZero() || h.at.Before(s.oldestCarried) {
@@ -355,6 +362,7 @@ func (s *Service) dropLocked(c *carrier, id crdt.OpID, h held) {
 		}
 	}
 	delete(c.ops, id)
+	c.sorted = nil
 	s.cfg.Store.Delete(s.ctx, carrierKey(c.tag).ChildString(id.String()))
 	s.carriedBytes -= int64(h.size)
 	if c.senders != nil {

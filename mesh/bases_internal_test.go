@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"encoding/hex"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -51,16 +52,16 @@ func drive(t *testing.T, mine, theirs *Session) []crdt.OpID {
 // of order (carried ones appended) — builds afresh.
 func TestSessionItemsReused(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	held := randomIDs(rng, 500)
-	slices.SortFunc(held, crdt.OpID.Compare)
-	h := &idsHolder{ids: held}
+	ids := randomIDs(rng, 500)
+	slices.SortFunc(ids, crdt.OpID.Compare)
+	h := &idsHolder{ids: ids}
 	now := time.Unix(1_700_000_000, 0)
 	s := testService(t, &fakeNode{id: newPeerID(t)}, &fakeHolder{}, &now)
 	s.h = h
 	tag := make([]byte, 16)
 
 	extra := randomIDs(rng, 40)
-	theirs := union(held[:450], extra)
+	theirs := union(ids[:450], extra)
 	a := s.session(tag)
 	b := s.session(tag)
 	if h.keyCalls != 1 {
@@ -78,15 +79,25 @@ func TestSessionItemsReused(t *testing.T) {
 		}
 	}
 
-	h.ids = union(held, extra[:1])
+	h.ids = union(ids, extra[:1])
 	c := s.session(tag)
-	if h.keyCalls != 2 || len(c.items) != len(held)+1 {
+	if h.keyCalls != 2 || len(c.items) != len(ids)+1 {
 		t.Fatalf("after one more ID: %d builds, %d items", h.keyCalls, len(c.items))
 	}
-	h.ids = append(slices.Clone(held), extra[1]) // a carried ID after the held ones
+	// A holder giving its IDs out of order: sorted first, then built once.
+	h.ids = append(slices.Clone(ids), extra[1])
 	s.session(tag)
 	d := s.session(tag)
-	if h.keyCalls != 4 || !slices.IsSortedFunc(d.items, crdt.OpID.Compare) || len(d.items) != len(held)+1 {
-		t.Fatalf("IDs out of order: %d builds (want a build each), %d items, sorted %v", h.keyCalls, len(d.items), slices.IsSortedFunc(d.items, crdt.OpID.Compare))
+	if h.keyCalls != 3 || !slices.IsSortedFunc(d.items, crdt.OpID.Compare) || len(d.items) != len(ids)+1 {
+		t.Fatalf("IDs out of order: %d builds (want 3), %d items, sorted %v", h.keyCalls, len(d.items), slices.IsSortedFunc(d.items, crdt.OpID.Compare))
+	}
+	// Carried IDs join the ids ones, sorted and without repeats.
+	s.carried[hex.EncodeToString(tag)] = &carrier{tag: tag, ops: map[crdt.OpID]held{extra[2]: {}, ids[0]: {}}}
+	e := s.session(tag)
+	if want := union(ids, extra[1:3]); !slices.Equal(e.items, want) || h.keyCalls != 4 {
+		t.Fatalf("ids and carried: %d items (want %d), %d builds", len(e.items), len(want), h.keyCalls)
+	}
+	if f := s.session(tag); &f.items[0] != &e.items[0] {
+		t.Fatal("ids and carried: the next session built again")
 	}
 }

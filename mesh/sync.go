@@ -269,27 +269,41 @@ func (s *Service) tags() [][]byte {
 }
 
 // IDsOf is the op-ID set of a tag this device holds or carries (what it
-// offers in sync).
+// offers in sync), sorted: sessions, claims and the reuse of session items
+// rely on it.
 func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	out := s.h.IDs(tag)
+	if !slices.IsSortedFunc(out, crdt.OpID.Compare) { // a DAG gives them sorted
+		slices.SortFunc(out, crdt.OpID.Compare)
+		out = slices.Compact(out)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
 		if len(out) == 0 {
-			return c.list()
+			return slices.Clone(c.list())
 		}
 		// Carried, then joined: the two may share IDs.
-		have := make(map[crdt.OpID]bool, len(out))
-		for _, id := range out {
-			have[id] = true
-		}
-		for _, id := range c.list() {
-			if !have[id] {
-				out = append(out, id)
-			}
-		}
+		return unionSorted(out, c.list())
 	}
 	return out
+}
+
+// unionSorted is the sorted union of a and b, each sorted and without
+// repeats (a held tag's IDs, and what is carried of it).
+func unionSorted(a, b []crdt.OpID) []crdt.OpID {
+	out := make([]crdt.OpID, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		switch c := a[0].Compare(b[0]); {
+		case c < 0:
+			out, a = append(out, a[0]), a[1:]
+		case c > 0:
+			out, b = append(out, b[0]), b[1:]
+		default:
+			out, a, b = append(out, a[0]), a[1:], b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 // session starts reconciling a tag over what this device holds or carries
