@@ -15,20 +15,27 @@ import (
 	"github.com/medmesh/medmesh/mesh"
 )
 
-// published collects what a service publishes.
+// published collects what a service publishes; bareKicks counts Publish
+// calls (which ask for a sync round) that carried no welcome.
 type published struct {
-	mu   sync.Mutex
-	envs [][]byte
+	mu        sync.Mutex
+	envs      [][]byte
+	bareKicks int
 }
 
-func (p *published) Publish(_ []byte, envs, _ [][]byte, _ []peer.ID) {
+func (p *published) Publish(_ []byte, envs, welcomes [][]byte, _ []peer.ID) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.envs = append(p.envs, envs...)
+	if len(welcomes) == 0 {
+		p.bareKicks++
+	}
 }
 
-func (p *published) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
-	p.Publish(tag, envs, welcomes, inboxes)
+func (p *published) Gossip(_ []byte, envs, _ [][]byte, _ []peer.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.envs = append(p.envs, envs...)
 }
 
 func (p *published) take() [][]byte {
@@ -75,6 +82,14 @@ func burst(t *testing.T, window time.Duration, k int, gap time.Duration) ([][]by
 	}
 	time.Sleep(2 * max(window, ReceiptWindow))
 	synctest.Wait()
+	pub.mu.Lock()
+	kicks := pub.bareKicks
+	pub.mu.Unlock()
+	if kicks != 0 {
+		// Receipts are every member's for every message: gossiped, with no
+		// sync round asked for (the welcome of a new sending epoch is).
+		t.Fatalf("bob's receipts asked for %d sync rounds", kicks)
+	}
 	return pub.take(), ra, msgs, s
 }
 

@@ -282,8 +282,14 @@ func (s *Service) publish(c *conv, out chat.Out) {
 	}
 }
 
-// publishReceipts is publish for automatic receipts (Publisher.Gossip).
+// publishReceipts is publish for automatic receipts (Publisher.Gossip),
+// unless a welcome came with them (a new sending epoch): that one others
+// need before anything of ours opens, so it goes as publish does.
 func (s *Service) publishReceipts(c *conv, out chat.Out) {
+	if len(out.Welcomes) > 0 {
+		s.publish(c, out)
+		return
+	}
 	if p := s.publisher(); p != nil && len(out.Envelopes) > 0 {
 		p.Gossip(c.tag, out.Envelopes, out.Welcomes, out.Inboxes)
 	}
