@@ -48,24 +48,24 @@ func (s *OpStore) Put(op crdt.Op) error {
 // TestStoredOpEncoding and FuzzDecodeOp), without reflection: a map of
 // keys 1–5 in order, shortest heads, a nil byte string or array as null.
 func (so storedOp) appendCBOR(b []byte) []byte {
-	b = append(b, cborMap|5, 1)
+	b = append(b, detcbor.MajorMap|5, 1)
 	if so.Deps == nil {
-		b = append(b, cborNull)
+		b = append(b, detcbor.Null)
 	} else {
-		b = cborHead(b, cborArray, uint64(len(so.Deps)))
+		b = detcbor.AppendHead(b, detcbor.MajorArray, uint64(len(so.Deps)))
 		for _, d := range so.Deps {
-			b = cborBytes(b, d)
+			b = detcbor.AppendBytes(b, d)
 		}
 	}
-	b = cborBytes(append(b, 2), so.Author)
+	b = detcbor.AppendBytes(append(b, 2), so.Author)
 	b = append(b, 3)
 	if so.Wall < 0 {
-		b = cborHead(b, cborNeg, uint64(-1-so.Wall))
+		b = detcbor.AppendHead(b, detcbor.MajorNeg, uint64(-1-so.Wall))
 	} else {
-		b = cborHead(b, cborUint, uint64(so.Wall))
+		b = detcbor.AppendHead(b, detcbor.MajorUint, uint64(so.Wall))
 	}
-	b = cborHead(append(b, 4), cborUint, uint64(so.Logical))
-	return cborBytes(append(b, 5), so.Body)
+	b = detcbor.AppendHead(append(b, 4), detcbor.MajorUint, uint64(so.Logical))
+	return detcbor.AppendBytes(append(b, 5), so.Body)
 }
 
 // size bounds the encoding of so (heads of at most 9 bytes).
@@ -75,39 +75,6 @@ func (so storedOp) size() int {
 		n += 9 + len(d)
 	}
 	return n
-}
-
-// CBOR major types and null.
-const (
-	cborUint  = 0 << 5
-	cborNeg   = 1 << 5
-	cborByteS = 2 << 5
-	cborArray = 4 << 5
-	cborMap   = 5 << 5
-	cborNull  = 0xf6
-)
-
-// cborHead appends a head of major type maj and argument v, shortest form.
-func cborHead(b []byte, maj byte, v uint64) []byte {
-	switch {
-	case v < 24:
-		return append(b, maj|byte(v))
-	case v <= 0xff:
-		return append(b, maj|24, byte(v))
-	case v <= 0xffff:
-		return append(b, maj|25, byte(v>>8), byte(v))
-	case v <= 0xffffffff:
-		return append(b, maj|26, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	default:
-		return append(b, maj|27, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	}
-}
-
-func cborBytes(b, v []byte) []byte {
-	if v == nil {
-		return append(b, cborNull)
-	}
-	return append(cborHead(b, cborByteS, uint64(len(v))), v...)
 }
 
 func decodeOp(id crdt.OpID, b []byte) (crdt.Op, error) {

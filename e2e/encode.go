@@ -2,7 +2,8 @@ package e2e
 
 import (
 	"crypto/ed25519"
-	"encoding/binary"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // An envelope is encoded three times on each side — the header as the
@@ -13,44 +14,11 @@ import (
 // TestAppendMatchesDetcbor, FuzzAppendEnvelope and FuzzDecode check): keys
 // 1..11 in order, nil slices as null, Epoch left out when empty.
 
-// CBOR major types.
-const (
-	cborUint  = 0 << 5
-	cborNeg   = 1 << 5
-	cborBytes = 2 << 5
-	cborArray = 4 << 5
-	cborMap   = 5 << 5
-	cborNull  = 0xf6
-)
-
-// appendHead appends a CBOR head of major type major and argument n in
-// its shortest form.
-func appendHead(b []byte, major byte, n uint64) []byte {
-	switch {
-	case n < 24:
-		return append(b, major|byte(n))
-	case n <= 0xff:
-		return append(b, major|24, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
-	case n <= 0xffffffff:
-		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
-	}
-	return binary.BigEndian.AppendUint64(append(b, major|27), n)
-}
-
-func appendByteString(b, s []byte) []byte {
-	if s == nil {
-		return append(b, cborNull)
-	}
-	return append(appendHead(b, cborBytes, uint64(len(s))), s...)
-}
-
 func appendInt(b []byte, v int64) []byte {
 	if v < 0 {
-		return appendHead(b, cborNeg, uint64(-(v + 1)))
+		return detcbor.AppendHead(b, detcbor.MajorNeg, uint64(-(v + 1)))
 	}
-	return appendHead(b, cborUint, uint64(v))
+	return detcbor.AppendHead(b, detcbor.MajorUint, uint64(v))
 }
 
 // encodedLen bounds the length of e's encoding with body and sig.
@@ -69,28 +37,28 @@ func (e *Envelope) appendEncoded(b []byte, body, sig []byte) []byte {
 	if len(e.Epoch) == 0 {
 		fields--
 	}
-	b = appendHead(b, cborMap, fields)
-	b = appendHead(append(b, 1), cborUint, uint64(e.Version))
-	b = appendHead(append(b, 2), cborUint, uint64(e.Kind))
-	b = appendByteString(append(b, 3), e.Tag)
-	b = appendByteString(append(b, 4), e.Sender)
+	b = detcbor.AppendHead(b, detcbor.MajorMap, fields)
+	b = detcbor.AppendHead(append(b, 1), detcbor.MajorUint, uint64(e.Version))
+	b = detcbor.AppendHead(append(b, 2), detcbor.MajorUint, uint64(e.Kind))
+	b = detcbor.AppendBytes(append(b, 3), e.Tag)
+	b = detcbor.AppendBytes(append(b, 4), e.Sender)
 	if len(e.Epoch) != 0 {
-		b = appendByteString(append(b, 5), e.Epoch)
+		b = detcbor.AppendBytes(append(b, 5), e.Epoch)
 	}
-	b = appendHead(append(b, 6), cborUint, uint64(e.Index))
+	b = detcbor.AppendHead(append(b, 6), detcbor.MajorUint, uint64(e.Index))
 	b = append(b, 7)
 	if e.Deps == nil {
-		b = append(b, cborNull)
+		b = append(b, detcbor.Null)
 	} else {
-		b = appendHead(b, cborArray, uint64(len(e.Deps)))
+		b = detcbor.AppendHead(b, detcbor.MajorArray, uint64(len(e.Deps)))
 		for _, d := range e.Deps {
-			b = appendByteString(b, d)
+			b = detcbor.AppendBytes(b, d)
 		}
 	}
-	b = appendByteString(append(b, 8), body)
-	b = appendByteString(append(b, 9), sig)
+	b = detcbor.AppendBytes(append(b, 8), body)
+	b = detcbor.AppendBytes(append(b, 9), sig)
 	b = appendInt(append(b, 10), e.Wall)
-	return appendHead(append(b, 11), cborUint, uint64(e.Logical))
+	return detcbor.AppendHead(append(b, 11), detcbor.MajorUint, uint64(e.Logical))
 }
 
 // header is the encoding of everything but body and signature: the

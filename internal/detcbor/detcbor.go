@@ -8,6 +8,7 @@ package detcbor
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -83,4 +84,40 @@ func UnmarshalAgainst(data []byte, v any, max int, reencode func() []byte) error
 		return ErrNotCanonical
 	}
 	return nil
+}
+
+// CBOR major types (shifted into a head's top three bits) and null, for
+// the few encoders written by hand on hot paths (e2e envelopes, stored
+// ops), whose bytes their tests hold to Marshal's.
+const (
+	MajorUint  = 0 << 5
+	MajorNeg   = 1 << 5
+	MajorBytes = 2 << 5
+	MajorArray = 4 << 5
+	MajorMap   = 5 << 5
+	Null       = 0xf6
+)
+
+// AppendHead appends a CBOR head of major type major and argument n in
+// its shortest form.
+func AppendHead(b []byte, major byte, n uint64) []byte {
+	switch {
+	case n < 24:
+		return append(b, major|byte(n))
+	case n <= 0xff:
+		return append(b, major|24, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
+	case n <= 0xffffffff:
+		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, major|27), n)
+}
+
+// AppendBytes appends s as a byte string, or null when s is nil.
+func AppendBytes(b, s []byte) []byte {
+	if s == nil {
+		return append(b, Null)
+	}
+	return append(AppendHead(b, MajorBytes, uint64(len(s))), s...)
 }
