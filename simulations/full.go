@@ -70,10 +70,7 @@ type full struct {
 	rng   *rand.Rand
 	t0    atomic.Pointer[time.Time] // start of scenario time
 	conns map[[2]int]mocknet.Link
-	links linkers
-	due   time.Time         // when the event being run was due (wall clock)
-	downs []<-chan struct{} // disconnections the event being run made (see severed)
-	gossp atomic.Int64      // gossip bytes sent (RPC sizes)
+	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
 	db    *pebbleds.Datastore
 	tmp   string // the database's directory, removed on close
 
@@ -333,8 +330,7 @@ func (f *full) connect(a, b int) {
 		return
 	}
 	f.conns[k] = l
-	pa, pb := f.devs[a].n.ID(), f.devs[b].n.ID()
-	f.links.do(k, f.due, func() { f.mn.ConnectPeers(pa, pb) })
+	f.mn.ConnectPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
 }
 
 func (f *full) disconnect(a, b int) {
@@ -345,104 +341,7 @@ func (f *full) disconnect(a, b int) {
 	}
 	delete(f.conns, k)
 	f.mn.Unlink(l)
-	pa, pb := f.devs[a].n.ID(), f.devs[b].n.ID()
-	f.downs = append(f.downs, f.links.do(k, f.due, func() { f.mn.DisconnectPeers(pa, pb) }))
-}
-
-// severed waits until every disconnection the current event made has
-// run: a link that goes down must carry nothing after its event (a CRL
-// crossing a cut over a connection still closing), so an event ends only
-// when its pairs are apart — the teardowns of its pairs in parallel, each
-// after that pair's earlier changes.
-func (f *full) severed() {
-	for _, d := range f.downs {
-		<-d
-	}
-	f.downs = f.downs[:0]
-}
-
-// linkers connect and disconnect pairs of devices off the event loop,
-// once started (before time 0, the setup waits for each). A mocknet
-// connection's teardown resets its streams one by one, each waiting for
-// its delivery goroutine to run: on a busy machine a device leaving a
-// room took seconds for its eight pairs, one after another, and every
-// event after it ran that late. Each pair has its own queue, drained in
-// order by one goroutine while it is not empty, so a pair's ups and downs
-// keep their order (a dial while the old connection is still closing
-// would be handed that connection) and no pair waits on another's
-// teardown. Connections come up when their queue gets to them; an event
-// that takes links down waits until they are down (see severed), its
-// pairs in parallel. A change that runs late counts in the lag from the
-// time its event was due.
-type linkers struct {
-	mu      sync.Mutex
-	q       map[[2]int][]linkChange // a pair with an entry has a goroutine draining it
-	wg      sync.WaitGroup
-	started bool
-	late    func(time.Duration)
-}
-
-type linkChange struct {
-	due  time.Time
-	fn   func()
-	done chan struct{} // closed once fn has run
-}
-
-func (l *linkers) start(late func(time.Duration)) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.q, l.started, l.late = map[[2]int][]linkChange{}, true, late
-}
-
-// do runs fn now if the linkers have not started, else on pair k's queue;
-// due is when its event was to happen. The channel is closed once fn has
-// run.
-func (l *linkers) do(k [2]int, due time.Time, fn func()) <-chan struct{} {
-	done := make(chan struct{})
-	l.mu.Lock()
-	if !l.started {
-		l.mu.Unlock()
-		fn()
-		close(done)
-		return done
-	}
-	pending, draining := l.q[k]
-	l.q[k] = append(pending, linkChange{due, fn, done})
-	if !draining {
-		l.wg.Add(1)
-		go l.drain(k)
-	}
-	l.mu.Unlock()
-	return done
-}
-
-func (l *linkers) drain(k [2]int) {
-	defer l.wg.Done()
-	for {
-		l.mu.Lock()
-		cs := l.q[k]
-		if len(cs) == 0 {
-			delete(l.q, k)
-			l.mu.Unlock()
-			return
-		}
-		c := cs[0]
-		l.q[k] = cs[1:]
-		l.mu.Unlock()
-		if d := time.Since(c.due); d > 0 {
-			l.late(d)
-		}
-		c.fn()
-		close(c.done)
-	}
-}
-
-// stop waits for every queued change and runs later ones at once.
-func (l *linkers) stop() {
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.started = false
+	f.mn.DisconnectPeers(f.devs[a].n.ID(), f.devs[b].n.ID())
 }
 
 // foundConversations: each conversation's first member meets the others
@@ -563,16 +462,10 @@ func (f *full) run(progress func(done, total int)) {
 	f.settle()
 	t0 := time.Now()
 	f.t0.Store(&t0)
-	f.links.start(func(d time.Duration) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		f.maxLag = max(f.maxLag, d)
-	})
 	f.startSenders()
 	timer := time.NewTimer(0)
 	for i, e := range evs {
 		wall := t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
-		f.due = wall
 		if d := time.Until(wall); d > 0 {
 			timer.Reset(d)
 			<-timer.C
@@ -582,13 +475,11 @@ func (f *full) run(progress func(done, total int)) {
 			f.mu.Unlock()
 		}
 		f.step(e)
-		f.severed()
 		if progress != nil && i%64 == 0 {
 			progress(i, len(evs))
 		}
 	}
 	f.stopSenders()
-	f.links.stop()
 	stop()
 	wg.Wait()
 	f.res.Events = len(evs) - 1
