@@ -8,6 +8,8 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 )
@@ -125,8 +127,13 @@ func TestDirectoryDelta(t *testing.T) {
 	meet(a, b)
 	eventually(t, 10*time.Second, "a's directory sent to b", func() bool { return sent() > 0 })
 	first := sent()
-	mn.DisconnectPeers(a.ID(), b.ID())
+	// Unlink first: a node redials a colleague it loses, and on a link
+	// still up the pair would stay together through c's meeting.
 	mn.UnlinkPeers(a.ID(), b.ID())
+	mn.DisconnectPeers(a.ID(), b.ID())
+	eventually(t, 10*time.Second, "a and b apart", func() bool {
+		return a.host.Network().Connectedness(b.ID()) != network.Connected && b.host.Network().Connectedness(a.ID()) != network.Connected
+	})
 	meet(a, cc)
 	eventually(t, 10*time.Second, "a knows c", func() bool { _, ok := a.LookupStaff("c-id"); return ok })
 	a.dir.mu.Lock()
