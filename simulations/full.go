@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"math"
 	"math/big"
 	"math/rand/v2"
 	"os"
@@ -48,6 +49,14 @@ type FullOptions struct {
 	// Degree caps the connections a device opens when it arrives in a
 	// place, as a connection manager does (default 8).
 	Degree int
+	// Elastic makes the scenario clock yield to the machine: it stands
+	// still while an event is applied (events are instants, as in the
+	// DES) and never runs past an event the loop has not applied yet, so
+	// a machine too busy to keep up stretches the wall time, not the
+	// scenario. Tests of the protocol's outcomes use it; the benchmarks
+	// (whose question is whether the machine keeps up) run on the strict
+	// clock, where a late event counts in the lag.
+	Elastic bool
 	// Setup bounds the wall time to enrol and found conversations.
 	Setup time.Duration
 	// Dir is where the devices' stores are made: one fresh pebble
@@ -68,7 +77,7 @@ type full struct {
 	devs  []*fdev
 	byID  map[peer.ID]int
 	rng   *rand.Rand
-	t0    atomic.Pointer[time.Time] // start of scenario time
+	clock clock
 	conns map[[2]int]mocknet.Link
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
 	db    *pebbleds.Datastore
@@ -78,8 +87,8 @@ type full struct {
 	got     []map[crdt.OpID]arrival
 	dups    map[crdt.OpID]int
 	crlSeen [][]float64 // per revocation, per device: when it knew (-1)
-	maxLag  time.Duration
-	sends   []chan int // per device: messages to write, in order (see send)
+	maxLag  float64     // scenario seconds
+	sends   []chan int  // per device: messages to write, in order (see send)
 	sendWG  sync.WaitGroup
 }
 
@@ -105,7 +114,59 @@ func RunFull(s Scenario, seed uint64, opt FullOptions, progress func(done, total
 }
 
 // now is the scenario time.
-func (f *full) now() float64 { return time.Since(*f.t0.Load()).Seconds() * f.opt.Scale }
+func (f *full) now() float64 { return f.clock.now() }
+
+// clock is the scenario clock: the wall clock compressed by scale from an
+// anchor (scenario time at, wall time wall). The strict clock keeps its
+// anchor at time 0 and runs on whatever the machine does. The elastic one
+// (FullOptions.Elastic) stands still while an event is applied, then runs
+// on from the event's time, up to the next event's time (limit) at most.
+type clock struct {
+	mu     sync.Mutex
+	scale  float64
+	at     float64
+	wall   time.Time
+	limit  float64
+	frozen bool
+}
+
+func (c *clock) start(scale float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.scale, c.at, c.wall, c.limit, c.frozen = scale, 0, time.Now(), math.Inf(1), false
+}
+
+func (c *clock) now() float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.frozen {
+		return c.at
+	}
+	return min(c.at+time.Since(c.wall).Seconds()*c.scale, c.limit)
+}
+
+// wallOf is when scenario time t comes on the wall clock.
+func (c *clock) wallOf(t float64) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wall.Add(time.Duration((t - c.at) / c.scale * float64(time.Second)))
+}
+
+// hold stops the elastic clock at t, the time of the event about to be
+// applied (the clock stands at t already: it stopped there, or got there
+// on time).
+func (c *clock) hold(t float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at, c.frozen = t, true
+}
+
+// resume runs the elastic clock on from t, now, up to limit.
+func (c *clock) resume(t, limit float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at, c.wall, c.limit, c.frozen = t, time.Now(), limit, false
+}
 
 // RunFull runs the world on real nodes, on the wall clock compressed by
 // opt.Scale.
@@ -129,8 +190,7 @@ func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Resul
 	}
 	f := &full{w: w, opt: opt, res: newResult(w, "full"), mn: mocknet.New(), byID: map[peer.ID]int{},
 		rng: rand.New(rand.NewPCG(w.Seed, 0x66756c6c)), conns: map[[2]int]mocknet.Link{}, dups: map[crdt.OpID]int{}}
-	t0 := time.Now()
-	f.t0.Store(&t0)
+	f.clock.start(opt.Scale)
 	f.res.TimeScale = opt.Scale
 	f.mn.SetLinkDefaults(mocknet.LinkOptions{
 		Latency:   time.Duration(w.S.LinkMS / opt.Scale * float64(time.Millisecond)),
@@ -460,21 +520,30 @@ func (f *full) run(progress func(done, total int)) {
 	}
 	f.wan(0)
 	f.settle()
-	t0 := time.Now()
-	f.t0.Store(&t0)
+	f.clock.start(f.opt.Scale)
+	if f.opt.Elastic && len(evs) > 0 {
+		f.clock.resume(0, evs[0].at)
+	}
 	f.startSenders()
 	timer := time.NewTimer(0)
 	for i, e := range evs {
-		wall := t0.Add(time.Duration(e.at / f.opt.Scale * float64(time.Second)))
-		if d := time.Until(wall); d > 0 {
+		if d := time.Until(f.clock.wallOf(e.at)); d > 0 {
 			timer.Reset(d)
 			<-timer.C
+		}
+		if f.opt.Elastic {
+			f.clock.hold(e.at)
 		} else {
-			f.mu.Lock()
-			f.maxLag = max(f.maxLag, -d)
-			f.mu.Unlock()
+			f.late(e.at)
 		}
 		f.step(e)
+		if f.opt.Elastic {
+			next := math.Inf(1)
+			if i+1 < len(evs) {
+				next = evs[i+1].at
+			}
+			f.clock.resume(e.at, next)
+		}
 		if progress != nil && i%64 == 0 {
 			progress(i, len(evs))
 		}
@@ -563,16 +632,24 @@ func (f *full) send(i int) {
 	d := f.devs[m.Dev]
 	at := f.now()
 	id, err := d.s.Send(d.conv, fmt.Sprintf("simulated message %d", i), chat.SendOptions{})
-	late := time.Since(f.t0.Load().Add(time.Duration(m.At / f.opt.Scale * float64(time.Second))))
+	f.late(m.At)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.maxLag = max(f.maxLag, late)
 	if err != nil {
 		f.res.Failures = append(f.res.Failures, fmt.Sprintf("message %d from %s: %v", i, f.w.Devices[m.Dev].Name, err))
 		return
 	}
 	f.got[m.Dev][id] = arrival{at: at}
 	f.res.sentIDs[i] = id
+}
+
+// late counts in the lag how far the clock is past t, when what was due
+// at t has been done.
+func (f *full) late(t float64) {
+	d := f.now() - t
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.maxLag = max(f.maxLag, d)
 }
 
 // fail records what the engine could not do.
@@ -749,9 +826,7 @@ func (f *full) finish() {
 	for i, d := range f.devs {
 		f.res.Storage[f.w.Devices[i].Name] = storeBytes(d.store)
 	}
-	if f.maxLag > 0 {
-		f.res.Lag = f.maxLag.Seconds() * f.opt.Scale
-	}
+	f.res.Lag = max(0, f.maxLag)
 }
 
 // standing counts the revoked device's messages that stand at the end —

@@ -47,6 +47,7 @@ func newSimCmd(e *env) *cobra.Command {
 	var engine, out string
 	var seed uint64
 	var scale float64
+	var elastic bool
 	run := &cobra.Command{
 		Use:   "run SCENARIO|FILE [--engine des|full] [--seed N] [--out DIR]",
 		Short: "Run a scenario; write summary.csv, messages.csv, summary.json and plots to --out",
@@ -74,7 +75,7 @@ func newSimCmd(e *env) *cobra.Command {
 			progress := func(done, total int) { bar.Set(done * 100 / max(1, total)) }
 			var res *simulations.Result
 			if engine == "full" {
-				res, err = w.RunFull(simulations.FullOptions{Scale: scale}, progress)
+				res, err = w.RunFull(simulations.FullOptions{Scale: scale, Elastic: elastic}, progress)
 			} else {
 				res = w.RunDES(progress)
 			}
@@ -103,6 +104,7 @@ func newSimCmd(e *env) *cobra.Command {
 	}
 	run.Flags().StringVar(&engine, "engine", "des", "des (discrete event, virtual time) or full (real nodes on a libp2p mocknet, compressed wall-clock time)")
 	run.Flags().Float64Var(&scale, "scale", 0, "full engine: scenario seconds per wall-clock second (default: the run takes about 30 s)")
+	run.Flags().BoolVar(&elastic, "elastic", false, "full engine: the scenario clock waits for a machine too busy to apply an event on time (outcomes independent of the machine's speed; the lag no longer measures it)")
 	run.Flags().Uint64Var(&seed, "seed", 1, "seed of traffic, mobility and contacts (with a trace: of the traffic only)")
 	run.Flags().StringVar(&out, "out", "", "output directory (default sim-out/SCENARIO-seedN)")
 	c.AddCommand(run)
