@@ -379,7 +379,7 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		if t == nil || (t.kind != kindText && t.kind != kindPhoto) || t.sender != info.sender || !r.inPast(crdt.OpID(info.p.Target), id) {
 			return denied("edit of another's message, or of one not in its past")
 		}
-	case kindLeave, kindReceipt, kindText, kindReact, kindUnreact, kindPhoto, kindChunk:
+	case kindLeave, kindReceipt, kindText, kindReact, kindUnreact, kindPhoto, kindChunk, kindPatient:
 	default:
 		return denied(fmt.Sprintf("kind %d", k))
 	}

@@ -136,6 +136,22 @@
 // only ops they hold and can read; what a sender says it has is its word,
 // as it always was.
 //
+// # Patients
+//
+// A conversation may be about a patient (package patient: NHS number with
+// a valid check digit, name, date of birth). A patient op sets, corrects
+// or clears it; any member may make one. It is a control op, sealed in
+// the epoch the members hold at its causal point (a new one first if
+// membership changed), so the patient is only ever inside encrypted
+// payloads — never in an envelope header, a tag or an error — every
+// member reads it, a member added later reads it through history, and a
+// member removed reads no correction made after its removal. The patient
+// shown is that of the last valid patient op in the conversation's order
+// (causal order, concurrent ops by sort key then op ID): a correction wins
+// over every patient op it saw, and concurrent corrections resolve the
+// same way on every replica. A payload whose patient fails
+// patient.Patient.Validate is refused by every replica alike.
+//
 // Other rules: an unreact removes only the remover's own reactions in its
 // causal past; an op's sort key is never earlier than its dependencies'
 // (crdt); retention deletes messages older than the setting by their own

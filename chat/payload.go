@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/medmesh/medmesh/internal/detcbor"
+	"github.com/medmesh/medmesh/patient"
 )
 
 // Op kinds. Content kinds are sealed with sender chains, control kinds with
@@ -25,6 +26,7 @@ const (
 	kindLeave     uint8 = 14
 	kindReceipt   uint8 = 15
 	kindRetention uint8 = 16
+	kindPatient   uint8 = 17 // sets, corrects or clears the conversation's patient
 
 	kindWelcome uint8 = 100 // not a payload: the welcome envelope itself
 )
@@ -83,6 +85,21 @@ type payload struct {
 	Past   bool     `cbor:"14,keyasint,omitempty"`
 	Heads  [][]byte `cbor:"15,keyasint,omitempty"`
 	Except [][]byte `cbor:"16,keyasint,omitempty"`
+	// Patient: who the conversation is about (kindPatient only; absent
+	// there, the link is cleared).
+	Patient *patientBody `cbor:"17,keyasint,omitempty"`
+}
+
+// patientBody is a patient inside a patient op: never anywhere but in
+// the encrypted payload.
+type patientBody struct {
+	NHS   string `cbor:"1,keyasint"` // ten digits, check digit valid
+	Name  string `cbor:"2,keyasint,omitempty"`
+	Birth string `cbor:"3,keyasint,omitempty"` // YYYY-MM-DD
+}
+
+func (b *patientBody) patient() patient.Patient {
+	return patient.Patient{NHSNumber: patient.NHSNumber(b.NHS), Name: b.Name, BirthDate: b.Birth}
 }
 
 // cumulative reports whether a receipt covers a causal past rather than
@@ -90,7 +107,7 @@ type payload struct {
 func (p *payload) cumulative() bool { return p.Past || len(p.Heads) > 0 }
 
 func knownKind(k uint8) bool {
-	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindRetention)
+	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindPatient)
 }
 
 func (p *payload) check() error {
@@ -118,6 +135,14 @@ func (p *payload) check() error {
 	case p.cumulative() && ((p.Level != Delivered && p.Level != Read) || len(p.Targets) > 0):
 		// Acknowledgements stay explicit, per message.
 		return fmt.Errorf("%w: cumulative receipt of level %d or with targets", ErrInvalidPayload, p.Level)
+	}
+	if p.Patient != nil {
+		if p.Kind != kindPatient {
+			return fmt.Errorf("%w: patient on kind %d", ErrInvalidPayload, p.Kind)
+		}
+		if err := p.Patient.patient().Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+		}
 	}
 	for _, t := range slices.Concat(p.Targets, p.Tags, p.Chunks, p.Heads, p.Except) {
 		if len(t) != 32 {

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/patient"
 )
 
 // TestConvergence: replicas issue random ops of every kind — messages,
@@ -197,14 +198,16 @@ type canonMsg struct {
 }
 
 type canonState struct {
-	Title    string
-	Members  []peer.ID
-	Admins   []peer.ID
-	Messages []canonMsg
+	Title     string
+	Members   []peer.ID
+	Admins    []peer.ID
+	Patient   *patient.Patient
+	PatientBy peer.ID
+	Messages  []canonMsg
 }
 
 func canon(st *State) canonState {
-	c := canonState{Title: st.Title, Members: st.Members, Admins: st.Admins}
+	c := canonState{Title: st.Title, Members: st.Members, Admins: st.Admins, Patient: st.Patient, PatientBy: st.PatientBy}
 	for _, m := range st.Messages {
 		if m.Withdrawn != "" {
 			continue // what this device had shown: local

@@ -13,6 +13,7 @@ import (
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
+	"github.com/medmesh/medmesh/patient"
 )
 
 // headView is the membership at this replica's heads: what it acts on.
@@ -477,6 +478,22 @@ func (r *Replica) Leave() (Out, error) {
 // SetRetention sets how long messages are kept (admins only; 0 = forever).
 func (r *Replica) SetRetention(d time.Duration) (Out, error) {
 	return one(r.emit(&payload{Kind: kindRetention, Retention: int64(d / time.Second)}))
+}
+
+// SetPatient sets or corrects who the conversation is about (nil clears
+// the link); any member may. It is a control op, sealed in the epoch the
+// members hold now (a new one first if membership changed), so every
+// member — and anyone added later, through history — reads it, and a
+// removed member reads no correction made after its removal.
+func (r *Replica) SetPatient(p *patient.Patient) (Out, error) {
+	op := &payload{Kind: kindPatient}
+	if p != nil {
+		if err := p.Validate(); err != nil {
+			return Out{}, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+		}
+		op.Patient = &patientBody{NHS: string(p.NHSNumber), Name: p.Name, Birth: p.BirthDate}
+	}
+	return r.do(op)
 }
 
 // member makes membership changes, then the new epoch they call for. It

@@ -11,6 +11,7 @@ import (
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/patient"
 )
 
 // Delivery states, least to most advanced.
@@ -65,6 +66,13 @@ type State struct {
 	Members   []peer.ID
 	Admins    []peer.ID
 	Retention time.Duration
+	// Patient is who the conversation is about (nil: nobody), as the last
+	// patient op in the conversation's order set it — causal order, then
+	// sort key, then op ID — so a correction wins over what it saw and
+	// concurrent ones resolve the same on every replica. PatientBy is the
+	// member who set it.
+	Patient   *patient.Patient
+	PatientBy peer.ID
 	Messages  []Message
 	// Flags name members this device caught misbehaving: sealing two ops
 	// under one message key (every replica holding both sees it), or
@@ -109,6 +117,12 @@ func (r *Replica) State() *State {
 		switch info.kind {
 		case kindCreate:
 			st.Title = p.Text
+		case kindPatient:
+			st.Patient, st.PatientBy = nil, info.sender
+			if p.Patient != nil {
+				pt := p.Patient.patient()
+				st.Patient = &pt
+			}
 		case kindText, kindPhoto:
 			texts = append(texts, id)
 		case kindEdit:

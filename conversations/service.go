@@ -17,6 +17,7 @@ import (
 
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/patient"
 )
 
 // Publisher sends what this device made: envelopes on the conversation's
@@ -255,11 +256,28 @@ func (s *Service) persist(c *conv) error {
 // Create starts a conversation with members (peer IDs), saves it durably
 // and publishes it.
 func (s *Service) Create(title string, members []peer.ID) (chat.ConversationID, error) {
+	return s.CreateAbout(title, members, nil)
+}
+
+// CreateAbout is Create for a conversation about a patient (nil: none).
+// The patient goes in an encrypted patient op made with the conversation:
+// both are saved and published together, or neither.
+func (s *Service) CreateAbout(title string, members []peer.ID, p *patient.Patient) (chat.ConversationID, error) {
+	if p != nil {
+		if err := p.Validate(); err != nil {
+			return chat.ConversationID{}, fmt.Errorf("%w: %w", chat.ErrInvalidPayload, err)
+		}
+	}
 	id := chat.NewConversationID()
 	tag := chat.TagOf(id, s.cfg.Device.ID)
 	j := newJournal(s.cfg.Store)
 	j.begin()
 	r, out, err := chat.CreateWithID(id, s.cfg.Device, s.cfg.Directory, title, members, s.opts(tag, j)...)
+	if err == nil && p != nil {
+		var po chat.Out
+		po, err = r.SetPatient(p)
+		out.Merge(po)
+	}
 	if err != nil {
 		j.end()
 		return chat.ConversationID{}, err
@@ -438,6 +456,12 @@ func (s *Service) SetRetention(id chat.ConversationID, d time.Duration) error {
 	return err
 }
 
+// SetPatient sets, corrects (p) or clears (nil) who a conversation is
+// about; any member may. It returns the patient op's ID.
+func (s *Service) SetPatient(id chat.ConversationID, p *patient.Patient) (crdt.OpID, error) {
+	return s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.SetPatient(p) })
+}
+
 // Summary is a conversation in the list.
 type Summary struct {
 	ID      chat.ConversationID
@@ -449,6 +473,10 @@ type Summary struct {
 	Urgent  int                // unread and urgent
 	Queued  int                // own messages still only on this device
 	Flags   map[peer.ID]string // members this device caught misbehaving
+	// Patient: who the conversation is about (nil: nobody), and the
+	// member who set it last.
+	Patient   *patient.Patient
+	PatientBy peer.ID
 }
 
 // Conversations lists the conversations this device is in, by ID.
@@ -459,41 +487,61 @@ func (s *Service) Conversations() []Summary {
 		cs = append(cs, c)
 	}
 	s.mu.RUnlock()
-	self := s.cfg.Device.ID
 	out := make([]Summary, 0, len(cs))
 	for _, c := range cs {
-		c.mu.Lock()
-		st := c.r.State()
-		if len(st.Members) == 0 {
-			c.mu.Unlock()
-			continue // welcomed, but the conversation's first ops are still on their way
+		if sum, ok := s.summary(c); ok {
+			out = append(out, sum)
 		}
-		sum := Summary{ID: st.ID, Title: st.Title, Members: st.Members, Admins: st.Admins, Flags: st.Flags}
-		if sum.ID.IsZero() {
-			sum.ID = c.r.ID()
-		}
-		for _, m := range st.Messages {
-			if m.Withdrawn != "" {
-				continue // void: neither unread, nor the last text, nor waiting to go
-			}
-			if !m.Deleted {
-				sum.Last = m.Text
-			}
-			if m.Sender == self && c.r.DeliveryOf(m).State == chat.StateQueued {
-				sum.Queued++
-			}
-			if lvl := m.Receipts[self]; m.Sender != self && lvl < chat.Read {
-				sum.Unread++
-				if m.Urgent {
-					sum.Urgent++
-				}
-			}
-		}
-		c.mu.Unlock()
-		out = append(out, sum)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID.String() < out[j].ID.String() })
 	return out
+}
+
+// Conversation is one conversation's summary, as Conversations lists it.
+func (s *Service) Conversation(id chat.ConversationID) (Summary, error) {
+	c, err := s.conv(id)
+	if err != nil {
+		return Summary{}, err
+	}
+	sum, ok := s.summary(c)
+	if !ok {
+		return Summary{}, ErrNoConversation
+	}
+	return sum, nil
+}
+
+// summary summarises c; false if its first ops have not arrived yet.
+func (s *Service) summary(c *conv) (Summary, bool) {
+	self := s.cfg.Device.ID
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.r.State()
+	if len(st.Members) == 0 {
+		return Summary{}, false // welcomed, but the conversation's first ops are still on their way
+	}
+	sum := Summary{ID: st.ID, Title: st.Title, Members: st.Members, Admins: st.Admins, Flags: st.Flags,
+		Patient: st.Patient, PatientBy: st.PatientBy}
+	if sum.ID.IsZero() {
+		sum.ID = c.r.ID()
+	}
+	for _, m := range st.Messages {
+		if m.Withdrawn != "" {
+			continue // void: neither unread, nor the last text, nor waiting to go
+		}
+		if !m.Deleted {
+			sum.Last = m.Text
+		}
+		if m.Sender == self && c.r.DeliveryOf(m).State == chat.StateQueued {
+			sum.Queued++
+		}
+		if lvl := m.Receipts[self]; m.Sender != self && lvl < chat.Read {
+			sum.Unread++
+			if m.Urgent {
+				sum.Urgent++
+			}
+		}
+	}
+	return sum, true
 }
 
 // Message is a message with its delivery state as this device sees it:

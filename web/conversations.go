@@ -17,13 +17,17 @@ import (
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/media"
+	"github.com/medmesh/medmesh/patient"
 )
 
 // Conversations is what the API needs from the conversations layer
 // (conversations.Service).
 type Conversations interface {
 	Create(title string, members []peer.ID) (chat.ConversationID, error)
+	CreateAbout(title string, members []peer.ID, p *patient.Patient) (chat.ConversationID, error)
 	Conversations() []conversations.Summary
+	Conversation(id chat.ConversationID) (conversations.Summary, error)
+	SetPatient(id chat.ConversationID, p *patient.Patient) (crdt.OpID, error)
 	Messages(id chat.ConversationID) ([]conversations.Message, error)
 	Events() (<-chan conversations.Event, func())
 	State(id chat.ConversationID) (*chat.State, error)
@@ -50,6 +54,9 @@ const maxBody = 64 << 10
 func (s *Server) routeConversations() {
 	s.mux.HandleFunc("POST /api/v1/conversations", s.createConversation)
 	s.mux.HandleFunc("GET /api/v1/conversations", s.listConversations)
+	s.mux.HandleFunc("GET /api/v1/conversations/{id}", s.getConversation)
+	s.mux.HandleFunc("PUT /api/v1/conversations/{id}/patient", s.putPatient)
+	s.mux.HandleFunc("DELETE /api/v1/conversations/{id}/patient", s.deletePatient)
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/messages", s.postMessage)
 	s.mux.HandleFunc("GET /api/v1/conversations/{id}/messages", s.getMessages)
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/receipts", s.postReceipts)
@@ -196,20 +203,46 @@ func (s *Server) resolve(names []string, known ...peer.ID) ([]peer.ID, error) {
 	return out, nil
 }
 
+// patientRequest is a patient as a client sends it.
+type patientRequest struct {
+	NHSNumber string `json:"nhs_number"`
+	Name      string `json:"name"`
+	BirthDate string `json:"birth_date"`
+}
+
+// check normalises and validates what the user typed; the error says which
+// field is wrong and why, never what was typed.
+func (p *patientRequest) check() (*patient.Patient, error) {
+	pt, err := patient.New(p.NHSNumber, p.Name, p.BirthDate, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &pt, nil
+}
+
 func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Title   string   `json:"title"`
-		Members []string `json:"members"`
+		Title   string          `json:"title"`
+		Members []string        `json:"members"`
+		Patient *patientRequest `json:"patient"`
 	}
 	if !readJSON(w, r, &req) {
 		return
+	}
+	var pt *patient.Patient
+	if req.Patient != nil {
+		var err error
+		if pt, err = req.Patient.check(); err != nil {
+			writeError(w, http.StatusBadRequest, "patient "+err.Error())
+			return
+		}
 	}
 	members, err := s.resolve(req.Members)
 	if err != nil {
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
-	id, err := s.conv.Create(req.Title, members)
+	id, err := s.conv.CreateAbout(req.Title, members, pt)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
@@ -217,13 +250,68 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id.String()})
 }
 
+// listConversations lists this device's conversations; ?patient=QUERY
+// keeps those about a patient whose NHS number (digits, spaces and hyphens
+// ignored) or name (any case) contains QUERY. The search runs here, on
+// the device, over what it has decrypted: nothing is asked of the mesh.
 func (s *Server) listConversations(w http.ResponseWriter, r *http.Request) {
+	q := strings.TrimSpace(r.URL.Query().Get("patient"))
 	list := s.conv.Conversations()
 	out := make([]summaryView, 0, len(list))
 	for _, c := range list {
+		if q != "" && (c.Patient == nil || !c.Patient.Matches(q)) {
+			continue
+		}
 		out = append(out, summaryOf(c))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getConversation(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.conv.Conversation(id)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, summaryOf(c))
+}
+
+// putPatient sets or corrects who a conversation is about (any member).
+func (s *Server) putPatient(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	var req patientRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	pt, err := req.check()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "patient "+err.Error())
+		return
+	}
+	s.setPatient(w, id, pt)
+}
+
+// deletePatient clears the link: the conversation is about nobody.
+func (s *Server) deletePatient(w http.ResponseWriter, r *http.Request) {
+	if id, ok := s.convID(w, r); ok {
+		s.setPatient(w, id, nil)
+	}
+}
+
+func (s *Server) setPatient(w http.ResponseWriter, id chat.ConversationID, pt *patient.Patient) {
+	op, err := s.conv.SetPatient(id, pt)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": op.String()})
 }
 
 func (s *Server) convID(w http.ResponseWriter, r *http.Request) (chat.ConversationID, bool) {

@@ -5,6 +5,17 @@
 // becomes a 500, never a crash. It never logs request bodies (they may hold
 // patient data), the token, passphrases or session IDs.
 //
+// # Patients
+//
+// A conversation may be about a patient: POST /api/v1/conversations takes
+// patient {nhs_number, name, birth_date}, PUT and DELETE
+// /api/v1/conversations/{id}/patient correct and clear it, and list and
+// single views (GET /api/v1/conversations[/{id}]) show it. An NHS number
+// failing its check digit, or a birth date that is not a past YYYY-MM-DD
+// date, is a 400 whose error names the field, never the value. Search by
+// patient (?patient=QUERY on the list) runs here, over what this device
+// has decrypted; nothing about it leaves the device.
+//
 // # Who may talk to it
 //
 // Every request, before any handler runs (static files, unlock, API,

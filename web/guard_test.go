@@ -91,6 +91,8 @@ func TestDNSRebindingRefused(t *testing.T) {
 		{"GET", "/api/v1/status", ""}, {"GET", "/api/v1/directory", ""},
 		{"GET", "/api/v1/conversations", ""}, {"POST", "/api/v1/conversations", `{"title":"x","members":["asha"]}`},
 		{"POST", "/api/v1/trust/crl", "x"}, {"GET", "/api/v1/events", ""}, {"GET", "/nope", ""},
+		{"GET", "/api/v1/conversations?patient=943", ""}, {"GET", "/api/v1/conversations/00", ""},
+		{"PUT", "/api/v1/conversations/00/patient", `{"nhs_number":"9434765919"}`}, {"DELETE", "/api/v1/conversations/00/patient", ""},
 	}
 	evil := []string{"evil.example:" + itoa(port), "evil.example", "127.0.0.1.nip.io:" + itoa(port),
 		"localhost.evil.example:" + itoa(port), "127.0.0.2:" + itoa(port), "127.0.0.1:" + itoa(port+1),

@@ -23,11 +23,26 @@ type summaryView struct {
 	Queued  int      `json:"queued"` // own messages still only on this device
 	// Flags: members this device caught misbehaving (peer ID → reason).
 	Flags map[string]string `json:"flags,omitempty"`
+	// Patient: who the conversation is about; absent if nobody.
+	Patient *patientView `json:"patient,omitempty"`
+}
+
+// patientView is a conversation's patient: nhs_number as ten digits
+// (the app shows it 3-3-4), birth_date YYYY-MM-DD or absent, set_by the
+// member who set or last corrected it.
+type patientView struct {
+	NHSNumber string `json:"nhs_number"`
+	Name      string `json:"name"`
+	BirthDate string `json:"birth_date,omitempty"`
+	SetBy     string `json:"set_by"`
 }
 
 func summaryOf(c conversations.Summary) summaryView {
 	v := summaryView{ID: c.ID.String(), Title: c.Title, Members: ids(c.Members), Admins: ids(c.Admins), Last: c.Last,
 		Unread: c.Unread, Urgent: c.Urgent, Queued: c.Queued}
+	if p := c.Patient; p != nil {
+		v.Patient = &patientView{NHSNumber: string(p.NHSNumber), Name: p.Name, BirthDate: p.BirthDate, SetBy: c.PatientBy.String()}
+	}
 	if len(c.Flags) > 0 {
 		v.Flags = make(map[string]string, len(c.Flags))
 		for p, why := range c.Flags {

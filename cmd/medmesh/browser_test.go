@@ -132,12 +132,22 @@ func TestWebAppInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#new-chat")),
 		chromedp.SendKeys(chromedp.CSS("#search"), "amira"),
 		chromedp.WaitVisible(chromedp.CSS("#directory input[type=checkbox]")),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="directory"]//span[contains(., "Dr amira · Ward 7")]`)),
 		chromedp.Click(chromedp.CSS("#directory input[type=checkbox]")),
 		chromedp.SendKeys(chromedp.CSS("#title"), "Bay 3"))
+	step(benTab, "a mistyped NHS number is refused with a clear error",
+		chromedp.SetValue(chromedp.CSS("#nhs"), "943 476 5918"),
+		chromedp.SendKeys(chromedp.CSS("#patient-name"), "Jane Doe"),
+		chromedp.SetValue(chromedp.CSS("#dob"), "1950-03-14"),
+		chromedp.Click(chromedp.CSS("#new-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.Search(`//p[@id="new-error"][contains(., "check digit")]`)))
+	step(benTab, "the NHS number corrected",
+		chromedp.SetValue(chromedp.CSS("#nhs"), "943 476 5919"))
 	shot(benTab, "02-new-chat")
 	step(benTab, "urgent message",
 		chromedp.Click(chromedp.CSS("#new-form button[type=submit]")),
 		chromedp.WaitVisible(chromedp.CSS("#text")),
+		chromedp.WaitVisible(chromedp.Search(`//div[@id="patient-banner"][contains(., "Jane Doe")][contains(., "NHS No. 943 476 5919")][contains(., "Born 14-Mar-1950")]`)),
 		chromedp.Click(chromedp.CSS("#urgent")),
 		chromedp.SendKeys(chromedp.CSS("#text"), "Crash call bay 3"),
 		chromedp.Click(chromedp.CSS("#send-form button")),
@@ -147,6 +157,7 @@ func TestWebAppInBrowser(t *testing.T) {
 	step(amiraTab, "open the chat and acknowledge",
 		chromedp.WaitVisible(chromedp.CSS("#conversations .badge.urgent")),
 		chromedp.Click(chromedp.CSS("#conversations li button")),
+		chromedp.WaitVisible(chromedp.Search(`//div[@id="patient-banner"][contains(., "Jane Doe")][contains(., "NHS No. 943 476 5919")]`)),
 		chromedp.WaitVisible(chromedp.CSS("button.ack")),
 		chromedp.Click(chromedp.CSS("button.ack")))
 	step(benTab, "sender sees the acknowledgement",
@@ -212,6 +223,35 @@ func TestWebAppInBrowser(t *testing.T) {
 	step(amiraTab, "delivered once back",
 		chromedp.WaitVisible(chromedp.Search(`//li[contains(@class,"mine")][.//div[contains(., "from the basement")]]//span[@title!="queued"]`)))
 	step(benTab, "arrives at ben", chromedp.WaitVisible(chromedp.Search(`//div[contains(., "from the basement")]`)))
+
+	// Amira, a member but not the admin, corrects the patient's name; the
+	// correction reaches ben.
+	step(amiraTab, "a member corrects the patient",
+		chromedp.Click(chromedp.CSS("#info")),
+		chromedp.WaitVisible(chromedp.CSS("#patient-form")),
+		chromedp.SetValue(chromedp.CSS("#pf-name"), "Jane Doe-Smith"),
+		chromedp.Click(chromedp.CSS("#patient-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.Search(`//div[@id="patient-banner"][contains(., "Jane Doe-Smith")][contains(., "NHS No. 943 476 5919")]`)),
+		chromedp.Click(chromedp.CSS("#info")))
+
+	// Search by patient, on the device: by NHS number, by name, and a
+	// search that finds nothing.
+	step(benTab, "search by NHS number",
+		chromedp.Click(chromedp.CSS("#back")),
+		chromedp.WaitVisible(chromedp.CSS("#patient-search")),
+		chromedp.SendKeys(chromedp.CSS("#patient-search"), "476 59"),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="conversations"]/li[contains(., "Bay 3")][contains(., "Jane Doe-Smith 943 476 5919")]`)))
+	shot(benTab, "07-patient-search")
+	step(benTab, "a search that finds nobody",
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("patient-search").value = "", {}`),
+		chromedp.SendKeys(chromedp.CSS("#patient-search"), "john"),
+		chromedp.WaitVisible(chromedp.CSS("#no-match")),
+		chromedp.WaitNotPresent(chromedp.CSS("#conversations li")))
+	step(benTab, "search by name",
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("patient-search").value = "", {}`),
+		chromedp.SendKeys(chromedp.CSS("#patient-search"), "jane"),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="conversations"]/li[contains(., "Bay 3")]`)),
+		chromedp.WaitNotVisible(chromedp.CSS("#no-match")))
 
 	amira.app.Server().SetLockAfter(4 * time.Second)
 	// Inactivity lock: amira's app is left open and untouched; after 4 s

@@ -124,13 +124,42 @@ const setAttr = (e, a, v) => {
 // than what is shown is dropped.
 let listAsked = 0, listShown = 0;
 
+// refreshList: every conversation in state; on screen, those the patient
+// search finds — asked of this device's own API (?patient=), which
+// searches what the device has decrypted and asks nothing of the mesh.
 async function refreshList() {
   const gen = ++listAsked;
+  const q = $('patient-search').value.trim();
   const list = await api('/api/v1/conversations');
+  const shown = q ? await api(`/api/v1/conversations?patient=${encodeURIComponent(q)}`) : list;
   if (gen < listShown) return;
   listShown = gen;
   state.conversations = list;
-  reconcile($('conversations'), list, (c) => c.id, conversationEntry, updateConversation);
+  reconcile($('conversations'), shown, (c) => c.id, conversationEntry, updateConversation);
+  $('no-match').hidden = !q || shown.length > 0;
+}
+
+// A patient as NHS guidance shows one: NHS number in 3-3-4 digits, date
+// of birth as dd-Mmm-yyyy (a calendar date: no time zone applies).
+const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const nhsFormat = (n) => (n && n.length === 10 ? `${n.slice(0, 3)} ${n.slice(3, 6)} ${n.slice(6)}` : n || '');
+const dobFormat = (d) => {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(d || '');
+  return m ? `${m[3]}-${months[Number(m[2]) - 1]}-${m[1]}` : '';
+};
+
+// renderPatient: the banner of the open conversation's patient — name,
+// NHS number, date of birth — or nothing if it is about nobody.
+function renderPatient(c) {
+  const box = $('patient-banner');
+  const p = c?.patient;
+  box.hidden = !p;
+  if (!p) { box.replaceChildren(); return; }
+  parts(box, [
+    part('name', () => el('span', 'pname'), (e) => setText(e, p.name || 'Name not given')),
+    part('nhs', () => el('span', 'nhs'), (e) => setText(e, `NHS No. ${nhsFormat(p.nhs_number)}`)),
+    p.birth_date && part('dob', () => el('span', 'dob'), (e) => setText(e, `Born ${dobFormat(p.birth_date)}`)),
+  ]);
 }
 
 function conversationEntry() {
@@ -144,6 +173,7 @@ function conversationEntry() {
 function updateConversation(li, c) {
   parts(li.firstElementChild, [
     part('title', () => el('span', 'title'), (e) => setText(e, c.title || 'Untitled')),
+    c.patient && part('patient', () => el('span', 'who-patient'), (e) => setText(e, `${c.patient.name || ''} ${nhsFormat(c.patient.nhs_number)}`.trim())),
     part('last', () => el('span', 'last'), (e) => setText(e, c.last || '')),
     c.flags && Object.keys(c.flags).length && part('warn', () => {
       const f = el('span', 'badge warn', '⚠'); f.setAttribute('aria-label', 'warning about a member'); return f;
@@ -197,6 +227,7 @@ async function renderChat() {
   if (gen < chatShown || state.open?.id !== c.id) return;
   chatShown = gen;
   renderFlags(state.conversations.find((x) => x.id === c.id) || c);
+  renderPatient(state.conversations.find((x) => x.id === c.id) || c);
   const ol = $('messages');
   const fresh = chatConv !== c.id;
   if (fresh) { ol.replaceChildren(); chatConv = c.id; }
@@ -341,8 +372,9 @@ function renderGroup() {
   reconcile($('members'), (c.members || []).map((p) => ({ p, c })), (it) => it.p, memberEntry, (li, { p }) => {
     const s = state.directory.find((d) => d.peer_id === p);
     const roles = [(c.admins || []).includes(p) ? 'admin' : '', ...(s?.roles || [])].filter(Boolean);
+    const where = [s?.department, s?.site].filter(Boolean).join(', ');
     parts(li, [
-      part('who', () => el('span'), (e) => setText(e, `${p === state.me?.peer_id ? 'You' : name(p)}${roles.length ? ' · ' + roles.join(', ') : ''}`)),
+      part('who', () => el('span'), (e) => setText(e, `${p === state.me?.peer_id ? 'You' : name(p)}${roles.length ? ' · ' + roles.join(', ') : ''}${where ? ' · ' + where : ''}`)),
       admin && p !== state.me?.peer_id && part('remove', () => {
         const b = el('button', 'ghost small', 'Remove'); b.type = 'button';
         b.addEventListener('click', () => removeMember(itemOf.get(li)));
@@ -353,7 +385,34 @@ function renderGroup() {
   $('add-member').hidden = !admin;
   reconcile($('add-select'), state.directory.filter((d) => !(c.members || []).includes(d.peer_id)), (s) => s.peer_id,
     (s) => { const o = el('option'); o.value = s.peer_id; return o; },
-    (o, s) => setText(o, `${s.name}${s.department ? ' · ' + s.department : ''}`));
+    (o, s) => setText(o, staffLine(s)));
+  const p = c.patient;
+  if (!$('patient-form').contains(document.activeElement)) {
+    $('pf-nhs').value = p ? nhsFormat(p.nhs_number) : '';
+    $('pf-name').value = p?.name || '';
+    $('pf-dob').value = p?.birth_date || '';
+  }
+  $('pf-clear').hidden = !p;
+  $('pf-error').textContent = '';
+}
+
+// staffLine: a colleague as the directory knows them from their
+// certificate — name, roles, department, site.
+const staffLine = (s) => [s.name, (s.roles || []).join(', '), s.department, s.site].filter(Boolean).join(' · ');
+
+// savePatient sets or corrects (or, with clear, unlinks) the open
+// conversation's patient: any member may.
+async function savePatient(clear) {
+  if (!state.open) return;
+  $('pf-error').textContent = '';
+  const base = `/api/v1/conversations/${state.open.id}/patient`;
+  try {
+    if (clear) await api(base, { method: 'DELETE', body: {} });
+    else await api(base, { method: 'PUT', body: { nhs_number: $('pf-nhs').value, name: $('pf-name').value, birth_date: $('pf-dob').value } });
+  } catch (e) { $('pf-error').textContent = e.message; return; }
+  await refreshList();
+  renderGroup();
+  renderChat();
 }
 
 function memberEntry() { return el('li'); }
@@ -372,6 +431,7 @@ async function openChat(c) {
   state.open = c;
   $('group').hidden = true;
   $('chat-title').textContent = c.title || 'Untitled';
+  renderPatient(c);
   show('chat-view');
   await renderChat();
   $('text').focus();
@@ -399,14 +459,21 @@ function renderDirectory() {
     const box = el('input'); box.type = 'checkbox'; box.value = s.peer_id;
     label.append(box, el('span')); li.append(label);
     return li;
-  }, (li, s) => setText(li.querySelector('span'),
-    `${s.name}${s.department ? ' · ' + s.department : ''}${(s.roles || []).length ? ' · ' + s.roles.join(', ') : ''}`));
+  }, (li, s) => setText(li.querySelector('span'), staffLine(s)));
 }
 
 async function createChat(ev) {
   ev.preventDefault();
   const members = [...$('directory').querySelectorAll('input:checked')].map((b) => b.value);
-  const { id } = await api('/api/v1/conversations', { method: 'POST', body: { title: $('title').value, members } });
+  const body = { title: $('title').value, members };
+  const pt = { nhs_number: $('nhs').value.trim(), name: $('patient-name').value.trim(), birth_date: $('dob').value };
+  if (pt.nhs_number || pt.name || pt.birth_date) body.patient = pt;
+  $('new-error').textContent = '';
+  let id;
+  try {
+    ({ id } = await api('/api/v1/conversations', { method: 'POST', body }));
+  } catch (e) { $('new-error').textContent = e.message; return; }
+  for (const f of ['nhs', 'patient-name', 'dob']) $(f).value = '';
   await refreshList();
   openChat(state.conversations.find((c) => c.id === id) || { id, title: $('title').value });
 }
@@ -436,8 +503,15 @@ async function start() {
 $('unlock-form').addEventListener('submit', unlock);
 $('send-form').addEventListener('submit', (e) => send(e).catch((err) => alert(err.message)));
 $('new-form').addEventListener('submit', (e) => createChat(e).catch((err) => alert(err.message)));
-$('new-chat').addEventListener('click', () => { show('new-view'); $('directory').replaceChildren(); renderDirectory(); $('title').focus(); });
+$('new-chat').addEventListener('click', () => {
+  show('new-view'); $('directory').replaceChildren(); renderDirectory();
+  $('new-error').textContent = ''; $('dob').max = new Date().toLocaleDateString('en-CA'); // today, here
+  $('title').focus();
+});
 $('search').addEventListener('input', renderDirectory);
+$('patient-search').addEventListener('input', () => refreshList().catch(() => {}));
+$('patient-form').addEventListener('submit', (e) => { e.preventDefault(); savePatient(false); });
+$('pf-clear').addEventListener('click', () => savePatient(true));
 $('back').addEventListener('click', () => { state.open = null; show('list-view'); refreshList(); });
 $('new-back').addEventListener('click', () => show('list-view'));
 $('photo').addEventListener('change', () => sendPhoto().catch((e) => alert(e.message)));
