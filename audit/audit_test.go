@@ -375,3 +375,17 @@ func TestConcurrentAppends(t *testing.T) {
 		t.Fatalf("%+v, %v", s, err)
 	}
 }
+
+func TestAppendSeveral(t *testing.T) {
+	l, _ := newLog(t, fixedKey(1), 2)
+	es, err := l.Append(context.Background(), Event{Kind: Sent}, Event{Kind: Read}, Event{Kind: Locked})
+	if err != nil || len(es) != 3 || es[0].Seq != 3 || es[2].Seq != 5 || es[1].Prev != es[0].Hash {
+		t.Fatalf("%v, %v", es, err)
+	}
+	if _, err := l.Append(context.Background(), Event{Kind: Sent}, Event{Kind: "nope"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("one invalid event: %v", err)
+	}
+	if s, err := l.Verify(context.Background(), nil); err != nil || s.Entries != 5 {
+		t.Fatalf("%+v, %v", s, err)
+	}
+}

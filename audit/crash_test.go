@@ -98,13 +98,14 @@ func crashChild(dir string) {
 	for range 4 {
 		wg.Go(func() {
 			for {
-				e, err := l.Append(context.Background(), Event{Kind: Received, IDs: IDs{Conversation: "c", Ops: []string{"o"}}})
+				ev := Event{Kind: Received, IDs: IDs{Conversation: "c", Ops: []string{"o"}}}
+				es, err := l.Append(context.Background(), ev, ev)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(2)
 				}
 				mu.Lock()
-				fmt.Fprintln(w, e.Seq)
+				fmt.Fprintln(w, es[1].Seq)
 				w.Flush()
 				mu.Unlock()
 			}

@@ -237,43 +237,55 @@ func Open(ctx context.Context, d ds.Batching, key ed25519.PrivateKey, opts ...Op
 	return l, nil
 }
 
-// Append adds one event: the entry and the new head go to the store in
-// one batch (one commit, synced by the store), so a crash leaves both or
-// neither.
-func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
-	if !knownKind(ev.Kind) || !ev.IDs.valid() {
-		return Entry{}, ErrInvalid
+// Append adds events, in order: their entries and the new head go to the
+// store in one batch (one commit, synced by the store), so a crash leaves
+// all of them or none. An invalid event fails the whole call (ErrInvalid).
+func (l *Log) Append(ctx context.Context, evs ...Event) ([]Entry, error) {
+	for _, ev := range evs {
+		if !knownKind(ev.Kind) || !ev.IDs.valid() {
+			return nil, ErrInvalid
+		}
+	}
+	if len(evs) == 0 {
+		return nil, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t := l.now().UTC()
-	if l.head.Seq > 0 && !t.After(l.head.Time) {
-		t = l.head.Time.Add(time.Nanosecond) // times strictly increase along the chain
-	}
-	seq := l.head.Seq + 1
-	e, rec, err := seal(l.sk, seq, t, ev, l.head.Hash)
-	if err != nil {
-		return Entry{}, err
-	}
-	h, hrec, err := signHead(l.sk, seq, e.Hash, e.Time)
-	if err != nil {
-		return Entry{}, err
-	}
 	b, err := l.d.Batch(ctx)
 	if err != nil {
-		return Entry{}, fmt.Errorf("append audit entry: %w", err)
+		return nil, fmt.Errorf("append audit entries: %w", err)
 	}
-	if err := b.Put(ctx, entryKey(seq), rec); err != nil {
-		return Entry{}, fmt.Errorf("append audit entry: %w", err)
+	now := l.now().UTC()
+	seq, prev, last := l.head.Seq, l.head.Hash, l.head.Time
+	out := make([]Entry, 0, len(evs))
+	for _, ev := range evs {
+		t := now
+		if seq > 0 && !t.After(last) {
+			t = last.Add(time.Nanosecond) // times strictly increase along the chain
+		}
+		seq++
+		e, rec, err := seal(l.sk, seq, t, ev, prev)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Put(ctx, entryKey(seq), rec); err != nil {
+			return nil, fmt.Errorf("append audit entries: %w", err)
+		}
+		prev, last = e.Hash, e.Time
+		out = append(out, e)
+	}
+	h, hrec, err := signHead(l.sk, seq, prev, last)
+	if err != nil {
+		return nil, err
 	}
 	if err := b.Put(ctx, headKey, hrec); err != nil {
-		return Entry{}, fmt.Errorf("append audit entry: %w", err)
+		return nil, fmt.Errorf("append audit entries: %w", err)
 	}
 	if err := b.Commit(ctx); err != nil {
-		return Entry{}, fmt.Errorf("append audit entry: %w", err)
+		return nil, fmt.Errorf("append audit entries: %w", err)
 	}
 	l.head = h
-	return e, nil
+	return out, nil
 }
 
 // Current is the head as of the last append (Seq 0: empty log).
