@@ -294,3 +294,13 @@ func (l *Log) Current() Head {
 	defer l.mu.Unlock()
 	return l.head
 }
+
+// Stats says how a device's recording of its trail is doing (shown in
+// its status).
+type Stats struct {
+	Entries   uint64    `json:"entries"`              // in the log
+	Dropped   uint64    `json:"dropped"`              // events lost to a full queue
+	Failed    uint64    `json:"failed"`               // events whose append failed
+	LastError string    `json:"last_error,omitempty"` // the last append error (no event data)
+	LastErrAt time.Time `json:"last_error_at,omitzero"`
+}

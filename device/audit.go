@@ -44,15 +44,6 @@ type Trail struct {
 	}
 }
 
-// AuditStats says how the trail is doing.
-type AuditStats struct {
-	Entries   uint64    `json:"entries"`              // in the log
-	Dropped   uint64    `json:"dropped"`              // events lost to a full queue
-	Failed    uint64    `json:"failed"`               // events whose append failed
-	LastError string    `json:"last_error,omitempty"` // the last append error (no event data)
-	LastErrAt time.Time `json:"last_error_at,omitzero"`
-}
-
 func startTrail(l *audit.Log, logf func(string, ...any)) *Trail {
 	t := &Trail{log: l, q: make(chan []audit.Event, AuditQueue), stop: make(chan struct{}), done: make(chan struct{}), logf: logf}
 	go t.loop()
@@ -134,13 +125,13 @@ func (t *Trail) close() {
 }
 
 // Stats reports the trail's counters.
-func (t *Trail) Stats() AuditStats {
+func (t *Trail) Stats() audit.Stats {
 	if t == nil {
-		return AuditStats{}
+		return audit.Stats{}
 	}
 	t.stats.mu.Lock()
 	defer t.stats.mu.Unlock()
-	return AuditStats{Entries: t.log.Current().Seq, Dropped: t.stats.dropped.Load(), Failed: t.stats.failed.Load(),
+	return audit.Stats{Entries: t.log.Current().Seq, Dropped: t.stats.dropped.Load(), Failed: t.stats.failed.Load(),
 		LastError: t.stats.lastErr, LastErrAt: t.stats.lastErrAt}
 }
 
