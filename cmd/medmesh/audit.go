@@ -203,4 +203,3 @@ func newAuditHeadCmd(e *env) *cobra.Command {
 	required(c, "dir")
 	return c
 }
-
