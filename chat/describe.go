@@ -38,11 +38,9 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 		return OpSummary{}, false
 	}
 	s := OpSummary{Sender: info.sender, Standing: info.valid}
-	p := info.p
-	if p == nil {
-		return s, true
-	}
-	switch p.Kind {
+	switch info.kind { // kept when a delete destroys the payload
+	case 0:
+		return s, true // unreadable here
 	case kindText:
 		s.Kind = OpText
 	case kindPhoto:
@@ -52,7 +50,7 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 	case kindDelete:
 		s.Kind = OpDelete
 	case kindReceipt:
-		s.Kind, s.Level = OpReceipt, int(p.Level)
+		s.Kind = OpReceipt
 	case kindAdd:
 		s.Kind = OpAdd
 	case kindRemove:
@@ -62,11 +60,36 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 	default:
 		s.Kind = OpOther
 	}
-	if (s.Kind == OpEdit || s.Kind == OpDelete) && len(p.Target) == len(s.Target) {
-		copy(s.Target[:], p.Target)
+	p := info.p
+	if p == nil {
+		return s, true
 	}
-	if s.Kind == OpAdd || s.Kind == OpRemove {
+	switch s.Kind {
+	case OpEdit, OpDelete:
+		if len(p.Target) == len(s.Target) {
+			copy(s.Target[:], p.Target)
+		}
+	case OpReceipt:
+		s.Level = int(p.Level)
+	case OpAdd, OpRemove:
 		s.Member = peer.ID(p.Member)
 	}
 	return s, true
+}
+
+// maxAppliedLog bounds the ops TakeApplied holds between two calls.
+const maxAppliedLog = 4096
+
+// WithAppliedLog makes the replica list the ops of others it applies
+// (TakeApplied), for an audit trail: ops applied when their missing
+// dependencies arrive included, ops replayed by Restore not.
+func WithAppliedLog() Option { return func(r *Replica) { r.logApplied = true } }
+
+// TakeApplied returns the ops of others applied since the last call, in
+// the order applied, and forgets them (nil without WithAppliedLog). At
+// most maxAppliedLog are kept between calls.
+func (r *Replica) TakeApplied() []crdt.OpID {
+	out := r.applied
+	r.applied = nil
+	return out
 }

@@ -285,7 +285,7 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	receipts := s.autoReceipts(c)
 	saved := s.persist(c) == nil
 	id := c.r.ID()
-	evs := s.auditOps(c, applied, false)
+	evs := s.auditOps(c, c.r.TakeApplied(), false)
 	c.mu.Unlock()
 	s.observe(envs, from, dups)
 	s.record(evs...)

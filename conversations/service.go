@@ -141,6 +141,9 @@ func (s *Service) opts(tag []byte, j *journal) []chat.Option {
 		chat.WithStore(NewOpStore(j, k.ChildString("op"))),
 		chat.WithPlaintexts(plainStore{j, k.ChildString("plain")}),
 	}
+	if s.cfg.Audit != nil {
+		o = append(o, chat.WithAppliedLog())
+	}
 	return o
 }
 

@@ -35,6 +35,8 @@ type Trail struct {
 	once sync.Once
 	// pending counts events queued or being written (Flush waits for 0).
 	pending atomic.Int64
+	ended   atomic.Bool // end began: Record takes nothing more
+	last    atomic.Bool // end wrote the last entry: nothing is written after it
 	logf    func(msg string, args ...any)
 	stats   struct {
 		dropped, failed atomic.Uint64
@@ -52,7 +54,7 @@ func startTrail(l *audit.Log, logf func(string, ...any)) *Trail {
 
 // Record queues events for the log; it never blocks. Safe on a nil Trail.
 func (t *Trail) Record(evs ...audit.Event) {
-	if t == nil || len(evs) == 0 {
+	if t == nil || len(evs) == 0 || t.ended.Load() {
 		return
 	}
 	t.pending.Add(int64(len(evs)))
@@ -98,6 +100,10 @@ func (t *Trail) drain(evs []audit.Event) []audit.Event {
 
 func (t *Trail) write(evs []audit.Event) {
 	defer t.pending.Add(-int64(len(evs)))
+	if t.last.Load() {
+		t.stats.dropped.Add(uint64(len(evs)))
+		return
+	}
 	if _, err := t.log.Append(context.Background(), evs...); err != nil {
 		t.stats.failed.Add(uint64(len(evs)))
 		t.stats.mu.Lock()
@@ -107,12 +113,19 @@ func (t *Trail) write(evs []audit.Event) {
 	}
 }
 
-// appendNow writes events at once, past the queue (before a wipe).
-func (t *Trail) appendNow(evs ...audit.Event) {
-	if t != nil {
-		t.pending.Add(int64(len(evs)))
-		t.write(evs)
+// end writes what is queued (waiting a few seconds at most), then ev as
+// the trail's last entry: events recorded afterwards are ignored. The wipe
+// calls it before it destroys the store's key.
+func (t *Trail) end(ev audit.Event) {
+	if t == nil || t.ended.Swap(true) {
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	t.Flush(ctx)
+	t.pending.Add(1)
+	t.write([]audit.Event{ev})
+	t.last.Store(true)
 }
 
 // close writes what is queued and stops the goroutine. Safe to call twice.

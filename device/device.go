@@ -334,7 +334,7 @@ func loadIdentity(dir string, pass []byte) (*identity.DeviceKey, []*x509.Certifi
 // with the rest.
 func (d *Device) wipe() {
 	// The last entry: after the store's key is gone nothing can be read.
-	d.trail.appendNow(audit.Event{Kind: audit.Wiped, IDs: audit.IDs{Peer: d.ID().String()}})
+	d.trail.end(audit.Event{Kind: audit.Wiped, IDs: audit.IDs{Peer: d.ID().String()}})
 	if d.dir != "" {
 		note := fmt.Appendf(nil, "device certificate revoked; keys destroyed %s\n", d.cfg.now().UTC().Format(time.RFC3339))
 		if err := atomicfile.WriteFile(filepath.Join(d.dir, identity.RevokedFile), note, 0o600); err != nil {
