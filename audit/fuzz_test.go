@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"testing"
 
 	"github.com/medmesh/medmesh/internal/detcbor"
@@ -34,6 +35,28 @@ func FuzzDecode(f *testing.F) {
 		c := NewChain(e.Key)
 		if _, err := c.Add(rec); err == nil && !e.VerifySignature() {
 			t.Fatalf("chain took an entry whose signature fails")
+		}
+	})
+}
+
+// FuzzDecodeHead: a stored head is accepted only if the device signed it,
+// and what is accepted re-encodes to the same bytes.
+func FuzzDecodeHead(f *testing.F) {
+	key := fixedKey(1)
+	_, rec, err := signHead(key, 3, [32]byte{1}, t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(rec)
+	pub := key.Public().(ed25519.PublicKey)
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		h, err := decodeHead(rec, pub)
+		if err != nil {
+			return
+		}
+		again, err := detcbor.Marshal(record{Body: h.Body, Sig: h.Sig})
+		if err != nil || !bytes.Equal(again, rec) || !h.Key.Equal(pub) {
+			t.Fatalf("accepted head does not re-encode to itself")
 		}
 	})
 }
