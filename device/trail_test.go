@@ -47,8 +47,10 @@ func newStuckTrail(t *testing.T) (*Trail, *stuckStore) {
 // moves, the rest is written.
 func TestTrailNeverBlocks(t *testing.T) {
 	tr, st := newStuckTrail(t)
-	const n = 2 * AuditQueue // the queue, plus what the writer holds
-	for range n { // would hang here if Record waited for the store
+	// More than the queue and what the writer holds; Record would hang
+	// here if it waited for the store.
+	const n = 2 * AuditQueue
+	for range n {
 		tr.Record(audit.Event{Kind: audit.Received, IDs: audit.IDs{Conversation: "c"}})
 	}
 	close(st.release)
