@@ -189,5 +189,6 @@ func Restore(dev *Device, dir Directory, keys []byte, opts ...Option) (*Replica,
 	r.rebuild, r.dirty = true, true
 	r.refresh()
 	r.fresh = nil // acknowledged before the restart, or will be on the next
+	r.applied = nil
 	return r, nil
 }

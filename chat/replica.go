@@ -112,6 +112,8 @@ type Replica struct {
 	fresh      []crdt.OpID // messages from others applied since Fresh was last called
 	plainErr   error       // a plaintext could not be persisted while applying
 	restoring  bool        // Restore is replaying persisted ops
+	logApplied bool        // WithAppliedLog: list applied ops of others in applied
+	applied    []crdt.OpID // ops of others applied since TakeApplied
 
 	// Authorisation state (auth.go).
 	gen       uint64                    // bumped on every rebuild: membership caches
@@ -393,6 +395,9 @@ func (r *Replica) apply(op crdt.Op) error {
 	r.judge(op.ID, info)
 	if info.valid && (info.kind == kindText || info.kind == kindPhoto) && info.sender != r.dev.ID {
 		r.fresh = append(r.fresh, op.ID)
+	}
+	if r.logApplied && !r.restoring && info.sender != r.dev.ID && len(r.applied) < maxAppliedLog {
+		r.applied = append(r.applied, op.ID)
 	}
 	if err := r.plainErr; err != nil {
 		r.plainErr = nil

@@ -285,8 +285,10 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	receipts := s.autoReceipts(c)
 	saved := s.persist(c) == nil
 	id := c.r.ID()
+	evs := s.auditOps(c, c.r.TakeApplied(), false)
 	c.mu.Unlock()
 	s.observe(envs, from, dups)
+	s.record(evs...)
 	if saved {
 		s.publishReceipts(c, receipts)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/patient"
@@ -48,6 +49,9 @@ type Config struct {
 	// coalesced (0: the package's ReceiptWindow; negative: none — each
 	// batch, each read, makes its receipt at once).
 	ReceiptWindow time.Duration
+	// Audit, if set, is told of events for the audit trail (see audit.go),
+	// outside every lock; it must not block.
+	Audit func([]audit.Event)
 }
 
 // Errors.
@@ -137,6 +141,9 @@ func (s *Service) opts(tag []byte, j *journal) []chat.Option {
 		chat.WithClock(s.cfg.Now),
 		chat.WithStore(NewOpStore(j, k.ChildString("op"))),
 		chat.WithPlaintexts(plainStore{j, k.ChildString("plain")}),
+	}
+	if s.cfg.Audit != nil {
+		o = append(o, chat.WithAppliedLog())
 	}
 	return o
 }
@@ -289,6 +296,9 @@ func (s *Service) CreateAbout(title string, members []peer.ID, p *patient.Patien
 	s.adopt(c)
 	s.publish(c, out)
 	s.events.emit(Event{Kind: EventConversation, Conversation: id})
+	if s.cfg.Audit != nil {
+		s.record(audit.Event{Kind: audit.Created, IDs: audit.IDs{Conversation: id.String()}})
+	}
 	return id, nil
 }
 
@@ -335,6 +345,10 @@ func (s *Service) do(id chat.ConversationID, op func(r *chat.Replica) (chat.Out,
 	out, err := op(c.r)
 	opID := out.ID
 	perr := s.persist(c)
+	var evs []audit.Event
+	if perr == nil && len(out.Envelopes) > 0 {
+		evs = s.auditOps(c, opIDs(out.Envelopes), true)
+	}
 	c.mu.Unlock()
 	ev := Event{Kind: EventMessage, Conversation: id}
 	if !opID.IsZero() {
@@ -350,6 +364,7 @@ func (s *Service) do(id chat.ConversationID, op func(r *chat.Replica) (chat.Out,
 		s.publish(c, out)
 		s.events.emit(ev)
 	}
+	s.record(evs...)
 	return opID, err
 }
 
@@ -399,6 +414,17 @@ func (s *Service) Receipt(id chat.ConversationID, level int, msgs ...crdt.OpID) 
 	c, err := s.conv(id)
 	if err != nil {
 		return err
+	}
+	if s.cfg.Audit != nil && (level == chat.Read || level == chat.Acknowledged) && len(msgs) > 0 {
+		kind := audit.Read
+		if level == chat.Acknowledged {
+			kind = audit.Acknowledged
+		}
+		defer func() {
+			if err == nil {
+				s.record(chunked(kind, id, "", opStrings(msgs))...)
+			}
+		}()
 	}
 	if level == chat.Read {
 		c.mu.Lock()
@@ -601,7 +627,12 @@ func (s *Service) Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byt
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if full {
-		return c.r.PhotoData(msg)
+		data, err := c.r.PhotoData(msg)
+		if err == nil && s.cfg.Audit != nil {
+			// The hook must not block, so recording under c.mu is safe.
+			s.record(audit.Event{Kind: audit.PhotoViewed, IDs: audit.IDs{Conversation: id.String(), Ops: []string{msg.String()}}})
+		}
+		return data, err
 	}
 	for _, m := range c.r.State().Messages {
 		if m.ID == msg && m.Photo != nil {

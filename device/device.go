@@ -15,7 +15,13 @@
 //     keys: the prekey ring (deleted from the store), the store's key
 //     file, device.key and api.token (each overwritten, fsynced,
 //     unlinked); it leaves a "revoked" marker, so a restart fails with
-//     ErrRevoked rather than an obscure missing-file error.
+//     ErrRevoked rather than an obscure missing-file error;
+//   - the audit trail (Trail, package audit): a hash-chained log signed by
+//     the device key, in the device's encrypted store, fed by the
+//     conversations layer (sent, received, read, acknowledged, edited,
+//     deleted, members, photo viewed), the node (CRL applied), the wipe
+//     and, through Audit().Record, the web app (unlocked, locked, failed
+//     unlock). Recording never blocks or fails what it records.
 //
 // `medmesh run`, `medmesh demo`, the web tests and the full simulation
 // engine all build devices with Open; what differs between them is an
@@ -31,6 +37,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,6 +46,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
@@ -72,6 +80,7 @@ type Device struct {
 	n     *node.Node
 	m     *mesh.Service
 	c     *conversations.Service
+	trail *Trail
 	log   *slog.Logger
 	ctx   context.Context
 	stop  context.CancelFunc
@@ -247,6 +256,11 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		}
 		backing = d.st
 	}
+	alog, err := audit.Open(ctx, backing, cfg.key.Identity, audit.WithClock(cfg.now))
+	if err != nil {
+		return nil, err
+	}
+	d.trail = startTrail(alog, d.log.Warn)
 	d.n, err = node.New(ctx, node.Config{
 		Key: cfg.key, Chain: cfg.chain, Trust: cfg.trust, Store: backing,
 		Listen: cfg.listen, Bootstrap: cfg.bootstrap, MDNS: cfg.mdns, AdmitTimeout: cfg.admit,
@@ -260,7 +274,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	d.c, err = conversations.Open(conversations.Config{
 		Device:    &chat.Device{Key: cfg.key.Identity, ID: cfg.key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: cfg.key.KEM},
 		Directory: d.n, Store: backing, Logger: cfg.log, Now: cfg.now, Revoked: revoked, Observe: cfg.observe,
-		ReceiptWindow: cfg.receiptWindow,
+		ReceiptWindow: cfg.receiptWindow, Audit: func(evs []audit.Event) { d.trail.Record(evs...) },
 	})
 	if err != nil {
 		return nil, err
@@ -274,7 +288,10 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		return nil, err
 	}
 	d.c.Attach(d.m)
-	d.n.OnRevocation(d.c.Revoke)
+	d.n.OnRevocation(func() {
+		d.trail.Record(audit.Event{Kind: audit.CRLApplied, IDs: audit.IDs{Serial: strconv.FormatInt(d.cfg.trust.NewestCRLNumber(), 10)}})
+		d.c.Revoke()
+	})
 	d.c.Revoke() // CRLs stored before this start fire no hook
 	d.wg.Add(1)
 	go d.expiryLoop()
@@ -316,6 +333,8 @@ func loadIdentity(dir string, pass []byte) (*identity.DeviceKey, []*x509.Certifi
 // wiped store fail with store.ErrWiped. Failures are logged; it goes on
 // with the rest.
 func (d *Device) wipe() {
+	// The last entry: after the store's key is gone nothing can be read.
+	d.trail.end(audit.Event{Kind: audit.Wiped, IDs: audit.IDs{Peer: d.ID().String()}})
 	if d.dir != "" {
 		note := fmt.Appendf(nil, "device certificate revoked; keys destroyed %s\n", d.cfg.now().UTC().Format(time.RFC3339))
 		if err := atomicfile.WriteFile(filepath.Join(d.dir, identity.RevokedFile), note, 0o600); err != nil {
@@ -396,6 +415,9 @@ func (d *Device) Mesh() *mesh.Service { return d.m }
 // Conversations is the device's conversation service.
 func (d *Device) Conversations() *conversations.Service { return d.c }
 
+// Audit is the device's audit trail.
+func (d *Device) Audit() *Trail { return d.trail }
+
 // Done is closed when the node stops by itself (its certificate revoked).
 func (d *Device) Done() <-chan struct{} { return d.n.Done() }
 
@@ -412,6 +434,7 @@ func (d *Device) Close() error {
 		if d.c != nil {
 			d.c.Close()
 		}
+		d.trail.close() // after everything that records
 		if d.n != nil {
 			err = d.n.Close()
 		}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/medmesh/medmesh/audit"
 )
 
 //go:embed app
@@ -44,6 +46,7 @@ type sessions struct {
 	last      map[string]time.Time
 	lockAfter time.Duration
 	now       func() time.Time
+	onLock    func() // a session locked by inactivity (must not block)
 }
 
 func (s *sessions) create() string {
@@ -65,6 +68,9 @@ func (s *sessions) valid(id string, touch bool) bool {
 	for k, t := range s.last { // drop the locked (lockAfter is read under mu)
 		if s.now().Sub(t) > s.lockAfter {
 			delete(s.last, k)
+			if s.onLock != nil {
+				s.onLock() // locked by inactivity: recorded when noticed
+			}
 		}
 	}
 	if _, ok := s.last[id]; !ok {
@@ -76,10 +82,13 @@ func (s *sessions) valid(id string, touch bool) bool {
 	return true
 }
 
-func (s *sessions) drop(id string) {
+// drop ends a session, reporting whether it was open.
+func (s *sessions) drop(id string) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.last[id]
 	delete(s.last, id)
-	s.mu.Unlock()
+	return ok
 }
 
 // WithApp serves the web app; unlock checks the device passphrase.
@@ -127,6 +136,7 @@ func (s *Server) unlockApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Passphrase == "" {
+		s.note(audit.UnlockFailed)
 		writeError(w, http.StatusUnauthorized, "wrong passphrase")
 		return
 	}
@@ -138,17 +148,19 @@ func (s *Server) unlockApp(w http.ResponseWriter, r *http.Request) {
 	right := false
 	defer func() { s.gate.leave(right) }() // also when unlock panics
 	if right = s.unlock([]byte(req.Passphrase)); !right {
+		s.note(audit.UnlockFailed)
 		writeError(w, http.StatusUnauthorized, "wrong passphrase")
 		return
 	}
+	s.note(audit.Unlocked)
 	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: s.sessions.create(), Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 func (s *Server) lockApp(w http.ResponseWriter, r *http.Request) {
-	if c, err := r.Cookie(s.cookie); err == nil {
-		s.sessions.drop(c.Value)
+	if c, err := r.Cookie(s.cookie); err == nil && s.sessions.drop(c.Value) {
+		s.note(audit.Locked)
 	}
 	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/node"
 )
@@ -40,6 +41,7 @@ type Server struct {
 	gate     *unlockGate
 	cookie   string   // the session cookie's name, unique to this node
 	hosts    []string // host names besides loopback (WithHosts)
+	audit    Audit    // WithAudit
 }
 
 // Option configures the server.
@@ -70,6 +72,12 @@ func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 	if s.unlock != nil {
 		s.cookie = cookieName(b.Status().PeerID)
 		s.routeApp()
+	}
+	if s.audit != nil {
+		s.routeAudit()
+		if s.sessions != nil {
+			s.sessions.onLock = func() { s.note(audit.Locked) }
+		}
 	}
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
 	s.mux.HandleFunc("GET /api/v1/directory", s.directory)
@@ -129,6 +137,13 @@ func (s *Server) authorised(r *http.Request) bool {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	if s.audit != nil {
+		writeJSON(w, http.StatusOK, struct {
+			node.Status
+			Audit audit.Stats `json:"audit"`
+		}{s.b.Status(), s.audit.Stats()})
+		return
+	}
 	writeJSON(w, http.StatusOK, s.b.Status())
 }
 

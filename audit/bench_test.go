@@ -1,0 +1,51 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+)
+
+// BenchmarkAppend: the cost of one entry appended in batches of n over an
+// in-memory datastore (the CPU: encode, hash, sign), reported as
+// entry-vs-sign, the ratio to one Ed25519 signature measured in the same
+// run (the floor: each entry is signed, and each batch signs its head).
+func BenchmarkAppend(b *testing.B) {
+	key := fixedKey(1)
+	msg := sha256.Sum256([]byte("baseline"))
+	start := time.Now()
+	const signs = 2000
+	for range signs {
+		ed25519.Sign(key, msg[:])
+	}
+	perSign := float64(time.Since(start).Nanoseconds()) / signs
+	ev := Event{Kind: Received, IDs: IDs{Conversation: "0123456789abcdef0123456789abcdef",
+		Ops: []string{"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, Peer: "12D3KooWLY7aVjZ4mM7eTMoz57QhQLWFMEh8VGqcemCVa4EBWoVg"}}
+	for _, n := range []int{1, 16} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			l, err := Open(context.Background(), dssync.MutexWrap(ds.NewMapDatastore()), key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs := make([]Event, n)
+			for i := range evs {
+				evs[i] = ev
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := l.Append(context.Background(), evs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perEntry := float64(b.Elapsed().Nanoseconds()) / float64(b.N*n)
+			b.ReportMetric(perEntry, "ns/entry")
+			b.ReportMetric(perEntry/perSign, "entry-vs-sign")
+		})
+	}
+}

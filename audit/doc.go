@@ -1,0 +1,36 @@
+// Package audit is a device's tamper-evident audit trail: an append-only
+// log of security- and care-relevant events (sent, received, read,
+// acknowledged, photo viewed, edited, deleted, member added or removed,
+// unlocked, locked, failed unlock, CRL applied, wiped, exported), each
+// entry hash-chained to the one before it and signed by the device's
+// Ed25519 identity key.
+//
+// An entry holds its sequence number (1, 2, 3… with no gaps), a time that
+// strictly increases along the chain, its kind, the identifiers it concerns
+// (conversation ID, op IDs, a peer ID, a serial or CRL number), the hash of
+// the entry before it (zero for the first) and the device's public key. It
+// never holds message text, photo bytes, titles or names: callers pass IDs
+// only, and the IDs type has no field that could carry more.
+//
+// Encoding: the entry's body is deterministic CBOR (internal/detcbor);
+// its hash is SHA-256(EntryDomain || body) and its signature is Ed25519
+// over (SigDomain || hash), verified under ZIP-215 rules. The log's head
+// (the last entry's seq, hash and time) is signed the same way over
+// (HeadDomain || head body).
+//
+// What verification detects: an edited entry (hash or signature), two
+// entries swapped or a sequence gap (seq and prev), a deleted middle entry
+// (missing), an entry of another device's log (key, signature), a forged
+// signature. A truncated tail is detected against the stored head unless
+// the store was rewritten by someone holding the device key; against such
+// a holder only a head kept elsewhere (Head, exported with `medmesh audit
+// head`) tells: Verify with that head reports the entries missing.
+//
+// Storage: the log lives in a go-datastore (the device's encrypted store:
+// nothing of it is written in the clear); one append is one batch holding
+// the entry and the new head, so a crash leaves either both or neither.
+// Key names carry no order (the store hashes them), so entries are read by
+// seq. Log is safe for concurrent use: appends are serialised by one mutex,
+// held across the batch commit. The package starts no goroutines and logs
+// nothing.
+package audit

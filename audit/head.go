@@ -1,0 +1,117 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hdevalence/ed25519consensus"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Head vouches for a log up to an entry: its seq and hash, at a time,
+// signed by the device. A head kept elsewhere (exported, or held by
+// another node) is what shows a truncated tail.
+type Head struct {
+	Seq  uint64
+	Hash [32]byte
+	Time time.Time
+	Key  ed25519.PublicKey
+	Sig  []byte
+	Body []byte // the signed bytes (deterministic CBOR)
+}
+
+type headBody struct {
+	V    uint8  `cbor:"1,keyasint"`
+	Key  []byte `cbor:"2,keyasint"`
+	Seq  uint64 `cbor:"3,keyasint"`
+	Time int64  `cbor:"4,keyasint"`
+	Hash []byte `cbor:"5,keyasint"`
+}
+
+func signHead(key ed25519.PrivateKey, seq uint64, hash [32]byte, t time.Time) (Head, []byte, error) {
+	pub := key.Public().(ed25519.PublicKey)
+	raw, err := detcbor.Marshal(headBody{V: version, Key: pub, Seq: seq, Time: t.UnixNano(), Hash: hash[:]})
+	if err != nil {
+		return Head{}, nil, err
+	}
+	h := Head{Seq: seq, Hash: hash, Time: time.Unix(0, t.UnixNano()).UTC(), Key: pub, Body: raw,
+		Sig: ed25519.Sign(key, append([]byte(HeadDomain), raw...))}
+	rec, err := detcbor.Marshal(record{Body: raw, Sig: h.Sig})
+	return h, rec, err
+}
+
+// decodeHead parses a head (record form) and checks its signature under
+// key.
+func decodeHead(rec []byte, key ed25519.PublicKey) (Head, error) {
+	var r record
+	if err := detcbor.Unmarshal(rec, &r, maxRecord); err != nil {
+		return Head{}, fmt.Errorf("%w: %v", ErrBadHead, err)
+	}
+	return checkHead(r.Body, r.Sig, key)
+}
+
+func checkHead(raw, sig []byte, key ed25519.PublicKey) (Head, error) {
+	var b headBody
+	if err := detcbor.Unmarshal(raw, &b, maxRecord); err != nil {
+		return Head{}, fmt.Errorf("%w: %v", ErrBadHead, err)
+	}
+	if b.V != version || len(b.Hash) != 32 || len(b.Key) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
+		return Head{}, fmt.Errorf("%w: malformed", ErrBadHead)
+	}
+	if !bytes.Equal(b.Key, key) {
+		return Head{}, fmt.Errorf("%w: it is another device's", ErrBadHead)
+	}
+	if !ed25519consensus.Verify(key, append([]byte(HeadDomain), raw...), sig) {
+		return Head{}, fmt.Errorf("%w: signature does not verify", ErrBadHead)
+	}
+	h := Head{Seq: b.Seq, Time: time.Unix(0, b.Time).UTC(), Key: ed25519.PublicKey(b.Key), Sig: sig, Body: raw}
+	copy(h.Hash[:], b.Hash)
+	return h, nil
+}
+
+// headJSON is a head as exported to a file.
+type headJSON struct {
+	PeerID    string    `json:"peer_id,omitempty"`
+	Key       string    `json:"key"` // hex Ed25519 public key
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Hash      string    `json:"hash"`
+	Signature string    `json:"signature"` // hex, over HeadDomain || cbor
+	CBOR      string    `json:"cbor"`      // base64 of the signed bytes
+}
+
+// MarshalHead renders h as JSON for a file; peerID is informative.
+func MarshalHead(h Head, peerID string) ([]byte, error) {
+	return json.MarshalIndent(headJSON{PeerID: peerID, Key: hex.EncodeToString(h.Key), Seq: h.Seq, Time: h.Time,
+		Hash: hex.EncodeToString(h.Hash[:]), Signature: hex.EncodeToString(h.Sig),
+		CBOR: base64.StdEncoding.EncodeToString(h.Body)}, "", "  ")
+}
+
+// ParseHead reads a head exported with MarshalHead and checks that the
+// device with public key key signed it; the signed bytes decide, and the
+// readable fields must agree with them.
+func ParseHead(data []byte, key ed25519.PublicKey) (Head, error) {
+	var j headJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return Head{}, fmt.Errorf("%w: %v", ErrBadHead, err)
+	}
+	raw, err1 := base64.StdEncoding.DecodeString(j.CBOR)
+	sig, err2 := hex.DecodeString(j.Signature)
+	if err1 != nil || err2 != nil {
+		return Head{}, fmt.Errorf("%w: cbor or signature not encoded as expected", ErrBadHead)
+	}
+	h, err := checkHead(raw, sig, key)
+	if err != nil {
+		return Head{}, err
+	}
+	if j.Seq != h.Seq || j.Hash != hex.EncodeToString(h.Hash[:]) {
+		return Head{}, fmt.Errorf("%w: its fields disagree with its signed bytes", ErrBadHead)
+	}
+	return h, nil
+}

@@ -1,0 +1,306 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// Store keys.
+var (
+	headKey   = ds.NewKey("/audit/head")
+	entryRoot = ds.NewKey("/audit/entry")
+)
+
+func entryKey(seq uint64) ds.Key { return entryRoot.ChildString(strconv.FormatUint(seq, 10)) }
+
+// Reader reads and verifies the log of the device with public key key
+// held in a datastore; it never writes.
+type Reader struct {
+	d   ds.Read
+	key ed25519.PublicKey
+}
+
+// NewReader reads the log in d of the device with public key key.
+func NewReader(d ds.Read, key ed25519.PublicKey) *Reader { return &Reader{d: d, key: key} }
+
+// Head returns the stored head (ok false: the log is empty), checked
+// against the device's key.
+func (r *Reader) Head(ctx context.Context) (Head, bool, error) {
+	raw, err := r.d.Get(ctx, headKey)
+	if errors.Is(err, ds.ErrNotFound) {
+		return Head{}, false, nil
+	}
+	if err != nil {
+		return Head{}, false, fmt.Errorf("read audit head: %w", err)
+	}
+	h, err := decodeHead(raw, r.key)
+	if err != nil {
+		return Head{}, false, err
+	}
+	return h, true, nil
+}
+
+// raw reads one entry's record (ErrMissing wrapped when absent).
+func (r *Reader) raw(ctx context.Context, seq uint64) ([]byte, error) {
+	raw, err := r.d.Get(ctx, entryKey(seq))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, broken(seq, ErrMissing)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read audit entry %d: %w", seq, err)
+	}
+	return raw, nil
+}
+
+// Entry reads and decodes entry seq (no signature check).
+func (r *Reader) Entry(ctx context.Context, seq uint64) (Entry, error) {
+	raw, err := r.raw(ctx, seq)
+	if err != nil {
+		return Entry{}, err
+	}
+	e, err := Decode(raw)
+	if err != nil {
+		return Entry{}, broken(seq, err)
+	}
+	return e, nil
+}
+
+// Summary is what a verification saw.
+type Summary struct {
+	Entries uint64    // entries checked (the stored head's seq)
+	Hash    [32]byte  // the last entry's hash
+	First   time.Time // time of entry 1
+	Last    time.Time // time of the last entry
+}
+
+// Verify checks the whole log: every entry from 1 to the stored head (see
+// Chain), the head's signature and that it vouches for the last entry;
+// and, given ext (a head kept elsewhere), that the log still holds the
+// entry ext vouches for, unchanged. The error names the first broken or
+// missing entry (*BrokenError) or the head (ErrBadHead).
+func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
+	h, ok, err := r.Head(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	if !ok {
+		// No head: an empty log, or one whose head was deleted.
+		if _, err := r.d.Get(ctx, entryKey(1)); err == nil {
+			return Summary{}, fmt.Errorf("%w: entries present but no head", ErrBadHead)
+		}
+	}
+	var s Summary
+	c := NewChain(r.key)
+	var extHash *[32]byte
+	for seq := uint64(1); seq <= h.Seq; seq++ {
+		if err := ctx.Err(); err != nil {
+			return s, err
+		}
+		raw, err := r.raw(ctx, seq)
+		if err != nil {
+			return s, err
+		}
+		e, err := c.Add(raw)
+		if err != nil {
+			return s, err
+		}
+		if seq == 1 {
+			s.First = e.Time
+		}
+		if ext != nil && seq == ext.Seq {
+			extHash = &e.Hash
+		}
+		s.Entries, s.Hash, s.Last = seq, e.Hash, e.Time
+	}
+	if _, err := r.d.Get(ctx, entryKey(h.Seq+1)); err == nil {
+		return s, broken(h.Seq+1, fmt.Errorf("%w: an entry beyond the head", ErrSequence))
+	}
+	if ok && s.Hash != h.Hash {
+		return s, broken(h.Seq, ErrHeadMismatch)
+	}
+	if ext != nil {
+		switch {
+		case !ext.Key.Equal(r.key):
+			return s, fmt.Errorf("%w: the given head is another device's", ErrBadHead)
+		case ext.Seq > h.Seq:
+			return s, broken(h.Seq+1, fmt.Errorf("%w: the given head vouches for %d entries, the log holds %d",
+				ErrTruncated, ext.Seq, h.Seq))
+		case ext.Seq > 0 && (extHash == nil || *extHash != ext.Hash):
+			return s, broken(ext.Seq, ErrHeadMismatch)
+		}
+	}
+	return s, nil
+}
+
+// Since returns up to limit entries whose time is after since, oldest
+// first (times strictly increase along the log, so the last entry's time
+// is the next page's since).
+func (r *Reader) Since(ctx context.Context, since time.Time, limit int) ([]Entry, error) {
+	h, ok, err := r.Head(ctx)
+	if err != nil || !ok || limit <= 0 {
+		return nil, err
+	}
+	// Binary search for the first entry after since.
+	lo, hi := uint64(1), h.Seq+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		e, err := r.Entry(ctx, mid)
+		if err != nil {
+			return nil, err
+		}
+		if e.Time.After(since) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	var out []Entry
+	for seq := lo; seq <= h.Seq && len(out) < limit; seq++ {
+		e, err := r.Entry(ctx, seq)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Line is an entry as exported, one JSON object per line: enough for an
+// auditor to verify it elsewhere (hash = SHA-256(EntryDomain || cbor),
+// signature = Ed25519 over SigDomain || hash under key; the key is the
+// peer ID's).
+type Line struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Kind      Kind      `json:"kind"`
+	IDs       IDs       `json:"ids"`
+	Hash      string    `json:"hash"`
+	Prev      string    `json:"prev"`
+	Signature string    `json:"signature"`
+	Key       string    `json:"key"`
+	PeerID    string    `json:"peer_id,omitempty"`
+	CBOR      string    `json:"cbor"`
+}
+
+// Line renders e for export; peerID names the device.
+func (e Entry) Line(peerID string) Line {
+	return Line{Seq: e.Seq, Time: e.Time, Kind: e.Kind, IDs: e.IDs, Hash: hex.EncodeToString(e.Hash[:]),
+		Prev: hex.EncodeToString(e.Prev[:]), Signature: hex.EncodeToString(e.Sig), Key: hex.EncodeToString(e.Key),
+		PeerID: peerID, CBOR: base64.StdEncoding.EncodeToString(e.Body)}
+}
+
+// Log is a device's audit log, appended to with its identity key.
+type Log struct {
+	*Reader
+	d   ds.Batching
+	sk  ed25519.PrivateKey
+	now func() time.Time
+
+	mu   sync.Mutex // serialises appends; guards head
+	head Head
+}
+
+// Option configures Open.
+type Option func(*Log) error
+
+// WithClock sets the clock entries are stamped with (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(l *Log) error { l.now = now; return nil }
+}
+
+// Open opens (or starts) the log held in d, appended to and signed with
+// key. A stored head that does not verify under key is an error.
+func Open(ctx context.Context, d ds.Batching, key ed25519.PrivateKey, opts ...Option) (*Log, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("open audit log: not an Ed25519 private key")
+	}
+	l := &Log{Reader: NewReader(d, key.Public().(ed25519.PublicKey)), d: d, sk: key, now: time.Now}
+	for _, o := range opts {
+		if err := o(l); err != nil {
+			return nil, err
+		}
+	}
+	h, _, err := l.Head(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	l.head = h
+	return l, nil
+}
+
+// Append adds events, in order: their entries and the new head go to the
+// store in one batch (one commit, synced by the store), so a crash leaves
+// all of them or none. An invalid event fails the whole call (ErrInvalid).
+func (l *Log) Append(ctx context.Context, evs ...Event) ([]Entry, error) {
+	for _, ev := range evs {
+		if !knownKind(ev.Kind) || !ev.IDs.valid() {
+			return nil, ErrInvalid
+		}
+	}
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, err := l.d.Batch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("append audit entries: %w", err)
+	}
+	now := l.now().UTC()
+	seq, prev, last := l.head.Seq, l.head.Hash, l.head.Time
+	out := make([]Entry, 0, len(evs))
+	for _, ev := range evs {
+		t := now
+		if seq > 0 && !t.After(last) {
+			t = last.Add(time.Nanosecond) // times strictly increase along the chain
+		}
+		seq++
+		e, rec, err := seal(l.sk, seq, t, ev, prev)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Put(ctx, entryKey(seq), rec); err != nil {
+			return nil, fmt.Errorf("append audit entries: %w", err)
+		}
+		prev, last = e.Hash, e.Time
+		out = append(out, e)
+	}
+	h, hrec, err := signHead(l.sk, seq, prev, last)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Put(ctx, headKey, hrec); err != nil {
+		return nil, fmt.Errorf("append audit entries: %w", err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("append audit entries: %w", err)
+	}
+	l.head = h
+	return out, nil
+}
+
+// Current is the head as of the last append (Seq 0: empty log).
+func (l *Log) Current() Head {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.head
+}
+
+// Stats says how a device's recording of its trail is doing (shown in
+// its status).
+type Stats struct {
+	Entries   uint64    `json:"entries"`              // in the log
+	Dropped   uint64    `json:"dropped"`              // events lost to a full queue
+	Failed    uint64    `json:"failed"`               // events whose append failed
+	LastError string    `json:"last_error,omitempty"` // the last append error (no event data)
+	LastErrAt time.Time `json:"last_error_at,omitzero"`
+}

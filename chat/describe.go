@@ -1,0 +1,95 @@
+package chat
+
+import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+)
+
+// Op kinds as Describe names them.
+const (
+	OpText       = "text"
+	OpPhoto      = "photo"
+	OpEdit       = "edit"
+	OpDelete     = "delete"
+	OpReceipt    = "receipt"
+	OpAdd        = "add"
+	OpRemove     = "remove"
+	OpLeave      = "leave"
+	OpOther      = "other" // reactions, photo chunks, create, promote, retention, welcomes
+	OpUnreadable = ""      // this device cannot read it (yet)
+)
+
+// OpSummary says what an op is, by identifiers only: no text, no photo,
+// no title. It is what an audit trail may keep.
+type OpSummary struct {
+	Kind     string
+	Sender   peer.ID
+	Target   crdt.OpID // edit, delete: the message
+	Member   peer.ID   // add, remove: who
+	Level    int       // receipt: Delivered, Read or Acknowledged
+	Standing bool      // authorised and standing now
+}
+
+// Describe summarises op id, if this replica holds it.
+func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
+	info := r.ops[id]
+	if info == nil {
+		return OpSummary{}, false
+	}
+	s := OpSummary{Sender: info.sender, Standing: info.valid}
+	switch info.kind { // kept when a delete destroys the payload
+	case 0:
+		return s, true // unreadable here
+	case kindText:
+		s.Kind = OpText
+	case kindPhoto:
+		s.Kind = OpPhoto
+	case kindEdit:
+		s.Kind = OpEdit
+	case kindDelete:
+		s.Kind = OpDelete
+	case kindReceipt:
+		s.Kind = OpReceipt
+	case kindAdd:
+		s.Kind = OpAdd
+	case kindRemove:
+		s.Kind = OpRemove
+	case kindLeave:
+		s.Kind, s.Member = OpLeave, info.sender
+	default:
+		s.Kind = OpOther
+	}
+	p := info.p
+	if p == nil {
+		return s, true
+	}
+	switch s.Kind {
+	case OpEdit, OpDelete:
+		if len(p.Target) == len(s.Target) {
+			copy(s.Target[:], p.Target)
+		}
+	case OpReceipt:
+		s.Level = int(p.Level)
+	case OpAdd, OpRemove:
+		s.Member = peer.ID(p.Member)
+	}
+	return s, true
+}
+
+// maxAppliedLog bounds the ops TakeApplied holds between two calls.
+const maxAppliedLog = 4096
+
+// WithAppliedLog makes the replica list the ops of others it applies
+// (TakeApplied), for an audit trail: ops applied when their missing
+// dependencies arrive included, ops replayed by Restore not.
+func WithAppliedLog() Option { return func(r *Replica) { r.logApplied = true } }
+
+// TakeApplied returns the ops of others applied since the last call, in
+// the order applied, and forgets them (nil without WithAppliedLog). At
+// most maxAppliedLog are kept between calls.
+func (r *Replica) TakeApplied() []crdt.OpID {
+	out := r.applied
+	r.applied = nil
+	return out
+}

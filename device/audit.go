@@ -1,0 +1,212 @@
+package device
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/store"
+)
+
+// AuditQueue bounds the audit events waiting to be written. The trail
+// never blocks what it records: an event that finds the queue full is
+// dropped and counted (Trail.Stats, GET /api/v1/status).
+const AuditQueue = 1024
+
+// Trail records this device's audit events (package audit) into its
+// store. Record never blocks and never fails: one goroutine, owned by
+// the device, appends what is queued, many events in one batch; an append
+// that fails is logged (without the event's IDs) and counted.
+type Trail struct {
+	log  *audit.Log
+	q    chan []audit.Event
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+	// pending counts events queued or being written (Flush waits for 0).
+	pending atomic.Int64
+	ended   atomic.Bool // end began: Record takes nothing more
+	last    atomic.Bool // end wrote the last entry: nothing is written after it
+	logf    func(msg string, args ...any)
+	stats   struct {
+		dropped, failed atomic.Uint64
+		mu              sync.Mutex
+		lastErr         string
+		lastErrAt       time.Time
+	}
+}
+
+func startTrail(l *audit.Log, logf func(string, ...any)) *Trail {
+	t := &Trail{log: l, q: make(chan []audit.Event, AuditQueue), stop: make(chan struct{}), done: make(chan struct{}), logf: logf}
+	go t.loop()
+	return t
+}
+
+// Record queues events for the log; it never blocks. Safe on a nil Trail.
+func (t *Trail) Record(evs ...audit.Event) {
+	if t == nil || len(evs) == 0 || t.ended.Load() {
+		return
+	}
+	t.pending.Add(int64(len(evs)))
+	select {
+	case t.q <- evs:
+	default:
+		t.pending.Add(-int64(len(evs)))
+		t.stats.dropped.Add(uint64(len(evs)))
+	}
+}
+
+func (t *Trail) loop() {
+	defer close(t.done)
+	for {
+		select {
+		case evs := <-t.q:
+			t.write(t.drain(evs))
+		case <-t.stop:
+			for {
+				select {
+				case evs := <-t.q:
+					t.write(t.drain(evs))
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// drain adds what else is queued, up to a batch's worth.
+func (t *Trail) drain(evs []audit.Event) []audit.Event {
+	for len(evs) < 256 {
+		select {
+		case more := <-t.q:
+			evs = append(evs, more...)
+		default:
+			return evs
+		}
+	}
+	return evs
+}
+
+func (t *Trail) write(evs []audit.Event) {
+	defer t.pending.Add(-int64(len(evs)))
+	if t.last.Load() {
+		t.stats.dropped.Add(uint64(len(evs)))
+		return
+	}
+	if _, err := t.log.Append(context.Background(), evs...); err != nil {
+		t.stats.failed.Add(uint64(len(evs)))
+		t.stats.mu.Lock()
+		t.stats.lastErr, t.stats.lastErrAt = err.Error(), time.Now().UTC()
+		t.stats.mu.Unlock()
+		t.logf("audit append failed", "events", len(evs), "err", err)
+	}
+}
+
+// end writes what is queued (waiting a few seconds at most), then ev as
+// the trail's last entry: events recorded afterwards are ignored. The wipe
+// calls it before it destroys the store's key.
+func (t *Trail) end(ev audit.Event) {
+	if t == nil || t.ended.Swap(true) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	t.Flush(ctx)
+	t.pending.Add(1)
+	t.write([]audit.Event{ev})
+	t.last.Store(true)
+}
+
+// close writes what is queued and stops the goroutine. Safe to call twice.
+func (t *Trail) close() {
+	if t == nil {
+		return
+	}
+	t.once.Do(func() { close(t.stop) })
+	<-t.done
+}
+
+// Stats reports the trail's counters.
+func (t *Trail) Stats() audit.Stats {
+	if t == nil {
+		return audit.Stats{}
+	}
+	t.stats.mu.Lock()
+	defer t.stats.mu.Unlock()
+	return audit.Stats{Entries: t.log.Current().Seq, Dropped: t.stats.dropped.Load(), Failed: t.stats.failed.Load(),
+		LastError: t.stats.lastErr, LastErrAt: t.stats.lastErrAt}
+}
+
+// Since returns up to limit entries after since, oldest first.
+func (t *Trail) Since(ctx context.Context, since time.Time, limit int) ([]audit.Entry, error) {
+	return t.log.Since(ctx, since, limit)
+}
+
+// Head is the log's current signed head.
+func (t *Trail) Head() audit.Head { return t.log.Current() }
+
+// Verify checks the whole log (see audit.Reader.Verify).
+func (t *Trail) Verify(ctx context.Context, ext *audit.Head) (audit.Summary, error) {
+	return t.log.Verify(ctx, ext)
+}
+
+// Flush waits until every event recorded before it is written or has
+// failed (tests, export).
+func (t *Trail) Flush(ctx context.Context) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for t.pending.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// AuditFile is the audit trail of a stopped device's directory, opened
+// for reading.
+type AuditFile struct {
+	*audit.Reader
+	PeerID peer.ID
+	Key    ed25519.PublicKey
+	st     *store.Store
+}
+
+// OpenAudit opens the audit trail in device directory dir (the node must
+// be stopped: its store is locked while it runs), unsealing the device
+// key and the store with passphrase.
+func OpenAudit(dir string, passphrase []byte) (*AuditFile, error) {
+	if _, err := os.Stat(filepath.Join(dir, identity.RevokedFile)); err == nil {
+		return nil, fmt.Errorf("open audit trail %s: %w", dir, ErrRevoked)
+	}
+	key, err := identity.LoadDeviceKey(dir, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	sdir := filepath.Join(dir, StoreDir)
+	if _, err := os.Stat(filepath.Join(sdir, store.KeyFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open audit trail %s: no store (the device has never run)", dir)
+	}
+	st, err := store.Open(sdir, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("open audit trail (is the node still running?): %w", err)
+	}
+	pub := key.Identity.Public().(ed25519.PublicKey)
+	return &AuditFile{Reader: audit.NewReader(st, pub), PeerID: key.PeerID(), Key: pub, st: st}, nil
+}
+
+// Close closes the store.
+func (a *AuditFile) Close() error { return a.st.Close() }
