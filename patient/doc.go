@@ -8,8 +8,11 @@
 //   - Errors name the field and what is wrong with it, never the value:
 //     an error may reach a log, and patient data never does.
 //   - Every Patient that Validate accepts round-trips: its NHS number is
-//     ten ASCII digits with a valid check digit, its name fits MaxName
-//     bytes of valid UTF-8 without control characters, and its birth date,
+//     ten ASCII digits with a valid check digit and not one repeated
+//     digit (a placeholder), its name fits MaxName bytes of valid UTF-8
+//     without control or format characters (Unicode Cc, Cf: no
+//     bidirectional overrides or zero-width characters that would change
+//     how the NHS number beside it reads), and its birth date,
 //     if set, is a YYYY-MM-DD calendar date.
 //   - Validate depends on the value alone, so every replica of a
 //     conversation judges a patient op the same way; Check adds the rules

@@ -74,7 +74,7 @@ func ParseNHSNumber(s string) (NHSNumber, error) {
 		return "", ErrNHSFormat
 	}
 	d, ok := CheckDigit(string(b[:9]))
-	if !ok {
+	if !ok || placeholder(b) {
 		return "", ErrNHSInvalid
 	}
 	if int(b[9]-'0') != d {
@@ -134,7 +134,7 @@ func (p Patient) Validate() error {
 	if len(p.NHSNumber) != 10 {
 		return ErrNHSFormat // parsed, but not normalised (spaces or hyphens kept)
 	}
-	if len(p.Name) > MaxName || !utf8.ValidString(p.Name) || strings.ContainsFunc(p.Name, unicode.IsControl) {
+	if len(p.Name) > MaxName || !utf8.ValidString(p.Name) || strings.ContainsFunc(p.Name, hidden) {
 		return ErrName
 	}
 	if p.BirthDate != "" {
@@ -183,4 +183,23 @@ func (p Patient) Matches(query string) bool {
 		return p.NHSNumber != "" && strings.Contains(string(p.NHSNumber), digits)
 	}
 	return p.Name != "" && strings.Contains(strings.ToLower(p.Name), strings.ToLower(q))
+}
+
+// hidden reports a character a name must not hold: a control character,
+// or a format character (Unicode Cf: bidirectional overrides, isolates
+// and marks, zero-width spaces and joiners), which would change how the
+// text after it — the NHS number beside the name — is displayed, or hide
+// a difference between two names that look the same.
+func hidden(r rune) bool { return unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r) }
+
+// placeholder reports a number of one repeated digit (000 000 0000,
+// 111 111 1111, …): typed when the number is not known, never issued,
+// and two of them pass the check digit.
+func placeholder(b [10]byte) bool {
+	for _, c := range b[1:] {
+		if c != b[0] {
+			return false
+		}
+	}
+	return true
 }

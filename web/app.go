@@ -136,8 +136,9 @@ func (s *Server) unlockApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Passphrase == "" {
-		s.note(audit.UnlockFailed)
-		writeError(w, http.StatusUnauthorized, "wrong passphrase")
+		// Not an attempt: nothing is tried, nothing is recorded (an
+		// empty request that skips the gate must not write the trail).
+		writeError(w, http.StatusBadRequest, "enter the passphrase")
 		return
 	}
 	if wait, err := s.gate.enter(); err != nil {
