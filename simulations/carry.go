@@ -31,7 +31,8 @@ import (
 //     P(d,e) += (1 − P(d,e))·P_init, ages all entries by γ^k for the k
 //     time units elapsed, and applies transitivity P(d,f) = max(P(d,f),
 //     P(d,e)·P(e,f)·β). A device's utility for a conversation is its
-//     highest predictability for a member (other than itself); a holder —
+//     highest predictability for a member (other than itself and the
+//     holder); a holder —
 //     a member, or a carrier — gives a copy to a device that can carry,
 //     lacks the envelope and has a higher utility (the GRTR strategy:
 //     the holder keeps its copy).
@@ -60,9 +61,9 @@ const (
 
 // Carriage defaults.
 const (
-	DefaultCarryCopies        = 4
-	DefaultCarryQuotaKiB      = 1024 // about 850 envelopes of OpBytes
-	DefaultCarryTTLSeconds    = 24 * 3600
+	DefaultCarryCopies        = 8
+	DefaultCarryQuotaKiB      = 1024          // about 850 envelopes of OpBytes
+	DefaultCarryTTLSeconds    = 7 * 24 * 3600 // a rota's week: a colleague back from days off still brings it
 	DefaultCarryOriginShare   = 0.25
 	DefaultProphetUnitSeconds = 300
 	prophetEntryBytes         = 8
@@ -145,9 +146,9 @@ type cnode struct {
 	bytes      int
 	byOrigin   map[int]int
 	peak       int
-	sent, recv int64           // envelope bytes out of and into its bag
+	sent, recv int64             // envelope bytes out of and into its bag
 	tokens     map[crdt.OpID]int // spray: copies an author holds of its own envelopes
-	pred       []float64       // prophet: P(d, e) by device
+	pred       []float64         // prophet: P(d, e) by device
 	aged       float64
 }
 
@@ -241,14 +242,15 @@ func (k *carriage) age(n *cnode, t float64) {
 	}
 }
 
-// utility is d's highest predictability for a member of c other than itself.
-func (x *des) utility(d *dnode, c int, t float64) float64 {
+// utility is d's highest predictability for a member of c other than
+// itself and the holder h (which has the envelope already).
+func (x *des) utility(d, h *dnode, c int, t float64) float64 {
 	k := x.carry
 	n := &k.nodes[d.idx]
 	k.age(n, t)
 	u := 0.0
 	for _, m := range x.w.Convs[c] {
-		if m != d.idx {
+		if m != d.idx && m != h.idx {
 			u = max(u, n.pred[m])
 		}
 	}
@@ -361,7 +363,7 @@ func (x *des) offer(h, o *dnode, t float64) {
 		case on.bag[id] != nil:
 		case k.cfg.Policy == "spray" && e.copies > 1:
 			cs = append(cs, cand{id: id, msg: e.msg, conv: e.conv, give: e.copies / 2})
-		case k.cfg.Policy == "prophet" && x.utility(o, e.conv, t) > x.utility(h, e.conv, t):
+		case k.cfg.Policy == "prophet" && x.utility(o, h, e.conv, t) > x.utility(h, h, e.conv, t):
 			cs = append(cs, cand{id: id, msg: e.msg, conv: e.conv})
 		}
 	}
@@ -382,7 +384,7 @@ func (x *des) offer(h, o *dnode, t float64) {
 			}
 		case "prophet":
 			for _, c := range h.convs {
-				if h.reps[c] == nil || !x.carrier(o, c) || x.utility(o, c, t) <= x.utility(h, c, t) {
+				if h.reps[c] == nil || !x.carrier(o, c) || x.utility(o, h, c, t) <= x.utility(h, h, c, t) {
 					continue
 				}
 				ms := k.convMsgs[c]
