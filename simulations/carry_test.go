@@ -303,3 +303,108 @@ func TestCarryEviction(t *testing.T) {
 		t.Fatal("an expired envelope should go first")
 	}
 }
+
+// TestValidationCarryOrdering (issue 19 item 5): every routing on the
+// shipped synthetic trace with unlimited bandwidth, for three seeds. In
+// latency — both the median over the deliveries a path existed for (an
+// undelivered one counting as infinite) and the mean over them (an
+// undelivered one counting as the time to the end of the run) — oracle ≤
+// epidemic ≤ medmesh with carriage ≤ medmesh members only; in envelope
+// bytes on the wire (every transfer, carriage included), members only ≤
+// carriage ≤ epidemic. Both carriage policies (spray, PRoPHET) are held to
+// it.
+func TestValidationCarryOrdering(t *testing.T) {
+	s := loadShipped(t)
+	s.LinkKBps = 1e12 // unlimited: every contact carries everything
+	for _, seed := range []uint64{1, 2, 3} {
+		rows := compareRoutings(t, s, seed, []variant{chosen, prophet})
+		members, epi := rows[0], rows[1]
+		for _, r := range rows {
+			t.Logf("seed %d: %s", seed, r)
+		}
+		const slack = 1e-6 // relative: float sums
+		le := func(a, b float64) bool { return a <= b*(1+slack) }
+		for _, c := range rows[2:] {
+			if !le(epi.Oracle, epi.Median) || !le(epi.Median, c.Median) || !le(c.Median, members.Median) {
+				t.Errorf("seed %d, %s: median latency: oracle %.0f, epidemic %.0f, carriage %.0f, members only %.0f", seed, c.name, epi.Oracle, epi.Median, c.Median, members.Median)
+			}
+			if !le(epi.OracleMean, epi.Censored) || !le(epi.Censored, c.Censored) || !le(c.Censored, members.Censored) {
+				t.Errorf("seed %d, %s: mean latency: oracle %.0f, epidemic %.0f, carriage %.0f, members only %.0f", seed, c.name, epi.OracleMean, epi.Censored, c.Censored, members.Censored)
+			}
+			if !(members.Envelope <= c.Envelope && c.Envelope <= epi.Envelope) {
+				t.Errorf("seed %d, %s: envelope bytes: members only %d, carriage %d, epidemic %d", seed, c.name, members.Envelope, c.Envelope, epi.Envelope)
+			}
+			if c.Delivery < members.Delivery || c.Delivery > epi.Delivery {
+				t.Errorf("seed %d, %s: delivery: members only %.3f, carriage %.3f, epidemic %.3f", seed, c.name, members.Delivery, c.Delivery, epi.Delivery)
+			}
+		}
+	}
+}
+
+// TestCarryTargets (issue 19 item 2) pins what the chosen policy meets on
+// the shipped trace (scenario testdata/hospital-trace.json, 16,384 kbit/s
+// links, teams of four across wards), for five seeds: delivery ≥ 0.95 ×
+// epidemic routing's, envelope bytes ≤ 0.5 × epidemic's, and the median
+// latency ratio to the oracle over delivered messages ≤ 1.1. The stricter
+// median — over every delivery a path existed for, undelivered ones
+// infinite — is 1.06–1.13 × the oracle's, not always within 1.1: pinned at
+// 1.15. With -v it prints the README's table.
+func TestCarryTargets(t *testing.T) {
+	s := loadShipped(t)
+	var b strings.Builder
+	b.WriteString("| seed | routing | delivery | median latency | envelope bytes |\n|---|---|---|---|---|\n")
+	for _, seed := range []uint64{1, 2, 3, 4, 5} {
+		rows := compareRoutings(t, s, seed, []variant{chosen})
+		members, epi, c := rows[0], rows[1], rows[2]
+		for _, r := range []measured{members, c, epi} {
+			fmt.Fprintf(&b, "| %d | %s | %.3f | %s | %s |\n", seed, r.name, r.Delivery, hours(r.Median), mib(r.Envelope))
+		}
+		fmt.Fprintf(&b, "| %d | oracle | %.3f | %s | – |\n", seed, float64(epi.sum.Deliveries-epi.sum.NoPath)/float64(epi.sum.Deliveries), hours(epi.Oracle))
+		t.Logf("seed %d: delivery %.3f × epidemic's, envelope bytes %.3f × epidemic's, median %.3f × the oracle's (delivered only: %.2f)",
+			seed, c.Delivery/epi.Delivery, float64(c.Envelope)/float64(epi.Envelope), c.Median/c.Oracle, c.sum.LatencyVsOracle)
+		switch {
+		case c.Delivery < 0.95*epi.Delivery:
+			t.Errorf("seed %d: delivery %.3f, epidemic %.3f", seed, c.Delivery, epi.Delivery)
+		case float64(c.Envelope) > 0.5*float64(epi.Envelope):
+			t.Errorf("seed %d: envelope bytes %d, epidemic %d", seed, c.Envelope, epi.Envelope)
+		case c.sum.LatencyVsOracle > 1.1:
+			t.Errorf("seed %d: median latency ÷ oracle over delivered messages %.2f", seed, c.sum.LatencyVsOracle)
+		case c.Median > 1.15*c.Oracle:
+			t.Errorf("seed %d: median latency %.0f s, oracle %.0f s", seed, c.Median, c.Oracle)
+		}
+	}
+	t.Logf("shipped trace (go test -run TestCarryTargets -v ./simulations):\n%s", b.String())
+}
+
+func hours(s float64) string {
+	if math.IsInf(s, 1) {
+		return "∞"
+	}
+	return fmt.Sprintf("%.1f h", s/3600)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.2f MB", float64(b)/1e6) }
+
+// TestCarryBuiltins: on the built-in scenarios carriage costs no delivery
+// and no latency. As shipped (one conversation of every member: nobody
+// but an anchor is outside it) it changes nothing at all; with teams of
+// four drawn across groups (so a team spans places), it delivers at least
+// what members only deliver, no later (median and mean), and logs what a
+// carrier pays.
+func TestCarryBuiltins(t *testing.T) {
+	for _, n := range Names() {
+		s := Builtins[n]
+		small := s
+		small.Messages = 60
+		m, c := measure(t, small, 1, membersOnly), measure(t, small, 1, chosen)
+		if m.Delivery != c.Delivery || m.Median != c.Median || m.Censored != c.Censored || m.Envelope != c.Envelope {
+			t.Errorf("%s as shipped: members only %s; with carriage %s", n, m, c)
+		}
+		m, c = measure(t, s, 1, membersOnly, acrossGroups(4)), measure(t, s, 1, chosen, acrossGroups(4))
+		t.Logf("%s, teams of 4 across groups: members only %.3f, %.0f s; carriage %.3f, %.0f s; carriers %d, at most %d bytes held, %.0f (max %.0f) envelope bytes sent+received per carrier-hour",
+			n, m.Delivery, m.Median, c.Delivery, c.Median, *c.sum.Carriers, *c.sum.CarrierPeakBytes, *c.sum.CarrierBytesPerHourMean, *c.sum.CarrierBytesPerHourMax)
+		if c.Delivery < m.Delivery || c.Median > m.Median || c.Censored > m.Censored*(1+1e-9) {
+			t.Errorf("%s, teams of 4 across groups: members only %s; with carriage %s", n, m, c)
+		}
+	}
+}
