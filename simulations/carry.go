@@ -143,6 +143,8 @@ type carried struct {
 // cnode is one device's carriage state.
 type cnode struct {
 	bag        map[crdt.OpID]*carried
+	byConv     map[int]map[crdt.OpID]*carried // the bag by conversation
+	spreading  map[int]int                    // spray: envelopes of the bag with copies to hand out, by conversation
 	bytes      int
 	byOrigin   map[int]int
 	peak       int
@@ -173,7 +175,8 @@ func newCarriage(x *des) *carriage {
 		convMsgs: make([][]int32, len(w.Convs))}
 	k.quota = k.cfg.QuotaKiB * 1024
 	for i := range k.nodes {
-		k.nodes[i] = cnode{bag: map[crdt.OpID]*carried{}, byOrigin: map[int]int{}, tokens: map[crdt.OpID]int{}}
+		k.nodes[i] = cnode{bag: map[crdt.OpID]*carried{}, byConv: map[int]map[crdt.OpID]*carried{}, spreading: map[int]int{},
+			byOrigin: map[int]int{}, tokens: map[crdt.OpID]int{}}
 		if k.cfg.Policy == "prophet" {
 			k.nodes[i].pred = make([]float64, len(w.Devices))
 		}
@@ -350,21 +353,33 @@ func (x *des) offer(h, o *dnode, t float64) {
 	hn, on := &k.nodes[h.idx], &k.nodes[o.idx]
 	var cs []cand
 	// From h's bag: to a member or an anchor, or on to another carrier.
-	for id, e := range hn.bag {
-		if t >= e.exp {
-			k.drop(hn, id)
-			continue
-		}
+	// (Map order does not matter: the candidates are sorted below.)
+	for c, items := range hn.byConv {
+		deliver := !x.carrier(o, c)
+		r := o.reps[c]
 		switch {
-		case !x.carrier(o, e.conv):
-			if r := o.reps[e.conv]; r == nil || (!r.dag.Has(id) && !r.dag.Pending(id)) {
-				cs = append(cs, cand{id: id, msg: e.msg, conv: e.conv, deliver: true})
+		case deliver:
+		case k.cfg.Policy == "prophet":
+			if x.utility(o, h, c, t) <= x.utility(h, h, c, t) {
+				continue
 			}
-		case on.bag[id] != nil:
-		case k.cfg.Policy == "spray" && e.copies > 1:
-			cs = append(cs, cand{id: id, msg: e.msg, conv: e.conv, give: e.copies / 2})
-		case k.cfg.Policy == "prophet" && x.utility(o, h, e.conv, t) > x.utility(h, h, e.conv, t):
-			cs = append(cs, cand{id: id, msg: e.msg, conv: e.conv})
+		case hn.spreading[c] == 0:
+			continue // spray: every copy here waits for a member
+		}
+		for id, e := range items {
+			switch {
+			case t >= e.exp:
+				k.drop(hn, id)
+			case deliver:
+				if r == nil || (!r.dag.Has(id) && !r.dag.Pending(id)) {
+					cs = append(cs, cand{id: id, msg: e.msg, conv: c, deliver: true})
+				}
+			case on.bag[id] != nil:
+			case k.cfg.Policy == "prophet":
+				cs = append(cs, cand{id: id, msg: e.msg, conv: c})
+			case e.copies > 1:
+				cs = append(cs, cand{id: id, msg: e.msg, conv: c, give: e.copies / 2})
+			}
 		}
 	}
 	// From h's replicas, to a carrier: the author's copies (spray), or any
@@ -459,7 +474,9 @@ func (x *des) offer(h, o *dnode, t float64) {
 		if cd.give > 0 {
 			e.copies = cd.give
 			if he := hn.bag[cd.id]; he != nil {
-				he.copies -= cd.give
+				if he.copies -= cd.give; he.copies == 1 {
+					hn.spreading[he.conv]--
+				}
 			} else {
 				hn.tokens[cd.id] -= cd.give
 			}
@@ -545,6 +562,13 @@ func (k *carriage) evict(n *cnode, urgent bool, match func(*carried) bool) bool 
 
 func (k *carriage) put(n *cnode, id crdt.OpID, e *carried) {
 	n.bag[id] = e
+	if n.byConv[e.conv] == nil {
+		n.byConv[e.conv] = map[crdt.OpID]*carried{}
+	}
+	n.byConv[e.conv][id] = e
+	if e.copies > 1 {
+		n.spreading[e.conv]++
+	}
 	n.bytes += OpBytes
 	n.byOrigin[e.origin] += OpBytes
 	n.peak = max(n.peak, n.bytes)
@@ -556,6 +580,12 @@ func (k *carriage) drop(n *cnode, id crdt.OpID) {
 		return
 	}
 	delete(n.bag, id)
+	if delete(n.byConv[e.conv], id); len(n.byConv[e.conv]) == 0 {
+		delete(n.byConv, e.conv)
+	}
+	if e.copies > 1 {
+		n.spreading[e.conv]--
+	}
 	n.bytes -= OpBytes
 	n.byOrigin[e.origin] -= OpBytes
 }

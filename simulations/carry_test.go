@@ -281,7 +281,7 @@ func TestCarryBagBounds(t *testing.T) {
 // only urgent ones are left, and drops expired envelopes first.
 func TestCarryEviction(t *testing.T) {
 	k := &carriage{cfg: Carry{OriginShare: 1}.withDefaults(), quota: 2 * OpBytes, urgent: []bool{false, false, true, true, false}}
-	n := &cnode{bag: map[crdt.OpID]*carried{}, byOrigin: map[int]int{}}
+	n := &cnode{bag: map[crdt.OpID]*carried{}, byConv: map[int]map[crdt.OpID]*carried{}, spreading: map[int]int{}, byOrigin: map[int]int{}}
 	put := func(m int32, exp float64) {
 		k.put(n, crdt.OpID{byte(m)}, &carried{msg: m, origin: int(m), urgent: k.urgent[m], exp: exp})
 	}
