@@ -1,8 +1,10 @@
 package simulations
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -406,5 +408,38 @@ func TestCarryBuiltins(t *testing.T) {
 		if c.Delivery < m.Delivery || c.Median > m.Median || c.Censored > m.Censored*(1+1e-9) {
 			t.Errorf("%s, teams of 4 across groups: members only %s; with carriage %s", n, m, c)
 		}
+	}
+}
+
+// TestCarryScenarioFields: carriage is configured only with its routing,
+// its policy is one of the two, and sim show prints every carry field.
+func TestCarryScenarioFields(t *testing.T) {
+	s := Builtins["basement"]
+	s.Carry = Carry{Copies: 4}
+	if err := s.check(); err == nil || !strings.Contains(err.Error(), "medmesh-carry") {
+		t.Fatalf("carry without its routing: %v", err)
+	}
+	s.Routing, s.Carry.Policy = "medmesh-carry", "flood"
+	if err := s.check(); err == nil || !strings.Contains(err.Error(), "carry.policy") {
+		t.Fatalf("unknown policy: %v", err)
+	}
+	s.Carry = Carry{OriginShare: 2}
+	if err := s.check(); err == nil || !strings.Contains(err.Error(), "carry.origin_share") {
+		t.Fatalf("origin share above 1: %v", err)
+	}
+	js, _ := json.Marshal(Builtins["basement"])
+	var all struct {
+		Carry map[string]any `json:"carry"`
+	}
+	json.Unmarshal(js, &all)
+	rt := reflect.TypeOf(Carry{})
+	for i := range rt.NumField() {
+		if f := rt.Field(i).Tag.Get("json"); all.Carry == nil || all.Carry[f] == nil {
+			t.Fatalf("carry field %s not shown in %s", f, js)
+		}
+	}
+	shipped := loadShipped(t)
+	if shipped.Routing != "medmesh-carry" || shipped.ConversationSize < 3 || shipped.ConversationSize > 5 {
+		t.Fatalf("the shipped trace's scenario: %+v", shipped)
 	}
 }

@@ -19,7 +19,16 @@
 // delivered message, storage per node, convergence after a partition heals
 // — and beside each latency the oracle (oracle.go): the earliest arrival
 // any protocol could achieve through the contact graph, computed with full
-// knowledge of future contacts.
+// knowledge of future contacts. Envelope bytes count every envelope
+// transfer on the wire, apart from reconciliation and summaries.
+//
+// Routings (Scenario.Routing): medmesh (members and anchors carry a
+// conversation), epidemic (everyone carries everything) and, in the DES
+// only, medmesh-carry: admitted non-members also carry envelopes, within a
+// quota, a TTL and a per-origin share, by binary spray-and-wait or
+// PRoPHET (carry.go). gentrace.go generates the synthetic hospital
+// contact trace shipped in testdata (go generate rewrites it, byte for
+// byte).
 package simulations
 
 import (
