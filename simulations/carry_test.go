@@ -443,3 +443,16 @@ func TestCarryScenarioFields(t *testing.T) {
 		t.Fatalf("the shipped trace's scenario: %+v", shipped)
 	}
 }
+
+// TestCarryDeterminism: with carriage the DES stays a function of the
+// scenario and the seed (a carrier's bag is a map; nothing may depend on
+// its order).
+func TestCarryDeterminism(t *testing.T) {
+	s := loadShipped(t)
+	for _, v := range []variant{chosen, prophet} {
+		a, b := measure(t, s, 7, v), measure(t, s, 7, v)
+		if !reflect.DeepEqual(a.res.Messages, b.res.Messages) || !reflect.DeepEqual(a.sum, b.sum) || !reflect.DeepEqual(a.res.Carriage, b.res.Carriage) {
+			t.Fatalf("%s: seed 7 twice, different outcomes:\n%s\n%s", v.name, a, b)
+		}
+	}
+}
