@@ -26,16 +26,21 @@ import (
 //     hands it floor(n/2) and keeps the rest; with one copy it waits to
 //     meet a member or an anchor. Other members hold no copies to spray.
 //   - prophet: delivery predictabilities (PRoPHET, RFC 6693, with its
-//     defaults P_init 0.75, β 0.25, γ 0.98 per ProphetUnitSeconds). Every
-//     device keeps P(d, e) for every other device; on meeting e it sets
-//     P(d,e) += (1 − P(d,e))·P_init, ages all entries by γ^k for the k
-//     time units elapsed, and applies transitivity P(d,f) = max(P(d,f),
-//     P(d,e)·P(e,f)·β). A device's utility for a conversation is its
-//     highest predictability for a member (other than itself and the
-//     holder); a holder —
-//     a member, or a carrier — gives a copy to a device that can carry,
-//     lacks the envelope and has a higher utility (the GRTR strategy:
-//     the holder keeps its copy).
+//     defaults P_init 0.75, β 0.25, γ 0.98 per ProphetUnitSeconds, 300 s
+//     by default). Every device keeps P(d, e) for every other device; on
+//     meeting e it ages all entries by γ^k for the k time units elapsed,
+//     sets P(d,e) += (1 − P(d,e))·P_init and applies transitivity
+//     P(d,f) = max(P(d,f), P(d,e)·P(e,f)·β). A device's utility for a
+//     conversation is its highest predictability for a member other than
+//     itself and the holder; a holder — a member, or a carrier — gives a
+//     copy to a device that can carry, lacks the envelope and has a
+//     higher utility (the GRTR strategy: the holder keeps its copy).
+//
+// Anchors spray nothing and take what carriers hand them, as a member
+// does. Devices offer at every meeting (arriving in a place, a trace
+// contact coming up, each anti-entropy round over a contact); a device
+// that takes envelopes offers them at once to everyone in its reach, as
+// a relay forwards on receipt.
 //
 // Under both, a carrier's bag is bounded: QuotaKiB bytes of envelopes; an
 // envelope expires TTLSeconds after it was written (the header's time)
