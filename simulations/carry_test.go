@@ -313,13 +313,17 @@ func TestCarryEviction(t *testing.T) {
 // undelivered one counting as the time to the end of the run) — oracle ≤
 // epidemic ≤ medmesh with carriage ≤ medmesh members only; in envelope
 // bytes on the wire (every transfer, carriage included), members only ≤
-// carriage ≤ epidemic. Both carriage policies (spray, PRoPHET) are held to
-// it.
+// carriage ≤ epidemic. Both carriage policies are held to it: spray on
+// three seeds, PRoPHET (slower to simulate) on one.
 func TestValidationCarryOrdering(t *testing.T) {
 	s := loadShipped(t)
 	s.LinkKBps = 1e12 // unlimited: every contact carries everything
 	for _, seed := range []uint64{1, 2, 3} {
-		rows := compareRoutings(t, s, seed, []variant{chosen, prophet})
+		vs := []variant{chosen}
+		if seed == 1 {
+			vs = append(vs, prophet)
+		}
+		rows := compareRoutings(t, s, seed, vs)
 		members, epi := rows[0], rows[1]
 		for _, r := range rows {
 			t.Logf("seed %d: %s", seed, r)
@@ -449,6 +453,7 @@ func TestCarryScenarioFields(t *testing.T) {
 // its order).
 func TestCarryDeterminism(t *testing.T) {
 	s := loadShipped(t)
+	s.Messages = 150
 	for _, v := range []variant{chosen, prophet} {
 		a, b := measure(t, s, 7, v), measure(t, s, 7, v)
 		if !reflect.DeepEqual(a.res.Messages, b.res.Messages) || !reflect.DeepEqual(a.sum, b.sum) || !reflect.DeepEqual(a.res.Carriage, b.res.Carriage) {
