@@ -130,6 +130,7 @@ type des struct {
 	bridges   []*dnode
 	epidemic  bool
 	contacts  map[[2]int]*contact // trace links up now
+	carry     *carriage           // routing medmesh-carry: carriage by non-members (carry.go)
 }
 
 // contact is a trace link while it is up: one channel that carries a
@@ -186,6 +187,9 @@ func (w *World) RunDES(progress func(done, total int)) *Result {
 		}
 	}
 	x.deps = make([][]int32, len(w.Sends))
+	if s.Routing == "medmesh-carry" {
+		x.carry = newCarriage(x)
+	}
 	q := &queue{}
 	seq := 0
 	push := func(e event) { e.seq = seq; seq++; heap.Push(q, e) }
@@ -228,6 +232,9 @@ func (w *World) RunDES(progress func(done, total int)) *Result {
 }
 
 func (x *des) step(e event) {
+	if x.carry != nil {
+		defer x.drain()
+	}
 	switch e.kind {
 	case eMove: // arrives somewhere: meets everyone there
 		d := x.nodes[e.a]
@@ -241,6 +248,9 @@ func (x *des) step(e event) {
 		x.at[d.place] = append(x.at[d.place], d.idx)
 		for _, o := range x.at[d.place] {
 			if o != d.idx {
+				if x.carry != nil {
+					x.encounter(d, x.nodes[o], e.at)
+				}
 				x.sync(d, x.nodes[o], e.at)
 			}
 		}
@@ -248,6 +258,9 @@ func (x *des) step(e event) {
 		a, b := x.nodes[e.a], x.nodes[e.b]
 		a.links, b.links = insertSorted(a.links, b.idx), insertSorted(b.links, a.idx)
 		x.contacts[[2]int{e.a, e.b}] = &contact{free: e.at, end: e.until}
+		if x.carry != nil {
+			x.encounter(a, b, e.at)
+		}
 		x.sync(a, b, e.at)
 	case eDown:
 		a, b := x.nodes[e.a], x.nodes[e.b]
@@ -320,11 +333,19 @@ func (x *des) holds(d *dnode, c int) bool {
 	return d.reps[c] != nil || d.Anchor || x.epidemic
 }
 
-// sync runs the real reconciliation for every conversation a and b share.
+// sync runs the real reconciliation for every conversation a and b share;
+// with carriage, they then offer each other what they carry.
 func (x *des) sync(a, b *dnode, t float64) {
 	if x.refused(a, b) {
 		return
 	}
+	x.syncShared(a, b, t)
+	if x.carry != nil {
+		x.exchange(a, b, t)
+	}
+}
+
+func (x *des) syncShared(a, b *dnode, t float64) {
 	if !a.Anchor && !b.Anchor && !x.epidemic {
 		small, big := a, b
 		if len(b.convs) < len(a.convs) {
@@ -407,6 +428,7 @@ func (x *des) syncConv(a, b *dnode, c int, t float64) {
 		return
 	}
 	x.res.Bytes += int64(bytes + (len(needA)+len(needB))*(OpBytes+32))
+	x.res.EnvelopeBytes += int64((len(needA) + len(needB)) * OpBytes)
 	done := t + x.link(bytes+(len(needA)+len(needB))*OpBytes, (rounds+1)/2+1, len(needA)+len(needB))
 	x.learn(a, c, x.transfer(b, a, c, needA, done), done, bySync)
 	x.learn(b, c, x.transfer(a, b, c, needB, done), done, bySync)
@@ -441,6 +463,7 @@ func (x *des) syncOver(ch *contact, a, b *dnode, c int, t float64, bytes, rounds
 			}
 			cur = next
 			x.res.Bytes += OpBytes + 32
+			x.res.EnvelopeBytes += OpBytes
 			x.learn(dir.to, c, x.transfer(dir.from, dir.to, c, dir.need[i:i+1], cur), cur, bySync)
 		}
 	}
@@ -569,6 +592,9 @@ func (x *des) learn(d *dnode, c int, ids []crdt.OpID, t float64, by int) {
 		h := work[len(work)-1]
 		work = work[:len(work)-1]
 		x.bridge(h.d, h.t)
+		if x.carry != nil && x.carry.cfg.Policy == "prophet" && !h.d.Anchor {
+			x.carry.queue = append(x.carry.queue, qd{h.d.idx, h.t}) // may pass them to a carrier in reach
+		}
 		if h.by == byPush && h.d.place != nowhere {
 			var subs []*dnode
 			for _, o := range x.at[h.d.place] {
@@ -584,6 +610,7 @@ func (x *des) learn(d *dnode, c int, ids []crdt.OpID, t float64, by int) {
 				}
 				at := h.t + x.link(len(lack)*OpBytes, 1, len(lack))
 				x.res.Bytes += int64(copies * OpBytes * len(lack))
+				x.res.EnvelopeBytes += int64(copies * OpBytes * len(lack))
 				x.res.Duplicates += (copies - 1) * len(lack)
 				if got := x.transfer(h.d, n, h.c, lack, at); len(got) > 0 {
 					work = append(work, hop{n, h.c, got, at, byPlacePush})
@@ -610,6 +637,7 @@ func (x *des) learn(d *dnode, c int, ids []crdt.OpID, t float64, by int) {
 				}
 				cur = next
 				x.res.Bytes += OpBytes
+				x.res.EnvelopeBytes += OpBytes
 				if got := x.transfer(h.d, n, h.c, []crdt.OpID{id}, cur); len(got) > 0 {
 					work = append(work, hop{n, h.c, got, cur, byPush})
 				}
@@ -640,6 +668,9 @@ func (x *des) send(i int, t float64) {
 	}
 	x.publish(d, m.Conv, crdt.Op{ID: x.ids[i], Deps: heads, Author: d.Name,
 		Time: crdt.Timestamp{Wall: int64(t * 1000)}, Body: []byte{1}}, t)
+	if x.carry != nil {
+		x.wrote(d, i, t)
+	}
 }
 
 // revoke: the CA's CRL reaches every anchor outside a cut, which gossips
@@ -667,6 +698,12 @@ func (x *des) finish() {
 			n += r.n()
 		}
 		x.res.Storage[d.Name] = int64(n) * OpBytes
+	}
+	if x.carry != nil {
+		x.res.Carriage = make([]CarrierLoad, len(x.nodes))
+		for i, n := range x.carry.nodes {
+			x.res.Carriage[i] = CarrierLoad{Device: x.nodes[i].Name, PeakBytes: int64(n.peak), Sent: n.sent, Received: n.recv}
+		}
 	}
 }
 

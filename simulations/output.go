@@ -35,6 +35,7 @@ type Summary struct {
 	OverheadRatio    float64 `json:"overhead_ratio"`
 	HopsMean         float64 `json:"hop_count_mean"`
 	BytesPerDelivery float64 `json:"bytes_per_delivered_message"`
+	EnvelopeBytes    int64   `json:"envelope_bytes"` // envelopes on the wire, every transfer counted (DES)
 	StoragePerNode   float64 `json:"storage_per_node_bytes"`
 	Relayed          int     `json:"relayed"`
 	Duplicates       int     `json:"duplicates"`
@@ -50,6 +51,14 @@ type Summary struct {
 	RevokedSent             *int     `json:"revoked_messages_sent,omitempty"`
 	RevokedShown            *int     `json:"revoked_messages_shown_before_crl,omitempty"`
 	RevokedStanding         *int     `json:"revoked_messages_standing,omitempty"`
+	// With carriage (routing medmesh-carry): the devices that carried
+	// anything, the most one held at once, and the envelope bytes a
+	// carrier sent plus received for carriage per hour of the run (mean
+	// over carriers, and the most).
+	Carriers                *int     `json:"carriers,omitempty"`
+	CarrierPeakBytes        *int64   `json:"carrier_peak_bytes,omitempty"`
+	CarrierBytesPerHourMean *float64 `json:"carrier_bytes_per_hour_mean,omitempty"`
+	CarrierBytesPerHourMax  *float64 `json:"carrier_bytes_per_hour_max,omitempty"`
 	TimeScale               float64  `json:"time_scale,omitempty"`
 	LagS                    float64  `json:"lag_s,omitempty"`
 	Failures                int      `json:"failures,omitempty"`
@@ -126,6 +135,26 @@ func Summarise(r *Result) Summary {
 		}
 		s.RevocationLearntMedianS, s.RevocationLearntMaxS, s.RevocationNotLearnt = &med, &mx, &notLearnt
 		s.RevokedSent, s.RevokedShown, s.RevokedStanding = &sent, &shown, &standing
+	}
+	s.EnvelopeBytes = r.EnvelopeBytes
+	if r.Carriage != nil {
+		n, peak, sum, most := 0, int64(0), 0.0, 0.0
+		hours := r.World.S.Hours
+		for _, c := range r.Carriage {
+			if c.PeakBytes == 0 && c.Sent == 0 {
+				continue
+			}
+			n++
+			peak = max(peak, c.PeakBytes)
+			h := float64(c.Sent+c.Received) / hours
+			sum += h
+			most = max(most, h)
+		}
+		mean := 0.0
+		if n > 0 {
+			mean = sum / float64(n)
+		}
+		s.Carriers, s.CarrierPeakBytes, s.CarrierBytesPerHourMean, s.CarrierBytesPerHourMax = &n, &peak, &mean, &most
 	}
 	var st int64
 	for _, b := range r.Storage {
@@ -291,6 +320,7 @@ func Table(w io.Writer, s Summary) {
 		{"overhead ratio", fmt.Sprintf("%.2f", s.OverheadRatio)},
 		{"hop count (mean)", fmt.Sprintf("%.2f", s.HopsMean)},
 		{"bytes per delivered message", fmt.Sprintf("%.0f", s.BytesPerDelivery)},
+		{"envelope bytes on the wire", strconv.FormatInt(s.EnvelopeBytes, 10)},
 		{"storage per node", fmt.Sprintf("%.0f bytes", s.StoragePerNode)},
 		{"duplicates (dropped copies)", strconv.Itoa(s.Duplicates)},
 	}
@@ -301,6 +331,10 @@ func Table(w io.Writer, s Summary) {
 		rows = append(rows,
 			[2]string{"CRL learnt: median / max after", fmt.Sprintf("%.0f / %.0f s (%d never)", *s.RevocationLearntMedianS, *s.RevocationLearntMaxS, *s.RevocationNotLearnt)},
 			[2]string{"revoked device: sent / shown / standing", fmt.Sprintf("%d / %d / %d", *s.RevokedSent, *s.RevokedShown, *s.RevokedStanding)})
+	}
+	if s.Carriers != nil {
+		rows = append(rows, [2]string{"carriers / most carried at once", fmt.Sprintf("%d / %d bytes", *s.Carriers, *s.CarrierPeakBytes)},
+			[2]string{"carriage per carrier: mean / max", fmt.Sprintf("%.0f / %.0f bytes per hour", *s.CarrierBytesPerHourMean, *s.CarrierBytesPerHourMax)})
 	}
 	if s.TimeScale > 0 {
 		rows = append(rows, [2]string{"time scale (scenario s per wall s)", fmt.Sprintf("%.0f", s.TimeScale)},

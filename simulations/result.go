@@ -25,10 +25,16 @@ type Result struct {
 	Relayed    int // ops handed to another device and taken in
 	Duplicates int // copies received of ops already held (dropped)
 	Bytes      int64
-	ReconMsgs  int
-	Storage    map[string]int64
-	Events     int
-	Wall       time.Duration
+	// EnvelopeBytes: the part of Bytes that is envelopes (ops) themselves,
+	// every transfer counted, carriage included (DES).
+	EnvelopeBytes int64
+	// Carriage, under routing medmesh-carry (DES): per device, what it
+	// carried for conversations it is not in.
+	Carriage  []CarrierLoad
+	ReconMsgs int
+	Storage   map[string]int64
+	Events    int
+	Wall      time.Duration
 	// Convergence, when the scenario has a partition: for every member
 	// device, the seconds after the last heal at which it held every op of
 	// its conversation written before the heal (-1: never).
@@ -45,6 +51,15 @@ type Result struct {
 	Failures []string
 
 	sentIDs []crdt.OpID // full engine: each message's op ID
+}
+
+// CarrierLoad is what carriage cost one device: the most envelope bytes
+// its bag held, and the envelope bytes it sent from its bag (to members,
+// anchors and other carriers) and received into it.
+type CarrierLoad struct {
+	Device         string
+	PeakBytes      int64
+	Sent, Received int64
 }
 
 // RevocationOutcome is how one revocation spread, and what the revoked

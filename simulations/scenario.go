@@ -19,7 +19,16 @@
 // delivered message, storage per node, convergence after a partition heals
 // — and beside each latency the oracle (oracle.go): the earliest arrival
 // any protocol could achieve through the contact graph, computed with full
-// knowledge of future contacts.
+// knowledge of future contacts. Envelope bytes count every envelope
+// transfer on the wire, apart from reconciliation and summaries.
+//
+// Routings (Scenario.Routing): medmesh (members and anchors carry a
+// conversation), epidemic (everyone carries everything) and, in the DES
+// only, medmesh-carry: admitted non-members also carry envelopes, within a
+// quota, a TTL and a per-origin share, by binary spray-and-wait or
+// PRoPHET (carry.go). gentrace.go generates the synthetic hospital
+// contact trace shipped in testdata (go generate rewrites it, byte for
+// byte).
 package simulations
 
 import (
@@ -87,10 +96,16 @@ type Scenario struct {
 	// every anchor outside a partition.
 	Revocations []Revocation `json:"revocations"`
 	// Routing: "medmesh" (default: members and anchors carry a
-	// conversation; range-based reconciliation) or "epidemic" (plain
-	// epidemic routing, Vahdat & Becker: every device carries everything,
-	// summary vectors of every ID) — for comparison.
+	// conversation; range-based reconciliation), "medmesh-carry" (DES
+	// only: and admitted non-members carry envelopes within bounds, as
+	// Carry says; carry.go) or "epidemic" (plain epidemic routing, Vahdat &
+	// Becker: every device carries everything, summary vectors of every
+	// ID) — for comparison.
 	Routing string `json:"routing"`
+	// Carry: carriage by non-members under routing medmesh-carry (policy
+	// spray or prophet, copies, quota_kib, ttl_s, origin_share,
+	// urgent_share, prophet_unit_s; zero fields take the defaults).
+	Carry Carry `json:"carry"`
 }
 
 // LinkBytesPerSecond is the bandwidth of a link in bytes per second.
@@ -314,14 +329,14 @@ func (s Scenario) check() error {
 		return fmt.Errorf("scenario %s: field revocations needs an anchor (where the CRL enters the mesh)", s.Name)
 	case len(s.Revocations) > 255:
 		return fmt.Errorf("scenario %s: field revocations: at most 255", s.Name)
-	case s.Routing != "" && s.Routing != "medmesh" && s.Routing != "epidemic":
-		return fmt.Errorf("scenario %s: field routing must be medmesh or epidemic", s.Name)
+	case s.Routing != "" && s.Routing != "medmesh" && s.Routing != "medmesh-carry" && s.Routing != "epidemic":
+		return fmt.Errorf("scenario %s: field routing must be medmesh, medmesh-carry or epidemic", s.Name)
 	case s.ConversationSize < 0 || s.ConversationSize == 1:
 		return fmt.Errorf("scenario %s: field conversation_size must be 0 or at least 2", s.Name)
 	case s.LinkKBps <= 0 || s.LinkMS < 0:
 		return fmt.Errorf("scenario %s: fields link_kbps must be positive and link_ms not negative", s.Name)
 	}
-	return nil
+	return s.Carry.check(s)
 }
 
 func contains(xs []string, x string) bool {
