@@ -38,7 +38,7 @@ func (d staffDir) LookupStaff(key string) (*identity.Staff, bool) {
 	return s, ok
 }
 
-func newPeer(t *testing.T) peer.ID {
+func newPeer(t testing.TB) peer.ID {
 	t.Helper()
 	k, err := identity.GenerateDeviceKey()
 	if err != nil {
@@ -63,7 +63,7 @@ type fixture struct {
 	hello, urgent, photo, edited, deleted, withdrawn, orphan crdt.OpID
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{asha: newPeer(t), bola: newPeer(t), cai: newPeer(t)}
 	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
