@@ -15,7 +15,9 @@
 //     keys: the prekey ring (deleted from the store), the store's key
 //     file, device.key and api.token (each overwritten, fsynced,
 //     unlinked); it leaves a "revoked" marker, so a restart fails with
-//     ErrRevoked rather than an obscure missing-file error.
+//     ErrRevoked rather than an obscure missing-file error;
+//   - a device whose certificate has the archive role files every
+//     conversation it is in into its own store (package archive).
 //
 // `medmesh run`, `medmesh demo`, the web tests and the full simulation
 // engine all build devices with Open; what differs between them is an
@@ -39,6 +41,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/archive"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
@@ -72,6 +75,7 @@ type Device struct {
 	n     *node.Node
 	m     *mesh.Service
 	c     *conversations.Service
+	filer *archive.Filer // an archive device's filing (nil for others)
 	log   *slog.Logger
 	ctx   context.Context
 	stop  context.CancelFunc
@@ -276,6 +280,9 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	d.c.Attach(d.m)
 	d.n.OnRevocation(d.c.Revoke)
 	d.c.Revoke() // CRLs stored before this start fire no hook
+	if d.n.Self().HasRole(archive.Role) {
+		d.filer = archive.Start(d.c, backing, archive.Options{Now: cfg.now, Logger: cfg.log})
+	}
 	d.wg.Add(1)
 	go d.expiryLoop()
 	return d, nil
@@ -393,6 +400,10 @@ func (d *Device) Node() *node.Node { return d.n }
 // Mesh is the device's envelope mover.
 func (d *Device) Mesh() *mesh.Service { return d.m }
 
+// Filer is an archive device's filing (package archive); nil unless the
+// device's certificate has the archive role.
+func (d *Device) Filer() *archive.Filer { return d.filer }
+
 // Conversations is the device's conversation service.
 func (d *Device) Conversations() *conversations.Service { return d.c }
 
@@ -408,6 +419,9 @@ func (d *Device) Close() error {
 		d.wg.Wait()
 		if d.m != nil {
 			d.m.Close()
+		}
+		if d.filer != nil {
+			d.filer.Close()
 		}
 		if d.c != nil {
 			d.c.Close()

@@ -33,11 +33,16 @@
 //     when its prefix names one: GMC, NMC, HCPC, GPhC) and the device's
 //     peer ID, and the name. A colleague whose certificate this device
 //     does not know (or knows revoked) is filed by peer ID alone.
+//   - An archive's export (FromFiled: what package archive filed) holds
+//     the latest filed version of each message, meta.versionId its
+//     version; one deleted or withdrawn after filing keeps what was filed
+//     with status entered-in-error; subject is the patient of the latest
+//     filing (a corrected link is filed as new versions).
 //   - received is not set: chat keeps how far each recipient got
 //     (delivered, read, acknowledged), not when.
 //
 // Invariants: the package does no I/O, starts no goroutines and logs
 // nothing; its errors never carry message text or patient data. Every
-// export goes through Export, which tells a Recorder (the audit trail's
-// "exported" event) before it returns the bundle.
+// export goes through Conversation.Export, which tells a Recorder (the
+// audit trail's "exported" event) before it returns the bundle.
 package fhir

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/archive"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
@@ -81,8 +83,9 @@ type Options struct {
 }
 
 // Export builds the FHIR R4 bundle of conversation id as src holds it and
-// returns its JSON. Every export — the CLI's and the API's — comes through
-// here, and so through the one audit call site below.
+// returns its JSON. Every export — the CLI's and the API's, a member's or
+// an archive's — comes through Conversation.Export, and so through its one
+// audit call site.
 func Export(src Source, staff Staff, id chat.ConversationID, o Options) ([]byte, error) {
 	sum, err := src.Conversation(id)
 	if err != nil {
@@ -97,6 +100,12 @@ func Export(src Source, staff Staff, id chat.ConversationID, o Options) ([]byte,
 	for _, m := range msgs {
 		c.Messages = append(c.Messages, m.Message)
 	}
+	return c.Export(o)
+}
+
+// Export builds c's bundle (of the selected messages if o.Messages is
+// set) and returns its JSON, telling o.Recorder first.
+func (c *Conversation) Export(o Options) ([]byte, error) {
 	now := time.Now
 	if o.Now != nil {
 		now = o.Now
@@ -113,7 +122,7 @@ func Export(src Source, staff Staff, id chat.ConversationID, o Options) ([]byte,
 	// (issue 17 item 1). Options.Recorder is wired by the callers
 	// (web/fhir.go, cmd/medmesh/export.go) once the audit trail lands.
 	if o.Recorder != nil {
-		if err := o.Recorder.RecordExport(id, filed); err != nil {
+		if err := o.Recorder.RecordExport(c.ID, filed); err != nil {
 			return nil, fmt.Errorf("record export in audit trail: %w", err)
 		}
 	}
@@ -130,6 +139,61 @@ type Conversation struct {
 	Staff Staff
 	// Photo returns a photo message's full image (full) or thumbnail.
 	Photo func(msg crdt.OpID, full bool) ([]byte, error)
+	// Filed, set for what an archive filed (FromFiled): each message's
+	// filed version (meta.versionId), whether it was entered in error,
+	// and whether its photo is the full image.
+	Filed map[crdt.OpID]Filing
+}
+
+// Filing is how an archive filed one message.
+type Filing struct {
+	Version        int
+	EnteredInError bool
+	PhotoFull      bool
+}
+
+// FromFiled is the conversation an archive filed: the latest version of
+// each message (records as archive.Filed lists them), with the patient
+// of the latest filing. Photos come from the records.
+func FromFiled(id chat.ConversationID, recs []archive.Record, staff Staff) *Conversation {
+	latest := map[crdt.OpID]archive.Record{}
+	var order []crdt.OpID
+	var newest int64
+	c := &Conversation{ID: id, Staff: staff, Filed: map[crdt.OpID]Filing{}}
+	for _, r := range recs {
+		if _, seen := latest[r.Message]; !seen {
+			order = append(order, r.Message)
+		}
+		latest[r.Message] = r
+		if r.FiledUs >= newest {
+			newest, c.Patient = r.FiledUs, r.Patient
+		}
+	}
+	photos := map[crdt.OpID][]byte{}
+	for _, mid := range order {
+		r := latest[mid]
+		sender, _ := peer.Decode(r.Sender)
+		m := chat.Message{ID: r.Message, Sender: sender, Text: r.Text, Time: time.UnixMicro(r.SentUs).UTC(), Urgent: r.Urgent,
+			ReplyTo: r.ReplyTo, Edited: r.Edited, Receipts: map[peer.ID]int{}}
+		for _, s := range r.Recipients {
+			if p, err := peer.Decode(s); err == nil {
+				m.Receipts[p] = 0
+			}
+		}
+		if r.Photo != nil {
+			m.Photo = &chat.Photo{Size: int64(len(r.Photo))}
+			photos[r.Message] = r.Photo
+		}
+		c.Messages = append(c.Messages, m)
+		c.Filed[r.Message] = Filing{Version: r.Version, EnteredInError: r.Status == archive.StatusEnteredInError, PhotoFull: !r.PhotoThumb}
+	}
+	c.Photo = func(msg crdt.OpID, _ bool) ([]byte, error) {
+		if b, ok := photos[msg]; ok {
+			return b, nil
+		}
+		return nil, chat.ErrNoSuchMessage
+	}
+	return c
 }
 
 // Bundle builds the bundle of c (of the selected messages if sel is not
@@ -283,6 +347,13 @@ func (c *Conversation) communication(u string, m *chat.Message, subject *dpb.Ref
 		com.Payload = append(com.Payload, &compb.Communication_Payload{Content: &compb.Communication_Payload_ContentX{
 			Choice: &compb.Communication_Payload_ContentX_StringValue{StringValue: &dpb.String{Value: m.Text}}}})
 	}
+	if f, ok := c.Filed[m.ID]; ok {
+		com.Meta = &dpb.Meta{VersionId: &dpb.Id{Value: strconv.Itoa(f.Version)}}
+		if f.EnteredInError {
+			com.Status.Value = cpb.EventStatusCode_ENTERED_IN_ERROR
+			com.Note = append(com.Note, note("Deleted or withdrawn in the conversation after it was filed."))
+		}
+	}
 	if m.Edited {
 		com.Note = append(com.Note, note("Edited after it was sent; this is the current text."))
 	}
@@ -299,6 +370,9 @@ func (c *Conversation) attachment(m *chat.Message) (*dpb.Attachment, error) {
 		return nil, fmt.Errorf("photo %s: no photo source", m.ID)
 	}
 	full := m.Photo.Ready()
+	if f, ok := c.Filed[m.ID]; ok {
+		full = f.PhotoFull
+	}
 	img, err := c.Photo(m.ID, full)
 	if err != nil {
 		return nil, fmt.Errorf("photo %s: %w", m.ID, err)

@@ -14,7 +14,9 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/medmesh/medmesh/archive"
 	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/fhir"
@@ -43,6 +45,9 @@ Bundle (type collection) of Communication resources — with the Practitioners
 who sent and received each message and the Patient the conversation is
 about — to FILE; --messages files only the messages named (comma-separated
 IDs). Deleted messages are left out; edited ones carry their current text.
+On an archive device (certificate role archive) it exports what the archive
+filed instead: the latest version of each message, those deleted after
+filing marked entered-in-error.
 
 The device must be stopped: its store is opened with the device passphrase
 (MEDMESH_PASSPHRASE or a prompt) and no network at all.
@@ -77,7 +82,13 @@ logged.`),
 			}
 			defer closeDev()
 			rec := &exportRecord{}
-			data, err := fhir.Export(d.Conversations(), d.Node(), id, fhir.Options{Messages: sel, Now: e.time, Recorder: rec})
+			o := fhir.Options{Messages: sel, Now: e.time, Recorder: rec}
+			var data []byte
+			if f := d.Filer(); f != nil { // an archive: what it filed
+				data, err = exportFiled(f, d, id, o)
+			} else {
+				data, err = fhir.Export(d.Conversations(), d.Node(), id, o)
+			}
 			if err != nil {
 				return fmt.Errorf("export conversation %s: %w", id, err)
 			}
@@ -96,6 +107,22 @@ logged.`),
 	f.StringVar(&out, "out", "", "file to write (mode 0600)")
 	required(c, "dir", "conversation", "out")
 	return c
+}
+
+// exportFiled exports what an archive device filed of conversation id,
+// filing first what its store holds and was not filed yet.
+func exportFiled(f *archive.Filer, d *device.Device, id chat.ConversationID, o fhir.Options) ([]byte, error) {
+	if err := f.File(id); err != nil && !errors.Is(err, conversations.ErrNoConversation) {
+		return nil, err
+	}
+	recs, err := f.Filed(id)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("nothing filed: %w", conversations.ErrNoConversation)
+	}
+	return fhir.FromFiled(id, recs, d.Node()).Export(o)
 }
 
 // exportRecord is told of the export (fhir.Recorder). AUDIT(merge): append

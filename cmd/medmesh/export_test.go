@@ -17,6 +17,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/archive"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/device"
@@ -54,35 +55,41 @@ func TestExportFHIR(t *testing.T) {
 	root := t.TempDir()
 	var out bytes.Buffer
 	e := testEnv(&out)
-	ca, devA, devB := filepath.Join(root, "ca"), filepath.Join(root, "asha"), filepath.Join(root, "bola")
+	ca, devA, devB, devR := filepath.Join(root, "ca"), filepath.Join(root, "asha"), filepath.Join(root, "bola"), filepath.Join(root, "records")
 	cli(t, e, "ca", "init", "--dir", ca, "--name", "General Hospital")
 	cli(t, e, "init", "--dir", devA, "--name", "Dr Asha Patel", "--staff-id", "A100", "--registration", "GMC 7654321", "--ca", filepath.Join(ca, "ca.crt"))
 	cli(t, e, "init", "--dir", devB, "--name", "Bola Ade", "--staff-id", "B200", "--registration", "NMC 12A3456B", "--ca", filepath.Join(ca, "ca.crt"))
+	cli(t, e, "init", "--dir", devR, "--name", "Records", "--staff-id", "R1", "--ca", filepath.Join(ca, "ca.crt"))
 	for _, d := range []string{devA, devB} {
 		cli(t, e, "ca", "sign", "--dir", ca, "--csr", filepath.Join(d, "device.csr"), "--out", filepath.Join(d, "device.crt"))
 	}
+	cli(t, e, "ca", "sign", "--dir", ca, "--csr", filepath.Join(devR, "device.csr"), "--out", filepath.Join(devR, "device.crt"), "--roles", archive.Role)
 
 	a := openDir(t, e, devA)
 	b := openDir(t, e, devB, a)
+	r := openDir(t, e, devR, a)
 	stopped := false
 	stop := func() {
 		if !stopped {
 			stopped = true
+			r.Close()
 			b.Close()
 			a.Close()
 		}
 	}
 	t.Cleanup(stop)
-	check.Eventually(t, 20*time.Second, "asha can seal to bola", func() bool {
-		_, err := a.Node().Recipient(b.ID(), time.Now())
-		return err == nil
-	})
+	for _, o := range []*device.Device{b, r} {
+		check.Eventually(t, 20*time.Second, "asha can seal to her colleagues", func() bool {
+			_, err := a.Node().Recipient(o.ID(), time.Now())
+			return err == nil
+		})
+	}
 	jane, err := patient.New("943 476 5919", "Jane Doe", "1950-03-14", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ac := a.Conversations()
-	id, err := ac.CreateAbout("Bay 3", []peer.ID{b.ID()}, &jane)
+	id, err := ac.CreateAbout("Bay 3", []peer.ID{b.ID(), r.ID()}, &jane)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +136,35 @@ func TestExportFHIR(t *testing.T) {
 		}
 		return true
 	})
+	check.Eventually(t, 30*time.Second, "the archive files the four standing messages", func() bool {
+		recs, err := r.Filer().Filed(id)
+		filed := map[crdt.OpID]bool{}
+		for _, rc := range recs {
+			if rc.Status == archive.StatusCompleted && (rc.Message != edited || rc.Text == "calcium gluconate 30 ml given") &&
+				(rc.Message != photo || !rc.PhotoThumb) {
+				filed[rc.Message] = true
+			}
+		}
+		return err == nil && filed[hello] && filed[urgent] && filed[edited] && filed[photo]
+	})
 	stop()
+
+	// The archive's operator exports what it filed: the deleted message
+	// is absent, or entered-in-error if the archive read it first.
+	arch := filepath.Join(root, "archive.json")
+	out.Reset()
+	cli(t, e, "export", "fhir", "--dir", devR, "--conversation", id.String(), "--out", arch)
+	if st, err := os.Stat(arch); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("archive bundle file: %v", err)
+	}
+	adata, _ := os.ReadFile(arch)
+	if err := fhirschema.Validate(adata); err != nil {
+		t.Fatalf("the archive's bundle fails the FHIR R4 schema: %v", err)
+	}
+	if !bytes.Contains(adata, []byte("calcium gluconate 30 ml given")) || !bytes.Contains(adata, []byte(`"versionId"`)) ||
+		bytes.Contains(adata, []byte("wrong bed")) && !bytes.Contains(adata, []byte("entered-in-error")) {
+		t.Fatal("the archive's export lacks the edit or keeps a deleted message as standing")
+	}
 
 	file := filepath.Join(root, "bay3.json")
 	out.Reset()
@@ -186,7 +221,7 @@ func TestExportFHIR(t *testing.T) {
 			}
 		}
 	}
-	if strings.Join(slices.Sorted(slices.Values(regs)), " ") != "A100/7654321 B200/12A3456B" {
+	if strings.Join(slices.Sorted(slices.Values(regs)), " ") != "A100/7654321 B200/12A3456B R1/" {
 		t.Fatalf("practitioners %v", regs)
 	}
 	if len(coms) != 4 || coms[deleted.String()] != nil {
