@@ -100,8 +100,12 @@ type Filer struct {
 	o    Options
 	stop context.CancelFunc
 	wg   sync.WaitGroup
-	mu   sync.Mutex // serialises filing (run, and FileNow from tests)
-	once sync.Once
+	mu   sync.Mutex // serialises filing; guards filed
+	// filed: per conversation, the latest filed version of each message
+	// without its photo, read from the store on first use: a sweep
+	// compares in memory and reads the store only to file.
+	filed map[chat.ConversationID]map[crdt.OpID]*Record
+	once  sync.Once
 }
 
 // Start files what src holds now and then as it changes, until Close.
@@ -116,7 +120,7 @@ func Start(src Source, st ds.Datastore, o Options) *Filer {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Filer{src: src, st: st, o: o, stop: cancel}
+	f := &Filer{src: src, st: st, o: o, stop: cancel, filed: map[chat.ConversationID]map[crdt.OpID]*Record{}}
 	events, unsub := src.Events()
 	f.wg.Add(1)
 	go f.run(ctx, events, unsub)
@@ -178,11 +182,12 @@ func (f *Filer) File(id chat.ConversationID) error {
 	if err != nil {
 		return err
 	}
+	known, err := f.index(id)
+	if err != nil {
+		return err
+	}
 	for _, m := range msgs {
-		last, err := f.latest(id, m.ID)
-		if err != nil {
-			return err
-		}
+		last := known[m.ID]
 		gone := m.Deleted || m.Withdrawn != ""
 		switch {
 		case last == nil && gone:
@@ -198,19 +203,25 @@ func (f *Filer) File(id chat.ConversationID) error {
 		case last.Status == StatusEnteredInError:
 			continue
 		case gone:
-			r := *last
+			r, err := f.latest(id, m.ID) // with its photo
+			if err != nil {
+				return err
+			}
 			r.Version++
 			r.Status = StatusEnteredInError
 			r.FiledUs = f.o.Now().UnixMicro()
-			if err := f.put(&r); err != nil {
+			if err := f.put(r); err != nil {
 				return err
 			}
 		case m.Text != last.Text || !samePatient(pat, last.Patient):
-			r := *last
+			r, err := f.latest(id, m.ID)
+			if err != nil {
+				return err
+			}
 			r.Version++
 			r.Text, r.Edited, r.Patient = m.Text, m.Edited, pat
 			r.FiledUs = f.o.Now().UnixMicro()
-			if err := f.put(&r); err != nil {
+			if err := f.put(r); err != nil {
 				return err
 			}
 		}
@@ -251,6 +262,7 @@ func key(r *Record) ds.Key {
 	return prefix(r.Conversation).ChildString(r.Message.String()).ChildString(fmt.Sprintf("%08d", r.Version))
 }
 
+// put stores r and notes it as its message's latest version (f.mu held).
 func (f *Filer) put(r *Record) error {
 	b, err := detcbor.Marshal(r)
 	if err != nil {
@@ -259,13 +271,45 @@ func (f *Filer) put(r *Record) error {
 	if err := f.st.Put(context.Background(), key(r), b); err != nil {
 		return fmt.Errorf("file message %s: %w", r.Message, err)
 	}
+	if m := f.filed[r.Conversation]; m != nil {
+		m[r.Message] = bare(r)
+	}
 	return nil
 }
 
+// bare is r without its photo.
+func bare(r *Record) *Record {
+	c := *r
+	c.Photo = nil
+	return &c
+}
+
+// index is the latest filed version of each message of conversation id
+// (f.mu held).
+func (f *Filer) index(id chat.ConversationID) (map[crdt.OpID]*Record, error) {
+	if m, ok := f.filed[id]; ok {
+		return m, nil
+	}
+	all, err := load(f.st, prefix(id))
+	if err != nil {
+		return nil, err
+	}
+	m := map[crdt.OpID]*Record{}
+	for i := range all {
+		m[all[i].Message] = bare(&all[i]) // versions ascend within a message
+	}
+	f.filed[id] = m
+	return m, nil
+}
+
+// latest reads the latest filed version of msg, photo included.
 func (f *Filer) latest(id chat.ConversationID, msg crdt.OpID) (*Record, error) {
 	all, err := load(f.st, prefix(id).ChildString(msg.String()))
-	if err != nil || len(all) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("filed record of %s: missing", msg)
 	}
 	return &all[len(all)-1], nil
 }
