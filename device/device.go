@@ -22,6 +22,8 @@
 //     deleted, members, photo viewed), the node (CRL applied), the wipe
 //     and, through Audit().Record, the web app (unlocked, locked, failed
 //     unlock). Recording never blocks or fails what it records.
+//   - a device whose certificate has the archive role files every
+//     conversation it is in into its own store (package archive).
 //
 // `medmesh run`, `medmesh demo`, the web tests and the full simulation
 // engine all build devices with Open; what differs between them is an
@@ -47,6 +49,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/archive"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"
@@ -81,6 +84,7 @@ type Device struct {
 	m     *mesh.Service
 	c     *conversations.Service
 	trail *Trail
+	filer *archive.Filer // an archive device's filing (nil for others)
 	log   *slog.Logger
 	ctx   context.Context
 	stop  context.CancelFunc
@@ -293,6 +297,9 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		d.c.Revoke()
 	})
 	d.c.Revoke() // CRLs stored before this start fire no hook
+	if d.n.Self().HasRole(archive.Role) {
+		d.filer = archive.Start(d.c, backing, archive.Options{Now: cfg.now, Logger: cfg.log})
+	}
 	d.wg.Add(1)
 	go d.expiryLoop()
 	return d, nil
@@ -412,6 +419,10 @@ func (d *Device) Node() *node.Node { return d.n }
 // Mesh is the device's envelope mover.
 func (d *Device) Mesh() *mesh.Service { return d.m }
 
+// Filer is an archive device's filing (package archive); nil unless the
+// device's certificate has the archive role.
+func (d *Device) Filer() *archive.Filer { return d.filer }
+
 // Conversations is the device's conversation service.
 func (d *Device) Conversations() *conversations.Service { return d.c }
 
@@ -430,6 +441,9 @@ func (d *Device) Close() error {
 		d.wg.Wait()
 		if d.m != nil {
 			d.m.Close()
+		}
+		if d.filer != nil {
+			d.filer.Close()
 		}
 		if d.c != nil {
 			d.c.Close()

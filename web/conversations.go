@@ -66,6 +66,7 @@ func (s *Server) routeConversations() {
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/messages/{msg}/reactions", s.react)
 	s.mux.HandleFunc("POST /api/v1/conversations/{id}/photos", s.postPhoto)
 	s.mux.HandleFunc("GET /api/v1/conversations/{id}/messages/{msg}/photo", s.getPhoto)
+	s.mux.HandleFunc("GET /api/v1/conversations/{id}/fhir", s.getFHIR)
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
 }
 

@@ -1,0 +1,61 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/fhir"
+)
+
+// getFHIR files a conversation: GET /api/v1/conversations/{id}/fhir
+// answers the FHIR R4 Bundle (type collection) of its messages as this
+// device holds them (package fhir states what goes in), as
+// application/fhir+json; ?messages=ID,ID selects messages. The bundle
+// holds patient data: it is never cached (Cache-Control: no-store, as on
+// every API answer) and never logged. An unknown conversation, or one this
+// device is not a member of, is 404.
+func (s *Server) getFHIR(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.convID(w, r)
+	if !ok {
+		return
+	}
+	var sel []crdt.OpID
+	if q := r.URL.Query().Get("messages"); q != "" {
+		for _, m := range strings.Split(q, ",") {
+			op, err := parseOpID(strings.TrimSpace(m))
+			if err != nil || op.IsZero() {
+				writeError(w, http.StatusBadRequest, "messages: a comma-separated list of message IDs")
+				return
+			}
+			sel = append(sel, op)
+		}
+	}
+	out, err := fhir.Export(s.conv, s.staff, id, fhir.Options{Messages: sel, Recorder: s.exportRecorder()})
+	switch {
+	case errors.Is(err, fhir.ErrNoMessage):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, fhir.ErrNotFiled):
+		writeError(w, http.StatusGone, err.Error())
+		return
+	case err != nil:
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", fhir.ContentType)
+	w.WriteHeader(http.StatusOK)
+	w.Write(out)
+}
+
+// exportRecorder is where the audit trail's "exported" event is wired
+// (issue 17 item 1, web/audit.go). AUDIT(merge): return the server's audit
+// log here once it lands; until then an export is recorded only if the
+// conversations layer records it itself.
+func (s *Server) exportRecorder() fhir.Recorder {
+	if rec, ok := s.conv.(fhir.Recorder); ok {
+		return rec
+	}
+	return nil
+}
