@@ -48,8 +48,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/archive"
+	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/crdt"

@@ -49,12 +49,10 @@ func (s *Server) getFHIR(w http.ResponseWriter, r *http.Request) {
 	w.Write(out)
 }
 
-// exportRecorder is where the audit trail's "exported" event is wired
-// (issue 17 item 1, web/audit.go). AUDIT(merge): return the server's audit
-// log here once it lands; until then an export is recorded only if the
-// conversations layer records it itself.
+// exportRecorder records each export in the device's audit trail (the
+// "exported" event); an export the trail cannot record is refused.
 func (s *Server) exportRecorder() fhir.Recorder {
-	if rec, ok := s.conv.(fhir.Recorder); ok {
+	if rec, ok := s.audit.(fhir.Recorder); ok {
 		return rec
 	}
 	return nil

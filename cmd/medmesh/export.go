@@ -81,7 +81,7 @@ logged.`),
 				return err
 			}
 			defer closeDev()
-			rec := &exportRecord{}
+			rec := &exportRecord{trail: d.Audit()}
 			o := fhir.Options{Messages: sel, Now: e.time, Recorder: rec}
 			var data []byte
 			if f := d.Filer(); f != nil { // an archive: what it filed
@@ -125,16 +125,17 @@ func exportFiled(f *archive.Filer, d *device.Device, id chat.ConversationID, o f
 	return fhir.FromFiled(id, recs, d.Node()).Export(o)
 }
 
-// exportRecord is told of the export (fhir.Recorder). AUDIT(merge): append
-// the audit trail's "exported" event here (conversation and message IDs)
-// once the audit trail lands; an error here aborts the export.
+// exportRecord records the export in the device's audit trail (the
+// "exported" event, conversation and message IDs) and keeps the count for
+// the summary line; an error aborts the export.
 type exportRecord struct {
-	msgs []crdt.OpID
+	trail *device.Trail
+	msgs  []crdt.OpID
 }
 
-func (r *exportRecord) RecordExport(_ chat.ConversationID, msgs []crdt.OpID) error {
+func (r *exportRecord) RecordExport(conv chat.ConversationID, msgs []crdt.OpID) error {
 	r.msgs = msgs
-	return nil
+	return r.trail.RecordExport(conv, msgs)
 }
 
 // openOffline opens a stopped device's directory — keys, certificate

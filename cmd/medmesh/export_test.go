@@ -177,6 +177,29 @@ func TestExportFHIR(t *testing.T) {
 			t.Fatalf("export printed patient data or text: %q", out.String())
 		}
 	}
+	// The export is in bola's audit trail, which still verifies.
+	out.Reset()
+	cli(t, e, "audit", "export", "--dir", devB)
+	var exported []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var ev struct {
+			Kind string
+			IDs  struct {
+				Conversation string
+				Ops          []string
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit export line %q: %v", line, err)
+		}
+		if ev.Kind == "exported" && ev.IDs.Conversation == id.String() {
+			exported = append(exported, ev.IDs.Ops...)
+		}
+	}
+	if len(exported) != 4 || slices.Contains(exported, deleted.String()) {
+		t.Fatalf("audit trail records the export of %v", exported)
+	}
+	cli(t, e, "audit", "verify", "--dir", devB)
 	st, err := os.Stat(file)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("bundle file: %v, mode %v", err, st.Mode().Perm())

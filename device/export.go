@@ -1,0 +1,37 @@
+package device
+
+import (
+	"context"
+	"errors"
+
+	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/crdt"
+)
+
+// RecordExport records in the audit trail that messages msgs of
+// conversation conv left the device (an export to the record): "exported"
+// events naming the conversation and at most audit.MaxOps message IDs
+// each. Unlike Record it appends at once and reports failure, so that an
+// export the trail cannot record does not happen (it implements
+// fhir.Recorder).
+func (t *Trail) RecordExport(conv chat.ConversationID, msgs []crdt.OpID) error {
+	if t == nil || t.last.Load() {
+		return errors.New("audit trail closed: export not recorded")
+	}
+	var evs []audit.Event
+	for len(msgs) > 0 || evs == nil {
+		n := min(len(msgs), audit.MaxOps)
+		ids := audit.IDs{Conversation: conv.String()}
+		for _, m := range msgs[:n] {
+			ids.Ops = append(ids.Ops, m.String())
+		}
+		evs = append(evs, audit.Event{Kind: audit.Exported, IDs: ids})
+		msgs = msgs[n:]
+	}
+	if _, err := t.log.Append(context.Background(), evs...); err != nil {
+		t.stats.failed.Add(uint64(len(evs)))
+		return errors.New("audit trail: export not recorded")
+	}
+	return nil
+}
