@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"sync"
 	"testing"
 
@@ -168,5 +169,74 @@ func TestRedteam6AppliedLogCapLosesReceived(t *testing.T) {
 	}
 	if got != n {
 		t.Fatalf("%d of %d received messages reached the audit trail", got, n)
+	}
+}
+
+// TestRedteam6VoidAddRecordedAsJoin
+//
+// Attack: mallory, an admin whom the creator removes, adds eve without
+// having seen her own removal (or says she did not: she chooses her
+// deps). Every replica voids the add once it knows the removal — eve
+// never joins and gets no key — but auditOps ignores OpSummary.Standing
+// and records member_added eve (likewise for unauthorised adds, edits of
+// others' messages, … that replicas refuse).
+//
+// Impact: every honest member's signed, "tamper-evident" trail states
+// that eve joined the conversation, which never happened: a removed (or
+// non-admin, with a hand-made op) colleague writes false membership
+// history into other devices' audit trails, and an auditor trusting the
+// trail concludes eve had access to the clinical conversation.
+func TestRedteam6VoidAddRecordedAsJoin(t *testing.T) {
+	alice, bob, mallory, eve := rtNewDev(t), rtNewDev(t), rtNewDev(t), rtNewDev(t)
+	dir := rtDir{alice.id: alice, bob.id: bob, mallory.id: mallory, eve.id: eve}
+	v := &rt6Victim{}
+	s, err := Open(Config{Device: bob.dev, Directory: dir, Store: dssync.MutexWrap(ds.NewMapDatastore()), Audit: v.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ra, out, err := chat.Create(alice.dev, dir, "ward", []peer.ID{bob.id, mallory.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := out.Envelopes
+	pr, err := ra.Promote(mallory.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = append(pool, pr.Envelopes...)
+	rm := chat.Join(mallory.dev, dir, ra.Tag())
+	for _, raw := range pool {
+		if err := rm.Receive(raw); err != nil && !errors.Is(err, chat.ErrNotAuthorised) {
+			t.Fatalf("mallory: %v", err)
+		}
+	}
+	// Concurrently: alice removes mallory; mallory adds eve.
+	rem, err := ra.Remove(mallory.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add, err := rm.Add(eve.id)
+	if err != nil {
+		t.Fatalf("mallory adds eve: %v", err)
+	}
+	if !s.Deliver(ra.Tag(), rt6Checked(t, append(pool, rem.Envelopes...)), alice.id) {
+		t.Fatal("bob did not join")
+	}
+	v.take()
+	s.Deliver(ra.Tag(), rt6Checked(t, add.Envelopes), mallory.id)
+	st, err := s.State(ra.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range st.Members {
+		if m == eve.id {
+			t.Fatal("setup: eve is a member on bob's replica")
+		}
+	}
+	for _, ev := range v.take() {
+		if ev.Kind == audit.MemberAdded && ev.IDs.Peer == eve.id.String() {
+			t.Fatalf("bob's audit trail records that eve joined; she never did: %+v", ev)
+		}
 	}
 }
