@@ -240,3 +240,73 @@ func TestRedteam6VoidAddRecordedAsJoin(t *testing.T) {
 		}
 	}
 }
+
+// rt6FlakyStore fails Sync while fail is set (a full or failing disk).
+type rt6FlakyStore struct {
+	ds.Batching
+	mu   sync.Mutex
+	fail bool
+}
+
+func (f *rt6FlakyStore) set(v bool) { f.mu.Lock(); f.fail = v; f.mu.Unlock() }
+
+func (f *rt6FlakyStore) Sync(ctx context.Context, k ds.Key) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return errors.New("fsync: input/output error")
+	}
+	return f.Batching.Sync(ctx, k)
+}
+
+// TestRedteam6SentAfterFailedSaveNeverAudited
+//
+// Attack: none needed beyond a store that fails once (a full disk — or a
+// local user filling the partition). Send fails to save; by design the
+// op stays in the replica (sync may fetch it from memory) and its writes
+// are retried with the next save, which succeeds.
+//
+// Impact: do records "sent" only when its own save succeeded, and the
+// later save that does persist (and lets sync hand out) the first message
+// records only its own op. A message that left the device, and is in its
+// store, has no "sent" entry in its audit trail: recording loses events.
+func TestRedteam6SentAfterFailedSaveNeverAudited(t *testing.T) {
+	alice, bob := rtNewDev(t), rtNewDev(t)
+	dir := rtDir{alice.id: alice, bob.id: bob}
+	st := &rt6FlakyStore{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+	v := &rt6Victim{}
+	s, err := Open(Config{Device: bob.dev, Directory: dir, Store: st, Audit: v.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	id, err := s.Create("ward", []peer.ID{alice.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.set(true)
+	if _, err := s.Send(id, "first", chat.SendOptions{}); err == nil {
+		t.Fatal("setup: the first send saved")
+	}
+	st.set(false)
+	if _, err := s.Send(id, "second", chat.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	state, err := s.State(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]bool{}
+	for _, ev := range v.take() {
+		if ev.Kind == audit.Sent {
+			for _, o := range ev.IDs.Ops {
+				sent[o] = true
+			}
+		}
+	}
+	for _, m := range state.Messages {
+		if m.Sender == bob.id && !sent[m.ID.String()] {
+			t.Fatalf("message %q (%s) is saved and offered to sync but has no sent entry", m.Text, m.ID)
+		}
+	}
+}
