@@ -84,8 +84,8 @@ func rt6Checked(t *testing.T, raws [][]byte) []mesh.Checked {
 // Impact: audit.Log.Append refuses a whole call if one event is invalid
 // (ErrInvalid), and the device's Trail appends everything it drained from
 // its queue (>= 256 events, from every source) in one call. So one bogus
-// op makes every receiving device silently lose the audit entries of
-// everything recorded alongside it — here the "received" entry of the
+// op makes every receiving device lose the audit entries of everything
+// recorded alongside it (only a "failed" count says so) — here the "received" entry of the
 // sender's own message: a colleague can post a clinical message that no
 // recipient's audit trail ever records. Breaks "recording never loses"
 // and the trail's completeness.
