@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	dssync "github.com/ipfs/go-datastore/sync"
-
 	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 )
 
 // TestRedteam6HeadAndFirstEntryDeletedVerifiesClean
