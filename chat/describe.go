@@ -79,7 +79,9 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 
 // WithAppliedLog makes the replica list the ops of others it applies
 // (TakeApplied), for an audit trail: ops applied when their missing
-// dependencies arrive included, ops replayed by Restore not. Nothing is
+// dependencies arrive included, ops replayed by Restore not; an op applied
+// before this device could read it is listed again once it can (callers
+// skip IDs they saw). Nothing is
 // dropped: the list holds IDs of ops the replica holds anyway, and the
 // caller bounds it by taking it after each batch it hands in.
 func WithAppliedLog() Option { return func(r *Replica) { r.logApplied = true } }

@@ -60,11 +60,13 @@ func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool, before map[peer
 	var order []group
 	ops := map[group][]string{}
 	named := map[peer.ID]bool{} // members a standing add, remove or leave here names
+	seen := make(map[crdt.OpID]bool, len(ids))
 	for _, id := range ids {
 		d, ok := c.r.Describe(id)
-		if !ok {
-			continue
+		if !ok || seen[id] || d.Kind == chat.OpUnreadable {
+			continue // an op read only later is listed again then
 		}
+		seen[id] = true
 		g := group{peer: d.Sender}
 		if local {
 			g.peer = ""

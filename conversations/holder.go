@@ -236,7 +236,9 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	}
 	var before map[peer.ID]bool // members before, for the audit trail
 	if s.cfg.Audit != nil && !c.r.ID().IsZero() {
-		before = c.r.MemberSet()
+		if before = c.r.MemberSet(); len(before) == 0 {
+			before = nil // membership not readable yet: nothing to compare
+		}
 	}
 	var applied []crdt.OpID
 	var dups []bool
