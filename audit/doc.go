@@ -10,7 +10,12 @@
 // (conversation ID, op IDs, a peer ID, a serial or CRL number), the hash of
 // the entry before it (zero for the first) and the device's public key. It
 // never holds message text, photo bytes, titles or names: callers pass IDs
-// only, and the IDs type has no field that could carry more.
+// only, and the IDs type has no field that could carry more. An identifier
+// longer than MaxID (one a colleague chose) is recorded as its digest
+// (BoundID: "sha256:<hex>"), never as its raw bytes. Times lie in
+// [MinTime, MaxTime] (1970 to 2262, the range of int64 Unix nanoseconds):
+// a clock outside it, or not after the last entry, stamps the last
+// entry's time + 1 ns, so an honest log always verifies.
 //
 // Encoding: the entry's body is deterministic CBOR (internal/detcbor);
 // its hash is SHA-256(EntryDomain || body) and its signature is Ed25519
@@ -21,7 +26,9 @@
 // What verification detects: an edited entry (hash or signature), two
 // entries swapped or a sequence gap (seq and prev), a deleted middle entry
 // (missing), an entry of another device's log (key, signature), a forged
-// signature. A truncated tail is detected against the stored head unless
+// signature, entries stored beyond the head, and a deleted head: the
+// log's key space is listed, so entries left without a head are found and
+// the missing ones named, rather than passing as an empty log. A truncated tail is detected against the stored head unless
 // the store was rewritten by someone holding the device key; against such
 // a holder only a head kept elsewhere (Head, exported with `medmesh audit
 // head`) tells: Verify with that head reports the entries missing.

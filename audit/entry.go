@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hdevalence/ed25519consensus"
@@ -17,27 +19,29 @@ type Kind string
 
 // Event kinds.
 const (
-	Sent          Kind = "sent"           // this device sent a message or photo
-	Received      Kind = "received"       // a colleague's message or photo arrived
-	Read          Kind = "read"           // this device's user read messages
-	Acknowledged  Kind = "acknowledged"   // this device's user acknowledged, or a colleague's acknowledgement arrived
-	PhotoViewed   Kind = "photo_viewed"   // this device's user opened a photo in full
-	Edited        Kind = "edited"         // a message was edited (Peer: by whom, if not this device)
-	Deleted       Kind = "deleted"        // a message was deleted (Peer: by whom, if not this device)
-	Created       Kind = "created"        // this device created a conversation
-	MemberAdded   Kind = "member_added"   // Peer joined a conversation (Ops: the add)
-	MemberRemoved Kind = "member_removed" // Peer was removed from, or left, a conversation
-	Unlocked      Kind = "unlocked"       // the app was unlocked with the device passphrase
-	Locked        Kind = "locked"         // the app was locked (by the user, or after inactivity)
-	UnlockFailed  Kind = "unlock_failed"  // a wrong passphrase at the lock screen
-	CRLApplied    Kind = "crl_applied"    // a newer CRL was applied (Serial: its number)
-	Wiped         Kind = "wiped"          // the device learnt it was revoked and destroyed its keys
-	Exported      Kind = "exported"       // data left the device (export to the record)
+	Sent          Kind = "sent"              // this device sent a message or photo
+	Received      Kind = "received"          // a colleague's message or photo arrived
+	Read          Kind = "read"              // this device's user read messages
+	Acknowledged  Kind = "acknowledged"      // this device's user acknowledged, or a colleague's acknowledgement arrived
+	PhotoViewed   Kind = "photo_viewed"      // this device's user opened a photo in full
+	Edited        Kind = "edited"            // a message was edited (Peer: by whom, if not this device)
+	Deleted       Kind = "deleted"           // a message was deleted (Peer: by whom, if not this device)
+	Created       Kind = "created"           // this device created a conversation
+	MemberAdded   Kind = "member_added"      // Peer joined a conversation (Ops: the add)
+	MemberRemoved Kind = "member_removed"    // Peer was removed from, or left, a conversation
+	Unlocked      Kind = "unlocked"          // the app was unlocked with the device passphrase
+	Locked        Kind = "locked"            // the app was locked (by the user, or after inactivity)
+	UnlockFailed  Kind = "unlock_failed"     // a wrong passphrase at the lock screen
+	CRLApplied    Kind = "crl_applied"       // a newer CRL was applied (Serial: its number)
+	Wiped         Kind = "wiped"             // the device learnt it was revoked and destroyed its keys
+	Exported      Kind = "exported"          // data left the device (export to the record)
+	Refused       Kind = "refused"           // a colleague's op arrived that this device's replica refused or voided (Peer: its sender)
+	MemberVoided  Kind = "member_add_voided" // Peer's membership, recorded as added, was withdrawn: ops that arrived later voided the add
 )
 
 // Kinds lists every kind an entry may have.
 var Kinds = []Kind{Sent, Received, Read, Acknowledged, PhotoViewed, Edited, Deleted, Created, MemberAdded,
-	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported}
+	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided}
 
 func knownKind(k Kind) bool {
 	for _, x := range Kinds {
@@ -64,6 +68,26 @@ type IDs struct {
 	Serial       string   `cbor:"4,keyasint,omitempty" json:"serial,omitempty"`
 }
 
+// DigestPrefix marks an identifier longer than MaxID recorded as its
+// digest (see BoundID).
+const DigestPrefix = "sha256:"
+
+// BoundID is id as an entry may carry it: unchanged if at most MaxID
+// bytes, else "sha256:" and the hex SHA-256 of its bytes (71 bytes), so
+// that an identifier a colleague chose (a bogus peer ID in an op) never
+// puts its raw bytes, or an oversized field, into the log.
+func BoundID(id string) string {
+	if len(id) <= MaxID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return DigestPrefix + hex.EncodeToString(sum[:])
+}
+
+// Valid says whether ev may be appended: a known kind, IDs within the
+// limits.
+func (ev Event) Valid() bool { return knownKind(ev.Kind) && ev.IDs.valid() }
+
 func (ids IDs) valid() bool {
 	if len(ids.Ops) > MaxOps || len(ids.Conversation) > MaxID || len(ids.Peer) > MaxID || len(ids.Serial) > MaxID {
 		return false
@@ -82,6 +106,18 @@ type Event struct {
 	Kind Kind
 	IDs  IDs
 }
+
+// The range of entry times: times are stored as int64 Unix nanoseconds,
+// which hold 1677-09-21 to 2262-04-11. Append never stamps an entry
+// outside [MinTime, MaxTime]: a clock outside it (a spoofed or broken
+// clock) is ignored and the entry gets the previous entry's time + 1 ns
+// (MinTime for a first entry), so an honest log always verifies.
+var (
+	MinTime = time.Unix(0, 0).UTC()
+	MaxTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+func inRange(t time.Time) bool { return !t.Before(MinTime) && !t.After(MaxTime) }
 
 // Domain separation of what is hashed and signed.
 const (

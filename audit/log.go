@@ -12,6 +12,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 )
 
 // Store keys.
@@ -92,11 +93,18 @@ func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	if !ok {
-		// No head: an empty log, or one whose head was deleted.
-		if _, err := r.d.Get(ctx, entryKey(1)); err == nil {
-			return Summary{}, fmt.Errorf("%w: entries present but no head", ErrBadHead)
+	lo, hi, n, err := r.stored(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	if !ok && n > 0 {
+		// No head, yet entries are stored: the head was deleted, with
+		// entries 1..lo-1 if lo > 1.
+		if lo > 1 {
+			return Summary{}, broken(1, fmt.Errorf("%w: no head, and entries 1 to %d are gone while %d later ones (up to %d) remain",
+				ErrMissing, lo-1, n, hi))
 		}
+		return Summary{}, fmt.Errorf("%w: %d entries stored (up to %d) but no head", ErrBadHead, n, hi)
 	}
 	var s Summary
 	c := NewChain(r.key)
@@ -121,8 +129,8 @@ func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
 		}
 		s.Entries, s.Hash, s.Last = seq, e.Hash, e.Time
 	}
-	if _, err := r.d.Get(ctx, entryKey(h.Seq+1)); err == nil {
-		return s, broken(h.Seq+1, fmt.Errorf("%w: an entry beyond the head", ErrSequence))
+	if hi > h.Seq {
+		return s, broken(h.Seq+1, fmt.Errorf("%w: entries stored beyond the head (up to %d)", ErrSequence, hi))
 	}
 	if ok && s.Hash != h.Hash {
 		return s, broken(h.Seq, ErrHeadMismatch)
@@ -139,6 +147,29 @@ func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
 		}
 	}
 	return s, nil
+}
+
+// stored lists the log's key space: the lowest and highest seq of the
+// entries stored and how many there are (a key that is not an entry's
+// counts too, as seq 0: something was written there).
+func (r *Reader) stored(ctx context.Context) (lo, hi, n uint64, err error) {
+	res, err := r.d.Query(ctx, query.Query{Prefix: entryRoot.String(), KeysOnly: true})
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("list audit entries: %w", err)
+	}
+	defer res.Close()
+	for e := range res.Next() {
+		if e.Error != nil {
+			return 0, 0, 0, fmt.Errorf("list audit entries: %w", e.Error)
+		}
+		seq, _ := strconv.ParseUint(ds.RawKey(e.Key).BaseNamespace(), 10, 64)
+		if n == 0 || seq < lo {
+			lo = seq
+		}
+		hi = max(hi, seq)
+		n++
+	}
+	return lo, hi, n, nil
 }
 
 // Since returns up to limit entries whose time is after since, oldest
@@ -239,10 +270,16 @@ func Open(ctx context.Context, d ds.Batching, key ed25519.PrivateKey, opts ...Op
 
 // Append adds events, in order: their entries and the new head go to the
 // store in one batch (one commit, synced by the store), so a crash leaves
-// all of them or none. An invalid event fails the whole call (ErrInvalid).
+// all of them or none. An invalid event fails the whole call (ErrInvalid):
+// callers that batch events from many sources check each (Event.Valid)
+// first, so that one bad event never costs the others.
+//
+// An entry's time is the clock's, or — if the clock is not after the
+// previous entry's time, or outside [MinTime, MaxTime] — the previous
+// entry's time + 1 ns (MinTime for the first entry).
 func (l *Log) Append(ctx context.Context, evs ...Event) ([]Entry, error) {
 	for _, ev := range evs {
-		if !knownKind(ev.Kind) || !ev.IDs.valid() {
+		if !ev.Valid() {
 			return nil, ErrInvalid
 		}
 	}
@@ -260,8 +297,14 @@ func (l *Log) Append(ctx context.Context, evs ...Event) ([]Entry, error) {
 	out := make([]Entry, 0, len(evs))
 	for _, ev := range evs {
 		t := now
-		if seq > 0 && !t.After(last) {
+		switch {
+		case seq > 0 && (!t.After(last) || !inRange(t)):
 			t = last.Add(time.Nanosecond) // times strictly increase along the chain
+		case seq == 0 && !inRange(t):
+			t = MinTime
+		}
+		if !inRange(t) {
+			return nil, fmt.Errorf("append audit entries: %w: the log has reached its last time", ErrInvalid)
 		}
 		seq++
 		e, rec, err := seal(l.sk, seq, t, ev, prev)
@@ -300,7 +343,9 @@ func (l *Log) Current() Head {
 type Stats struct {
 	Entries   uint64    `json:"entries"`              // in the log
 	Dropped   uint64    `json:"dropped"`              // events lost to a full queue
-	Failed    uint64    `json:"failed"`               // events whose append failed
+	Failed    uint64    `json:"failed"`               // events whose append failed (or not recorded: Broken)
+	Refused   uint64    `json:"refused"`              // invalid events refused one by one (a caller's bug)
+	Broken    bool      `json:"broken,omitempty"`     // the log could not be opened: nothing is recorded (LastError says why)
 	LastError string    `json:"last_error,omitempty"` // the last append error (no event data)
 	LastErrAt time.Time `json:"last_error_at,omitzero"`
 }

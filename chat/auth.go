@@ -705,9 +705,13 @@ func (r *Replica) pass(order []crdt.OpID) {
 		}
 		info.before = r.union(r.dag.Deps(id))
 		info.reason = nil
+		unread := info.kind == 0
 		r.decryptControl(info)
 		if info.env != nil && info.env.Kind == e2e.KindContent && info.p == nil && r.mayOpen(id, info) {
 			r.decryptContent(id, info)
+		}
+		if unread && info.kind != 0 && r.logApplied && !r.restoring && info.sender != r.dev.ID {
+			r.applied = append(r.applied, id) // readable only now: the audit trail hears of it now
 		}
 		r.authorise(id, info)
 		r.extend(id, info)

@@ -77,19 +77,30 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 	return s, true
 }
 
-// maxAppliedLog bounds the ops TakeApplied holds between two calls.
-const maxAppliedLog = 4096
-
 // WithAppliedLog makes the replica list the ops of others it applies
 // (TakeApplied), for an audit trail: ops applied when their missing
-// dependencies arrive included, ops replayed by Restore not.
+// dependencies arrive included, ops replayed by Restore not; an op applied
+// before this device could read it is listed again once it can (callers
+// skip IDs they saw). Nothing is
+// dropped: the list holds IDs of ops the replica holds anyway, and the
+// caller bounds it by taking it after each batch it hands in.
 func WithAppliedLog() Option { return func(r *Replica) { r.logApplied = true } }
 
 // TakeApplied returns the ops of others applied since the last call, in
-// the order applied, and forgets them (nil without WithAppliedLog). At
-// most maxAppliedLog are kept between calls.
+// the order applied, and forgets them (nil without WithAppliedLog).
 func (r *Replica) TakeApplied() []crdt.OpID {
 	out := r.applied
 	r.applied = nil
+	return out
+}
+
+// MemberSet is the set of members at this replica's heads (State's
+// Members, without materialising the state), as a copy.
+func (r *Replica) MemberSet() map[peer.ID]bool {
+	m := r.headView().members
+	out := make(map[peer.ID]bool, len(m))
+	for p := range m {
+		out[p] = true
+	}
 	return out
 }

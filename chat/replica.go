@@ -396,7 +396,7 @@ func (r *Replica) apply(op crdt.Op) error {
 	if info.valid && (info.kind == kindText || info.kind == kindPhoto) && info.sender != r.dev.ID {
 		r.fresh = append(r.fresh, op.ID)
 	}
-	if r.logApplied && !r.restoring && info.sender != r.dev.ID && len(r.applied) < maxAppliedLog {
+	if r.logApplied && !r.restoring && info.sender != r.dev.ID {
 		r.applied = append(r.applied, op.ID)
 	}
 	if err := r.plainErr; err != nil {

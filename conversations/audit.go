@@ -1,6 +1,8 @@
 package conversations
 
 import (
+	"slices"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/audit"
@@ -19,10 +21,31 @@ import (
 // when the user does them (Receipt, Photo). Delivered and read receipts
 // of others, reactions and photo chunks are not recorded; nor are ops of
 // a conversation this device cannot open yet.
+//
+// What is recorded is what took effect, as the replica judges it when the
+// op is applied (chat.OpSummary.Standing): an op the replica refuses or
+// voids (an add by a non-admin, an edit of another's message, an op of a
+// removed member concurrent with its removal…) is recorded as "refused",
+// with its sender as Peer, never as what it claims to be. An add may be
+// voided later, when a concurrent removal of its author arrives: the
+// membership before and after each batch taken in is compared, and a
+// member who drops out with no removal of them in the batch is recorded
+// as "member_add_voided" (Peer: who); one who reappears with no add in
+// the batch (a removal voided) as "member_added" with no op.
+//
+// Identifiers a colleague chooses (the member of an add or remove) are
+// bounded with audit.BoundID: one longer than audit.MaxID is recorded as
+// its SHA-256 digest ("sha256:…").
+//
+// An op of ours whose save failed is recorded as sent by the save that
+// persists it (conv.unaudited), so every op of ours that reaches the
+// store is recorded once.
 
 // auditOps describes ops of c (made here if local, else taken in) as audit
-// events, grouped by kind and peer. Callers hold c.mu.
-func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool) []audit.Event {
+// events, grouped by kind and peer; given before (the members before a
+// batch taken in), membership changes no op of the batch explains too.
+// Callers hold c.mu.
+func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool, before map[peer.ID]bool) []audit.Event {
 	if s.cfg.Audit == nil || len(ids) == 0 {
 		return nil
 	}
@@ -36,11 +59,14 @@ func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool) []audit.Event {
 	}
 	var order []group
 	ops := map[group][]string{}
+	named := map[peer.ID]bool{} // members a standing add, remove or leave here names
+	seen := make(map[crdt.OpID]bool, len(ids))
 	for _, id := range ids {
 		d, ok := c.r.Describe(id)
-		if !ok {
-			continue
+		if !ok || seen[id] || d.Kind == chat.OpUnreadable {
+			continue // an op read only later is listed again then
 		}
+		seen[id] = true
 		g := group{peer: d.Sender}
 		if local {
 			g.peer = ""
@@ -73,6 +99,15 @@ func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool) []audit.Event {
 		default:
 			continue
 		}
+		switch {
+		case !d.Standing:
+			g, extra = group{kind: audit.Refused, peer: d.Sender}, ""
+			if local {
+				g.peer = ""
+			}
+		case g.kind == audit.MemberAdded || g.kind == audit.MemberRemoved:
+			named[d.Member] = true
+		}
 		if _, seen := ops[g]; !seen {
 			order = append(order, g)
 		}
@@ -85,6 +120,28 @@ func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool) []audit.Event {
 	for _, g := range order {
 		evs = append(evs, chunked(g.kind, conv, g.peer, ops[g])...)
 	}
+	if before != nil {
+		after := c.r.MemberSet()
+		var gone, back []peer.ID
+		for p := range before {
+			if !after[p] && !named[p] {
+				gone = append(gone, p)
+			}
+		}
+		for p := range after {
+			if !before[p] && !named[p] {
+				back = append(back, p)
+			}
+		}
+		slices.Sort(gone)
+		slices.Sort(back)
+		for _, p := range gone {
+			evs = append(evs, chunked(audit.MemberVoided, conv, p, nil)...)
+		}
+		for _, p := range back {
+			evs = append(evs, chunked(audit.MemberAdded, conv, p, nil)...)
+		}
+	}
 	return evs
 }
 
@@ -94,8 +151,11 @@ func chunked(kind audit.Kind, conv chat.ConversationID, p peer.ID, ops []string)
 	for len(ops) > 0 || evs == nil {
 		n := min(len(ops), audit.MaxOps)
 		ids := audit.IDs{Conversation: conv.String(), Ops: ops[:n:n]}
+		if n == 0 {
+			ids.Ops = nil
+		}
 		if p != "" {
-			ids.Peer = p.String()
+			ids.Peer = audit.BoundID(p.String())
 		}
 		evs = append(evs, audit.Event{Kind: kind, IDs: ids})
 		ops = ops[n:]

@@ -234,6 +234,12 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		// to the store.)
 		c.j.hold()
 	}
+	var before map[peer.ID]bool // members before, for the audit trail
+	if s.cfg.Audit != nil && !c.r.ID().IsZero() {
+		if before = c.r.MemberSet(); len(before) == 0 {
+			before = nil // membership not readable yet: nothing to compare
+		}
+	}
 	var applied []crdt.OpID
 	var dups []bool
 	for _, ce := range envs {
@@ -285,7 +291,7 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	receipts := s.autoReceipts(c)
 	saved := s.persist(c) == nil
 	id := c.r.ID()
-	evs := s.auditOps(c, c.r.TakeApplied(), false)
+	evs := s.auditOps(c, c.r.TakeApplied(), false, before)
 	c.mu.Unlock()
 	s.observe(envs, from, dups)
 	s.record(evs...)

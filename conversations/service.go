@@ -49,8 +49,8 @@ type Config struct {
 	// coalesced (0: the package's ReceiptWindow; negative: none — each
 	// batch, each read, makes its receipt at once).
 	ReceiptWindow time.Duration
-	// Audit, if set, is told of events for the audit trail (see audit.go),
-	// outside every lock; it must not block.
+	// Audit, if set, is told of events for the audit trail (see audit.go);
+	// it must not block (it may be called with a conversation's lock held).
 	Audit func([]audit.Event)
 }
 
@@ -72,6 +72,9 @@ type conv struct {
 	joined   bool
 	joinedBy peer.ID
 	rc       receipts // receipt windows (receipts.go)
+	// unaudited: ops of ours whose save failed, recorded in the audit
+	// trail as sent by the save that persists them (see persist).
+	unaudited []crdt.OpID
 }
 
 // Service holds the conversations of one device. mu guards the tables
@@ -256,8 +259,14 @@ func (s *Service) persist(c *conv) error {
 	}
 	if err != nil {
 		s.log.Error("persist conversation", "err", err)
+		return err
 	}
-	return err
+	if len(c.unaudited) > 0 {
+		// Saved now: they reach the trail (the hook never blocks).
+		s.record(s.auditOps(c, c.unaudited, true, nil)...)
+		c.unaudited = nil
+	}
+	return nil
 }
 
 // Create starts a conversation with members (peer IDs), saves it durably
@@ -346,8 +355,11 @@ func (s *Service) do(id chat.ConversationID, op func(r *chat.Replica) (chat.Out,
 	opID := out.ID
 	perr := s.persist(c)
 	var evs []audit.Event
-	if perr == nil && len(out.Envelopes) > 0 {
-		evs = s.auditOps(c, opIDs(out.Envelopes), true)
+	switch {
+	case perr == nil && len(out.Envelopes) > 0:
+		evs = s.auditOps(c, opIDs(out.Envelopes), true, nil)
+	case perr != nil && len(out.Envelopes) > 0 && s.cfg.Audit != nil:
+		c.unaudited = append(c.unaudited, opIDs(out.Envelopes)...) // recorded by the save that persists them
 	}
 	c.mu.Unlock()
 	ev := Event{Kind: EventMessage, Conversation: id}

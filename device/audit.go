@@ -28,21 +28,26 @@ const AuditQueue = 1024
 // the device, appends what is queued, many events in one batch; an append
 // that fails is logged (without the event's IDs) and counted.
 type Trail struct {
-	log  *audit.Log
-	q    chan []audit.Event
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	log *audit.Log // nil if broken
+	// broken: the log could not be opened (a head that does not verify,
+	// an unreadable store record). The device runs without recording —
+	// never over a fresh log that would hide the old one — and says so in
+	// Stats; `medmesh audit verify` names what is wrong.
+	broken error
+	q      chan []audit.Event
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
 	// pending counts events queued or being written (Flush waits for 0).
 	pending atomic.Int64
 	ended   atomic.Bool // end began: Record takes nothing more
 	last    atomic.Bool // end wrote the last entry: nothing is written after it
 	logf    func(msg string, args ...any)
 	stats   struct {
-		dropped, failed atomic.Uint64
-		mu              sync.Mutex
-		lastErr         string
-		lastErrAt       time.Time
+		dropped, failed, refused atomic.Uint64
+		mu                       sync.Mutex
+		lastErr                  string
+		lastErrAt                time.Time
 	}
 }
 
@@ -52,9 +57,23 @@ func startTrail(l *audit.Log, logf func(string, ...any)) *Trail {
 	return t
 }
 
+// brokenTrail is the trail of a device whose log could not be opened
+// (err): it records nothing and counts what it is given as failed.
+func brokenTrail(err error, logf func(string, ...any)) *Trail {
+	t := &Trail{broken: err, logf: logf, done: make(chan struct{}), stop: make(chan struct{})}
+	close(t.done)
+	t.stats.lastErr, t.stats.lastErrAt = err.Error(), time.Now().UTC()
+	logf("audit trail unreadable: the device runs without recording", "err", err)
+	return t
+}
+
 // Record queues events for the log; it never blocks. Safe on a nil Trail.
 func (t *Trail) Record(evs ...audit.Event) {
 	if t == nil || len(evs) == 0 || t.ended.Load() {
+		return
+	}
+	if t.broken != nil {
+		t.stats.failed.Add(uint64(len(evs)))
 		return
 	}
 	t.pending.Add(int64(len(evs)))
@@ -104,6 +123,22 @@ func (t *Trail) write(evs []audit.Event) {
 		t.stats.dropped.Add(uint64(len(evs)))
 		return
 	}
+	// One invalid event (a caller's bug) must not cost the others: it is
+	// refused alone, and counted.
+	ok := evs[:0:0]
+	for _, ev := range evs {
+		if ev.Valid() {
+			ok = append(ok, ev)
+		}
+	}
+	if n := len(evs) - len(ok); n > 0 {
+		t.stats.refused.Add(uint64(n))
+		t.logf("audit events refused (invalid)", "events", n)
+		if len(ok) == 0 {
+			return
+		}
+		evs = ok
+	}
 	if _, err := t.log.Append(context.Background(), evs...); err != nil {
 		t.stats.failed.Add(uint64(len(evs)))
 		t.stats.mu.Lock()
@@ -117,7 +152,7 @@ func (t *Trail) write(evs []audit.Event) {
 // the trail's last entry: events recorded afterwards are ignored. The wipe
 // calls it before it destroys the store's key.
 func (t *Trail) end(ev audit.Event) {
-	if t == nil || t.ended.Swap(true) {
+	if t == nil || t.broken != nil || t.ended.Swap(true) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -144,20 +179,38 @@ func (t *Trail) Stats() audit.Stats {
 	}
 	t.stats.mu.Lock()
 	defer t.stats.mu.Unlock()
-	return audit.Stats{Entries: t.log.Current().Seq, Dropped: t.stats.dropped.Load(), Failed: t.stats.failed.Load(),
+	s := audit.Stats{Dropped: t.stats.dropped.Load(), Failed: t.stats.failed.Load(), Refused: t.stats.refused.Load(),
 		LastError: t.stats.lastErr, LastErrAt: t.stats.lastErrAt}
+	if t.broken != nil {
+		s.Broken = true
+	} else {
+		s.Entries = t.log.Current().Seq
+	}
+	return s
 }
 
 // Since returns up to limit entries after since, oldest first.
 func (t *Trail) Since(ctx context.Context, since time.Time, limit int) ([]audit.Entry, error) {
+	if t.broken != nil {
+		return nil, t.broken
+	}
 	return t.log.Since(ctx, since, limit)
 }
 
 // Head is the log's current signed head.
-func (t *Trail) Head() audit.Head { return t.log.Current() }
+// (zero if the trail is broken).
+func (t *Trail) Head() audit.Head {
+	if t.broken != nil {
+		return audit.Head{}
+	}
+	return t.log.Current()
+}
 
 // Verify checks the whole log (see audit.Reader.Verify).
 func (t *Trail) Verify(ctx context.Context, ext *audit.Head) (audit.Summary, error) {
+	if t.broken != nil {
+		return audit.Summary{}, t.broken
+	}
 	return t.log.Verify(ctx, ext)
 }
 

@@ -65,6 +65,9 @@ func TestAuditTrailOfADevice(t *testing.T) {
 		return err == nil
 	})
 	testnet.Eventually(t, 15*time.Second, "bob has the edit", func() bool { return slices.Contains(testnet.Texts(b, id), edit) })
+	// Mallory's trail must show the message received: wait for it
+	// before the CRL wipes her device.
+	testnet.Eventually(t, 15*time.Second, "mallory has the message", func() bool { return slices.Contains(testnet.Texts(m, id), edit) })
 	if err := a.C.Delete(id, msg); err != nil {
 		t.Fatal(err)
 	}

@@ -260,11 +260,13 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		}
 		backing = d.st
 	}
-	alog, err := audit.Open(ctx, backing, cfg.key.Identity, audit.WithClock(cfg.now))
-	if err != nil {
-		return nil, err
+	if alog, err := audit.Open(ctx, backing, cfg.key.Identity, audit.WithClock(cfg.now)); err != nil {
+		// Messages must still flow: run without recording, and say so
+		// in status; never start a fresh log over the old one.
+		d.trail = brokenTrail(err, d.log.Error)
+	} else {
+		d.trail = startTrail(alog, d.log.Warn)
 	}
-	d.trail = startTrail(alog, d.log.Warn)
 	d.n, err = node.New(ctx, node.Config{
 		Key: cfg.key, Chain: cfg.chain, Trust: cfg.trust, Store: backing,
 		Listen: cfg.listen, Bootstrap: cfg.bootstrap, MDNS: cfg.mdns, AdmitTimeout: cfg.admit,

@@ -116,3 +116,22 @@ func kindsOf(es []audit.Entry) []audit.Kind {
 	}
 	return out
 }
+
+// TestTrailRefusesOneInvalidEventAlone: an invalid event among valid ones
+// is refused and counted; the others are written.
+func TestTrailRefusesOneInvalidEventAlone(t *testing.T) {
+	tr, st := newStuckTrail(t)
+	close(st.release)
+	tr.Record(audit.Event{Kind: audit.Received, IDs: audit.IDs{Conversation: "c"}},
+		audit.Event{Kind: audit.MemberRemoved, IDs: audit.IDs{Peer: string(bytes.Repeat([]byte{0xfe}, audit.MaxID+1))}},
+		audit.Event{Kind: "nope"},
+		audit.Event{Kind: audit.Sent, IDs: audit.IDs{Conversation: "c"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := tr.Stats(); s.Entries != 2 || s.Refused != 2 || s.Failed != 0 {
+		t.Fatalf("stats %+v, want 2 entries, 2 refused", s)
+	}
+}
