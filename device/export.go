@@ -16,8 +16,12 @@ import (
 // export the trail cannot record does not happen (it implements
 // fhir.Recorder).
 func (t *Trail) RecordExport(conv chat.ConversationID, msgs []crdt.OpID) error {
-	if t == nil || t.last.Load() {
+	switch {
+	case t == nil || t.last.Load():
 		return errors.New("audit trail closed: export not recorded")
+	case t.broken != nil:
+		t.stats.failed.Add(1)
+		return errors.New("audit trail unreadable: export not recorded")
 	}
 	var evs []audit.Event
 	for len(msgs) > 0 || evs == nil {

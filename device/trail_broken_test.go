@@ -42,6 +42,10 @@ func TestBrokenTrailDeviceStillRuns(t *testing.T) {
 	if _, err := b.D.Audit().Verify(context.Background(), nil); err == nil {
 		t.Fatal("a broken trail verifies")
 	}
+	// An export the trail cannot record does not happen.
+	if err := b.D.Audit().RecordExport(id, nil); err == nil {
+		t.Fatal("an export was recorded in a broken trail")
+	}
 	b.Stop()
 	got, err := bid.Store.Get(context.Background(), headKey)
 	if err != nil || !bytes.Equal(got, bad) {
