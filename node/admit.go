@@ -76,6 +76,35 @@ func (n *Node) onDisconnected(id peer.ID) {
 // wipes itself). A notice (to a peer being thrown out, or a newer CRL for a
 // peer) carries the credential and the CRLs only.
 func (n *Node) present(id peer.ID, notice bool) {
+	if !notice {
+		n.presentOnce(id, false)
+		return
+	}
+	// A peer reads one presentation of ours at a time and resets the
+	// others: a notice that meets the end of our first presentation (a
+	// CRL applied in the moment after admission) is tried again, a few
+	// times, while the peer is connected — a revoked device must learn
+	// it, and the connection is dropped right after.
+	wait := noticeRetry
+	for range noticeTries - 1 {
+		if n.presentOnce(id, true) || n.host.Network().Connectedness(id) != network.Connected {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait *= 2
+	}
+	n.presentOnce(id, true)
+}
+
+// presentOnce runs one presentation (see present) and reports whether
+// the peer took it in (closed the stream rather than resetting it).
+func (n *Node) presentOnce(id peer.ID, notice bool) bool {
 	timeout := n.cfg.AdmitTimeout
 	if notice {
 		timeout = noticeTimeout
@@ -85,7 +114,7 @@ func (n *Node) present(id peer.ID, notice bool) {
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "admit"), id, ProtoAdmit)
 	if err != nil {
 		n.log.Debug("admit: cannot open stream", "remote", id.String(), "err", err)
-		return
+		return false
 	}
 	defer streams.Bound(ctx, s, timeout)()
 	w := bufio.NewWriter(s)
@@ -93,7 +122,7 @@ func (n *Node) present(id peer.ID, notice bool) {
 	if !notice {
 		if err := writeFrames(w, frames); err != nil {
 			s.Reset()
-			return
+			return false
 		}
 		frames = nil
 		accepted, revoked := n.adm.awaitCredential(ctx, id)
@@ -102,7 +131,7 @@ func (n *Node) present(id peer.ID, notice bool) {
 			frames = append(frames, admitFrame{Kind: admitDetails, Chain: encodeChain(n.cfg.Chain)})
 		case !revoked:
 			s.Close()
-			return
+			return true
 		}
 	}
 	for _, crl := range n.adm.trust.CRLs() {
@@ -110,13 +139,14 @@ func (n *Node) present(id peer.ID, notice bool) {
 	}
 	if err := writeFrames(w, frames); err != nil {
 		s.Reset()
-		return
+		return false
 	}
 	s.CloseWrite()
 	// Wait for the other side to close, so the frames are delivered before
 	// a connection we are about to drop goes away.
-	io.Copy(io.Discard, io.LimitReader(s, 1))
+	_, err = io.Copy(io.Discard, io.LimitReader(s, 1))
 	s.Close()
+	return err == nil
 }
 
 func writeFrames(w *bufio.Writer, frames []admitFrame) error {

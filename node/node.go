@@ -111,6 +111,8 @@ const (
 	revokedBlock        = time.Hour
 	validityCheck       = time.Minute
 	noticeTimeout       = time.Second
+	noticeTries         = 4                      // a notice the peer reset is tried again…
+	noticeRetry         = 100 * time.Millisecond // …after 100, 200, 400 ms
 )
 
 // New builds and starts a node.
