@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
@@ -80,6 +81,12 @@ type Options struct {
 	// Recorder, if set, is told of the export before Export returns it;
 	// if it fails, nothing is returned.
 	Recorder Recorder
+	// Self, if set, is the exporting device: Export refuses
+	// (conversations.ErrNoConversation) unless it is a current member —
+	// a removed member's old replica is not exported. The CLI and the API
+	// set it; an archive's export of what it filed (FromFiled) does not
+	// go through Export.
+	Self peer.ID
 }
 
 // Export builds the FHIR R4 bundle of conversation id as src holds it and
@@ -90,6 +97,9 @@ func Export(src Source, staff Staff, id chat.ConversationID, o Options) ([]byte,
 	sum, err := src.Conversation(id)
 	if err != nil {
 		return nil, err
+	}
+	if o.Self != "" && !slices.Contains(sum.Members, o.Self) {
+		return nil, fmt.Errorf("not a member: %w", conversations.ErrNoConversation)
 	}
 	msgs, err := src.Messages(id)
 	if err != nil {
@@ -345,7 +355,7 @@ func (c *Conversation) communication(u string, m *chat.Message, subject *dpb.Ref
 	}
 	if m.Text != "" {
 		com.Payload = append(com.Payload, &compb.Communication_Payload{Content: &compb.Communication_Payload_ContentX{
-			Choice: &compb.Communication_Payload_ContentX_StringValue{StringValue: &dpb.String{Value: m.Text}}}})
+			Choice: &compb.Communication_Payload_ContentX_StringValue{StringValue: &dpb.String{Value: fhirText(m.Text)}}}})
 	}
 	if f, ok := c.Filed[m.ID]; ok {
 		com.Meta = &dpb.Meta{VersionId: &dpb.Id{Value: strconv.Itoa(f.Version)}}
@@ -402,14 +412,14 @@ func (c *Conversation) practitioner(u string, p peer.ID) *prapb.Practitioner {
 		id := ident(SystemStaffID, s.StaffID)
 		id.Type = &dpb.CodeableConcept{Text: &dpb.String{Value: "Staff ID"}}
 		if s.Trust != "" {
-			id.Assigner = &dpb.Reference{Display: &dpb.String{Value: s.Trust}}
+			id.Assigner = &dpb.Reference{Display: &dpb.String{Value: fhirText(s.Trust)}}
 		}
 		pr.Identifier = append(pr.Identifier, id)
 		if s.Registration != "" {
 			pr.Identifier = append(pr.Identifier, registration(s.Registration))
 		}
 		if s.Name != "" {
-			pr.Name = []*dpb.HumanName{{Text: &dpb.String{Value: s.Name}}}
+			pr.Name = []*dpb.HumanName{{Text: &dpb.String{Value: fhirText(s.Name)}}}
 		}
 	}
 	pr.Identifier = append(pr.Identifier, ident(SystemPeerID, p.String()))
@@ -420,7 +430,7 @@ func (c *Conversation) practitioner(u string, p peer.ID) *prapb.Practitioner {
 // ("GMC 1234567"): with its regulator's system when the prefix names one.
 func registration(r string) *dpb.Identifier {
 	systems := map[string]string{"GMC": SystemGMC, "NMC": SystemNMC, "HCPC": SystemHCPC, "GPHC": SystemGPhC}
-	id := &dpb.Identifier{Type: &dpb.CodeableConcept{Text: &dpb.String{Value: "Professional registration"}}, Value: &dpb.String{Value: r}}
+	id := &dpb.Identifier{Type: &dpb.CodeableConcept{Text: &dpb.String{Value: "Professional registration"}}, Value: &dpb.String{Value: fhirText(r)}}
 	if body, num, ok := strings.Cut(strings.TrimSpace(r), " "); ok {
 		if sys, known := systems[strings.ToUpper(body)]; known && strings.TrimSpace(num) != "" {
 			id.System = &dpb.Uri{Value: sys}
@@ -436,7 +446,7 @@ func patientResource(u string, p *patient.Patient) *patpb.Patient {
 		Identifier: []*dpb.Identifier{ident(SystemNHSNumber, string(p.NHSNumber))},
 	}
 	if p.Name != "" {
-		pt.Name = []*dpb.HumanName{{Text: &dpb.String{Value: p.Name}}}
+		pt.Name = []*dpb.HumanName{{Text: &dpb.String{Value: fhirText(p.Name)}}}
 	}
 	if d, err := time.Parse(time.DateOnly, p.BirthDate); err == nil {
 		pt.BirthDate = &dpb.Date{ValueUs: d.UnixMicro(), Timezone: "UTC", Precision: dpb.Date_DAY}
@@ -445,7 +455,7 @@ func patientResource(u string, p *patient.Patient) *patpb.Patient {
 }
 
 func ident(system, value string) *dpb.Identifier {
-	return &dpb.Identifier{System: &dpb.Uri{Value: system}, Value: &dpb.String{Value: value}}
+	return &dpb.Identifier{System: &dpb.Uri{Value: system}, Value: &dpb.String{Value: fhirText(value)}}
 }
 
 func ref(u string) *dpb.Reference {
@@ -453,9 +463,28 @@ func ref(u string) *dpb.Reference {
 }
 
 func note(text string) *dpb.Annotation {
-	return &dpb.Annotation{Text: &dpb.Markdown{Value: text}}
+	return &dpb.Annotation{Text: &dpb.Markdown{Value: fhirText(text)}}
 }
 
 func dateTime(t time.Time) *dpb.DateTime {
 	return &dpb.DateTime{ValueUs: t.UnixMicro(), Timezone: "UTC", Precision: dpb.DateTime_MICROSECOND}
+}
+
+// fhirText makes s a valid FHIR string ([ \r\n\t\S]+): whitespace other
+// than space, tab, CR and LF (form feed, vertical tab, line and paragraph
+// separators, no-break spaces) becomes a space and other control
+// characters U+FFFD — one member's odd character must not make a whole
+// conversation's bundle invalid.
+func fhirText(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			return r
+		case unicode.IsSpace(r) || r == '\ufeff': // JavaScript's \s has U+FEFF too
+			return ' '
+		case unicode.Is(unicode.Cc, r):
+			return unicode.ReplacementChar
+		}
+		return r
+	}, s)
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/fhir"
 )
@@ -32,7 +34,12 @@ func (s *Server) getFHIR(w http.ResponseWriter, r *http.Request) {
 			sel = append(sel, op)
 		}
 	}
-	out, err := fhir.Export(s.conv, s.staff, id, fhir.Options{Messages: sel, Recorder: s.exportRecorder()})
+	self, err := peer.Decode(s.b.Status().PeerID)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "no such conversation")
+		return
+	}
+	out, err := fhir.Export(s.conv, s.staff, id, fhir.Options{Messages: sel, Recorder: s.exportRecorder(), Self: self})
 	switch {
 	case errors.Is(err, fhir.ErrNoMessage):
 		writeError(w, http.StatusNotFound, err.Error())

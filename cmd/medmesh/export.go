@@ -82,7 +82,7 @@ logged.`),
 			}
 			defer closeDev()
 			rec := &exportRecord{trail: d.Audit()}
-			o := fhir.Options{Messages: sel, Now: e.time, Recorder: rec}
+			o := fhir.Options{Messages: sel, Now: e.time, Recorder: rec, Self: d.ID()}
 			var data []byte
 			if f := d.Filer(); f != nil { // an archive: what it filed
 				data, err = exportFiled(f, d, id, o)
