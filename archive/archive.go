@@ -12,7 +12,18 @@
 // keeping what was filed (a record is corrected, never erased); a change
 // of the conversation's patient files a new version of every filed
 // message with the corrected patient. A message deleted before this
-// device read it was never filed and is not filed.
+// device read it was never filed and is not filed. A photo whose image
+// cannot be read (no chunks, or chunks not its sender's) is filed without
+// it, marked PhotoUnavailable, and filing goes on with the next message;
+// once the image is readable a new version files it.
+//
+// Bounds: a photo's bytes are stored once per message, content-addressed
+// by their SHA-256 under /archive/photo, and every version refers to them
+// by hash, so a new version costs a record, never a photo. At most
+// MaxVersions versions of a message are kept: filing one more deletes the
+// oldest intermediate version (version 1, what was first filed, is always
+// kept), counts it in the new version's Dropped and logs the conversation
+// and message IDs.
 //
 // Invariants: records hold IDs, times, text, the photo and the patient,
 // and live only in the store (sealed at rest); nothing is logged about
@@ -27,6 +38,8 @@ package archive
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -52,6 +65,10 @@ const DefaultSweep = 30 * time.Second
 
 // maxRecord bounds a stored record (a full photo fits).
 const maxRecord = 32 << 20
+
+// MaxVersions bounds the versions kept of one message (see the package
+// comment for what happens beyond it).
+const MaxVersions = 32
 
 // Status of a filed version.
 const (
@@ -80,10 +97,21 @@ type Record struct {
 	Urgent       bool                `cbor:"9,keyasint"`
 	ReplyTo      crdt.OpID           `cbor:"10,keyasint"`
 	Text         string              `cbor:"11,keyasint"`
-	Photo        []byte              `cbor:"12,keyasint,omitempty"` // the full JPEG, or the thumbnail if PhotoThumb
-	PhotoThumb   bool                `cbor:"13,keyasint"`
-	Edited       bool                `cbor:"14,keyasint"`
-	Patient      *patient.Patient    `cbor:"15,keyasint"`
+	// Photo is the full JPEG, or the thumbnail if PhotoThumb. Stored
+	// records leave it empty and name it by PhotoHash; Filed fills it
+	// for the latest version of each message only.
+	Photo      []byte           `cbor:"12,keyasint,omitempty"`
+	PhotoThumb bool             `cbor:"13,keyasint"`
+	Edited     bool             `cbor:"14,keyasint"`
+	Patient    *patient.Patient `cbor:"15,keyasint"`
+	// PhotoHash is the SHA-256 of the photo's bytes in the photo store.
+	PhotoHash []byte `cbor:"16,keyasint,omitempty"`
+	// PhotoUnavailable: a photo message whose image could not be read
+	// when this version was filed; it is filed without it.
+	PhotoUnavailable bool `cbor:"17,keyasint,omitempty"`
+	// Dropped counts the intermediate versions of this message deleted
+	// to keep MaxVersions.
+	Dropped int `cbor:"18,keyasint,omitempty"`
 }
 
 // Options configure a Filer.
@@ -213,6 +241,22 @@ func (f *Filer) File(id chat.ConversationID) error {
 			if err := f.put(r); err != nil {
 				return err
 			}
+		case last.PhotoUnavailable && m.Photo != nil:
+			img, full, err := f.photo(id, &m.Message)
+			if err != nil {
+				continue // still unreadable: filed without it
+			}
+			r, err := f.latest(id, m.ID)
+			if err != nil {
+				return err
+			}
+			r.Version++
+			r.Photo, r.PhotoThumb, r.PhotoUnavailable = img, !full, false
+			r.Text, r.Edited, r.Patient = m.Text, m.Edited, pat
+			r.FiledUs = f.o.Now().UnixMicro()
+			if err := f.put(r); err != nil {
+				return err
+			}
 		case m.Text != last.Text || !samePatient(pat, last.Patient):
 			r, err := f.latest(id, m.ID)
 			if err != nil {
@@ -244,14 +288,28 @@ func (f *Filer) record(id chat.ConversationID, m *chat.Message, pat *patient.Pat
 	}
 	slices.Sort(r.Recipients)
 	if m.Photo != nil {
-		full := m.Photo.Ready()
-		img, err := f.src.Photo(id, m.ID, full)
+		img, full, err := f.photo(id, m)
 		if err != nil {
-			return nil, fmt.Errorf("photo %s: %w", m.ID, err)
+			// One unreadable photo never stops filing: file the
+			// message without it (a later version files it once
+			// readable).
+			f.o.Logger.Warn("archive: photo unavailable, filed without it", "conversation", id.String(), "message", m.ID.String())
+			r.PhotoUnavailable = true
+		} else {
+			r.Photo, r.PhotoThumb = img, !full
 		}
-		r.Photo, r.PhotoThumb = img, !full
 	}
 	return r, nil
+}
+
+// photo reads m's full image if all of it arrived, else its thumbnail.
+func (f *Filer) photo(id chat.ConversationID, m *chat.Message) ([]byte, bool, error) {
+	full := m.Photo.Ready()
+	img, err := f.src.Photo(id, m.ID, full)
+	if err == nil && len(img) == 0 {
+		err = fmt.Errorf("photo %s: empty", m.ID)
+	}
+	return img, full, err
 }
 
 func prefix(id chat.ConversationID) ds.Key {
@@ -262,8 +320,34 @@ func key(r *Record) ds.Key {
 	return prefix(r.Conversation).ChildString(r.Message.String()).ChildString(fmt.Sprintf("%08d", r.Version))
 }
 
-// put stores r and notes it as its message's latest version (f.mu held).
+func photoKey(id chat.ConversationID, msg crdt.OpID, hash []byte) ds.Key {
+	return ds.NewKey("/archive/photo").ChildString(id.String()).ChildString(msg.String()).ChildString(hex.EncodeToString(hash))
+}
+
+// put stores r and notes it as its message's latest version (f.mu held):
+// its photo bytes go to the photo store once (by hash), the record names
+// them; beyond MaxVersions the oldest intermediate version is dropped.
 func (f *Filer) put(r *Record) error {
+	if r.Photo != nil {
+		sum := sha256.Sum256(r.Photo)
+		pk := photoKey(r.Conversation, r.Message, sum[:])
+		has, err := f.st.Has(context.Background(), pk)
+		if err != nil {
+			return fmt.Errorf("file photo %s: %w", r.Message, err)
+		}
+		if !has {
+			if err := f.st.Put(context.Background(), pk, r.Photo); err != nil {
+				return fmt.Errorf("file photo %s: %w", r.Message, err)
+			}
+		}
+		r.PhotoHash = sum[:]
+		r.Photo = nil
+	}
+	if r.Version > 1 {
+		if err := f.bound(r); err != nil {
+			return err
+		}
+	}
 	b, err := detcbor.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode record %s: %w", r.Message, err)
@@ -273,6 +357,36 @@ func (f *Filer) put(r *Record) error {
 	}
 	if m := f.filed[r.Conversation]; m != nil {
 		m[r.Message] = bare(r)
+	}
+	return nil
+}
+
+// bound deletes the oldest intermediate versions of r's message so that
+// at most MaxVersions remain with r, counting them in r.Dropped (f.mu
+// held).
+func (f *Filer) bound(r *Record) error {
+	under := prefix(r.Conversation).ChildString(r.Message.String())
+	res, err := f.st.Query(context.Background(), query.Query{Prefix: under.String(), KeysOnly: true})
+	if err != nil {
+		return fmt.Errorf("read filed versions: %w", err)
+	}
+	ents, err := res.Rest()
+	if err != nil {
+		return fmt.Errorf("read filed versions: %w", err)
+	}
+	keys := make([]string, 0, len(ents))
+	for _, e := range ents {
+		keys = append(keys, e.Key)
+	}
+	slices.Sort(keys) // zero-padded versions: version 1 first
+	for len(keys)+1 > MaxVersions && len(keys) > 1 {
+		if err := f.st.Delete(context.Background(), ds.NewKey(keys[1])); err != nil {
+			return fmt.Errorf("drop filed version: %w", err)
+		}
+		keys = slices.Delete(keys, 1, 2)
+		r.Dropped++
+		f.o.Logger.Warn("archive: version bound reached, oldest intermediate version dropped",
+			"conversation", r.Conversation.String(), "message", r.Message.String(), "max", MaxVersions)
 	}
 	return nil
 }
@@ -302,8 +416,16 @@ func (f *Filer) index(id chat.ConversationID) (map[crdt.OpID]*Record, error) {
 	return m, nil
 }
 
-// latest reads the latest filed version of msg, photo included.
+// latest is the latest filed version of msg without photo bytes (it
+// names them by PhotoHash; a record filed before the photo store may
+// still hold them inline, and put moves them).
 func (f *Filer) latest(id chat.ConversationID, msg crdt.OpID) (*Record, error) {
+	if m := f.filed[id]; m != nil {
+		if r := m[msg]; r != nil && r.PhotoHash != nil { // else it may be a record with its photo inline
+			c := *r
+			return &c, nil
+		}
+	}
 	all, err := load(f.st, prefix(id).ChildString(msg.String()))
 	if err != nil {
 		return nil, err
@@ -315,9 +437,29 @@ func (f *Filer) latest(id chat.ConversationID, msg crdt.OpID) (*Record, error) {
 }
 
 // Filed lists every filed version of conversation id's messages: by the
-// sender's time, message ID, then version.
+// sender's time, message ID, then version. Only the latest version of
+// each message carries its photo's bytes (what an export needs); the
+// others name them by PhotoHash.
 func Filed(st ds.Datastore, id chat.ConversationID) ([]Record, error) {
-	return load(st, prefix(id))
+	all, err := load(st, prefix(id))
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		last := i == len(all)-1 || all[i+1].Message != all[i].Message
+		if !last {
+			all[i].Photo = nil
+			continue
+		}
+		if all[i].Photo == nil && all[i].PhotoHash != nil {
+			b, err := st.Get(context.Background(), photoKey(id, all[i].Message, all[i].PhotoHash))
+			if err != nil {
+				return nil, fmt.Errorf("filed photo of %s: %w", all[i].Message, err)
+			}
+			all[i].Photo = b
+		}
+	}
+	return all, nil
 }
 
 func load(st ds.Datastore, under ds.Key) ([]Record, error) {

@@ -38,6 +38,9 @@
 //     version; one deleted or withdrawn after filing keeps what was filed
 //     with status entered-in-error; subject is the patient of the latest
 //     filing (a corrected link is filed as new versions).
+//   - A photo message whose image cannot be read (or was filed without
+//     it) is exported without it: its payload and a note say the photo
+//     is unavailable; one unreadable photo never fails an export.
 //   - received is not set: chat keeps how far each recipient got
 //     (delivered, read, acknowledged), not when.
 //

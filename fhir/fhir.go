@@ -160,6 +160,8 @@ type Filing struct {
 	Version        int
 	EnteredInError bool
 	PhotoFull      bool
+	// PhotoUnavailable: a photo message filed without its image.
+	PhotoUnavailable bool
 }
 
 // FromFiled is the conversation an archive filed: the latest version of
@@ -193,9 +195,12 @@ func FromFiled(id chat.ConversationID, recs []archive.Record, staff Staff) *Conv
 		if r.Photo != nil {
 			m.Photo = &chat.Photo{Size: int64(len(r.Photo))}
 			photos[r.Message] = r.Photo
+		} else if r.PhotoUnavailable {
+			m.Photo = &chat.Photo{}
 		}
 		c.Messages = append(c.Messages, m)
-		c.Filed[r.Message] = Filing{Version: r.Version, EnteredInError: r.Status == archive.StatusEnteredInError, PhotoFull: !r.PhotoThumb}
+		c.Filed[r.Message] = Filing{Version: r.Version, EnteredInError: r.Status == archive.StatusEnteredInError, PhotoFull: !r.PhotoThumb,
+			PhotoUnavailable: r.PhotoUnavailable}
 	}
 	c.Photo = func(msg crdt.OpID, _ bool) ([]byte, error) {
 		if b, ok := photos[msg]; ok {
@@ -346,12 +351,14 @@ func (c *Conversation) communication(u string, m *chat.Message, subject *dpb.Ref
 		}
 	}
 	if m.Photo != nil {
-		att, err := c.attachment(m)
-		if err != nil {
-			return nil, err
+		if att, ok := c.attachment(m); ok {
+			com.Payload = append(com.Payload, &compb.Communication_Payload{Content: &compb.Communication_Payload_ContentX{
+				Choice: &compb.Communication_Payload_ContentX_Attachment{Attachment: att}}})
+		} else { // one unreadable photo never stops the export
+			com.Payload = append(com.Payload, &compb.Communication_Payload{Content: &compb.Communication_Payload_ContentX{
+				Choice: &compb.Communication_Payload_ContentX_StringValue{StringValue: &dpb.String{Value: PhotoUnavailable}}}})
+			com.Note = append(com.Note, note(PhotoUnavailable))
 		}
-		com.Payload = append(com.Payload, &compb.Communication_Payload{Content: &compb.Communication_Payload_ContentX{
-			Choice: &compb.Communication_Payload_ContentX_Attachment{Attachment: att}}})
 	}
 	if m.Text != "" {
 		com.Payload = append(com.Payload, &compb.Communication_Payload{Content: &compb.Communication_Payload_ContentX{
@@ -373,19 +380,27 @@ func (c *Conversation) communication(u string, m *chat.Message, subject *dpb.Ref
 	return com, nil
 }
 
+// PhotoUnavailable is the payload (and note) of a photo message whose
+// image could not be read: it is exported without it.
+const PhotoUnavailable = "Photo unavailable: its image could not be read on this device."
+
 // attachment is a photo message's image: the full image when all of it
-// has arrived, else its thumbnail (titled so).
-func (c *Conversation) attachment(m *chat.Message) (*dpb.Attachment, error) {
+// has arrived, else its thumbnail (titled so); false if it cannot be read
+// (or was filed without it).
+func (c *Conversation) attachment(m *chat.Message) (*dpb.Attachment, bool) {
 	if c.Photo == nil {
-		return nil, fmt.Errorf("photo %s: no photo source", m.ID)
+		return nil, false
 	}
 	full := m.Photo.Ready()
 	if f, ok := c.Filed[m.ID]; ok {
+		if f.PhotoUnavailable {
+			return nil, false
+		}
 		full = f.PhotoFull
 	}
 	img, err := c.Photo(m.ID, full)
-	if err != nil {
-		return nil, fmt.Errorf("photo %s: %w", m.ID, err)
+	if err != nil || len(img) == 0 {
+		return nil, false
 	}
 	sum := sha1.Sum(img) // Attachment.hash is SHA-1 by the FHIR R4 specification
 	att := &dpb.Attachment{
@@ -399,7 +414,7 @@ func (c *Conversation) attachment(m *chat.Message) (*dpb.Attachment, error) {
 	if !full {
 		att.Title.Value = "photo thumbnail (the full image had not arrived on this device)"
 	}
-	return att, nil
+	return att, true
 }
 
 func (c *Conversation) practitioner(u string, p peer.ID) *prapb.Practitioner {
