@@ -84,6 +84,24 @@ func BoundID(id string) string {
 	return DigestPrefix + hex.EncodeToString(sum[:])
 }
 
+// Chunked makes events of kind about ids, with ops spread over as many
+// as it takes (MaxOps each): one event at least, without ops if there
+// are none.
+func Chunked(kind Kind, ids IDs, ops []string) []Event {
+	var evs []Event
+	for len(ops) > 0 || evs == nil {
+		n := min(len(ops), MaxOps)
+		e := Event{Kind: kind, IDs: ids}
+		e.IDs.Ops = nil
+		if n > 0 {
+			e.IDs.Ops = ops[:n:n]
+		}
+		evs = append(evs, e)
+		ops = ops[n:]
+	}
+	return evs
+}
+
 // Valid says whether ev may be appended: a known kind, IDs within the
 // limits.
 func (ev Event) Valid() bool { return knownKind(ev.Kind) && ev.IDs.valid() }

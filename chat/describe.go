@@ -20,6 +20,10 @@ const (
 	OpUnreadable = ""      // this device cannot read it (yet)
 )
 
+// opNames names the op kinds Describe tells apart.
+var opNames = map[uint8]string{kindText: OpText, kindPhoto: OpPhoto, kindEdit: OpEdit, kindDelete: OpDelete,
+	kindReceipt: OpReceipt, kindAdd: OpAdd, kindRemove: OpRemove, kindLeave: OpLeave}
+
 // OpSummary says what an op is, by identifiers only: no text, no photo,
 // no title. It is what an audit trail may keep.
 type OpSummary struct {
@@ -38,27 +42,16 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 		return OpSummary{}, false
 	}
 	s := OpSummary{Sender: info.sender, Standing: info.valid}
-	switch info.kind { // kept when a delete destroys the payload
-	case 0:
+	if info.kind == 0 {
 		return s, true // unreadable here
-	case kindText:
-		s.Kind = OpText
-	case kindPhoto:
-		s.Kind = OpPhoto
-	case kindEdit:
-		s.Kind = OpEdit
-	case kindDelete:
-		s.Kind = OpDelete
-	case kindReceipt:
-		s.Kind = OpReceipt
-	case kindAdd:
-		s.Kind = OpAdd
-	case kindRemove:
-		s.Kind = OpRemove
-	case kindLeave:
-		s.Kind, s.Member = OpLeave, info.sender
-	default:
+	}
+	// The kind is kept when a delete destroys the payload.
+	s.Kind = opNames[info.kind]
+	switch {
+	case s.Kind == "":
 		s.Kind = OpOther
+	case s.Kind == OpLeave:
+		s.Member = info.sender
 	}
 	p := info.p
 	if p == nil {

@@ -145,22 +145,13 @@ func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool, before map[peer
 	return evs
 }
 
-// chunked makes one event per audit.MaxOps ops.
+// chunked makes one event per audit.MaxOps ops (see audit.Chunked).
 func chunked(kind audit.Kind, conv chat.ConversationID, p peer.ID, ops []string) []audit.Event {
-	var evs []audit.Event
-	for len(ops) > 0 || evs == nil {
-		n := min(len(ops), audit.MaxOps)
-		ids := audit.IDs{Conversation: conv.String(), Ops: ops[:n:n]}
-		if n == 0 {
-			ids.Ops = nil
-		}
-		if p != "" {
-			ids.Peer = audit.BoundID(p.String())
-		}
-		evs = append(evs, audit.Event{Kind: kind, IDs: ids})
-		ops = ops[n:]
+	ids := audit.IDs{Conversation: conv.String()}
+	if p != "" {
+		ids.Peer = audit.BoundID(p.String())
 	}
-	return evs
+	return audit.Chunked(kind, ids, ops)
 }
 
 func opIDs(envs [][]byte) []crdt.OpID {

@@ -23,16 +23,11 @@ func (t *Trail) RecordExport(conv chat.ConversationID, msgs []crdt.OpID) error {
 		t.stats.failed.Add(1)
 		return errors.New("audit trail unreadable: export not recorded")
 	}
-	var evs []audit.Event
-	for len(msgs) > 0 || evs == nil {
-		n := min(len(msgs), audit.MaxOps)
-		ids := audit.IDs{Conversation: conv.String()}
-		for _, m := range msgs[:n] {
-			ids.Ops = append(ids.Ops, m.String())
-		}
-		evs = append(evs, audit.Event{Kind: audit.Exported, IDs: ids})
-		msgs = msgs[n:]
+	ops := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		ops = append(ops, m.String())
 	}
+	evs := audit.Chunked(audit.Exported, audit.IDs{Conversation: conv.String()}, ops)
 	if _, err := t.log.Append(context.Background(), evs...); err != nil {
 		t.stats.failed.Add(uint64(len(evs)))
 		return errors.New("audit trail: export not recorded")
