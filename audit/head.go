@@ -115,3 +115,16 @@ func ParseHead(data []byte, key ed25519.PublicKey) (Head, error) {
 	}
 	return h, nil
 }
+
+// Record is h in the form the store and the wire carry: deterministic CBOR
+// of the signed bytes and the signature.
+func (h Head) Record() ([]byte, error) {
+	if len(h.Body) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadHead)
+	}
+	return detcbor.Marshal(record{Body: h.Body, Sig: h.Sig})
+}
+
+// DecodeHead parses a head record (Head.Record) and checks that the device
+// with public key key signed it.
+func DecodeHead(rec []byte, key ed25519.PublicKey) (Head, error) { return decodeHead(rec, key) }

@@ -348,4 +348,47 @@ type Stats struct {
 	Broken    bool      `json:"broken,omitempty"`     // the log could not be opened: nothing is recorded (LastError says why)
 	LastError string    `json:"last_error,omitempty"` // the last append error (no event data)
 	LastErrAt time.Time `json:"last_error_at,omitzero"`
+	// Witnessed: the newest head a witness (an anchor or archive member,
+	// package witness) holds of this log, and whether the log still
+	// vouches for it; nil before any witness answered.
+	Witnessed *Witnessed `json:"witnessed,omitempty"`
+}
+
+// Witnessed is the newest head a witness answered with: who, which entry,
+// when; Error is set when the log no longer vouches for it (truncated,
+// rewritten or restored from an older copy), and stays set.
+type Witnessed struct {
+	Peer  string    `json:"peer,omitempty"`
+	Seq   uint64    `json:"seq"`
+	At    time.Time `json:"at,omitzero"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Vouched checks, cheaply, that the log still holds the entry ext (a head
+// kept elsewhere: a witness's, an exported one) vouches for, unchanged:
+// ext must not be past the stored head, and the entry at ext.Seq must have
+// ext's hash. Verify checks the whole chain besides.
+func (r *Reader) Vouched(ctx context.Context, ext Head) error {
+	if !ext.Key.Equal(r.key) {
+		return fmt.Errorf("%w: the given head is another device's", ErrBadHead)
+	}
+	h, _, err := r.Head(ctx)
+	if err != nil {
+		return err
+	}
+	if ext.Seq > h.Seq {
+		return broken(h.Seq+1, fmt.Errorf("%w: the given head vouches for %d entries, the log holds %d",
+			ErrTruncated, ext.Seq, h.Seq))
+	}
+	if ext.Seq == 0 {
+		return nil
+	}
+	e, err := r.Entry(ctx, ext.Seq)
+	if err != nil {
+		return err
+	}
+	if e.Hash != ext.Hash {
+		return broken(ext.Seq, ErrHeadMismatch)
+	}
+	return nil
 }

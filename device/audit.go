@@ -11,11 +11,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/archive"
 	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/store"
+	"github.com/medmesh/medmesh/witness"
 )
 
 // AuditQueue bounds the audit events waiting to be written. The trail
@@ -43,7 +47,13 @@ type Trail struct {
 	ended   atomic.Bool // end began: Record takes nothing more
 	last    atomic.Bool // end wrote the last entry: nothing is written after it
 	logf    func(msg string, args ...any)
-	stats   struct {
+	// witnessed reports what witnesses hold of the log (set by the device
+	// before anything reads Stats).
+	witnessed func() *audit.Witnessed
+	// appended is told of each append that succeeded (the witness
+	// deposits the new head soon).
+	appended atomic.Pointer[func()]
+	stats     struct {
 		dropped, failed, refused atomic.Uint64
 		mu                       sync.Mutex
 		lastErr                  string
@@ -145,6 +155,10 @@ func (t *Trail) write(evs []audit.Event) {
 		t.stats.lastErr, t.stats.lastErrAt = err.Error(), time.Now().UTC()
 		t.stats.mu.Unlock()
 		t.logf("audit append failed", "events", len(evs), "err", err)
+		return
+	}
+	if f := t.appended.Load(); f != nil {
+		(*f)()
 	}
 }
 
@@ -186,6 +200,9 @@ func (t *Trail) Stats() audit.Stats {
 	} else {
 		s.Entries = t.log.Current().Seq
 	}
+	if t.witnessed != nil {
+		s.Witnessed = t.witnessed()
+	}
 	return s
 }
 
@@ -197,7 +214,7 @@ func (t *Trail) Since(ctx context.Context, since time.Time, limit int) ([]audit.
 	return t.log.Since(ctx, since, limit)
 }
 
-// Head is the log's current signed head.
+// Head is the log's current signed head
 // (zero if the trail is broken).
 func (t *Trail) Head() audit.Head {
 	if t.broken != nil {
@@ -263,3 +280,36 @@ func OpenAudit(dir string, passphrase []byte) (*AuditFile, error) {
 
 // Close closes the store.
 func (a *AuditFile) Close() error { return a.st.Close() }
+
+// startWitness deposits the trail's head with the witnesses this device
+// meets (anchors and archive members), and keeps others' heads when it is
+// one (package witness).
+func (d *Device) startWitness(backing ds.Batching) {
+	isWitness := func(p peer.ID) bool { return d.n.HasRole(p, mesh.RoleAnchor) || d.n.HasRole(p, archive.Role) }
+	self := d.n.Self()
+	var log *audit.Reader
+	if d.trail.log != nil {
+		log = d.trail.log.Reader
+	}
+	d.wit = witness.Start(witness.Config{
+		Host: d.n.Host(), Store: backing, Witness: self.HasRole(mesh.RoleAnchor) || self.HasRole(archive.Role),
+		Admitted: d.n.IsAdmitted, IsWitness: isWitness, Own: d.trail.Head, Log: log,
+		Key: d.key.Identity.Public().(ed25519.PublicKey), Logger: d.log, Now: d.cfg.now,
+	})
+	d.trail.witnessed = d.wit.Status
+	changed := d.wit.Changed
+	d.trail.appended.Store(&changed)
+	d.n.OnAdmitted(d.wit.Met)
+}
+
+// Witnessed is the newest head of this device's log a witness answered
+// with while it ran (ok false: none yet).
+func (a *AuditFile) Witnessed(ctx context.Context) (audit.Head, bool, error) {
+	return witness.Mine(ctx, a.st, a.Key)
+}
+
+// HeldFor is the head of device p's log this directory holds as a witness
+// (ok false: none).
+func (a *AuditFile) HeldFor(ctx context.Context, p peer.ID) (audit.Head, bool, error) {
+	return witness.Held(ctx, a.st, p)
+}

@@ -59,6 +59,7 @@ import (
 	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
 	"github.com/medmesh/medmesh/store"
+	"github.com/medmesh/medmesh/witness"
 )
 
 // StoreDir is the store's directory inside a device directory.
@@ -85,6 +86,7 @@ type Device struct {
 	c     *conversations.Service
 	trail *Trail
 	filer *archive.Filer // an archive device's filing (nil for others)
+	wit   *witness.Service
 	log   *slog.Logger
 	ctx   context.Context
 	stop  context.CancelFunc
@@ -302,6 +304,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	if d.n.Self().HasRole(archive.Role) {
 		d.filer = archive.Start(d.c, backing, archive.Options{Now: cfg.now, Logger: cfg.log})
 	}
+	d.startWitness(backing)
 	d.wg.Add(1)
 	go d.expiryLoop()
 	return d, nil
@@ -446,6 +449,9 @@ func (d *Device) Close() error {
 		}
 		if d.filer != nil {
 			d.filer.Close()
+		}
+		if d.wit != nil {
+			d.wit.Close()
 		}
 		if d.c != nil {
 			d.c.Close()

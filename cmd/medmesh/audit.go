@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/medmesh/medmesh/audit"
@@ -47,7 +48,9 @@ func newAuditVerifyCmd(e *env) *cobra.Command {
 		Long: `Check every entry from the first: its signature by this device's key, its
 place in the sequence, its link to the entry before, its time; then the stored
 head. A truncated tail is shown only against a head kept elsewhere: --head
-FILE (written earlier by 'medmesh audit head').`,
+FILE (written by 'medmesh audit head', on this directory earlier or on an
+anchor's directory with --peer). Without --head, the newest head a witness (an
+anchor or archive member) answered with while the device ran is used, if any.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := openAudit(e, dir)
@@ -67,6 +70,16 @@ FILE (written earlier by 'medmesh audit head').`,
 				}
 				ext = &h
 			}
+			from := "the given head"
+			if ext == nil {
+				h, ok, err := a.Witnessed(cmd.Context())
+				if err != nil {
+					return fmt.Errorf("the witnessed head kept in %s: %w", dir, err)
+				}
+				if ok {
+					ext, from = &h, "the head a witness held at "+h.Time.Format(time.RFC3339)
+				}
+			}
 			s, err := a.Verify(cmd.Context(), ext)
 			if err != nil {
 				return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, err)
@@ -76,7 +89,7 @@ FILE (written earlier by 'medmesh audit head').`,
 				msg += fmt.Sprintf(", %s to %s, head %s", s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339), hex.EncodeToString(s.Hash[:8]))
 			}
 			if ext != nil {
-				msg += fmt.Sprintf("; holds entry %d of the given head", ext.Seq)
+				msg += fmt.Sprintf("; holds entry %d of %s", ext.Seq, from)
 			}
 			fmt.Fprintln(e.stdout, msg)
 			return nil
@@ -164,25 +177,42 @@ func exportLines(ctx context.Context, a *device.AuditFile, since time.Time, w io
 }
 
 func newAuditHeadCmd(e *env) *cobra.Command {
-	var dir, out string
+	var dir, out, of string
 	c := &cobra.Command{
-		Use:   "head --dir DEV [--out FILE]",
+		Use:   "head --dir DEV [--peer ID] [--out FILE]",
 		Short: "Write the trail's signed head, to keep elsewhere and check with 'audit verify --head'",
-		Args:  cobra.NoArgs,
+		Long: `Write the signed head of this device's audit trail; with --peer, on a
+witness's directory (an anchor or archive member), the head of that device's
+trail the witness holds — the newest the device deposited — to check the
+device's trail with 'medmesh audit verify --dir DEV --head FILE'.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := openAudit(e, dir)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			h, ok, err := a.Head(cmd.Context())
+			who := a.PeerID
+			var h audit.Head
+			var ok bool
+			if of != "" {
+				if who, err = peer.Decode(of); err != nil {
+					return fmt.Errorf("--peer %q: not a peer ID: %w", of, err)
+				}
+				h, ok, err = a.HeldFor(cmd.Context(), who)
+				if err == nil && !ok {
+					return fmt.Errorf("%s holds no audit head of %s", dir, who)
+				}
+			} else {
+				h, ok, err = a.Head(cmd.Context())
+				if err == nil && !ok {
+					return fmt.Errorf("the audit trail in %s is empty", dir)
+				}
+			}
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return fmt.Errorf("the audit trail in %s is empty", dir)
-			}
-			raw, err := audit.MarshalHead(h, a.PeerID.String())
+			raw, err := audit.MarshalHead(h, who.String())
 			if err != nil {
 				return err
 			}
@@ -200,6 +230,7 @@ func newAuditHeadCmd(e *env) *cobra.Command {
 	}
 	c.Flags().StringVar(&dir, "dir", "", "device directory (node stopped)")
 	c.Flags().StringVar(&out, "out", "", "file to write (default: standard output)")
+	c.Flags().StringVar(&of, "peer", "", "the device whose head this witness holds (on an anchor's or archive's directory)")
 	required(c, "dir")
 	return c
 }

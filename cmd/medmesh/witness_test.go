@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/internal/check"
+)
+
+// TestAuditTruncationWitnessed: the attack a device's own key holder can
+// make on its audit trail — put back an older copy of the device's
+// directory, dropping the entries written since. The anchor the device
+// met holds its newer head: the restored device says so in its status as
+// soon as it meets the anchor again, and `audit verify` fails on the
+// restored directory, by itself (the anchor's answer is kept) and against
+// the head exported from the anchor's directory, while the real one
+// verifies.
+func TestAuditTruncationWitnessed(t *testing.T) {
+	var out bytes.Buffer
+	e := testEnv(&out)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := t.TempDir()
+	ca := filepath.Join(root, "ca")
+	cli(t, e, "ca", "init", "--dir", ca, "--name", "General Hospital")
+	enrol := func(who string, roles ...string) string {
+		dir := filepath.Join(root, who)
+		cli(t, e, "init", "--dir", dir, "--name", who, "--staff-id", who, "--ca", filepath.Join(ca, "ca.crt"))
+		args := []string{"ca", "sign", "--dir", ca, "--csr", filepath.Join(dir, "device.csr"), "--out", filepath.Join(dir, "device.crt")}
+		if len(roles) > 0 {
+			args = append(args, "--roles", strings.Join(roles, ","))
+		}
+		cli(t, e, args...)
+		return dir
+	}
+	anchorDir, amiraDir := enrol("anchor", "anchor"), enrol("amira")
+	start := func(dir string, boot *running) *running {
+		o := runOptions{dir: dir, api: "127.0.0.1:0", listen: []string{"/ip4/127.0.0.1/tcp/0"}, lockAfter: time.Hour}
+		if boot != nil {
+			o.bootstrap = []peer.AddrInfo{{ID: boot.n.ID(), Addrs: boot.n.Host().Addrs()}}
+		}
+		d, err := startDevice(ctx, e, o, []byte("device-secret"), e.logger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.close)
+		return d
+	}
+	session := func(d *running) {
+		code, _, c := api(t, d, "POST", "/app/unlock", map[string]string{"passphrase": "device-secret"})
+		if code != http.StatusOK {
+			t.Fatalf("unlock: %d", code)
+		}
+		if code, b, _ := api(t, d, "POST", "/app/lock", nil, c...); code != http.StatusOK {
+			t.Fatalf("lock: %d %s", code, b)
+		}
+	}
+	stats := func(d *running) audit.Stats {
+		var st struct{ Audit audit.Stats }
+		_, b, _ := api(t, d, "GET", "/api/v1/status", nil)
+		json.Unmarshal(b, &st)
+		return st.Audit
+	}
+	witnessed := func(d *running, seq uint64) {
+		t.Helper()
+		check.Eventually(t, 30*time.Second, "the anchor vouches for the trail's newest entry", func() bool {
+			w := stats(d).Witnessed
+			return w != nil && w.Seq == seq
+		})
+		if w := stats(d).Witnessed; w.Error != "" {
+			t.Fatalf("witnessed: %s", w.Error)
+		}
+	}
+
+	anchor := start(anchorDir, nil)
+	amira := start(amiraDir, anchor)
+	session(amira)
+	if err := amira.d.Audit().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	witnessed(amira, amira.d.Audit().Head().Seq)
+	amira.close()
+	// The older copy, kept aside.
+	oldDir := filepath.Join(root, "amira-old")
+	if err := os.CopyFS(oldDir, os.DirFS(amiraDir)); err != nil {
+		t.Fatal(err)
+	}
+	amira = start(amiraDir, anchor)
+	session(amira)
+	session(amira)
+	if err := amira.d.Audit().Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newest := amira.d.Audit().Head().Seq
+	witnessed(amira, newest)
+	amira.close()
+
+	// The older copy put back in its place runs, and meets the anchor.
+	restored := start(oldDir, anchor)
+	check.Eventually(t, 30*time.Second, "the restored device learns the anchor holds a newer head", func() bool {
+		w := stats(restored).Witnessed
+		return w != nil && w.Error != ""
+	})
+	if w := stats(restored).Witnessed; w.Seq != newest || !strings.Contains(w.Error, "truncated") {
+		t.Fatalf("restored device's status: %+v, want the anchor's entry %d and truncation", w, newest)
+	}
+	restored.close()
+	anchor.close()
+
+	verify := func(args ...string) error {
+		out.Reset()
+		c := newRootCmd(e)
+		c.SetArgs(append([]string{"audit", "verify"}, args...))
+		return c.ExecuteContext(ctx)
+	}
+	if err := verify("--dir", oldDir); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("verify of the restored copy, on its own: %v", err)
+	}
+	headFile := filepath.Join(root, "amira-at-anchor.head")
+	cli(t, e, "audit", "head", "--dir", anchorDir, "--peer", amira.n.ID().String(), "--out", headFile)
+	if err := verify("--dir", oldDir, "--head", headFile); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("verify of the restored copy against the anchor's head: %v", err)
+	}
+	if err := verify("--dir", amiraDir, "--head", headFile); err != nil {
+		t.Fatalf("the real trail against the anchor's head: %v", err)
+	}
+	if err := verify("--dir", amiraDir); err != nil || !strings.Contains(out.String(), "a witness held") {
+		t.Fatalf("the real trail against its kept witnessed head: %v %s", err, out.String())
+	}
+	// The anchor holds no head of a device it never met.
+	c := newRootCmd(e)
+	c.SetArgs([]string{"audit", "head", "--dir", anchorDir, "--peer", anchor.n.ID().String()})
+	if err := c.ExecuteContext(ctx); err == nil || !strings.Contains(err.Error(), "holds no audit head") {
+		t.Fatalf("head of an unknown device: %v", err)
+	}
+}

@@ -1,0 +1,459 @@
+// Package witness keeps each device's audit trail honest against its own
+// key holder. A device's audit log (package audit) detects edits and
+// reordering by its hash chain, but someone holding the device key can cut
+// its tail and sign a new head. So every device deposits its signed head
+// with the witnesses it meets — admitted peers whose certificate carries
+// the role anchor or archive — and each witness keeps the newest head it
+// was given per device, in its own encrypted store.
+//
+// The exchange (Protocol, one stream per deposit): the device sends its
+// head record (audit.Head.Record); the witness checks the signature under
+// the key in the sender's peer ID, keeps it if it is newer than what it
+// holds (a higher entry number; the same number with another hash is
+// evidence of a rewritten log and is refused, the first kept), and answers
+// with the head it now holds for the sender — or nothing. The device checks
+// its own log against that answer (audit.Reader.Vouched): a witness holding
+// a head past the device's log, or a different entry at that number, shows
+// the log was truncated or rewritten (or restored from an older copy), and
+// the device reports it in its status. It keeps the newest answer too, so
+// `medmesh audit verify` on its stopped directory checks against it; an
+// operator can also export the head a witness holds (`medmesh audit head
+// --dir ANCHOR --peer ID`) and verify with `--head`.
+//
+// Rules: a witness answers only admitted peers; a head is accepted only if
+// signed by the key of the peer that sends it (no one deposits for
+// another); records are bounded (maxRecord); one deposit per peer at a
+// time; a deposit that is not newer changes nothing. A witness learns of a
+// device only its entry count, last hash and time — no event of its log.
+package witness
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/medmesh/medmesh/audit"
+)
+
+// Protocol is the deposit protocol's ID.
+const Protocol = "/medmesh/audit-head/1"
+
+const (
+	maxRecord = 1 << 10 // a head record is about 190 bytes
+	// Every is how often a device deposits again with the witnesses it is
+	// connected to, when its head moved since the last deposit there;
+	// Settle, how soon after its log grew (Changed), at most once per
+	// Settle.
+	Every   = 2 * time.Minute
+	Settle  = 5 * time.Second
+	timeout = 10 * time.Second
+	// A deposit on meeting is tried retries times, retryFirst apart at
+	// first, doubling.
+	retries    = 5
+	retryFirst = 200 * time.Millisecond
+)
+
+// ErrWitnessed: a witness holds a head of this device's log that the log
+// no longer vouches for (truncated, rewritten or restored from an older
+// copy). It wraps the audit error naming the entry.
+var ErrWitnessed = errors.New("a witness holds a newer or different audit head than this log")
+
+var heldRoot = ds.NewKey("/witness/held")
+
+// mineKey holds the newest head a witness answered with for this device.
+var mineKey = ds.NewKey("/witness/mine")
+
+func heldKey(p peer.ID) ds.Key { return heldRoot.ChildString(p.String()) }
+
+// Config wires a Service.
+type Config struct {
+	Host  host.Host
+	Store ds.Batching // this device's store: what it witnesses, its newest answer
+	// Witness: this device keeps others' heads (its certificate carries
+	// the role anchor or archive).
+	Witness bool
+	// Admitted: a peer admitted now; IsWitness: an admitted peer whose
+	// certificate makes it a witness.
+	Admitted  func(peer.ID) bool
+	IsWitness func(peer.ID) bool
+	// Own is this device's current head (Seq 0: nothing recorded yet);
+	// Log reads its log, to check what witnesses hold.
+	Own    func() audit.Head
+	Log    *audit.Reader     // nil when the device's log is broken
+	Key    ed25519.PublicKey // this device's identity key (its log's)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Service deposits this device's head with witnesses, and — on a witness —
+// keeps others' heads.
+type Service struct {
+	cfg  Config
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	kick chan peer.ID
+	grew chan struct{}
+
+	mu       sync.Mutex
+	sent     map[peer.ID]uint64 // head seq last deposited per witness
+	busy     map[peer.ID]bool   // a deposit from this peer is being handled
+	status   audit.Witnessed
+	mineSeen uint64 // seq of the stored newest answer
+}
+
+// Start registers the protocol and starts the deposit loop; Close stops
+// both.
+func Start(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{cfg: cfg, kick: make(chan peer.ID, 16), grew: make(chan struct{}, 1), sent: map[peer.ID]uint64{}, busy: map[peer.ID]bool{}}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	if cfg.Log != nil {
+		if h, ok := s.loadMine(); ok {
+			s.mineSeen = h.Seq
+			s.status = audit.Witnessed{Seq: h.Seq, At: h.Time}
+			if err := cfg.Log.Vouched(s.ctx, h); err != nil {
+				s.status.Error = fmt.Errorf("%w: %v", ErrWitnessed, err).Error()
+			}
+		}
+	}
+	if cfg.Witness {
+		cfg.Host.SetStreamHandler(Protocol, s.handle)
+	}
+	s.wg.Add(1)
+	go s.loop()
+	return s
+}
+
+// Close stops the service and waits for its goroutines.
+func (s *Service) Close() {
+	if s.cfg.Witness {
+		s.cfg.Host.RemoveStreamHandler(Protocol)
+	}
+	s.stop()
+	s.wg.Wait()
+}
+
+// Met asks for a deposit with p, if it is a witness (call on admission).
+func (s *Service) Met(p peer.ID) {
+	if !s.cfg.IsWitness(p) {
+		return
+	}
+	select {
+	case s.kick <- p:
+	default: // the loop's next round reaches it
+	}
+}
+
+// Status reports the newest witnessed head and any mismatch (nil: no
+// witness has answered yet).
+func (s *Service) Status() *audit.Witnessed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.status.Seq == 0 {
+		return nil
+	}
+	st := s.status
+	return &st
+}
+
+// Changed tells the service the log grew: it deposits the new head with
+// the connected witnesses within Settle.
+func (s *Service) Changed() {
+	select {
+	case s.grew <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) loop() {
+	defer s.wg.Done()
+	tick := time.NewTicker(Every)
+	defer tick.Stop()
+	settle := time.NewTimer(Settle)
+	settle.Stop() // armed by Changed
+	defer settle.Stop()
+	var due <-chan time.Time // set while a round after Changed is pending
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case p := <-s.kick:
+			s.wg.Add(1)
+			go s.depositSoon(p)
+		case <-s.grew:
+			if due == nil {
+				settle.Reset(Settle)
+				due = settle.C
+			}
+		case <-due:
+			due = nil
+			s.round()
+		case <-tick.C:
+			s.round()
+		}
+	}
+}
+
+// round deposits with every connected witness whose copy is older.
+func (s *Service) round() {
+	for _, p := range s.cfg.Host.Network().Peers() {
+		if s.cfg.IsWitness(p) {
+			s.deposit(p, false)
+		}
+	}
+}
+
+// depositSoon deposits with p just met, trying again a few times: p may
+// still be admitting us when we have admitted it.
+func (s *Service) depositSoon(p peer.ID) {
+	defer s.wg.Done()
+	wait := retryFirst
+	for range retries {
+		if s.deposit(p, true) {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait *= 2
+	}
+}
+
+// deposit sends our head to witness p (unless it already has this one and
+// force is unset) and checks its answer. It reports whether p answered.
+func (s *Service) deposit(p peer.ID, force bool) bool {
+	own := s.cfg.Own()
+	if own.Seq == 0 {
+		return true // nothing to vouch for yet; the loop deposits later
+	}
+	s.mu.Lock()
+	same := s.sent[p] == own.Seq
+	s.mu.Unlock()
+	if same && !force {
+		return true
+	}
+	held, err := s.exchange(p, own)
+	if err != nil {
+		s.cfg.Logger.Debug("audit head deposit failed", "peer", p, "err", err)
+		return false
+	}
+	s.mu.Lock()
+	s.sent[p] = own.Seq
+	s.mu.Unlock()
+	if held.Seq > 0 {
+		s.answered(p, held)
+	}
+	return true
+}
+
+func (s *Service) exchange(p peer.ID, own audit.Head) (audit.Head, error) {
+	rec, err := own.Record()
+	if err != nil {
+		return audit.Head{}, err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	st, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "witnesses are met, not dialled"), p, Protocol)
+	if err != nil {
+		return audit.Head{}, err
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(timeout))
+	w := msgio.NewVarintWriter(st)
+	if err := w.WriteMsg(rec); err != nil {
+		st.Reset()
+		return audit.Head{}, err
+	}
+	r := msgio.NewVarintReaderSize(st, maxRecord)
+	ans, err := r.ReadMsg()
+	if err != nil {
+		st.Reset()
+		return audit.Head{}, err
+	}
+	defer r.ReleaseMsg(ans)
+	if len(ans) == 0 {
+		return audit.Head{}, nil
+	}
+	return audit.DecodeHead(ans, own.Key)
+}
+
+// answered checks our log against the head witness p holds for us, and
+// keeps it when it is the newest we have seen.
+func (s *Service) answered(p peer.ID, held audit.Head) {
+	var verr error
+	if s.cfg.Log != nil {
+		verr = s.cfg.Log.Vouched(s.ctx, held)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if verr != nil {
+		s.status = audit.Witnessed{Peer: p.String(), Seq: held.Seq, At: s.cfg.Now(), Error: fmt.Errorf("%w: %v", ErrWitnessed, verr).Error()}
+		s.cfg.Logger.Error("a witness holds an audit head this log no longer vouches for", "witness", p, "err", verr)
+	} else if s.status.Error == "" {
+		s.status = audit.Witnessed{Peer: p.String(), Seq: held.Seq, At: s.cfg.Now()}
+	}
+	if held.Seq > s.mineSeen {
+		if rec, err := held.Record(); err == nil && s.cfg.Store.Put(s.ctx, mineKey, rec) == nil {
+			s.mineSeen = held.Seq
+		}
+	}
+}
+
+// handle is a witness's side of a deposit.
+func (s *Service) handle(st network.Stream) {
+	p := st.Conn().RemotePeer()
+	if !s.cfg.Admitted(p) {
+		st.Reset()
+		return
+	}
+	s.mu.Lock()
+	if s.busy[p] {
+		s.mu.Unlock()
+		st.Reset()
+		return
+	}
+	s.busy[p] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.busy, p)
+		s.mu.Unlock()
+	}()
+	_ = st.SetDeadline(time.Now().Add(timeout))
+	r := msgio.NewVarintReaderSize(st, maxRecord)
+	rec, err := r.ReadMsg()
+	if err != nil {
+		st.Reset()
+		return
+	}
+	defer r.ReleaseMsg(rec)
+	key, err := KeyOf(p)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	h, err := audit.DecodeHead(rec, key)
+	if err != nil {
+		s.cfg.Logger.Warn("refused an audit head", "peer", p, "err", err)
+		st.Reset()
+		return
+	}
+	held, err := s.keep(p, key, h)
+	if err != nil {
+		s.cfg.Logger.Warn("could not keep an audit head", "peer", p, "err", err)
+		st.Reset()
+		return
+	}
+	var ans []byte
+	if held.Seq > 0 {
+		if ans, err = held.Record(); err != nil {
+			st.Reset()
+			return
+		}
+	}
+	if err := msgio.NewVarintWriter(st).WriteMsg(ans); err != nil {
+		st.Reset()
+		return
+	}
+	_ = st.Close()
+}
+
+// keep stores h for p if it is newer than what is held, and returns what
+// is held afterwards.
+func (s *Service) keep(p peer.ID, key ed25519.PublicKey, h audit.Head) (audit.Head, error) {
+	old, ok, err := Held(s.ctx, s.cfg.Store, p)
+	if err != nil && !errors.Is(err, audit.ErrBadHead) {
+		return audit.Head{}, err
+	}
+	switch {
+	case ok && old.Seq > h.Seq:
+		return old, nil // the device's log went back: it learns so from the answer
+	case ok && old.Seq == h.Seq:
+		if old.Hash != h.Hash {
+			s.cfg.Logger.Warn("two different audit heads for one entry: the device's log was rewritten", "peer", p, "seq", h.Seq)
+		}
+		return old, nil
+	}
+	rec, err := h.Record()
+	if err != nil {
+		return audit.Head{}, err
+	}
+	if err := s.cfg.Store.Put(s.ctx, heldKey(p), rec); err != nil {
+		return audit.Head{}, err
+	}
+	return h, nil
+}
+
+// Held reads the head a witness's store d holds for device p (ok false:
+// none).
+func Held(ctx context.Context, d ds.Read, p peer.ID) (audit.Head, bool, error) {
+	key, err := KeyOf(p)
+	if err != nil {
+		return audit.Head{}, false, err
+	}
+	return readHead(ctx, d, heldKey(p), key)
+}
+
+// Mine reads the newest head a witness answered with, kept in the store d
+// of the device whose key is key (ok false: none).
+func Mine(ctx context.Context, d ds.Read, key ed25519.PublicKey) (audit.Head, bool, error) {
+	return readHead(ctx, d, mineKey, key)
+}
+
+func (s *Service) loadMine() (audit.Head, bool) {
+	h, ok, err := Mine(s.ctx, s.cfg.Store, s.cfg.Key)
+	if err != nil {
+		s.cfg.Logger.Warn("stored witnessed audit head unreadable", "err", err)
+		return audit.Head{}, false
+	}
+	return h, ok
+}
+
+func readHead(ctx context.Context, d ds.Read, k ds.Key, key ed25519.PublicKey) (audit.Head, bool, error) {
+	raw, err := d.Get(ctx, k)
+	if errors.Is(err, ds.ErrNotFound) {
+		return audit.Head{}, false, nil
+	}
+	if err != nil {
+		return audit.Head{}, false, err
+	}
+	h, err := audit.DecodeHead(raw, key)
+	if err != nil {
+		return audit.Head{}, false, err
+	}
+	return h, true, nil
+}
+
+// KeyOf is the Ed25519 identity key inside a peer ID (devices' audit logs
+// are signed with it).
+func KeyOf(p peer.ID) (ed25519.PublicKey, error) {
+	pk, err := p.ExtractPublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: no key in its ID: %w", p, err)
+	}
+	raw, err := pk.Raw()
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("peer %s: not an Ed25519 identity", p)
+	}
+	return ed25519.PublicKey(raw), nil
+}
