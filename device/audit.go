@@ -53,7 +53,7 @@ type Trail struct {
 	// appended is told of each append that succeeded (the witness
 	// deposits the new head soon).
 	appended atomic.Pointer[func()]
-	stats     struct {
+	stats    struct {
 		dropped, failed, refused atomic.Uint64
 		mu                       sync.Mutex
 		lastErr                  string
