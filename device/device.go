@@ -99,6 +99,7 @@ type config struct {
 	bootstrap     []peer.AddrInfo
 	mdns          bool
 	anchor        bool
+	private       bool
 	quota         int64
 	ttl           time.Duration
 	log           *slog.Logger
@@ -142,6 +143,10 @@ func WithMDNS(on bool) Option { return func(c *config) error { c.mdns = on; retu
 func WithAnchor(quota int64, ttl time.Duration) Option {
 	return func(c *config) error { c.anchor, c.quota, c.ttl = true, quota, ttl; return nil }
 }
+
+// WithPrivate says the device is behind NAT: it holds a relay slot on the
+// anchors it reaches at once, without waiting for AutoNAT's verdict.
+func WithPrivate() Option { return func(c *config) error { c.private = true; return nil } }
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(c *config) error { c.log = l; return nil } }
@@ -273,7 +278,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Key: cfg.key, Chain: cfg.chain, Trust: cfg.trust, Store: backing,
 		Listen: cfg.listen, Bootstrap: cfg.bootstrap, MDNS: cfg.mdns, AdmitTimeout: cfg.admit,
 		Host: cfg.host, PubSubOptions: cfg.psOpts, Logger: cfg.log, Now: cfg.now,
-		OnRevoked: d.wipe,
+		OnRevoked: d.wipe, Relay: cfg.anchor, ForcePrivate: cfg.private,
 	})
 	if err != nil {
 		return nil, err

@@ -18,9 +18,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/discovery"
 	"github.com/medmesh/medmesh/e2e"
@@ -60,6 +62,15 @@ type Config struct {
 	// PubSubOptions are appended to the gossipsub options (simulations:
 	// heartbeat scaled with compressed time, a tracer counting bytes).
 	PubSubOptions []pubsub.Option
+	// Relay runs a circuit relay v2 service and AutoNAT for admitted
+	// peers (anchors; relay.go). ForcePrivate skips AutoNAT's verdict: the
+	// device knows it is behind NAT and reserves a relay slot on an
+	// anchor at once. Neither applies to a Host passed in.
+	Relay        bool
+	ForcePrivate bool
+	// NoListen: dial out only, no listening socket — a device no one can
+	// reach directly, only through an anchor's relay (tests of NAT).
+	NoListen bool
 }
 
 // Node is one running device. It wires its parts — adm (admission and
@@ -95,6 +106,9 @@ type Node struct {
 	closeErr  error
 
 	trustRecv atomic.Int64 // trust-topic messages delivered (for tests)
+
+	relay   *relayv2.Relay                 // an anchor's relay service (Config.Relay)
+	circuit atomic.Pointer[[]ma.Multiaddr] // relayed addresses of the reservations held (relay.go)
 
 	pkMu         sync.Mutex // guards the fields below and the ring's stored copy
 	prekeys      *e2e.PrekeyRing
@@ -194,9 +208,8 @@ func (n *Node) newHost() (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(n.cfg.Listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
@@ -204,11 +217,33 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater((*gater)(n.adm)),
 		libp2p.Ping(false),
-		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
-	)
+		// NAT traversal (relay.go): the relay client, hole punching, and
+		// reservations on admitted anchors when private.
+		libp2p.EnableRelay(),
+		libp2p.EnableHolePunching(),
+		libp2p.AddrsFactory(n.circuitAddrs),
+	}
+	if n.cfg.NoListen {
+		opts = append(opts, libp2p.NoListenAddrs)
+	} else {
+		opts = append(opts, libp2p.ListenAddrStrings(n.cfg.Listen...))
+	}
+	if n.cfg.Relay {
+		opts = append(opts, libp2p.EnableNATService())
+	}
+	if n.cfg.ForcePrivate {
+		opts = append(opts, libp2p.ForceReachabilityPrivate())
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	if n.cfg.Relay {
+		if n.relay, err = relayv2.New(h, relayOptions(n)...); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("start relay service: %w", err)
+		}
 	}
 	return h, nil
 }
@@ -235,6 +270,9 @@ func (n *Node) startProtocols(h host.Host) error {
 		n.mdns = m
 	}
 	n.goOwned(n.revocationLoop)
+	if n.cfg.Host == nil {
+		n.goOwned(n.keepRelays)
+	}
 	if w := n.ownEntry(); w != nil {
 		n.goOwned(func() { n.publish(trustMsg{Kind: kindEntry, Chain: w.Chain, Prekey: w.Prekey}) })
 	}
@@ -315,6 +353,9 @@ func (n *Node) Close() error {
 		}
 		if n.disc != nil {
 			n.disc.Close()
+		}
+		if n.relay != nil {
+			errs = append(errs, n.relay.Close())
 		}
 		if n.host != nil {
 			errs = append(errs, n.host.Close())

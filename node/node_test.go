@@ -62,16 +62,17 @@ type device struct {
 	bundle []*x509.Certificate // device.crt: the chain, then the credential
 }
 
-func (c *testCA) enrol(t testing.TB, name string, now time.Time) device {
+func (c *testCA) enrol(t testing.TB, name string, now time.Time, roles ...string) device {
 	t.Helper()
 	k, err := identity.GenerateDeviceKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.enrolKey(t, k, name, now)
+	return c.enrolKey(t, k, name, now, roles...)
 }
 
-func (c *testCA) enrolKey(t testing.TB, k *identity.DeviceKey, name string, now time.Time) device {
+// enrolKey signs k's certificate with roles (default: doctor).
+func (c *testCA) enrolKey(t testing.TB, k *identity.DeviceKey, name string, now time.Time, roles ...string) device {
 	t.Helper()
 	csr, err := identity.CreateCSR(k, identity.Details{Name: name, StaffID: name + "-id"})
 	if err != nil {
@@ -81,7 +82,10 @@ func (c *testCA) enrolKey(t testing.TB, k *identity.DeviceKey, name string, now 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := c.ca.Sign(r, identity.SignOptions{Roles: []string{"doctor"}}, now)
+	if len(roles) == 0 {
+		roles = []string{"doctor"}
+	}
+	cert, err := c.ca.Sign(r, identity.SignOptions{Roles: roles}, now)
 	if err != nil {
 		t.Fatal(err)
 	}

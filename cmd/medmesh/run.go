@@ -31,7 +31,7 @@ const shutdownGrace = 5 * time.Second
 func newRunCmd(e *env) *cobra.Command {
 	var dir, api string
 	var listen, bootstrap []string
-	var noMDNS, anchor bool
+	var noMDNS, anchor, private bool
 	var quota int64
 	var ttl, lockAfter time.Duration
 	c := &cobra.Command{
@@ -53,7 +53,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 				return err
 			}
 			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS,
-				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter}, pass)
+				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter, private: private}, pass)
 		},
 	}
 	f := c.Flags()
@@ -62,7 +62,8 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "multiaddr of a peer to keep connected, with /p2p/PEER_ID")
 	f.StringVar(&api, "api", "127.0.0.1:7070", "address of the local API")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn LAN multicast discovery off")
-	f.BoolVar(&anchor, "anchor", false, "store and forward every conversation colleagues offer (ciphertext only)")
+	f.BoolVar(&anchor, "anchor", false, "store and forward every conversation colleagues offer (ciphertext only); relay admitted colleagues behind NAT")
+	f.BoolVar(&private, "private", false, "this device is behind NAT: hold a relay slot on the anchors it reaches without waiting for AutoNAT")
 	f.Int64Var(&quota, "anchor-quota", 1<<30, "bytes an anchor keeps; oldest dropped first")
 	f.DurationVar(&ttl, "anchor-ttl", 30*24*time.Hour, "how long an anchor keeps an envelope")
 	f.DurationVar(&lockAfter, "lock-after", web.DefaultLockAfter, "lock the web app after this long without use")
@@ -80,6 +81,7 @@ type runOptions struct {
 	quota     int64
 	ttl       time.Duration
 	lockAfter time.Duration
+	private   bool
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -123,6 +125,9 @@ func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *sl
 		device.WithLogger(log), device.WithOnRevoked(func() { os.Remove(filepath.Join(o.dir, tokenFile)) })}
 	if o.anchor {
 		opts = append(opts, device.WithAnchor(o.quota, o.ttl))
+	}
+	if o.private {
+		opts = append(opts, device.WithPrivate())
 	}
 	if e.kdf != nil {
 		opts = append(opts, device.WithKDF(*e.kdf))

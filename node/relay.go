@@ -1,0 +1,170 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Reaching devices behind NAT, on go-libp2p's own parts:
+//
+//   - An anchor (Config.Relay) runs a circuit relay v2 service, for
+//     admitted peers only: a reservation waits for the peer's admission and
+//     is refused without it; a circuit needs both ends admitted. Its
+//     circuits have no duration or data limit, so relayed connections are
+//     not "limited" and admission, sync and pubsub run on them exactly as on
+//     direct ones (a limited connection would need every protocol, pubsub's
+//     included, to opt in, and 128 KiB does not carry one photo). What bounds
+//     an abusive colleague instead: RelayReservations reservations, one per
+//     peer, RelayCircuits circuits per peer, the resource manager's stream
+//     and memory limits, and a certificate that names it and can be
+//     revoked. An anchor also answers AutoNAT dial-back requests.
+//   - Every device runs the relay client, AutoNAT and hole punching (DCUtR):
+//     when AutoNAT finds it private (or Config.ForcePrivate says so) it
+//     reserves a slot on admitted anchors it is connected to (keepRelays),
+//     advertises the relayed addresses, and a colleague that dials it there
+//     is upgraded to a direct connection when hole punching succeeds.
+//     go-libp2p runs hole punching only for hosts that have public
+//     addresses; between private sites the relayed connection carries the
+//     traffic.
+const (
+	RelayReservations = 1024 // a site's devices behind one NAT share an IP
+	RelayCircuits     = 16   // per peer, at once
+	relaysKept        = 2    // anchors a private device holds a slot on
+	relayCheck        = 5 * time.Second
+	relayRenew        = 10 * time.Minute // renew a reservation this long before it expires (they last an hour)
+	relayTimeout      = 10 * time.Second
+)
+
+// relayOptions configures an anchor's relay service.
+func relayOptions(n *Node) []relayv2.Option {
+	res := relayv2.DefaultResources()
+	res.Limit = nil // see above: relayed connections are not limited
+	res.MaxReservations = RelayReservations
+	res.MaxReservationsPerIP = RelayReservations
+	res.MaxReservationsPerASN = RelayReservations
+	res.MaxCircuits = RelayCircuits
+	return []relayv2.Option{
+		relayv2.WithResources(res),
+		relayv2.WithACL(relayACL{n}),
+		// A hospital network is private: reservations carry the anchor's
+		// LAN addresses (the default keeps public ones only).
+		relayv2.WithReservationAddressFilter(func(a ma.Multiaddr) bool {
+			ip, err := manet.ToIP(a)
+			return err == nil && !ip.IsUnspecified() && !ip.IsLinkLocalUnicast() && !ip.IsMulticast()
+		}),
+	}
+}
+
+// relayACL admits reservations and circuits of admitted peers only.
+type relayACL struct{ n *Node }
+
+// AllowReserve waits for the peer's admission (a reservation comes right
+// after connecting), and refuses without it.
+func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	ctx, cancel := context.WithTimeout(a.n.ctx, a.n.cfg.AdmitTimeout)
+	defer cancel()
+	return a.n.awaitAdmitted(ctx, p)
+}
+
+// AllowConnect: both ends admitted now (the destination holds a
+// reservation, so it was).
+func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
+	return a.n.isAdmitted(src) && a.n.isAdmitted(dest)
+}
+
+// keepRelays is the device side, owned by the node: while the host is
+// private (AutoNAT's verdict, or Config.ForcePrivate) it holds a
+// reservation (client.Reserve) on up to relaysKept admitted anchors it is
+// connected to, renews each before it expires, drops those whose anchor
+// left or stopped being admitted, and advertises the relayed addresses
+// (circuitAddrs, through the host's address factory). go-libp2p's
+// autorelay does this for the internet, but it advertises relayed
+// addresses only through relays with public addresses; a hospital
+// network is private.
+func (n *Node) keepRelays() {
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		n.log.Warn("relay reservations off", "err", err)
+		return
+	}
+	defer sub.Close()
+	tick := time.NewTicker(relayCheck)
+	defer tick.Stop()
+	private := n.cfg.ForcePrivate
+	held := map[peer.ID]relayHeld{}
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case e := <-sub.Out():
+			private = n.cfg.ForcePrivate || e.(event.EvtLocalReachabilityChanged).Reachability == network.ReachabilityPrivate
+		case <-tick.C:
+		}
+		n.reserve(held, private)
+	}
+}
+
+type relayHeld struct {
+	expires time.Time
+	addrs   []ma.Multiaddr // relayed addresses through this anchor
+}
+
+// reserve brings held up to date (see keepRelays) and publishes its
+// addresses.
+func (n *Node) reserve(held map[peer.ID]relayHeld, private bool) {
+	now := time.Now()
+	for p, r := range held {
+		if !private || !n.HasRole(p, RoleAnchor) || now.After(r.expires) {
+			delete(held, p)
+		}
+	}
+	if private {
+		for _, p := range n.host.Network().Peers() {
+			r, ok := held[p]
+			if (ok && r.expires.Sub(now) > relayRenew) || (!ok && len(held) >= relaysKept) || !n.HasRole(p, RoleAnchor) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, relayTimeout)
+			rsvp, err := client.Reserve(ctx, n.host, peer.AddrInfo{ID: p, Addrs: n.host.Peerstore().Addrs(p)})
+			cancel()
+			if err != nil {
+				n.log.Debug("relay reservation refused", "anchor", p, "err", err)
+				continue
+			}
+			r = relayHeld{expires: rsvp.Expiration}
+			for _, a := range rsvp.Addrs {
+				r.addrs = append(r.addrs, a.Encapsulate(circuit))
+			}
+			held[p] = r
+			n.log.Debug("relay slot reserved", "anchor", p, "until", rsvp.Expiration)
+		}
+	}
+	var addrs []ma.Multiaddr
+	for _, r := range held {
+		addrs = append(addrs, r.addrs...)
+	}
+	n.circuit.Store(&addrs)
+}
+
+// circuitAddrs adds the relayed addresses of the reservations held to the
+// host's own (its address factory).
+func (n *Node) circuitAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	if c := n.circuit.Load(); c != nil {
+		return append(addrs, *c...)
+	}
+	return addrs
+}
+
+var circuit = ma.StringCast("/p2p-circuit")
+
+// RoleAnchor is the certificate role of an always-on anchor (mesh uses the
+// same name for "held").
+const RoleAnchor = "anchor"
