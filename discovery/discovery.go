@@ -117,6 +117,12 @@ func WithKnown(known func(peer.ID) bool) Option {
 	return func(d *Dialer) { d.known = known }
 }
 
+// WithRelays lets learnt peers be dialled through the relays ok allows
+// (see Policy.Relay).
+func WithRelays(ok func(peer.ID) bool) Option {
+	return func(d *Dialer) { d.relay = ok }
+}
+
 // Dialer keeps connections to its targets. One goroutine (loop) owns the
 // schedule; mu guards the target table and counters it shares with Keep,
 // Try and the dials.
@@ -125,6 +131,7 @@ type Dialer struct {
 	log     *slog.Logger
 	public  []netip.Addr
 	known   func(peer.ID) bool
+	relay   func(peer.ID) bool
 	connect func(context.Context, peer.AddrInfo) error // h.Connect; tests replace it
 	timeout time.Duration                              // dialTimeout; tests shorten it
 	ctx     context.Context
@@ -192,7 +199,7 @@ func (d *Dialer) try(ai peer.AddrInfo, src Source, delay time.Duration) bool {
 	if ai.ID == "" || ai.ID == d.h.ID() {
 		return false
 	}
-	pol := Policy{Loopback: src.Loopback, LinkLocal: src.From == "", Public: d.public}
+	pol := Policy{Loopback: src.Loopback, LinkLocal: src.From == "", Public: d.public, Relay: d.relay}
 	ai.Addrs = pol.Filter(ai.Addrs, MaxLearntAddrs)
 	known := d.known != nil && d.known(ai.ID) // outside mu: it asks the directory
 	d.mu.Lock()

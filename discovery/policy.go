@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -33,10 +34,30 @@ import (
 // and never unspecified, multicast, broadcast, "this network" (0/8),
 // reserved (240/4) or documentation ranges. IPv4-mapped IPv6 addresses are
 // judged as IPv4.
+//
+// A relayed address is dialled only as exactly /p2p/R/p2p-circuit, and
+// only when Relay(R) holds (the node: R is an admitted anchor it is
+// connected to): the dial goes over the connection to R this node already
+// has, never to a host a third party named.
 type Policy struct {
 	Loopback  bool
 	LinkLocal bool
 	Public    []netip.Addr
+	Relay     func(peer.ID) bool
+}
+
+// Circuit is the relayed address through relay r, as the policy allows it.
+func Circuit(r peer.ID) ma.Multiaddr {
+	return ma.StringCast("/p2p/" + r.String() + "/p2p-circuit")
+}
+
+// relayOf is the relay R of a, if a is exactly /p2p/R/p2p-circuit.
+func relayOf(a ma.Multiaddr) (peer.ID, bool) {
+	if len(a) != 2 || a[0].Code() != ma.P_P2P || a[1].Code() != ma.P_CIRCUIT {
+		return "", false
+	}
+	r, err := peer.IDFromBytes(a[0].RawValue())
+	return r, err == nil
 }
 
 var (
@@ -59,6 +80,9 @@ var (
 
 // Allows reports whether a may be dialled under p.
 func (p Policy) Allows(a ma.Multiaddr) bool {
+	if r, ok := relayOf(a); ok {
+		return p.Relay != nil && p.Relay(r)
+	}
 	ip, ok := dialShape(a)
 	if !ok {
 		return false

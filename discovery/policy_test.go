@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -12,6 +13,8 @@ func TestPolicy(t *testing.T) {
 	remote := Policy{Public: []netip.Addr{public}}
 	local := Policy{Loopback: true}
 	lan := Policy{LinkLocal: true}
+	const anchor, stranger = "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf", "12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK"
+	viaAnchor := Policy{Relay: func(r peer.ID) bool { return r.String() == anchor }}
 	cases := []struct {
 		addr string
 		pol  Policy
@@ -49,6 +52,12 @@ func TestPolicy(t *testing.T) {
 		{"/ip4/10.0.0.1/udp/4001/quic-v1/webtransport", remote, false},
 		{"/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf", remote, false},
 		{"/ip4/10.0.0.1/tcp/4001/p2p-circuit", remote, false},
+		{"/p2p/" + anchor + "/p2p-circuit", viaAnchor, true},                        // through an admitted anchor we hold a connection to
+		{"/p2p/" + anchor + "/p2p-circuit", remote, false},                          // no relays allowed
+		{"/p2p/" + stranger + "/p2p-circuit", viaAnchor, false},                     // through anyone else
+		{"/ip4/10.0.0.1/tcp/4001/p2p/" + anchor + "/p2p-circuit", viaAnchor, false}, // a host a third party named
+		{"/p2p/" + anchor + "/p2p-circuit/p2p/" + stranger, viaAnchor, false},
+		{"/p2p/" + anchor, viaAnchor, false},
 		{"/dns4/example.com/tcp/4001", local, false}, // a peer must not make us resolve names
 		{"/dns/localhost/tcp/4001", local, false},
 		{"/dnsaddr/example.com", local, false},

@@ -52,8 +52,20 @@ func learntPeers(peers []peerAddrs, self peer.ID) (out []peer.AddrInfo, malforme
 			if bare == nil || (id != "" && id != ai.ID) {
 				continue
 			}
+			if _, err := bare.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+				// A relay path: kept only as /p2p/RELAY/p2p-circuit, which
+				// the dialer's policy allows through admitted anchors.
+				if r, err := bare.ValueForProtocol(ma.P_P2P); err == nil {
+					if rid, err := peer.Decode(r); err == nil && rid != ai.ID {
+						if c := discovery.Circuit(rid); !slices.ContainsFunc(addrs, c.Equal) {
+							addrs = append(addrs, c)
+						}
+					}
+				}
+				continue
+			}
 			if _, err := bare.ValueForProtocol(ma.P_P2P); err == nil {
-				continue // another peer inside (a relay path): not a bare address
+				continue // another peer inside: not a bare address
 			}
 			addrs = append(addrs, bare)
 		}
@@ -103,5 +115,8 @@ func (n *Node) dialerOptions() []discovery.Option {
 		_, revoked := n.KnownStaff(id)
 		return !revoked
 	}
-	return []discovery.Option{discovery.WithPublic(discovery.PublicAddrs(addrs)...), discovery.WithKnown(known)}
+	// Through an anchor admitted now (so connected): a colleague behind
+	// NAT, or at another site, is reached on the relay it reserved on.
+	relay := func(r peer.ID) bool { return n.HasRole(r, RoleAnchor) }
+	return []discovery.Option{discovery.WithPublic(discovery.PublicAddrs(addrs)...), discovery.WithKnown(known), discovery.WithRelays(relay)}
 }

@@ -254,7 +254,8 @@ func TestPeerExchangeFlood(t *testing.T) {
 }
 
 // TestLearntPeers: an exchange's entries become dial targets to the
-// claimed ID only.
+// claimed ID only; a relay path becomes the bare circuit through its relay
+// (once), whatever host the entry named for the relay.
 func TestLearntPeers(t *testing.T) {
 	self, a, b := randomID(t), randomID(t), randomID(t)
 	pa := func(id peer.ID, addrs ...string) peerAddrs {
@@ -271,8 +272,9 @@ func TestLearntPeers(t *testing.T) {
 		pa(a, "/ip4/10.0.0.5/tcp/1"),
 		pa(b, "/ip4/10.0.0.6/tcp/1/p2p/"+a.String()),
 	}, self)
-	if malformed || len(got) != 1 || got[0].ID != a || len(got[0].Addrs) != 2 ||
-		got[0].Addrs[0].String() != "/ip4/10.0.0.2/tcp/1" || got[0].Addrs[1].String() != "/ip4/10.0.0.4/tcp/1" {
+	if malformed || len(got) != 1 || got[0].ID != a || len(got[0].Addrs) != 3 ||
+		got[0].Addrs[0].String() != "/ip4/10.0.0.2/tcp/1" || got[0].Addrs[1].String() != "/ip4/10.0.0.4/tcp/1" ||
+		!got[0].Addrs[2].Equal(discovery.Circuit(b)) {
 		t.Fatalf("learnt %v (malformed %v)", got, malformed)
 	}
 	var many []peerAddrs
@@ -288,7 +290,16 @@ func TestLearntPeers(t *testing.T) {
 }
 
 // FuzzLearntPeers: whatever a directory frame names, the peers taken are
-// few, distinct, not self, and dialled at bare addresses only.
+// few, distinct, not self, and dialled at bare addresses only, or at
+// exactly /p2p/RELAY/p2p-circuit through another peer (which the dialer's
+// policy allows only through admitted anchors).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 func FuzzLearntPeers(f *testing.F) {
 	self := peer.ID("\x00\x24\x08\x01\x12\x20" + string(make([]byte, 32)))
 	id, _ := peer.Decode("12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf")
@@ -313,8 +324,10 @@ func FuzzLearntPeers(f *testing.F) {
 			}
 			seen[ai.ID] = true
 			for _, a := range ai.Addrs {
-				if _, err := a.ValueForProtocol(ma.P_P2P); err == nil {
-					t.Fatalf("address %s names a peer", a)
+				if r, err := a.ValueForProtocol(ma.P_P2P); err == nil {
+					if !a.Equal(discovery.Circuit(must(peer.Decode(r)))) || r == ai.ID.String() {
+						t.Fatalf("address %s names a peer", a)
+					}
 				}
 			}
 		}

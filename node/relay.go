@@ -11,6 +11,8 @@ import (
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/medmesh/medmesh/discovery"
 )
 
 // Reaching devices behind NAT, on go-libp2p's own parts:
@@ -67,11 +69,26 @@ func relayOptions(n *Node) []relayv2.Option {
 type relayACL struct{ n *Node }
 
 // AllowReserve waits for the peer's admission (a reservation comes right
-// after connecting), and refuses without it.
+// after connecting), and refuses without it. A peer that reserves is named
+// to the other admitted peers at its relayed address through this anchor
+// (peer exchange), so colleagues elsewhere can reach it.
 func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
 	ctx, cancel := context.WithTimeout(a.n.ctx, a.n.cfg.AdmitTimeout)
 	defer cancel()
-	return a.n.awaitAdmitted(ctx, p)
+	if !a.n.awaitAdmitted(ctx, p) {
+		return false
+	}
+	a.n.goOwned(func() { a.n.announceRelayed(p) })
+	return true
+}
+
+// announceRelayed tells the other admitted peers that p is reachable
+// through this anchor's relay.
+func (n *Node) announceRelayed(p peer.ID) {
+	pa := peerAddrs{ID: []byte(p), Addrs: [][]byte{discovery.Circuit(n.ID()).Bytes()}}
+	for _, o := range n.adm.admittedPeers(p) {
+		n.goOwned(func() { n.exchange(o, directoryMsg{Peers: []peerAddrs{pa}}, nil) })
+	}
 }
 
 // AllowConnect: both ends admitted now (the destination holds a
