@@ -26,11 +26,10 @@ import (
 // later reads it through history"; "replicas converge"). Transient, but
 // with no bound.
 func TestRedteam6PatientConcurrentEpochNewMemberDiverges(t *testing.T) {
-	// Known and open: a member added concurrently with another admin's
-	// rekey is given no key of that epoch until an op carrying history
-	// follows (the group-key rule, not the patient op). Kept as the
-	// reproduction for that fix; it fails today.
-	t.Skip("open: a member added concurrently with a rekey cannot read that epoch's control ops until the next rekey with history")
+	// A member added concurrently with another admin's rekey holds no key
+	// of that epoch; once every op is everywhere, exactly one device heals
+	// (Heal: the lowest peer ID holding every latest epoch) and its
+	// welcome gives the new member the missing control key as history.
 	w := newWorld(t)
 	alice, bob, carol, dave := w.device("alice"), w.device("bob"), w.device("carol"), w.device("dave")
 	ra, rb, rc := unpack3(w.group("ward", alice, bob, carol))
@@ -56,6 +55,27 @@ func TestRedteam6PatientConcurrentEpochNewMemberDiverges(t *testing.T) {
 	}
 	if !isMember {
 		t.Fatal("setup: dave is not a member")
+	}
+	var healed [][]byte
+	healers := 0
+	for _, r := range []*Replica{ra, rb, rd} {
+		o, err := r.Heal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(o.Envelopes) > 0 {
+			healers++
+			healed = append(healed, o.Envelopes...)
+		}
+	}
+	if healers != 1 {
+		t.Fatalf("%d devices healed, want exactly one", healers)
+	}
+	deliver(t, healed, ra, rb, rd)
+	for _, r := range []*Replica{ra, rb, rd} {
+		if o, _ := r.Heal(); len(o.Envelopes) > 0 {
+			t.Fatal("a device healed again after the heal")
+		}
 	}
 	pa, pb, pd := patientOf(ra), patientOf(rb), patientOf(rd)
 	if pa == nil || pb == nil || *pa != *pb {

@@ -63,7 +63,12 @@
 // its heads — all of them, however many: authorised, held by exactly the
 // members there, with every authorised change of who is a member in its
 // causal past; if there is none (a removal, an add, concurrent changes, a
-// share that did not open) the member starts a new epoch first. The
+// share that did not open) the member starts a new epoch first. Concurrent
+// changes need not wait for someone to send (Heal, heal.go): when every
+// admin who changed the members has rekeyed after its change yet no epoch
+// is in use, the member with the lowest peer ID among those holding every
+// latest epoch rekeys with history — so a member added concurrently with
+// another admin's rekey reads that epoch's control ops. The
 // preferred of several is the highest (sort key, op ID). An op depends on
 // at most 64 heads: past that, authorised membership ops and welcomes go
 // first, so nobody making many heads keeps a removal out of its past.

@@ -288,7 +288,8 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	// if no receipt window is open (ReceiptWindow); else the window's end
 	// makes one for all.
 	c.j.begin()
-	receipts := s.autoReceipts(c)
+	out := s.heal(c)
+	out.Merge(s.autoReceipts(c))
 	saved := s.persist(c) == nil
 	id := c.r.ID()
 	evs := s.auditOps(c, c.r.TakeApplied(), false, before)
@@ -296,7 +297,7 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	s.observe(envs, from, dups)
 	s.record(evs...)
 	if saved {
-		s.publishReceipts(c, receipts)
+		s.publishReceipts(c, out)
 	}
 	if first {
 		s.events.emit(Event{Kind: EventConversation, Conversation: id})
@@ -304,6 +305,22 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 	if !id.IsZero() {
 		s.events.emit(Event{Kind: EventMessage, Conversation: id, Ops: applied})
 	}
+}
+
+// heal rekeys if concurrent membership changes left no epoch in use and
+// this device is the one to do it (chat.Replica.Heal), so a member added
+// concurrently with another admin's rekey can read that epoch's control
+// ops without waiting for someone to send. Callers hold c.mu, in a journal
+// transaction.
+func (s *Service) heal(c *conv) chat.Out {
+	if c.r.ID().IsZero() {
+		return chat.Out{}
+	}
+	out, err := c.r.Heal()
+	if err != nil {
+		s.log.Debug("could not rekey after concurrent membership changes", "err", err)
+	}
+	return out
 }
 
 func (s *Service) observe(envs []mesh.Checked, from peer.ID, dups []bool) {
