@@ -14,6 +14,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/util"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/discovery"
@@ -206,5 +209,60 @@ func TestRedteam8IdentifyAddrsBypassDialPolicy(t *testing.T) {
 			t.Fatalf("the victim dialled %s, an address only mallory named (over identify), which the dial policy refuses", evil)
 		}
 		<-time.After(10 * time.Millisecond) // polling, as check.Eventually does
+	}
+}
+
+// The relay bounds circuits per peer (RelayCircuits, 16) — counted for the
+// source and for the destination alike. One malicious colleague opens 16
+// circuits to a device behind NAT (raw CONNECT requests; it need not even
+// finish the secure handshake over them, the device's upgrader gives each
+// 15 s) and every honest colleague is refused a circuit to that device
+// (RESOURCE_LIMIT_EXCEEDED) for as long as it keeps them up. The bound
+// meant for "an abusive colleague" is what lets it cut a colleague off
+// (on a real network the device's per-IP limit, see above, lets it do so
+// with 8). Bound circuits per (source, destination) pair (a couple; a
+// relayed connection carries every protocol), so that no single source
+// can take a destination's slots, and count a destination's slots per
+// source.
+func TestRedteam8OneColleagueTakesAllCircuitsToADevice(t *testing.T) {
+	t.Skip("redteam8: one colleague's 16 circuits to a device behind NAT fill its per-peer circuit bound; no one else reaches it through the anchor")
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	anchor := startNode(t, c, c.enrol(t, "anchor", now, RoleAnchor), func(cfg *Config) { cfg.Relay = true })
+	hidden := startNode(t, c, c.enrol(t, "basement", now), bootstrap(anchor), func(cfg *Config) {
+		cfg.NoListen, cfg.ForcePrivate = true, true
+	})
+	mallory := startNode(t, c, c.enrol(t, "mallory", now), bootstrap(anchor))
+	eventually(t, 30*time.Second, "the hidden device holds a slot on the anchor", func() bool {
+		_, ok := circuitAddr(hidden, anchor)
+		return ok
+	})
+	eventually(t, 30*time.Second, "the anchor admits mallory", func() bool { return anchor.isAdmitted(mallory.ID()) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range RelayCircuits {
+		s, err := mallory.host.NewStream(ctx, anchor.ID(), proto.ProtoIDv2Hop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Reset()
+		if err := util.NewDelimitedWriter(s).WriteMsg(&pbv2.HopMessage{
+			Type: pbv2.HopMessage_CONNECT.Enum(), Peer: &pbv2.Peer{Id: []byte(hidden.ID())},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var resp pbv2.HopMessage
+		if err := util.NewDelimitedReader(s, 4096).ReadMsg(&resp); err != nil || resp.GetStatus() != pbv2.Status_OK {
+			t.Fatalf("circuit %d: %v %v", i, resp.GetStatus(), err)
+		}
+	}
+	// An honest colleague, admitted, connected to the anchor only.
+	colleague := startNode(t, c, c.enrol(t, "ward", now), bootstrap(anchor), func(cfg *Config) { cfg.NoListen = true })
+	eventually(t, 10*time.Second, "the anchor admits the colleague", func() bool { return anchor.isAdmitted(colleague.ID()) })
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ccancel()
+	if err := colleague.host.Connect(cctx, peer.AddrInfo{ID: hidden.ID(), Addrs: []ma.Multiaddr{discovery.Circuit(anchor.ID())}}); err != nil {
+		t.Fatalf("while mallory holds %d circuits to the hidden device, a colleague cannot reach it: %v", RelayCircuits, err)
 	}
 }
