@@ -11,7 +11,7 @@
 const $ = (id) => document.getElementById(id);
 
 // medmeshNotify: the settings and counters tests read (no content in it).
-const cfg = window.medmeshNotify = { repeatMs: 30000, raised: 0, tones: 0 };
+const cfg = window.medmeshNotify = { repeatMs: 30000, raised: 0, tones: 0, repeating: false };
 
 const supported = () => 'Notification' in window;
 const hidden = () => document.visibilityState === 'hidden';
@@ -48,7 +48,7 @@ function closeShown() { const n = shown; shown = null; n?.close(); }
 
 function dismiss() { dismissed = true; stopRepeat(); }
 
-function stopRepeat() { clearInterval(repeat); repeat = 0; }
+function stopRepeat() { clearInterval(repeat); repeat = 0; cfg.repeating = false; }
 
 // tone: two short beeps; silent until a user gesture let audio start.
 function tone() {
@@ -91,6 +91,7 @@ function onList(list) {
     alertUrgent();
     stopRepeat();
     repeat = setInterval(() => { if (!dismissed && totals.urgent > 0) alertUrgent(); else stopRepeat(); }, cfg.repeatMs);
+    cfg.repeating = true;
   } else if (fresh > 0) {
     raise(false);
   }
