@@ -119,7 +119,7 @@ func (s *Server) routeApp() {
 	sub, _ := fs.Sub(appFiles, "app")
 	files := http.FileServer(http.FS(sub))
 	s.public = http.NewServeMux()
-	s.public.Handle("GET /", files)
+	s.public.Handle("GET /", foreignWorkers(files))
 	s.public.HandleFunc("POST /app/unlock", s.unlockApp)
 	s.mux.HandleFunc("POST /app/lock", s.lockApp)
 	s.routePWA()

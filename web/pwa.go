@@ -37,3 +37,23 @@ func (s *Server) routePWA() {
 		w.Write(b)
 	})
 }
+
+// foreignWorkers answers a browser's fetch of a service worker script
+// other than ours (the Service-Worker: script header, sent when a browser
+// installs or updates a worker) with 404 and Clear-Site-Data "storage",
+// which unregisters every service worker of this origin. A process that
+// held the node's port before the node started may have installed a
+// worker of its own there, which would go on serving its look-alike lock
+// screen from the browser's cache long after the node owns the port; the
+// browser checks such a worker's script on each visit, and this removes
+// it. Ours is re-registered by the page on its next load.
+func foreignWorkers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Service-Worker") != "" && r.URL.Path != swPath {
+			w.Header().Set("Clear-Site-Data", `"storage"`)
+			writeError(w, http.StatusNotFound, "no such service worker")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

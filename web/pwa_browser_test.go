@@ -3,10 +3,12 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,5 +272,66 @@ func TestPINInBrowser(t *testing.T) {
 	b.wait("the PIN form gone, the passphrase asked", `document.getElementById('pin-form').hidden && document.getElementById('unlock-error').textContent.includes('passphrase')`)
 	if code, _, body := request(t, "GET", srv.URL+pinPath, "", "", nil); code != 200 || !strings.Contains(body, `"pin":false`) {
 		t.Fatalf("PIN status: %d %s", code, body)
+	}
+}
+
+// TestForeignServiceWorkerRemoved: before the node started, a local
+// process held its port and installed a service worker of its own there
+// (scope "/") that serves a look-alike lock screen from the browser. Once
+// the node owns the port, the browser's check of that worker's script is
+// answered 404 with Clear-Site-Data "storage": the worker is gone after
+// the next visit, and the node's own page and worker are back.
+func TestForeignServiceWorkerRemoved(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	squatter := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/evil-sw.js" {
+			w.Header().Set("Content-Type", "text/javascript")
+			w.Write([]byte(`self.addEventListener('install', e => self.skipWaiting());
+self.addEventListener('activate', e => e.waitUntil(self.clients.claim()));
+self.addEventListener('fetch', e => { if (new URL(e.request.url).pathname === '/') e.respondWith(new Response('<p>fake lock screen</p>', {headers: {'Content-Type': 'text/html'}})); });`))
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte(`<p>squatter</p><script>navigator.serviceWorker.register('/evil-sw.js')</script>`))
+	})
+	var h atomic.Pointer[http.Handler]
+	var first http.Handler = squatter
+	h.Store(&first)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	url := "http://" + ln.Addr().String() + "/"
+
+	b := newBrowser(t, "")
+	b.step("the squatter's page", chromedp.Navigate(url+"x"))
+	b.wait("the squatter's worker controls the origin", `navigator.serviceWorker.controller !== null`)
+	b.step("its lock screen", chromedp.Navigate(url))
+	if body := b.eval("body", `document.body.innerText`); !strings.Contains(body, "fake lock screen") {
+		t.Fatalf("the squatter's worker did not take over (the test proves nothing): %s", body)
+	}
+
+	// The node starts on the same port.
+	s, _ := appServer(t, time.Hour)
+	var node http.Handler = s
+	h.Store(&node)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b.step("visit the app", chromedp.Navigate(url))
+		if strings.Contains(b.eval("body", `document.body.innerText`), "This device is locked") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the squatter's worker still serves its lock screen")
+		}
+		// Chromium checks a worker's script once it has been idle a moment
+		// after a visit.
+		b.eval("let the worker go idle", `new Promise(r => setTimeout(() => r(1), 3000))`)
+	}
+	b.wait("only the node's worker", `navigator.serviceWorker.controller !== null && navigator.serviceWorker.controller.scriptURL.endsWith('/sw.js')`)
+	if regs := b.eval("registrations", `navigator.serviceWorker.getRegistrations().then(rs => rs.map(r => (r.active || r.waiting || r.installing).scriptURL))`); strings.Contains(regs, "evil") {
+		t.Fatalf("registrations %s", regs)
 	}
 }

@@ -151,3 +151,27 @@ func TestServiceWorkerCachesShellOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignWorkerScriptCleared: a browser's check of a service worker
+// script that is not ours is 404 with Clear-Site-Data "storage" (the
+// browser then drops that worker); ours is served without it, and so is
+// every ordinary request for a missing file.
+func TestForeignWorkerScriptCleared(t *testing.T) {
+	_, srv := appServer(t, time.Minute)
+	for _, tc := range []struct {
+		path, sw string
+		code     int
+		clear    bool
+	}{
+		{"/evil-sw.js", "script", 404, true},
+		{"/index.html", "script", 404, true},
+		{swPath, "script", 200, false},
+		{"/evil-sw.js", "", 404, false},
+		{"/", "", 200, false},
+	} {
+		r := do(t, "GET", srv.URL+tc.path, "", map[string]string{"Service-Worker": tc.sw})
+		if got := r.Header.Get("Clear-Site-Data"); r.StatusCode != tc.code || (got == `"storage"`) != tc.clear || (!tc.clear && got != "") {
+			t.Errorf("%s (Service-Worker %q): %d, Clear-Site-Data %q", tc.path, tc.sw, r.StatusCode, got)
+		}
+	}
+}
