@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -52,7 +54,9 @@ func newBrowser(t *testing.T, script string) *browser {
 			t.Fatalf("init script: %v", err)
 		}
 	}
-	return &browser{t: t, tab: tab}
+	b := &browser{t: t, tab: tab}
+	b.step("a phone's viewport", chromedp.EmulateViewport(390, 844)) // headless windows are at least 500 px wide
+	return b
 }
 
 func (b *browser) step(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -230,12 +234,25 @@ func TestPINInBrowser(t *testing.T) {
 	t.Cleanup(hostile.Close)
 	b := newBrowser(t, "")
 	b.unlock(srv.URL, "right")
+	fits := func(screen string) {
+		t.Helper()
+		if got := b.eval(screen, `document.documentElement.scrollWidth <= window.innerWidth`); got != "true" {
+			t.Errorf("%s overflows 390 px: %s", screen, b.eval("widths", `[document.documentElement.scrollWidth, window.innerWidth]`))
+		}
+	}
+	fits("the list with the Alerts and PIN buttons")
 	b.step("set a PIN",
 		chromedp.Click(chromedp.CSS("#pin-open")),
 		chromedp.WaitVisible(chromedp.CSS("#new-pin")),
 		chromedp.SendKeys(chromedp.CSS("#new-pin"), "2468"),
 		chromedp.Click(chromedp.CSS("#pin-set button[type=submit]")),
 		chromedp.WaitVisible(chromedp.Search(`//p[@id="pin-set-note"][starts-with(., "PIN set")]`)))
+	fits("the PIN form")
+	if dir := os.Getenv("MEDMESH_SHOTS"); dir != "" { // screenshots to look at
+		if shot, err := chromedp.Run(b.tab, chromedp.FullScreenshot(100)); err == nil {
+			os.WriteFile(filepath.Join(dir, "pin-set.png"), shot, 0o600)
+		}
+	}
 	lockOut := func() {
 		t.Helper()
 		s.SetLockAfter(time.Nanosecond)
@@ -251,6 +268,7 @@ func TestPINInBrowser(t *testing.T) {
 		b.eval("hostile PIN guess", `fetch('`+srv.URL+`/app/unlock/pin', {method: 'POST', mode: 'no-cors', credentials: 'include', headers: {'Content-Type': 'text/plain'}, body: '{"pin":"`+pin+`"}'}).then(() => 'sent', () => 'failed')`)
 	}
 	b.step("back to the app", chromedp.Navigate(srv.URL), chromedp.WaitVisible(chromedp.CSS("#pin-form")))
+	fits("the lock screen with the PIN form")
 	b.step("unlock with the PIN",
 		chromedp.SendKeys(chromedp.CSS("#pin"), "2468"),
 		chromedp.Click(chromedp.CSS("#pin-form button")),

@@ -114,8 +114,9 @@ function renderButton() {
   const state = !supported() ? 'unsupported' : Notification.permission;
   b.hidden = state === 'unsupported' || (state === 'granted' && audio?.state === 'running');
   b.disabled = state === 'denied';
-  b.textContent = state === 'denied' ? 'Alerts blocked' : 'Enable alerts';
-  b.title = state === 'denied' ? 'Notifications are blocked in this browser’s site settings' : 'Notify me of new messages while the app is in the background';
+  b.textContent = state === 'denied' ? '🔕' : '🔔';
+  b.title = state === 'denied' ? 'Alerts are blocked in this browser’s site settings' : 'Enable alerts: notify me of new messages while the app is in the background';
+  b.setAttribute('aria-label', state === 'denied' ? 'Alerts blocked' : 'Enable alerts');
 }
 
 window.addEventListener('medmesh:conversations', (ev) => onList(ev.detail || []));
