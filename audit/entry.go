@@ -37,11 +37,16 @@ const (
 	Exported      Kind = "exported"          // data left the device (export to the record)
 	Refused       Kind = "refused"           // a colleague's op arrived that this device's replica refused or voided (Peer: its sender)
 	MemberVoided  Kind = "member_add_voided" // Peer's membership, recorded as added, was withdrawn: ops that arrived later voided the add
+	PINSet        Kind = "pin_set"           // the app's user set a quick-unlock PIN (it reopens the app after the inactivity lock)
+	PINUnlocked   Kind = "pin_unlocked"      // the app was unlocked with the quick-unlock PIN
+	PINFailed     Kind = "pin_failed"        // a wrong quick-unlock PIN at the lock screen
+	PINCleared    Kind = "pin_cleared"       // the quick-unlock PIN was cleared (wrong PINs, a lock by hand, or the user)
 )
 
 // Kinds lists every kind an entry may have.
 var Kinds = []Kind{Sent, Received, Read, Acknowledged, PhotoViewed, Edited, Deleted, Created, MemberAdded,
-	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided}
+	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided,
+	PINSet, PINUnlocked, PINFailed, PINCleared}
 
 func knownKind(k Kind) bool {
 	for _, x := range Kinds {

@@ -119,9 +119,11 @@ func (s *Server) routeApp() {
 	sub, _ := fs.Sub(appFiles, "app")
 	files := http.FileServer(http.FS(sub))
 	s.public = http.NewServeMux()
-	s.public.Handle("GET /", files)
+	s.public.Handle("GET /", foreignWorkers(files))
 	s.public.HandleFunc("POST /app/unlock", s.unlockApp)
 	s.mux.HandleFunc("POST /app/lock", s.lockApp)
+	s.routePWA()
+	s.routePIN()
 }
 
 func (s *Server) unlockApp(w http.ResponseWriter, r *http.Request) {
@@ -163,6 +165,7 @@ func (s *Server) lockApp(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(s.cookie); err == nil && s.sessions.drop(c.Value) {
 		s.note(audit.Locked)
 	}
+	s.lockPIN(w) // a lock by hand needs the passphrase again
 	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }

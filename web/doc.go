@@ -52,6 +52,52 @@
 // same address): a local process guessing also delays the user's unlock by
 // up to a minute.
 //
+// # Quick unlock PIN
+//
+// After unlocking with the passphrase, the app's user may set a PIN of
+// 4–8 digits (POST /api/v1/unlock/pin {"pin": "2468"}, from that session
+// only: not with the bearer token, not from a session the PIN opened;
+// DELETE clears it). It reopens the app after the inactivity lock (POST
+// /app/unlock/pin {"pin"}, the PIN variant of POST /app/unlock, with the
+// same Origin and CSRF rules; GET /app/unlock/pin says {"pin": true} if
+// this browser has one). It never opens data at rest: the node is already
+// running, its keys unwrapped by the passphrase at start. It is kept in
+// memory only, as HMAC-SHA256 under a random key made when it is set (the
+// PIN itself is not kept, nor logged, nor written), and works only in the
+// browser that set it (an HttpOnly, SameSite=Strict cookie sent only to
+// /app/unlock/pin binds it; an attempt without it is 409 and not counted;
+// like the session cookie, a server on another port of the same host can
+// be sent it, so it only narrows who may guess).
+// Wrong PINs go through the passphrase's gate (one at a time, the same
+// back-off, which a wrong PIN extends for the passphrase too); the third
+// wrong PIN since it was set clears it. A restart, a lock by hand (POST
+// /app/lock) or the third wrong PIN means the passphrase again: 409 with
+// {"pin": false}. Each step is in the audit trail (pin_set, pin_unlocked,
+// pin_failed, pin_cleared).
+//
+// # Installable app and notifications
+//
+// The app is a PWA: /manifest.webmanifest (application/manifest+json),
+// icons /icon-192.png and /icon-512.png (drawn by internal/appicon; go
+// generate ./web), and a service worker /sw.js with scope "/" that caches
+// the app shell only (shellFiles) and intercepts nothing else: no /api/
+// answer, message, photo or unlock reply is ever in its cache. They are
+// static files behind the same guard and headers as the page (the CSP's
+// default-src 'self' covers the worker and the manifest). Browsers allow
+// a service worker and notifications on 127.0.0.1 and localhost, not on
+// a plain-http LAN address, where the app works without them. A browser's
+// check of any other worker script (Service-Worker: script) is 404 with
+// Clear-Site-Data "storage": a worker that a process squatting the port
+// before the node started installed there, to keep serving its look-alike
+// lock screen, is dropped once the browser checks it (Chromium: a moment
+// after the first visit; that first visit still sees the fake).
+// Notifications (app/notify.js) are raised only while the page is hidden
+// and say only how many messages are unread ("medmesh — 3 new messages",
+// "medmesh — 1 urgent message"): no name, patient, text, title or ID.
+// Urgent ones sound and repeat every 30 s until read or dismissed. They
+// need the page open: once the app locks, the event stream closes and
+// nothing more is notified.
+//
 // # The session cookie
 //
 // The app's session is a random ID in a cookie named medmesh_session_<12

@@ -17,6 +17,12 @@ var (
 	ErrUnlockBusy = errors.New("another unlock attempt is running; retry shortly")
 	// ErrUnlockBackoff: wrong passphrases in a row; wait before retrying.
 	ErrUnlockBackoff = errors.New("too many wrong passphrases; retry later")
+	// ErrNoPIN: no quick-unlock PIN is set for this browser (none was set,
+	// the node restarted, the app was locked by hand, or wrong PINs
+	// cleared it).
+	ErrNoPIN = errors.New("no quick-unlock PIN is set: unlock with the passphrase")
+	// ErrPINCleared: this wrong PIN was the last allowed; the PIN is gone.
+	ErrPINCleared = errors.New("wrong PIN, too many times: unlock with the passphrase")
 )
 
 // ErrLoopbackTaken: the API listens on 127.0.0.1:PORT but another process

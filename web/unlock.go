@@ -57,3 +57,11 @@ func (g *unlockGate) leave(right bool) {
 	}
 	g.until = g.now().Add(d)
 }
+
+// abandon ends the check enter allowed without an outcome: nothing was
+// tried (a quick-unlock PIN cleared while its attempt waited).
+func (g *unlockGate) abandon() {
+	g.mu.Lock()
+	g.busy = false
+	g.mu.Unlock()
+}

@@ -42,6 +42,7 @@ type Server struct {
 	cookie   string   // the session cookie's name, unique to this node
 	hosts    []string // host names besides loopback (WithHosts)
 	audit    Audit    // WithAudit
+	pin      *pinLock // the quick-unlock PIN (pin.go)
 }
 
 // Option configures the server.

@@ -135,6 +135,7 @@ async function refreshList() {
   if (gen < listShown) return;
   listShown = gen;
   state.conversations = list;
+  window.dispatchEvent(new CustomEvent('medmesh:conversations', { detail: list })); // notify.js counts what is new
   reconcile($('conversations'), shown, (c) => c.id, conversationEntry, updateConversation);
   $('no-match').hidden = !q || shown.length > 0;
 }
