@@ -19,6 +19,7 @@ import (
 	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/discovery"
 	"github.com/medmesh/medmesh/identity"
 )
 
@@ -62,6 +63,11 @@ type admission struct {
 	gen     atomic.Int64 // bumped with every newer CRL
 	offline atomic.Bool  // SetOffline: the gater refuses every connection
 
+	// dial is the policy every outgoing dial is held to (gater.go);
+	// configuredPeers, the bootstrap peers, dialled at any address.
+	dial            discovery.Policy
+	configuredPeers []peer.ID
+
 	mu           sync.Mutex
 	peers        map[peer.ID]*peerState
 	blocked      map[peer.ID]time.Time
@@ -84,6 +90,8 @@ func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission 
 	for _, r := range cfg.Trust.Roots() {
 		a.roots.AddCert(r)
 	}
+	a.dial, a.configuredPeers = dialPolicy(cfg)
+	a.dial.Relay = func(r peer.ID) bool { return slices.Contains(a.roles(r), RoleAnchor) }
 	return a
 }
 

@@ -1,12 +1,17 @@
 package node
 
 import (
+	"slices"
+
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/medmesh/medmesh/discovery"
 )
 
 // gater keeps blocked peers (revoked, or recently refused) out at dial and
@@ -14,12 +19,65 @@ import (
 // decisions are the admission part's.
 type gater admission
 
-func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return !(*admission)(g).isBlocked(p) }
-func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
+func (g *gater) InterceptPeerDial(p peer.ID) bool { return !(*admission)(g).isBlocked(p) }
+func (g *gater) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
+	return (*admission)(g).dialAllowed(a)
+}
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
 	return !g.offline.Load() && !(*admission)(g).isBlocked(p)
+}
+
+// dialPolicy is the policy every outgoing dial is held to — whoever named
+// the address: peer exchange, mDNS, or a peer's own identify answer, which
+// the peerstore keeps and every later dial of that peer tries — and the
+// configured bootstrap addresses, allowed as they are. It is discovery's:
+// private and link-local addresses, the configured public hosts, loopback
+// only when this node listens on loopback (one machine), relay paths only
+// through an admitted anchor (Relay, set by newAdmission); and the
+// bootstrap peers, dialled at any address.
+func dialPolicy(cfg Config) (discovery.Policy, []peer.ID) {
+	var hosts []ma.Multiaddr
+	var configured []peer.ID
+	loopback := false
+	for _, s := range cfg.Listen {
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			hosts = append(hosts, a)
+			loopback = loopback || manet.IsIPLoopback(a)
+		}
+	}
+	for _, ai := range cfg.Bootstrap {
+		hosts = append(hosts, ai.Addrs...)
+		configured = append(configured, ai.ID)
+	}
+	return discovery.Policy{Loopback: loopback, LinkLocal: true, Public: discovery.PublicAddrs(hosts)}, configured
+}
+
+// dialAllowedTo: any address of a configured bootstrap peer (a name the
+// operator gave resolves to whatever it resolves to), else dialAllowed.
+func (a *admission) dialAllowedTo(p peer.ID, addr ma.Multiaddr) bool {
+	return slices.Contains(a.configuredPeers, p) || a.dialAllowed(addr)
+}
+
+// dialAllowed: an address the dial policy allows; a
+// relayed address (…/p2p/RELAY/p2p-circuit) only through an admitted
+// anchor.
+func (a *admission) dialAllowed(addr ma.Multiaddr) bool {
+	if bare, id := peer.SplitAddr(addr); bare != nil && id != "" {
+		addr = bare
+	}
+	for i, c := range addr {
+		if c.Code() != ma.P_CIRCUIT {
+			continue
+		}
+		if i == 0 || addr[i-1].Code() != ma.P_P2P {
+			return false
+		}
+		r, err := peer.IDFromBytes(addr[i-1].RawValue())
+		return err == nil && a.dial.Relay(r)
+	}
+	return a.dial.Allows(addr)
 }
 
 // SetOffline cuts the device off the network, as a basement or a lift does:
@@ -81,5 +139,12 @@ func newResourceManager() (network.ResourceManager, error) {
 			ProtoAdmit: {Streams: 2 * admitStreamsPerPeer, StreamsInbound: admitStreamsPerPeer, StreamsOutbound: admitStreamsPerPeer, Memory: 1 << 20},
 		},
 	}.Build(rcmgr.DefaultLimits.AutoScale())
-	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits))
+	// Per-IP connection limits (default 8 per IPv4 address) would cap the
+	// colleagues a device reaches through one anchor — a relayed
+	// connection's address is the anchor's — and a site's devices behind
+	// one NAT address: the system limits above bound connections instead.
+	perIP := rcmgr.WithLimitPerSubnet(
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: 256}},
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: 256}, {PrefixLength: 48, ConnCount: 512}})
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), perIP)
 }

@@ -62,8 +62,8 @@ type Config struct {
 	// PubSubOptions are appended to the gossipsub options (simulations:
 	// heartbeat scaled with compressed time, a tracer counting bytes).
 	PubSubOptions []pubsub.Option
-	// Relay runs a circuit relay v2 service and AutoNAT for admitted
-	// peers (anchors; relay.go). ForcePrivate skips AutoNAT's verdict: the
+	// Relay runs a circuit relay v2 service for admitted peers (anchors;
+	// relay.go). ForcePrivate skips AutoNAT's verdict: the
 	// device knows it is behind NAT and reserves a relay slot on an
 	// anchor at once. Neither applies to a Host passed in.
 	Relay        bool
@@ -107,8 +107,10 @@ type Node struct {
 
 	trustRecv atomic.Int64 // trust-topic messages delivered (for tests)
 
-	relay   *relayv2.Relay                 // an anchor's relay service (Config.Relay)
-	circuit atomic.Pointer[[]ma.Multiaddr] // relayed addresses of the reservations held (relay.go)
+	relay     *relayv2.Relay                 // an anchor's relay service (Config.Relay)
+	circuit   atomic.Pointer[[]ma.Multiaddr] // relayed addresses of the reservations held (relay.go)
+	relayMu   sync.Mutex
+	announced map[peer.ID]time.Time // relay.go: when each reserving peer was last announced
 
 	pkMu         sync.Mutex // guards the fields below and the ring's stored copy
 	prekeys      *e2e.PrekeyRing
@@ -228,9 +230,6 @@ func (n *Node) newHost() (host.Host, error) {
 		opts = append(opts, libp2p.NoListenAddrs)
 	} else {
 		opts = append(opts, libp2p.ListenAddrStrings(n.cfg.Listen...))
-	}
-	if n.cfg.Relay {
-		opts = append(opts, libp2p.EnableNATService())
 	}
 	if n.cfg.ForcePrivate {
 		opts = append(opts, libp2p.ForceReachabilityPrivate())

@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -27,22 +28,27 @@ import (
 //     an abusive colleague instead: RelayReservations reservations, one per
 //     peer, RelayCircuits circuits per peer, the resource manager's stream
 //     and memory limits, and a certificate that names it and can be
-//     revoked. An anchor also answers AutoNAT dial-back requests.
-//   - Every device runs the relay client, AutoNAT and hole punching (DCUtR):
-//     when AutoNAT finds it private (or Config.ForcePrivate says so) it
-//     reserves a slot on admitted anchors it is connected to (keepRelays),
+//     revoked.
+//   - Every device runs the relay client and hole punching (DCUtR). When it
+//     is private — Config.ForcePrivate (`run --private`), or AutoNAT's
+//     verdict, which go-libp2p's AutoNAT reaches only for public addresses
+//     (its servers refuse to dial private ones, so anchors run none: a
+//     hospital network is private) — it reserves a slot on admitted anchors
+//     it is connected to (keepRelays),
 //     advertises the relayed addresses, and a colleague that dials it there
 //     is upgraded to a direct connection when hole punching succeeds.
 //     go-libp2p runs hole punching only for hosts that have public
 //     addresses; between private sites the relayed connection carries the
 //     traffic.
 const (
-	RelayReservations = 1024 // a site's devices behind one NAT share an IP
-	RelayCircuits     = 16   // per peer, at once
-	relaysKept        = 2    // anchors a private device holds a slot on
-	relayCheck        = 5 * time.Second
-	relayRenew        = 10 * time.Minute // renew a reservation this long before it expires (they last an hour)
-	relayTimeout      = 10 * time.Second
+	RelayReservations      = 1024 // a site's devices behind one NAT share an IP
+	RelayCircuits          = 64   // per peer, source or destination, at once
+	RelayCircuitsPerSource = 4    // a source's circuits at once (AllowConnect)
+	relayAnnounceEvery     = 10 * time.Minute
+	relaysKept             = 2 // anchors a private device holds a slot on
+	relayCheck             = 5 * time.Second
+	relayRenew             = 10 * time.Minute // renew a reservation this long before it expires (they last an hour)
+	relayTimeout           = 10 * time.Second
 )
 
 // relayOptions configures an anchor's relay service.
@@ -78,7 +84,31 @@ func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
 	if !a.n.awaitAdmitted(ctx, p) {
 		return false
 	}
-	a.n.goOwned(func() { a.n.announceRelayed(p) })
+	if a.n.announceDue(p) {
+		a.n.goOwned(func() { a.n.announceRelayed(p) })
+	}
+	return true
+}
+
+// announceDue: p was not announced within relayAnnounceEvery (a
+// reservation request, refreshes included, costs the anchor one stream
+// per admitted peer only that often). The record is pruned as it goes.
+func (n *Node) announceDue(p peer.ID) bool {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	now := time.Now()
+	if n.announced == nil {
+		n.announced = map[peer.ID]time.Time{}
+	}
+	if at, ok := n.announced[p]; ok && now.Sub(at) < relayAnnounceEvery {
+		return false
+	}
+	for q, at := range n.announced {
+		if now.Sub(at) >= relayAnnounceEvery {
+			delete(n.announced, q)
+		}
+	}
+	n.announced[p] = now
 	return true
 }
 
@@ -92,9 +122,27 @@ func (n *Node) announceRelayed(p peer.ID) {
 }
 
 // AllowConnect: both ends admitted now (the destination holds a
-// reservation, so it was).
+// reservation, so it was), and the source holds at most
+// RelayCircuitsPerSource circuits (this one included): the relay's own
+// bound (RelayCircuits) counts a destination's circuits from every source
+// together, so without this one colleague could take them all and cut a
+// device behind NAT off from everyone else.
 func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
-	return a.n.isAdmitted(src) && a.n.isAdmitted(dest)
+	return a.n.isAdmitted(src) && a.n.isAdmitted(dest) && a.n.hopStreams(src) <= RelayCircuitsPerSource
+}
+
+// hopStreams counts p's open relay hop streams to us: each circuit of p
+// keeps one open, and so does the request being decided.
+func (n *Node) hopStreams(p peer.ID) int {
+	count := 0
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		for _, s := range c.GetStreams() {
+			if s.Protocol() == proto.ProtoIDv2Hop && s.Stat().Direction == network.DirInbound {
+				count++
+			}
+		}
+	}
+	return count
 }
 
 // keepRelays is the device side, owned by the node: while the host is

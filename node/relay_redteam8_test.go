@@ -37,7 +37,6 @@ import (
 // interval), after the relay granted it — e.g. from the relay's
 // reservation event rather than the ACL.
 func TestRedteam8ReservationRefreshAmplified(t *testing.T) {
-	t.Skip("redteam8: every reservation request (refreshes included) makes the anchor announce to every admitted peer, unbounded")
 	c := newCA(t, "General Hospital")
 	now := time.Now()
 	anchor := startNode(t, c, c.enrol(t, "anchor", now, RoleAnchor), func(cfg *Config) { cfg.Relay = true })
@@ -109,7 +108,6 @@ func TestRedteam8ReservationRefreshAmplified(t *testing.T) {
 // network prefix limit for the anchors, or OpenConnectionNoIP semantics),
 // and raise the per-IP limit for admitted anchors' sites.
 func TestRedteam8PerIPLimitCapsRelayedColleagues(t *testing.T) {
-	t.Skip("redteam8: rcmgr's per-IP limit (8, loopback exempt) caps relayed colleagues per anchor and a NATed site's devices per anchor")
 	rm, err := newResourceManager()
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +151,6 @@ func TestRedteam8PerIPLimitCapsRelayedColleagues(t *testing.T) {
 // with their filtered addresses only (swarm.DialPeer on a fresh
 // peerstore entry, or the gater's InterceptAddrDial applying the Policy).
 func TestRedteam8IdentifyAddrsBypassDialPolicy(t *testing.T) {
-	t.Skip("redteam8: addresses a colleague advertises over identify are dialled without the dial policy (any host, relay or name)")
 	canary, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +225,6 @@ func TestRedteam8IdentifyAddrsBypassDialPolicy(t *testing.T) {
 // can take a destination's slots, and count a destination's slots per
 // source.
 func TestRedteam8OneColleagueTakesAllCircuitsToADevice(t *testing.T) {
-	t.Skip("redteam8: one colleague's 16 circuits to a device behind NAT fill its per-peer circuit bound; no one else reaches it through the anchor")
 	c := newCA(t, "General Hospital")
 	now := time.Now()
 	anchor := startNode(t, c, c.enrol(t, "anchor", now, RoleAnchor), func(cfg *Config) { cfg.Relay = true })
@@ -244,7 +240,8 @@ func TestRedteam8OneColleagueTakesAllCircuitsToADevice(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for i := range RelayCircuits {
+	granted := 0
+	for range RelayCircuits {
 		s, err := mallory.host.NewStream(ctx, anchor.ID(), proto.ProtoIDv2Hop)
 		if err != nil {
 			t.Fatal(err)
@@ -256,9 +253,12 @@ func TestRedteam8OneColleagueTakesAllCircuitsToADevice(t *testing.T) {
 			t.Fatal(err)
 		}
 		var resp pbv2.HopMessage
-		if err := util.NewDelimitedReader(s, 4096).ReadMsg(&resp); err != nil || resp.GetStatus() != pbv2.Status_OK {
-			t.Fatalf("circuit %d: %v %v", i, resp.GetStatus(), err)
+		if err := util.NewDelimitedReader(s, 4096).ReadMsg(&resp); err == nil && resp.GetStatus() == pbv2.Status_OK {
+			granted++
 		}
+	}
+	if granted > RelayCircuitsPerSource {
+		t.Fatalf("one colleague holds %d circuits at once, bound %d", granted, RelayCircuitsPerSource)
 	}
 	// An honest colleague, admitted, connected to the anchor only.
 	colleague := startNode(t, c, c.enrol(t, "ward", now), bootstrap(anchor), func(cfg *Config) { cfg.NoListen = true })
@@ -283,7 +283,6 @@ func TestRedteam8OneColleagueTakesAllCircuitsToADevice(t *testing.T) {
 // (or register it only for admitted peers: a stream handler that
 // awaits admission, then hands over), or correct the claim.
 func TestRedteam8AutoNATAnswersOutsiders(t *testing.T) {
-	t.Skip("redteam8: the anchor's AutoNAT service answers outsiders; the README says admitted peers only")
 	c := newCA(t, "General Hospital")
 	anchor := startNode(t, c, c.enrol(t, "anchor", time.Now(), RoleAnchor), func(cfg *Config) { cfg.Relay = true })
 	out, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
@@ -298,7 +297,7 @@ func TestRedteam8AutoNATAnswersOutsiders(t *testing.T) {
 	}
 	s, err := out.NewStream(ctx, anchor.ID(), autonat.AutoNATProto)
 	if err != nil {
-		t.Fatal(err)
+		return // the anchor runs no AutoNAT service (a hospital network is private: devices say so, run --private)
 	}
 	defer s.Reset()
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))

@@ -106,6 +106,7 @@ type Service struct {
 	grew chan struct{}
 
 	mu       sync.Mutex
+	closed   bool               // Close began: handlers take nothing more
 	sent     map[peer.ID]uint64 // head seq last deposited per witness
 	busy     map[peer.ID]bool   // a deposit from this peer is being handled
 	status   audit.Witnessed
@@ -140,13 +141,29 @@ func Start(cfg Config) *Service {
 	return s
 }
 
-// Close stops the service and waits for its goroutines.
+// Close stops the service and waits for its goroutines, the deposits being
+// handled included (their streams are reset): nothing touches the store
+// after it returns.
 func (s *Service) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	if s.cfg.Witness {
 		s.cfg.Host.RemoveStreamHandler(Protocol)
 	}
 	s.stop()
 	s.wg.Wait()
+}
+
+// enter counts one more handler, unless Close has begun.
+func (s *Service) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // Met asks for a deposit with p, if it is a witness (call on admission).
@@ -321,6 +338,13 @@ func (s *Service) answered(p peer.ID, held audit.Head) {
 
 // handle is a witness's side of a deposit.
 func (s *Service) handle(st network.Stream) {
+	if !s.enter() {
+		st.Reset()
+		return
+	}
+	defer s.wg.Done()
+	stop := context.AfterFunc(s.ctx, func() { st.Reset() })
+	defer stop()
 	p := st.Conn().RemotePeer()
 	if !s.cfg.Admitted(p) {
 		st.Reset()
