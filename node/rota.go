@@ -379,4 +379,3 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
-
