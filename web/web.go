@@ -42,6 +42,7 @@ type Server struct {
 	cookie   string   // the session cookie's name, unique to this node
 	hosts    []string // host names besides loopback (WithHosts)
 	audit    Audit    // WithAudit
+	roles    Roles    // WithRoles
 }
 
 // Option configures the server.
