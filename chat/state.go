@@ -76,8 +76,8 @@ type State struct {
 	// Role is the on-call role the conversation was addressed to (nil:
 	// none), as the last role op in the conversation's order set it; the
 	// name is the role's display name when the link was made.
-	Role *RoleLink
-	Messages  []Message
+	Role     *RoleLink
+	Messages []Message
 	// Flags name members this device caught misbehaving: sealing two ops
 	// under one message key (every replica holding both sees it), or
 	// giving this device a welcome share that did not open.

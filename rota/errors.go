@@ -11,4 +11,5 @@ var (
 	ErrUnknownRole  = errors.New("unknown on-call role")
 	ErrNotAllowed   = errors.New("not allowed by certificate roles")
 	ErrSite         = errors.New("on-call role of another site")
+	ErrNoHolder     = errors.New("nobody else holds the on-call role now")
 )
