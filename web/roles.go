@@ -136,11 +136,11 @@ func rotaStatus(err error) int {
 	switch {
 	case errors.Is(err, rota.ErrNotAllowed):
 		return http.StatusForbidden
-	case errors.Is(err, rota.ErrUnknownRole), errors.Is(err, rota.ErrNoHolder):
+	case errors.Is(err, rota.ErrUnknownRole):
 		return http.StatusNotFound
 	case errors.Is(err, rota.ErrMalformed), errors.Is(err, rota.ErrTooLarge):
 		return http.StatusBadRequest
-	case errors.Is(err, rota.ErrFull), errors.Is(err, rota.ErrSite):
+	case errors.Is(err, rota.ErrFull), errors.Is(err, rota.ErrSite), errors.Is(err, rota.ErrNoHolder):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

@@ -95,6 +95,9 @@ func TestRolesAPI(t *testing.T) {
 		t.Fatalf("role as the nurse sees it: %+v", v)
 	}
 
+	if code, out := nurse.call(t, "POST", "/api/v1/conversations", `{"role":"cardio-reg"}`); code != 409 {
+		t.Fatalf("message to a role nobody holds: %d %v", code, out)
+	}
 	if code, _ := nurse.call(t, "POST", "/api/v1/roles", `{"action":"take","role":"cardio-reg"}`); code != 403 {
 		t.Fatalf("take by a nurse: %d", code)
 	}
