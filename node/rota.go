@@ -59,7 +59,6 @@ type rotaState struct {
 	mu    sync.Mutex
 	r     *rota.Rota
 	topic *pubsub.Topic
-	hooks []func()
 }
 
 // authority is the node's rota.Authority: this device and the colleagues
@@ -166,22 +165,8 @@ func (n *Node) addRota(ops []*rota.Op) (added []*rota.Op, err error) {
 			n.log.Error("persist rota", "err", e)
 		}
 	}
-	hooks := n.rt.hooks
 	n.rt.mu.Unlock()
-	if len(added) > 0 {
-		for _, f := range hooks {
-			n.goOwned(f)
-		}
-	}
 	return added, err
-}
-
-// OnRota registers f to run (in a goroutine the node owns) after the rota
-// changed.
-func (n *Node) OnRota(f func()) {
-	n.rt.mu.Lock()
-	n.rt.hooks = append(n.rt.hooks, f)
-	n.rt.mu.Unlock()
 }
 
 // Roles is the rota as this device knows it now.
