@@ -19,34 +19,36 @@ type Kind string
 
 // Event kinds.
 const (
-	Sent          Kind = "sent"              // this device sent a message or photo
-	Received      Kind = "received"          // a colleague's message or photo arrived
-	Read          Kind = "read"              // this device's user read messages
-	Acknowledged  Kind = "acknowledged"      // this device's user acknowledged, or a colleague's acknowledgement arrived
-	PhotoViewed   Kind = "photo_viewed"      // this device's user opened a photo in full
-	Edited        Kind = "edited"            // a message was edited (Peer: by whom, if not this device)
-	Deleted       Kind = "deleted"           // a message was deleted (Peer: by whom, if not this device)
-	Created       Kind = "created"           // this device created a conversation
-	MemberAdded   Kind = "member_added"      // Peer joined a conversation (Ops: the add)
-	MemberRemoved Kind = "member_removed"    // Peer was removed from, or left, a conversation
-	Unlocked      Kind = "unlocked"          // the app was unlocked with the device passphrase
-	Locked        Kind = "locked"            // the app was locked (by the user, or after inactivity)
-	UnlockFailed  Kind = "unlock_failed"     // a wrong passphrase at the lock screen
-	CRLApplied    Kind = "crl_applied"       // a newer CRL was applied (Serial: its number)
-	Wiped         Kind = "wiped"             // the device learnt it was revoked and destroyed its keys
-	Exported      Kind = "exported"          // data left the device (export to the record)
-	Refused       Kind = "refused"           // a colleague's op arrived that this device's replica refused or voided (Peer: its sender)
-	MemberVoided  Kind = "member_add_voided" // Peer's membership, recorded as added, was withdrawn: ops that arrived later voided the add
-	PINSet        Kind = "pin_set"           // the app's user set a quick-unlock PIN (it reopens the app after the inactivity lock)
-	PINUnlocked   Kind = "pin_unlocked"      // the app was unlocked with the quick-unlock PIN
-	PINFailed     Kind = "pin_failed"        // a wrong quick-unlock PIN at the lock screen
-	PINCleared    Kind = "pin_cleared"       // the quick-unlock PIN was cleared (wrong PINs, a lock by hand, or the user)
+	Sent           Kind = "sent"              // this device sent a message or photo
+	Received       Kind = "received"          // a colleague's message or photo arrived
+	Read           Kind = "read"              // this device's user read messages
+	Acknowledged   Kind = "acknowledged"      // this device's user acknowledged, or a colleague's acknowledgement arrived
+	PhotoViewed    Kind = "photo_viewed"      // this device's user opened a photo in full
+	Edited         Kind = "edited"            // a message was edited (Peer: by whom, if not this device)
+	Deleted        Kind = "deleted"           // a message was deleted (Peer: by whom, if not this device)
+	Created        Kind = "created"           // this device created a conversation
+	MemberAdded    Kind = "member_added"      // Peer joined a conversation (Ops: the add)
+	MemberRemoved  Kind = "member_removed"    // Peer was removed from, or left, a conversation
+	Unlocked       Kind = "unlocked"          // the app was unlocked with the device passphrase
+	Locked         Kind = "locked"            // the app was locked (by the user, or after inactivity)
+	UnlockFailed   Kind = "unlock_failed"     // a wrong passphrase at the lock screen
+	CRLApplied     Kind = "crl_applied"       // a newer CRL was applied (Serial: its number)
+	Wiped          Kind = "wiped"             // the device learnt it was revoked and destroyed its keys
+	Exported       Kind = "exported"          // data left the device (export to the record)
+	Refused        Kind = "refused"           // a colleague's op arrived that this device's replica refused or voided (Peer: its sender)
+	MemberVoided   Kind = "member_add_voided" // Peer's membership, recorded as added, was withdrawn: ops that arrived later voided the add
+	RoleTaken      Kind = "role_taken"        // this device's user took an on-call role (Ops: the rota op)
+	RoleHandedOver Kind = "role_handed_over"  // this device's user handed an on-call role over (Peer: to whom; Ops: the rota op)
+	PINSet         Kind = "pin_set"           // the app's user set a quick-unlock PIN (it reopens the app after the inactivity lock)
+	PINUnlocked    Kind = "pin_unlocked"      // the app was unlocked with the quick-unlock PIN
+	PINFailed      Kind = "pin_failed"        // a wrong quick-unlock PIN at the lock screen
+	PINCleared     Kind = "pin_cleared"       // the quick-unlock PIN was cleared (wrong PINs, a lock by hand, or the user)
 )
 
 // Kinds lists every kind an entry may have.
 var Kinds = []Kind{Sent, Received, Read, Acknowledged, PhotoViewed, Edited, Deleted, Created, MemberAdded,
 	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided,
-	PINSet, PINUnlocked, PINFailed, PINCleared}
+	PINSet, PINUnlocked, PINFailed, PINCleared, RoleTaken, RoleHandedOver}
 
 func knownKind(k Kind) bool {
 	for _, x := range Kinds {

@@ -374,6 +374,10 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		if !m.admins[info.sender] {
 			return denied("retention by a non-admin")
 		}
+	case kindRole:
+		if !m.admins[info.sender] {
+			return denied("role link by a non-admin")
+		}
 	case kindEdit:
 		t := r.target(info.p.Target)
 		if t == nil || (t.kind != kindText && t.kind != kindPhoto) || t.sender != info.sender || !r.inPast(crdt.OpID(info.p.Target), id) {

@@ -26,7 +26,7 @@ func TestLayering(t *testing.T) {
 		forbidden []string
 		why       string
 	}{
-		{[]string{"crdt", "e2e", "chat", "identity"}, []string{
+		{[]string{"crdt", "e2e", "chat", "identity", "rota"}, []string{
 			module + "node", module + "web", module + "mesh", module + "conversations", module + "device",
 			module + "discovery", module + "store", "net/http", "github.com/libp2p/go-libp2p-pubsub", "github.com/libp2p/go-libp2p/p2p/",
 		}, "the pure core does no network I/O and wires no node"},

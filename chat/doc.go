@@ -157,6 +157,15 @@
 // same way on every replica. A payload whose patient fails
 // patient.Patient.Validate is refused by every replica alike.
 //
+// # On-call role link
+//
+// A conversation addressed to an on-call role (package rota) carries a
+// role op (kind 18) made with it by the creator: the role's ID and its
+// display name at creation. Like the patient link it is a control op,
+// only inside encrypted payloads; only an admin may set or clear it, and
+// the last valid role op in the conversation's order wins. Urgent
+// escalation reads it to find the role's chain.
+//
 // Other rules: an unreact removes only the remover's own reactions in its
 // causal past; an op's sort key is never earlier than its dependencies'
 // (crdt); retention deletes messages older than the setting by their own

@@ -27,6 +27,7 @@ const (
 	kindReceipt   uint8 = 15
 	kindRetention uint8 = 16
 	kindPatient   uint8 = 17 // sets, corrects or clears the conversation's patient
+	kindRole      uint8 = 18 // links the conversation to an on-call role (set at creation)
 
 	kindWelcome uint8 = 100 // not a payload: the welcome envelope itself
 )
@@ -88,6 +89,9 @@ type payload struct {
 	// Patient: who the conversation is about (kindPatient only; absent
 	// there, the link is cleared).
 	Patient *patientBody `cbor:"17,keyasint,omitempty"`
+	// Role: the on-call role the conversation was addressed to (kindRole
+	// only; absent there, the link is cleared).
+	Role *roleBody `cbor:"18,keyasint,omitempty"`
 }
 
 // patientBody is a patient inside a patient op: never anywhere but in
@@ -107,7 +111,7 @@ func (b *patientBody) patient() patient.Patient {
 func (p *payload) cumulative() bool { return p.Past || len(p.Heads) > 0 }
 
 func knownKind(k uint8) bool {
-	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindPatient)
+	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindRole)
 }
 
 func (p *payload) check() error {
@@ -143,6 +147,9 @@ func (p *payload) check() error {
 		if err := p.Patient.patient().Validate(); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidPayload, err)
 		}
+	}
+	if p.Role != nil && (p.Kind != kindRole || p.Role.check() != nil) {
+		return fmt.Errorf("%w: role link", ErrInvalidPayload)
 	}
 	for _, t := range slices.Concat(p.Targets, p.Tags, p.Chunks, p.Heads, p.Except) {
 		if len(t) != 32 {

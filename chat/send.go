@@ -249,7 +249,7 @@ func (r *Replica) permitted(p *payload) error {
 	switch p.Kind {
 	case kindCreate:
 		ok = !m.created && r.creator == r.dev.ID
-	case kindAdd, kindPromote, kindRetention:
+	case kindAdd, kindPromote, kindRetention, kindRole:
 		ok = m.admins[r.dev.ID]
 	case kindRemove:
 		t := peer.ID(p.Member)

@@ -73,7 +73,11 @@ type State struct {
 	// member who set it.
 	Patient   *patient.Patient
 	PatientBy peer.ID
-	Messages  []Message
+	// Role is the on-call role the conversation was addressed to (nil:
+	// none), as the last role op in the conversation's order set it; the
+	// name is the role's display name when the link was made.
+	Role     *RoleLink
+	Messages []Message
 	// Flags name members this device caught misbehaving: sealing two ops
 	// under one message key (every replica holding both sees it), or
 	// giving this device a welcome share that did not open.
@@ -117,6 +121,11 @@ func (r *Replica) State() *State {
 		switch info.kind {
 		case kindCreate:
 			st.Title = p.Text
+		case kindRole:
+			st.Role = nil
+			if p.Role != nil {
+				st.Role = &RoleLink{ID: p.Role.ID, Name: p.Role.Name}
+			}
 		case kindPatient:
 			st.Patient, st.PatientBy = nil, info.sender
 			if p.Patient != nil {

@@ -279,6 +279,10 @@ func (s *Service) Create(title string, members []peer.ID) (chat.ConversationID, 
 // The patient goes in an encrypted patient op made with the conversation:
 // both are saved and published together, or neither.
 func (s *Service) CreateAbout(title string, members []peer.ID, p *patient.Patient) (chat.ConversationID, error) {
+	return s.create(title, members, p, nil)
+}
+
+func (s *Service) create(title string, members []peer.ID, p *patient.Patient, link *chat.RoleLink) (chat.ConversationID, error) {
 	if p != nil {
 		if err := p.Validate(); err != nil {
 			return chat.ConversationID{}, fmt.Errorf("%w: %w", chat.ErrInvalidPayload, err)
@@ -293,6 +297,11 @@ func (s *Service) CreateAbout(title string, members []peer.ID, p *patient.Patien
 		var po chat.Out
 		po, err = r.SetPatient(p)
 		out.Merge(po)
+	}
+	if err == nil && link != nil {
+		var lo chat.Out
+		lo, err = r.SetRole(link)
+		out.Merge(lo)
 	}
 	if err != nil {
 		j.end()
@@ -515,6 +524,8 @@ type Summary struct {
 	// member who set it last.
 	Patient   *patient.Patient
 	PatientBy peer.ID
+	// Role: the on-call role the conversation was addressed to (nil: none).
+	Role *chat.RoleLink
 }
 
 // Conversations lists the conversations this device is in, by ID.
@@ -558,7 +569,7 @@ func (s *Service) summary(c *conv) (Summary, bool) {
 		return Summary{}, false // welcomed, but the conversation's first ops are still on their way
 	}
 	sum := Summary{ID: st.ID, Title: st.Title, Members: st.Members, Admins: st.Admins, Flags: st.Flags,
-		Patient: st.Patient, PatientBy: st.PatientBy}
+		Patient: st.Patient, PatientBy: st.PatientBy, Role: st.Role}
 	if sum.ID.IsZero() {
 		sum.ID = c.r.ID()
 	}

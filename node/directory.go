@@ -56,6 +56,7 @@ func (n *Node) Recipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 // (and everyone else) who else is in reach.
 func (n *Node) afterAdmission(id peer.ID) {
 	n.sendDirectory(id)
+	n.sendRota(id)
 	others := n.adm.admittedPeers(id)
 	newcomer := n.addrsOf(id)
 	if newcomer == nil {

@@ -77,11 +77,21 @@
 // application score fed by what validators reject (Penalise); a peer that
 // keeps sending invalid messages is disconnected and blocked for a while.
 //
-// State has four owners, none holding another's lock: the admission part
+// The site's on-call rota (package rota; rota.go) spreads like directory
+// entries: new ops on RotaTopic and straight to admitted neighbours, and an
+// exchange of op IDs on /medmesh/rota/1 after the directory sync with each
+// newly admitted peer. Only admitted peers are heard (the gated handler,
+// the topic's peer filter and validator), only ops of this device's site
+// are taken in, and only from signers the directory offers now (not
+// revoked, not expired) whose certificate could allow them; the rota is
+// persisted in the store and reloaded, after the directory, at start.
+//
+// State has five owners, none holding another's lock: the admission part
 // (admission: peer table, block list, gater decisions, the trust's CAs and
 // CRLs; admission.mu and admission.crlMu), the directory (directory: index
 // and stored entries; directory.mu), the node's own prekey ring
-// (Node.pkMu) and the record of rejected messages (scorer.mu, which
+// (Node.pkMu), the rota (rotaState.mu, which takes directory.mu inside it,
+// never the reverse) and the record of rejected messages (scorer.mu, which
 // gossipsub reads under its own lock, so nothing is called while it is
 // held). Each type documents its invariants; Node wires them to the host
 // and pubsub. Logs carry peer IDs, never names, staff IDs or keys.

@@ -92,6 +92,7 @@ type Node struct {
 	adm   *admission // peers admitted, blocked; the trust, its CAs and CRLs
 	dir   *directory // colleagues' entries and prekeys
 	score *scorer    // rejected messages per peer (score.go)
+	rt    *rotaState // the site's on-call rota (rota.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -168,6 +169,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.adm = newAdmission(n.ctx, cfg, n.log)
 	n.dir = newDirectory(n.ctx, cfg.Store, n.log, cfg.Now, n.adm)
 	if err := n.loadPersisted(ctx); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	if err := n.loadRota(ctx); err != nil {
 		n.cancel()
 		return nil, err
 	}
@@ -255,6 +260,9 @@ func (n *Node) startProtocols(h host.Host) error {
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },
 	})
 	if err := n.startPubsub(); err != nil {
+		return err
+	}
+	if err := n.startRota(); err != nil {
 		return err
 	}
 	n.disc = discovery.NewDialer(n.ctx, h, n.log, n.dialerOptions()...)

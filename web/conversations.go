@@ -226,6 +226,7 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) {
 		Title   string          `json:"title"`
 		Members []string        `json:"members"`
 		Patient *patientRequest `json:"patient"`
+		Role    string          `json:"role"` // an on-call role (WithRoles): its holders become members
 	}
 	if !readJSON(w, r, &req) {
 		return
@@ -241,6 +242,14 @@ func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) {
 	members, err := s.resolve(req.Members)
 	if err != nil {
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	if req.Role != "" {
+		if s.roles == nil {
+			writeError(w, http.StatusBadRequest, "role: this device serves no on-call rota")
+			return
+		}
+		s.createForRole(w, req.Title, req.Role, members, pt)
 		return
 	}
 	id, err := s.conv.CreateAbout(req.Title, members, pt)

@@ -41,7 +41,7 @@ func Serve(d *device.Device, addr string, unlock func([]byte) bool, lockAfter ti
 	}
 	a := &App{ln: ln, extra: extra, token: NewToken(), done: make(chan error, 1+len(extra))}
 	n := d.Node()
-	opts := []Option{WithConversations(d.Conversations(), n), WithApp(unlock, lockAfter), WithAudit(d.Audit())}
+	opts := []Option{WithConversations(d.Conversations(), n), WithApp(unlock, lockAfter), WithAudit(d.Audit()), WithRoles(d)}
 	if host, _, err := net.SplitHostPort(addr); err == nil && host != "" {
 		opts = append(opts, WithHosts(host)) // a name given in --api answers too
 	}

@@ -25,6 +25,8 @@ type summaryView struct {
 	Flags map[string]string `json:"flags,omitempty"`
 	// Patient: who the conversation is about; absent if nobody.
 	Patient *patientView `json:"patient,omitempty"`
+	// Role: the on-call role it was addressed to; absent if none.
+	Role *roleLinkView `json:"role,omitempty"`
 }
 
 // patientView is a conversation's patient: nhs_number as ten digits
@@ -39,7 +41,7 @@ type patientView struct {
 
 func summaryOf(c conversations.Summary) summaryView {
 	v := summaryView{ID: c.ID.String(), Title: c.Title, Members: ids(c.Members), Admins: ids(c.Admins), Last: c.Last,
-		Unread: c.Unread, Urgent: c.Urgent, Queued: c.Queued}
+		Unread: c.Unread, Urgent: c.Urgent, Queued: c.Queued, Role: roleLinkOf(c.Role)}
 	if p := c.Patient; p != nil {
 		v.Patient = &patientView{NHSNumber: string(p.NHSNumber), Name: p.Name, BirthDate: p.BirthDate, SetBy: c.PatientBy.String()}
 	}

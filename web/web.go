@@ -43,6 +43,7 @@ type Server struct {
 	hosts    []string // host names besides loopback (WithHosts)
 	audit    Audit    // WithAudit
 	pin      *pinLock // the quick-unlock PIN (pin.go)
+	roles    Roles    // WithRoles
 }
 
 // Option configures the server.

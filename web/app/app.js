@@ -467,13 +467,17 @@ async function createChat(ev) {
   ev.preventDefault();
   const members = [...$('directory').querySelectorAll('input:checked')].map((b) => b.value);
   const body = { title: $('title').value, members };
+  const oncall = document.querySelector('#on-call-roles input:checked'); // roles.js
+  if (oncall && oncall.value) body.role = oncall.value;
   const pt = { nhs_number: $('nhs').value.trim(), name: $('patient-name').value.trim(), birth_date: $('dob').value };
   if (pt.nhs_number || pt.name || pt.birth_date) body.patient = pt;
   $('new-error').textContent = '';
-  let id;
+  let id, ans;
   try {
-    ({ id } = await api('/api/v1/conversations', { method: 'POST', body }));
+    ans = await api('/api/v1/conversations', { method: 'POST', body });
+    ({ id } = ans);
   } catch (e) { $('new-error').textContent = e.message; return; }
+  document.dispatchEvent(new CustomEvent('medmesh:role-chat', { detail: ans })); // roles.js says whom a role reached
   for (const f of ['nhs', 'patient-name', 'dob']) $(f).value = '';
   await refreshList();
   openChat(state.conversations.find((c) => c.id === id) || { id, title: $('title').value });

@@ -1,0 +1,45 @@
+// Package rota is the on-call rota of a site: on-call roles ("Cardiology
+// registrar on call"), who may hold each (a certificate role), their
+// escalation chains, and who holds each now — a CRDT of signed ops, pure
+// (no I/O, no goroutines, no logging, no clock of its own).
+//
+// Ops (Op, encoded by Sign, read back by Decode) are signed with the
+// author's device key (Ed25519 over Domain ‖ deterministic CBOR body, ZIP-215
+// verification); the signer's peer ID embeds the key, so Decode alone
+// checks the signature. What an op may do is judged at view time against
+// the signer's certificate as the caller knows it (Authority):
+//
+//   - define (or update) a role: only staff whose certificate carries
+//     AdminRole, of the role's site. The definition with the greatest
+//     (Seq, op ID) wins; Seq is one more than the greatest definition the
+//     author had seen, so a later update always wins over what it saw.
+//   - take: the signer becomes holder; only staff whose certificate
+//     carries the role's Requires, of the role's site.
+//   - hand over: to a named colleague whose certificate carries Requires;
+//     the signer must carry Requires or AdminRole.
+//   - release: the role has no holder; the signer must carry Requires or
+//     AdminRole.
+//
+// Holders are a multi-value register: each take, hand-over and release
+// names the holder ops it has seen (Seen); the current holders are the
+// valid holder ops no valid later op has superseded. After a partition two
+// holders may exist: both are returned and the role is flagged Split, until
+// someone takes, hands over or releases having seen both.
+//
+// Invariants:
+//   - The view depends only on the set of ops held and the Authority, never
+//     on the order they arrived in (property-tested over permutations).
+//   - Ops of signers the Authority does not vouch for now (unknown, revoked,
+//     expired, lacking the role, another site) are ignored: they neither
+//     hold nor supersede. A holder the Authority does not vouch for (a
+//     revoked colleague) is not returned.
+//   - Sizes are bounded: MaxOpSize per op, MaxRoles roles, MaxChain roles
+//     in a chain, MaxSeen superseded ops named per op, MaxLive unsuperseded
+//     holder ops per role, MaxDefs definitions kept per role, MaxPending ops
+//     waiting for their role's definition. Compact drops superseded ops and
+//     remembers their IDs (at most MaxGone per role, oldest forgotten
+//     first) so a replayed superseded op is not taken again.
+//   - Compaction only drops an op superseded by an op the Authority vouches
+//     for at that moment; if that signer is revoked later, the role is left
+//     without the dropped holder rather than handed back to it.
+package rota

@@ -1,0 +1,552 @@
+package rota
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Member is what an Authority vouches for: a colleague's current
+// certificate.
+type Member struct {
+	Name    string
+	StaffID string
+	Site    string
+	Roles   []string
+}
+
+// HasRole reports whether the certificate carries role.
+func (m Member) HasRole(role string) bool { return slices.Contains(m.Roles, role) }
+
+// Authority is what the caller knows of certificates now (the node's
+// directory): Member is false for a colleague unknown, revoked or expired.
+type Authority interface {
+	Member(id peer.ID) (Member, bool)
+}
+
+// Rota is one site's on-call rota. It is not safe for concurrent use: its
+// owner serialises calls.
+type Rota struct {
+	site    string
+	roles   map[RoleID]*roleState
+	pending map[OpID]*Op // holder ops whose role has no definition yet
+}
+
+type roleState struct {
+	defs []*Op // greatest (Seq, ID) first, at most MaxDefs
+	ops  map[OpID]*Op
+	// gone are compacted ops (true) and ops a compacted op superseded
+	// that never arrived (false): the latter are still taken in when they
+	// arrive, to learn what they supersede, and dropped at once.
+	gone      map[OpID]bool
+	goneOrder []OpID
+	// last is, per signer, the latest (Time, ID) of its valid ops
+	// compacted away: an earlier op of that signer arriving later is
+	// superseded by it.
+	last map[peer.ID]mark
+}
+
+type mark struct {
+	Time time.Time
+	ID   OpID
+}
+
+func (m mark) after(o *Op) bool { return opLess(o, &Op{Time: m.Time, ID: m.ID}) }
+
+// New is an empty rota of site.
+func New(site string) *Rota {
+	return &Rota{site: site, roles: map[RoleID]*roleState{}, pending: map[OpID]*Op{}}
+}
+
+// Site is the rota's site.
+func (r *Rota) Site() string { return r.site }
+
+// Has reports whether r holds op id (or held and compacted it).
+func (r *Rota) Has(id OpID) bool {
+	if _, ok := r.pending[id]; ok {
+		return true
+	}
+	for _, rs := range r.roles {
+		if rs.has(id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (rs *roleState) has(id OpID) bool {
+	if _, ok := rs.ops[id]; ok {
+		return true
+	}
+	if rs.gone[id] {
+		return true
+	}
+	return slices.ContainsFunc(rs.defs, func(o *Op) bool { return o.ID == id })
+}
+
+// Ops are the ops r holds, definitions first, for sync and storage.
+func (r *Rota) Ops() []*Op {
+	var out []*Op
+	for _, id := range r.roleIDs() {
+		out = append(out, r.roles[id].defs...)
+	}
+	for _, id := range r.roleIDs() {
+		for _, o := range r.roles[id].ops {
+			out = append(out, o)
+		}
+	}
+	for _, o := range r.pending {
+		out = append(out, o)
+	}
+	return out
+}
+
+func (r *Rota) roleIDs() []RoleID {
+	ids := make([]RoleID, 0, len(r.roles))
+	for id := range r.roles {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func defLess(a, b *Op) int { // greatest (Seq, ID) first
+	if c := cmp.Compare(b.Seq, a.Seq); c != 0 {
+		return c
+	}
+	return bytes.Compare(b.ID[:], a.ID[:])
+}
+
+// Add takes in op. It reports whether r changed. Ops of another site, of a
+// signer auth does not vouch for or whose certificate could not allow
+// them, and ops beyond the bounds are refused with an error; an op already
+// held (or compacted) is not an error. Superseded ops are compacted.
+func (r *Rota) Add(op *Op, auth Authority) (bool, error) {
+	if op.Site != r.site {
+		return false, ErrSite
+	}
+	if r.Has(op.ID) {
+		return false, nil
+	}
+	m, ok := auth.Member(op.Signer)
+	if !ok || m.Site != r.site {
+		return false, fmt.Errorf("%w: signer not a colleague of the site", ErrNotAllowed)
+	}
+	if op.Kind == KindDefine {
+		if !m.HasRole(AdminRole) {
+			return false, fmt.Errorf("%w: defining needs %s", ErrNotAllowed, AdminRole)
+		}
+		rs := r.roles[op.Role]
+		if rs == nil {
+			if len(r.roles) >= MaxRoles {
+				return false, fmt.Errorf("%w: %d roles", ErrFull, MaxRoles)
+			}
+			rs = &roleState{ops: map[OpID]*Op{}, gone: map[OpID]bool{}, last: map[peer.ID]mark{}}
+			r.roles[op.Role] = rs
+		}
+		rs.defs = append(rs.defs, op)
+		slices.SortFunc(rs.defs, defLess)
+		if len(rs.defs) > MaxDefs {
+			rs.defs = rs.defs[:MaxDefs]
+		}
+		for id, p := range r.pending {
+			if p.Role == op.Role {
+				delete(r.pending, id)
+				r.addHolderOp(rs, p, auth) // refused ones are dropped
+			}
+		}
+		r.compact(op.Role, rs, auth)
+		return true, nil
+	}
+	rs := r.roles[op.Role]
+	if rs == nil {
+		if len(r.pending) >= MaxPending {
+			return false, fmt.Errorf("%w: %d ops wait for their role", ErrFull, MaxPending)
+		}
+		r.pending[op.ID] = op
+		return true, nil
+	}
+	if err := r.addHolderOp(rs, op, auth); err != nil {
+		return false, err
+	}
+	r.compact(op.Role, rs, auth)
+	return true, nil
+}
+
+func (r *Rota) addHolderOp(rs *roleState, op *Op, auth Authority) error {
+	if rs.has(op.ID) {
+		return nil
+	}
+	if def := r.definition(rs, auth); def != nil && !allowed(op, def, auth) {
+		return fmt.Errorf("%w: %s of %s", ErrNotAllowed, op.Kind, op.Role)
+	}
+	if len(rs.ops) >= MaxLive {
+		return fmt.Errorf("%w: %d open ops on %s", ErrFull, MaxLive, op.Role)
+	}
+	rs.ops[op.ID] = op
+	return nil
+}
+
+// definition is the winning definition auth vouches for, or nil.
+func (r *Rota) definition(rs *roleState, auth Authority) *Op {
+	for _, d := range rs.defs {
+		if m, ok := auth.Member(d.Signer); ok && m.Site == r.site && m.HasRole(AdminRole) {
+			return d
+		}
+	}
+	return nil
+}
+
+// allowed judges a take, hand-over or release against the role's
+// definition and the certificates auth vouches for.
+func allowed(op, def *Op, auth Authority) bool {
+	m, ok := auth.Member(op.Signer)
+	if !ok || m.Site != def.Site {
+		return false
+	}
+	switch op.Kind {
+	case KindTake:
+		return m.HasRole(def.Requires)
+	case KindHandover:
+		if !m.HasRole(def.Requires) && !m.HasRole(AdminRole) {
+			return false
+		}
+		t, ok := auth.Member(op.To)
+		return ok && t.Site == def.Site && t.HasRole(def.Requires)
+	case KindRelease:
+		return m.HasRole(def.Requires) || m.HasRole(AdminRole)
+	}
+	return false
+}
+
+// live is the valid ops of a role no valid op supersedes. A signer's
+// valid ops supersede one another by (Time, ID): one device's ops are
+// sequential, so a signer who fails to name its own earlier ops cannot
+// fill the role with concurrent ones.
+func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superseded map[OpID]bool) {
+	superseded = map[OpID]bool{}
+	var valid []*Op
+	for _, o := range rs.ops {
+		if _, ok := rs.gone[o.ID]; ok {
+			superseded[o.ID] = true
+		}
+		if allowed(o, def, auth) {
+			valid = append(valid, o)
+			for _, s := range o.Seen {
+				superseded[s] = true
+			}
+		}
+	}
+	latest := map[peer.ID]*Op{}
+	for _, o := range valid {
+		if l := latest[o.Signer]; l == nil || opLess(l, o) {
+			latest[o.Signer] = o
+		}
+	}
+	for _, o := range valid {
+		if m, ok := rs.last[o.Signer]; latest[o.Signer] != o || ok && m.after(o) {
+			superseded[o.ID] = true
+		}
+	}
+	for _, o := range valid {
+		if !superseded[o.ID] {
+			live = append(live, o)
+		}
+	}
+	slices.SortFunc(live, func(a, b *Op) int {
+		if opLess(a, b) {
+			return -1
+		}
+		if opLess(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return live, superseded
+}
+
+func opLess(a, b *Op) bool { // by (Time, ID)
+	if !a.Time.Equal(b.Time) {
+		return a.Time.Before(b.Time)
+	}
+	return bytes.Compare(a.ID[:], b.ID[:]) < 0
+}
+
+// compact drops a role's ops that valid ops supersede, remembering their
+// IDs (at most MaxGone, oldest forgotten first).
+func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
+	def := r.definition(rs, auth)
+	if def == nil {
+		return
+	}
+	_, superseded := r.live(rs, def, auth)
+	for oid := range superseded {
+		o, ok := rs.ops[oid]
+		if !ok {
+			continue
+		}
+		delete(rs.ops, oid)
+		rs.forget(oid)
+		// What a dropped valid op superseded stays superseded: an op it
+		// names that arrives later is not taken in.
+		if allowed(o, def, auth) {
+			if m, ok := rs.last[o.Signer]; !ok || !m.after(o) {
+				rs.last[o.Signer] = mark{Time: o.Time, ID: o.ID}
+			}
+			for _, s := range o.Seen {
+				if _, held := rs.ops[s]; !held {
+					rs.name(s)
+				}
+			}
+		}
+	}
+	for len(rs.goneOrder) > MaxGone {
+		delete(rs.gone, rs.goneOrder[0])
+		rs.goneOrder = rs.goneOrder[1:]
+	}
+}
+
+func (rs *roleState) forget(id OpID) {
+	if _, ok := rs.gone[id]; !ok {
+		rs.goneOrder = append(rs.goneOrder, id)
+	}
+	rs.gone[id] = true
+}
+
+// name records id as superseded by a compacted op, before id arrived.
+func (rs *roleState) name(id OpID) {
+	if _, ok := rs.gone[id]; !ok {
+		rs.gone[id] = false
+		rs.goneOrder = append(rs.goneOrder, id)
+	}
+}
+
+// Compact drops superseded ops of every role (after the Authority's view
+// changed, say).
+func (r *Rota) Compact(auth Authority) {
+	for id, rs := range r.roles {
+		r.compact(id, rs, auth)
+	}
+}
+
+// Holder is one current holder of an on-call role.
+type Holder struct {
+	PeerID  peer.ID
+	Name    string
+	StaffID string
+	Since   time.Time // the signer's clock when the holder took or was handed the role
+	Op      OpID
+}
+
+// Role is an on-call role as the rota shows it now.
+type Role struct {
+	ID       RoleID
+	Name     string
+	Site     string
+	Requires string
+	Chain    []RoleID
+	Holders  []Holder
+	// Split: more than one op holds the role unsuperseded (a partition);
+	// the holders of each are listed.
+	Split bool
+	// Live are the ops a take, hand-over or release must name to
+	// supersede the current holders (at most MaxSeen).
+	Live []OpID
+	// Seq is the definition's sequence; an update must use Seq+1.
+	Seq uint64
+}
+
+// View is every defined role auth lets stand, sorted by ID.
+func (r *Rota) View(auth Authority) []Role {
+	var out []Role
+	for _, id := range r.roleIDs() {
+		if v, ok := r.role(id, auth); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Role is one role's view; false if no definition auth lets stand.
+func (r *Rota) Role(id RoleID, auth Authority) (Role, bool) { return r.role(id, auth) }
+
+func (r *Rota) role(id RoleID, auth Authority) (Role, bool) {
+	rs := r.roles[id]
+	if rs == nil {
+		return Role{}, false
+	}
+	def := r.definition(rs, auth)
+	if def == nil {
+		return Role{}, false
+	}
+	v := Role{ID: id, Name: def.Name, Site: def.Site, Requires: def.Requires, Chain: slices.Clone(def.Chain),
+		Holders: []Holder{}, Seq: rs.defs[0].Seq}
+	live, _ := r.live(rs, def, auth)
+	seen := map[peer.ID]bool{}
+	for _, o := range live {
+		if len(v.Live) < MaxSeen {
+			v.Live = append(v.Live, o.ID)
+		}
+		h := o.Holder()
+		if h == "" || seen[h] {
+			continue
+		}
+		m, ok := auth.Member(h)
+		if !ok || !m.HasRole(def.Requires) {
+			continue // a revoked or expired holder is not returned
+		}
+		seen[h] = true
+		v.Holders = append(v.Holders, Holder{PeerID: h, Name: m.Name, StaffID: m.StaffID, Since: o.Time, Op: o.ID})
+	}
+	v.Split = len(live) > 1
+	return v, true
+}
+
+// Next is the role escalation from id reaches at step (1: the first role
+// in id's chain), with its holders as view shows them. It is false when id
+// is not in view, its chain is shorter than step, or that role is not in
+// view. Urgent escalation asks it for "the holders of the next role in
+// R's chain".
+func Next(view []Role, id RoleID, step int) (Role, bool) {
+	from, ok := Find(view, id)
+	if !ok || step < 1 || step > len(from.Chain) {
+		return Role{}, false
+	}
+	return Find(view, from.Chain[step-1])
+}
+
+// Find is role id in view.
+func Find(view []Role, id RoleID) (Role, bool) {
+	for _, v := range view {
+		if v.ID == id {
+			return v, true
+		}
+	}
+	return Role{}, false
+}
+
+// stored is a rota as persisted.
+type stored struct {
+	V    uint8      `cbor:"1,keyasint"`
+	Site string     `cbor:"2,keyasint"`
+	Ops  [][]byte   `cbor:"3,keyasint"`
+	Gone []goneList `cbor:"4,keyasint"`
+}
+
+type goneList struct {
+	Role  string     `cbor:"1,keyasint"`
+	IDs   [][]byte   `cbor:"2,keyasint"` // oldest first
+	Named []bool     `cbor:"3,keyasint"` // per ID: superseded before it arrived
+	Last  []lastMark `cbor:"4,keyasint"`
+}
+
+type lastMark struct {
+	Signer []byte `cbor:"1,keyasint"`
+	Time   int64  `cbor:"2,keyasint"`
+	ID     []byte `cbor:"3,keyasint"`
+}
+
+// maxStored bounds a persisted rota.
+const maxStored = (MaxRoles*(MaxDefs+MaxLive)+MaxPending)*(MaxOpSize+4) + MaxRoles*(MaxGone*35+80) + 1024
+
+// Marshal encodes r for the store.
+func (r *Rota) Marshal() ([]byte, error) {
+	s := stored{V: version, Site: r.site, Ops: [][]byte{}, Gone: []goneList{}}
+	for _, o := range r.Ops() {
+		s.Ops = append(s.Ops, o.raw)
+	}
+	for _, id := range r.roleIDs() {
+		rs := r.roles[id]
+		if len(rs.goneOrder) == 0 && len(rs.last) == 0 {
+			continue
+		}
+		g := goneList{Role: string(id), IDs: [][]byte{}, Named: []bool{}, Last: []lastMark{}}
+		for _, oid := range rs.goneOrder {
+			g.IDs = append(g.IDs, oid[:])
+			g.Named = append(g.Named, !rs.gone[oid])
+		}
+		signers := make([]peer.ID, 0, len(rs.last))
+		for p := range rs.last {
+			signers = append(signers, p)
+		}
+		slices.Sort(signers)
+		for _, p := range signers {
+			m := rs.last[p]
+			g.Last = append(g.Last, lastMark{Signer: []byte(p), Time: m.Time.UnixMilli(), ID: m.ID[:]})
+		}
+		s.Gone = append(s.Gone, g)
+	}
+	return detcbor.Marshal(s)
+}
+
+// Load decodes a rota Marshal wrote, judging its ops again with auth (ops
+// auth no longer allows are dropped).
+func Load(data []byte, auth Authority) (*Rota, error) {
+	var s stored
+	if err := detcbor.Unmarshal(data, &s, maxStored); err != nil {
+		return nil, fmt.Errorf("%w: stored rota: %v", ErrMalformed, err)
+	}
+	if s.V != version || len(s.Gone) > MaxRoles {
+		return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
+	}
+	r := New(s.Site)
+	ops := make([]*Op, 0, len(s.Ops))
+	for _, raw := range s.Ops {
+		o, err := Decode(raw)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, o)
+	}
+	// Definitions first, so holder ops find their role; the gone lists
+	// once the roles exist.
+	slices.SortStableFunc(ops, func(a, b *Op) int { return cmp.Compare(defFirst(a), defFirst(b)) })
+	for _, o := range ops {
+		if o.Kind != KindDefine {
+			break
+		}
+		r.Add(o, auth) //nolint:errcheck // refused: dropped
+	}
+	for _, g := range s.Gone {
+		rs := r.roles[RoleID(g.Role)]
+		if rs == nil || len(g.IDs) > MaxGone || len(g.Named) != len(g.IDs) || len(g.Last) > MaxGone {
+			continue
+		}
+		for i, b := range g.IDs {
+			if len(b) != len(OpID{}) {
+				return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
+			}
+			oid := OpID(b)
+			if _, dup := rs.gone[oid]; !dup {
+				rs.gone[oid] = !g.Named[i]
+				rs.goneOrder = append(rs.goneOrder, oid)
+			}
+		}
+		for _, l := range g.Last {
+			p, err := peer.IDFromBytes(l.Signer)
+			if err != nil || len(l.ID) != len(OpID{}) {
+				return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
+			}
+			rs.last[p] = mark{Time: time.UnixMilli(l.Time).UTC(), ID: OpID(l.ID)}
+		}
+	}
+	for _, o := range ops {
+		if o.Kind != KindDefine {
+			r.Add(o, auth) //nolint:errcheck // refused: dropped
+		}
+	}
+	return r, nil
+}
+
+func defFirst(o *Op) int {
+	if o.Kind == KindDefine {
+		return 0
+	}
+	return 1
+}
