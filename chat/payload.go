@@ -27,6 +27,7 @@ const (
 	kindReceipt   uint8 = 15
 	kindRetention uint8 = 16
 	kindPatient   uint8 = 17 // sets, corrects or clears the conversation's patient
+	kindEscalate  uint8 = 19 // escalation step k of an urgent message to new targets (escalate.go)
 
 	kindWelcome uint8 = 100 // not a payload: the welcome envelope itself
 )
@@ -38,7 +39,7 @@ func isControl(k uint8) bool { return k == kindDelete || (k >= kindCreate && k <
 
 func isMembership(k uint8) bool {
 	switch k {
-	case kindCreate, kindAdd, kindRemove, kindPromote, kindLeave, kindRetention:
+	case kindCreate, kindAdd, kindRemove, kindPromote, kindLeave, kindRetention, kindEscalate:
 		return true
 	}
 	return false
@@ -88,6 +89,14 @@ type payload struct {
 	// Patient: who the conversation is about (kindPatient only; absent
 	// there, the link is cleared).
 	Patient *patientBody `cbor:"17,keyasint,omitempty"`
+	// Urgent escalation (escalate.go): AckWithin on an urgent message is
+	// the seconds it wants an acknowledgement within; an escalation op
+	// quotes it (with Urgent and Text), names the message in Target, its
+	// Step and the colleagues it brings in (To), and a Label for them.
+	AckWithin int64    `cbor:"30,keyasint,omitempty"`
+	Step      uint32   `cbor:"31,keyasint,omitempty"`
+	To        [][]byte `cbor:"32,keyasint,omitempty"`
+	Label     string   `cbor:"33,keyasint,omitempty"`
 }
 
 // patientBody is a patient inside a patient op: never anywhere but in
@@ -107,7 +116,7 @@ func (b *patientBody) patient() patient.Patient {
 func (p *payload) cumulative() bool { return p.Past || len(p.Heads) > 0 }
 
 func knownKind(k uint8) bool {
-	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindPatient)
+	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindPatient) || k == kindEscalate
 }
 
 func (p *payload) check() error {
@@ -135,6 +144,9 @@ func (p *payload) check() error {
 	case p.cumulative() && ((p.Level != Delivered && p.Level != Read) || len(p.Targets) > 0):
 		// Acknowledgements stay explicit, per message.
 		return fmt.Errorf("%w: cumulative receipt of level %d or with targets", ErrInvalidPayload, p.Level)
+	}
+	if err := p.checkEscalation(); err != nil {
+		return err
 	}
 	if p.Patient != nil {
 		if p.Kind != kindPatient {
