@@ -37,11 +37,12 @@ const (
 	Exported      Kind = "exported"          // data left the device (export to the record)
 	Refused       Kind = "refused"           // a colleague's op arrived that this device's replica refused or voided (Peer: its sender)
 	MemberVoided  Kind = "member_add_voided" // Peer's membership, recorded as added, was withdrawn: ops that arrived later voided the add
+	Escalated     Kind = "escalated"         // an urgent message nobody acknowledged was escalated (Ops: the message, the escalation; Peer: by whom, if not this device)
 )
 
 // Kinds lists every kind an entry may have.
 var Kinds = []Kind{Sent, Received, Read, Acknowledged, PhotoViewed, Edited, Deleted, Created, MemberAdded,
-	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided}
+	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided, Escalated}
 
 func knownKind(k Kind) bool {
 	for _, x := range Kinds {
