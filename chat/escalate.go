@@ -44,6 +44,16 @@ func (m *Message) Deadline() time.Time {
 	return m.Time.Add(m.AckWithin)
 }
 
+// Due is when the next step of escalation falls due: the deadline for
+// the first, the standing escalation of the last step's time plus
+// AckWithin for the others (zero if no acknowledgement was asked).
+func (m *Message) Due() time.Time {
+	if n := len(m.Escalations); n > 0 && !m.Deadline().IsZero() {
+		return m.Escalations[n-1].Time.Add(m.AckWithin)
+	}
+	return m.Deadline()
+}
+
 // Acknowledged reports whether any recipient acknowledged the message.
 func (m *Message) Acknowledged() bool {
 	for _, lvl := range m.Receipts {
@@ -136,18 +146,20 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 	if ke.Time().Before(km.Time().Add(time.Duration(p.AckWithin) * time.Second)) {
 		return denied("escalation before the message's deadline")
 	}
+	// Step k > 1 needs a valid step k-1 in its past, AckWithin before it.
+	within := time.Duration(p.AckWithin) * time.Second
 	prev := p.Step == 1
 	for x := range info.before.set {
 		xi := r.ops[x]
-		if !xi.valid || xi.p == nil {
+		if !xi.valid || xi.p == nil || xi.kind != kindEscalate || !bytes.Equal(xi.p.Target, p.Target) {
 			continue
 		}
-		switch {
-		case xi.kind == kindEscalate && bytes.Equal(xi.p.Target, p.Target):
-			if xi.p.Step >= p.Step {
-				return denied("escalation of a step already taken in its past")
-			}
-			prev = prev || xi.p.Step == p.Step-1
+		if xi.p.Step >= p.Step {
+			return denied("escalation of a step already taken in its past")
+		}
+		if xi.p.Step == p.Step-1 {
+			kx, _ := r.dag.Key(x)
+			prev = prev || !ke.Time().Before(kx.Time().Add(within))
 		}
 	}
 	// Receipts are not membership ops, so views do not list them: look
@@ -159,7 +171,7 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 		}
 	}
 	if !prev {
-		return denied("escalation step without the previous step in its past")
+		return denied("escalation step without the previous step in its past, or before its deadline")
 	}
 	return true, nil
 }
@@ -189,7 +201,7 @@ func (r *Replica) Escalate(msg crdt.OpID, step int, to []peer.ID, label string) 
 		return Out{}, fmt.Errorf("%w: step %d (next is %d)", ErrNotEscalatable, step, m.NextStep())
 	case step > MaxEscalationSteps:
 		return Out{}, fmt.Errorf("%w: no step after %d", ErrNotEscalatable, MaxEscalationSteps)
-	case r.now().Before(m.Deadline()):
+	case r.now().Before(m.Due()):
 		return Out{}, fmt.Errorf("%w: before its deadline", ErrNotEscalatable)
 	}
 	to = uniq(to)

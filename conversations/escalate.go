@@ -285,15 +285,8 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 }
 
 // dueOf is the step an urgent message would be escalated at next and
-// when it falls due: its deadline for the first, the previous standing
-// escalation's time plus AckWithin for the others.
-func dueOf(m *chat.Message) (int, time.Time) {
-	step := m.NextStep()
-	if n := len(m.Escalations); n > 0 {
-		return step, m.Escalations[n-1].Time.Add(m.AckWithin)
-	}
-	return step, m.Deadline()
-}
+// when it falls due (chat.Message.Due).
+func dueOf(m *chat.Message) (int, time.Time) { return m.NextStep(), m.Due() }
 
 // escalationState says where an urgent message stands (empty for others).
 // Callers hold the conversation's lock.
