@@ -1,6 +1,8 @@
 // medmesh web app: plain JS module, no build step, no third-party requests.
 // Talks only to this device's node, with the session cookie set at unlock;
 // state-changing requests carry the X-Medmesh-CSRF header.
+import { renderEscalation, onEvent as escalationEvent } from './escalate.js';
+
 const $ = (id) => document.getElementById(id);
 const state = { me: null, peers: [], directory: [], conversations: [], open: null, names: {} };
 
@@ -303,6 +305,7 @@ function updateEntry(li, it) {
       const acked = Object.entries(m.recipients).filter(([, s]) => s === 'acknowledged').map(([p]) => name(p));
       setText(e, acked.length ? `Acknowledged by ${acked.join(', ')}` : 'Awaiting acknowledgement');
     }),
+    (m.escalation || m.state === 'expired-unread') && part('esc', () => el('div', 'meta esc'), (e) => renderEscalation(e, m, mine, cid, name)),
     m.urgent && !mine && m.state !== 'acknowledged' && part('ack', () => {
       const b = el('button', 'ack', 'Acknowledge'); b.type = 'button';
       b.addEventListener('click', async () => {
@@ -485,6 +488,7 @@ function listen() {
   ws.addEventListener('message', async (m) => {
     let ev = {};
     try { ev = JSON.parse(m.data); } catch { /* an event we cannot read: refresh all */ }
+    escalationEvent(ev);
     await refreshList().catch(() => {});
     if (state.open && (!ev.conversation || ev.conversation === state.open.id)) renderChat().catch(() => {});
   });
