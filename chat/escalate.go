@@ -188,6 +188,9 @@ func (r *Replica) Escalate(msg crdt.OpID, step int, to []peer.ID, label string) 
 		!info.p.Urgent || info.p.AckWithin == 0 {
 		return Out{}, fmt.Errorf("%w: not an urgent message this device reads", ErrNotEscalatable)
 	}
+	if err := r.permitted(&payload{Kind: kindEscalate, Target: msg[:]}); err != nil {
+		return Out{}, err // neither its sender nor an admin, or no member
+	}
 	st := r.State()
 	i := slices.IndexFunc(st.Messages, func(m Message) bool { return m.ID == msg })
 	if i < 0 || st.Messages[i].Deleted {

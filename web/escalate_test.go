@@ -82,6 +82,17 @@ func TestEscalationAPI(t *testing.T) {
 	a.must(t, http.StatusBadRequest, "POST", path, `{"to":[]}`)
 	a.must(t, http.StatusBadRequest, "POST", convPath(id)+"/messages/zz/escalate", `{"to":"chidi"}`)
 
+	// Nor does a request without the token (a page on another origin, a
+	// process on the LAN).
+	resp, err := http.Post(a.srv.URL+path, "application/json", strings.NewReader(`{"to":"chidi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("escalate without a token: %d", resp.StatusCode)
+	}
+
 	a.must(t, http.StatusCreated, "POST", path, `{"to":"chidi"}`)
 	m = waitMessage(t, a, id, msg, "escalated to chidi", func(m apiMessage) bool {
 		e, _ := m["escalation"].(map[string]any)
