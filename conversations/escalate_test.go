@@ -299,3 +299,37 @@ func TestEscalationPartition(t *testing.T) {
 		t.Fatalf("standing escalations differ: %+v %+v %+v", ea, eb, ed)
 	}
 }
+
+// TestExpiredUnreadEvent: retention deletes our message before anyone
+// read it: the sender's app is told once, and the message is listed.
+func TestExpiredUnreadEvent(t *testing.T) {
+	clock, na, nb, _ := escWorld(t)
+	id, err := na.s.Create("ward", []peer.ID{nb.d.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := na.s.SetRetention(id, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := na.s.Send(id, "anyone?", chat.SendOptions{Urgent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(2 * time.Hour)
+	if _, err := na.s.Expire(clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	na.s.CheckEscalations()
+	waitEvent(t, na, EventExpiredUnread, msg)
+	na.s.CheckEscalations()
+	if n := countEvents(na, EventExpiredUnread); n != 0 {
+		t.Fatalf("told %d more times", n)
+	}
+	st, err := na.s.State(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.ExpiredUnread) != 1 || st.ExpiredUnread[0].ID != msg {
+		t.Fatalf("expired unread %+v", st.ExpiredUnread)
+	}
+}
