@@ -190,7 +190,10 @@ func (r *Replica) State() *State {
 	if len(cums) > 0 {
 		cov = r.newCover(order, cums)
 	}
-	esc := r.escalations(escs)
+	var esc map[crdt.OpID][]Escalation
+	if len(escs) > 0 {
+		esc = r.escalations(escs)
+	}
 	for mid := range esc {
 		if info := r.ops[mid]; info != nil && info.p == nil && !info.gone && !deleted[mid] {
 			texts = append(texts, mid) // known here only from an escalation's quote

@@ -169,6 +169,21 @@ func TestEscalationInBrowser(t *testing.T) {
 	step("the re-alert banner",
 		chromedp.WaitVisible(chromedp.Search(`//div[@id="escalation-banner"][@role="alert"]/span[.="Urgent message not acknowledged in time"]`)))
 	_ = late
+
+	// Sending urgent from the app, acknowledgement wanted within a minute.
+	step("tick urgent", chromedp.Click(chromedp.CSS("#urgent")), chromedp.WaitVisible(chromedp.CSS("#ack-within")))
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById('ack-within').value = '60'`)); err != nil {
+		t.Fatal(err)
+	}
+	step("send", chromedp.SendKeys(chromedp.CSS("#text"), "bed 12 chest pain"), chromedp.Click(chromedp.CSS(`#send-form button[type="submit"]`)))
+	testnet.Eventually(t, within, "the app's urgent message asks for an acknowledgement within 60 s", func() bool {
+		for _, m := range a.messages(t, id) {
+			if m["text"] == "bed 12 chest pain" {
+				return m["urgent"] == true && m["ack_within"] == float64(60)
+			}
+		}
+		return false
+	})
 	if b, err := chromedp.Run(tab, chromedp.FullScreenshot(100)); err == nil {
 		os.MkdirAll("testdata/out", 0o755)
 		p, _ := filepath.Abs(filepath.Join("testdata/out", "escalated.png"))

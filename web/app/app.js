@@ -1,7 +1,7 @@
 // medmesh web app: plain JS module, no build step, no third-party requests.
 // Talks only to this device's node, with the session cookie set at unlock;
 // state-changing requests carry the X-Medmesh-CSRF header.
-import { renderEscalation, onEvent as escalationEvent } from './escalate.js';
+import { renderEscalation, onEvent as escalationEvent, ackWithinField, ackWithin } from './escalate.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { me: null, peers: [], directory: [], conversations: [], open: null, names: {} };
@@ -445,9 +445,11 @@ async function send(ev) {
   const text = $('text').value.trim();
   if (!text || !state.open) return;
   const body = { text, urgent: $('urgent').checked };
+  if (body.urgent && ackWithin()) body.ack_within = ackWithin();
   if (state.replyTo) body.reply_to = state.replyTo.id;
   await api(`/api/v1/conversations/${state.open.id}/messages`, { method: 'POST', body });
   $('text').value = ''; $('urgent').checked = false;
+  $('urgent').dispatchEvent(new Event('change'));
   state.replyTo = null; $('replying').hidden = true;
   renderChat();
 }
@@ -505,6 +507,7 @@ async function start() {
 }
 
 $('unlock-form').addEventListener('submit', unlock);
+ackWithinField();
 $('send-form').addEventListener('submit', (e) => send(e).catch((err) => alert(err.message)));
 $('new-form').addEventListener('submit', (e) => createChat(e).catch((err) => alert(err.message)));
 $('new-chat').addEventListener('click', () => {

@@ -85,3 +85,27 @@ export function onEvent(ev) {
   box.hidden = false;
   if (navigator.vibrate) navigator.vibrate([200, 100, 200]);
 }
+
+// The acknowledgement time of an urgent message: a select beside the
+// Urgent box, shown while it is ticked (the node's default, 5 minutes,
+// is the first choice).
+const withinChoices = [[300, '5 min'], [60, '1 min'], [120, '2 min'], [600, '10 min'], [1800, '30 min'], [3600, '1 h']];
+
+export function ackWithinField() {
+  const urgent = document.getElementById('urgent');
+  if (!urgent || document.getElementById('ack-within')) return;
+  const sel = document.createElement('select');
+  sel.id = 'ack-within'; sel.className = 'ack-within'; sel.hidden = true;
+  sel.setAttribute('aria-label', 'Acknowledge within');
+  for (const [v, label] of withinChoices) {
+    const o = document.createElement('option'); o.value = String(v); o.textContent = label; sel.append(o);
+  }
+  urgent.closest('label').after(sel);
+  urgent.addEventListener('change', () => { sel.hidden = !urgent.checked; });
+}
+
+// ackWithin is the chosen acknowledgement time in seconds (urgent only).
+export function ackWithin() {
+  const sel = document.getElementById('ack-within');
+  return sel && !sel.hidden ? Number(sel.value) : 0;
+}
