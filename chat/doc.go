@@ -164,8 +164,9 @@
 // that reads the escalation holds — M's header (sender, time), the op's
 // own payload and control ops, never M's sealed content — so every replica
 // decides the same: M is a content op in the op's past; the op's time is
-// at or after M's time plus the AckWithin it quotes; step 1, or step k-1
-// of M valid in its past and no step of k or more; no valid
+// at or after M's time plus the AckWithin it quotes; step 1, or a valid
+// step k-1 of M in its past at least AckWithin before it, and no step of
+// k or more in its past; no valid
 // acknowledgement of M (by anyone but its sender) in its past; 1 to
 // MaxEscalationTargets sorted distinct targets; step at most
 // MaxEscalationSteps. Concurrent escalations of one step all stand; the
@@ -174,8 +175,12 @@
 // escalation leaves both valid: the message shows acknowledged and that
 // step, and no later step can be made.
 //
-// The colleagues of a valid escalation become members (an add, judged
-// like one; the escalator starts a new epoch sealed to them), so they get
+// The colleagues of a valid escalation become members (an add: concurrent
+// with a removal of them, the removal wins; the escalator starts a new
+// epoch sealed to them). So a sender who is no admin can bring colleagues
+// in — only through an urgent message nobody acknowledged in time, at
+// most MaxEscalationSteps steps of MaxEscalationTargets each, and as
+// visibly as an add: every member sees "escalated to …". They get
 // control keys as history but, as any new member, never message keys:
 // the escalation op carries M's text, urgency and AckWithin as a quote,
 // which they read as M's text (Message.QuotedBy names the escalator) and

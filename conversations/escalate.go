@@ -90,6 +90,7 @@ type escalations struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	started bool
+	stopped bool // Close ran: no loop starts
 }
 
 func (e *escalations) init() {
@@ -107,7 +108,7 @@ func (s *Service) StartEscalations(esc Escalator) {
 	defer e.mu.Unlock()
 	e.init()
 	e.esc = esc
-	if e.started || s.closed.Load() {
+	if e.started || e.stopped || s.closed.Load() {
 		return
 	}
 	e.started = true
@@ -121,7 +122,7 @@ func (s *Service) stopEscalations() {
 	e := &s.esc
 	e.mu.Lock()
 	cancel, done := e.cancel, e.done
-	e.cancel = nil
+	e.cancel, e.stopped = nil, true
 	e.mu.Unlock()
 	if cancel != nil {
 		cancel()
