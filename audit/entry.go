@@ -43,12 +43,13 @@ const (
 	PINUnlocked    Kind = "pin_unlocked"      // the app was unlocked with the quick-unlock PIN
 	PINFailed      Kind = "pin_failed"        // a wrong quick-unlock PIN at the lock screen
 	PINCleared     Kind = "pin_cleared"       // the quick-unlock PIN was cleared (wrong PINs, a lock by hand, or the user)
+	Escalated      Kind = "escalated"         // an urgent message nobody acknowledged was escalated (Ops: the message, the escalation; Peer: by whom, if not this device)
 )
 
 // Kinds lists every kind an entry may have.
 var Kinds = []Kind{Sent, Received, Read, Acknowledged, PhotoViewed, Edited, Deleted, Created, MemberAdded,
 	MemberRemoved, Unlocked, Locked, UnlockFailed, CRLApplied, Wiped, Exported, Refused, MemberVoided,
-	PINSet, PINUnlocked, PINFailed, PINCleared, RoleTaken, RoleHandedOver}
+	PINSet, PINUnlocked, PINFailed, PINCleared, RoleTaken, RoleHandedOver, Escalated}
 
 func knownKind(k Kind) bool {
 	for _, x := range Kinds {

@@ -117,6 +117,10 @@ func (r *Replica) membersOf(v *view) *membership {
 			removes[info.sender] = append(removes[info.sender], id)
 		case kindPromote:
 			grants[peer.ID(info.p.Member)] = append(grants[peer.ID(info.p.Member)], id)
+		case kindEscalate:
+			for _, t := range info.p.To {
+				adds[peer.ID(t)] = append(adds[peer.ID(t)], id)
+			}
 		case kindRetention:
 			k, _ := r.dag.Key(id)
 			m.retention.Set(info.p.Retention, crdt.Stamp{Key: k, ID: id})
@@ -165,7 +169,7 @@ func (r *Replica) epochsOf(v *view, m *membership) []crdt.OpID {
 	for id := range v.set {
 		switch info := r.ops[id]; {
 		case !info.valid:
-		case info.kind == kindAdd, info.kind == kindRemove, info.kind == kindLeave:
+		case info.kind == kindAdd, info.kind == kindRemove, info.kind == kindLeave, info.kind == kindEscalate:
 			changes = append(changes, id) // (create names exactly the root welcome's holders)
 		}
 	}
@@ -382,6 +386,10 @@ func (r *Replica) rule(id crdt.OpID, info *opInfo) (bool, error) {
 		t := r.target(info.p.Target)
 		if t == nil || (t.kind != kindText && t.kind != kindPhoto) || t.sender != info.sender || !r.inPast(crdt.OpID(info.p.Target), id) {
 			return denied("edit of another's message, or of one not in its past")
+		}
+	case kindEscalate:
+		if ok, err := r.escalationRule(id, info, m); !ok {
+			return ok, err
 		}
 	case kindLeave, kindReceipt, kindText, kindReact, kindUnreact, kindPhoto, kindChunk, kindPatient:
 	default:

@@ -16,13 +16,15 @@ const (
 	OpAdd        = "add"
 	OpRemove     = "remove"
 	OpLeave      = "leave"
+	OpEscalate   = "escalate"
 	OpOther      = "other" // reactions, photo chunks, create, promote, retention, welcomes
 	OpUnreadable = ""      // this device cannot read it (yet)
 )
 
 // opNames names the op kinds Describe tells apart.
 var opNames = map[uint8]string{kindText: OpText, kindPhoto: OpPhoto, kindEdit: OpEdit, kindDelete: OpDelete,
-	kindReceipt: OpReceipt, kindAdd: OpAdd, kindRemove: OpRemove, kindLeave: OpLeave}
+	kindReceipt: OpReceipt, kindAdd: OpAdd, kindRemove: OpRemove, kindLeave: OpLeave,
+	kindEscalate: OpEscalate}
 
 // OpSummary says what an op is, by identifiers only: no text, no photo,
 // no title. It is what an audit trail may keep.
@@ -58,7 +60,7 @@ func (r *Replica) Describe(id crdt.OpID) (OpSummary, bool) {
 		return s, true
 	}
 	switch s.Kind {
-	case OpEdit, OpDelete:
+	case OpEdit, OpDelete, OpEscalate:
 		if len(p.Target) == len(s.Target) {
 			copy(s.Target[:], p.Target)
 		}

@@ -166,6 +166,46 @@
 // the last valid role op in the conversation's order wins. Urgent
 // escalation reads it to find the role's chain.
 //
+// # Urgent escalation (escalate.go)
+//
+// An urgent message wants an explicit acknowledgement within AckWithin
+// (DefaultAckWithin, or MinAckWithin to MaxAckWithin, whole seconds),
+// carried in its sealed payload. An escalation op (kind 19, a control op)
+// records step k of message M to colleagues T, with a label. Who may
+// escalate: M's sender or an admin — a plain member may not, nor anyone
+// removed (a removal voids the escalations concurrent with it, as it voids
+// everything else of its target). The rule judges only what every replica
+// that reads the escalation holds — M's header (sender, time), the op's
+// own payload and control ops, never M's sealed content — so every replica
+// decides the same: M is a content op in the op's past; the op's time is
+// at or after M's time plus the AckWithin it quotes; step 1, or a valid
+// step k-1 of M in its past at least AckWithin before it, and no step of
+// k or more in its past; no valid
+// acknowledgement of M (by anyone but its sender) in its past; 1 to
+// MaxEscalationTargets sorted distinct targets; step at most
+// MaxEscalationSteps. Concurrent escalations of one step all stand; the
+// standing one (Message.Escalations) is the lowest op ID, so the next
+// holder is alerted once. An acknowledgement concurrent with an
+// escalation leaves both valid: the message shows acknowledged and that
+// step, and no later step can be made.
+//
+// The colleagues of a valid escalation become members (an add: concurrent
+// with a removal of them, the removal wins; the escalator starts a new
+// epoch sealed to them). So a sender who is no admin can bring colleagues
+// in — only through an urgent message nobody acknowledged in time, at
+// most MaxEscalationSteps steps of MaxEscalationTargets each, and as
+// visibly as an add: every member sees "escalated to …". They get
+// control keys as history but, as any new member, never message keys:
+// the escalation op carries M's text, urgency and AckWithin as a quote,
+// which they read as M's text (Message.QuotedBy names the escalator) and
+// may acknowledge. The quote is its escalator's word, as a receipt is: a
+// device that reads M and finds the quote differs flags the escalator.
+// Escalate checks what a well-behaved device must: readable, urgent,
+// unacknowledged, deadline passed, the next step, keys for the targets.
+//
+// A message of this device that retention deletes before any recipient
+// read it is listed in State.ExpiredUnread (while the replica runs).
+//
 // Other rules: an unreact removes only the remover's own reactions in its
 // causal past; an op's sort key is never earlier than its dependencies'
 // (crdt); retention deletes messages older than the setting by their own

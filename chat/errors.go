@@ -12,6 +12,8 @@ var (
 	ErrBlind             = errors.New("this device cannot read a membership change of the group yet (a key it was given did not open): it sends nothing until it can")
 	ErrInvalidPayload    = errors.New("invalid op payload")
 	ErrTooLarge          = errors.New("message too large")
+	ErrAckWithin         = errors.New("acknowledgement time out of bounds (30 s to 24 h, urgent messages only)")
+	ErrNotEscalatable    = errors.New("message cannot be escalated")
 	// Why an op is refused or void (a message already shown is then
 	// withdrawn with one of these as its reason).
 	ErrRefused       = errors.New("op by a device no member ever added: not stored")

@@ -28,6 +28,7 @@ const (
 	kindRetention uint8 = 16
 	kindPatient   uint8 = 17 // sets, corrects or clears the conversation's patient
 	kindRole      uint8 = 18 // links the conversation to an on-call role (set at creation)
+	kindEscalate  uint8 = 19 // escalation step k of an urgent message to new targets (escalate.go)
 
 	kindWelcome uint8 = 100 // not a payload: the welcome envelope itself
 )
@@ -39,7 +40,7 @@ func isControl(k uint8) bool { return k == kindDelete || (k >= kindCreate && k <
 
 func isMembership(k uint8) bool {
 	switch k {
-	case kindCreate, kindAdd, kindRemove, kindPromote, kindLeave, kindRetention:
+	case kindCreate, kindAdd, kindRemove, kindPromote, kindLeave, kindRetention, kindEscalate:
 		return true
 	}
 	return false
@@ -92,6 +93,14 @@ type payload struct {
 	// Role: the on-call role the conversation was addressed to (kindRole
 	// only; absent there, the link is cleared).
 	Role *roleBody `cbor:"18,keyasint,omitempty"`
+	// Urgent escalation (escalate.go): AckWithin on an urgent message is
+	// the seconds it wants an acknowledgement within; an escalation op
+	// quotes it (with Urgent and Text), names the message in Target, its
+	// Step and the colleagues it brings in (To), and a Label for them.
+	AckWithin int64    `cbor:"30,keyasint,omitempty"`
+	Step      uint32   `cbor:"31,keyasint,omitempty"`
+	To        [][]byte `cbor:"32,keyasint,omitempty"`
+	Label     string   `cbor:"33,keyasint,omitempty"`
 }
 
 // patientBody is a patient inside a patient op: never anywhere but in
@@ -111,7 +120,7 @@ func (b *patientBody) patient() patient.Patient {
 func (p *payload) cumulative() bool { return p.Past || len(p.Heads) > 0 }
 
 func knownKind(k uint8) bool {
-	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindRole)
+	return (k >= kindText && k <= kindChunk) || (k >= kindCreate && k <= kindEscalate)
 }
 
 func (p *payload) check() error {
@@ -139,6 +148,9 @@ func (p *payload) check() error {
 	case p.cumulative() && ((p.Level != Delivered && p.Level != Read) || len(p.Targets) > 0):
 		// Acknowledgements stay explicit, per message.
 		return fmt.Errorf("%w: cumulative receipt of level %d or with targets", ErrInvalidPayload, p.Level)
+	}
+	if err := p.checkEscalation(); err != nil {
+		return err
 	}
 	if p.Patient != nil {
 		if p.Kind != kindPatient {

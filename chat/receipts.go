@@ -23,7 +23,7 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 	var named []crdt.OpID
 	seen := make(map[crdt.OpID]bool, len(msgs))
 	for _, m := range msgs {
-		if !seen[m] && r.readable(m) {
+		if !seen[m] && (r.readable(m) || (level == Acknowledged && r.quoted(m))) {
 			named = append(named, m)
 		}
 		seen[m] = true

@@ -88,6 +88,10 @@ type chainSlot struct {
 
 // Replica is one device's copy of a conversation.
 type Replica struct {
+	// expiredUnread: own messages retention deleted before anyone read
+	// them, with their times (State shows them to the sender).
+	expiredUnread map[crdt.OpID]time.Time
+
 	dev     *Device
 	dir     Directory
 	conv    ConversationID

@@ -255,6 +255,9 @@ func (r *Replica) permitted(p *payload) error {
 		t := peer.ID(p.Member)
 		ok = m.admins[r.dev.ID] && (t == r.dev.ID || !m.admins[t] || m.rank[r.dev.ID].compare(m.rank[t]) < 0 ||
 			(r.revoked != nil && r.revoked(t)))
+	case kindEscalate:
+		t := r.target(p.Target)
+		ok = m.members[r.dev.ID] && t != nil && (t.sender == r.dev.ID || m.admins[r.dev.ID])
 	case kindEdit, kindDelete:
 		t := r.target(p.Target)
 		ok = m.members[r.dev.ID] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == r.dev.ID
@@ -403,12 +406,26 @@ func (r *Replica) do(p *payload) (Out, error) {
 type SendOptions struct {
 	Urgent  bool      // asks every recipient for an explicit acknowledgement
 	ReplyTo crdt.OpID // zero for none
+	// AckWithin: an urgent message wants its acknowledgement within this
+	// (0: DefaultAckWithin; MinAckWithin to MaxAckWithin, whole seconds);
+	// urgent messages only.
+	AckWithin time.Duration
 }
 
 // Send posts a text message. It returns the envelopes to publish (a welcome
 // first if a new epoch was needed) and the message's op ID in Out.
 func (r *Replica) Send(text string, o SendOptions) (Out, error) {
 	p := &payload{Kind: kindText, Text: text, Urgent: o.Urgent}
+	switch {
+	case o.Urgent:
+		s, err := AckWithinSeconds(o.AckWithin)
+		if err != nil {
+			return Out{}, err
+		}
+		p.AckWithin = s
+	case o.AckWithin != 0:
+		return Out{}, ErrAckWithin
+	}
 	if !o.ReplyTo.IsZero() {
 		p.Target = o.ReplyTo[:]
 	}

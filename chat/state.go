@@ -44,8 +44,24 @@ type Message struct {
 	Photo     *Photo
 	Reactions map[string][]peer.ID
 	// Receipts: the level each recipient has reached (Delivered, Read,
-	// Acknowledged); recipients are the members when it was sent.
+	// Acknowledged); recipients are the members when it was sent, and
+	// the colleagues its escalations brought in.
 	Receipts map[peer.ID]int
+	// AckWithin: an urgent message wants an acknowledgement within this
+	// (zero: none asked; see Deadline). Escalations are its standing
+	// escalations, one per step (escalate.go).
+	AckWithin   time.Duration
+	Escalations []Escalation
+	// QuotedBy is set when this device cannot read the message itself
+	// (an escalation brought it in): Text is the quote that escalator's
+	// op carried, its word as a receipt is.
+	QuotedBy peer.ID
+}
+
+// Expired is one of this device's messages retention deleted unread.
+type Expired struct {
+	ID   crdt.OpID
+	Time time.Time
 }
 
 // Photo is a photo message: its thumbnail, and the size of the full image
@@ -78,6 +94,10 @@ type State struct {
 	// name is the role's display name when the link was made.
 	Role     *RoleLink
 	Messages []Message
+	// ExpiredUnread lists this device's own messages that retention
+	// deleted before any recipient read them (kept while this replica
+	// runs), oldest first.
+	ExpiredUnread []Expired
 	// Flags name members this device caught misbehaving: sealing two ops
 	// under one message key (every replica holding both sees it), or
 	// giving this device a welcome share that did not open.
@@ -96,7 +116,7 @@ func (r *Replica) State() *State {
 	deleted := map[crdt.OpID]bool{}
 	reacts := map[crdt.OpID]*crdt.ORSet[string]{}
 	receipts := map[crdt.OpID]*crdt.MaxRegister[peer.ID]{}
-	var texts, cums []crdt.OpID
+	var texts, cums, escs []crdt.OpID
 	for id := range r.deleted {
 		deleted[id] = true // its plaintext is gone here, whatever voids the delete later
 	}
@@ -159,6 +179,8 @@ func (r *Replica) State() *State {
 				}
 				reacts[target].Remove(el, tags)
 			}
+		case kindEscalate:
+			escs = append(escs, id)
 		case kindReceipt:
 			if p.cumulative() {
 				cums = append(cums, id)
@@ -177,11 +199,47 @@ func (r *Replica) State() *State {
 	if len(cums) > 0 {
 		cov = r.newCover(order, cums)
 	}
+	var esc map[crdt.OpID][]Escalation
+	if len(escs) > 0 {
+		esc = r.escalations(escs)
+	}
+	for mid := range esc {
+		if info := r.ops[mid]; info != nil && info.p == nil && !info.gone && !deleted[mid] {
+			texts = append(texts, mid) // known here only from an escalation's quote
+		}
+		// A device that reads the message and finds a quote that differs
+		// flags the escalator (its word, which others cannot check).
+		if info := r.ops[mid]; info != nil && info.p != nil && (info.kind == kindText || info.kind == kindPhoto) {
+			for _, id := range escs {
+				q := r.ops[id]
+				if string(q.p.Target) == string(mid[:]) && (q.p.Text != info.p.Text || !info.p.Urgent || q.p.AckWithin != info.p.AckWithin) {
+					if st.Flags == nil {
+						st.Flags = map[peer.ID]string{}
+					}
+					st.Flags[q.sender] = "escalated an urgent message quoting it differently"
+				}
+			}
+		}
+	}
+	if len(esc) > 0 {
+		slices.SortStableFunc(texts, func(a, b crdt.OpID) int { return int(r.ops[a].ord) - int(r.ops[b].ord) })
+	}
 	for _, id := range texts {
 		info := r.ops[id]
+		if info.p == nil {
+			m, ok := r.quotedMessage(id, esc[id])
+			if !ok {
+				continue
+			}
+			m.Escalations = esc[id]
+			r.fillReceipts(&m, receipts[id])
+			st.Messages = append(st.Messages, m)
+			continue
+		}
 		key, skewed := r.dag.Key(id)
 		m := Message{ID: id, Sender: info.sender, Text: info.p.Text, Time: key.Time(), Urgent: info.p.Urgent,
-			Skewed: skewed, Reactions: map[string][]peer.ID{}, Receipts: map[peer.ID]int{}}
+			Skewed: skewed, Reactions: map[string][]peer.ID{}, Receipts: map[peer.ID]int{},
+			AckWithin: time.Duration(info.p.AckWithin) * time.Second, Escalations: esc[id]}
 		if len(info.p.Target) == 32 {
 			copy(m.ReplyTo[:], info.p.Target)
 		}
@@ -213,16 +271,7 @@ func (r *Replica) State() *State {
 				slices.Sort(who)
 			}
 		}
-		for _, rc := range r.recipients(id) {
-			m.Receipts[rc] = 0
-		}
-		if reg := receipts[id]; reg != nil {
-			reg.Each(func(p peer.ID, lvl int) {
-				if _, ok := m.Receipts[p]; ok {
-					m.Receipts[p] = lvl
-				}
-			})
-		}
+		r.fillReceipts(&m, receipts[id])
 		if cov != nil {
 			cov.each(id, info, func(p peer.ID, lvl int) {
 				if cur, ok := m.Receipts[p]; ok && lvl > cur {
@@ -232,6 +281,10 @@ func (r *Replica) State() *State {
 		}
 		st.Messages = append(st.Messages, m)
 	}
+	for id, at := range r.expiredUnread {
+		st.ExpiredUnread = append(st.ExpiredUnread, Expired{ID: id, Time: at})
+	}
+	slices.SortFunc(st.ExpiredUnread, func(a, b Expired) int { return a.Time.Compare(b.Time) })
 	mem := r.membersOf(r.union(r.dag.AllHeads()))
 	for p := range mem.members {
 		st.Members = append(st.Members, p)
@@ -243,10 +296,36 @@ func (r *Replica) State() *State {
 	sort.Slice(st.Admins, func(i, j int) bool { return st.Admins[i] < st.Admins[j] })
 	st.Retention = time.Duration(mem.retention.Value) * time.Second
 	if len(r.flags) > 0 {
-		st.Flags = maps.Clone(r.flags)
+		if st.Flags == nil {
+			st.Flags = map[peer.ID]string{}
+		}
+		maps.Copy(st.Flags, r.flags)
 	}
 	r.cache = st
 	return st
+}
+
+// fillReceipts sets m's recipients — the members when it was sent and
+// the colleagues its escalations brought in, but its sender — and the
+// explicit receipts they made.
+func (r *Replica) fillReceipts(m *Message, reg *crdt.MaxRegister[peer.ID]) {
+	for _, rc := range r.recipients(m.ID) {
+		m.Receipts[rc] = 0
+	}
+	for _, e := range m.Escalations {
+		for _, t := range e.To {
+			if t != m.Sender {
+				m.Receipts[t] = 0
+			}
+		}
+	}
+	if reg != nil {
+		reg.Each(func(p peer.ID, lvl int) {
+			if _, ok := m.Receipts[p]; ok {
+				m.Receipts[p] = lvl
+			}
+		})
+	}
 }
 
 // recipients of a message: the members when it was sent, but its sender.
@@ -347,9 +426,23 @@ func (r *Replica) Expire(now time.Time) int {
 			delete(r.superseded, ep)
 		}
 	}
-	ret := r.State().Retention
+	st := r.State()
+	ret := st.Retention
 	if ret <= 0 {
 		return 0
+	}
+	unread := map[crdt.OpID]time.Time{}
+	for _, m := range st.Messages {
+		if m.Sender != r.dev.ID || m.Deleted || m.Withdrawn != "" {
+			continue
+		}
+		read := false
+		for _, lvl := range m.Receipts {
+			read = read || lvl >= Read
+		}
+		if !read {
+			unread[m.ID] = m.Time
+		}
 	}
 	n := 0
 	for id, info := range r.ops {
@@ -364,6 +457,12 @@ func (r *Replica) Expire(now time.Time) int {
 		// The op's own signed time, not its sort key: a dependant stamped
 		// in the past must not make fresh messages expire.
 		if info.env != nil && now.Sub(time.UnixMilli(info.env.Wall)) > ret {
+			if at, ok := unread[id]; ok {
+				if r.expiredUnread == nil {
+					r.expiredUnread = map[crdt.OpID]time.Time{}
+				}
+				r.expiredUnread[id] = at
+			}
 			r.dag.Delete(id)
 			info.p, info.gone, info.raw = nil, true, nil
 			if r.plain != nil {

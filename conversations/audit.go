@@ -15,7 +15,8 @@ import (
 // device made, sent (text, photo), edited, deleted, created, member added
 // or removed (a leave counts as removed); for ops taken in from others,
 // received (text, photo), edited, deleted, member added or removed, and
-// acknowledged (a colleague's acknowledgement receipt) — each with the
+// acknowledged (a colleague's acknowledgement receipt), escalated (made
+// here or taken in: Ops the message, then the escalation) — each with the
 // conversation, the op IDs and the peer concerned, never text or titles.
 // Read, acknowledged and photo viewed by this device's user are recorded
 // when the user does them (Receipt, Photo). Delivered and read receipts
@@ -90,6 +91,11 @@ func (s *Service) auditOps(c *conv, ids []crdt.OpID, local bool, before map[peer
 			g.kind, g.peer = audit.MemberAdded, d.Member
 			if d.Kind != chat.OpAdd {
 				g.kind = audit.MemberRemoved
+			}
+		case chat.OpEscalate:
+			g.kind = audit.Escalated
+			if !d.Target.IsZero() {
+				extra = d.Target.String()
 			}
 		case chat.OpReceipt:
 			if local || d.Level != chat.Acknowledged {

@@ -101,6 +101,8 @@ type Service struct {
 
 	closed atomic.Bool    // Close began: no receipt window opens
 	timers sync.WaitGroup // receipt windows open or firing
+
+	esc escalations // the escalation loop (escalate.go)
 }
 
 // Open restores the persisted conversations of a device; nothing is sent
@@ -131,6 +133,7 @@ func (s *Service) Attach(p Publisher) {
 // Close stops the receipt windows (waiting for one that is firing) and
 // ends every event subscription.
 func (s *Service) Close() {
+	s.stopEscalations()
 	s.stopWindows()
 	s.events.close()
 }
@@ -600,6 +603,9 @@ type Message struct {
 	chat.Message
 	State        string
 	PerRecipient map[peer.ID]string // own messages only
+	// Escalation: where an urgent message stands (escalate.go:
+	// EscalationWaiting, …); empty for others.
+	Escalation string
 }
 
 // Messages lists a conversation's messages with delivery states.
@@ -611,6 +617,7 @@ func (s *Service) Messages(id chat.ConversationID) ([]Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	self := s.cfg.Device.ID
+	now := s.cfg.Now()
 	st := c.r.State()
 	out := make([]Message, 0, len(st.Messages))
 	for _, m := range st.Messages {
@@ -624,6 +631,7 @@ func (s *Service) Messages(id chat.ConversationID) ([]Message, error) {
 				v.State = []string{chat.StateQueued, chat.StateDelivered, chat.StateRead, chat.StateAcknowledged}[lvl]
 			}
 		}
+		v.Escalation = s.escalationState(&m, now)
 		out = append(out, v)
 	}
 	return out, nil

@@ -118,6 +118,7 @@ type config struct {
 	receiptWindow time.Duration
 	expiryEvery   time.Duration
 	onRevoked     func()
+	escalator     conversations.Escalator // WithEscalator (escalate.go)
 }
 
 // Option configures a device.
@@ -301,6 +302,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		return nil, err
 	}
 	d.c.Attach(d.m)
+	d.c.StartEscalations(cfg.escalator)
 	d.n.OnRevocation(func() {
 		d.trail.Record(audit.Event{Kind: audit.CRLApplied, IDs: audit.IDs{Serial: strconv.FormatInt(d.cfg.trust.NewestCRLNumber(), 10)}})
 		d.c.Revoke()

@@ -347,9 +347,10 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		Text    string `json:"text"`
-		Urgent  bool   `json:"urgent"`
-		ReplyTo string `json:"reply_to"`
+		Text      string `json:"text"`
+		Urgent    bool   `json:"urgent"`
+		ReplyTo   string `json:"reply_to"`
+		AckWithin int64  `json:"ack_within"` // seconds (escalate.go)
 	}
 	if !readJSON(w, r, &req) {
 		return
@@ -363,7 +364,12 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "empty message")
 		return
 	}
-	opID, err := s.conv.Send(id, req.Text, chat.SendOptions{Urgent: req.Urgent, ReplyTo: reply})
+	within, err := ackWithin(req.Urgent, req.AckWithin)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	opID, err := s.conv.Send(id, req.Text, chat.SendOptions{Urgent: req.Urgent, ReplyTo: reply, AckWithin: within})
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
@@ -385,6 +391,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) {
 	for _, m := range msgs {
 		out = append(out, messageOf(m))
 	}
+	out = append(out, s.expiredViews(id)...)
 	writeJSON(w, http.StatusOK, out)
 }
 

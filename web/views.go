@@ -80,6 +80,13 @@ type messageView struct {
 	// Withdrawn: why a message this device showed no longer stands (its
 	// text and photo are gone); empty for a standing message.
 	Withdrawn string `json:"withdrawn,omitempty"`
+	// Urgent messages (escalate.go): the acknowledgement wanted within
+	// (seconds), by when (the current step's deadline), the escalation,
+	// and for a message known only from an escalation's quote, who quoted.
+	AckWithin  int64           `json:"ack_within,omitempty"`
+	Deadline   *time.Time      `json:"deadline,omitempty"`
+	Escalation *escalationView `json:"escalation,omitempty"`
+	QuotedBy   string          `json:"quoted_by,omitempty"`
 }
 
 // photoView says a message is a photo; its bytes come from .../photo.
@@ -103,6 +110,7 @@ func messageOf(m conversations.Message) messageView {
 			v.Reactions[e] = ids(who)
 		}
 	}
+	escalationInto(&v, m)
 	if m.PerRecipient != nil {
 		v.Recipient = make(map[string]string, len(m.PerRecipient))
 		for p, st := range m.PerRecipient {

@@ -70,6 +70,7 @@ func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 	}
 	if s.conv != nil {
 		s.routeConversations()
+		s.routeEscalations()
 	}
 	if s.unlock != nil {
 		s.cookie = cookieName(b.Status().PeerID)

@@ -1,6 +1,8 @@
 // medmesh web app: plain JS module, no build step, no third-party requests.
 // Talks only to this device's node, with the session cookie set at unlock;
 // state-changing requests carry the X-Medmesh-CSRF header.
+import { renderEscalation, onEvent as escalationEvent, ackWithinField, ackWithin } from './escalate.js';
+
 const $ = (id) => document.getElementById(id);
 const state = { me: null, peers: [], directory: [], conversations: [], open: null, names: {} };
 
@@ -304,6 +306,7 @@ function updateEntry(li, it) {
       const acked = Object.entries(m.recipients).filter(([, s]) => s === 'acknowledged').map(([p]) => name(p));
       setText(e, acked.length ? `Acknowledged by ${acked.join(', ')}` : 'Awaiting acknowledgement');
     }),
+    (m.escalation || m.state === 'expired-unread') && part('esc', () => el('div', 'meta esc'), (e) => renderEscalation(e, m, mine, cid, name)),
     m.urgent && !mine && m.state !== 'acknowledged' && part('ack', () => {
       const b = el('button', 'ack', 'Acknowledge'); b.type = 'button';
       b.addEventListener('click', async () => {
@@ -443,9 +446,11 @@ async function send(ev) {
   const text = $('text').value.trim();
   if (!text || !state.open) return;
   const body = { text, urgent: $('urgent').checked };
+  if (body.urgent && ackWithin()) body.ack_within = ackWithin();
   if (state.replyTo) body.reply_to = state.replyTo.id;
   await api(`/api/v1/conversations/${state.open.id}/messages`, { method: 'POST', body });
   $('text').value = ''; $('urgent').checked = false;
+  $('urgent').dispatchEvent(new Event('change'));
   state.replyTo = null; $('replying').hidden = true;
   renderChat();
 }
@@ -490,6 +495,7 @@ function listen() {
   ws.addEventListener('message', async (m) => {
     let ev = {};
     try { ev = JSON.parse(m.data); } catch { /* an event we cannot read: refresh all */ }
+    escalationEvent(ev);
     await refreshList().catch(() => {});
     if (state.open && (!ev.conversation || ev.conversation === state.open.id)) renderChat().catch(() => {});
   });
@@ -506,6 +512,7 @@ async function start() {
 }
 
 $('unlock-form').addEventListener('submit', unlock);
+ackWithinField();
 $('send-form').addEventListener('submit', (e) => send(e).catch((err) => alert(err.message)));
 $('new-form').addEventListener('submit', (e) => createChat(e).catch((err) => alert(err.message)));
 $('new-chat').addEventListener('click', () => {
