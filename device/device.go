@@ -302,7 +302,11 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		return nil, err
 	}
 	d.c.Attach(d.m)
-	d.c.StartEscalations(cfg.escalator)
+	esc := cfg.escalator
+	if esc == nil {
+		esc = rotaEscalator{d}
+	}
+	d.c.StartEscalations(esc)
 	d.n.OnRevocation(func() {
 		d.trail.Record(audit.Event{Kind: audit.CRLApplied, IDs: audit.IDs{Serial: strconv.FormatInt(d.cfg.trust.NewestCRLNumber(), 10)}})
 		d.c.Revoke()
