@@ -1,10 +1,15 @@
 package chat
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/identity"
 )
 
 // TestRedteam9EscalationReaddsRemovedMember: an admin removes carol from
@@ -46,4 +51,71 @@ func TestRedteam9EscalationToRevokedDevice(t *testing.T) {
 	p := x.escalation(t, x.rb, 1, x.eve)
 	raw := forgeControl(t, x.rb, &p)
 	x.refused(t, raw, x.ra, "escalation to a revoked device")
+}
+
+// TestRedteam9EscalationToOutsiderSilencesConversation: bob, a plain
+// member, runs a modified client; his own urgent message went
+// unacknowledged for its 30 seconds, and he escalates it to a peer ID
+// that is nobody's — no certificate, no prekey. Every replica takes the
+// outsider in as a member, and from then on no member can send: every new
+// epoch must be sealed to a device nobody has a key for. The
+// conversation is silent until an admin notices and removes the outsider.
+func TestRedteam9EscalationToOutsiderSilencesConversation(t *testing.T) {
+	t.Skip("redteam9: a plain member's forged escalation to an unknown peer ID makes it a member; no one can send until an admin removes it")
+	x := newEscalationWorld(t)
+	seed := sha256.Sum256([]byte("nobody"))
+	outsider, err := identity.PeerIDFromKey(ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x.escalation(t, x.rb, 1)
+	p.To = [][]byte{[]byte(outsider)}
+	raw := forgeControl(t, x.rb, &p)
+	deliver(t, [][]byte{raw}, x.ra, x.rc)
+	if _, err := x.rc.Send("bed 9 is stable now", SendOptions{}); err != nil {
+		t.Fatalf("carol cannot send after bob's escalation to an outsider (members %d): %v", len(x.rc.State().Members), err)
+	}
+}
+
+// TestRedteam9HealIgnoresEscalation: bob escalates his urgent message to
+// dan (Escalate: the escalation op, then the welcome of the new epoch).
+// The escalation op reaches alice and carol before its welcome — two
+// envelopes, and gossip keeps no order between them. Heal's rekeyOwed
+// looks at adds and removals only, not escalations, so it does not wait
+// for bob's welcome: the designated healer rekeys at once, and the
+// welcome bob sent makes it a second new epoch for one change.
+func TestRedteam9HealIgnoresEscalation(t *testing.T) {
+	t.Skip("redteam9: Heal does not count an escalation as a change whose rekey is owed: the healer rekeys while the escalator's welcome is on its way")
+	x := newEscalationWorld(t)
+	out := ok2(t)(x.rb.Escalate(x.mid, 1, []peer.ID{x.dan.ID}, "registrar"))
+	var escOnly [][]byte
+	for _, raw := range out {
+		if idOf(raw) == escOpOf(t, x.rb) {
+			escOnly = append(escOnly, raw)
+		}
+	}
+	if len(escOnly) != 1 {
+		t.Fatalf("escalation op not found among %d envelopes", len(out))
+	}
+	for name, r := range map[string]*Replica{"alice": x.ra, "carol": x.rc} {
+		deliver(t, escOnly, r)
+		h, err := r.Heal()
+		if err != nil {
+			t.Fatalf("%s: heal: %v", name, err)
+		}
+		if len(h.Envelopes) > 0 {
+			t.Fatalf("%s rekeyed while bob's own welcome for his escalation is on its way", name)
+		}
+	}
+}
+
+func escOpOf(t *testing.T, r *Replica) crdt.OpID {
+	t.Helper()
+	for _, m := range r.State().Messages {
+		if len(m.Escalations) > 0 {
+			return m.Escalations[0].ID
+		}
+	}
+	t.Fatal("no escalation")
+	return crdt.OpID{}
 }
