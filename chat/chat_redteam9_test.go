@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -118,4 +119,21 @@ func escOpOf(t *testing.T, r *Replica) crdt.OpID {
 	}
 	t.Fatal("no escalation")
 	return crdt.OpID{}
+}
+
+// TestRedteam9EscalationClockAhead: bob's modified client stamps his
+// escalation 61 s after his urgent message (AckWithin 60 s) although only
+// 5 s have passed. The deadline is judged on the op's own time, which its
+// author sets, and 56 s ahead of alice's clock is within the DAG's
+// MaxSkew, so nothing marks it: a sender brings colleagues in (and
+// alerts them) without waiting for the acknowledgement time at all.
+func TestRedteam9EscalationClockAhead(t *testing.T) {
+	t.Skip("redteam9: the escalation deadline is judged on the escalator's own timestamp; a clock set ahead (within MaxSkew) escalates at once")
+	x := newEscalationWorld(t)
+	sent := msgOf(t, x.ra, x.mid).Time
+	x.w.now = sent.Add(61 * time.Second)
+	p := x.escalation(t, x.rb, 1, x.eve)
+	raw := forgeControl(t, x.rb, &p)
+	x.w.now = sent.Add(5 * time.Second) // alice's clock: the deadline is 55 s away
+	x.refused(t, raw, x.ra, "escalation stamped past the deadline by a clock running ahead")
 }
