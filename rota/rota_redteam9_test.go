@@ -5,6 +5,7 @@ import (
 
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -103,5 +104,66 @@ func TestRedteam9FutureDatedOpBlocksHandover(t *testing.T) {
 	mustAdd(t, r, auth, hand)
 	if got := holders(mustRole(t, r, auth, "reg")); !slices.Equal(got, holdersOf(tt)) {
 		t.Fatalf("after S handed over to T: holders %v", got)
+	}
+}
+
+// TestRedteam9RevokedAdminDefinitionsOutliveRevocation: a rota-admin's
+// device is stolen. Before the CA revokes it, the thief signs MaxDefs
+// definitions of the registrar role at Seq 2^64-1. Only the MaxDefs
+// greatest definitions are kept, so the real admin's is dropped; once the
+// thief's device is revoked no definition stands, the role vanishes from
+// every view, and it cannot be defined again: the next Seq overflows to 0,
+// which Sign refuses (and a lower Seq sorts below the kept ones).
+func TestRedteam9RevokedAdminDefinitionsOutliveRevocation(t *testing.T) {
+	t.Skip("redteam9: definitions at Seq 2^64-1 by an admin later revoked push out the real one; the role vanishes and cannot be defined again")
+	admin := newPerson(t, "admin", AdminRole)
+	thief := newPerson(t, "thief", AdminRole)
+	reg := newPerson(t, "reg", "registrar")
+	auth := newDir(admin, thief, reg)
+	r := New(site)
+	mustAdd(t, r, auth, admin.define(t, "reg", 1, "registrar"), reg.take(t, "reg", time.Minute))
+	for i := range MaxDefs {
+		mustAdd(t, r, auth, thief.sign(t, Draft{Kind: KindDefine, Role: "reg", Seq: math.MaxUint64,
+			Name: fmt.Sprintf("nobody %d", i), Requires: "no-such-role"}))
+	}
+	auth.revoked[thief.id] = true
+	r.Compact(auth)
+	if _, ok := r.Role("reg", auth); !ok {
+		// What the admin does: define it again. Seq 2 sorts below the
+		// thief's kept definitions and is dropped; Seq 2^64-1 + 1 is 0,
+		// which Sign refuses.
+		if _, err := r.Add(admin.define(t, "reg", 2, "registrar"), auth); err != nil {
+			t.Fatalf("redefining: %v", err)
+		}
+	}
+	v, ok := r.Role("reg", auth)
+	if !ok {
+		t.Fatal("the registrar role vanished after the thief's revocation and cannot be defined again")
+	}
+	if !slices.Equal(holders(v), holdersOf(reg)) {
+		t.Fatalf("holders %v", holders(v))
+	}
+}
+
+// TestRedteam9RevokedAdminRolesCountForever: the same thief defines
+// MaxRoles junk roles. After revocation none of them is in any view, but
+// they still count against MaxRoles (nothing frees a role), so the site
+// can never define an on-call role again.
+func TestRedteam9RevokedAdminRolesCountForever(t *testing.T) {
+	t.Skip("redteam9: roles defined by an admin later revoked still count against MaxRoles: the site can define no role again")
+	admin := newPerson(t, "admin", AdminRole)
+	thief := newPerson(t, "thief", AdminRole)
+	auth := newDir(admin, thief)
+	r := New(site)
+	for i := range MaxRoles {
+		mustAdd(t, r, auth, thief.define(t, RoleID(fmt.Sprintf("junk-%d", i)), 1, "nobody"))
+	}
+	auth.revoked[thief.id] = true
+	r.Compact(auth)
+	if n := len(r.View(auth)); n != 0 {
+		t.Fatalf("%d junk roles in view", n)
+	}
+	if _, err := r.Add(admin.define(t, "reg", 1, "registrar"), auth); err != nil {
+		t.Fatalf("after the thief's revocation the site cannot define a role: %v", err)
 	}
 }
