@@ -172,9 +172,12 @@
 // (DefaultAckWithin, or MinAckWithin to MaxAckWithin, whole seconds),
 // carried in its sealed payload. An escalation op (kind 19, a control op)
 // records step k of message M to colleagues T, with a label. Who may
-// escalate: M's sender or an admin — a plain member may not, nor anyone
-// removed (a removal voids the escalations concurrent with it, as it voids
-// everything else of its target). The rule judges only what every replica
+// escalate: an admin (the creator of a conversation addressed to a role
+// is one) — an escalation makes members, as an add does, so a plain
+// member may not (it could bring back someone an admin removed, or a
+// stranger nobody can seal to), nor anyone removed (a removal voids the
+// escalations concurrent with it, as it voids everything else of its
+// target); and no target the replica knows revoked. The rule judges only what every replica
 // that reads the escalation holds — M's header (sender, time), the op's
 // own payload and control ops, never M's sealed content — so every replica
 // decides the same: M is a content op in the op's past; the op's time is
@@ -191,10 +194,9 @@
 //
 // The colleagues of a valid escalation become members (an add: concurrent
 // with a removal of them, the removal wins; the escalator starts a new
-// epoch sealed to them). So a sender who is no admin can bring colleagues
-// in — only through an urgent message nobody acknowledged in time, at
-// most MaxEscalationSteps steps of MaxEscalationTargets each, and as
-// visibly as an add: every member sees "escalated to …". They get
+// epoch sealed to them), at most MaxEscalationSteps steps of
+// MaxEscalationTargets each, as visibly as an add: every member sees
+// "escalated to …". They get
 // control keys as history but, as any new member, never message keys:
 // the escalation op carries M's text, urgency and AckWithin as a quote,
 // which they read as M's text (Message.QuotedBy names the escalator) and

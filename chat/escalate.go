@@ -138,8 +138,14 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 	if t == nil || t.stub || (t.env != nil && t.env.Kind != e2e.KindContent) || !r.inPast(mid, id) {
 		return denied("escalation of no message in its past")
 	}
-	if info.sender != t.sender && !m.admins[info.sender] {
-		return denied("escalation by neither the message's sender nor an admin")
+	// Only an admin escalates: an escalation makes members, as an add
+	// does, and a member who is no admin must not bring back someone an
+	// admin removed, nor a stranger or a revoked device (redteam9).
+	if !m.admins[info.sender] {
+		return denied("escalation by a member who is no admin")
+	}
+	if r.revoked != nil && slices.ContainsFunc(p.To, func(b []byte) bool { return r.revoked(peer.ID(b)) }) {
+		return denied("escalation to a revoked device")
 	}
 	km, _ := r.dag.Key(mid)
 	ke, _ := r.dag.Key(id)
@@ -189,7 +195,7 @@ func (r *Replica) Escalate(msg crdt.OpID, step int, to []peer.ID, label string) 
 		return Out{}, fmt.Errorf("%w: not an urgent message this device reads", ErrNotEscalatable)
 	}
 	if err := r.permitted(&payload{Kind: kindEscalate, Target: msg[:]}); err != nil {
-		return Out{}, err // neither its sender nor an admin, or no member
+		return Out{}, err // no admin
 	}
 	st := r.State()
 	i := slices.IndexFunc(st.Messages, func(m Message) bool { return m.ID == msg })

@@ -146,11 +146,20 @@ type escalationWorld struct {
 	pool                   [][]byte
 }
 
-func newEscalationWorld(t *testing.T) *escalationWorld {
+func newEscalationWorld(t *testing.T) *escalationWorld { return escalationWorldOf(t, true) }
+
+// escalationWorldOf is newEscalationWorld; with adminSender unset, bob —
+// the urgent message's sender — is a plain member.
+func escalationWorldOf(t *testing.T, adminSender bool) *escalationWorld {
 	w := newWorld(t)
 	x := &escalationWorld{w: w, alice: w.device("alice"), bob: w.device("bob"), carol: w.device("carol"),
 		dan: w.device("dan"), eve: w.device("eve")}
 	x.ra, x.rb, x.rc = unpack3(w.group("ward", x.alice, x.bob, x.carol))
+	// Bob, who sends the urgent message, is an admin: only admins
+	// escalate (an escalation makes members, as an add does).
+	if adminSender {
+		deliver(t, ok2(t)(x.ra.Promote(x.bob.ID)), x.rb, x.rc)
+	}
 	x.pool = history(x.ra)
 	envs, mid := urgent(t, x.rb, "sepsis bed 9", time.Minute)
 	x.mid = mid

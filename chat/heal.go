@@ -53,13 +53,13 @@ func (r *Replica) latestWelcomes(v *view) []crdt.OpID {
 	return out
 }
 
-// rekeyOwed: an add or removal in v is in the past of none of the latest
-// welcomes — its admin has not rekeyed after it, as far as v shows. (A
+// rekeyOwed: an add, removal or escalation in v is in the past of none of
+// the latest welcomes — its admin has not rekeyed after it, as far as v shows. (A
 // leave is never owed: the member who left cannot rekey.)
 func (r *Replica) rekeyOwed(v *view, latest []crdt.OpID) bool {
 	for id := range v.set {
 		info := r.ops[id]
-		if !info.valid || (info.kind != kindAdd && info.kind != kindRemove) {
+		if !info.valid || (info.kind != kindAdd && info.kind != kindRemove && info.kind != kindEscalate) {
 			continue
 		}
 		if !slices.ContainsFunc(latest, func(w crdt.OpID) bool { return r.ops[w].view.has(id) }) {

@@ -257,7 +257,7 @@ func (r *Replica) permitted(p *payload) error {
 			(r.revoked != nil && r.revoked(t)))
 	case kindEscalate:
 		t := r.target(p.Target)
-		ok = m.members[r.dev.ID] && t != nil && (t.sender == r.dev.ID || m.admins[r.dev.ID])
+		ok = m.admins[r.dev.ID] && t != nil
 	case kindEdit, kindDelete:
 		t := r.target(p.Target)
 		ok = m.members[r.dev.ID] && t != nil && (t.kind == kindText || t.kind == kindPhoto) && t.sender == r.dev.ID

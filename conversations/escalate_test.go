@@ -256,14 +256,18 @@ func TestEscalationChoose(t *testing.T) {
 	waitEvent(t, nd, EventEscalated, msg)
 }
 
-// TestEscalationPartition: the sender's loop and an admin escalate the
-// same step while partitioned from each other. Once they sync, both show
+// TestEscalationPartition: the sender's loop and another admin escalate
+// the same step while partitioned from each other. Once they sync, both show
 // the same standing escalation, and the colleague both named is alerted
 // once however the ops reach it.
 func TestEscalationPartition(t *testing.T) {
 	clock, na, nb, nd := escWorld(t)
 	id, err := na.s.Create("ward", []peer.ID{nb.d.id})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// b, the sender, is an admin too: only admins escalate.
+	if err := na.s.Promote(id, nb.d.id); err != nil {
 		t.Fatal(err)
 	}
 	syncTo(t, na, nb)

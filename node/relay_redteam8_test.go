@@ -262,7 +262,9 @@ func TestRedteam8OneColleagueTakesAllCircuitsToADevice(t *testing.T) {
 	}
 	// An honest colleague, admitted, connected to the anchor only.
 	colleague := startNode(t, c, c.enrol(t, "ward", now), bootstrap(anchor), func(cfg *Config) { cfg.NoListen = true })
-	eventually(t, 10*time.Second, "the anchor admits the colleague", func() bool { return anchor.isAdmitted(colleague.ID()) })
+	eventually(t, 20*time.Second, "the anchor and the colleague admit each other", func() bool {
+		return anchor.isAdmitted(colleague.ID()) && colleague.isAdmitted(anchor.ID())
+	})
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	defer ccancel()
 	if err := colleague.host.Connect(cctx, peer.AddrInfo{ID: hidden.ID(), Addrs: []ma.Multiaddr{discovery.Circuit(anchor.ID())}}); err != nil {

@@ -57,7 +57,7 @@ type mark struct {
 	ID   OpID
 }
 
-func (m mark) after(o *Op) bool { return opLess(o, &Op{Time: m.Time, ID: m.ID}) }
+func (m mark) after(o *Op) bool { return !opLess(&Op{Time: m.Time, ID: m.ID}, o) }
 
 // New is an empty rota of site.
 func New(site string) *Rota {

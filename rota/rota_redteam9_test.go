@@ -19,7 +19,6 @@ import (
 // not supersede the very op it marks (mark.after is strict), so H is shown
 // on call again next to K.
 func TestRedteam9ReplayedTakeAfterGoneEvicted(t *testing.T) {
-	t.Skip("redteam9: a replayed superseded take comes back once the role's gone list has rolled over (a signer's compacted mark does not supersede its own op)")
 	admin := newPerson(t, "admin", AdminRole)
 	h := newPerson(t, "h", "registrar")
 	k := newPerson(t, "k", "registrar")
