@@ -183,9 +183,9 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 }
 
 // Escalate writes escalation step of message msg to colleagues to, with a
-// label saying who they are (a role): this device is the message's sender
-// or an admin, the message asked for an acknowledgement, its deadline has
-// passed and nobody acknowledged it. The targets become members (each
+// label saying who they are (a role): this device is an admin, the message
+// asked for an acknowledgement, its deadline has passed and nobody
+// acknowledged it. The targets become members (each
 // needs a current key, as for Add) and a new epoch is started for them;
 // the op carries the message's text, which they cannot otherwise read.
 func (r *Replica) Escalate(msg crdt.OpID, step int, to []peer.ID, label string) (Out, error) {
