@@ -32,6 +32,7 @@ func newRunCmd(e *env) *cobra.Command {
 	var dir, api string
 	var listen, bootstrap []string
 	var noMDNS, anchor bool
+	carry := true
 	var quota int64
 	var ttl, lockAfter time.Duration
 	c := &cobra.Command{
@@ -53,7 +54,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 				return err
 			}
 			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS,
-				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter}, pass)
+				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter, noCarry: !carry}, pass)
 		},
 	}
 	f := c.Flags()
@@ -65,6 +66,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 	f.BoolVar(&anchor, "anchor", false, "store and forward every conversation colleagues offer (ciphertext only)")
 	f.Int64Var(&quota, "anchor-quota", 1<<30, "bytes an anchor keeps; oldest dropped first")
 	f.DurationVar(&ttl, "anchor-ttl", 30*24*time.Hour, "how long an anchor keeps an envelope")
+	f.BoolVar(&carry, "carry", true, "carry colleagues' sealed envelopes of conversations this device is not in (1 MiB, 7 days; unreadable to it)")
 	f.DurationVar(&lockAfter, "lock-after", web.DefaultLockAfter, "lock the web app after this long without use")
 	required(c, "dir")
 	return c
@@ -80,6 +82,7 @@ type runOptions struct {
 	quota     int64
 	ttl       time.Duration
 	lockAfter time.Duration
+	noCarry   bool // --carry=false
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -123,6 +126,9 @@ func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *sl
 		device.WithLogger(log), device.WithOnRevoked(func() { os.Remove(filepath.Join(o.dir, tokenFile)) })}
 	if o.anchor {
 		opts = append(opts, device.WithAnchor(o.quota, o.ttl))
+	}
+	if o.noCarry {
+		opts = append(opts, device.WithCarry(false))
 	}
 	if e.kdf != nil {
 		opts = append(opts, device.WithKDF(*e.kdf))
