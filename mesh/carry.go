@@ -72,6 +72,7 @@ const (
 // copies this device may still hand on.
 type bagItem struct {
 	c      *carrier
+	id     crdt.OpID
 	seq    uint64 // order kept: lower is older
 	size   int
 	sender peer.ID
@@ -83,6 +84,7 @@ type bagItem struct {
 // token is an op of ours with copies left to spray.
 type token struct {
 	tag    []byte
+	id     crdt.OpID
 	seq    uint64
 	copies uint32
 	urgent bool
@@ -111,8 +113,8 @@ func (s *Service) carriesOnly(tag []byte) bool {
 func (s *Service) MarkUrgent(ids ...crdt.OpID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		if t := s.tokens[id]; t != nil {
+	for _, t := range s.tokens {
+		if slices.Contains(ids, t.id) {
 			t.urgent = true
 		}
 	}
@@ -129,29 +131,29 @@ func (s *Service) noteOwn(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID
 	defer s.mu.Unlock()
 	add := func(tag []byte, raw []byte) {
 		if s.tokens == nil {
-			s.tokens = map[crdt.OpID]*token{}
+			s.tokens = map[string]*token{}
 		}
 		id := crdt.OpID(e2e.ID(raw))
-		if s.tokens[id] != nil {
+		if s.tokens[handKey(tag, id)] != nil {
 			return
 		}
 		s.seq++
-		s.tokens[id] = &token{tag: slices.Clone(tag), seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp}
+		s.tokens[handKey(tag, id)] = &token{tag: slices.Clone(tag), id: id, seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp}
 	}
-	for _, raw := range envs {
-		add(tag, raw)
-	}
-	for _, to := range inboxes {
+	for _, to := range inboxes { // first: without its welcome, nothing else opens
 		for _, raw := range welcomes {
 			add(inboxTag(to), raw)
 		}
 	}
+	for _, raw := range envs {
+		add(tag, raw)
+	}
 	for len(s.tokens) > maxTokens {
-		var oldest crdt.OpID
+		var oldest string
 		var at uint64
-		for id, t := range s.tokens {
+		for k, t := range s.tokens {
 			if at == 0 || t.seq < at {
-				oldest, at = id, t.seq
+				oldest, at = k, t.seq
 			}
 		}
 		delete(s.tokens, oldest)
@@ -177,16 +179,16 @@ func (s *Service) candidates() []handCand {
 	s.mu.Lock()
 	s.expireBagLocked(now)
 	var out []handCand
-	for id, t := range s.tokens {
+	for k, t := range s.tokens {
 		if !t.exp.After(now) || t.copies <= 1 {
-			delete(s.tokens, id)
+			delete(s.tokens, k)
 			continue
 		}
-		out = append(out, handCand{tag: t.tag, id: id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
+		out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
 	}
-	for id, it := range s.bag {
+	for _, it := range s.bag {
 		if it.copies > 1 {
-			out = append(out, handCand{tag: it.c.tag, id: id, give: it.copies / 2, urgent: it.urgent, seq: it.seq})
+			out = append(out, handCand{tag: it.c.tag, id: it.id, give: it.copies / 2, urgent: it.urgent, seq: it.seq})
 		}
 	}
 	s.mu.Unlock()
@@ -288,12 +290,13 @@ func (s *Service) handed(p peer.ID, kept []handCand) {
 	own := map[string][]crdt.OpID{}
 	s.mu.Lock()
 	for _, x := range kept {
-		if t := s.tokens[x.id]; t != nil {
+		k := handKey(x.tag, x.id)
+		if t := s.tokens[k]; t != nil {
 			if t.copies -= min(x.give, t.copies); t.copies <= 1 {
-				delete(s.tokens, x.id)
+				delete(s.tokens, k)
 			}
 			own[string(x.tag)] = append(own[string(x.tag)], x.id)
-		} else if it := s.bag[x.id]; it != nil {
+		} else if it := s.bag[k]; it != nil {
 			it.copies -= min(x.give, it.copies-1)
 		}
 	}
@@ -453,7 +456,7 @@ func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint
 	s.bagLocked(c, id, held{at: now, size: len(raw), sender: sender, key: e.SyncKey()}, max(copies, 1), urgent, exp)
 	s.changes++
 	s.boundBagLocked()
-	_, kept := s.bag[id]
+	_, kept := s.bag[handKey(tag, id)]
 	return kept
 }
 
@@ -461,33 +464,33 @@ func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint
 // hold mu.
 func (s *Service) bagLocked(c *carrier, id crdt.OpID, h held, copies uint32, urgent bool, exp time.Time) {
 	if s.bag == nil {
-		s.bag = map[crdt.OpID]*bagItem{}
+		s.bag = map[string]*bagItem{}
 	}
 	c.spray = true
 	s.holdLocked(c, id, h)
 	s.seq++
-	s.bag[id] = &bagItem{c: c, seq: s.seq, size: h.size, sender: h.sender, urgent: urgent, copies: copies, exp: exp}
+	s.bag[handKey(c.tag, id)] = &bagItem{c: c, id: id, seq: s.seq, size: h.size, sender: h.sender, urgent: urgent, copies: copies, exp: exp}
 	s.bagBytes += int64(h.size)
 }
 
 // unbagLocked forgets a bag entry when its envelope goes. Callers hold mu.
 func (s *Service) unbagLocked(c *carrier, id crdt.OpID) {
-	if it := s.bag[id]; it != nil && it.c == c {
-		delete(s.bag, id)
+	if it := s.bag[handKey(c.tag, id)]; it != nil && it.c == c {
+		delete(s.bag, handKey(c.tag, id))
 		s.bagBytes -= int64(it.size)
 	}
 }
 
-// dropBagLocked drops bag entry id with its envelope. Callers hold mu.
-func (s *Service) dropBagLocked(id crdt.OpID) {
-	it := s.bag[id]
+// dropBagLocked drops bag entry k with its envelope. Callers hold mu.
+func (s *Service) dropBagLocked(k string) {
+	it := s.bag[k]
 	if it == nil {
 		return
 	}
-	if h, ok := it.c.ops[id]; ok {
-		s.dropLocked(it.c, id, h)
+	if h, ok := it.c.ops[it.id]; ok {
+		s.dropLocked(it.c, it.id, h)
 	}
-	s.unbagLocked(it.c, id)
+	s.unbagLocked(it.c, it.id)
 }
 
 // carryShare is the most bytes of one origin the bag holds.
@@ -528,8 +531,8 @@ func (s *Service) boundBagLocked() {
 }
 
 // oldestLocked is the oldest bag entry that ok accepts.
-func (s *Service) oldestLocked(ok func(*bagItem) bool) (crdt.OpID, bool) {
-	var out crdt.OpID
+func (s *Service) oldestLocked(ok func(*bagItem) bool) (string, bool) {
+	var out string
 	var at uint64
 	for id, it := range s.bag {
 		if ok(it) && (at == 0 || it.seq < at) {

@@ -162,9 +162,9 @@ type Service struct {
 	sent     atomic.Int64 // sync bytes written
 	// Carriage (carry.go; guarded by mu): the bag of envelopes carried for
 	// others, its bytes, our ops with copies to spray, and the order kept.
-	bag      map[crdt.OpID]*bagItem
+	bag      map[string]*bagItem // by handKey(tag, op ID)
 	bagBytes int64
-	tokens   map[crdt.OpID]*token
+	tokens   map[string]*token   // by handKey(tag, op ID)
 	seq      uint64
 }
 

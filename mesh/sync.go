@@ -580,7 +580,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	}
 	adopted := s.accept(theirs.tags, p)
 	common := differing(mine, theirs)
-	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
+	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common), "mine", len(mine.tags), "theirs", len(theirs.tags), "self", s.cfg.Node.ID().String())
 	b := newBudget(len(common))
 	for i, tag := range common {
 		if !b.room() {
