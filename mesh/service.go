@@ -164,7 +164,7 @@ type Service struct {
 	// others, its bytes, our ops with copies to spray, and the order kept.
 	bag      map[string]*bagItem // by handKey(tag, op ID)
 	bagBytes int64
-	tokens   map[string]*token   // by handKey(tag, op ID)
+	tokens   map[string]*token // by handKey(tag, op ID)
 	seq      uint64
 }
 
