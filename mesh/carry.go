@@ -550,3 +550,34 @@ func (s *Service) expireBagLocked(now time.Time) {
 		}
 	}
 }
+
+// absorb hands the holder what this device carried of tag for others,
+// now that it holds the conversation (a welcome just named it): the
+// envelopes leave the bag for the replica. Without this, reconciliation
+// would count them as held while the replica lacks them. They were
+// checked when taken.
+func (s *Service) absorb(tag []byte) {
+	s.mu.Lock()
+	c := s.carried[hex.EncodeToString(tag)]
+	var raws [][]byte
+	if c != nil && c.spray {
+		for id, h := range c.ops {
+			if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
+				raws = append(raws, raw)
+			}
+			if _, bagged := s.bag[handKey(tag, id)]; bagged {
+				s.dropLocked(c, id, h)
+			}
+		}
+	}
+	s.mu.Unlock()
+	var out []Checked
+	for _, raw := range raws {
+		if e, err := e2e.Decode(raw); err == nil && bytes.Equal(e.Tag, tag) {
+			out = append(out, Checked{e, raw})
+		}
+	}
+	if len(out) > 0 {
+		s.h.Deliver(tag, out, s.cfg.Node.ID())
+	}
+}

@@ -522,6 +522,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				if err := s.subscribe(convTopic(tag), tag); err != nil {
 					s.log.Warn("join topic", "err", err)
 				}
+				s.absorb(tag) // what we carried of it for others, if anything
 				// Sync at once: the rest of the conversation should not wait for a tick
 				// (nor for a round already running, as when the welcome came by sync).
 				s.goOwned(func() {
