@@ -15,9 +15,9 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/medmesh/medmesh/conversations"
+	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
-	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/internal/testnet"
 	"github.com/medmesh/medmesh/mesh"
 )
