@@ -79,7 +79,26 @@ type bagItem struct {
 	urgent bool
 	copies uint32
 	exp    time.Time
+	listed listedTo
 }
+
+// listedTo are the peers an entry was listed to in a hand (taken or not):
+// it is not listed to them again. At most maxListed are kept.
+type listedTo map[peer.ID]struct{}
+
+const maxListed = 64
+
+func (l *listedTo) add(p peer.ID) {
+	if *l == nil {
+		*l = listedTo{}
+	}
+	if len(*l) >= maxListed {
+		clear(*l)
+	}
+	(*l)[p] = struct{}{}
+}
+
+func (l listedTo) has(p peer.ID) bool { _, ok := l[p]; return ok }
 
 // token is an op of ours with copies left to spray.
 type token struct {
@@ -89,6 +108,7 @@ type token struct {
 	copies uint32
 	urgent bool
 	exp    time.Time
+	listed listedTo
 }
 
 // carries reports whether this device carries for others (an anchor
@@ -171,10 +191,10 @@ type handCand struct {
 
 func handKey(tag []byte, id crdt.OpID) string { return string(tag) + string(id[:]) }
 
-// candidates lists what this device would hand a carrier: its own ops with
-// copies to spare and what it carries with copies to spare, urgent first,
-// then oldest first, at most maxHand.
-func (s *Service) candidates() []handCand {
+// candidates lists what this device would hand carrier p: its own ops with
+// copies to spare and what it carries with copies to spare, not listed to
+// p before, urgent first, then oldest first, at most maxHand.
+func (s *Service) candidates(p peer.ID) []handCand {
 	now := s.now()
 	s.mu.Lock()
 	s.expireBagLocked(now)
@@ -184,10 +204,13 @@ func (s *Service) candidates() []handCand {
 			delete(s.tokens, k)
 			continue
 		}
+		if t.listed.has(p) {
+			continue
+		}
 		out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
 	}
 	for _, it := range s.bag {
-		if it.copies > 1 {
+		if it.copies > 1 && !it.listed.has(p) {
 			out = append(out, handCand{tag: it.c.tag, id: it.id, give: it.copies / 2, urgent: it.urgent, seq: it.seq})
 		}
 	}
@@ -210,7 +233,7 @@ func (s *Service) candidates() []handCand {
 func (s *Service) handTo(c *conn, p peer.ID, carries bool) error {
 	var cands []handCand
 	if carries {
-		cands = s.candidates()
+		cands = s.candidates(p)
 	}
 	f := frame{Kind: fHand}
 	urgent := false
@@ -235,8 +258,12 @@ func (s *Service) handTo(c *conn, p peer.ID, carries bool) error {
 		return fmt.Errorf("%w: expected take", ErrProtocol)
 	}
 	taken, err := subset(t.Hand, byKey)
-	if err != nil || len(taken) == 0 {
+	if err != nil {
 		return err
+	}
+	s.listed(p, cands)
+	if len(taken) == 0 {
+		return nil
 	}
 	for i := 0; i < len(taken); i += handBatch {
 		var envs [][]byte
@@ -282,6 +309,20 @@ func subset(entries [][]byte, of map[string]handCand) ([]handCand, error) {
 		out = append(out, x)
 	}
 	return out, nil
+}
+
+// listed records that cands were listed to p.
+func (s *Service) listed(p peer.ID, cands []handCand) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range cands {
+		k := handKey(x.tag, x.id)
+		if t := s.tokens[k]; t != nil {
+			t.listed.add(p)
+		} else if it := s.bag[k]; it != nil {
+			it.listed.add(p)
+		}
+	}
 }
 
 // handed takes the copies p kept off what this device may still hand, and

@@ -161,7 +161,7 @@ func TestCarryTTL(t *testing.T) {
 	e, raw = sprayEnv(t, tag, newPeerID(t), now.Add(1000*time.Hour), 100) // a lying clock
 	future := crdt.OpID(e2e.ID(raw))
 	s.keepSpray(tag, e, raw, 4, false, now)
-	if len(s.candidates()) != 2 {
+	if len(s.candidates(newPeerID(t))) != 2 {
 		t.Fatal("fresh envelopes with copies to spare not offered")
 	}
 	now = now.Add(31 * time.Minute)
@@ -170,7 +170,7 @@ func TestCarryTTL(t *testing.T) {
 		t.Fatal("sweep: the expired envelope stays, or the fresh one went")
 	}
 	now = now.Add(30 * time.Minute)
-	if len(s.candidates()) != 0 || s.carriesIn(tag, future) {
+	if len(s.candidates(newPeerID(t))) != 0 || s.carriesIn(tag, future) {
 		t.Fatal("an envelope from a future clock outlived the TTL")
 	}
 	if n, _ := s.cfg.Store.(ds.Datastore).GetSize(context.Background(), carrierKey(tag).ChildString(future.String())); n > 0 {
@@ -192,7 +192,7 @@ func TestCarryRestore(t *testing.T) {
 		if err := r.restoreCarried(); err != nil {
 			t.Fatal(err)
 		}
-		c := r.candidates()
+		c := r.candidates(newPeerID(t))
 		if carry && (len(c) != 1 || c[0].give != 2 || !c[0].urgent) {
 			t.Fatalf("restored: %+v", c)
 		}
@@ -213,7 +213,7 @@ func TestSprayHalves(t *testing.T) {
 	s.noteOwn(tag, [][]byte{raw}, nil, nil)
 	var gave []uint32
 	for range 5 {
-		c := s.candidates()
+		c := s.candidates(newPeerID(t))
 		if len(c) == 0 {
 			break
 		}
@@ -225,12 +225,12 @@ func TestSprayHalves(t *testing.T) {
 	}
 	e, raw := sprayEnv(t, tag, newPeerID(t), now, 100)
 	s.keepSpray(tag, e, raw, 2, false, now)
-	c := s.candidates()
+	c := s.candidates(newPeerID(t))
 	if len(c) != 1 || c[0].give != 1 {
 		t.Fatalf("carrier of 2 copies offers %+v", c)
 	}
 	s.handed(newPeerID(t), c)
-	if len(s.candidates()) != 0 {
+	if len(s.candidates(newPeerID(t))) != 0 {
 		t.Fatal("a carrier with one copy left hands it to another carrier")
 	}
 	if !s.carriesIn(tag, crdt.OpID(e2e.ID(raw))) {
@@ -258,5 +258,24 @@ func TestAlteredEnvelopeRefused(t *testing.T) {
 	}
 	if !slices.Contains(n.penalised, carrierID) {
 		t.Fatal("the altering carrier was not penalised")
+	}
+}
+
+// TestListedOnce: an entry listed to a carrier (taken or not) is not
+// listed to it again; another carrier still gets it.
+func TestListedOnce(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	_, raw := sprayEnv(t, tag, s.cfg.Node.ID(), now, 100)
+	s.noteOwn(tag, [][]byte{raw}, nil, nil)
+	p, q := newPeerID(t), newPeerID(t)
+	c := s.candidates(p)
+	if len(c) != 1 {
+		t.Fatal("own op not a candidate")
+	}
+	s.listed(p, c) // p declined it
+	if len(s.candidates(p)) != 0 || len(s.candidates(q)) != 1 {
+		t.Fatal("listed again to a peer that declined, or not to another")
 	}
 }
