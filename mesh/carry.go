@@ -622,3 +622,85 @@ func (s *Service) absorb(tag []byte) {
 		s.h.Deliver(tag, out, s.cfg.Node.ID())
 	}
 }
+
+// carriedOnly lists the tags this device carries only: their envelopes
+// were handed to it and it does not hold the conversation.
+func (s *Service) carriedOnly() map[string]bool {
+	own := s.h.Tags()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[string]bool
+	for _, c := range s.carried {
+		if !c.spray || s.cfg.Anchor {
+			continue
+		}
+		if _, held := slices.BinarySearchFunc(own, c.tag, bytes.Compare); held {
+			continue
+		}
+		if out == nil {
+			out = map[string]bool{}
+		}
+		out[string(c.tag)] = true
+	}
+	return out
+}
+
+// Reconciling a carried tag. A carrier's op-ID set of a tag is a subset of
+// the members', so their fingerprints always differ, and every session
+// would reconcile the tag (listing the members' IDs) to move nothing. The
+// initiator therefore reconciles a tag that one side carries only (the
+// offer says so) only if the carrier's fingerprint changed since the two
+// last reconciled it completely — the carrier has something new — and
+// never when both carry it only (neither fetches). The responder takes
+// any subset of the shared tags. The record is kept for the
+// maxReconciled most recent pairs.
+const maxReconciled = 1 << 14
+
+func fpOf(o offer, tag []byte) []byte {
+	if i, ok := slices.BinarySearchFunc(o.tags, tag, bytes.Compare); ok {
+		return o.fps[i]
+	}
+	return nil
+}
+
+// skipCarried drops from common the carried tags there is no point in
+// reconciling with p now.
+func (s *Service) skipCarried(p peer.ID, common [][]byte, mine, theirs offer) [][]byte {
+	if len(mine.only) == 0 && len(theirs.only) == 0 {
+		return common
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.DeleteFunc(common, func(tag []byte) bool {
+		weOnly, theyOnly := mine.only[string(tag)], theirs.only[string(tag)]
+		switch {
+		case weOnly && theyOnly:
+			return true
+		case weOnly:
+			return bytes.Equal(s.reconciled[string(p)+string(tag)], fpOf(mine, tag))
+		case theyOnly:
+			return bytes.Equal(s.reconciled[string(p)+string(tag)], fpOf(theirs, tag))
+		}
+		return false
+	})
+}
+
+// reconciledCarried records a complete reconciliation of tag with p, if
+// one side carries it only: the carrier's fingerprint then.
+func (s *Service) reconciledCarried(p peer.ID, tag []byte, mine, theirs offer) {
+	var fp []byte
+	switch {
+	case mine.only[string(tag)]:
+		fp = fpOf(mine, tag)
+	case theirs.only[string(tag)]:
+		fp = fpOf(theirs, tag)
+	default:
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reconciled == nil || len(s.reconciled) >= maxReconciled {
+		s.reconciled = map[string][]byte{}
+	}
+	s.reconciled[string(p)+string(tag)] = fp
+}

@@ -279,3 +279,31 @@ func TestListedOnce(t *testing.T) {
 		t.Fatal("listed again to a peer that declined, or not to another")
 	}
 }
+
+// TestSkipCarried: a tag one side carries only is reconciled with a peer
+// once per change of the carrier's set; one both carry only, never; the
+// others always.
+func TestSkipCarried(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	p := newPeerID(t)
+	held, carried, both := []byte("held-tag-0000000"), []byte("carried-tag-0000"), []byte("both-carry-00000")
+	tags := [][]byte{both, carried, held} // sorted
+	fp := func(b byte) [][]byte { return [][]byte{{b}, {b}, {b}} }
+	mine := offer{tags: tags, fps: fp(1), only: map[string]bool{string(carried): true, string(both): true}}
+	theirs := offer{tags: tags, fps: fp(2), only: map[string]bool{string(both): true}}
+	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 2 {
+		t.Fatalf("first time: %q", got)
+	}
+	s.reconciledCarried(p, carried, mine, theirs)
+	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 1 || !slices.Equal(got[0], held) {
+		t.Fatalf("carried tag unchanged since: %q", got)
+	}
+	mine.fps = [][]byte{{1}, {3}, {1}} // the carrier got something new
+	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 2 {
+		t.Fatalf("carried tag changed: %q", got)
+	}
+	if got := s.skipCarried(newPeerID(t), slices.Clone(tags), mine, theirs); len(got) != 2 {
+		t.Fatalf("another peer: %q", got)
+	}
+}

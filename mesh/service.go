@@ -166,6 +166,9 @@ type Service struct {
 	bagBytes int64
 	tokens   map[string]*token // by handKey(tag, op ID)
 	seq      uint64
+	// reconciled: per peer and carried tag, the carrier's fingerprint at
+	// their last complete reconciliation (see skipCarried).
+	reconciled map[string][]byte
 }
 
 // SyncBytes is how many bytes of sync frames this device has written.

@@ -96,6 +96,9 @@ type frame struct {
 	Hand   [][]byte `cbor:"10,keyasint,omitempty"`
 	Copies []uint32 `cbor:"11,keyasint,omitempty"`
 	Urgent []bool   `cbor:"12,keyasint,omitempty"`
+	// Only (offer): the tags of this page that its side carries only (it
+	// fetches nothing of them; see skipCarried).
+	Only [][]byte `cbor:"13,keyasint,omitempty"`
 }
 
 // decodeFrame parses one sync (or held) frame and checks its shape: a
@@ -113,7 +116,9 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
 	case len(f.Tag) != 0 && len(f.Tag) != tagLen:
 		return frame{}, fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
-	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0 || f.Carry):
+	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0 || f.Carry || len(f.Only) > 0):
+		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+	case len(f.Only) > len(f.Tags):
 		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
 	case f.Kind != fHand && f.Kind != fTake && len(f.Hand) > 0:
 		return frame{}, fmt.Errorf("%w: hand entries in a frame that is no hand", ErrProtocol)
@@ -202,12 +207,13 @@ func (c *conn) recv() (frame, error) {
 // and, for each, the fingerprint of its op-ID set.
 type offer struct {
 	tags, fps [][]byte
-	carry     bool // sync/4: it carries for others
+	carry     bool            // sync/4: it carries for others
+	only      map[string]bool // sync/4: tags it carries only
 }
 
 // offer lists what this device holds, with fingerprints.
 func (s *Service) offer() offer {
-	o := offer{tags: s.tags(), carry: s.carries()}
+	o := offer{tags: s.tags(), carry: s.carries(), only: s.carriedOnly()}
 	o.fps = make([][]byte, len(o.tags))
 	for i, t := range o.tags {
 		o.fps[i] = Fingerprint(s.IDsOf(t))
@@ -221,6 +227,11 @@ func (c *conn) sendOffer(o offer) error {
 	for {
 		n := min(len(tags), offerPage)
 		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags), Carry: o.carry}
+		for _, t := range f.Tags {
+			if o.only[string(t)] {
+				f.Only = append(f.Only, t)
+			}
+		}
 		if err := c.send(f); err != nil {
 			return err
 		}
@@ -242,6 +253,15 @@ func (c *conn) recvOffer() (offer, error) {
 			return offer{}, fmt.Errorf("%w: expected offer", ErrProtocol)
 		}
 		out.carry = out.carry || f.Carry
+		for _, t := range f.Only {
+			if !slices.ContainsFunc(f.Tags, func(x []byte) bool { return bytes.Equal(x, t) }) {
+				return offer{}, fmt.Errorf("%w: a tag carried only that is not offered", ErrProtocol)
+			}
+			if out.only == nil {
+				out.only = map[string]bool{}
+			}
+			out.only[string(t)] = true
+		}
 		if f.More && len(f.Tags) != offerPage {
 			return offer{}, fmt.Errorf("%w: a page of %d tags before the last", ErrOfferTooLarge, len(f.Tags))
 		}
@@ -579,7 +599,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		return false, err
 	}
 	adopted := s.accept(theirs.tags, p)
-	common := differing(mine, theirs)
+	common := s.skipCarried(p, differing(mine, theirs), mine, theirs)
 	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common), "mine", len(mine.tags), "theirs", len(theirs.tags), "self", s.cfg.Node.ID().String())
 	b := newBudget(len(common))
 	for i, tag := range common {
@@ -592,6 +612,9 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		if err != nil {
 			st.Reset()
 			return false, err
+		}
+		if !partial {
+			s.reconciledCarried(p, tag, mine, theirs)
 		}
 		more = more || partial
 	}
