@@ -619,14 +619,28 @@ func (s *Service) absorb(tag []byte) {
 		}
 	}
 	if len(out) > 0 {
+		s.log.Debug("carry: joined a conversation carried, envelopes to the replica", "n", len(out))
 		s.h.Deliver(tag, out, s.cfg.Node.ID())
 	}
 }
 
 // carriedOnly lists the tags this device carries only: their envelopes
-// were handed to it and it does not hold the conversation.
+// were handed to it and it does not hold the conversation. What it carried
+// of a conversation it holds by now (joined after it took them) goes to
+// the replica first (see absorb).
 func (s *Service) carriedOnly() map[string]bool {
 	own := s.h.Tags()
+	s.mu.Lock()
+	var joined [][]byte
+	for _, c := range s.carried {
+		if _, held := slices.BinarySearchFunc(own, c.tag, bytes.Compare); held && c.spray && len(c.ops) > 0 {
+			joined = append(joined, c.tag)
+		}
+	}
+	s.mu.Unlock()
+	for _, tag := range joined {
+		s.absorb(tag)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out map[string]bool
@@ -703,4 +717,19 @@ func (s *Service) reconciledCarried(p peer.ID, tag []byte, mine, theirs offer) {
 		s.reconciled = map[string][]byte{}
 	}
 	s.reconciled[string(p)+string(tag)] = fp
+}
+
+// holdsAll reports whether this device holds (or carries) every one of ids
+// of tag.
+func (s *Service) holdsAll(tag []byte, ids []crdt.OpID) bool {
+	if len(ids) == 0 {
+		return true
+	}
+	have := s.IDsOf(tag)
+	for _, id := range ids {
+		if _, ok := slices.BinarySearchFunc(have, id, crdt.OpID.Compare); !ok {
+			return false
+		}
+	}
+	return true
 }

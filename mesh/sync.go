@@ -608,12 +608,12 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 			more = true
 			break
 		}
-		partial, err := s.reconcileTag(c, p, tag, b)
+		partial, complete, err := s.reconcileTag(c, p, tag, b)
 		if err != nil {
 			st.Reset()
 			return false, err
 		}
-		if !partial {
+		if complete {
 			s.reconciledCarried(p, tag, mine, theirs)
 		}
 		more = more || partial
@@ -633,36 +633,37 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 }
 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
-// theirs. partial: what it fetched was applied in part only.
-func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
+// theirs. partial: what it fetched was applied in part only; complete:
+// everything we lacked of p's is held now (none refused, none left).
+func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial, complete bool, err error) {
 	sess := s.session(tag)
 	m, err := sess.Initiate()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	for m != nil {
 		if err := b.spend(); err != nil {
-			return false, err
+			return false, false, err
 		}
 		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: m}); err != nil {
-			return false, err
+			return false, false, err
 		}
 		f, err := c.recv()
 		if err != nil || f.Kind != fRecon || !bytes.Equal(f.Tag, tag) {
-			return false, fmt.Errorf("%w: expected recon", ErrProtocol)
+			return false, false, fmt.Errorf("%w: expected recon", ErrProtocol)
 		}
 		if len(f.Msg) == 0 {
 			break
 		}
 		if m, err = sess.Reply(f.Msg); err != nil {
-			return false, err
+			return false, false, err
 		}
 		if m == nil {
 			if err := b.spend(); err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := c.send(frame{Kind: fRecon, Tag: tag}); err != nil {
-				return false, err
+				return false, false, err
 			}
 		}
 	}
@@ -676,7 +677,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	}
 	fetched, err := s.fetch(c, p, tag, need)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if fetched > fetchBatch {
 		got := len(s.IDsOf(tag)) - held
@@ -685,7 +686,10 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	if len(need) >= maxNeed {
 		partial = true // the rest of what we lack: another round at once
 	}
-	return partial, s.serve(c, p, tag, len(sess.items))
+	if err := s.serve(c, p, tag, len(sess.items)); err != nil {
+		return false, false, err
+	}
+	return partial, !partial && s.holdsAll(tag, need), nil
 }
 
 // Claims. A claim on the IDs a session fetches is honoured for claimTTL,
