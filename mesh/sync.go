@@ -600,7 +600,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	}
 	adopted := s.accept(theirs.tags, p)
 	common := s.skipCarried(p, differing(mine, theirs), mine, theirs)
-	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common), "mine", len(mine.tags), "theirs", len(theirs.tags), "self", s.cfg.Node.ID().String())
+	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
 	b := newBudget(len(common))
 	for i, tag := range common {
 		if !b.room() {
