@@ -17,7 +17,11 @@
 // taken; anything else counts against it and ends the session) and the
 // taker answers which it kept. Binary spray-and-wait: an op's origin
 // starts with CarryCopies (8) copies and hands half at each handover to a
-// carrier; a carrier with n > 1 hands on n/2, with 1 waits. A carrier
+// carrier; a carrier with n > 1 hands on n/2, with 1 waits; an entry is
+// listed to a peer once. An offer marks the tags its side carries only;
+// the initiator reconciles such a tag with a peer only when the carrier's
+// fingerprint changed since a reconciliation after which the fetching
+// side lacked nothing, and never when both carry it only. A carrier
 // fetches nothing in reconciliation of a tag it only carries; it offers
 // the tag, and a member or an anchor (which adopts it) fetches from it as
 // from anyone. The bag: CarryQuota (1 MiB), an expiry CarryTTL (7 days)
