@@ -119,6 +119,7 @@ type config struct {
 	expiryEvery   time.Duration
 	onRevoked     func()
 	escalator     conversations.Escalator // WithEscalator (escalate.go)
+	noCarry       bool                    // see WithCarry
 }
 
 // Option configures a device.
@@ -296,7 +297,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	if cfg.anchor && !d.n.Self().HasRole(mesh.RoleAnchor) {
 		cfg.log.Warn("running as an anchor on a certificate without the anchor role: colleagues will not count its acknowledgements as held (have the CA sign with --roles anchor)")
 	}
-	d.m, err = mesh.New(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl,
+	d.m, err = mesh.New(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl, Carry: !cfg.noCarry,
 		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe}, d.c)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,9 @@ type carrier struct {
 	adopted bool
 	owner   peer.ID
 	sorted  []crdt.OpID // ops' IDs, sorted; nil when ops changed (see list)
+	// spray: it holds envelopes handed to this device to carry (carry.go);
+	// a device that is no anchor fetches nothing of such a tag.
+	spray bool
 	// senders is the per-sender account of everything s carries, shared
 	// by all carriers of one Service (see sendersLocked).
 	senders *ledger
@@ -45,6 +48,12 @@ type held struct {
 type carriedRecord struct {
 	At  int64  `cbor:"1,keyasint"`
 	Raw []byte `cbor:"2,keyasint"`
+	// Carried in the bag (carry.go): the copies left to hand on, urgency
+	// and expiry (Unix seconds).
+	Spray  bool   `cbor:"3,keyasint,omitempty"`
+	Copies uint32 `cbor:"4,keyasint,omitempty"`
+	Urgent bool   `cbor:"5,keyasint,omitempty"`
+	Exp    int64  `cbor:"6,keyasint,omitempty"`
 }
 
 // Per-sender share of an anchor's quota. Anchors hold ciphertext and
@@ -235,8 +244,9 @@ func (s *Service) sweepCarriers(now time.Time) {
 	own := s.h.Tags()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.expireBagLocked(now)
 	for key, c := range s.carried {
-		if len(c.ops) > 0 || now.Sub(c.seen) <= s.cfg.AnchorTTL {
+		if len(c.ops) > 0 || (now.Sub(c.seen) <= s.cfg.AnchorTTL && !c.spray) {
 			continue
 		}
 		delete(s.carried, key)
@@ -363,6 +373,7 @@ func (s *Service) dropLocked(c *carrier, id crdt.OpID, h held) {
 	}
 	delete(c.ops, id)
 	c.sorted = nil
+	s.unbagLocked(c, id)
 	s.cfg.Store.Delete(s.ctx, carrierKey(c.tag).ChildString(id.String()))
 	s.carriedBytes -= int64(h.size)
 	if c.senders != nil {
@@ -463,12 +474,22 @@ func (s *Service) restoreCarried() error {
 		if s.cfg.Anchor {
 			topic = convTopic(tag)
 		}
+		if rec.Spray && (!s.carries() || !time.Unix(rec.Exp, 0).After(s.cfg.Now())) {
+			// Carried for others, and carriage is off now or it expired.
+			s.cfg.Store.Delete(s.ctx, ds.NewKey(r.Key))
+			continue
+		}
 		c := s.carrierOn(tag, topic)
 		if c == nil {
 			continue
 		}
+		h := held{at: time.Unix(rec.At, 0), size: len(rec.Raw), sender: sender, key: key}
 		s.mu.Lock()
-		s.holdLocked(c, id, held{at: time.Unix(rec.At, 0), size: len(rec.Raw), sender: sender, key: key})
+		if rec.Spray {
+			s.bagLocked(c, id, h, max(rec.Copies, 1), rec.Urgent, time.Unix(rec.Exp, 0))
+		} else {
+			s.holdLocked(c, id, h)
+		}
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
@@ -481,6 +502,7 @@ func (s *Service) restoreCarried() error {
 		s.boundSenderLocked(sender)
 	}
 	s.enforceLocked(s.cfg.Now())
+	s.boundBagLocked()
 	return nil
 }
 

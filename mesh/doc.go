@@ -1,9 +1,49 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/3 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/4 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
-// store-and-forward for anchors, which keep ciphertext they cannot read.
+// store-and-forward for anchors, which keep ciphertext they cannot read,
+// and for carriers: admitted devices that carry, in a small bag, sealed
+// envelopes of conversations they are not in.
+//
+// Sync/4 is sync/3 with carriage (carry.go). An offer says whether its
+// side carries (it is no anchor and Config.Carry is set: on by default in
+// a device). When either side carries, the initiator opens a hand phase
+// after the tags: each side in turn lists what it would hand the other
+// (nothing unless the other carries) — tag, op ID, copies and an urgent
+// flag per entry, at most 1,024 — the other takes those it neither holds
+// as a member nor carries, the giver sends them (4 per frame, only those
+// taken; anything else counts against it and ends the session) and the
+// taker answers which it kept. Binary spray-and-wait: an op's origin
+// starts with CarryCopies (8) copies and hands half at each handover to a
+// carrier; a carrier with n > 1 hands on n/2, with 1 waits; an entry is
+// listed to a peer once. An offer marks the tags its side carries only;
+// the initiator reconciles such a tag with a peer only when the carrier's
+// fingerprint changed since a reconciliation after which the fetching
+// side lacked nothing, and never when both carry it only. A carrier
+// fetches nothing in reconciliation of a tag it only carries; it offers
+// the tag, and a member or an anchor (which adopts it) fetches from it as
+// from anyone. The bag: CarryQuota (1 MiB), an expiry CarryTTL (7 days)
+// after the envelope's signed time (a future time counts as now), one
+// origin at most CarryShare (a quarter) of the quota, oldest first; full,
+// it drops its oldest non-urgent envelope, its oldest urgent one only for
+// an urgent newcomer. The taker checks every envelope as gossip does
+// (canonical, signed, a known sender, not revoked, of the tag handed or
+// a welcome for that inbox) and caps the copies at its own CarryCopies.
+// A carrier never holds a key. It learns what an anchor learns: the tags
+// it is handed (and that peers offer), sizes, times, and from the
+// envelope headers the sender ID, kind, epoch, chain index, deps and
+// clock. Sync/3 peers do not speak sync/4: every device of a site runs
+// one version (protocol IDs change with the wire format).
+//
+// What a sender can know: a carrier's answer in the session names the
+// ops it kept; the sender records its own among them as held by that
+// device (Holder.Held: the message shows "held", here meaning that a
+// colleague's device carries it, which an anchor's acknowledgement also
+// means). It cannot know whether the carrier still holds it (quota, TTL,
+// its origin share may drop it later), to whom it was handed on, or
+// whether it reached a member: only delivered receipts say that.
 //
 // Sync/3 (sync.go) is sync/2 with each op ID listed in reconciliation
 // carrying its causal key (the sender's clock from the signed header), so
@@ -37,7 +77,8 @@
 // the TTL goes. A sender holds at most its share of the quota, so one
 // device never evicts another's envelopes.
 //
-// Held (held.go, /medmesh/held/1): an acknowledgement counts only from a
+// Held (held.go, /medmesh/held/1): a sync/4 carrier's kept answer is
+// the other way to "held" (above). An acknowledgement counts only from a
 // peer admitted on a certificate with the anchor role (Node.HasRole), only
 // for our ops this device sent that peer (published on a topic it was
 // subscribed to, or served to it in sync), once; the record of what was

@@ -149,3 +149,6 @@ func (s *Service) AddCarriedIDs(tags [][]byte) {
 		}
 	}
 }
+
+// InboxTag is the carrier tag of a device's inbox.
+func InboxTag(id peer.ID) []byte { return inboxTag(id) }

@@ -20,8 +20,20 @@ func FuzzDecodeFrame(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if fr.Kind < fOffer || fr.Kind > fDone || len(fr.Tags) > offerPage || len(fr.IDs) > fetchBatch || len(fr.Envs) > fetchBatch {
+		if fr.Kind < fOffer || fr.Kind > fTake || len(fr.Tags) > offerPage || len(fr.IDs) > fetchBatch || len(fr.Envs) > fetchBatch {
 			t.Fatalf("decoded a frame out of shape: kind %d, %d tags, %d IDs, %d envelopes", fr.Kind, len(fr.Tags), len(fr.IDs), len(fr.Envs))
+		}
+		// sync/4's hand phase: entries of a tag and an ID, copies (at least
+		// one) and urgent flags per entry, only in hand and take frames.
+		if len(fr.Hand) > maxHand || (fr.Kind != fHand && fr.Kind != fTake && len(fr.Hand) > 0) ||
+			(fr.Kind == fHand && len(fr.Copies) != len(fr.Hand)) || (fr.Kind != fHand && len(fr.Copies)+len(fr.Urgent) > 0) ||
+			(fr.Carry && fr.Kind != fOffer) {
+			t.Fatalf("decoded a hand frame out of shape: kind %d, %d entries, %d copies", fr.Kind, len(fr.Hand), len(fr.Copies))
+		}
+		for i, h := range fr.Hand {
+			if len(h) != handLen || (fr.Kind == fHand && fr.Copies[i] == 0) {
+				t.Fatalf("hand entry %d out of shape", i)
+			}
 		}
 		again, err := encodeFrame(fr)
 		if err != nil {

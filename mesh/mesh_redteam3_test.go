@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/medmesh/medmesh/conversations"
+	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/internal/testnet"
@@ -215,7 +216,10 @@ func TestRedteam3AnyPeerCanClaimHeld(t *testing.T) {
 		{"mallory", nil},
 		{"an anchor alice never sent it to", []string{mesh.RoleAnchor}},
 	} {
-		m := start(t, c, c.Enrol(t, claimant.name, claimant.roles...), false, a)
+		// Carriage off: a carrier's kept answer in sync/4 would make the
+		// message held legitimately (a colleague's device carries it); this
+		// is about acknowledgements over /medmesh/held/1.
+		m := testnet.Start(t, c, c.Enrol(t, claimant.name, claimant.roles...), testnet.Boot(a), device.WithCarry(false))
 		testnet.Eventually(t, 15*time.Second, "admitted, and a sync round with alice done", func() bool {
 			return a.N.IsAdmitted(m.ID) && syncs(m, a) && syncs(a, m)
 		})

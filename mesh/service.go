@@ -90,6 +90,17 @@ type Config struct {
 	// KickDelay is how long after publishing the device syncs with its
 	// peers (gossip may drop early pushes); default 300 ms.
 	KickDelay time.Duration
+	// Carry: carry sealed envelopes of conversations this device is not
+	// in, handed by colleagues (carry.go); ignored on an anchor.
+	// CarryQuota (bytes, default 1 MiB), CarryTTL (from the envelope's
+	// time, default 7 days), CarryShare (of the quota one origin may fill,
+	// default 0.25) bound what it carries; CarryCopies (default 8; 1: none
+	// sprayed) is how many copies of each op of ours go out to carriers.
+	Carry       bool
+	CarryQuota  int64
+	CarryTTL    time.Duration
+	CarryShare  float64
+	CarryCopies int
 	// Observe, if set, is told of every envelope an anchor carries (dup:
 	// it held it already), outside any lock. It must not block.
 	Observe func(id crdt.OpID, from peer.ID, dup bool)
@@ -149,6 +160,15 @@ type Service struct {
 	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks    chan struct{}
 	sent     atomic.Int64 // sync bytes written
+	// Carriage (carry.go; guarded by mu): the bag of envelopes carried for
+	// others, its bytes, our ops with copies to spray, and the order kept.
+	bag      map[string]*bagItem // by handKey(tag, op ID)
+	bagBytes int64
+	tokens   map[string]*token // by handKey(tag, op ID)
+	seq      uint64
+	// reconciled: per peer and carried tag, the carrier's fingerprint at
+	// their last complete reconciliation (see skipCarried).
+	reconciled map[string][]byte
 }
 
 // SyncBytes is how many bytes of sync frames this device has written.
@@ -174,6 +194,18 @@ func New(cfg Config, h Holder) (*Service, error) {
 	}
 	if cfg.AnchorTTL == 0 {
 		cfg.AnchorTTL = 30 * 24 * time.Hour
+	}
+	if cfg.CarryQuota == 0 {
+		cfg.CarryQuota = DefaultCarryQuota
+	}
+	if cfg.CarryTTL == 0 {
+		cfg.CarryTTL = DefaultCarryTTL
+	}
+	if cfg.CarryShare == 0 {
+		cfg.CarryShare = DefaultCarryShare
+	}
+	if cfg.CarryCopies == 0 {
+		cfg.CarryCopies = DefaultCarryCopies
 	}
 	s := &Service{cfg: cfg, h: h, log: cfg.Logger, carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{},
 		subs: map[string]*pubsub.Subscription{}, adopted: map[peer.ID]int{}, syncing: map[peer.ID]bool{}, synced: map[peer.ID]uint64{}, kicks: make(chan struct{}, 1)}
@@ -246,6 +278,7 @@ func (s *Service) Close() {
 // they are sealed to — keeping them for those inboxes too, so sync hands
 // them over whenever the devices meet. Then it asks for a sync round soon.
 func (s *Service) Publish(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
+	s.noteOwn(tag, envs, welcomes, inboxes)
 	s.Gossip(tag, envs, welcomes, inboxes)
 	s.kick()
 }
@@ -492,6 +525,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				if err := s.subscribe(convTopic(tag), tag); err != nil {
 					s.log.Warn("join topic", "err", err)
 				}
+				s.absorb(tag) // what we carried of it for others, if anything
 				// Sync at once: the rest of the conversation should not wait for a tick
 				// (nor for a round already running, as when the welcome came by sync).
 				s.goOwned(func() {

@@ -21,13 +21,16 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols. sync/3 carries each listed op ID's causal key in
+// Protocols. sync/4 is sync/3 with carriage by non-members (carry.go): an
+// offer says whether its side carries for others, and after the tags the
+// initiator may open a hand phase in which each side hands the other, if
+// it carries, envelopes to carry with their copy counts. sync/3 carries each listed op ID's causal key in
 // reconciliation (recon.go), so a fetch of many batches brings
 // dependencies first; its limits and budgets are sync/2's. sync/2 pages
 // the tag offer and budgets each session (see below); sync/1 sent the
 // whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/3"
+	ProtoSync = "/medmesh/sync/4"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -71,6 +74,8 @@ const (
 	fWant  uint8 = 3
 	fEnvs  uint8 = 4
 	fDone  uint8 = 5
+	fHand  uint8 = 6 // sync/4: envelopes to carry, offered (tag and ID each) with copies
+	fTake  uint8 = 7 // sync/4: the ones taken, then the ones kept
 )
 
 type frame struct {
@@ -82,6 +87,18 @@ type frame struct {
 	Envs [][]byte `cbor:"6,keyasint,omitempty"`
 	More bool     `cbor:"7,keyasint,omitempty"` // offer: another page follows
 	FPs  [][]byte `cbor:"8,keyasint,omitempty"` // offer: each tag's op-ID set fingerprint
+	// sync/4. Carry (offer): this side carries envelopes of others'
+	// conversations. Hand (hand, take): entries of a tag and an op ID
+	// (handLen bytes each). Copies and Urgent (hand): per entry, the copies
+	// handed with it and whether its origin marked it urgent — handover
+	// metadata outside the signed envelope.
+	Carry  bool     `cbor:"9,keyasint,omitempty"`
+	Hand   [][]byte `cbor:"10,keyasint,omitempty"`
+	Copies []uint32 `cbor:"11,keyasint,omitempty"`
+	Urgent []bool   `cbor:"12,keyasint,omitempty"`
+	// Only (offer): the tags of this page that its side carries only (it
+	// fetches nothing of them; see skipCarried).
+	Only [][]byte `cbor:"13,keyasint,omitempty"`
 }
 
 // decodeFrame parses one sync (or held) frame and checks its shape: a
@@ -93,16 +110,36 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch {
-	case f.Kind < fOffer || f.Kind > fDone:
+	case f.Kind < fOffer || f.Kind > fTake:
 		return frame{}, fmt.Errorf("%w: frame kind %d", ErrProtocol, f.Kind)
 	case len(f.Tags) > offerPage || len(f.IDs) > fetchBatch || len(f.Envs) > fetchBatch:
 		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
 	case len(f.Tag) != 0 && len(f.Tag) != tagLen:
 		return frame{}, fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
-	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0):
+	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0 || f.Carry || len(f.Only) > 0):
 		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+	case len(f.Only) > len(f.Tags):
+		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+	case f.Kind != fHand && f.Kind != fTake && len(f.Hand) > 0:
+		return frame{}, fmt.Errorf("%w: hand entries in a frame that is no hand", ErrProtocol)
+	case f.Kind != fHand && (len(f.Copies) > 0 || len(f.Urgent) > 0):
+		return frame{}, fmt.Errorf("%w: copies in a frame that is no hand", ErrProtocol)
+	case len(f.Hand) > maxHand:
+		return frame{}, fmt.Errorf("%w: hand too large", ErrProtocol)
+	case f.Kind == fHand && (len(f.Copies) != len(f.Hand) || (len(f.Urgent) != 0 && len(f.Urgent) != len(f.Hand))):
+		return frame{}, fmt.Errorf("%w: %d copies, %d urgent flags for %d entries", ErrProtocol, len(f.Copies), len(f.Urgent), len(f.Hand))
 	case len(f.FPs) != len(f.Tags):
 		return frame{}, fmt.Errorf("%w: %d fingerprints for %d tags", ErrProtocol, len(f.FPs), len(f.Tags))
+	}
+	for _, h := range f.Hand {
+		if len(h) != handLen {
+			return frame{}, fmt.Errorf("%w: hand entry of %d bytes", ErrProtocol, len(h))
+		}
+	}
+	for _, n := range f.Copies {
+		if n == 0 {
+			return frame{}, fmt.Errorf("%w: no copies handed", ErrProtocol)
+		}
 	}
 	for _, fp := range f.FPs {
 		if len(fp) != fpLen {
@@ -168,11 +205,15 @@ func (c *conn) recv() (frame, error) {
 
 // offer is what one side of a session holds: its tags (sorted, unique)
 // and, for each, the fingerprint of its op-ID set.
-type offer struct{ tags, fps [][]byte }
+type offer struct {
+	tags, fps [][]byte
+	carry     bool            // sync/4: it carries for others
+	only      map[string]bool // sync/4: tags it carries only
+}
 
 // offer lists what this device holds, with fingerprints.
 func (s *Service) offer() offer {
-	o := offer{tags: s.tags()}
+	o := offer{tags: s.tags(), carry: s.carries(), only: s.carriedOnly()}
 	o.fps = make([][]byte, len(o.tags))
 	for i, t := range o.tags {
 		o.fps[i] = Fingerprint(s.IDsOf(t))
@@ -185,7 +226,12 @@ func (c *conn) sendOffer(o offer) error {
 	tags, fps := o.tags, o.fps
 	for {
 		n := min(len(tags), offerPage)
-		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags)}
+		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags), Carry: o.carry}
+		for _, t := range f.Tags {
+			if o.only[string(t)] {
+				f.Only = append(f.Only, t)
+			}
+		}
 		if err := c.send(f); err != nil {
 			return err
 		}
@@ -205,6 +251,16 @@ func (c *conn) recvOffer() (offer, error) {
 		}
 		if f.Kind != fOffer {
 			return offer{}, fmt.Errorf("%w: expected offer", ErrProtocol)
+		}
+		out.carry = out.carry || f.Carry
+		for _, t := range f.Only {
+			if !slices.ContainsFunc(f.Tags, func(x []byte) bool { return bytes.Equal(x, t) }) {
+				return offer{}, fmt.Errorf("%w: a tag carried only that is not offered", ErrProtocol)
+			}
+			if out.only == nil {
+				out.only = map[string]bool{}
+			}
+			out.only[string(t)] = true
 		}
 		if f.More && len(f.Tags) != offerPage {
 			return offer{}, fmt.Errorf("%w: a page of %d tags before the last", ErrOfferTooLarge, len(f.Tags))
@@ -543,7 +599,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		return false, err
 	}
 	adopted := s.accept(theirs.tags, p)
-	common := differing(mine, theirs)
+	common := s.skipCarried(p, differing(mine, theirs), mine, theirs)
 	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
 	b := newBudget(len(common))
 	for i, tag := range common {
@@ -552,47 +608,62 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 			more = true
 			break
 		}
-		partial, err := s.reconcileTag(c, p, tag, b)
+		partial, complete, err := s.reconcileTag(c, p, tag, b)
 		if err != nil {
 			st.Reset()
 			return false, err
 		}
+		if complete {
+			s.reconciledCarried(p, tag, mine, theirs)
+		}
 		more = more || partial
+	}
+	if theirs.carry || mine.carry {
+		// Hand phase (sync/4): we hand them what to carry, then they us.
+		if err := s.handTo(c, p, theirs.carry); err != nil {
+			st.Reset()
+			return false, err
+		}
+		if err := s.takeFrom(c, p, nil); err != nil {
+			st.Reset()
+			return false, err
+		}
 	}
 	return more || adopted > 0, c.send(frame{Kind: fDone})
 }
 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
-// theirs. partial: what it fetched was applied in part only.
-func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
+// theirs. partial: what it fetched was applied in part only; complete:
+// everything we lacked of p's is held now (none refused, none left).
+func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial, complete bool, err error) {
 	sess := s.session(tag)
 	m, err := sess.Initiate()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	for m != nil {
 		if err := b.spend(); err != nil {
-			return false, err
+			return false, false, err
 		}
 		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: m}); err != nil {
-			return false, err
+			return false, false, err
 		}
 		f, err := c.recv()
 		if err != nil || f.Kind != fRecon || !bytes.Equal(f.Tag, tag) {
-			return false, fmt.Errorf("%w: expected recon", ErrProtocol)
+			return false, false, fmt.Errorf("%w: expected recon", ErrProtocol)
 		}
 		if len(f.Msg) == 0 {
 			break
 		}
 		if m, err = sess.Reply(f.Msg); err != nil {
-			return false, err
+			return false, false, err
 		}
 		if m == nil {
 			if err := b.spend(); err != nil {
-				return false, err
+				return false, false, err
 			}
 			if err := c.send(frame{Kind: fRecon, Tag: tag}); err != nil {
-				return false, err
+				return false, false, err
 			}
 		}
 	}
@@ -606,7 +677,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	}
 	fetched, err := s.fetch(c, p, tag, need)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if fetched > fetchBatch {
 		got := len(s.IDsOf(tag)) - held
@@ -615,7 +686,10 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	if len(need) >= maxNeed {
 		partial = true // the rest of what we lack: another round at once
 	}
-	return partial, s.serve(c, p, tag, len(sess.items))
+	if err := s.serve(c, p, tag, len(sess.items)); err != nil {
+		return false, false, err
+	}
+	return partial, !partial && s.holdsAll(tag, need), nil
 }
 
 // Claims. A claim on the IDs a session fetches is honoured for claimTTL,
@@ -808,6 +882,9 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID) (*claimSet,
 // holds by now, and reports how many it asked for. An answer with an
 // envelope not asked for in that batch ends the session.
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
+	if len(need) > 0 && s.carriesOnly(tag) {
+		need = nil // a carrier takes only what is handed to it (carry.go)
+	}
 	var claims *claimSet
 	if len(need) > 0 {
 		claims, need = s.claimNeed(p, tag, need)
@@ -1077,6 +1154,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	}
 	b := newBudget(len(common))
 	var cur *tagSession
+	handed := false
 	for {
 		f, err := c.recv()
 		if err != nil {
@@ -1085,7 +1163,19 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 		if f.Kind == fDone {
 			return nil
 		}
-		if f.Kind != fRecon && f.Kind != fWant {
+		if f.Kind == fHand && cur == nil && !handed {
+			// The initiator's tags are done: it hands us what to carry,
+			// then we hand it; only fDone may follow.
+			handed = true
+			if err := s.takeFrom(c, p, &f); err != nil {
+				return err
+			}
+			if err := s.handTo(c, p, theirs.carry); err != nil {
+				return err
+			}
+			continue
+		}
+		if handed || (f.Kind != fRecon && f.Kind != fWant) {
 			return fmt.Errorf("%w: frame kind %d mid-session", ErrProtocol, f.Kind)
 		}
 		if cur == nil || !bytes.Equal(cur.tag, f.Tag) {

@@ -32,6 +32,7 @@ func newRunCmd(e *env) *cobra.Command {
 	var dir, api string
 	var listen, bootstrap []string
 	var noMDNS, anchor, private bool
+	carry := true
 	var quota int64
 	var ttl, lockAfter time.Duration
 	c := &cobra.Command{
@@ -53,7 +54,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 				return err
 			}
 			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS,
-				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter, private: private}, pass)
+				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter, private: private, noCarry: !carry}, pass)
 		},
 	}
 	f := c.Flags()
@@ -66,6 +67,7 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 	f.BoolVar(&private, "private", false, "this device is behind NAT: hold a relay slot on the anchors it reaches without waiting for AutoNAT")
 	f.Int64Var(&quota, "anchor-quota", 1<<30, "bytes an anchor keeps; oldest dropped first")
 	f.DurationVar(&ttl, "anchor-ttl", 30*24*time.Hour, "how long an anchor keeps an envelope")
+	f.BoolVar(&carry, "carry", true, "carry colleagues' sealed envelopes of conversations this device is not in (1 MiB, 7 days; unreadable to it)")
 	f.DurationVar(&lockAfter, "lock-after", web.DefaultLockAfter, "lock the web app after this long without use")
 	required(c, "dir")
 	return c
@@ -82,6 +84,7 @@ type runOptions struct {
 	ttl       time.Duration
 	lockAfter time.Duration
 	private   bool
+	noCarry   bool // --carry=false
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -128,6 +131,9 @@ func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *sl
 	}
 	if o.private {
 		opts = append(opts, device.WithPrivate())
+	}
+	if o.noCarry {
+		opts = append(opts, device.WithCarry(false))
 	}
 	if e.kdf != nil {
 		opts = append(opts, device.WithKDF(*e.kdf))

@@ -1,0 +1,735 @@
+package mesh
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Carriage by non-members (sync/4). An admitted device that carries
+// (Config.Carry, not an anchor) keeps, in a small bag, sealed envelopes of
+// conversations it is not in, and hands them over through the sync: to a
+// member (a peer offering the tag: reconciliation, as with an anchor) or
+// to an anchor (which adopts the tag from the carrier's offer). Who takes
+// a copy is binary spray-and-wait, as the simulator chose
+// (simulations/carry.go): the origin of an op starts with CarryCopies
+// copies; a holder of n > 1 meeting a device that carries and lacks the
+// envelope hands it n/2 and keeps the rest; a holder of one waits for a
+// member or an anchor. The copy count travels beside the envelope in the
+// hand phase, outside the signed envelope (a holder could lie about it:
+// the taker caps it at its own CarryCopies).
+//
+// Bounds, all enforced by the carrier: CarryQuota bytes in the bag; an
+// envelope expires CarryTTL after the time in its signed header (a time
+// in the future counts as now) and goes; one origin (the header's
+// sender) holds at most CarryShare of the quota, its oldest dropped first;
+// a full bag drops its oldest non-urgent envelope, its oldest urgent one
+// only for an urgent newcomer. Only admitted peers sync at all; a sender
+// the carrier does not know, or knows revoked, is refused, as gossip
+// refuses it; a forged or misfiled envelope, or one not taken, counts
+// against the peer that handed it. A carrier never fetches a tag it
+// carries only: it takes what is handed to it, no more. It never holds a
+// key: it stores and serves the envelope bytes as they came, and a member
+// verifies the signature and the ID (the hash of the bytes) as from
+// anyone.
+//
+// Honest states: an origin that handed an op to a carrier in a session
+// learns in that session which ops the carrier kept, and records them as
+// held by that device (Holder.Held): "held" then means that a colleague's
+// device carries it, not that an anchor or a member has it. The origin
+// learns nothing of copies handed on by carriers, of evictions, of
+// expiry, or of the carrier meeting a member; only delivered receipts
+// say the message arrived.
+
+// Carriage defaults (the simulator's choice, simulations/carry.go).
+const (
+	DefaultCarryCopies = 8
+	DefaultCarryQuota  = 1 << 20
+	DefaultCarryTTL    = 7 * 24 * time.Hour
+	DefaultCarryShare  = 0.25
+)
+
+// Hand phase limits: entries in a hand or take frame; envelopes per
+// envelope frame (4 of at most e2e.MaxEnvelope fit a frame); the origin's
+// own ops it keeps copies of to spray (the newest).
+const (
+	handLen   = tagLen + 32
+	maxHand   = 1024
+	handBatch = 4
+	maxTokens = 4096
+)
+
+// bagItem is a carried envelope in the bag: kept for others, with the
+// copies this device may still hand on.
+type bagItem struct {
+	c      *carrier
+	id     crdt.OpID
+	seq    uint64 // order kept: lower is older
+	size   int
+	sender peer.ID
+	urgent bool
+	copies uint32
+	exp    time.Time
+	listed listedTo
+}
+
+// listedTo are the peers an entry was listed to in a hand (taken or not):
+// it is not listed to them again. At most maxListed are kept.
+type listedTo map[peer.ID]struct{}
+
+const maxListed = 64
+
+func (l *listedTo) add(p peer.ID) {
+	if *l == nil {
+		*l = listedTo{}
+	}
+	if len(*l) >= maxListed {
+		clear(*l)
+	}
+	(*l)[p] = struct{}{}
+}
+
+func (l listedTo) has(p peer.ID) bool { _, ok := l[p]; return ok }
+
+// token is an op of ours with copies left to spray.
+type token struct {
+	tag    []byte
+	id     crdt.OpID
+	seq    uint64
+	copies uint32
+	urgent bool
+	exp    time.Time
+	listed listedTo
+}
+
+// carries reports whether this device carries for others (an anchor
+// carries everything already and is handed nothing).
+func (s *Service) carries() bool { return s.cfg.Carry && !s.cfg.Anchor }
+
+// carriesOnly reports whether tag is one this device carries for others
+// and does not hold: it fetches nothing of it in reconciliation.
+func (s *Service) carriesOnly(tag []byte) bool {
+	if s.cfg.Anchor {
+		return false
+	}
+	s.mu.Lock()
+	c := s.carried[hex.EncodeToString(tag)]
+	spray := c != nil && c.spray
+	s.mu.Unlock()
+	return spray && !s.holds(tag)
+}
+
+// MarkUrgent marks ops of ours urgent: they are handed first, and a full
+// bag evicts them last.
+func (s *Service) MarkUrgent(ids ...crdt.OpID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tokens {
+		if slices.Contains(ids, t.id) {
+			t.urgent = true
+		}
+	}
+}
+
+// noteOwn gives ops this device made (and its welcomes, under the inboxes
+// they go to) copies to spray.
+func (s *Service) noteOwn(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
+	if s.cfg.CarryCopies <= 1 {
+		return
+	}
+	exp := s.now().Add(s.cfg.CarryTTL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	add := func(tag []byte, raw []byte) {
+		if s.tokens == nil {
+			s.tokens = map[string]*token{}
+		}
+		id := crdt.OpID(e2e.ID(raw))
+		if s.tokens[handKey(tag, id)] != nil {
+			return
+		}
+		s.seq++
+		s.tokens[handKey(tag, id)] = &token{tag: slices.Clone(tag), id: id, seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp}
+	}
+	for _, to := range inboxes { // first: without its welcome, nothing else opens
+		for _, raw := range welcomes {
+			add(inboxTag(to), raw)
+		}
+	}
+	for _, raw := range envs {
+		add(tag, raw)
+	}
+	for len(s.tokens) > maxTokens {
+		var oldest string
+		var at uint64
+		for k, t := range s.tokens {
+			if at == 0 || t.seq < at {
+				oldest, at = k, t.seq
+			}
+		}
+		delete(s.tokens, oldest)
+	}
+}
+
+// handCand is an envelope this device would hand a carrier.
+type handCand struct {
+	tag    []byte
+	id     crdt.OpID
+	give   uint32
+	urgent bool
+	seq    uint64
+}
+
+func handKey(tag []byte, id crdt.OpID) string { return string(tag) + string(id[:]) }
+
+// candidates lists what this device would hand carrier p: its own ops with
+// copies to spare and what it carries with copies to spare, not listed to
+// p before, urgent first, then oldest first, at most maxHand.
+func (s *Service) candidates(p peer.ID) []handCand {
+	now := s.now()
+	s.mu.Lock()
+	s.expireBagLocked(now)
+	var out []handCand
+	for k, t := range s.tokens {
+		if !t.exp.After(now) || t.copies <= 1 {
+			delete(s.tokens, k)
+			continue
+		}
+		if t.listed.has(p) {
+			continue
+		}
+		out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
+	}
+	for _, it := range s.bag {
+		if it.copies > 1 && !it.listed.has(p) {
+			out = append(out, handCand{tag: it.c.tag, id: it.id, give: it.copies / 2, urgent: it.urgent, seq: it.seq})
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b handCand) int {
+		if a.urgent != b.urgent {
+			if a.urgent {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	return out[:min(len(out), maxHand)]
+}
+
+// handTo runs our side of handing peer p envelopes to carry: a hand frame
+// (empty unless p carries), then — if p takes any — the envelopes, and p's
+// word on what it kept. Our ops it kept are held by p (see Holder.Held).
+func (s *Service) handTo(c *conn, p peer.ID, carries bool) error {
+	var cands []handCand
+	if carries {
+		cands = s.candidates(p)
+	}
+	f := frame{Kind: fHand}
+	urgent := false
+	for _, x := range cands {
+		f.Hand = append(f.Hand, append(slices.Clone(x.tag), x.id[:]...))
+		f.Copies = append(f.Copies, x.give)
+		f.Urgent = append(f.Urgent, x.urgent)
+		urgent = urgent || x.urgent
+	}
+	if !urgent {
+		f.Urgent = nil
+	}
+	if err := c.send(f); err != nil || len(cands) == 0 {
+		return err
+	}
+	byKey := make(map[string]handCand, len(cands))
+	for _, x := range cands {
+		byKey[handKey(x.tag, x.id)] = x
+	}
+	t, err := c.recv()
+	if err != nil || t.Kind != fTake {
+		return fmt.Errorf("%w: expected take", ErrProtocol)
+	}
+	taken, err := subset(t.Hand, byKey)
+	if err != nil {
+		return err
+	}
+	s.listed(p, cands)
+	if len(taken) == 0 {
+		return nil
+	}
+	for i := 0; i < len(taken); i += handBatch {
+		var envs [][]byte
+		for _, x := range taken[i:min(i+handBatch, len(taken))] {
+			if raw := s.envelopes(x.tag, [][]byte{x.id[:]}); len(raw) > 0 {
+				envs = append(envs, raw[0])
+			}
+		}
+		if err := c.send(frame{Kind: fEnvs, Envs: envs}); err != nil {
+			return err
+		}
+	}
+	k, err := c.recv()
+	if err != nil || k.Kind != fTake {
+		return fmt.Errorf("%w: expected kept", ErrProtocol)
+	}
+	keep := make(map[string]handCand, len(taken))
+	for _, x := range taken {
+		keep[handKey(x.tag, x.id)] = x
+	}
+	kept, err := subset(k.Hand, keep)
+	if err != nil {
+		return err
+	}
+	s.handed(p, kept)
+	return nil
+}
+
+// subset maps hand entries to the candidates they name: each must be one
+// of them, once.
+func subset(entries [][]byte, of map[string]handCand) ([]handCand, error) {
+	if len(entries) > len(of) {
+		return nil, fmt.Errorf("%w: more entries than offered", ErrProtocol)
+	}
+	seen := make(map[string]bool, len(entries))
+	out := make([]handCand, 0, len(entries))
+	for _, h := range entries {
+		x, ok := of[string(h)]
+		if !ok || seen[string(h)] {
+			return nil, fmt.Errorf("%w: an entry not offered", ErrProtocol)
+		}
+		seen[string(h)] = true
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+// listed records that cands were listed to p.
+func (s *Service) listed(p peer.ID, cands []handCand) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range cands {
+		k := handKey(x.tag, x.id)
+		if t := s.tokens[k]; t != nil {
+			t.listed.add(p)
+		} else if it := s.bag[k]; it != nil {
+			it.listed.add(p)
+		}
+	}
+}
+
+// handed takes the copies p kept off what this device may still hand, and
+// records our own ops p kept as held by p.
+func (s *Service) handed(p peer.ID, kept []handCand) {
+	own := map[string][]crdt.OpID{}
+	s.mu.Lock()
+	for _, x := range kept {
+		k := handKey(x.tag, x.id)
+		if t := s.tokens[k]; t != nil {
+			if t.copies -= min(x.give, t.copies); t.copies <= 1 {
+				delete(s.tokens, k)
+			}
+			own[string(x.tag)] = append(own[string(x.tag)], x.id)
+		} else if it := s.bag[k]; it != nil {
+			it.copies -= min(x.give, it.copies-1)
+		}
+	}
+	s.mu.Unlock()
+	for tag, ids := range own {
+		if s.holds([]byte(tag)) {
+			s.h.Held([]byte(tag), ids, p)
+		}
+	}
+}
+
+// takeFrom runs our side of being handed envelopes by p: its hand frame
+// (first, if read already), the entries we take (none unless we carry), the
+// envelopes, and the ones we kept.
+func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
+	var f frame
+	if first != nil {
+		f = *first
+	} else {
+		var err error
+		if f, err = c.recv(); err != nil || f.Kind != fHand {
+			return fmt.Errorf("%w: expected hand", ErrProtocol)
+		}
+	}
+	if len(f.Hand) == 0 {
+		return nil
+	}
+	type entry struct {
+		tag    []byte
+		copies uint32
+		urgent bool
+	}
+	want := map[crdt.OpID]entry{}
+	var take [][]byte
+	if s.carries() {
+		own := s.h.Tags()
+		self := inboxTag(s.cfg.Node.ID())
+		for i, h := range f.Hand {
+			tag, id := h[:tagLen], crdt.OpID(h[tagLen:])
+			if _, dup := want[id]; dup || bytes.Equal(tag, self) {
+				continue
+			}
+			if _, mine := slices.BinarySearchFunc(own, tag, bytes.Compare); mine || s.carriesOp(id) {
+				continue
+			}
+			urgent := len(f.Urgent) > 0 && f.Urgent[i]
+			want[id] = entry{tag: tag, copies: min(f.Copies[i], uint32(max(s.cfg.CarryCopies, 1))), urgent: urgent}
+			take = append(take, h)
+		}
+	}
+	if err := c.send(frame{Kind: fTake, Hand: take}); err != nil || len(take) == 0 {
+		return err
+	}
+	var got []Checked
+	var tags [][]byte
+	var total int64
+	limit := 2*s.cfg.CarryQuota + e2e.MaxEnvelope
+	for i := 0; i < len(take); i += handBatch {
+		g, err := c.recv()
+		if err != nil || g.Kind != fEnvs || len(g.Envs) > handBatch {
+			return fmt.Errorf("%w: expected envelopes", ErrProtocol)
+		}
+		batch := map[crdt.OpID]bool{}
+		for _, h := range take[i:min(i+handBatch, len(take))] {
+			batch[crdt.OpID(h[tagLen:])] = true
+		}
+		var pending []*e2e.Envelope
+		var raws [][]byte
+		var ptags [][]byte
+		for _, raw := range g.Envs {
+			id := crdt.OpID(e2e.ID(raw))
+			if !batch[id] {
+				s.cfg.Node.Penalise(p)
+				return fmt.Errorf("%w: an envelope not taken", ErrProtocol)
+			}
+			delete(batch, id)
+			if total += int64(len(raw)); total > limit {
+				return fmt.Errorf("%w: more than %d bytes handed", ErrBudget, limit)
+			}
+			tag := want[id].tag
+			e, err := e2e.Decode(raw)
+			if err == nil && !bytes.Equal(e.Tag, tag) && !inboxOf(e, tag) {
+				err = errMisfiled
+			}
+			if err == nil {
+				err = s.checkSender(e, false) // a revoked sender's fresh copies are refused
+			}
+			if err != nil {
+				s.log.Debug("carry: handed envelope refused", "from", p.String(), "err", err)
+				continue
+			}
+			pending, raws, ptags = append(pending, e), append(raws, raw), append(ptags, tag)
+		}
+		for j, err := range e2e.VerifyBatch(pending) {
+			if err != nil {
+				s.cfg.Node.Penalise(p)
+				s.log.Debug("carry: handed envelope refused", "from", p.String(), "err", err)
+				continue
+			}
+			got, tags = append(got, Checked{pending[j], raws[j]}), append(tags, ptags[j])
+		}
+	}
+	var kept [][]byte
+	now := s.now()
+	for j, ce := range got {
+		id := crdt.OpID(e2e.ID(ce.Raw))
+		w := want[id]
+		if s.keepSpray(tags[j], ce.Env, ce.Raw, w.copies, w.urgent, now) {
+			kept = append(kept, append(slices.Clone(tags[j]), id[:]...))
+		}
+	}
+	if len(kept) > 0 {
+		s.log.Debug("carry: took envelopes to carry", "from", p.String(), "kept", len(kept))
+		s.kick() // offer them on to whoever is in reach
+	}
+	return c.send(frame{Kind: fTake, Hand: kept})
+}
+
+// carriesOp reports whether any carrier here holds op id.
+func (s *Service) carriesOp(id crdt.OpID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.copies[id] > 0
+}
+
+// keepSpray keeps a checked envelope of tag in the bag with the copies
+// handed with it, then applies the bag's bounds; it reports whether the
+// envelope is still kept.
+func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint32, urgent bool, now time.Time) bool {
+	sender, err := e.SenderID()
+	if err != nil {
+		return false
+	}
+	wall := time.UnixMilli(e.Wall)
+	if wall.After(now) {
+		wall = now
+	}
+	exp := wall.Add(s.cfg.CarryTTL)
+	if !exp.After(now) {
+		return false
+	}
+	c := s.carrierOn(tag, "")
+	if c == nil {
+		return false
+	}
+	id := crdt.OpID(e2e.ID(raw))
+	rec, _ := detcbor.Marshal(carriedRecord{At: now.Unix(), Raw: raw, Spray: true, Copies: max(copies, 1), Urgent: urgent, Exp: exp.Unix()})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := c.ops[id]; ok {
+		return false
+	}
+	if err := s.cfg.Store.Put(s.ctx, carrierKey(tag).ChildString(id.String()), rec); err != nil {
+		s.log.Error("carry: store envelope", "err", err)
+		return false
+	}
+	s.bagLocked(c, id, held{at: now, size: len(raw), sender: sender, key: e.SyncKey()}, max(copies, 1), urgent, exp)
+	s.changes++
+	s.boundBagLocked()
+	_, kept := s.bag[handKey(tag, id)]
+	return kept
+}
+
+// bagLocked records a carried envelope in c's index and the bag. Callers
+// hold mu.
+func (s *Service) bagLocked(c *carrier, id crdt.OpID, h held, copies uint32, urgent bool, exp time.Time) {
+	if s.bag == nil {
+		s.bag = map[string]*bagItem{}
+	}
+	c.spray = true
+	s.holdLocked(c, id, h)
+	s.seq++
+	s.bag[handKey(c.tag, id)] = &bagItem{c: c, id: id, seq: s.seq, size: h.size, sender: h.sender, urgent: urgent, copies: copies, exp: exp}
+	s.bagBytes += int64(h.size)
+}
+
+// unbagLocked forgets a bag entry when its envelope goes. Callers hold mu.
+func (s *Service) unbagLocked(c *carrier, id crdt.OpID) {
+	if it := s.bag[handKey(c.tag, id)]; it != nil && it.c == c {
+		delete(s.bag, handKey(c.tag, id))
+		s.bagBytes -= int64(it.size)
+	}
+}
+
+// dropBagLocked drops bag entry k with its envelope. Callers hold mu.
+func (s *Service) dropBagLocked(k string) {
+	it := s.bag[k]
+	if it == nil {
+		return
+	}
+	if h, ok := it.c.ops[it.id]; ok {
+		s.dropLocked(it.c, it.id, h)
+	}
+	s.unbagLocked(it.c, it.id)
+}
+
+// carryShare is the most bytes of one origin the bag holds.
+func (s *Service) carryShare() int64 { return int64(float64(s.cfg.CarryQuota) * s.cfg.CarryShare) }
+
+// boundBagLocked applies the per-origin share, then the quota (oldest
+// non-urgent first; the oldest urgent only when all are urgent, which a
+// non-urgent newcomer never brings about: it is the oldest non-urgent).
+// Callers hold mu.
+func (s *Service) boundBagLocked() {
+	by := map[peer.ID]int64{}
+	for _, it := range s.bag {
+		by[it.sender] += int64(it.size)
+	}
+	share, dropped := s.carryShare(), 0
+	for sender, n := range by {
+		for n > share {
+			id, ok := s.oldestLocked(func(it *bagItem) bool { return it.sender == sender })
+			if !ok {
+				break
+			}
+			n -= int64(s.bag[id].size)
+			s.dropBagLocked(id)
+			dropped++
+		}
+	}
+	for s.bagBytes > s.cfg.CarryQuota && len(s.bag) > 0 {
+		id, ok := s.oldestLocked(func(it *bagItem) bool { return !it.urgent })
+		if !ok {
+			id, _ = s.oldestLocked(func(*bagItem) bool { return true })
+		}
+		s.dropBagLocked(id)
+		dropped++
+	}
+	if dropped > 0 {
+		s.log.Info("carry: dropped carried envelopes (origin share or quota)", "dropped", dropped, "bytes", s.bagBytes)
+	}
+}
+
+// oldestLocked is the oldest bag entry that ok accepts.
+func (s *Service) oldestLocked(ok func(*bagItem) bool) (string, bool) {
+	var out string
+	var at uint64
+	for id, it := range s.bag {
+		if ok(it) && (at == 0 || it.seq < at) {
+			out, at = id, it.seq
+		}
+	}
+	return out, at != 0
+}
+
+// expireBagLocked drops bag entries past their time. Callers hold mu.
+func (s *Service) expireBagLocked(now time.Time) {
+	for id, it := range s.bag {
+		if !it.exp.After(now) {
+			s.dropBagLocked(id)
+		}
+	}
+}
+
+// absorb hands the holder what this device carried of tag for others,
+// now that it holds the conversation (a welcome just named it): the
+// envelopes leave the bag for the replica. Without this, reconciliation
+// would count them as held while the replica lacks them. They were
+// checked when taken.
+func (s *Service) absorb(tag []byte) {
+	s.mu.Lock()
+	c := s.carried[hex.EncodeToString(tag)]
+	var raws [][]byte
+	if c != nil && c.spray {
+		for id, h := range c.ops {
+			if raw, ok := c.get(s.ctx, s.cfg.Store, id); ok {
+				raws = append(raws, raw)
+			}
+			if _, bagged := s.bag[handKey(tag, id)]; bagged {
+				s.dropLocked(c, id, h)
+			}
+		}
+	}
+	s.mu.Unlock()
+	var out []Checked
+	for _, raw := range raws {
+		if e, err := e2e.Decode(raw); err == nil && bytes.Equal(e.Tag, tag) {
+			out = append(out, Checked{e, raw})
+		}
+	}
+	if len(out) > 0 {
+		s.log.Debug("carry: joined a conversation carried, envelopes to the replica", "n", len(out))
+		s.h.Deliver(tag, out, s.cfg.Node.ID())
+	}
+}
+
+// carriedOnly lists the tags this device carries only: their envelopes
+// were handed to it and it does not hold the conversation. What it carried
+// of a conversation it holds by now (joined after it took them) goes to
+// the replica first (see absorb).
+func (s *Service) carriedOnly() map[string]bool {
+	own := s.h.Tags()
+	s.mu.Lock()
+	var joined [][]byte
+	for _, c := range s.carried {
+		if _, held := slices.BinarySearchFunc(own, c.tag, bytes.Compare); held && c.spray && len(c.ops) > 0 {
+			joined = append(joined, c.tag)
+		}
+	}
+	s.mu.Unlock()
+	for _, tag := range joined {
+		s.absorb(tag)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[string]bool
+	for _, c := range s.carried {
+		if !c.spray || s.cfg.Anchor {
+			continue
+		}
+		if _, held := slices.BinarySearchFunc(own, c.tag, bytes.Compare); held {
+			continue
+		}
+		if out == nil {
+			out = map[string]bool{}
+		}
+		out[string(c.tag)] = true
+	}
+	return out
+}
+
+// Reconciling a carried tag. A carrier's op-ID set of a tag is a subset of
+// the members', so their fingerprints always differ, and every session
+// would reconcile the tag (listing the members' IDs) to move nothing. The
+// initiator therefore reconciles a tag that one side carries only (the
+// offer says so) only if the carrier's fingerprint changed since the two
+// last reconciled it completely — the carrier has something new — and
+// never when both carry it only (neither fetches). The responder takes
+// any subset of the shared tags. The record is kept for the
+// maxReconciled most recent pairs.
+const maxReconciled = 1 << 14
+
+func fpOf(o offer, tag []byte) []byte {
+	if i, ok := slices.BinarySearchFunc(o.tags, tag, bytes.Compare); ok {
+		return o.fps[i]
+	}
+	return nil
+}
+
+// skipCarried drops from common the carried tags there is no point in
+// reconciling with p now.
+func (s *Service) skipCarried(p peer.ID, common [][]byte, mine, theirs offer) [][]byte {
+	if len(mine.only) == 0 && len(theirs.only) == 0 {
+		return common
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.DeleteFunc(common, func(tag []byte) bool {
+		weOnly, theyOnly := mine.only[string(tag)], theirs.only[string(tag)]
+		switch {
+		case weOnly && theyOnly:
+			return true
+		case weOnly:
+			return bytes.Equal(s.reconciled[string(p)+string(tag)], fpOf(mine, tag))
+		case theyOnly:
+			return bytes.Equal(s.reconciled[string(p)+string(tag)], fpOf(theirs, tag))
+		}
+		return false
+	})
+}
+
+// reconciledCarried records a complete reconciliation of tag with p, if
+// one side carries it only: the carrier's fingerprint then.
+func (s *Service) reconciledCarried(p peer.ID, tag []byte, mine, theirs offer) {
+	var fp []byte
+	switch {
+	case mine.only[string(tag)]:
+		fp = fpOf(mine, tag)
+	case theirs.only[string(tag)]:
+		fp = fpOf(theirs, tag)
+	default:
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reconciled == nil || len(s.reconciled) >= maxReconciled {
+		s.reconciled = map[string][]byte{}
+	}
+	s.reconciled[string(p)+string(tag)] = fp
+}
+
+// holdsAll reports whether this device holds (or carries) every one of ids
+// of tag.
+func (s *Service) holdsAll(tag []byte, ids []crdt.OpID) bool {
+	if len(ids) == 0 {
+		return true
+	}
+	have := s.IDsOf(tag)
+	for _, id := range ids {
+		if _, ok := slices.BinarySearchFunc(have, id, crdt.OpID.Compare); !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,309 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+)
+
+// carrierService is a device that carries (no anchor) on fake parts, with
+// a bag of quota bytes.
+func carrierService(t *testing.T, quota int64, now *time.Time) *Service {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return &Service{cfg: Config{Node: &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{}}, Carry: true,
+		CarryQuota: quota, CarryTTL: time.Hour, CarryShare: DefaultCarryShare, CarryCopies: DefaultCarryCopies,
+		AnchorTTL: 30 * 24 * time.Hour, AnchorQuota: 1 << 30, Store: ds.NewMapDatastore(), Now: func() time.Time { return *now }},
+		h: &fakeHolder{}, log: slog.New(slog.DiscardHandler), ctx: ctx, cancel: cancel, carried: map[string]*carrier{},
+		subs: map[string]*pubsub.Subscription{}, topics: map[string]*pubsub.Topic{}, adopted: map[peer.ID]int{}}
+}
+
+// sprayEnv is an envelope of tag by sender written at wall, of about size
+// bytes (unsigned: keepSpray takes checked envelopes).
+func sprayEnv(t *testing.T, tag []byte, sender peer.ID, wall time.Time, size int) (*e2e.Envelope, []byte) {
+	t.Helper()
+	e := &e2e.Envelope{Version: e2e.Version, Kind: e2e.KindContent, Tag: tag, Sender: []byte(sender),
+		Epoch: make([]byte, 32), Body: make([]byte, size), Sig: make([]byte, 64), Wall: wall.UnixMilli()}
+	rand.Read(e.Body)
+	raw, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, raw
+}
+
+func (s *Service) bagOf(sender peer.ID) (n int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, it := range s.bag {
+		if it.sender == sender {
+			n++
+			bytes += int64(it.size)
+		}
+	}
+	return n, bytes
+}
+
+// TestCarryOriginShare: one origin flooding a carrier fills at most its
+// share of the bag, oldest dropped first; another origin's envelopes stay.
+func TestCarryOriginShare(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 64<<10, &now)
+	tag := make([]byte, tagLen)
+	flood, honest := newPeerID(t), newPeerID(t)
+	var honestIDs []crdt.OpID
+	for range 8 {
+		e, raw := sprayEnv(t, tag, honest, now, 1000)
+		if !s.keepSpray(tag, e, raw, 4, false, now) {
+			t.Fatal("an honest origin's envelope not kept")
+		}
+		honestIDs = append(honestIDs, crdt.OpID(e2e.ID(raw)))
+	}
+	var last crdt.OpID
+	for range 200 { // 200 KB from one origin into a 64 KiB bag
+		e, raw := sprayEnv(t, tag, flood, now, 1000)
+		s.keepSpray(tag, e, raw, 4, false, now)
+		last = crdt.OpID(e2e.ID(raw))
+	}
+	if _, b := s.bagOf(flood); b > s.carryShare() {
+		t.Fatalf("flooding origin holds %d bytes, share %d", b, s.carryShare())
+	}
+	if n, _ := s.bagOf(honest); n != 8 {
+		t.Fatalf("the honest origin keeps %d of 8 envelopes", n)
+	}
+	if !s.carriesIn(tag, last) {
+		t.Fatal("the flooder's newest envelope went; its oldest should go first")
+	}
+	for _, id := range honestIDs {
+		if !s.carriesIn(tag, id) {
+			t.Fatal("an honest envelope's index entry went")
+		}
+	}
+	if s.bagBytes > s.cfg.CarryQuota {
+		t.Fatalf("bag of %d bytes over quota %d", s.bagBytes, s.cfg.CarryQuota)
+	}
+}
+
+func (s *Service) carriesIn(tag []byte, id crdt.OpID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.carried[hexTag(tag)]
+	if c == nil {
+		return false
+	}
+	_, ok := c.ops[id]
+	return ok
+}
+
+// TestCarryQuotaUrgentFirst: a full bag drops its oldest non-urgent
+// envelope; urgent ones go only for an urgent newcomer, and a non-urgent
+// newcomer never evicts an urgent one.
+func TestCarryQuotaUrgentFirst(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 20<<10, &now)
+	s.cfg.CarryShare = 1 // many origins below: the quota alone decides
+	tag := make([]byte, tagLen)
+	var urgent []crdt.OpID
+	for range 10 {
+		e, raw := sprayEnv(t, tag, newPeerID(t), now, 1800)
+		if !s.keepSpray(tag, e, raw, 2, true, now) {
+			t.Fatal("urgent envelope not kept")
+		}
+		urgent = append(urgent, crdt.OpID(e2e.ID(raw)))
+	}
+	// The bag is full of urgent envelopes: a non-urgent newcomer is refused.
+	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1800)
+	if s.keepSpray(tag, e, raw, 2, false, now) {
+		t.Fatal("a non-urgent newcomer evicted an urgent envelope")
+	}
+	for _, id := range urgent {
+		if !s.carriesIn(tag, id) {
+			t.Fatal("an urgent envelope went for a non-urgent one")
+		}
+	}
+	// An urgent newcomer evicts the oldest urgent one.
+	e, raw = sprayEnv(t, tag, newPeerID(t), now, 1800)
+	if !s.keepSpray(tag, e, raw, 2, true, now) {
+		t.Fatal("urgent newcomer refused")
+	}
+	if s.carriesIn(tag, urgent[0]) || !s.carriesIn(tag, urgent[1]) {
+		t.Fatal("not the oldest urgent envelope evicted")
+	}
+	if s.bagBytes > s.cfg.CarryQuota {
+		t.Fatalf("bag of %d bytes over quota %d", s.bagBytes, s.cfg.CarryQuota)
+	}
+}
+
+// TestCarryTTL: an envelope expires CarryTTL after the time in its header
+// (a future time counts as now), is dropped by the sweep and never handed
+// on; one expired already is refused.
+func TestCarryTTL(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	e, raw := sprayEnv(t, tag, newPeerID(t), now.Add(-2*time.Hour), 100)
+	if s.keepSpray(tag, e, raw, 4, false, now) {
+		t.Fatal("an envelope past its TTL was kept")
+	}
+	e, raw = sprayEnv(t, tag, newPeerID(t), now.Add(-30*time.Minute), 100)
+	old := crdt.OpID(e2e.ID(raw))
+	s.keepSpray(tag, e, raw, 4, false, now)
+	e, raw = sprayEnv(t, tag, newPeerID(t), now.Add(1000*time.Hour), 100) // a lying clock
+	future := crdt.OpID(e2e.ID(raw))
+	s.keepSpray(tag, e, raw, 4, false, now)
+	if len(s.candidates(newPeerID(t))) != 2 {
+		t.Fatal("fresh envelopes with copies to spare not offered")
+	}
+	now = now.Add(31 * time.Minute)
+	s.sweepCarriers(now)
+	if s.carriesIn(tag, old) || !s.carriesIn(tag, future) {
+		t.Fatal("sweep: the expired envelope stays, or the fresh one went")
+	}
+	now = now.Add(30 * time.Minute)
+	if len(s.candidates(newPeerID(t))) != 0 || s.carriesIn(tag, future) {
+		t.Fatal("an envelope from a future clock outlived the TTL")
+	}
+	if n, _ := s.cfg.Store.(ds.Datastore).GetSize(context.Background(), carrierKey(tag).ChildString(future.String())); n > 0 {
+		t.Fatal("expired envelope still in the store")
+	}
+}
+
+// TestCarryRestore: what a carrier carries survives a restart with its
+// copies and urgency; with carriage turned off it is dropped.
+func TestCarryRestore(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	e, raw := sprayEnv(t, tag, newPeerID(t), now, 100)
+	s.keepSpray(tag, e, raw, 4, true, now)
+	for _, carry := range []bool{true, false} {
+		r := carrierService(t, 1<<20, &now)
+		r.cfg.Store, r.cfg.Carry = s.cfg.Store, carry
+		if err := r.restoreCarried(); err != nil {
+			t.Fatal(err)
+		}
+		c := r.candidates(newPeerID(t))
+		if carry && (len(c) != 1 || c[0].give != 2 || !c[0].urgent) {
+			t.Fatalf("restored: %+v", c)
+		}
+		if !carry && (len(c) != 0 || r.CarriedCount() != 0) {
+			t.Fatal("carried envelopes kept with carriage off")
+		}
+	}
+}
+
+// TestSprayHalves: the origin hands half its copies at each handover and
+// stops at one (kept for members); a carrier hands on half of what it was
+// given and, with one copy, waits for a member.
+func TestSprayHalves(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	_, raw := sprayEnv(t, tag, s.cfg.Node.ID(), now, 100)
+	s.noteOwn(tag, [][]byte{raw}, nil, nil)
+	var gave []uint32
+	for range 5 {
+		c := s.candidates(newPeerID(t))
+		if len(c) == 0 {
+			break
+		}
+		gave = append(gave, c[0].give)
+		s.handed(newPeerID(t), c)
+	}
+	if !slices.Equal(gave, []uint32{4, 2, 1}) {
+		t.Fatalf("origin handed %v copies, want 4, 2, 1", gave)
+	}
+	e, raw := sprayEnv(t, tag, newPeerID(t), now, 100)
+	s.keepSpray(tag, e, raw, 2, false, now)
+	c := s.candidates(newPeerID(t))
+	if len(c) != 1 || c[0].give != 1 {
+		t.Fatalf("carrier of 2 copies offers %+v", c)
+	}
+	s.handed(newPeerID(t), c)
+	if len(s.candidates(newPeerID(t))) != 0 {
+		t.Fatal("a carrier with one copy left hands it to another carrier")
+	}
+	if !s.carriesIn(tag, crdt.OpID(e2e.ID(raw))) {
+		t.Fatal("the last copy is not kept for a member")
+	}
+}
+
+// TestAlteredEnvelopeRefused: a carrier that alters an envelope it serves
+// changes its ID (the hash of its bytes): the member that asked for the
+// original refuses it, counts it against the carrier and ends the session.
+func TestAlteredEnvelopeRefused(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{}}
+	carrierID := newPeerID(t)
+	n.roles[carrierID] = nil
+	s := testService(t, n, &fakeHolder{}, &now)
+	tag := make([]byte, tagLen)
+	_, raw := sprayEnv(t, tag, carrierID, now, 100)
+	id := crdt.OpID(e2e.ID(raw))
+	altered := slices.Clone(raw)
+	altered[len(altered)-70] ^= 1 // in the body
+	ok, _, err := s.checkAnswer([][]byte{altered}, []crdt.OpID{id}, tag, true, carrierID)
+	if err == nil || len(ok) != 0 {
+		t.Fatal("an altered envelope was taken")
+	}
+	if !slices.Contains(n.penalised, carrierID) {
+		t.Fatal("the altering carrier was not penalised")
+	}
+}
+
+// TestListedOnce: an entry listed to a carrier (taken or not) is not
+// listed to it again; another carrier still gets it.
+func TestListedOnce(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	_, raw := sprayEnv(t, tag, s.cfg.Node.ID(), now, 100)
+	s.noteOwn(tag, [][]byte{raw}, nil, nil)
+	p, q := newPeerID(t), newPeerID(t)
+	c := s.candidates(p)
+	if len(c) != 1 {
+		t.Fatal("own op not a candidate")
+	}
+	s.listed(p, c) // p declined it
+	if len(s.candidates(p)) != 0 || len(s.candidates(q)) != 1 {
+		t.Fatal("listed again to a peer that declined, or not to another")
+	}
+}
+
+// TestSkipCarried: a tag one side carries only is reconciled with a peer
+// once per change of the carrier's set; one both carry only, never; the
+// others always.
+func TestSkipCarried(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	p := newPeerID(t)
+	held, carried, both := []byte("held-tag-0000000"), []byte("carried-tag-0000"), []byte("both-carry-00000")
+	tags := [][]byte{both, carried, held} // sorted
+	fp := func(b byte) [][]byte { return [][]byte{{b}, {b}, {b}} }
+	mine := offer{tags: tags, fps: fp(1), only: map[string]bool{string(carried): true, string(both): true}}
+	theirs := offer{tags: tags, fps: fp(2), only: map[string]bool{string(both): true}}
+	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 2 {
+		t.Fatalf("first time: %q", got)
+	}
+	s.reconciledCarried(p, carried, mine, theirs)
+	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 1 || !slices.Equal(got[0], held) {
+		t.Fatalf("carried tag unchanged since: %q", got)
+	}
+	mine.fps = [][]byte{{1}, {3}, {1}} // the carrier got something new
+	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 2 {
+		t.Fatalf("carried tag changed: %q", got)
+	}
+	if got := s.skipCarried(newPeerID(t), slices.Clone(tags), mine, theirs); len(got) != 2 {
+		t.Fatalf("another peer: %q", got)
+	}
+}
