@@ -253,7 +253,25 @@ func (d *Dialer) try(ai peer.AddrInfo, src Source, delay time.Duration) bool {
 // maxClaims-1 other sources are added, so a hostile colleague naming a
 // peer first, at addresses where it is not, cannot keep us from the
 // addresses an honest one names. Callers hold d.mu.
+//
+// A relayed path (an anchor naming a peer that just reserved a slot on it)
+// is taken from any source, the first included, up to MaxLearntAddrs
+// addresses in all, and brings the next dial forward: the peer was likely
+// named first at direct addresses that cannot be reached.
 func (d *Dialer) mergeLocked(t *target, ai peer.AddrInfo, from peer.ID) {
+	if !t.keep {
+		relayed := false
+		for _, a := range ai.Addrs {
+			if _, ok := relayOf(a); ok && len(t.ai.Addrs) < MaxLearntAddrs && !slices.ContainsFunc(t.ai.Addrs, a.Equal) {
+				t.ai.Addrs = append(slices.Clip(t.ai.Addrs), a)
+				relayed = true
+			}
+		}
+		if relayed && t.next.After(time.Now()) {
+			t.next, t.backoff = time.Now(), minBackoff
+			d.wakeLocked()
+		}
+	}
 	if t.keep || from == t.source || slices.Contains(t.also, from) || len(t.also) >= maxClaims-1 {
 		return
 	}

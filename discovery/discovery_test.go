@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/internal/check"
 )
@@ -78,5 +80,40 @@ func TestTryGivesUp(t *testing.T) {
 	d.mu.Unlock()
 	if tg != nil && tg.backoff <= minBackoff {
 		t.Fatalf("backoff did not grow: %v", tg.backoff)
+	}
+}
+
+// TestRelayedPathFromTheFirstSource: an anchor names a peer at a direct
+// address it cannot be reached at, then — once the peer reserved a relay
+// slot on it — at its relayed address. The second claim comes from the
+// same source, yet the relayed path is added and the next dial brought
+// forward; a direct address from the same source is still not added.
+func TestRelayedPathFromTheFirstSource(t *testing.T) {
+	a, b, anchor := newHost(t), newHost(t), newHost(t)
+	addrs := b.Addrs()
+	b.Close()
+	d := NewDialer(context.Background(), a, slog.New(slog.DiscardHandler),
+		WithRelays(func(r peer.ID) bool { return r == anchor.ID() }))
+	defer d.Close()
+	src := Source{From: anchor.ID(), Loopback: true}
+	d.Try(peer.AddrInfo{ID: b.ID(), Addrs: addrs}, src)
+	waitFor(t, 5*time.Second, "first failure recorded", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		tg := d.targets[b.ID()]
+		return tg != nil && tg.fails >= 1
+	})
+	d.Try(peer.AddrInfo{ID: b.ID(), Addrs: []ma.Multiaddr{Circuit(anchor.ID()), ma.StringCast("/ip4/10.9.9.9/tcp/4001")}}, src)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	tg := d.targets[b.ID()]
+	if tg == nil {
+		t.Fatal("target dropped")
+	}
+	if !slices.ContainsFunc(tg.ai.Addrs, Circuit(anchor.ID()).Equal) {
+		t.Fatalf("relayed path not taken: %v", tg.ai.Addrs)
+	}
+	if slices.ContainsFunc(tg.ai.Addrs, ma.StringCast("/ip4/10.9.9.9/tcp/4001").Equal) {
+		t.Fatalf("a direct address taken from the same source again: %v", tg.ai.Addrs)
 	}
 }

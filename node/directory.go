@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-msgio"
 	manet "github.com/multiformats/go-multiaddr/net"
 
+	"github.com/medmesh/medmesh/discovery"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/streams"
@@ -73,6 +74,9 @@ func (n *Node) addrsOf(id peer.ID) *peerAddrs {
 		if c.Stat().Direction == network.DirOutbound {
 			addrs = append(addrs, c.RemoteMultiaddr().Bytes())
 		}
+	}
+	if n.relay != nil && n.reservedHere(id) {
+		addrs = append(addrs, discovery.Circuit(n.ID()).Bytes())
 	}
 	for _, a := range n.host.Peerstore().Addrs(id) {
 		if len(addrs) == maxAddrsPerPeer {

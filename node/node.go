@@ -112,6 +112,7 @@ type Node struct {
 	circuit   atomic.Pointer[[]ma.Multiaddr] // relayed addresses of the reservations held (relay.go)
 	relayMu   sync.Mutex
 	announced map[peer.ID]time.Time // relay.go: when each reserving peer was last announced
+	reserved  map[peer.ID]time.Time // relay.go: when each peer last asked for a reservation here
 
 	pkMu         sync.Mutex // guards the fields below and the ring's stored copy
 	prekeys      *e2e.PrekeyRing

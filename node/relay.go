@@ -45,7 +45,8 @@ const (
 	RelayCircuits          = 64   // per peer, source or destination, at once
 	RelayCircuitsPerSource = 4    // a source's circuits at once (AllowConnect)
 	relayAnnounceEvery     = 10 * time.Minute
-	relaysKept             = 2 // anchors a private device holds a slot on
+	relayReservationTTL    = time.Hour // go-libp2p's relay default (Resources.ReservationTTL)
+	relaysKept             = 2         // anchors a private device holds a slot on
 	relayCheck             = 5 * time.Second
 	relayRenew             = 10 * time.Minute // renew a reservation this long before it expires (they last an hour)
 	relayTimeout           = 10 * time.Second
@@ -84,10 +85,39 @@ func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
 	if !a.n.awaitAdmitted(ctx, p) {
 		return false
 	}
+	a.n.relayMu.Lock()
+	if a.n.reserved == nil {
+		a.n.reserved = map[peer.ID]time.Time{}
+	}
+	now := time.Now()
+	if len(a.n.reserved) >= RelayReservations {
+		for q, at := range a.n.reserved {
+			if now.Sub(at) > relayReservationTTL {
+				delete(a.n.reserved, q)
+			}
+		}
+	}
+	a.n.reserved[p] = now
+	a.n.relayMu.Unlock()
 	if a.n.announceDue(p) {
 		a.n.goOwned(func() { a.n.announceRelayed(p) })
 	}
 	return true
+}
+
+// reservedHere reports whether p asked for a reservation on this anchor's
+// relay within the reservation lifetime: peer exchange then names it at
+// its relayed address through this anchor too, so a colleague admitted
+// after the reservation (and its announcement) learns the path.
+func (n *Node) reservedHere(p peer.ID) bool {
+	n.relayMu.Lock()
+	defer n.relayMu.Unlock()
+	at, ok := n.reserved[p]
+	if ok && time.Since(at) > relayReservationTTL {
+		delete(n.reserved, p)
+		return false
+	}
+	return ok
 }
 
 // announceDue: p was not announced within relayAnnounceEvery (a
