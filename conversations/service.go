@@ -397,8 +397,18 @@ func (s *Service) do(id chat.ConversationID, op func(r *chat.Replica) (chat.Out,
 
 // Send posts a text message.
 func (s *Service) Send(id chat.ConversationID, text string, o chat.SendOptions) (crdt.OpID, error) {
-	return s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Send(text, o) })
+	op, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Send(text, o) })
+	if err == nil && o.Urgent {
+		// Carriers hand an urgent message first and evict it last.
+		if m, ok := s.publisher().(urgentMarker); ok {
+			m.MarkUrgent(op)
+		}
+	}
+	return op, err
 }
+
+// urgentMarker is a Publisher that carries urgent ops first (mesh.Service).
+type urgentMarker interface{ MarkUrgent(ids ...crdt.OpID) }
 
 // SendPhoto posts a photo (already stripped of metadata) with its
 // thumbnail and a caption.
