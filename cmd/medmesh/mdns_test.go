@@ -79,17 +79,7 @@ func TestMDNSInNamespaces(t *testing.T) {
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			p.cmd.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { p.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(6 * time.Second):
-				p.cmd.Process.Kill()
-				<-done
-			}
-		})
+		t.Cleanup(func() { stopProcess(p.cmd) })
 		go func() {
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {

@@ -183,15 +183,7 @@ func TestSitesInNamespaces(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			p.cmd.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { p.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(6 * time.Second):
-				p.cmd.Process.Kill()
-				<-done
-			}
+			stopProcess(p.cmd)
 			if t.Failed() {
 				p.log.mu.Lock()
 				t.Logf("%s:\n%s", filepath.Base(dir), p.buf.String())
@@ -285,4 +277,18 @@ func TestSitesInNamespaces(t *testing.T) {
 		return has(a, "written at B during the cut") && has(b, "written at A during the cut")
 	})
 	t.Logf("converged %v after the WAN returned", time.Since(healed).Round(time.Millisecond))
+}
+
+// stopProcess interrupts a node started by a test and waits for it to
+// exit, killing it after 6 s (a clean stop takes about one).
+func stopProcess(cmd *exec.Cmd) {
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(6 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
