@@ -3,6 +3,7 @@ package archive_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"slices"
@@ -141,6 +142,9 @@ func TestArchiveFiles(t *testing.T) {
 		r := e.Resource
 		switch r["resourceType"] {
 		case "Communication":
+			if _, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r["received"])); err != nil {
+				t.Fatalf("a filed communication's received (when the archive filed it) %v: %v", r["received"], err)
+			}
 			ver := r["meta"].(map[string]any)["versionId"].(string)
 			id := r["identifier"].([]any)[0].(map[string]any)["value"].(string)
 			status[id] = r["status"].(string) + "/v" + ver

@@ -41,8 +41,14 @@
 //   - A photo message whose image cannot be read (or was filed without
 //     it) is exported without it: its payload and a note say the photo
 //     is unavailable; one unreadable photo never fails an export.
-//   - received is not set: chat keeps how far each recipient got
-//     (delivered, read, acknowledged), not when.
+//   - received, in a member's export, is when the message first reached
+//     one of its recipients as far as this device knows: the timestamp
+//     (that recipient's clock) of the earliest receipt — delivered, read
+//     or acknowledged — a recipient signed that covers it; receipts are
+//     coalesced, so it is at most one coalescing window late. A message
+//     no recipient has signed for yet has no received. In an archive's
+//     export, received is when the archive first filed the message: when
+//     it reached the record.
 //
 // Invariants: the package does no I/O, starts no goroutines and logs
 // nothing; its errors never carry message text or patient data. Every

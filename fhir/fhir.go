@@ -57,6 +57,13 @@ type Source interface {
 	Photo(id chat.ConversationID, msg crdt.OpID, full bool) ([]byte, error)
 }
 
+// ReceivedSource is a Source that knows when recipients signed for
+// messages (conversations.Service); with it, Communications carry
+// received.
+type ReceivedSource interface {
+	ReceivedAt(id chat.ConversationID, msgs []crdt.OpID) (map[crdt.OpID]time.Time, error)
+}
+
 // Staff resolves a colleague's certificate details by peer ID
 // (node.Node's LookupStaff).
 type Staff interface {
@@ -107,8 +114,15 @@ func Export(src Source, staff Staff, id chat.ConversationID, o Options) ([]byte,
 	}
 	c := Conversation{ID: id, Title: sum.Title, Patient: sum.Patient, Staff: staff,
 		Photo: func(m crdt.OpID, full bool) ([]byte, error) { return src.Photo(id, m, full) }}
+	ids := make([]crdt.OpID, 0, len(msgs))
 	for _, m := range msgs {
 		c.Messages = append(c.Messages, m.Message)
+		ids = append(ids, m.ID)
+	}
+	if rs, ok := src.(ReceivedSource); ok {
+		if c.Received, err = rs.ReceivedAt(id, ids); err != nil {
+			return nil, err
+		}
 	}
 	return c.Export(o)
 }
@@ -149,6 +163,9 @@ type Conversation struct {
 	Staff Staff
 	// Photo returns a photo message's full image (full) or thumbnail.
 	Photo func(msg crdt.OpID, full bool) ([]byte, error)
+	// Received is when each message was received (see doc.go); a message
+	// absent from it is filed without received.
+	Received map[crdt.OpID]time.Time
 	// Filed, set for what an archive filed (FromFiled): each message's
 	// filed version (meta.versionId), whether it was entered in error,
 	// and whether its photo is the full image.
@@ -171,10 +188,14 @@ func FromFiled(id chat.ConversationID, recs []archive.Record, staff Staff) *Conv
 	latest := map[crdt.OpID]archive.Record{}
 	var order []crdt.OpID
 	var newest int64
-	c := &Conversation{ID: id, Staff: staff, Filed: map[crdt.OpID]Filing{}}
+	c := &Conversation{ID: id, Staff: staff, Filed: map[crdt.OpID]Filing{}, Received: map[crdt.OpID]time.Time{}}
 	for _, r := range recs {
 		if _, seen := latest[r.Message]; !seen {
 			order = append(order, r.Message)
+		}
+		at := time.UnixMicro(r.FiledUs).UTC() // the record received it when it first filed it
+		if cur, ok := c.Received[r.Message]; !ok || at.Before(cur) {
+			c.Received[r.Message] = at
 		}
 		latest[r.Message] = r
 		if r.FiledUs >= newest {
@@ -331,6 +352,9 @@ func (c *Conversation) communication(u string, m *chat.Message, subject *dpb.Ref
 		Subject:    subject,
 		Sent:       dateTime(m.Time),
 		Sender:     ref(urn("Practitioner", m.Sender.String())),
+	}
+	if at, ok := c.Received[m.ID]; ok {
+		com.Received = dateTime(at)
 	}
 	if m.Urgent {
 		com.Priority.Value = cpb.RequestPriorityCode_URGENT

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -105,6 +106,9 @@ func newFixture(t testing.TB) *fixture {
 			{ID: f.withdrawn, Sender: f.cai, Time: t0.Add(5 * time.Minute), Withdrawn: "sender removed", Receipts: to(f.asha, f.bola)},
 			{ID: f.orphan, Sender: f.asha, Text: "ignore that", Time: t0.Add(6 * time.Minute), ReplyTo: f.deleted, Receipts: to(f.bola, f.cai)},
 		},
+		// The hello reached a recipient 30 s after it was sent; nobody
+		// has signed for the others yet.
+		Received: map[crdt.OpID]time.Time{f.hello: t0.Add(30 * time.Second)},
 		Photo: func(m crdt.OpID, full bool) ([]byte, error) {
 			if m != f.photo || full {
 				return nil, chat.ErrNoSuchMessage
@@ -272,8 +276,13 @@ func TestBundleContent(t *testing.T) {
 		if c["priority"] != wantPrio {
 			t.Fatalf("communication %d priority %v", i, c["priority"])
 		}
-		if _, has := c["received"]; has {
-			t.Fatalf("communication %d has received: chat keeps no receipt times", i)
+		got, has := c["received"]
+		if want, known := f.conv.Received[m.ID]; known {
+			if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(got)); err != nil || !at.Equal(want) {
+				t.Fatalf("communication %d received %v, want %v", i, got, want)
+			}
+		} else if has {
+			t.Fatalf("communication %d has received %v though no recipient signed for it", i, got)
 		}
 	}
 	payload := func(c map[string]any) []map[string]any {

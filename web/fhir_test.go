@@ -3,10 +3,12 @@ package web
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/fhir"
@@ -73,6 +75,15 @@ func TestConversationFHIR(t *testing.T) {
 	waitMessage(t, b, mustConv(t, id), photo, "the whole photo", func(m apiMessage) bool {
 		p, _ := m["photo"].(map[string]any)
 		return p["ready"] == true
+	})
+
+	// received: when bola's device signed for the message, after it was sent.
+	testnet.Eventually(t, within, "asha's export says when bola received the hello", func() bool {
+		com := communications(fhirBundle(t, a, path))[hello]
+		got, _ := com["received"].(string)
+		at, err1 := time.Parse(time.RFC3339Nano, got)
+		sent, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(com["sent"]))
+		return err1 == nil && err2 == nil && !at.Before(sent)
 	})
 
 	for _, p := range []*dev{a, b} {
