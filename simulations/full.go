@@ -104,6 +104,26 @@ type fdev struct {
 	conv  chat.ConversationID
 }
 
+// checkFull refuses what the full engine cannot run: it runs the protocol
+// as built, so routing medmesh (members and anchors carry: the devices
+// with carriage turned off) or medmesh-carry (the devices as shipped:
+// spray with mesh's defaults; other carry settings are the DES's).
+func (s Scenario) checkFull() error {
+	switch s.Routing {
+	case "", "medmesh":
+		return nil
+	case "medmesh-carry":
+		c, dev := s.Carry.withDefaults(), (Carry{Policy: "spray", Copies: mesh.DefaultCarryCopies,
+			QuotaKiB: mesh.DefaultCarryQuota / 1024, TTLSeconds: mesh.DefaultCarryTTL.Seconds(), OriginShare: mesh.DefaultCarryShare}).withDefaults()
+		if c != dev {
+			return fmt.Errorf("scenario %s: the full engine carries as the devices do (spray, %d copies, %d KiB, %.0f s, share %.2f); other carry settings are modelled in the DES only: use --engine des",
+				s.Name, dev.Copies, dev.QuotaKiB, dev.TTLSeconds, dev.OriginShare)
+		}
+		return nil
+	}
+	return fmt.Errorf("scenario %s: routing %s is modelled in the DES only (the full engine runs the protocol as built: medmesh, or medmesh-carry); use --engine des", s.Name, s.Routing)
+}
+
 // RunFull runs a scenario on real libp2p nodes over a mocknet.
 func RunFull(s Scenario, seed uint64, opt FullOptions, progress func(done, total int)) (*Result, error) {
 	w, err := Build(s, seed)
@@ -171,6 +191,9 @@ func (c *clock) resume(t, limit float64) {
 // RunFull runs the world on real nodes, on the wall clock compressed by
 // opt.Scale.
 func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Result, error) {
+	if err := w.S.checkFull(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	if opt.Scale <= 0 {
 		opt.Scale = max(1, w.S.Hours*3600/30)
@@ -342,7 +365,7 @@ func (f *full) startNodes() error {
 			device.WithPubSubOptions(pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})),
 			device.WithTimers(time.Duration(f.w.S.SyncSeconds/f.opt.Scale*float64(time.Second)), time.Duration(0.3/f.opt.Scale*float64(time.Second))),
 			device.WithReceiptWindow(max(time.Millisecond, time.Duration(conversations.ReceiptWindow.Seconds()/f.opt.Scale*float64(time.Second)))),
-			device.WithObserve(f.observer(i))}
+			device.WithObserve(f.observer(i)), device.WithCarry(f.w.S.Routing == "medmesh-carry")}
 		if wd.Anchor {
 			opts = append(opts, device.WithAnchor(0, 0))
 		}

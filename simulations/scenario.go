@@ -23,10 +23,12 @@
 // transfer on the wire, apart from reconciliation and summaries.
 //
 // Routings (Scenario.Routing): medmesh (members and anchors carry a
-// conversation), epidemic (everyone carries everything) and, in the DES
-// only, medmesh-carry: admitted non-members also carry envelopes, within a
+// conversation), epidemic (everyone carries everything, DES only) and
+// medmesh-carry: admitted non-members also carry envelopes, within a
 // quota, a TTL and a per-origin share, by binary spray-and-wait or
-// PRoPHET (carry.go). gentrace.go generates the synthetic hospital
+// PRoPHET (carry.go); the full engine runs the devices' own carriage
+// (spray with mesh's defaults) under medmesh-carry and turns it off under
+// medmesh. gentrace.go generates the synthetic hospital
 // contact trace shipped in testdata (go generate rewrites it, byte for
 // byte).
 package simulations
@@ -96,9 +98,9 @@ type Scenario struct {
 	// every anchor outside a partition.
 	Revocations []Revocation `json:"revocations"`
 	// Routing: "medmesh" (default: members and anchors carry a
-	// conversation; range-based reconciliation), "medmesh-carry" (DES
-	// only: and admitted non-members carry envelopes within bounds, as
-	// Carry says; carry.go) or "epidemic" (plain epidemic routing, Vahdat &
+	// conversation; range-based reconciliation), "medmesh-carry" (and
+	// admitted non-members carry envelopes within bounds, as Carry says;
+	// carry.go; the full engine only as the devices do) or "epidemic" (plain epidemic routing, Vahdat &
 	// Becker: every device carries everything, summary vectors of every
 	// ID) — for comparison.
 	Routing string `json:"routing"`

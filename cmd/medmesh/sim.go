@@ -67,9 +67,6 @@ func newSimCmd(e *env) *cobra.Command {
 			for _, n := range w.Notes {
 				fmt.Fprintln(e.stderr, "note:", n)
 			}
-			if engine == "full" && sc.Routing != "" && sc.Routing != "medmesh" {
-				return fmt.Errorf("scenario %s: routing %s is modelled in the DES only (the full engine runs the protocol as built: members and anchors carry); use --engine des", sc.Name, sc.Routing)
-			}
 			if engine == "full" && w.MultiConversation() {
 				return fmt.Errorf("scenario %s: a device is in more than one conversation (one-to-one messages): the full engine runs one conversation per device; use --engine des", sc.Name)
 			}
