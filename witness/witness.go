@@ -97,17 +97,17 @@ type Config struct {
 	IsWitness func(peer.ID) bool
 	// Own is this device's current head (Seq 0: nothing recorded yet);
 	// Log reads its log, to check what witnesses hold.
-	Own    func() audit.Head
-	Log    *audit.Reader     // nil when the device's log is broken
-	Key    ed25519.PublicKey // this device's identity key (its log's)
+	Own func() audit.Head
+	Log *audit.Reader     // nil when the device's log is broken
+	Key ed25519.PublicKey // this device's identity key (its log's)
 	// Identity signs a witness's answers (this device's identity key, whose
 	// peer ID is the host's); Certs is this device's certificate chain
 	// (device.crt), carried in each answer so that an answer can be checked
 	// offline against the trust roots (CheckWitness). Needed when Witness.
 	Identity ed25519.PrivateKey
 	Certs    []byte
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Service deposits this device's head with witnesses, and — on a witness —

@@ -314,6 +314,11 @@ func TestRedteam8ProofAttacks(t *testing.T) {
 		t.Fatal("an oversized proof was answered")
 	}
 	unchanged("oversized proof")
+	check.Eventually(t, 10*time.Second, "the refused deposit is done with", func() bool {
+		anchor.svc.mu.Lock()
+		defer anchor.svc.mu.Unlock()
+		return !anchor.svc.busy[dev.h.ID()]
+	})
 	if _, ok, _ := Conflict(ctx, anchor.st, dev.h.ID()); ok {
 		t.Fatal("evidence kept before any proof failed")
 	}
