@@ -93,13 +93,49 @@ type headJSON struct {
 	Hash      string    `json:"hash"`
 	Signature string    `json:"signature"` // hex, over HeadDomain || cbor
 	CBOR      string    `json:"cbor"`      // base64 of the signed bytes
+	// Conflict: a head of the same device that does not extend this one
+	// (a witness's evidence of a rewritten log).
+	Conflict *headJSON `json:"conflict,omitempty"`
+}
+
+func headToJSON(h Head, peerID string) headJSON {
+	return headJSON{PeerID: peerID, Key: hex.EncodeToString(h.Key), Seq: h.Seq, Time: h.Time,
+		Hash: hex.EncodeToString(h.Hash[:]), Signature: hex.EncodeToString(h.Sig),
+		CBOR: base64.StdEncoding.EncodeToString(h.Body)}
 }
 
 // MarshalHead renders h as JSON for a file; peerID is informative.
 func MarshalHead(h Head, peerID string) ([]byte, error) {
-	return json.MarshalIndent(headJSON{PeerID: peerID, Key: hex.EncodeToString(h.Key), Seq: h.Seq, Time: h.Time,
-		Hash: hex.EncodeToString(h.Hash[:]), Signature: hex.EncodeToString(h.Sig),
-		CBOR: base64.StdEncoding.EncodeToString(h.Body)}, "", "  ")
+	return MarshalHeadConflict(h, nil, peerID)
+}
+
+// MarshalHeadConflict is MarshalHead with, when conflict is not nil, a
+// head of the same device that does not extend h (field "conflict").
+func MarshalHeadConflict(h Head, conflict *Head, peerID string) ([]byte, error) {
+	j := headToJSON(h, peerID)
+	if conflict != nil {
+		c := headToJSON(*conflict, peerID)
+		j.Conflict = &c
+	}
+	return json.MarshalIndent(j, "", "  ")
+}
+
+// ParseConflict reads the conflicting head of a file written by
+// MarshalHeadConflict (nil: none), checking that the device with public
+// key key signed it.
+func ParseConflict(data []byte, key ed25519.PublicKey) (*Head, error) {
+	var j headJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadHead, err)
+	}
+	if j.Conflict == nil {
+		return nil, nil
+	}
+	c, err := parseHeadJSON(*j.Conflict, key)
+	if err != nil {
+		return nil, fmt.Errorf("the conflicting head: %w", err)
+	}
+	return &c, nil
 }
 
 // ParseHead reads a head exported with MarshalHead and checks that the
@@ -110,6 +146,10 @@ func ParseHead(data []byte, key ed25519.PublicKey) (Head, error) {
 	if err := json.Unmarshal(data, &j); err != nil {
 		return Head{}, fmt.Errorf("%w: %v", ErrBadHead, err)
 	}
+	return parseHeadJSON(j, key)
+}
+
+func parseHeadJSON(j headJSON, key ed25519.PublicKey) (Head, error) {
 	raw, err1 := base64.StdEncoding.DecodeString(j.CBOR)
 	sig, err2 := hex.DecodeString(j.Signature)
 	if err1 != nil || err2 != nil {
