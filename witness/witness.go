@@ -3,28 +3,44 @@
 // reordering by its hash chain, but someone holding the device key can cut
 // its tail and sign a new head. So every device deposits its signed head
 // with the witnesses it meets — admitted peers whose certificate carries
-// the role anchor or archive — and each witness keeps the newest head it
-// was given per device, in its own encrypted store.
+// the role anchor or archive — and each witness keeps, per device, the
+// newest head that extends the one it held, in its own encrypted store.
 //
 // The exchange (Protocol, one stream per deposit): the device sends its
-// head record (audit.Head.Record); the witness checks the signature under
-// the key in the sender's peer ID, keeps it if it is newer than what it
-// holds (a higher entry number; the same number with another hash is
-// evidence of a rewritten log and is refused, the first kept), and answers
-// with the head it now holds for the sender — or nothing. The device checks
-// its own log against that answer (audit.Reader.Vouched): a witness holding
-// a head past the device's log, or a different entry at that number, shows
-// the log was truncated or rewritten (or restored from an older copy), and
-// the device reports it in its status. It keeps the newest answer too, so
-// `medmesh audit verify` on its stopped directory checks against it; an
-// operator can also export the head a witness holds (`medmesh audit head
-// --dir ANCHOR --peer ID`) and verify with `--head`.
+// head record (audit.Head.Record) and, if it knows which entry the witness
+// holds, the inclusion proof of that entry in the new head's Merkle tree
+// (audit.Reader.Proof: ceil(log2 n) hashes, at most audit.MaxProof, about
+// 450 bytes for a log of 10,000 entries whatever the gap). The witness
+// checks the head's signature under the key in the sender's peer ID, and:
+// holding nothing, keeps it; holding a newer head, keeps that; holding an
+// older one, keeps the new head only if the proof shows the held entry in
+// the new head's tree (audit.VerifyInclusion) — without a proof, or with
+// one from another entry, it answers Want (the device deposits once more
+// with the proof); a proof that fails, or another head for the held entry
+// number, is refused and the first such head kept as evidence (two heads
+// signed by one device key that do not extend each other), carried in
+// every later answer. The witness answers with an Answer it signs with
+// its identity key, naming itself and the device, holding the held head,
+// any evidence, its time and its certificate chain. The device checks the
+// answer's signature and that it names the peer it asked and itself, then
+// its own log against the held head (audit.Reader.Vouched: the entry and
+// the tree up to it) and reports a mismatch or evidence in its status; it
+// keeps the newest answer (or the first naming evidence), so that `medmesh
+// audit verify` on its stopped directory checks the answer's signature,
+// the witness's certificate chain and role under the directory's trust
+// roots (CheckWitness), and the log against the held head. An answer the
+// key holder wrote fails those checks; a missing one is reported as not
+// witnessed. An operator can also export what a witness holds, evidence
+// included (`medmesh audit head --dir ANCHOR --peer ID`), and verify with
+// `--head`.
 //
 // Rules: a witness answers only admitted peers; a head is accepted only if
 // signed by the key of the peer that sends it (no one deposits for
-// another); records are bounded (maxRecord); one deposit per peer at a
-// time; a deposit that is not newer changes nothing. A witness learns of a
-// device only its entry count, last hash and time — no event of its log.
+// another); deposits and answers are bounded (maxDeposit, maxAnswer); one
+// deposit per peer at a time; a deposit that is not shown to extend what
+// is held changes nothing but the evidence. A witness learns of a device
+// only its entry count, entry and tree hashes and time — no event of its
+// log.
 package witness
 
 import (
@@ -51,7 +67,6 @@ import (
 const Protocol = "/medmesh/audit-head/2"
 
 const (
-	maxRecord = 1 << 10 // a head record is about 230 bytes
 	// Every is how often a device deposits again with the witnesses it is
 	// connected to, when its head moved since the last deposit there;
 	// Settle, how soon after its log grew (Changed), at most once per

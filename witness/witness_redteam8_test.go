@@ -154,7 +154,7 @@ func TestRedteam8DepositHandledAfterClose(t *testing.T) {
 	// Whatever the witness does with it, the stream ends: an answer or a
 	// reset.
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	_, _ = msgio.NewVarintReaderSize(s, maxRecord).ReadMsg()
+	_, _ = msgio.NewVarintReaderSize(s, maxAnswer).ReadMsg()
 	cs.mu.Lock()
 	late := cs.late
 	cs.mu.Unlock()
