@@ -127,7 +127,7 @@ func TestRedteam8DepositHandledAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	var frame bytes.Buffer
-	if err := msgio.NewVarintWriter(&frame).WriteMsg(rec); err != nil {
+	if err := msgio.NewVarintWriter(&frame).WriteMsg(depositOf(t, rec)); err != nil {
 		t.Fatal(err)
 	}
 	half := frame.Len() / 2
