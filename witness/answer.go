@@ -194,9 +194,12 @@ func CheckWitness(a Answer, trust *identity.Trust, roles ...string) error {
 }
 
 // Check is what a kept answer says of the log r: nil if the log holds the
-// held head's entry, unchanged, and the witness saw no conflicting head.
+// held head's entry, unchanged, and the witness saw no conflicting head —
+// or the log vouches for both (then they do extend each other: a witness
+// cannot make a device's genuine heads look like evidence). With r nil,
+// any conflict is an error.
 func (a Answer) Check(ctx context.Context, r *audit.Reader) error {
-	if a.Conflict != nil {
+	if a.Conflict != nil && !Disproved(ctx, r, a.Held, *a.Conflict) {
 		return fmt.Errorf("%w: %s holds entry %d (hash %x) and was given entry %d (hash %x) that does not extend it",
 			ErrConflict, a.Witness, a.Held.Seq, a.Held.Hash[:8], a.Conflict.Seq, a.Conflict.Hash[:8])
 	}
@@ -207,4 +210,11 @@ func (a Answer) Check(ctx context.Context, r *audit.Reader) error {
 		return fmt.Errorf("%w: %v", ErrWitnessed, err)
 	}
 	return nil
+}
+
+// Disproved says whether the log r vouches for both held and conflict
+// (audit.Reader.Vouched: each one's entry and tree), which shows that the
+// two heads extend each other whatever a witness claims.
+func Disproved(ctx context.Context, r *audit.Reader, held, conflict audit.Head) bool {
+	return r != nil && held.Seq > 0 && r.Vouched(ctx, held) == nil && r.Vouched(ctx, conflict) == nil
 }

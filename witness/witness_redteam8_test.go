@@ -334,3 +334,49 @@ func TestRedteam8ProofAttacks(t *testing.T) {
 		t.Fatalf("genuine proof: %+v %v", a, err)
 	}
 }
+
+// A witness (a hostile or broken anchor) names two genuine heads of a
+// device as a conflict: the device's own log vouches for both, so neither
+// the device's status nor `audit verify` takes it for tampering. Evidence
+// against a really rewritten log still stands.
+func TestRedteam8WitnessClaimsFalseConflict(t *testing.T) {
+	ctx := context.Background()
+	dev, anchor := key(2), key(1)
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	l := openLog(t, d, dev, 6)
+	h6 := l.Current()
+	appendN(t, l, 4)
+	h10 := l.Current()
+	answer := func(held, conflict audit.Head) Answer {
+		t.Helper()
+		hr, _ := held.Record()
+		cr, _ := conflict.Record()
+		raw, err := signAnswer(anchor, answerBody{Device: []byte(peerID(t, dev)), Witness: []byte(peerID(t, anchor)),
+			Time: t0.UnixNano(), Held: hr, Conflict: cr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := DecodeAnswer(raw, dev.Public().(ed25519.PublicKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	if err := answer(h6, h10).Check(ctx, l.Reader); err != nil {
+		t.Fatalf("two genuine heads named a conflict: %v", err)
+	}
+	// A rewritten copy: entries 1–3, then others past 6.
+	d2 := dssync.MutexWrap(ds.NewMapDatastore())
+	l2 := openLog(t, d2, dev, 3)
+	for range 5 {
+		if _, err := l2.Append(ctx, audit.Event{Kind: audit.Read, IDs: audit.IDs{Conversation: "innocuous"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := answer(h6, l2.Current()).Check(ctx, l2.Reader); !errors.Is(err, ErrConflict) {
+		t.Fatalf("the rewritten log against the evidence: %v", err)
+	}
+	if err := answer(h6, l2.Current()).Check(ctx, nil); !errors.Is(err, ErrConflict) {
+		t.Fatalf("evidence without a log to check: %v", err)
+	}
+}

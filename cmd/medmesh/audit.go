@@ -75,7 +75,7 @@ no kept answer the trail is reported as not witnessed.`,
 				}
 				if c, err := audit.ParseConflict(raw, a.Key); err != nil {
 					return fmt.Errorf("%s: %w", headFile, err)
-				} else if c != nil {
+				} else if c != nil && !witness.Disproved(cmd.Context(), a.Reader, h, *c) {
 					return fmt.Errorf("audit trail of %s does not verify: %w: the witness holds entry %d and was given entry %d (hash %x) that does not extend it",
 						a.PeerID, witness.ErrConflict, h.Seq, c.Seq, c.Hash[:8])
 				}
@@ -90,7 +90,9 @@ no kept answer the trail is reported as not witnessed.`,
 				}
 				if ok {
 					if ans.Conflict != nil {
-						return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, ans.Check(cmd.Context(), nil))
+						if err := ans.Check(cmd.Context(), a.Reader); err != nil {
+							return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, err)
+						}
 					}
 					witnessed = true
 					if ans.Held.Seq > 0 {
