@@ -219,7 +219,7 @@ func TestHeadTamper(t *testing.T) {
 		for seq := uint64(8); seq <= 10; seq++ {
 			d.Delete(context.Background(), entryKey(seq))
 		}
-		_, hrec, _ := signHead(fixedKey(2), 7, [32]byte{}, t0)
+		_, hrec, _ := signHead(fixedKey(2), 7, [32]byte{}, [32]byte{}, t0)
 		put(t, d, headKey, hrec)
 		if _, err := l.Verify(context.Background(), nil); !errors.Is(err, ErrBadHead) {
 			t.Fatalf("got %v", err)
@@ -250,7 +250,8 @@ func TestTruncationAgainstExportedHead(t *testing.T) {
 	for seq := uint64(8); seq <= 10; seq++ {
 		d.Delete(context.Background(), entryKey(seq))
 	}
-	_, hrec, err := signHead(key, 7, e7.Hash, e7.Time)
+	root7, _ := l.Root(context.Background(), 7)
+	_, hrec, err := signHead(key, 7, e7.Hash, root7, e7.Time)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,8 @@ func TestTruncationAgainstExportedHead(t *testing.T) {
 		d2.Delete(context.Background(), entryKey(seq))
 	}
 	e7, _ = l2.Entry(context.Background(), 7)
-	_, hrec, _ = signHead(key, 7, e7.Hash, e7.Time)
+	root7, _ = l2.Root(context.Background(), 7)
+	_, hrec, _ = signHead(key, 7, e7.Hash, root7, e7.Time)
 	put(t, d2, headKey, hrec)
 	l3, err := Open(context.Background(), d2, key, WithClock(func() time.Time { return t0.Add(time.Hour) }))
 	if err != nil {

@@ -49,3 +49,58 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkProof: what a deposit costs the device when the witness holds
+// an entry 10,000 entries back (log of 10,001 entries): the inclusion
+// proof, cold (a fresh reader: every entry read and hashed once) and warm
+// (subtrees of 64 entries or more remembered, as on a running device),
+// reported as the ratio to one Ed25519 signature measured in the same run,
+// with the proof's size in bytes.
+func BenchmarkProof(b *testing.B) {
+	key := fixedKey(1)
+	msg := sha256.Sum256([]byte("baseline"))
+	start := time.Now()
+	const signs = 2000
+	for range signs {
+		ed25519.Sign(key, msg[:])
+	}
+	perSign := float64(time.Since(start).Nanoseconds()) / signs
+	ctx := context.Background()
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	l, err := Open(ctx, d, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs := make([]Event, 100)
+	for i := range evs {
+		evs[i] = Event{Kind: Read, IDs: IDs{Conversation: "0123456789abcdef0123456789abcdef"}}
+	}
+	for range 100 {
+		if _, err := l.Append(ctx, evs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := l.Append(ctx, evs[0]); err != nil {
+		b.Fatal(err)
+	}
+	h := l.Current()
+	for _, warm := range []bool{false, true} {
+		b.Run(fmt.Sprintf("gap=10000/warm=%v", warm), func(b *testing.B) {
+			var proof [][32]byte
+			for b.Loop() {
+				r := l.Reader
+				if !warm {
+					r = NewReader(d, key.Public().(ed25519.PublicKey))
+				}
+				if proof, err = r.Proof(ctx, 1, h.Seq); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := VerifyInclusion(func() [32]byte { e, _ := l.Entry(ctx, 1); return e.Hash }(), 1, h.Seq, [32]byte(h.Root), proof); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perSign, "proof-vs-sign")
+			b.ReportMetric(float64(32*len(proof)), "proof-bytes")
+		})
+	}
+}

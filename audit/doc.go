@@ -20,8 +20,17 @@
 // Encoding: the entry's body is deterministic CBOR (internal/detcbor);
 // its hash is SHA-256(EntryDomain || body) and its signature is Ed25519
 // over (SigDomain || hash), verified under ZIP-215 rules. The log's head
-// (the last entry's seq, hash and time) is signed the same way over
-// (HeadDomain || head body).
+// (the last entry's seq, hash and time, and — version 2 — the root of the
+// RFC 9162 Merkle tree whose leaves are the entries' hashes) is signed the
+// same way over (HeadDomain || head body); version 1 heads (no root) still
+// verify. An inclusion proof (Reader.Proof, VerifyInclusion) shows that an
+// entry an older head vouches for is in a newer head's tree, in
+// ceil(log2 n) hashes, without revealing any entry: what a witness (package
+// witness) needs to keep only heads that extend the one it holds. Verify
+// and Vouched check a head's root against the tree of the stored entries,
+// so a head whose tree is not the log's fails as a head whose hash is not.
+// The tree's frontier (one hash per set bit of the entry count) is stored
+// with the head in the same batch; a log without one is rebuilt on Open.
 //
 // What verification detects: an edited entry (hash or signature), two
 // entries swapped or a sequence gap (seq and prev), a deleted middle entry

@@ -43,7 +43,7 @@ func FuzzDecode(f *testing.F) {
 // and what is accepted re-encodes to the same bytes.
 func FuzzDecodeHead(f *testing.F) {
 	key := fixedKey(1)
-	_, rec, err := signHead(key, 3, [32]byte{1}, t0)
+	_, rec, err := signHead(key, 3, [32]byte{1}, [32]byte{2}, t0)
 	if err != nil {
 		f.Fatal(err)
 	}

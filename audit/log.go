@@ -7,17 +7,21 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"sync"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Store keys.
 var (
 	headKey   = ds.NewKey("/audit/head")
+	treeKey   = ds.NewKey("/audit/tree") // the Merkle tree's frontier as of the head (merkle.go)
 	entryRoot = ds.NewKey("/audit/entry")
 )
 
@@ -28,10 +32,38 @@ func entryKey(seq uint64) ds.Key { return entryRoot.ChildString(strconv.FormatUi
 type Reader struct {
 	d   ds.Read
 	key ed25519.PublicKey
+	pr  prover
 }
 
 // NewReader reads the log in d of the device with public key key.
-func NewReader(d ds.Read, key ed25519.PublicKey) *Reader { return &Reader{d: d, key: key} }
+func NewReader(d ds.Read, key ed25519.PublicKey) *Reader {
+	r := &Reader{d: d, key: key}
+	r.pr.leaf = func(ctx context.Context, i uint64) ([32]byte, error) {
+		e, err := r.Entry(ctx, i+1)
+		return e.Hash, err
+	}
+	return r
+}
+
+// Root is the root of the Merkle tree over entries 1..size (computed from
+// the stored entries; subtrees already computed are remembered).
+func (r *Reader) Root(ctx context.Context, size uint64) ([32]byte, error) {
+	if size == 0 {
+		return [32]byte{}, nil
+	}
+	return r.pr.mth(ctx, 0, size)
+}
+
+// Proof is the inclusion proof of entry seq in the Merkle tree over
+// entries 1..size (at most MaxProof hashes, ceil(log2 size)): what shows a
+// witness holding the head of entry seq that the head of entry size
+// extends it (VerifyInclusion).
+func (r *Reader) Proof(ctx context.Context, seq, size uint64) ([][32]byte, error) {
+	if seq == 0 || seq > size {
+		return nil, fmt.Errorf("audit proof: entry %d of %d", seq, size)
+	}
+	return r.pr.inclusion(ctx, seq-1, 0, size)
+}
 
 // Head returns the stored head (ok false: the log is empty), checked
 // against the device's key.
@@ -108,7 +140,9 @@ func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
 	}
 	var s Summary
 	c := NewChain(r.key)
+	var tree frontier
 	var extHash *[32]byte
+	var extRoot [32]byte
 	for seq := uint64(1); seq <= h.Seq; seq++ {
 		if err := ctx.Err(); err != nil {
 			return s, err
@@ -124,15 +158,16 @@ func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
 		if seq == 1 {
 			s.First = e.Time
 		}
+		tree.push(e.Hash)
 		if ext != nil && seq == ext.Seq {
-			extHash = &e.Hash
+			extHash, extRoot = &e.Hash, tree.root()
 		}
 		s.Entries, s.Hash, s.Last = seq, e.Hash, e.Time
 	}
 	if hi > h.Seq {
 		return s, broken(h.Seq+1, fmt.Errorf("%w: entries stored beyond the head (up to %d)", ErrSequence, hi))
 	}
-	if ok && s.Hash != h.Hash {
+	if ok && (s.Hash != h.Hash || (h.Root != nil && [32]byte(h.Root) != tree.root())) {
 		return s, broken(h.Seq, ErrHeadMismatch)
 	}
 	if ext != nil {
@@ -144,6 +179,8 @@ func (r *Reader) Verify(ctx context.Context, ext *Head) (Summary, error) {
 				ErrTruncated, ext.Seq, h.Seq))
 		case ext.Seq > 0 && (extHash == nil || *extHash != ext.Hash):
 			return s, broken(ext.Seq, ErrHeadMismatch)
+		case ext.Seq > 0 && ext.Root != nil && [32]byte(ext.Root) != extRoot:
+			return s, broken(ext.Seq, fmt.Errorf("%w: the log's tree up to it differs from the head's", ErrHeadMismatch))
 		}
 	}
 	return s, nil
@@ -236,8 +273,9 @@ type Log struct {
 	sk  ed25519.PrivateKey
 	now func() time.Time
 
-	mu   sync.Mutex // serialises appends; guards head
+	mu   sync.Mutex // serialises appends; guards head and tree
 	head Head
+	tree frontier // the Merkle tree of entries 1..head.Seq
 }
 
 // Option configures Open.
@@ -265,7 +303,56 @@ func Open(ctx context.Context, d ds.Batching, key ed25519.PrivateKey, opts ...Op
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
 	l.head = h
+	if l.tree, err = l.loadTree(ctx, h); err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
 	return l, nil
+}
+
+// treeRecord is the stored frontier of the log's Merkle tree.
+type treeRecord struct {
+	Size  uint64   `cbor:"1,keyasint"`
+	Nodes [][]byte `cbor:"2,keyasint"`
+}
+
+// loadTree reads the tree's frontier stored with head h; one missing (a
+// log written before heads signed a tree) or not matching h is rebuilt
+// from the entries, read once.
+func (l *Log) loadTree(ctx context.Context, h Head) (frontier, error) {
+	if raw, err := l.d.Get(ctx, treeKey); err == nil {
+		var tr treeRecord
+		if detcbor.Unmarshal(raw, &tr, maxRecord) == nil && tr.Size == h.Seq && len(tr.Nodes) == bits.OnesCount64(tr.Size) {
+			f := frontier{size: tr.Size}
+			for _, n := range tr.Nodes {
+				if len(n) != 32 {
+					break
+				}
+				f.nodes = append(f.nodes, [32]byte(n))
+			}
+			if len(f.nodes) == len(tr.Nodes) && (h.Root == nil || [32]byte(h.Root) == f.root()) {
+				return f, nil
+			}
+		}
+	} else if !errors.Is(err, ds.ErrNotFound) {
+		return frontier{}, err
+	}
+	var f frontier
+	for seq := uint64(1); seq <= h.Seq; seq++ {
+		e, err := l.Entry(ctx, seq)
+		if err != nil {
+			return frontier{}, err
+		}
+		f.push(e.Hash)
+	}
+	return f, nil
+}
+
+func (f *frontier) record() ([]byte, error) {
+	tr := treeRecord{Size: f.size, Nodes: make([][]byte, len(f.nodes))}
+	for i := range f.nodes {
+		tr.Nodes[i] = f.nodes[i][:]
+	}
+	return detcbor.Marshal(tr)
 }
 
 // Append adds events, in order: their entries and the new head go to the
@@ -294,6 +381,7 @@ func (l *Log) Append(ctx context.Context, evs ...Event) ([]Entry, error) {
 	}
 	now := l.now().UTC()
 	seq, prev, last := l.head.Seq, l.head.Hash, l.head.Time
+	tree := l.tree.clone()
 	out := make([]Entry, 0, len(evs))
 	for _, ev := range evs {
 		t := now
@@ -315,19 +403,27 @@ func (l *Log) Append(ctx context.Context, evs ...Event) ([]Entry, error) {
 			return nil, fmt.Errorf("append audit entries: %w", err)
 		}
 		prev, last = e.Hash, e.Time
+		tree.push(e.Hash)
 		out = append(out, e)
 	}
-	h, hrec, err := signHead(l.sk, seq, prev, last)
+	h, hrec, err := signHead(l.sk, seq, prev, tree.root(), last)
+	if err != nil {
+		return nil, err
+	}
+	trec, err := tree.record()
 	if err != nil {
 		return nil, err
 	}
 	if err := b.Put(ctx, headKey, hrec); err != nil {
 		return nil, fmt.Errorf("append audit entries: %w", err)
 	}
+	if err := b.Put(ctx, treeKey, trec); err != nil {
+		return nil, fmt.Errorf("append audit entries: %w", err)
+	}
 	if err := b.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("append audit entries: %w", err)
 	}
-	l.head = h
+	l.head, l.tree = h, tree
 	return out, nil
 }
 
@@ -389,6 +485,15 @@ func (r *Reader) Vouched(ctx context.Context, ext Head) error {
 	}
 	if e.Hash != ext.Hash {
 		return broken(ext.Seq, ErrHeadMismatch)
+	}
+	if ext.Root != nil {
+		root, err := r.Root(ctx, ext.Seq)
+		if err != nil {
+			return err
+		}
+		if root != [32]byte(ext.Root) {
+			return broken(ext.Seq, fmt.Errorf("%w: the log's tree up to it differs from the head's", ErrHeadMismatch))
+		}
 	}
 	return nil
 }

@@ -253,6 +253,7 @@ type AuditFile struct {
 	PeerID peer.ID
 	Key    ed25519.PublicKey
 	st     *store.Store
+	trust  *identity.Trust // the directory's trust roots (ca.crt): who may witness
 }
 
 // OpenAudit opens the audit trail in device directory dir (the node must
@@ -275,7 +276,12 @@ func OpenAudit(dir string, passphrase []byte) (*AuditFile, error) {
 		return nil, fmt.Errorf("open audit trail (is the node still running?): %w", err)
 	}
 	pub := key.Identity.Public().(ed25519.PublicKey)
-	return &AuditFile{Reader: audit.NewReader(st, pub), PeerID: key.PeerID(), Key: pub, st: st}, nil
+	a := &AuditFile{Reader: audit.NewReader(st, pub), PeerID: key.PeerID(), Key: pub, st: st}
+	if a.trust, err = identity.LoadTrust(filepath.Join(dir, identity.TrustFile)); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open audit trail %s: %w", dir, err)
+	}
+	return a, nil
 }
 
 // Close closes the store.
@@ -285,7 +291,7 @@ func (a *AuditFile) Close() error { return a.st.Close() }
 // meets (anchors and archive members), and keeps others' heads when it is
 // one (package witness).
 func (d *Device) startWitness(backing ds.Batching) {
-	isWitness := func(p peer.ID) bool { return d.n.HasRole(p, mesh.RoleAnchor) || d.n.HasRole(p, archive.Role) }
+	isWitness := func(p peer.ID) bool { return d.n.HasRole(p, mesh.RoleAnchor) || d.n.HasRole(p, archive.Role) } // WitnessRoles
 	self := d.n.Self()
 	var log *audit.Reader
 	if d.trail.log != nil {
@@ -295,6 +301,7 @@ func (d *Device) startWitness(backing ds.Batching) {
 		Host: d.n.Host(), Store: backing, Witness: self.HasRole(mesh.RoleAnchor) || self.HasRole(archive.Role),
 		Admitted: d.n.IsAdmitted, IsWitness: isWitness, Own: d.trail.Head, Log: log,
 		Key: d.key.Identity.Public().(ed25519.PublicKey), Logger: d.log, Now: d.cfg.now,
+		Identity: d.key.Identity, Certs: identity.EncodeCertificates(d.cfg.chain...),
 	})
 	d.trail.witnessed = d.wit.Status
 	changed := d.wit.Changed
@@ -302,10 +309,31 @@ func (d *Device) startWitness(backing ds.Batching) {
 	d.n.OnAdmitted(d.wit.Met)
 }
 
-// Witnessed is the newest head of this device's log a witness answered
-// with while it ran (ok false: none yet).
-func (a *AuditFile) Witnessed(ctx context.Context) (audit.Head, bool, error) {
-	return witness.Mine(ctx, a.st, a.Key)
+// WitnessRoles are the roles that make a device a witness.
+var WitnessRoles = []string{mesh.RoleAnchor, archive.Role}
+
+// Witnessed is the newest answer a witness signed for this device while it
+// ran (ok false: none kept — the log is not witnessed). An answer is
+// accepted only if signed by the witness it names, about this device, and
+// if that witness's certificate chain (carried in the answer) verifies
+// under this directory's trust roots with the role anchor or archive: an
+// answer the device's key holder wrote is an error.
+func (a *AuditFile) Witnessed(ctx context.Context) (witness.Answer, bool, error) {
+	ans, ok, err := witness.Mine(ctx, a.st, a.Key)
+	if err != nil || !ok {
+		return ans, ok, err
+	}
+	if err := witness.CheckWitness(ans, a.trust, WitnessRoles...); err != nil {
+		return witness.Answer{}, false, fmt.Errorf("the kept witness answer: %w", err)
+	}
+	return ans, true, nil
+}
+
+// ConflictFor is the evidence this directory holds, as a witness, against
+// device p: the first head p deposited that did not extend the head held
+// (ok false: none).
+func (a *AuditFile) ConflictFor(ctx context.Context, p peer.ID) (audit.Head, bool, error) {
+	return witness.Conflict(ctx, a.st, p)
 }
 
 // HeldFor is the head of device p's log this directory holds as a witness

@@ -3,28 +3,44 @@
 // reordering by its hash chain, but someone holding the device key can cut
 // its tail and sign a new head. So every device deposits its signed head
 // with the witnesses it meets — admitted peers whose certificate carries
-// the role anchor or archive — and each witness keeps the newest head it
-// was given per device, in its own encrypted store.
+// the role anchor or archive — and each witness keeps, per device, the
+// newest head that extends the one it held, in its own encrypted store.
 //
 // The exchange (Protocol, one stream per deposit): the device sends its
-// head record (audit.Head.Record); the witness checks the signature under
-// the key in the sender's peer ID, keeps it if it is newer than what it
-// holds (a higher entry number; the same number with another hash is
-// evidence of a rewritten log and is refused, the first kept), and answers
-// with the head it now holds for the sender — or nothing. The device checks
-// its own log against that answer (audit.Reader.Vouched): a witness holding
-// a head past the device's log, or a different entry at that number, shows
-// the log was truncated or rewritten (or restored from an older copy), and
-// the device reports it in its status. It keeps the newest answer too, so
-// `medmesh audit verify` on its stopped directory checks against it; an
-// operator can also export the head a witness holds (`medmesh audit head
-// --dir ANCHOR --peer ID`) and verify with `--head`.
+// head record (audit.Head.Record) and, if it knows which entry the witness
+// holds, the inclusion proof of that entry in the new head's Merkle tree
+// (audit.Reader.Proof: ceil(log2 n) hashes, at most audit.MaxProof, about
+// 450 bytes for a log of 10,000 entries whatever the gap). The witness
+// checks the head's signature under the key in the sender's peer ID, and:
+// holding nothing, keeps it; holding a newer head, keeps that; holding an
+// older one, keeps the new head only if the proof shows the held entry in
+// the new head's tree (audit.VerifyInclusion) — without a proof, or with
+// one from another entry, it answers Want (the device deposits once more
+// with the proof); a proof that fails, or another head for the held entry
+// number, is refused and the first such head kept as evidence (two heads
+// signed by one device key that do not extend each other), carried in
+// every later answer. The witness answers with an Answer it signs with
+// its identity key, naming itself and the device, holding the held head,
+// any evidence, its time and its certificate chain. The device checks the
+// answer's signature and that it names the peer it asked and itself, then
+// its own log against the held head (audit.Reader.Vouched: the entry and
+// the tree up to it) and reports a mismatch or evidence in its status; it
+// keeps the newest answer (or the first naming evidence), so that `medmesh
+// audit verify` on its stopped directory checks the answer's signature,
+// the witness's certificate chain and role under the directory's trust
+// roots (CheckWitness), and the log against the held head. An answer the
+// key holder wrote fails those checks; a missing one is reported as not
+// witnessed. An operator can also export what a witness holds, evidence
+// included (`medmesh audit head --dir ANCHOR --peer ID`), and verify with
+// `--head`.
 //
 // Rules: a witness answers only admitted peers; a head is accepted only if
 // signed by the key of the peer that sends it (no one deposits for
-// another); records are bounded (maxRecord); one deposit per peer at a
-// time; a deposit that is not newer changes nothing. A witness learns of a
-// device only its entry count, last hash and time — no event of its log.
+// another); deposits and answers are bounded (maxDeposit, maxAnswer); one
+// deposit per peer at a time; a deposit that is not shown to extend what
+// is held changes nothing but the evidence. A witness learns of a device
+// only its entry count, entry and tree hashes and time — no event of its
+// log.
 package witness
 
 import (
@@ -33,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,13 +60,13 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Protocol is the deposit protocol's ID.
-const Protocol = "/medmesh/audit-head/1"
+const Protocol = "/medmesh/audit-head/2"
 
 const (
-	maxRecord = 1 << 10 // a head record is about 190 bytes
 	// Every is how often a device deposits again with the witnesses it is
 	// connected to, when its head moved since the last deposit there;
 	// Settle, how soon after its log grew (Changed), at most once per
@@ -70,10 +87,17 @@ var ErrWitnessed = errors.New("a witness holds a newer or different audit head t
 
 var heldRoot = ds.NewKey("/witness/held")
 
-// mineKey holds the newest head a witness answered with for this device.
-var mineKey = ds.NewKey("/witness/mine")
+// answerKey holds the newest answer a witness signed for this device (the
+// version 1 protocol kept a bare head at /witness/mine: not read any more,
+// as nothing in it shows a witness gave it).
+var answerKey = ds.NewKey("/witness/answer")
 
-func heldKey(p peer.ID) ds.Key { return heldRoot.ChildString(p.String()) }
+// conflictRoot holds, per device, the first head it deposited that does not
+// extend the head held: evidence of a rewritten log.
+var conflictRoot = ds.NewKey("/witness/conflict")
+
+func heldKey(p peer.ID) ds.Key     { return heldRoot.ChildString(p.String()) }
+func conflictKey(p peer.ID) ds.Key { return conflictRoot.ChildString(p.String()) }
 
 // Config wires a Service.
 type Config struct {
@@ -88,11 +112,17 @@ type Config struct {
 	IsWitness func(peer.ID) bool
 	// Own is this device's current head (Seq 0: nothing recorded yet);
 	// Log reads its log, to check what witnesses hold.
-	Own    func() audit.Head
-	Log    *audit.Reader     // nil when the device's log is broken
-	Key    ed25519.PublicKey // this device's identity key (its log's)
-	Logger *slog.Logger
-	Now    func() time.Time
+	Own func() audit.Head
+	Log *audit.Reader     // nil when the device's log is broken
+	Key ed25519.PublicKey // this device's identity key (its log's)
+	// Identity signs a witness's answers (this device's identity key, whose
+	// peer ID is the host's); Certs is this device's certificate chain
+	// (device.crt), carried in each answer so that an answer can be checked
+	// offline against the trust roots (CheckWitness). Needed when Witness.
+	Identity ed25519.PrivateKey
+	Certs    []byte
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Service deposits this device's head with witnesses, and — on a witness —
@@ -108,9 +138,11 @@ type Service struct {
 	mu       sync.Mutex
 	closed   bool               // Close began: handlers take nothing more
 	sent     map[peer.ID]uint64 // head seq last deposited per witness
+	known    map[peer.ID]uint64 // seq of the head each witness last said it holds
 	busy     map[peer.ID]bool   // a deposit from this peer is being handled
 	status   audit.Witnessed
-	mineSeen uint64 // seq of the stored newest answer
+	mineSeen uint64 // held seq of the stored newest answer
+	mineConf bool   // the stored answer carries a conflict
 }
 
 // Start registers the protocol and starts the deposit loop; Close stops
@@ -122,14 +154,14 @@ func Start(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, kick: make(chan peer.ID, 16), grew: make(chan struct{}, 1), sent: map[peer.ID]uint64{}, busy: map[peer.ID]bool{}}
+	s := &Service{cfg: cfg, kick: make(chan peer.ID, 16), grew: make(chan struct{}, 1), sent: map[peer.ID]uint64{}, known: map[peer.ID]uint64{}, busy: map[peer.ID]bool{}}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	if cfg.Log != nil {
-		if h, ok := s.loadMine(); ok {
-			s.mineSeen = h.Seq
-			s.status = audit.Witnessed{Seq: h.Seq, At: h.Time}
-			if err := cfg.Log.Vouched(s.ctx, h); err != nil {
-				s.status.Error = fmt.Errorf("%w: %v", ErrWitnessed, err).Error()
+		if a, ok := s.loadMine(); ok {
+			s.mineSeen, s.mineConf = a.Held.Seq, a.Conflict != nil
+			s.status = audit.Witnessed{Peer: a.Witness.String(), Seq: a.Held.Seq, At: a.Time}
+			if err := a.Check(s.ctx, cfg.Log); err != nil {
+				s.status.Error = err.Error()
 			}
 		}
 	}
@@ -269,69 +301,101 @@ func (s *Service) deposit(p peer.ID, force bool) bool {
 	if same && !force {
 		return true
 	}
-	held, err := s.exchange(p, own)
-	if err != nil {
-		s.cfg.Logger.Debug("audit head deposit failed", "peer", p, "err", err)
-		return false
+	s.mu.Lock()
+	from := s.known[p]
+	s.mu.Unlock()
+	var ans Answer
+	// At most two exchanges: a witness holding an older head than the one
+	// we believed asks for a proof from its own (Want).
+	for range 2 {
+		var err error
+		if ans, err = s.exchange(p, own, from); err != nil {
+			s.cfg.Logger.Debug("audit head deposit failed", "peer", p, "err", err)
+			return false
+		}
+		if ans.Want == 0 || ans.Want == from || ans.Want >= own.Seq {
+			break
+		}
+		from = ans.Want
 	}
 	s.mu.Lock()
-	s.sent[p] = own.Seq
+	s.sent[p], s.known[p] = own.Seq, ans.Held.Seq
 	s.mu.Unlock()
-	if held.Seq > 0 {
-		s.answered(p, held)
+	if ans.Held.Seq > 0 || ans.Conflict != nil {
+		s.answered(p, ans)
 	}
 	return true
 }
 
-func (s *Service) exchange(p peer.ID, own audit.Head) (audit.Head, error) {
-	rec, err := own.Record()
+// exchange deposits own with p, with the proof that it extends entry from
+// (0: none), and returns p's checked answer.
+func (s *Service) exchange(p peer.ID, own audit.Head, from uint64) (Answer, error) {
+	hrec, err := own.Record()
 	if err != nil {
-		return audit.Head{}, err
+		return Answer{}, err
+	}
+	dep := deposit{Head: hrec}
+	if from > 0 && from <= own.Seq && own.Root != nil && s.cfg.Log != nil {
+		proof, err := s.cfg.Log.Proof(s.ctx, from, own.Seq)
+		if err != nil {
+			return Answer{}, err
+		}
+		dep.From = from
+		for _, h := range proof {
+			dep.Proof = append(dep.Proof, h[:])
+		}
+	}
+	rec, err := detcbor.Marshal(dep)
+	if err != nil {
+		return Answer{}, err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	st, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "witnesses are met, not dialled"), p, Protocol)
 	if err != nil {
-		return audit.Head{}, err
+		return Answer{}, err
 	}
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(timeout))
 	w := msgio.NewVarintWriter(st)
 	if err := w.WriteMsg(rec); err != nil {
 		st.Reset()
-		return audit.Head{}, err
+		return Answer{}, err
 	}
-	r := msgio.NewVarintReaderSize(st, maxRecord)
-	ans, err := r.ReadMsg()
+	r := msgio.NewVarintReaderSize(st, maxAnswer)
+	raw, err := r.ReadMsg()
 	if err != nil {
 		st.Reset()
-		return audit.Head{}, err
+		return Answer{}, err
 	}
-	defer r.ReleaseMsg(ans)
-	if len(ans) == 0 {
-		return audit.Head{}, nil
+	ans, err := DecodeAnswer(slices.Clone(raw), own.Key)
+	r.ReleaseMsg(raw)
+	if err != nil {
+		return Answer{}, err
 	}
-	return audit.DecodeHead(ans, own.Key)
+	if ans.Witness != p {
+		return Answer{}, fmt.Errorf("%w: %s answered with an answer of %s", ErrAnswer, p, ans.Witness)
+	}
+	return ans, nil
 }
 
-// answered checks our log against the head witness p holds for us, and
-// keeps it when it is the newest we have seen.
-func (s *Service) answered(p peer.ID, held audit.Head) {
-	var verr error
-	if s.cfg.Log != nil {
-		verr = s.cfg.Log.Vouched(s.ctx, held)
-	}
+// answered checks our log against witness p's signed answer, and keeps
+// the answer when it holds the newest head we have seen, or the first
+// conflict.
+func (s *Service) answered(p peer.ID, ans Answer) {
+	verr := ans.Check(s.ctx, s.cfg.Log)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if verr != nil {
-		s.status = audit.Witnessed{Peer: p.String(), Seq: held.Seq, At: s.cfg.Now(), Error: fmt.Errorf("%w: %v", ErrWitnessed, verr).Error()}
+		s.status = audit.Witnessed{Peer: p.String(), Seq: ans.Held.Seq, At: s.cfg.Now(), Error: verr.Error()}
 		s.cfg.Logger.Error("a witness holds an audit head this log no longer vouches for", "witness", p, "err", verr)
 	} else if s.status.Error == "" {
-		s.status = audit.Witnessed{Peer: p.String(), Seq: held.Seq, At: s.cfg.Now()}
+		s.status = audit.Witnessed{Peer: p.String(), Seq: ans.Held.Seq, At: s.cfg.Now()}
 	}
-	if held.Seq > s.mineSeen {
-		if rec, err := held.Record(); err == nil && s.cfg.Store.Put(s.ctx, mineKey, rec) == nil {
-			s.mineSeen = held.Seq
+	conf := ans.Conflict != nil
+	if (conf && !s.mineConf) || (ans.Held.Seq > s.mineSeen && (conf || !s.mineConf)) {
+		if s.cfg.Store.Put(s.ctx, answerKey, ans.Raw) == nil {
+			s.mineSeen, s.mineConf = ans.Held.Seq, conf
 		}
 	}
 }
@@ -358,13 +422,16 @@ func (s *Service) handle(st network.Stream) {
 	}
 	s.busy[p] = true
 	s.mu.Unlock()
-	defer func() {
+	// Free p before answering: a device that reads the answer may deposit
+	// again at once (with the proof asked for).
+	free := sync.OnceFunc(func() {
 		s.mu.Lock()
 		delete(s.busy, p)
 		s.mu.Unlock()
-	}()
+	})
+	defer free()
 	_ = st.SetDeadline(time.Now().Add(timeout))
-	r := msgio.NewVarintReaderSize(st, maxRecord)
+	r := msgio.NewVarintReaderSize(st, maxDeposit)
 	rec, err := r.ReadMsg()
 	if err != nil {
 		st.Reset()
@@ -376,24 +443,31 @@ func (s *Service) handle(st network.Stream) {
 		st.Reset()
 		return
 	}
-	h, err := audit.DecodeHead(rec, key)
+	dep, err := decodeDeposit(rec)
+	if err != nil {
+		s.cfg.Logger.Warn("refused an audit head deposit", "peer", p, "err", err)
+		st.Reset()
+		return
+	}
+	h, err := audit.DecodeHead(dep.Head, key)
 	if err != nil {
 		s.cfg.Logger.Warn("refused an audit head", "peer", p, "err", err)
 		st.Reset()
 		return
 	}
-	held, err := s.keep(p, key, h)
+	ab, err := s.keep(p, key, h, dep)
 	if err != nil {
 		s.cfg.Logger.Warn("could not keep an audit head", "peer", p, "err", err)
 		st.Reset()
 		return
 	}
-	var ans []byte
-	if held.Seq > 0 {
-		if ans, err = held.Record(); err != nil {
-			st.Reset()
-			return
-		}
+	free()
+	ab.Device, ab.Witness = []byte(p), []byte(s.cfg.Host.ID())
+	ab.Time, ab.Certs = s.cfg.Now().UnixNano(), s.cfg.Certs
+	ans, err := signAnswer(s.cfg.Identity, ab)
+	if err != nil {
+		st.Reset()
+		return
 	}
 	if err := msgio.NewVarintWriter(st).WriteMsg(ans); err != nil {
 		st.Reset()
@@ -402,30 +476,75 @@ func (s *Service) handle(st network.Stream) {
 	_ = st.Close()
 }
 
-// keep stores h for p if it is newer than what is held, and returns what
-// is held afterwards.
-func (s *Service) keep(p peer.ID, key ed25519.PublicKey, h audit.Head) (audit.Head, error) {
+// keep stores h for p if it extends what is held, and returns the answer
+// (unsigned) of what is held afterwards. A head with a higher entry number
+// replaces the held one only with an inclusion proof of the held entry in
+// the new head's tree (dep, from the held entry); one with a proof that
+// fails, or of the held entry number with another hash, is refused and
+// kept as evidence (the first such), and every answer carries it.
+func (s *Service) keep(p peer.ID, key ed25519.PublicKey, h audit.Head, dep deposit) (answerBody, error) {
 	old, ok, err := Held(s.ctx, s.cfg.Store, p)
 	if err != nil && !errors.Is(err, audit.ErrBadHead) {
-		return audit.Head{}, err
+		return answerBody{}, err
 	}
-	switch {
-	case ok && old.Seq > h.Seq:
-		return old, nil // the device's log went back: it learns so from the answer
-	case ok && old.Seq == h.Seq:
-		if old.Hash != h.Hash {
-			s.cfg.Logger.Warn("two different audit heads for one entry: the device's log was rewritten", "peer", p, "seq", h.Seq)
+	conflict, err := s.cfg.Store.Get(s.ctx, conflictKey(p))
+	if err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return answerBody{}, err
+	}
+	if _, cerr := audit.DecodeHead(conflict, key); cerr != nil {
+		conflict = nil
+	}
+	refuse := func(why string) (answerBody, error) {
+		s.cfg.Logger.Warn("a device deposited an audit head that does not extend the one held: its log was rewritten",
+			"peer", p, "held", old.Seq, "deposited", h.Seq, "why", why)
+		if conflict == nil {
+			if conflict, err = h.Record(); err != nil {
+				return answerBody{}, err
+			}
+			if err := s.cfg.Store.Put(s.ctx, conflictKey(p), conflict); err != nil {
+				return answerBody{}, err
+			}
 		}
-		return old, nil
+		return s.answerOf(old, conflict)
+	}
+	newer := h.Seq > old.Seq || (h.Seq == old.Seq && old.Root == nil && h.Root != nil && h.Hash == old.Hash)
+	switch {
+	case !ok:
+	case h.Seq == old.Seq && h.Hash != old.Hash:
+		return refuse("another entry at the held number")
+	case !newer:
+		return s.answerOf(old, conflict) // the device's log went back: it learns so from the answer
+	case h.Root == nil:
+		return s.answerOf(old, conflict) // a version 1 head cannot show it extends the held one
+	case dep.From != old.Seq:
+		a, err := s.answerOf(old, conflict)
+		a.Want = old.Seq
+		return a, err
+	default:
+		if err := audit.VerifyInclusion(old.Hash, old.Seq, h.Seq, [32]byte(h.Root), dep.proof()); err != nil {
+			return refuse(err.Error())
+		}
 	}
 	rec, err := h.Record()
 	if err != nil {
-		return audit.Head{}, err
+		return answerBody{}, err
 	}
 	if err := s.cfg.Store.Put(s.ctx, heldKey(p), rec); err != nil {
-		return audit.Head{}, err
+		return answerBody{}, err
 	}
-	return h, nil
+	return s.answerOf(h, conflict)
+}
+
+func (s *Service) answerOf(held audit.Head, conflict []byte) (answerBody, error) {
+	a := answerBody{Conflict: conflict}
+	if held.Seq > 0 {
+		rec, err := held.Record()
+		if err != nil {
+			return answerBody{}, err
+		}
+		a.Held = rec
+	}
+	return a, nil
 }
 
 // Held reads the head a witness's store d holds for device p (ok false:
@@ -438,19 +557,43 @@ func Held(ctx context.Context, d ds.Read, p peer.ID) (audit.Head, bool, error) {
 	return readHead(ctx, d, heldKey(p), key)
 }
 
-// Mine reads the newest head a witness answered with, kept in the store d
-// of the device whose key is key (ok false: none).
-func Mine(ctx context.Context, d ds.Read, key ed25519.PublicKey) (audit.Head, bool, error) {
-	return readHead(ctx, d, mineKey, key)
+// Conflict reads the evidence a witness's store d holds against device p:
+// the first head p deposited that did not extend the head held (ok false:
+// none).
+func Conflict(ctx context.Context, d ds.Read, p peer.ID) (audit.Head, bool, error) {
+	key, err := KeyOf(p)
+	if err != nil {
+		return audit.Head{}, false, err
+	}
+	return readHead(ctx, d, conflictKey(p), key)
 }
 
-func (s *Service) loadMine() (audit.Head, bool) {
-	h, ok, err := Mine(s.ctx, s.cfg.Store, s.cfg.Key)
-	if err != nil {
-		s.cfg.Logger.Warn("stored witnessed audit head unreadable", "err", err)
-		return audit.Head{}, false
+// Mine reads the newest answer a witness signed for this device, kept in
+// the store d of the device whose key is key (ok false: none), checking
+// the witness's signature (DecodeAnswer); whether the signer is a witness
+// is CheckWitness's to say.
+func Mine(ctx context.Context, d ds.Read, key ed25519.PublicKey) (Answer, bool, error) {
+	raw, err := d.Get(ctx, answerKey)
+	if errors.Is(err, ds.ErrNotFound) {
+		return Answer{}, false, nil
 	}
-	return h, ok
+	if err != nil {
+		return Answer{}, false, err
+	}
+	a, err := DecodeAnswer(raw, key)
+	if err != nil {
+		return Answer{}, false, fmt.Errorf("the kept witness answer: %w", err)
+	}
+	return a, true, nil
+}
+
+func (s *Service) loadMine() (Answer, bool) {
+	a, ok, err := Mine(s.ctx, s.cfg.Store, s.cfg.Key)
+	if err != nil {
+		s.cfg.Logger.Warn("stored witness answer unreadable", "err", err)
+		return Answer{}, false
+	}
+	return a, ok
 }
 
 func readHead(ctx context.Context, d ds.Read, k ds.Key, key ed25519.PublicKey) (audit.Head, bool, error) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/internal/check"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, check.LeakOptions()...) }
@@ -108,7 +109,7 @@ func (p *party) start(t *testing.T, w *world, isWitness bool) {
 		Host: p.h, Store: p.st, Witness: isWitness,
 		Admitted:  func(q peer.ID) bool { w.mu.Lock(); defer w.mu.Unlock(); return w.admitted[q] },
 		IsWitness: func(q peer.ID) bool { w.mu.Lock(); defer w.mu.Unlock(); return w.witness[q] },
-		Own:       p.log.Current, Log: p.log.Reader, Key: p.sk.Public().(ed25519.PublicKey),
+		Own:       p.log.Current, Log: p.log.Reader, Key: p.sk.Public().(ed25519.PublicKey), Identity: p.sk,
 	})
 	t.Cleanup(p.svc.Close)
 }
@@ -175,7 +176,7 @@ func TestTruncatedLogShows(t *testing.T) {
 	// The key holder replaces the log by one of 3 entries: a fresh store,
 	// same key, a validly signed head.
 	dev.svc.Close()
-	mine, _ := dev.st.Get(context.Background(), mineKey)
+	mine, _ := dev.st.Get(context.Background(), answerKey)
 	dev.st = dssync.MutexWrap(ds.NewMapDatastore())
 	dev.log = openLog(t, dev.st, dev.sk, 3)
 	dev.start(t, w, false)
@@ -192,18 +193,21 @@ func TestTruncatedLogShows(t *testing.T) {
 	}
 	// The answer was kept: a restart on the cut store says so at once.
 	dev.svc.Close()
-	if err := dev.st.Put(context.Background(), mineKey, mine); err != nil {
+	if err := dev.st.Put(context.Background(), answerKey, mine); err != nil {
 		t.Fatal(err)
 	}
 	dev.start(t, w, false)
 	if s := dev.svc.Status(); s == nil || s.Error == "" {
 		t.Fatalf("after restart: %+v, want the mismatch", s)
 	}
-	h, ok, err := Mine(context.Background(), dev.st, dev.sk.Public().(ed25519.PublicKey))
+	a, ok, err := Mine(context.Background(), dev.st, dev.sk.Public().(ed25519.PublicKey))
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	if _, err := dev.log.Verify(context.Background(), &h); !errors.Is(err, audit.ErrTruncated) {
+	if a.Witness != anchor.h.ID() || a.Held.Seq != 6 {
+		t.Fatalf("kept answer of %s holding %d", a.Witness, a.Held.Seq)
+	}
+	if _, err := dev.log.Verify(context.Background(), &a.Held); !errors.Is(err, audit.ErrTruncated) {
 		t.Fatalf("verify against the kept head: %v", err)
 	}
 }
@@ -246,18 +250,19 @@ func TestDepositRefused(t *testing.T) {
 	mallory := w.add(t, key(3), 1, false)
 	w.connect(t, anchor, mallory)
 
-	send := func(from *party, rec []byte) error {
+	sendRaw := func(from *party, msg []byte) error {
 		s, err := from.h.NewStream(context.Background(), anchor.h.ID(), Protocol)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		if err := msgio.NewVarintWriter(s).WriteMsg(rec); err != nil {
+		if err := msgio.NewVarintWriter(s).WriteMsg(msg); err != nil {
 			return err
 		}
-		_, err = msgio.NewVarintReaderSize(s, maxRecord).ReadMsg()
+		_, err = msgio.NewVarintReaderSize(s, maxAnswer).ReadMsg()
 		return err
 	}
+	send := func(from *party, rec []byte) error { return sendRaw(from, depositOf(t, rec)) }
 	// The victim's genuine head, sent by mallory: refused (signed by
 	// another key than mallory's).
 	rec, err := victim.log.Current().Record()
@@ -268,10 +273,13 @@ func TestDepositRefused(t *testing.T) {
 		t.Fatal("the witness answered a head sent for another device")
 	}
 	// Garbage and an oversized record: refused.
-	if err := send(mallory, []byte{0xa1, 0x01}); err == nil {
+	if err := sendRaw(mallory, []byte{0xa1, 0x01}); err == nil {
 		t.Fatal("the witness answered garbage")
 	}
-	if err := send(mallory, bytes.Repeat([]byte{0}, 2*maxRecord)); err == nil {
+	if err := send(mallory, []byte{0xa1, 0x01}); err == nil {
+		t.Fatal("the witness answered a deposit of garbage")
+	}
+	if err := sendRaw(mallory, bytes.Repeat([]byte{0}, 2*maxDeposit)); err == nil {
 		t.Fatal("the witness answered an oversized record")
 	}
 	if _, ok, _ := Held(context.Background(), anchor.st, victim.h.ID()); ok {
@@ -326,4 +334,14 @@ func FuzzDecodeHead(f *testing.F) {
 			t.Fatalf("a head that decoded does not decode again: %v", err)
 		}
 	})
+}
+
+// depositOf wraps a head record as a deposit without a proof.
+func depositOf(t testing.TB, rec []byte) []byte {
+	t.Helper()
+	raw, err := detcbor.Marshal(deposit{Head: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/internal/atomicfile"
+	"github.com/medmesh/medmesh/witness"
 )
 
 func newAuditCmd(e *env) *cobra.Command {
@@ -49,8 +50,12 @@ func newAuditVerifyCmd(e *env) *cobra.Command {
 place in the sequence, its link to the entry before, its time; then the stored
 head. A truncated tail is shown only against a head kept elsewhere: --head
 FILE (written by 'medmesh audit head', on this directory earlier or on an
-anchor's directory with --peer). Without --head, the newest head a witness (an
-anchor or archive member) answered with while the device ran is used, if any.`,
+anchor's directory with --peer). Without --head, the newest answer a witness
+(an anchor or archive member) signed while the device ran is used: it must be
+signed by a witness whose certificate verifies under this directory's trust
+roots with the role anchor or archive, and it must name no conflicting head
+(a head of this device that does not extend the one the witness held). With
+no kept answer the trail is reported as not witnessed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := openAudit(e, dir)
@@ -68,16 +73,31 @@ anchor or archive member) answered with while the device ran is used, if any.`,
 				if err != nil {
 					return fmt.Errorf("%s: %w", headFile, err)
 				}
+				if c, err := audit.ParseConflict(raw, a.Key); err != nil {
+					return fmt.Errorf("%s: %w", headFile, err)
+				} else if c != nil && !witness.Disproved(cmd.Context(), a.Reader, h, *c) {
+					return fmt.Errorf("audit trail of %s does not verify: %w: the witness holds entry %d and was given entry %d (hash %x) that does not extend it",
+						a.PeerID, witness.ErrConflict, h.Seq, c.Seq, c.Hash[:8])
+				}
 				ext = &h
 			}
 			from := "the given head"
+			witnessed := headFile != ""
 			if ext == nil {
-				h, ok, err := a.Witnessed(cmd.Context())
+				ans, ok, err := a.Witnessed(cmd.Context())
 				if err != nil {
-					return fmt.Errorf("the witnessed head kept in %s: %w", dir, err)
+					return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, err)
 				}
 				if ok {
-					ext, from = &h, "the head a witness held at "+h.Time.Format(time.RFC3339)
+					if ans.Conflict != nil {
+						if err := ans.Check(cmd.Context(), a.Reader); err != nil {
+							return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, err)
+						}
+					}
+					witnessed = true
+					if ans.Held.Seq > 0 {
+						ext, from = &ans.Held, fmt.Sprintf("the head a witness held at %s (%s, signed by it)", ans.Time.Format(time.RFC3339), ans.Witness)
+					}
 				}
 			}
 			s, err := a.Verify(cmd.Context(), ext)
@@ -90,6 +110,9 @@ anchor or archive member) answered with while the device ran is used, if any.`,
 			}
 			if ext != nil {
 				msg += fmt.Sprintf("; holds entry %d of %s", ext.Seq, from)
+			}
+			if !witnessed {
+				msg += "; not witnessed (no witness answer kept: check against an anchor's copy with --head)"
 			}
 			fmt.Fprintln(e.stdout, msg)
 			return nil
@@ -194,6 +217,7 @@ device's trail with 'medmesh audit verify --dir DEV --head FILE'.`,
 			defer a.Close()
 			who := a.PeerID
 			var h audit.Head
+			var conflict *audit.Head
 			var ok bool
 			if of != "" {
 				if who, err = peer.Decode(of); err != nil {
@@ -202,6 +226,14 @@ device's trail with 'medmesh audit verify --dir DEV --head FILE'.`,
 				h, ok, err = a.HeldFor(cmd.Context(), who)
 				if err == nil && !ok {
 					return fmt.Errorf("%s holds no audit head of %s", dir, who)
+				}
+				if err == nil {
+					var c audit.Head
+					if c, ok, err = a.ConflictFor(cmd.Context(), who); err == nil && ok {
+						conflict = &c
+						fmt.Fprintf(e.stderr, "%s holds evidence against %s: entry %d, signed by it, does not extend the held entry %d\n",
+							dir, who, c.Seq, h.Seq)
+					}
 				}
 			} else {
 				h, ok, err = a.Head(cmd.Context())
@@ -212,7 +244,7 @@ device's trail with 'medmesh audit verify --dir DEV --head FILE'.`,
 			if err != nil {
 				return err
 			}
-			raw, err := audit.MarshalHead(h, who.String())
+			raw, err := audit.MarshalHeadConflict(h, conflict, who.String())
 			if err != nil {
 				return err
 			}

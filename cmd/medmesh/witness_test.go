@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/internal/check"
+	"github.com/medmesh/medmesh/store"
 )
 
 // TestAuditTruncationWitnessed: the attack a device's own key holder can
@@ -137,6 +140,72 @@ func TestAuditTruncationWitnessed(t *testing.T) {
 	if err := verify("--dir", amiraDir); err != nil || !strings.Contains(out.String(), "a witness held") {
 		t.Fatalf("the real trail against its kept witnessed head: %v %s", err, out.String())
 	}
+	// The anchor's own trail: no witness answered it.
+	if err := verify("--dir", anchorDir); err != nil || !strings.Contains(out.String(), "not witnessed") {
+		t.Fatalf("the anchor's trail: %v %s", err, out.String())
+	}
+	// The key holder writes the kept answer itself: a head it signs.
+	forge := func(dir string, val []byte) {
+		t.Helper()
+		st, err := store.Open(filepath.Join(dir, device.StoreDir), []byte("device-secret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if err := st.Put(ctx, ds.NewKey("/witness/answer"), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := device.OpenAudit(oldDir, []byte("device-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _, err := a.Head(ctx)
+	a.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownRec, err := own.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := filepath.Join(root, "amira-forged")
+	if err := os.CopyFS(forged, os.DirFS(oldDir)); err != nil {
+		t.Fatal(err)
+	}
+	forge(forged, ownRec)
+	if err := verify("--dir", forged); err == nil || !strings.Contains(err.Error(), "witness answer") {
+		t.Fatalf("verify with a kept answer the key holder wrote: %v", err)
+	}
+
+	// The restored copy grows back past the entry the anchor holds: the
+	// anchor refuses its new head, keeps it as evidence and says so.
+	anchor = start(anchorDir, nil)
+	restored = start(oldDir, anchor)
+	for restored.d.Audit().Head().Seq <= newest {
+		session(restored)
+		if err := restored.d.Audit().Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check.Eventually(t, 30*time.Second, "the regrown device learns the anchor holds evidence against it", func() bool {
+		w := stats(restored).Witnessed
+		return w != nil && strings.Contains(w.Error, "do not extend")
+	})
+	restored.close()
+	anchor.close()
+	if err := verify("--dir", oldDir); err == nil || !strings.Contains(err.Error(), "do not extend") {
+		t.Fatalf("verify of the regrown copy: %v", err)
+	}
+	evidence := filepath.Join(root, "amira-evidence.head")
+	cli(t, e, "audit", "head", "--dir", anchorDir, "--peer", amira.n.ID().String(), "--out", evidence)
+	if raw, err := os.ReadFile(evidence); err != nil || !strings.Contains(string(raw), `"conflict"`) {
+		t.Fatalf("the exported head carries no evidence: %v %s", err, raw)
+	}
+	if err := verify("--dir", oldDir, "--head", evidence); err == nil || !strings.Contains(err.Error(), "do not extend") {
+		t.Fatalf("verify of the regrown copy against the anchor's evidence: %v", err)
+	}
+
 	// The anchor holds no head of a device it never met.
 	c := newRootCmd(e)
 	c.SetArgs([]string{"audit", "head", "--dir", anchorDir, "--peer", anchor.n.ID().String()})
