@@ -207,7 +207,7 @@ func TestMessengerPolishInBrowser(t *testing.T) {
 		m := asha.message(t, id, obs)
 		return m["state"] == chat.StateRead
 	})
-	thanks := post(t, bola, id, `{"text":"Thanks"}`)
+	thanks := post(t, bola, id, `{"text":"Thanks <img src=x onerror=\"window.__pwned=1\">"}`) // text, never markup
 	b.wait("the new message", bubble(thanks))
 	is("the divider stays, its count as it was", `[document.querySelectorAll('#messages .unread-divider').length, document.querySelector('#messages .unread-divider').textContent, document.querySelector('#messages .unread-divider').nextElementSibling.dataset.key]`,
 		`[1,"3 unread messages","`+obs+`"]`)
@@ -267,6 +267,10 @@ func TestMessengerPolishInBrowser(t *testing.T) {
 	b.step("a query with no match", chromedp.SendKeys(chromedp.CSS("#chat-search-input"), "zzqx"))
 	b.wait("no matches", `document.getElementById('chat-search-count').textContent === 'No matches'`)
 	is("the query was never sent", `window.__sent.filter(s => /bed 4|bed%204|bed\+4|zzqx/i.test(s))`, `[]`)
+	b.eval("a query for markup", `(() => { const i = document.getElementById('chat-search-input'); i.value = '<img'; return i.dispatchEvent(new Event('input')); })()`)
+	b.wait("one match", `document.getElementById('chat-search-count').textContent === '1 of 1'`)
+	is("markup in a message is text, highlighted as text", `[document.querySelectorAll('#messages img').length, window.__pwned === undefined, [...document.querySelectorAll('#messages mark')].map(m => m.textContent), `+bubble(thanks)+`.querySelector('[data-key="body"]').textContent]`,
+		`[0,true,["<img"],"Thanks <img src=x onerror=\"window.__pwned=1\">"]`)
 	b.step("close the search", chromedp.Click(chromedp.CSS("#chat-search-close")))
 	is("highlights gone", `document.querySelectorAll('#messages mark, #messages li[data-hit]').length`, `0`)
 
@@ -339,4 +343,30 @@ func TestMessengerPolishInBrowser(t *testing.T) {
 	// Nothing of a message or a photo is kept by the browser.
 	is("no web storage, no IndexedDB", `indexedDB.databases().then(d => [localStorage.length, sessionStorage.length, d.length])`, `[0,0,0]`)
 	is("Cache Storage holds the shell only", `caches.keys().then(ks => Promise.all(ks.map(k => caches.open(k).then(c => c.keys())))).then(l => l.flat().map(r => new URL(r.url)).filter(u => u.pathname.startsWith('/api/') || u.search !== '').length)`, `0`)
+}
+
+// TestEscalateFromSheetInBrowser: the sender of an urgent message nobody
+// acknowledged in time finds "Escalate…" in its action sheet (beside
+// edit and delete, without "Acknowledge", which is the recipients' —
+// TestMessengerPolishInBrowser checks a recipient's sheet has no Escalate).
+func TestEscalateFromSheetInBrowser(t *testing.T) {
+	app := WithApp(func(p []byte) bool { return string(p) == "device-secret" }, time.Hour)
+	clock, a, b, _, id := escalationWard(t, app)
+	msg := post(t, a, id, `{"text":"bed 4 desaturating","urgent":true,"ack_within":30}`)
+	waitMessage(t, b, id, msg, "bola has it", func(apiMessage) bool { return true })
+	clock.Add(31 * time.Second)
+	a.C.CheckEscalations()
+	waitMessage(t, a, id, msg, "due or waiting for a choice", func(m apiMessage) bool {
+		e, _ := m["escalation"].(map[string]any)
+		return e["state"] == "due" || e["state"] == "choose"
+	})
+
+	br := newBrowser(t, "")
+	br.unlock(a.srv.URL, "device-secret")
+	br.step("open the chat", chromedp.WaitVisible(chromedp.CSS("#conversations li button")), chromedp.Click(chromedp.CSS("#conversations li button")))
+	br.step("⋯ on the urgent message", chromedp.Click(chromedp.CSS(`#messages li.msg[data-key="`+msg+`"] button.more`)))
+	br.wait("the sheet", `!document.getElementById('action-sheet').hidden`)
+	if got := br.eval("actions", `[...document.querySelectorAll('#action-menu button')].map(b => b.dataset.action)`); got != `["escalate","reply","react 👍","react ✅","react ❤️","edit","delete"]` {
+		t.Fatalf("the sender's sheet: %s", got)
+	}
 }
