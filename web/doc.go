@@ -98,6 +98,20 @@
 // need the page open: once the app locks, the event stream closes and
 // nothing more is notified.
 //
+// # The chat screen
+//
+// A message's actions (reply, react, edit and delete one's own,
+// acknowledge an urgent message from someone else, escalate one's own
+// that is due) are in one action sheet (app/chatui.js), opened by the
+// bubble's "⋯" button, a right-click or a half-second press-and-hold;
+// only those the message allows are offered. Search within a chat runs in
+// the page over the messages it holds: the query is never sent. Photos
+// are fetched from the node and drawn into canvases — no <img src>, no
+// object URL, no link, context menu and drag disabled — so the page makes
+// no address another tab could fetch and offers nothing to save (a
+// screenshot cannot be prevented). The app keeps nothing of a message in
+// Web Storage, IndexedDB or Cache Storage.
+//
 // # The session cookie
 //
 // The app's session is a random ID in a cookie named medmesh_session_<12

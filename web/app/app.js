@@ -1,7 +1,8 @@
 // medmesh web app: plain JS module, no build step, no third-party requests.
 // Talks only to this device's node, with the session cookie set at unlock;
 // state-changing requests carry the X-Medmesh-CSRF header.
-import { renderEscalation, onEvent as escalationEvent, ackWithinField, ackWithin } from './escalate.js';
+import { renderEscalation, onEvent as escalationEvent, ackWithinField, ackWithin, escalateMessage, canEscalate } from './escalate.js';
+import { openMenu, closeMenu, bindHold, photoCanvas, drawThumb, viewPhoto, closeViewer, searchRendered, closeSearch, dividerText } from './chatui.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { me: null, peers: [], directory: [], conversations: [], open: null, names: {} };
@@ -218,6 +219,11 @@ const ticks = { queued: '🕓', held: '✓', delivered: '✓✓', read: '✓✓'
 
 let chatAsked = 0, chatShown = 0, chatConv = null;
 
+// divider: where the unread divider of the open conversation stands — the
+// first message unread when it was opened, and how many were — until the
+// user leaves it.
+let divider = null;
+
 // renderChat: the open conversation's messages, with a separator per day.
 // Bubbles already shown are kept and only what changed about them (ticks,
 // reactions, edits, deletion, withdrawal, acknowledgements) is updated;
@@ -233,7 +239,7 @@ async function renderChat() {
   renderPatient(state.conversations.find((x) => x.id === c.id) || c);
   const ol = $('messages');
   const fresh = chatConv !== c.id;
-  if (fresh) { ol.replaceChildren(); chatConv = c.id; }
+  if (fresh) { ol.replaceChildren(); chatConv = c.id; divider = null; }
   const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 2;
   const lastKey = ol.lastElementChild?.dataset.key;
   const byId = new Map(msgs.map((m) => [m.id, m]));
@@ -247,12 +253,17 @@ async function renderChat() {
       const n = days.get(dstr) || 0; days.set(dstr, n + 1);
       items.push({ key: `day:${dstr}:${n}`, day: dstr });
     }
-    items.push({ key: m.id, m, q: m.reply_to ? byId.get(m.reply_to) : undefined, cid: c.id });
     const mine = state.me && m.sender === state.me.peer_id;
     if (!m.withdrawn && !mine && m.state !== 'read' && m.state !== 'acknowledged') unread.push(m.id);
+    if (fresh && unread.length === 1 && unread[0] === m.id) divider = { before: m.id };
+    if (divider && divider.before === m.id) items.push({ key: 'unread-divider', divider });
+    items.push({ key: m.id, m, q: m.reply_to ? byId.get(m.reply_to) : undefined, cid: c.id });
   }
-  reconcile(ol, items, (it) => it.key, (it) => el('li', it.day ? 'day' : ''), updateEntry);
-  if (fresh || atBottom || ol.lastElementChild?.dataset.key !== lastKey) ol.scrollTop = ol.scrollHeight;
+  if (fresh && divider) divider.n = unread.length; // as it was when the conversation was opened
+  reconcile(ol, items, (it) => it.key, (it) => el('li', it.day ? 'day' : it.divider ? 'unread-divider' : ''), updateEntry);
+  if (fresh && divider) ol.querySelector('.unread-divider')?.scrollIntoView({ block: 'start' });
+  else if (fresh || atBottom || ol.lastElementChild?.dataset.key !== lastKey) ol.scrollTop = ol.scrollHeight;
+  searchRendered(msgs);
   if (unread.length) api(`/api/v1/conversations/${c.id}/receipts`, { method: 'POST', body: { level: 'read', messages: unread } }).catch(() => {});
 }
 
@@ -260,10 +271,11 @@ async function renderChat() {
 // separator, or a message bubble.
 function updateEntry(li, it) {
   if (it.day) { setText(li, it.day); return; }
+  if (it.divider) { setText(li, dividerText(it.divider.n)); setAttr(li, 'role', 'separator'); return; }
   const { m, q, cid } = it;
   const mine = !!(state.me && m.sender === state.me.peer_id);
   const time = new Date(m.time).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  const who = !mine && part('who', () => el('div', 'who'), (e) => setText(e, name(m.sender)));
+  const who = !mine && part('who', () => el('div', 'who'), (e) => setText(e, person(m.sender)));
   if (m.withdrawn) {
     // Shown before, void now: kept in place, without its content.
     setClass(li, 'msg withdrawn' + (mine ? ' mine' : ''));
@@ -279,9 +291,9 @@ function updateEntry(li, it) {
     who,
     m.reply_to && part('quote', () => el('div', 'quote'), (e) => setText(e,
       q ? `${name(q.sender)}: ${q.withdrawn ? 'withdrawn message' : q.deleted ? 'deleted message' : q.text}` : 'earlier message')),
-    m.photo && !m.deleted && part('photo', () => thumb(li, cid, m.id), (img) => {
-      setAttr(img, 'alt', m.text ? `Photo: ${m.text}` : 'Photo');
-      if (img.complete && !img.naturalWidth) img.src = img.getAttribute('src'); // failed before: try again
+    m.photo && !m.deleted && part('photo', () => thumb(li, cid), (c) => {
+      setAttr(c, 'aria-label', m.text ? `Photo: ${m.text}` : 'Photo');
+      drawThumb(c, `/api/v1/conversations/${cid}/messages/${m.id}/photo?size=thumb`); // once; again if it failed before
     }),
     part('body', () => el('div'), (e) => {
       setText(e, m.deleted ? 'This message was deleted' : m.text);
@@ -291,7 +303,12 @@ function updateEntry(li, it) {
       setText(e, Object.entries(m.reactions).map(([r, who]) => `${r} ${who.length}`).join('  '));
       setAttr(e, 'title', Object.entries(m.reactions).map(([r, who]) => `${r}: ${who.map(name).join(', ')}`).join('; '));
     }),
-    !m.deleted && part('actions', () => el('div', 'actions'), (bar) => actions(bar, li, cid, m, mine)),
+    !m.deleted && part('more', () => {
+      const b = el('button', 'more', '⋯'); b.type = 'button';
+      b.setAttribute('aria-haspopup', 'menu'); b.setAttribute('aria-label', 'Message actions');
+      b.addEventListener('click', () => openActions(li));
+      return b;
+    }),
     part('meta', () => { const e = el('div', 'meta'); e.append(document.createTextNode('')); return e; }, (e) => {
       const t = time + (m.edited ? ' · edited' : '') + (mine ? ' ' : '');
       if (e.firstChild.data !== t) e.firstChild.data = t;
@@ -318,42 +335,46 @@ function updateEntry(li, it) {
   ]);
 }
 
-// thumb: a photo message's thumbnail; a tap opens the full photo once
-// every chunk of it has arrived.
-function thumb(li, cid, id) {
-  const img = el('img', 'thumb');
-  img.draggable = false;
-  img.src = `/api/v1/conversations/${cid}/messages/${id}/photo?size=thumb`;
-  img.addEventListener('contextmenu', (e) => e.preventDefault());
-  img.addEventListener('click', () => { const { m } = itemOf.get(li); if (m.photo?.ready) viewPhoto(cid, m.id); });
-  return img;
+// thumb: a photo message's thumbnail, drawn into a canvas (chatui.js:
+// no link, no image address); a tap, Enter or Space opens the full photo
+// once every chunk of it has arrived.
+function thumb(li, cid) {
+  const c = photoCanvas();
+  const open = () => {
+    const { m } = itemOf.get(li);
+    if (m.photo?.ready) viewPhoto(`/api/v1/conversations/${cid}/messages/${m.id}/photo?size=full`, m.text ? `Photo: ${m.text}` : 'Photo');
+  };
+  c.addEventListener('click', open);
+  c.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
+  return c;
 }
 
-// actions: reply, react, and for one's own messages edit and delete. The
-// buttons act on the message as it is when tapped.
-function actions(bar, li, cid, m, mine) {
-  const current = () => itemOf.get(li).m;
-  const reacted = (msg, e) => (msg.reactions?.[e] || []).includes(state.me?.peer_id);
-  const add = (key, label, title, fn) => part(key, () => {
-    const b = el('button', 'ghost small', label); b.type = 'button';
-    b.addEventListener('click', () => fn(current(), `/api/v1/conversations/${cid}/messages/${current().id}`).then(renderChat).catch((e) => alert(e.message)));
-    return b;
-  }, (b) => { setAttr(b, 'title', title); setAttr(b, 'aria-label', title); });
-  parts(bar, [
-    add('reply', '↩', 'Reply', async (msg) => {
-      state.replyTo = msg; $('replying').textContent = `Replying to ${name(msg.sender)}: ${msg.text}`; $('replying').hidden = false; $('text').focus();
-    }),
-    ...['👍', '✅', '❤️'].map((e) => add(`react ${e}`, e, reacted(m, e) ? `Remove ${e}` : `React ${e}`,
-      (msg, base) => api(`${base}/reactions`, { method: 'POST', body: { emoji: e, remove: reacted(msg, e) } }))),
-    mine && add('edit', '✎', 'Edit', async (msg, base) => { const t = prompt('Edit message', msg.text); if (t) await api(base, { method: 'PATCH', body: { text: t } }); }),
-    mine && add('delete', '🗑', 'Delete for everyone', async (msg, base) => { if (confirm('Delete this message for everyone?')) await api(base, { method: 'DELETE', body: {} }); }),
-  ]);
-}
-
-function viewPhoto(cid, id) {
-  $('viewer-img').src = `/api/v1/conversations/${cid}/messages/${id}/photo?size=full`;
-  $('viewer').hidden = false;
-  $('viewer-close').focus();
+// openActions opens the action sheet of the message shown by li, with
+// what may be done to it as it is now: reply, react, and for one's own
+// messages edit and delete; acknowledge an urgent message to me; escalate
+// one's own urgent message that is due. A withdrawn or deleted message
+// has none.
+function openActions(li) {
+  const it = itemOf.get(li);
+  if (!it?.m || it.m.withdrawn || it.m.deleted) return;
+  const { m, cid } = it;
+  const mine = !!(state.me && m.sender === state.me.peer_id);
+  const base = `/api/v1/conversations/${cid}/messages/${m.id}`;
+  const reacted = (e) => (m.reactions?.[e] || []).includes(state.me?.peer_id);
+  const act = (fn) => () => Promise.resolve(fn()).then(renderChat).catch((e) => alert(e.message));
+  const items = [
+    m.urgent && !mine && m.state !== 'acknowledged' && { key: 'ack', label: '✅ Acknowledge', run: act(() => api(`/api/v1/conversations/${cid}/receipts`, { method: 'POST', body: { level: 'acknowledged', messages: [m.id] } })) },
+    canEscalate(m, mine) && { key: 'escalate', label: '⤴ Escalate…', run: act(() => escalateMessage(cid, m.id)) },
+    { key: 'reply', label: '↩ Reply', run: () => {
+      state.replyTo = m; $('replying').textContent = `Replying to ${name(m.sender)}: ${m.text}`; $('replying').hidden = false; $('text').focus();
+    } },
+    ...['👍', '✅', '❤️'].map((e) => ({ key: `react ${e}`, label: reacted(e) ? `${e} Remove reaction` : `${e} React`, title: reacted(e) ? `Remove ${e}` : `React ${e}`,
+      run: act(() => api(`${base}/reactions`, { method: 'POST', body: { emoji: e, remove: reacted(e) } })) })),
+    mine && { key: 'edit', label: '✎ Edit', run: act(async () => { const t = prompt('Edit message', m.text); if (t) await api(base, { method: 'PATCH', body: { text: t } }); }) },
+    mine && { key: 'delete', label: '🗑 Delete for everyone', run: act(async () => { if (confirm('Delete this message for everyone?')) await api(base, { method: 'DELETE', body: {} }); }) },
+  ].filter(Boolean);
+  const said = m.photo ? `Photo${m.text ? ': ' + m.text : ''}` : m.text;
+  openMenu(items, li.querySelector('button.more'), `${mine ? 'You' : name(m.sender)}: ${said.length > 80 ? said.slice(0, 79) + '…' : said}`);
 }
 
 async function sendPhoto() {
@@ -374,11 +395,9 @@ function renderGroup() {
   const c = state.conversations.find((x) => x.id === state.open?.id) || state.open;
   const admin = (c.admins || []).includes(state.me?.peer_id);
   reconcile($('members'), (c.members || []).map((p) => ({ p, c })), (it) => it.p, memberEntry, (li, { p }) => {
-    const s = state.directory.find((d) => d.peer_id === p);
-    const roles = [(c.admins || []).includes(p) ? 'admin' : '', ...(s?.roles || [])].filter(Boolean);
-    const where = [s?.department, s?.site].filter(Boolean).join(', ');
+    const tag = (c.admins || []).includes(p) ? ' · group admin' : '';
     parts(li, [
-      part('who', () => el('span'), (e) => setText(e, `${p === state.me?.peer_id ? 'You' : name(p)}${roles.length ? ' · ' + roles.join(', ') : ''}${where ? ' · ' + where : ''}`)),
+      part('who', () => el('span'), (e) => setText(e, (p === state.me?.peer_id ? 'You' : person(p)) + tag)),
       admin && p !== state.me?.peer_id && part('remove', () => {
         const b = el('button', 'ghost small', 'Remove'); b.type = 'button';
         b.addEventListener('click', () => removeMember(itemOf.get(li)));
@@ -401,8 +420,19 @@ function renderGroup() {
 }
 
 // staffLine: a colleague as the directory knows them from their
-// certificate — name, roles, department, site.
-const staffLine = (s) => [s.name, (s.roles || []).join(', '), s.department, s.site].filter(Boolean).join(' · ');
+// certificate — name, department, roles, and their site if it is not
+// this device's own.
+function staffLine(s) {
+  const mySite = state.directory.find((d) => d.peer_id === state.me?.peer_id)?.site;
+  return [s.name, s.department, (s.roles || []).join(', '), s.site !== mySite && s.site].filter(Boolean).join(' · ');
+}
+
+// person: a colleague by peer ID, named as staffLine names them (or by
+// name alone if the directory no longer lists them).
+function person(id) {
+  const s = state.directory.find((d) => d.peer_id === id);
+  return s ? staffLine(s) : name(id);
+}
 
 // savePatient sets or corrects (or, with clear, unlinks) the open
 // conversation's patient: any member may.
@@ -433,6 +463,9 @@ function show(view) {
 
 async function openChat(c) {
   state.open = c;
+  chatConv = null; divider = null; // a new visit: the unread divider is placed afresh
+  $('messages').replaceChildren(); // nothing of the last chat shows while this one loads
+  closeSearch(); closeMenu();
   $('group').hidden = true;
   $('chat-title').textContent = c.title || 'Untitled';
   renderPatient(c);
@@ -524,10 +557,10 @@ $('search').addEventListener('input', renderDirectory);
 $('patient-search').addEventListener('input', () => refreshList().catch(() => {}));
 $('patient-form').addEventListener('submit', (e) => { e.preventDefault(); savePatient(false); });
 $('pf-clear').addEventListener('click', () => savePatient(true));
-$('back').addEventListener('click', () => { state.open = null; show('list-view'); refreshList(); });
+$('back').addEventListener('click', () => { state.open = null; chatConv = null; closeSearch(); closeMenu(); closeViewer(); show('list-view'); refreshList(); });
 $('new-back').addEventListener('click', () => show('list-view'));
 $('photo').addEventListener('change', () => sendPhoto().catch((e) => alert(e.message)));
-$('viewer-close').addEventListener('click', () => { $('viewer').hidden = true; $('viewer-img').removeAttribute('src'); });
+bindHold($('messages'), 'li.msg', (li) => openActions(li));
 $('info').addEventListener('click', () => { $('group').hidden = !$('group').hidden; if (!$('group').hidden) renderGroup(); });
 $('add-btn').addEventListener('click', async () => {
   const p = $('add-select').value;

@@ -56,6 +56,18 @@ export function renderEscalation(e, m, mine, cid, name) {
   e.dataset.msg = m.id;
 }
 
+// escalateMessage asks the sender for a staff ID and escalates message
+// id of conversation cid to them (the message action sheet offers it).
+export async function escalateMessage(cid, id) {
+  const to = (prompt('Escalate to (staff ID)') || '').trim();
+  if (!to) return;
+  try { await post(`/api/v1/conversations/${cid}/messages/${id}/escalate`, { to }); } catch (err) { alert(err.message); }
+}
+
+// canEscalate: the sender of an urgent message due, or waiting for a
+// choice, may escalate it to a colleague.
+export const canEscalate = (m, mine) => !!(mine && m.escalation && (m.escalation.state === 'choose' || m.escalation.state === 'due'));
+
 const alerts = {
   realert: 'Urgent message not acknowledged in time',
   escalated: 'An urgent message was escalated to you — please acknowledge it',
