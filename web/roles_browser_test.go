@@ -95,12 +95,12 @@ func TestRolesInBrowser(t *testing.T) {
 	}
 	shot := func(tab context.Context, name string) {
 		t.Helper()
-		overflow, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		overflow, err := chromedp.Run(tab, chromedp.Evaluate[[]string](overflowJS))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if overflow {
-			t.Errorf("%s overflows horizontally at 390 px", name)
+		if len(overflow) > 0 {
+			t.Errorf("%s overflows horizontally at 390 px: %v", name, overflow)
 		}
 		if b, err := chromedp.Run(tab, chromedp.FullScreenshot(100)); err == nil {
 			os.MkdirAll("testdata/out", 0o755)

@@ -536,10 +536,12 @@ function listen() {
 }
 
 async function start() {
+  // The list first: a tap on New chat while the list loads must not be
+  // undone when it has loaded.
+  show('list-view');
   await refreshDirectory();
   await refreshList();
   await refreshStatus();
-  show('list-view');
   listen();
   setInterval(() => { if (!$('app').hidden) refreshStatus().catch(() => {}); }, 5000);
 }
