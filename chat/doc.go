@@ -188,7 +188,18 @@
 // MaxEscalationTargets sorted distinct targets; step at most
 // MaxEscalationSteps. Concurrent escalations of one step all stand; the
 // standing one (Message.Escalations) is the lowest op ID, so the next
-// holder is alerted once. An acknowledgement concurrent with an
+// holder is alerted once.
+//
+// The op's time is its escalator's word, and a clock set ahead (within
+// the DAG's MaxSkew) would let it escalate at once. So, beside the rule
+// above, a device takes an escalation in only once its own clock has
+// reached the op's time less EscalationSkew (10 s): one stamped further
+// ahead is refused for now and judged again (State re-judges everything)
+// when the clock gets there. The deadline then holds, to within
+// EscalationSkew, by the receiving device's clock, which the escalator
+// cannot move; and the clock decides only when an escalation stands,
+// never whether: once every replica's clock has passed the op's time,
+// all hold the same valid set, whatever order and times the ops came in. An acknowledgement concurrent with an
 // escalation leaves both valid: the message shows acknowledged and that
 // step, and no later step can be made.
 //

@@ -21,6 +21,11 @@ const (
 	MaxAckWithin         = 24 * time.Hour
 	MaxEscalationSteps   = 16
 	MaxEscalationTargets = 8
+	// EscalationSkew is how far ahead of this device's clock an
+	// escalation op may be stamped and still stand here: one stamped
+	// further ahead waits until this device's clock reaches its time
+	// less EscalationSkew (doc.go, "Urgent escalation").
+	EscalationSkew = 10 * time.Second
 )
 
 // Escalation is the standing escalation of one step of an urgent message:
@@ -151,6 +156,16 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 	ke, _ := r.dag.Key(id)
 	if ke.Time().Before(km.Time().Add(time.Duration(p.AckWithin) * time.Second)) {
 		return denied("escalation before the message's deadline")
+	}
+	// The deadline is judged on the op's time, which its escalator sets:
+	// an op stamped ahead of this device's clock (beyond EscalationSkew)
+	// waits here until the clock reaches it, so a clock set ahead does not
+	// escalate before the deadline has passed for the colleagues too.
+	if ready := ke.Time().Add(-EscalationSkew); r.now().Before(ready) {
+		if r.early.IsZero() || ready.Before(r.early) {
+			r.early = ready
+		}
+		return denied("escalation stamped ahead of this device's clock")
 	}
 	// Step k > 1 needs a valid step k-1 in its past, AckWithin before it.
 	within := time.Duration(p.AckWithin) * time.Second

@@ -144,6 +144,10 @@ type Replica struct {
 	kids   map[crdt.OpID][]crdt.OpID // children index, rebuilt on demand
 	heads  *membership               // membership at the heads, until the next apply
 
+	// early: the earliest time an escalation refused as stamped ahead of
+	// this device's clock may stand; State judges everything again then.
+	early time.Time
+
 	// Set while one of our own ops is applied: its decoded envelope and
 	// payload, so we do not decode and decrypt what we just built.
 	ownPayload *payload

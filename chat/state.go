@@ -107,6 +107,11 @@ type State struct {
 // State materialises the conversation from the DAG. It depends only on the
 // set of ops this device can read, never on arrival order.
 func (r *Replica) State() *State {
+	if !r.early.IsZero() && !r.now().Before(r.early) {
+		// An escalation stamped ahead of this device's clock is due.
+		r.early = time.Time{}
+		r.rebuild, r.dirty, r.cache = true, true, nil
+	}
 	r.refresh()
 	if r.cache != nil {
 		return r.cache

@@ -25,8 +25,9 @@ import (
 // Escalate takes the colleague it chose. On the recipients' devices the
 // same deadline raises EventReAlert while their user has not
 // acknowledged; a colleague an escalation names gets EventEscalated once
-// per (message, step), whichever of concurrent escalations stands. An
-// own message retention deleted unread raises EventExpiredUnread.
+// per (message, step), whichever of concurrent escalations stands, while
+// the message is unacknowledged. An own message retention deleted unread
+// raises EventExpiredUnread.
 //
 // The loop (StartEscalations) is one goroutine owned by the Service:
 // it wakes at the next deadline by the layer's clock (Config.Now), on
@@ -34,7 +35,11 @@ import (
 // stops it. CheckEscalations is one pass of it, which tests drive.
 // What it has alerted is kept in memory: after a restart a due
 // re-alert is given again (never an escalation op twice: the DAG has
-// it).
+// it). That memory follows the urgent messages still open: a message
+// acknowledged (by anyone), deleted, withdrawn, gone with retention or
+// with its conversation is forgotten, and so are the steps before an
+// open message's next; an escalation naming this device that arrives
+// with, or after, an acknowledgement is not alerted.
 
 // Event kinds of escalation.
 const (
@@ -206,6 +211,13 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 		}
 	}
 	e := &s.esc
+	// open: per urgent message still waiting for an acknowledgement, the
+	// step it would escalate at next; what the loop remembers of any
+	// other message is pruned (handled: acknowledged, deleted, withdrawn,
+	// gone with retention or with the conversation).
+	open := map[crdt.OpID]int{}
+	expired := map[crdt.OpID]bool{}
+	var judged []crdt.OpID // messages of the conversations this pass saw
 	for _, c := range convs {
 		c.mu.Lock()
 		id := c.r.ID()
@@ -213,6 +225,7 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 		e.mu.Lock()
 		e.init()
 		for _, x := range st.ExpiredUnread {
+			expired[x.ID] = true
 			if !e.expired[x.ID] {
 				e.expired[x.ID] = true
 				evs = append(evs, Event{Kind: EventExpiredUnread, Conversation: id, Ops: []crdt.OpID{x.ID}})
@@ -220,18 +233,23 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 		}
 		for i := range st.Messages {
 			m := &st.Messages[i]
+			judged = append(judged, m.ID)
 			if !m.Urgent || m.AckWithin <= 0 || m.Deleted || m.Withdrawn != "" {
 				continue
 			}
+			// Acknowledged (by anyone, or by our user): nothing more to
+			// alert — not even an escalation naming us that arrived with
+			// the acknowledgement.
+			if m.Acknowledged() || m.Receipts[self] >= chat.Acknowledged {
+				continue
+			}
+			open[m.ID] = m.NextStep()
 			for _, x := range m.Escalations {
 				k := escKey{m.ID, x.Step}
 				if slices.Contains(x.To, self) && !e.alerted[k] {
 					e.alerted[k] = true
 					evs = append(evs, Event{Kind: EventEscalated, Conversation: id, Ops: []crdt.OpID{m.ID, x.ID}})
 				}
-			}
-			if m.Acknowledged() || m.Receipts[self] >= chat.Acknowledged {
-				continue
 			}
 			step, due := dueOf(m)
 			if now.Before(due) {
@@ -257,6 +275,8 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 		c.mu.Unlock()
 	}
 	e.mu.Lock()
+	e.init()
+	e.prune(open, expired, judged, only == nil)
 	esc := e.esc
 	e.mu.Unlock()
 	for _, a := range acts {
@@ -283,6 +303,61 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 		s.events.emit(ev)
 	}
 	return next
+}
+
+// prune forgets what the loop remembers of handled messages, so its
+// memory follows the urgent messages still open, never the ones it has
+// handled: entries of a message not open (among judged, the messages of
+// the conversations the pass saw; on a full pass, any) go, and of an open
+// message the re-alert, choose and acting entries of steps before its
+// next (escalations naming this device stay: they are alerted once per
+// step, at most MaxEscalationSteps). Expired-unread entries go once the
+// conversation no longer lists them (full passes only). Callers hold mu.
+func (e *escalations) prune(open map[crdt.OpID]int, expired map[crdt.OpID]bool, judged []crdt.OpID, full bool) {
+	seen := make(map[crdt.OpID]bool, len(judged))
+	for _, id := range judged {
+		seen[id] = true
+	}
+	gone := func(k escKey) bool {
+		if next, ok := open[k.msg]; ok {
+			return k.step < next
+		}
+		return full || seen[k.msg]
+	}
+	for k := range e.realert {
+		if gone(k) {
+			delete(e.realert, k)
+		}
+	}
+	for k := range e.choose {
+		if gone(k) {
+			delete(e.choose, k)
+		}
+	}
+	for k := range e.acting {
+		if gone(k) {
+			delete(e.acting, k)
+		}
+	}
+	for k := range e.alerted {
+		if _, ok := open[k.msg]; !ok && gone(k) {
+			delete(e.alerted, k)
+		}
+	}
+	if full {
+		for id := range e.expired {
+			if !expired[id] {
+				delete(e.expired, id)
+			}
+		}
+	}
+}
+
+// size is how many entries the loop remembers (tests).
+func (e *escalations) size() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.realert) + len(e.choose) + len(e.alerted) + len(e.expired) + len(e.acting)
 }
 
 // dueOf is the step an urgent message would be escalated at next and

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -42,6 +43,78 @@ const (
 
 var rotaKey = ds.NewKey("/rota/state")
 
+// Rota write limits. Each signer (peer ID) may add at most rotaBurst new
+// ops to this device's rota at once, and one more per rotaInterval after
+// that, whichever way they come (the topic, ProtoRota, this device's own
+// local API); the excess is refused with ErrRotaRate and, not being taken
+// in, neither forwarded nor offered to anyone. rotaBurst is what one
+// signer can hold in a rota at once — a definition and a live holder op
+// per role, and its share of pending ops — so a device catching up from
+// scratch never hits it; a colleague flooding the rota (every take of
+// its own supersedes the one before, pushing the role's remembered
+// compacted IDs out) is held to one op per rotaInterval.
+const (
+	rotaBurst      = 2*rota.MaxRoles + rota.MaxPendingPerSigner
+	rotaInterval   = 5 * time.Second
+	maxRotaSigners = 4096 // buckets kept; full ones are forgotten first
+)
+
+// ErrRotaRate: a colleague made more rota changes than this device takes
+// in per window; try again later.
+var ErrRotaRate = errors.New("too many rota changes by one colleague: try again later")
+
+// rotaLimiter is a token bucket per signer, owned by rotaState.mu.
+type rotaLimiter struct {
+	buckets map[peer.ID]*rotaBucket
+}
+
+type rotaBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func (l *rotaLimiter) bucket(id peer.ID, now time.Time) *rotaBucket {
+	if l.buckets == nil {
+		l.buckets = map[peer.ID]*rotaBucket{}
+	}
+	b := l.buckets[id]
+	if b == nil {
+		if len(l.buckets) >= maxRotaSigners {
+			l.forgetFull(now)
+		}
+		b = &rotaBucket{tokens: rotaBurst, at: now}
+		l.buckets[id] = b
+	}
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(rotaBurst, b.tokens+float64(d)/float64(rotaInterval))
+		b.at = now
+	}
+	return b
+}
+
+// allow reports whether signer id may add one more op now.
+func (l *rotaLimiter) allow(id peer.ID, now time.Time) bool { return l.bucket(id, now).tokens >= 1 }
+
+// spend charges signer id for one op added.
+func (l *rotaLimiter) spend(id peer.ID, now time.Time) { l.bucket(id, now).tokens-- }
+
+// forgetFull drops the buckets that have refilled (a new bucket starts
+// full, so forgetting them changes nothing), then, should that not make
+// room, any.
+func (l *rotaLimiter) forgetFull(now time.Time) {
+	for id, b := range l.buckets {
+		if b.tokens+float64(now.Sub(b.at))/float64(rotaInterval) >= rotaBurst {
+			delete(l.buckets, id)
+		}
+	}
+	for id := range l.buckets {
+		if len(l.buckets) < maxRotaSigners {
+			break
+		}
+		delete(l.buckets, id)
+	}
+}
+
 // rotaOffer is the initiator's first frame on ProtoRota (the IDs of the
 // ops it holds) and the responder's answer (the IDs it lacks).
 type rotaOffer struct {
@@ -58,6 +131,7 @@ type rotaOps struct {
 type rotaState struct {
 	mu    sync.Mutex
 	r     *rota.Rota
+	lim   rotaLimiter
 	topic *pubsub.Topic
 }
 
@@ -143,16 +217,25 @@ func (n *Node) startRota() error {
 }
 
 // addRota takes in ops (decoded) and persists the rota if it changed. It
-// returns the ops that were new and the error of the first refused one.
+// returns the ops that were new and the error of the first refused one
+// (ErrRotaRate for a signer over its rate).
 func (n *Node) addRota(ops []*rota.Op) (added []*rota.Op, err error) {
 	n.rt.mu.Lock()
 	auth := n.authority()
+	now := n.cfg.Now()
 	for _, o := range ops {
+		if !n.rt.r.Has(o.ID) && !n.rt.lim.allow(o.Signer, now) {
+			if err == nil {
+				err = fmt.Errorf("%w: %s", ErrRotaRate, o.Signer)
+			}
+			continue
+		}
 		ok, e := n.rt.r.Add(o, auth)
 		if e != nil && err == nil {
 			err = e
 		}
 		if ok {
+			n.rt.lim.spend(o.Signer, now)
 			added = append(added, o)
 		}
 	}
@@ -193,7 +276,8 @@ type RotaDraft struct {
 // Errors wrap rota.ErrNotAllowed when this device's certificate (or the
 // hand-over target's) does not allow it, rota.ErrUnknownRole for a take,
 // hand-over or release of a role not defined, rota.ErrMalformed for bad
-// fields, rota.ErrFull beyond the rota's bounds.
+// fields, rota.ErrFull beyond the rota's bounds, ErrRotaRate when this
+// device signed more rota ops than the rate allows.
 func (n *Node) SubmitRota(d RotaDraft) (*rota.Op, error) {
 	draft := rota.Draft{Kind: d.Kind, Role: d.Role, Site: n.self.Site, Time: n.cfg.Now(),
 		Name: d.Name, Requires: d.Requires, Chain: d.Chain, To: d.To}
@@ -259,6 +343,8 @@ func (n *Node) validateRota(_ context.Context, from peer.ID, m *pubsub.Message) 
 		return pubsub.ValidationAccept
 	case errors.Is(err, rota.ErrNotAllowed) && op.Signer != from:
 		return pubsub.ValidationIgnore // perhaps a directory entry we lack, or a CRL the forwarder lacks
+	case errors.Is(err, ErrRotaRate):
+		return pubsub.ValidationIgnore // not taken in, so not forwarded; the forwarder may be honest
 	case err != nil && !errors.Is(err, rota.ErrFull):
 		return pubsub.ValidationReject
 	}

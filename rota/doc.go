@@ -10,9 +10,13 @@
 // the signer's certificate as the caller knows it (Authority):
 //
 //   - define (or update) a role: only staff whose certificate carries
-//     AdminRole, of the role's site. The definition with the greatest
-//     (Seq, op ID) wins; Seq is one more than the greatest definition the
-//     author had seen, so a later update always wins over what it saw.
+//     AdminRole, of the role's site. Of the definitions whose signer the
+//     Authority vouches for now, the greatest (Seq, op ID) wins; Seq is one
+//     more than the standing definition the author had seen, so a later
+//     update always wins over what it saw. Each signer keeps only its own
+//     greatest definition, so an admin (or a thief with an admin's
+//     device) cannot push another admin's out with many; once it is
+//     revoked its definitions no longer stand nor count towards Seq.
 //   - take: the signer becomes holder; only staff whose certificate
 //     carries the role's Requires, of the role's site.
 //   - hand over: to a named colleague whose certificate carries Requires;
@@ -22,7 +26,12 @@
 //
 // Holders are a multi-value register: each take, hand-over and release
 // names the holder ops it has seen (Seen); the current holders are the
-// valid holder ops no valid later op has superseded. After a partition two
+// valid holder ops no valid later op has superseded. One signer's ops
+// also supersede one another by (effective time, op ID): an op's
+// effective time is its Time pulled down to just before the Time of any
+// valid op naming it, so a clock running ahead cannot make a signer's
+// earlier op outrank the later one that names it (nor leave a compacted
+// mark in the future). After a partition two
 // holders may exist: both are returned and the role is flagged Split, until
 // someone takes, hands over or releases having seen both.
 //
@@ -35,8 +44,12 @@
 //     revoked colleague) is not returned.
 //   - Sizes are bounded: MaxOpSize per op, MaxRoles roles, MaxChain roles
 //     in a chain, MaxSeen superseded ops named per op, MaxLive unsuperseded
-//     holder ops per role, MaxDefs definitions kept per role, MaxPending ops
-//     waiting for their role's definition. Compact drops superseded ops and
+//     holder ops per role, MaxDefs definitions kept per role (one per
+//     signer), MaxPending ops waiting for their role's definition, of
+//     which MaxPendingPerSigner from one signer. When MaxRoles roles are
+//     held, a new definition evicts a role no vouched-for definition
+//     stands for (its definers revoked), so a revoked admin's roles do
+//     not fill the site for good. Compact drops superseded ops and
 //     remembers their IDs (at most MaxGone per role, oldest forgotten
 //     first) so a replayed superseded op is not taken again.
 //   - Compaction only drops an op superseded by an op the Authority vouches

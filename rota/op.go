@@ -30,7 +30,7 @@ const (
 	MaxChain    = 8    // roles in an escalation chain
 	MaxSeen     = 16   // superseded ops one op names
 	MaxLive     = 32   // unsuperseded take/hand-over/release ops per role
-	MaxDefs     = 8    // definitions kept per role (the greatest by (Seq, ID))
+	MaxDefs     = 8    // definitions kept per role (each signer's greatest by (Seq, ID))
 	MaxPending  = 64   // ops held until their role's definition arrives
 	MaxGone     = 1024 // IDs of compacted ops remembered per role
 	MaxNameLen  = 128  // bytes of a display name
@@ -39,6 +39,10 @@ const (
 	sigSize     = ed25519.SignatureSize
 	maxSignerID = 64
 )
+
+// MaxPendingPerSigner is one signer's share of MaxPending: a colleague
+// signing takes of roles nobody defined cannot fill it for everyone.
+const MaxPendingPerSigner = MaxPending / 8
 
 // Kind is what an op does.
 type Kind uint8
@@ -94,7 +98,7 @@ type Op struct {
 	Role   RoleID
 	Site   string
 	Signer peer.ID
-	Time   time.Time // the signer's clock: shown as "since", never used to order
+	Time   time.Time // the signer's clock: shown as "since"; orders one signer's ops only as View says
 	Seen   []OpID    // take, hand-over, release: the ops this one supersedes
 	// Define only.
 	Seq      uint64

@@ -144,16 +144,14 @@ func (r *Rota) Add(op *Op, auth Authority) (bool, error) {
 		}
 		rs := r.roles[op.Role]
 		if rs == nil {
-			if len(r.roles) >= MaxRoles {
+			if len(r.roles) >= MaxRoles && !r.evictUndefined(auth) {
 				return false, fmt.Errorf("%w: %d roles", ErrFull, MaxRoles)
 			}
 			rs = &roleState{ops: map[OpID]*Op{}, gone: map[OpID]bool{}, last: map[peer.ID]mark{}}
 			r.roles[op.Role] = rs
 		}
-		rs.defs = append(rs.defs, op)
-		slices.SortFunc(rs.defs, defLess)
-		if len(rs.defs) > MaxDefs {
-			rs.defs = rs.defs[:MaxDefs]
+		if !rs.keepDef(op) {
+			return false, nil // the signer's own greater definition stands
 		}
 		for id, p := range r.pending {
 			if p.Role == op.Role {
@@ -169,6 +167,9 @@ func (r *Rota) Add(op *Op, auth Authority) (bool, error) {
 		if len(r.pending) >= MaxPending {
 			return false, fmt.Errorf("%w: %d ops wait for their role", ErrFull, MaxPending)
 		}
+		if r.pendingOf(op.Signer) >= MaxPendingPerSigner {
+			return false, fmt.Errorf("%w: %d ops of one signer wait for their role", ErrFull, MaxPendingPerSigner)
+		}
 		r.pending[op.ID] = op
 		return true, nil
 	}
@@ -177,6 +178,51 @@ func (r *Rota) Add(op *Op, auth Authority) (bool, error) {
 	}
 	r.compact(op.Role, rs, auth)
 	return true, nil
+}
+
+// keepDef takes in a definition: each signer keeps only its greatest
+// (Seq, ID) — only that one can ever win — so one admin, however many
+// definitions it signs, holds one of the MaxDefs places and cannot push
+// another admin's out. Beyond MaxDefs signers the least goes. It reports
+// whether op was kept.
+func (rs *roleState) keepDef(op *Op) bool {
+	if i := slices.IndexFunc(rs.defs, func(d *Op) bool { return d.Signer == op.Signer }); i >= 0 {
+		if defLess(rs.defs[i], op) < 0 {
+			return false
+		}
+		rs.defs = slices.Delete(rs.defs, i, i+1)
+	}
+	rs.defs = append(rs.defs, op)
+	slices.SortFunc(rs.defs, defLess)
+	if len(rs.defs) > MaxDefs {
+		rs.defs = rs.defs[:MaxDefs]
+	}
+	return slices.Contains(rs.defs, op)
+}
+
+// evictUndefined makes room for a new role when MaxRoles are held: the
+// role with the lowest ID among those no definition auth vouches for now
+// (all its definers revoked, expired or stripped of AdminRole) is dropped
+// with its ops. It reports whether one was.
+func (r *Rota) evictUndefined(auth Authority) bool {
+	for _, id := range r.roleIDs() {
+		if r.definition(r.roles[id], auth) == nil {
+			delete(r.roles, id)
+			return true
+		}
+	}
+	return false
+}
+
+// pendingOf counts the pending ops of signer.
+func (r *Rota) pendingOf(signer peer.ID) int {
+	n := 0
+	for _, p := range r.pending {
+		if p.Signer == signer {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *Rota) addHolderOp(rs *roleState, op *Op, auth Authority) error {
@@ -226,13 +272,19 @@ func allowed(op, def *Op, auth Authority) bool {
 }
 
 // live is the valid ops of a role no valid op supersedes. A signer's
-// valid ops supersede one another by (Time, ID): one device's ops are
-// sequential, so a signer who fails to name its own earlier ops cannot
-// fill the role with concurrent ones.
-func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superseded map[OpID]bool) {
+// valid ops supersede one another by (effective time, ID): one device's
+// ops are sequential, so a signer who fails to name its own earlier ops
+// cannot fill the role with concurrent ones. An op's effective time is its
+// own Time, pulled down to just before the Time of any valid op naming it
+// in Seen (whoever named it had seen it, so it existed by then): a take
+// stamped a day ahead by a clock running fast does not outrank the
+// hand-over its signer makes, naming it, once the clock is put right.
+func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superseded map[OpID]bool, eff map[OpID]time.Time) {
 	superseded = map[OpID]bool{}
+	eff = map[OpID]time.Time{}
 	var valid []*Op
 	for _, o := range rs.ops {
+		eff[o.ID] = o.Time
 		if _, ok := rs.gone[o.ID]; ok {
 			superseded[o.ID] = true
 		}
@@ -243,9 +295,23 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 			}
 		}
 	}
+	// Pull down to a fixed point (chains of naming ops); at most MaxLive
+	// rounds, since each round settles one more link of a chain.
+	for changed := true; changed; {
+		changed = false
+		for _, o := range valid {
+			for _, s := range o.Seen {
+				if t, held := eff[s]; held && !t.Before(eff[o.ID]) {
+					eff[s] = eff[o.ID].Add(-time.Millisecond)
+					changed = true
+				}
+			}
+		}
+	}
+	less := func(a, b *Op) bool { return opLess(&Op{Time: eff[a.ID], ID: a.ID}, &Op{Time: eff[b.ID], ID: b.ID}) }
 	latest := map[peer.ID]*Op{}
 	for _, o := range valid {
-		if l := latest[o.Signer]; l == nil || opLess(l, o) {
+		if l := latest[o.Signer]; l == nil || less(l, o) {
 			latest[o.Signer] = o
 		}
 	}
@@ -268,7 +334,7 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 		}
 		return 0
 	})
-	return live, superseded
+	return live, superseded, eff
 }
 
 func opLess(a, b *Op) bool { // by (Time, ID)
@@ -285,7 +351,7 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 	if def == nil {
 		return
 	}
-	_, superseded := r.live(rs, def, auth)
+	_, superseded, eff := r.live(rs, def, auth)
 	for oid := range superseded {
 		o, ok := rs.ops[oid]
 		if !ok {
@@ -296,8 +362,9 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 		// What a dropped valid op superseded stays superseded: an op it
 		// names that arrives later is not taken in.
 		if allowed(o, def, auth) {
-			if m, ok := rs.last[o.Signer]; !ok || !m.after(o) {
-				rs.last[o.Signer] = mark{Time: o.Time, ID: o.ID}
+			e := &Op{Time: eff[oid], ID: oid} // a mark at the effective time
+			if m, ok := rs.last[o.Signer]; !ok || !m.after(e) {
+				rs.last[o.Signer] = mark{Time: e.Time, ID: oid}
 			}
 			for _, s := range o.Seen {
 				if _, held := rs.ops[s]; !held {
@@ -358,7 +425,8 @@ type Role struct {
 	// Live are the ops a take, hand-over or release must name to
 	// supersede the current holders (at most MaxSeen).
 	Live []OpID
-	// Seq is the definition's sequence; an update must use Seq+1.
+	// Seq is the standing definition's sequence; an update must use
+	// Seq+1 (definitions of signers no longer vouched for do not count).
 	Seq uint64
 }
 
@@ -386,8 +454,8 @@ func (r *Rota) role(id RoleID, auth Authority) (Role, bool) {
 		return Role{}, false
 	}
 	v := Role{ID: id, Name: def.Name, Site: def.Site, Requires: def.Requires, Chain: slices.Clone(def.Chain),
-		Holders: []Holder{}, Seq: rs.defs[0].Seq}
-	live, _ := r.live(rs, def, auth)
+		Holders: []Holder{}, Seq: def.Seq}
+	live, _, _ := r.live(rs, def, auth)
 	seen := map[peer.ID]bool{}
 	for _, o := range live {
 		if len(v.Live) < MaxSeen {

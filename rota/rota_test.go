@@ -2,6 +2,7 @@ package rota
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -195,12 +196,23 @@ func TestAttacks(t *testing.T) {
 		if _, err := r.Add(admin.define(t, "one-too-many", 1, "x"), auth); !errors.Is(err, ErrFull) {
 			t.Fatalf("role %d: %v", MaxRoles+1, err)
 		}
-		// Ops waiting for a role that never comes.
+		// Ops waiting for a role that never comes: one signer's share,
+		// then the bound over all signers.
 		r = New(site)
-		for i := range MaxPending {
+		for i := range MaxPendingPerSigner {
 			mustAdd(t, r, auth, ann.take(t, "never", time.Duration(i)*time.Second))
 		}
 		if _, err := r.Add(ann.take(t, "never", time.Hour), auth); !errors.Is(err, ErrFull) {
+			t.Fatalf("pending op %d of one signer: %v", MaxPendingPerSigner+1, err)
+		}
+		for i := MaxPendingPerSigner; i < MaxPending; i++ {
+			p := newPerson(t, fmt.Sprintf("p%d", i/MaxPendingPerSigner), "reg")
+			auth.known[p.id] = p.m
+			mustAdd(t, r, auth, p.take(t, "never", time.Duration(i)*time.Second))
+		}
+		late := newPerson(t, "late", "reg")
+		auth.known[late.id] = late.m
+		if _, err := r.Add(late.take(t, "never", time.Hour), auth); !errors.Is(err, ErrFull) {
 			t.Fatalf("pending op %d: %v", MaxPending+1, err)
 		}
 	})

@@ -125,6 +125,9 @@ func (s *Server) postRoles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.roles.SubmitRota(d); err != nil {
+		if errors.Is(err, node.ErrRotaRate) {
+			w.Header().Set("Retry-After", "5") // one op per rota interval
+		}
 		writeError(w, rotaStatus(err), rotaMessage(err))
 		return
 	}
@@ -142,6 +145,8 @@ func rotaStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, rota.ErrFull), errors.Is(err, rota.ErrSite), errors.Is(err, rota.ErrNoHolder):
 		return http.StatusConflict
+	case errors.Is(err, node.ErrRotaRate):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -150,6 +155,8 @@ func rotaMessage(err error) string {
 	switch {
 	case errors.Is(err, rota.ErrNotAllowed):
 		return "not allowed: the certificate does not carry the role this needs (" + rota.AdminRole + " to define; the role's required certificate role to take, hand over to, or release)"
+	case errors.Is(err, node.ErrRotaRate):
+		return "too many rota changes from this device: try again in a few seconds"
 	case rotaStatus(err) == http.StatusInternalServerError:
 		return "rota: internal error"
 	}
