@@ -305,13 +305,14 @@ func (t *Trust) Federated() bool {
 }
 
 // federatedPath verifies chain under the roots of the active records and
-// returns the record of the root it reaches.
+// returns the record of the root it reaches — with ErrRevoked too, so the
+// caller knows whose CRLs refused it.
 func (t *Trust) federatedPath(chain []*x509.Certificate, key, id peer.ID, now time.Time, linked ...*big.Int) (*Federation, error) {
 	t.mu.RLock()
 	pool := t.fedRoots
 	t.mu.RUnlock()
 	root, err := t.verify(pool, chain, key, id, now, linked...)
-	if err != nil {
+	if root == nil {
 		return nil, err
 	}
 	t.mu.RLock()
@@ -320,12 +321,14 @@ func (t *Trust) federatedPath(chain []*x509.Certificate, key, id peer.ID, now ti
 	if f == nil || !f.Active() {
 		return nil, fmt.Errorf("%w: root %s", ErrNotFederated, KeyOf(root))
 	}
-	return f, nil
+	return f, err
 }
 
 // AdmitFederatedCredential is AdmitCredential for a device of a federated
 // trust: its chain must reach the root of an active federation record, not
 // be revoked by that trust's CRLs, and its roles match the record's policy.
+// When the chain reached such a root but is refused (revoked, outside the
+// policy), the record is returned with the error.
 // It never admits our own staff (they verify under our roots; call
 // AdmitCredential first), and what it admits is a federated peer, never
 // our own staff, whatever names the certificate carries.
@@ -342,10 +345,10 @@ func (t *Trust) AdmitFederatedCredential(chain []*x509.Certificate, id peer.ID, 
 	}
 	f, err := t.federatedPath(chain, cred.PeerID, id, now, cred.StaffSerial)
 	if err != nil {
-		return nil, nil, err
+		return nil, f, err
 	}
 	if !f.Policy.allowsRoles(cred.Roles) {
-		return nil, nil, fmt.Errorf("credential roles: %w", ErrPolicy)
+		return nil, f, fmt.Errorf("credential roles: %w", ErrPolicy)
 	}
 	return cred, f, nil
 }
@@ -365,10 +368,10 @@ func (t *Trust) AdmitFederated(chain []*x509.Certificate, id peer.ID, now time.T
 	}
 	f, err := t.federatedPath(chain, staff.PeerID, id, now)
 	if err != nil {
-		return nil, nil, err
+		return nil, f, err
 	}
 	if !f.Policy.allowsStaff(staff) {
-		return nil, nil, fmt.Errorf("staff certificate: %w", ErrPolicy)
+		return nil, f, fmt.Errorf("staff certificate: %w", ErrPolicy)
 	}
 	return staff, f, nil
 }
@@ -376,7 +379,7 @@ func (t *Trust) AdmitFederated(chain []*x509.Certificate, id peer.ID, now time.T
 // AddFederatedIssuers is AddIssuers for the issuing CAs of federated
 // trusts: those of chain that verify under the root of an active record
 // are learnt (their CRLs are accepted from then on). It reports whether
-// any was new.
+// any of them is known now.
 func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bool {
 	t.mu.RLock()
 	pool := t.fedRoots
@@ -391,6 +394,7 @@ func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bo
 		_, known := t.cas[k]
 		t.mu.RUnlock()
 		if known {
+			learnt = true
 			continue
 		}
 		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
@@ -432,4 +436,24 @@ func (d *CADir) Federate(other *x509.Certificate, p Policy, withdraw bool, now t
 		return "", nil, err
 	}
 	return path, f, nil
+}
+
+// CRLsUnder returns, as DER, the newest CRLs of root (an other root of a
+// record) and of the issuing CAs under it: what a device of that trust may
+// be handed, and nothing of ours.
+func (t *Trust) CRLsUnder(root CAKey) [][]byte {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	r := t.cas[root]
+	if r == nil {
+		return nil
+	}
+	var out [][]byte
+	for k, c := range t.crls {
+		ca := t.cas[k]
+		if k == root || (ca != nil && bytes.Equal(ca.RawIssuer, r.RawSubject) && ca.CheckSignatureFrom(r) == nil) {
+			out = append(out, c.list.Raw)
+		}
+	}
+	return out
 }

@@ -232,7 +232,8 @@ func leafUsage(leaf *x509.Certificate) error {
 // verify checks chain (its leaf for key) against roots (our own, or the
 // federated ones) and the CRLs at now, and that the leaf's key is the peer
 // ID the transport proved. linked are further serials whose revocation by
-// the leaf's issuer revokes the leaf. It returns the verified path's root.
+// the leaf's issuer revokes the leaf. It returns the verified path's root,
+// with ErrRevoked too.
 func (t *Trust) verify(roots *x509.CertPool, chain []*x509.Certificate, key, id peer.ID, now time.Time, linked ...*big.Int) (*x509.Certificate, error) {
 	if len(chain) > maxChainLength {
 		return nil, fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), maxChainLength)
@@ -282,7 +283,7 @@ func (t *Trust) verify(roots *x509.CertPool, chain []*x509.Certificate, key, id 
 				if i > 0 {
 					what = "issuing CA " + path[i].Subject.CommonName
 				}
-				return nil, fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(s), ErrRevoked, c.list.Number)
+				return path[len(path)-1], fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(s), ErrRevoked, c.list.Number)
 			}
 		}
 	}

@@ -116,8 +116,8 @@ type peerState struct {
 	// fed is the federation record whose root the peer's chain reached: a
 	// federated peer (federation.go), never admitted as our own staff.
 	// Set with the credential's judgement, never changed after.
-	fed *identity.Federation
-	reading   int // presentations being read (one at a time until admitted)
+	fed     *identity.Federation
+	reading int // presentations being read (one at a time until admitted)
 }
 
 // admitted reports the decision: admitted as our own staff. Callers hold
