@@ -293,3 +293,27 @@ func (n *Node) ownFederations() [][]byte {
 	}
 	return out
 }
+
+// AddStoredFederation puts a federation record into a stopped node's store
+// (medmesh trust add): it is verified against trust (the device's roots,
+// with the records store holds installed first) and stored only when it is
+// newer than the one held for its other root. The node installs it at its
+// next start and spreads it.
+func AddStoredFederation(ctx context.Context, store ds.Datastore, trust *identity.Trust, data []byte) (*identity.Federation, bool, error) {
+	held, err := StoredFederations(ctx, store)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, raw := range held {
+		_, _, _ = trust.InstallFederation(raw) // a stored record that no longer verifies is simply not applied
+	}
+	f, err := identity.ParseFederation(data)
+	if err != nil {
+		return nil, false, err
+	}
+	f, changed, err := trust.InstallFederation(f.Raw)
+	if err != nil || !changed {
+		return f, false, err
+	}
+	return f, true, store.Put(ctx, fedPrefix.ChildString(f.Other.String()), f.Raw)
+}
