@@ -209,11 +209,11 @@ func TestFederationWithdrawnAndOlderIgnored(t *testing.T) {
 	if fs := w.a2.Federations(); len(fs) != 1 || !fs[0].Withdrawn {
 		t.Fatalf("a2 applies %+v", fs)
 	}
-	// b1 comes back: refused.
-	w.a2.adm.renewed(b1.ID()) // lift the block the drop left, so the refusal is judged afresh
-	connectTo(t, b1, w.a2)
-	eventually(t, 20*time.Second, "refused after withdrawal", func() bool { return w.a2.isBlocked(b1.ID()) })
-	if w.a2.IsFederated(b1.ID()) {
+	// Another device of B, inside the old policy, comes: refused.
+	b2 := w.startB(t, w.b.enrolIn(t, "bee2", "Emergency", "clinician"))
+	connectTo(t, b2, w.a2)
+	eventually(t, 20*time.Second, "refused after withdrawal", func() bool { return w.a2.isBlocked(b2.ID()) })
+	if w.a2.IsFederated(b2.ID()) || w.a2.IsFederated(b1.ID()) {
 		t.Fatal("admitted after withdrawal")
 	}
 }

@@ -216,4 +216,3 @@ func policyJSON(p identity.Policy) string {
 	b, _ := json.Marshal(p)
 	return string(b)
 }
-
