@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"net/http/httptest"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"testing"
 	"time"
 
