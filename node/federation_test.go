@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-msgio"
 
 	"github.com/medmesh/medmesh/identity"
 )
@@ -141,6 +142,13 @@ func TestFederatedPeerIsAClassApart(t *testing.T) {
 			t.Fatal("a federated peer is in our directory")
 		}
 	}
+	// The mesh's sync, held and carriage handlers, and the relay, wait on
+	// AwaitAdmitted: it answers no for a federated peer.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if w.a1.AwaitAdmitted(ctx, b1.ID()) {
+		t.Fatal("AwaitAdmitted admits a federated peer (mesh sync and carriage would serve it)")
+	}
 	if known, _ := w.a1.KnownStaff(b1.ID()); known {
 		t.Fatal("a federated peer is known staff (its envelopes would pass the mesh's checks)")
 	}
@@ -227,8 +235,29 @@ func TestFederationRecordForgeriesRefused(t *testing.T) {
 			t.Fatalf("record of another CA: %v", err)
 		}
 	}
-	if len(w.a1.Federations()) != 1 {
-		t.Fatal("a forged record was installed")
+	// A malicious colleague pushes a record B's CA signed, and one whose
+	// signature it altered, straight on ProtoFederation: neither applies.
+	good, err := w.a.ca.SignFederation(c.ca.Cert, emergencyClinicians, 50, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good[len(good)-1] ^= 1
+	forged, _ := w.b.ca.SignFederation(c.ca.Cert, emergencyClinicians, 51, false, time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	s, err := w.a2.host.NewStream(ctx, w.a1.ID(), ProtoFederation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mw := msgio.NewVarintWriter(s)
+	mw.WriteMsg(good)
+	mw.WriteMsg(forged)
+	s.CloseWrite()
+	s.SetDeadline(time.Now().Add(12 * time.Second))
+	io.Copy(io.Discard, s) // the handler has read both once it closes
+	s.Close()
+	if fs := w.a1.Federations(); len(fs) != 1 || fs[0].Other != identity.KeyOf(w.b.ca.Cert) {
+		t.Fatalf("a forged record was installed: %+v", fs)
 	}
 }
 
