@@ -44,6 +44,9 @@ type Issued struct {
 type issuedLog struct {
 	CRLNumber int64    `json:"crl_number"`
 	Issued    []Issued `json:"issued"`
+	// FederationNumber is the number of the last federation record
+	// signed (federation.go); records are numbered across all other roots.
+	FederationNumber uint64 `json:"federation_number,omitempty"`
 }
 
 // CADir is a CA kept in a directory: its certificate, sealed key, CRL and

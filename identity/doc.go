@@ -41,6 +41,15 @@
 // The CSR carries the KEM key and registration in an extensionRequest
 // attribute; the CA copies them, adds the roles it grants and the trust name.
 //
+// Federation (federation.go): a root CA of ours signs a record naming
+// another trust's root and a policy (roles, departments, sites; scope
+// "invited"); the newest record per other root wins and a withdrawal is a
+// newer record. A chain verified under such a root is admitted only by
+// AdmitFederatedCredential / AdmitFederated, as a federated peer — never
+// by Admit/AdmitCredential, which verify under our own roots only — so a
+// certificate of another trust is never our own staff, whatever it names.
+// Its trust's CRLs are accepted once a record names its root.
+//
 // Invariants: no network I/O, no goroutines, no logging. Functions return
 // values and the named errors of errors.go; secrets never appear in errors.
 // Admission is decided only by Trust.Admit; a CRL replaces an older one only

@@ -36,6 +36,10 @@ type Trust struct {
 	mu   sync.RWMutex
 	cas  map[CAKey]*x509.Certificate // verified CA certificates, roots included
 	crls map[CAKey]*crl              // newest CRL of each CA
+	fed  map[CAKey]*Federation       // newest federation record per other root (federation.go)
+	// fedRoots holds the other roots of the active records: a chain
+	// verified under it is a federated peer, never our own staff.
+	fedRoots *x509.CertPool
 }
 
 type crl struct {
@@ -48,7 +52,10 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 	if len(roots) == 0 {
 		return nil, fmt.Errorf("%w: no trust roots", ErrUnknownCA)
 	}
-	t := &Trust{roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, crls: map[CAKey]*crl{}}
+	t := &Trust{
+		roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, crls: map[CAKey]*crl{},
+		fed: map[CAKey]*Federation{}, fedRoots: x509.NewCertPool(),
+	}
 	for _, r := range roots {
 		if !r.IsCA || len(r.SubjectKeyId) == 0 {
 			return nil, fmt.Errorf("trust root %q: %w: not a CA with a subject key ID", r.Subject.CommonName, ErrKeyUsage)
@@ -188,7 +195,7 @@ func (t *Trust) Admit(chain []*x509.Certificate, id peer.ID, now time.Time) (*St
 	if err != nil {
 		return nil, err
 	}
-	if err := t.verify(chain, staff.PeerID, id, now); err != nil {
+	if _, err := t.verify(t.roots, chain, staff.PeerID, id, now); err != nil {
 		return nil, err
 	}
 	return staff, nil
@@ -208,7 +215,7 @@ func (t *Trust) AdmitCredential(chain []*x509.Certificate, id peer.ID, now time.
 	if err != nil {
 		return nil, err
 	}
-	if err := t.verify(chain, cred.PeerID, id, now, cred.StaffSerial); err != nil {
+	if _, err := t.verify(t.roots, chain, cred.PeerID, id, now, cred.StaffSerial); err != nil {
 		return nil, err
 	}
 	return cred, nil
@@ -222,23 +229,25 @@ func leafUsage(leaf *x509.Certificate) error {
 	return nil
 }
 
-// verify checks chain (its leaf for key) against the roots and CRLs at now,
-// and that the leaf's key is the peer ID the transport proved. linked are
-// further serials whose revocation by the leaf's issuer revokes the leaf.
-func (t *Trust) verify(chain []*x509.Certificate, key, id peer.ID, now time.Time, linked ...*big.Int) error {
+// verify checks chain (its leaf for key) against roots (our own, or the
+// federated ones) and the CRLs at now, and that the leaf's key is the peer
+// ID the transport proved. linked are further serials whose revocation by
+// the leaf's issuer revokes the leaf. It returns the verified path's root,
+// with ErrRevoked too.
+func (t *Trust) verify(roots *x509.CertPool, chain []*x509.Certificate, key, id peer.ID, now time.Time, linked ...*big.Int) (*x509.Certificate, error) {
 	if len(chain) > maxChainLength {
-		return fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), maxChainLength)
+		return nil, fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), maxChainLength)
 	}
 	leaf := chain[0]
 	if key != id {
-		return fmt.Errorf("%w: certificate is for %s, transport proved %s", ErrPeerMismatch, key, id)
+		return nil, fmt.Errorf("%w: certificate is for %s, transport proved %s", ErrPeerMismatch, key, id)
 	}
 	for _, c := range chain {
 		if err := checkTime(c, now); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	opts := x509.VerifyOptions{Roots: t.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	opts := x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
 	if len(chain) > 1 {
 		opts.Intermediates = x509.NewCertPool()
 		for _, c := range chain[1:] {
@@ -251,11 +260,11 @@ func (t *Trust) verify(chain []*x509.Certificate, key, id peer.ID, now time.Time
 	}
 	verified, err := leaf.Verify(opts)
 	if err != nil {
-		return t.diagnose(chain, err)
+		return nil, t.diagnose(chain, err)
 	}
 	path := verified[0]
 	if len(path) > maxChainLength {
-		return fmt.Errorf("%w: path of %d certificates", ErrChainTooLong, len(path))
+		return nil, fmt.Errorf("%w: path of %d certificates", ErrChainTooLong, len(path))
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -274,11 +283,11 @@ func (t *Trust) verify(chain []*x509.Certificate, key, id peer.ID, now time.Time
 				if i > 0 {
 					what = "issuing CA " + path[i].Subject.CommonName
 				}
-				return fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(s), ErrRevoked, c.list.Number)
+				return path[len(path)-1], fmt.Errorf("%s serial %s: %w (CRL %s)", what, SerialHex(s), ErrRevoked, c.list.Number)
 			}
 		}
 	}
-	return nil
+	return path[len(path)-1], nil
 }
 
 func checkTime(c *x509.Certificate, now time.Time) error {

@@ -78,6 +78,11 @@ type admission struct {
 
 	crlMu   sync.Mutex
 	revoked map[identity.CAKey]revokedSum // CRL issuer → its revoked serials
+
+	// fedMu serialises federation record installs, from the trust to the
+	// store write (federation.go); onFederated is guarded by mu.
+	fedMu       sync.Mutex
+	onFederated []func(peer.ID)
 }
 
 func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission {
@@ -108,13 +113,18 @@ type peerState struct {
 	staff     *identity.Staff // the staff details, once the admitted peer showed them
 	chain     []*x509.Certificate
 	err       error
-	reading   int // presentations being read (one at a time until admitted)
+	// fed is the federation record whose root the peer's chain reached: a
+	// federated peer (federation.go), never admitted as our own staff.
+	// Set with the credential's judgement, never changed after.
+	fed     *identity.Federation
+	reading int // presentations being read (one at a time until admitted)
 }
 
-// admitted reports the decision. Callers hold a.mu (revocation rewrites
-// err and cred).
+// admitted reports the decision: admitted as our own staff. Callers hold
+// a.mu (revocation rewrites err and cred). A federated peer is never
+// admitted (fedAdmitted).
 func (p *peerState) admitted() bool {
-	return isClosed(p.decided) && p.err == nil && p.cred != nil && p.staff != nil
+	return isClosed(p.decided) && p.err == nil && p.cred != nil && p.staff != nil && p.fed == nil
 }
 
 // credentialOK reports whether the peer's credential was accepted (it may
@@ -199,13 +209,14 @@ func (a *admission) beginReading(id peer.ID) (release func(), ok bool) {
 // an older connection not closed yet, was judged already; ok then reports
 // that judgement, unless this presentation failed. The peer is admitted
 // once it has shown its details too (showDetails).
-func (a *admission) decide(id peer.ID, cred *identity.Credential, chain []*x509.Certificate, why error) (fresh, ok bool) {
+func (a *admission) decide(id peer.ID, cred *identity.Credential, chain []*x509.Certificate, fed *identity.Federation, why error) (fresh, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.stateLocked(id)
 	if isClosed(st.verified) {
-		return false, why == nil && st.credentialOK()
+		return false, why == nil && st.credentialOK() && (st.fed == nil) == (fed == nil)
 	}
+	st.fed = fed
 	if why != nil {
 		a.refuseLocked(id, st, why)
 		return true, false
@@ -465,10 +476,7 @@ func (a *admission) rejudge(now time.Time) []dropped {
 		if !st.admitted() && !st.credentialOK() {
 			continue // refused, or not judged yet
 		}
-		_, err := a.trust.AdmitCredential(st.credChain, id, now)
-		if err == nil && st.chain != nil {
-			_, err = a.trust.Admit(st.chain, id, now)
-		}
+		err := a.judgeAgain(st, id, now)
 		if err != nil {
 			st.err, st.cred, st.staff = err, nil, nil
 			if !isClosed(st.decided) { // judged between its credential and its details
@@ -640,7 +648,8 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 // verify costs one verification, as it did before the node persisted CAs.
 func (a *admission) learnIssuer(c *x509.Certificate, now time.Time) bool {
 	if _, err := c.Verify(x509.VerifyOptions{Roots: a.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return false
+		// An issuing CA of a federated trust (federation.go).
+		return a.trust.AddFederatedIssuers([]*x509.Certificate{c}, now)
 	}
 	a.trust.AddIssuers([]*x509.Certificate{c}, now)
 	return true

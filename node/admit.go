@@ -134,7 +134,7 @@ func (n *Node) presentOnce(id peer.ID, notice bool) bool {
 			return true
 		}
 	}
-	for _, crl := range n.adm.trust.CRLs() {
+	for _, crl := range n.adm.crlsFor(id) {
 		frames = append(frames, admitFrame{Kind: admitCRL, CRL: crl})
 	}
 	if err := writeFrames(w, frames); err != nil {
@@ -191,11 +191,12 @@ func (n *Node) handleAdmit(s network.Stream) {
 	now := n.cfg.Now()
 	chain, err := decodeChain(f.Chain)
 	var cred *identity.Credential
+	var fed *identity.Federation
 	if err == nil {
 		n.adm.learnIssuers(chain, now)
-		cred, err = n.adm.trust.AdmitCredential(chain, id, now)
+		cred, fed, err = n.adm.judgeCredential(chain, id, now)
 	}
-	fresh, accepted := n.adm.decide(id, cred, chain, err)
+	fresh, accepted := n.adm.decide(id, cred, chain, fed, err)
 	switch {
 	case !accepted && fresh && errors.Is(err, identity.ErrRevoked):
 		// Hand a revoked device the CRL before dropping it, so it learns
@@ -258,10 +259,11 @@ func (n *Node) readAdmitted(id peer.ID, r *bufio.Reader, shown func()) {
 func (n *Node) showDetails(id peer.ID, raw [][]byte) bool {
 	chain, err := decodeChain(raw)
 	var staff *identity.Staff
+	fed := n.adm.federation(id)
 	if err == nil {
 		now := n.cfg.Now()
 		n.adm.learnIssuers(chain, now)
-		staff, err = n.adm.trust.Admit(chain, id, now)
+		staff, err = n.adm.judgeStaff(chain, id, fed, now)
 	}
 	if err == nil {
 		admitted, matches := n.adm.showDetails(id, staff, chain)
@@ -271,20 +273,31 @@ func (n *Node) showDetails(id peer.ID, raw [][]byte) bool {
 		case !admitted:
 			return false // decided anew on a newer connection
 		}
-		n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial))
+		n.log.Info("admitted", "remote", id.String(), "serial", identity.SerialHex(staff.Serial), "federated", fed != nil)
 	}
 	if err != nil {
 		n.withdraw(id, err)
 		return false
 	}
-	n.addEntry(chain, staff, nil, true)
+	if fed == nil { // a federated peer never enters our directory
+		n.addEntry(chain, staff, nil, true)
+	}
 	return true
 }
 
 // met runs what follows meeting an admitted peer: directory sync and the
 // layers' OnAdmitted hooks.
 func (n *Node) met(id peer.ID) {
+	if n.adm.federation(id) != nil {
+		// A federated peer: no directory, rota or peer exchange, no
+		// layer's OnAdmitted hook; only OnFederated.
+		for _, f := range n.federatedHooks() {
+			n.goOwned(func() { f(id) })
+		}
+		return
+	}
 	n.goOwned(func() { n.afterAdmission(id) })
+	n.goOwned(func() { n.sendFederations(id, n.ownFederations()) })
 	for _, f := range n.adm.admittedHooks() {
 		n.goOwned(func() { f(id) })
 	}

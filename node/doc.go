@@ -86,6 +86,18 @@
 // revoked, not expired) whose certificate could allow them; the rota is
 // persisted in the store and reloaded, after the directory, at start.
 //
+// Devices of another trust are admitted only under a federation record
+// our root CA signed (federation.go; identity/federation.go), as federated
+// peers: a class apart whose peerState carries the record, for whom
+// isAdmitted is false — so every protocol and topic gated on admission
+// (directory, peer exchange, trust topic, rota, relay, the mesh's sync and
+// carriage) refuses them — and who never enter the directory or get our
+// CRLs. Records are persisted, exchanged with every admitted colleague on
+// /medmesh/federation/1 and judged like CRLs (newest per other root wins); a
+// newer record judges every peer again, so a withdrawal drops the trust's
+// devices. CRLs of a federated trust are accepted, persisted and spread
+// like ours.
+//
 // State has five owners, none holding another's lock: the admission part
 // (admission: peer table, block list, gater decisions, the trust's CAs and
 // CRLs; admission.mu and admission.crlMu), the directory (directory: index

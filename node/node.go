@@ -256,6 +256,7 @@ func (n *Node) newHost() (host.Host, error) {
 func (n *Node) startProtocols(h host.Host) error {
 	h.SetStreamHandler(ProtoAdmit, n.owned(n.handleAdmit))
 	h.SetStreamHandler(ProtoDirectory, n.owned(n.gate(n.handleDirectory)))
+	h.SetStreamHandler(ProtoFederation, n.owned(n.gate(n.handleFederation)))
 	h.Network().Notify(&network.NotifyBundle{
 		ConnectedF:    func(_ network.Network, c network.Conn) { n.goOwned(func() { n.onConnected(c) }) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },

@@ -316,6 +316,9 @@ func (n *Node) judgeEntry(chain []*x509.Certificate) (*identity.Staff, error) {
 // known before their CRLs are; the directory, whose chains teach CAs
 // learnt before they were persisted; then the CRLs.
 func (n *Node) loadPersisted(ctx context.Context) error {
+	if err := n.adm.loadFederations(ctx); err != nil {
+		return err
+	}
 	if err := n.adm.loadCAs(ctx); err != nil {
 		return err
 	}

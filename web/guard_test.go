@@ -91,6 +91,7 @@ func TestDNSRebindingRefused(t *testing.T) {
 		{"GET", "/api/v1/status", ""}, {"GET", "/api/v1/directory", ""},
 		{"GET", "/api/v1/conversations", ""}, {"POST", "/api/v1/conversations", `{"title":"x","members":["asha"]}`},
 		{"POST", "/api/v1/trust/crl", "x"}, {"GET", "/api/v1/events", ""}, {"GET", "/nope", ""},
+		{"POST", "/api/v1/trust/federation", "x"}, {"GET", "/api/v1/trust/federations", ""},
 		{"GET", "/api/v1/conversations?patient=943", ""}, {"GET", "/api/v1/conversations/00", ""},
 		{"PUT", "/api/v1/conversations/00/patient", `{"nhs_number":"9434765919"}`}, {"DELETE", "/api/v1/conversations/00/patient", ""},
 	}

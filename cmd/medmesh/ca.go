@@ -18,7 +18,7 @@ func newCACmd(e *env) *cobra.Command {
 		Use:   "ca",
 		Short: "Run the trust's certificate authority: create it, sign devices, revoke",
 	}
-	c.AddCommand(newCAInitCmd(e), newCASignCmd(e), newCARevokeCmd(e))
+	c.AddCommand(newCAInitCmd(e), newCASignCmd(e), newCARevokeCmd(e), newCAFederateCmd(e))
 	return c
 }
 

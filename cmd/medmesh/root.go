@@ -102,7 +102,7 @@ Passphrases come from MEDMESH_PASSPHRASE (device) and MEDMESH_CA_PASSPHRASE
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCACmd(e), newInitCmd(e), newRenewCmd(e), newCertCmd(e), newRunCmd(e), newDemoCmd(e), newSimCmd(e), newAttackCmd(e), newBenchCmd(e), newAuditCmd(e), newExportCmd(e))
+	root.AddCommand(newCACmd(e), newInitCmd(e), newRenewCmd(e), newCertCmd(e), newRunCmd(e), newDemoCmd(e), newSimCmd(e), newAttackCmd(e), newBenchCmd(e), newAuditCmd(e), newExportCmd(e), newTrustCmd(e))
 	return root
 }
 
