@@ -65,7 +65,10 @@ func (n *Node) startPubsub() error {
 			pubsub.GossipSubDefaultFeatures),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(MessageID),
-		pubsub.WithPeerFilter(func(id peer.ID, _ string) bool { return n.isAdmitted(id) }),
+		pubsub.WithPeerFilter(func(id peer.ID, topic string) bool {
+			// Conversation gossip does not cross a site link (sites.go).
+			return n.isAdmitted(id) && (!n.IsSitePeer(id) || topic == TrustTopic)
+		}),
 		pubsub.WithAppSpecificRpcInspector(func(id peer.ID, _ *pubsub.RPC) error {
 			if !n.isAdmitted(id) {
 				return ErrNotAdmitted
