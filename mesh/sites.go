@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -41,10 +43,46 @@ type Links interface {
 	SiteSynced(p peer.ID)
 }
 
-// siteBatch is how many envelopes one want asks a site peer for (fetchBatch
-// on a LAN): a frame of 64 envelopes of 1–2 KiB takes about half a second
-// of a 256 KiB/s budget.
-const siteBatch = 64
+// Site link frames. siteBatch is how many envelopes one want asks a site
+// peer for (fetchBatch on a LAN); an envelope frame to a site peer is
+// written in chunks of siteChunk, each waiting for the budget, so the
+// frames of two sessions share the link chunk by chunk; a frame read from
+// a site peer may take siteFrameTimeout (frameTimeout on a LAN): a slow
+// or busy WAN link is no broken peer.
+const (
+	siteBatch        = 16
+	siteChunk        = 8 << 10
+	siteFrameTimeout = time.Minute
+)
+
+// frameTimeout is how long one frame may take to read or write.
+func (c *conn) frameTimeout() time.Duration {
+	if c.site {
+		return siteFrameTimeout
+	}
+	return frameTimeout
+}
+
+// sendPaced writes frame b (its varint length first) to a site peer in
+// chunks, each within the link's budget.
+func (c *conn) sendPaced(b []byte, urgent bool) error {
+	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
+	buf = append(buf, b...)
+	ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
+	defer cancel()
+	for len(buf) > 0 {
+		n := min(len(buf), siteChunk)
+		if err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent); err != nil {
+			return fmt.Errorf("site link budget: %w", err)
+		}
+		c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
+		if _, err := c.s.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
+}
 
 // sitePeer reports whether p is a site peer of this device.
 func (s *Service) sitePeer(p peer.ID) bool {

@@ -184,12 +184,8 @@ func (c *conn) send(f frame) error {
 		return err
 	}
 	if c.site && f.Kind == fEnvs {
-		ctx, cancel := context.WithTimeout(c.svc.ctx, frameTimeout)
-		err := c.svc.cfg.Links.PaceSite(ctx, c.p, len(b), c.svc.urgentIn(f.Tag, f.Envs))
-		cancel()
-		if err != nil {
-			return fmt.Errorf("site link budget: %w", err)
-		}
+		c.sent.Add(int64(len(b)))
+		return c.sendPaced(b, c.svc.urgentIn(f.Tag, f.Envs))
 	}
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
 	c.sent.Add(int64(len(b)))
@@ -197,7 +193,7 @@ func (c *conn) send(f frame) error {
 }
 
 func (c *conn) recv() (frame, error) {
-	c.s.SetReadDeadline(time.Now().Add(frameTimeout))
+	c.s.SetReadDeadline(time.Now().Add(c.frameTimeout()))
 	b, err := c.r.ReadMsg()
 	if err != nil {
 		return frame{}, err

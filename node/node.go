@@ -175,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if len(cfg.SitePeers) > 0 {
-		n.sites = newSites(cfg.SitePeers, cfg.SiteBudget, cfg.Now())
+		n.sites = newSites(cfg.Key.PeerID(), cfg.SitePeers, cfg.SiteBudget, cfg.Now())
 	}
 	n.adm = newAdmission(n.ctx, cfg, n.log)
 	n.dir = newDirectory(n.ctx, cfg.Store, n.log, cfg.Now, n.adm)

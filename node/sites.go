@@ -50,6 +50,7 @@ const (
 	siteProbeEvery    = 5 * time.Second
 	siteProbeTimeout  = 5 * time.Second
 	siteDialTimeout   = 10 * time.Second
+	siteFirstDialWait = 3 * time.Second
 	maxSitePeers      = 64
 	maxSiteFileBytes  = 1 << 20
 )
@@ -129,7 +130,7 @@ type sites struct {
 	order []peer.ID
 }
 
-func newSites(peers []peer.AddrInfo, budget int64, now time.Time) *sites {
+func newSites(self peer.ID, peers []peer.AddrInfo, budget int64, now time.Time) *sites {
 	if budget <= 0 {
 		budget = DefaultSiteBudget
 	}
@@ -138,7 +139,14 @@ func newSites(peers []peer.AddrInfo, budget int64, now time.Time) *sites {
 		if _, ok := s.links[ai.ID]; ok {
 			continue
 		}
-		s.links[ai.ID] = &siteLink{ai: ai, since: now, backoff: siteBackoffMin, pace: newPacer(float64(budget), now)}
+		l := &siteLink{ai: ai, since: now, backoff: siteBackoffMin, pace: newPacer(float64(budget), now)}
+		if self > ai.ID {
+			// Two anchors that list each other start together: the lower
+			// ID dials first, so their dials do not meet as one
+			// simultaneous-open TCP connection (REFERENCES, pitfalls).
+			l.next = time.Now().Add(siteFirstDialWait)
+		}
+		s.links[ai.ID] = l
 		s.order = append(s.order, ai.ID)
 	}
 	return s
@@ -342,6 +350,35 @@ func (n *Node) probeSite(id peer.ID, l *siteLink) {
 	if !ok && n.ctx.Err() == nil {
 		n.log.Info("site peer unanswered: link down", "remote", id.String())
 		n.host.Network().ClosePeer(id)
+	}
+}
+
+// unheld counts the entries the directory does not hold yet.
+func (n *Node) unheld(entries []dirEntry) int {
+	c := 0
+	for _, de := range entries {
+		if !n.dir.holds(de) {
+			c++
+		}
+	}
+	return c
+}
+
+// bridgeDirectory carries directory entries across a site link: entries
+// new to this anchor that a site peer sent go to every other admitted
+// peer, and ones a peer of this site sent go to the site peers — each a
+// sync of what changed since that peer last took our directory. Without
+// it a colleague at the other site stays unknown (no prekey to seal a
+// welcome to) to the devices admitted before the link came up.
+func (n *Node) bridgeDirectory(from peer.ID, fresh int) {
+	if n.sites == nil || fresh == 0 {
+		return
+	}
+	site := n.IsSitePeer(from)
+	for _, o := range n.adm.admittedPeers(from) {
+		if site || n.IsSitePeer(o) {
+			n.goOwned(func() { n.sendDirectory(o) })
+		}
 	}
 }
 
