@@ -353,6 +353,13 @@ func (n *Node) probeSite(id peer.ID, l *siteLink) {
 	}
 }
 
+// gossipsWith is the pubsub peer filter: admitted peers only, and with a
+// site peer the trust topic only (conversation gossip does not cross a
+// site link).
+func (n *Node) gossipsWith(id peer.ID, topic string) bool {
+	return n.isAdmitted(id) && (!n.IsSitePeer(id) || topic == TrustTopic)
+}
+
 // unheld counts the entries the directory does not hold yet.
 func (n *Node) unheld(entries []dirEntry) int {
 	c := 0

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -202,4 +203,54 @@ func TestSiteLinkKept(t *testing.T) {
 	b2.Close()
 	out.Close()
 	goleak.VerifyNone(t, check.LeakOptions(leaks)...)
+}
+
+// TestSitePeerGossipFilter: with a site peer only the trust topic is
+// gossiped; other admitted peers get every topic; a peer not admitted
+// none, listed or not.
+func TestSitePeerGossipFilter(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	b := startNode(t, c, c.enrol(t, "anchor-b", now, RoleAnchor))
+	d := startNode(t, c, c.enrol(t, "ward", now))
+	stranger := c.enrol(t, "stranger", now).key.PeerID()
+	a := startNode(t, c, c.enrol(t, "anchor-a", now, RoleAnchor), bootstrap(d), func(cfg *Config) {
+		cfg.SitePeers = []peer.AddrInfo{{ID: b.ID(), Addrs: b.host.Addrs()}, {ID: stranger, Addrs: b.host.Addrs()}}
+	})
+	check.Eventually(t, 20*time.Second, "both admitted", func() bool { return a.isAdmitted(b.ID()) && a.isAdmitted(d.ID()) })
+	conv := "/medmesh/conv/00112233445566778899aabbccddeeff"
+	for _, tc := range []struct {
+		id    peer.ID
+		topic string
+		want  bool
+	}{
+		{b.ID(), TrustTopic, true},
+		{b.ID(), conv, false},
+		{b.ID(), RotaTopic, false},
+		{d.ID(), conv, true},
+		{d.ID(), TrustTopic, true},
+		{stranger, TrustTopic, false},
+	} {
+		if got := a.gossipsWith(tc.id, tc.topic); got != tc.want {
+			t.Errorf("gossip with %s on %s: %v, want %v", tc.id, tc.topic, got, tc.want)
+		}
+	}
+}
+
+// FuzzParseSitePeers: any file parses or fails with an error naming a
+// line; every peer parsed has an ID and an address.
+func FuzzParseSitePeers(f *testing.F) {
+	f.Add([]byte("# site B\n/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWGRUVh2WPBiVYJ2yGXpECC5aaeYfrCY9VDrLXHfSr3uZb\n"))
+	f.Add([]byte("/ip4/10.0.0.1/tcp/4001\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		peers, err := ParseSitePeers(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		for _, p := range peers {
+			if p.ID == "" || len(p.Addrs) == 0 {
+				t.Fatalf("a peer without ID or address: %+v", p)
+			}
+		}
+	})
 }

@@ -65,10 +65,7 @@ func (n *Node) startPubsub() error {
 			pubsub.GossipSubDefaultFeatures),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(MessageID),
-		pubsub.WithPeerFilter(func(id peer.ID, topic string) bool {
-			// Conversation gossip does not cross a site link (sites.go).
-			return n.isAdmitted(id) && (!n.IsSitePeer(id) || topic == TrustTopic)
-		}),
+		pubsub.WithPeerFilter(n.gossipsWith),
 		pubsub.WithAppSpecificRpcInspector(func(id peer.ID, _ *pubsub.RPC) error {
 			if !n.isAdmitted(id) {
 				return ErrNotAdmitted
