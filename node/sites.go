@@ -222,14 +222,18 @@ func (n *Node) SiteLinks() []SiteLink {
 	return out
 }
 
-// startSites protects the site peers' connections, serves ping to
-// admitted peers (the links' probe) and starts keepSites.
+// startSites serves ping to admitted peers on an anchor (the probe of the
+// site links other anchors keep to it), and on one with site peers
+// protects their connections and starts keepSites.
 func (n *Node) startSites() {
-	if n.sites == nil {
+	if n.sites == nil && !n.cfg.Relay {
 		return
 	}
 	ps := &ping.PingService{Host: n.host}
 	n.host.SetStreamHandler(ping.ID, n.owned(n.gate(ps.PingHandler)))
+	if n.sites == nil {
+		return
+	}
 	for _, id := range n.sites.order {
 		n.host.ConnManager().Protect(id, "medmesh-site")
 	}
@@ -335,10 +339,13 @@ func jitter(d time.Duration) time.Duration {
 func (n *Node) probeSite(id peer.ID, l *siteLink) {
 	ctx, cancel := context.WithTimeout(n.ctx, siteProbeTimeout)
 	results := ping.Ping(ctx, n.host, id)
+	// Any answer within the timeout — a pong, or a refusal (a peer that
+	// does not serve ping to us) — shows the link carries; only silence
+	// means it is down.
 	var ok bool
 	select {
-	case r := <-results:
-		ok = r.Error == nil
+	case <-results:
+		ok = ctx.Err() == nil
 	case <-ctx.Done():
 	}
 	cancel()
