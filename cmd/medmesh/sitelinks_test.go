@@ -139,7 +139,7 @@ func TestSiteLinksInNamespaces(t *testing.T) {
 		return p
 	}
 	boot := func(ip, id string) string { return fmt.Sprintf("/ip4/%s/tcp/4001/p2p/%s", ip, id) }
-	const budget = 16 << 10 // bytes per second: the backlog below takes ~10 s
+	const budget = 16 << 10 // bytes per second: the backlog below takes ~20 s
 	var anchors, devs [3]*nsProc
 	for i := 1; i <= 2; i++ {
 		other := sites[3-i]
@@ -243,7 +243,7 @@ func TestSiteLinksInNamespaces(t *testing.T) {
 		net.ip("netns", "exec", wan, "tc", "qdisc", "add", "dev", w, "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms")
 	}
 	const backlog = 120
-	filler := strings.Repeat("routine observations, ", 60) // ≈1.3 KB a message
+	filler := strings.Repeat("routine observations, ", 120) // ≈2.6 KB a message: the backlog takes ~20 s of the budget
 	sawQueued := false
 	for i := range backlog {
 		send(a, ward, fmt.Sprintf("backlog %03d %s", i, filler), false)
@@ -251,6 +251,9 @@ func TestSiteLinksInNamespaces(t *testing.T) {
 			_, l := linkUp()
 			sawQueued = l.QueuedBytes > 0
 		}
+	}
+	if n := bytes.Count(messages(b, ward), []byte("backlog ")); n == backlog {
+		t.Fatalf("the whole backlog crossed while it was being written: nothing left to overtake (machine too slow?)")
 	}
 	send(a, urgentConv, "crash call: resus team to bay 3", true)
 	urgentAt := time.Now()
