@@ -332,3 +332,31 @@ func TestSiteLinksInNamespaces(t *testing.T) {
 		t.Fatal("site A's anchor reached a device behind site B's NAT directly")
 	}
 }
+
+// TestReadSitePeers: --site-peers needs --anchor and a positive budget; a
+// bad line is named in the error.
+func TestReadSitePeers(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.txt")
+	os.WriteFile(good, []byte("# B\n/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWGRUVh2WPBiVYJ2yGXpECC5aaeYfrCY9VDrLXHfSr3uZb\n"), 0o600)
+	bad := filepath.Join(dir, "bad.txt")
+	os.WriteFile(bad, []byte("# B\n\nanchor-b.example:4001\n"), 0o600)
+	if peers, err := readSitePeers(good, true, 1024); err != nil || len(peers) != 1 {
+		t.Fatalf("good file: %d peers, %v", len(peers), err)
+	}
+	for _, tc := range []struct {
+		file   string
+		anchor bool
+		budget int64
+		want   string
+	}{
+		{good, false, 1024, "needs --anchor"},
+		{good, true, 0, "--site-budget"},
+		{bad, true, 1024, "line 3"},
+		{filepath.Join(dir, "missing.txt"), true, 1024, "--site-peers"},
+	} {
+		if _, err := readSitePeers(tc.file, tc.anchor, tc.budget); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s (anchor %v, budget %d): %v, want an error with %q", filepath.Base(tc.file), tc.anchor, tc.budget, err, tc.want)
+		}
+	}
+}
