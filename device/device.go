@@ -120,6 +120,8 @@ type config struct {
 	onRevoked     func()
 	escalator     conversations.Escalator // WithEscalator (escalate.go)
 	noCarry       bool                    // see WithCarry
+	sites         []peer.AddrInfo         // WithSitePeers (sites.go)
+	siteBudget    int64
 }
 
 // Option configures a device.
@@ -281,6 +283,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Listen: cfg.listen, Bootstrap: cfg.bootstrap, MDNS: cfg.mdns, AdmitTimeout: cfg.admit,
 		Host: cfg.host, PubSubOptions: cfg.psOpts, Logger: cfg.log, Now: cfg.now,
 		OnRevoked: d.wipe, Relay: cfg.anchor, ForcePrivate: cfg.private,
+		SitePeers: sitePeers(cfg), SiteBudget: cfg.siteBudget,
 	})
 	if err != nil {
 		return nil, err
@@ -298,7 +301,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		cfg.log.Warn("running as an anchor on a certificate without the anchor role: colleagues will not count its acknowledgements as held (have the CA sign with --roles anchor)")
 	}
 	d.m, err = mesh.New(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl, Carry: !cfg.noCarry,
-		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe}, d.c)
+		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.c)
 	if err != nil {
 		return nil, err
 	}

@@ -328,6 +328,9 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 		_, kept = c.ops[id]
 	}
 	s.mu.Unlock()
+	if !known {
+		s.kickSites()
+	}
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(id, from, known)
 	}

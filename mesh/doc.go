@@ -84,6 +84,14 @@
 // subscribed to, or served to it in sync), once; the record of what was
 // sent keeps the newest 4,096 per anchor for 64 anchors.
 //
+// Site links (sites.go; an anchor's Config.Links): no conversation gossip
+// crosses them; a change here kicks a sync with the site peers soon; the
+// envelope frames sent to a site peer are written in 8 KiB chunks, each
+// within the link's budget (urgent first), envelopes are fetched from it
+// 16 at a time, a frame on it may take a minute, and a session with it
+// skips the tags another session with it is moving. What arrives from a
+// site peer is published on this site's gossip and a sync kicked.
+//
 // Invariants: a forged or malformed envelope never reaches storage; every
 // stream has a deadline and a size limit; every session has a work budget;
 // peers get stable error codes, not our error strings; every goroutine

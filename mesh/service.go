@@ -104,6 +104,9 @@ type Config struct {
 	// Observe, if set, is told of every envelope an anchor carries (dup:
 	// it held it already), outside any lock. It must not block.
 	Observe func(id crdt.OpID, from peer.ID, dup bool)
+	// Links, if set, are an anchor's site links (sites.go): sync with
+	// them soon after every change, envelope frames paced, no gossip.
+	Links Links
 }
 
 // Topic names.
@@ -169,6 +172,10 @@ type Service struct {
 	// reconciled: per peer and carried tag, the carrier's fingerprint at
 	// their last complete reconciliation (see skipCarried).
 	reconciled map[string][]byte
+	// Site links (sites.go): kicks of a sync with the site peers, and the
+	// tags each site peer's sessions are moving now (guarded by mu).
+	siteKicks chan struct{}
+	busy      map[peer.ID]map[string]int
 }
 
 // SyncBytes is how many bytes of sync frames this device has written.
@@ -210,6 +217,7 @@ func New(cfg Config, h Holder) (*Service, error) {
 	s := &Service{cfg: cfg, h: h, log: cfg.Logger, carried: map[string]*carrier{}, topics: map[string]*pubsub.Topic{},
 		subs: map[string]*pubsub.Subscription{}, adopted: map[peer.ID]int{}, syncing: map[peer.ID]bool{}, synced: map[peer.ID]uint64{}, kicks: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.siteKicks = make(chan struct{}, 1)
 	fail := func(err error) (*Service, error) {
 		s.Close()
 		return nil, err
@@ -230,6 +238,9 @@ func New(cfg Config, h Holder) (*Service, error) {
 	host.SetStreamHandler(ProtoHeld, s.gate(s.handleHeld))
 	cfg.Node.OnAdmitted(func(p peer.ID) { s.goOwned(func() { s.syncWith(p) }) })
 	s.goOwned(s.syncLoop)
+	if cfg.Links != nil {
+		s.goOwned(s.siteLoop)
+	}
 	return s, nil
 }
 
@@ -295,6 +306,7 @@ func (s *Service) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
 	s.mu.Lock()
 	s.changes++
 	s.mu.Unlock()
+	s.kickSites()
 	s.notePublished(convTopic(tag), envs)
 	for _, raw := range envs {
 		s.pub(convTopic(tag), raw)
@@ -521,6 +533,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 			s.changes++
 			joined := s.subs[convTopic(tag)] == nil
 			s.mu.Unlock()
+			s.kickSites()
 			if joined {
 				if err := s.subscribe(convTopic(tag), tag); err != nil {
 					s.log.Warn("join topic", "err", err)

@@ -160,6 +160,9 @@ func decodeFrame(b []byte) (frame, error) {
 }
 
 type conn struct {
+	svc  *Service
+	p    peer.ID // the other side
+	site bool    // p is a site peer: envelope frames paced, bytes counted
 	s    network.Stream
 	r    msgio.ReadCloser
 	w    msgio.WriteCloser
@@ -168,7 +171,8 @@ type conn struct {
 }
 
 func (s *Service) newConn(st network.Stream) *conn {
-	return &conn{s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
+	p := st.Conn().RemotePeer()
+	return &conn{svc: s, p: p, site: s.sitePeer(p), s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
 }
 
 // encodeFrame is a frame's wire form (deterministic CBOR).
@@ -179,18 +183,25 @@ func (c *conn) send(f frame) error {
 	if err != nil {
 		return err
 	}
+	if c.site && f.Kind == fEnvs {
+		c.sent.Add(int64(len(b)))
+		return c.sendPaced(b, c.svc.urgentIn(f.Tag, f.Envs))
+	}
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
 	c.sent.Add(int64(len(b)))
 	return c.w.WriteMsg(b)
 }
 
 func (c *conn) recv() (frame, error) {
-	c.s.SetReadDeadline(time.Now().Add(frameTimeout))
+	c.s.SetReadDeadline(time.Now().Add(c.frameTimeout()))
 	b, err := c.r.ReadMsg()
 	if err != nil {
 		return frame{}, err
 	}
 	defer c.r.ReleaseMsg(b)
+	if c.site {
+		c.svc.cfg.Links.SiteReceived(c.p, len(b))
+	}
 	f, err := decodeFrame(b)
 	if err != nil {
 		return frame{}, err
@@ -563,6 +574,9 @@ func (s *Service) syncRound(p peer.ID, again bool) {
 	rerun := s.rerun[p]
 	delete(s.rerun, p)
 	s.mu.Unlock()
+	if err == nil && s.sitePeer(p) {
+		s.cfg.Links.SiteSynced(p)
+	}
 	if err != nil && s.ctx.Err() == nil {
 		s.log.Debug("sync failed", "remote", p.String(), "err", err)
 	}
@@ -599,7 +613,15 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		return false, err
 	}
 	adopted := s.accept(theirs.tags, p)
-	common := s.skipCarried(p, differing(mine, theirs), mine, theirs)
+	common, skipped := s.skipBusy(p, s.skipCarried(p, differing(mine, theirs), mine, theirs))
+	if skipped { // another session moves those: this one is no complete sync
+		s.mu.Lock()
+		if s.deferred == nil {
+			s.deferred = map[peer.ID]bool{}
+		}
+		s.deferred[p] = true
+		s.mu.Unlock()
+	}
 	s.log.Debug("sync: offers exchanged", "remote", p.String(), "shared", len(common))
 	b := newBudget(len(common))
 	for i, tag := range common {
@@ -636,6 +658,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 // theirs. partial: what it fetched was applied in part only; complete:
 // everything we lacked of p's is held now (none refused, none left).
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial, complete bool, err error) {
+	defer s.busyTag(p, tag)()
 	sess := s.session(tag)
 	m, err := sess.Initiate()
 	if err != nil {
@@ -892,8 +915,12 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 	}
 	asked := len(need)
 	var batches [][]crdt.OpID
+	batch := fetchBatch
+	if s.sitePeer(p) {
+		batch = siteBatch
+	}
 	for len(need) > 0 {
-		n := min(len(need), fetchBatch)
+		n := min(len(need), batch)
 		batches = append(batches, need[:n])
 		need = need[n:]
 	}
@@ -915,8 +942,12 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 	applied := make(chan struct{})
 	go func() { // ends when checked is closed, before fetch returns
 		defer close(applied)
+		site := s.sitePeer(p)
 		for ok := range checked {
 			s.deliver(tag, ok, p)
+			if site && len(ok) > 0 {
+				s.fromSite(tag, ok)
+			}
 		}
 	}()
 	defer func() {
@@ -1092,6 +1123,8 @@ func (s *Service) handleSync(st network.Stream) {
 			s.log.Info("sync: peer cut off", "remote", p.String(), "err", err)
 		}
 		st.Reset()
+	} else if s.sitePeer(p) {
+		s.cfg.Links.SiteSynced(p)
 	}
 }
 
@@ -1155,6 +1188,8 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	b := newBudget(len(common))
 	var cur *tagSession
 	handed := false
+	release := func() {}
+	defer func() { release() }()
 	for {
 		f, err := c.recv()
 		if err != nil {
@@ -1189,6 +1224,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 			}
 			delete(common, string(f.Tag))
 			cur = &tagSession{tag: f.Tag, sess: s.session(f.Tag)}
+			release = s.busyTag(p, f.Tag)
 		}
 		switch f.Kind {
 		case fRecon:
@@ -1223,6 +1259,8 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 			if _, err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
 				return err
 			}
+			release()
+			release = func() {}
 			cur = nil
 		}
 	}

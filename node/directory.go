@@ -178,6 +178,7 @@ func (n *Node) handleDirectory(s network.Stream) {
 		s.Reset()
 		return
 	}
+	fresh := n.unheld(offer.Entries)
 	n.takeEntries(offer.Entries)
 	var want wantMsg
 	for _, sum := range offer.Sums {
@@ -195,8 +196,10 @@ func (n *Node) handleDirectory(s network.Stream) {
 		s.Reset()
 		return
 	}
+	fresh += n.unheld(rest.Entries)
 	n.takeEntries(rest.Entries)
 	n.tryPeers(from, offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
+	n.bridgeDirectory(from, fresh)
 }
 
 // takeEntries verifies and records directory entries a peer sent.

@@ -98,6 +98,17 @@
 // devices. CRLs of a federated trust are accepted, persisted and spread
 // like ours.
 //
+// An anchor with site peers (sites.go, Config.SitePeers) keeps them
+// connected: protected in the connection manager, probed with ping
+// (served to admitted peers only), re-dialled with backoff and jitter by
+// one goroutine. Listing a peer trusts it for nothing: it is admitted like
+// any other. Conversation gossip does not cross a site link (the pubsub
+// peer filter keeps the trust topic only); the mesh syncs across it
+// instead, paced by the link's budget (PaceSite: a token bucket, urgent
+// first). Directory entries new to the anchor are synced across the link
+// and back to this site's peers. The links' state (sites.mu) and each
+// link's budget (pacer.mu) are owners of their own.
+//
 // State has five owners, none holding another's lock: the admission part
 // (admission: peer table, block list, gater decisions, the trust's CAs and
 // CRLs; admission.mu and admission.crlMu), the directory (directory: index

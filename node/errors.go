@@ -19,4 +19,7 @@ var (
 	// ErrMisbehaving: an admitted peer kept sending messages our
 	// validators rejected; it is disconnected and blocked for a while.
 	ErrMisbehaving = errors.New("peer sent too many invalid messages")
+	// ErrSitePeer: a line of a site-peers file is not a multiaddr with
+	// /p2p/PEER_ID.
+	ErrSitePeer = errors.New("not a site peer address")
 )

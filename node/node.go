@@ -71,6 +71,11 @@ type Config struct {
 	// NoListen: dial out only, no listening socket — a device no one can
 	// reach directly, only through an anchor's relay (tests of NAT).
 	NoListen bool
+	// SitePeers are the other sites' anchors this anchor keeps connected
+	// (sites.go); SiteBudget bounds the bytes per second the mesh sends
+	// each of them in sync (default DefaultSiteBudget).
+	SitePeers  []peer.AddrInfo
+	SiteBudget int64
 }
 
 // Node is one running device. It wires its parts — adm (admission and
@@ -113,6 +118,8 @@ type Node struct {
 	relayMu   sync.Mutex
 	announced map[peer.ID]time.Time // relay.go: when each reserving peer was last announced
 	reserved  map[peer.ID]time.Time // relay.go: when each peer last asked for a reservation here
+
+	sites *sites // sites.go: links to other sites' anchors (nil: none)
 
 	pkMu         sync.Mutex // guards the fields below and the ring's stored copy
 	prekeys      *e2e.PrekeyRing
@@ -167,6 +174,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		recheck: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if len(cfg.SitePeers) > 0 {
+		n.sites = newSites(cfg.Key.PeerID(), cfg.SitePeers, cfg.SiteBudget, cfg.Now())
+	}
 	n.adm = newAdmission(n.ctx, cfg, n.log)
 	n.dir = newDirectory(n.ctx, cfg.Store, n.log, cfg.Now, n.adm)
 	if err := n.loadPersisted(ctx); err != nil {
@@ -258,8 +268,14 @@ func (n *Node) startProtocols(h host.Host) error {
 	h.SetStreamHandler(ProtoDirectory, n.owned(n.gate(n.handleDirectory)))
 	h.SetStreamHandler(ProtoFederation, n.owned(n.gate(n.handleFederation)))
 	h.Network().Notify(&network.NotifyBundle{
-		ConnectedF:    func(_ network.Network, c network.Conn) { n.goOwned(func() { n.onConnected(c) }) },
-		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			n.siteConnected(c.RemotePeer())
+			n.goOwned(func() { n.onConnected(c) })
+		},
+		DisconnectedF: func(_ network.Network, c network.Conn) {
+			n.siteDisconnected(c.RemotePeer())
+			n.onDisconnected(c.RemotePeer())
+		},
 	})
 	if err := n.startPubsub(); err != nil {
 		return err
@@ -279,6 +295,7 @@ func (n *Node) startProtocols(h host.Host) error {
 		n.mdns = m
 	}
 	n.goOwned(n.revocationLoop)
+	n.startSites()
 	if n.cfg.Host == nil {
 		n.goOwned(n.keepRelays)
 	}

@@ -65,7 +65,7 @@ func (n *Node) startPubsub() error {
 			pubsub.GossipSubDefaultFeatures),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(MessageID),
-		pubsub.WithPeerFilter(func(id peer.ID, _ string) bool { return n.isAdmitted(id) }),
+		pubsub.WithPeerFilter(n.gossipsWith),
 		pubsub.WithAppSpecificRpcInspector(func(id peer.ID, _ *pubsub.RPC) error {
 			if !n.isAdmitted(id) {
 				return ErrNotAdmitted

@@ -35,6 +35,8 @@ func newRunCmd(e *env) *cobra.Command {
 	carry := true
 	var quota int64
 	var ttl, lockAfter time.Duration
+	var sitesFile string
+	var siteBudget int64
 	c := &cobra.Command{
 		Use:   "run --dir DEV [--listen MA]... [--bootstrap MA]... [--api ADDR] [--no-mdns]",
 		Short: "Run this device's node and its local API",
@@ -49,12 +51,17 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 			if err != nil {
 				return err
 			}
+			sites, err := readSitePeers(sitesFile, anchor, siteBudget)
+			if err != nil {
+				return err
+			}
 			pass, err := e.passphrase(envDevicePass, "device", false)
 			if err != nil {
 				return err
 			}
 			return runNode(cmd.Context(), e, runOptions{dir: dir, api: api, listen: listen, bootstrap: boot, mdns: !noMDNS,
-				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter, private: private, noCarry: !carry}, pass)
+				anchor: anchor, quota: quota, ttl: ttl, lockAfter: lockAfter, private: private, noCarry: !carry,
+				sitePeers: sites, siteBudget: siteBudget}, pass)
 		},
 	}
 	f := c.Flags()
@@ -69,22 +76,26 @@ Stops cleanly on SIGINT/SIGTERM, or by itself if its certificate is revoked
 	f.DurationVar(&ttl, "anchor-ttl", 30*24*time.Hour, "how long an anchor keeps an envelope")
 	f.BoolVar(&carry, "carry", true, "carry colleagues' sealed envelopes of conversations this device is not in (1 MiB, 7 days; unreadable to it)")
 	f.DurationVar(&lockAfter, "lock-after", web.DefaultLockAfter, "lock the web app after this long without use")
+	f.StringVar(&sitesFile, "site-peers", "", "with --anchor: file of the other sites' anchors (one multiaddr with /p2p/PEER_ID a line, # comments), kept connected")
+	f.Int64Var(&siteBudget, "site-budget", node.DefaultSiteBudget, "with --site-peers: bytes per second of sync sent to each site peer (urgent first)")
 	required(c, "dir")
 	return c
 }
 
 type runOptions struct {
-	dir       string
-	api       string
-	listen    []string
-	bootstrap []peer.AddrInfo
-	mdns      bool
-	anchor    bool
-	quota     int64
-	ttl       time.Duration
-	lockAfter time.Duration
-	private   bool
-	noCarry   bool // --carry=false
+	dir        string
+	api        string
+	listen     []string
+	bootstrap  []peer.AddrInfo
+	mdns       bool
+	anchor     bool
+	quota      int64
+	ttl        time.Duration
+	lockAfter  time.Duration
+	private    bool
+	noCarry    bool            // --carry=false
+	sitePeers  []peer.AddrInfo // --site-peers (sites.go)
+	siteBudget int64
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
@@ -134,6 +145,9 @@ func startDevice(ctx context.Context, e *env, o runOptions, pass []byte, log *sl
 	}
 	if o.noCarry {
 		opts = append(opts, device.WithCarry(false))
+	}
+	if len(o.sitePeers) > 0 {
+		opts = append(opts, device.WithSitePeers(o.siteBudget, o.sitePeers...))
 	}
 	if e.kdf != nil {
 		opts = append(opts, device.WithKDF(*e.kdf))

@@ -1,0 +1,199 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+)
+
+// Links is what the mesh needs from the node's site links (an anchor's
+// links to other sites' anchors across a WAN; node/sites.go). Conversation
+// gossip does not cross them, so what crosses, crosses in sync:
+//
+//   - whenever this device takes in or makes something new, it syncs with
+//     its site peers soon (KickDelay), so a message crosses in one session;
+//   - every envelope frame sent to a site peer waits for the link's budget
+//     (Pace), frames holding an op this device knows to be urgent first;
+//   - envelopes are fetched from a site peer in batches of siteBatch, so
+//     one frame holds the link for a fraction of a second and another
+//     conversation's frame is not stuck behind a backlog;
+//   - a session with a site peer skips the tags another session with it
+//     is moving now (busy), so a conversation with a backlog crossing does
+//     not hold up the others: their ops cross in a session of their own;
+//   - what arrives from a site peer is published on this site's gossip at
+//     once (and a sync round kicked), so it reaches the site's devices
+//     without waiting for their next round.
+//
+// A site peer is trusted for nothing more than any admitted peer: its
+// sessions are gated on admission and its envelopes checked alike.
+type Links interface {
+	// IsSitePeer reports whether p is a site peer.
+	IsSitePeer(p peer.ID) bool
+	// PaceSite waits until size bytes may be sent to p (urgent first).
+	PaceSite(ctx context.Context, p peer.ID, size int, urgent bool) error
+	// SiteReceived counts bytes received from p.
+	SiteReceived(p peer.ID, size int)
+	// SiteSynced records a complete session with p.
+	SiteSynced(p peer.ID)
+}
+
+// Site link frames. siteBatch is how many envelopes one want asks a site
+// peer for (fetchBatch on a LAN); an envelope frame to a site peer is
+// written in chunks of siteChunk, each waiting for the budget, so the
+// frames of two sessions share the link chunk by chunk; a frame read from
+// a site peer may take siteFrameTimeout (frameTimeout on a LAN): a slow
+// or busy WAN link is no broken peer.
+const (
+	siteBatch        = 16
+	siteChunk        = 8 << 10
+	siteFrameTimeout = time.Minute
+)
+
+// frameTimeout is how long one frame may take to read or write.
+func (c *conn) frameTimeout() time.Duration {
+	if c.site {
+		return siteFrameTimeout
+	}
+	return frameTimeout
+}
+
+// sendPaced writes frame b (its varint length first) to a site peer in
+// chunks, each within the link's budget.
+func (c *conn) sendPaced(b []byte, urgent bool) error {
+	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
+	buf = append(buf, b...)
+	ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
+	defer cancel()
+	for len(buf) > 0 {
+		n := min(len(buf), siteChunk)
+		if err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent); err != nil {
+			return fmt.Errorf("site link budget: %w", err)
+		}
+		c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
+		if _, err := c.s.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
+}
+
+// sitePeer reports whether p is a site peer of this device.
+func (s *Service) sitePeer(p peer.ID) bool {
+	return s.cfg.Links != nil && s.cfg.Links.IsSitePeer(p)
+}
+
+// kickSites asks for a sync with the site peers soon: something new was
+// taken in or made here.
+func (s *Service) kickSites() {
+	if s.cfg.Links == nil {
+		return
+	}
+	select {
+	case s.siteKicks <- struct{}{}:
+	default:
+	}
+}
+
+// siteLoop syncs with the connected, admitted site peers after every kick
+// (KickDelay later, so a burst costs one round), until Close.
+func (s *Service) siteLoop() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.siteKicks:
+		}
+		select {
+		case <-time.After(s.cfg.KickDelay):
+		case <-s.ctx.Done():
+			return
+		}
+		for _, p := range s.cfg.Node.Host().Network().Peers() {
+			if s.sitePeer(p) && s.cfg.Node.IsAdmitted(p) {
+				s.goOwned(func() { s.syncRound(p, true) })
+			}
+		}
+	}
+}
+
+// busyTag marks tag as being moved with p by a session (until the
+// returned func is called).
+func (s *Service) busyTag(p peer.ID, tag []byte) func() {
+	if !s.sitePeer(p) {
+		return func() {}
+	}
+	k := string(tag)
+	s.mu.Lock()
+	if s.busy == nil {
+		s.busy = map[peer.ID]map[string]int{}
+	}
+	if s.busy[p] == nil {
+		s.busy[p] = map[string]int{}
+	}
+	s.busy[p][k]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.busy[p][k]--; s.busy[p][k] <= 0 {
+			delete(s.busy[p], k)
+		}
+		if len(s.busy[p]) == 0 {
+			delete(s.busy, p)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// skipBusy drops from common the tags another session with site peer p is
+// moving now; skipped reports whether it dropped any (the session then
+// does not count as a complete sync: a later one covers them).
+func (s *Service) skipBusy(p peer.ID, common [][]byte) (out [][]byte, skipped bool) {
+	if !s.sitePeer(p) {
+		return common, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range common {
+		if s.busy[p][string(t)] > 0 {
+			skipped = true
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, skipped
+}
+
+// urgentIn reports whether envs (of tag) hold an op this device knows to
+// be urgent (MarkUrgent).
+func (s *Service) urgentIn(tag []byte, envs [][]byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tokens) == 0 {
+		return false
+	}
+	for _, raw := range envs {
+		if t := s.tokens[handKey(tag, crdt.OpID(e2e.ID(raw)))]; t != nil && t.urgent {
+			return true
+		}
+	}
+	return false
+}
+
+// fromSite takes what a session with site peer p brought in: publish the
+// conversation envelopes on this site's gossip, and sync with the site's
+// devices soon.
+func (s *Service) fromSite(tag []byte, envs []Checked) {
+	for _, ce := range envs {
+		if len(ce.Env.Tag) == len(tag) && string(ce.Env.Tag) == string(tag) {
+			s.pub(convTopic(tag), ce.Raw)
+		}
+	}
+	s.kick()
+}

@@ -1,0 +1,508 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Site links: an anchor's connections to the other sites' anchors
+// (Config.SitePeers, `run --anchor --site-peers FILE`).
+//
+//   - Kept: one goroutine (keepSites) owns the links' schedule; a link that
+//     is down is dialled again with exponential backoff (siteBackoffMin to
+//     siteBackoffMax) and ±20% jitter, so the anchors of several sites do
+//     not redial in step after a WAN cut. Connections to site peers are
+//     protected in the connection manager. A link that is up is probed
+//     (libp2p ping, served to admitted peers only) every siteProbeEvery;
+//     a probe unanswered within siteProbeTimeout closes the connection, so
+//     a cut WAN shows as down in seconds, not after yamux's keepalive.
+//   - Not trusted: a site peer is admitted exactly like any other peer
+//     (certificate, CRL); until it is, nothing but admission reaches it.
+//     Being listed only means we dial it, keep it, and pace what we send it.
+//   - Paced: what the mesh sends a site peer in sync (envelopes) waits for
+//     the link's budget (SiteBudget bytes per second; a token bucket with
+//     one second of burst). Waiting frames are served urgent first, then in
+//     arrival order. LAN peers are never paced.
+//   - Conversation gossip does not cross a site link (the pubsub peer
+//     filter): it could not be paced or put in order. The mesh syncs with
+//     its site peers as soon as it takes in something new instead, so a
+//     message crosses in one sync session, within the budget.
+
+// Site link timing and defaults.
+const (
+	// DefaultSiteBudget is a WAN link's budget when none is configured:
+	// 256 KiB/s, a fifth of a 10 Mbit/s inter-site line.
+	DefaultSiteBudget = 256 << 10
+	siteBackoffMin    = time.Second
+	siteBackoffMax    = time.Minute
+	siteCheck         = time.Second
+	siteProbeEvery    = 5 * time.Second
+	siteProbeTimeout  = 5 * time.Second
+	siteDialTimeout   = 10 * time.Second
+	siteFirstDialWait = 3 * time.Second
+	maxSitePeers      = 64
+	maxSiteFileBytes  = 1 << 20
+)
+
+// ParseSitePeers reads a site-peers file: one multiaddr with /p2p/PEER_ID
+// per line; '#' starts a comment; blank lines are ignored. An error names
+// the line.
+func ParseSitePeers(r io.Reader) ([]peer.AddrInfo, error) {
+	sc := bufio.NewScanner(io.LimitReader(r, maxSiteFileBytes))
+	byID := map[peer.ID]int{}
+	var out []peer.AddrInfo
+	for line := 1; sc.Scan(); line++ {
+		s := sc.Text()
+		if i := strings.IndexByte(s, '#'); i >= 0 {
+			s = s[:i]
+		}
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w: %v", line, ErrSitePeer, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil || len(ai.Addrs) == 0 {
+			return nil, fmt.Errorf("line %d: %w: needs an address and /p2p/PEER_ID", line, ErrSitePeer)
+		}
+		if i, ok := byID[ai.ID]; ok {
+			out[i].Addrs = append(out[i].Addrs, ai.Addrs...)
+			continue
+		}
+		if len(out) >= maxSitePeers {
+			return nil, fmt.Errorf("line %d: %w: more than %d site peers", line, ErrSitePeer, maxSitePeers)
+		}
+		byID[ai.ID] = len(out)
+		out = append(out, *ai)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read site peers: %w", err)
+	}
+	return out, nil
+}
+
+// SiteLink is one site link's state (GET /api/v1/sites).
+type SiteLink struct {
+	Peer          string    `json:"peer"`
+	Addrs         []string  `json:"addrs"`
+	Up            bool      `json:"up"`
+	Since         time.Time `json:"since"`
+	QueuedBytes   int64     `json:"queued_bytes"`
+	SentBytes     int64     `json:"sent_bytes"`
+	ReceivedBytes int64     `json:"received_bytes"`
+	LastSync      time.Time `json:"last_sync"`
+}
+
+// siteLink is one link; its fields are guarded by sites.mu, the pacer's
+// by its own mutex.
+type siteLink struct {
+	ai       peer.AddrInfo
+	up       bool
+	since    time.Time
+	lastSync time.Time
+	received int64
+	next     time.Time // next dial
+	backoff  time.Duration
+	dialing  bool
+	probing  bool
+	probed   time.Time
+	pace     *pacer
+}
+
+// sites is the node's site links. mu guards the links' fields; the set of
+// links is fixed at start.
+type sites struct {
+	mu    sync.Mutex
+	links map[peer.ID]*siteLink
+	order []peer.ID
+}
+
+func newSites(self peer.ID, peers []peer.AddrInfo, budget int64, now time.Time) *sites {
+	if budget <= 0 {
+		budget = DefaultSiteBudget
+	}
+	s := &sites{links: map[peer.ID]*siteLink{}}
+	for _, ai := range peers {
+		if _, ok := s.links[ai.ID]; ok {
+			continue
+		}
+		l := &siteLink{ai: ai, since: now, backoff: siteBackoffMin, pace: newPacer(float64(budget), now)}
+		if self > ai.ID {
+			// Two anchors that list each other start together: the lower
+			// ID dials first, so their dials do not meet as one
+			// simultaneous-open TCP connection (REFERENCES, pitfalls).
+			l.next = time.Now().Add(siteFirstDialWait)
+		}
+		s.links[ai.ID] = l
+		s.order = append(s.order, ai.ID)
+	}
+	return s
+}
+
+// IsSitePeer reports whether p is one of this anchor's site peers (listed,
+// not necessarily admitted).
+func (n *Node) IsSitePeer(p peer.ID) bool {
+	if n.sites == nil {
+		return false
+	}
+	_, ok := n.sites.links[p]
+	return ok
+}
+
+// PaceSite waits until size bytes may be sent to site peer p (urgent ones
+// first), or ctx ends. For any other peer it returns at once.
+func (n *Node) PaceSite(ctx context.Context, p peer.ID, size int, urgent bool) error {
+	if n.sites == nil {
+		return nil
+	}
+	l := n.sites.links[p]
+	if l == nil {
+		return nil
+	}
+	return l.pace.wait(ctx, size, urgent)
+}
+
+// SiteReceived counts bytes received from site peer p.
+func (n *Node) SiteReceived(p peer.ID, size int) {
+	if l := n.siteLink(p); l != nil {
+		n.sites.mu.Lock()
+		l.received += int64(size)
+		n.sites.mu.Unlock()
+	}
+}
+
+// SiteSynced records a complete sync session with site peer p.
+func (n *Node) SiteSynced(p peer.ID) {
+	if l := n.siteLink(p); l != nil {
+		n.sites.mu.Lock()
+		l.lastSync = n.cfg.Now()
+		n.sites.mu.Unlock()
+	}
+}
+
+func (n *Node) siteLink(p peer.ID) *siteLink {
+	if n.sites == nil {
+		return nil
+	}
+	return n.sites.links[p]
+}
+
+// SiteLinks reports every site link, in the order configured (empty on a
+// node with none).
+func (n *Node) SiteLinks() []SiteLink {
+	out := []SiteLink{}
+	if n.sites == nil {
+		return out
+	}
+	n.sites.mu.Lock()
+	defer n.sites.mu.Unlock()
+	for _, id := range n.sites.order {
+		l := n.sites.links[id]
+		queued, sent := l.pace.stats()
+		v := SiteLink{Peer: id.String(), Up: l.up, Since: l.since, QueuedBytes: queued, SentBytes: sent,
+			ReceivedBytes: l.received, LastSync: l.lastSync, Addrs: []string{}}
+		for _, a := range l.ai.Addrs {
+			v.Addrs = append(v.Addrs, a.String())
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// startSites serves ping to admitted peers on an anchor (the probe of the
+// site links other anchors keep to it), and on one with site peers
+// protects their connections and starts keepSites.
+func (n *Node) startSites() {
+	if n.sites == nil && !n.cfg.Relay {
+		return
+	}
+	ps := &ping.PingService{Host: n.host}
+	n.host.SetStreamHandler(ping.ID, n.owned(n.gate(ps.PingHandler)))
+	if n.sites == nil {
+		return
+	}
+	for _, id := range n.sites.order {
+		n.host.ConnManager().Protect(id, "medmesh-site")
+	}
+	n.goOwned(n.keepSites)
+}
+
+// siteConnected and siteDisconnected follow the links' state (network
+// notifications).
+func (n *Node) siteConnected(p peer.ID) {
+	l := n.siteLink(p)
+	if l == nil {
+		return
+	}
+	n.sites.mu.Lock()
+	if !l.up {
+		l.up, l.since = true, n.cfg.Now()
+		l.backoff = siteBackoffMin
+		l.probed = time.Now()
+	}
+	n.sites.mu.Unlock()
+}
+
+func (n *Node) siteDisconnected(p peer.ID) {
+	l := n.siteLink(p)
+	if l == nil || n.host.Network().Connectedness(p) == network.Connected {
+		return
+	}
+	n.sites.mu.Lock()
+	if l.up {
+		l.up, l.since = false, n.cfg.Now()
+		l.next = time.Now() // redial at once, then back off
+	}
+	n.sites.mu.Unlock()
+}
+
+// keepSites owns the links' schedule until the node stops: dial the links
+// that are down when due, probe the ones that are up.
+func (n *Node) keepSites() {
+	t := time.NewTicker(siteCheck)
+	defer t.Stop()
+	for {
+		n.siteTick(time.Now())
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) siteTick(now time.Time) {
+	n.sites.mu.Lock()
+	defer n.sites.mu.Unlock()
+	for _, id := range n.sites.order {
+		l := n.sites.links[id]
+		connected := n.host.Network().Connectedness(id) == network.Connected
+		switch {
+		case connected && !l.up:
+			l.up, l.since, l.backoff, l.probed = true, n.cfg.Now(), siteBackoffMin, now
+		case !connected && l.up:
+			l.up, l.since, l.next = false, n.cfg.Now(), now
+		}
+		if connected {
+			if !l.probing && now.Sub(l.probed) >= siteProbeEvery && n.isAdmitted(id) {
+				l.probing = true
+				n.goOwned(func() { n.probeSite(id, l) })
+			}
+			continue
+		}
+		if l.dialing || now.Before(l.next) {
+			continue
+		}
+		l.dialing = true
+		ai := l.ai
+		n.goOwned(func() { n.dialSite(ai, l) })
+	}
+}
+
+// dialSite dials a link that is down and schedules the next try.
+func (n *Node) dialSite(ai peer.AddrInfo, l *siteLink) {
+	ctx, cancel := context.WithTimeout(n.ctx, siteDialTimeout)
+	err := n.host.Connect(ctx, ai)
+	cancel()
+	n.sites.mu.Lock()
+	defer n.sites.mu.Unlock()
+	l.dialing = false
+	if err == nil {
+		l.backoff = siteBackoffMin
+		return
+	}
+	n.log.Debug("site peer dial failed", "remote", ai.ID.String(), "err", err)
+	l.next = time.Now().Add(jitter(l.backoff))
+	l.backoff = min(2*l.backoff, siteBackoffMax)
+}
+
+// jitter is d ±20%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+}
+
+// probeSite pings a link that is up; no answer closes its connections
+// (the link shows down and is dialled again).
+func (n *Node) probeSite(id peer.ID, l *siteLink) {
+	ctx, cancel := context.WithTimeout(n.ctx, siteProbeTimeout)
+	results := ping.Ping(ctx, n.host, id)
+	// Any answer within the timeout — a pong, or a refusal (a peer that
+	// does not serve ping to us) — shows the link carries; only silence
+	// means it is down.
+	var ok bool
+	select {
+	case <-results:
+		ok = ctx.Err() == nil
+	case <-ctx.Done():
+	}
+	cancel()
+	for range results { // ping's goroutine ends, and closes it
+	}
+	n.sites.mu.Lock()
+	l.probing, l.probed = false, time.Now()
+	n.sites.mu.Unlock()
+	if !ok && n.ctx.Err() == nil {
+		n.log.Info("site peer unanswered: link down", "remote", id.String())
+		n.host.Network().ClosePeer(id)
+	}
+}
+
+// gossipsWith is the pubsub peer filter: admitted peers only, and with a
+// site peer the trust topic only (conversation gossip does not cross a
+// site link).
+func (n *Node) gossipsWith(id peer.ID, topic string) bool {
+	return n.isAdmitted(id) && (!n.IsSitePeer(id) || topic == TrustTopic)
+}
+
+// unheld counts the entries the directory does not hold yet.
+func (n *Node) unheld(entries []dirEntry) int {
+	c := 0
+	for _, de := range entries {
+		if !n.dir.holds(de) {
+			c++
+		}
+	}
+	return c
+}
+
+// bridgeDirectory carries directory entries across a site link: entries
+// new to this anchor that a site peer sent go to every other admitted
+// peer, and ones a peer of this site sent go to the site peers — each a
+// sync of what changed since that peer last took our directory. Without
+// it a colleague at the other site stays unknown (no prekey to seal a
+// welcome to) to the devices admitted before the link came up.
+func (n *Node) bridgeDirectory(from peer.ID, fresh int) {
+	if n.sites == nil || fresh == 0 {
+		return
+	}
+	site := n.IsSitePeer(from)
+	for _, o := range n.adm.admittedPeers(from) {
+		if site || n.IsSitePeer(o) {
+			n.goOwned(func() { n.sendDirectory(o) })
+		}
+	}
+}
+
+// pacer is a token bucket whose waiters are served urgent first, then in
+// arrival order. mu guards every field.
+type pacer struct {
+	mu      sync.Mutex
+	rate    float64 // bytes per second
+	burst   float64
+	tokens  float64
+	last    time.Time
+	queue   []*paceWaiter
+	queued  int64
+	sent    int64
+	changed chan struct{} // closed and replaced when the queue changes
+	now     func() time.Time
+}
+
+type paceWaiter struct {
+	n      int
+	urgent bool
+}
+
+func newPacer(rate float64, now time.Time) *pacer {
+	return &pacer{rate: rate, burst: rate, tokens: rate, last: now, changed: make(chan struct{}), now: time.Now}
+}
+
+func (p *pacer) stats() (queued, sent int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued, p.sent
+}
+
+// wait takes n bytes of the budget, waiting its turn: behind the urgent
+// waiters when urgent, behind every waiter otherwise. A frame larger than
+// the burst goes when the bucket is full and leaves it in debt.
+func (p *pacer) wait(ctx context.Context, n int, urgent bool) error {
+	w := &paceWaiter{n: n, urgent: urgent}
+	p.mu.Lock()
+	at := len(p.queue)
+	if urgent {
+		at = 0
+		for at < len(p.queue) && p.queue[at].urgent {
+			at++
+		}
+	}
+	p.queue = append(p.queue, nil)
+	copy(p.queue[at+1:], p.queue[at:])
+	p.queue[at] = w
+	p.queued += int64(n)
+	p.notifyLocked()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		var delay time.Duration = -1
+		if p.queue[0] == w {
+			now := p.now()
+			p.tokens = min(p.burst, p.tokens+now.Sub(p.last).Seconds()*p.rate)
+			p.last = now
+			need := min(float64(n), p.burst)
+			if p.tokens >= need {
+				p.tokens -= float64(n)
+				p.removeLocked(w)
+				p.sent += int64(n)
+				p.mu.Unlock()
+				return nil
+			}
+			delay = time.Duration((need - p.tokens) / p.rate * float64(time.Second))
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		var tc <-chan time.Time
+		if delay >= 0 {
+			if timer == nil {
+				timer = time.NewTimer(delay)
+			} else {
+				timer.Reset(delay)
+			}
+			tc = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			p.mu.Lock()
+			p.removeLocked(w)
+			p.mu.Unlock()
+			return ctx.Err()
+		case <-ch:
+		case <-tc:
+		}
+		p.mu.Lock()
+	}
+}
+
+// removeLocked takes w off the queue and wakes the others.
+func (p *pacer) removeLocked(w *paceWaiter) {
+	for i, x := range p.queue {
+		if x == w {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			p.queued -= int64(w.n)
+			break
+		}
+	}
+	p.notifyLocked()
+}
+
+func (p *pacer) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
