@@ -166,7 +166,7 @@ func TestWebAppInBrowser(t *testing.T) {
 	shot(benTab, "03-acknowledged")
 	step(benTab, "group info: members, roles, admin controls",
 		chromedp.Click(chromedp.CSS("#info")),
-		chromedp.WaitVisible(chromedp.Search(`//ul[@id="members"]/li[contains(., "You · admin")]`)),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="members"]/li[contains(., "You · group admin")]`)),
 		chromedp.WaitVisible(chromedp.Search(`//ul[@id="members"]/li[contains(., "Dr amira")]/button[contains(., "Remove")]`)),
 		chromedp.WaitVisible(chromedp.CSS("#add-member")))
 	shot(benTab, "03b-group-info")
@@ -179,8 +179,8 @@ func TestWebAppInBrowser(t *testing.T) {
 
 	step(amiraTab, "a photo with GPS data",
 		chromedp.SetUploadFiles(chromedp.CSS("#photo"), []string{photo}),
-		chromedp.WaitVisible(chromedp.CSS("li.mine img.thumb")))
-	step(benTab, "photo arrives", chromedp.WaitVisible(chromedp.CSS("li:not(.mine) img.thumb")))
+		chromedp.WaitVisible(chromedp.CSS("li.mine canvas.thumb")))
+	step(benTab, "photo arrives", chromedp.WaitVisible(chromedp.CSS("li:not(.mine) canvas.thumb")))
 	shot(benTab, "04-photo")
 	msgs, err := ben.svc.Messages(ben.svc.Conversations()[0].ID)
 	if err != nil || msgs[len(msgs)-1].Photo == nil {
