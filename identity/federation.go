@@ -25,7 +25,8 @@ import (
 // another trust (a chain to that trust's root) may be admitted — as
 // federated peers, a class apart from the trust's own staff — while their
 // certificate matches the record's policy. The newest record per other
-// root wins (higher Number); withdrawing is a newer record with Withdrawn
+// root wins (see newerThan: the same signer's higher Number; across our
+// roots, the later issue time); withdrawing is a newer record with Withdrawn
 // set. Only a root key of this trust signs records: never an issuing CA,
 // another trust's CA or a device key.
 
@@ -239,6 +240,12 @@ func verifyFederation(f *Federation, own []*x509.Certificate, raw []byte) error 
 		if KeyOf(r) != f.Signer {
 			continue
 		}
+		// Only a root signs records: a trust list may hold an issuing
+		// (site) CA too — a site's ca.crt is its chain — whose key
+		// must never federate the trust.
+		if !bytes.Equal(r.RawIssuer, r.RawSubject) || r.CheckSignatureFrom(r) != nil {
+			return fmt.Errorf("federation record: %w: signer is not a root CA", ErrKeyUsage)
+		}
 		pub, ok := r.PublicKey.(ed25519.PublicKey)
 		if ok && ed25519consensus.Verify(pub, append([]byte(fedDomain), s.Body...), s.Sig) {
 			return nil
@@ -264,7 +271,7 @@ func (t *Trust) InstallFederation(raw []byte) (*Federation, bool, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if cur := t.fed[f.Other]; cur != nil && f.Number <= cur.Number {
+	if cur := t.fed[f.Other]; cur != nil && !f.newerThan(cur) {
 		return f, false, nil
 	}
 	t.fed[f.Other] = f
@@ -278,6 +285,25 @@ func (t *Trust) InstallFederation(raw []byte) (*Federation, bool, error) {
 		}
 	}
 	return f, true, nil
+}
+
+// newerThan orders records for the same other root. Records of the same
+// signer (one CA directory's counter) are ordered by Number. Records of
+// different roots of ours — each directory counts its own numbers — are
+// ordered by issue time, then Number, then signer key, so every device
+// settles on the same record whatever order they arrive in, and a second
+// root (a rollover) can withdraw what the first signed by signing later.
+func (f *Federation) newerThan(cur *Federation) bool {
+	if f.Signer == cur.Signer {
+		return f.Number > cur.Number
+	}
+	if f.Issued != cur.Issued {
+		return f.Issued > cur.Issued
+	}
+	if f.Number != cur.Number {
+		return f.Number > cur.Number
+	}
+	return bytes.Compare(f.Signer[:], cur.Signer[:]) > 0
 }
 
 // Federations lists the newest record held per other root, by other root.

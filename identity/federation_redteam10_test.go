@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/x509"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 // --parent` writes) trusts the site CA as a root, and whoever holds the
 // site CA's key can federate the whole trust with any other trust.
 func TestRedteam10SiteCAKeySignsFederation(t *testing.T) {
-	t.Skip("redteam10: verifyFederation accepts a record signed by any trust-list certificate, a site CA loaded from a site's ca.crt included")
 	a, b := newRoot(t, "General Hospital"), newRoot(t, "County Hospital")
 	north, err := a.NewSiteCA("North", t0)
 	if err != nil {
@@ -51,7 +51,6 @@ func TestRedteam10SiteCAKeySignsFederation(t *testing.T) {
 // that our CRL 3 reached a device (or the audit trail recording which CRL
 // was applied) is told a number of B's choosing.
 func TestRedteam10FederatedCRLNumberInflates(t *testing.T) {
-	t.Skip("redteam10: NewestCRLNumber (status crl_number, audit CRL applied) takes federated trusts' CRL numbers, so trust B's CA sets it")
 	a, b := newRoot(t, "General Hospital"), newRoot(t, "County Hospital")
 	tr := trustOf(t, a)
 	if _, _, err := tr.InstallFederation(signRecord(t, a, b, clinicians, 1, false)); err != nil {
@@ -85,17 +84,125 @@ func TestRedteam10FederatedCRLNumberInflates(t *testing.T) {
 // held: the federation cannot be withdrawn from the new root, and the old
 // root's key outranks it for as long as its counter is higher.
 func TestRedteam10SecondRootCannotWithdraw(t *testing.T) {
-	t.Skip("redteam10: records of several own roots are ordered by per-CA-directory numbers, so one root cannot withdraw what another signed")
 	oldRoot, newRoot2, b := newRoot(t, "General Hospital"), newRoot(t, "General Hospital 2027"), newRoot(t, "County Hospital")
 	tr := trustOf(t, oldRoot, newRoot2)
 	if _, _, err := tr.InstallFederation(signRecord(t, oldRoot, b, clinicians, 5, false)); err != nil {
 		t.Fatal(err)
 	}
-	_, changed, err := tr.InstallFederation(signRecord(t, newRoot2, b, clinicians, 1, true))
+	// The new root withdraws later (its own directory's record 1).
+	withdraw, err := newRoot2.SignFederation(b.Cert, clinicians, 1, true, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, changed, err := tr.InstallFederation(withdraw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !changed || tr.Federated() {
 		t.Fatalf("withdrawal by our other root ignored (changed=%v): trust B still federated", changed)
+	}
+	// The old root's key cannot outrank it by number alone: its record 6,
+	// issued before the withdrawal, is older.
+	if _, changed, err := tr.InstallFederation(signRecord(t, oldRoot, b, clinicians, 6, false)); err != nil || changed || tr.Federated() {
+		t.Fatalf("old root's higher-numbered, earlier record replaced the later withdrawal (changed=%v err=%v)", changed, err)
+	}
+}
+
+// TestFederationOrderConverges: whatever order a device receives the
+// records of two roots of ours in, it settles on the same one.
+func TestFederationOrderConverges(t *testing.T) {
+	r1, r2, b := newRoot(t, "General Hospital"), newRoot(t, "General Hospital 2027"), newRoot(t, "County Hospital")
+	sign := func(ca *CA, n uint64, withdrawn bool, at time.Time) []byte {
+		raw, err := ca.SignFederation(b.Cert, clinicians, n, withdrawn, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	recs := [][]byte{
+		sign(r1, 5, false, t0), sign(r1, 6, false, t0.Add(time.Minute)),
+		sign(r2, 1, true, t0.Add(time.Hour)), sign(r2, 2, false, t0.Add(time.Hour)),
+		sign(r1, 7, true, t0.Add(time.Hour)),
+	}
+	// Newest: issued t0+1h, number 7 (r1's withdrawal) beats r2's 2.
+	orders := [][]int{{0, 1, 2, 3, 4}, {4, 3, 2, 1, 0}, {2, 4, 0, 3, 1}, {3, 0, 4, 1, 2}}
+	for _, o := range orders {
+		tr := trustOf(t, r1, r2)
+		for _, i := range o {
+			if _, _, err := tr.InstallFederation(recs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fs := tr.Federations()
+		if len(fs) != 1 || fs[0].Number != 7 || fs[0].Signer != KeyOf(r1.Cert) || tr.Federated() {
+			t.Fatalf("order %v: settled on %+v", o, fs[0].FederationRecord)
+		}
+	}
+}
+
+// TestFederationSiteCASignerInTrustListRefused: a site CA placed straight
+// in the trust list (not only via a chain file) still cannot sign.
+func TestFederationSiteCASignerInTrustListRefused(t *testing.T) {
+	a, b := newRoot(t, "General Hospital"), newRoot(t, "County Hospital")
+	north, err := a.NewSiteCA("North", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrust([]*x509.Certificate{a.Cert, north.Cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tr.InstallFederation(forgeRecord(t, north.Cert, north.key, b, 1)); !errors.Is(err, ErrKeyUsage) {
+		t.Fatalf("record signed by a site CA in the trust list: %v", err)
+	}
+	if tr.Federated() {
+		t.Fatal("federated by a site CA's key")
+	}
+	// The root still signs.
+	if _, changed, err := tr.InstallFederation(signRecord(t, a, b, clinicians, 1, false)); err != nil || !changed {
+		t.Fatalf("root's record: %v %v", changed, err)
+	}
+}
+
+// TestFederatedCRLNumberNeverOurs: a federated trust's issuing CA (learnt
+// from a presented chain) does not set the number either, and our site
+// CA's CRL does.
+func TestFederatedCRLNumberNeverOurs(t *testing.T) {
+	a, b := newRoot(t, "General Hospital"), newRoot(t, "County Hospital")
+	tr := trustOf(t, a)
+	if _, _, err := tr.InstallFederation(signRecord(t, a, b, clinicians, 1, false)); err != nil {
+		t.Fatal(err)
+	}
+	bNorth, err := b.NewSiteCA("North", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tr.AddFederatedIssuers([]*x509.Certificate{bNorth.Cert}, t0.Add(time.Hour)) {
+		t.Fatal("B's site CA not learnt")
+	}
+	aNorth, err := a.NewSiteCA("North", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.AddIssuers([]*x509.Certificate{aNorth.Cert}, t0.Add(time.Hour))
+	for _, c := range []struct {
+		ca   *CA
+		n    int64
+		want int64
+	}{{bNorth, 1 << 40, 0}, {aNorth, 4, 4}} {
+		der, err := c.ca.CreateCRL(big.NewInt(c.n), nil, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := ParseCRL(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed, err := tr.UpdateCRL(l); err != nil || !changed {
+			t.Fatalf("CRL %d: %v %v", c.n, changed, err)
+		}
+		if got := tr.NewestCRLNumber(); got != c.want {
+			t.Fatalf("after CRL %d: NewestCRLNumber = %d, want %d", c.n, got, c.want)
+		}
 	}
 }

@@ -35,6 +35,7 @@ type Trust struct {
 
 	mu   sync.RWMutex
 	cas  map[CAKey]*x509.Certificate // verified CA certificates, roots included
+	own  map[CAKey]struct{}          // those of cas that are our roots or verify under them
 	crls map[CAKey]*crl              // newest CRL of each CA
 	fed  map[CAKey]*Federation       // newest federation record per other root (federation.go)
 	// fedRoots holds the other roots of the active records: a chain
@@ -53,7 +54,7 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 		return nil, fmt.Errorf("%w: no trust roots", ErrUnknownCA)
 	}
 	t := &Trust{
-		roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, crls: map[CAKey]*crl{},
+		roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, own: map[CAKey]struct{}{}, crls: map[CAKey]*crl{},
 		fed: map[CAKey]*Federation{}, fedRoots: x509.NewCertPool(),
 	}
 	for _, r := range roots {
@@ -63,6 +64,7 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 		t.roots.AddCert(r)
 		t.list = append(t.list, r)
 		t.cas[KeyOf(r)] = r
+		t.own[KeyOf(r)] = struct{}{}
 	}
 	return t, nil
 }
@@ -80,13 +82,15 @@ func (t *Trust) CRLNumber(ca *x509.Certificate) *big.Int {
 	return nil
 }
 
-// NewestCRLNumber is the highest CRL number held from any CA (0 if none).
+// NewestCRLNumber is the highest CRL number held from our own CAs — our
+// roots and the issuing CAs verified under them (0 if none). A federated
+// trust's CAs number their own CRLs and never set it.
 func (t *Trust) NewestCRLNumber() int64 {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var n int64
-	for _, c := range t.crls {
-		if c.list.Number.IsInt64() {
+	for k, c := range t.crls {
+		if _, ok := t.own[k]; ok && c.list.Number.IsInt64() {
 			n = max(n, c.list.Number.Int64())
 		}
 	}
@@ -174,6 +178,7 @@ func (t *Trust) AddIssuers(chain []*x509.Certificate, now time.Time) {
 		}
 		t.mu.Lock()
 		t.cas[k] = c
+		t.own[k] = struct{}{}
 		t.mu.Unlock()
 	}
 }
