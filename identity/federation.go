@@ -464,6 +464,33 @@ func (d *CADir) Federate(other *x509.Certificate, p Policy, withdraw bool, now t
 	return path, f, nil
 }
 
+// CRLIssuedUnder reports whether l is signed by root (an other root of a
+// record) or by a known issuing CA that root issued: a CRL a device of
+// that trust may hand us.
+func (t *Trust) CRLIssuedUnder(l *x509.RevocationList, root CAKey) bool {
+	t.mu.RLock()
+	r := t.cas[root]
+	var cands []*x509.Certificate
+	for _, c := range t.cas {
+		if bytes.Equal(c.SubjectKeyId, l.AuthorityKeyId) {
+			cands = append(cands, c)
+		}
+	}
+	t.mu.RUnlock()
+	if r == nil {
+		return false
+	}
+	for _, c := range cands {
+		if l.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		if KeyOf(c) == root || (bytes.Equal(c.RawIssuer, r.RawSubject) && c.CheckSignatureFrom(r) == nil) {
+			return true
+		}
+	}
+	return false
+}
+
 // CRLsUnder returns, as DER, the newest CRLs of root (an other root of a
 // record) and of the issuing CAs under it: what a device of that trust may
 // be handed, and nothing of ours.

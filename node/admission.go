@@ -83,6 +83,12 @@ type admission struct {
 	// store write (federation.go); onFederated is guarded by mu.
 	fedMu       sync.Mutex
 	onFederated []func(peer.ID)
+
+	// pending holds CRLs of CAs not learnt yet (pendingcrl.go); onLearnt
+	// (the node's retryPendingCRLs) runs, synchronously, whenever
+	// learnIssuers learns a CA. It is set before the node starts.
+	pending  pendingCRLs
+	onLearnt func()
 }
 
 func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission {
@@ -619,6 +625,7 @@ func (a *admission) judgeEntry(chain []*x509.Certificate) (*identity.Staff, erro
 // CRLs are accepted only while the trust knows the CA, and after a restart
 // the CRLs are loaded before any peer presents a chain again.
 func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
+	learnt := false
 	for _, c := range chain {
 		if !c.IsCA || len(c.SubjectKeyId) == 0 || bytes.Equal(c.RawIssuer, c.RawSubject) {
 			continue // not an issuing CA; a presented root is never learnt
@@ -640,6 +647,10 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 		a.mu.Lock()
 		a.cas[k] = struct{}{}
 		a.mu.Unlock()
+		learnt = true
+	}
+	if learnt && a.onLearnt != nil {
+		a.onLearnt() // CRLs held for a CA met just now
 	}
 }
 

@@ -2,8 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/medmesh/medmesh/identity"
 )
 
 // TestRedteam10FederatedSiteCRLLost: trust B's CRLs travel to a device of
@@ -17,7 +20,6 @@ import (
 // admits it: "a revoked device of trust B is refused everywhere in trust A"
 // fails on every device of ours that had not met that B site before.
 func TestRedteam10FederatedSiteCRLLost(t *testing.T) {
-	t.Skip("redteam10: a federated trust's site-CA CRL is dropped (ErrUnknownCA) by devices that never met that site CA, which then admit the revoked device")
 	w := newFedWorld(t)
 	north := siteCA(t, w.b, "North")
 	good := w.startB(t, north.enrolIn(t, "good", "Emergency", "clinician"))
@@ -35,13 +37,18 @@ func TestRedteam10FederatedSiteCRLLost(t *testing.T) {
 		n := w.a2.cfg.Trust.CRLNumber(north.ca.Cert)
 		return n != nil && n.Int64() == 1
 	})
-	time.Sleep(3 * time.Second) // negative: a1 never installs it; nothing to wait on
-
-	// Handing it straight to a1 fails too: a1 never met B's North CA.
-	if _, err := w.a1.SubmitCRL(context.Background(), north.crl(t, 1, stolen.chain[0].SerialNumber)); err == nil {
-		t.Log("a1 accepted the site CRL directly")
-	} else {
-		t.Logf("a1 refuses B's site CRL: %v", err)
+	// a1 never met B's North CA: it cannot verify the CRL, so it holds it
+	// (from a2's presentation or the trust topic) until it meets the CA.
+	eventually(t, 20*time.Second, "a1 holds B's site CRL pending", func() bool { return w.a1.adm.pending.count() == 1 })
+	if n := w.a1.cfg.Trust.CRLNumber(north.ca.Cert); n != nil {
+		t.Fatalf("a1 installed a CRL of a CA it does not know: %v", n)
+	}
+	// Handed straight to a1 it is refused as unknown, and held once.
+	if _, err := w.a1.SubmitCRL(context.Background(), north.crl(t, 1, stolen.chain[0].SerialNumber)); !errors.Is(err, identity.ErrUnknownCA) {
+		t.Fatalf("a1 SubmitCRL of an unknown CA's CRL: %v", err)
+	}
+	if n := w.a1.adm.pending.count(); n != 1 {
+		t.Fatalf("pending CRLs at a1 = %d, want 1 (the same CRL held once)", n)
 	}
 
 	bad := w.startB(t, stolen)
@@ -53,5 +60,11 @@ func TestRedteam10FederatedSiteCRLLost(t *testing.T) {
 	})
 	if w.a1.IsFederated(bad.ID()) {
 		t.Fatal("a device revoked by its own trust's CRL is admitted as federated by a1 (B's site CRL was dropped for want of the site CA)")
+	}
+	if n := w.a1.cfg.Trust.CRLNumber(north.ca.Cert); n == nil || n.Int64() != 1 {
+		t.Fatalf("a1 did not install the held CRL when it met the CA: %v", n)
+	}
+	if n := w.a1.adm.pending.count(); n != 0 {
+		t.Fatalf("pending CRLs at a1 = %d after install", n)
 	}
 }
