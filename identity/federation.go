@@ -402,10 +402,18 @@ func (t *Trust) AdmitFederated(chain []*x509.Certificate, id peer.ID, now time.T
 	return staff, f, nil
 }
 
+// MaxFederatedIssuers bounds the issuing CAs of one federated trust a
+// device keeps: that trust's CA may mint any number, each learnt from a
+// presented chain before its presenter is judged. Past it, the one seen
+// least recently is forgotten (its CRL, if held, stays in force; a newer
+// one waits until the CA is met again). Our own CAs are never counted.
+const MaxFederatedIssuers = 64
+
 // AddFederatedIssuers is AddIssuers for the issuing CAs of federated
 // trusts: those of chain that verify under the root of an active record
-// are learnt (their CRLs are accepted from then on). It reports whether
-// any of them is known now.
+// are learnt (their CRLs are accepted from then on), at most
+// MaxFederatedIssuers per other root. It reports whether any of them is
+// known now.
 func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bool {
 	t.mu.RLock()
 	pool := t.fedRoots
@@ -416,22 +424,74 @@ func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bo
 			continue
 		}
 		k := KeyOf(c)
-		t.mu.RLock()
+		t.mu.Lock()
 		_, known := t.cas[k]
-		t.mu.RUnlock()
+		if root, ok := t.fedOf[k]; ok {
+			t.tick++
+			t.fedIssuers[root][k] = t.tick // seen: the last to be forgotten
+		}
+		t.mu.Unlock()
 		if known {
 			learnt = true
 			continue
 		}
-		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		paths, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err != nil {
 			continue
 		}
+		root := KeyOf(paths[0][len(paths[0])-1])
 		t.mu.Lock()
-		t.cas[k] = c
+		if _, known := t.cas[k]; !known {
+			t.cas[k] = c
+			under := t.fedIssuers[root]
+			if under == nil {
+				under = map[CAKey]uint64{}
+				t.fedIssuers[root] = under
+			}
+			t.tick++
+			under[k], t.fedOf[k] = t.tick, root
+			for len(under) > MaxFederatedIssuers {
+				var old CAKey
+				oldest := uint64(0)
+				for ik, seen := range under {
+					if oldest == 0 || seen < oldest {
+						old, oldest = ik, seen
+					}
+				}
+				delete(under, old)
+				delete(t.fedOf, old)
+				delete(t.cas, old)
+				t.evicted = append(t.evicted, old)
+			}
+			if len(t.evicted) > 4*MaxFederatedIssuers { // nobody takes them
+				t.evicted = slices.Clone(t.evicted[len(t.evicted)-4*MaxFederatedIssuers:])
+			}
+		}
 		t.mu.Unlock()
 		learnt = true
 	}
 	return learnt
+}
+
+// SeenIssuer marks the federated issuing CA k (if it is one) as seen in a
+// chain now, so it is the last to be forgotten.
+func (t *Trust) SeenIssuer(k CAKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if root, ok := t.fedOf[k]; ok {
+		t.tick++
+		t.fedIssuers[root][k] = t.tick
+	}
+}
+
+// TakeEvicted returns, once, the federated issuing CAs forgotten since the
+// last call (MaxFederatedIssuers), for the caller to forget too.
+func (t *Trust) TakeEvicted() []CAKey {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.evicted
+	t.evicted = nil
+	return out
 }
 
 // FederationFile is the file in a CA directory holding the newest record
@@ -464,27 +524,18 @@ func (d *CADir) Federate(other *x509.Certificate, p Policy, withdraw bool, now t
 	return path, f, nil
 }
 
-// CRLIssuedUnder reports whether l is signed by root (an other root of a
-// record) or by a known issuing CA that root issued: a CRL a device of
-// that trust may hand us.
+// CRLIssuedUnder reports whether l is signed by one of our own CAs, or by
+// root (an other root of a record) or a known issuing CA under it: the
+// CRLs a device of that trust may hand us (ours, which it passes on, and
+// its own trust's) — never those of a third trust.
 func (t *Trust) CRLIssuedUnder(l *x509.RevocationList, root CAKey) bool {
 	t.mu.RLock()
-	r := t.cas[root]
-	var cands []*x509.Certificate
-	for _, c := range t.cas {
-		if bytes.Equal(c.SubjectKeyId, l.AuthorityKeyId) {
-			cands = append(cands, c)
-		}
-	}
-	t.mu.RUnlock()
-	if r == nil {
-		return false
-	}
-	for _, c := range cands {
-		if l.CheckSignatureFrom(c) != nil {
+	defer t.mu.RUnlock()
+	for k, c := range t.cas {
+		if !bytes.Equal(c.SubjectKeyId, l.AuthorityKeyId) || l.CheckSignatureFrom(c) != nil {
 			continue
 		}
-		if KeyOf(c) == root || (bytes.Equal(c.RawIssuer, r.RawSubject) && c.CheckSignatureFrom(r) == nil) {
+		if _, own := t.own[k]; own || k == root || t.fedOf[k] == root {
 			return true
 		}
 	}

@@ -206,3 +206,68 @@ func TestFederatedCRLNumberNeverOurs(t *testing.T) {
 		}
 	}
 }
+
+// TestFederatedIssuersBounded: trust B's CA mints site CAs without end;
+// a device keeps at most MaxFederatedIssuers of them, forgets the one seen
+// least recently, never one of ours, and a CRL of a forgotten CA stays in
+// force.
+func TestFederatedIssuersBounded(t *testing.T) {
+	a, b := newRoot(t, "General Hospital"), newRoot(t, "County Hospital")
+	tr := trustOf(t, a)
+	if _, _, err := tr.InstallFederation(signRecord(t, a, b, clinicians, 1, false)); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Hour)
+	ours, err := a.NewSiteCA("North", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.AddIssuers([]*x509.Certificate{ours.Cert}, now)
+	first, err := b.NewSiteCA("Site 0", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen := enrolFed(t, first, bob, "clinician")
+	if !tr.AddFederatedIssuers([]*x509.Certificate{first.Cert}, now) {
+		t.Fatal("first B site CA not learnt")
+	}
+	der, err := first.CreateCRL(big.NewInt(1), []x509.RevocationListEntry{{SerialNumber: stolen.cred[0].SerialNumber, RevocationTime: t0}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseCRL(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.UpdateCRL(l); err != nil {
+		t.Fatal(err)
+	}
+	var kept *CA
+	for i := 1; i <= MaxFederatedIssuers+6; i++ {
+		s, err := b.NewSiteCA("Site", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.AddFederatedIssuers([]*x509.Certificate{s.Cert}, now)
+		if i == 1 {
+			kept = s
+		}
+		tr.SeenIssuer(KeyOf(kept.Cert)) // in use: met in chains all along
+	}
+	evicted := tr.TakeEvicted()
+	if len(evicted) != 7 || len(tr.TakeEvicted()) != 0 {
+		t.Fatalf("evicted %d", len(evicted))
+	}
+	tr.mu.RLock()
+	_, haveOurs := tr.cas[KeyOf(ours.Cert)]
+	_, haveKept := tr.cas[KeyOf(kept.Cert)]
+	_, haveFirst := tr.cas[KeyOf(first.Cert)]
+	n := len(tr.fedIssuers[KeyOf(b.Cert)])
+	tr.mu.RUnlock()
+	if !haveOurs || !haveKept || haveFirst || n != MaxFederatedIssuers {
+		t.Fatalf("ours %v, in use %v, oldest %v, %d of B's kept", haveOurs, haveKept, haveFirst, n)
+	}
+	if err := admitFed(tr, stolen, now); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("device revoked by a forgotten CA's CRL: %v", err)
+	}
+}

@@ -41,6 +41,13 @@ type Trust struct {
 	// fedRoots holds the other roots of the active records: a chain
 	// verified under it is a federated peer, never our own staff.
 	fedRoots *x509.CertPool
+	// fedIssuers: the issuing CAs learnt under each other root, with the
+	// tick they were last seen at; at most MaxFederatedIssuers per root
+	// (federation.go). evicted are those dropped, for the caller to forget.
+	fedIssuers map[CAKey]map[CAKey]uint64
+	fedOf      map[CAKey]CAKey // issuing CA → its other root
+	tick       uint64
+	evicted    []CAKey
 }
 
 type crl struct {
@@ -56,6 +63,7 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 	t := &Trust{
 		roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, own: map[CAKey]struct{}{}, crls: map[CAKey]*crl{},
 		fed: map[CAKey]*Federation{}, fedRoots: x509.NewCertPool(),
+		fedIssuers: map[CAKey]map[CAKey]uint64{}, fedOf: map[CAKey]CAKey{},
 	}
 	for _, r := range roots {
 		if !r.IsCA || len(r.SubjectKeyId) == 0 {

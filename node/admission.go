@@ -635,11 +635,13 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 		_, held := a.cas[k]
 		a.mu.Unlock()
 		if held {
+			a.trust.SeenIssuer(k)
 			continue
 		}
 		if !a.learnIssuer(c, now) {
 			continue
 		}
+		a.forgetEvicted()
 		if err := a.store.Put(a.ctx, caKey(k), c.Raw); err != nil {
 			a.log.Error("persist issuing CA", "err", err)
 			continue
@@ -651,6 +653,19 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 	}
 	if learnt && a.onLearnt != nil {
 		a.onLearnt() // CRLs held for a CA met just now
+	}
+}
+
+// forgetEvicted forgets, in memory and in the store, the federated
+// issuing CAs the trust dropped (identity.MaxFederatedIssuers).
+func (a *admission) forgetEvicted() {
+	for _, k := range a.trust.TakeEvicted() {
+		a.mu.Lock()
+		delete(a.cas, k)
+		a.mu.Unlock()
+		if err := a.store.Delete(a.ctx, caKey(k)); err != nil {
+			a.log.Error("forget issuing CA", "err", err)
+		}
 	}
 }
 
@@ -690,6 +705,7 @@ func (a *admission) loadCAs(ctx context.Context) error {
 		a.cas[identity.KeyOf(c)] = struct{}{}
 		a.mu.Unlock()
 	}
+	a.forgetEvicted() // after the query: the store is not written while it is read
 	return nil
 }
 
