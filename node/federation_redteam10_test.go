@@ -29,7 +29,8 @@ func TestRedteam10FederatedSiteCRLLost(t *testing.T) {
 	stolen := north.enrolIn(t, "stolen", "Emergency", "clinician")
 	// B's CRL revoking the stolen device is given to trust A (at a2, which
 	// knows B's site CA) — as B's IT would hand it to one of our anchors.
-	if ok, err := w.a2.SubmitCRL(context.Background(), north.crl(t, 1, stolen.chain[0].SerialNumber)); err != nil || !ok {
+	crl := north.crl(t, 1, stolen.chain[0].SerialNumber)
+	if ok, err := w.a2.SubmitCRL(context.Background(), crl); err != nil || !ok {
 		t.Fatalf("B's site CRL at a2: %v %v", ok, err)
 	}
 	// a2 spreads it (trust topic, presentations to a1); give it time to.
@@ -44,7 +45,7 @@ func TestRedteam10FederatedSiteCRLLost(t *testing.T) {
 		t.Fatalf("a1 installed a CRL of a CA it does not know: %v", n)
 	}
 	// Handed straight to a1 it is refused as unknown, and held once.
-	if _, err := w.a1.SubmitCRL(context.Background(), north.crl(t, 1, stolen.chain[0].SerialNumber)); !errors.Is(err, identity.ErrUnknownCA) {
+	if _, err := w.a1.SubmitCRL(context.Background(), crl); !errors.Is(err, identity.ErrUnknownCA) {
 		t.Fatalf("a1 SubmitCRL of an unknown CA's CRL: %v", err)
 	}
 	if n := w.a1.adm.pending.count(); n != 1 {
