@@ -476,6 +476,12 @@ func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bo
 // SeenIssuer marks the federated issuing CA k (if it is one) as seen in a
 // chain now, so it is the last to be forgotten.
 func (t *Trust) SeenIssuer(k CAKey) {
+	t.mu.RLock()
+	_, fed := t.fedOf[k]
+	t.mu.RUnlock()
+	if !fed {
+		return // our own CAs (the common case) take no write lock
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if root, ok := t.fedOf[k]; ok {
