@@ -43,12 +43,17 @@
 //
 // Federation (federation.go): a root CA of ours signs a record naming
 // another trust's root and a policy (roles, departments, sites; scope
-// "invited"); the newest record per other root wins and a withdrawal is a
-// newer record. A chain verified under such a root is admitted only by
+// "invited"); the newest record per other root wins (the same signer's
+// higher number; across our roots, the later issue time, then the higher
+// number) and a withdrawal is a newer record. Only a self-signed root in
+// the trust list signs records, never an issuing CA listed beside it. A
+// chain verified under such a root is admitted only by
 // AdmitFederatedCredential / AdmitFederated, as a federated peer — never
 // by Admit/AdmitCredential, which verify under our own roots only — so a
 // certificate of another trust is never our own staff, whatever it names.
-// Its trust's CRLs are accepted once a record names its root.
+// Its trust's CRLs are accepted once a record names its root; at most
+// MaxFederatedIssuers of its issuing CAs are kept; its CRL numbers never
+// count as ours (NewestCRLNumber).
 //
 // Invariants: no network I/O, no goroutines, no logging. Functions return
 // values and the named errors of errors.go; secrets never appear in errors.

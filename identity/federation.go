@@ -25,7 +25,8 @@ import (
 // another trust (a chain to that trust's root) may be admitted — as
 // federated peers, a class apart from the trust's own staff — while their
 // certificate matches the record's policy. The newest record per other
-// root wins (higher Number); withdrawing is a newer record with Withdrawn
+// root wins (see newerThan: the same signer's higher Number; across our
+// roots, the later issue time); withdrawing is a newer record with Withdrawn
 // set. Only a root key of this trust signs records: never an issuing CA,
 // another trust's CA or a device key.
 
@@ -239,6 +240,12 @@ func verifyFederation(f *Federation, own []*x509.Certificate, raw []byte) error 
 		if KeyOf(r) != f.Signer {
 			continue
 		}
+		// Only a root signs records: a trust list may hold an issuing
+		// (site) CA too — a site's ca.crt is its chain — whose key
+		// must never federate the trust.
+		if !bytes.Equal(r.RawIssuer, r.RawSubject) || r.CheckSignatureFrom(r) != nil {
+			return fmt.Errorf("federation record: %w: signer is not a root CA", ErrKeyUsage)
+		}
 		pub, ok := r.PublicKey.(ed25519.PublicKey)
 		if ok && ed25519consensus.Verify(pub, append([]byte(fedDomain), s.Body...), s.Sig) {
 			return nil
@@ -264,7 +271,7 @@ func (t *Trust) InstallFederation(raw []byte) (*Federation, bool, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if cur := t.fed[f.Other]; cur != nil && f.Number <= cur.Number {
+	if cur := t.fed[f.Other]; cur != nil && !f.newerThan(cur) {
 		return f, false, nil
 	}
 	t.fed[f.Other] = f
@@ -278,6 +285,25 @@ func (t *Trust) InstallFederation(raw []byte) (*Federation, bool, error) {
 		}
 	}
 	return f, true, nil
+}
+
+// newerThan orders records for the same other root. Records of the same
+// signer (one CA directory's counter) are ordered by Number. Records of
+// different roots of ours — each directory counts its own numbers — are
+// ordered by issue time, then Number, then signer key, so every device
+// settles on the same record whatever order they arrive in, and a second
+// root (a rollover) can withdraw what the first signed by signing later.
+func (f *Federation) newerThan(cur *Federation) bool {
+	if f.Signer == cur.Signer {
+		return f.Number > cur.Number
+	}
+	if f.Issued != cur.Issued {
+		return f.Issued > cur.Issued
+	}
+	if f.Number != cur.Number {
+		return f.Number > cur.Number
+	}
+	return bytes.Compare(f.Signer[:], cur.Signer[:]) > 0
 }
 
 // Federations lists the newest record held per other root, by other root.
@@ -376,10 +402,18 @@ func (t *Trust) AdmitFederated(chain []*x509.Certificate, id peer.ID, now time.T
 	return staff, f, nil
 }
 
+// MaxFederatedIssuers bounds the issuing CAs of one federated trust a
+// device keeps: that trust's CA may mint any number, each learnt from a
+// presented chain before its presenter is judged. Past it, the one seen
+// least recently is forgotten (its CRL, if held, stays in force; a newer
+// one waits until the CA is met again). Our own CAs are never counted.
+const MaxFederatedIssuers = 64
+
 // AddFederatedIssuers is AddIssuers for the issuing CAs of federated
 // trusts: those of chain that verify under the root of an active record
-// are learnt (their CRLs are accepted from then on). It reports whether
-// any of them is known now.
+// are learnt (their CRLs are accepted from then on), at most
+// MaxFederatedIssuers per other root. It reports whether any of them is
+// known now.
 func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bool {
 	t.mu.RLock()
 	pool := t.fedRoots
@@ -390,22 +424,80 @@ func (t *Trust) AddFederatedIssuers(chain []*x509.Certificate, now time.Time) bo
 			continue
 		}
 		k := KeyOf(c)
-		t.mu.RLock()
+		t.mu.Lock()
 		_, known := t.cas[k]
-		t.mu.RUnlock()
+		if root, ok := t.fedOf[k]; ok {
+			t.tick++
+			t.fedIssuers[root][k] = t.tick // seen: the last to be forgotten
+		}
+		t.mu.Unlock()
 		if known {
 			learnt = true
 			continue
 		}
-		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		paths, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err != nil {
 			continue
 		}
+		root := KeyOf(paths[0][len(paths[0])-1])
 		t.mu.Lock()
-		t.cas[k] = c
+		if _, known := t.cas[k]; !known {
+			t.cas[k] = c
+			under := t.fedIssuers[root]
+			if under == nil {
+				under = map[CAKey]uint64{}
+				t.fedIssuers[root] = under
+			}
+			t.tick++
+			under[k], t.fedOf[k] = t.tick, root
+			for len(under) > MaxFederatedIssuers {
+				var old CAKey
+				oldest := uint64(0)
+				for ik, seen := range under {
+					if oldest == 0 || seen < oldest {
+						old, oldest = ik, seen
+					}
+				}
+				delete(under, old)
+				delete(t.fedOf, old)
+				delete(t.cas, old)
+				t.evicted = append(t.evicted, old)
+			}
+			if len(t.evicted) > 4*MaxFederatedIssuers { // nobody takes them
+				t.evicted = slices.Clone(t.evicted[len(t.evicted)-4*MaxFederatedIssuers:])
+			}
+		}
 		t.mu.Unlock()
 		learnt = true
 	}
 	return learnt
+}
+
+// SeenIssuer marks the federated issuing CA k (if it is one) as seen in a
+// chain now, so it is the last to be forgotten.
+func (t *Trust) SeenIssuer(k CAKey) {
+	t.mu.RLock()
+	_, fed := t.fedOf[k]
+	t.mu.RUnlock()
+	if !fed {
+		return // our own CAs (the common case) take no write lock
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if root, ok := t.fedOf[k]; ok {
+		t.tick++
+		t.fedIssuers[root][k] = t.tick
+	}
+}
+
+// TakeEvicted returns, once, the federated issuing CAs forgotten since the
+// last call (MaxFederatedIssuers), for the caller to forget too.
+func (t *Trust) TakeEvicted() []CAKey {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.evicted
+	t.evicted = nil
+	return out
 }
 
 // FederationFile is the file in a CA directory holding the newest record
@@ -436,6 +528,24 @@ func (d *CADir) Federate(other *x509.Certificate, p Policy, withdraw bool, now t
 		return "", nil, err
 	}
 	return path, f, nil
+}
+
+// CRLIssuedUnder reports whether l is signed by one of our own CAs, or by
+// root (an other root of a record) or a known issuing CA under it: the
+// CRLs a device of that trust may hand us (ours, which it passes on, and
+// its own trust's) — never those of a third trust.
+func (t *Trust) CRLIssuedUnder(l *x509.RevocationList, root CAKey) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for k, c := range t.cas {
+		if !bytes.Equal(c.SubjectKeyId, l.AuthorityKeyId) || l.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		if _, own := t.own[k]; own || k == root || t.fedOf[k] == root {
+			return true
+		}
+	}
+	return false
 }
 
 // CRLsUnder returns, as DER, the newest CRLs of root (an other root of a

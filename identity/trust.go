@@ -35,11 +35,19 @@ type Trust struct {
 
 	mu   sync.RWMutex
 	cas  map[CAKey]*x509.Certificate // verified CA certificates, roots included
+	own  map[CAKey]struct{}          // those of cas that are our roots or verify under them
 	crls map[CAKey]*crl              // newest CRL of each CA
 	fed  map[CAKey]*Federation       // newest federation record per other root (federation.go)
 	// fedRoots holds the other roots of the active records: a chain
 	// verified under it is a federated peer, never our own staff.
 	fedRoots *x509.CertPool
+	// fedIssuers: the issuing CAs learnt under each other root, with the
+	// tick they were last seen at; at most MaxFederatedIssuers per root
+	// (federation.go). evicted are those dropped, for the caller to forget.
+	fedIssuers map[CAKey]map[CAKey]uint64
+	fedOf      map[CAKey]CAKey // issuing CA → its other root
+	tick       uint64
+	evicted    []CAKey
 }
 
 type crl struct {
@@ -53,8 +61,9 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 		return nil, fmt.Errorf("%w: no trust roots", ErrUnknownCA)
 	}
 	t := &Trust{
-		roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, crls: map[CAKey]*crl{},
+		roots: x509.NewCertPool(), cas: map[CAKey]*x509.Certificate{}, own: map[CAKey]struct{}{}, crls: map[CAKey]*crl{},
 		fed: map[CAKey]*Federation{}, fedRoots: x509.NewCertPool(),
+		fedIssuers: map[CAKey]map[CAKey]uint64{}, fedOf: map[CAKey]CAKey{},
 	}
 	for _, r := range roots {
 		if !r.IsCA || len(r.SubjectKeyId) == 0 {
@@ -63,6 +72,7 @@ func NewTrust(roots []*x509.Certificate) (*Trust, error) {
 		t.roots.AddCert(r)
 		t.list = append(t.list, r)
 		t.cas[KeyOf(r)] = r
+		t.own[KeyOf(r)] = struct{}{}
 	}
 	return t, nil
 }
@@ -80,13 +90,15 @@ func (t *Trust) CRLNumber(ca *x509.Certificate) *big.Int {
 	return nil
 }
 
-// NewestCRLNumber is the highest CRL number held from any CA (0 if none).
+// NewestCRLNumber is the highest CRL number held from our own CAs — our
+// roots and the issuing CAs verified under them (0 if none). A federated
+// trust's CAs number their own CRLs and never set it.
 func (t *Trust) NewestCRLNumber() int64 {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var n int64
-	for _, c := range t.crls {
-		if c.list.Number.IsInt64() {
+	for k, c := range t.crls {
+		if _, ok := t.own[k]; ok && c.list.Number.IsInt64() {
 			n = max(n, c.list.Number.Int64())
 		}
 	}
@@ -174,6 +186,7 @@ func (t *Trust) AddIssuers(chain []*x509.Certificate, now time.Time) {
 		}
 		t.mu.Lock()
 		t.cas[k] = c
+		t.own[k] = struct{}{}
 		t.mu.Unlock()
 	}
 }

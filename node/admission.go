@@ -83,6 +83,12 @@ type admission struct {
 	// store write (federation.go); onFederated is guarded by mu.
 	fedMu       sync.Mutex
 	onFederated []func(peer.ID)
+
+	// pending holds CRLs of CAs not learnt yet (pendingcrl.go); onLearnt
+	// (the node's retryPendingCRLs) runs, synchronously, whenever
+	// learnIssuers learns a CA. It is set before the node starts.
+	pending  pendingCRLs
+	onLearnt func()
 }
 
 func newAdmission(ctx context.Context, cfg Config, log *slog.Logger) *admission {
@@ -619,6 +625,7 @@ func (a *admission) judgeEntry(chain []*x509.Certificate) (*identity.Staff, erro
 // CRLs are accepted only while the trust knows the CA, and after a restart
 // the CRLs are loaded before any peer presents a chain again.
 func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
+	learnt := false
 	for _, c := range chain {
 		if !c.IsCA || len(c.SubjectKeyId) == 0 || bytes.Equal(c.RawIssuer, c.RawSubject) {
 			continue // not an issuing CA; a presented root is never learnt
@@ -628,11 +635,13 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 		_, held := a.cas[k]
 		a.mu.Unlock()
 		if held {
+			a.trust.SeenIssuer(k)
 			continue
 		}
 		if !a.learnIssuer(c, now) {
 			continue
 		}
+		a.forgetEvicted()
 		if err := a.store.Put(a.ctx, caKey(k), c.Raw); err != nil {
 			a.log.Error("persist issuing CA", "err", err)
 			continue
@@ -640,6 +649,23 @@ func (a *admission) learnIssuers(chain []*x509.Certificate, now time.Time) {
 		a.mu.Lock()
 		a.cas[k] = struct{}{}
 		a.mu.Unlock()
+		learnt = true
+	}
+	if learnt && a.onLearnt != nil {
+		a.onLearnt() // CRLs held for a CA met just now
+	}
+}
+
+// forgetEvicted forgets, in memory and in the store, the federated
+// issuing CAs the trust dropped (identity.MaxFederatedIssuers).
+func (a *admission) forgetEvicted() {
+	for _, k := range a.trust.TakeEvicted() {
+		a.mu.Lock()
+		delete(a.cas, k)
+		a.mu.Unlock()
+		if err := a.store.Delete(a.ctx, caKey(k)); err != nil {
+			a.log.Error("forget issuing CA", "err", err)
+		}
 	}
 }
 
@@ -679,6 +705,7 @@ func (a *admission) loadCAs(ctx context.Context) error {
 		a.cas[identity.KeyOf(c)] = struct{}{}
 		a.mu.Unlock()
 	}
+	a.forgetEvicted() // after the query: the store is not written while it is read
 	return nil
 }
 

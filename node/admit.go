@@ -245,7 +245,7 @@ func (n *Node) readAdmitted(id peer.ID, r *bufio.Reader, shown func()) {
 			}
 		case f.Kind == admitCRL && crls < maxCRLs:
 			crls++
-			n.learnCRLs([][]byte{f.CRL})
+			n.learnCRLs(id, [][]byte{f.CRL})
 		default:
 			n.withdraw(id, fmt.Errorf("%w: unexpected admission frame %d", identity.ErrMalformed, f.Kind))
 			return

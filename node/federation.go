@@ -188,6 +188,9 @@ func (n *Node) installFederation(raw []byte) (bool, error) {
 		return false, err
 	}
 	n.log.Info("federation record installed", "other_root", f.Other.String(), "number", f.Number, "withdrawn", f.Withdrawn)
+	if f.Active() {
+		n.reloadFederated()
+	}
 	n.adm.gen.Add(1)
 	select {
 	case n.recheck <- struct{}{}:
@@ -197,6 +200,21 @@ func (n *Node) installFederation(raw []byte) (bool, error) {
 		n.goOwned(func() { n.sendFederations(id, [][]byte{f.Raw}) })
 	}
 	return true, nil
+}
+
+// reloadFederated runs when a record becomes active: the federated
+// trust's issuing CAs and CRLs persisted while it was withdrawn (or before
+// it was first installed) were refused at load, since its CAs verify only
+// under an active record's root; they are loaded again, and the CRLs held
+// for a CA unknown then are tried again.
+func (n *Node) reloadFederated() {
+	if err := n.adm.loadCAs(n.ctx); err != nil {
+		n.log.Error("reload issuing CAs", "err", err)
+	}
+	if err := n.adm.loadCRLs(n.ctx); err != nil {
+		n.log.Error("reload CRLs", "err", err)
+	}
+	n.retryPendingCRLs()
 }
 
 // loadFederations installs the persisted records. It runs before loadCAs,

@@ -183,6 +183,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.cancel()
 		return nil, err
 	}
+	n.adm.onLearnt = n.retryPendingCRLs
 	if err := n.loadRota(ctx); err != nil {
 		n.cancel()
 		return nil, err

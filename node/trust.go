@@ -151,7 +151,8 @@ func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message)
 		changed, err := n.installCRL(msg.CRL)
 		switch {
 		case errors.Is(err, identity.ErrUnknownCA):
-			return pubsub.ValidationIgnore // perhaps a site CA we have not met yet
+			n.adm.pending.hold(from, msg.CRL) // perhaps a site CA we have not met yet
+			return pubsub.ValidationIgnore
 		case err != nil:
 			return pubsub.ValidationReject
 		case !changed:
@@ -188,13 +189,31 @@ func (n *Node) SubmitCRL(_ context.Context, data []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return n.installCRL(l.Raw)
+	changed, err := n.installCRL(l.Raw)
+	if errors.Is(err, identity.ErrUnknownCA) {
+		n.adm.pending.hold("", l.Raw)
+		err = fmt.Errorf("%w (held: applied once this device meets the CA)", err)
+	}
+	return changed, err
 }
 
-// learnCRLs installs the newer of the given CRLs (from a presentation).
-func (n *Node) learnCRLs(raws [][]byte) {
+// learnCRLs installs the newer of the CRLs an admitted peer presented.
+// Those of a CA not met yet are held (pendingcrl.go) when from is our own
+// staff; a federated peer may hand us only its own trust's CRLs.
+func (n *Node) learnCRLs(from peer.ID, raws [][]byte) {
+	fed := n.adm.federation(from)
 	for _, raw := range raws {
-		if _, err := n.installCRL(raw); err != nil && !errors.Is(err, identity.ErrUnknownCA) {
+		if fed != nil && !n.adm.crlOfTrust(raw, fed.Other) {
+			n.log.Debug("CRL of another trust refused from a federated peer", "remote", from.String())
+			continue
+		}
+		_, err := n.installCRL(raw)
+		switch {
+		case errors.Is(err, identity.ErrUnknownCA):
+			if fed == nil {
+				n.adm.pending.hold(from, raw)
+			}
+		case err != nil:
 			n.log.Debug("CRL refused", "err", err)
 		}
 	}
@@ -208,6 +227,13 @@ func (n *Node) installCRL(der []byte) (bool, error) {
 	if err != nil || change == nil {
 		return false, err
 	}
+	n.spreadCRL(change)
+	return true, nil
+}
+
+// spreadCRL follows a newer CRL's install: every peer is judged again, the
+// OnRevocation hooks run, and it is published and presented.
+func (n *Node) spreadCRL(change *crlChange) {
 	select {
 	case n.recheck <- struct{}{}:
 	default:
@@ -222,7 +248,6 @@ func (n *Node) installCRL(der []byte) (bool, error) {
 	for _, id := range n.adm.admittedPeers("") {
 		n.goOwned(func() { n.present(id, true) })
 	}
-	return true, nil
 }
 
 // OnRevocation registers f to run after every newly applied CRL that
