@@ -201,3 +201,61 @@ func TestRedteam10ConflictWithoutHeldBlamesHonestDevice(t *testing.T) {
 			dev.log.Vouched(ctx, genuine), err, dev.svc.Status(), kept.Conflict != nil)
 	}
 }
+
+// A device restored from an older copy meets the anchor that holds its
+// newer head: its status and kept answer show the truncation. It grows
+// past that entry and meets another witness, one that never saw it: that
+// witness takes its head (it holds nothing), and its answer — a newer held
+// head, no conflict — replaces the kept one. After a restart the status
+// is clean, and `audit verify` (the kept answer) passes: the mismatch
+// that "stays set" is gone, with no key-holder tampering beyond the
+// restore.
+func TestRedteam10FreshWitnessReplacesKeptMismatch(t *testing.T) {
+	t.Skip("redteam10: a kept answer showing truncation is replaced by a newer clean answer from a witness that never saw the log; restart and audit verify come up clean")
+	ctx := context.Background()
+	w := newWorld(t)
+	anchorA := w.add(t, key(1), 1, true)
+	anchorB := w.add(t, key(3), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	w.connect(t, anchorA, dev)
+	dev.svc.Met(anchorA.h.ID())
+	check.Eventually(t, 10*time.Second, "A holds entry 6", func() bool { return held(t, anchorA, dev).Seq == 6 })
+
+	// The older copy (3 entries) put back.
+	dev.svc.Close()
+	dev.st = dssync.MutexWrap(ds.NewMapDatastore())
+	dev.log = openLog(t, dev.st, dev.sk, 3)
+	dev.start(t, w, false)
+	dev.svc.Met(anchorA.h.ID())
+	check.Eventually(t, 10*time.Second, "the device learns it is behind A", func() bool {
+		s := dev.svc.Status()
+		return s != nil && s.Error != ""
+	})
+	pub := dev.sk.Public().(ed25519.PublicKey)
+	if a, ok, _ := Mine(ctx, dev.st, pub); !ok || a.Check(ctx, dev.log.Reader) == nil {
+		t.Fatal("the kept answer does not show the truncation")
+	}
+	// Away from A, it grows past 6 and meets B.
+	if err := w.mn.DisconnectPeers(anchorA.h.ID(), dev.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.mn.UnlinkPeers(anchorA.h.ID(), dev.h.ID())
+	appendN(t, dev.log, 7)
+	w.connect(t, anchorB, dev)
+	dev.svc.Met(anchorB.h.ID())
+	check.Eventually(t, 10*time.Second, "B holds the regrown head", func() bool { return held(t, anchorB, dev).Seq == 10 })
+	time.Sleep(200 * time.Millisecond)
+
+	dev.svc.Close()
+	dev.start(t, w, false)
+	a, ok, err := Mine(ctx, dev.st, pub)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	cerr := a.Check(ctx, dev.log.Reader)
+	_, verr := dev.log.Verify(ctx, &a.Held)
+	if s := dev.svc.Status(); (s == nil || s.Error == "") && cerr == nil && verr == nil {
+		t.Fatalf("after the restart the device's status is %+v and its kept answer (%s, entry %d) verifies: the truncation A showed is forgotten",
+			s, a.Witness, a.Held.Seq)
+	}
+}
