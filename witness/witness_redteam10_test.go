@@ -1,0 +1,261 @@
+package witness
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"math/bits"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/medmesh/medmesh/audit"
+	"github.com/medmesh/medmesh/internal/check"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// RFC 9162 tree over arbitrary leaves (entry hashes), as a key holder
+// computes it: the witness never sees the leaves.
+func rtLeaf(e [32]byte) [32]byte { return sha256.Sum256(append([]byte{0}, e[:]...)) }
+func rtNode(l, r [32]byte) [32]byte {
+	return sha256.Sum256(append(append([]byte{1}, l[:]...), r[:]...))
+}
+func rtSplit(n int) int { return 1 << (bits.Len64(uint64(n-1)) - 1) }
+func rtMTH(leaves [][32]byte) [32]byte {
+	if len(leaves) == 1 {
+		return rtLeaf(leaves[0])
+	}
+	k := rtSplit(len(leaves))
+	return rtNode(rtMTH(leaves[:k]), rtMTH(leaves[k:]))
+}
+func rtPath(m int, leaves [][32]byte) [][32]byte {
+	if len(leaves) <= 1 {
+		return nil
+	}
+	k := rtSplit(len(leaves))
+	if m < k {
+		return append(rtPath(m, leaves[:k]), rtMTH(leaves[k:]))
+	}
+	return append(rtPath(m-k, leaves[k:]), rtMTH(leaves[:k]))
+}
+
+// rtSignHead signs a version 2 head with any root, as the device key
+// holder can (same CBOR layout as audit's headBody and record).
+func rtSignHead(t *testing.T, sk ed25519.PrivateKey, seq uint64, hash, root [32]byte, at time.Time) []byte {
+	t.Helper()
+	type hb struct {
+		V    uint8  `cbor:"1,keyasint"`
+		Key  []byte `cbor:"2,keyasint"`
+		Seq  uint64 `cbor:"3,keyasint"`
+		Time int64  `cbor:"4,keyasint"`
+		Hash []byte `cbor:"5,keyasint"`
+		Root []byte `cbor:"6,keyasint,omitempty"`
+	}
+	type rec struct {
+		Body []byte `cbor:"1,keyasint"`
+		Sig  []byte `cbor:"2,keyasint"`
+	}
+	body, err := detcbor.Marshal(hb{V: 2, Key: sk.Public().(ed25519.PublicKey), Seq: seq, Time: at.UnixNano(), Hash: hash[:], Root: root[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := detcbor.Marshal(rec{Body: body, Sig: ed25519.Sign(sk, append([]byte(audit.HeadDomain), body...))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.DecodeHead(r, sk.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The key holder rewrites the log past the witnessed entry and makes the
+// witness accept it: the witness checks only that the held entry is in the
+// new head's tree, but nothing binds that tree to the new head's own entry
+// (its Hash) or to the log. So the key holder signs one stepping-stone head
+// whose root is a fabricated tree — the rewritten log's leaves, with the
+// held entry's hash put back at its place — and proves inclusion in it.
+// The witness takes it; from then on the honest service deposits the
+// rewritten log's real heads, each proving the stepping stone's entry (a
+// real entry of the rewritten log) in its tree. The witness ends up
+// holding a head of the rewritten log, with no evidence, and `audit verify`
+// (the kept answer) passes.
+func TestRedteam10FabricatedRootLaundersRewrittenLog(t *testing.T) {
+	t.Skip("redteam10: witness accepts a head whose signed Merkle root is fabricated (inclusion of the held entry only); a key holder launders a rewritten log through one stepping-stone head")
+	ctx := context.Background()
+	w := newWorld(t)
+	anchor := w.add(t, key(1), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	w.connect(t, anchor, dev)
+	dev.svc.Met(anchor.h.ID())
+	check.Eventually(t, 10*time.Second, "the head is held", func() bool { return held(t, anchor, dev).Seq == 6 })
+	genuine := held(t, anchor, dev)
+
+	// The key holder rewrites: entries 1–3 kept, then other events, 8 in all.
+	dev.svc.Close()
+	dev.st = dssync.MutexWrap(ds.NewMapDatastore())
+	dev.log = openLog(t, dev.st, dev.sk, 3)
+	for range 5 {
+		if _, err := dev.log.Append(ctx, audit.Event{Kind: audit.Read, IDs: audit.IDs{Conversation: "innocuous"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewritten := dev.log.Current()
+	var leaves [][32]byte
+	for seq := uint64(1); seq <= rewritten.Seq; seq++ {
+		e, err := dev.log.Entry(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, e.Hash)
+	}
+	if leaves[genuine.Seq-1] == genuine.Hash {
+		t.Fatal("the rewrite did not change the witnessed entry")
+	}
+	// The stepping stone: the rewritten log's last entry, a fabricated root.
+	fake := append([][32]byte(nil), leaves...)
+	fake[genuine.Seq-1] = genuine.Hash
+	stone := rtSignHead(t, dev.sk, rewritten.Seq, rewritten.Hash, rtMTH(fake), rewritten.Time)
+	var proof [][]byte
+	for _, p := range rtPath(int(genuine.Seq-1), fake) {
+		proof = append(proof, append([]byte(nil), p[:]...))
+	}
+	raw, err := detcbor.Marshal(deposit{Head: stone, From: genuine.Seq, Proof: proof})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dev.h.NewStream(ctx, anchor.h.ID(), Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := msgio.NewVarintWriter(s).WriteMsg(raw); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = msgio.NewVarintReaderSize(s, maxAnswer).ReadMsg()
+	s.Close()
+	check.Eventually(t, 10*time.Second, "the deposit is handled", func() bool {
+		anchor.svc.mu.Lock()
+		defer anchor.svc.mu.Unlock()
+		return !anchor.svc.busy[dev.h.ID()]
+	})
+
+	// The honest software runs on the rewritten log and grows it.
+	appendN(t, dev.log, 2)
+	dev.start(t, w, false)
+	dev.svc.Met(anchor.h.ID())
+	check.Eventually(t, 10*time.Second, "the device got an answer", func() bool { return dev.svc.Status() != nil })
+	time.Sleep(500 * time.Millisecond)
+
+	h := held(t, anchor, dev)
+	_, hasConflict, _ := Conflict(ctx, anchor.st, dev.h.ID())
+	if h.Seq != genuine.Seq && !hasConflict {
+		a, ok, _ := Mine(ctx, dev.st, dev.sk.Public().(ed25519.PublicKey))
+		verr := errors.New("no kept answer")
+		if ok {
+			verr = a.Check(ctx, dev.log.Reader)
+			if verr == nil {
+				_, verr = dev.log.Verify(ctx, &a.Held)
+			}
+		}
+		t.Fatalf("the witness held entry %d (%x) and now holds entry %d of a rewritten log, with no evidence; "+
+			"device status %+v; the kept answer checks: %v", genuine.Seq, genuine.Hash[:8], h.Seq, dev.svc.Status(), verr)
+	}
+}
+
+// A hostile anchor answers with evidence and no held head: one genuine
+// head of the device (any it was given) named as the conflict. Disproved
+// needs a held head, so the honest device's own log cannot disprove it:
+// its status shows tampering, the answer is kept (the first naming
+// evidence), and `audit verify` fails from then on.
+func TestRedteam10ConflictWithoutHeldBlamesHonestDevice(t *testing.T) {
+	t.Skip("redteam10: a witness answer with Conflict set and no Held head makes an honest log fail Check/audit verify (Disproved needs held.Seq > 0)")
+	ctx := context.Background()
+	w := newWorld(t)
+	anchor := w.add(t, key(1), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	genuine := dev.log.Current()
+	cr, err := genuine.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := signAnswer(anchor.sk, answerBody{Device: []byte(dev.h.ID()), Witness: []byte(anchor.h.ID()),
+		Time: t0.UnixNano(), Conflict: cr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := dev.sk.Public().(ed25519.PublicKey)
+	a, err := DecodeAnswer(raw, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Check(ctx, dev.log.Reader); err != nil {
+		// The device's status and what it keeps follow from Check.
+		dev.svc.answered(anchor.h.ID(), a)
+		kept, _, _ := Mine(ctx, dev.st, pub)
+		t.Fatalf("an honest log (it vouches for the named head: %v) fails a hostile witness's conflict-only answer: %v; status %+v; kept answer has conflict: %v",
+			dev.log.Vouched(ctx, genuine), err, dev.svc.Status(), kept.Conflict != nil)
+	}
+}
+
+// A device restored from an older copy meets the anchor that holds its
+// newer head: its status and kept answer show the truncation. It grows
+// past that entry and meets another witness, one that never saw it: that
+// witness takes its head (it holds nothing), and its answer — a newer held
+// head, no conflict — replaces the kept one. After a restart the status
+// is clean, and `audit verify` (the kept answer) passes: the mismatch
+// that "stays set" is gone, with no key-holder tampering beyond the
+// restore.
+func TestRedteam10FreshWitnessReplacesKeptMismatch(t *testing.T) {
+	t.Skip("redteam10: a kept answer showing truncation is replaced by a newer clean answer from a witness that never saw the log; restart and audit verify come up clean")
+	ctx := context.Background()
+	w := newWorld(t)
+	anchorA := w.add(t, key(1), 1, true)
+	anchorB := w.add(t, key(3), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	w.connect(t, anchorA, dev)
+	dev.svc.Met(anchorA.h.ID())
+	check.Eventually(t, 10*time.Second, "A holds entry 6", func() bool { return held(t, anchorA, dev).Seq == 6 })
+
+	// The older copy (3 entries) put back.
+	dev.svc.Close()
+	dev.st = dssync.MutexWrap(ds.NewMapDatastore())
+	dev.log = openLog(t, dev.st, dev.sk, 3)
+	dev.start(t, w, false)
+	dev.svc.Met(anchorA.h.ID())
+	check.Eventually(t, 10*time.Second, "the device learns it is behind A", func() bool {
+		s := dev.svc.Status()
+		return s != nil && s.Error != ""
+	})
+	pub := dev.sk.Public().(ed25519.PublicKey)
+	if a, ok, _ := Mine(ctx, dev.st, pub); !ok || a.Check(ctx, dev.log.Reader) == nil {
+		t.Fatal("the kept answer does not show the truncation")
+	}
+	// Away from A, it grows past 6 and meets B.
+	if err := w.mn.DisconnectPeers(anchorA.h.ID(), dev.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.mn.UnlinkPeers(anchorA.h.ID(), dev.h.ID())
+	appendN(t, dev.log, 7)
+	w.connect(t, anchorB, dev)
+	dev.svc.Met(anchorB.h.ID())
+	check.Eventually(t, 10*time.Second, "B holds the regrown head", func() bool { return held(t, anchorB, dev).Seq == 10 })
+	time.Sleep(200 * time.Millisecond)
+
+	dev.svc.Close()
+	dev.start(t, w, false)
+	a, ok, err := Mine(ctx, dev.st, pub)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	cerr := a.Check(ctx, dev.log.Reader)
+	_, verr := dev.log.Verify(ctx, &a.Held)
+	if s := dev.svc.Status(); (s == nil || s.Error == "") && cerr == nil && verr == nil {
+		t.Fatalf("after the restart the device's status is %+v and its kept answer (%s, entry %d) verifies: the truncation A showed is forgotten",
+			s, a.Witness, a.Held.Seq)
+	}
+}
