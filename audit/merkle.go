@@ -188,9 +188,9 @@ func (p *prover) inclusion(ctx context.Context, m, lo, n uint64) ([][32]byte, er
 // extends the older one.
 var ErrConsistency = errors.New("audit consistency proof does not verify: the newer head's tree does not extend the older head's")
 
-// MaxConsistency is the most hashes a consistency proof may hold: at most
-// one per level, and the older tree's root besides.
-const MaxConsistency = MaxProof + 1
+// MaxConsistency is the most hashes a consistency proof may hold: one per
+// level and one more, for trees of up to 2^63 entries.
+const MaxConsistency = MaxProof
 
 // VerifyConsistency checks (RFC 9162, 2.1.4.2) that the tree of size n
 // with root second extends the tree of size m with root first
