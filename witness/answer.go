@@ -36,6 +36,9 @@ var (
 	// ErrConflict: a witness holds a head signed by this device's key that
 	// does not extend the head it held: the log was cut and grown again.
 	ErrConflict = errors.New("a witness holds two heads signed by this device that do not extend each other (the log was cut and rewritten)")
+	// ErrAnswerTime: an answer timed too far from the receiving device's
+	// clock to be kept (a witness with a wrong clock, or a hostile one).
+	ErrAnswerTime = errors.New("witness answer timed too far from this device's clock")
 )
 
 // deposit is what a device sends: its head and, when the witness holds an

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,7 +32,6 @@ import (
 // itself), so such an answer can only be the key holder's: it replaces
 // an answer of another witness that showed truncation or evidence.
 func TestRedteam10AnchorWitnessesItself(t *testing.T) {
-	t.Skip("redteam10: an anchor's key holder writes a self-signed kept answer (Witness == Device); CheckWitness accepts its own anchor role and audit verify reports it witnessed")
 	var out bytes.Buffer
 	e := testEnv(&out)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -95,6 +95,16 @@ func TestRedteam10AnchorWitnessesItself(t *testing.T) {
 	cmd.SetArgs([]string{"audit", "verify", "--dir", dir})
 	if err := cmd.ExecuteContext(ctx); err == nil {
 		t.Fatalf("verify accepted an answer the anchor's key holder signed for itself: %s", strings.TrimSpace(out.String()))
+	} else if !strings.Contains(err.Error(), "names the device itself") {
+		t.Fatalf("verify refused the self-signed answer for another reason: %v", err)
+	}
+	// Offline checks refuse it too, whatever the trust roots say of the signer.
+	trust, err := identity.LoadTrust(filepath.Join(dir, identity.TrustFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := witness.CheckWitness(witness.Answer{Device: me, Witness: me, Time: time.Now(), Certs: certs}, trust, device.WitnessRoles...); err == nil {
+		t.Fatal("CheckWitness accepts an anchor as its own witness")
 	}
 }
 
@@ -148,7 +158,6 @@ func rt10Enrol(t *testing.T, e *env, root, ca, who string, roles ...string) stri
 // fails from then on, with the error it gives for an answer the key
 // holder forged.
 func TestRedteam10AnchorAnswerTimeFailsHonestVerify(t *testing.T) {
-	t.Skip("redteam10: a witness answer with a time outside the witness's certificate validity is kept by the device unchecked and makes audit verify of an honest trail fail")
 	var out bytes.Buffer
 	e := testEnv(&out)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -206,5 +215,50 @@ func TestRedteam10AnchorAnswerTimeFailsHonestVerify(t *testing.T) {
 	cmd.SetArgs([]string{"audit", "verify", "--dir", amiraDir})
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		t.Fatalf("the honest trail fails verify because of what an anchor answered: %v", err)
+	}
+	if got := out.String(); !strings.Contains(got, "witness answer unusable") || !strings.Contains(got, "not witnessed") {
+		t.Fatalf("verify does not say the kept answer is unusable: %s", got)
+	}
+	// The running device would not have kept it: VetAnswer refuses an
+	// answer timed away from its clock, and one whose time is near but
+	// outside the certificate's validity is refused by CheckWitness.
+	trust, err := identity.LoadTrust(filepath.Join(amiraDir, identity.TrustFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := witness.DecodeAnswer(raw, mk.Identity.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := device.VetAnswer(a, trust, time.Now()); !errors.Is(err, witness.ErrAnswerTime) {
+		t.Fatalf("the device would keep an answer timed 2100: %v", err)
+	}
+	if err := device.VetAnswer(a, trust, a.Time); !errors.Is(err, witness.ErrNotWitness) {
+		t.Fatalf("a device whose clock agrees with the answer's (2100) would keep it: %v", err)
+	}
+	now := time.Now()
+	good, err := witness.DecodeAnswer(rt10Answer(t, ak.Identity, mk.PeerID(), ak.PeerID(), hrec, certs, now), mk.Identity.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := device.VetAnswer(good, trust, now.Add(device.AnswerSkew/2)); err != nil {
+		t.Fatalf("an honest anchor's answer, clocks within the skew: %v", err)
+	}
+	// A colleague without the anchor role, answering in time: not a witness.
+	colleague := rt10Enrol(t, e, root, ca, "bob")
+	bk, err := identity.LoadDeviceKey(colleague, []byte("device-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bcerts, err := os.ReadFile(filepath.Join(colleague, identity.DeviceCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromBob, err := witness.DecodeAnswer(rt10Answer(t, bk.Identity, mk.PeerID(), bk.PeerID(), hrec, bcerts, now), mk.Identity.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := device.VetAnswer(fromBob, trust, now); !errors.Is(err, witness.ErrNotWitness) {
+		t.Fatalf("a colleague's answer: %v", err)
 	}
 }
