@@ -6,12 +6,18 @@ import (
 	"crypto/sha256"
 	"errors"
 	"math/bits"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/libp2p/go-msgio"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/internal/check"
@@ -142,6 +148,13 @@ func TestRedteam10FabricatedRootLaundersRewrittenLog(t *testing.T) {
 		defer anchor.svc.mu.Unlock()
 		return !anchor.svc.busy[dev.h.ID()]
 	})
+	// The stepping stone itself is refused, and is the evidence.
+	if g := held(t, anchor, dev); g.Seq != genuine.Seq || g.Hash != genuine.Hash {
+		t.Fatalf("the witness took the stepping stone: it holds %d", g.Seq)
+	}
+	if c, ok, err := Conflict(ctx, anchor.st, dev.h.ID()); err != nil || !ok || c.Seq != rewritten.Seq || c.Hash != rewritten.Hash {
+		t.Fatalf("the stepping stone is not the evidence: %d %v %v", c.Seq, ok, err)
+	}
 
 	// The honest software runs on the rewritten log and grows it.
 	appendN(t, dev.log, 2)
@@ -285,5 +298,278 @@ func TestRedteam10FreshWitnessReplacesKeptMismatch(t *testing.T) {
 	if s := dev.svc.Status(); (s == nil || s.Error == "") && cerr == nil && verr == nil {
 		t.Fatalf("after the restart the device's status is %+v and its kept answer (%s, entry %d) verifies: the truncation A showed is forgotten",
 			s, a.Witness, a.Held.Seq)
+	}
+}
+
+// rtSignHeadV1 signs a version 1 head (no root), as the key holder can.
+func rtSignHeadV1(t *testing.T, sk ed25519.PrivateKey, seq uint64, hash [32]byte, at time.Time) []byte {
+	t.Helper()
+	type hb struct {
+		V    uint8  `cbor:"1,keyasint"`
+		Key  []byte `cbor:"2,keyasint"`
+		Seq  uint64 `cbor:"3,keyasint"`
+		Time int64  `cbor:"4,keyasint"`
+		Hash []byte `cbor:"5,keyasint"`
+	}
+	type rec struct {
+		Body []byte `cbor:"1,keyasint"`
+		Sig  []byte `cbor:"2,keyasint"`
+	}
+	body, err := detcbor.Marshal(hb{V: 1, Key: sk.Public().(ed25519.PublicKey), Seq: seq, Time: at.UnixNano(), Hash: hash[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := detcbor.Marshal(rec{Body: body, Sig: ed25519.Sign(sk, append([]byte(audit.HeadDomain), body...))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// sendDeposit speaks for dev to the witness directly and returns its answer.
+func sendDeposit(t *testing.T, dev, anchor *party, dep deposit) (Answer, error) {
+	t.Helper()
+	raw, err := detcbor.Marshal(dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dev.h.NewStream(context.Background(), anchor.h.ID(), Protocol)
+	if err != nil {
+		return Answer{}, err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := msgio.NewVarintWriter(s).WriteMsg(raw); err != nil {
+		return Answer{}, err
+	}
+	ans, err := msgio.NewVarintReaderSize(s, maxAnswer).ReadMsg()
+	if err != nil {
+		return Answer{}, err
+	}
+	return DecodeAnswer(ans, dev.sk.Public().(ed25519.PublicKey))
+}
+
+// What the key holder tries once consistency is required: a version 1
+// head (no tree: nothing to prove) past the held version 2 head; the
+// genuine consistency proof of the rewritten log from the entry both logs
+// share (3), claimed from the held entry or sent from 3; the stepping
+// stone's inclusion proof of the held entry. None replaces the held head;
+// the honest device's real consistency proof does.
+func TestRedteam10ConsistencyAttacks(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	anchor := w.add(t, key(1), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	w.connect(t, anchor, dev)
+	dev.svc.Met(anchor.h.ID())
+	check.Eventually(t, 10*time.Second, "the head is held", func() bool { return held(t, anchor, dev).Seq == 6 })
+	genuine := held(t, anchor, dev)
+	dev.svc.Close()
+	unchanged := func(what string) {
+		t.Helper()
+		if g := held(t, anchor, dev); g.Seq != genuine.Seq || g.Hash != genuine.Hash {
+			t.Fatalf("%s: the witness now holds %d", what, g.Seq)
+		}
+	}
+	// A rewritten log sharing entries 1–3.
+	rst := dssync.MutexWrap(ds.NewMapDatastore())
+	rlog := openLog(t, rst, dev.sk, 3)
+	for range 7 {
+		if _, err := rlog.Append(ctx, audit.Event{Kind: audit.Read, IDs: audit.IDs{Conversation: "innocuous"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rh := rlog.Current()
+	rrec, err := rh.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := func(p [][32]byte) [][]byte {
+		var out [][]byte
+		for _, x := range p {
+			out = append(out, append([]byte(nil), x[:]...))
+		}
+		return out
+	}
+	// Downgrade: a version 1 head of entry 20.
+	if a, err := sendDeposit(t, dev, anchor, deposit{Head: rtSignHeadV1(t, dev.sk, 20, rh.Hash, rh.Time)}); err != nil || a.Held.Seq != genuine.Seq {
+		t.Fatalf("a version 1 head past the held one: %+v %v", a, err)
+	}
+	unchanged("a version 1 head")
+	// The rewritten log's genuine proof from entry 3, sent from 3: asked again.
+	p3, err := rlog.Consistency(ctx, 3, rh.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := sendDeposit(t, dev, anchor, deposit{Head: rrec, From: 3, Proof: hashes(p3)}); err != nil || a.Want != genuine.Seq || a.Conflict != nil {
+		t.Fatalf("a proof from the shared entry 3: %+v %v", a, err)
+	}
+	unchanged("a proof from another entry")
+	// The rewritten log's own proof from its entry 6, claimed from the held 6.
+	p6, err := rlog.Consistency(ctx, genuine.Seq, rh.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := sendDeposit(t, dev, anchor, deposit{Head: rrec, From: genuine.Seq, Proof: hashes(p6)})
+	if err != nil || a.Conflict == nil || a.Conflict.Seq != rh.Seq {
+		t.Fatalf("the rewritten log's proof from its own entry 6: %+v %v", a, err)
+	}
+	unchanged("the rewritten log's proof")
+	// The genuine log, grown, with its real proof: kept; the evidence stays.
+	appendN(t, dev.log, 4)
+	h := dev.log.Current()
+	hrec, err := h.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := dev.log.Consistency(ctx, genuine.Seq, h.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err = sendDeposit(t, dev, anchor, deposit{Head: hrec, From: genuine.Seq, Proof: hashes(pg)})
+	if err != nil || a.Held.Seq != h.Seq || a.Conflict == nil {
+		t.Fatalf("the genuine proof: %+v %v", a, err)
+	}
+}
+
+// A witness holding a version 1 head (no tree) of a device: the first
+// version 2 head past it is kept without proof (trust on first use), and
+// from then on the usual consistency proofs are needed.
+func TestVersion1HeldHeadTrustedOnFirstUse(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	anchor := w.add(t, key(1), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	dev.svc.Close()
+	h3, err := dev.log.Entry(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := anchor.st.Put(ctx, heldKey(dev.h.ID()), rtSignHeadV1(t, dev.sk, 3, h3.Hash, h3.Time)); err != nil {
+		t.Fatal(err)
+	}
+	if h := held(t, anchor, dev); h.Seq != 3 || h.Root != nil {
+		t.Fatalf("seeded %d %x", h.Seq, h.Root)
+	}
+	dev.start(t, w, false)
+	w.connect(t, anchor, dev)
+	dev.svc.Met(anchor.h.ID())
+	check.Eventually(t, 10*time.Second, "the version 2 head replaces the version 1 head", func() bool {
+		h := held(t, anchor, dev)
+		return h.Seq == 6 && h.Root != nil
+	})
+	if _, ok, _ := Conflict(ctx, anchor.st, dev.h.ID()); ok {
+		t.Fatal("evidence kept against an honest upgrade")
+	}
+	appendN(t, dev.log, 3)
+	dev.svc.Changed()
+	check.Eventually(t, 20*time.Second, "the next head is kept with its proof", func() bool { return held(t, anchor, dev).Seq == 9 })
+}
+
+// A witness whose answers the device's Vet refuses (its certificate, its
+// clock): the device neither uses nor keeps them, whatever they say.
+func TestVetRefusedAnswerNotKept(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	anchor := w.add(t, key(1), 1, true)
+	dev := w.add(t, key(2), 6, false)
+	dev.svc.Close()
+	var mu sync.Mutex
+	vetted := 0
+	dev.svc = Start(Config{
+		Host: dev.h, Store: dev.st,
+		Admitted:  func(peer.ID) bool { return true },
+		IsWitness: func(q peer.ID) bool { return q == anchor.h.ID() },
+		Own:       dev.log.Current, Log: dev.log.Reader, Key: dev.sk.Public().(ed25519.PublicKey), Identity: dev.sk,
+		Vet: func(Answer) error {
+			mu.Lock()
+			defer mu.Unlock()
+			vetted++
+			return ErrAnswerTime
+		},
+	})
+	t.Cleanup(dev.svc.Close)
+	w.connect(t, anchor, dev)
+	dev.svc.Met(anchor.h.ID())
+	check.Eventually(t, 10*time.Second, "the answer was vetted and the deposit done", func() bool {
+		mu.Lock()
+		n := vetted
+		mu.Unlock()
+		dev.svc.mu.Lock()
+		defer dev.svc.mu.Unlock()
+		return n > 0 && dev.svc.known[anchor.h.ID()] == 6
+	})
+	if s := dev.svc.Status(); s != nil {
+		t.Fatalf("status from a refused answer: %+v", s)
+	}
+	if _, ok, err := Mine(ctx, dev.st, dev.sk.Public().(ed25519.PublicKey)); ok || err != nil {
+		t.Fatalf("a refused answer kept: %v %v", ok, err)
+	}
+}
+
+// Failing answers are kept per witness, at most maxFailed, and a restart
+// reports them even when the kept answer (answerKey) passes — the key
+// holder who swaps in a passing answer from elsewhere does not clear them.
+func TestFailedAnswersKeptAndBounded(t *testing.T) {
+	ctx := context.Background()
+	dev := key(2)
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	l := openLog(t, d, dev, 6)
+	h6 := l.Current()
+	hr, err := h6.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The log cut to 3 entries: every answer holding entry 6 fails.
+	cut := dssync.MutexWrap(ds.NewMapDatastore())
+	lc := openLog(t, cut, dev, 3)
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	priv, err := crypto.UnmarshalEd25519PrivateKey(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hst, err := mn.AddPeer(priv, ma.StringCast("/ip4/100.64.1.1/tcp/4242"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := dev.Public().(ed25519.PublicKey)
+	svc := Start(Config{Host: hst, Store: cut, Admitted: func(peer.ID) bool { return true }, IsWitness: func(peer.ID) bool { return false },
+		Own: lc.Current, Log: lc.Reader, Key: pub, Identity: dev})
+	for i := range maxFailed + 4 {
+		wk := key(byte(10 + i))
+		raw, err := signAnswer(wk, answerBody{Device: []byte(peerID(t, dev)), Witness: []byte(peerID(t, wk)), Time: t0.UnixNano(), Held: hr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := DecodeAnswer(raw, pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.answered(a.Witness, a)
+	}
+	svc.Close()
+	f, err := Failed(ctx, cut, pub)
+	if err != nil || len(f) != maxFailed {
+		t.Fatalf("%d failing answers kept (%v), want %d", len(f), err, maxFailed)
+	}
+	// A passing answer swapped in as the kept one: the failures still show.
+	hc, err := lc.Current().Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk := key(99)
+	raw, err := signAnswer(wk, answerBody{Device: []byte(peerID(t, dev)), Witness: []byte(peerID(t, wk)), Time: t0.UnixNano(), Held: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cut.Put(ctx, answerKey, raw); err != nil {
+		t.Fatal(err)
+	}
+	svc = Start(Config{Host: hst, Store: cut, Admitted: func(peer.ID) bool { return true }, IsWitness: func(peer.ID) bool { return false },
+		Own: lc.Current, Log: lc.Reader, Key: pub, Identity: dev})
+	defer svc.Close()
+	if s := svc.Status(); s == nil || !strings.Contains(s.Error, "a witness holds a newer") {
+		t.Fatalf("after a restart with a passing kept answer: %+v", s)
 	}
 }
