@@ -8,28 +8,40 @@
 //
 // The exchange (Protocol, one stream per deposit): the device sends its
 // head record (audit.Head.Record) and, if it knows which entry the witness
-// holds, the inclusion proof of that entry in the new head's Merkle tree
-// (audit.Reader.Proof: ceil(log2 n) hashes, at most audit.MaxProof, about
-// 450 bytes for a log of 10,000 entries whatever the gap). The witness
+// holds, the consistency proof from the tree of that many entries to the
+// new head's tree (audit.Reader.Consistency, RFC 9162 2.1.4: at most
+// ceil(log2 n)+1 hashes, 480 bytes from 5 to 10,005 entries). The witness
 // checks the head's signature under the key in the sender's peer ID, and:
 // holding nothing, keeps it; holding a newer head, keeps that; holding an
-// older one, keeps the new head only if the proof shows the held entry in
-// the new head's tree (audit.VerifyInclusion) — without a proof, or with
-// one from another entry, it answers Want (the device deposits once more
-// with the proof); a proof that fails, or another head for the held entry
-// number, is refused and the first such head kept as evidence (two heads
-// signed by one device key that do not extend each other), carried in
-// every later answer. The witness answers with an Answer it signs with
-// its identity key, naming itself and the device, holding the held head,
-// any evidence, its time and its certificate chain. The device checks the
-// answer's signature and that it names the peer it asked and itself, then
-// its own log against the held head (audit.Reader.Vouched: the entry and
-// the tree up to it) and reports a mismatch or evidence in its status; it
-// keeps the newest answer (or the first naming evidence), so that `medmesh
-// audit verify` on its stopped directory checks the answer's signature,
-// the witness's certificate chain and role under the directory's trust
-// roots (CheckWitness), and the log against the held head. An answer the
-// key holder wrote fails those checks; a missing one is reported as not
+// older one, keeps the new head only if the proof shows the new head's
+// tree extends the held head's tree (audit.VerifyConsistency against the
+// held head's signed root) — without a proof, or with one from another
+// entry, it answers Want (the device deposits once more with the proof); a
+// proof that fails, or another head for the held entry number, is refused
+// and the first such head kept as evidence (two heads signed by one device
+// key that do not extend each other), carried in every later answer. An
+// inclusion proof of the held entry would not do: a key holder can sign a
+// head over a made-up tree holding that entry and launder a rewritten log
+// through it. A held version 1 head signs no tree: the first version 2
+// head past it is kept without proof (trust on first use), and a version 1
+// head never replaces a version 2 one. The witness answers with an Answer
+// it signs with its identity key, naming itself and the device (never the
+// same peer: no device witnesses itself), holding the held head, any
+// evidence (only beside a held head), its time and its certificate chain.
+// The device checks the answer's signature, that it names the peer it
+// asked and itself, and (Config.Vet) that its signer is a witness under
+// the device's trust roots at a time near the device's clock — an answer
+// that fails is dropped, not kept — then its own log against the held head
+// (audit.Reader.Vouched: the entry and the tree up to it) and reports a
+// mismatch or evidence in its status. It keeps one answer (the first
+// showing evidence, else the newest the log failed, else the newest; a
+// failing answer is never replaced by a passing one) and, apart, the first
+// failing answer of each witness (at most maxFailed): a truncation once
+// shown is never forgotten. `medmesh audit verify` on its stopped
+// directory checks the kept answers' signatures, the witnesses'
+// certificate chains and role under the directory's trust roots
+// (CheckWitness), and the log against the held heads. An answer the key
+// holder wrote fails those checks; a missing one is reported as not
 // witnessed. An operator can also export what a witness holds, evidence
 // included (`medmesh audit head --dir ANCHOR --peer ID`), and verify with
 // `--head`.
