@@ -102,5 +102,27 @@ func BenchmarkProof(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perSign, "proof-vs-sign")
 			b.ReportMetric(float64(32*len(proof)), "proof-bytes")
 		})
+		// The consistency proof a witness holding entry 1 is sent.
+		b.Run(fmt.Sprintf("consistency/gap=10000/warm=%v", warm), func(b *testing.B) {
+			var proof [][32]byte
+			for b.Loop() {
+				r := l.Reader
+				if !warm {
+					r = NewReader(d, key.Public().(ed25519.PublicKey))
+				}
+				if proof, err = r.Consistency(ctx, 1, h.Seq); err != nil {
+					b.Fatal(err)
+				}
+			}
+			first, err := l.Reader.Root(ctx, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := VerifyConsistency(1, h.Seq, first, [32]byte(h.Root), proof); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perSign, "proof-vs-sign")
+			b.ReportMetric(float64(32*len(proof)), "proof-bytes")
+		})
 	}
 }

@@ -23,10 +23,14 @@
 // (the last entry's seq, hash and time, and — version 2 — the root of the
 // RFC 9162 Merkle tree whose leaves are the entries' hashes) is signed the
 // same way over (HeadDomain || head body); version 1 heads (no root) still
-// verify. An inclusion proof (Reader.Proof, VerifyInclusion) shows that an
-// entry an older head vouches for is in a newer head's tree, in
-// ceil(log2 n) hashes, without revealing any entry: what a witness (package
-// witness) needs to keep only heads that extend the one it holds. Verify
+// verify. A consistency proof (Reader.Consistency, VerifyConsistency; RFC
+// 9162, 2.1.4) shows that a newer head's tree extends an older head's
+// tree, in at most ceil(log2 n)+1 hashes (15, 480 bytes, from 5 to 10,005
+// entries), without revealing any entry: what a witness (package witness)
+// needs to keep only heads that extend the one it holds. An inclusion
+// proof (Reader.Proof, VerifyInclusion) shows one entry in a head's tree;
+// it is not enough for a witness, as the key holder chooses the tree a
+// head signs. Verify
 // and Vouched check a head's root against the tree of the stored entries,
 // so a head whose tree is not the log's fails as a head whose hash is not.
 // The tree's frontier (one hash per set bit of the entry count) is stored

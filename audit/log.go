@@ -65,6 +65,17 @@ func (r *Reader) Proof(ctx context.Context, seq, size uint64) ([][32]byte, error
 	return r.pr.inclusion(ctx, seq-1, 0, size)
 }
 
+// Consistency is the consistency proof (RFC 9162, 2.1.4) from the Merkle
+// tree over entries 1..m to the one over entries 1..n (0 < m < n; at most
+// MaxConsistency hashes, about log2 n): what shows a witness holding the
+// head of entry m that the head of entry n extends it (VerifyConsistency).
+func (r *Reader) Consistency(ctx context.Context, m, n uint64) ([][32]byte, error) {
+	if m == 0 || m >= n {
+		return nil, fmt.Errorf("audit consistency proof: from %d to %d entries", m, n)
+	}
+	return r.pr.consistency(ctx, m, 0, n, true)
+}
+
 // Head returns the stored head (ok false: the log is empty), checked
 // against the device's key.
 func (r *Reader) Head(ctx context.Context) (Head, bool, error) {

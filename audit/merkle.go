@@ -13,9 +13,11 @@ import (
 // entries' hashes, in order (leaf i is entry i+1); a leaf's hash is
 // SHA-256(0x00 || entry hash) and a node's SHA-256(0x01 || left || right).
 // A head signs the tree's root besides the last entry's hash, so a witness
-// holding an older head can be shown, by an inclusion proof of O(log n)
-// hashes, that the entry it holds is in the new head's tree — without
-// seeing any entry.
+// holding an older head can be shown, by a consistency proof of O(log n)
+// hashes (RFC 9162, 2.1.4), that the new head's tree extends the held
+// head's tree — without seeing any entry. (An inclusion proof of the held
+// entry alone is not enough: a key holder can sign a head over a made-up
+// tree that holds that entry and nothing else of the genuine log.)
 
 // MaxProof is the most hashes an inclusion proof may hold: one per level
 // of a tree of up to 2^64 leaves.
@@ -175,6 +177,85 @@ func (p *prover) inclusion(ctx context.Context, m, lo, n uint64) ([][32]byte, er
 		return append(path, h), err
 	}
 	path, err := p.inclusion(ctx, m-k, lo+k, n-k)
+	if err != nil {
+		return nil, err
+	}
+	h, err := p.mth(ctx, lo, k)
+	return append(path, h), err
+}
+
+// ErrConsistency: a consistency proof does not show that the newer tree
+// extends the older one.
+var ErrConsistency = errors.New("audit consistency proof does not verify: the newer head's tree does not extend the older head's")
+
+// MaxConsistency is the most hashes a consistency proof may hold: one per
+// level and one more, for trees of up to 2^63 entries.
+const MaxConsistency = MaxProof
+
+// VerifyConsistency checks (RFC 9162, 2.1.4.2) that the tree of size n
+// with root second extends the tree of size m with root first
+// (0 < m < n): the first m leaves of the newer tree are the older tree's.
+// A witness holding the head of entry m keeps the head of entry n only
+// when this holds, so a head whose signed root is made up cannot replace
+// the held one, whatever entries its tree contains.
+func VerifyConsistency(m, n uint64, first, second [32]byte, proof [][32]byte) error {
+	if m == 0 || m >= n || len(proof) == 0 || len(proof) > MaxConsistency {
+		return fmt.Errorf("%w: from %d to %d entries, %d hashes", ErrConsistency, m, n, len(proof))
+	}
+	path := proof
+	if m&(m-1) == 0 { // an exact power of two: the older root is a node of the newer tree
+		path = append([][32]byte{first}, proof...)
+	}
+	fn, sn := m-1, n-1
+	for fn&1 == 1 {
+		fn >>= 1
+		sn >>= 1
+	}
+	fr, sr := path[0], path[0]
+	for _, c := range path[1:] {
+		if sn == 0 {
+			return fmt.Errorf("%w: proof too long", ErrConsistency)
+		}
+		if fn&1 == 1 || fn == sn {
+			fr = nodeHash(c, fr)
+			sr = nodeHash(c, sr)
+			for fn&1 == 0 && fn != 0 {
+				fn >>= 1
+				sn >>= 1
+			}
+		} else {
+			sr = nodeHash(sr, c)
+		}
+		fn >>= 1
+		sn >>= 1
+	}
+	if sn != 0 || fr != first || sr != second {
+		return ErrConsistency
+	}
+	return nil
+}
+
+// consistency is the consistency proof (RFC 9162, 2.1.4.1) from the tree
+// of the first m leaves to the tree over leaves [lo, lo+n): SUBPROOF(m,
+// D[lo:lo+n], b).
+func (p *prover) consistency(ctx context.Context, m, lo, n uint64, b bool) ([][32]byte, error) {
+	if m == n {
+		if b {
+			return nil, nil
+		}
+		h, err := p.mth(ctx, lo, n)
+		return [][32]byte{h}, err
+	}
+	k := split(n)
+	if m <= k {
+		path, err := p.consistency(ctx, m, lo, k, b)
+		if err != nil {
+			return nil, err
+		}
+		h, err := p.mth(ctx, lo+k, n-k)
+		return append(path, h), err
+	}
+	path, err := p.consistency(ctx, m-k, lo+k, n-k, false)
 	if err != nil {
 		return nil, err
 	}

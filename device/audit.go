@@ -302,6 +302,7 @@ func (d *Device) startWitness(backing ds.Batching) {
 		Admitted: d.n.IsAdmitted, IsWitness: isWitness, Own: d.trail.Head, Log: log,
 		Key: d.key.Identity.Public().(ed25519.PublicKey), Logger: d.log, Now: d.cfg.now,
 		Identity: d.key.Identity, Certs: identity.EncodeCertificates(d.cfg.chain...),
+		Vet: func(a witness.Answer) error { return VetAnswer(a, d.cfg.trust, d.cfg.now()) },
 	})
 	d.trail.witnessed = d.wit.Status
 	changed := d.wit.Changed
@@ -312,21 +313,61 @@ func (d *Device) startWitness(backing ds.Batching) {
 // WitnessRoles are the roles that make a device a witness.
 var WitnessRoles = []string{mesh.RoleAnchor, archive.Role}
 
-// Witnessed is the newest answer a witness signed for this device while it
-// ran (ok false: none kept — the log is not witnessed). An answer is
-// accepted only if signed by the witness it names, about this device, and
-// if that witness's certificate chain (carried in the answer) verifies
-// under this directory's trust roots with the role anchor or archive: an
-// answer the device's key holder wrote is an error.
-func (a *AuditFile) Witnessed(ctx context.Context) (witness.Answer, bool, error) {
-	ans, ok, err := witness.Mine(ctx, a.st, a.Key)
+// AnswerSkew is how far from a device's clock a witness's answer may be
+// timed for the device to keep it.
+const AnswerSkew = time.Hour
+
+// VetAnswer is what a running device checks of a witness's answer before
+// it uses or keeps it: that it is timed within AnswerSkew of now, and that
+// its signer was a witness at that time under trust (CheckWitness) — so
+// that `audit verify`, offline and later, can use every answer kept. An
+// answer that fails is dropped (the log is not witnessed by it), never
+// taken for tampering.
+func VetAnswer(a witness.Answer, trust *identity.Trust, now time.Time) error {
+	if d := a.Time.Sub(now); d > AnswerSkew || d < -AnswerSkew {
+		return fmt.Errorf("%w: %s answered at %s, %s from this device's clock", witness.ErrAnswerTime, a.Witness,
+			a.Time.Format(time.RFC3339), d.Round(time.Second))
+	}
+	return witness.CheckWitness(a, trust, WitnessRoles...)
+}
+
+// Witnessed is the answer a witness signed for this device that it kept
+// while it ran (ok false: none kept — the log is not witnessed): the first
+// its log failed, else the newest. An answer must be signed by the witness
+// it names, about this device, and not name the device itself as witness:
+// one that is not is an error (only the key holder writes it). An answer
+// whose signer's certificate chain does not verify under this directory's
+// trust roots, with the role anchor or archive, at the answer's time, is
+// unusable: ok is false and unusable says why (the running device keeps
+// no such answer, so it is as good as none).
+func (a *AuditFile) Witnessed(ctx context.Context) (ans witness.Answer, ok bool, unusable, err error) {
+	ans, ok, err = witness.Mine(ctx, a.st, a.Key)
 	if err != nil || !ok {
-		return ans, ok, err
+		return ans, ok, nil, err
 	}
 	if err := witness.CheckWitness(ans, a.trust, WitnessRoles...); err != nil {
-		return witness.Answer{}, false, fmt.Errorf("the kept witness answer: %w", err)
+		return witness.Answer{}, false, fmt.Errorf("witness answer unusable: %w", err), nil
 	}
-	return ans, true, nil
+	return ans, true, nil, nil
+}
+
+// FailedAnswers are the answers this device kept because its log did not
+// pass them (one per witness; package witness): a truncation or rewrite a
+// witness once showed. Unusable ones (see Witnessed) are left out and
+// counted.
+func (a *AuditFile) FailedAnswers(ctx context.Context) (usable []witness.Answer, unusable int, err error) {
+	all, err := witness.Failed(ctx, a.st, a.Key)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, ans := range all {
+		if witness.CheckWitness(ans, a.trust, WitnessRoles...) != nil {
+			unusable++
+			continue
+		}
+		usable = append(usable, ans)
+	}
+	return usable, unusable, nil
 }
 
 // ConflictFor is the evidence this directory holds, as a witness, against

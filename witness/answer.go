@@ -36,11 +36,14 @@ var (
 	// ErrConflict: a witness holds a head signed by this device's key that
 	// does not extend the head it held: the log was cut and grown again.
 	ErrConflict = errors.New("a witness holds two heads signed by this device that do not extend each other (the log was cut and rewritten)")
+	// ErrAnswerTime: an answer timed too far from the receiving device's
+	// clock to be kept (a witness with a wrong clock, or a hostile one).
+	ErrAnswerTime = errors.New("witness answer timed too far from this device's clock")
 )
 
 // deposit is what a device sends: its head and, when the witness holds an
-// older head (From, its entry number), the inclusion proof of that entry in
-// the new head's tree.
+// older head (From, its entry number), the consistency proof from the tree
+// of From entries to the new head's tree (audit.Reader.Consistency).
 type deposit struct {
 	Head  []byte   `cbor:"1,keyasint"`
 	From  uint64   `cbor:"2,keyasint,omitempty"`
@@ -145,6 +148,14 @@ func DecodeAnswer(raw []byte, key ed25519.PublicKey) (Answer, error) {
 	if dk, err := KeyOf(d); err != nil || !dk.Equal(key) {
 		return Answer{}, fmt.Errorf("%w: it is about another device (%s)", ErrAnswer, d)
 	}
+	if w == d {
+		// No device deposits with itself: only its own key holder writes this.
+		return Answer{}, fmt.Errorf("%w: it names the device itself as its witness", ErrAnswer)
+	}
+	if len(b.Conflict) > 0 && len(b.Held) == 0 {
+		// Evidence is two heads; a witness holding none has no evidence.
+		return Answer{}, fmt.Errorf("%w: a conflicting head without a held one", ErrAnswer)
+	}
 	a := Answer{Device: d, Witness: w, Time: time.Unix(0, b.Time).UTC(), Want: b.Want, Certs: b.Certs, Raw: raw}
 	if len(b.Held) > 0 {
 		if a.Held, err = audit.DecodeHead(b.Held, key); err != nil {
@@ -166,6 +177,9 @@ func DecodeAnswer(raw []byte, key ed25519.PublicKey) (Answer, error) {
 // archive): its certificate chain (in the answer) verifies to the trust's
 // roots, against the CRLs the trust holds, for the witness's peer ID.
 func CheckWitness(a Answer, trust *identity.Trust, roles ...string) error {
+	if a.Witness == a.Device {
+		return fmt.Errorf("%w: %s names itself as its witness", ErrNotWitness, a.Witness)
+	}
 	certs, err := identity.ParseCertificates(a.Certs)
 	if err != nil {
 		return fmt.Errorf("%w: %s's certificates: %v", ErrNotWitness, a.Witness, err)
@@ -199,6 +213,9 @@ func CheckWitness(a Answer, trust *identity.Trust, roles ...string) error {
 // cannot make a device's genuine heads look like evidence). With r nil,
 // any conflict is an error.
 func (a Answer) Check(ctx context.Context, r *audit.Reader) error {
+	if a.Conflict != nil && a.Held.Seq == 0 {
+		return fmt.Errorf("%w: a conflicting head without a held one", ErrAnswer) // not evidence (DecodeAnswer refuses it)
+	}
 	if a.Conflict != nil && !Disproved(ctx, r, a.Held, *a.Conflict) {
 		return fmt.Errorf("%w: %s holds entry %d (hash %x) and was given entry %d (hash %x) that does not extend it",
 			ErrConflict, a.Witness, a.Held.Seq, a.Held.Hash[:8], a.Conflict.Seq, a.Conflict.Hash[:8])

@@ -64,6 +64,7 @@ func FuzzDecodeAnswer(f *testing.F) {
 		{Device: []byte(devID), Witness: []byte(witID), Time: t0.UnixNano(), Held: hrec},
 		{Device: []byte(devID), Witness: []byte(witID), Time: t0.UnixNano(), Held: hrec, Conflict: hrec, Want: 1, Certs: []byte("-----BEGIN CERTIFICATE-----\n")},
 		{Device: []byte(witID), Witness: []byte(witID), Time: t0.UnixNano()},
+		{Device: []byte(devID), Witness: []byte(witID), Time: t0.UnixNano(), Conflict: hrec}, // evidence without a held head
 	} {
 		raw, err := signAnswer(wit, b)
 		if err != nil {
@@ -71,6 +72,12 @@ func FuzzDecodeAnswer(f *testing.F) {
 		}
 		f.Add(raw)
 	}
+	// The device's key holder answering itself.
+	self, err := signAnswer(dev, answerBody{Device: []byte(devID), Witness: []byte(devID), Time: t0.UnixNano(), Held: hrec})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(self)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := DecodeAnswer(b, pub)
 		if err != nil {
@@ -81,6 +88,9 @@ func FuzzDecodeAnswer(f *testing.F) {
 		}
 		if a.Witness != witID {
 			t.Fatalf("an answer signed by %s decoded", a.Witness)
+		}
+		if a.Conflict != nil && a.Held.Seq == 0 {
+			t.Fatal("an answer with evidence and no held head decoded")
 		}
 		if _, err := DecodeAnswer(a.Raw, pub); err != nil {
 			t.Fatalf("a kept answer does not decode again: %v", err)

@@ -8,28 +8,40 @@
 //
 // The exchange (Protocol, one stream per deposit): the device sends its
 // head record (audit.Head.Record) and, if it knows which entry the witness
-// holds, the inclusion proof of that entry in the new head's Merkle tree
-// (audit.Reader.Proof: ceil(log2 n) hashes, at most audit.MaxProof, about
-// 450 bytes for a log of 10,000 entries whatever the gap). The witness
+// holds, the consistency proof from the tree of that many entries to the
+// new head's tree (audit.Reader.Consistency, RFC 9162 2.1.4: at most
+// ceil(log2 n)+1 hashes, 480 bytes from 5 to 10,005 entries). The witness
 // checks the head's signature under the key in the sender's peer ID, and:
 // holding nothing, keeps it; holding a newer head, keeps that; holding an
-// older one, keeps the new head only if the proof shows the held entry in
-// the new head's tree (audit.VerifyInclusion) — without a proof, or with
-// one from another entry, it answers Want (the device deposits once more
-// with the proof); a proof that fails, or another head for the held entry
-// number, is refused and the first such head kept as evidence (two heads
-// signed by one device key that do not extend each other), carried in
-// every later answer. The witness answers with an Answer it signs with
-// its identity key, naming itself and the device, holding the held head,
-// any evidence, its time and its certificate chain. The device checks the
-// answer's signature and that it names the peer it asked and itself, then
-// its own log against the held head (audit.Reader.Vouched: the entry and
-// the tree up to it) and reports a mismatch or evidence in its status; it
-// keeps the newest answer (or the first naming evidence), so that `medmesh
-// audit verify` on its stopped directory checks the answer's signature,
-// the witness's certificate chain and role under the directory's trust
-// roots (CheckWitness), and the log against the held head. An answer the
-// key holder wrote fails those checks; a missing one is reported as not
+// older one, keeps the new head only if the proof shows the new head's
+// tree extends the held head's tree (audit.VerifyConsistency against the
+// held head's signed root) — without a proof, or with one from another
+// entry, it answers Want (the device deposits once more with the proof); a
+// proof that fails, or another head for the held entry number, is refused
+// and the first such head kept as evidence (two heads signed by one device
+// key that do not extend each other), carried in every later answer. An
+// inclusion proof of the held entry would not do: a key holder can sign a
+// head over a made-up tree holding that entry and launder a rewritten log
+// through it. A held version 1 head signs no tree: the first version 2
+// head past it is kept without proof (trust on first use), and a version 1
+// head never replaces a version 2 one. The witness answers with an Answer
+// it signs with its identity key, naming itself and the device (never the
+// same peer: no device witnesses itself), holding the held head, any
+// evidence (only beside a held head), its time and its certificate chain.
+// The device checks the answer's signature, that it names the peer it
+// asked and itself, and (Config.Vet) that its signer is a witness under
+// the device's trust roots at a time near the device's clock — an answer
+// that fails is dropped, not kept — then its own log against the held head
+// (audit.Reader.Vouched: the entry and the tree up to it) and reports a
+// mismatch or evidence in its status. It keeps one answer (the first
+// showing evidence, else the newest the log failed, else the newest; a
+// failing answer is never replaced by a passing one) and, apart, the first
+// failing answer of each witness (at most maxFailed): a truncation once
+// shown is never forgotten. `medmesh audit verify` on its stopped
+// directory checks the kept answers' signatures, the witnesses'
+// certificate chains and role under the directory's trust roots
+// (CheckWitness), and the log against the held heads. An answer the key
+// holder wrote fails those checks; a missing one is reported as not
 // witnessed. An operator can also export what a witness holds, evidence
 // included (`medmesh audit head --dir ANCHOR --peer ID`), and verify with
 // `--head`.
@@ -54,6 +66,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -96,6 +109,15 @@ var answerKey = ds.NewKey("/witness/answer")
 // extend the head held: evidence of a rewritten log.
 var conflictRoot = ds.NewKey("/witness/conflict")
 
+// failedRoot holds, per witness (at most maxFailed), the first answer it
+// signed that this device's log did not pass (Answer.Check): a truncation
+// or rewrite once detected is never forgotten, whatever later answers say.
+var failedRoot = ds.NewKey("/witness/failed")
+
+// maxFailed bounds the failing answers kept (one per witness).
+const maxFailed = 16
+
+func failedKey(w peer.ID) ds.Key   { return failedRoot.ChildString(w.String()) }
 func heldKey(p peer.ID) ds.Key     { return heldRoot.ChildString(p.String()) }
 func conflictKey(p peer.ID) ds.Key { return conflictRoot.ChildString(p.String()) }
 
@@ -121,8 +143,14 @@ type Config struct {
 	// offline against the trust roots (CheckWitness). Needed when Witness.
 	Identity ed25519.PrivateKey
 	Certs    []byte
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Vet checks a witness's answer before the device uses or keeps it:
+	// that its signer is a witness under this device's trust roots at the
+	// answer's time, and that time is near this device's clock (so that
+	// `audit verify` can use it later, offline). nil: every answer that
+	// decodes is used (tests).
+	Vet    func(Answer) error
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Service deposits this device's head with witnesses, and — on a witness —
@@ -141,8 +169,9 @@ type Service struct {
 	known    map[peer.ID]uint64 // seq of the head each witness last said it holds
 	busy     map[peer.ID]bool   // a deposit from this peer is being handled
 	status   audit.Witnessed
-	mineSeen uint64 // held seq of the stored newest answer
-	mineConf bool   // the stored answer carries a conflict
+	mineSeen uint64 // held seq of the stored kept answer
+	mineRank int    // the stored kept answer's rank (rank)
+	failed   int    // failing answers kept (failedRoot)
 }
 
 // Start registers the protocol and starts the deposit loop; Close stops
@@ -158,10 +187,24 @@ func Start(cfg Config) *Service {
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	if cfg.Log != nil {
 		if a, ok := s.loadMine(); ok {
-			s.mineSeen, s.mineConf = a.Held.Seq, a.Conflict != nil
+			err := a.Check(s.ctx, cfg.Log)
+			s.mineSeen, s.mineRank = a.Held.Seq, rank(a, err)
 			s.status = audit.Witnessed{Peer: a.Witness.String(), Seq: a.Held.Seq, At: a.Time}
-			if err := a.Check(s.ctx, cfg.Log); err != nil {
+			if err != nil {
 				s.status.Error = err.Error()
+			}
+		}
+		failed, err := Failed(s.ctx, cfg.Store, cfg.Key)
+		if err != nil {
+			cfg.Logger.Warn("kept failing witness answers unreadable", "err", err)
+		}
+		s.failed = len(failed)
+		for _, a := range failed {
+			if s.status.Error != "" {
+				break
+			}
+			if err := a.Check(s.ctx, cfg.Log); err != nil {
+				s.status = audit.Witnessed{Peer: a.Witness.String(), Seq: a.Held.Seq, At: a.Time, Error: err.Error()}
 			}
 		}
 	}
@@ -318,12 +361,12 @@ func (s *Service) deposit(p peer.ID, force bool) bool {
 		}
 		from = ans.Want
 	}
-	s.mu.Lock()
-	s.sent[p], s.known[p] = own.Seq, ans.Held.Seq
-	s.mu.Unlock()
 	if ans.Held.Seq > 0 || ans.Conflict != nil {
 		s.answered(p, ans)
 	}
+	s.mu.Lock()
+	s.sent[p], s.known[p] = own.Seq, ans.Held.Seq
+	s.mu.Unlock()
 	return true
 }
 
@@ -335,8 +378,8 @@ func (s *Service) exchange(p peer.ID, own audit.Head, from uint64) (Answer, erro
 		return Answer{}, err
 	}
 	dep := deposit{Head: hrec}
-	if from > 0 && from <= own.Seq && own.Root != nil && s.cfg.Log != nil {
-		proof, err := s.cfg.Log.Proof(s.ctx, from, own.Seq)
+	if from > 0 && from < own.Seq && own.Root != nil && s.cfg.Log != nil {
+		proof, err := s.cfg.Log.Consistency(s.ctx, from, own.Seq)
 		if err != nil {
 			return Answer{}, err
 		}
@@ -379,23 +422,55 @@ func (s *Service) exchange(p peer.ID, own audit.Head, from uint64) (Answer, erro
 	return ans, nil
 }
 
-// answered checks our log against witness p's signed answer, and keeps
-// the answer when it holds the newest head we have seen, or the first
-// conflict.
+// rank orders answers for keeping: one naming evidence the log does not
+// disprove (2) over one the log fails otherwise (1) over one it passes (0).
+func rank(a Answer, checked error) int {
+	switch {
+	case checked == nil:
+		return 0
+	case a.Conflict != nil:
+		return 2
+	default:
+		return 1
+	}
+}
+
+// answered checks witness p's signed answer (Vet) and our log against it,
+// and keeps it: as the kept answer (answerKey) unless that one ranks
+// higher — a failing answer is never replaced by a passing one; among
+// answers of one rank below 2 the newest held head wins, at rank 2 the
+// first — and, when the log fails it, as p's failing answer (the first,
+// of at most maxFailed witnesses).
 func (s *Service) answered(p peer.ID, ans Answer) {
+	if s.cfg.Vet != nil {
+		if err := s.cfg.Vet(ans); err != nil {
+			s.cfg.Logger.Warn("witness answer unusable: not kept", "witness", p, "err", err)
+			return
+		}
+	}
 	verr := ans.Check(s.ctx, s.cfg.Log)
+	if s.ctx.Err() != nil {
+		return // closing: a check cut short says nothing of the log
+	}
+	r := rank(ans, verr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if verr != nil {
 		s.status = audit.Witnessed{Peer: p.String(), Seq: ans.Held.Seq, At: s.cfg.Now(), Error: verr.Error()}
 		s.cfg.Logger.Error("a witness holds an audit head this log no longer vouches for", "witness", p, "err", verr)
+		if s.failed < maxFailed {
+			if has, err := s.cfg.Store.Has(s.ctx, failedKey(p)); err == nil && !has {
+				if s.cfg.Store.Put(s.ctx, failedKey(p), ans.Raw) == nil {
+					s.failed++
+				}
+			}
+		}
 	} else if s.status.Error == "" {
 		s.status = audit.Witnessed{Peer: p.String(), Seq: ans.Held.Seq, At: s.cfg.Now()}
 	}
-	conf := ans.Conflict != nil
-	if (conf && !s.mineConf) || (ans.Held.Seq > s.mineSeen && (conf || !s.mineConf)) {
+	if r > s.mineRank || (r == s.mineRank && r < 2 && ans.Held.Seq > s.mineSeen) {
 		if s.cfg.Store.Put(s.ctx, answerKey, ans.Raw) == nil {
-			s.mineSeen, s.mineConf = ans.Held.Seq, conf
+			s.mineSeen, s.mineRank = ans.Held.Seq, r
 		}
 	}
 }
@@ -478,10 +553,12 @@ func (s *Service) handle(st network.Stream) {
 
 // keep stores h for p if it extends what is held, and returns the answer
 // (unsigned) of what is held afterwards. A head with a higher entry number
-// replaces the held one only with an inclusion proof of the held entry in
-// the new head's tree (dep, from the held entry); one with a proof that
+// replaces the held one only with a consistency proof from the held head's
+// tree to the new head's (dep, from the held entry); one with a proof that
 // fails, or of the held entry number with another hash, is refused and
-// kept as evidence (the first such), and every answer carries it.
+// kept as evidence (the first such), and every answer carries it. A held
+// version 1 head (no tree) is replaced by a newer version 2 head without
+// proof: its tree is trusted on first use.
 func (s *Service) keep(p peer.ID, key ed25519.PublicKey, h audit.Head, dep deposit) (answerBody, error) {
 	old, ok, err := Held(s.ctx, s.cfg.Store, p)
 	if err != nil && !errors.Is(err, audit.ErrBadHead) {
@@ -516,12 +593,17 @@ func (s *Service) keep(p peer.ID, key ed25519.PublicKey, h audit.Head, dep depos
 		return s.answerOf(old, conflict) // the device's log went back: it learns so from the answer
 	case h.Root == nil:
 		return s.answerOf(old, conflict) // a version 1 head cannot show it extends the held one
+	case old.Root == nil:
+		// A version 1 held head signs no tree, so nothing can be proved
+		// from it: the first version 2 head's tree is trusted on first use
+		// (an inclusion proof of the held entry would prove nothing either:
+		// the key holder picks the tree).
 	case dep.From != old.Seq:
 		a, err := s.answerOf(old, conflict)
 		a.Want = old.Seq
 		return a, err
 	default:
-		if err := audit.VerifyInclusion(old.Hash, old.Seq, h.Seq, [32]byte(h.Root), dep.proof()); err != nil {
+		if err := audit.VerifyConsistency(old.Seq, h.Seq, [32]byte(old.Root), [32]byte(h.Root), dep.proof()); err != nil {
 			return refuse(err.Error())
 		}
 	}
@@ -585,6 +667,29 @@ func Mine(ctx context.Context, d ds.Read, key ed25519.PublicKey) (Answer, bool, 
 		return Answer{}, false, fmt.Errorf("the kept witness answer: %w", err)
 	}
 	return a, true, nil
+}
+
+// Failed reads the failing answers kept in the store d of the device whose
+// key is key (one per witness, the first each gave that the log did not
+// pass), checking each one's signature (DecodeAnswer).
+func Failed(ctx context.Context, d ds.Read, key ed25519.PublicKey) ([]Answer, error) {
+	res, err := d.Query(ctx, query.Query{Prefix: failedRoot.String()})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var out []Answer
+	for e := range res.Next() {
+		if e.Error != nil {
+			return out, e.Error
+		}
+		a, err := DecodeAnswer(e.Value, key)
+		if err != nil {
+			return out, fmt.Errorf("a kept failing witness answer: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (s *Service) loadMine() (Answer, bool) {

@@ -171,7 +171,11 @@ func TestTruncatedLogShows(t *testing.T) {
 	dev := w.add(t, key(2), 6, false)
 	w.connect(t, anchor, dev)
 	dev.svc.Met(anchor.h.ID())
-	check.Eventually(t, 10*time.Second, "the head is held", func() bool { return held(t, anchor, dev).Seq == 6 })
+	check.Eventually(t, 10*time.Second, "the head is held and answered", func() bool {
+		dev.svc.mu.Lock()
+		defer dev.svc.mu.Unlock()
+		return held(t, anchor, dev).Seq == 6 && dev.svc.known[anchor.h.ID()] == 6
+	})
 
 	// The key holder replaces the log by one of 3 entries: a fresh store,
 	// same key, a validly signed head.

@@ -50,12 +50,16 @@ func newAuditVerifyCmd(e *env) *cobra.Command {
 place in the sequence, its link to the entry before, its time; then the stored
 head. A truncated tail is shown only against a head kept elsewhere: --head
 FILE (written by 'medmesh audit head', on this directory earlier or on an
-anchor's directory with --peer). Without --head, the newest answer a witness
-(an anchor or archive member) signed while the device ran is used: it must be
-signed by a witness whose certificate verifies under this directory's trust
-roots with the role anchor or archive, and it must name no conflicting head
-(a head of this device that does not extend the one the witness held). With
-no kept answer the trail is reported as not witnessed.`,
+anchor's directory with --peer). Without --head, the answer a witness (an
+anchor or archive member) signed while the device ran is used: it must be
+signed by the witness it names (never the device itself), and it must name no
+conflicting head (a head of this device that does not extend the one the
+witness held). An answer whose signer's certificate does not verify under this
+directory's trust roots with the role anchor or archive, at the answer's time,
+is reported as "witness answer unusable" and the trail as not witnessed, as
+with no kept answer. An answer the log failed while the device ran (a
+truncation or rewrite a witness showed; the first of each witness is kept)
+fails verify for as long as the log still fails it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := openAudit(e, dir)
@@ -83,11 +87,13 @@ no kept answer the trail is reported as not witnessed.`,
 			}
 			from := "the given head"
 			witnessed := headFile != ""
+			var unusable error
 			if ext == nil {
-				ans, ok, err := a.Witnessed(cmd.Context())
+				ans, ok, bad, err := a.Witnessed(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, err)
 				}
+				unusable = bad
 				if ok {
 					if ans.Conflict != nil {
 						if err := ans.Check(cmd.Context(), a.Reader); err != nil {
@@ -98,6 +104,18 @@ no kept answer the trail is reported as not witnessed.`,
 					if ans.Held.Seq > 0 {
 						ext, from = &ans.Held, fmt.Sprintf("the head a witness held at %s (%s, signed by it)", ans.Time.Format(time.RFC3339), ans.Witness)
 					}
+				}
+			}
+			// What a witness once showed stays shown: every failing answer
+			// kept must still fail to mean anything (a log that now vouches
+			// for its heads has disproved it).
+			failed, _, err := a.FailedAnswers(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("audit trail of %s does not verify: %w", a.PeerID, err)
+			}
+			for _, f := range failed {
+				if err := f.Check(cmd.Context(), a.Reader); err != nil {
+					return fmt.Errorf("audit trail of %s does not verify: witness %s answered at %s: %w", a.PeerID, f.Witness, f.Time.Format(time.RFC3339), err)
 				}
 			}
 			s, err := a.Verify(cmd.Context(), ext)
@@ -111,7 +129,10 @@ no kept answer the trail is reported as not witnessed.`,
 			if ext != nil {
 				msg += fmt.Sprintf("; holds entry %d of %s", ext.Seq, from)
 			}
-			if !witnessed {
+			switch {
+			case !witnessed && unusable != nil:
+				msg += fmt.Sprintf("; not witnessed (%v; check against an anchor's copy with --head)", unusable)
+			case !witnessed:
 				msg += "; not witnessed (no witness answer kept: check against an anchor's copy with --head)"
 			}
 			fmt.Fprintln(e.stdout, msg)
