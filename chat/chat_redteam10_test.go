@@ -50,3 +50,52 @@ func TestRedteam10BackdatedReceiptPullsDeadlineForward(t *testing.T) {
 		t.Errorf("escalated 1 minute into a 10-minute acknowledgement window")
 	}
 }
+
+// TestRedteam10LateConcurrentEscalationTakesOverStep: Bob's urgent
+// message went unacknowledged; Bob's device escalated step 1 to Dan (the
+// on-call consultant) and Dan was alerted. Four minutes later Carol, an
+// admin of the conversation, signs a step-1 escalation to Eve whose deps
+// leave Bob's out — "concurrent" by her choice of deps, stamped now —
+// trying op IDs until hers is lower than Bob's (one or two tries). Every
+// replica now shows Carol's as the standing step 1: the escalation is
+// rewritten after the fact to name Eve, and step 2 falls due an AckWithin
+// after Carol's time, not Bob's — repeated, the next step never comes.
+func TestRedteam10LateConcurrentEscalationTakesOverStep(t *testing.T) {
+	t.Skip("redteam10: an admin's late step-1 escalation on old deps with a ground lower op ID replaces the standing one and delays step 2")
+	x := newEscalationWorld(t)
+	deliver(t, ok2(t)(x.ra.Promote(x.carol.ID)), x.rb, x.rc)
+	oldHeads := x.rc.dag.Heads()
+	ep, ok := x.rc.controlEpoch(x.rc.headView())
+	if !ok {
+		t.Fatal("carol: no control epoch")
+	}
+	esc := ok2(t)(x.rb.Escalate(x.mid, 1, []peer.ID{x.dan.ID}, "consultant"))
+	deliver(t, esc, x.ra, x.rc)
+	before := msgOf(t, x.ra, x.mid)
+	if len(before.Escalations) != 1 || before.Escalations[0].To[0] != x.dan.ID {
+		t.Fatalf("setup: %+v", before.Escalations)
+	}
+	x.w.now = x.w.now.Add(4 * time.Minute)
+	p := x.escalation(t, x.rc, 1, x.eve)
+	var forged []byte
+	for i := uint32(0); i < 64; i++ {
+		raw := craft(t, x.rc, oldHeads, x.w.now.UnixMilli(), i, &p, ep)
+		if idOf(raw).Compare(before.Escalations[0].ID) < 0 {
+			forged = raw
+			break
+		}
+	}
+	if forged == nil {
+		t.Fatal("no lower op ID found")
+	}
+	deliver(t, [][]byte{forged}, x.ra, x.rb)
+	for name, r := range map[string]*Replica{"alice": x.ra, "bob": x.rb} {
+		m := msgOf(t, r, x.mid)
+		if len(m.Escalations) != 1 || m.Escalations[0].ID != before.Escalations[0].ID {
+			t.Errorf("%s: the standing step 1 changed, four minutes on, from bob's to dan to %+v", name, m.Escalations)
+		}
+		if !m.Due().Equal(before.Due()) {
+			t.Errorf("%s: step 2 due moved from %v to %v", name, before.Due().Format(time.TimeOnly), m.Due().Format(time.TimeOnly))
+		}
+	}
+}
