@@ -1,6 +1,7 @@
 package rota
 
 import (
+	"crypto/rand"
 	"errors"
 	"slices"
 	"testing"
@@ -47,5 +48,57 @@ func TestRedteam10UncheckedOpsWhileUndefined(t *testing.T) {
 	}
 	if got := holders(mustRole(t, r, auth, "reg")); !slices.Equal(got, holdersOf(next)) {
 		t.Fatalf("holders %v", got)
+	}
+}
+
+// TestRedteam10NamedOpResurrectsAfterFlush: Dr H took the registrar role
+// on a ward device (take X) during a partition; Dr K, who had seen X,
+// took it over (naming X) and later again. Device D never received X: it
+// remembers X only as "named by a compacted op" in the role's gone list.
+// Mallory, a registrar, takes the role with takes naming sixteen made-up
+// op IDs each (about 65 ops, within one signer's rate burst), which
+// pushes X out of D's gone list, and hands it back to K. When X finally
+// reaches D, nothing supersedes it (H has no compacted mark on D): D shows
+// H on call beside K, split, while every device that had X shows K only.
+func TestRedteam10NamedOpResurrectsAfterFlush(t *testing.T) {
+	t.Skip("redteam10: a registrar naming made-up IDs flushes the gone list; a superseded take that never arrived then stands on one replica only")
+	admin := newPerson(t, "admin", AdminRole)
+	h := newPerson(t, "h", "registrar")
+	k := newPerson(t, "k", "registrar")
+	mallory := newPerson(t, "mallory", "registrar")
+	auth := newDir(admin, h, k, mallory)
+	def := admin.define(t, "reg", 1, "registrar")
+	x := h.take(t, "reg", time.Minute)
+	y := k.take(t, "reg", 2*time.Minute, x.ID)
+	z := k.take(t, "reg", 3*time.Minute, y.ID)
+	e := New(site) // had X all along
+	mustAdd(t, e, auth, def, x, y, z)
+	d := New(site) // never got X
+	mustAdd(t, d, auth, def, y, z)
+	// Mallory's flush, delivered to both.
+	live := []OpID{z.ID}
+	var prev *Op
+	for i := range MaxGone/(MaxSeen-1) + 2 {
+		seen := append([]OpID(nil), live...)
+		for len(seen) < MaxSeen {
+			var id OpID
+			rand.Read(id[:])
+			seen = append(seen, id)
+		}
+		prev = mallory.take(t, "reg", 4*time.Minute+time.Duration(i)*time.Second, seen...)
+		mustAdd(t, e, auth, prev)
+		mustAdd(t, d, auth, prev)
+		live = []OpID{prev.ID}
+	}
+	back := mallory.sign(t, Draft{Kind: KindHandover, Role: "reg", Time: t0.Add(time.Hour), Seen: live, To: k.id})
+	mustAdd(t, e, auth, back)
+	mustAdd(t, d, auth, back)
+	if got := holders(mustRole(t, d, auth, "reg")); !slices.Equal(got, holdersOf(k)) {
+		t.Fatalf("before X reaches D: holders %v", got)
+	}
+	d.Add(x, auth) //nolint:errcheck // X arrives at last, as sync offers it
+	ve, vd := mustRole(t, e, auth, "reg"), mustRole(t, d, auth, "reg")
+	if !slices.Equal(holders(vd), holders(ve)) || vd.Split != ve.Split {
+		t.Fatalf("replicas disagree on the holder: D %v (split %v), E %v (split %v)", holders(vd), vd.Split, holders(ve), ve.Split)
 	}
 }
