@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -96,6 +97,62 @@ func TestRedteam10LateConcurrentEscalationTakesOverStep(t *testing.T) {
 		}
 		if !m.Due().Equal(before.Due()) {
 			t.Errorf("%s: step 2 due moved from %v to %v", name, before.Due().Format(time.TimeOnly), m.Due().Format(time.TimeOnly))
+		}
+	}
+}
+
+// TestRedteam10BackdatedDependantVoidsEscalation: the escalation rule
+// judges "at or after the deadline" on the escalation op's sort key, which
+// any direct dependant by another author stamped more than MaxSkew earlier
+// pulls down. Bob's urgent message (10 minutes to acknowledge, in a
+// conversation quiet for hours) is escalated to Dan at 11 minutes; Carol,
+// a plain member, answers the escalation with a receipt stamped ten
+// minutes back. The escalation's key drops before the deadline, so every
+// replica voids it: Dan is no longer a member nor alerted, and the
+// message shows no escalation — while the sender's loop, which remembers
+// having acted on step 1, does not escalate it again. (A replica judges
+// an op once on arrival, so the escalation stands until it re-judges
+// everything — on any promote, removal or restart: replicas disagree
+// until then.)
+func TestRedteam10BackdatedDependantVoidsEscalation(t *testing.T) {
+	t.Skip("redteam10: a plain member's backdated receipt of an escalation pulls its key before the deadline; on re-judging every replica voids it")
+	w := newWorld(t)
+	alice, bob, carol, dan := w.device("alice"), w.device("bob"), w.device("carol"), w.device("dan")
+	ra, rb, rc := unpack3(w.group("ward", alice, bob, carol))
+	deliver(t, ok2(t)(ra.Promote(bob.ID)), rb, rc)
+	w.now = w.now.Add(3 * time.Hour)
+	sent := w.now
+	envs, mid := urgent(t, rb, "sepsis bed 9", 10*time.Minute)
+	deliver(t, envs, ra, rc)
+	w.now = sent.Add(11 * time.Minute)
+	out, err := rb.Escalate(mid, 1, []peer.ID{dan.ID}, "consultant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, out.Envelopes, ra, rc)
+	if m := msgOf(t, ra, mid); len(m.Escalations) != 1 {
+		t.Fatalf("setup: %+v", m.Escalations)
+	}
+	ep, ok := rc.current(rc.headView())
+	if !ok {
+		t.Fatal("carol has no send epoch")
+	}
+	rcpt := craft(t, rc, []crdt.OpID{out.ID}, sent.Add(time.Minute).UnixMilli(), 0,
+		&payload{Kind: kindReceipt, Level: Delivered, Targets: [][]byte{mid[:]}}, ep)
+	deliver(t, [][]byte{rcpt}, ra, rb)
+	// Judged once on arrival, it stands — until anything makes a replica
+	// judge everything again (a promote, a removal, a restart).
+	if m := msgOf(t, ra, mid); len(m.Escalations) != 1 {
+		t.Fatalf("on arrival: %+v", m.Escalations)
+	}
+	w.now = w.now.Add(time.Minute)
+	deliver(t, ok2(t)(ra.Promote(carol.ID)), rb)
+	for name, r := range map[string]*Replica{"alice": ra, "bob": rb} {
+		if m := msgOf(t, r, mid); len(m.Escalations) != 1 {
+			t.Errorf("%s: a plain member's backdated receipt voided the escalation: %+v", name, m.Escalations)
+		}
+		if !slices.Contains(r.State().Members, dan.ID) {
+			t.Errorf("%s: dan, brought in by the escalation, is no longer a member", name)
 		}
 	}
 }
