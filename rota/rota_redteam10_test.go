@@ -102,3 +102,30 @@ func TestRedteam10NamedOpResurrectsAfterFlush(t *testing.T) {
 		t.Fatalf("replicas disagree on the holder: D %v (split %v), E %v (split %v)", holders(vd), vd.Split, holders(ve), ve.Split)
 	}
 }
+
+// TestRedteam10ClockBehindLeavesNobody: Dr V took the registrar role at
+// 22:00, Dr K took it over at 23:00. V's phone then loses its clock (a
+// reset to a day earlier, say) and V takes the role back, naming K's take.
+// V's take is valid, so it supersedes K's; but V's compacted mark from
+// 22:00 is later than the new take's time, so V's own mark supersedes it
+// too: the role shows nobody on call (and urgent escalation finds
+// nobody) until V's clock passes 22:00 again — on every replica. A
+// registrar who ever held the role can do the same on purpose, stamping
+// the take back, whenever she likes.
+func TestRedteam10ClockBehindLeavesNobody(t *testing.T) {
+	t.Skip("redteam10: a take stamped before its signer's compacted mark supersedes the holders and is itself superseded: nobody on call")
+	admin := newPerson(t, "admin", AdminRole)
+	v := newPerson(t, "v", "registrar")
+	k := newPerson(t, "k", "registrar")
+	auth := newDir(admin, v, k)
+	r := New(site)
+	mustAdd(t, r, auth, admin.define(t, "reg", 1, "registrar"))
+	tv := v.take(t, "reg", 2*time.Hour)
+	tk := k.take(t, "reg", 3*time.Hour, tv.ID)
+	mustAdd(t, r, auth, tv, tk)
+	back := v.take(t, "reg", 3*time.Hour-24*time.Hour, tk.ID)
+	mustAdd(t, r, auth, back)
+	if got := holders(mustRole(t, r, auth, "reg")); len(got) == 0 {
+		t.Fatalf("V's take with a clock a day behind supersedes K's and is itself superseded by V's old mark: nobody on call")
+	}
+}
