@@ -21,7 +21,7 @@ import (
 // once, and Bob's device escalates it to the next on-call right away —
 // before the registrar had the 10 minutes the sender gave.
 func TestRedteam10BackdatedReceiptPullsDeadlineForward(t *testing.T) {
-	t.Skip("redteam10: a plain member's backdated receipt pulls an urgent message's key, and so its deadline, back: escalation at once")
+
 	w := newWorld(t)
 	alice, bob, carol, dan := w.device("alice"), w.device("bob"), w.device("carol"), w.device("dan")
 	ra, rb, rc := unpack3(w.group("ward", alice, bob, carol))
@@ -62,7 +62,7 @@ func TestRedteam10BackdatedReceiptPullsDeadlineForward(t *testing.T) {
 // rewritten after the fact to name Eve, and step 2 falls due an AckWithin
 // after Carol's time, not Bob's — repeated, the next step never comes.
 func TestRedteam10LateConcurrentEscalationTakesOverStep(t *testing.T) {
-	t.Skip("redteam10: an admin's late step-1 escalation on old deps with a ground lower op ID replaces the standing one and delays step 2")
+
 	x := newEscalationWorld(t)
 	deliver(t, ok2(t)(x.ra.Promote(x.carol.ID)), x.rb, x.rc)
 	oldHeads := x.rc.dag.Heads()
@@ -115,7 +115,7 @@ func TestRedteam10LateConcurrentEscalationTakesOverStep(t *testing.T) {
 // everything — on any promote, removal or restart: replicas disagree
 // until then.)
 func TestRedteam10BackdatedDependantVoidsEscalation(t *testing.T) {
-	t.Skip("redteam10: a plain member's backdated receipt of an escalation pulls its key before the deadline; on re-judging every replica voids it")
+
 	w := newWorld(t)
 	alice, bob, carol, dan := w.device("alice"), w.device("bob"), w.device("carol"), w.device("dan")
 	ra, rb, rc := unpack3(w.group("ward", alice, bob, carol))
@@ -154,5 +154,49 @@ func TestRedteam10BackdatedDependantVoidsEscalation(t *testing.T) {
 		if !slices.Contains(r.State().Members, dan.ID) {
 			t.Errorf("%s: dan, brought in by the escalation, is no longer a member", name)
 		}
+	}
+}
+
+// TestRedteam10BackdatedDependantDoesNotHurryNextStep: the next thing
+// Carol tries after TestRedteam10BackdatedDependantVoidsEscalation — her
+// backdated receipt depending on the escalation must not pull step 2's
+// due time forward either (it counts from the escalation's own time).
+func TestRedteam10BackdatedDependantDoesNotHurryNextStep(t *testing.T) {
+	w := newWorld(t)
+	alice, bob, carol, dan := w.device("alice"), w.device("bob"), w.device("carol"), w.device("dan")
+	ra, rb, rc := unpack3(w.group("ward", alice, bob, carol))
+	deliver(t, ok2(t)(ra.Promote(bob.ID)), rb, rc)
+	w.now = w.now.Add(3 * time.Hour)
+	sent := w.now
+	envs, mid := urgent(t, rb, "sepsis bed 9", 10*time.Minute)
+	deliver(t, envs, ra, rc)
+	w.now = sent.Add(11 * time.Minute)
+	escAt := w.now
+	out, err := rb.Escalate(mid, 1, []peer.ID{dan.ID}, "consultant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, out.Envelopes, ra, rc)
+	ep, ok := rc.current(rc.headView())
+	if !ok {
+		t.Fatal("carol has no send epoch")
+	}
+	w.now = escAt.Add(time.Minute)
+	rcpt := craft(t, rc, []crdt.OpID{out.ID}, sent.UnixMilli(), 0,
+		&payload{Kind: kindReceipt, Level: Delivered, Targets: [][]byte{mid[:]}}, ep)
+	deliver(t, [][]byte{rcpt}, ra, rb)
+	deliver(t, ok2(t)(ra.Promote(carol.ID)), rb) // every replica re-judges
+	for name, r := range map[string]*Replica{"alice": ra, "bob": rb} {
+		m := msgOf(t, r, mid)
+		if len(m.Escalations) != 1 {
+			t.Fatalf("%s: escalations %+v", name, m.Escalations)
+		}
+		if want := escAt.Add(10 * time.Minute); m.Due().Before(want) {
+			t.Errorf("%s: step 2 due %v, want %v: a backdated receipt hurried the next step",
+				name, m.Due().Format(time.TimeOnly), want.Format(time.TimeOnly))
+		}
+	}
+	if _, err := rb.Escalate(mid, 2, []peer.ID{alice.ID}, "director"); err == nil {
+		t.Errorf("escalated step 2 one minute after step 1")
 	}
 }
