@@ -38,6 +38,12 @@
 // Invariants:
 //   - The view depends only on the set of ops held and the Authority, never
 //     on the order they arrived in (property-tested over permutations).
+//   - A holder op is judged only against a definition that stands: while
+//     none does (none arrived yet, or its definers were revoked or
+//     expired) it waits in the pending queue, within its signer's share —
+//     refused at once if no definition held could allow it — and is
+//     judged, kept or dropped, when one stands again; it never enters a
+//     role unjudged (redteam10).
 //   - Ops of signers the Authority does not vouch for now (unknown, revoked,
 //     expired, lacking the role, another site) are ignored: they neither
 //     hold nor supersede. A holder the Authority does not vouch for (a

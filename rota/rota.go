@@ -153,31 +153,58 @@ func (r *Rota) Add(op *Op, auth Authority) (bool, error) {
 		if !rs.keepDef(op) {
 			return false, nil // the signer's own greater definition stands
 		}
-		for id, p := range r.pending {
-			if p.Role == op.Role {
-				delete(r.pending, id)
-				r.addHolderOp(rs, p, auth) // refused ones are dropped
-			}
-		}
+		r.release(op.Role, rs, auth)
 		r.compact(op.Role, rs, auth)
 		return true, nil
 	}
 	rs := r.roles[op.Role]
-	if rs == nil {
-		if len(r.pending) >= MaxPending {
-			return false, fmt.Errorf("%w: %d ops wait for their role", ErrFull, MaxPending)
+	if rs == nil || r.definition(rs, auth) == nil {
+		// No definition stands to judge it by (none arrived yet, or its
+		// definers were revoked): it waits in the signer's share of the
+		// pending queue, and is judged when one stands (redteam10) —
+		// refused at once if no definition held could ever allow it.
+		if rs != nil && !slices.ContainsFunc(rs.defs, func(d *Op) bool { return allowed(op, d, auth) }) {
+			return false, fmt.Errorf("%w: %s of %s under no definition held", ErrNotAllowed, op.Kind, op.Role)
 		}
-		if r.pendingOf(op.Signer) >= MaxPendingPerSigner {
-			return false, fmt.Errorf("%w: %d ops of one signer wait for their role", ErrFull, MaxPendingPerSigner)
-		}
-		r.pending[op.ID] = op
-		return true, nil
+		return r.hold(op)
 	}
+	r.release(op.Role, rs, auth) // a definition stands again (a certificate renewed)
 	if err := r.addHolderOp(rs, op, auth); err != nil {
 		return false, err
 	}
 	r.compact(op.Role, rs, auth)
 	return true, nil
+}
+
+// hold puts a holder op in the pending queue, within the bounds.
+func (r *Rota) hold(op *Op) (bool, error) {
+	if len(r.pending) >= MaxPending {
+		return false, fmt.Errorf("%w: %d ops wait for their role", ErrFull, MaxPending)
+	}
+	if r.pendingOf(op.Signer) >= MaxPendingPerSigner {
+		return false, fmt.Errorf("%w: %d ops of one signer wait for their role", ErrFull, MaxPendingPerSigner)
+	}
+	r.pending[op.ID] = op
+	return true, nil
+}
+
+// release judges the pending ops of role once a definition of it stands:
+// the ones it allows join the role, the others are dropped.
+func (r *Rota) release(id RoleID, rs *roleState, auth Authority) {
+	if r.definition(rs, auth) == nil {
+		return
+	}
+	var ready []*Op
+	for oid, p := range r.pending {
+		if p.Role == id {
+			delete(r.pending, oid)
+			ready = append(ready, p)
+		}
+	}
+	slices.SortFunc(ready, func(a, b *Op) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	for _, p := range ready {
+		r.addHolderOp(rs, p, auth) //nolint:errcheck // refused ones are dropped
+	}
 }
 
 // keepDef takes in a definition: each signer keeps only its greatest
@@ -229,7 +256,7 @@ func (r *Rota) addHolderOp(rs *roleState, op *Op, auth Authority) error {
 	if rs.has(op.ID) {
 		return nil
 	}
-	if def := r.definition(rs, auth); def != nil && !allowed(op, def, auth) {
+	if def := r.definition(rs, auth); def == nil || !allowed(op, def, auth) {
 		return fmt.Errorf("%w: %s of %s", ErrNotAllowed, op.Kind, op.Role)
 	}
 	if len(rs.ops) >= MaxLive {
@@ -396,8 +423,11 @@ func (rs *roleState) name(id OpID) {
 
 // Compact drops superseded ops of every role (after the Authority's view
 // changed, say).
+// Ops waiting for a definition are judged once one stands again (an
+// admin's certificate renewed, say).
 func (r *Rota) Compact(auth Authority) {
 	for id, rs := range r.roles {
+		r.release(id, rs, auth)
 		r.compact(id, rs, auth)
 	}
 }

@@ -19,7 +19,6 @@ import (
 // release of it is refused with ErrFull — the role is stuck on whoever
 // held it, on every device that took Mallory's ops in (until it restarts).
 func TestRedteam10UncheckedOpsWhileUndefined(t *testing.T) {
-	t.Skip("redteam10: holder ops of a role with no standing definition are taken in unjudged; a nurse fills MaxLive and blocks the role once redefined")
 	old := newPerson(t, "old-admin", AdminRole)
 	admin := newPerson(t, "admin", AdminRole)
 	reg := newPerson(t, "reg", "registrar")
@@ -127,5 +126,46 @@ func TestRedteam10ClockBehindLeavesNobody(t *testing.T) {
 	mustAdd(t, r, auth, back)
 	if got := holders(mustRole(t, r, auth, "reg")); len(got) == 0 {
 		t.Fatalf("V's take with a clock a day behind supersedes K's and is itself superseded by V's old mark: nobody on call")
+	}
+}
+
+// TestRedteam10PendingWhileUndefinedBounded: the next try after
+// TestRedteam10UncheckedOpsWhileUndefined — Mallory is a registrar, so
+// the old definition allows her takes: they wait, within her share of
+// the pending queue, and once the role is redefined they are judged, one
+// supersedes the others, and the registrar on call can still hand over.
+// A take the new definition no longer allows is dropped, not held.
+func TestRedteam10PendingWhileUndefinedBounded(t *testing.T) {
+	old := newPerson(t, "old-admin", AdminRole)
+	admin := newPerson(t, "admin", AdminRole)
+	reg := newPerson(t, "reg", "registrar", "consultant")
+	next := newPerson(t, "next", "registrar", "consultant")
+	mallory := newPerson(t, "mallory", "registrar")
+	auth := newDir(old, admin, reg, next, mallory)
+	r := New(site)
+	mustAdd(t, r, auth, old.define(t, "reg", 1, "registrar"), reg.take(t, "reg", time.Minute))
+	auth.revoked[old.id] = true
+	r.Compact(auth)
+	held := 0
+	for i := range MaxLive + 8 {
+		if ok, err := r.Add(mallory.take(t, "reg", time.Duration(2+i)*time.Second), auth); ok && err == nil {
+			held++
+		}
+	}
+	if held > MaxPendingPerSigner {
+		t.Errorf("%d of one colleague's takes held while the role had no standing definition (share %d)", held, MaxPendingPerSigner)
+	}
+	// Redefined to need a consultant: Mallory's waiting takes are dropped.
+	mustAdd(t, r, auth, admin.define(t, "reg", 1, "consultant"))
+	for _, o := range r.Ops() {
+		if o.Signer == mallory.id {
+			t.Errorf("a take the standing definition does not allow is still held: %s", o.Kind)
+		}
+	}
+	v := mustRole(t, r, auth, "reg")
+	hand := reg.sign(t, Draft{Kind: KindHandover, Role: "reg", Time: t0.Add(time.Hour), Seen: v.Live, To: next.id})
+	mustAdd(t, r, auth, hand)
+	if got := holders(mustRole(t, r, auth, "reg")); !slices.Equal(got, holdersOf(next)) {
+		t.Fatalf("holders %v", got)
 	}
 }
