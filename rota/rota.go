@@ -306,6 +306,13 @@ func allowed(op, def *Op, auth Authority) bool {
 // in Seen (whoever named it had seen it, so it existed by then): a take
 // stamped a day ahead by a clock running fast does not outrank the
 // hand-over its signer makes, naming it, once the clock is put right.
+//
+// A signer's compacted mark is pulled down the same way, as the op it
+// stands for would be, when a valid op names that op, and compaction
+// keeps it pulled down: a take stamped before the signer's mark (a clock
+// set back) that names what superseded the marked op follows it, so it
+// is not superseded by the mark after superseding the holders — which
+// would leave the role with nobody on call (redteam10).
 func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superseded map[OpID]bool, eff map[OpID]time.Time) {
 	superseded = map[OpID]bool{}
 	eff = map[OpID]time.Time{}
@@ -317,9 +324,11 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 		}
 		if allowed(o, def, auth) {
 			valid = append(valid, o)
-			for _, s := range o.Seen {
-				superseded[s] = true
-			}
+		}
+	}
+	for _, m := range rs.last {
+		if _, held := eff[m.ID]; !held {
+			eff[m.ID] = m.Time
 		}
 	}
 	// Pull down to a fixed point (chains of naming ops); at most MaxLive
@@ -343,7 +352,11 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 		}
 	}
 	for _, o := range valid {
-		if m, ok := rs.last[o.Signer]; latest[o.Signer] != o || ok && m.after(o) {
+		for _, s := range o.Seen {
+			superseded[s] = true
+		}
+		m, ok := rs.last[o.Signer]
+		if latest[o.Signer] != o || ok && (mark{Time: eff[m.ID], ID: m.ID}).after(o) {
 			superseded[o.ID] = true
 		}
 	}
@@ -379,6 +392,11 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 		return
 	}
 	_, superseded, eff := r.live(rs, def, auth)
+	for p, m := range rs.last { // keep a mark pulled down once what named it goes
+		if t := eff[m.ID]; t.Before(m.Time) {
+			rs.last[p] = mark{Time: t, ID: m.ID}
+		}
+	}
 	for oid := range superseded {
 		o, ok := rs.ops[oid]
 		if !ok {

@@ -112,7 +112,6 @@ func TestRedteam10NamedOpResurrectsAfterFlush(t *testing.T) {
 // registrar who ever held the role can do the same on purpose, stamping
 // the take back, whenever she likes.
 func TestRedteam10ClockBehindLeavesNobody(t *testing.T) {
-	t.Skip("redteam10: a take stamped before its signer's compacted mark supersedes the holders and is itself superseded: nobody on call")
 	admin := newPerson(t, "admin", AdminRole)
 	v := newPerson(t, "v", "registrar")
 	k := newPerson(t, "k", "registrar")
