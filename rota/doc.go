@@ -57,7 +57,10 @@
 //     stands for (its definers revoked), so a revoked admin's roles do
 //     not fill the site for good. Compact drops superseded ops and
 //     remembers their IDs (at most MaxGone per role, oldest forgotten
-//     first) so a replayed superseded op is not taken again.
+//     first) so a replayed superseded op is not taken again; IDs a
+//     compacted op named that never arrived are charged to its signer, at
+//     most MaxNamedPerSigner each (its own oldest forgotten first), so
+//     made-up IDs in Seen cannot push out what others superseded.
 //   - Compaction only drops an op superseded by an op the Authority vouches
 //     for at that moment; if that signer is revoked later, the role is left
 //     without the dropped holder rather than handed back to it.

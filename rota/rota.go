@@ -46,6 +46,11 @@ type roleState struct {
 	// arrive, to learn what they supersede, and dropped at once.
 	gone      map[OpID]bool
 	goneOrder []OpID
+	// namedBy charges each never-arrived ID in gone to the signer whose
+	// compacted op alone named it ("" once two signers named it, or after
+	// a restart): one signer naming made-up IDs pushes out only its own
+	// (MaxNamedPerSigner), never what others' ops superseded (redteam10).
+	namedBy map[OpID]peer.ID
 	// last is, per signer, the latest (Time, ID) of its valid ops
 	// compacted away: an earlier op of that signer arriving later is
 	// superseded by it.
@@ -413,13 +418,14 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 			}
 			for _, s := range o.Seen {
 				if _, held := rs.ops[s]; !held {
-					rs.name(s)
+					rs.name(s, o.Signer)
 				}
 			}
 		}
 	}
 	for len(rs.goneOrder) > MaxGone {
 		delete(rs.gone, rs.goneOrder[0])
+		delete(rs.namedBy, rs.goneOrder[0])
 		rs.goneOrder = rs.goneOrder[1:]
 	}
 }
@@ -429,14 +435,38 @@ func (rs *roleState) forget(id OpID) {
 		rs.goneOrder = append(rs.goneOrder, id)
 	}
 	rs.gone[id] = true
+	delete(rs.namedBy, id)
 }
 
-// name records id as superseded by a compacted op, before id arrived.
-func (rs *roleState) name(id OpID) {
-	if _, ok := rs.gone[id]; !ok {
-		rs.gone[id] = false
-		rs.goneOrder = append(rs.goneOrder, id)
+// name records id as superseded by a compacted op of by, before id
+// arrived, within by's share: beyond MaxNamedPerSigner IDs charged to by,
+// by's oldest is forgotten.
+func (rs *roleState) name(id OpID, by peer.ID) {
+	if done, ok := rs.gone[id]; ok {
+		if p, charged := rs.namedBy[id]; !done && charged && p != by {
+			rs.namedBy[id] = "" // named by two signers: neither can push it out
+		}
+		return
 	}
+	if rs.namedBy == nil {
+		rs.namedBy = map[OpID]peer.ID{}
+	}
+	n := 0
+	for _, p := range rs.namedBy {
+		if p == by {
+			n++
+		}
+	}
+	if n >= MaxNamedPerSigner {
+		i := slices.IndexFunc(rs.goneOrder, func(x OpID) bool { p, ok := rs.namedBy[x]; return ok && p == by })
+		old := rs.goneOrder[i]
+		rs.goneOrder = slices.Delete(rs.goneOrder, i, i+1)
+		delete(rs.gone, old)
+		delete(rs.namedBy, old)
+	}
+	rs.gone[id] = false
+	rs.namedBy[id] = by
+	rs.goneOrder = append(rs.goneOrder, id)
 }
 
 // Compact drops superseded ops of every role (after the Authority's view

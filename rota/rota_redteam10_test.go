@@ -60,7 +60,6 @@ func TestRedteam10UncheckedOpsWhileUndefined(t *testing.T) {
 // reaches D, nothing supersedes it (H has no compacted mark on D): D shows
 // H on call beside K, split, while every device that had X shows K only.
 func TestRedteam10NamedOpResurrectsAfterFlush(t *testing.T) {
-	t.Skip("redteam10: a registrar naming made-up IDs flushes the gone list; a superseded take that never arrived then stands on one replica only")
 	admin := newPerson(t, "admin", AdminRole)
 	h := newPerson(t, "h", "registrar")
 	k := newPerson(t, "k", "registrar")
@@ -189,5 +188,42 @@ func TestRedteam10ClockBehindAfterSecondTake(t *testing.T) {
 	mustAdd(t, r, auth, back)
 	if got := holders(mustRole(t, r, auth, "reg")); len(got) == 0 {
 		t.Fatalf("nobody on call")
+	}
+}
+
+// TestRedteam10NamedOpFlushOwnShareOnly: the next try after
+// TestRedteam10NamedOpResurrectsAfterFlush — Mallory names X herself
+// first, so that X is charged to her share, then flushes her share.
+func TestRedteam10NamedOpFlushOwnShareOnly(t *testing.T) {
+	admin := newPerson(t, "admin", AdminRole)
+	h := newPerson(t, "h", "registrar")
+	k := newPerson(t, "k", "registrar")
+	mallory := newPerson(t, "mallory", "registrar")
+	auth := newDir(admin, h, k, mallory)
+	def := admin.define(t, "reg", 1, "registrar")
+	x := h.take(t, "reg", time.Minute)
+	y := k.take(t, "reg", 2*time.Minute, x.ID)
+	z := k.take(t, "reg", 3*time.Minute, y.ID)
+	d := New(site) // never gets X until the end
+	mustAdd(t, d, auth, def)
+	first := mallory.take(t, "reg", 90*time.Second, x.ID)
+	second := mallory.take(t, "reg", 100*time.Second, first.ID) // first compacted: X charged to her
+	mustAdd(t, d, auth, first, second, y, z)
+	live := mustRole(t, d, auth, "reg").Live
+	for i := range 2*MaxNamedPerSigner/(MaxSeen-len(live)) + 2 {
+		seen := append([]OpID(nil), live...)
+		for len(seen) < MaxSeen {
+			var id OpID
+			rand.Read(id[:])
+			seen = append(seen, id)
+		}
+		op := mallory.take(t, "reg", 4*time.Minute+time.Duration(i)*time.Second, seen...)
+		mustAdd(t, d, auth, op)
+		live = []OpID{op.ID}
+	}
+	mustAdd(t, d, auth, mallory.sign(t, Draft{Kind: KindHandover, Role: "reg", Time: t0.Add(time.Hour), Seen: live, To: k.id}))
+	d.Add(x, auth) //nolint:errcheck // X arrives at last
+	if got := holders(mustRole(t, d, auth, "reg")); !slices.Equal(got, holdersOf(k)) {
+		t.Fatalf("holders %v after X arrived, want K only", got)
 	}
 }
