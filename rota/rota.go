@@ -469,6 +469,19 @@ func (rs *roleState) name(id OpID, by peer.ID) {
 	rs.goneOrder = append(rs.goneOrder, id)
 }
 
+// Stale reports whether op is a take, hand-over or release its own
+// signer's compacted mark already supersedes here (an old op replayed
+// once the gone list forgot it): taken in, it is compacted at once and
+// changes no holder, so a caller need not charge its signer for it.
+func (r *Rota) Stale(op *Op) bool {
+	rs := r.roles[op.Role]
+	if op.Kind == KindDefine || rs == nil {
+		return false
+	}
+	m, ok := rs.last[op.Signer]
+	return ok && m.after(op)
+}
+
 // Compact drops superseded ops of every role (after the Authority's view
 // changed, say).
 // Ops waiting for a definition are judged once one stands again (an
