@@ -187,8 +187,13 @@
 // acknowledgement of M (by anyone but its sender) in its past; 1 to
 // MaxEscalationTargets sorted distinct targets; step at most
 // MaxEscalationSteps. Concurrent escalations of one step all stand; the
-// standing one (Message.Escalations) is the lowest op ID, so the next
-// holder is alerted once.
+// standing one (Message.Escalations) is the earliest by its time, then the
+// lowest op ID, so the next holder is alerted once and one signed later on
+// old deps does not take the step over. "Time" in these rules is an op's
+// own signed time (raised to its sort key if it was stamped before its
+// dependencies), never its sort key as a dependant stamped in the past
+// pulls it down: a plain member's backdated receipt neither moves a
+// deadline (Message.Sent, Deadline) nor voids an escalation (redteam10).
 //
 // The op's time is its escalator's word, and a clock set ahead (within
 // the DAG's MaxSkew) would let it escalate at once. So, beside the rule

@@ -29,14 +29,16 @@ const (
 )
 
 // Escalation is the standing escalation of one step of an urgent message:
-// of the valid escalation ops for that step, the one with the lowest op ID,
-// so replicas that merged concurrent ones agree on one.
+// of the valid escalation ops for that step, the earliest by its own time
+// (opTime), then the lowest op ID, so replicas that merged concurrent ones
+// agree on one, and one signed later on old deps cannot take over a step
+// (nor move the next step's due time) after the fact (redteam10).
 type Escalation struct {
 	ID    crdt.OpID
 	Step  int
 	To    []peer.ID
 	By    peer.ID
-	Time  time.Time // the escalation op's own time (its sort key)
+	Time  time.Time // the escalation op's own time (opTime, not its sort key)
 	Label string    // what the escalator said the targets are (a role)
 }
 
@@ -46,7 +48,31 @@ func (m *Message) Deadline() time.Time {
 	if !m.Urgent || m.AckWithin <= 0 {
 		return time.Time{}
 	}
-	return m.Time.Add(m.AckWithin)
+	return m.sentAt().Add(m.AckWithin)
+}
+
+// sentAt is the time the deadline counts from: the message's own time
+// (Sent), never its sort key, which a dependant stamped in the past pulls
+// down (redteam10); Time for a Message built without Sent.
+func (m *Message) sentAt() time.Time {
+	if m.Sent.IsZero() {
+		return m.Time
+	}
+	return m.Sent
+}
+
+// opTime is the time the escalation rules judge op id by: its own signed
+// time, raised to its sort key when that is later (an op stamped before
+// its dependencies sorts, and counts, just after them) but never pulled
+// down by a dependant — a plain member's backdated receipt must not move
+// a deadline or void an escalation (redteam10). It depends on the DAG
+// only, so every replica computes the same.
+func (r *Replica) opTime(id crdt.OpID) time.Time {
+	k, _ := r.dag.Key(id)
+	if s := r.dag.Stamp(id); s.Compare(k) > 0 {
+		k = s
+	}
+	return k.Time()
 }
 
 // Due is when the next step of escalation falls due: the deadline for
@@ -152,16 +178,15 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 	if r.revoked != nil && slices.ContainsFunc(p.To, func(b []byte) bool { return r.revoked(peer.ID(b)) }) {
 		return denied("escalation to a revoked device")
 	}
-	km, _ := r.dag.Key(mid)
-	ke, _ := r.dag.Key(id)
-	if ke.Time().Before(km.Time().Add(time.Duration(p.AckWithin) * time.Second)) {
+	tm, te := r.opTime(mid), r.opTime(id)
+	if te.Before(tm.Add(time.Duration(p.AckWithin) * time.Second)) {
 		return denied("escalation before the message's deadline")
 	}
 	// The deadline is judged on the op's time, which its escalator sets:
 	// an op stamped ahead of this device's clock (beyond EscalationSkew)
 	// waits here until the clock reaches it, so a clock set ahead does not
 	// escalate before the deadline has passed for the colleagues too.
-	if ready := ke.Time().Add(-EscalationSkew); r.now().Before(ready) {
+	if ready := te.Add(-EscalationSkew); r.now().Before(ready) {
 		if r.early.IsZero() || ready.Before(r.early) {
 			r.early = ready
 		}
@@ -179,8 +204,7 @@ func (r *Replica) escalationRule(id crdt.OpID, info *opInfo, m *membership) (boo
 			return denied("escalation of a step already taken in its past")
 		}
 		if xi.p.Step == p.Step-1 {
-			kx, _ := r.dag.Key(x)
-			prev = prev || !ke.Time().Before(kx.Time().Add(within))
+			prev = prev || !te.Before(r.opTime(x).Add(within))
 		}
 	}
 	// Receipts are not membership ops, so views do not list them: look
@@ -261,8 +285,7 @@ func (r *Replica) escalations(ids []crdt.OpID) map[crdt.OpID][]Escalation {
 	for _, id := range ids {
 		info := r.ops[id]
 		mid, _ := crdt.OpIDFromBytes(info.p.Target)
-		k, _ := r.dag.Key(id)
-		e := Escalation{ID: id, Step: int(info.p.Step), By: info.sender, Time: k.Time(), Label: info.p.Label}
+		e := Escalation{ID: id, Step: int(info.p.Step), By: info.sender, Time: r.opTime(id), Label: info.p.Label}
 		for _, t := range info.p.To {
 			e.To = append(e.To, peer.ID(t))
 		}
@@ -271,7 +294,7 @@ func (r *Replica) escalations(ids []crdt.OpID) map[crdt.OpID][]Escalation {
 		switch {
 		case j < 0:
 			list = append(list, e)
-		case id.Compare(list[j].ID) < 0:
+		case e.Time.Before(list[j].Time) || (e.Time.Equal(list[j].Time) && id.Compare(list[j].ID) < 0):
 			list[j] = e
 		}
 		out[mid] = list
@@ -292,7 +315,7 @@ func (r *Replica) quotedMessage(mid crdt.OpID, esc []Escalation) (Message, bool)
 	}
 	q := r.ops[esc[0].ID].p
 	k, skewed := r.dag.Key(mid)
-	return Message{ID: mid, Sender: info.sender, Text: q.Text, Time: k.Time(), Urgent: true,
+	return Message{ID: mid, Sender: info.sender, Text: q.Text, Time: k.Time(), Sent: r.opTime(mid), Urgent: true,
 		AckWithin: time.Duration(q.AckWithin) * time.Second, Skewed: skewed, QuotedBy: esc[0].By,
 		Reactions: map[string][]peer.ID{}, Receipts: map[peer.ID]int{}}, true
 }

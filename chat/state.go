@@ -49,8 +49,12 @@ type Message struct {
 	Receipts map[peer.ID]int
 	// AckWithin: an urgent message wants an acknowledgement within this
 	// (zero: none asked; see Deadline). Escalations are its standing
-	// escalations, one per step (escalate.go).
+	// escalations, one per step (escalate.go). Sent is the message's own
+	// signed time (raised, as its sort key is, above what it depends on),
+	// which the deadline counts from: unlike Time, a dependant stamped in
+	// the past never pulls it down.
 	AckWithin   time.Duration
+	Sent        time.Time
 	Escalations []Escalation
 	// QuotedBy is set when this device cannot read the message itself
 	// (an escalation brought it in): Text is the quote that escalator's
@@ -242,7 +246,7 @@ func (r *Replica) State() *State {
 			continue
 		}
 		key, skewed := r.dag.Key(id)
-		m := Message{ID: id, Sender: info.sender, Text: info.p.Text, Time: key.Time(), Urgent: info.p.Urgent,
+		m := Message{ID: id, Sender: info.sender, Text: info.p.Text, Time: key.Time(), Sent: r.opTime(id), Urgent: info.p.Urgent,
 			Skewed: skewed, Reactions: map[string][]peer.ID{}, Receipts: map[peer.ID]int{},
 			AckWithin: time.Duration(info.p.AckWithin) * time.Second, Escalations: esc[id]}
 		if len(info.p.Target) == 32 {

@@ -541,6 +541,10 @@ func (d *DAG) Key(id OpID) (Timestamp, bool) {
 	return d.keys[id], d.skewed[id] || d.clamped[id]
 }
 
+// Stamp is op id's own timestamp, as its author signed it: never pulled
+// down by dependants nor raised above dependencies, unlike its sort key.
+func (d *DAG) Stamp(id OpID) Timestamp { return d.meta[id].time }
+
 // SortCausal orders applied op IDs so that every op comes after its
 // dependencies: by depth in the DAG (the longest path to a root), then ID.
 // It costs O(n log n) in the IDs given, whatever the DAG's size — unlike

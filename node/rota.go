@@ -52,7 +52,9 @@ var rotaKey = ds.NewKey("/rota/state")
 // per role, and its share of pending ops — so a device catching up from
 // scratch never hits it; a colleague flooding the rota (every take of
 // its own supersedes the one before, pushing the role's remembered
-// compacted IDs out) is held to one op per rotaInterval.
+// compacted IDs out) is held to one op per rotaInterval. An old op its
+// signer's compacted mark already supersedes (a replay) is charged to the
+// peer that delivered it, not its signer, and not forwarded.
 const (
 	rotaBurst      = 2*rota.MaxRoles + rota.MaxPendingPerSigner
 	rotaInterval   = 5 * time.Second
@@ -219,14 +221,27 @@ func (n *Node) startRota() error {
 // addRota takes in ops (decoded) and persists the rota if it changed. It
 // returns the ops that were new and the error of the first refused one
 // (ErrRotaRate for a signer over its rate).
-func (n *Node) addRota(ops []*rota.Op) (added []*rota.Op, err error) {
+func (n *Node) addRota(ops []*rota.Op) (added []*rota.Op, err error) { return n.addRotaFrom("", ops) }
+
+// addRotaFrom is addRota for ops that peer from delivered ("": this
+// device's own). An op its signer's compacted mark already supersedes (an
+// old op replayed once the role's gone list forgot it) is charged to from,
+// not to its signer — a replay must not drain a colleague's rate
+// (redteam10) — and is not returned, so not forwarded: it changes no
+// holder.
+func (n *Node) addRotaFrom(from peer.ID, ops []*rota.Op) (added []*rota.Op, err error) {
 	n.rt.mu.Lock()
 	auth := n.authority()
 	now := n.cfg.Now()
+	changed := false
 	for _, o := range ops {
-		if !n.rt.r.Has(o.ID) && !n.rt.lim.allow(o.Signer, now) {
+		payer, stale := o.Signer, n.rt.r.Stale(o)
+		if stale {
+			payer = from
+		}
+		if payer != "" && !n.rt.r.Has(o.ID) && !n.rt.lim.allow(payer, now) {
 			if err == nil {
-				err = fmt.Errorf("%w: %s", ErrRotaRate, o.Signer)
+				err = fmt.Errorf("%w: %s", ErrRotaRate, payer)
 			}
 			continue
 		}
@@ -235,11 +250,16 @@ func (n *Node) addRota(ops []*rota.Op) (added []*rota.Op, err error) {
 			err = e
 		}
 		if ok {
-			n.rt.lim.spend(o.Signer, now)
-			added = append(added, o)
+			changed = true
+			if payer != "" {
+				n.rt.lim.spend(payer, now)
+			}
+			if !stale {
+				added = append(added, o)
+			}
 		}
 	}
-	if len(added) > 0 {
+	if changed {
 		data, e := n.rt.r.Marshal()
 		if e == nil {
 			e = n.cfg.Store.Put(n.ctx, rotaKey, data)
@@ -337,7 +357,7 @@ func (n *Node) validateRota(_ context.Context, from peer.ID, m *pubsub.Message) 
 	if op.Site != n.self.Site {
 		return pubsub.ValidationIgnore // another site's rota: not ours to carry
 	}
-	added, err := n.addRota([]*rota.Op{op})
+	added, err := n.addRotaFrom(from, []*rota.Op{op})
 	switch {
 	case len(added) > 0:
 		return pubsub.ValidationAccept
@@ -441,7 +461,7 @@ func (n *Node) handleRota(s network.Stream) {
 	slices.SortStableFunc(ops, func(a, b *rota.Op) int {
 		return boolInt(b.Kind == rota.KindDefine) - boolInt(a.Kind == rota.KindDefine)
 	})
-	n.addRota(ops) //nolint:errcheck // refused ops are dropped one by one
+	n.addRotaFrom(from, ops) //nolint:errcheck // refused ops are dropped one by one
 }
 
 func boolInt(b bool) int {

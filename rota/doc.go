@@ -38,6 +38,12 @@
 // Invariants:
 //   - The view depends only on the set of ops held and the Authority, never
 //     on the order they arrived in (property-tested over permutations).
+//   - A holder op is judged only against a definition that stands: while
+//     none does (none arrived yet, or its definers were revoked or
+//     expired) it waits in the pending queue, within its signer's share —
+//     refused at once if no definition held could allow it — and is
+//     judged, kept or dropped, when one stands again; it never enters a
+//     role unjudged (redteam10).
 //   - Ops of signers the Authority does not vouch for now (unknown, revoked,
 //     expired, lacking the role, another site) are ignored: they neither
 //     hold nor supersede. A holder the Authority does not vouch for (a
@@ -51,7 +57,10 @@
 //     stands for (its definers revoked), so a revoked admin's roles do
 //     not fill the site for good. Compact drops superseded ops and
 //     remembers their IDs (at most MaxGone per role, oldest forgotten
-//     first) so a replayed superseded op is not taken again.
+//     first) so a replayed superseded op is not taken again; IDs a
+//     compacted op named that never arrived are charged to its signer, at
+//     most MaxNamedPerSigner each (its own oldest forgotten first), so
+//     made-up IDs in Seen cannot push out what others superseded.
 //   - Compaction only drops an op superseded by an op the Authority vouches
 //     for at that moment; if that signer is revoked later, the role is left
 //     without the dropped holder rather than handed back to it.

@@ -44,6 +44,11 @@ const (
 // signing takes of roles nobody defined cannot fill it for everyone.
 const MaxPendingPerSigner = MaxPending / 8
 
+// MaxNamedPerSigner is one signer's share of a role's gone list for IDs
+// its compacted ops named that never arrived: made-up IDs in Seen push
+// out only the signer's own.
+const MaxNamedPerSigner = MaxGone / 8
+
 // Kind is what an op does.
 type Kind uint8
 

@@ -46,6 +46,11 @@ type roleState struct {
 	// arrive, to learn what they supersede, and dropped at once.
 	gone      map[OpID]bool
 	goneOrder []OpID
+	// namedBy charges each never-arrived ID in gone to the signer whose
+	// compacted op alone named it ("" once two signers named it, or after
+	// a restart): one signer naming made-up IDs pushes out only its own
+	// (MaxNamedPerSigner), never what others' ops superseded (redteam10).
+	namedBy map[OpID]peer.ID
 	// last is, per signer, the latest (Time, ID) of its valid ops
 	// compacted away: an earlier op of that signer arriving later is
 	// superseded by it.
@@ -153,31 +158,58 @@ func (r *Rota) Add(op *Op, auth Authority) (bool, error) {
 		if !rs.keepDef(op) {
 			return false, nil // the signer's own greater definition stands
 		}
-		for id, p := range r.pending {
-			if p.Role == op.Role {
-				delete(r.pending, id)
-				r.addHolderOp(rs, p, auth) // refused ones are dropped
-			}
-		}
+		r.release(op.Role, rs, auth)
 		r.compact(op.Role, rs, auth)
 		return true, nil
 	}
 	rs := r.roles[op.Role]
-	if rs == nil {
-		if len(r.pending) >= MaxPending {
-			return false, fmt.Errorf("%w: %d ops wait for their role", ErrFull, MaxPending)
+	if rs == nil || r.definition(rs, auth) == nil {
+		// No definition stands to judge it by (none arrived yet, or its
+		// definers were revoked): it waits in the signer's share of the
+		// pending queue, and is judged when one stands (redteam10) —
+		// refused at once if no definition held could ever allow it.
+		if rs != nil && !slices.ContainsFunc(rs.defs, func(d *Op) bool { return allowed(op, d, auth) }) {
+			return false, fmt.Errorf("%w: %s of %s under no definition held", ErrNotAllowed, op.Kind, op.Role)
 		}
-		if r.pendingOf(op.Signer) >= MaxPendingPerSigner {
-			return false, fmt.Errorf("%w: %d ops of one signer wait for their role", ErrFull, MaxPendingPerSigner)
-		}
-		r.pending[op.ID] = op
-		return true, nil
+		return r.hold(op)
 	}
+	r.release(op.Role, rs, auth) // a definition stands again (a certificate renewed)
 	if err := r.addHolderOp(rs, op, auth); err != nil {
 		return false, err
 	}
 	r.compact(op.Role, rs, auth)
 	return true, nil
+}
+
+// hold puts a holder op in the pending queue, within the bounds.
+func (r *Rota) hold(op *Op) (bool, error) {
+	if len(r.pending) >= MaxPending {
+		return false, fmt.Errorf("%w: %d ops wait for their role", ErrFull, MaxPending)
+	}
+	if r.pendingOf(op.Signer) >= MaxPendingPerSigner {
+		return false, fmt.Errorf("%w: %d ops of one signer wait for their role", ErrFull, MaxPendingPerSigner)
+	}
+	r.pending[op.ID] = op
+	return true, nil
+}
+
+// release judges the pending ops of role once a definition of it stands:
+// the ones it allows join the role, the others are dropped.
+func (r *Rota) release(id RoleID, rs *roleState, auth Authority) {
+	if r.definition(rs, auth) == nil {
+		return
+	}
+	var ready []*Op
+	for oid, p := range r.pending {
+		if p.Role == id {
+			delete(r.pending, oid)
+			ready = append(ready, p)
+		}
+	}
+	slices.SortFunc(ready, func(a, b *Op) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	for _, p := range ready {
+		r.addHolderOp(rs, p, auth) //nolint:errcheck // refused ones are dropped
+	}
 }
 
 // keepDef takes in a definition: each signer keeps only its greatest
@@ -229,7 +261,7 @@ func (r *Rota) addHolderOp(rs *roleState, op *Op, auth Authority) error {
 	if rs.has(op.ID) {
 		return nil
 	}
-	if def := r.definition(rs, auth); def != nil && !allowed(op, def, auth) {
+	if def := r.definition(rs, auth); def == nil || !allowed(op, def, auth) {
 		return fmt.Errorf("%w: %s of %s", ErrNotAllowed, op.Kind, op.Role)
 	}
 	if len(rs.ops) >= MaxLive {
@@ -279,6 +311,13 @@ func allowed(op, def *Op, auth Authority) bool {
 // in Seen (whoever named it had seen it, so it existed by then): a take
 // stamped a day ahead by a clock running fast does not outrank the
 // hand-over its signer makes, naming it, once the clock is put right.
+//
+// A signer's compacted mark is pulled down the same way, as the op it
+// stands for would be, when a valid op names that op, and compaction
+// keeps it pulled down: a take stamped before the signer's mark (a clock
+// set back) that names what superseded the marked op follows it, so it
+// is not superseded by the mark after superseding the holders — which
+// would leave the role with nobody on call (redteam10).
 func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superseded map[OpID]bool, eff map[OpID]time.Time) {
 	superseded = map[OpID]bool{}
 	eff = map[OpID]time.Time{}
@@ -290,9 +329,11 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 		}
 		if allowed(o, def, auth) {
 			valid = append(valid, o)
-			for _, s := range o.Seen {
-				superseded[s] = true
-			}
+		}
+	}
+	for _, m := range rs.last {
+		if _, held := eff[m.ID]; !held {
+			eff[m.ID] = m.Time
 		}
 	}
 	// Pull down to a fixed point (chains of naming ops); at most MaxLive
@@ -316,7 +357,11 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 		}
 	}
 	for _, o := range valid {
-		if m, ok := rs.last[o.Signer]; latest[o.Signer] != o || ok && m.after(o) {
+		for _, s := range o.Seen {
+			superseded[s] = true
+		}
+		m, ok := rs.last[o.Signer]
+		if latest[o.Signer] != o || ok && (mark{Time: eff[m.ID], ID: m.ID}).after(o) {
 			superseded[o.ID] = true
 		}
 	}
@@ -352,6 +397,11 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 		return
 	}
 	_, superseded, eff := r.live(rs, def, auth)
+	for p, m := range rs.last { // keep a mark pulled down once what named it goes
+		if t := eff[m.ID]; t.Before(m.Time) {
+			rs.last[p] = mark{Time: t, ID: m.ID}
+		}
+	}
 	for oid := range superseded {
 		o, ok := rs.ops[oid]
 		if !ok {
@@ -368,13 +418,14 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 			}
 			for _, s := range o.Seen {
 				if _, held := rs.ops[s]; !held {
-					rs.name(s)
+					rs.name(s, o.Signer)
 				}
 			}
 		}
 	}
 	for len(rs.goneOrder) > MaxGone {
 		delete(rs.gone, rs.goneOrder[0])
+		delete(rs.namedBy, rs.goneOrder[0])
 		rs.goneOrder = rs.goneOrder[1:]
 	}
 }
@@ -384,20 +435,60 @@ func (rs *roleState) forget(id OpID) {
 		rs.goneOrder = append(rs.goneOrder, id)
 	}
 	rs.gone[id] = true
+	delete(rs.namedBy, id)
 }
 
-// name records id as superseded by a compacted op, before id arrived.
-func (rs *roleState) name(id OpID) {
-	if _, ok := rs.gone[id]; !ok {
-		rs.gone[id] = false
-		rs.goneOrder = append(rs.goneOrder, id)
+// name records id as superseded by a compacted op of by, before id
+// arrived, within by's share: beyond MaxNamedPerSigner IDs charged to by,
+// by's oldest is forgotten.
+func (rs *roleState) name(id OpID, by peer.ID) {
+	if done, ok := rs.gone[id]; ok {
+		if p, charged := rs.namedBy[id]; !done && charged && p != by {
+			rs.namedBy[id] = "" // named by two signers: neither can push it out
+		}
+		return
 	}
+	if rs.namedBy == nil {
+		rs.namedBy = map[OpID]peer.ID{}
+	}
+	n := 0
+	for _, p := range rs.namedBy {
+		if p == by {
+			n++
+		}
+	}
+	if n >= MaxNamedPerSigner {
+		i := slices.IndexFunc(rs.goneOrder, func(x OpID) bool { p, ok := rs.namedBy[x]; return ok && p == by })
+		old := rs.goneOrder[i]
+		rs.goneOrder = slices.Delete(rs.goneOrder, i, i+1)
+		delete(rs.gone, old)
+		delete(rs.namedBy, old)
+	}
+	rs.gone[id] = false
+	rs.namedBy[id] = by
+	rs.goneOrder = append(rs.goneOrder, id)
+}
+
+// Stale reports whether op is a take, hand-over or release its own
+// signer's compacted mark already supersedes here (an old op replayed
+// once the gone list forgot it): taken in, it is compacted at once and
+// changes no holder, so a caller need not charge its signer for it.
+func (r *Rota) Stale(op *Op) bool {
+	rs := r.roles[op.Role]
+	if op.Kind == KindDefine || rs == nil {
+		return false
+	}
+	m, ok := rs.last[op.Signer]
+	return ok && m.after(op)
 }
 
 // Compact drops superseded ops of every role (after the Authority's view
 // changed, say).
+// Ops waiting for a definition are judged once one stands again (an
+// admin's certificate renewed, say).
 func (r *Rota) Compact(auth Authority) {
 	for id, rs := range r.roles {
+		r.release(id, rs, auth)
 		r.compact(id, rs, auth)
 	}
 }
