@@ -31,7 +31,12 @@
 // effective time is its Time pulled down to just before the Time of any
 // valid op naming it, so a clock running ahead cannot make a signer's
 // earlier op outrank the later one that names it (nor leave a compacted
-// mark in the future). After a partition two
+// mark in the future). Compacted ops keep their Seen (at most maxFollows),
+// so the chain from a later op to a signer's mark survives the ops
+// between; a valid op superseded only by its own signer's ops or mark
+// whose chain names ops not yet held is kept (one per signer) until the
+// chain arrives, so a take stamped back by a clock set back is judged
+// the same whatever order the ops arrive in (redteam10). After a partition two
 // holders may exist: both are returned and the role is flagged Split, until
 // someone takes, hands over or releases having seen both.
 //

@@ -55,7 +55,14 @@ type roleState struct {
 	// compacted away: an earlier op of that signer arriving later is
 	// superseded by it.
 	last map[peer.ID]mark
+	// follows are the Seen of compacted ops (at most maxFollows each):
+	// the chain from an op naming one to a signer's mark outlives the
+	// compacted ops between (redteam10).
+	follows map[OpID][]OpID
 }
+
+// maxFollows bounds the Seen one compacted op keeps.
+const maxFollows = 8
 
 type mark struct {
 	Time time.Time
@@ -338,14 +345,33 @@ func (r *Rota) live(rs *roleState, def *Op, auth Authority) (live []*Op, superse
 	}
 	// Pull down to a fixed point (chains of naming ops); at most MaxLive
 	// rounds, since each round settles one more link of a chain.
+	// A compacted op named (or a mark) pulls down the marks it followed.
+	bound := map[OpID]time.Time{} // compacted ops pulled down, for what they followed
 	for changed := true; changed; {
 		changed = false
+		var pull func(s OpID, below time.Time)
+		pull = func(s OpID, below time.Time) {
+			if t, held := eff[s]; held && !t.Before(below) {
+				eff[s] = below.Add(-time.Millisecond)
+				changed = true
+			}
+			if fs := rs.follows[s]; len(fs) > 0 {
+				if t, ok := bound[s]; !ok || !t.Before(below) {
+					bound[s] = below.Add(-time.Millisecond)
+					for _, f := range fs {
+						pull(f, bound[s])
+					}
+				}
+			}
+		}
 		for _, o := range valid {
 			for _, s := range o.Seen {
-				if t, held := eff[s]; held && !t.Before(eff[o.ID]) {
-					eff[s] = eff[o.ID].Add(-time.Millisecond)
-					changed = true
-				}
+				pull(s, eff[o.ID])
+			}
+		}
+		for _, m := range rs.last {
+			for _, f := range rs.follows[m.ID] {
+				pull(f, eff[m.ID])
 			}
 		}
 	}
@@ -402,10 +428,15 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 			rs.last[p] = mark{Time: t, ID: m.ID}
 		}
 	}
+	wait := rs.waiting(superseded, eff, def, auth)
+	dropped := map[OpID]*Op{}
 	for oid := range superseded {
 		o, ok := rs.ops[oid]
-		if !ok {
+		if !ok || wait[oid] {
 			continue
+		}
+		if allowed(o, def, auth) {
+			dropped[oid] = o
 		}
 		delete(rs.ops, oid)
 		rs.forget(oid)
@@ -423,10 +454,90 @@ func (r *Rota) compact(id RoleID, rs *roleState, auth Authority) {
 			}
 		}
 	}
+	rs.follow(dropped)
 	for len(rs.goneOrder) > MaxGone {
 		delete(rs.gone, rs.goneOrder[0])
 		delete(rs.namedBy, rs.goneOrder[0])
+		delete(rs.follows, rs.goneOrder[0])
 		rs.goneOrder = rs.goneOrder[1:]
+	}
+}
+
+// waiting are the superseded ops kept for now: a valid op superseded
+// only by its own signer's ops or mark (nothing names it) whose Seen
+// names an op this replica has neither held nor compacted may yet follow
+// that mark once the chain arrives (a take stamped back by a clock set
+// back), so it is not dropped until the chain is complete — at most one
+// per signer, its greatest by (effective time, ID), so a signer cannot
+// fill MaxLive with them.
+func (rs *roleState) waiting(superseded map[OpID]bool, eff map[OpID]time.Time, def *Op, auth Authority) map[OpID]bool {
+	named := map[OpID]bool{}
+	for _, o := range rs.ops {
+		if allowed(o, def, auth) {
+			for _, s := range o.Seen {
+				named[s] = true
+			}
+		}
+	}
+	best := map[peer.ID]*Op{}
+	for oid := range superseded {
+		o, ok := rs.ops[oid]
+		if !ok || named[oid] || !allowed(o, def, auth) {
+			continue
+		}
+		if _, g := rs.gone[oid]; g {
+			continue
+		}
+		if !rs.incomplete(oid, map[OpID]bool{}) {
+			continue
+		}
+		e := &Op{Time: eff[oid], ID: oid}
+		if b := best[o.Signer]; b == nil || opLess(b, e) {
+			best[o.Signer] = e
+		}
+	}
+	wait := map[OpID]bool{}
+	for _, b := range best {
+		wait[b.ID] = true
+	}
+	return wait
+}
+
+// incomplete reports whether op id's Seen chain (through held ops and
+// what compacted ops followed) reaches an op this replica never held.
+func (rs *roleState) incomplete(id OpID, visited map[OpID]bool) bool {
+	if visited[id] {
+		return false
+	}
+	visited[id] = true
+	if o, held := rs.ops[id]; held {
+		return slices.ContainsFunc(o.Seen, func(s OpID) bool { return rs.incomplete(s, visited) })
+	}
+	done, g := rs.gone[id]
+	if !g || !done {
+		return true
+	}
+	return slices.ContainsFunc(rs.follows[id], func(f OpID) bool { return rs.incomplete(f, visited) })
+}
+
+// follow keeps the Seen of each valid op just compacted (at most
+// maxFollows, least IDs first): an op naming it later still follows, by
+// effective time, the ops and marks it named once they are gone.
+func (rs *roleState) follow(dropped map[OpID]*Op) {
+	for id, o := range dropped {
+		if len(o.Seen) == 0 {
+			continue
+		}
+		r := slices.Clone(o.Seen)
+		slices.SortFunc(r, func(a, b OpID) int { return bytes.Compare(a[:], b[:]) })
+		r = slices.Compact(r)
+		if len(r) > maxFollows {
+			r = r[:maxFollows]
+		}
+		if rs.follows == nil {
+			rs.follows = map[OpID][]OpID{}
+		}
+		rs.follows[id] = r
 	}
 }
 
@@ -463,6 +574,7 @@ func (rs *roleState) name(id OpID, by peer.ID) {
 		rs.goneOrder = slices.Delete(rs.goneOrder, i, i+1)
 		delete(rs.gone, old)
 		delete(rs.namedBy, old)
+		delete(rs.follows, old)
 	}
 	rs.gone[id] = false
 	rs.namedBy[id] = by
@@ -472,14 +584,45 @@ func (rs *roleState) name(id OpID, by peer.ID) {
 // Stale reports whether op is a take, hand-over or release its own
 // signer's compacted mark already supersedes here (an old op replayed
 // once the gone list forgot it): taken in, it is compacted at once and
-// changes no holder, so a caller need not charge its signer for it.
+// changes no holder, so a caller need not charge its signer for it. An op
+// stamped before the mark whose Seen chain reaches the mark (or an op a
+// compacted op named that has not arrived, which may) follows it, so it
+// is not stale (redteam10).
 func (r *Rota) Stale(op *Op) bool {
 	rs := r.roles[op.Role]
 	if op.Kind == KindDefine || rs == nil {
 		return false
 	}
 	m, ok := rs.last[op.Signer]
-	return ok && m.after(op)
+	if !ok || !m.after(op) {
+		return false
+	}
+	visited := map[OpID]bool{}
+	return !slices.ContainsFunc(op.Seen, func(s OpID) bool { return rs.mayReach(s, m.ID, visited) })
+}
+
+// mayReach reports whether id's Seen chain (through held ops and the Seen
+// compacted ops keep) reaches target, or an op a compacted op named that
+// has not arrived, through which it may.
+func (rs *roleState) mayReach(id, target OpID, visited map[OpID]bool) bool {
+	if id == target {
+		return true
+	}
+	if visited[id] {
+		return false
+	}
+	visited[id] = true
+	if o, held := rs.ops[id]; held {
+		return slices.ContainsFunc(o.Seen, func(s OpID) bool { return rs.mayReach(s, target, visited) })
+	}
+	done, g := rs.gone[id]
+	if !g {
+		return false // unknown here, or forgotten: a replay is charged to whoever delivers it
+	}
+	if !done {
+		return true // named by a compacted op, not arrived: it may lead to target
+	}
+	return slices.ContainsFunc(rs.follows[id], func(s OpID) bool { return rs.mayReach(s, target, visited) })
 }
 
 // Compact drops superseded ops of every role (after the Authority's view
@@ -603,6 +746,14 @@ type goneList struct {
 	IDs   [][]byte   `cbor:"2,keyasint"` // oldest first
 	Named []bool     `cbor:"3,keyasint"` // per ID: superseded before it arrived
 	Last  []lastMark `cbor:"4,keyasint"`
+	// Follows: per compacted op, the marks it followed (absent in rotas
+	// stored before it existed).
+	Follows []followList `cbor:"5,keyasint,omitempty"`
+}
+
+type followList struct {
+	ID    []byte   `cbor:"1,keyasint"`
+	Marks [][]byte `cbor:"2,keyasint"`
 }
 
 type lastMark struct {
@@ -612,7 +763,7 @@ type lastMark struct {
 }
 
 // maxStored bounds a persisted rota.
-const maxStored = (MaxRoles*(MaxDefs+MaxLive)+MaxPending)*(MaxOpSize+4) + MaxRoles*(MaxGone*35+80) + 1024
+const maxStored = (MaxRoles*(MaxDefs+MaxLive)+MaxPending)*(MaxOpSize+4) + MaxRoles*(MaxGone*35*(2+maxFollows)+80) + 1024
 
 // Marshal encodes r for the store.
 func (r *Rota) Marshal() ([]byte, error) {
@@ -638,6 +789,15 @@ func (r *Rota) Marshal() ([]byte, error) {
 		for _, p := range signers {
 			m := rs.last[p]
 			g.Last = append(g.Last, lastMark{Signer: []byte(p), Time: m.Time.UnixMilli(), ID: m.ID[:]})
+		}
+		for _, oid := range rs.goneOrder {
+			if fs := rs.follows[oid]; len(fs) > 0 {
+				f := followList{ID: oid[:], Marks: [][]byte{}}
+				for _, m := range fs {
+					f.Marks = append(f.Marks, m[:])
+				}
+				g.Follows = append(g.Follows, f)
+			}
 		}
 		s.Gone = append(s.Gone, g)
 	}
@@ -693,6 +853,25 @@ func Load(data []byte, auth Authority) (*Rota, error) {
 				return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
 			}
 			rs.last[p] = mark{Time: time.UnixMilli(l.Time).UTC(), ID: OpID(l.ID)}
+		}
+		if len(g.Follows) > MaxGone {
+			return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
+		}
+		for _, f := range g.Follows {
+			if len(f.ID) != len(OpID{}) || len(f.Marks) > maxFollows || !rs.gone[OpID(f.ID)] {
+				return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
+			}
+			var ms []OpID
+			for _, m := range f.Marks {
+				if len(m) != len(OpID{}) {
+					return nil, fmt.Errorf("%w: stored rota", ErrMalformed)
+				}
+				ms = append(ms, OpID(m))
+			}
+			if rs.follows == nil {
+				rs.follows = map[OpID][]OpID{}
+			}
+			rs.follows[OpID(f.ID)] = ms
 		}
 	}
 	for _, o := range ops {
