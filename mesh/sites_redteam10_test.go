@@ -83,3 +83,7 @@ func TestRedteam10SiteFrameNeverCrosses(t *testing.T) {
 		}
 	})
 }
+
+// KickSitesRedteam10 is what every new envelope an anchor takes in does
+// (keep, deliver): ask for a sync with the site peers soon.
+func (s *Service) KickSitesRedteam10() { s.kickSites() }
