@@ -82,3 +82,31 @@ func TestRedteam10SitePeerPublicAddressRefused(t *testing.T) {
 		t.Fatal("the gater refuses to dial a listed site peer at its public (WAN) address: the site link can never come up")
 	}
 }
+
+// TestRedteam10SitePeerLeakedToLANDevices: anchor B admits its site peer
+// A and, as after any admission, names A to every peer admitted at B (and
+// bridges A's directory, with A's devices' addresses, to B's devices);
+// B's devices dial A directly. They are no site peers of A: conversation
+// gossip and unpaced sync then cross the WAN outside the site link, and
+// neither the pubsub filter nor --site-budget applies. (On loopback every
+// address is reachable; on a routed site-to-site VPN, the one deployment
+// the dial policy lets a site link work in, so are A's.)
+func TestRedteam10SitePeerLeakedToLANDevices(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	b := startNode(t, c, c.enrol(t, "anchor-b", now, RoleAnchor))
+	wardB := startNode(t, c, c.enrol(t, "ward-b", now), bootstrap(b))
+	check.Eventually(t, 20*time.Second, "ward B admitted at anchor B", func() bool { return b.isAdmitted(wardB.ID()) })
+	a := startNode(t, c, c.enrol(t, "anchor-a", now, RoleAnchor), func(cfg *Config) {
+		cfg.SitePeers = []peer.AddrInfo{{ID: b.ID(), Addrs: b.host.Addrs()}}
+	})
+	check.Eventually(t, 20*time.Second, "the site link is admitted", func() bool { return a.isAdmitted(b.ID()) })
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if a.host.Network().Connectedness(wardB.ID()) == network.Connected && a.isAdmitted(wardB.ID()) &&
+			a.gossipsWith(wardB.ID(), "/medmesh/conv/00112233445566778899aabbccddeeff") {
+			t.Fatal("a device of site B connected directly to site A's anchor, admitted, conversation gossip on: gossip and sync cross the WAN unpaced, outside the site link")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
