@@ -38,6 +38,21 @@ import (
 //     filter): it could not be paced or put in order. The mesh syncs with
 //     its site peers as soon as it takes in something new instead, so a
 //     message crosses in one sync session, within the budget.
+//   - Not forwarded (sitesPX): peer exchange never names a site peer to
+//     anyone, names no peer to a site peer, takes no peer a site peer
+//     names, and forwards no address of a peer reached only through a
+//     site peer nor any relay path through one. Otherwise this site's
+//     devices would dial the other site directly, gossiping and syncing
+//     across the WAN outside the link's filter and budget. Directory
+//     entries (certificates, prekeys) still cross: they carry no address.
+//   - Dialled at the configured addresses whatever they are (a public WAN
+//     address, a DNS name): a site peer, like a bootstrap peer, is a peer
+//     the operator named (dialPolicy, dialAllowedTo).
+//   - Listed on both sides: only the side that lists a peer paces what it
+//     sends and filters gossip. An anchor listed by another but not
+//     listing it back gossips and syncs with it as with a LAN peer; list
+//     each link at both ends (the gossip filter of the listing side alone
+//     keeps conversation topics off the link, since it announces none).
 
 // Site link timing and defaults.
 const (
@@ -153,13 +168,15 @@ func newSites(self peer.ID, peers []peer.AddrInfo, budget int64, now time.Time) 
 }
 
 // IsSitePeer reports whether p is one of this anchor's site peers (listed,
-// not necessarily admitted).
+// not necessarily admitted), or an anchor that announced a site link to
+// this node (sitelink.go; not paced here: the listing side paces).
 func (n *Node) IsSitePeer(p peer.ID) bool {
-	if n.sites == nil {
-		return false
+	if n.sites != nil {
+		if _, ok := n.sites.links[p]; ok {
+			return true
+		}
 	}
-	_, ok := n.sites.links[p]
-	return ok
+	return n.announcedSite(p)
 }
 
 // PaceSite waits until size bytes may be sent to site peer p (urgent ones
@@ -226,6 +243,8 @@ func (n *Node) SiteLinks() []SiteLink {
 // site links other anchors keep to it), and on one with site peers
 // protects their connections and starts keepSites.
 func (n *Node) startSites() {
+	n.words.init()
+	n.host.SetStreamHandler(ProtoSiteLink, n.owned(n.gate(n.handleSiteLink)))
 	if n.sites == nil && !n.cfg.Relay {
 		return
 	}
@@ -365,6 +384,36 @@ func (n *Node) probeSite(id peer.ID, l *siteLink) {
 // site link).
 func (n *Node) gossipsWith(id peer.ID, topic string) bool {
 	return n.isAdmitted(id) && (!n.IsSitePeer(id) || topic == TrustTopic)
+}
+
+// viaSitePeer reports whether a is a relay path through a site peer
+// (…/p2p/SITE_PEER/p2p-circuit…).
+func (n *Node) viaSitePeer(a ma.Multiaddr) bool {
+	if n.sites == nil {
+		return false
+	}
+	for i, c := range a {
+		if c.Code() == ma.P_CIRCUIT && i > 0 && a[i-1].Code() == ma.P_P2P {
+			r, err := peer.IDFromBytes(a[i-1].RawValue())
+			return err == nil && n.IsSitePeer(r)
+		}
+	}
+	return false
+}
+
+// acrossSite reports whether every connection to id is relayed through a
+// site peer: id is at the other site, reached across the site link.
+func (n *Node) acrossSite(id peer.ID) bool {
+	if n.sites == nil {
+		return false
+	}
+	conns := n.host.Network().ConnsToPeer(id)
+	for _, c := range conns {
+		if !n.viaSitePeer(c.RemoteMultiaddr()) {
+			return false
+		}
+	}
+	return len(conns) > 0
 }
 
 // unheld counts the entries the directory does not hold yet.

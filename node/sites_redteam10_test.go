@@ -72,7 +72,6 @@ func TestRedteam10JunkDirectoryBridged(t *testing.T) {
 // added, so every dial of a site peer at a public address is refused by
 // InterceptAddrDial and the "kept" link never comes up.
 func TestRedteam10SitePeerPublicAddressRefused(t *testing.T) {
-	t.Skip("redteam10: the dial policy refuses a site peer at a public (WAN) address")
 	c := newCA(t, "General Hospital")
 	now := time.Now()
 	b := c.enrol(t, "anchor-b", now, RoleAnchor)
@@ -94,7 +93,6 @@ func TestRedteam10SitePeerPublicAddressRefused(t *testing.T) {
 // address is reachable; on a routed site-to-site VPN, the one deployment
 // the dial policy lets a site link work in, so are A's.)
 func TestRedteam10SitePeerLeakedToLANDevices(t *testing.T) {
-	t.Skip("redteam10: peer exchange names the site peer to LAN devices, which then gossip and sync across the WAN unpaced")
 	c := newCA(t, "General Hospital")
 	now := time.Now()
 	b := startNode(t, c, c.enrol(t, "anchor-b", now, RoleAnchor))
