@@ -18,8 +18,11 @@ import (
 //
 //   - whenever this device takes in or makes something new, it syncs with
 //     its site peers soon (KickDelay), so a message crosses in one session;
-//   - every envelope frame sent to a site peer waits for the link's budget
-//     (Pace), frames holding an op this device knows to be urgent first;
+//   - every frame sent to a site peer (offer, want, envelopes) waits for
+//     the link's budget (Pace), frames holding an op this device knows to
+//     be urgent first; kicks coalesce (a round with a peer running takes
+//     at most one more after it: syncRound), so an offer crosses at most
+//     once per round however often new ops arrive;
 //   - envelopes are fetched from a site peer in batches of siteBatch, so
 //     one frame holds the link for a fraction of a second and another
 //     conversation's frame is not stuck behind a backlog;
@@ -79,6 +82,7 @@ func (c *conn) sendPaced(b []byte, urgent bool) error {
 		if _, err := c.s.Write(buf[:n]); err != nil {
 			return err
 		}
+		c.sent.Add(int64(n)) // counted as it goes out
 		buf = buf[n:]
 	}
 	return nil

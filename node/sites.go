@@ -30,10 +30,11 @@ import (
 //   - Not trusted: a site peer is admitted exactly like any other peer
 //     (certificate, CRL); until it is, nothing but admission reaches it.
 //     Being listed only means we dial it, keep it, and pace what we send it.
-//   - Paced: what the mesh sends a site peer in sync (envelopes) waits for
-//     the link's budget (SiteBudget bytes per second; a token bucket with
-//     one second of burst). Waiting frames are served urgent first, then in
-//     arrival order. LAN peers are never paced.
+//   - Paced: every frame the mesh sends a site peer in sync (offers, wants
+//     and envelopes) waits for the link's budget (SiteBudget bytes per
+//     second; a token bucket with one second of burst and no debt).
+//     Waiting frames are served urgent first, then in arrival order. LAN
+//     peers are never paced.
 //   - Conversation gossip does not cross a site link (the pubsub peer
 //     filter): it could not be paced or put in order. The mesh syncs with
 //     its site peers as soon as it takes in something new instead, so a
@@ -477,9 +478,10 @@ func (p *pacer) stats() (queued, sent int64) {
 
 // wait takes n bytes of the budget, waiting its turn: behind the urgent
 // waiters when urgent, behind every waiter otherwise. A frame larger than
-// the burst goes when the bucket is full and leaves it in debt.
+// the burst takes it a burst at a time.
 func (p *pacer) wait(ctx context.Context, n int, urgent bool) error {
 	w := &paceWaiter{n: n, urgent: urgent}
+	left := float64(n)
 	p.mu.Lock()
 	at := len(p.queue)
 	if urgent {
@@ -505,9 +507,16 @@ func (p *pacer) wait(ctx context.Context, n int, urgent bool) error {
 			now := p.now()
 			p.tokens = min(p.burst, p.tokens+now.Sub(p.last).Seconds()*p.rate)
 			p.last = now
-			need := min(float64(n), p.burst)
+			// A frame larger than the burst is taken a burst at a time
+			// (at the head of the queue, but for urgent ones arriving), so
+			// the bucket never goes into debt: what has gone out is never
+			// more than one burst plus the rate times the time elapsed.
+			need := min(left, p.burst)
 			if p.tokens >= need {
-				p.tokens -= float64(n)
+				p.tokens -= need
+				if left -= need; left > 0 {
+					continue
+				}
 				p.removeLocked(w)
 				p.sent += int64(n)
 				p.mu.Unlock()
