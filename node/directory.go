@@ -200,8 +200,7 @@ func (n *Node) handleDirectory(s network.Stream) {
 		s.Reset()
 		return
 	}
-	fresh := n.unheld(offer.Entries)
-	n.takeEntries(offer.Entries)
+	fresh := n.takeEntries(offer.Entries)
 	var want wantMsg
 	for _, sum := range offer.Sums {
 		if len(sum) == entrySumSize && !n.dir.holdsSum(entrySum(sum)) {
@@ -218,16 +217,16 @@ func (n *Node) handleDirectory(s network.Stream) {
 		s.Reset()
 		return
 	}
-	fresh += n.unheld(rest.Entries)
-	n.takeEntries(rest.Entries)
+	fresh += n.takeEntries(rest.Entries)
 	if !n.IsSitePeer(from) { // peers a site peer names are at its site (sitesPX)
 		n.tryPeers(from, offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
 	}
 	n.bridgeDirectory(from, fresh)
 }
 
-// takeEntries verifies and records directory entries a peer sent.
-func (n *Node) takeEntries(entries []dirEntry) {
+// takeEntries verifies and records directory entries a peer sent; it
+// reports how many changed the directory (what is worth bridging).
+func (n *Node) takeEntries(entries []dirEntry) (changed int) {
 	for _, de := range entries {
 		if n.dir.holds(de) {
 			continue
@@ -236,10 +235,11 @@ func (n *Node) takeEntries(entries []dirEntry) {
 		if err != nil {
 			continue
 		}
-		if staff, err := n.judgeEntry(chain); err == nil && staff.PeerID != n.ID() {
-			n.addEntry(chain, staff, de.Prekey, false)
+		if staff, err := n.judgeEntry(chain); err == nil && staff.PeerID != n.ID() && n.addEntry(chain, staff, de.Prekey, false) {
+			changed++
 		}
 	}
+	return changed
 }
 
 // StaffInfo is what the local API shows of a colleague.

@@ -136,6 +136,8 @@ type siteLink struct {
 	probing  bool
 	probed   time.Time
 	pace     *pacer
+	dirBusy  bool // a directory forward runs (forwardSite)
+	dirAgain bool // and another is due after it
 }
 
 // sites is the node's site links. mu guards the links' fields; the set of
@@ -417,33 +419,64 @@ func (n *Node) acrossSite(id peer.ID) bool {
 	return len(conns) > 0
 }
 
-// unheld counts the entries the directory does not hold yet.
-func (n *Node) unheld(entries []dirEntry) int {
-	c := 0
-	for _, de := range entries {
-		if !n.dir.holds(de) {
-			c++
-		}
-	}
-	return c
-}
-
 // bridgeDirectory carries directory entries across a site link: entries
 // new to this anchor that a site peer sent go to every other admitted
 // peer, and ones a peer of this site sent go to the site peers — each a
 // sync of what changed since that peer last took our directory. Without
 // it a colleague at the other site stays unknown (no prekey to seal a
-// welcome to) to the devices admitted before the link came up.
+// welcome to) to the devices admitted before the link came up. fresh is
+// what the exchange changed in our directory (verified entries only), and
+// a site peer gets at most one forward at a time and one per
+// siteDirEvery: what arrives meanwhile goes in the next (forwardSite).
 func (n *Node) bridgeDirectory(from peer.ID, fresh int) {
 	if n.sites == nil || fresh == 0 {
 		return
 	}
 	site := n.IsSitePeer(from)
 	for _, o := range n.adm.admittedPeers(from) {
-		if site || n.IsSitePeer(o) {
+		if l := n.siteLink(o); l != nil {
+			n.forwardSite(o, l)
+		} else if site {
 			n.goOwned(func() { n.sendDirectory(o) })
 		}
 	}
+}
+
+// siteDirEvery is the least time between two directory forwards to one
+// site peer.
+const siteDirEvery = 5 * time.Second
+
+// forwardSite syncs our directory to site peer o now, or, if a forward to
+// it is running or was sent less than siteDirEvery ago, once more after.
+func (n *Node) forwardSite(o peer.ID, l *siteLink) {
+	n.sites.mu.Lock()
+	if l.dirBusy {
+		l.dirAgain = true
+		n.sites.mu.Unlock()
+		return
+	}
+	l.dirBusy = true
+	n.sites.mu.Unlock()
+	n.goOwned(func() {
+		t := time.NewTimer(siteDirEvery)
+		defer t.Stop()
+		for {
+			n.sendDirectory(o)
+			select {
+			case <-t.C:
+			case <-n.ctx.Done():
+				return
+			}
+			n.sites.mu.Lock()
+			again := l.dirAgain
+			l.dirAgain, l.dirBusy = false, again
+			n.sites.mu.Unlock()
+			if !again {
+				return
+			}
+			t.Reset(siteDirEvery)
+		}
+	})
 }
 
 // pacer is a token bucket whose waiters are served urgent first, then in
