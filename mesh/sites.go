@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/crdt"
@@ -67,15 +68,19 @@ func (c *conn) frameTimeout() time.Duration {
 }
 
 // sendPaced writes frame b (its varint length first) to a site peer in
-// chunks, each within the link's budget.
+// chunks, each within the link's budget. siteFrameTimeout bounds each
+// chunk's wait, not the frame's: a frame of sixteen large envelopes takes
+// longer than that at a small budget, and must still cross (the reader's
+// deadline, siteReader, is one of progress too).
 func (c *conn) sendPaced(b []byte, urgent bool) error {
 	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
 	buf = append(buf, b...)
-	ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
-	defer cancel()
 	for len(buf) > 0 {
 		n := min(len(buf), siteChunk)
-		if err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent); err != nil {
+		ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
+		err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("site link budget: %w", err)
 		}
 		c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
@@ -86,6 +91,16 @@ func (c *conn) sendPaced(b []byte, urgent bool) error {
 		buf = buf[n:]
 	}
 	return nil
+}
+
+// siteReader reads a site peer's stream with a deadline of progress: each
+// read may take siteFrameTimeout, so a frame paced across a small budget
+// is not cut for its size, while a link that stops carrying still fails.
+type siteReader struct{ s network.Stream }
+
+func (r siteReader) Read(b []byte) (int, error) {
+	r.s.SetReadDeadline(time.Now().Add(siteFrameTimeout))
+	return r.s.Read(b)
 }
 
 // sitePeer reports whether p is a site peer of this device.

@@ -172,7 +172,13 @@ type conn struct {
 
 func (s *Service) newConn(st network.Stream) *conn {
 	p := st.Conn().RemotePeer()
-	return &conn{svc: s, p: p, site: s.sitePeer(p), s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
+	c := &conn{svc: s, p: p, site: s.sitePeer(p), s: st, w: msgio.NewVarintWriter(st), sent: &s.sent}
+	if c.site {
+		c.r = msgio.NewVarintReaderSize(siteReader{st}, maxFrame)
+	} else {
+		c.r = msgio.NewVarintReaderSize(st, maxFrame)
+	}
+	return c
 }
 
 // encodeFrame is a frame's wire form (deterministic CBOR).

@@ -60,6 +60,9 @@ const (
 	// DefaultSiteBudget is a WAN link's budget when none is configured:
 	// 256 KiB/s, a fifth of a 10 Mbit/s inter-site line.
 	DefaultSiteBudget = 256 << 10
+	// MinSiteBudget is the least budget `run --site-budget` takes: 8 KiB/s
+	// moves a 1 MiB envelope (e2e.MaxEnvelope) in about two minutes.
+	MinSiteBudget     = 8 << 10
 	siteBackoffMin    = time.Second
 	siteBackoffMax    = time.Minute
 	siteCheck         = time.Second
