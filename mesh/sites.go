@@ -190,15 +190,20 @@ func (s *Service) skipBusy(p peer.ID, common [][]byte) (out [][]byte, skipped bo
 }
 
 // urgentIn reports whether envs (of tag) hold an op this device knows to
-// be urgent (MarkUrgent).
+// be urgent: its own (MarkUrgent), or one it carries that was handed to it
+// as urgent (the bag's flag) — an anchor forwards its colleagues' ops.
 func (s *Service) urgentIn(tag []byte, envs [][]byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.tokens) == 0 {
+	if len(s.tokens) == 0 && len(s.bag) == 0 {
 		return false
 	}
 	for _, raw := range envs {
-		if t := s.tokens[handKey(tag, crdt.OpID(e2e.ID(raw)))]; t != nil && t.urgent {
+		k := handKey(tag, crdt.OpID(e2e.ID(raw)))
+		if t := s.tokens[k]; t != nil && t.urgent {
+			return true
+		}
+		if it := s.bag[k]; it != nil && it.urgent {
 			return true
 		}
 	}

@@ -80,3 +80,30 @@ func (s *stalledStream) Read(b []byte) (int, error) {
 	return s.slowStream.Read(b)
 }
 func (s *stalledStream) SetReadDeadline(t time.Time) error { s.deadline = t; return nil }
+
+// TestSiteCarriedRoutineNotUrgent: what a carried envelope's urgency on a
+// site link rests on is the flag it was handed with: a routine one among
+// urgent ones of another conversation is no urgent frame.
+func TestSiteCarriedRoutineNotUrgent(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag, other := make([]byte, tagLen), make([]byte, tagLen)
+	other[0] = 1
+	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1000)
+	if !s.keepSpray(tag, e, raw, 2, false, now) {
+		t.Fatal("routine envelope not kept")
+	}
+	eu, rawU := sprayEnv(t, other, newPeerID(t), now, 1000)
+	if !s.keepSpray(other, eu, rawU, 2, true, now) {
+		t.Fatal("urgent envelope not kept")
+	}
+	if s.urgentIn(tag, [][]byte{raw}) {
+		t.Fatal("a routine carried envelope is paced as urgent")
+	}
+	if s.urgentIn(tag, [][]byte{rawU}) {
+		t.Fatal("an urgent envelope of another conversation makes a frame of this one urgent")
+	}
+	if !s.urgentIn(other, [][]byte{raw, rawU}) {
+		t.Fatal("a frame holding a carried urgent envelope is not urgent")
+	}
+}
