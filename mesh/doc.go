@@ -85,12 +85,16 @@
 // sent keeps the newest 4,096 per anchor for 64 anchors.
 //
 // Site links (sites.go; an anchor's Config.Links): no conversation gossip
-// crosses them; a change here kicks a sync with the site peers soon; the
-// envelope frames sent to a site peer are written in 8 KiB chunks, each
-// within the link's budget (urgent first), envelopes are fetched from it
-// 16 at a time, a frame on it may take a minute, and a session with it
-// skips the tags another session with it is moving. What arrives from a
-// site peer is published on this site's gossip and a sync kicked.
+// crosses them; a change here kicks a sync with the site peers soon (kicks
+// coalesce: one more round at most while one runs); every frame sent to a
+// site peer (offers and wants too) is written in 8 KiB chunks, each within
+// the link's budget (urgent first: an op of ours marked urgent, or one we
+// carry that was handed to us urgent), envelopes are fetched from it 16 at
+// a time, a frame on it has deadlines of progress (each chunk's wait for
+// the budget, each read, a minute) rather than one for its whole size, and
+// a session with it skips the tags another session with it is moving.
+// What arrives from a site peer is published on this site's gossip and a
+// sync kicked.
 //
 // Invariants: a forged or malformed envelope never reaches storage; every
 // stream has a deadline and a size limit; every session has a work budget;

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/crdt"
@@ -18,8 +19,11 @@ import (
 //
 //   - whenever this device takes in or makes something new, it syncs with
 //     its site peers soon (KickDelay), so a message crosses in one session;
-//   - every envelope frame sent to a site peer waits for the link's budget
-//     (Pace), frames holding an op this device knows to be urgent first;
+//   - every frame sent to a site peer (offer, want, envelopes) waits for
+//     the link's budget (Pace), frames holding an op this device knows to
+//     be urgent first; kicks coalesce (a round with a peer running takes
+//     at most one more after it: syncRound), so an offer crosses at most
+//     once per round however often new ops arrive;
 //   - envelopes are fetched from a site peer in batches of siteBatch, so
 //     one frame holds the link for a fraction of a second and another
 //     conversation's frame is not stuck behind a backlog;
@@ -64,24 +68,39 @@ func (c *conn) frameTimeout() time.Duration {
 }
 
 // sendPaced writes frame b (its varint length first) to a site peer in
-// chunks, each within the link's budget.
+// chunks, each within the link's budget. siteFrameTimeout bounds each
+// chunk's wait, not the frame's: a frame of sixteen large envelopes takes
+// longer than that at a small budget, and must still cross (the reader's
+// deadline, siteReader, is one of progress too).
 func (c *conn) sendPaced(b []byte, urgent bool) error {
 	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
 	buf = append(buf, b...)
-	ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
-	defer cancel()
 	for len(buf) > 0 {
 		n := min(len(buf), siteChunk)
-		if err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent); err != nil {
+		ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
+		err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("site link budget: %w", err)
 		}
 		c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
 		if _, err := c.s.Write(buf[:n]); err != nil {
 			return err
 		}
+		c.sent.Add(int64(n)) // counted as it goes out
 		buf = buf[n:]
 	}
 	return nil
+}
+
+// siteReader reads a site peer's stream with a deadline of progress: each
+// read may take siteFrameTimeout, so a frame paced across a small budget
+// is not cut for its size, while a link that stops carrying still fails.
+type siteReader struct{ s network.Stream }
+
+func (r siteReader) Read(b []byte) (int, error) {
+	r.s.SetReadDeadline(time.Now().Add(siteFrameTimeout))
+	return r.s.Read(b)
 }
 
 // sitePeer reports whether p is a site peer of this device.
@@ -171,15 +190,20 @@ func (s *Service) skipBusy(p peer.ID, common [][]byte) (out [][]byte, skipped bo
 }
 
 // urgentIn reports whether envs (of tag) hold an op this device knows to
-// be urgent (MarkUrgent).
+// be urgent: its own (MarkUrgent), or one it carries that was handed to it
+// as urgent (the bag's flag) — an anchor forwards its colleagues' ops.
 func (s *Service) urgentIn(tag []byte, envs [][]byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.tokens) == 0 {
+	if len(s.tokens) == 0 && len(s.bag) == 0 {
 		return false
 	}
 	for _, raw := range envs {
-		if t := s.tokens[handKey(tag, crdt.OpID(e2e.ID(raw)))]; t != nil && t.urgent {
+		k := handKey(tag, crdt.OpID(e2e.ID(raw)))
+		if t := s.tokens[k]; t != nil && t.urgent {
+			return true
+		}
+		if it := s.bag[k]; it != nil && it.urgent {
 			return true
 		}
 	}

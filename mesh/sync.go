@@ -162,7 +162,7 @@ func decodeFrame(b []byte) (frame, error) {
 type conn struct {
 	svc  *Service
 	p    peer.ID // the other side
-	site bool    // p is a site peer: envelope frames paced, bytes counted
+	site bool    // p is a site peer: every frame paced, bytes counted
 	s    network.Stream
 	r    msgio.ReadCloser
 	w    msgio.WriteCloser
@@ -172,7 +172,13 @@ type conn struct {
 
 func (s *Service) newConn(st network.Stream) *conn {
 	p := st.Conn().RemotePeer()
-	return &conn{svc: s, p: p, site: s.sitePeer(p), s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
+	c := &conn{svc: s, p: p, site: s.sitePeer(p), s: st, w: msgio.NewVarintWriter(st), sent: &s.sent}
+	if c.site {
+		c.r = msgio.NewVarintReaderSize(siteReader{st}, maxFrame)
+	} else {
+		c.r = msgio.NewVarintReaderSize(st, maxFrame)
+	}
+	return c
 }
 
 // encodeFrame is a frame's wire form (deterministic CBOR).
@@ -183,9 +189,10 @@ func (c *conn) send(f frame) error {
 	if err != nil {
 		return err
 	}
-	if c.site && f.Kind == fEnvs {
-		c.sent.Add(int64(len(b)))
-		return c.sendPaced(b, c.svc.urgentIn(f.Tag, f.Envs))
+	if c.site {
+		// Every frame to a site peer is paced, control frames too: an
+		// offer lists every tag held (sites.go).
+		return c.sendPaced(b, f.Kind == fEnvs && c.svc.urgentIn(f.Tag, f.Envs))
 	}
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
 	c.sent.Add(int64(len(b)))

@@ -18,6 +18,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/medmesh/medmesh/discovery"
 	"github.com/medmesh/medmesh/identity"
@@ -64,9 +65,10 @@ type admission struct {
 	offline atomic.Bool  // SetOffline: the gater refuses every connection
 
 	// dial is the policy every outgoing dial is held to (gater.go);
-	// configuredPeers, the bootstrap peers, dialled at any address.
+	// configuredPeers, the bootstrap and site peers with the addresses the
+	// operator gave for them (dialAllowedTo).
 	dial            discovery.Policy
-	configuredPeers []peer.ID
+	configuredPeers map[peer.ID][]ma.Multiaddr
 
 	mu           sync.Mutex
 	peers        map[peer.ID]*peerState

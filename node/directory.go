@@ -56,22 +56,39 @@ func (n *Node) Recipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 // afterAdmission syncs the directory with a newly admitted peer and tells it
 // (and everyone else) who else is in reach.
 func (n *Node) afterAdmission(id peer.ID) {
+	if n.siteLink(id) != nil {
+		n.announceSite(id) // before the directory: it names no one to id
+	}
 	n.sendDirectory(id)
 	n.sendRota(id)
+	if n.IsSitePeer(id) || (n.HasRole(id, RoleAnchor) && n.awaitSiteWord(id)) {
+		return // a site peer is named to no one (sitesPX)
+	}
 	others := n.adm.admittedPeers(id)
 	newcomer := n.addrsOf(id)
 	if newcomer == nil {
 		return
 	}
 	for _, o := range others {
+		if n.IsSitePeer(o) {
+			continue // and no one is named to a site peer
+		}
 		n.goOwned(func() { n.exchange(o, directoryMsg{Peers: []peerAddrs{*newcomer}}, nil) })
 	}
 }
 
+// addrsOf is what peer exchange tells this site's peers of id: where we
+// reached it. Nothing of a site peer, nor of a peer reached only across
+// a site link (through a site peer's relay), nor any relay path through
+// a site peer: this site's devices would dial across the WAN, outside the
+// site link's filter and budget (sitesPX).
 func (n *Node) addrsOf(id peer.ID) *peerAddrs {
+	if n.IsSitePeer(id) || n.words.awaiting(id) || n.acrossSite(id) {
+		return nil
+	}
 	var addrs [][]byte
 	for _, c := range n.host.Network().ConnsToPeer(id) {
-		if c.Stat().Direction == network.DirOutbound {
+		if c.Stat().Direction == network.DirOutbound && !n.viaSitePeer(c.RemoteMultiaddr()) {
 			addrs = append(addrs, c.RemoteMultiaddr().Bytes())
 		}
 	}
@@ -81,6 +98,9 @@ func (n *Node) addrsOf(id peer.ID) *peerAddrs {
 	for _, a := range n.host.Peerstore().Addrs(id) {
 		if len(addrs) == maxAddrsPerPeer {
 			break
+		}
+		if n.viaSitePeer(a) {
+			continue
 		}
 		if !slices.ContainsFunc(addrs, func(b []byte) bool { return string(b) == string(a.Bytes()) }) {
 			addrs = append(addrs, a.Bytes())
@@ -104,9 +124,11 @@ func (n *Node) sendDirectory(id peer.ID) {
 	if own := n.ownEntry(); own != nil {
 		offer.Entries = append(offer.Entries, *own)
 	}
-	for _, o := range n.adm.admittedPeers(id) {
-		if pa := n.addrsOf(o); pa != nil {
-			offer.Peers = append(offer.Peers, *pa)
+	if !n.IsSitePeer(id) { // a site peer is told of no peer here (sitesPX)
+		for _, o := range n.adm.admittedPeers(id) {
+			if pa := n.addrsOf(o); pa != nil {
+				offer.Peers = append(offer.Peers, *pa)
+			}
 		}
 	}
 	ok := n.exchange(id, offer, func(want [][]byte) (out directoryMsg) {
@@ -178,8 +200,7 @@ func (n *Node) handleDirectory(s network.Stream) {
 		s.Reset()
 		return
 	}
-	fresh := n.unheld(offer.Entries)
-	n.takeEntries(offer.Entries)
+	fresh := n.takeEntries(offer.Entries)
 	var want wantMsg
 	for _, sum := range offer.Sums {
 		if len(sum) == entrySumSize && !n.dir.holdsSum(entrySum(sum)) {
@@ -196,14 +217,16 @@ func (n *Node) handleDirectory(s network.Stream) {
 		s.Reset()
 		return
 	}
-	fresh += n.unheld(rest.Entries)
-	n.takeEntries(rest.Entries)
-	n.tryPeers(from, offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
+	fresh += n.takeEntries(rest.Entries)
+	if !n.IsSitePeer(from) { // peers a site peer names are at its site (sitesPX)
+		n.tryPeers(from, offer.Peers, manet.IsIPLoopback(s.Conn().RemoteMultiaddr()))
+	}
 	n.bridgeDirectory(from, fresh)
 }
 
-// takeEntries verifies and records directory entries a peer sent.
-func (n *Node) takeEntries(entries []dirEntry) {
+// takeEntries verifies and records directory entries a peer sent; it
+// reports how many changed the directory (what is worth bridging).
+func (n *Node) takeEntries(entries []dirEntry) (changed int) {
 	for _, de := range entries {
 		if n.dir.holds(de) {
 			continue
@@ -212,10 +235,11 @@ func (n *Node) takeEntries(entries []dirEntry) {
 		if err != nil {
 			continue
 		}
-		if staff, err := n.judgeEntry(chain); err == nil && staff.PeerID != n.ID() {
-			n.addEntry(chain, staff, de.Prekey, false)
+		if staff, err := n.judgeEntry(chain); err == nil && staff.PeerID != n.ID() && n.addEntry(chain, staff, de.Prekey, false) {
+			changed++
 		}
 	}
+	return changed
 }
 
 // StaffInfo is what the local API shows of a colleague.

@@ -110,9 +110,19 @@
 // any other. Conversation gossip does not cross a site link (the pubsub
 // peer filter keeps the trust topic only); the mesh syncs across it
 // instead, paced by the link's budget (PaceSite: a token bucket, urgent
-// first). Directory entries new to the anchor are synced across the link
-// and back to this site's peers. The links' state (sites.mu) and each
-// link's budget (pacer.mu) are owners of their own.
+// first, never in debt). Directory entries that changed the anchor's
+// directory (verified) are synced across the link, at most one forward at
+// a time and one per 5 s per site peer, and back to this site's peers.
+// Peer exchange never crosses a site link: a site peer is named to no one,
+// no peer is named to it, the peers it names are not dialled, and no
+// address reached through it is forwarded. A listing anchor tells its site
+// peer so (/medmesh/site/1, after admission; anchors' word only), and the
+// other side then filters alike even if it does not list it back; an
+// anchor newly admitted is named to no one for 10 s while that word is
+// awaited. Site and bootstrap peers are dialled at their configured
+// addresses or any public one (dialAllowedTo). The links' state
+// (sites.mu), each link's budget (pacer.mu) and the site-link words
+// (siteWords.mu) are owners of their own.
 //
 // State has five owners, none holding another's lock: the admission part
 // (admission: peer table, block list, gater decisions, the trust's CAs and

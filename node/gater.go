@@ -21,7 +21,7 @@ type gater admission
 
 func (g *gater) InterceptPeerDial(p peer.ID) bool { return !(*admission)(g).isBlocked(p) }
 func (g *gater) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
-	return (*admission)(g).dialAllowed(a)
+	return (*admission)(g).dialAllowedTo(p, a)
 }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
@@ -37,9 +37,9 @@ func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnM
 // only when this node listens on loopback (one machine), relay paths only
 // through an admitted anchor (Relay, set by newAdmission); and the
 // bootstrap peers, dialled at any address.
-func dialPolicy(cfg Config) (discovery.Policy, []peer.ID) {
+func dialPolicy(cfg Config) (discovery.Policy, map[peer.ID][]ma.Multiaddr) {
 	var hosts []ma.Multiaddr
-	var configured []peer.ID
+	configured := map[peer.ID][]ma.Multiaddr{}
 	loopback := false
 	for _, s := range cfg.Listen {
 		if a, err := ma.NewMultiaddr(s); err == nil {
@@ -49,15 +49,38 @@ func dialPolicy(cfg Config) (discovery.Policy, []peer.ID) {
 	}
 	for _, ai := range cfg.Bootstrap {
 		hosts = append(hosts, ai.Addrs...)
-		configured = append(configured, ai.ID)
+		configured[ai.ID] = append(configured[ai.ID], ai.Addrs...)
+	}
+	// Site peers are named by the operator like bootstrap peers: another
+	// site's anchor is usually at a public (WAN) address or a DNS name.
+	for _, ai := range cfg.SitePeers {
+		configured[ai.ID] = append(configured[ai.ID], ai.Addrs...)
 	}
 	return discovery.Policy{Loopback: loopback, LinkLocal: true, Public: discovery.PublicAddrs(hosts)}, configured
 }
 
-// dialAllowedTo: any address of a configured bootstrap peer (a name the
-// operator gave resolves to whatever it resolves to), else dialAllowed.
+// dialAllowedTo: what dialAllowed allows; and a configured bootstrap or
+// site peer at an address the operator gave for it, or at any public
+// address (a DNS name the operator gave resolves to whatever it resolves
+// to; the gater sees the resolved address) — never at a loopback,
+// private or reserved address the policy refuses, whatever the peer's
+// identify claims.
 func (a *admission) dialAllowedTo(p peer.ID, addr ma.Multiaddr) bool {
-	return slices.Contains(a.configuredPeers, p) || a.dialAllowed(addr)
+	if a.dialAllowed(addr) {
+		return true
+	}
+	given, ok := a.configuredPeers[p]
+	if !ok {
+		return false
+	}
+	if bare, id := peer.SplitAddr(addr); bare != nil && id != "" {
+		addr = bare
+	}
+	if slices.ContainsFunc(given, addr.Equal) {
+		return true
+	}
+	pub := discovery.PublicAddrs([]ma.Multiaddr{addr})
+	return len(pub) == 1 && discovery.Policy{Public: pub}.Allows(addr)
 }
 
 // dialAllowed: an address the dial policy allows; a

@@ -119,7 +119,8 @@ type Node struct {
 	announced map[peer.ID]time.Time // relay.go: when each reserving peer was last announced
 	reserved  map[peer.ID]time.Time // relay.go: when each peer last asked for a reservation here
 
-	sites *sites // sites.go: links to other sites' anchors (nil: none)
+	sites *sites    // sites.go: links to other sites' anchors (nil: none)
+	words siteWords // sitelink.go: anchors that keep a site link to us
 
 	pkMu         sync.Mutex // guards the fields below and the ring's stored copy
 	prekeys      *e2e.PrekeyRing

@@ -30,20 +30,39 @@ import (
 //   - Not trusted: a site peer is admitted exactly like any other peer
 //     (certificate, CRL); until it is, nothing but admission reaches it.
 //     Being listed only means we dial it, keep it, and pace what we send it.
-//   - Paced: what the mesh sends a site peer in sync (envelopes) waits for
-//     the link's budget (SiteBudget bytes per second; a token bucket with
-//     one second of burst). Waiting frames are served urgent first, then in
-//     arrival order. LAN peers are never paced.
+//   - Paced: every frame the mesh sends a site peer in sync (offers, wants
+//     and envelopes) waits for the link's budget (SiteBudget bytes per
+//     second; a token bucket with one second of burst and no debt).
+//     Waiting frames are served urgent first, then in arrival order. LAN
+//     peers are never paced.
 //   - Conversation gossip does not cross a site link (the pubsub peer
 //     filter): it could not be paced or put in order. The mesh syncs with
 //     its site peers as soon as it takes in something new instead, so a
 //     message crosses in one sync session, within the budget.
+//   - Not forwarded (sitesPX): peer exchange never names a site peer to
+//     anyone, names no peer to a site peer, takes no peer a site peer
+//     names, and forwards no address of a peer reached only through a
+//     site peer nor any relay path through one. Otherwise this site's
+//     devices would dial the other site directly, gossiping and syncing
+//     across the WAN outside the link's filter and budget. Directory
+//     entries (certificates, prekeys) still cross: they carry no address.
+//   - Dialled at the configured addresses whatever they are (a public WAN
+//     address, a DNS name): a site peer, like a bootstrap peer, is a peer
+//     the operator named (dialPolicy, dialAllowedTo).
+//   - Listed on both sides: only the side that lists a peer paces what it
+//     sends and filters gossip. An anchor listed by another but not
+//     listing it back gossips and syncs with it as with a LAN peer; list
+//     each link at both ends (the gossip filter of the listing side alone
+//     keeps conversation topics off the link, since it announces none).
 
 // Site link timing and defaults.
 const (
 	// DefaultSiteBudget is a WAN link's budget when none is configured:
 	// 256 KiB/s, a fifth of a 10 Mbit/s inter-site line.
 	DefaultSiteBudget = 256 << 10
+	// MinSiteBudget is the least budget `run --site-budget` takes: 8 KiB/s
+	// moves a 1 MiB envelope (e2e.MaxEnvelope) in about two minutes.
+	MinSiteBudget     = 8 << 10
 	siteBackoffMin    = time.Second
 	siteBackoffMax    = time.Minute
 	siteCheck         = time.Second
@@ -120,6 +139,8 @@ type siteLink struct {
 	probing  bool
 	probed   time.Time
 	pace     *pacer
+	dirBusy  bool // a directory forward runs (forwardSite)
+	dirAgain bool // and another is due after it
 }
 
 // sites is the node's site links. mu guards the links' fields; the set of
@@ -153,13 +174,15 @@ func newSites(self peer.ID, peers []peer.AddrInfo, budget int64, now time.Time) 
 }
 
 // IsSitePeer reports whether p is one of this anchor's site peers (listed,
-// not necessarily admitted).
+// not necessarily admitted), or an anchor that announced a site link to
+// this node (sitelink.go; not paced here: the listing side paces).
 func (n *Node) IsSitePeer(p peer.ID) bool {
-	if n.sites == nil {
-		return false
+	if n.sites != nil {
+		if _, ok := n.sites.links[p]; ok {
+			return true
+		}
 	}
-	_, ok := n.sites.links[p]
-	return ok
+	return n.announcedSite(p)
 }
 
 // PaceSite waits until size bytes may be sent to site peer p (urgent ones
@@ -226,6 +249,8 @@ func (n *Node) SiteLinks() []SiteLink {
 // site links other anchors keep to it), and on one with site peers
 // protects their connections and starts keepSites.
 func (n *Node) startSites() {
+	n.words.init()
+	n.host.SetStreamHandler(ProtoSiteLink, n.owned(n.gate(n.handleSiteLink)))
 	if n.sites == nil && !n.cfg.Relay {
 		return
 	}
@@ -367,15 +392,34 @@ func (n *Node) gossipsWith(id peer.ID, topic string) bool {
 	return n.isAdmitted(id) && (!n.IsSitePeer(id) || topic == TrustTopic)
 }
 
-// unheld counts the entries the directory does not hold yet.
-func (n *Node) unheld(entries []dirEntry) int {
-	c := 0
-	for _, de := range entries {
-		if !n.dir.holds(de) {
-			c++
+// viaSitePeer reports whether a is a relay path through a site peer
+// (…/p2p/SITE_PEER/p2p-circuit…).
+func (n *Node) viaSitePeer(a ma.Multiaddr) bool {
+	if n.sites == nil {
+		return false
+	}
+	for i, c := range a {
+		if c.Code() == ma.P_CIRCUIT && i > 0 && a[i-1].Code() == ma.P_P2P {
+			r, err := peer.IDFromBytes(a[i-1].RawValue())
+			return err == nil && n.IsSitePeer(r)
 		}
 	}
-	return c
+	return false
+}
+
+// acrossSite reports whether every connection to id is relayed through a
+// site peer: id is at the other site, reached across the site link.
+func (n *Node) acrossSite(id peer.ID) bool {
+	if n.sites == nil {
+		return false
+	}
+	conns := n.host.Network().ConnsToPeer(id)
+	for _, c := range conns {
+		if !n.viaSitePeer(c.RemoteMultiaddr()) {
+			return false
+		}
+	}
+	return len(conns) > 0
 }
 
 // bridgeDirectory carries directory entries across a site link: entries
@@ -383,17 +427,59 @@ func (n *Node) unheld(entries []dirEntry) int {
 // peer, and ones a peer of this site sent go to the site peers — each a
 // sync of what changed since that peer last took our directory. Without
 // it a colleague at the other site stays unknown (no prekey to seal a
-// welcome to) to the devices admitted before the link came up.
+// welcome to) to the devices admitted before the link came up. fresh is
+// what the exchange changed in our directory (verified entries only), and
+// a site peer gets at most one forward at a time and one per
+// siteDirEvery: what arrives meanwhile goes in the next (forwardSite).
 func (n *Node) bridgeDirectory(from peer.ID, fresh int) {
 	if n.sites == nil || fresh == 0 {
 		return
 	}
 	site := n.IsSitePeer(from)
 	for _, o := range n.adm.admittedPeers(from) {
-		if site || n.IsSitePeer(o) {
+		if l := n.siteLink(o); l != nil {
+			n.forwardSite(o, l)
+		} else if site {
 			n.goOwned(func() { n.sendDirectory(o) })
 		}
 	}
+}
+
+// siteDirEvery is the least time between two directory forwards to one
+// site peer.
+const siteDirEvery = 5 * time.Second
+
+// forwardSite syncs our directory to site peer o now, or, if a forward to
+// it is running or was sent less than siteDirEvery ago, once more after.
+func (n *Node) forwardSite(o peer.ID, l *siteLink) {
+	n.sites.mu.Lock()
+	if l.dirBusy {
+		l.dirAgain = true
+		n.sites.mu.Unlock()
+		return
+	}
+	l.dirBusy = true
+	n.sites.mu.Unlock()
+	n.goOwned(func() {
+		t := time.NewTimer(siteDirEvery)
+		defer t.Stop()
+		for {
+			n.sendDirectory(o)
+			select {
+			case <-t.C:
+			case <-n.ctx.Done():
+				return
+			}
+			n.sites.mu.Lock()
+			again := l.dirAgain
+			l.dirAgain, l.dirBusy = false, again
+			n.sites.mu.Unlock()
+			if !again {
+				return
+			}
+			t.Reset(siteDirEvery)
+		}
+	})
 }
 
 // pacer is a token bucket whose waiters are served urgent first, then in
@@ -428,9 +514,10 @@ func (p *pacer) stats() (queued, sent int64) {
 
 // wait takes n bytes of the budget, waiting its turn: behind the urgent
 // waiters when urgent, behind every waiter otherwise. A frame larger than
-// the burst goes when the bucket is full and leaves it in debt.
+// the burst takes it a burst at a time.
 func (p *pacer) wait(ctx context.Context, n int, urgent bool) error {
 	w := &paceWaiter{n: n, urgent: urgent}
+	left := float64(n)
 	p.mu.Lock()
 	at := len(p.queue)
 	if urgent {
@@ -456,9 +543,16 @@ func (p *pacer) wait(ctx context.Context, n int, urgent bool) error {
 			now := p.now()
 			p.tokens = min(p.burst, p.tokens+now.Sub(p.last).Seconds()*p.rate)
 			p.last = now
-			need := min(float64(n), p.burst)
+			// A frame larger than the burst is taken a burst at a time
+			// (at the head of the queue, but for urgent ones arriving), so
+			// the bucket never goes into debt: what has gone out is never
+			// more than one burst plus the rate times the time elapsed.
+			need := min(left, p.burst)
 			if p.tokens >= need {
-				p.tokens -= float64(n)
+				p.tokens -= need
+				if left -= need; left > 0 {
+					continue
+				}
 				p.removeLocked(w)
 				p.sent += int64(n)
 				p.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/internal/check"
+	"github.com/medmesh/medmesh/node"
 )
 
 // siteLinkView is one entry of GET /api/v1/sites.
@@ -341,7 +342,7 @@ func TestReadSitePeers(t *testing.T) {
 	os.WriteFile(good, []byte("# B\n/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWGRUVh2WPBiVYJ2yGXpECC5aaeYfrCY9VDrLXHfSr3uZb\n"), 0o600)
 	bad := filepath.Join(dir, "bad.txt")
 	os.WriteFile(bad, []byte("# B\n\nanchor-b.example:4001\n"), 0o600)
-	if peers, err := readSitePeers(good, true, 1024); err != nil || len(peers) != 1 {
+	if peers, err := readSitePeers(good, true, node.MinSiteBudget); err != nil || len(peers) != 1 {
 		t.Fatalf("good file: %d peers, %v", len(peers), err)
 	}
 	for _, tc := range []struct {
@@ -350,10 +351,11 @@ func TestReadSitePeers(t *testing.T) {
 		budget int64
 		want   string
 	}{
-		{good, false, 1024, "needs --anchor"},
+		{good, false, node.MinSiteBudget, "needs --anchor"},
 		{good, true, 0, "--site-budget"},
-		{bad, true, 1024, "line 3"},
-		{filepath.Join(dir, "missing.txt"), true, 1024, "--site-peers"},
+		{good, true, node.MinSiteBudget - 1, "at least"},
+		{bad, true, node.MinSiteBudget, "line 3"},
+		{filepath.Join(dir, "missing.txt"), true, node.MinSiteBudget, "--site-peers"},
 	} {
 		if _, err := readSitePeers(tc.file, tc.anchor, tc.budget); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s (anchor %v, budget %d): %v, want an error with %q", filepath.Base(tc.file), tc.anchor, tc.budget, err, tc.want)

@@ -11,7 +11,8 @@ import (
 )
 
 // readSitePeers reads `run --site-peers FILE` (node.ParseSitePeers): only
-// an anchor keeps site links, with a positive budget.
+// an anchor keeps site links, with a budget of at least
+// node.MinSiteBudget.
 func readSitePeers(file string, anchor bool, budget int64) ([]peer.AddrInfo, error) {
 	if file == "" {
 		return nil, nil
@@ -19,8 +20,8 @@ func readSitePeers(file string, anchor bool, budget int64) ([]peer.AddrInfo, err
 	if !anchor {
 		return nil, errors.New("--site-peers needs --anchor: only anchors bridge sites")
 	}
-	if budget <= 0 {
-		return nil, fmt.Errorf("--site-budget %d: must be a positive number of bytes per second", budget)
+	if budget < node.MinSiteBudget {
+		return nil, fmt.Errorf("--site-budget %d: must be at least %d bytes per second (a smaller budget cannot carry one large message within a session)", budget, node.MinSiteBudget)
 	}
 	f, err := os.Open(file)
 	if err != nil {
