@@ -92,11 +92,11 @@ func BenchmarkProof(b *testing.B) {
 				if !warm {
 					r = NewReader(d, key.Public().(ed25519.PublicKey))
 				}
-				if proof, err = r.Proof(ctx, 1, h.Seq); err != nil {
+				if proof, err = r.proof(ctx, 1, h.Seq); err != nil {
 					b.Fatal(err)
 				}
 			}
-			if err := VerifyInclusion(func() [32]byte { e, _ := l.Entry(ctx, 1); return e.Hash }(), 1, h.Seq, [32]byte(h.Root), proof); err != nil {
+			if err := verifyInclusion(func() [32]byte { e, _ := l.Entry(ctx, 1); return e.Hash }(), 1, h.Seq, [32]byte(h.Root), proof); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/perSign, "proof-vs-sign")

@@ -28,11 +28,11 @@
 // tree, in at most ceil(log2 n)+1 hashes (15, 480 bytes, from 5 to 10,005
 // entries), without revealing any entry: what a witness (package witness)
 // needs to keep only heads that extend the one it holds. An inclusion
-// proof (Reader.Proof, VerifyInclusion) shows one entry in a head's tree;
-// it is not enough for a witness, as the key holder chooses the tree a
-// head signs. Verify
-// and Vouched check a head's root against the tree of the stored entries,
-// so a head whose tree is not the log's fails as a head whose hash is not.
+// proof (unexported, kept for the tests that show this) shows one entry in
+// a head's tree; it is not enough for a witness, as the key holder chooses
+// the tree a head signs. Verify and Vouched check a head's root against
+// the tree of the stored entries, so a head whose tree is not the log's
+// fails as a head whose hash is not.
 // The tree's frontier (one hash per set bit of the entry count) is stored
 // with the head in the same batch; a log without one is rebuilt on Open.
 //

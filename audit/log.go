@@ -54,11 +54,11 @@ func (r *Reader) Root(ctx context.Context, size uint64) ([32]byte, error) {
 	return r.pr.mth(ctx, 0, size)
 }
 
-// Proof is the inclusion proof of entry seq in the Merkle tree over
-// entries 1..size (at most MaxProof hashes, ceil(log2 size)): what shows a
-// witness holding the head of entry seq that the head of entry size
-// extends it (VerifyInclusion).
-func (r *Reader) Proof(ctx context.Context, seq, size uint64) ([][32]byte, error) {
+// proof is the inclusion proof of entry seq in the Merkle tree over
+// entries 1..size (at most MaxProof hashes, ceil(log2 size)). Witnesses
+// take consistency proofs (Consistency); this one is kept for the tests
+// that show an inclusion proof alone is not enough.
+func (r *Reader) proof(ctx context.Context, seq, size uint64) ([][32]byte, error) {
 	if seq == 0 || seq > size {
 		return nil, fmt.Errorf("audit proof: entry %d of %d", seq, size)
 	}

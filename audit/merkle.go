@@ -76,10 +76,10 @@ func (f *frontier) clone() frontier {
 	return frontier{size: f.size, nodes: append([][32]byte(nil), f.nodes...)}
 }
 
-// VerifyInclusion checks (RFC 9162, 2.1.3.2) that the entry with hash
+// verifyInclusion checks (RFC 9162, 2.1.3.2) that the entry with hash
 // entry is entry seq (leaf seq-1) of the tree of size entries whose root
 // is root.
-func VerifyInclusion(entry [32]byte, seq, size uint64, root [32]byte, proof [][32]byte) error {
+func verifyInclusion(entry [32]byte, seq, size uint64, root [32]byte, proof [][32]byte) error {
 	if seq == 0 || seq > size || len(proof) > MaxProof {
 		return fmt.Errorf("%w: entry %d of %d, %d hashes", ErrProof, seq, size, len(proof))
 	}

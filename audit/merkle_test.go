@@ -50,23 +50,23 @@ func TestInclusionProofs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := VerifyInclusion(leaves[seq-1], seq, n, root, proof); err != nil {
+			if err := verifyInclusion(leaves[seq-1], seq, n, root, proof); err != nil {
 				t.Fatalf("entry %d of %d: %v", seq, n, err)
 			}
-			if VerifyInclusion(leaves[(seq)%n], seq, n, root, proof) == nil && n > 1 {
+			if verifyInclusion(leaves[(seq)%n], seq, n, root, proof) == nil && n > 1 {
 				t.Fatalf("entry %d of %d: another entry's hash verifies", seq, n)
 			}
 			for i := range proof {
 				bad := append([][32]byte(nil), proof...)
 				bad[i][0] ^= 1
-				if VerifyInclusion(leaves[seq-1], seq, n, root, bad) == nil {
+				if verifyInclusion(leaves[seq-1], seq, n, root, bad) == nil {
 					t.Fatalf("entry %d of %d: hash %d changed, still verifies", seq, n, i)
 				}
 			}
-			if len(proof) > 0 && VerifyInclusion(leaves[seq-1], seq, n, root, proof[:len(proof)-1]) == nil {
+			if len(proof) > 0 && verifyInclusion(leaves[seq-1], seq, n, root, proof[:len(proof)-1]) == nil {
 				t.Fatalf("entry %d of %d: a shortened proof verifies", seq, n)
 			}
-			if VerifyInclusion(leaves[seq-1], seq, n, root, append(proof, root)) == nil {
+			if verifyInclusion(leaves[seq-1], seq, n, root, append(proof, root)) == nil {
 				t.Fatalf("entry %d of %d: a lengthened proof verifies", seq, n)
 			}
 		}
@@ -76,11 +76,11 @@ func TestInclusionProofs(t *testing.T) {
 func TestInclusionBounds(t *testing.T) {
 	leaf := sha256.Sum256([]byte("x"))
 	for _, c := range []struct{ seq, size uint64 }{{0, 1}, {2, 1}, {1, 0}} {
-		if err := VerifyInclusion(leaf, c.seq, c.size, leafHash(leaf), nil); !errors.Is(err, ErrProof) {
+		if err := verifyInclusion(leaf, c.seq, c.size, leafHash(leaf), nil); !errors.Is(err, ErrProof) {
 			t.Fatalf("entry %d of %d: %v", c.seq, c.size, err)
 		}
 	}
-	if err := VerifyInclusion(leaf, 1, 1<<62, leafHash(leaf), make([][32]byte, MaxProof+1)); !errors.Is(err, ErrProof) {
+	if err := verifyInclusion(leaf, 1, 1<<62, leafHash(leaf), make([][32]byte, MaxProof+1)); !errors.Is(err, ErrProof) {
 		t.Fatalf("an oversized proof: %v", err)
 	}
 }
@@ -97,11 +97,11 @@ func TestLogTree(t *testing.T) {
 	}
 	appendN(t, l, 300)
 	h := l.Current()
-	proof, err := l.Proof(ctx, old.Seq, h.Seq)
+	proof, err := l.proof(ctx, old.Seq, h.Seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyInclusion(old.Hash, old.Seq, h.Seq, [32]byte(h.Root), proof); err != nil {
+	if err := verifyInclusion(old.Hash, old.Seq, h.Seq, [32]byte(h.Root), proof); err != nil {
 		t.Fatal(err)
 	}
 	if len(proof) != 9 { // ceil(log2 305)
@@ -206,7 +206,7 @@ func TestConsistencyRefusesFabricatedRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyInclusion(genuine[5], 6, 8, refRoot(fake), incl); err != nil {
+	if err := verifyInclusion(genuine[5], 6, 8, refRoot(fake), incl); err != nil {
 		t.Fatalf("the fabricated tree does hold the witnessed entry: %v", err)
 	}
 	proof, err := p.consistency(ctx, 6, 0, 8, true)
