@@ -311,6 +311,9 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 	now := s.cfg.Now()
 	s.mu.Lock()
 	_, known := c.ops[id]
+	// Dropped for room before (refused.go): an envelope fetched or pushed
+	// again while the record holds would only displace another.
+	known = known || s.refused.ids[hex.EncodeToString(tag)][id]
 	kept := false
 	if !known {
 		rec, _ := detcbor.Marshal(carriedRecord{At: now.Unix(), Raw: raw})
@@ -401,6 +404,7 @@ func (s *Service) boundSenderLocked(sender peer.ID) {
 		r := a.queue[i]
 		if h, ok := r.live(); ok && h.sender == sender && s.copies[r.id] > 1 {
 			s.dropLocked(r.c, r.id, h)
+			s.refuseLocked(hex.EncodeToString(r.c.tag), r.id)
 			dropped++
 		}
 	}
@@ -409,6 +413,7 @@ func (s *Service) boundSenderLocked(sender peer.ID) {
 		a.queue = a.queue[1:]
 		if h, ok := r.live(); ok && h.sender == sender {
 			s.dropLocked(r.c, r.id, h)
+			s.refuseLocked(hex.EncodeToString(r.c.tag), r.id)
 			dropped++
 		}
 	}
@@ -445,6 +450,7 @@ func (s *Service) enforceLocked(now time.Time) {
 			break
 		}
 		s.dropLocked(it.c, it.id, it.h)
+		s.refuseLocked(hex.EncodeToString(it.c.tag), it.id)
 		dropped++
 	}
 	s.oldestCarried = time.Time{}

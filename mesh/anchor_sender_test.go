@@ -1,6 +1,7 @@
 package mesh_test
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -75,6 +76,19 @@ func TestAnchorSenderShare(t *testing.T) {
 		})
 		if got := x.M.SenderView(f.N.ID()).Bytes; got <= share-2<<10 {
 			t.Fatalf("the anchor holds only %d bytes from f after the flood", got)
+		}
+		// What the anchor dropped it does not fetch again: another
+		// complete sync leaves what it holds from f as it was (fetching
+		// the dropped envelopes anew would displace the held ones).
+		held := x.M.SenderView(f.N.ID()).IDs
+		again := x.M.Changes()
+		testnet.Eventually(t, 20*time.Second, "the anchor synced with f again", func() bool {
+			x.M.SyncWith(f.N.ID())
+			done, ok := x.M.Synced(f.N.ID())
+			return ok && done >= again
+		})
+		if now := x.M.SenderView(f.N.ID()).IDs; !maps.Equal(now, held) {
+			t.Fatalf("the anchor fetched f's dropped envelopes again: held %d, now %d", len(held), len(now))
 		}
 	}
 	check := func(when string) {

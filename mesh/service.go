@@ -176,6 +176,7 @@ type Service struct {
 	// tags each site peer's sessions are moving now (guarded by mu).
 	siteKicks chan struct{}
 	busy      map[peer.ID]map[string]int
+	refused   refusals // anchor: envelopes dropped for room, not fetched again (guarded by mu)
 }
 
 // SyncBytes is how many bytes of sync frames this device has written.

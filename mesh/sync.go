@@ -697,7 +697,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 			}
 		}
 	}
-	need := sess.Need()
+	need := s.wanted(tag, sess.Need())
 	s.log.Debug("sync: reconciled", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
 	// Only a fetch of several batches can leave ops unapplied for want of
 	// dependencies in a later batch: count what it applied then.
@@ -876,7 +876,10 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID) (*claimSet,
 		t.Stop()
 		var more []crdt.OpID
 		more, busy, wake, changed = s.fetches.take(c, busy, s.IDsOf(tag), time.Now())
-		mine = append(mine, more...)
+		// What the other session fetched and this anchor dropped for
+		// room is neither held nor to be fetched again (refused.go).
+		busy = s.wanted(tag, busy)
+		mine = append(mine, s.wanted(tag, more)...)
 	}
 	if len(busy) > 0 {
 		s.mu.Lock()
@@ -1263,7 +1266,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				continue
 			}
 			// Their wants are served; now ours, and the tag is done.
-			if _, err := s.fetch(c, p, f.Tag, cur.sess.Need()); err != nil {
+			if _, err := s.fetch(c, p, f.Tag, s.wanted(f.Tag, cur.sess.Need())); err != nil {
 				return err
 			}
 			release()
