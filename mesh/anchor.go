@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -81,9 +82,12 @@ type ledger struct {
 	by map[peer.ID]*account
 }
 
-// account is what one sender has carried. queue lists its envelopes in
-// the order kept (oldest first after restore); entries whose envelope has
-// since gone (TTL, global quota) are skipped when met and compacted away.
+// account is what one sender has carried. queue lists its envelopes
+// oldest first by the sender's own signed clock (the causal key), not by
+// arrival: an old envelope fetched late must not displace a newer one
+// (and, once dropped, is not fetched again: refused.go). Entries whose
+// envelope has since gone (TTL, global quota) are skipped when met and
+// compacted away.
 type account struct {
 	bytes int64
 	n     int
@@ -91,9 +95,18 @@ type account struct {
 }
 
 type heldRef struct {
-	c  *carrier
-	id crdt.OpID
-	at time.Time
+	c   *carrier
+	id  crdt.OpID
+	at  time.Time
+	key uint64 // the envelope's causal key (e2e.Envelope.SyncKey)
+}
+
+// before orders refs by causal key, then ID.
+func (r heldRef) before(o heldRef) int {
+	if c := cmp.Compare(r.key, o.key); c != 0 {
+		return c
+	}
+	return r.id.Compare(o.id)
 }
 
 // live reports whether r still names the envelope it was queued for.
@@ -113,7 +126,13 @@ func (l *ledger) add(c *carrier, id crdt.OpID, h held) {
 	if len(a.queue) > 2*a.n+32 {
 		a.queue = slices.DeleteFunc(a.queue, func(r heldRef) bool { _, ok := r.live(); return !ok })
 	}
-	a.queue = append(a.queue, heldRef{c, id, h.at})
+	r := heldRef{c, id, h.at, h.key}
+	if n := len(a.queue); n == 0 || a.queue[n-1].before(r) <= 0 {
+		a.queue = append(a.queue, r) // in order: the usual case
+		return
+	}
+	i, _ := slices.BinarySearchFunc(a.queue, r, heldRef.before)
+	a.queue = slices.Insert(a.queue, i, r)
 }
 
 func (l *ledger) release(h held) {
@@ -400,8 +419,21 @@ func (s *Service) boundSenderLocked(sender peer.ID) {
 	// first: a colleague who replays another's envelopes under tags of its
 	// own (sync answers it chose) evicts only its replays, never the first
 	// copy of each.
-	for i := len(a.queue) - 1; i >= 0 && a.bytes > share; i-- {
+	// The queue is in causal order, so a replay sits beside its first
+	// copy: the first copy is the one kept earliest.
+	first := map[crdt.OpID]heldRef{}
+	for _, r := range a.queue {
+		if h, ok := r.live(); ok && h.sender == sender && s.copies[r.id] > 1 {
+			if f, seen := first[r.id]; !seen || r.at.Before(f.at) {
+				first[r.id] = r
+			}
+		}
+	}
+	for i := len(a.queue) - 1; i >= 0 && a.bytes > share && len(first) > 0; i-- {
 		r := a.queue[i]
+		if f, ok := first[r.id]; ok && f.c == r.c {
+			continue
+		}
 		if h, ok := r.live(); ok && h.sender == sender && s.copies[r.id] > 1 {
 			s.dropLocked(r.c, r.id, h)
 			s.refuseLocked(hex.EncodeToString(r.c.tag), r.id)
@@ -506,8 +538,8 @@ func (s *Service) restoreCarried() error {
 	l := s.sendersLocked()
 	for sender, a := range l.by {
 		// The store lists envelopes by tag and ID: put each account's queue
-		// in age order once, then bound it.
-		slices.SortStableFunc(a.queue, func(x, y heldRef) int { return x.at.Compare(y.at) })
+		// in causal order once, then bound it.
+		slices.SortFunc(a.queue, heldRef.before)
 		s.boundSenderLocked(sender)
 	}
 	s.enforceLocked(s.cfg.Now())

@@ -165,7 +165,7 @@ func TestGhostWelcomesDoNotBreakSync(t *testing.T) {
 	bound := min(conversations.MaxUnopened, conversations.MaxJoinsPerSender, conversations.MaxUnopenedPerSender)
 	publish(200, false)
 	publish(2*bound, true)
-	testnet.Eventually(t, 15*time.Second, "the victim took the sealed ones up to its bound", func() bool {
+	testnet.Eventually(t, 30*time.Second, "the victim took the sealed ones up to its bound", func() bool {
 		return len(v.C.Tags()) == 1+bound
 	})
 	publish(50, true)

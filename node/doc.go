@@ -98,7 +98,7 @@
 // devices. CRLs of a federated trust are accepted, persisted and spread
 // like ours; a federated peer may hand us only ours and its own trust's.
 // A CRL of a CA this device has not met (another trust's site CA, known
-// to the colleague forwarding it) is held in a bounded pending list
+// to the colleague forwarding it) is held in a bounded, persisted pending list
 // (pendingcrl.go) and installed, then spread, as soon as the CA is learnt
 // — before the presenter whose chain taught it is judged; when a record
 // becomes active again, the federated CAs and CRLs stored are reloaded.

@@ -1,13 +1,19 @@
 package node
 
 import (
+	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Pending CRLs. A CRL is verified against the CA that signed it, so a
@@ -24,7 +30,9 @@ import (
 // maxPendingBytesPerSender bytes from one sender (an admitted colleague,
 // or the local API), at most maxPending CRLs and maxPendingBytes bytes in
 // all; when over, the oldest CRL of the sender holding the most goes, so a
-// colleague flooding it evicts its own first. It lives in memory only.
+// colleague flooding it evicts its own first. The list is persisted (one
+// record per CRL under pendingPrefix, written as it changes), so a device
+// restarted before it meets the CA still applies the CRL then.
 const (
 	maxPending               = 64
 	maxPendingBytes          = 16 << 20
@@ -44,14 +52,16 @@ type pendingCRLs struct {
 	bytes int
 }
 
-// hold keeps der (a CRL whose issuer is unknown) from sender from.
-func (p *pendingCRLs) hold(from peer.ID, der []byte) {
+// hold keeps der (a CRL whose issuer is unknown) from sender from. It
+// reports whether der is new to the list, and the sums of the CRLs evicted
+// to make room (der's own among them if it did not fit).
+func (p *pendingCRLs) hold(from peer.ID, der []byte) (added bool, evicted [][sha256.Size]byte) {
 	sum := sha256.Sum256(der)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range p.list {
 		if e.sum == sum {
-			return
+			return false, nil
 		}
 	}
 	p.list = append(p.list, pendingCRL{from: from, sum: sum, der: der})
@@ -65,11 +75,11 @@ func (p *pendingCRLs) hold(from peer.ID, der []byte) {
 		}
 		switch {
 		case n > maxPendingPerSender || b > maxPendingBytesPerSender:
-			p.evictOldest(from)
+			evicted = append(evicted, p.evictOldest(from))
 		case len(p.list) > maxPending || p.bytes > maxPendingBytes:
-			p.evictOldest(p.heaviest())
+			evicted = append(evicted, p.evictOldest(p.heaviest()))
 		default:
-			return
+			return true, evicted
 		}
 	}
 }
@@ -87,15 +97,17 @@ func (p *pendingCRLs) heaviest() peer.ID {
 	return top
 }
 
-// evictOldest drops the oldest CRL of from. Callers hold p.mu.
-func (p *pendingCRLs) evictOldest(from peer.ID) {
+// evictOldest drops the oldest CRL of from, returning its sum. Callers
+// hold p.mu.
+func (p *pendingCRLs) evictOldest(from peer.ID) [sha256.Size]byte {
 	for i, e := range p.list {
 		if e.from == from {
 			p.bytes -= len(e.der)
 			p.list = append(p.list[:i:i], p.list[i+1:]...)
-			return
+			return e.sum
 		}
 	}
+	return [sha256.Size]byte{}
 }
 
 func (p *pendingCRLs) snapshot() [][]byte {
@@ -108,7 +120,7 @@ func (p *pendingCRLs) snapshot() [][]byte {
 	return out
 }
 
-func (p *pendingCRLs) drop(der []byte) {
+func (p *pendingCRLs) drop(der []byte) [sha256.Size]byte {
 	sum := sha256.Sum256(der)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -116,9 +128,10 @@ func (p *pendingCRLs) drop(der []byte) {
 		if e.sum == sum {
 			p.bytes -= len(e.der)
 			p.list = append(p.list[:i:i], p.list[i+1:]...)
-			return
+			break
 		}
 	}
+	return sum
 }
 
 func (p *pendingCRLs) count() int {
@@ -137,7 +150,7 @@ func (a *admission) retryPending() []*crlChange {
 		if errors.Is(err, identity.ErrUnknownCA) {
 			continue
 		}
-		a.pending.drop(der)
+		a.unstorePending(a.pending.drop(der))
 		if change != nil {
 			out = append(out, change)
 		}
@@ -161,4 +174,77 @@ func (a *admission) crlOfTrust(der []byte, root identity.CAKey) bool {
 	}
 	l, err := identity.ParseCRL(der)
 	return err == nil && a.trust.CRLIssuedUnder(l, root)
+}
+
+// Persistence of the pending list.
+
+var pendingPrefix = ds.NewKey("/trust/pending") // held CRLs, by SHA-256 of the DER
+
+// pendingRecord is one held CRL as stored.
+type pendingRecord struct {
+	From string `cbor:"1,keyasint"` // the sender's peer ID; "" for the local API
+	DER  []byte `cbor:"2,keyasint"`
+}
+
+func pendingKey(sum [sha256.Size]byte) ds.Key {
+	return pendingPrefix.ChildString(hex.EncodeToString(sum[:]))
+}
+
+// holdCRL holds der from sender from, and persists the change.
+func (a *admission) holdCRL(from peer.ID, der []byte) {
+	if len(der) > maxCRLBytes {
+		return
+	}
+	added, evicted := a.pending.hold(from, der)
+	if added {
+		rec, err := detcbor.Marshal(pendingRecord{From: string(from), DER: der})
+		if err == nil {
+			err = a.store.Put(a.ctx, pendingKey(sha256.Sum256(der)), rec)
+		}
+		if err != nil {
+			a.log.Error("store a held CRL", "err", err)
+		}
+	}
+	for _, sum := range evicted {
+		a.unstorePending(sum)
+	}
+}
+
+func (a *admission) unstorePending(sum [sha256.Size]byte) {
+	if err := a.store.Delete(a.ctx, pendingKey(sum)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		a.log.Error("delete a held CRL", "err", err)
+	}
+}
+
+// loadPending restores the held CRLs, oldest order lost (the store returns
+// them by key); a record that does not decode, or whose DER no longer
+// matches its key, is deleted.
+func (a *admission) loadPending(ctx context.Context) error {
+	res, err := a.store.Query(ctx, query.Query{Prefix: pendingPrefix.String()})
+	if err != nil {
+		return fmt.Errorf("load held CRLs: %w", err)
+	}
+	var bad []ds.Key
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("load held CRLs: %w", r.Error)
+		}
+		var rec pendingRecord
+		if detcbor.Unmarshal(r.Value, &rec, maxCRLBytes+256) != nil || len(rec.DER) > maxCRLBytes ||
+			pendingKey(sha256.Sum256(rec.DER)).String() != r.Key {
+			bad = append(bad, ds.NewKey(r.Key))
+			continue
+		}
+		_, evicted := a.pending.hold(peer.ID(rec.From), rec.DER)
+		for _, s := range evicted {
+			bad = append(bad, pendingKey(s))
+		}
+	}
+	res.Close()
+	for _, k := range bad { // after the query: the store is not written while it is read
+		if err := a.store.Delete(ctx, k); err != nil && !errors.Is(err, ds.ErrNotFound) {
+			return fmt.Errorf("load held CRLs: %w", err)
+		}
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -126,5 +127,54 @@ func TestFederatedPeerHandsOnlyItsTrustsCRLs(t *testing.T) {
 	// C's CRL from our own staff still applies.
 	if _, err := w.a1.SubmitCRL(context.Background(), c.crl(t, 7)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHeldCRLSurvivesRestart: a CRL of a site CA this device has not met
+// is held across a restart, applied when the CA is learnt, and then gone
+// from the store; a corrupted record is dropped at load, not applied.
+func TestHeldCRLSurvivesRestart(t *testing.T) {
+	a := newCA(t, "General Hospital")
+	north := siteCA(t, a, "North")
+	d := a.enrol(t, "one", time.Now())
+	st := dssync.MutexWrap(ds.NewMapDatastore())
+	n := startNode(t, a, d, withStore(st))
+	if _, err := n.SubmitCRL(context.Background(), north.crl(t, 4)); err == nil {
+		t.Fatal("a CRL of a CA not met was applied")
+	}
+	if n.adm.pending.count() != 1 {
+		t.Fatalf("held %d CRLs", n.adm.pending.count())
+	}
+	// A record that is not what its key says (a disk error, a tamperer
+	// with the store but not the keys) is dropped at load.
+	junk := pendingKey([32]byte{1})
+	if err := st.Put(context.Background(), junk, []byte{0xa2, 0x01, 0x60, 0x02, 0x41, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+
+	again := startNode(t, a, d, withStore(st))
+	if got := again.adm.pending.count(); got != 1 {
+		t.Fatalf("after a restart %d CRLs held, want 1", got)
+	}
+	if ok, _ := st.Has(context.Background(), junk); ok {
+		t.Fatal("a corrupted held record was kept")
+	}
+	if c := again.cfg.Trust.CRLNumber(north.ca.Cert); c != nil {
+		t.Fatalf("applied before the CA was met: %v", c)
+	}
+	again.adm.learnIssuers([]*x509.Certificate{north.ca.Cert}, time.Now())
+	if c := again.cfg.Trust.CRLNumber(north.ca.Cert); c == nil || c.Int64() != 4 {
+		t.Fatalf("the held CRL was not applied when the CA was learnt: %v", c)
+	}
+	if again.adm.pending.count() != 0 {
+		t.Fatal("applied, yet still held")
+	}
+	res, err := st.Query(context.Background(), query.Query{Prefix: pendingPrefix.String(), KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := res.Rest(); len(left) != 0 {
+		t.Fatalf("applied, yet %d records still stored as held", len(left))
 	}
 }

@@ -151,7 +151,7 @@ func (n *Node) validateTrust(_ context.Context, from peer.ID, m *pubsub.Message)
 		changed, err := n.installCRL(msg.CRL)
 		switch {
 		case errors.Is(err, identity.ErrUnknownCA):
-			n.adm.pending.hold(from, msg.CRL) // perhaps a site CA we have not met yet
+			n.adm.holdCRL(from, msg.CRL) // perhaps a site CA we have not met yet
 			return pubsub.ValidationIgnore
 		case err != nil:
 			return pubsub.ValidationReject
@@ -191,7 +191,7 @@ func (n *Node) SubmitCRL(_ context.Context, data []byte) (bool, error) {
 	}
 	changed, err := n.installCRL(l.Raw)
 	if errors.Is(err, identity.ErrUnknownCA) {
-		n.adm.pending.hold("", l.Raw)
+		n.adm.holdCRL("", l.Raw)
 		err = fmt.Errorf("%w (held: applied once this device meets the CA)", err)
 	}
 	return changed, err
@@ -211,7 +211,7 @@ func (n *Node) learnCRLs(from peer.ID, raws [][]byte) {
 		switch {
 		case errors.Is(err, identity.ErrUnknownCA):
 			if fed == nil {
-				n.adm.pending.hold(from, raw)
+				n.adm.holdCRL(from, raw)
 			}
 		case err != nil:
 			n.log.Debug("CRL refused", "err", err)
@@ -351,5 +351,10 @@ func (n *Node) loadPersisted(ctx context.Context) error {
 	if err := n.dir.load(ctx); err != nil {
 		return err
 	}
-	return n.adm.loadCRLs(ctx)
+	if err := n.adm.loadCRLs(ctx); err != nil {
+		return err
+	}
+	// Held CRLs last: those whose CA is known by now are installed when
+	// the node retries them (retryPendingCRLs, once it runs).
+	return n.adm.loadPending(ctx)
 }
