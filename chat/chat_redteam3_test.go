@@ -146,7 +146,6 @@ func TestRevokedAdminRetentionDoesNotWipeHistory(t *testing.T) {
 // who saw the removal first, still has it: replicas diverge for good and
 // a removed admin has deleted everyone's history that his op reached first.
 func TestRedteam3VoidRetentionDeletesForGood(t *testing.T) {
-	t.Skip("open: retention destroys at once on a judgement a later removal can flip (needs a grace period before destruction)")
 	w := newWorld(t)
 	alice, bob, carol := w.device("alice"), w.device("bob"), w.device("carol")
 	ra, rb, rc := unpack3(w.group("t", alice, bob, carol))

@@ -228,7 +228,11 @@
 // causal past; an op's sort key is never earlier than its dependencies'
 // (crdt); retention deletes messages older than the setting by their own
 // signed time (not a sort key others can pull down) on every replica and
-// keeps only their op IDs.
+// keeps only their op IDs. A message is kept for the setting in force when
+// it was sent — the newest valid retention op in its causal past — so a
+// setting never reaches history written before it: an admin removed
+// concurrently with his retention op (void only once the removal arrives)
+// cannot wipe the history on the replicas his op reaches first.
 //
 // Known limitations: anyone who was ever a member of an epoch can read that
 // epoch's control ops (membership, receipts) — a removed member reads none

@@ -107,6 +107,33 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestRetentionAppliesFromItsSetting: a setting reaches only messages
+// sent after it (in its causal future): history written before stays,
+// and a later, longer setting does not stretch what was sent under the
+// shorter one.
+func TestRetentionAppliesFromItsSetting(t *testing.T) {
+	w := newWorld(t)
+	alice, bob := w.device("alice"), w.device("bob")
+	ra, envs := w.create(alice, "t", bob)
+	rb := w.join(bob, ra.Tag())
+	ok := must[crdt.OpID](t)
+	before, _ := ok(split(ra.Send("before any setting", SendOptions{})))
+	short, _ := ok(split(ra.SetRetention(time.Hour)))
+	under, _ := ok(split(ra.Send("under one hour", SendOptions{})))
+	long, _ := ok(split(ra.SetRetention(30 * 24 * time.Hour)))
+	later, _ := ok(split(ra.Send("under thirty days", SendOptions{})))
+	deliver(t, slices.Concat(envs, before, short, under, long, later), rb)
+	w.now = w.now.Add(2 * time.Hour)
+	for _, r := range []*Replica{ra, rb} {
+		if n := r.Expire(w.now); n != 1 {
+			t.Fatalf("expired %d, want 1", n)
+		}
+		if got := texts(r.State()); !slices.Equal(got, []string{"before any setting", "under thirty days"}) {
+			t.Fatalf("after two hours: %q", got)
+		}
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	w := newWorld(t)
 	alice, bob := w.device("alice"), w.device("bob")

@@ -412,8 +412,8 @@ func (r *Replica) DeliveryOf(m Message) Delivery {
 	return d
 }
 
-// Expire applies retention: messages older than the retention setting are
-// deleted on this replica — their content destroyed, their op IDs kept so
+// Expire applies retention: messages older than the retention setting in
+// force when they were sent (see below) are deleted on this replica — their content destroyed, their op IDs kept so
 // sync never fetches them again — and expired message keys are dropped:
 // skipped keys older than e2e.MessageKeyWindow, and the chains of epochs
 // no longer in use for longer than that window.
@@ -435,11 +435,37 @@ func (r *Replica) Expire(now time.Time) int {
 			delete(r.superseded, ep)
 		}
 	}
-	st := r.State()
-	ret := st.Retention
-	if ret <= 0 {
+	// A message is kept for the retention in force when it was sent: the
+	// newest (by the register's stamp) retention op, valid now, in its
+	// causal past — as disappearing messages work elsewhere. A setting
+	// never reaches history written before it, so an admin — or one
+	// removed concurrently, whose op is void only once the removal
+	// arrives — cannot wipe what the conversation already holds.
+	type setting struct {
+		id    crdt.OpID
+		stamp crdt.Stamp
+		keep  time.Duration
+	}
+	var rets []setting
+	for id, info := range r.ops {
+		if info.kind == kindRetention && info.valid && info.p != nil {
+			k, _ := r.dag.Key(id)
+			rets = append(rets, setting{id, crdt.Stamp{Key: k, ID: id}, time.Duration(info.p.Retention) * time.Second})
+		}
+	}
+	if !slices.ContainsFunc(rets, func(s setting) bool { return s.keep > 0 }) {
 		return 0
 	}
+	slices.SortFunc(rets, func(a, b setting) int { return b.stamp.Compare(a.stamp) }) // newest first
+	retentionOf := func(info *opInfo) time.Duration {
+		for _, s := range rets {
+			if info.before != nil && info.before.has(s.id) {
+				return s.keep
+			}
+		}
+		return 0
+	}
+	st := r.State()
 	unread := map[crdt.OpID]time.Time{}
 	for _, m := range st.Messages {
 		if m.Sender != r.dev.ID || m.Deleted || m.Withdrawn != "" {
@@ -465,7 +491,7 @@ func (r *Replica) Expire(now time.Time) int {
 		}
 		// The op's own signed time, not its sort key: a dependant stamped
 		// in the past must not make fresh messages expire.
-		if info.env != nil && now.Sub(time.UnixMilli(info.env.Wall)) > ret {
+		if ret := retentionOf(info); ret > 0 && info.env != nil && now.Sub(time.UnixMilli(info.env.Wall)) > ret {
 			if at, ok := unread[id]; ok {
 				if r.expiredUnread == nil {
 					r.expiredUnread = map[crdt.OpID]time.Time{}
