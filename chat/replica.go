@@ -91,6 +91,9 @@ type Replica struct {
 	// expiredUnread: own messages retention deleted before anyone read
 	// them, with their times (State shows them to the sender).
 	expiredUnread map[crdt.OpID]time.Time
+	// urgentSeen: an urgent message or an escalation has been read on
+	// this replica (MayEscalate).
+	urgentSeen bool
 
 	dev     *Device
 	dir     Directory
@@ -477,6 +480,7 @@ func (r *Replica) decryptContent(id crdt.OpID, info *opInfo) {
 	if p := r.ownPayload; p != nil && info.sender == r.dev.ID {
 		r.ownPayload = nil
 		info.kind, info.p = p.Kind, p
+		r.noteUrgent(p)
 		if r.plain != nil {
 			if b, err := detcbor.Marshal(p); err == nil {
 				r.keepPlain(id, b)
@@ -517,7 +521,24 @@ func (r *Replica) setPayload(info *opInfo, pt []byte, control bool) {
 		return
 	}
 	info.kind, info.p = p.Kind, p
+	r.noteUrgent(p)
 }
+
+// noteUrgent notes a payload read on this replica that makes State
+// worth a look for the escalation loop (MayEscalate).
+func (r *Replica) noteUrgent(p *payload) {
+	if p.Urgent || p.Kind == kindEscalate {
+		r.urgentSeen = true
+	}
+}
+
+// MayEscalate reports whether State can hold anything an escalation loop
+// acts on: an urgent message or an escalation, or one of this device's
+// messages that retention deleted unread. It is false only when no urgent
+// message and no escalation has ever been read on this replica (valid or
+// not, standing or not) and nothing expired unread, so a caller may skip
+// materialising a conversation it would find nothing in; it costs nothing.
+func (r *Replica) MayEscalate() bool { return r.urgentSeen || len(r.expiredUnread) > 0 }
 
 // open opens a welcome sealed to this device and installs its keys. A
 // share that does not open, or opens to a secret other than the one the

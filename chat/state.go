@@ -517,6 +517,10 @@ func (r *Replica) Missing() []crdt.OpID { return r.dag.Missing() }
 // reconciles.
 func (r *Replica) IDs() []crdt.OpID { return r.dag.IDs() }
 
+// SortedIDs is IDs shared, not copied (crdt.DAG.SortedIDs): callers must
+// not modify it; it stays valid, and unchanged, as ops are applied.
+func (r *Replica) SortedIDs() []crdt.OpID { return r.dag.SortedIDs() }
+
 // Envelope returns the raw envelope of an op, for serving sync.
 func (r *Replica) Envelope(id crdt.OpID) ([]byte, bool) {
 	if info := r.ops[id]; info != nil && info.raw != nil {

@@ -159,9 +159,20 @@ func (s *Service) escalationLoop(ctx context.Context, ch <-chan Event, unsub fun
 			if !ok {
 				return
 			}
-			only = []chat.ConversationID{ev.Conversation}
-			if ev.Kind != EventMessage && ev.Kind != EventConversation {
-				only = []chat.ConversationID{} // our own alerts: nothing changed
+			// One pass for the changes queued meanwhile: a device taking
+			// in a burst makes an event per batch.
+			only = changed(nil, ev)
+		drain:
+			for range cap(ch) {
+				select {
+				case ev, ok := <-ch:
+					if !ok {
+						return
+					}
+					only = changed(only, ev)
+				default:
+					break drain
+				}
 			}
 			if !timer.Stop() {
 				select {
@@ -174,6 +185,18 @@ func (s *Service) escalationLoop(ctx context.Context, ch <-chan Event, unsub fun
 			only = nil
 		}
 	}
+}
+
+// changed adds to only the conversation ev says changed (our own alerts
+// change nothing); the result is never nil (nil means every conversation).
+func changed(only []chat.ConversationID, ev Event) []chat.ConversationID {
+	if only == nil {
+		only = []chat.ConversationID{}
+	}
+	if (ev.Kind == EventMessage || ev.Kind == EventConversation) && !slices.Contains(only, ev.Conversation) {
+		only = append(only, ev.Conversation)
+	}
+	return only
 }
 
 // CheckEscalations makes one pass over every conversation: it raises the
@@ -220,6 +243,15 @@ func (s *Service) checkEscalations(only []chat.ConversationID) time.Time {
 	var judged []crdt.OpID // messages of the conversations this pass saw
 	for _, c := range convs {
 		c.mu.Lock()
+		if !c.r.MayEscalate() {
+			// No urgent message, no escalation, nothing expired unread
+			// ever here: nothing to alert and nothing the loop remembers
+			// (it remembers urgent and expired messages only), so the
+			// conversation is not materialised — a pass runs on every
+			// batch taken in, and State walks the whole DAG.
+			c.mu.Unlock()
+			continue
+		}
 		id := c.r.ID()
 		st := c.r.State()
 		e.mu.Lock()

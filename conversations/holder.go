@@ -18,7 +18,7 @@ import (
 
 // The mesh moves envelopes; these methods (mesh.Holder) are what it asks
 // of the conversations this device holds.
-var _ mesh.Holder = (*Service)(nil)
+var _ mesh.SortedHolder = (*Service)(nil)
 
 // Tags lists the tags of the conversations this device holds.
 func (s *Service) Tags() [][]byte {
@@ -44,6 +44,19 @@ func (s *Service) IDs(tag []byte) []crdt.OpID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.r.IDs()
+}
+
+// SortedIDs is IDs, sorted and shared with the replica (mesh reads it for
+// every sync session without a copy of the whole set): callers must not
+// modify it.
+func (s *Service) SortedIDs(tag []byte) []crdt.OpID {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.SortedIDs()
 }
 
 // Keys gives the causal keys of ops of a conversation this device holds

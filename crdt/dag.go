@@ -89,6 +89,8 @@ type DAG struct {
 	// The applied IDs, sorted (what sync reconciles), and those applied
 	// since they were last merged in: sync asks for the set on every
 	// meeting, and sorting it each time dominated an idle mesh's CPU.
+	// sorted is never modified in place (SortedIDs shares it): a merge
+	// replaces it.
 	sorted, fresh []OpID
 
 	pending      map[OpID]*waiting
@@ -597,6 +599,18 @@ func (d *DAG) IDs() []OpID {
 		d.sorted, d.fresh = MergeIDs(d.sorted, d.fresh), d.fresh[:0]
 	}
 	return slices.Clone(d.sorted)
+}
+
+// SortedIDs is IDs without the copy: the sorted set, shared. The slice is
+// never modified once returned (a merge of newly applied IDs makes a new
+// one), so it may be read after the DAG's lock is released, by any number
+// of readers; callers must not modify it (its capacity is its length, so
+// an append copies).
+func (d *DAG) SortedIDs() []OpID {
+	if len(d.fresh) > 0 {
+		d.sorted, d.fresh = MergeIDs(d.sorted, d.fresh), d.fresh[:0]
+	}
+	return d.sorted[:len(d.sorted):len(d.sorted)]
 }
 
 // MergeIDs returns the sorted union of sorted and fresh (which it sorts in

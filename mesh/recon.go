@@ -108,6 +108,54 @@ func (s *Session) fork() *Session {
 	return &Session{items: s.items, keys: s.keys, need: map[crdt.OpID]uint64{}}
 }
 
+// extend is a session over ids — ascending, without repeats, and a
+// superset of s's items — that reuses the keys of s's items and asks
+// keysOf for the keys of the others (and of items keyed 0): a tag that
+// gained a few ops since its last session costs a merge, not a key lookup
+// per op. It returns nil, building nothing, when ids are not ascending or
+// lack an item of s.
+func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Session {
+	if len(ids) < len(s.items) {
+		return nil
+	}
+	keys := make([]uint64, len(ids))
+	var fresh []int // indices into ids of what keysOf keys
+	j := 0
+	for i, id := range ids {
+		if i > 0 && ids[i-1].Compare(id) >= 0 {
+			return nil
+		}
+		if j < len(s.items) {
+			if c := s.items[j].Compare(id); c < 0 {
+				return nil // an item of s is not among ids
+			} else if c == 0 {
+				keys[i] = s.keys[j]
+				j++
+				if keys[i] != 0 {
+					continue
+				}
+			}
+		}
+		fresh = append(fresh, i)
+	}
+	if j < len(s.items) {
+		return nil
+	}
+	if len(fresh) > 0 {
+		want := make([]crdt.OpID, len(fresh))
+		for k, i := range fresh {
+			want[k] = ids[i]
+		}
+		got := keysOf(want)
+		for k, i := range fresh {
+			if k < len(got) {
+				keys[i] = got[k]
+			}
+		}
+	}
+	return &Session{items: slices.Clone(ids), keys: keys, need: map[crdt.OpID]uint64{}}
+}
+
 // Need lists the IDs the other side has and this side lacks, in the order
 // to fetch them: by causal key, then ID.
 func (s *Session) Need() []crdt.OpID {

@@ -344,10 +344,12 @@ func (s *Service) tags() [][]byte {
 
 // IDsOf is the op-ID set of a tag this device holds or carries (what it
 // offers in sync), sorted: sessions, claims and the reuse of session items
-// rely on it.
+// rely on it. It may be shared with the holder (SortedHolder): callers
+// must not modify it.
 func (s *Service) IDsOf(tag []byte) []crdt.OpID {
-	out := s.h.IDs(tag)
+	out := s.heldIDs(tag)
 	if !slices.IsSortedFunc(out, crdt.OpID.Compare) { // a DAG gives them sorted
+		out = slices.Clone(out)
 		slices.SortFunc(out, crdt.OpID.Compare)
 		out = slices.Compact(out)
 	}
@@ -395,7 +397,13 @@ func (s *Service) session(tag []byte) *Session {
 	if base != nil && slices.Equal(base.items, ids) {
 		return base.fork()
 	}
-	sess := NewKeyedSession(ids, s.keysOf(tag, ids))
+	var sess *Session
+	if base != nil { // IDs added since: look up only their keys
+		sess = base.extend(ids, func(fresh []crdt.OpID) []uint64 { return s.keysOf(tag, fresh) })
+	}
+	if sess == nil {
+		sess = NewKeyedSession(ids, s.keysOf(tag, ids))
+	}
 	s.mu.Lock()
 	if len(s.bases) >= maxBases || s.bases == nil {
 		s.bases = map[string]*Session{}

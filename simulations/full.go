@@ -33,6 +33,7 @@ import (
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/baseline"
 	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
 )
@@ -547,6 +548,7 @@ func (f *full) run(progress func(done, total int)) {
 	if f.opt.Elastic && len(evs) > 0 {
 		f.clock.resume(0, evs[0].at)
 	}
+	cpu0 := baseline.CPUTime()
 	f.startSenders()
 	timer := time.NewTimer(0)
 	for i, e := range evs {
@@ -572,6 +574,7 @@ func (f *full) run(progress func(done, total int)) {
 		}
 	}
 	f.stopSenders()
+	f.res.cpu = baseline.CPUTime() - cpu0
 	stop()
 	wg.Wait()
 	f.res.Events = len(evs) - 1
@@ -813,6 +816,9 @@ func (f *full) finish() {
 	defer f.mu.Unlock()
 	for _, g := range f.got {
 		for id, a := range g {
+			if a.hops > 0 {
+				f.res.delivered++ // taken in from a peer (a device's own sends have hops 0)
+			}
 			if _, ok := msgOf[id]; ok && a.hops > 0 {
 				f.res.Relayed++
 			}

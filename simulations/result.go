@@ -51,6 +51,12 @@ type Result struct {
 	Failures []string
 
 	sentIDs []crdt.OpID // full engine: each message's op ID
+	// Full engine, while the events ran (from time 0 to the end): the
+	// process's CPU time (user and system, every device together), and
+	// the (op, device) pairs taken in — every op (messages, receipts,
+	// welcomes) once per device that took it in from a peer.
+	cpu       time.Duration
+	delivered int
 }
 
 // CarrierLoad is what carriage cost one device: the most envelope bytes
