@@ -59,9 +59,11 @@ type Summary struct {
 	CarrierPeakBytes        *int64   `json:"carrier_peak_bytes,omitempty"`
 	CarrierBytesPerHourMean *float64 `json:"carrier_bytes_per_hour_mean,omitempty"`
 	CarrierBytesPerHourMax  *float64 `json:"carrier_bytes_per_hour_max,omitempty"`
-	TimeScale               float64  `json:"time_scale,omitempty"`
-	LagS                    float64  `json:"lag_s,omitempty"`
-	Failures                int      `json:"failures,omitempty"`
+	// Full engine: the bytes of Bytes by sync frame kind, and gossip.
+	BytesByFrame map[string]int64 `json:"bytes_by_frame,omitempty"`
+	TimeScale    float64          `json:"time_scale,omitempty"`
+	LagS         float64          `json:"lag_s,omitempty"`
+	Failures     int              `json:"failures,omitempty"`
 }
 
 // Summarise computes the metrics of a result.
@@ -137,6 +139,7 @@ func Summarise(r *Result) Summary {
 		s.RevokedSent, s.RevokedShown, s.RevokedStanding = &sent, &shown, &standing
 	}
 	s.EnvelopeBytes = r.EnvelopeBytes
+	s.BytesByFrame = r.SyncByFrame
 	if r.Carriage != nil {
 		n, peak, sum, most := 0, int64(0), 0.0, 0.0
 		hours := r.World.S.Hours

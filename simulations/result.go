@@ -30,11 +30,14 @@ type Result struct {
 	EnvelopeBytes int64
 	// Carriage, under routing medmesh-carry (DES): per device, what it
 	// carried for conversations it is not in.
-	Carriage  []CarrierLoad
-	ReconMsgs int
-	Storage   map[string]int64
-	Events    int
-	Wall      time.Duration
+	Carriage []CarrierLoad
+	// SyncByFrame (full engine): the sync bytes written by frame kind,
+	// and "gossip" the gossip RPC bytes (the parts of Bytes).
+	SyncByFrame map[string]int64
+	ReconMsgs   int
+	Storage     map[string]int64
+	Events      int
+	Wall        time.Duration
 	// Convergence, when the scenario has a partition: for every member
 	// device, the seconds after the last heal at which it held every op of
 	// its conversation written before the heal (-1: never).
