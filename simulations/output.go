@@ -59,11 +59,12 @@ type Summary struct {
 	CarrierPeakBytes        *int64   `json:"carrier_peak_bytes,omitempty"`
 	CarrierBytesPerHourMean *float64 `json:"carrier_bytes_per_hour_mean,omitempty"`
 	CarrierBytesPerHourMax  *float64 `json:"carrier_bytes_per_hour_max,omitempty"`
-	// Full engine: the bytes of Bytes by sync frame kind, and gossip.
+	TimeScale               float64  `json:"time_scale,omitempty"`
+	LagS                    float64  `json:"lag_s,omitempty"`
+	Failures                int      `json:"failures,omitempty"`
+
+	// Full engine: the parts of Bytes by sync frame kind, and gossip.
 	BytesByFrame map[string]int64 `json:"bytes_by_frame,omitempty"`
-	TimeScale    float64          `json:"time_scale,omitempty"`
-	LagS         float64          `json:"lag_s,omitempty"`
-	Failures     int              `json:"failures,omitempty"`
 }
 
 // Summarise computes the metrics of a result.
@@ -189,6 +190,17 @@ func Write(dir string, r *Result, s Summary) error {
 	}
 	var m map[string]any
 	json.Unmarshal(js, &m)
+	for k, v := range m { // bytes_by_frame: a row per frame kind
+		if sub, ok := v.(map[string]any); ok {
+			delete(m, k)
+			for kk, vv := range sub {
+				if n, ok := vv.(float64); ok {
+					vv = int64(n)
+				}
+				m[k+"."+kk] = vv
+			}
+		}
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

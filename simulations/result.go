@@ -30,14 +30,11 @@ type Result struct {
 	EnvelopeBytes int64
 	// Carriage, under routing medmesh-carry (DES): per device, what it
 	// carried for conversations it is not in.
-	Carriage []CarrierLoad
-	// SyncByFrame (full engine): the sync bytes written by frame kind,
-	// and "gossip" the gossip RPC bytes (the parts of Bytes).
-	SyncByFrame map[string]int64
-	ReconMsgs   int
-	Storage     map[string]int64
-	Events      int
-	Wall        time.Duration
+	Carriage  []CarrierLoad
+	ReconMsgs int
+	Storage   map[string]int64
+	Events    int
+	Wall      time.Duration
 	// Convergence, when the scenario has a partition: for every member
 	// device, the seconds after the last heal at which it held every op of
 	// its conversation written before the heal (-1: never).
@@ -52,6 +49,10 @@ type Result struct {
 	// Failures: what the full engine could not do (a message not written, a
 	// CRL not issued or not taken by an anchor).
 	Failures []string
+
+	// SyncByFrame (full engine): the sync bytes written by frame kind,
+	// and "gossip" the gossip RPC bytes (the parts of Bytes).
+	SyncByFrame map[string]int64
 
 	sentIDs []crdt.OpID // full engine: each message's op ID
 }
