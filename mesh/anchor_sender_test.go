@@ -66,17 +66,22 @@ func TestAnchorSenderShare(t *testing.T) {
 		}
 		sent += n
 		testnet.Eventually(t, 20*time.Second, "b has the flood", func() bool { return len(testnet.Texts(b, flood)) == sent })
-		// One complete sync with f that starts now offers the anchor every
-		// envelope of the flood.
+		// Syncs with f offer the anchor the flood: it fills f's share.
+		// (Waiting only for a sync record at least as new as the anchor's
+		// change count does not do: while the anchor has taken nothing of
+		// the flood, a record of a sync before it qualifies.)
+		testnet.Eventually(t, 20*time.Second, "the anchor holds a share's worth from f", func() bool {
+			x.M.SyncWith(f.N.ID())
+			return x.M.SenderView(f.N.ID()).Bytes > share-2<<10
+		})
+		// One complete sync with f that starts now (after the anchor took
+		// part of the flood) offers the anchor every envelope of it.
 		now := x.M.Changes()
 		testnet.Eventually(t, 20*time.Second, "the anchor synced with f", func() bool {
 			x.M.SyncWith(f.N.ID())
 			done, ok := x.M.Synced(f.N.ID())
 			return ok && done >= now
 		})
-		if got := x.M.SenderView(f.N.ID()).Bytes; got <= share-2<<10 {
-			t.Fatalf("the anchor holds only %d bytes from f after the flood", got)
-		}
 		// What the anchor dropped it does not fetch again: another
 		// complete sync leaves what it holds from f as it was (fetching
 		// the dropped envelopes anew would displace the held ones).

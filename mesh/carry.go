@@ -15,18 +15,20 @@ import (
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
-// Carriage by non-members (sync/4). An admitted device that carries
+// Carriage by non-members (sync/5). An admitted device that carries
 // (Config.Carry, not an anchor) keeps, in a small bag, sealed envelopes of
-// conversations it is not in, and hands them over through the sync: to a
-// member (a peer offering the tag: reconciliation, as with an anchor) or
-// to an anchor (which adopts the tag from the carrier's offer). Who takes
+// conversations it is not in, and hands them over in the sync's hand
+// phase: to a member (a peer offering the tag) or to an anchor (which
+// adopts the tag from the carrier's offer), each envelope listed to each
+// peer once, and taken if the peer lacks it. Who takes
 // a copy is binary spray-and-wait, as the simulator chose
 // (simulations/carry.go): the origin of an op starts with CarryCopies
 // copies; a holder of n > 1 meeting a device that carries and lacks the
 // envelope hands it n/2 and keeps the rest; a holder of one waits for a
 // member or an anchor. The copy count travels beside the envelope in the
 // hand phase, outside the signed envelope (a holder could lie about it:
-// the taker caps it at its own CarryCopies).
+// the taker caps it at its own CarryCopies). Copy counts, the bag's and
+// our own ops', are stored and survive a restart (carrystore.go).
 //
 // Bounds, all enforced by the carrier: CarryQuota bytes in the bag; an
 // envelope expires CarryTTL after the time in its signed header (a time
@@ -82,23 +84,34 @@ type bagItem struct {
 	listed listedTo
 }
 
-// listedTo are the peers an entry was listed to in a hand (taken or not):
-// it is not listed to them again. At most maxListed are kept.
-type listedTo map[peer.ID]struct{}
+// listedTo are the peers an entry was listed to in a hand, and how: as a
+// copy to carry (taken or not), as a delivery (declined, or kept). It is
+// not listed to them again that way: an entry listed to a carrier is
+// still delivered to it once it holds the tag. At most maxListed peers
+// are kept.
+type listedTo map[peer.ID]listedAs
+
+// listedAs: how an entry was listed to a peer (bits).
+type listedAs uint8
+
+const (
+	asCopy listedAs = 1 << iota
+	asDelivery
+)
 
 const maxListed = 64
 
-func (l *listedTo) add(p peer.ID) {
+func (l *listedTo) add(p peer.ID, as listedAs) {
 	if *l == nil {
 		*l = listedTo{}
 	}
-	if len(*l) >= maxListed {
+	if _, ok := (*l)[p]; !ok && len(*l) >= maxListed {
 		clear(*l)
 	}
-	(*l)[p] = struct{}{}
+	(*l)[p] |= as
 }
 
-func (l listedTo) has(p peer.ID) bool { _, ok := l[p]; return ok }
+func (l listedTo) has(p peer.ID, as listedAs) bool { return l[p]&as != 0 }
 
 // token is an op of ours with copies left to spray.
 type token struct {
@@ -133,9 +146,10 @@ func (s *Service) carriesOnly(tag []byte) bool {
 func (s *Service) MarkUrgent(ids ...crdt.OpID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, t := range s.tokens {
-		if slices.Contains(ids, t.id) {
+	for k, t := range s.tokens {
+		if !t.urgent && slices.Contains(ids, t.id) {
 			t.urgent = true
+			s.saveTokenLocked(k, t)
 		}
 	}
 }
@@ -158,7 +172,9 @@ func (s *Service) noteOwn(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID
 			return
 		}
 		s.seq++
-		s.tokens[handKey(tag, id)] = &token{tag: slices.Clone(tag), id: id, seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp}
+		t := &token{tag: slices.Clone(tag), id: id, seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp}
+		s.tokens[handKey(tag, id)] = t
+		s.saveTokenLocked(handKey(tag, id), t)
 	}
 	for _, to := range inboxes { // first: without its welcome, nothing else opens
 		for _, raw := range welcomes {
@@ -169,48 +185,64 @@ func (s *Service) noteOwn(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID
 		add(tag, raw)
 	}
 	for len(s.tokens) > maxTokens {
-		var oldest string
-		var at uint64
-		for k, t := range s.tokens {
-			if at == 0 || t.seq < at {
-				oldest, at = k, t.seq
-			}
-		}
-		delete(s.tokens, oldest)
+		s.dropTokenLocked(s.oldestTokenLocked())
 	}
 }
 
-// handCand is an envelope this device would hand a carrier.
+// handCand is an envelope this device would hand a peer.
 type handCand struct {
 	tag    []byte
 	id     crdt.OpID
 	give   uint32
 	urgent bool
 	seq    uint64
+	// deliver: p holds the tag (its offer names it) or is an anchor — it
+	// takes the envelope if it lacks it, and no copies change hands.
+	deliver bool
 }
 
 func handKey(tag []byte, id crdt.OpID) string { return string(tag) + string(id[:]) }
 
-// candidates lists what this device would hand carrier p: its own ops with
-// copies to spare and what it carries with copies to spare, not listed to
-// p before, urgent first, then oldest first, at most maxHand.
-func (s *Service) candidates(p peer.ID) []handCand {
+// holdsTag reports whether offer o names tag as held (not carried only).
+func (o offer) holdsTag(tag []byte) bool {
+	_, ok := slices.BinarySearchFunc(o.tags, tag, bytes.Compare)
+	return ok && !o.only[string(tag)]
+}
+
+// candidates lists what this device would hand p, given p's offer, each
+// entry at most once to p: to an anchor, or to a peer holding the tag,
+// what this device carries of it (sync/5: a member gets what a carrier
+// carries of its conversations here, not by reconciliation); to p, our
+// welcomes to it; to a peer that carries, our own ops and carried ones
+// with copies to spare, of tags p does not hold. Urgent first, then deliveries, then oldest first;
+// at most maxHand.
+func (s *Service) candidates(p peer.ID, theirs offer, anchor bool) []handCand {
 	now := s.now()
 	s.mu.Lock()
 	s.expireBagLocked(now)
 	var out []handCand
+	inbox := inboxTag(p)
 	for k, t := range s.tokens {
 		if !t.exp.After(now) || t.copies <= 1 {
-			delete(s.tokens, k)
+			s.dropTokenLocked(k)
 			continue
 		}
-		if t.listed.has(p) {
-			continue
+		switch {
+		case bytes.Equal(t.tag, inbox): // our welcome to p itself
+			if !t.listed.has(p, asDelivery) {
+				out = append(out, handCand{tag: t.tag, id: t.id, give: 1, urgent: t.urgent, seq: t.seq, deliver: true})
+			}
+		case theirs.carry && !theirs.holdsTag(t.tag) && !t.listed.has(p, asCopy):
+			out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
 		}
-		out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
 	}
 	for _, it := range s.bag {
-		if it.copies > 1 && !it.listed.has(p) {
+		switch {
+		case anchor || theirs.holdsTag(it.c.tag):
+			if !it.listed.has(p, asDelivery) {
+				out = append(out, handCand{tag: it.c.tag, id: it.id, give: 1, urgent: it.urgent, seq: it.seq, deliver: true})
+			}
+		case theirs.carry && it.copies > 1 && !it.listed.has(p, asCopy):
 			out = append(out, handCand{tag: it.c.tag, id: it.id, give: it.copies / 2, urgent: it.urgent, seq: it.seq})
 		}
 	}
@@ -222,19 +254,25 @@ func (s *Service) candidates(p peer.ID) []handCand {
 			}
 			return 1
 		}
+		if a.deliver != b.deliver {
+			if a.deliver {
+				return -1
+			}
+			return 1
+		}
 		return cmp.Compare(a.seq, b.seq)
 	})
 	return out[:min(len(out), maxHand)]
 }
 
-// handTo runs our side of handing peer p envelopes to carry: a hand frame
-// (empty unless p carries), then — if p takes any — the envelopes, and p's
-// word on what it kept. Our ops it kept are held by p (see Holder.Held).
-func (s *Service) handTo(c *conn, p peer.ID, carries bool) error {
-	var cands []handCand
-	if carries {
-		cands = s.candidates(p)
-	}
+// handTo runs our side of handing peer p envelopes: a hand frame (empty
+// unless we have something for p, see candidates), then — if p takes any
+// — the envelopes, and p's word on what it kept. The copies handed are
+// taken off ours (and stored) when p takes them, before the envelopes go,
+// and given back for what p did not keep; our ops it kept are held by p
+// (see Holder.Held).
+func (s *Service) handTo(c *conn, p peer.ID, theirs offer) error {
+	cands := s.candidates(p, theirs, s.isAnchor(p))
 	f := frame{Kind: fHand}
 	urgent := false
 	for _, x := range cands {
@@ -261,10 +299,20 @@ func (s *Service) handTo(c *conn, p peer.ID, carries bool) error {
 	if err != nil {
 		return err
 	}
-	s.listed(p, cands)
+	// Listed to p, not to be listed again: what it declined, and spray
+	// copies it took (kept or not); a delivery once p has kept it — one it
+	// refused (a sender it does not know yet) is listed again next time.
+	delivering := map[string]bool{}
+	for _, x := range taken {
+		if x.deliver {
+			delivering[handKey(x.tag, x.id)] = true
+		}
+	}
+	s.listed(p, slices.DeleteFunc(slices.Clone(cands), func(x handCand) bool { return delivering[handKey(x.tag, x.id)] }))
 	if len(taken) == 0 {
 		return nil
 	}
+	debited := s.debit(taken)
 	for i := 0; i < len(taken); i += handBatch {
 		var envs [][]byte
 		for _, x := range taken[i:min(i+handBatch, len(taken))] {
@@ -288,7 +336,8 @@ func (s *Service) handTo(c *conn, p peer.ID, carries bool) error {
 	if err != nil {
 		return err
 	}
-	s.handed(p, kept)
+	s.listed(p, slices.DeleteFunc(slices.Clone(kept), func(x handCand) bool { return !x.deliver }))
+	s.handed(p, kept, debited)
 	return nil
 }
 
@@ -317,28 +366,67 @@ func (s *Service) listed(p peer.ID, cands []handCand) {
 	defer s.mu.Unlock()
 	for _, x := range cands {
 		k := handKey(x.tag, x.id)
+		as := asCopy
+		if x.deliver {
+			as = asDelivery
+		}
 		if t := s.tokens[k]; t != nil {
-			t.listed.add(p)
+			t.listed.add(p, as)
 		} else if it := s.bag[k]; it != nil {
-			it.listed.add(p)
+			it.listed.add(p, as)
 		}
 	}
 }
 
-// handed takes the copies p kept off what this device may still hand, and
+// debit takes the copies of the spray entries p took off what this device
+// may still hand, and stores the counts (a restart must not hand them
+// again); it returns what it took off each, to give back what p does not
+// keep (handed).
+func (s *Service) debit(taken []handCand) map[string]uint32 {
+	out := map[string]uint32{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range taken {
+		if x.deliver {
+			continue
+		}
+		k := handKey(x.tag, x.id)
+		if t := s.tokens[k]; t != nil {
+			n := min(x.give, t.copies)
+			t.copies -= n
+			out[k] = n
+			s.saveTokenLocked(k, t)
+		} else if it := s.bag[k]; it != nil {
+			n := min(x.give, it.copies-1)
+			it.copies -= n
+			out[k] = n
+			s.saveBagLocked(it)
+		}
+	}
+	return out
+}
+
+// handed gives back the copies debited for what p did not keep, and
 // records our own ops p kept as held by p.
-func (s *Service) handed(p peer.ID, kept []handCand) {
+func (s *Service) handed(p peer.ID, kept []handCand, debited map[string]uint32) {
 	own := map[string][]crdt.OpID{}
 	s.mu.Lock()
 	for _, x := range kept {
 		k := handKey(x.tag, x.id)
-		if t := s.tokens[k]; t != nil {
-			if t.copies -= min(x.give, t.copies); t.copies <= 1 {
-				delete(s.tokens, k)
+		if _, ok := debited[k]; ok {
+			delete(debited, k)
+			if s.tokens[k] != nil {
+				own[string(x.tag)] = append(own[string(x.tag)], x.id)
 			}
-			own[string(x.tag)] = append(own[string(x.tag)], x.id)
-		} else if it := s.bag[k]; it != nil {
-			it.copies -= min(x.give, it.copies-1)
+		}
+	}
+	for k, n := range debited {
+		if t := s.tokens[k]; t != nil && n > 0 {
+			t.copies += n
+			s.saveTokenLocked(k, t)
+		} else if it := s.bag[k]; it != nil && n > 0 {
+			it.copies += n
+			s.saveBagLocked(it)
 		}
 	}
 	s.mu.Unlock()
@@ -350,8 +438,11 @@ func (s *Service) handed(p peer.ID, kept []handCand) {
 }
 
 // takeFrom runs our side of being handed envelopes by p: its hand frame
-// (first, if read already), the entries we take (none unless we carry), the
-// envelopes, and the ones we kept.
+// (first, if read already), the entries we take, the envelopes, and the
+// ones we kept. We take what we lack of a conversation we hold (or, as an
+// anchor, of a tag we carry; or a welcome to our inbox), delivered as if
+// fetched; and, if we carry, envelopes of others' conversations to carry
+// on, with their copies.
 func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 	var f frame
 	if first != nil {
@@ -366,27 +457,61 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 		return nil
 	}
 	type entry struct {
-		tag    []byte
-		copies uint32
-		urgent bool
+		tag     []byte
+		copies  uint32
+		urgent  bool
+		deliver bool
 	}
 	want := map[crdt.OpID]entry{}
 	var take [][]byte
-	if s.carries() {
-		own := s.h.Tags()
-		self := inboxTag(s.cfg.Node.ID())
-		for i, h := range f.Hand {
-			tag, id := h[:tagLen], crdt.OpID(h[tagLen:])
-			if _, dup := want[id]; dup || bytes.Equal(tag, self) {
-				continue
-			}
-			if _, mine := slices.BinarySearchFunc(own, tag, bytes.Compare); mine || s.carriesOp(id) {
-				continue
-			}
-			urgent := len(f.Urgent) > 0 && f.Urgent[i]
-			want[id] = entry{tag: tag, copies: min(f.Copies[i], uint32(max(s.cfg.CarryCopies, 1))), urgent: urgent}
-			take = append(take, h)
+	own := s.h.Tags()
+	self := inboxTag(s.cfg.Node.ID())
+	have := map[string][]crdt.OpID{} // per tag, what we hold of it (asked once)
+	holdsOp := func(tag []byte, id crdt.OpID) bool {
+		ids, ok := have[string(tag)]
+		if !ok {
+			ids = s.IDsOf(tag)
+			have[string(tag)] = ids
 		}
+		_, found := slices.BinarySearchFunc(ids, id, crdt.OpID.Compare)
+		return found
+	}
+	var welcomed map[crdt.OpID]bool // the ops of every conversation held: a welcome to us already in one
+	for i, h := range f.Hand {
+		tag, id := h[:tagLen], crdt.OpID(h[tagLen:])
+		if _, dup := want[id]; dup {
+			continue
+		}
+		urgent := len(f.Urgent) > 0 && f.Urgent[i]
+		_, mine := slices.BinarySearchFunc(own, tag, bytes.Compare)
+		switch {
+		case mine || (s.cfg.Anchor && s.carriesTag(tag)):
+			if holdsOp(tag, id) || len(s.wanted(tag, []crdt.OpID{id})) == 0 { // held, or an anchor dropped it for room
+				continue
+			}
+			want[id] = entry{tag: tag, deliver: true}
+		case bytes.Equal(tag, self):
+			if welcomed == nil {
+				welcomed = map[crdt.OpID]bool{}
+				for _, t := range own {
+					for _, x := range s.IDsOf(t) {
+						welcomed[x] = true
+					}
+				}
+			}
+			if welcomed[id] {
+				continue
+			}
+			want[id] = entry{tag: tag, deliver: true}
+		case s.carries():
+			if s.carriesOp(id) {
+				continue
+			}
+			want[id] = entry{tag: tag, copies: min(f.Copies[i], uint32(max(s.cfg.CarryCopies, 1))), urgent: urgent}
+		default:
+			continue
+		}
+		take = append(take, h)
 	}
 	if err := c.send(frame{Kind: fTake, Hand: take}); err != nil || len(take) == 0 {
 		return err
@@ -417,19 +542,22 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 			if total += int64(len(raw)); total > limit {
 				return fmt.Errorf("%w: more than %d bytes handed", ErrBudget, limit)
 			}
-			tag := want[id].tag
+			w := want[id]
 			e, err := e2e.Decode(raw)
-			if err == nil && !bytes.Equal(e.Tag, tag) && !inboxOf(e, tag) {
+			if err == nil && !bytes.Equal(e.Tag, w.tag) && !inboxOf(e, w.tag) {
 				err = errMisfiled
 			}
 			if err == nil {
-				err = s.checkSender(e, false) // a revoked sender's fresh copies are refused
+				// A member takes a revoked sender's ops as from any peer
+				// (others may depend on them); a carrier refuses fresh
+				// copies of them.
+				err = s.checkSender(e, w.deliver && s.holds(w.tag))
 			}
 			if err != nil {
 				s.log.Debug("carry: handed envelope refused", "from", p.String(), "err", err)
 				continue
 			}
-			pending, raws, ptags = append(pending, e), append(raws, raw), append(ptags, tag)
+			pending, raws, ptags = append(pending, e), append(raws, raw), append(ptags, w.tag)
 		}
 		for j, err := range e2e.VerifyBatch(pending) {
 			if err != nil {
@@ -442,18 +570,39 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 	}
 	var kept [][]byte
 	now := s.now()
+	sprayed := false
+	deliveries := map[string][]Checked{} // per tag, in the order handed
+	var order []string
 	for j, ce := range got {
 		id := crdt.OpID(e2e.ID(ce.Raw))
 		w := want[id]
-		if s.keepSpray(tags[j], ce.Env, ce.Raw, w.copies, w.urgent, now) {
-			kept = append(kept, append(slices.Clone(tags[j]), id[:]...))
+		if w.deliver {
+			if deliveries[string(tags[j])] == nil {
+				order = append(order, string(tags[j]))
+			}
+			deliveries[string(tags[j])] = append(deliveries[string(tags[j])], ce)
+		} else if !s.keepSpray(tags[j], ce.Env, ce.Raw, w.copies, w.urgent, now) {
+			continue
+		} else {
+			sprayed = true
 		}
+		kept = append(kept, append(slices.Clone(tags[j]), id[:]...))
 	}
-	if len(kept) > 0 {
+	for _, tag := range order {
+		s.deliver([]byte(tag), deliveries[tag], p)
+	}
+	if sprayed {
 		s.log.Debug("carry: took envelopes to carry", "from", p.String(), "kept", len(kept))
 		s.kick() // offer them on to whoever is in reach
 	}
 	return c.send(frame{Kind: fTake, Hand: kept})
+}
+
+// carriesTag reports whether this device carries tag (an anchor: adopted).
+func (s *Service) carriesTag(tag []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.carried[hex.EncodeToString(tag)] != nil
 }
 
 // carriesOp reports whether any carrier here holds op id.
@@ -659,77 +808,17 @@ func (s *Service) carriedOnly() map[string]bool {
 	return out
 }
 
-// Reconciling a carried tag. A carrier's op-ID set of a tag is a subset of
-// the members', so their fingerprints always differ, and every session
-// would reconcile the tag (listing the members' IDs) to move nothing. The
-// initiator therefore reconciles a tag that one side carries only (the
-// offer says so) only if the carrier's fingerprint changed since the two
-// last reconciled it completely — the carrier has something new — and
-// never when both carry it only (neither fetches). The responder takes
-// any subset of the shared tags. The record is kept for the
-// maxReconciled most recent pairs.
-const maxReconciled = 1 << 14
-
-func fpOf(o offer, tag []byte) []byte {
-	if i, ok := slices.BinarySearchFunc(o.tags, tag, bytes.Compare); ok {
-		return o.fps[i]
-	}
-	return nil
-}
-
-// skipCarried drops from common the carried tags there is no point in
-// reconciling with p now.
-func (s *Service) skipCarried(p peer.ID, common [][]byte, mine, theirs offer) [][]byte {
+// skipCarried drops from common the tags either side carries only: what
+// a carrier carries of a member's tag (or for an anchor) goes in the hand
+// phase, listed to each peer once, and a carrier fetches nothing
+// (sync/5). Reconciling them cost a carrier's every new envelope a
+// reconciliation listing the members' IDs; with a non-anchor, a carrier
+// does not even offer them (offer).
+func skipCarried(common [][]byte, mine, theirs offer) [][]byte {
 	if len(mine.only) == 0 && len(theirs.only) == 0 {
 		return common
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return slices.DeleteFunc(common, func(tag []byte) bool {
-		weOnly, theyOnly := mine.only[string(tag)], theirs.only[string(tag)]
-		switch {
-		case weOnly && theyOnly:
-			return true
-		case weOnly:
-			return bytes.Equal(s.reconciled[string(p)+string(tag)], fpOf(mine, tag))
-		case theyOnly:
-			return bytes.Equal(s.reconciled[string(p)+string(tag)], fpOf(theirs, tag))
-		}
-		return false
+		return mine.only[string(tag)] || theirs.only[string(tag)]
 	})
-}
-
-// reconciledCarried records a complete reconciliation of tag with p, if
-// one side carries it only: the carrier's fingerprint then.
-func (s *Service) reconciledCarried(p peer.ID, tag []byte, mine, theirs offer) {
-	var fp []byte
-	switch {
-	case mine.only[string(tag)]:
-		fp = fpOf(mine, tag)
-	case theirs.only[string(tag)]:
-		fp = fpOf(theirs, tag)
-	default:
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.reconciled == nil || len(s.reconciled) >= maxReconciled {
-		s.reconciled = map[string][]byte{}
-	}
-	s.reconciled[string(p)+string(tag)] = fp
-}
-
-// holdsAll reports whether this device holds (or carries) every one of ids
-// of tag.
-func (s *Service) holdsAll(tag []byte, ids []crdt.OpID) bool {
-	if len(ids) == 0 {
-		return true
-	}
-	have := s.IDsOf(tag)
-	for _, id := range ids {
-		if _, ok := slices.BinarySearchFunc(have, id, crdt.OpID.Compare); !ok {
-			return false
-		}
-	}
-	return true
 }

@@ -161,7 +161,7 @@ func TestCarryTTL(t *testing.T) {
 	e, raw = sprayEnv(t, tag, newPeerID(t), now.Add(1000*time.Hour), 100) // a lying clock
 	future := crdt.OpID(e2e.ID(raw))
 	s.keepSpray(tag, e, raw, 4, false, now)
-	if len(s.candidates(newPeerID(t))) != 2 {
+	if len(s.candidates(newPeerID(t), carrierOffer, false)) != 2 {
 		t.Fatal("fresh envelopes with copies to spare not offered")
 	}
 	now = now.Add(31 * time.Minute)
@@ -170,7 +170,7 @@ func TestCarryTTL(t *testing.T) {
 		t.Fatal("sweep: the expired envelope stays, or the fresh one went")
 	}
 	now = now.Add(30 * time.Minute)
-	if len(s.candidates(newPeerID(t))) != 0 || s.carriesIn(tag, future) {
+	if len(s.candidates(newPeerID(t), carrierOffer, false)) != 0 || s.carriesIn(tag, future) {
 		t.Fatal("an envelope from a future clock outlived the TTL")
 	}
 	if n, _ := s.cfg.Store.(ds.Datastore).GetSize(context.Background(), carrierKey(tag).ChildString(future.String())); n > 0 {
@@ -192,7 +192,7 @@ func TestCarryRestore(t *testing.T) {
 		if err := r.restoreCarried(); err != nil {
 			t.Fatal(err)
 		}
-		c := r.candidates(newPeerID(t))
+		c := r.candidates(newPeerID(t), carrierOffer, false)
 		if carry && (len(c) != 1 || c[0].give != 2 || !c[0].urgent) {
 			t.Fatalf("restored: %+v", c)
 		}
@@ -213,24 +213,24 @@ func TestSprayHalves(t *testing.T) {
 	s.noteOwn(tag, [][]byte{raw}, nil, nil)
 	var gave []uint32
 	for range 5 {
-		c := s.candidates(newPeerID(t))
+		c := s.candidates(newPeerID(t), carrierOffer, false)
 		if len(c) == 0 {
 			break
 		}
 		gave = append(gave, c[0].give)
-		s.handed(newPeerID(t), c)
+		handOver(s, newPeerID(t), c)
 	}
 	if !slices.Equal(gave, []uint32{4, 2, 1}) {
 		t.Fatalf("origin handed %v copies, want 4, 2, 1", gave)
 	}
 	e, raw := sprayEnv(t, tag, newPeerID(t), now, 100)
 	s.keepSpray(tag, e, raw, 2, false, now)
-	c := s.candidates(newPeerID(t))
+	c := s.candidates(newPeerID(t), carrierOffer, false)
 	if len(c) != 1 || c[0].give != 1 {
 		t.Fatalf("carrier of 2 copies offers %+v", c)
 	}
-	s.handed(newPeerID(t), c)
-	if len(s.candidates(newPeerID(t))) != 0 {
+	handOver(s, newPeerID(t), c)
+	if len(s.candidates(newPeerID(t), carrierOffer, false)) != 0 {
 		t.Fatal("a carrier with one copy left hands it to another carrier")
 	}
 	if !s.carriesIn(tag, crdt.OpID(e2e.ID(raw))) {
@@ -270,40 +270,36 @@ func TestListedOnce(t *testing.T) {
 	_, raw := sprayEnv(t, tag, s.cfg.Node.ID(), now, 100)
 	s.noteOwn(tag, [][]byte{raw}, nil, nil)
 	p, q := newPeerID(t), newPeerID(t)
-	c := s.candidates(p)
+	c := s.candidates(p, carrierOffer, false)
 	if len(c) != 1 {
 		t.Fatal("own op not a candidate")
 	}
 	s.listed(p, c) // p declined it
-	if len(s.candidates(p)) != 0 || len(s.candidates(q)) != 1 {
+	if len(s.candidates(p, carrierOffer, false)) != 0 || len(s.candidates(q, carrierOffer, false)) != 1 {
 		t.Fatal("listed again to a peer that declined, or not to another")
 	}
 }
 
-// TestSkipCarried: a tag one side carries only is reconciled with a peer
-// once per change of the carrier's set; one both carry only, never; the
-// others always.
+// TestSkipCarried: a tag either side carries only is never reconciled
+// (it goes in the hand phase); the others are.
 func TestSkipCarried(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	s := carrierService(t, 1<<20, &now)
-	p := newPeerID(t)
 	held, carried, both := []byte("held-tag-0000000"), []byte("carried-tag-0000"), []byte("both-carry-00000")
 	tags := [][]byte{both, carried, held} // sorted
-	fp := func(b byte) [][]byte { return [][]byte{{b}, {b}, {b}} }
-	mine := offer{tags: tags, fps: fp(1), only: map[string]bool{string(carried): true, string(both): true}}
-	theirs := offer{tags: tags, fps: fp(2), only: map[string]bool{string(both): true}}
-	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 2 {
-		t.Fatalf("first time: %q", got)
+	mine := offer{tags: tags, only: map[string]bool{string(carried): true, string(both): true}}
+	theirs := offer{tags: tags, only: map[string]bool{string(both): true}}
+	if got := skipCarried(slices.Clone(tags), mine, theirs); len(got) != 1 || !slices.Equal(got[0], held) {
+		t.Fatalf("reconciled: %q", got)
 	}
-	s.reconciledCarried(p, carried, mine, theirs)
-	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 1 || !slices.Equal(got[0], held) {
-		t.Fatalf("carried tag unchanged since: %q", got)
+	if got := skipCarried(slices.Clone(tags), theirs, mine); len(got) != 1 || !slices.Equal(got[0], held) {
+		t.Fatalf("reconciled, other side: %q", got)
 	}
-	mine.fps = [][]byte{{1}, {3}, {1}} // the carrier got something new
-	if got := s.skipCarried(p, slices.Clone(tags), mine, theirs); len(got) != 2 {
-		t.Fatalf("carried tag changed: %q", got)
-	}
-	if got := s.skipCarried(newPeerID(t), slices.Clone(tags), mine, theirs); len(got) != 2 {
-		t.Fatalf("another peer: %q", got)
+	if got := skipCarried(slices.Clone(tags), offer{tags: tags}, offer{tags: tags}); len(got) != 3 {
+		t.Fatalf("nothing carried: %q", got)
 	}
 }
+
+// carrierOffer is the offer of a peer that carries and holds nothing.
+var carrierOffer = offer{carry: true}
+
+// handOver hands c to p as a hand phase does when p keeps all of it.
+func handOver(s *Service, p peer.ID, c []handCand) { s.handed(p, c, s.debit(c)) }

@@ -87,3 +87,41 @@ func TestCarriageOff(t *testing.T) {
 		t.Fatal("c carries with carriage off")
 	}
 }
+
+// TestCarriedHandedOnce: what a carrier carries of a member's conversation
+// goes to the member once — later sessions between them send neither the
+// envelope again nor any reconciliation of the carried tag (sync/5; sync/4
+// reconciled it whenever the carrier took something new, and offered it
+// to everyone).
+func TestCarriedHandedOnce(t *testing.T) {
+	_, b, c, id, text := carryScene(t, true)
+	testnet.Eventually(t, 30*time.Second, "b reads a's message, carried by c", func() bool {
+		return slices.Contains(testnet.Texts(b, id), text)
+	})
+	// Complete sessions each way, started after b had the message: the
+	// first ones let any session that was handing already end.
+	syncs := func() {
+		t.Helper()
+		for _, pair := range [][2]*testnet.Peer{{b, c}, {c, b}, {b, c}} {
+			now := pair[0].M.Changes()
+			testnet.Eventually(t, 20*time.Second, "a complete sync", func() bool {
+				pair[0].M.SyncWith(pair[1].ID)
+				done, ok := pair[0].M.Synced(pair[1].ID)
+				return ok && done >= now
+			})
+		}
+	}
+	syncs()
+	handed := c.M.SyncBytesByFrame()["hand-envelopes"]
+	if handed == 0 {
+		t.Fatal("c handed b nothing in a hand phase")
+	}
+	recon := c.M.SyncBytesByFrame()["recon"] + b.M.SyncBytesByFrame()["recon"]
+	syncs()
+	if got := c.M.SyncBytesByFrame()["hand-envelopes"]; got != handed {
+		t.Fatalf("c handed b %d more bytes of envelopes it had already", got-handed)
+	}
+	if got := c.M.SyncBytesByFrame()["recon"] + b.M.SyncBytesByFrame()["recon"]; got != recon {
+		t.Fatalf("b and c reconciled (%d bytes): they share no conversation", got-recon)
+	}
+}

@@ -1,30 +1,34 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/4 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/5 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read,
 // and for carriers: admitted devices that carry, in a small bag, sealed
 // envelopes of conversations they are not in.
 //
-// Sync/4 is sync/3 with carriage (carry.go). An offer says whether its
-// side carries (it is no anchor and Config.Carry is set: on by default in
-// a device). When either side carries, the initiator opens a hand phase
-// after the tags: each side in turn lists what it would hand the other
-// (nothing unless the other carries) — tag, op ID, copies and an urgent
-// flag per entry, at most 1,024 — the other takes those it neither holds
-// as a member nor carries, the giver sends them (4 per frame, only those
-// taken; anything else counts against it and ends the session) and the
-// taker answers which it kept. Binary spray-and-wait: an op's origin
-// starts with CarryCopies (8) copies and hands half at each handover to a
-// carrier; a carrier with n > 1 hands on n/2, with 1 waits; an entry is
-// listed to a peer once. An offer marks the tags its side carries only;
-// the initiator reconciles such a tag with a peer only when the carrier's
-// fingerprint changed since a reconciliation after which the fetching
-// side lacked nothing, and never when both carry it only. A carrier
-// fetches nothing in reconciliation of a tag it only carries; it offers
-// the tag, and a member or an anchor (which adopts it) fetches from it as
-// from anyone. The bag: CarryQuota (1 MiB), an expiry CarryTTL (7 days)
+// Sync/5 is sync/3 with carriage (carry.go; sync/4 had it too, but
+// reconciled carried tags). An offer says whether its side carries (it is
+// no anchor and Config.Carry is set: on by default in a device). When
+// either side carries, the initiator opens a hand phase after the tags:
+// each side in turn lists what it would hand the other — tag, op ID,
+// copies and an urgent flag per entry, at most 1,024 — the other takes
+// those it lacks, the giver sends them (4 per frame, only those taken;
+// anything else counts against it and ends the session) and the taker
+// answers which it kept. Listed are: to a peer whose offer names a tag
+// the giver carries (a member), or to an anchor, what the giver carries
+// of it (a delivery, no copies change hands); to its recipient, a welcome
+// of ours under its inbox; to a peer that carries, copies of our ops and
+// of carried ones. Binary spray-and-wait: an op's origin starts with
+// CarryCopies (8) copies and hands half at each handover to a carrier; a
+// carrier with n > 1 hands on n/2, with 1 waits for a member; copies are
+// taken off (and stored: they survive a restart) when the taker takes
+// them, and given back for what it did not keep. An entry is listed to a
+// peer once as a copy and once as a delivery (a delivery the member
+// refused, from a sender it does not know yet, again). A carrier offers
+// the tags it carries only to anchors (which adopt them), marked as
+// such; no tag either side carries only is reconciled, and a carrier
+// fetches nothing of one. The bag: CarryQuota (1 MiB), an expiry CarryTTL (7 days)
 // after the envelope's signed time (a future time counts as now), one
 // origin at most CarryShare (a quarter) of the quota, oldest first; full,
 // it drops its oldest non-urgent envelope, its oldest urgent one only for
@@ -34,7 +38,7 @@
 // A carrier never holds a key. It learns what an anchor learns: the tags
 // it is handed (and that peers offer), sizes, times, and from the
 // envelope headers the sender ID, kind, epoch, chain index, deps and
-// clock. Sync/3 peers do not speak sync/4: every device of a site runs
+// clock. Sync/4 peers do not speak sync/5: every device of a site runs
 // one version (protocol IDs change with the wire format).
 //
 // What a sender can know: a carrier's answer in the session names the
@@ -77,7 +81,7 @@
 // the TTL goes. A sender holds at most its share of the quota, so one
 // device never evicts another's envelopes.
 //
-// Held (held.go, /medmesh/held/1): a sync/4 carrier's kept answer is
+// Held (held.go, /medmesh/held/1): a sync/5 carrier's kept answer is
 // the other way to "held" (above). An acknowledgement counts only from a
 // peer admitted on a certificate with the anchor role (Node.HasRole), only
 // for our ops this device sent that peer (published on a topic it was

@@ -23,7 +23,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		if fr.Kind < fOffer || fr.Kind > fTake || len(fr.Tags) > offerPage || len(fr.IDs) > fetchBatch || len(fr.Envs) > fetchBatch {
 			t.Fatalf("decoded a frame out of shape: kind %d, %d tags, %d IDs, %d envelopes", fr.Kind, len(fr.Tags), len(fr.IDs), len(fr.Envs))
 		}
-		// sync/4's hand phase: entries of a tag and an ID, copies (at least
+		// sync/5's hand phase (as sync/4's): entries of a tag and an ID, copies (at least
 		// one) and urgent flags per entry, only in hand and take frames.
 		if len(fr.Hand) > maxHand || (fr.Kind != fHand && fr.Kind != fTake && len(fr.Hand) > 0) ||
 			(fr.Kind == fHand && len(fr.Copies) != len(fr.Hand)) || (fr.Kind != fHand && len(fr.Copies)+len(fr.Urgent) > 0) ||
@@ -107,6 +107,17 @@ func FuzzDecodeCarried(f *testing.F) {
 		}
 		if len(tag) != tagLen || crdt.OpID(e2e.ID(rec.Raw)) != id || sender == "" {
 			t.Fatalf("carried: tag of %d bytes, ID %s, sender %q", len(tag), id, sender)
+		}
+	})
+}
+
+// FuzzDecodeToken: a stored token (an own op's copies left to spray). One
+// that decodes has a 16-byte tag.
+func FuzzDecodeToken(f *testing.F) {
+	f.Fuzz(func(t *testing.T, key string, value []byte) {
+		tag, _, _, err := decodeToken(key, value)
+		if err == nil && len(tag) != tagLen {
+			t.Fatalf("token: tag of %d bytes", len(tag))
 		}
 	})
 }

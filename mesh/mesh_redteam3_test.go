@@ -216,7 +216,7 @@ func TestRedteam3AnyPeerCanClaimHeld(t *testing.T) {
 		{"mallory", nil},
 		{"an anchor alice never sent it to", []string{mesh.RoleAnchor}},
 	} {
-		// Carriage off: a carrier's kept answer in sync/4 would make the
+		// Carriage off: a carrier's kept answer in sync/5 would make the
 		// message held legitimately (a colleague's device carries it); this
 		// is about acknowledgements over /medmesh/held/1.
 		m := testnet.Start(t, c, c.Enrol(t, claimant.name, claimant.roles...), testnet.Boot(a), device.WithCarry(false))

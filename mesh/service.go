@@ -162,16 +162,14 @@ type Service struct {
 	changes  uint64             // envelopes published or taken in (guarded by mu)
 	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks    chan struct{}
-	sent     atomic.Int64 // sync bytes written
+	sent     atomic.Int64            // sync bytes written
+	kindSent [fTake + 1]atomic.Int64 // of them, by frame kind (syncstats.go)
 	// Carriage (carry.go; guarded by mu): the bag of envelopes carried for
 	// others, its bytes, our ops with copies to spray, and the order kept.
 	bag      map[string]*bagItem // by handKey(tag, op ID)
 	bagBytes int64
 	tokens   map[string]*token // by handKey(tag, op ID)
 	seq      uint64
-	// reconciled: per peer and carried tag, the carrier's fingerprint at
-	// their last complete reconciliation (see skipCarried).
-	reconciled map[string][]byte
 	// Site links (sites.go): kicks of a sync with the site peers, and the
 	// tags each site peer's sessions are moving now (guarded by mu).
 	siteKicks chan struct{}
@@ -224,6 +222,9 @@ func New(cfg Config, h Holder) (*Service, error) {
 		return nil, err
 	}
 	if err := s.restoreCarried(); err != nil {
+		return fail(err)
+	}
+	if err := s.restoreTokens(); err != nil {
 		return fail(err)
 	}
 	if err := s.subscribe(inboxTopic(cfg.Node.ID()), inboxTag(cfg.Node.ID())); err != nil {

@@ -21,7 +21,12 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols. sync/4 is sync/3 with carriage by non-members (carry.go): an
+// Protocols. sync/5 is sync/4 with carried envelopes handed to members in
+// the hand phase (carry.go): a carrier offers the tags it carries only to
+// anchors, and hands a peer offering one of them (or an anchor) what it
+// carries of it, listing each envelope to each peer once, instead of
+// reconciling the tag whenever it took something new. sync/4 is sync/3
+// with carriage by non-members: an
 // offer says whether its side carries for others, and after the tags the
 // initiator may open a hand phase in which each side hands the other, if
 // it carries, envelopes to carry with their copy counts. sync/3 carries each listed op ID's causal key in
@@ -30,7 +35,7 @@ import (
 // the tag offer and budgets each session (see below); sync/1 sent the
 // whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/4"
+	ProtoSync = "/medmesh/sync/5"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -96,8 +101,9 @@ type frame struct {
 	Hand   [][]byte `cbor:"10,keyasint,omitempty"`
 	Copies []uint32 `cbor:"11,keyasint,omitempty"`
 	Urgent []bool   `cbor:"12,keyasint,omitempty"`
-	// Only (offer): the tags of this page that its side carries only (it
-	// fetches nothing of them; see skipCarried).
+	// Only (offer, to an anchor): the tags of this page that its side
+	// carries only (it fetches nothing of them, and hands them; see
+	// skipCarried).
 	Only [][]byte `cbor:"13,keyasint,omitempty"`
 }
 
@@ -192,8 +198,10 @@ func (c *conn) send(f frame) error {
 	if c.site {
 		// Every frame to a site peer is paced, control frames too: an
 		// offer lists every tag held (sites.go).
+		c.svc.countSent(&f, len(b))
 		return c.sendPaced(b, f.Kind == fEnvs && c.svc.urgentIn(f.Tag, f.Envs))
 	}
+	c.svc.countSent(&f, len(b))
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
 	c.sent.Add(int64(len(b)))
 	return c.w.WriteMsg(b)
@@ -229,9 +237,15 @@ type offer struct {
 	only      map[string]bool // sync/4: tags it carries only
 }
 
-// offer lists what this device holds, with fingerprints.
-func (s *Service) offer() offer {
+// offer lists what this device holds, with fingerprints, for peer p: the
+// tags it carries only are offered to anchors alone (which adopt them);
+// others get what it carries of their tags in the hand phase.
+func (s *Service) offer(p peer.ID) offer {
 	o := offer{tags: s.tags(), carry: s.carries(), only: s.carriedOnly()}
+	if len(o.only) > 0 && !s.isAnchor(p) {
+		o.tags = slices.DeleteFunc(o.tags, func(t []byte) bool { return o.only[string(t)] })
+		o.only = nil
+	}
 	o.fps = make([][]byte, len(o.tags))
 	for i, t := range o.tags {
 		o.fps[i] = Fingerprint(s.IDsOf(t))
@@ -618,7 +632,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	defer st.Close()
 	defer streams.Bound(ctx, st, syncTimeout)()
 	c := s.newConn(st)
-	mine := s.offer()
+	mine := s.offer(p)
 	if err := c.sendOffer(mine); err != nil {
 		return false, err
 	}
@@ -628,7 +642,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		return false, err
 	}
 	adopted := s.accept(theirs.tags, p)
-	common, skipped := s.skipBusy(p, s.skipCarried(p, differing(mine, theirs), mine, theirs))
+	common, skipped := s.skipBusy(p, skipCarried(differing(mine, theirs), mine, theirs))
 	if skipped { // another session moves those: this one is no complete sync
 		s.mu.Lock()
 		if s.deferred == nil {
@@ -645,19 +659,17 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 			more = true
 			break
 		}
-		partial, complete, err := s.reconcileTag(c, p, tag, b)
+		partial, err := s.reconcileTag(c, p, tag, b)
 		if err != nil {
 			st.Reset()
 			return false, err
 		}
-		if complete {
-			s.reconciledCarried(p, tag, mine, theirs)
-		}
 		more = more || partial
 	}
 	if theirs.carry || mine.carry {
-		// Hand phase (sync/4): we hand them what to carry, then they us.
-		if err := s.handTo(c, p, theirs.carry); err != nil {
+		// Hand phase (sync/5): we hand them what to carry or what we
+		// carry of their tags, then they us.
+		if err := s.handTo(c, p, theirs); err != nil {
 			st.Reset()
 			return false, err
 		}
@@ -670,38 +682,37 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 }
 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
-// theirs. partial: what it fetched was applied in part only; complete:
-// everything we lacked of p's is held now (none refused, none left).
-func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial, complete bool, err error) {
+// theirs. partial: what it fetched was applied in part only.
+func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
 	defer s.busyTag(p, tag)()
 	sess := s.session(tag)
 	m, err := sess.Initiate()
 	if err != nil {
-		return false, false, err
+		return false, err
 	}
 	for m != nil {
 		if err := b.spend(); err != nil {
-			return false, false, err
+			return false, err
 		}
 		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: m}); err != nil {
-			return false, false, err
+			return false, err
 		}
 		f, err := c.recv()
 		if err != nil || f.Kind != fRecon || !bytes.Equal(f.Tag, tag) {
-			return false, false, fmt.Errorf("%w: expected recon", ErrProtocol)
+			return false, fmt.Errorf("%w: expected recon", ErrProtocol)
 		}
 		if len(f.Msg) == 0 {
 			break
 		}
 		if m, err = sess.Reply(f.Msg); err != nil {
-			return false, false, err
+			return false, err
 		}
 		if m == nil {
 			if err := b.spend(); err != nil {
-				return false, false, err
+				return false, err
 			}
 			if err := c.send(frame{Kind: fRecon, Tag: tag}); err != nil {
-				return false, false, err
+				return false, err
 			}
 		}
 	}
@@ -715,7 +726,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	}
 	fetched, err := s.fetch(c, p, tag, need)
 	if err != nil {
-		return false, false, err
+		return false, err
 	}
 	if fetched > fetchBatch {
 		got := len(s.IDsOf(tag)) - held
@@ -725,9 +736,9 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 		partial = true // the rest of what we lack: another round at once
 	}
 	if err := s.serve(c, p, tag, len(sess.items)); err != nil {
-		return false, false, err
+		return false, err
 	}
-	return partial, !partial && s.holdsAll(tag, need), nil
+	return partial, nil
 }
 
 // Claims. A claim on the IDs a session fetches is honoured for claimTTL,
@@ -1195,7 +1206,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 		return err
 	}
 	s.accept(theirs.tags, p)
-	mine := s.offer()
+	mine := s.offer(p)
 	if err := c.sendOffer(mine); err != nil {
 		return err
 	}
@@ -1223,7 +1234,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 			if err := s.takeFrom(c, p, &f); err != nil {
 				return err
 			}
-			if err := s.handTo(c, p, theirs.carry); err != nil {
+			if err := s.handTo(c, p, theirs); err != nil {
 				return err
 			}
 			continue

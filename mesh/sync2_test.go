@@ -31,7 +31,7 @@ type wireFrame struct {
 	Envs [][]byte `cbor:"6,keyasint,omitempty"`
 	More bool     `cbor:"7,keyasint,omitempty"`
 	FPs  [][]byte `cbor:"8,keyasint,omitempty"`
-	// sync/4: the offer says whether its side carries for others.
+	// sync/4 and sync/5: the offer says whether its side carries for others.
 	Carry bool `cbor:"9,keyasint,omitempty"`
 }
 

@@ -830,8 +830,12 @@ func (f *full) finish() {
 		}
 	}
 	var sync int64
+	f.res.SyncByFrame = map[string]int64{"gossip": f.gossp.Load()}
 	for _, d := range f.devs {
 		sync += d.m.SyncBytes()
+		for k, n := range d.m.SyncBytesByFrame() {
+			f.res.SyncByFrame[k] += n
+		}
 	}
 	f.res.Bytes = sync + f.gossp.Load()
 	deps := make([][]int32, len(f.w.Sends)) // standing is read from a converged replica below

@@ -62,6 +62,9 @@ type Summary struct {
 	TimeScale               float64  `json:"time_scale,omitempty"`
 	LagS                    float64  `json:"lag_s,omitempty"`
 	Failures                int      `json:"failures,omitempty"`
+
+	// Full engine: the parts of Bytes by sync frame kind, and gossip.
+	BytesByFrame map[string]int64 `json:"bytes_by_frame,omitempty"`
 }
 
 // Summarise computes the metrics of a result.
@@ -137,6 +140,7 @@ func Summarise(r *Result) Summary {
 		s.RevokedSent, s.RevokedShown, s.RevokedStanding = &sent, &shown, &standing
 	}
 	s.EnvelopeBytes = r.EnvelopeBytes
+	s.BytesByFrame = r.SyncByFrame
 	if r.Carriage != nil {
 		n, peak, sum, most := 0, int64(0), 0.0, 0.0
 		hours := r.World.S.Hours
@@ -186,6 +190,17 @@ func Write(dir string, r *Result, s Summary) error {
 	}
 	var m map[string]any
 	json.Unmarshal(js, &m)
+	for k, v := range m { // bytes_by_frame: a row per frame kind
+		if sub, ok := v.(map[string]any); ok {
+			delete(m, k)
+			for kk, vv := range sub {
+				if n, ok := vv.(float64); ok {
+					vv = int64(n)
+				}
+				m[k+"."+kk] = vv
+			}
+		}
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -50,6 +50,10 @@ type Result struct {
 	// CRL not issued or not taken by an anchor).
 	Failures []string
 
+	// SyncByFrame (full engine): the sync bytes written by frame kind,
+	// and "gossip" the gossip RPC bytes (the parts of Bytes).
+	SyncByFrame map[string]int64
+
 	sentIDs []crdt.OpID // full engine: each message's op ID
 	// Full engine, while the events ran (from time 0 to the end): the
 	// process's CPU time (user and system, every device together), and

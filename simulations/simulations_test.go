@@ -407,3 +407,24 @@ func TestNamedConversations(t *testing.T) {
 		t.Fatalf("conversation of one: %v", err)
 	}
 }
+
+// TestSummaryByFrame: the full engine's bytes by sync frame kind are a
+// row each in summary.csv.
+func TestSummaryByFrame(t *testing.T) {
+	r, err := RunDES(Builtins["basement"], 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Summarise(r)
+	s.BytesByFrame = map[string]int64{"offer": 123456789, "gossip": 7}
+	dir := t.TempDir()
+	if err := Write(dir, r, s); err != nil {
+		t.Fatal(err)
+	}
+	csv, _ := os.ReadFile(filepath.Join(dir, "summary.csv"))
+	for _, row := range []string{"\nbytes_by_frame.offer,123456789\n", "\nbytes_by_frame.gossip,7\n"} {
+		if !strings.Contains(string(csv), row) {
+			t.Fatalf("summary.csv lacks %q:\n%s", row, csv)
+		}
+	}
+}
