@@ -107,6 +107,15 @@ type Config struct {
 	// Links, if set, are an anchor's site links (sites.go): sync with
 	// them soon after every change, envelope frames paced, no gossip.
 	Links Links
+	// Federated, FederatedSender and Shares serve devices of federated
+	// trusts (federated.go; all three nil: none is served). Federated
+	// reports whether p is admitted now as one; FederatedSender whether
+	// a device is a federated one met and admitted now, and revoked;
+	// Shares whether federated p may sync tag (a conversation it is a
+	// current member of). Ignored on an anchor.
+	Federated       func(p peer.ID) bool
+	FederatedSender func(id peer.ID) (known, revoked bool)
+	Shares          func(p peer.ID, tag []byte) bool
 }
 
 // Topic names.
@@ -235,7 +244,7 @@ func New(cfg Config, h Holder) (*Service, error) {
 		}
 	}
 	host := cfg.Node.Host()
-	host.SetStreamHandler(ProtoSync, s.gate(s.handleSync))
+	host.SetStreamHandler(ProtoSync, s.gateSync(s.handleSync))
 	host.SetStreamHandler(ProtoHeld, s.gate(s.handleHeld))
 	cfg.Node.OnAdmitted(func(p peer.ID) { s.goOwned(func() { s.syncWith(p) }) })
 	s.goOwned(s.syncLoop)
@@ -308,6 +317,7 @@ func (s *Service) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
 	s.changes++
 	s.mu.Unlock()
 	s.kickSites()
+	s.kickFederated(tag)
 	s.notePublished(convTopic(tag), envs)
 	for _, raw := range envs {
 		s.pub(convTopic(tag), raw)
@@ -508,7 +518,9 @@ func (s *Service) checkSender(e *e2e.Envelope, viaSync bool) error {
 	}
 	known, revoked := s.cfg.Node.KnownStaff(sender)
 	if !known {
-		return fmt.Errorf("sender %s holds no known certificate", sender)
+		if known, revoked = s.federatedSender(e, sender, viaSync); !known {
+			return fmt.Errorf("sender %s holds no known certificate", sender)
+		}
 	}
 	if revoked && !viaSync {
 		return fmt.Errorf("fresh push from revoked sender %s", sender)
@@ -544,7 +556,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				// (nor for a round already running, as when the welcome came by sync).
 				s.goOwned(func() {
 					for _, p := range s.duePeers(true) {
-						if s.cfg.Node.IsAdmitted(p) {
+						if s.syncable(p) {
 							s.goOwned(func() { s.syncRound(p, true) })
 						}
 					}
