@@ -503,7 +503,7 @@ function renderDirectory() {
 
 async function createChat(ev) {
   ev.preventDefault();
-  const members = [...$('directory').querySelectorAll('input:checked')].map((b) => b.value);
+  const members = [...document.querySelectorAll('#directory input:checked, #federated input:checked')].map((b) => b.value); // federated.js: other trusts
   const body = { title: $('title').value, members };
   const oncall = document.querySelector('#on-call-roles input:checked'); // roles.js
   if (oncall && oncall.value) body.role = oncall.value;
