@@ -38,3 +38,26 @@ func (s *Service) Shares(p peer.ID, tag []byte) bool {
 
 // foreign reports whether p is a device of another trust.
 func (s *Service) foreign(p peer.ID) bool { return s.cfg.Foreign != nil && s.cfg.Foreign(p) }
+
+// CoMembers lists the other members of the conversation whose tag is tag
+// when p is one of its current members (nil otherwise): whom a federated
+// member must be introduced to.
+func (s *Service) CoMembers(p peer.ID, tag []byte) []peer.ID {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.r.MemberSet()
+	if !m[p] {
+		return nil
+	}
+	out := make([]peer.ID, 0, len(m))
+	for id := range m {
+		if id != p {
+			out = append(out, id)
+		}
+	}
+	return out
+}

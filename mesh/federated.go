@@ -86,6 +86,9 @@ func (s *Service) offerFor(p peer.ID) offer {
 			o.fps = append(o.fps, Fingerprint(s.IDsOf(t)))
 		}
 	}
+	if s.cfg.Introduce != nil {
+		s.cfg.Introduce(p, o.tags)
+	}
 	return o
 }
 

@@ -122,6 +122,14 @@ func TestFederatedInvitedConversation(t *testing.T) {
 			t.Fatal("bea holds the secret conversation's tag")
 		}
 	}
+	// Bea was introduced to the members she shares a conversation with,
+	// and to no one else: anna, in none with her, stays unknown to her.
+	if known, _ := w.bea.N.KnownFederated(w.anna.ID); known {
+		t.Fatal("bea was told of anna, who shares no conversation with her")
+	}
+	if _, err := w.bea.N.Recipient(w.anna.ID, time.Now()); err == nil {
+		t.Fatal("bea can seal to anna")
+	}
 	// Nor does bea's inbox reach alice: alice holds nothing of it.
 	if ids := w.alice.M.IDsOf(mesh.InboxTag(w.bea.ID)); len(ids) != 1 {
 		t.Fatalf("alice holds %d envelopes for bea's inbox, want her own welcome", len(ids))
@@ -181,8 +189,8 @@ func TestFederatedPeerSyncsOnlyItsConversations(t *testing.T) {
 
 // TestFederatedEnvelopesOnlyOfItsConversations: an envelope bea signs into
 // a conversation she is not in is refused by the mesh, pushed or fetched;
-// one into the shared conversation passes. Anna, who never met bea, takes
-// nothing of hers.
+// one into the shared conversation passes. Anna, told of bea by alice,
+// takes no push of hers into the secret conversation either.
 func TestFederatedEnvelopesOnlyOfItsConversations(t *testing.T) {
 	w := newFedWorld(t)
 	forge := func(tag []byte) []byte {
@@ -200,15 +208,14 @@ func TestFederatedEnvelopesOnlyOfItsConversations(t *testing.T) {
 		}
 		return raw
 	}
-	if err := w.alice.M.CheckEnvelope(forge(w.secTag), false); err == nil {
-		t.Fatal("alice takes a push of bea's envelope into the secret conversation")
+	for _, p := range []*testnet.Peer{w.alice, w.anna} {
+		if err := p.M.CheckEnvelope(forge(w.secTag), false); err == nil {
+			t.Fatalf("%s takes a push of bea's envelope into the secret conversation", p.Ident.Name)
+		}
 	}
 	for _, viaSync := range []bool{false, true} {
 		if err := w.alice.M.CheckEnvelope(forge(w.sharedTag), viaSync); err != nil {
 			t.Fatalf("alice refuses bea's envelope into the shared conversation (via sync %v): %v", viaSync, err)
-		}
-		if err := w.anna.M.CheckEnvelope(forge(w.secTag), viaSync); err == nil {
-			t.Fatal("anna takes bea's envelope")
 		}
 	}
 	// Fetched by sync (a colleague who met bea serving it), it reaches the
@@ -305,4 +312,64 @@ func sorted(tags ...[]byte) [][]byte {
 	out := slices.Clone(tags)
 	slices.SortFunc(out, bytes.Compare)
 	return out
+}
+
+// TestFederatedRevokedByItsTrust: trust B's CRL revoking bea, handed to
+// alice, makes her a revoked sender (fresh pushes refused), drops her, and
+// leaves nothing to seal to.
+func TestFederatedRevokedByItsTrust(t *testing.T) {
+	w := newFedWorld(t)
+	crl := w.b.CRL(t, 1, w.bea.Ident)
+	if _, err := w.alice.N.SubmitCRL(context.Background(), crl); err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 20*time.Second, "alice drops bea", func() bool { return !w.alice.N.IsFederated(w.bea.ID) })
+	if known, revoked := w.alice.N.KnownFederated(w.bea.ID); !known || !revoked {
+		t.Fatalf("bea known %v revoked %v", known, revoked)
+	}
+	e := e2e.New(w.sharedTag, w.bea.ID, nil)
+	e.Kind, e.Body, e.Epoch, e.Wall = e2e.KindContent, []byte("sealed"), bytes.Repeat([]byte{7}, 32), time.Now().UnixMilli()
+	if err := e.Sign(w.bea.Ident.Key.Identity); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := e.Encode()
+	if err := w.alice.M.CheckEnvelope(raw, false); err == nil {
+		t.Fatal("alice takes a fresh push of a revoked federated sender")
+	}
+	if _, err := w.alice.N.Recipient(w.bea.ID, time.Now()); err == nil {
+		t.Fatal("alice can seal to a revoked federated device")
+	}
+}
+
+// TestFederatedThreeWay: alice invites bea into a conversation with anna,
+// who never meets bea: anna reads bea (alice told her who bea is) and
+// alice's reply, which depends on bea's message; bea reads anna.
+func TestFederatedThreeWay(t *testing.T) {
+	w := newFedWorld(t)
+	testnet.Eventually(t, 20*time.Second, "anna learns of bea from alice", func() bool {
+		known, _ := w.anna.N.KnownFederated(w.bea.ID)
+		return known
+	})
+	id, err := w.alice.C.Create("three", []peer.ID{w.anna.ID, w.bea.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 20*time.Second, "all three joined", func() bool {
+		return testnet.Joined(w.bea, id, 3) && testnet.Joined(w.anna, id, 3)
+	})
+	testnet.Send(t, w.bea, id, "from bea")
+	testnet.Eventually(t, 20*time.Second, "alice reads bea", func() bool { return slices.Contains(testnet.Texts(w.alice, id), "from bea") })
+	testnet.Send(t, w.alice, id, "reply from alice")
+	testnet.Send(t, w.anna, id, "from anna")
+	testnet.Eventually(t, 30*time.Second, "anna reads bea and alice", func() bool {
+		texts := testnet.Texts(w.anna, id)
+		return slices.Contains(texts, "from bea") && slices.Contains(texts, "reply from alice")
+	})
+	testnet.Eventually(t, 30*time.Second, "bea reads anna", func() bool { return slices.Contains(testnet.Texts(w.bea, id), "from anna") })
+	if known, _ := w.bea.N.KnownFederated(w.anna.ID); !known {
+		t.Fatal("bea was not told of anna, a fellow member")
+	}
+	if w.anna.N.IsFederated(w.bea.ID) || w.bea.N.IsFederated(w.anna.ID) {
+		t.Fatal("anna and bea met")
+	}
 }

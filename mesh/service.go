@@ -116,6 +116,11 @@ type Config struct {
 	Federated       func(p peer.ID) bool
 	FederatedSender func(id peer.ID) (known, revoked bool)
 	Shares          func(p peer.ID, tag []byte) bool
+	// Introduce, if set, is called before each session with federated
+	// peer p with the tags shared with it: it introduces p to their
+	// other members (the node's IntroduceTo), so p can take their
+	// envelopes. It may block for a stream's exchange.
+	Introduce func(p peer.ID, tags [][]byte)
 }
 
 // Topic names.

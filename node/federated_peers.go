@@ -58,6 +58,7 @@ const (
 type fedBook struct {
 	mu    sync.Mutex
 	peers map[peer.ID]*fedMet
+	intro map[peer.ID]map[peer.ID]bool // federated_intro.go
 }
 
 type fedMet struct {
@@ -87,9 +88,11 @@ func (n *Node) metFederated(id peer.ID) {
 		return
 	}
 	n.fed.remember(id, chain, n.cfg.Now())
+	n.fed.forgetIntroduced(id)
 	if p := n.fetchFedPrekey(id); p != nil {
 		n.fed.setPrekey(id, p)
 	}
+	n.tellFederated(id) // federated_book.go
 }
 
 func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time) {

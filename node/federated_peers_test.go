@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // TestFederatedPrekeyExchange: a federated peer's signed prekey reaches
 // the device of the other trust that admitted it (and back), so a member
 // can seal a welcome to it without any directory; the protocol serves
 // nobody else — not our own staff, whose prekeys come with the directory.
-// A colleague who never met the federated device knows nothing of it; a
-// withdrawn record forgets it at once.
+// A colleague who never met the federated device learns it from one who
+// did; a withdrawn record forgets it at once.
 func TestFederatedPrekeyExchange(t *testing.T) {
 	w := newFedWorld(t)
 	b1 := w.startB(t, w.b.enrolIn(t, "bea", "Emergency", "clinician"))
@@ -55,13 +57,11 @@ func TestFederatedPrekeyExchange(t *testing.T) {
 	if askFor(t, w.a2, w.a1, ProtoFedPrekey) {
 		t.Fatal("a1 serves fedprekey to its own staff")
 	}
-	// a2 never met b1: nothing to seal to, no sender it knows.
-	if _, err := w.a2.Recipient(b1.ID(), time.Now()); err == nil {
-		t.Fatal("a2 can seal to b1")
-	}
-	if known, _ := w.a2.KnownFederated(b1.ID()); known {
-		t.Fatal("a2 knows b1")
-	}
+	// a2 never met b1: a1 told it (fedbook), prekey included.
+	eventually(t, 20*time.Second, "a2 can seal to b1's prekey", func() bool {
+		r, err := w.a2.Recipient(b1.ID(), time.Now())
+		return err == nil && r.PrekeyID == own.PrekeyID
+	})
 	// A withdrawal: b1 dropped and forgotten as a sender and recipient.
 	submitFed(t, w.a1, w.a.record(t, w.b, emergencyClinicians, 2, true))
 	eventually(t, 20*time.Second, "a1 drops b1", func() bool { return !w.a1.IsFederated(b1.ID()) })
@@ -73,5 +73,40 @@ func TestFederatedPrekeyExchange(t *testing.T) {
 	}
 	if len(w.a1.FederatedPeers()) != 0 {
 		t.Fatal("a1 still lists b1")
+	}
+	eventually(t, 20*time.Second, "a2 forgets b1 once the withdrawal reaches it", func() bool {
+		known, _ := w.a2.KnownFederated(b1.ID())
+		return !known
+	})
+}
+
+// TestFederatedBookAndIntroGated: a federated peer cannot use the book of
+// our own staff (/medmesh/fedbook/1), and our own staff cannot introduce
+// on /medmesh/fedintro/1; a federated peer introducing a device of our own
+// trust (not of its own) gets it refused.
+func TestFederatedBookAndIntroGated(t *testing.T) {
+	w := newFedWorld(t)
+	b1 := w.startB(t, w.b.enrolIn(t, "bea", "Emergency", "clinician"))
+	connectTo(t, b1, w.a1)
+	eventually(t, 20*time.Second, "a1 and b1 admit each other as federated", func() bool {
+		return w.a1.IsFederated(b1.ID()) && b1.IsFederated(w.a1.ID())
+	})
+	eventually(t, 20*time.Second, "a2 learns of b1 from a1", func() bool { k, _ := w.a2.KnownFederated(b1.ID()); return k })
+	if askFor(t, b1, w.a1, ProtoFedBook) {
+		t.Fatal("a1 answers a federated peer on fedbook")
+	}
+	if askFor(t, w.a2, w.a1, ProtoFedIntro) {
+		t.Fatal("a1 answers its own staff on fedintro")
+	}
+	// b1 introduces a2 (a device of trust A) to a1: refused.
+	raw, err := detcbor.Marshal(dirEntry{Chain: encodeChain(w.a2.cfg.Chain)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.a1.takeIntroduced(raw, w.a1.adm.federation(b1.ID()).Other); err == nil {
+		t.Fatal("a1 takes a device of its own trust introduced by b1")
+	}
+	if w.a1.Foreign(w.a2.ID()) {
+		t.Fatal("a2 became foreign to a1")
 	}
 }

@@ -272,6 +272,9 @@ func (n *Node) startProtocols(h host.Host) error {
 	h.SetStreamHandler(ProtoFederation, n.owned(n.gate(n.handleFederation)))
 	h.SetStreamHandler(ProtoFedPrekey, n.owned(n.handleFedPrekey))
 	n.OnFederated(n.metFederated)
+	h.SetStreamHandler(ProtoFedBook, n.owned(n.gate(n.handleFedBook)))
+	h.SetStreamHandler(ProtoFedIntro, n.owned(n.handleFedIntro))
+	n.OnAdmitted(func(id peer.ID) { n.sendFedBook(id, n.fedEntries()) })
 	h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			n.siteConnected(c.RemotePeer())
