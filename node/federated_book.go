@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -125,7 +126,7 @@ func (n *Node) handleFedBook(s network.Stream) {
 		if err != nil {
 			return
 		}
-		err = n.takeFedEntry(raw)
+		err = n.takeFedEntry(raw, nil)
 		r.ReleaseMsg(raw)
 		if errors.Is(err, identity.ErrMalformed) || errors.Is(err, e2e.ErrBadPrekey) || errors.Is(err, identity.ErrBadSignature) {
 			n.log.Debug("fedbook entry refused", "remote", from.String(), "err", err)
@@ -134,33 +135,49 @@ func (n *Node) handleFedBook(s network.Stream) {
 	}
 }
 
-// takeFedEntry judges one entry and remembers the device it names.
-func (n *Node) takeFedEntry(raw []byte) error {
+// decodeFedEntry decodes an entry of the book (or an introduction): the
+// chain, the device it names, and its prekey checked against it (nil if
+// none). Nothing is judged against the trust here.
+func decodeFedEntry(raw []byte) ([]*x509.Certificate, peer.ID, *e2e.Prekey, error) {
 	var e dirEntry
 	if err := detcbor.Unmarshal(raw, &e, maxFedEntry); err != nil {
-		return fmt.Errorf("%w: fedbook entry: %v", identity.ErrMalformed, err)
+		return nil, "", nil, fmt.Errorf("%w: fedbook entry: %v", identity.ErrMalformed, err)
 	}
 	chain, err := decodeChain(e.Chain)
 	if err != nil {
-		return err
+		return nil, "", nil, err
 	}
 	st, err := identity.StaffFromCert(chain[0])
 	if err != nil {
-		return fmt.Errorf("%w: %v", identity.ErrMalformed, err)
-	}
-	id := st.PeerID
-	if id == n.ID() || n.dir.has(id) {
-		return nil // ourselves, or our own staff: never a federated device
-	}
-	now := n.cfg.Now()
-	if _, _, err := n.adm.trust.AdmitFederated(chain, id, now); err != nil {
-		return err // not (or no longer) federated here: dropped, no fault of the sender
+		return nil, "", nil, fmt.Errorf("%w: %v", identity.ErrMalformed, err)
 	}
 	var pk *e2e.Prekey
 	if e.Prekey != nil {
-		if pk, err = decodeFedPrekey(e.Prekey, id); err != nil {
-			return err
+		if pk, err = decodeFedPrekey(e.Prekey, st.PeerID); err != nil {
+			return nil, "", nil, err
 		}
+	}
+	return chain, st.PeerID, pk, nil
+}
+
+// takeFedEntry judges one entry and remembers the device it names. other,
+// if set, is the trust it must be of (an introduction by a device of that
+// trust: errIntroOtherTrust otherwise).
+func (n *Node) takeFedEntry(raw []byte, other *identity.CAKey) error {
+	chain, id, pk, err := decodeFedEntry(raw)
+	if err != nil {
+		return err
+	}
+	now := n.cfg.Now()
+	_, f, err := n.adm.trust.AdmitFederated(chain, id, now)
+	if err != nil {
+		return err // not (or no longer) federated here (our own staff never are)
+	}
+	if other != nil && f.Other != *other {
+		return errIntroOtherTrust
+	}
+	if id == n.ID() || n.dir.has(id) {
+		return nil
 	}
 	n.fed.remember(id, chain, now)
 	if pk != nil {

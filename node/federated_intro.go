@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"slices"
 
@@ -130,26 +129,7 @@ var errIntroOtherTrust = errors.New("introduced a device of another trust than i
 // takeIntroduced is takeFedEntry for an entry a federated peer of trust
 // other introduces: it must be of that trust.
 func (n *Node) takeIntroduced(raw []byte, other identity.CAKey) error {
-	var e dirEntry
-	if err := detcbor.Unmarshal(raw, &e, maxFedEntry); err != nil {
-		return fmt.Errorf("%w: fedintro entry: %v", identity.ErrMalformed, err)
-	}
-	chain, err := decodeChain(e.Chain)
-	if err != nil {
-		return err
-	}
-	st, err := identity.StaffFromCert(chain[0])
-	if err != nil {
-		return fmt.Errorf("%w: %v", identity.ErrMalformed, err)
-	}
-	_, f, err := n.adm.trust.AdmitFederated(chain, st.PeerID, n.cfg.Now())
-	if err != nil {
-		return err
-	}
-	if f.Other != other {
-		return errIntroOtherTrust
-	}
-	return n.takeFedEntry(raw)
+	return n.takeFedEntry(raw, &other)
 }
 
 // wasIntroduced and introduced track, per federated peer and admission,
