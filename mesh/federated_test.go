@@ -373,3 +373,21 @@ func TestFederatedThreeWay(t *testing.T) {
 		t.Fatal("anna and bea met")
 	}
 }
+
+// TestFederatedNoAnchorSync: an anchor of trust A that admits bea as
+// federated never syncs with her: her session is reset unread, and it
+// offers her nothing.
+func TestFederatedNoAnchorSync(t *testing.T) {
+	w := newFedWorld(t)
+	anchor := start(t, w.a, w.a.Enrol(t, "anchor", mesh.RoleAnchor), true, w.alice)
+	testnet.Federate(t, w.recA, anchor)
+	testnet.Connect(t, w.bea, anchor)
+	testnet.Eventually(t, 20*time.Second, "the anchor admits bea as federated", func() bool { return anchor.N.IsFederated(w.bea.ID) })
+	r := rawOpen(t, w.bea, anchor)
+	if err := r.send(wireFrame{Kind: 1, Tags: sorted(w.sharedTag), FPs: randomTags(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := r.recv(); err == nil {
+		t.Fatalf("the anchor answered bea's session: kind %d", f.Kind)
+	}
+}
