@@ -72,6 +72,9 @@ func TestFederatedInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.Search(`//ul[@id="federated"]//label[contains(., "Dr Bea")]/input`)),
 		chromedp.Click(chromedp.CSS("#new-form > button[type=submit]")),
 		chromedp.WaitVisible(chromedp.CSS("#chat-view")))
+	step("the group lists bea with her trust",
+		chromedp.Click(chromedp.CSS("#info")),
+		chromedp.WaitVisible(chromedp.Search(`//ul[@id="members"]//span[.="Dr Bea · General Hospital"]`)))
 	convs := asha.C.Conversations()
 	if len(convs) != 1 || !slices.Contains(convs[0].Members, bea.ID) {
 		t.Fatalf("asha's conversations: %+v", convs)

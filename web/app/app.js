@@ -53,6 +53,7 @@ async function refreshStatus() {
 async function refreshDirectory() {
   state.directory = await api('/api/v1/directory');
   for (const s of state.directory) state.names[s.peer_id] = s.name;
+  for (const f of await api('/api/v1/federated').catch(() => [])) state.names[f.peer_id] = `${f.name} · ${f.other_trust}`; // other trusts (federated.js)
 }
 
 // Lists are updated in place, never rebuilt: each entry carries its key
