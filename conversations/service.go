@@ -52,6 +52,9 @@ type Config struct {
 	// Audit, if set, is told of events for the audit trail (see audit.go);
 	// it must not block (it may be called with a conversation's lock held).
 	Audit func([]audit.Event)
+	// Foreign, if set, reports whether a peer is a device of another
+	// (federated) trust: it is never made an admin (federated.go).
+	Foreign func(peer.ID) bool
 }
 
 // Errors.
@@ -500,6 +503,9 @@ func (s *Service) Remove(id chat.ConversationID, member peer.ID) error {
 
 // Promote makes a member an admin (admins only).
 func (s *Service) Promote(id chat.ConversationID, member peer.ID) error {
+	if s.foreign(member) {
+		return ErrForeignAdmin
+	}
 	_, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Promote(member) })
 	return err
 }

@@ -288,11 +288,12 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	if err != nil {
 		return nil, err
 	}
-	revoked := func(id peer.ID) bool { _, r := d.n.KnownStaff(id); return r }
+	revoked := revokedIn(d.n) // federated.go: our staff's CRLs and federated trusts'
 	d.c, err = conversations.Open(conversations.Config{
 		Device:    &chat.Device{Key: cfg.key.Identity, ID: cfg.key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: cfg.key.KEM},
 		Directory: d.n, Store: backing, Logger: cfg.log, Now: cfg.now, Revoked: revoked, Observe: cfg.observe,
 		ReceiptWindow: cfg.receiptWindow, Audit: func(evs []audit.Event) { d.trail.Record(evs...) },
+		Foreign: d.n.Foreign,
 	})
 	if err != nil {
 		return nil, err
@@ -300,11 +301,12 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 	if cfg.anchor && !d.n.Self().HasRole(mesh.RoleAnchor) {
 		cfg.log.Warn("running as an anchor on a certificate without the anchor role: colleagues will not count its acknowledgements as held (have the CA sign with --roles anchor)")
 	}
-	d.m, err = mesh.New(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl, Carry: !cfg.noCarry,
-		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.c)
+	d.m, err = mesh.New(federatedMesh(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl, Carry: !cfg.noCarry,
+		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.n, d.c), d.c)
 	if err != nil {
 		return nil, err
 	}
+	d.n.OnFederated(d.m.SyncFederated)
 	d.c.Attach(d.m)
 	esc := cfg.escalator
 	if esc == nil {

@@ -100,6 +100,15 @@
 // What arrives from a site peer is published on this site's gossip and a
 // sync kicked.
 //
+// Federated peers (federated.go; devices of another trust admitted under
+// a federation record, Config.Federated): no gossip, no carriage either
+// way, no anchor's sessions; sync only of the conversation tags
+// Config.Shares says they are current members of, their inbox, and ours
+// one way (offered empty: we fetch welcomes for us, they learn nothing of
+// it); a hand phase from one ends the session. Their envelopes are taken
+// only in conversations they are members of (or that this device holds,
+// fetched by sync: the DAG authorises them there).
+//
 // Invariants: a forged or malformed envelope never reaches storage; every
 // stream has a deadline and a size limit; every session has a work budget;
 // peers get stable error codes, not our error strings; every goroutine

@@ -107,6 +107,20 @@ type Config struct {
 	// Links, if set, are an anchor's site links (sites.go): sync with
 	// them soon after every change, envelope frames paced, no gossip.
 	Links Links
+	// Federated, FederatedSender and Shares serve devices of federated
+	// trusts (federated.go; all three nil: none is served). Federated
+	// reports whether p is admitted now as one; FederatedSender whether
+	// a device is a federated one met and admitted now, and revoked;
+	// Shares whether federated p may sync tag (a conversation it is a
+	// current member of). Ignored on an anchor.
+	Federated       func(p peer.ID) bool
+	FederatedSender func(id peer.ID) (known, revoked bool)
+	Shares          func(p peer.ID, tag []byte) bool
+	// Introduce, if set, is called before each session with federated
+	// peer p with the tags shared with it: it introduces p to their
+	// other members (the node's IntroduceTo), so p can take their
+	// envelopes. It may block for a stream's exchange.
+	Introduce func(p peer.ID, tags [][]byte)
 }
 
 // Topic names.
@@ -236,7 +250,7 @@ func New(cfg Config, h Holder) (*Service, error) {
 		}
 	}
 	host := cfg.Node.Host()
-	host.SetStreamHandler(ProtoSync, s.gate(s.handleSync))
+	host.SetStreamHandler(ProtoSync, s.gateSync(s.handleSync))
 	host.SetStreamHandler(ProtoHeld, s.gate(s.handleHeld))
 	cfg.Node.OnAdmitted(func(p peer.ID) { s.goOwned(func() { s.syncWith(p) }) })
 	s.goOwned(s.syncLoop)
@@ -309,6 +323,7 @@ func (s *Service) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
 	s.changes++
 	s.mu.Unlock()
 	s.kickSites()
+	s.kickFederated(tag)
 	s.notePublished(convTopic(tag), envs)
 	for _, raw := range envs {
 		s.pub(convTopic(tag), raw)
@@ -509,7 +524,9 @@ func (s *Service) checkSender(e *e2e.Envelope, viaSync bool) error {
 	}
 	known, revoked := s.cfg.Node.KnownStaff(sender)
 	if !known {
-		return fmt.Errorf("sender %s holds no known certificate", sender)
+		if known, revoked = s.federatedSender(e, sender, viaSync); !known {
+			return fmt.Errorf("sender %s holds no known certificate", sender)
+		}
 	}
 	if revoked && !viaSync {
 		return fmt.Errorf("fresh push from revoked sender %s", sender)
@@ -545,7 +562,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				// (nor for a round already running, as when the welcome came by sync).
 				s.goOwned(func() {
 					for _, p := range s.duePeers(true) {
-						if s.cfg.Node.IsAdmitted(p) {
+						if s.syncable(p) {
 							s.goOwned(func() { s.syncRound(p, true) })
 						}
 					}

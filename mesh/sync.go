@@ -529,7 +529,7 @@ func (s *Service) syncLoop() {
 // since, its own loop brings us, so an idle mesh stays quiet.
 func (s *Service) syncAll(full bool) {
 	for _, p := range s.duePeers(full) {
-		if s.cfg.Node.IsAdmitted(p) {
+		if s.syncable(p) {
 			s.goOwned(func() { s.syncWith(p) })
 		}
 	}
@@ -632,7 +632,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	defer st.Close()
 	defer streams.Bound(ctx, st, syncTimeout)()
 	c := s.newConn(st)
-	mine := s.offer(p)
+	mine := s.offerFor(p)
 	if err := c.sendOffer(mine); err != nil {
 		return false, err
 	}
@@ -641,6 +641,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		st.Reset()
 		return false, err
 	}
+	theirs = s.offerFrom(p, theirs)
 	adopted := s.accept(theirs.tags, p)
 	common, skipped := s.skipBusy(p, skipCarried(differing(mine, theirs), mine, theirs))
 	if skipped { // another session moves those: this one is no complete sync
@@ -685,7 +686,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 // theirs. partial: what it fetched was applied in part only.
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
 	defer s.busyTag(p, tag)()
-	sess := s.session(tag)
+	sess := s.sessionFor(p, tag)
 	m, err := sess.Initiate()
 	if err != nil {
 		return false, err
@@ -1205,8 +1206,9 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	if err != nil {
 		return err
 	}
+	theirs = s.offerFrom(p, theirs)
 	s.accept(theirs.tags, p)
-	mine := s.offer(p)
+	mine := s.offerFor(p)
 	if err := c.sendOffer(mine); err != nil {
 		return err
 	}
@@ -1226,6 +1228,9 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 		}
 		if f.Kind == fDone {
 			return nil
+		}
+		if f.Kind == fHand && s.federated(p) {
+			return errHandFederated
 		}
 		if f.Kind == fHand && cur == nil && !handed {
 			// The initiator's tags are done: it hands us what to carry,
@@ -1252,7 +1257,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				return fmt.Errorf("%w: a tag not shared, equal on both sides, or reconciled already", ErrProtocol)
 			}
 			delete(common, string(f.Tag))
-			cur = &tagSession{tag: f.Tag, sess: s.session(f.Tag)}
+			cur = &tagSession{tag: f.Tag, sess: s.sessionFor(p, f.Tag)}
 			release = s.busyTag(p, f.Tag)
 		}
 		switch f.Kind {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"io"
 	"slices"
 	"sort"
@@ -50,7 +51,11 @@ func (n *Node) Recipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 		}
 		return e2e.Recipient{ID: id, PrekeyID: p.ID, KEM: p.KEM}, nil
 	}
-	return n.dir.recipient(id, now)
+	r, err := n.dir.recipient(id, now)
+	if errors.Is(err, ErrUnknownPeer) && !n.dir.has(id) {
+		return n.fedRecipient(id, now) // a federated device met (federated_peers.go)
+	}
+	return r, err
 }
 
 // afterAdmission syncs the directory with a newly admitted peer and tells it

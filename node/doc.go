@@ -90,9 +90,19 @@
 // our root CA signed (federation.go; identity/federation.go), as federated
 // peers: a class apart whose peerState carries the record, for whom
 // isAdmitted is false — so every protocol and topic gated on admission
-// (directory, peer exchange, trust topic, rota, relay, the mesh's sync and
-// carriage) refuses them — and who never enter the directory or get our
-// CRLs. Records are persisted, exchanged with every admitted colleague on
+// (directory, peer exchange, trust topic, every pubsub topic, rota, relay,
+// the mesh's carriage) refuses them — and who never enter the directory
+// or get our CRLs. What they get (federated_peers.go): this device's own
+// signed prekey on /medmesh/fedprekey/1 (served to federated peers only;
+// theirs is fetched and checked on admission, so a member can invite
+// them), the entries of their fellow members of our staff
+// (/medmesh/fedintro/1, IntroduceTo: only those the layers above name),
+// and, through the mesh's hooks (KnownFederated, IsFederated), sync of
+// the conversations they are members of and nothing else. The federated
+// devices a node met (chain and prekey, judged again at every use) are
+// told to our own staff on /medmesh/fedbook/1 (federated_book.go), so a
+// colleague who never met one takes its envelopes in a conversation they
+// share. Records are persisted, exchanged with every admitted colleague on
 // /medmesh/federation/1 and judged like CRLs (newest per other root wins); a
 // newer record judges every peer again, so a withdrawal drops the trust's
 // devices. CRLs of a federated trust are accepted, persisted and spread

@@ -96,6 +96,7 @@ type Node struct {
 
 	adm   *admission // peers admitted, blocked; the trust, its CAs and CRLs
 	dir   *directory // colleagues' entries and prekeys
+	fed   fedBook    // federated devices met (federated_peers.go)
 	score *scorer    // rejected messages per peer (score.go)
 	rt    *rotaState // the site's on-call rota (rota.go)
 
@@ -269,6 +270,11 @@ func (n *Node) startProtocols(h host.Host) error {
 	h.SetStreamHandler(ProtoAdmit, n.owned(n.handleAdmit))
 	h.SetStreamHandler(ProtoDirectory, n.owned(n.gate(n.handleDirectory)))
 	h.SetStreamHandler(ProtoFederation, n.owned(n.gate(n.handleFederation)))
+	h.SetStreamHandler(ProtoFedPrekey, n.owned(n.handleFedPrekey))
+	n.OnFederated(n.metFederated)
+	h.SetStreamHandler(ProtoFedBook, n.owned(n.gate(n.handleFedBook)))
+	h.SetStreamHandler(ProtoFedIntro, n.owned(n.handleFedIntro))
+	n.OnAdmitted(func(id peer.ID) { n.sendFedBook(id, n.fedEntries()) })
 	h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			n.siteConnected(c.RemotePeer())

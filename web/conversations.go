@@ -197,6 +197,10 @@ func (s *Server) resolve(names []string, known ...peer.ID) ([]peer.ID, error) {
 		}
 		st, ok := s.staff.LookupStaff(strings.TrimSpace(n))
 		if !ok {
+			if id, ok := s.federatedMember(n); ok { // federated.go
+				out = append(out, id)
+				continue
+			}
 			return nil, errors.New("unknown member " + n + ": not in the staff directory")
 		}
 		out = append(out, st.PeerID)

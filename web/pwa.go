@@ -21,7 +21,7 @@ const (
 
 // shellFiles are what the service worker caches (its SHELL list; a test
 // checks the two agree and that every one is served).
-var shellFiles = []string{"/", "/index.html", "/app.css", "/pwa.css", "/app.js", "/notify.js", "/pin.js", "/roles.js", "/escalate.js", "/chatui.js", "/chatui.css",
+var shellFiles = []string{"/", "/index.html", "/app.css", "/pwa.css", "/app.js", "/notify.js", "/pin.js", "/roles.js", "/federated.js", "/escalate.js", "/chatui.js", "/chatui.css",
 	manifestPath, "/icon-192.png", "/icon-512.png"}
 
 // routePWA serves the manifest with its own media type (file servers

@@ -86,6 +86,7 @@ func New(b Backend, token string, log *slog.Logger, opts ...Option) *Server {
 	s.mux.HandleFunc("GET /api/v1/directory", s.directory)
 	s.mux.HandleFunc("POST /api/v1/trust/crl", s.postCRL)
 	s.routeFederation()
+	s.routeFederated()
 	s.mux.HandleFunc("GET /api/v1/sites", s.sites)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint")

@@ -53,6 +53,7 @@ async function refreshStatus() {
 async function refreshDirectory() {
   state.directory = await api('/api/v1/directory');
   for (const s of state.directory) state.names[s.peer_id] = s.name;
+  for (const f of await api('/api/v1/federated').catch(() => [])) state.names[f.peer_id] = `${f.name} · ${f.other_trust}`; // other trusts (federated.js)
 }
 
 // Lists are updated in place, never rebuilt: each entry carries its key
@@ -503,7 +504,7 @@ function renderDirectory() {
 
 async function createChat(ev) {
   ev.preventDefault();
-  const members = [...$('directory').querySelectorAll('input:checked')].map((b) => b.value);
+  const members = [...document.querySelectorAll('#directory input:checked, #federated input:checked')].map((b) => b.value); // federated.js: other trusts
   const body = { title: $('title').value, members };
   const oncall = document.querySelector('#on-call-roles input:checked'); // roles.js
   if (oncall && oncall.value) body.role = oncall.value;

@@ -9,7 +9,7 @@
 // always the node's current one; the cached copy is only served when the
 // node cannot be reached (it then says it is locked or offline).
 const CACHE = 'medmesh-shell-v1';
-const SHELL = ['/', '/index.html', '/app.css', '/pwa.css', '/app.js', '/notify.js', '/pin.js', '/roles.js', '/escalate.js', '/chatui.js', '/chatui.css',
+const SHELL = ['/', '/index.html', '/app.css', '/pwa.css', '/app.js', '/notify.js', '/pin.js', '/roles.js', '/federated.js', '/escalate.js', '/chatui.js', '/chatui.css',
   '/manifest.webmanifest', '/icon-192.png', '/icon-512.png'];
 
 const isShell = (url) => url.origin === self.location.origin && url.search === '' && SHELL.includes(url.pathname);

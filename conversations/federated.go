@@ -1,0 +1,63 @@
+package conversations
+
+import (
+	"errors"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Federated colleagues (scope "invited"): a device of another trust that
+// one of our members adds to a conversation. The chat core treats it as
+// any member — it reads and writes, its ops are authorised by the DAG —
+// and as a member who is not an admin it may add or remove no one. This
+// service keeps it so: it never promotes a device of another trust
+// (Config.Foreign), so such a device can never invite anyone, ours or its
+// own colleagues. Shares tells the mesh which conversations a federated
+// peer may sync: those it is a current member of, nothing else.
+
+// ErrForeignAdmin: a device of another trust cannot be made an admin.
+var ErrForeignAdmin = errors.New("a device of another trust cannot be an admin")
+
+// Shares reports whether p is a current member of the conversation whose
+// tag is tag (held here). The mesh asks it for federated peers only; it
+// takes the conversation's lock, so it must not be called holding one.
+func (s *Service) Shares(p peer.ID, tag []byte) bool {
+	c := s.byTag(tag)
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := c.r.MemberSet(); len(m) > 0 {
+		return m[p]
+	}
+	// Joined on a welcome whose conversation has not arrived yet: its
+	// sender is the one to sync it from.
+	return c.joined && c.joinedBy == p
+}
+
+// foreign reports whether p is a device of another trust.
+func (s *Service) foreign(p peer.ID) bool { return s.cfg.Foreign != nil && s.cfg.Foreign(p) }
+
+// CoMembers lists the other members of the conversation whose tag is tag
+// when p is one of its current members (nil otherwise): whom a federated
+// member must be introduced to.
+func (s *Service) CoMembers(p peer.ID, tag []byte) []peer.ID {
+	c := s.byTag(tag)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.r.MemberSet()
+	if !m[p] {
+		return nil
+	}
+	out := make([]peer.ID, 0, len(m))
+	for id := range m {
+		if id != p {
+			out = append(out, id)
+		}
+	}
+	return out
+}

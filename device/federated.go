@@ -1,0 +1,45 @@
+package device
+
+import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/conversations"
+	"github.com/medmesh/medmesh/mesh"
+	"github.com/medmesh/medmesh/node"
+)
+
+// Federated colleagues (scope "invited"): the node admits devices of a
+// federated trust and learns their prekeys (node/federated_peers.go), the
+// conversations layer says which conversations each is a member of, and
+// the mesh syncs those with it and nothing else (mesh/federated.go).
+
+// federatedMesh sets the mesh's hooks for federated peers.
+func federatedMesh(cfg mesh.Config, n *node.Node, c *conversations.Service) mesh.Config {
+	cfg.Federated = n.IsFederated
+	cfg.FederatedSender = n.KnownFederated
+	cfg.Shares = c.Shares
+	cfg.Introduce = func(p peer.ID, tags [][]byte) {
+		var ids []peer.ID
+		for _, t := range tags {
+			ids = append(ids, c.CoMembers(p, t)...)
+		}
+		n.IntroduceTo(p, ids)
+	}
+	return cfg
+}
+
+// FederatedPeers lists the devices of federated trusts admitted now.
+func (d *Device) FederatedPeers() []node.FederatedInfo { return d.n.FederatedPeers() }
+
+// revokedIn is the revocation predicate replicas apply (the revoked-sender
+// rule): a colleague a CRL revokes, or a federated device met whose
+// trust's CRL revokes it.
+func revokedIn(n *node.Node) func(peer.ID) bool {
+	return func(id peer.ID) bool {
+		if known, r := n.KnownStaff(id); known {
+			return r
+		}
+		_, r := n.KnownFederated(id)
+		return r
+	}
+}
