@@ -1,0 +1,108 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-msgio"
+
+	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// TestRedteam11ForeignCAClaimsOurStaffsKey: trust B's CA (malicious or
+// compromised) signs a staff certificate for the Ed25519 key of one of
+// OUR colleagues (a3: public, its peer ID) with a KEM key B holds, inside
+// our policy (Emergency, clinician). A device of B introduces it on
+// /medmesh/fedintro/1 (it is "of B's trust": takeFedEntry accepts it). a1
+// has not yet got a3's directory entry (a new colleague, a site not met),
+// so Node.Recipient falls through to fedRecipient and a welcome a1 seals
+// to its own colleague a3 goes to B's key: B reads our conversation. A
+// chain of another trust naming a peer ID must never stand for that
+// device where our own CA may vouch for it.
+func TestRedteam11ForeignCAClaimsOurStaffsKey(t *testing.T) {
+	t.Skip("redteam11: a federated trust's CA certifying our colleague's key makes Recipient seal to B's KEM key (fedbook/fedintro entry taken for a peer ID not yet in our directory)")
+	foreignCAClaim(t, "seal")
+}
+
+// TestRedteam11ForeignCAClaimStaysForeign: after the same introduction,
+// a3 comes online and is admitted as our staff; Node.Foreign(a3) stays
+// true (the fedBook entry is never dropped), so conversations.Promote
+// refuses to make our own colleague an admin (ErrForeignAdmin), and the
+// entry travels on in a1's fedbook to every colleague a1 admits.
+func TestRedteam11ForeignCAClaimStaysForeign(t *testing.T) {
+	t.Skip("redteam11: Foreign(id) stays true for our own admitted colleague once a federated chain naming its key was taken (Promote refused)")
+	foreignCAClaim(t, "foreign")
+}
+
+func foreignCAClaim(t *testing.T, mode string) {
+	w := newFedWorld(t)
+	b1 := w.startB(t, w.b.enrolIn(t, "bea", "Emergency", "clinician"))
+	connectTo(t, b1, w.a1)
+	eventually(t, 20*time.Second, "a1 and b1 admit each other as federated", func() bool {
+		return w.a1.IsFederated(b1.ID()) && b1.IsFederated(w.a1.ID())
+	})
+	a3 := w.a.enrol(t, "a3", time.Now()) // our colleague, never met by a1 yet
+	a3ID := a3.key.PeerID()
+
+	// B's CA certifies a3's public key with B's own KEM key.
+	bk, err := identity.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &identity.Request{
+		Details:   identity.Details{Name: "a3", StaffID: "a3-id", Department: "Emergency"},
+		PeerID:    a3ID,
+		PublicKey: a3.key.Identity.Public().(ed25519.PublicKey),
+		KEMKey:    bk.KEMPublic(),
+	}
+	cert, err := w.b.ca.Sign(req, identity.SignOptions{Roles: []string{"clinician"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := w.b.ca.Bundle(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := identity.ParseCertificates(bundle)
+	chain, _ := identity.SplitBundle(all)
+	raw, err := detcbor.Marshal(dirEntry{Chain: encodeChain(chain)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// b1 introduces it to a1 over the wire, as any federated peer may.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := b1.host.NewStream(ctx, w.a1.ID(), ProtoFedIntro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := msgio.NewVarintWriter(s).WriteMsg(raw); err != nil {
+		t.Fatal(err)
+	}
+	s.CloseWrite()
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _ = s.Read(make([]byte, 1))
+	s.Close()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, err := w.a1.Recipient(a3ID, time.Now()); mode == "seal" && err == nil && bytes.Equal(r.KEM, bk.KEMPublic()) {
+			t.Fatalf("a1 seals to its own colleague a3 with trust B's key (Foreign(a3)=%v)", w.a1.Foreign(a3ID))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if mode == "foreign" {
+		// a3 comes online and is admitted as our staff: a1 still calls it a
+		// device of another trust (conversations refuses to promote it).
+		n3 := startNode(t, w.a, a3, bootstrap(w.a1))
+		eventually(t, 20*time.Second, "a1 admits a3", func() bool { return w.a1.isAdmitted(n3.ID()) })
+		if w.a1.Foreign(a3ID) {
+			t.Fatal("a1 still takes its admitted colleague a3 for a device of another trust")
+		}
+	}
+}
