@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"testing"
 	"time"
 
@@ -104,5 +105,69 @@ func foreignCAClaim(t *testing.T, mode string) {
 		if w.a1.Foreign(a3ID) {
 			t.Fatal("a1 still takes its admitted colleague a3 for a device of another trust")
 		}
+	}
+}
+
+// TestRedteam11OtherTrustEvictsFedBook: a1 federates with trusts B and C.
+// b1 (B) is admitted and a member of conversations on a1. C's CA (hostile,
+// or one C device replaying what C's CA minted) hands a1 maxFedBook+
+// chains of C devices (over /medmesh/fedintro/1 from any C device: the
+// entries are of its own trust). fedBook keeps maxFedBook, least recently
+// met forgotten, with no share per trust: b1 — still connected and
+// admitted — is forgotten. From then on a1 has no prekey or chain for b1
+// (KnownFederated false: b1's envelopes are refused, nothing sealed to
+// it), and Foreign(b1) is false, so conversations.Promote makes b1 an
+// admin. One federated trust's CA evicts another trust's members.
+func TestRedteam11OtherTrustEvictsFedBook(t *testing.T) {
+	t.Skip("redteam11: one federated trust's CA floods the fed book (1024, no per-trust share) and evicts another trust's admitted member: its envelopes refused, Foreign false (promotable)")
+	w := newFedWorld(t)
+	c := newCA(t, "Third Trust")
+	submitFed(t, w.a1, w.a.record(t, c, identity.Policy{Scope: identity.ScopeInvited}, 1, false))
+	b1 := w.startB(t, w.b.enrolIn(t, "bea", "Emergency", "clinician"))
+	connectTo(t, b1, w.a1)
+	eventually(t, 20*time.Second, "a1 knows b1 as federated", func() bool { k, _ := w.a1.KnownFederated(b1.ID()); return k })
+
+	kem, err := identity.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root []*x509.Certificate
+	for i := 0; i <= maxFedBook; i++ {
+		pub, _, err := ed25519.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := identity.PeerIDFromKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := c.ca.Sign(&identity.Request{Details: identity.Details{Name: "c", StaffID: "c-id"}, PeerID: id, PublicKey: pub, KEMKey: kem.KEMPublic()},
+			identity.SignOptions{Roles: []string{"clinician"}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if root == nil {
+			bundle, err := c.ca.Bundle(cert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all, _ := identity.ParseCertificates(bundle)
+			chain, _ := identity.SplitBundle(all)
+			root = chain[1:]
+		}
+		raw, err := detcbor.Marshal(dirEntry{Chain: encodeChain(append([]*x509.Certificate{cert}, root...))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.a1.takeIntroduced(raw, identity.KeyOf(c.ca.Cert)); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	if !w.a1.IsFederated(b1.ID()) {
+		t.Fatal("b1 was dropped")
+	}
+	if known, _ := w.a1.KnownFederated(b1.ID()); !known || !w.a1.Foreign(b1.ID()) {
+		t.Fatalf("a1 forgot b1 (trust B, connected, admitted) after trust C's %d entries: KnownFederated %v, Foreign %v",
+			maxFedBook+1, known, w.a1.Foreign(b1.ID()))
 	}
 }
