@@ -3,6 +3,8 @@ package mesh_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/identity"
 	"slices"
 
@@ -157,4 +159,29 @@ func TestRedteam11WithdrawnTrustMemberStaysInEpoch(t *testing.T) {
 	}
 	st, _ := w.alice.C.State(w.shared)
 	t.Fatalf("after A withdrew its record for B, bea is still a member of the shared conversation (members %v): no new epoch excludes her", st.Members)
+}
+
+// TestRedteam11PromoteFederatedAfterRestart: "a device of another trust
+// can never be an admin" rests on conversations.Promote asking
+// Node.Foreign, which is the in-memory fed book: after alice's device
+// restarts (no federated peer met yet, no colleague has re-sent its
+// book), Foreign(bea) is false and alice's Promote of bea — a member of
+// the shared conversation, named by peer ID as POST .../members
+// {"promote":[...]} takes it — goes through; every replica's DAG accepts
+// it (the chat core knows nothing of other trusts), and bea is an admin
+// who can add and remove our staff.
+func TestRedteam11PromoteFederatedAfterRestart(t *testing.T) {
+	t.Skip("redteam11: after a restart Foreign() (in-memory fed book) is false and Promote makes a federated member an admin; the chat core does not refuse it")
+	w := newFedWorld(t)
+	w.alice.Stop()
+	alice := start(t, w.a, w.alice.Ident, false)
+	testnet.Eventually(t, 20*time.Second, "alice reopens the shared conversation", func() bool { return testnet.Joined(alice, w.shared, 2) })
+	err := alice.C.Promote(w.shared, w.bea.ID)
+	if err == nil {
+		st, _ := alice.C.State(w.shared)
+		t.Fatalf("alice, restarted, made bea (trust B) an admin: admins %v", st.Admins)
+	}
+	if !errors.Is(err, conversations.ErrForeignAdmin) {
+		t.Logf("refused otherwise: %v", err)
+	}
 }
