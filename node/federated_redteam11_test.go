@@ -171,3 +171,23 @@ func TestRedteam11OtherTrustEvictsFedBook(t *testing.T) {
 			maxFedBook+1, known, w.a1.Foreign(b1.ID()))
 	}
 }
+
+// TestRedteam11OtherTrustNamedByItself: FederatedInfo.OtherTrust — what
+// the app shows after a federated member's name ("Name · trust") — is the
+// other root's own subject CN, which trust B picks. B's root calling
+// itself "General Hospital" (our trust's name; both CAs here are) makes
+// its device "Dr X · General Hospital" in our app, indistinguishable from
+// a colleague of ours, with nothing our root signed to tell them apart.
+func TestRedteam11OtherTrustNamedByItself(t *testing.T) {
+	t.Skip("redteam11: the trust name shown for a federated member is its root's self-chosen CN, which can equal ours; name it from our signed record")
+	w := newFedWorld(t)
+	b1 := w.startB(t, w.b.enrolIn(t, "bea", "Emergency", "clinician"))
+	connectTo(t, b1, w.a1)
+	eventually(t, 20*time.Second, "a1 admits b1 as federated", func() bool { return w.a1.IsFederated(b1.ID()) })
+	ours := w.a.ca.Cert.Subject.CommonName
+	for _, f := range w.a1.FederatedPeers() {
+		if f.OtherTrust == ours {
+			t.Fatalf("a federated device of another root is shown as of trust %q, our own trust's name", f.OtherTrust)
+		}
+	}
+}
