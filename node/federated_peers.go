@@ -65,7 +65,17 @@ type fedMet struct {
 	chain  []*x509.Certificate // the verified staff chain
 	prekey *e2e.Prekey         // verified; nil until fetched
 	seen   time.Time
+	// vouched: met by this device (it proved its key) or told by our own
+	// staff (fedbook). An entry only introduced by a federated peer
+	// (fedintro: the other trust's word alone) judges envelopes but is
+	// never sealed to nor passed on.
+	vouched bool
 }
+
+// ownStaff reports whether id is our own staff as this node knows it (in
+// the directory or admitted as staff): then no federated entry answers for
+// id, whatever another trust's CA certified.
+func (n *Node) ownStaff(id peer.ID) bool { return n.dir.has(id) || n.isAdmitted(id) }
 
 // FederatedInfo is a federated device admitted now: its certificate's
 // details and the trust it belongs to (its root's subject name).
@@ -87,7 +97,10 @@ func (n *Node) metFederated(id peer.ID) {
 	if chain == nil {
 		return
 	}
-	n.fed.remember(id, chain, n.cfg.Now())
+	if n.ownStaff(id) {
+		return
+	}
+	n.fed.remember(id, chain, n.cfg.Now(), true)
 	n.fed.forgetIntroduced(id)
 	if p := n.fetchFedPrekey(id); p != nil {
 		n.fed.setPrekey(id, p)
@@ -95,7 +108,7 @@ func (n *Node) metFederated(id peer.ID) {
 	n.tellFederated(id) // federated_book.go
 }
 
-func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time) {
+func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time, vouched bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.peers == nil {
@@ -103,6 +116,7 @@ func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time)
 	}
 	if m := b.peers[id]; m != nil {
 		m.chain, m.seen = chain, now
+		m.vouched = m.vouched || vouched
 		return
 	}
 	if len(b.peers) >= maxFedBook {
@@ -115,7 +129,22 @@ func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time)
 		}
 		delete(b.peers, oldest)
 	}
-	b.peers[id] = &fedMet{chain: chain, seen: now}
+	b.peers[id] = &fedMet{chain: chain, seen: now, vouched: vouched}
+}
+
+// forget drops id's entry (our own staff now).
+func (b *fedBook) forget(id peer.ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.peers, id)
+}
+
+// vouched reports whether id's entry was met or told by our own staff.
+func (b *fedBook) vouchedFor(id peer.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.peers[id]
+	return m != nil && m.vouched
 }
 
 func (b *fedBook) setPrekey(id peer.ID, p *e2e.Prekey) {
@@ -140,7 +169,7 @@ func (b *fedBook) get(id peer.ID) ([]*x509.Certificate, *e2e.Prekey, bool) {
 // and record, or why it is refused (ErrUnknownPeer when never met).
 func (n *Node) fedStaff(id peer.ID, now time.Time) (*identity.Staff, *identity.Federation, *e2e.Prekey, error) {
 	chain, pk, ok := n.fed.get(id)
-	if !ok {
+	if !ok || n.ownStaff(id) {
 		return nil, nil, nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
 	}
 	s, f, err := n.adm.trust.AdmitFederated(chain, id, now)
@@ -171,6 +200,11 @@ func (n *Node) fedRecipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 			return e2e.Recipient{}, fmt.Errorf("%w: %s", ErrRevoked, id)
 		}
 		return e2e.Recipient{}, fmt.Errorf("%w: %s: %w", ErrUnknownPeer, id, err)
+	}
+	if !n.fed.vouchedFor(id) {
+		// Only the other trust's word (an introduction): its CA may have
+		// certified one of our colleagues' keys with a KEM key it holds.
+		return e2e.Recipient{}, fmt.Errorf("%w: %s: introduced by another trust only", ErrUnknownPeer, id)
 	}
 	if pk != nil && now.Sub(time.Unix(pk.Created, 0)) < e2e.PrekeyRotation+e2e.PrekeyWindow {
 		return e2e.Recipient{ID: id, PrekeyID: pk.ID, KEM: pk.KEM}, nil
@@ -295,5 +329,5 @@ func decodeFedPrekey(raw []byte, id peer.ID) (*e2e.Prekey, error) {
 // admitted as federated (whatever its record says now).
 func (n *Node) Foreign(id peer.ID) bool {
 	_, _, ok := n.fed.get(id)
-	return ok
+	return ok && !n.ownStaff(id)
 }

@@ -25,7 +25,6 @@ import (
 // chain of another trust naming a peer ID must never stand for that
 // device where our own CA may vouch for it.
 func TestRedteam11ForeignCAClaimsOurStaffsKey(t *testing.T) {
-	t.Skip("redteam11: a federated trust's CA certifying our colleague's key makes Recipient seal to B's KEM key (fedbook/fedintro entry taken for a peer ID not yet in our directory)")
 	foreignCAClaim(t, "seal")
 }
 
@@ -35,7 +34,6 @@ func TestRedteam11ForeignCAClaimsOurStaffsKey(t *testing.T) {
 // refuses to make our own colleague an admin (ErrForeignAdmin), and the
 // entry travels on in a1's fedbook to every colleague a1 admits.
 func TestRedteam11ForeignCAClaimStaysForeign(t *testing.T) {
-	t.Skip("redteam11: Foreign(id) stays true for our own admitted colleague once a federated chain naming its key was taken (Promote refused)")
 	foreignCAClaim(t, "foreign")
 }
 
