@@ -293,7 +293,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Device:    &chat.Device{Key: cfg.key.Identity, ID: cfg.key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: cfg.key.KEM},
 		Directory: d.n, Store: backing, Logger: cfg.log, Now: cfg.now, Revoked: revoked, Observe: cfg.observe,
 		ReceiptWindow: cfg.receiptWindow, Audit: func(evs []audit.Event) { d.trail.Record(evs...) },
-		Foreign: d.n.Foreign,
+		Foreign: foreignIn(d.n),
 	})
 	if err != nil {
 		return nil, err

@@ -171,7 +171,6 @@ func TestRedteam11WithdrawnTrustMemberStaysInEpoch(t *testing.T) {
 // it (the chat core knows nothing of other trusts), and bea is an admin
 // who can add and remove our staff.
 func TestRedteam11PromoteFederatedAfterRestart(t *testing.T) {
-	t.Skip("redteam11: after a restart Foreign() (in-memory fed book) is false and Promote makes a federated member an admin; the chat core does not refuse it")
 	w := newFedWorld(t)
 	w.alice.Stop()
 	alice := start(t, w.a, w.alice.Ident, false)
