@@ -4,6 +4,9 @@ import (
 	"errors"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/mesh"
 )
 
 // Federated colleagues (scope "invited"): a device of another trust that
@@ -60,4 +63,36 @@ func (s *Service) CoMembers(p peer.ID, tag []byte) []peer.ID {
 		}
 	}
 	return out
+}
+
+// creatorWelcome reports whether one of envs is a welcome from sender (a
+// device of another trust) whose share for this device opens and names
+// sender as the creator of the conversation whose tag it carries
+// (e2e.OpenWelcome checks the tag against the sealed conversation ID and
+// creator). A welcome from such a device is joined only then: it cannot
+// steer us into a conversation of others (whose tag it knows) and so make
+// Shares hand it that conversation's ciphertext while it never opens.
+func (s *Service) creatorWelcome(envs []mesh.Checked, sender peer.ID) bool {
+	dev := s.cfg.Device
+	for _, ce := range envs {
+		if ce.Env.Kind != e2e.KindWelcome {
+			continue
+		}
+		if from, err := ce.Env.SenderID(); err != nil || from != sender {
+			continue
+		}
+		w, err := e2e.DecodeWelcome(ce.Env.Body)
+		if err != nil {
+			continue
+		}
+		keys, secret, err := e2e.OpenWelcome(ce.Env, w, dev.ID, dev.Prekeys, dev.CertKEM)
+		if err != nil {
+			continue
+		}
+		clear(secret[:])
+		if peer.ID(keys.Creator) == sender {
+			return true
+		}
+	}
+	return false
 }

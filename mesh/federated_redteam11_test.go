@@ -58,7 +58,6 @@ func TestRedteam11FederatedPeerCreatesConversationWithOurStaff(t *testing.T) {
 // federated peer is handed ciphertext (and sender IDs, timing) of a
 // conversation it is no member of.
 func TestRedteam11FederatedWelcomeSteersAliceToForeignTag(t *testing.T) {
-	t.Skip("redteam11: a federated peer's welcome into our inbox for a tag it is not in makes us fetch that conversation's ciphertext and share it with the peer (Shares: joinedBy)")
 	w := newFedWorld(t)
 	tID, err := w.anna.C.Create("anna's ward", nil)
 	if err != nil {
@@ -99,7 +98,10 @@ func TestRedteam11FederatedWelcomeSteersAliceToForeignTag(t *testing.T) {
 	// What the mesh's deliver does with it once fetched from bea's side of
 	// alice's inbox.
 	if !w.alice.C.Deliver(tTag, []mesh.Checked{{Env: d, Raw: raw}}, w.bea.ID) {
-		t.Skip("alice does not join T on bea's welcome")
+		if w.alice.C.Shares(w.bea.ID, tTag) {
+			t.Fatal("alice refused the welcome but shares T with bea")
+		}
+		return // alice does not join T on bea's welcome: the attack is refused
 	}
 	// Alice, now "holding" T, fetches anna's ciphertext of it.
 	testnet.Eventually(t, 20*time.Second, "alice fetches anna's envelopes of T", func() bool { return len(w.alice.M.IDsOf(tTag)) >= 3 })
