@@ -78,10 +78,20 @@ type fedMet struct {
 func (n *Node) ownStaff(id peer.ID) bool { return n.dir.has(id) || n.isAdmitted(id) }
 
 // FederatedInfo is a federated device admitted now: its certificate's
-// details and the trust it belongs to (its root's subject name).
+// details and the trust it belongs to: its root's subject name — chosen by
+// that trust, so it may be anything, our own trust's name too — followed
+// by the root key's fingerprint (short), which our record names, and the
+// full fingerprint in OtherRoot.
 type FederatedInfo struct {
 	StaffInfo
 	OtherTrust string `json:"other_trust"`
+	OtherRoot  string `json:"other_root"`
+}
+
+// fedInfo is how FederatedPeers shows a device admitted under record f.
+func fedInfo(s *identity.Staff, f *identity.Federation) FederatedInfo {
+	root := f.Other.String()
+	return FederatedInfo{StaffInfo: staffInfo(s), OtherTrust: f.RootCert.Subject.CommonName + " [" + root[:16] + "]", OtherRoot: root}
 }
 
 // metFederated runs (a node-owned goroutine) for every peer admitted as
@@ -219,7 +229,7 @@ func (n *Node) FederatedPeers() []FederatedInfo {
 	var out []FederatedInfo
 	for id, st := range n.adm.peers {
 		if st.fedAdmitted() && st.staff.PeerID == id {
-			out = append(out, FederatedInfo{StaffInfo: staffInfo(st.staff), OtherTrust: st.fed.RootCert.Subject.CommonName})
+			out = append(out, fedInfo(st.staff, st.fed))
 		}
 	}
 	n.adm.mu.Unlock()
@@ -239,7 +249,7 @@ func (n *Node) FederatedPeer(id peer.ID) (FederatedInfo, bool) {
 	if err != nil {
 		return FederatedInfo{}, false
 	}
-	return FederatedInfo{StaffInfo: staffInfo(s), OtherTrust: f.RootCert.Subject.CommonName}, true
+	return fedInfo(s, f), true
 }
 
 // fedCredentialOK reports whether id's credential was accepted under a

@@ -177,7 +177,6 @@ func TestRedteam11OtherTrustEvictsFedBook(t *testing.T) {
 // its device "Dr X · General Hospital" in our app, indistinguishable from
 // a colleague of ours, with nothing our root signed to tell them apart.
 func TestRedteam11OtherTrustNamedByItself(t *testing.T) {
-	t.Skip("redteam11: the trust name shown for a federated member is its root's self-chosen CN, which can equal ours; name it from our signed record")
 	w := newFedWorld(t)
 	b1 := w.startB(t, w.b.enrolIn(t, "bea", "Emergency", "clinician"))
 	connectTo(t, b1, w.a1)
