@@ -179,7 +179,7 @@ func (n *Node) takeFedEntry(raw []byte, other *identity.CAKey) error {
 	if id == n.ID() || n.ownStaff(id) {
 		return nil // our own staff win over any other trust's chain for the same peer ID
 	}
-	n.fed.remember(id, chain, now, other == nil)
+	n.fed.remember(id, chain, now, other == nil, f.Other, n.connected)
 	if pk != nil {
 		n.fed.setPrekey(id, pk)
 	}

@@ -48,9 +48,11 @@ import (
 const ProtoFedPrekey = "/medmesh/fedprekey/1"
 
 const (
-	maxFedBook   = 1024
-	maxFedPrekey = 4096
-	fedPrekeyTTL = 10 * time.Second
+	maxFedBook = 1024
+	// maxFedPerTrust is one federated trust's share of the book.
+	maxFedPerTrust = maxFedBook / 2
+	maxFedPrekey   = 4096
+	fedPrekeyTTL   = 10 * time.Second
 )
 
 // fedBook remembers the federated devices met; mu guards it and is never
@@ -70,6 +72,12 @@ type fedMet struct {
 	// (fedintro: the other trust's word alone) judges envelopes but is
 	// never sealed to nor passed on.
 	vouched bool
+	other   identity.CAKey // the root of its trust
+}
+
+// connected reports whether id is connected now (its book entry is kept).
+func (n *Node) connected(id peer.ID) bool {
+	return n.host.Network().Connectedness(id) == network.Connected
 }
 
 // ownStaff reports whether id is our own staff as this node knows it (in
@@ -100,8 +108,9 @@ func (n *Node) metFederated(id peer.ID) {
 	n.adm.mu.Lock()
 	st := n.adm.peers[id]
 	var chain []*x509.Certificate
+	var other identity.CAKey
 	if st != nil && st.fedAdmitted() {
-		chain = st.chain
+		chain, other = st.chain, st.fed.Other
 	}
 	n.adm.mu.Unlock()
 	if chain == nil {
@@ -110,7 +119,7 @@ func (n *Node) metFederated(id peer.ID) {
 	if n.ownStaff(id) {
 		return
 	}
-	n.fed.remember(id, chain, n.cfg.Now(), true)
+	n.fed.remember(id, chain, n.cfg.Now(), true, other, n.connected)
 	n.fed.forgetIntroduced(id)
 	if p := n.fetchFedPrekey(id); p != nil {
 		n.fed.setPrekey(id, p)
@@ -118,28 +127,52 @@ func (n *Node) metFederated(id peer.ID) {
 	n.tellFederated(id) // federated_book.go
 }
 
-func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time, vouched bool) {
+// remember keeps id's verified chain, of the trust whose root is other.
+// When the book is full, or other's trust holds its share
+// (maxFedPerTrust), the least recently met entry of the trust holding
+// most (other's own, at its share) is forgotten, never one keep protects
+// (connected): one trust's CA minting chains cannot push another trust's
+// members out.
+func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time, vouched bool, other identity.CAKey, keep func(peer.ID) bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.peers == nil {
 		b.peers = map[peer.ID]*fedMet{}
 	}
 	if m := b.peers[id]; m != nil {
-		m.chain, m.seen = chain, now
+		m.chain, m.seen, m.other = chain, now, other
 		m.vouched = m.vouched || vouched
 		return
 	}
-	if len(b.peers) >= maxFedBook {
+	per := map[identity.CAKey]int{}
+	for _, m := range b.peers {
+		per[m.other]++
+	}
+	if per[other] >= maxFedPerTrust || len(b.peers) >= maxFedBook {
+		from := other
+		if per[other] < maxFedPerTrust {
+			for k, c := range per {
+				if c > per[from] {
+					from = k
+				}
+			}
+		}
 		var oldest peer.ID
 		var at time.Time
 		for p, m := range b.peers {
+			if m.other != from || (keep != nil && keep(p)) {
+				continue
+			}
 			if oldest == "" || m.seen.Before(at) {
 				oldest, at = p, m.seen
 			}
 		}
+		if oldest == "" {
+			return // every entry of that trust is protected: the new one is not kept
+		}
 		delete(b.peers, oldest)
 	}
-	b.peers[id] = &fedMet{chain: chain, seen: now, vouched: vouched}
+	b.peers[id] = &fedMet{chain: chain, seen: now, vouched: vouched, other: other}
 }
 
 // forget drops id's entry (our own staff now).

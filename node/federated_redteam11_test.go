@@ -117,7 +117,6 @@ func foreignCAClaim(t *testing.T, mode string) {
 // it), and Foreign(b1) is false, so conversations.Promote makes b1 an
 // admin. One federated trust's CA evicts another trust's members.
 func TestRedteam11OtherTrustEvictsFedBook(t *testing.T) {
-	t.Skip("redteam11: one federated trust's CA floods the fed book (1024, no per-trust share) and evicts another trust's admitted member: its envelopes refused, Foreign false (promotable)")
 	w := newFedWorld(t)
 	c := newCA(t, "Third Trust")
 	submitFed(t, w.a1, w.a.record(t, c, identity.Policy{Scope: identity.ScopeInvited}, 1, false))
