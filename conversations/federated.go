@@ -2,9 +2,11 @@ package conversations
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/mesh"
 )
@@ -95,4 +97,30 @@ func (s *Service) creatorWelcome(envs []mesh.Checked, sender peer.ID) bool {
 		}
 	}
 	return false
+}
+
+// Prune removes, in every conversation this device is an admin of, the
+// members drop names (devices of another trust whose record no longer
+// admits them: withdrawn or narrowed), all at once with a new epoch, as
+// Revoke does for revoked members.
+func (s *Service) Prune(drop func(peer.ID) bool) {
+	for _, c := range s.all() {
+		c.mu.Lock()
+		id := c.r.ID()
+		var gone []peer.ID
+		if st := c.r.State(); !id.IsZero() && slices.Contains(st.Admins, s.cfg.Device.ID) {
+			for _, m := range st.Members {
+				if m != s.cfg.Device.ID && drop(m) {
+					gone = append(gone, m)
+				}
+			}
+		}
+		c.mu.Unlock()
+		if len(gone) == 0 {
+			continue
+		}
+		if _, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Remove(gone...) }); err != nil {
+			s.log.Warn("remove members of a trust no longer federated", "conversation", id.String(), "members", len(gone), "err", err)
+		}
+	}
 }

@@ -318,6 +318,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		d.c.Revoke()
 	})
 	d.c.Revoke() // CRLs stored before this start fire no hook
+	d.n.OnFederationRecord(func() { d.c.Prune(unfederated(d.n)) })
 	if d.n.Self().HasRole(archive.Role) {
 		d.filer = archive.Start(d.c, backing, archive.Options{Now: cfg.now, Logger: cfg.log})
 	}

@@ -58,3 +58,16 @@ func foreignIn(n *node.Node) func(peer.ID) bool {
 		return !known
 	}
 }
+
+// unfederated names the members conversations.Prune removes after a newer
+// federation record: devices of another trust met whose record no longer
+// admits them (withdrawn, narrowed, or the certificate lapsed).
+func unfederated(n *node.Node) func(peer.ID) bool {
+	return func(id peer.ID) bool {
+		if !n.Foreign(id) {
+			return false
+		}
+		known, _ := n.KnownFederated(id)
+		return !known
+	}
+}

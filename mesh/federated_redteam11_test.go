@@ -148,7 +148,6 @@ func TestRedteam11RevokedFederatedMemberRemoved(t *testing.T) {
 // later) opens it. A revoked colleague is removed with a new epoch; a
 // withdrawn trust's members should be too.
 func TestRedteam11WithdrawnTrustMemberStaysInEpoch(t *testing.T) {
-	t.Skip("redteam11: withdrawing the federation record leaves the other trust's devices members holding the current epoch (no removal/rotation as for a revoked one)")
 	w := newFedWorld(t)
 	testnet.Federate(t, w.a.FederationRecord(t, w.b, identity.Policy{}, 2, true), w.alice)
 	testnet.Eventually(t, 20*time.Second, "alice drops bea", func() bool { return !w.alice.N.IsFederated(w.bea.ID) })
