@@ -2,8 +2,13 @@ package conversations
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/medmesh/medmesh/chat"
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/mesh"
 )
 
 // Federated colleagues (scope "invited"): a device of another trust that
@@ -60,4 +65,62 @@ func (s *Service) CoMembers(p peer.ID, tag []byte) []peer.ID {
 		}
 	}
 	return out
+}
+
+// creatorWelcome reports whether one of envs is a welcome from sender (a
+// device of another trust) whose share for this device opens and names
+// sender as the creator of the conversation whose tag it carries
+// (e2e.OpenWelcome checks the tag against the sealed conversation ID and
+// creator). A welcome from such a device is joined only then: it cannot
+// steer us into a conversation of others (whose tag it knows) and so make
+// Shares hand it that conversation's ciphertext while it never opens.
+func (s *Service) creatorWelcome(envs []mesh.Checked, sender peer.ID) bool {
+	dev := s.cfg.Device
+	for _, ce := range envs {
+		if ce.Env.Kind != e2e.KindWelcome {
+			continue
+		}
+		if from, err := ce.Env.SenderID(); err != nil || from != sender {
+			continue
+		}
+		w, err := e2e.DecodeWelcome(ce.Env.Body)
+		if err != nil {
+			continue
+		}
+		keys, secret, err := e2e.OpenWelcome(ce.Env, w, dev.ID, dev.Prekeys, dev.CertKEM)
+		if err != nil {
+			continue
+		}
+		clear(secret[:])
+		if peer.ID(keys.Creator) == sender {
+			return true
+		}
+	}
+	return false
+}
+
+// Prune removes, in every conversation this device is an admin of, the
+// members drop names (devices of another trust whose record no longer
+// admits them: withdrawn or narrowed), all at once with a new epoch, as
+// Revoke does for revoked members.
+func (s *Service) Prune(drop func(peer.ID) bool) {
+	for _, c := range s.all() {
+		c.mu.Lock()
+		id := c.r.ID()
+		var gone []peer.ID
+		if st := c.r.State(); !id.IsZero() && slices.Contains(st.Admins, s.cfg.Device.ID) {
+			for _, m := range st.Members {
+				if m != s.cfg.Device.ID && drop(m) {
+					gone = append(gone, m)
+				}
+			}
+		}
+		c.mu.Unlock()
+		if len(gone) == 0 {
+			continue
+		}
+		if _, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Remove(gone...) }); err != nil {
+			s.log.Warn("remove members of a trust no longer federated", "conversation", id.String(), "members", len(gone), "err", err)
+		}
+	}
 }

@@ -198,6 +198,10 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 	if !sealed {
 		return nil // a welcome that merely names us holds nothing for us
 	}
+	if s.foreign(sender) && !s.creatorWelcome(envs, sender) {
+		s.log.Warn("welcome refused: a device of another trust welcomes us only into a conversation it created", "sender", sender.String())
+		return nil
+	}
 	// Check and insert under one lock: the welcome may arrive by gossip on
 	// the inbox and by sync at once, and two replicas of one conversation
 	// would each take half of it.

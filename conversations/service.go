@@ -53,7 +53,8 @@ type Config struct {
 	// it must not block (it may be called with a conversation's lock held).
 	Audit func([]audit.Event)
 	// Foreign, if set, reports whether a peer is a device of another
-	// (federated) trust: it is never made an admin (federated.go).
+	// (federated) trust — or not known as our own staff: it is never made
+	// an admin (federated.go). It must not rest on memory a restart loses.
 	Foreign func(peer.ID) bool
 }
 

@@ -293,7 +293,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Device:    &chat.Device{Key: cfg.key.Identity, ID: cfg.key.PeerID(), Prekeys: d.n.Prekeys(), CertKEM: cfg.key.KEM},
 		Directory: d.n, Store: backing, Logger: cfg.log, Now: cfg.now, Revoked: revoked, Observe: cfg.observe,
 		ReceiptWindow: cfg.receiptWindow, Audit: func(evs []audit.Event) { d.trail.Record(evs...) },
-		Foreign: d.n.Foreign,
+		Foreign: foreignIn(d.n),
 	})
 	if err != nil {
 		return nil, err
@@ -318,6 +318,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		d.c.Revoke()
 	})
 	d.c.Revoke() // CRLs stored before this start fire no hook
+	d.n.OnFederationRecord(func() { d.c.Prune(unfederated(d.n)) })
 	if d.n.Self().HasRole(archive.Role) {
 		d.filer = archive.Start(d.c, backing, archive.Options{Now: cfg.now, Logger: cfg.log})
 	}

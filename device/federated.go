@@ -43,3 +43,31 @@ func revokedIn(n *node.Node) func(peer.ID) bool {
 		return r
 	}
 }
+
+// foreignIn is what conversations asks before making a member an admin:
+// true unless the node knows the member as our own staff (a certificate of
+// our CA, admitted now or in the persisted directory). Deciding from our
+// own CA's word, not from the in-memory fed book, keeps a device of
+// another trust from being promoted after a restart, before it is met.
+func foreignIn(n *node.Node) func(peer.ID) bool {
+	return func(id peer.ID) bool {
+		if n.Foreign(id) {
+			return true
+		}
+		known, _ := n.KnownStaff(id)
+		return !known
+	}
+}
+
+// unfederated names the members conversations.Prune removes after a newer
+// federation record: devices of another trust met whose record no longer
+// admits them (withdrawn, narrowed, or the certificate lapsed).
+func unfederated(n *node.Node) func(peer.ID) bool {
+	return func(id peer.ID) bool {
+		if !n.Foreign(id) {
+			return false
+		}
+		known, _ := n.KnownFederated(id)
+		return !known
+	}
+}

@@ -85,6 +85,7 @@ type admission struct {
 	// store write (federation.go); onFederated is guarded by mu.
 	fedMu       sync.Mutex
 	onFederated []func(peer.ID)
+	onFedRecord []func() // federation.go: a newer record installed
 
 	// pending holds CRLs of CAs not learnt yet (pendingcrl.go); onLearnt
 	// (the node's retryPendingCRLs) runs, synchronously, whenever

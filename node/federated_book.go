@@ -44,7 +44,7 @@ const maxFedEntry = maxChainFrame + maxFedPrekey + 64
 // fedEntry is the book's entry for id as it travels, if it still holds.
 func (n *Node) fedEntry(id peer.ID) ([]byte, bool) {
 	chain, pk, ok := n.fed.get(id)
-	if !ok {
+	if !ok || !n.fed.vouchedFor(id) || n.ownStaff(id) {
 		return nil, false
 	}
 	if _, _, err := n.adm.trust.AdmitFederated(chain, id, n.cfg.Now()); err != nil {
@@ -176,10 +176,10 @@ func (n *Node) takeFedEntry(raw []byte, other *identity.CAKey) error {
 	if other != nil && f.Other != *other {
 		return errIntroOtherTrust
 	}
-	if id == n.ID() || n.dir.has(id) {
-		return nil
+	if id == n.ID() || n.ownStaff(id) {
+		return nil // our own staff win over any other trust's chain for the same peer ID
 	}
-	n.fed.remember(id, chain, now)
+	n.fed.remember(id, chain, now, other == nil, f.Other, n.connected)
 	if pk != nil {
 		n.fed.setPrekey(id, pk)
 	}

@@ -48,9 +48,11 @@ import (
 const ProtoFedPrekey = "/medmesh/fedprekey/1"
 
 const (
-	maxFedBook   = 1024
-	maxFedPrekey = 4096
-	fedPrekeyTTL = 10 * time.Second
+	maxFedBook = 1024
+	// maxFedPerTrust is one federated trust's share of the book.
+	maxFedPerTrust = maxFedBook / 2
+	maxFedPrekey   = 4096
+	fedPrekeyTTL   = 10 * time.Second
 )
 
 // fedBook remembers the federated devices met; mu guards it and is never
@@ -65,13 +67,39 @@ type fedMet struct {
 	chain  []*x509.Certificate // the verified staff chain
 	prekey *e2e.Prekey         // verified; nil until fetched
 	seen   time.Time
+	// vouched: met by this device (it proved its key) or told by our own
+	// staff (fedbook). An entry only introduced by a federated peer
+	// (fedintro: the other trust's word alone) judges envelopes but is
+	// never sealed to nor passed on.
+	vouched bool
+	other   identity.CAKey // the root of its trust
 }
 
+// connected reports whether id is connected now (its book entry is kept).
+func (n *Node) connected(id peer.ID) bool {
+	return n.host.Network().Connectedness(id) == network.Connected
+}
+
+// ownStaff reports whether id is our own staff as this node knows it (in
+// the directory or admitted as staff): then no federated entry answers for
+// id, whatever another trust's CA certified.
+func (n *Node) ownStaff(id peer.ID) bool { return n.dir.has(id) || n.isAdmitted(id) }
+
 // FederatedInfo is a federated device admitted now: its certificate's
-// details and the trust it belongs to (its root's subject name).
+// details and the trust it belongs to: its root's subject name — chosen by
+// that trust, so it may be anything, our own trust's name too — followed
+// by the root key's fingerprint (short), which our record names, and the
+// full fingerprint in OtherRoot.
 type FederatedInfo struct {
 	StaffInfo
 	OtherTrust string `json:"other_trust"`
+	OtherRoot  string `json:"other_root"`
+}
+
+// fedInfo is how FederatedPeers shows a device admitted under record f.
+func fedInfo(s *identity.Staff, f *identity.Federation) FederatedInfo {
+	root := f.Other.String()
+	return FederatedInfo{StaffInfo: staffInfo(s), OtherTrust: f.RootCert.Subject.CommonName + " [" + root[:16] + "]", OtherRoot: root}
 }
 
 // metFederated runs (a node-owned goroutine) for every peer admitted as
@@ -80,14 +108,18 @@ func (n *Node) metFederated(id peer.ID) {
 	n.adm.mu.Lock()
 	st := n.adm.peers[id]
 	var chain []*x509.Certificate
+	var other identity.CAKey
 	if st != nil && st.fedAdmitted() {
-		chain = st.chain
+		chain, other = st.chain, st.fed.Other
 	}
 	n.adm.mu.Unlock()
 	if chain == nil {
 		return
 	}
-	n.fed.remember(id, chain, n.cfg.Now())
+	if n.ownStaff(id) {
+		return
+	}
+	n.fed.remember(id, chain, n.cfg.Now(), true, other, n.connected)
 	n.fed.forgetIntroduced(id)
 	if p := n.fetchFedPrekey(id); p != nil {
 		n.fed.setPrekey(id, p)
@@ -95,27 +127,67 @@ func (n *Node) metFederated(id peer.ID) {
 	n.tellFederated(id) // federated_book.go
 }
 
-func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time) {
+// remember keeps id's verified chain, of the trust whose root is other.
+// When the book is full, or other's trust holds its share
+// (maxFedPerTrust), the least recently met entry of the trust holding
+// most (other's own, at its share) is forgotten, never one keep protects
+// (connected): one trust's CA minting chains cannot push another trust's
+// members out.
+func (b *fedBook) remember(id peer.ID, chain []*x509.Certificate, now time.Time, vouched bool, other identity.CAKey, keep func(peer.ID) bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.peers == nil {
 		b.peers = map[peer.ID]*fedMet{}
 	}
 	if m := b.peers[id]; m != nil {
-		m.chain, m.seen = chain, now
+		m.chain, m.seen, m.other = chain, now, other
+		m.vouched = m.vouched || vouched
 		return
 	}
-	if len(b.peers) >= maxFedBook {
+	per := map[identity.CAKey]int{}
+	for _, m := range b.peers {
+		per[m.other]++
+	}
+	if per[other] >= maxFedPerTrust || len(b.peers) >= maxFedBook {
+		from := other
+		if per[other] < maxFedPerTrust {
+			for k, c := range per {
+				if c > per[from] {
+					from = k
+				}
+			}
+		}
 		var oldest peer.ID
 		var at time.Time
 		for p, m := range b.peers {
+			if m.other != from || (keep != nil && keep(p)) {
+				continue
+			}
 			if oldest == "" || m.seen.Before(at) {
 				oldest, at = p, m.seen
 			}
 		}
+		if oldest == "" {
+			return // every entry of that trust is protected: the new one is not kept
+		}
 		delete(b.peers, oldest)
 	}
-	b.peers[id] = &fedMet{chain: chain, seen: now}
+	b.peers[id] = &fedMet{chain: chain, seen: now, vouched: vouched, other: other}
+}
+
+// forget drops id's entry (our own staff now).
+func (b *fedBook) forget(id peer.ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.peers, id)
+}
+
+// vouched reports whether id's entry was met or told by our own staff.
+func (b *fedBook) vouchedFor(id peer.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.peers[id]
+	return m != nil && m.vouched
 }
 
 func (b *fedBook) setPrekey(id peer.ID, p *e2e.Prekey) {
@@ -140,7 +212,7 @@ func (b *fedBook) get(id peer.ID) ([]*x509.Certificate, *e2e.Prekey, bool) {
 // and record, or why it is refused (ErrUnknownPeer when never met).
 func (n *Node) fedStaff(id peer.ID, now time.Time) (*identity.Staff, *identity.Federation, *e2e.Prekey, error) {
 	chain, pk, ok := n.fed.get(id)
-	if !ok {
+	if !ok || n.ownStaff(id) {
 		return nil, nil, nil, fmt.Errorf("%w: %s", ErrUnknownPeer, id)
 	}
 	s, f, err := n.adm.trust.AdmitFederated(chain, id, now)
@@ -172,6 +244,11 @@ func (n *Node) fedRecipient(id peer.ID, now time.Time) (e2e.Recipient, error) {
 		}
 		return e2e.Recipient{}, fmt.Errorf("%w: %s: %w", ErrUnknownPeer, id, err)
 	}
+	if !n.fed.vouchedFor(id) {
+		// Only the other trust's word (an introduction): its CA may have
+		// certified one of our colleagues' keys with a KEM key it holds.
+		return e2e.Recipient{}, fmt.Errorf("%w: %s: introduced by another trust only", ErrUnknownPeer, id)
+	}
 	if pk != nil && now.Sub(time.Unix(pk.Created, 0)) < e2e.PrekeyRotation+e2e.PrekeyWindow {
 		return e2e.Recipient{ID: id, PrekeyID: pk.ID, KEM: pk.KEM}, nil
 	}
@@ -185,7 +262,7 @@ func (n *Node) FederatedPeers() []FederatedInfo {
 	var out []FederatedInfo
 	for id, st := range n.adm.peers {
 		if st.fedAdmitted() && st.staff.PeerID == id {
-			out = append(out, FederatedInfo{StaffInfo: staffInfo(st.staff), OtherTrust: st.fed.RootCert.Subject.CommonName})
+			out = append(out, fedInfo(st.staff, st.fed))
 		}
 	}
 	n.adm.mu.Unlock()
@@ -205,7 +282,7 @@ func (n *Node) FederatedPeer(id peer.ID) (FederatedInfo, bool) {
 	if err != nil {
 		return FederatedInfo{}, false
 	}
-	return FederatedInfo{StaffInfo: staffInfo(s), OtherTrust: f.RootCert.Subject.CommonName}, true
+	return fedInfo(s, f), true
 }
 
 // fedCredentialOK reports whether id's credential was accepted under a
@@ -295,5 +372,5 @@ func decodeFedPrekey(raw []byte, id peer.ID) (*e2e.Prekey, error) {
 // admitted as federated (whatever its record says now).
 func (n *Node) Foreign(id peer.ID) bool {
 	_, _, ok := n.fed.get(id)
-	return ok
+	return ok && !n.ownStaff(id)
 }

@@ -199,7 +199,23 @@ func (n *Node) installFederation(raw []byte) (bool, error) {
 	for _, id := range n.adm.admittedPeers("") {
 		n.goOwned(func() { n.sendFederations(id, [][]byte{f.Raw}) })
 	}
+	n.adm.mu.Lock()
+	hooks := append([]func(){}, n.adm.onFedRecord...)
+	n.adm.mu.Unlock()
+	for _, h := range hooks {
+		n.goOwned(h)
+	}
 	return true, nil
+}
+
+// OnFederationRecord registers f to run, in a goroutine the node owns,
+// each time a newer federation record is installed (a withdrawal or a
+// narrower policy: the layers above remove the members it no longer
+// admits).
+func (n *Node) OnFederationRecord(f func()) {
+	n.adm.mu.Lock()
+	defer n.adm.mu.Unlock()
+	n.adm.onFedRecord = append(n.adm.onFedRecord, f)
 }
 
 // reloadFederated runs when a record becomes active: the federated
