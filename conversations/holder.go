@@ -198,6 +198,10 @@ func (s *Service) join(tag []byte, envs []mesh.Checked) *conv {
 	if !sealed {
 		return nil // a welcome that merely names us holds nothing for us
 	}
+	if s.foreign(sender) && (s.cfg.Invites == nil || !s.cfg.Invites(sender)) {
+		s.log.Warn("welcome refused: our federation record does not let that trust invite us", "sender", sender.String())
+		return nil
+	}
 	if s.foreign(sender) && !s.creatorWelcome(envs, sender) {
 		s.log.Warn("welcome refused: a device of another trust welcomes us only into a conversation it created", "sender", sender.String())
 		return nil

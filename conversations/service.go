@@ -55,6 +55,10 @@ type Config struct {
 	// Foreign, if set, reports whether a peer is a device of another
 	// (federated) trust — or not known as our own staff: it is never made
 	// an admin (federated.go). It must not rest on memory a restart loses.
+	// Invites reports whether a device of another trust may invite ours
+	// into a conversation it creates (its trust's federation record says
+	// so); nil: never.
+	Invites func(peer.ID) bool
 	Foreign func(peer.ID) bool
 }
 

@@ -294,6 +294,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Directory: d.n, Store: backing, Logger: cfg.log, Now: cfg.now, Revoked: revoked, Observe: cfg.observe,
 		ReceiptWindow: cfg.receiptWindow, Audit: func(evs []audit.Event) { d.trail.Record(evs...) },
 		Foreign: foreignIn(d.n),
+		Invites: invitesFrom(d.n, cfg.trust),
 	})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 
 	"github.com/medmesh/medmesh/conversations"
 	"github.com/medmesh/medmesh/mesh"
+	"github.com/medmesh/medmesh/identity"
 	"github.com/medmesh/medmesh/node"
 )
 
@@ -69,5 +70,26 @@ func unfederated(n *node.Node) func(peer.ID) bool {
 		}
 		known, _ := n.KnownFederated(id)
 		return !known
+	}
+}
+
+// invitesFrom reports whether a device of another trust, admitted now, may
+// invite ours into a conversation it creates: our record for its trust
+// says so (policy "invites"). Our own staff never ask: they are not
+// foreign.
+func invitesFrom(n *node.Node, trust *identity.Trust) func(peer.ID) bool {
+	return func(id peer.ID) bool {
+		_, fed, ok := n.FederatedStaff(id)
+		if !ok || fed == nil {
+			return false
+		}
+		// The record in force now, not the one the peer was admitted
+		// under: a newer record may grant or withdraw invitations.
+		for _, f := range trust.Federations() {
+			if f.Other == fed.Other {
+				return !f.Withdrawn && f.Policy.Invites
+			}
+		}
+		return false
 	}
 }

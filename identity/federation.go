@@ -64,6 +64,10 @@ type Policy struct {
 	Departments []string `json:"departments" cbor:"2,keyasint,omitempty"`
 	Sites       []string `json:"sites" cbor:"3,keyasint,omitempty"`
 	Scope       string   `json:"scope" cbor:"4,keyasint"`
+	// Invites: the other trust's devices (those the policy admits) may
+	// invite ours into conversations they create. Without it our devices
+	// join only conversations our own staff create.
+	Invites bool `json:"invites" cbor:"5,keyasint,omitempty"`
 }
 
 // ParsePolicy reads a policy file (JSON). Unknown fields, trailing data and

@@ -30,20 +30,39 @@ import (
 // joins, so bea now holds an admin seat in a conversation with our staff
 // and can add whomever she likes.
 func TestRedteam11FederatedPeerCreatesConversationWithOurStaff(t *testing.T) {
-	t.Skip("redteam11: a federated device creates its own conversation, welcomes our staff into it and is its admin (scope invited broken)")
 	w := newFedWorld(t)
+	// synced waits for a complete sync of alice with bea begun now: bea's
+	// welcomes into alice's inbox have been offered and judged.
+	synced := func(what string) {
+		t.Helper()
+		now := w.alice.M.Changes()
+		testnet.Eventually(t, 20*time.Second, what, func() bool {
+			w.alice.M.SyncWith(w.bea.ID)
+			done, ok := w.alice.M.Synced(w.bea.ID)
+			return ok && done >= now
+		})
+	}
 	id, err := w.bea.C.Create("bea's own room", []peer.ID{w.alice.ID})
 	if err != nil {
-		t.Skipf("bea cannot create a conversation naming alice: %v", err)
+		t.Fatalf("bea cannot create a conversation naming alice: %v", err)
 	}
 	testnet.Send(t, w.bea, id, "from B's admin")
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if testnet.Joined(w.alice, id, 2) {
-			t.Fatalf("alice (trust A) joined a conversation created by bea, a device of trust B, who is its admin: texts %q", testnet.Texts(w.alice, id))
-		}
-		time.Sleep(200 * time.Millisecond)
+	synced("alice synced with bea after bea's welcome")
+	if testnet.Joined(w.alice, id, 2) {
+		t.Fatalf("alice (trust A) joined a conversation created by bea, a device of trust B, whose record does not let B invite: texts %q", testnet.Texts(w.alice, id))
 	}
+	// Control: once our root's newer record lets trust B invite ours, a
+	// conversation bea creates is joined.
+	testnet.Federate(t, w.a.FederationRecord(t, w.b, identity.Policy{Invites: true}, 2, false), w.alice)
+	testnet.Federated(t, w.alice, w.bea)
+	again, err := w.bea.C.Create("bea's invited room", []peer.ID{w.alice.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Eventually(t, 20*time.Second, "alice joins bea's conversation under a record that lets B invite", func() bool {
+		w.alice.M.SyncWith(w.bea.ID)
+		return testnet.Joined(w.alice, again, 2)
+	})
 }
 
 // TestRedteam11FederatedWelcomeSteersAliceToForeignTag: bea (trust B)

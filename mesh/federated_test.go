@@ -46,7 +46,10 @@ func newFedWorld(t *testing.T) *fedWorld {
 	})
 	w.recA = w.a.FederationRecord(t, w.b, identity.Policy{}, 1, false)
 	testnet.Federate(t, w.recA, w.alice, w.anna)
-	testnet.Federate(t, w.b.FederationRecord(t, w.a, identity.Policy{}, 1, false), w.bea)
+	// Trust B lets our staff invite its devices; ours does not let B's
+	// invite ours (red team 11: a B device creating its own conversation
+	// with our staff, as its admin).
+	testnet.Federate(t, w.b.FederationRecord(t, w.a, identity.Policy{Invites: true}, 1, false), w.bea)
 	testnet.Connect(t, w.bea, w.alice)
 	testnet.Federated(t, w.alice, w.bea)
 	testnet.Knows(t, w.alice, w.anna)

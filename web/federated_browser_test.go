@@ -29,7 +29,7 @@ func TestFederatedInBrowser(t *testing.T) {
 	asha := serve(t, testnet.Start(t, a, a.Enrol(t, "Dr Asha")), app)
 	bea := serve(t, testnet.Start(t, b, b.Enrol(t, "Dr Bea")))
 	testnet.Federate(t, a.FederationRecord(t, b, identity.Policy{}, 1, false), asha.Peer)
-	testnet.Federate(t, b.FederationRecord(t, a, identity.Policy{}, 1, false), bea.Peer)
+	testnet.Federate(t, b.FederationRecord(t, a, identity.Policy{Invites: true}, 1, false), bea.Peer) // trust B lets our staff invite its devices
 	testnet.Connect(t, bea.Peer, asha.Peer)
 	testnet.Federated(t, asha.Peer, bea.Peer)
 

@@ -25,7 +25,7 @@ func TestFederatedInviteThroughTheAPI(t *testing.T) {
 	// Before federation, bea's peer ID names no one.
 	asha.must(t, http.StatusUnprocessableEntity, "POST", "/api/v1/conversations", `{"title":"x","members":["`+bea.ID.String()+`"]}`)
 	testnet.Federate(t, a.FederationRecord(t, b, identity.Policy{}, 1, false), asha.Peer)
-	testnet.Federate(t, b.FederationRecord(t, a, identity.Policy{}, 1, false), bea.Peer)
+	testnet.Federate(t, b.FederationRecord(t, a, identity.Policy{Invites: true}, 1, false), bea.Peer) // trust B lets our staff invite its devices
 	testnet.Connect(t, bea.Peer, asha.Peer)
 	testnet.Federated(t, asha.Peer, bea.Peer)
 
