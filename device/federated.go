@@ -4,8 +4,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/conversations"
-	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/identity"
+	"github.com/medmesh/medmesh/mesh"
 	"github.com/medmesh/medmesh/node"
 )
 
