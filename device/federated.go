@@ -52,6 +52,9 @@ func revokedIn(n *node.Node) func(peer.ID) bool {
 // another trust from being promoted after a restart, before it is met.
 func foreignIn(n *node.Node) func(peer.ID) bool {
 	return func(id peer.ID) bool {
+		if id == n.ID() {
+			return false // this device is our own staff
+		}
 		if n.Foreign(id) {
 			return true
 		}

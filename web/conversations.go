@@ -544,7 +544,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, conversations.ErrNoConversation), errors.Is(err, chat.ErrNoSuchMessage):
 		return http.StatusNotFound
-	case errors.Is(err, chat.ErrNotAuthorised), errors.Is(err, chat.ErrNotMember):
+	case errors.Is(err, chat.ErrNotAuthorised), errors.Is(err, chat.ErrNotMember), errors.Is(err, conversations.ErrForeignAdmin):
 		return http.StatusForbidden
 	case errors.Is(err, chat.ErrBlind), errors.Is(err, chat.ErrNoKeys):
 		return http.StatusConflict // the device cannot send in this group yet
