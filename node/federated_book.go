@@ -2,11 +2,9 @@ package node
 
 import (
 	"bufio"
-	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -92,27 +90,7 @@ func (n *Node) sendFedBook(to peer.ID, entries [][]byte) {
 	if len(entries) == 0 || !n.isAdmitted(to) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, dirTimeout)
-	defer cancel()
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "fedbook"), to, ProtoFedBook)
-	if err != nil {
-		n.log.Debug("fedbook: cannot open stream", "remote", to.String(), "err", err)
-		return
-	}
-	defer streams.Bound(ctx, s, dirTimeout)()
-	w := msgio.NewVarintWriter(s)
-	for i, raw := range entries {
-		if i == maxFedBook {
-			break
-		}
-		if err := w.WriteMsg(raw); err != nil {
-			s.Reset()
-			return
-		}
-	}
-	s.CloseWrite()
-	_, _ = io.Copy(io.Discard, io.LimitReader(s, 1))
-	s.Close()
+	n.sendMessages(to, ProtoFedBook, "fedbook", entries, maxFedBook)
 }
 
 // handleFedBook takes the entries a colleague sends (gated: our own staff).

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
 	"slices"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -72,25 +71,9 @@ func (n *Node) IntroduceTo(p peer.ID, ids []peer.ID) {
 	if len(entries) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, dirTimeout)
-	defer cancel()
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "fedintro"), p, ProtoFedIntro)
-	if err != nil {
-		n.log.Debug("fedintro: cannot open stream", "remote", p.String(), "err", err)
-		return
+	if n.sendMessages(p, ProtoFedIntro, "fedintro", entries, maxFedBook) {
+		n.fed.introduced(p, sent)
 	}
-	defer streams.Bound(ctx, s, dirTimeout)()
-	w := msgio.NewVarintWriter(s)
-	for _, raw := range entries {
-		if err := w.WriteMsg(raw); err != nil {
-			s.Reset()
-			return
-		}
-	}
-	s.CloseWrite()
-	_, _ = io.Copy(io.Discard, io.LimitReader(s, 1))
-	s.Close()
-	n.fed.introduced(p, sent)
 }
 
 // handleFedIntro takes the colleagues a federated peer introduces.

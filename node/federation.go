@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -276,27 +275,7 @@ func (n *Node) sendFederations(id peer.ID, raws [][]byte) {
 	if len(raws) == 0 || !n.isAdmitted(id) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, dirTimeout)
-	defer cancel()
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "federation"), id, ProtoFederation)
-	if err != nil {
-		n.log.Debug("federation: cannot open stream", "remote", id.String(), "err", err)
-		return
-	}
-	defer streams.Bound(ctx, s, dirTimeout)()
-	w := msgio.NewVarintWriter(s)
-	for i, raw := range raws {
-		if i == maxFedRecords {
-			break
-		}
-		if err := w.WriteMsg(raw); err != nil {
-			s.Reset()
-			return
-		}
-	}
-	s.CloseWrite()
-	_, _ = io.Copy(io.Discard, io.LimitReader(s, 1))
-	s.Close()
+	n.sendMessages(id, ProtoFederation, "federation", raws, maxFedRecords)
 }
 
 // handleFederation reads the records an admitted colleague sends (gated:
