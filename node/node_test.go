@@ -565,3 +565,38 @@ func mocknetNodes(t *testing.T, c *testCA, names ...string) (mocknet.Mocknet, []
 	}
 	return mn, nodes
 }
+
+// logOnFailure gives every node started with it a debug logger into one
+// buffer of the test's, printed (the last 64 KiB) only if the test fails:
+// a network test that fails once in many runs leaves its story behind.
+func logOnFailure(t testing.TB) func(name string) nodeOpt {
+	var mu sync.Mutex
+	var buf []byte
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		buf = append(buf, p...)
+		if len(buf) > 1<<20 {
+			buf = append(buf[:0], buf[len(buf)-(64<<10):]...)
+		}
+		return len(p), nil
+	})
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		tail := buf[max(0, len(buf)-(64<<10)):]
+		t.Logf("node logs (last %d bytes):\n%s", len(tail), tail)
+	})
+	return func(name string) nodeOpt {
+		return func(c *Config) {
+			c.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

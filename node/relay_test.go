@@ -37,13 +37,21 @@ func circuitAddr(c *Node, r *Node) (ma.Multiaddr, bool) {
 func TestRelayThroughAnchor(t *testing.T) {
 	c := newCA(t, "General Hospital")
 	now := time.Now()
-	anchor := startNode(t, c, c.enrol(t, "anchor", now, RoleAnchor), func(cfg *Config) { cfg.Relay = true })
-	hidden := startNode(t, c, c.enrol(t, "basement", now), bootstrap(anchor), func(cfg *Config) {
+	logs := logOnFailure(t)
+	anchor := startNode(t, c, c.enrol(t, "anchor", now, RoleAnchor), logs("anchor"), func(cfg *Config) { cfg.Relay = true })
+	hidden := startNode(t, c, c.enrol(t, "basement", now), bootstrap(anchor), logs("hidden"), func(cfg *Config) {
 		cfg.NoListen, cfg.ForcePrivate = true, true
 	})
 	// Neither device listens: they can reach each other only through the
 	// anchor (the colleague at another site, behind its own NAT).
-	colleague := startNode(t, c, c.enrol(t, "ward", now), bootstrap(anchor), func(cfg *Config) { cfg.NoListen = true })
+	colleague := startNode(t, c, c.enrol(t, "ward", now), bootstrap(anchor), logs("colleague"), func(cfg *Config) { cfg.NoListen = true })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("colleague: connectedness to hidden %v, blocked %v, dialer %+v; hidden: blocked %v; anchor: reserved %v",
+				colleague.host.Network().Connectedness(hidden.ID()), colleague.isBlocked(hidden.ID()), colleague.disc.Stats(),
+				hidden.isBlocked(colleague.ID()), anchor.reservedHere(hidden.ID()))
+		}
+	})
 
 	var via ma.Multiaddr
 	eventually(t, 30*time.Second, "the hidden device advertises a relayed address through the anchor", func() bool {
