@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // Backoff bounds.
@@ -402,7 +403,7 @@ func (d *Dialer) startLocked(t *target, learnt bool) {
 	t.dialing = true
 	d.stats.Started++
 	d.wg.Add(1)
-	go d.dial(t, t.ai, learnt) // a copy: Keep may replace t.ai meanwhile
+	go d.dial(t, t.ai, learnt, t.fails > 0) // a copy: Keep may replace t.ai meanwhile
 }
 
 // removeLocked drops a learnt target. Callers hold d.mu.
@@ -413,8 +414,11 @@ func (d *Dialer) removeLocked(t *target) {
 	}
 }
 
-func (d *Dialer) dial(t *target, ai peer.AddrInfo, learnt bool) {
+func (d *Dialer) dial(t *target, ai peer.AddrInfo, learnt, retry bool) {
 	defer d.wg.Done()
+	if retry {
+		d.clearBackoff(ai.ID)
+	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.timeout)
 	err := d.connect(ctx, ai)
 	cancel()
@@ -445,6 +449,18 @@ func (d *Dialer) dial(t *target, ai peer.AddrInfo, learnt bool) {
 	t.backoff = min(2*t.backoff, maxBackoff)
 	if !t.keep && t.fails >= maxTries {
 		d.removeLocked(t)
+	}
+}
+
+// clearBackoff forgets go-libp2p's own dial backoff for id before a
+// retry: this dialer owns the schedule (1 s, 2 s, … for learnt peers),
+// and the swarm's backoff after a failed address (5 s and growing) would
+// turn our next tries into instant "dial backoff" failures — one
+// transient failure, such as a relayed path named a moment before its
+// reservation is in place, would use up every try.
+func (d *Dialer) clearBackoff(id peer.ID) {
+	if sw, ok := d.h.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+		sw.Backoff().Clear(id)
 	}
 }
 

@@ -2,12 +2,14 @@ package discovery
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -116,4 +118,38 @@ func TestRelayedPathFromTheFirstSource(t *testing.T) {
 	if slices.ContainsFunc(tg.ai.Addrs, ma.StringCast("/ip4/10.9.9.9/tcp/4001").Equal) {
 		t.Fatalf("a direct address taken from the same source again: %v", tg.ai.Addrs)
 	}
+}
+
+// TestRetryNotEatenBySwarmBackoff: a learnt peer whose first dial fails
+// (it was not up yet) is reached on a retry once it is. go-libp2p backs
+// off an address for 5 s after a failure, longer than this dialer's own
+// 1 s and 2 s retries: without clearing it, one transient failure used up
+// every try and the peer was never dialled again.
+func TestRetryNotEatenBySwarmBackoff(t *testing.T) {
+	a := newHost(t)
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(key)
+	// A port nothing listens on yet: take one and let it go.
+	probe := newHost(t)
+	addr := probe.Addrs()[0]
+	probe.Close()
+
+	d := NewDialer(context.Background(), a, slog.New(slog.DiscardHandler))
+	defer d.Close()
+	d.Try(peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}}, Source{From: "colleague", Loopback: true})
+	waitFor(t, 5*time.Second, "first failure recorded", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		tg := d.targets[id]
+		return tg != nil && tg.fails >= 1 && !tg.dialing
+	})
+	b, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrs(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitFor(t, 10*time.Second, "reached on a retry", func() bool { return a.Network().Connectedness(id) == network.Connected })
 }
