@@ -36,6 +36,12 @@ import (
 //     copy to a device that can carry, lacks the envelope and has a
 //     higher utility (the GRTR strategy: the holder keeps its copy).
 //
+// Spray has three variants, compared and not chosen (Carry's fields):
+// members spray what they receive (MemberCopies), copies split by
+// utility (Split "utility") and a single copy moving once to a better
+// carrier (Focus); utility there is a device's direct predictability of
+// meeting another member, learnt from the tags its peers offered.
+//
 // Anchors spray nothing and take what carriers hand them, as a member
 // does. Devices offer at every meeting (arriving in a place, a trace
 // contact coming up, each anti-entropy round over a contact); a device
