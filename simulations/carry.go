@@ -36,6 +36,12 @@ import (
 //     copy to a device that can carry, lacks the envelope and has a
 //     higher utility (the GRTR strategy: the holder keeps its copy).
 //
+// Spray has three variants, compared and not chosen (Carry's fields):
+// members spray what they receive (MemberCopies), copies split by
+// utility (Split "utility") and a single copy moving once to a better
+// carrier (Focus); utility there is a device's direct predictability of
+// meeting another member, learnt from the tags its peers offered.
+//
 // Anchors spray nothing and take what carriers hand them, as a member
 // does. Devices offer at every meeting (arriving in a place, a trace
 // contact coming up, each anti-entropy round over a contact); a device
@@ -87,6 +93,19 @@ type Carry struct {
 	UrgentShare float64 `json:"urgent_share"`
 	// ProphetUnitSeconds: PRoPHET's time unit, the aging γ applies per unit.
 	ProphetUnitSeconds float64 `json:"prophet_unit_s"`
+	// MemberCopies (spray): a member other than the author starts with
+	// this many copies of each message it receives (0: none).
+	MemberCopies int `json:"member_copies"`
+	// Split (spray): "binary" (default: a holder of n hands floor(n/2)) or
+	// "utility": it hands floor(n·(u_o+ε)/(u_o+u_h+2ε)), ε = 0.01, u being
+	// a device's direct predictability (PRoPHET's update and aging, no
+	// transitivity) of meeting a member other than the holder and the
+	// envelope's sender — members being the peers it saw offering the tag.
+	// Focus > 0 (spray): a carrier's single copy moves, once, to a carrier
+	// whose utility exceeds Focus × its own. Both were compared and not
+	// chosen (README, "Carriage by non-members").
+	Split string  `json:"split"`
+	Focus float64 `json:"focus"`
 }
 
 func (c Carry) withDefaults() Carry {
@@ -129,6 +148,14 @@ func (c Carry) check(s Scenario) error {
 		return fmt.Errorf("scenario %s: field carry.urgent_share must be in [0, 1]", s.Name)
 	case c.ProphetUnitSeconds < 0 || math.IsNaN(c.ProphetUnitSeconds):
 		return fmt.Errorf("scenario %s: field carry.prophet_unit_s must not be negative", s.Name)
+	case c.MemberCopies < 0 || c.MemberCopies > 1<<20:
+		return fmt.Errorf("scenario %s: field carry.member_copies must be in [0, %d]", s.Name, 1<<20)
+	case c.Policy == "prophet" && (c.MemberCopies != 0 || c.Split != "" || c.Focus != 0):
+		return fmt.Errorf("scenario %s: fields carry.member_copies, carry.split and carry.focus are spray's", s.Name)
+	case c.Split != "" && c.Split != "binary" && c.Split != "utility":
+		return fmt.Errorf("scenario %s: field carry.split must be binary or utility", s.Name)
+	case c.Focus < 0 || math.IsNaN(c.Focus):
+		return fmt.Errorf("scenario %s: field carry.focus must not be negative", s.Name)
 	}
 	return nil
 }
@@ -143,6 +170,7 @@ type carried struct {
 	origin int
 	urgent bool
 	hops   int32
+	moved  bool // spray, focus: this single copy moved here; it moves no further
 }
 
 // cnode is one device's carriage state.
@@ -182,7 +210,7 @@ func newCarriage(x *des) *carriage {
 	for i := range k.nodes {
 		k.nodes[i] = cnode{bag: map[crdt.OpID]*carried{}, byConv: map[int]map[crdt.OpID]*carried{}, spreading: map[int]int{},
 			byOrigin: map[int]int{}, tokens: map[crdt.OpID]int{}}
-		if k.cfg.Policy == "prophet" {
+		if k.cfg.Policy == "prophet" || k.tracks() {
 			k.nodes[i].pred = make([]float64, len(w.Devices))
 		}
 	}
@@ -211,11 +239,77 @@ func (x *des) wrote(d *dnode, i int, t float64) {
 	k.queue = append(k.queue, qd{d.idx, t})
 }
 
+// received: member d (not the author) took messages ids of c; with
+// MemberCopies it holds that many copies of each to spray.
+func (x *des) received(d *dnode, c int, ids []crdt.OpID, t float64) {
+	k := x.carry
+	if k.cfg.Policy != "spray" || k.cfg.MemberCopies <= 1 || d.Anchor || c < 0 || c >= len(x.w.Convs) {
+		return
+	}
+	n := &k.nodes[d.idx]
+	added := false
+	for _, id := range ids {
+		m, ok := x.msgOf[id]
+		if !ok || x.w.Sends[m].Dev == d.idx || t >= x.w.Sends[m].At+k.cfg.TTLSeconds {
+			continue
+		}
+		if _, ok := n.tokens[id]; !ok {
+			n.tokens[id] = k.cfg.MemberCopies
+			added = true
+		}
+	}
+	if added {
+		k.queue = append(k.queue, qd{d.idx, t})
+	}
+}
+
+// tracks: spray with a utility keeps direct predictabilities.
+func (k *carriage) tracks() bool {
+	return k.cfg.Policy == "spray" && (k.cfg.Split == "utility" || k.cfg.Focus > 0)
+}
+
+// memberUtility is d's direct predictability (PRoPHET's update and aging,
+// without transitivity) of meeting a member of c other than itself and
+// holder h; members are the peers d saw offering c's tag.
+func (x *des) memberUtility(d, h *dnode, c, sender int, t float64) float64 {
+	k := x.carry
+	n := &k.nodes[d.idx]
+	k.age(n, t)
+	u := 0.0
+	for _, m := range x.w.Convs[c] {
+		if m != d.idx && m != h.idx && m != sender {
+			u = max(u, n.pred[m])
+		}
+	}
+	return u
+}
+
+// split is how many of its n copies holder h hands carrier o for c.
+func (x *des) split(h, o *dnode, c, sender, n int, t float64) int {
+	k := x.carry
+	if k.cfg.Split != "utility" {
+		return n / 2
+	}
+	const eps = 0.01
+	uh, uo := x.memberUtility(h, h, c, sender, t), x.memberUtility(o, h, c, sender, t)
+	return min(int(float64(n)*(uo+eps)/(uo+uh+2*eps)), n-1)
+}
+
 // encounter updates PRoPHET's predictabilities of a and b meeting at t,
 // and charges their exchange.
 func (x *des) encounter(a, b *dnode, t float64) {
 	k := x.carry
-	if k.cfg.Policy != "prophet" || x.refused(a, b) {
+	if x.refused(a, b) {
+		return
+	}
+	if k.tracks() {
+		pa, pb := &k.nodes[a.idx], &k.nodes[b.idx]
+		k.age(pa, t)
+		k.age(pb, t)
+		pa.pred[b.idx] += (1 - pa.pred[b.idx]) * ProphetPInit
+		pb.pred[a.idx] += (1 - pb.pred[a.idx]) * ProphetPInit
+	}
+	if k.cfg.Policy != "prophet" {
 		return
 	}
 	pa, pb := &k.nodes[a.idx], &k.nodes[b.idx]
@@ -347,6 +441,7 @@ type cand struct {
 	conv    int
 	deliver bool // to a member or an anchor of conv
 	give    int  // spray: copies handed over
+	move    bool // spray, focus: the holder's single copy moves on
 }
 
 // offer: h hands o what o should take from it at t.
@@ -368,7 +463,7 @@ func (x *des) offer(h, o *dnode, t float64) {
 			if x.utility(o, h, c, t) <= x.utility(h, h, c, t) {
 				continue
 			}
-		case hn.spreading[c] == 0:
+		case hn.spreading[c] == 0 && k.cfg.Focus == 0:
 			continue // spray: every copy here waits for a member
 		}
 		for id, e := range items {
@@ -383,7 +478,11 @@ func (x *des) offer(h, o *dnode, t float64) {
 			case k.cfg.Policy == "prophet":
 				cs = append(cs, cand{id: id, msg: e.msg, conv: c})
 			case e.copies > 1:
-				cs = append(cs, cand{id: id, msg: e.msg, conv: c, give: e.copies / 2})
+				if g := x.split(h, o, c, e.origin, e.copies, t); g > 0 {
+					cs = append(cs, cand{id: id, msg: e.msg, conv: c, give: g})
+				}
+			case k.cfg.Focus > 0 && !e.moved && x.memberUtility(o, h, c, e.origin, t) > k.cfg.Focus*x.memberUtility(h, h, c, e.origin, t):
+				cs = append(cs, cand{id: id, msg: e.msg, conv: c, give: 1, move: true})
 			}
 		}
 	}
@@ -399,7 +498,9 @@ func (x *des) offer(h, o *dnode, t float64) {
 				case t >= x.w.Sends[m].At+k.cfg.TTLSeconds || n <= 1:
 					delete(hn.tokens, id)
 				case x.carrier(o, c) && on.bag[id] == nil:
-					cs = append(cs, cand{id: id, msg: m, conv: c, give: n / 2})
+					if g := x.split(h, o, c, x.w.Sends[m].Dev, n, t); g > 0 {
+						cs = append(cs, cand{id: id, msg: m, conv: c, give: g})
+					}
 				}
 			}
 		case "prophet":
@@ -487,6 +588,10 @@ func (x *des) offer(h, o *dnode, t float64) {
 			}
 		}
 		k.put(on, cd.id, e)
+		if cd.move {
+			e.moved = true
+			k.drop(hn, cd.id)
+		}
 		took = true
 	}
 	if took {

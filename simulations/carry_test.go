@@ -209,6 +209,50 @@ func TestCarryByHand(t *testing.T) {
 	}
 }
 
+// TestCarryFocus: with focus a single copy moves to a carrier likelier to
+// meet a member. a gives carrier b its one copy (L = 2) at 100 s; b never
+// meets c, but d, which met c at 10 s, meets b at 200 s and c at 300 s.
+// With focus b's copy moves to d and reaches c, three hops; without, it
+// waits with b for ever.
+func TestCarryFocus(t *testing.T) {
+	const trace = "up_s,down_s,a,b\n10,20,d,c\n100,160,a,b\n200,260,b,d\n300,360,d,c\n"
+	for _, focus := range []float64{0, 2} {
+		s := traceScenario(t, trace, "created_s,from,to,conversation\n50,a,c,team\n")
+		s.Routing, s.Carry = "medmesh-carry", Carry{Copies: 2, Focus: focus}
+		r := runDES(t, s)
+		m := row(t, r, "a", "c", 50)
+		switch {
+		case focus > 0 && (m.Delivered < 300 || m.Delivered > 301 || m.Hops != 3):
+			t.Fatalf("focus %v: a → b → d → c at 300 s: %+v", focus, m)
+		case focus > 0 && (r.Carriage[1].Sent != OpBytes || r.Carriage[3].Received != OpBytes):
+			t.Fatalf("focus %v: b should hand its copy to d once: b %+v, d %+v", focus, r.Carriage[1], r.Carriage[3])
+		case focus == 0 && m.Delivered >= 0:
+			t.Fatalf("without focus the copy left b: %+v", m)
+		}
+	}
+}
+
+// TestCarryMemberCopies: with member_copies a member sprays what it
+// receives. Conversation {a, c, e}: the author a holds no copies (L = 1)
+// and meets only c; c meets carrier b, which meets e. With two copies per
+// received message c hands b one and b brings it to e (a → c → b → e);
+// without, e never gets it.
+func TestCarryMemberCopies(t *testing.T) {
+	const trace = "up_s,down_s,a,b\n100,160,a,c\n1000,1060,c,b\n2000,2060,b,e\n"
+	const msgs = "created_s,from,to,conversation\n10,e,,team\n50,a,c,team\n50,a,e,team\n"
+	for _, n := range []int{0, 2} {
+		s := traceScenario(t, trace, msgs)
+		s.Routing, s.Carry = "medmesh-carry", Carry{Copies: 1, MemberCopies: n}
+		m := row(t, runDES(t, s), "a", "e", 50)
+		switch {
+		case n > 0 && (m.Delivered < 2000 || m.Delivered > 2001 || m.Hops != 3):
+			t.Fatalf("member copies %d: a → c → b → e at 2,000 s: %+v", n, m)
+		case n == 0 && m.Delivered >= 0:
+			t.Fatalf("member copies 0: delivered %+v", m)
+		}
+	}
+}
+
 // TestCarryProphetLearns: PRoPHET forwards to a device whose
 // predictability for a member is higher: b has met c (the recipient)
 // before it meets a, so it takes a's envelope and delivers it.
@@ -347,39 +391,115 @@ func TestValidationCarryOrdering(t *testing.T) {
 	}
 }
 
-// TestCarryTargets (issue 19 item 2) pins what the chosen policy meets on
-// the shipped trace (scenario testdata/hospital-trace.json, 16,384 kbit/s
-// links, teams of four across wards), for five seeds: delivery ≥ 0.95 ×
-// epidemic routing's, envelope bytes ≤ 0.5 × epidemic's, and the median
-// latency ratio to the oracle over delivered messages ≤ 1.1. The stricter
-// median — over every delivery a path existed for, undelivered ones
-// infinite — is 1.06–1.13 × the oracle's, not always within 1.1: pinned at
-// 1.15. With -v it prints the README's table.
+// TestCarryTargets (issue 19 item 2) measures the chosen policy against
+// the targets on the shipped trace (scenario testdata/hospital-trace.json,
+// 16,384 kbit/s links) with conversations of 3, 4 and 5 members drawn
+// across wards, for five seeds each: delivery ≥ 0.95 × epidemic
+// routing's, envelope bytes ≤ 0.5 × epidemic's, and median latency ≤ 1.1 ×
+// the oracle's over every delivery a path existed for (undelivered ones
+// infinite). Spray with L = 8 does not meet all three: the median misses
+// 1.1 on 9 of 15 (size, seed) runs (worst 1.15) and with 5 members the
+// bytes reach 0.51 — issue 19 stays open. The test asserts the targets
+// that hold (delivery everywhere; bytes at 3 and 4 members; the median
+// over delivered messages ≤ 1.1) and holds the misses to where they are
+// (median ≤ 1.16 × the oracle's, bytes ≤ 0.52 with 5 members), so a
+// regression fails; it logs how many seeds meet every target. With -v it
+// prints the README's table.
 func TestCarryTargets(t *testing.T) {
-	s := loadShipped(t)
+	base := loadShipped(t)
 	var b strings.Builder
-	b.WriteString("| seed | routing | delivery | median latency | envelope bytes |\n|---|---|---|---|---|\n")
-	for _, seed := range []uint64{1, 2, 3, 4, 5} {
-		rows := compareRoutings(t, s, seed, []variant{chosen})
-		members, epi, c := rows[0], rows[1], rows[2]
-		for _, r := range []measured{members, c, epi} {
-			fmt.Fprintf(&b, "| %d | %s | %.3f | %s | %s |\n", seed, r.name, r.Delivery, hours(r.Median), mib(r.Envelope))
+	b.WriteString("| members | seed | routing | delivery | median latency | envelope bytes |\n|---|---|---|---|---|---|\n")
+	for _, size := range []int{3, 4, 5} {
+		s := base
+		s.ConversationSize = size
+		met := 0
+		for _, seed := range []uint64{1, 2, 3, 4, 5} {
+			rows := compareRoutings(t, s, seed, []variant{chosen})
+			members, epi, c := rows[0], rows[1], rows[2]
+			for _, r := range []measured{members, c, epi} {
+				fmt.Fprintf(&b, "| %d | %d | %s | %.3f | %s | %s |\n", size, seed, r.name, r.Delivery, hours(r.Median), mib(r.Envelope))
+			}
+			fmt.Fprintf(&b, "| %d | %d | oracle | %.3f | %s | – |\n", size, seed, float64(epi.sum.Deliveries-epi.sum.NoPath)/float64(epi.sum.Deliveries), hours(epi.Oracle))
+			d, by, md := c.Delivery/epi.Delivery, float64(c.Envelope)/float64(epi.Envelope), c.Median/c.Oracle
+			t.Logf("%d members, seed %d: delivery %.3f × epidemic's, envelope bytes %.3f × epidemic's, median %.3f × the oracle's (delivered only: %.2f)",
+				size, seed, d, by, md, c.sum.LatencyVsOracle)
+			if d >= 0.95 && by <= 0.5 && md <= 1.1 {
+				met++
+			}
+			bytesBound := 0.5
+			if size == 5 {
+				bytesBound = 0.52 // target 0.5: not met
+			}
+			switch {
+			case d < 0.95:
+				t.Errorf("%d members, seed %d: delivery %.3f, epidemic %.3f", size, seed, c.Delivery, epi.Delivery)
+			case by > bytesBound:
+				t.Errorf("%d members, seed %d: envelope bytes %d, epidemic %d", size, seed, c.Envelope, epi.Envelope)
+			case c.sum.LatencyVsOracle > 1.1:
+				t.Errorf("%d members, seed %d: median latency ÷ oracle over delivered messages %.2f", size, seed, c.sum.LatencyVsOracle)
+			case md > 1.16: // target 1.1: not met on every seed
+				t.Errorf("%d members, seed %d: median latency %.0f s, oracle %.0f s", size, seed, c.Median, c.Oracle)
+			}
 		}
-		fmt.Fprintf(&b, "| %d | oracle | %.3f | %s | – |\n", seed, float64(epi.sum.Deliveries-epi.sum.NoPath)/float64(epi.sum.Deliveries), hours(epi.Oracle))
-		t.Logf("seed %d: delivery %.3f × epidemic's, envelope bytes %.3f × epidemic's, median %.3f × the oracle's (delivered only: %.2f)",
-			seed, c.Delivery/epi.Delivery, float64(c.Envelope)/float64(epi.Envelope), c.Median/c.Oracle, c.sum.LatencyVsOracle)
-		switch {
-		case c.Delivery < 0.95*epi.Delivery:
-			t.Errorf("seed %d: delivery %.3f, epidemic %.3f", seed, c.Delivery, epi.Delivery)
-		case float64(c.Envelope) > 0.5*float64(epi.Envelope):
-			t.Errorf("seed %d: envelope bytes %d, epidemic %d", seed, c.Envelope, epi.Envelope)
-		case c.sum.LatencyVsOracle > 1.1:
-			t.Errorf("seed %d: median latency ÷ oracle over delivered messages %.2f", seed, c.sum.LatencyVsOracle)
-		case c.Median > 1.15*c.Oracle:
-			t.Errorf("seed %d: median latency %.0f s, oracle %.0f s", seed, c.Median, c.Oracle)
-		}
+		t.Logf("%d members: every target met on %d of 5 seeds", size, met)
 	}
 	t.Logf("shipped trace (go test -run TestCarryTargets -v ./simulations):\n%s", b.String())
+}
+
+// TestCarryCompare (issue 19): the policies compared with the chosen one
+// on the shipped trace, 3–5 members, seeds 1–5: spray with L = 10;
+// members spraying what they receive (2 copies each); utility-weighted
+// splitting (copies in proportion to direct predictabilities of meeting
+// another member); and focus (a single copy moves once to a carrier
+// twice as likely to meet a member). It logs, per policy, the
+// worst ratios and the runs meeting every target, and asserts what any
+// carriage policy must give: at least members-only delivery, at most
+// epidemic's envelope bytes. Slow: not with -short.
+func TestCarryCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 5 policies × 15 worlds")
+	}
+	base := loadShipped(t)
+	vs := []variant{chosen,
+		{"spray, L=10", "medmesh-carry", Carry{Policy: "spray", Copies: 10}},
+		{"spray L=8, members 2 copies", "medmesh-carry", Carry{Policy: "spray", MemberCopies: 2}},
+		{"spray L=8, utility split", "medmesh-carry", Carry{Policy: "spray", Split: "utility"}},
+		{"spray L=8, focus 2", "medmesh-carry", Carry{Policy: "spray", Focus: 2}},
+	}
+	type worst struct {
+		d, b, m float64
+		met     int
+	}
+	ws := make([]worst, len(vs))
+	for i := range ws {
+		ws[i].d = math.Inf(1)
+	}
+	for _, size := range []int{3, 4, 5} {
+		s := base
+		s.ConversationSize = size
+		for _, seed := range []uint64{1, 2, 3, 4, 5} {
+			rows := compareRoutings(t, s, seed, vs)
+			members, epi := rows[0], rows[1]
+			for i, c := range rows[2:] {
+				d, by, md := c.Delivery/epi.Delivery, float64(c.Envelope)/float64(epi.Envelope), c.Median/c.Oracle
+				w := &ws[i]
+				w.d, w.b, w.m = min(w.d, d), max(w.b, by), max(w.m, md)
+				if d >= 0.95 && by <= 0.5 && md <= 1.1 {
+					w.met++
+				}
+				if c.Delivery < members.Delivery || c.Envelope > epi.Envelope {
+					t.Errorf("%d members, seed %d, %s: delivery %.3f (members only %.3f), envelope bytes %d (epidemic %d)",
+						size, seed, c.name, c.Delivery, members.Delivery, c.Envelope, epi.Envelope)
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	b.WriteString("| policy | delivery ÷ epidemic (worst) | envelope bytes ÷ epidemic (worst) | median ÷ oracle (worst) | runs meeting all three |\n|---|---|---|---|---|\n")
+	for i, v := range vs {
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %d of 15 |\n", v.name, ws[i].d, ws[i].b, ws[i].m, ws[i].met)
+	}
+	t.Logf("shipped trace, 3–5 members, seeds 1–5 (go test -run TestCarryCompare -v ./simulations):\n%s", b.String())
 }
 
 func hours(s float64) string {
@@ -431,6 +551,14 @@ func TestCarryScenarioFields(t *testing.T) {
 	if err := s.check(); err == nil || !strings.Contains(err.Error(), "carry.origin_share") {
 		t.Fatalf("origin share above 1: %v", err)
 	}
+	s.Carry = Carry{Split: "half"}
+	if err := s.check(); err == nil || !strings.Contains(err.Error(), "carry.split") {
+		t.Fatalf("unknown split: %v", err)
+	}
+	s.Carry = Carry{Policy: "prophet", Focus: 2}
+	if err := s.check(); err == nil || !strings.Contains(err.Error(), "spray's") {
+		t.Fatalf("focus under prophet: %v", err)
+	}
 	js, _ := json.Marshal(Builtins["basement"])
 	var all struct {
 		Carry map[string]any `json:"carry"`
@@ -454,7 +582,8 @@ func TestCarryScenarioFields(t *testing.T) {
 func TestCarryDeterminism(t *testing.T) {
 	s := loadShipped(t)
 	s.Messages = 150
-	for _, v := range []variant{chosen, prophet} {
+	for _, v := range []variant{chosen, prophet,
+		{"spray, member copies, utility split, focus", "medmesh-carry", Carry{MemberCopies: 2, Split: "utility", Focus: 2}}} {
 		a, b := measure(t, s, 7, v), measure(t, s, 7, v)
 		if !reflect.DeepEqual(a.res.Messages, b.res.Messages) || !reflect.DeepEqual(a.sum, b.sum) || !reflect.DeepEqual(a.res.Carriage, b.res.Carriage) {
 			t.Fatalf("%s: seed 7 twice, different outcomes:\n%s\n%s", v.name, a, b)

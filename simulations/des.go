@@ -592,6 +592,9 @@ func (x *des) learn(d *dnode, c int, ids []crdt.OpID, t float64, by int) {
 		h := work[len(work)-1]
 		work = work[:len(work)-1]
 		x.bridge(h.d, h.t)
+		if x.carry != nil {
+			x.received(h.d, h.c, h.ids, h.t)
+		}
 		if x.carry != nil && x.carry.cfg.Policy == "prophet" && !h.d.Anchor {
 			x.carry.queue = append(x.carry.queue, qd{h.d.idx, h.t}) // may pass them to a carrier in reach
 		}
