@@ -62,7 +62,7 @@ type fuzzWorld struct {
 	welcome    *Envelope // alice's welcome to bob (prekey) and carol (certificate key)
 	content    []*Envelope
 	control    *Envelope
-	urgent     *Envelope // alice's urgent content op
+	urgent     *Envelope   // alice's urgent content op
 	chains     *RecvChains // bob's, with skipped keys
 }
 
