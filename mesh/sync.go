@@ -647,6 +647,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	theirs = s.offerFrom(p, theirs)
 	adopted := s.accept(theirs.tags, p)
 	common, skipped := s.skipBusy(p, skipCarried(differing(mine, theirs), mine, theirs))
+	common = s.urgentTagsFirst(p, common)
 	if skipped { // another session moves those: this one is no complete sync
 		s.mu.Lock()
 		if s.deferred == nil {

@@ -16,7 +16,9 @@ import (
 // moving an envelope knows it without reading it:
 //
 //   - a frame of envelopes to a site peer holding an urgent one is paced
-//     ahead of routine frames (sites.go, urgentIn);
+//     ahead of routine frames (sites.go, urgentIn), and a session with a
+//     site peer reconciles first the conversations an urgent envelope
+//     came in for lately (urgentTagsFirst);
 //   - a fetch brings up to urgentFirst urgent ops first (the listed keys
 //     carry the bit: recon.go, needOrder), then the missing ancestors of
 //     the urgent ops that came (ancestors), then the rest in causal order;
@@ -35,8 +37,12 @@ import (
 // sent them. In a bag or an anchor, urgency reorders only a sender's own
 // envelopes.
 
-// Allowance of urgent treatment per sender.
+// Allowance of urgent treatment per sender; how long a conversation an
+// urgent envelope came in for goes first in sessions with site peers, and
+// how many such conversations are remembered.
 const (
+	urgentTagTTL     = 5 * time.Minute
+	maxUrgentTags    = 4096
 	urgentBurst      = 8
 	urgentRefill     = 4 * time.Second
 	maxUrgentSize    = 32 << 10
@@ -133,6 +139,49 @@ func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(*e2e.E
 			front = append(front, id)
 		} else {
 			back = append(back, id)
+		}
+	}
+	return append(front, back...)
+}
+
+// noteUrgentTagLocked notes that an urgent envelope of sender (its sync
+// key, its size) came in for tag now, within the sender's allowance, on
+// an anchor with site links. Callers hold mu.
+func (s *Service) noteUrgentTagLocked(tag []byte, sender peer.ID, key uint64, size int, now time.Time) {
+	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || !s.urgency.take(sender, now) {
+		return
+	}
+	if s.urgentTags == nil || len(s.urgentTags) >= maxUrgentTags {
+		s.urgentTags = map[string]time.Time{}
+	}
+	s.urgentTags[string(tag)] = now
+}
+
+// urgentTagsFirst puts first, for a session with site peer p, the tags of
+// tags an urgent envelope came in for within urgentTagTTL (each part in
+// its order), forgetting older notes.
+func (s *Service) urgentTagsFirst(p peer.ID, tags [][]byte) [][]byte {
+	if !s.sitePeer(p) {
+		return tags
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.urgentTags) == 0 {
+		return tags
+	}
+	for t, at := range s.urgentTags {
+		if now.Sub(at) > urgentTagTTL {
+			delete(s.urgentTags, t)
+		}
+	}
+	front := make([][]byte, 0, len(tags))
+	var back [][]byte
+	for _, t := range tags {
+		if _, ok := s.urgentTags[string(t)]; ok {
+			front = append(front, t)
+		} else {
+			back = append(back, t)
 		}
 	}
 	return append(front, back...)

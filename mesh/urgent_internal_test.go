@@ -120,3 +120,70 @@ func TestUrgencyLedger(t *testing.T) {
 		t.Fatal("not exactly one more after urgentRefill")
 	}
 }
+
+// TestUrgentFloodBoundedPerSender: a colleague marking every op urgent
+// gets urgent pacing on a site link for urgentBurst of them, then one per
+// urgentRefill; its other frames are routine, and another sender's urgent
+// message is still paced first.
+func TestUrgentFloodBoundedPerSender(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	flooder, honest := newPeerID(t), newPeerID(t)
+	urgentFrames := 0
+	for range 100 {
+		_, raw := sprayEnvUrgent(t, tag, flooder, now, 500)
+		if s.urgentIn([][]byte{raw}) {
+			urgentFrames++
+		}
+	}
+	if urgentFrames != urgentBurst {
+		t.Fatalf("%d of the flooder's 100 urgent frames paced urgent, want %d", urgentFrames, urgentBurst)
+	}
+	_, raw := sprayEnvUrgent(t, tag, honest, now, 500)
+	if !s.urgentIn([][]byte{raw}) {
+		t.Fatal("another sender's urgent message is routine after the flood")
+	}
+	now = now.Add(urgentRefill)
+	_, raw = sprayEnvUrgent(t, tag, flooder, now, 500)
+	if !s.urgentIn([][]byte{raw}) {
+		t.Fatal("the flooder's allowance never refills")
+	}
+}
+
+// TestUrgentTagsFirst: on an anchor with site links, a conversation an
+// urgent envelope came in for goes first in a session with a site peer,
+// for urgentTagTTL; a routine envelope, one past its sender's allowance,
+// or a peer that is no site peer changes nothing.
+func TestUrgentTagsFirst(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	s.cfg.Links = &budgetLinks{rate: 1 << 20}
+	tags := [][]byte{{1}, {2}, {3}}
+	sender := newPeerID(t)
+	s.mu.Lock()
+	s.noteUrgentTagLocked(tags[1], sender, 5, 100, now) // routine
+	s.mu.Unlock()
+	if got := s.urgentTagsFirst("site", tags); got[0][0] != 1 {
+		t.Fatal("a routine envelope moved its conversation first")
+	}
+	s.mu.Lock()
+	s.noteUrgentTagLocked(tags[2], sender, 5|e2e.UrgentKey, 100, now)
+	s.mu.Unlock()
+	if got := s.urgentTagsFirst("site", tags); got[0][0] != 3 || got[1][0] != 1 || got[2][0] != 2 {
+		t.Fatalf("order %v, want 3 1 2", got)
+	}
+	now = now.Add(urgentTagTTL + time.Second)
+	if got := s.urgentTagsFirst("site", tags); got[0][0] != 1 {
+		t.Fatal("a conversation stays first past urgentTagTTL")
+	}
+	for range urgentBurst + 5 { // spend the allowance
+		s.urgency.take(sender, now)
+	}
+	s.mu.Lock()
+	s.noteUrgentTagLocked(tags[2], sender, 5|e2e.UrgentKey, 100, now)
+	s.mu.Unlock()
+	if got := s.urgentTagsFirst("site", tags); got[0][0] != 1 {
+		t.Fatal("an urgent envelope past its sender's allowance moved its conversation first")
+	}
+}
