@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
@@ -150,5 +152,36 @@ func TestUrgentKinds(t *testing.T) {
 		if err := p.check(); err != nil {
 			t.Errorf("urgent kind %d: %v", p.Kind, err)
 		}
+	}
+}
+
+// TestEscalationHeaderUrgent: an escalation op is urgent in its header;
+// the welcome that brings the new targets in is not (welcomes never are).
+func TestEscalationHeaderUrgent(t *testing.T) {
+	x := newEscalationWorld(t)
+	out, err := x.rb.Escalate(x.mid, 1, []peer.ID{x.dan.ID}, "consultant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	urgent := 0
+	for _, raw := range out.Envelopes {
+		e, err := e2e.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Urgent {
+			urgent++
+			if crdt.OpID(e2e.ID(raw)) != out.ID {
+				t.Fatalf("an op other than the escalation is urgent (kind %d)", e.Kind)
+			}
+		}
+	}
+	if urgent != 1 {
+		t.Fatalf("%d urgent envelopes, want the escalation alone", urgent)
+	}
+	// Members take it (the header agrees with the payload).
+	deliver(t, out.Envelopes, x.ra, x.rc)
+	if m := msgOf(t, x.ra, x.mid); len(m.Escalations) != 1 {
+		t.Fatalf("escalation not taken: %+v", m.Escalations)
 	}
 }
