@@ -956,7 +956,7 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 	// urgent op that came (its deps, theirs in turn) go to the front of
 	// what is left (ancestors), so it is applied before unrelated
 	// routine ops come.
-	rest := slices.Clone(need)
+	rest := need
 	var batches [][]crdt.OpID
 	want := func() error {
 		n := min(len(rest), batch)

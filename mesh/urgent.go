@@ -112,9 +112,10 @@ type ancestors map[crdt.OpID]bool
 // returns rest (the IDs not yet asked for) with the noted ones first, each
 // part in its order.
 func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(*e2e.Envelope, int) bool) []crdt.OpID {
-	noted := false
+	moved := false
 	for _, ce := range got {
-		if !(*a)[crdt.OpID(e2e.ID(ce.Raw))] && !(ce.Env.Urgent && allowed(ce.Env, len(ce.Raw))) {
+		noted := len(*a) > 0 && (*a)[crdt.OpID(e2e.ID(ce.Raw))]
+		if !noted && !(ce.Env.Urgent && allowed(ce.Env, len(ce.Raw))) {
 			continue
 		}
 		for _, d := range ce.Env.Deps {
@@ -126,10 +127,10 @@ func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(*e2e.E
 				*a = ancestors{}
 			}
 			(*a)[id] = true
-			noted = true
+			moved = true
 		}
 	}
-	if !noted || len(rest) == 0 {
+	if !moved || len(rest) == 0 {
 		return rest
 	}
 	front := make([]crdt.OpID, 0, len(rest))
