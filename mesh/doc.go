@@ -14,10 +14,10 @@
 // no anchor and Config.Carry is set: on by default in a device). When
 // either side carries, the initiator opens a hand phase after the tags:
 // each side in turn lists what it would hand the other — tag, op ID,
-// copies per entry (urgency is in the envelope), at most 1,024 — the other takes
-// those it lacks, the giver sends them (4 per frame, only those taken;
-// anything else counts against it and ends the session) and the taker
-// answers which it kept. Listed are: to a peer whose offer names a tag
+// copies per entry (urgency is in the envelope), at most 1,024 — the
+// other takes those it lacks, the giver sends them (4 per frame, only
+// those taken; anything else counts against it and ends the session) and
+// the taker answers which it kept. Listed are: to a peer whose offer names a tag
 // the giver carries (a member), or to an anchor, what the giver carries
 // of it (a delivery, no copies change hands); to its recipient, a welcome
 // of ours under its inbox; to a peer that carries, copies of our ops and

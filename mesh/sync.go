@@ -24,8 +24,9 @@ import (
 // Protocols. sync/6 is sync/5 for envelopes that may carry the signed
 // urgency bit (e2e.Envelope.Urgent: sync/5 nodes refuse them as malformed),
 // with listed keys that carry it (recon.go: urgent first) and without the
-// hand phase's per-entry urgent flag (the header says it). sync/5 is sync/4 with carried envelopes handed to members in
-// the hand phase (carry.go): a carrier offers the tags it carries only to
+// hand phase's per-entry urgent flag (the header says it). sync/5 is
+// sync/4 with carried envelopes handed to members in the hand phase
+// (carry.go): a carrier offers the tags it carries only to
 // anchors, and hands a peer offering one of them (or an anchor) what it
 // carries of it, listing each envelope to each peer once, instead of
 // reconciling the tag whenever it took something new. sync/4 is sync/3
