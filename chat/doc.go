@@ -166,6 +166,16 @@
 // the last valid role op in the conversation's order wins. Urgent
 // escalation reads it to find the role's chain.
 //
+// # Urgency in the header
+//
+// An urgent text message, an escalation and an acknowledgement that names
+// an urgent message (or one known from an escalation's quote) are urgent:
+// their payload says Urgent, and so does their envelope's signed header
+// (e2e.Envelope.Urgent), which relays, carriers and anchors move first.
+// No other kind may be urgent. A replica refuses an op whose header bit
+// and payload disagree (ErrUrgencyMismatch), either way: what members see
+// as urgent is exactly what the mesh moved as urgent.
+//
 // # Urgent escalation (escalate.go)
 //
 // An urgent message wants an explicit acknowledgement within AckWithin

@@ -14,6 +14,7 @@ var (
 	ErrTooLarge          = errors.New("message too large")
 	ErrAckWithin         = errors.New("acknowledgement time out of bounds (30 s to 24 h, urgent messages only)")
 	ErrNotEscalatable    = errors.New("message cannot be escalated")
+	ErrUrgencyMismatch   = errors.New("op's urgency bit disagrees with its payload: op refused")
 	// Why an op is refused or void (a message already shown is then
 	// withdrawn with one of these as its reason).
 	ErrRefused       = errors.New("op by a device no member ever added: not stored")

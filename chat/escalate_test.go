@@ -24,6 +24,7 @@ func forgeControl(t *testing.T, r *Replica, p *payload) []byte {
 		t.Fatal(err)
 	}
 	env := r.newEnvelope()
+	env.Urgent = p.Urgent // the header agrees with the payload, as chat's seal makes it
 	ep, ok := r.controlEpoch(r.headView())
 	if !ok {
 		t.Fatal("no control epoch")

@@ -145,6 +145,10 @@ func (p *payload) check() error {
 		return fmt.Errorf("%w: receipt fields on kind %d", ErrInvalidPayload, p.Kind)
 	case p.Kind == kindReceipt && len(p.Except) > 0 && !p.cumulative():
 		return fmt.Errorf("%w: exceptions without a cumulative receipt", ErrInvalidPayload)
+	case p.Urgent && p.Kind != kindText && p.Kind != kindEscalate && (p.Kind != kindReceipt || p.Level != Acknowledged):
+		// Only these are urgent (and say so in the signed header): a
+		// text message, its escalation, an acknowledgement of it.
+		return fmt.Errorf("%w: urgent kind %d", ErrInvalidPayload, p.Kind)
 	case p.cumulative() && ((p.Level != Delivered && p.Level != Read) || len(p.Targets) > 0):
 		// Acknowledgements stay explicit, per message.
 		return fmt.Errorf("%w: cumulative receipt of level %d or with targets", ErrInvalidPayload, p.Level)

@@ -35,6 +35,9 @@ func (r *Replica) receipt(level int, msgs []crdt.OpID) (Out, error) {
 		p := &payload{Kind: kindReceipt, Level: Acknowledged}
 		for _, m := range named[:min(len(named), maxTargets)] {
 			p.Targets = append(p.Targets, m[:])
+			// An acknowledgement of an urgent message is urgent too: late,
+			// it sets off an escalation nobody needs.
+			p.Urgent = p.Urgent || r.quoted(m) || r.ops[m].p.Urgent
 		}
 		return r.do(p)
 	}

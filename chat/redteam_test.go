@@ -31,6 +31,7 @@ func craft(t testing.TB, h *Replica, deps []crdt.OpID, wall int64, logical uint3
 	}
 	env := e2e.New(h.tag, h.dev.ID, d)
 	env.Wall, env.Logical = wall, logical
+	env.Urgent = p.Urgent // as chat's seal makes it
 	pt, err := detcbor.Marshal(p)
 	if err != nil {
 		t.Fatal(err)

@@ -520,6 +520,14 @@ func (r *Replica) setPayload(info *opInfo, pt []byte, control bool) {
 		info.reason = fmt.Errorf("%w: kind %d in the wrong envelope", ErrInvalidPayload, p.Kind)
 		return
 	}
+	if p.Urgent != info.env.Urgent {
+		// The header's bit is what relays and anchors moved the op by;
+		// members see what the payload says. Both must say the same, or
+		// a routine message could jump queues as urgent, or an urgent one
+		// crawl as routine while showing urgent.
+		info.reason = ErrUrgencyMismatch
+		return
+	}
 	info.kind, info.p = p.Kind, p
 	r.noteUrgent(p)
 }

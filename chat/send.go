@@ -281,6 +281,7 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 		return nil, err
 	}
 	env := r.newEnvelope()
+	env.Urgent = p.Urgent // in the signed header too, before sealing (associated data)
 	m := r.headView()
 	var ep e2e.EpochID
 	var ok bool

@@ -405,18 +405,10 @@ func (s *Service) do(id chat.ConversationID, op func(r *chat.Replica) (chat.Out,
 
 // Send posts a text message.
 func (s *Service) Send(id chat.ConversationID, text string, o chat.SendOptions) (crdt.OpID, error) {
-	op, err := s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Send(text, o) })
-	if err == nil && o.Urgent {
-		// Carriers hand an urgent message first and evict it last.
-		if m, ok := s.publisher().(urgentMarker); ok {
-			m.MarkUrgent(op)
-		}
-	}
-	return op, err
+	// An urgent message says so in its signed header (chat): carriers and
+	// anchors move it first without being told.
+	return s.do(id, func(r *chat.Replica) (chat.Out, error) { return r.Send(text, o) })
 }
-
-// urgentMarker is a Publisher that carries urgent ops first (mesh.Service).
-type urgentMarker interface{ MarkUrgent(ids ...crdt.OpID) }
 
 // SendPhoto posts a photo (already stripped of metadata) with its
 // thumbnail and a caption.

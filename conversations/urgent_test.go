@@ -1,8 +1,6 @@
 package conversations
 
 import (
-	"slices"
-	"sync"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
@@ -11,24 +9,12 @@ import (
 
 	"github.com/medmesh/medmesh/chat"
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 )
 
-// marking is a publisher that records the ops it is told are urgent.
-type marking struct {
-	published
-	mu     sync.Mutex
-	urgent []crdt.OpID
-}
-
-func (m *marking) MarkUrgent(ids ...crdt.OpID) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.urgent = append(m.urgent, ids...)
-}
-
-// An urgent message is marked urgent with the mesh (carriers hand it first
-// and evict it last); a routine one is not.
-func TestUrgentSendMarkedForCarriers(t *testing.T) {
+// An urgent message is published with the urgency bit in its signed
+// header (carriers and anchors move it first); a routine one without.
+func TestUrgentSendMarkedInHeader(t *testing.T) {
 	alice, bob := rtNewDev(t), rtNewDev(t)
 	dir := rtDir{alice.id: alice, bob.id: bob}
 	s, err := Open(Config{Device: alice.dev, Directory: dir, Store: dssync.MutexWrap(ds.NewMapDatastore())})
@@ -36,7 +22,7 @@ func TestUrgentSendMarkedForCarriers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	pub := &marking{}
+	pub := &published{}
 	s.Attach(pub)
 	id, err := s.Create("ward", []peer.ID{bob.id})
 	if err != nil {
@@ -50,9 +36,21 @@ func TestUrgentSendMarkedForCarriers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub.mu.Lock()
-	defer pub.mu.Unlock()
-	if !slices.Contains(pub.urgent, urgent) || slices.Contains(pub.urgent, routine) {
-		t.Fatalf("marked urgent %v; want the urgent message %s only", pub.urgent, urgent)
+	seen := map[crdt.OpID]bool{}
+	for _, raw := range pub.take() {
+		e, err := e2e.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[crdt.OpID(e2e.ID(raw))] = e.Urgent
+		if e.Urgent && crdt.OpID(e2e.ID(raw)) != urgent {
+			t.Fatalf("an op other than the urgent message is urgent (kind %d)", e.Kind)
+		}
+	}
+	if u, ok := seen[urgent]; !ok || !u {
+		t.Fatalf("urgent message published %v, urgent %v", ok, u)
+	}
+	if u, ok := seen[routine]; !ok || u {
+		t.Fatalf("routine message published %v, urgent %v", ok, u)
 	}
 }

@@ -9,7 +9,10 @@
 // rejects non-canonical input, so one op has one ID. The sender's hybrid
 // logical clock reading is in the signed header (not the ciphertext): every
 // replica, including one that cannot read an epoch, must order the DAG the
-// same way.
+// same way. So is the sender's urgency bit (Envelope.Urgent, left out of
+// the encoding when false), so that relays, carriers and anchors move
+// urgent ops first without reading them; the layer that reads the payload
+// holds the bit to it (chat refuses an op whose bit and payload disagree).
 //
 // Keys of a conversation:
 //   - An epoch is a random 32-byte secret, named by the op ID of the welcome

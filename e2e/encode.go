@@ -12,7 +12,8 @@ import (
 // reflective encoder cost several times the hashing of them. The bytes are
 // exactly detcbor's (core deterministic CBOR of Envelope, as
 // TestAppendMatchesDetcbor, FuzzAppendEnvelope and FuzzDecode check): keys
-// 1..11 in order, nil slices as null, Epoch left out when empty.
+// 1..12 in order, nil slices as null, Epoch left out when empty, Urgent
+// (key 12) left out when false.
 
 func appendInt(b []byte, v int64) []byte {
 	if v < 0 {
@@ -23,7 +24,7 @@ func appendInt(b []byte, v int64) []byte {
 
 // encodedLen bounds the length of e's encoding with body and sig.
 func (e *Envelope) encodedLen(body, sig []byte) int {
-	n := 1 + 11*(1+9) + len(e.Tag) + len(e.Sender) + len(e.Epoch) + len(body) + len(sig) + 9
+	n := 1 + 12*(1+9) + len(e.Tag) + len(e.Sender) + len(e.Epoch) + len(body) + len(sig) + 9
 	for _, d := range e.Deps {
 		n += 9 + len(d)
 	}
@@ -33,8 +34,11 @@ func (e *Envelope) encodedLen(body, sig []byte) int {
 // appendEncoded appends the encoding of e with body and sig in place of
 // e.Body and e.Sig (nil for the header and the signed bytes).
 func (e *Envelope) appendEncoded(b []byte, body, sig []byte) []byte {
-	fields := uint64(11)
+	fields := uint64(12)
 	if len(e.Epoch) == 0 {
+		fields--
+	}
+	if !e.Urgent {
 		fields--
 	}
 	b = detcbor.AppendHead(b, detcbor.MajorMap, fields)
@@ -58,7 +62,11 @@ func (e *Envelope) appendEncoded(b []byte, body, sig []byte) []byte {
 	b = detcbor.AppendBytes(append(b, 8), body)
 	b = detcbor.AppendBytes(append(b, 9), sig)
 	b = appendInt(append(b, 10), e.Wall)
-	return detcbor.AppendHead(append(b, 11), detcbor.MajorUint, uint64(e.Logical))
+	b = detcbor.AppendHead(append(b, 11), detcbor.MajorUint, uint64(e.Logical))
+	if e.Urgent {
+		b = append(b, 12, detcbor.True)
+	}
+	return b
 }
 
 // header is the encoding of everything but body and signature: the

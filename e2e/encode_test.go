@@ -76,6 +76,8 @@ func TestAppendMatchesDetcbor(t *testing.T) {
 		"integer boundaries": {Index: 23, Logical: 24, Wall: -24},
 		"integer boundary 2": {Index: 255, Logical: 256, Wall: -25},
 		"integer boundary 3": {Index: 65535, Logical: 65536, Wall: -257},
+		"urgent":             {Version: Version, Kind: KindContent, Tag: b(16), Sender: b(38), Epoch: b(32), Index: 3, Deps: [][]byte{b(32)}, Body: b(100), Sig: b(64), Wall: 5, Logical: 1, Urgent: true},
+		"urgent no epoch":    {Urgent: true},
 	}
 	for name, e := range cases {
 		t.Run(name, func(t *testing.T) { sameAsDetcbor(t, e) })
@@ -101,7 +103,7 @@ func randomEnvelope(r *rand.Rand) *Envelope {
 		return b
 	}
 	e := &Envelope{Version: uint8(r.Uint32()), Kind: uint8(r.Uint32()), Tag: field(), Sender: field(), Epoch: field(),
-		Index: r.Uint32() >> r.IntN(32), Body: field(), Sig: field(), Wall: int64(r.Uint64()) >> r.IntN(64), Logical: r.Uint32() >> r.IntN(32)}
+		Index: r.Uint32() >> r.IntN(32), Body: field(), Sig: field(), Wall: int64(r.Uint64()) >> r.IntN(64), Logical: r.Uint32() >> r.IntN(32), Urgent: r.IntN(2) == 0}
 	if r.IntN(3) > 0 {
 		e.Deps = make([][]byte, r.IntN(30))
 		for i := range e.Deps {
@@ -112,10 +114,13 @@ func randomEnvelope(r *rand.Rand) *Envelope {
 }
 
 // FuzzAppendEnvelope holds the hand-written encoder to detcbor: for any
-// fields, the bytes are the same.
+// fields, the bytes are the same. Bits of nils make fields nil; bit 6 sets
+// Urgent.
 func FuzzAppendEnvelope(f *testing.F) {
 	f.Add(uint8(Version), uint8(KindContent), bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 38), bytes.Repeat([]byte{3}, 32),
 		uint32(7), bytes.Repeat([]byte{4}, 64), []byte("body"), bytes.Repeat([]byte{5}, 64), int64(1_700_000_000), uint32(2), uint8(0))
+	f.Add(uint8(Version), uint8(KindControl), bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 38), bytes.Repeat([]byte{3}, 32),
+		uint32(0), []byte(nil), []byte("body"), bytes.Repeat([]byte{5}, 64), int64(1_700_000_000), uint32(2), uint8(1<<6))
 	f.Add(uint8(0), uint8(0), []byte{}, []byte(nil), []byte(nil), uint32(0), []byte(nil), []byte(nil), []byte{}, int64(-1), uint32(0), uint8(0xff))
 	f.Fuzz(func(t *testing.T, version, kind uint8, tag, sender, epoch []byte, index uint32, deps, body, sig []byte, wall int64, logical uint32, nils uint8) {
 		nilIf := func(bit int, b []byte) []byte {
@@ -125,7 +130,7 @@ func FuzzAppendEnvelope(f *testing.F) {
 			return b
 		}
 		e := &Envelope{Version: version, Kind: kind, Tag: nilIf(0, tag), Sender: nilIf(1, sender), Epoch: nilIf(2, epoch),
-			Index: index, Body: nilIf(3, body), Sig: nilIf(4, sig), Wall: wall, Logical: logical}
+			Index: index, Body: nilIf(3, body), Sig: nilIf(4, sig), Wall: wall, Logical: logical, Urgent: nils&(1<<6) != 0}
 		if nils&(1<<5) == 0 {
 			e.Deps = [][]byte{}
 			for len(deps) > 0 { // split deps into pieces of 1..32 bytes

@@ -48,6 +48,14 @@ type Envelope struct {
 	// cannot read an old epoch, anchors — derives the same causal order.
 	Wall    int64  `cbor:"10,keyasint"`
 	Logical uint32 `cbor:"11,keyasint"`
+	// Urgent is the sender's word that the op is urgent (an urgent
+	// message, its escalation, an acknowledgement of one), in the signed
+	// header so that relays, carriers and anchors can move it first
+	// without reading it. Members hold it to the payload: an op whose
+	// decrypted priority disagrees is refused (chat). Left out when
+	// false, so routine envelopes are byte for byte what they were. Never
+	// set on a welcome.
+	Urgent bool `cbor:"12,keyasint,omitempty"`
 }
 
 const sigContext = "medmesh envelope v2\x00"
@@ -106,6 +114,8 @@ func Decode(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: epoch of %d bytes", ErrMalformed, len(e.Epoch))
 	case e.Kind == KindControl && e.Index != 0:
 		return nil, fmt.Errorf("%w: control op with a chain index", ErrMalformed)
+	case e.Kind == KindWelcome && e.Urgent:
+		return nil, fmt.Errorf("%w: an urgent welcome", ErrMalformed)
 	}
 	for _, d := range e.Deps {
 		if len(d) != sha256.Size {
@@ -191,13 +201,26 @@ func ID(raw []byte) [32]byte { return sha256.Sum256(raw) }
 
 // SyncKey is the envelope's causal key for sync: its sender's hybrid
 // logical clock from the signed header, as one number — milliseconds
-// (clamped to [0, 2^43)) above 20 bits of logical counter (clamped). An
-// honest sender stamps an op later than everything it depends on, so
-// fetching in key order fetches dependencies first; a wrong clock costs
-// only buffering, never correctness. Every holder of the envelope computes
-// the same key.
+// (clamped to [0, 2^43)) above 20 bits of logical counter (clamped) —
+// with UrgentKey set above them for an urgent envelope. An honest sender
+// stamps an op later than everything it depends on, so fetching in
+// CausalKey order fetches dependencies first; a wrong clock costs only
+// buffering, never correctness. Every holder of the envelope computes the
+// same key, and a peer learns from a listed key which ops are urgent
+// before it fetches them (mesh: urgent first).
 func (e *Envelope) SyncKey() uint64 {
 	const logicalBits = 20
 	wall := uint64(min(max(e.Wall, 0), 1<<43-1))
-	return wall<<logicalBits | uint64(min(e.Logical, 1<<logicalBits-1))
+	k := wall<<logicalBits | uint64(min(e.Logical, 1<<logicalBits-1))
+	if e.Urgent {
+		k |= UrgentKey
+	}
+	return k
 }
+
+// UrgentKey is the bit of a SyncKey that says the envelope is urgent; the
+// clock takes the 63 bits below it.
+const UrgentKey uint64 = 1 << 63
+
+// CausalKey is a SyncKey without its urgency bit: the sender's clock.
+func CausalKey(k uint64) uint64 { return k &^ UrgentKey }

@@ -62,6 +62,7 @@ type fuzzWorld struct {
 	welcome    *Envelope // alice's welcome to bob (prekey) and carol (certificate key)
 	content    []*Envelope
 	control    *Envelope
+	urgent     *Envelope   // alice's urgent content op
 	chains     *RecvChains // bob's, with skipped keys
 }
 
@@ -86,6 +87,12 @@ func newFuzzWorld(t testing.TB) *fuzzWorld {
 		send.SkipTo(i)
 		w.content = append(w.content, sealContent(t, w.alice, conv, send, "message"))
 	}
+	u := envelope(w.alice, conv, opID(t, w.welcome))
+	u.Urgent = true
+	if err := SealContent(u, send, []byte("urgent")); err != nil {
+		t.Fatal(err)
+	}
+	w.urgent = signed(t, w.alice, u)
 	c := envelope(w.alice, conv, opID(t, w.welcome))
 	if err := SealControl(c, w.epoch, ControlKey(w.secret), []byte("add dave")); err != nil {
 		t.Fatal(err)
@@ -110,7 +117,7 @@ func encoded(t testing.TB, e *Envelope) []byte {
 
 func FuzzDecode(f *testing.F) {
 	w := newFuzzWorld(f)
-	for _, e := range append([]*Envelope{w.welcome, w.control}, w.content...) {
+	for _, e := range append([]*Envelope{w.welcome, w.control, w.urgent}, w.content...) {
 		f.Add(encoded(f, e))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -43,14 +43,15 @@ type held struct {
 	at     time.Time
 	size   int
 	sender peer.ID // from the envelope's signed header
-	key    uint64  // its causal key (e2e.Envelope.SyncKey); 0 for our welcomes
+	key    uint64  // its sync key (e2e.Envelope.SyncKey, urgency bit included); 0 for our welcomes
 }
 
 type carriedRecord struct {
 	At  int64  `cbor:"1,keyasint"`
 	Raw []byte `cbor:"2,keyasint"`
-	// Carried in the bag (carry.go): the copies left to hand on, urgency
-	// and expiry (Unix seconds).
+	// Carried in the bag (carry.go): the copies left to hand on and
+	// expiry (Unix seconds). Urgent is no longer written (the envelope's
+	// signed header says it); read, and ignored, in older records.
 	Spray  bool   `cbor:"3,keyasint,omitempty"`
 	Copies uint32 `cbor:"4,keyasint,omitempty"`
 	Urgent bool   `cbor:"5,keyasint,omitempty"`
@@ -342,6 +343,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 			return
 		}
 		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender, key: key})
+		s.noteUrgentTagLocked(tag, sender, key, len(raw), now)
 		c.seen = now
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
@@ -527,7 +529,7 @@ func (s *Service) restoreCarried() error {
 		h := held{at: time.Unix(rec.At, 0), size: len(rec.Raw), sender: sender, key: key}
 		s.mu.Lock()
 		if rec.Spray {
-			s.bagLocked(c, id, h, max(rec.Copies, 1), rec.Urgent, time.Unix(rec.Exp, 0))
+			s.bagLocked(c, id, h, max(rec.Copies, 1), time.Unix(rec.Exp, 0))
 		} else {
 			s.holdLocked(c, id, h)
 		}

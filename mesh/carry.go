@@ -35,7 +35,9 @@ import (
 // in the future counts as now) and goes; one origin (the header's
 // sender) holds at most CarryShare of the quota, its oldest dropped first;
 // a full bag drops its oldest non-urgent envelope, its oldest urgent one
-// only for an urgent newcomer. Only admitted peers sync at all; a sender
+// only for an urgent newcomer (urgent: the envelope's signed header says
+// so, e2e.Envelope.Urgent; within the origin's share, so marking
+// everything urgent keeps no more of one origin in the bag). Only admitted peers sync at all; a sender
 // the carrier does not know, or knows revoked, is refused, as gossip
 // refuses it; a forged or misfiled envelope, or one not taken, counts
 // against the peer that handed it. A carrier never fetches a tag it
@@ -141,19 +143,6 @@ func (s *Service) carriesOnly(tag []byte) bool {
 	return spray && !s.holds(tag)
 }
 
-// MarkUrgent marks ops of ours urgent: they are handed first, and a full
-// bag evicts them last.
-func (s *Service) MarkUrgent(ids ...crdt.OpID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, t := range s.tokens {
-		if !t.urgent && slices.Contains(ids, t.id) {
-			t.urgent = true
-			s.saveTokenLocked(k, t)
-		}
-	}
-}
-
 // noteOwn gives ops this device made (and its welcomes, under the inboxes
 // they go to) copies to spray.
 func (s *Service) noteOwn(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID) {
@@ -172,7 +161,7 @@ func (s *Service) noteOwn(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID
 			return
 		}
 		s.seq++
-		t := &token{tag: slices.Clone(tag), id: id, seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp}
+		t := &token{tag: slices.Clone(tag), id: id, seq: s.seq, copies: uint32(s.cfg.CarryCopies), exp: exp, urgent: urgentRaw(raw)}
 		s.tokens[handKey(tag, id)] = t
 		s.saveTokenLocked(handKey(tag, id), t)
 	}
@@ -274,15 +263,9 @@ func (s *Service) candidates(p peer.ID, theirs offer, anchor bool) []handCand {
 func (s *Service) handTo(c *conn, p peer.ID, theirs offer) error {
 	cands := s.candidates(p, theirs, s.isAnchor(p))
 	f := frame{Kind: fHand}
-	urgent := false
 	for _, x := range cands {
 		f.Hand = append(f.Hand, append(slices.Clone(x.tag), x.id[:]...))
 		f.Copies = append(f.Copies, x.give)
-		f.Urgent = append(f.Urgent, x.urgent)
-		urgent = urgent || x.urgent
-	}
-	if !urgent {
-		f.Urgent = nil
 	}
 	if err := c.send(f); err != nil || len(cands) == 0 {
 		return err
@@ -459,7 +442,6 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 	type entry struct {
 		tag     []byte
 		copies  uint32
-		urgent  bool
 		deliver bool
 	}
 	want := map[crdt.OpID]entry{}
@@ -482,7 +464,6 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 		if _, dup := want[id]; dup {
 			continue
 		}
-		urgent := len(f.Urgent) > 0 && f.Urgent[i]
 		_, mine := slices.BinarySearchFunc(own, tag, bytes.Compare)
 		switch {
 		case mine || (s.cfg.Anchor && s.carriesTag(tag)):
@@ -507,7 +488,7 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 			if s.carriesOp(id) {
 				continue
 			}
-			want[id] = entry{tag: tag, copies: min(f.Copies[i], uint32(max(s.cfg.CarryCopies, 1))), urgent: urgent}
+			want[id] = entry{tag: tag, copies: min(f.Copies[i], uint32(max(s.cfg.CarryCopies, 1)))}
 		default:
 			continue
 		}
@@ -581,7 +562,7 @@ func (s *Service) takeFrom(c *conn, p peer.ID, first *frame) error {
 				order = append(order, string(tags[j]))
 			}
 			deliveries[string(tags[j])] = append(deliveries[string(tags[j])], ce)
-		} else if !s.keepSpray(tags[j], ce.Env, ce.Raw, w.copies, w.urgent, now) {
+		} else if !s.keepSpray(tags[j], ce.Env, ce.Raw, w.copies, now) {
 			continue
 		} else {
 			sprayed = true
@@ -615,7 +596,7 @@ func (s *Service) carriesOp(id crdt.OpID) bool {
 // keepSpray keeps a checked envelope of tag in the bag with the copies
 // handed with it, then applies the bag's bounds; it reports whether the
 // envelope is still kept.
-func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint32, urgent bool, now time.Time) bool {
+func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint32, now time.Time) bool {
 	sender, err := e.SenderID()
 	if err != nil {
 		return false
@@ -633,7 +614,7 @@ func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint
 		return false
 	}
 	id := crdt.OpID(e2e.ID(raw))
-	rec, _ := detcbor.Marshal(carriedRecord{At: now.Unix(), Raw: raw, Spray: true, Copies: max(copies, 1), Urgent: urgent, Exp: exp.Unix()})
+	rec, _ := detcbor.Marshal(carriedRecord{At: now.Unix(), Raw: raw, Spray: true, Copies: max(copies, 1), Exp: exp.Unix()})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := c.ops[id]; ok {
@@ -643,7 +624,7 @@ func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint
 		s.log.Error("carry: store envelope", "err", err)
 		return false
 	}
-	s.bagLocked(c, id, held{at: now, size: len(raw), sender: sender, key: e.SyncKey()}, max(copies, 1), urgent, exp)
+	s.bagLocked(c, id, held{at: now, size: len(raw), sender: sender, key: e.SyncKey()}, max(copies, 1), exp)
 	s.changes++
 	s.boundBagLocked()
 	_, kept := s.bag[handKey(tag, id)]
@@ -652,14 +633,14 @@ func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint
 
 // bagLocked records a carried envelope in c's index and the bag. Callers
 // hold mu.
-func (s *Service) bagLocked(c *carrier, id crdt.OpID, h held, copies uint32, urgent bool, exp time.Time) {
+func (s *Service) bagLocked(c *carrier, id crdt.OpID, h held, copies uint32, exp time.Time) {
 	if s.bag == nil {
 		s.bag = map[string]*bagItem{}
 	}
 	c.spray = true
 	s.holdLocked(c, id, h)
 	s.seq++
-	s.bag[handKey(c.tag, id)] = &bagItem{c: c, id: id, seq: s.seq, size: h.size, sender: h.sender, urgent: urgent, copies: copies, exp: exp}
+	s.bag[handKey(c.tag, id)] = &bagItem{c: c, id: id, seq: s.seq, size: h.size, sender: h.sender, urgent: h.key&e2e.UrgentKey != 0, copies: copies, exp: exp}
 	s.bagBytes += int64(h.size)
 }
 

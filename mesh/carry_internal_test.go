@@ -32,8 +32,19 @@ func carrierService(t *testing.T, quota int64, now *time.Time) *Service {
 // bytes (unsigned: keepSpray takes checked envelopes).
 func sprayEnv(t *testing.T, tag []byte, sender peer.ID, wall time.Time, size int) (*e2e.Envelope, []byte) {
 	t.Helper()
+	return sprayEnvAs(t, tag, sender, wall, size, false)
+}
+
+// sprayEnvUrgent is sprayEnv, marked urgent in its header.
+func sprayEnvUrgent(t *testing.T, tag []byte, sender peer.ID, wall time.Time, size int) (*e2e.Envelope, []byte) {
+	t.Helper()
+	return sprayEnvAs(t, tag, sender, wall, size, true)
+}
+
+func sprayEnvAs(t *testing.T, tag []byte, sender peer.ID, wall time.Time, size int, urgent bool) (*e2e.Envelope, []byte) {
+	t.Helper()
 	e := &e2e.Envelope{Version: e2e.Version, Kind: e2e.KindContent, Tag: tag, Sender: []byte(sender),
-		Epoch: make([]byte, 32), Body: make([]byte, size), Sig: make([]byte, 64), Wall: wall.UnixMilli()}
+		Epoch: make([]byte, 32), Body: make([]byte, size), Sig: make([]byte, 64), Wall: wall.UnixMilli(), Urgent: urgent}
 	rand.Read(e.Body)
 	raw, err := e.Encode()
 	if err != nil {
@@ -64,7 +75,7 @@ func TestCarryOriginShare(t *testing.T) {
 	var honestIDs []crdt.OpID
 	for range 8 {
 		e, raw := sprayEnv(t, tag, honest, now, 1000)
-		if !s.keepSpray(tag, e, raw, 4, false, now) {
+		if !s.keepSpray(tag, e, raw, 4, now) {
 			t.Fatal("an honest origin's envelope not kept")
 		}
 		honestIDs = append(honestIDs, crdt.OpID(e2e.ID(raw)))
@@ -72,7 +83,7 @@ func TestCarryOriginShare(t *testing.T) {
 	var last crdt.OpID
 	for range 200 { // 200 KB from one origin into a 64 KiB bag
 		e, raw := sprayEnv(t, tag, flood, now, 1000)
-		s.keepSpray(tag, e, raw, 4, false, now)
+		s.keepSpray(tag, e, raw, 4, now)
 		last = crdt.OpID(e2e.ID(raw))
 	}
 	if _, b := s.bagOf(flood); b > s.carryShare() {
@@ -115,15 +126,15 @@ func TestCarryQuotaUrgentFirst(t *testing.T) {
 	tag := make([]byte, tagLen)
 	var urgent []crdt.OpID
 	for range 10 {
-		e, raw := sprayEnv(t, tag, newPeerID(t), now, 1800)
-		if !s.keepSpray(tag, e, raw, 2, true, now) {
+		e, raw := sprayEnvUrgent(t, tag, newPeerID(t), now, 1800)
+		if !s.keepSpray(tag, e, raw, 2, now) {
 			t.Fatal("urgent envelope not kept")
 		}
 		urgent = append(urgent, crdt.OpID(e2e.ID(raw)))
 	}
 	// The bag is full of urgent envelopes: a non-urgent newcomer is refused.
 	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1800)
-	if s.keepSpray(tag, e, raw, 2, false, now) {
+	if s.keepSpray(tag, e, raw, 2, now) {
 		t.Fatal("a non-urgent newcomer evicted an urgent envelope")
 	}
 	for _, id := range urgent {
@@ -132,8 +143,8 @@ func TestCarryQuotaUrgentFirst(t *testing.T) {
 		}
 	}
 	// An urgent newcomer evicts the oldest urgent one.
-	e, raw = sprayEnv(t, tag, newPeerID(t), now, 1800)
-	if !s.keepSpray(tag, e, raw, 2, true, now) {
+	e, raw = sprayEnvUrgent(t, tag, newPeerID(t), now, 1800)
+	if !s.keepSpray(tag, e, raw, 2, now) {
 		t.Fatal("urgent newcomer refused")
 	}
 	if s.carriesIn(tag, urgent[0]) || !s.carriesIn(tag, urgent[1]) {
@@ -152,15 +163,15 @@ func TestCarryTTL(t *testing.T) {
 	s := carrierService(t, 1<<20, &now)
 	tag := make([]byte, tagLen)
 	e, raw := sprayEnv(t, tag, newPeerID(t), now.Add(-2*time.Hour), 100)
-	if s.keepSpray(tag, e, raw, 4, false, now) {
+	if s.keepSpray(tag, e, raw, 4, now) {
 		t.Fatal("an envelope past its TTL was kept")
 	}
 	e, raw = sprayEnv(t, tag, newPeerID(t), now.Add(-30*time.Minute), 100)
 	old := crdt.OpID(e2e.ID(raw))
-	s.keepSpray(tag, e, raw, 4, false, now)
+	s.keepSpray(tag, e, raw, 4, now)
 	e, raw = sprayEnv(t, tag, newPeerID(t), now.Add(1000*time.Hour), 100) // a lying clock
 	future := crdt.OpID(e2e.ID(raw))
-	s.keepSpray(tag, e, raw, 4, false, now)
+	s.keepSpray(tag, e, raw, 4, now)
 	if len(s.candidates(newPeerID(t), carrierOffer, false)) != 2 {
 		t.Fatal("fresh envelopes with copies to spare not offered")
 	}
@@ -184,8 +195,8 @@ func TestCarryRestore(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := carrierService(t, 1<<20, &now)
 	tag := make([]byte, tagLen)
-	e, raw := sprayEnv(t, tag, newPeerID(t), now, 100)
-	s.keepSpray(tag, e, raw, 4, true, now)
+	e, raw := sprayEnvUrgent(t, tag, newPeerID(t), now, 100)
+	s.keepSpray(tag, e, raw, 4, now)
 	for _, carry := range []bool{true, false} {
 		r := carrierService(t, 1<<20, &now)
 		r.cfg.Store, r.cfg.Carry = s.cfg.Store, carry
@@ -224,7 +235,7 @@ func TestSprayHalves(t *testing.T) {
 		t.Fatalf("origin handed %v copies, want 4, 2, 1", gave)
 	}
 	e, raw := sprayEnv(t, tag, newPeerID(t), now, 100)
-	s.keepSpray(tag, e, raw, 2, false, now)
+	s.keepSpray(tag, e, raw, 2, now)
 	c := s.candidates(newPeerID(t), carrierOffer, false)
 	if len(c) != 1 || c[0].give != 1 {
 		t.Fatalf("carrier of 2 copies offers %+v", c)

@@ -19,7 +19,7 @@ import (
 	"github.com/medmesh/medmesh/mesh"
 )
 
-// handFrame mirrors a sync/5 frame with the hand phase's fields.
+// handFrame mirrors a sync/6 frame with the hand phase's fields.
 type handFrame struct {
 	Kind   uint8    `cbor:"1,keyasint"`
 	Tags   [][]byte `cbor:"2,keyasint,omitempty"`

@@ -49,7 +49,7 @@ func TestSprayCopiesSurviveRestart(t *testing.T) {
 	_, own := sprayEnv(t, tag, s.cfg.Node.ID(), now, 100)
 	s.noteOwn(tag, [][]byte{own}, nil, nil)
 	e, raw := sprayEnv(t, other, newPeerID(t), now, 100)
-	if !s.keepSpray(other, e, raw, 4, false, now) {
+	if !s.keepSpray(other, e, raw, 4, now) {
 		t.Fatal("carried envelope not kept")
 	}
 	var total uint32

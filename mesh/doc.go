@@ -1,21 +1,23 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/5 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/6 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read,
 // and for carriers: admitted devices that carry, in a small bag, sealed
 // envelopes of conversations they are not in.
 //
-// Sync/5 is sync/3 with carriage (carry.go; sync/4 had it too, but
+// Sync/6 is sync/5 for envelopes whose signed header may mark them urgent
+// (urgent.go): listed keys carry the bit, and the hand phase lost its
+// unverifiable per-entry urgent flag. Sync/5 is sync/3 with carriage (carry.go; sync/4 had it too, but
 // reconciled carried tags). An offer says whether its side carries (it is
 // no anchor and Config.Carry is set: on by default in a device). When
 // either side carries, the initiator opens a hand phase after the tags:
 // each side in turn lists what it would hand the other — tag, op ID,
-// copies and an urgent flag per entry, at most 1,024 — the other takes
-// those it lacks, the giver sends them (4 per frame, only those taken;
-// anything else counts against it and ends the session) and the taker
-// answers which it kept. Listed are: to a peer whose offer names a tag
+// copies per entry (urgency is in the envelope), at most 1,024 — the
+// other takes those it lacks, the giver sends them (4 per frame, only
+// those taken; anything else counts against it and ends the session) and
+// the taker answers which it kept. Listed are: to a peer whose offer names a tag
 // the giver carries (a member), or to an anchor, what the giver carries
 // of it (a delivery, no copies change hands); to its recipient, a welcome
 // of ours under its inbox; to a peer that carries, copies of our ops and
@@ -38,7 +40,8 @@
 // A carrier never holds a key. It learns what an anchor learns: the tags
 // it is handed (and that peers offer), sizes, times, and from the
 // envelope headers the sender ID, kind, epoch, chain index, deps and
-// clock. Sync/4 peers do not speak sync/5: every device of a site runs
+// clock, and whether it is urgent. Sync/5 peers do not speak sync/6 (they
+// would refuse urgent envelopes as malformed): every device of a site runs
 // one version (protocol IDs change with the wire format).
 //
 // What a sender can know: a carrier's answer in the session names the
@@ -92,8 +95,8 @@
 // crosses them; a change here kicks a sync with the site peers soon (kicks
 // coalesce: one more round at most while one runs); every frame sent to a
 // site peer (offers and wants too) is written in 8 KiB chunks, each within
-// the link's budget (urgent first: an op of ours marked urgent, or one we
-// carry that was handed to us urgent), envelopes are fetched from it 16 at
+// the link's budget (urgent first: a frame holding an envelope whose
+// signed header marks it urgent, within its sender's allowance), envelopes are fetched from it 16 at
 // a time, a frame on it has deadlines of progress (each chunk's wait for
 // the budget, each read, a minute) rather than one for its whole size, and
 // a session with it skips the tags another session with it is moving.

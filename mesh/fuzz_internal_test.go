@@ -23,10 +23,10 @@ func FuzzDecodeFrame(f *testing.F) {
 		if fr.Kind < fOffer || fr.Kind > fTake || len(fr.Tags) > offerPage || len(fr.IDs) > fetchBatch || len(fr.Envs) > fetchBatch {
 			t.Fatalf("decoded a frame out of shape: kind %d, %d tags, %d IDs, %d envelopes", fr.Kind, len(fr.Tags), len(fr.IDs), len(fr.Envs))
 		}
-		// sync/5's hand phase (as sync/4's): entries of a tag and an ID, copies (at least
-		// one) and urgent flags per entry, only in hand and take frames.
+		// sync/6's hand phase (as sync/4's, without urgent flags): entries of a tag and
+		// an ID, copies (at least one) per entry, only in hand and take frames.
 		if len(fr.Hand) > maxHand || (fr.Kind != fHand && fr.Kind != fTake && len(fr.Hand) > 0) ||
-			(fr.Kind == fHand && len(fr.Copies) != len(fr.Hand)) || (fr.Kind != fHand && len(fr.Copies)+len(fr.Urgent) > 0) ||
+			(fr.Kind == fHand && len(fr.Copies) != len(fr.Hand)) || (fr.Kind != fHand && len(fr.Copies) > 0) ||
 			(fr.Carry && fr.Kind != fOffer) {
 			t.Fatalf("decoded a hand frame out of shape: kind %d, %d entries, %d copies", fr.Kind, len(fr.Hand), len(fr.Copies))
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
@@ -27,7 +28,9 @@ import (
 // the envelope's signed header, e2e.Envelope.SyncKey; 0 if unknown). Keys
 // do not take part in fingerprints or bounds — two sides that key an ID
 // differently still reconcile exactly — they only order what a side needs
-// (Need), so that a fetch of many batches brings dependencies first.
+// (Need), so that a fetch of many batches brings dependencies first. Since
+// sync/6 a key's top bit (e2e.UrgentKey) says the envelope's signed header
+// marks it urgent: Need puts up to urgentFirst of those first.
 
 // Tuning.
 const (
@@ -157,19 +160,42 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 }
 
 // Need lists the IDs the other side has and this side lacks, in the order
-// to fetch them: by causal key, then ID.
+// to fetch them: the oldest urgentFirst of those listed urgent (by causal
+// key, then ID), then the rest by causal key (e2e.CausalKey), then ID. An
+// urgent op comes before the ops it depends on: the fetch brings those
+// next (fetch: ancestors of urgent ops). Only urgentFirst jump the queue,
+// whoever marked them: a peer listing every op urgent moves one batch
+// ahead of the rest, no more.
 func (s *Session) Need() []crdt.OpID {
-	out := make([]crdt.OpID, 0, len(s.need))
-	for id := range s.need {
-		out = append(out, id)
+	return needOrder(s.need)
+}
+
+// urgentFirst is how many urgent ops one fetch brings ahead of the rest:
+// one batch from a site peer.
+const urgentFirst = siteBatch
+
+// needOrder is Need's order of need (ID to listed key).
+func needOrder(need map[crdt.OpID]uint64) []crdt.OpID {
+	out := make([]crdt.OpID, 0, len(need))
+	var urgent []crdt.OpID
+	for id, k := range need {
+		if k&e2e.UrgentKey != 0 {
+			urgent = append(urgent, id)
+		} else {
+			out = append(out, id)
+		}
 	}
-	slices.SortFunc(out, func(a, b crdt.OpID) int {
-		if c := cmp.Compare(s.need[a], s.need[b]); c != 0 {
+	byKey := func(a, b crdt.OpID) int {
+		if c := cmp.Compare(e2e.CausalKey(need[a]), e2e.CausalKey(need[b])); c != 0 {
 			return c
 		}
 		return a.Compare(b)
-	})
-	return out
+	}
+	slices.SortFunc(urgent, byKey)
+	first := urgent[:min(len(urgent), urgentFirst)]
+	out = append(out, urgent[len(first):]...)
+	slices.SortFunc(out, byKey)
+	return slices.Concat(first, out)
 }
 
 // Initiate returns the first message: the whole ID space.

@@ -162,7 +162,11 @@ type Service struct {
 	toAnchors    sentLog // our ops sent to anchors, whose acks count
 
 	syncing map[peer.ID]bool
-	fetches inflight // op IDs being fetched, so two sessions never fetch one op at once
+	fetches inflight      // op IDs being fetched, so two sessions never fetch one op at once
+	urgency urgencyLedger // each sender's allowance of urgent treatment (urgent.go)
+	// urgentTags: when an urgent envelope last came in for each tag
+	// (anchors with site links; guarded by mu; urgent.go).
+	urgentTags map[string]time.Time
 	// deferred: peers with which a session left to another session ops it
 	// needed (see inflight): not recorded as synced, so synced again next
 	// round in case that other session fails (guarded by mu).

@@ -9,7 +9,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
 )
 
@@ -20,8 +19,8 @@ import (
 //   - whenever this device takes in or makes something new, it syncs with
 //     its site peers soon (KickDelay), so a message crosses in one session;
 //   - every frame sent to a site peer (offer, want, envelopes) waits for
-//     the link's budget (Pace), frames holding an op this device knows to
-//     be urgent first; kicks coalesce (a round with a peer running takes
+//     the link's budget (Pace), frames holding an op whose signed header
+//     marks it urgent first (within its sender's allowance: urgent.go); kicks coalesce (a round with a peer running takes
 //     at most one more after it: syncRound), so an offer crosses at most
 //     once per round however often new ops arrive;
 //   - envelopes are fetched from a site peer in batches of siteBatch, so
@@ -189,25 +188,21 @@ func (s *Service) skipBusy(p peer.ID, common [][]byte) (out [][]byte, skipped bo
 	return out, skipped
 }
 
-// urgentIn reports whether envs (of tag) hold an op this device knows to
-// be urgent: its own (MarkUrgent), or one it carries that was handed to it
-// as urgent (the bag's flag) — an anchor forwards its colleagues' ops.
-func (s *Service) urgentIn(tag []byte, envs [][]byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.tokens) == 0 && len(s.bag) == 0 {
-		return false
-	}
+// urgentIn reports whether envs hold an op to send as urgent: marked so
+// in its signed header, and within its sender's allowance (urgent.go) —
+// an anchor forwards its colleagues' ops, and any of them may mark
+// anything urgent.
+func (s *Service) urgentIn(envs [][]byte) bool {
+	urgent := false
 	for _, raw := range envs {
-		k := handKey(tag, crdt.OpID(e2e.ID(raw)))
-		if t := s.tokens[k]; t != nil && t.urgent {
-			return true
+		if len(raw) > maxUrgentSize {
+			continue
 		}
-		if it := s.bag[k]; it != nil && it.urgent {
-			return true
+		if e, err := e2e.Decode(raw); err == nil && s.urgentAllowed(e, len(raw)) {
+			urgent = true
 		}
 	}
-	return false
+	return urgent
 }
 
 // fromSite takes what a session with site peer p brought in: publish the

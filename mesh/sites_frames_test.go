@@ -81,29 +81,25 @@ func (s *stalledStream) Read(b []byte) (int, error) {
 }
 func (s *stalledStream) SetReadDeadline(t time.Time) error { s.deadline = t; return nil }
 
-// TestSiteCarriedRoutineNotUrgent: what a carried envelope's urgency on a
-// site link rests on is the flag it was handed with: a routine one among
-// urgent ones of another conversation is no urgent frame.
-func TestSiteCarriedRoutineNotUrgent(t *testing.T) {
+// TestSiteUrgentFromHeader: a frame to a site peer is urgent when it holds
+// an envelope whose signed header says urgent — carried, forwarded or our
+// own alike — and routine otherwise; an oversized "urgent" envelope never
+// counts.
+func TestSiteUrgentFromHeader(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := carrierService(t, 1<<20, &now)
 	tag, other := make([]byte, tagLen), make([]byte, tagLen)
 	other[0] = 1
-	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1000)
-	if !s.keepSpray(tag, e, raw, 2, false, now) {
-		t.Fatal("routine envelope not kept")
+	_, raw := sprayEnv(t, tag, newPeerID(t), now, 1000)
+	_, rawU := sprayEnvUrgent(t, other, newPeerID(t), now, 1000)
+	_, big := sprayEnvUrgent(t, other, newPeerID(t), now, maxUrgentSize)
+	if s.urgentIn([][]byte{raw}) {
+		t.Fatal("a routine envelope is paced as urgent")
 	}
-	eu, rawU := sprayEnv(t, other, newPeerID(t), now, 1000)
-	if !s.keepSpray(other, eu, rawU, 2, true, now) {
-		t.Fatal("urgent envelope not kept")
+	if !s.urgentIn([][]byte{rawU}) || !s.urgentIn([][]byte{raw, rawU}) {
+		t.Fatal("a frame holding an urgent envelope is not urgent")
 	}
-	if s.urgentIn(tag, [][]byte{raw}) {
-		t.Fatal("a routine carried envelope is paced as urgent")
-	}
-	if s.urgentIn(tag, [][]byte{rawU}) {
-		t.Fatal("an urgent envelope of another conversation makes a frame of this one urgent")
-	}
-	if !s.urgentIn(other, [][]byte{raw, rawU}) {
-		t.Fatal("a frame holding a carried urgent envelope is not urgent")
+	if s.urgentIn([][]byte{big}) {
+		t.Fatal("an urgent envelope larger than maxUrgentSize is paced as urgent")
 	}
 }

@@ -13,20 +13,19 @@ import (
 
 // TestRedteam10RelayedUrgentNotUrgentOnSiteLink: a site link is anchor to
 // anchor, and an anchor forwards its colleagues' ops, not its own. The
-// pacer's "urgent first" is decided by urgentIn, which looks only at
-// s.tokens (ops this device made and MarkUrgent-ed); an envelope this
-// device carries and knows urgent (its origin's handover flag, kept in
-// the bag) is sent as non-urgent, so a colleague's urgent message waits
-// behind any backlog on the link (and past 60 s its frame fails).
+// pacer's "urgent first" once looked only at ops this device made and
+// marked urgent, so a colleague's urgent message waited behind any
+// backlog on the link. Since sync/6 it is the envelope's signed header
+// that says so (urgentIn).
 func TestRedteam10RelayedUrgentNotUrgentOnSiteLink(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := carrierService(t, 1<<20, &now)
 	tag := make([]byte, tagLen)
-	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1000)
-	if !s.keepSpray(tag, e, raw, 2, true, now) {
+	e, raw := sprayEnvUrgent(t, tag, newPeerID(t), now, 1000)
+	if !s.keepSpray(tag, e, raw, 2, now) {
 		t.Fatal("urgent envelope not kept")
 	}
-	if !s.urgentIn(tag, [][]byte{raw}) {
+	if !s.urgentIn([][]byte{raw}) {
 		t.Fatal("an envelope this device carries as urgent is paced as non-urgent on a site link")
 	}
 }

@@ -21,8 +21,12 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols. sync/5 is sync/4 with carried envelopes handed to members in
-// the hand phase (carry.go): a carrier offers the tags it carries only to
+// Protocols. sync/6 is sync/5 for envelopes that may carry the signed
+// urgency bit (e2e.Envelope.Urgent: sync/5 nodes refuse them as malformed),
+// with listed keys that carry it (recon.go: urgent first) and without the
+// hand phase's per-entry urgent flag (the header says it). sync/5 is
+// sync/4 with carried envelopes handed to members in the hand phase
+// (carry.go): a carrier offers the tags it carries only to
 // anchors, and hands a peer offering one of them (or an anchor) what it
 // carries of it, listing each envelope to each peer once, instead of
 // reconciling the tag whenever it took something new. sync/4 is sync/3
@@ -35,7 +39,7 @@ import (
 // the tag offer and budgets each session (see below); sync/1 sent the
 // whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/5"
+	ProtoSync = "/medmesh/sync/6"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -94,13 +98,13 @@ type frame struct {
 	FPs  [][]byte `cbor:"8,keyasint,omitempty"` // offer: each tag's op-ID set fingerprint
 	// sync/4. Carry (offer): this side carries envelopes of others'
 	// conversations. Hand (hand, take): entries of a tag and an op ID
-	// (handLen bytes each). Copies and Urgent (hand): per entry, the copies
-	// handed with it and whether its origin marked it urgent — handover
-	// metadata outside the signed envelope.
+	// (handLen bytes each). Copies (hand): per entry, the copies handed
+	// with it — handover metadata outside the signed envelope. (Key 12,
+	// sync/4 and sync/5's per-entry urgent flag, is gone in sync/6: the
+	// envelope's signed header says which ops are urgent.)
 	Carry  bool     `cbor:"9,keyasint,omitempty"`
 	Hand   [][]byte `cbor:"10,keyasint,omitempty"`
 	Copies []uint32 `cbor:"11,keyasint,omitempty"`
-	Urgent []bool   `cbor:"12,keyasint,omitempty"`
 	// Only (offer, to an anchor): the tags of this page that its side
 	// carries only (it fetches nothing of them, and hands them; see
 	// skipCarried).
@@ -128,12 +132,12 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
 	case f.Kind != fHand && f.Kind != fTake && len(f.Hand) > 0:
 		return frame{}, fmt.Errorf("%w: hand entries in a frame that is no hand", ErrProtocol)
-	case f.Kind != fHand && (len(f.Copies) > 0 || len(f.Urgent) > 0):
+	case f.Kind != fHand && len(f.Copies) > 0:
 		return frame{}, fmt.Errorf("%w: copies in a frame that is no hand", ErrProtocol)
 	case len(f.Hand) > maxHand:
 		return frame{}, fmt.Errorf("%w: hand too large", ErrProtocol)
-	case f.Kind == fHand && (len(f.Copies) != len(f.Hand) || (len(f.Urgent) != 0 && len(f.Urgent) != len(f.Hand))):
-		return frame{}, fmt.Errorf("%w: %d copies, %d urgent flags for %d entries", ErrProtocol, len(f.Copies), len(f.Urgent), len(f.Hand))
+	case f.Kind == fHand && len(f.Copies) != len(f.Hand):
+		return frame{}, fmt.Errorf("%w: %d copies for %d entries", ErrProtocol, len(f.Copies), len(f.Hand))
 	case len(f.FPs) != len(f.Tags):
 		return frame{}, fmt.Errorf("%w: %d fingerprints for %d tags", ErrProtocol, len(f.FPs), len(f.Tags))
 	}
@@ -199,7 +203,7 @@ func (c *conn) send(f frame) error {
 		// Every frame to a site peer is paced, control frames too: an
 		// offer lists every tag held (sites.go).
 		c.svc.countSent(&f, len(b))
-		return c.sendPaced(b, f.Kind == fEnvs && c.svc.urgentIn(f.Tag, f.Envs))
+		return c.sendPaced(b, f.Kind == fEnvs && c.svc.urgentIn(f.Envs))
 	}
 	c.svc.countSent(&f, len(b))
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
@@ -644,6 +648,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	theirs = s.offerFrom(p, theirs)
 	adopted := s.accept(theirs.tags, p)
 	common, skipped := s.skipBusy(p, skipCarried(differing(mine, theirs), mine, theirs))
+	common = s.urgentTagsFirst(p, common)
 	if skipped { // another session moves those: this one is no complete sync
 		s.mu.Lock()
 		if s.deferred == nil {
@@ -944,17 +949,21 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 		defer s.fetches.release(claims)
 	}
 	asked := len(need)
-	var batches [][]crdt.OpID
 	batch := fetchBatch
 	if s.sitePeer(p) {
 		batch = siteBatch
 	}
-	for len(need) > 0 {
-		n := min(len(need), batch)
-		batches = append(batches, need[:n])
-		need = need[n:]
-	}
-	want := func(b []crdt.OpID) error {
+	// Batches are cut as they are asked for: the missing ancestors of an
+	// urgent op that came (its deps, theirs in turn) go to the front of
+	// what is left (ancestors), so it is applied before unrelated
+	// routine ops come.
+	rest := need
+	var batches [][]crdt.OpID
+	want := func() error {
+		n := min(len(rest), batch)
+		b := rest[:n:n]
+		rest = rest[n:]
+		batches = append(batches, b)
 		f := frame{Kind: fWant, Tag: tag}
 		for _, id := range b {
 			f.IDs = append(f.IDs, slices.Clone(id[:]))
@@ -962,12 +971,12 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 		return c.send(f)
 	}
 	const inFlight = 2
-	sent := 0
-	for ; sent < min(inFlight, len(batches)); sent++ {
-		if err := want(batches[sent]); err != nil {
+	for len(batches) < inFlight && len(rest) > 0 {
+		if err := want(); err != nil {
 			return 0, err
 		}
 	}
+	var anc ancestors
 	checked := make(chan []Checked, 1)
 	applied := make(chan struct{})
 	go func() { // ends when checked is closed, before fetch returns
@@ -985,21 +994,21 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 		<-applied
 	}()
 	member := s.holds(tag)
-	for i := range batches {
+	for i := 0; i < len(batches); i++ {
 		got, err := c.recv()
 		if err != nil || got.Kind != fEnvs {
 			return 0, fmt.Errorf("%w: expected envelopes", ErrProtocol)
 		}
-		if sent < len(batches) {
-			if err := want(batches[sent]); err != nil {
+		if len(rest) > 0 {
+			if err := want(); err != nil {
 				return 0, err
 			}
-			sent++
 		}
 		ok, complete, err := s.checkAnswer(got.Envs, batches[i], tag, member, p)
 		if err != nil {
 			return 0, err
 		}
+		rest = anc.promote(ok, rest, s.urgentAllowed)
 		if complete {
 			s.fetches.renew(claims, time.Now())
 		} else {

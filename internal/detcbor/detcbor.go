@@ -96,6 +96,7 @@ const (
 	MajorArray = 4 << 5
 	MajorMap   = 5 << 5
 	Null       = 0xf6
+	True       = 0xf5
 )
 
 // AppendHead appends a CBOR head of major type major and argument n in
