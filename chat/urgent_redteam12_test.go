@@ -1,0 +1,62 @@
+package chat
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// Red team 12: the envelope's signed urgency bit. Skipped so that the
+// suite stays green; remove the Skip to see it fail.
+
+// TestRedteam12PreUpgradeUrgentRefused: before 6b14cf1/47bc2fd, Send put
+// Urgent in the payload only (seal did not set the header, which had no
+// key 12), and Escalate does the same for kind 19 (a membership op). The
+// envelope version did not change, so those ops are byte for byte what
+// the new code calls "urgent payload, routine header" and refuses with
+// ErrUrgencyMismatch. After the upgrade every urgent message and every
+// escalation ever sent is refused: on every restart (Restore re-runs
+// setPayload on the kept plaintexts and re-opens control ops), on every
+// new or re-installed device fetching the history, on anchors' members —
+// "a message already shown is then withdrawn". Withdrawn escalations take
+// their targets out of the membership, so the colleagues an escalation
+// brought in are no longer members (their ops then refused too), while
+// devices not yet upgraded still count them: a rolling upgrade diverges.
+// The refused direction (urgent payload, routine header) buys a sender
+// nothing — the op only crawls — so nothing is gained by refusing it.
+func TestRedteam12PreUpgradeUrgentRefused(t *testing.T) {
+	t.Skip("redteam12: urgent messages and escalations sent before the upgrade (payload urgent, no header bit, same envelope version) are refused as ErrUrgencyMismatch after it, on restart and on history sync")
+	w := newWorld(t)
+	alice, bob := w.device("alice"), w.device("bob")
+	ra, rb := unpack2(w.group("t", alice, bob))
+	// What the previous release's Send made of SendOptions{Urgent: true,
+	// AckWithin: 5 * time.Minute}: the payload says urgent, the header
+	// (seal never set it) does not.
+	pt, err := detcbor.Marshal(&payload{Kind: kindText, Text: "code blue, bed 4", Urgent: true, AckWithin: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := ra.newEnvelope()
+	ep, _ := ra.current(ra.headView())
+	if err := e2e.SealContent(env, ra.send[ep], pt); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := ra.signed(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := e2e.Decode(raw); e.Urgent || raw[0] != 0xab {
+		t.Fatal("setup: not the pre-sync/6 header (map of 11, no key 12)")
+	}
+	if err := rb.Receive(raw); err != nil {
+		t.Errorf("a pre-upgrade urgent message is refused after the upgrade: %v", err)
+	}
+	st := rb.State()
+	i := slices.IndexFunc(st.Messages, func(m Message) bool { return m.ID == crdt.OpID(e2e.ID(raw)) })
+	if i < 0 || !st.Messages[i].Urgent {
+		t.Fatalf("the pre-upgrade urgent message is not shown (urgent): %q", texts(st))
+	}
+}
