@@ -167,3 +167,46 @@ func TestRedteam12AllowanceSpentPerResend(t *testing.T) {
 		}
 	})
 }
+
+// TestRedteam12UrgentFrameCarriesRoutineBulk: Need puts the urgent ops
+// first and then fills the same batch with the oldest routine ones, and
+// urgentIn paces a whole frame urgent when one envelope in it is; a frame
+// answers one want of siteBatch envelopes of up to maxFrame bytes. So one
+// small urgent op, one token of its sender's allowance, carries up to 15
+// routine envelopes — photo chunks of MaxChunk, ~7.5 MiB — at urgent
+// priority across a budgeted site link, ahead of every routine frame; and
+// the urgent op itself arrives only when its whole frame has crossed (the
+// frame is decoded whole), minutes later on a slow link if the backlog
+// holds photos. A colleague backdating its own photo chunks (the oldest
+// routine ops go in with the urgent one) gets urgentBurst × 7.5 MiB at
+// once and ~2 MiB/s after at urgent priority, where the allowance meant to
+// bound it to small messages (maxUrgentSize).
+func TestRedteam12UrgentFrameCarriesRoutineBulk(t *testing.T) {
+	t.Skip("redteam12: the urgent op's fetch batch is topped up with the oldest routine ops and the whole frame is paced urgent for one token: up to 15 photo chunks (~7.5 MiB) ride urgent, and the urgent op waits for them")
+	now := time.Unix(1_700_000_000, 0)
+	s := carrierService(t, 1<<20, &now)
+	tag := make([]byte, tagLen)
+	colleague := newPeerID(t)
+	envs := map[crdt.OpID][]byte{}
+	need := map[crdt.OpID]uint64{}
+	for i := range 40 { // photo chunks, backdated: the oldest routine ops
+		e, raw := sprayEnv(t, tag, colleague, now.Add(-time.Duration(40-i)*time.Hour), 512<<10)
+		envs[crdt.OpID(e2e.ID(raw))], need[crdt.OpID(e2e.ID(raw))] = raw, e.SyncKey()
+	}
+	e, raw := sprayEnvUrgent(t, tag, colleague, now, 200) // one small urgent op
+	urgent := crdt.OpID(e2e.ID(raw))
+	envs[urgent], need[urgent] = raw, e.SyncKey()
+	batch := needOrder(need)[:siteBatch] // the first want to the site peer
+	if batch[0] != urgent {
+		t.Fatal("setup: the urgent op is not first")
+	}
+	var frame [][]byte
+	size := 0
+	for _, id := range batch {
+		frame = append(frame, envs[id])
+		size += len(envs[id])
+	}
+	if s.urgentIn(frame) && size > maxUrgentSize {
+		t.Fatalf("a frame of %d bytes (%d envelopes, %d of them routine) is paced urgent for one urgent op of %d bytes", size, len(frame), len(frame)-1, len(raw))
+	}
+}
