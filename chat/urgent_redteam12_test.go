@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/internal/detcbor"
@@ -58,5 +60,58 @@ func TestRedteam12PreUpgradeUrgentRefused(t *testing.T) {
 	i := slices.IndexFunc(st.Messages, func(m Message) bool { return m.ID == crdt.OpID(e2e.ID(raw)) })
 	if i < 0 || !st.Messages[i].Urgent {
 		t.Fatalf("the pre-upgrade urgent message is not shown (urgent): %q", texts(st))
+	}
+}
+
+// TestRedteam12EscalationWelcomeRoutine: an escalation is urgent in its
+// header, but the colleague it brings in cannot read anything — not the
+// quoted message, not the escalation — until the welcome sealed to it
+// arrives, and a welcome is never urgent (e2e.Decode refuses one). It
+// also goes under the target's inbox tag, so neither an anchor's
+// urgent-tag first (the conversation's tag is noted) nor a fetch's
+// ancestor promotion (another tag) moves it. Across a budgeted site link
+// — the very case escalation to an on-call colleague at another site is
+// for — the urgent escalation is rushed and then waits, unreadable, for a
+// routine welcome queued behind the backlog.
+func TestRedteam12EscalationWelcomeRoutine(t *testing.T) {
+	t.Skip("redteam12: the welcome an escalation target needs to read the escalation is never urgent and travels under another tag: cross-site escalations gain nothing from the bit")
+	x := newEscalationWorld(t)
+	out, err := x.rb.Escalate(x.mid, 1, []peer.ID{x.dan.ID}, "consultant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, out.Envelopes, x.ra)
+	var rushed, welcomes [][]byte
+	for _, raw := range history(x.ra) {
+		e, err := e2e.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case e.Kind == e2e.KindWelcome:
+			welcomes = append(welcomes, raw)
+		default:
+			rushed = append(rushed, raw) // everything else, generously
+		}
+	}
+	// Dan gets everything but the welcomes: the escalated message is not
+	// readable.
+	rd := x.w.join(x.dan, x.ra.Tag())
+	deliver(t, rushed, rd)
+	if st := rd.State(); slices.ContainsFunc(st.Messages, func(m Message) bool { return m.ID == x.mid && m.Text != "" }) {
+		t.Fatal("setup: dan reads the escalated message without a welcome")
+	}
+	// Only a welcome lets him in, and none of them is urgent.
+	var urgentWelcome bool
+	for _, raw := range welcomes {
+		e, _ := e2e.Decode(raw)
+		urgentWelcome = urgentWelcome || e.Urgent
+	}
+	if !urgentWelcome {
+		t.Fatalf("none of the %d welcomes the escalation target needs is urgent: it crawls behind the backlog while the escalation waits unreadable", len(welcomes))
+	}
+	deliver(t, welcomes, rd)
+	if m := msgOf(t, rd, x.mid); m.Text == "" {
+		t.Fatal("dan cannot read the escalated message even with the welcomes")
 	}
 }
