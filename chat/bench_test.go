@@ -106,7 +106,7 @@ func BenchmarkWelcome500(b *testing.B) {
 	_ = members
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := ra.rekey(append(members, alice.ID)); err != nil {
+		if _, err := ra.rekey(append(members, alice.ID), false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -172,9 +172,14 @@
 // an urgent message (or one known from an escalation's quote) are urgent:
 // their payload says Urgent, and so does their envelope's signed header
 // (e2e.Envelope.Urgent), which relays, carriers and anchors move first.
-// No other kind may be urgent. A replica refuses an op whose header bit
-// and payload disagree (ErrUrgencyMismatch), either way: what members see
-// as urgent is exactly what the mesh moved as urgent.
+// So is the welcome an escalation starts (its targets cannot read the
+// escalation without it); a welcome has no payload to hold the bit to,
+// and the mesh's per-sender allowance bounds what an admin gains by
+// marking others. No other kind may be urgent. A replica refuses an op
+// whose header is urgent over a routine payload (ErrUrgencyMismatch): a
+// routine op never rides as urgent. An urgent payload under a routine
+// header is taken and shown urgent: it only crawls, and it is how every
+// urgent op was sealed before the header had the bit.
 //
 // # Urgent escalation (escalate.go)
 //

@@ -272,8 +272,10 @@ func (r *Replica) Escalate(msg crdt.OpID, step int, to []peer.ID, label string) 
 	if err != nil {
 		return out, err
 	}
-	// Start the new epoch at once, so the colleagues brought in read it.
-	w, err := r.prepare()
+	// Start the new epoch at once, so the colleagues brought in read it;
+	// its welcome is urgent like the escalation, or they could not read
+	// the escalation until a routine welcome crawled in behind a backlog.
+	w, err := r.prepareEpoch(true)
 	out.Merge(w)
 	return out, err
 }

@@ -224,7 +224,7 @@ func CreateWithID(id ConversationID, dev *Device, dir Directory, title string, m
 	r.creator = dev.ID
 	r.tag = e2e.Tag(r.conv[:], r.creator)
 	all := uniq(append([]peer.ID{dev.ID}, members...))
-	welcome, err := r.rekey(all)
+	welcome, err := r.rekey(all, false)
 	if err != nil {
 		return nil, Out{}, err
 	}
@@ -520,11 +520,13 @@ func (r *Replica) setPayload(info *opInfo, pt []byte, control bool) {
 		info.reason = fmt.Errorf("%w: kind %d in the wrong envelope", ErrInvalidPayload, p.Kind)
 		return
 	}
-	if p.Urgent != info.env.Urgent {
+	if info.env.Urgent && !p.Urgent {
 		// The header's bit is what relays and anchors moved the op by;
-		// members see what the payload says. Both must say the same, or
-		// a routine message could jump queues as urgent, or an urgent one
-		// crawl as routine while showing urgent.
+		// members see what the payload says. A routine op must not jump
+		// queues as urgent. The other way round (an urgent payload under
+		// a routine header) only crawls: it gains its sender nothing, and
+		// it is how every urgent op was sealed before the header had the
+		// bit, so it is taken.
 		info.reason = ErrUrgencyMismatch
 		return
 	}

@@ -81,7 +81,7 @@ func (r *Replica) history(m peer.ID, held map[e2e.EpochID]map[peer.ID]bool) []e2
 }
 
 // rekey starts a new epoch for members and returns its welcome envelope.
-func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
+func (r *Replica) rekey(members []peer.ID, urgent bool) ([]byte, error) {
 	now := r.now()
 	secret := e2e.NewSecret()
 	defer clear(secret[:])
@@ -111,6 +111,7 @@ func (r *Replica) rekey(members []peer.ID) ([]byte, error) {
 		to = append(to, rc)
 	}
 	env := r.newEnvelope()
+	env.Urgent = urgent
 	if err := e2e.SealWelcome(env, secret, keys, members, to); err != nil {
 		return nil, err
 	}
@@ -369,7 +370,12 @@ func (o *Out) Merge(p Out) {
 
 // prepare makes sure an epoch in use reaches exactly the members, starting
 // a new one if not (a removal, an add, or concurrent changes by two admins).
-func (r *Replica) prepare() (Out, error) {
+func (r *Replica) prepare() (Out, error) { return r.prepareEpoch(false) }
+
+// prepareEpoch is prepare; urgent marks the welcome urgent in its header
+// (the one an escalation's targets need to read it: "Urgency in the
+// header" in doc.go).
+func (r *Replica) prepareEpoch(urgent bool) (Out, error) {
 	var out Out
 	m := r.headView()
 	if !m.members[r.dev.ID] {
@@ -385,7 +391,7 @@ func (r *Replica) prepare() (Out, error) {
 	for id := range m.members {
 		members = append(members, id)
 	}
-	w, err := r.rekey(members)
+	w, err := r.rekey(members, urgent)
 	if w != nil {
 		out.welcome(w, members, r.dev.ID)
 	}

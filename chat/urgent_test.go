@@ -57,10 +57,12 @@ func TestUrgentHeaderSet(t *testing.T) {
 }
 
 // TestUrgencyMismatchRefused: an op whose header bit and payload priority
-// disagree — either way, content or control — is refused by members and
-// never shown; the sender can sign anything, so only this check keeps a
-// routine message from riding as urgent (or an urgent one from crawling
-// as routine while showing urgent).
+// disagree the way that jumps queues — an urgent header over a routine
+// payload, content or control — is refused by members and never shown;
+// the sender can sign anything, so only this check keeps a routine
+// message from riding as urgent. The other way round (an urgent payload
+// under a routine header) only crawls, and is how every urgent op was
+// sealed before the header had the bit: it is taken, and shown urgent.
 func TestUrgencyMismatchRefused(t *testing.T) {
 	w := newWorld(t)
 	alice, bob := w.device("alice"), w.device("bob")
@@ -101,8 +103,6 @@ func TestUrgencyMismatchRefused(t *testing.T) {
 		message bool
 	}{
 		{"routine payload, urgent header", forge(&payload{Kind: kindText, Text: "jump the queue"}, true, false), true},
-		{"urgent payload, routine header", forge(&payload{Kind: kindText, Text: "crawl", Urgent: true, AckWithin: 300}, false, false), true},
-		{"urgent acknowledgement, routine header", forge(&payload{Kind: kindReceipt, Level: Acknowledged, Targets: [][]byte{mid[:]}, Urgent: true}, false, true), false},
 		{"routine receipt, urgent header", forge(&payload{Kind: kindReceipt, Level: Read, Targets: [][]byte{mid[:]}}, true, true), false},
 	}
 	for _, c := range cases {
@@ -120,12 +120,29 @@ func TestUrgencyMismatchRefused(t *testing.T) {
 	if st.Messages[0].Receipts[bob.ID] >= Read {
 		t.Fatal("a refused receipt counted")
 	}
-	// The same ops, honestly marked, are taken.
+	// Honestly marked, and urgent under a routine header (the sealing of
+	// urgent ops before the header had the bit), they are taken.
 	if err := ra.Receive(forge(&payload{Kind: kindText, Text: "honest", Urgent: true, AckWithin: 300}, true, false)); err != nil {
 		t.Fatal(err)
 	}
-	if got := texts(ra.State()); !slices.Equal(got, []string{"hello", "honest"}) {
+	if err := ra.Receive(forge(&payload{Kind: kindText, Text: "crawl", Urgent: true, AckWithin: 300}, false, false)); err != nil {
+		t.Fatal(err)
+	}
+	ack := forge(&payload{Kind: kindReceipt, Level: Acknowledged, Targets: [][]byte{mid[:]}, Urgent: true}, false, true)
+	if err := ra.Receive(ack); err != nil {
+		t.Fatal(err)
+	}
+	st = ra.State()
+	if got := texts(st); !slices.Equal(got, []string{"hello", "honest", "crawl"}) {
 		t.Fatalf("messages shown: %q", got)
+	}
+	for _, m := range st.Messages[1:] {
+		if !m.Urgent {
+			t.Fatalf("%q not shown urgent", m.Text)
+		}
+	}
+	if st.Messages[0].Receipts[bob.ID] != Acknowledged {
+		t.Fatal("an acknowledgement under a routine header did not count")
 	}
 }
 
@@ -155,15 +172,16 @@ func TestUrgentKinds(t *testing.T) {
 	}
 }
 
-// TestEscalationHeaderUrgent: an escalation op is urgent in its header;
-// the welcome that brings the new targets in is not (welcomes never are).
+// TestEscalationHeaderUrgent: an escalation op is urgent in its header,
+// and so is the welcome that brings the new targets in (without it they
+// cannot read the escalation); nothing else is.
 func TestEscalationHeaderUrgent(t *testing.T) {
 	x := newEscalationWorld(t)
 	out, err := x.rb.Escalate(x.mid, 1, []peer.ID{x.dan.ID}, "consultant")
 	if err != nil {
 		t.Fatal(err)
 	}
-	urgent := 0
+	urgent, welcomes := 0, 0
 	for _, raw := range out.Envelopes {
 		e, err := e2e.Decode(raw)
 		if err != nil {
@@ -171,13 +189,16 @@ func TestEscalationHeaderUrgent(t *testing.T) {
 		}
 		if e.Urgent {
 			urgent++
-			if crdt.OpID(e2e.ID(raw)) != out.ID {
-				t.Fatalf("an op other than the escalation is urgent (kind %d)", e.Kind)
+			switch {
+			case e.Kind == e2e.KindWelcome:
+				welcomes++
+			case crdt.OpID(e2e.ID(raw)) != out.ID:
+				t.Fatalf("an op other than the escalation and its welcome is urgent (kind %d)", e.Kind)
 			}
 		}
 	}
-	if urgent != 1 {
-		t.Fatalf("%d urgent envelopes, want the escalation alone", urgent)
+	if urgent != 2 || welcomes != 1 {
+		t.Fatalf("%d urgent envelopes (%d welcomes), want the escalation and its welcome", urgent, welcomes)
 	}
 	// Members take it (the header agrees with the payload).
 	deliver(t, out.Envelopes, x.ra, x.rc)

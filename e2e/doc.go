@@ -12,7 +12,8 @@
 // same way. So is the sender's urgency bit (Envelope.Urgent, left out of
 // the encoding when false), so that relays, carriers and anchors move
 // urgent ops first without reading them; the layer that reads the payload
-// holds the bit to it (chat refuses an op whose bit and payload disagree).
+// holds the bit to it (chat refuses an urgent header over a routine
+// payload).
 //
 // Keys of a conversation:
 //   - An epoch is a random 32-byte secret, named by the op ID of the welcome

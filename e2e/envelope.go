@@ -51,10 +51,10 @@ type Envelope struct {
 	// Urgent is the sender's word that the op is urgent (an urgent
 	// message, its escalation, an acknowledgement of one), in the signed
 	// header so that relays, carriers and anchors can move it first
-	// without reading it. Members hold it to the payload: an op whose
-	// decrypted priority disagrees is refused (chat). Left out when
-	// false, so routine envelopes are byte for byte what they were. Never
-	// set on a welcome.
+	// without reading it. Members hold it to the payload: an urgent
+	// header over a routine payload is refused (chat). Left out when
+	// false, so routine envelopes are byte for byte what they were. A
+	// welcome may carry it (the one an escalation starts).
 	Urgent bool `cbor:"12,keyasint,omitempty"`
 }
 
@@ -114,8 +114,6 @@ func Decode(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: epoch of %d bytes", ErrMalformed, len(e.Epoch))
 	case e.Kind == KindControl && e.Index != 0:
 		return nil, fmt.Errorf("%w: control op with a chain index", ErrMalformed)
-	case e.Kind == KindWelcome && e.Urgent:
-		return nil, fmt.Errorf("%w: an urgent welcome", ErrMalformed)
 	}
 	for _, d := range e.Deps {
 		if len(d) != sha256.Size {
