@@ -122,6 +122,7 @@ type config struct {
 	noCarry       bool                    // see WithCarry
 	sites         []peer.AddrInfo         // WithSitePeers (sites.go)
 	siteBudget    int64
+	siteTiming    node.SiteTiming // WithSiteTiming
 }
 
 // Option configures a device.
@@ -283,7 +284,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Listen: cfg.listen, Bootstrap: cfg.bootstrap, MDNS: cfg.mdns, AdmitTimeout: cfg.admit,
 		Host: cfg.host, PubSubOptions: cfg.psOpts, Logger: cfg.log, Now: cfg.now,
 		OnRevoked: d.wipe, Relay: cfg.anchor, ForcePrivate: cfg.private,
-		SitePeers: sitePeers(cfg), SiteBudget: cfg.siteBudget,
+		SitePeers: sitePeers(cfg), SiteBudget: cfg.siteBudget, SiteTiming: cfg.siteTiming,
 	})
 	if err != nil {
 		return nil, err

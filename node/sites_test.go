@@ -57,7 +57,7 @@ func TestParseSitePeers(t *testing.T) {
 // after routine ones goes first, and the budget holds over time.
 func TestPacerUrgentFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(1000, time.Now())
+		p := newPacer(1000, 1000, time.Now())
 		ctx := context.Background()
 		if err := p.wait(ctx, 1000, false); err != nil { // the burst
 			t.Fatal(err)
