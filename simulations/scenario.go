@@ -189,7 +189,7 @@ var Builtins = map[string]Scenario{
 	},
 	"two-sites": {
 		Name:        "two-sites",
-		Description: "two hospitals of one trust, joined only by their site anchors over a WAN link with 40 ms latency; the WAN is cut from 2 h to 3 h",
+		Description: "two hospitals of one trust, joined only by their site anchors over a WAN link with 40 ms latency",
 		Hours:       4, Places: []string{"north-ward", "north-ed", "south-ward", "south-ed"},
 		Devices: []Group{
 			{Name: "north-ward", Count: 4, Home: "north-ward", Visits: 1, VisitMinutes: 10},
@@ -199,8 +199,7 @@ var Builtins = map[string]Scenario{
 			{Name: "north-anchor", Count: 1, Home: "north-ward", Anchor: true, Bridge: true},
 			{Name: "south-anchor", Count: 1, Home: "south-ward", Anchor: true, Bridge: true},
 		},
-		Partitions: []Partition{{Places: []string{"south-ward", "south-ed"}, FromHours: 2, ToHours: 3}},
-		Messages:   200, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30, WANMS: 40,
+		Messages: 200, LinkMS: 5, LinkKBps: 16384, SyncSeconds: 30, WANMS: 40,
 	},
 	"ward-rounds": {
 		Name:        "ward-rounds",

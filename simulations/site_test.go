@@ -19,7 +19,10 @@ import (
 // run, within 0.03). The clock is elastic: the outcome, not the machine's
 // speed, is under test.
 func TestFullTwoSitesOnSiteLinks(t *testing.T) {
-	s := Builtins["two-sites"]
+	s, err := Load("testdata/two-sites-cut.json") // two-sites, its WAN cut from 2 h to 3 h
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Messages = 80
 	w, err := Build(s, 3)
 	if err != nil {
