@@ -115,6 +115,7 @@ type config struct {
 	observe       func(id crdt.OpID, from peer.ID, dup bool)
 	syncEvery     time.Duration
 	kickDelay     time.Duration
+	session       time.Duration // WithSessionTimeout
 	receiptWindow time.Duration
 	expiryEvery   time.Duration
 	onRevoked     func()
@@ -205,6 +206,12 @@ func WithObserve(f func(id crdt.OpID, from peer.ID, dup bool)) Option {
 // follows a publish (zero: the mesh's defaults, 30 s and 300 ms).
 func WithTimers(syncEvery, kickDelay time.Duration) Option {
 	return func(c *config) error { c.syncEvery, c.kickDelay = syncEvery, kickDelay; return nil }
+}
+
+// WithSessionTimeout bounds one sync session (zero: the mesh's default,
+// 2 min). Simulations shorten it with their clock.
+func WithSessionTimeout(d time.Duration) Option {
+	return func(c *config) error { c.session = d; return nil }
 }
 
 // WithReceiptWindow sets how long the device coalesces its delivered and
@@ -304,7 +311,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		cfg.log.Warn("running as an anchor on a certificate without the anchor role: colleagues will not count its acknowledgements as held (have the CA sign with --roles anchor)")
 	}
 	d.m, err = mesh.New(federatedMesh(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl, Carry: !cfg.noCarry,
-		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.n, d.c), d.c)
+		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, SessionTimeout: cfg.session, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.n, d.c), d.c)
 	if err != nil {
 		return nil, err
 	}

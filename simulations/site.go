@@ -24,12 +24,14 @@ import (
 // sites.go), never in conversation gossip.
 //
 // The site links' timers shrink by the scale like the mesh's, down to a
-// floor of wall time each: a probe's silence or a dial on a machine
-// running other work must not take a link down that is up. The probe
-// timeout's floor is the one that shows: at scale 480 a cut is seen
-// after about 100 s of scenario time, not 5 s (the WAN carries nothing
-// meanwhile either way). The frame timeout (a minute: what a stalled
-// link costs) is not scaled.
+// floor of wall time each: a probe's silence on a machine running other
+// work must not take a link down that is up (with a 200 ms floor, under
+// the race detector on a busy machine, the link flapped every few
+// minutes of scenario time, and each flap cut the sync sessions on it).
+// The probe timeout's floor is the one that shows: at scale 480 a cut is
+// seen about 16 minutes of scenario time after it, not 5 s (the WAN
+// carries nothing meanwhile either way). The frame timeout (a minute:
+// what a stalled link costs) is not scaled.
 
 // SiteLinkChange is a bridge's site link going up or down (full engine),
 // at scenario time At.
@@ -41,7 +43,8 @@ type SiteLinkChange struct {
 
 // Floors of the scaled site-link timers, in wall time.
 const (
-	siteProbeFloor = 200 * time.Millisecond
+	siteProbeFloor = 2 * time.Second
+	siteEveryFloor = 100 * time.Millisecond
 	siteTickFloor  = 5 * time.Millisecond
 )
 
@@ -94,7 +97,14 @@ func (f *full) siteOptions(i int, bridges map[peer.ID]int) []device.Option {
 		}
 	}
 	budget := int64(f.w.S.LinkBytesPerSecond() * f.opt.Scale)
-	return []device.Option{device.WithSitePeers(budget, peers...), device.WithSiteTiming(f.siteTiming())}
+	// A sync session's bound (2 min) shrinks too, to a floor of 5 s wall:
+	// a mocknet stream ignores deadlines, and one that a close left half
+	// made (the mock adds a stream opened in the instant its connection
+	// closes to the closed one, never reset) would otherwise hold the
+	// conversation on the link (mesh busyTag) for 2 wall minutes — under
+	// the race detector, the rest of the run after a cut.
+	session := max(5*time.Second, time.Duration(float64(2*time.Minute)/f.opt.Scale))
+	return []device.Option{device.WithSitePeers(budget, peers...), device.WithSiteTiming(f.siteTiming()), device.WithSessionTimeout(session)}
 }
 
 // siteTiming is the product's site-link timing on the compressed clock.
@@ -104,7 +114,7 @@ func (f *full) siteTiming() node.SiteTiming {
 	}
 	return node.SiteTiming{
 		Check:         sc(time.Second, siteTickFloor),
-		ProbeEvery:    sc(5*time.Second, siteTickFloor),
+		ProbeEvery:    sc(5*time.Second, siteEveryFloor),
 		ProbeTimeout:  sc(5*time.Second, siteProbeFloor),
 		BackoffMin:    sc(time.Second, time.Millisecond),
 		BackoffMax:    sc(time.Minute, siteTickFloor),

@@ -11,9 +11,12 @@ import (
 // site links (node and mesh sites.go). The engine only makes the WAN's
 // mocknet link and silences it for the cut; the link is up from the
 // start, the bridges' probes take it down during the cut, and they redial
-// it by themselves after the heal. Bytes cross it in paced sync,
+// it by themselves after the heal (before and after, a probe on a busy
+// machine may take it down for a moment: site.go's floors). Bytes cross it in paced sync,
 // conversation gossip never does; messages cross between the sites,
-// nothing arrives before the oracle allows (the cut holds), every member
+// none arrives at the other site before the oracle allows (the cut
+// holds; within a site the oracle's contacts are the engine's business,
+// TestEnginesAgree's), every member
 // converges after the heal, and delivery agrees with the DES (as in
 // TestEnginesAgree, over the messages of the first three quarters of the
 // run, within 0.03). The clock is elastic: the outcome, not the machine's
@@ -53,8 +56,8 @@ func TestFullTwoSitesOnSiteLinks(t *testing.T) {
 				changes = append(changes, c)
 			}
 		}
-		if len(changes) == 0 || !changes[0].Up || changes[0].At > cut.From {
-			t.Errorf("%s: the site link is not up from the start: %+v", d.Name, changes)
+		if !slices.ContainsFunc(changes, func(c SiteLinkChange) bool { return c.Up && c.At < cut.From }) {
+			t.Errorf("%s: the site link was not up before the cut: %+v", d.Name, changes)
 		}
 		if !slices.ContainsFunc(changes, func(c SiteLinkChange) bool { return !c.Up && c.At >= cut.From && c.At < cut.To }) {
 			t.Errorf("%s: the site link never showed down during the cut (%.0f–%.0f s): %+v", d.Name, cut.From, cut.To, changes)
@@ -76,12 +79,13 @@ func TestFullTwoSitesOnSiteLinks(t *testing.T) {
 	}
 	crossed := 0
 	for _, m := range r.Messages {
-		if m.Delivered >= 0 && m.Delivered < m.Oracle {
-			t.Fatalf("delivered before the oracle allows (across the cut?): %+v", m)
+		if m.Delivered < 0 || site[m.From] == site[m.To] {
+			continue
 		}
-		if m.Delivered >= 0 && site[m.From] != site[m.To] {
-			crossed++
+		if m.Delivered < m.Oracle {
+			t.Fatalf("delivered across the sites before the oracle allows (across the cut?): %+v", m)
 		}
+		crossed++
 	}
 	if crossed == 0 {
 		t.Error("no message crossed between the sites")
