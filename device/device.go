@@ -115,6 +115,7 @@ type config struct {
 	observe       func(id crdt.OpID, from peer.ID, dup bool)
 	syncEvery     time.Duration
 	kickDelay     time.Duration
+	session       time.Duration // WithSessionTimeout
 	receiptWindow time.Duration
 	expiryEvery   time.Duration
 	onRevoked     func()
@@ -122,6 +123,7 @@ type config struct {
 	noCarry       bool                    // see WithCarry
 	sites         []peer.AddrInfo         // WithSitePeers (sites.go)
 	siteBudget    int64
+	siteTiming    node.SiteTiming // WithSiteTiming
 }
 
 // Option configures a device.
@@ -206,6 +208,12 @@ func WithTimers(syncEvery, kickDelay time.Duration) Option {
 	return func(c *config) error { c.syncEvery, c.kickDelay = syncEvery, kickDelay; return nil }
 }
 
+// WithSessionTimeout bounds one sync session (zero: the mesh's default,
+// 2 min). Simulations shorten it with their clock.
+func WithSessionTimeout(d time.Duration) Option {
+	return func(c *config) error { c.session = d; return nil }
+}
+
 // WithReceiptWindow sets how long the device coalesces its delivered and
 // read receipts (zero: conversations.ReceiptWindow, 500 ms; negative:
 // none). Simulations scale it with their clock.
@@ -283,7 +291,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		Listen: cfg.listen, Bootstrap: cfg.bootstrap, MDNS: cfg.mdns, AdmitTimeout: cfg.admit,
 		Host: cfg.host, PubSubOptions: cfg.psOpts, Logger: cfg.log, Now: cfg.now,
 		OnRevoked: d.wipe, Relay: cfg.anchor, ForcePrivate: cfg.private,
-		SitePeers: sitePeers(cfg), SiteBudget: cfg.siteBudget,
+		SitePeers: sitePeers(cfg), SiteBudget: cfg.siteBudget, SiteTiming: cfg.siteTiming,
 	})
 	if err != nil {
 		return nil, err
@@ -303,7 +311,7 @@ func Open(ctx context.Context, dir string, passphrase []byte, opts ...Option) (_
 		cfg.log.Warn("running as an anchor on a certificate without the anchor role: colleagues will not count its acknowledgements as held (have the CA sign with --roles anchor)")
 	}
 	d.m, err = mesh.New(federatedMesh(mesh.Config{Node: d.n, Store: backing, Anchor: cfg.anchor, AnchorQuota: cfg.quota, AnchorTTL: cfg.ttl, Carry: !cfg.noCarry,
-		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.n, d.c), d.c)
+		Logger: cfg.log, Now: cfg.now, SyncEvery: cfg.syncEvery, KickDelay: cfg.kickDelay, SessionTimeout: cfg.session, Observe: cfg.observe, Links: siteLinks(cfg, d.n)}, d.n, d.c), d.c)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,12 @@ func WithSitePeers(budget int64, peers ...peer.AddrInfo) Option {
 	}
 }
 
+// WithSiteTiming sets the site links' timing (zero fields: the product's
+// defaults, node.SiteTiming). Simulations shorten it by their clock's scale.
+func WithSiteTiming(t node.SiteTiming) Option {
+	return func(c *config) error { c.siteTiming = t; return nil }
+}
+
 // siteLinks is the mesh's view of the node's site links, if it has any.
 func siteLinks(cfg config, n *node.Node) mesh.Links {
 	if len(cfg.sites) == 0 || !cfg.anchor {

@@ -90,6 +90,12 @@ type Config struct {
 	// KickDelay is how long after publishing the device syncs with its
 	// peers (gossip may drop early pushes); default 300 ms.
 	KickDelay time.Duration
+	// SessionTimeout bounds one sync session (stream reset after it);
+	// default 2 min. Simulations shorten it with their clock: a mocknet
+	// stream ignores deadlines, and one left half made by a close that
+	// raced its opening would hold a site link's conversation (busyTag)
+	// for the session's bound.
+	SessionTimeout time.Duration
 	// Carry: carry sealed envelopes of conversations this device is not
 	// in, handed by colleagues (carry.go); ignored on an anchor.
 	// CarryQuota (bytes, default 1 MiB), CarryTTL (from the envelope's
@@ -212,6 +218,9 @@ func New(cfg Config, h Holder) (*Service, error) {
 	}
 	if cfg.KickDelay == 0 {
 		cfg.KickDelay = kickDelay
+	}
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = syncTimeout
 	}
 	if cfg.AnchorQuota == 0 {
 		cfg.AnchorQuota = 1 << 30

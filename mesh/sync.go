@@ -627,14 +627,14 @@ const maxRounds = 16
 // unapplied, the session budget stopped before every shared tag, or this
 // anchor adopted tags p offered.
 func (s *Service) initiate(p peer.ID) (more bool, err error) {
-	ctx, cancel := context.WithTimeout(s.ctx, syncTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SessionTimeout)
 	defer cancel()
 	st, err := s.cfg.Node.Host().NewStream(ctx, p, ProtoSync)
 	if err != nil {
 		return false, err
 	}
 	defer st.Close()
-	defer streams.Bound(ctx, st, syncTimeout)()
+	defer streams.Bound(ctx, st, s.cfg.SessionTimeout)()
 	c := s.newConn(st)
 	mine := s.offerFor(p)
 	if err := c.sendOffer(mine); err != nil {
@@ -1156,7 +1156,7 @@ func (s *Service) handleSync(st network.Stream) {
 	}
 	defer s.endSession(p)
 	defer st.Close()
-	defer streams.Bound(s.ctx, st, syncTimeout)()
+	defer streams.Bound(s.ctx, st, s.cfg.SessionTimeout)()
 	if err := s.respond(p, s.newConn(st)); err != nil {
 		if s.ctx.Err() == nil {
 			s.log.Info("sync: peer cut off", "remote", p.String(), "err", err)

@@ -76,6 +76,9 @@ type Config struct {
 	// each of them in sync (default DefaultSiteBudget).
 	SitePeers  []peer.AddrInfo
 	SiteBudget int64
+	// SiteTiming is the site links' timing; zero fields take the
+	// product's defaults (simulations shorten them by their clock's scale).
+	SiteTiming SiteTiming
 }
 
 // Node is one running device. It wires its parts — adm (admission and
@@ -177,7 +180,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if len(cfg.SitePeers) > 0 {
-		n.sites = newSites(cfg.Key.PeerID(), cfg.SitePeers, cfg.SiteBudget, cfg.Now())
+		n.sites = newSites(cfg.Key.PeerID(), cfg.SitePeers, cfg.SiteBudget, cfg.SiteTiming, cfg.Now())
 	}
 	n.adm = newAdmission(n.ctx, cfg, n.log)
 	n.dir = newDirectory(n.ctx, cfg.Store, n.log, cfg.Now, n.adm)

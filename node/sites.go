@@ -27,6 +27,8 @@ import (
 //     (libp2p ping, served to admitted peers only) every siteProbeEvery;
 //     a probe unanswered within siteProbeTimeout closes the connection, so
 //     a cut WAN shows as down in seconds, not after yamux's keepalive.
+//     (Every period here is Config.SiteTiming's: the product's constants
+//     by default, shortened by a simulation's compressed clock.)
 //   - Not trusted: a site peer is admitted exactly like any other peer
 //     (certificate, CRL); until it is, nothing but admission reaches it.
 //     Being listed only means we dial it, keep it, and pace what we send it.
@@ -70,9 +72,44 @@ const (
 	siteProbeTimeout  = 5 * time.Second
 	siteDialTimeout   = 10 * time.Second
 	siteFirstDialWait = 3 * time.Second
+	siteBurst         = time.Second
 	maxSitePeers      = 64
 	maxSiteFileBytes  = 1 << 20
 )
+
+// SiteTiming is the site links' timing (Config.SiteTiming). A zero field
+// takes the product's default (in brackets); simulations on a compressed
+// clock shorten them by their scale.
+type SiteTiming struct {
+	Check         time.Duration // how often the links' schedule runs [1 s]
+	ProbeEvery    time.Duration // ping period of a link that is up [5 s]
+	ProbeTimeout  time.Duration // silence that takes a link down [5 s]
+	BackoffMin    time.Duration // first redial backoff [1 s]
+	BackoffMax    time.Duration // longest redial backoff [1 min]
+	DialTimeout   time.Duration // one dial [10 s]
+	FirstDialWait time.Duration // the higher peer ID's wait before its first dial [3 s]
+	DirEvery      time.Duration // least time between directory forwards to a site peer [5 s]
+	Burst         time.Duration // the budget's bucket holds this much of the rate [1 s]
+}
+
+// withDefaults fills the zero fields with the product's timing.
+func (t SiteTiming) withDefaults() SiteTiming {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Check, siteCheck)
+	def(&t.ProbeEvery, siteProbeEvery)
+	def(&t.ProbeTimeout, siteProbeTimeout)
+	def(&t.BackoffMin, siteBackoffMin)
+	def(&t.BackoffMax, siteBackoffMax)
+	def(&t.DialTimeout, siteDialTimeout)
+	def(&t.FirstDialWait, siteFirstDialWait)
+	def(&t.DirEvery, siteDirEvery)
+	def(&t.Burst, siteBurst)
+	return t
+}
 
 // ParseSitePeers reads a site-peers file: one multiaddr with /p2p/PEER_ID
 // per line; '#' starts a comment; blank lines are ignored. An error names
@@ -149,23 +186,25 @@ type sites struct {
 	mu    sync.Mutex
 	links map[peer.ID]*siteLink
 	order []peer.ID
+	t     SiteTiming // fixed at start
 }
 
-func newSites(self peer.ID, peers []peer.AddrInfo, budget int64, now time.Time) *sites {
+func newSites(self peer.ID, peers []peer.AddrInfo, budget int64, t SiteTiming, now time.Time) *sites {
 	if budget <= 0 {
 		budget = DefaultSiteBudget
 	}
-	s := &sites{links: map[peer.ID]*siteLink{}}
+	t = t.withDefaults()
+	s := &sites{links: map[peer.ID]*siteLink{}, t: t}
 	for _, ai := range peers {
 		if _, ok := s.links[ai.ID]; ok {
 			continue
 		}
-		l := &siteLink{ai: ai, since: now, backoff: siteBackoffMin, pace: newPacer(float64(budget), now)}
+		l := &siteLink{ai: ai, since: now, backoff: t.BackoffMin, pace: newPacer(float64(budget), t.Burst.Seconds()*float64(budget), now)}
 		if self > ai.ID {
 			// Two anchors that list each other start together: the lower
 			// ID dials first, so their dials do not meet as one
 			// simultaneous-open TCP connection (REFERENCES, pitfalls).
-			l.next = time.Now().Add(siteFirstDialWait)
+			l.next = time.Now().Add(t.FirstDialWait)
 		}
 		s.links[ai.ID] = l
 		s.order = append(s.order, ai.ID)
@@ -275,7 +314,7 @@ func (n *Node) siteConnected(p peer.ID) {
 	n.sites.mu.Lock()
 	if !l.up {
 		l.up, l.since = true, n.cfg.Now()
-		l.backoff = siteBackoffMin
+		l.backoff = n.sites.t.BackoffMin
 		l.probed = time.Now()
 	}
 	n.sites.mu.Unlock()
@@ -297,7 +336,7 @@ func (n *Node) siteDisconnected(p peer.ID) {
 // keepSites owns the links' schedule until the node stops: dial the links
 // that are down when due, probe the ones that are up.
 func (n *Node) keepSites() {
-	t := time.NewTicker(siteCheck)
+	t := time.NewTicker(n.sites.t.Check)
 	defer t.Stop()
 	for {
 		n.siteTick(time.Now())
@@ -317,12 +356,12 @@ func (n *Node) siteTick(now time.Time) {
 		connected := n.host.Network().Connectedness(id) == network.Connected
 		switch {
 		case connected && !l.up:
-			l.up, l.since, l.backoff, l.probed = true, n.cfg.Now(), siteBackoffMin, now
+			l.up, l.since, l.backoff, l.probed = true, n.cfg.Now(), n.sites.t.BackoffMin, now
 		case !connected && l.up:
 			l.up, l.since, l.next = false, n.cfg.Now(), now
 		}
 		if connected {
-			if !l.probing && now.Sub(l.probed) >= siteProbeEvery && n.isAdmitted(id) {
+			if !l.probing && now.Sub(l.probed) >= n.sites.t.ProbeEvery && n.isAdmitted(id) {
 				l.probing = true
 				n.goOwned(func() { n.probeSite(id, l) })
 			}
@@ -339,19 +378,19 @@ func (n *Node) siteTick(now time.Time) {
 
 // dialSite dials a link that is down and schedules the next try.
 func (n *Node) dialSite(ai peer.AddrInfo, l *siteLink) {
-	ctx, cancel := context.WithTimeout(n.ctx, siteDialTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, n.sites.t.DialTimeout)
 	err := n.host.Connect(ctx, ai)
 	cancel()
 	n.sites.mu.Lock()
 	defer n.sites.mu.Unlock()
 	l.dialing = false
 	if err == nil {
-		l.backoff = siteBackoffMin
+		l.backoff = n.sites.t.BackoffMin
 		return
 	}
 	n.log.Debug("site peer dial failed", "remote", ai.ID.String(), "err", err)
 	l.next = time.Now().Add(jitter(l.backoff))
-	l.backoff = min(2*l.backoff, siteBackoffMax)
+	l.backoff = min(2*l.backoff, n.sites.t.BackoffMax)
 }
 
 // jitter is d ±20%.
@@ -362,7 +401,7 @@ func jitter(d time.Duration) time.Duration {
 // probeSite pings a link that is up; no answer closes its connections
 // (the link shows down and is dialled again).
 func (n *Node) probeSite(id peer.ID, l *siteLink) {
-	ctx, cancel := context.WithTimeout(n.ctx, siteProbeTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, n.sites.t.ProbeTimeout)
 	results := ping.Ping(ctx, n.host, id)
 	// Any answer within the timeout — a pong, or a refusal (a peer that
 	// does not serve ping to us) — shows the link carries; only silence
@@ -461,7 +500,8 @@ func (n *Node) forwardSite(o peer.ID, l *siteLink) {
 	l.dirBusy = true
 	n.sites.mu.Unlock()
 	n.goOwned(func() {
-		t := time.NewTimer(siteDirEvery)
+		every := n.sites.t.DirEvery
+		t := time.NewTimer(every)
 		defer t.Stop()
 		for {
 			n.sendDirectory(o)
@@ -477,7 +517,7 @@ func (n *Node) forwardSite(o peer.ID, l *siteLink) {
 			if !again {
 				return
 			}
-			t.Reset(siteDirEvery)
+			t.Reset(every)
 		}
 	})
 }
@@ -502,8 +542,8 @@ type paceWaiter struct {
 	urgent bool
 }
 
-func newPacer(rate float64, now time.Time) *pacer {
-	return &pacer{rate: rate, burst: rate, tokens: rate, last: now, changed: make(chan struct{}), now: time.Now}
+func newPacer(rate, burst float64, now time.Time) *pacer {
+	return &pacer{rate: rate, burst: burst, tokens: burst, last: now, changed: make(chan struct{}), now: time.Now}
 }
 
 func (p *pacer) stats() (queued, sent int64) {

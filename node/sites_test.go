@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
@@ -57,7 +59,7 @@ func TestParseSitePeers(t *testing.T) {
 // after routine ones goes first, and the budget holds over time.
 func TestPacerUrgentFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(1000, time.Now())
+		p := newPacer(1000, 1000, time.Now())
 		ctx := context.Background()
 		if err := p.wait(ctx, 1000, false); err != nil { // the burst
 			t.Fatal(err)
@@ -233,6 +235,48 @@ func TestSitePeerGossipFilter(t *testing.T) {
 	} {
 		if got := a.gossipsWith(tc.id, tc.topic); got != tc.want {
 			t.Errorf("gossip with %s on %s: %v, want %v", tc.id, tc.topic, got, tc.want)
+		}
+	}
+}
+
+// TestSitePeerSubscriptionsFiltered: a site peer's subscriptions to any
+// topic but the trust topic are dropped, so gossipsub never counts it as
+// a subscriber — its flood of a message this node publishes itself (an
+// anchor republishing what crossed in sync) would otherwise cross the
+// link, past the peer filter and the budget. Other peers' are kept.
+func TestSitePeerSubscriptionsFiltered(t *testing.T) {
+	c := newCA(t, "General Hospital")
+	now := time.Now()
+	b := startNode(t, c, c.enrol(t, "anchor-b", now, RoleAnchor))
+	d := startNode(t, c, c.enrol(t, "ward", now))
+	a := startNode(t, c, c.enrol(t, "anchor-a", now, RoleAnchor), func(cfg *Config) {
+		cfg.SitePeers = []peer.AddrInfo{{ID: b.ID(), Addrs: b.host.Addrs()}}
+	})
+	conv := "/medmesh/conv/00112233445566778899aabbccddeeff"
+	sub := func(topic string) *pb.RPC_SubOpts {
+		on := true
+		return &pb.RPC_SubOpts{Subscribe: &on, Topicid: &topic}
+	}
+	topics := func(subs []*pb.RPC_SubOpts) []string {
+		var out []string
+		for _, s := range subs {
+			out = append(out, s.GetTopicid())
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		from peer.ID
+		want []string
+	}{
+		{b.ID(), []string{TrustTopic}},
+		{d.ID(), []string{TrustTopic, conv, RotaTopic}},
+	} {
+		got, err := siteSubs{a}.FilterIncomingSubscriptions(tc.from, []*pb.RPC_SubOpts{sub(TrustTopic), sub(conv), sub(RotaTopic)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(topics(got), tc.want) {
+			t.Errorf("subscriptions kept from %s: %v, want %v", tc.from, topics(got), tc.want)
 		}
 	}
 }

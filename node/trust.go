@@ -56,6 +56,28 @@ func MessageID(m *pb.Message) string {
 	return string(sum[:])
 }
 
+// siteSubs keeps a site peer's subscriptions to any topic but the trust
+// topic out of pubsub's view. The peer filter (gossipsWith) alone does not
+// keep conversation gossip off a site link: gossipsub sends a message this
+// node publishes itself (an anchor republishing what crossed in sync) to
+// every peer subscribed to its topic, without asking the filter.
+type siteSubs struct{ n *Node }
+
+func (siteSubs) CanSubscribe(string) bool { return true }
+
+func (f siteSubs) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_SubOpts) ([]*pb.RPC_SubOpts, error) {
+	if !f.n.IsSitePeer(from) {
+		return subs, nil
+	}
+	out := subs[:0:0]
+	for _, s := range subs {
+		if s.GetTopicid() == TrustTopic {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 func (n *Node) startPubsub() error {
 	n.score = newScorer(n.cfg.Now)
 	scoring, thresholds := scoreParams(n.score.appScore)
@@ -66,6 +88,7 @@ func (n *Node) startPubsub() error {
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(MessageID),
 		pubsub.WithPeerFilter(n.gossipsWith),
+		pubsub.WithSubscriptionFilter(siteSubs{n}),
 		pubsub.WithAppSpecificRpcInspector(func(id peer.ID, _ *pubsub.RPC) error {
 			if !n.isAdmitted(id) {
 				return ErrNotAdmitted

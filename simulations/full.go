@@ -25,7 +25,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
-	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/chat"
@@ -81,10 +80,16 @@ type full struct {
 	clock clock
 	conns map[[2]int]mocknet.Link
 	gossp atomic.Int64 // gossip bytes sent (RPC sizes)
-	db    *pebbleds.Datastore
-	tmp   string // the database's directory, removed on close
+	// The WAN between bridges (site.go): its mocknet links, which the
+	// bridges' site links dial, and the conversation gossip messages one
+	// bridge sent another (none: gossip does not cross a site link).
+	wanLinks  map[[2]int]mocknet.Link
+	wanGossip atomic.Int64
+	db        *pebbleds.Datastore
+	tmp       string // the database's directory, removed on close
 
 	mu      sync.Mutex
+	links   []SiteLinkChange // what the bridges' site links did (watchSites)
 	got     []map[crdt.OpID]arrival
 	dups    map[crdt.OpID]int
 	crlSeen [][]float64 // per revocation, per device: when it knew (-1)
@@ -110,6 +115,11 @@ type fdev struct {
 // with carriage turned off) or medmesh-carry (the devices as shipped:
 // spray with mesh's defaults; other carry settings are the DES's).
 func (s Scenario) checkFull() error {
+	for _, g := range s.Devices {
+		if g.Bridge && !g.Anchor {
+			return fmt.Errorf("scenario %s: group %s: a bridge runs a site link, which only an anchor keeps: set anchor too", s.Name, g.Name)
+		}
+	}
 	switch s.Routing {
 	case "", "medmesh":
 		return nil
@@ -213,7 +223,7 @@ func (w *World) RunFull(opt FullOptions, progress func(done, total int)) (*Resul
 		defer debug.SetGCPercent(debug.SetGCPercent(400))
 	}
 	f := &full{w: w, opt: opt, res: newResult(w, "full"), mn: mocknet.New(), byID: map[peer.ID]int{},
-		rng: rand.New(rand.NewPCG(w.Seed, 0x66756c6c)), conns: map[[2]int]mocknet.Link{}, dups: map[crdt.OpID]int{}}
+		rng: rand.New(rand.NewPCG(w.Seed, 0x66756c6c)), conns: map[[2]int]mocknet.Link{}, wanLinks: map[[2]int]mocknet.Link{}, dups: map[crdt.OpID]int{}}
 	f.clock.start(opt.Scale)
 	f.res.TimeScale = opt.Scale
 	f.mn.SetLinkDefaults(mocknet.LinkOptions{
@@ -284,10 +294,26 @@ type unsynced struct{ *pebbleds.Datastore }
 
 func (unsynced) Sync(context.Context, ds.Key) error { return nil }
 
-// tracer counts the bytes of every gossip RPC a node sends.
-type tracer struct{ n *atomic.Int64 }
+// tracer counts the bytes of every gossip RPC a node sends, and a
+// bridge's conversation gossip messages to another bridge (wan).
+type tracer struct {
+	n   *atomic.Int64
+	wan func(to peer.ID) bool // nil: not a bridge
+	msg *atomic.Int64
+}
 
-func (t tracer) SendRPC(rpc *pubsub.RPC, _ peer.ID)                 { t.n.Add(int64(proto.Size(&rpc.RPC))) }
+func (t tracer) SendRPC(rpc *pubsub.RPC, to peer.ID) {
+	t.n.Add(int64(proto.Size(&rpc.RPC)))
+	if t.wan == nil || !t.wan(to) {
+		return
+	}
+	for _, m := range rpc.GetPublish() {
+		if m.GetTopic() != node.TrustTopic {
+			t.msg.Add(1)
+		}
+	}
+}
+
 func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
 func (tracer) OnClosedOutboundStream(peer.ID)                       {}
 func (tracer) Join(string)                                          {}
@@ -320,10 +346,16 @@ func (f *full) startNodes() error {
 	params.HeartbeatInterval = max(10*time.Millisecond, time.Duration(float64(time.Second)/f.opt.Scale))
 	params.HeartbeatInitialDelay = min(params.HeartbeatInitialDelay, params.HeartbeatInterval)
 	f.got = make([]map[crdt.OpID]arrival, len(f.w.Devices))
+	keys, bridges, err := f.bridgeKeys()
+	if err != nil {
+		return err
+	}
 	for i, wd := range f.w.Devices {
-		k, err := identity.GenerateDeviceKey()
-		if err != nil {
-			return err
+		k := keys[i]
+		if k == nil {
+			if k, err = identity.GenerateDeviceKey(); err != nil {
+				return err
+			}
 		}
 		csrPEM, _ := identity.CreateCSR(k, identity.Details{Name: wd.Name, StaffID: wd.Name})
 		req, err := identity.ParseCSR(csrPEM)
@@ -350,8 +382,7 @@ func (f *full) startNodes() error {
 		if err != nil {
 			return err
 		}
-		addr, _ := ma.NewMultiaddr(fmt.Sprintf("/ip4/100.64.%d.%d/tcp/4242", i/250, i%250+1))
-		h, err := f.mn.AddPeer(priv, addr)
+		h, err := f.mn.AddPeer(priv, deviceAddr(i))
 		if err != nil {
 			return err
 		}
@@ -363,12 +394,15 @@ func (f *full) startNodes() error {
 		// AdmitTimeout: generous, so that a machine running behind the
 		// compressed clock does not refuse (and block) honest peers.
 		opts := []device.Option{device.WithIdentity(k, chain, trust), device.WithStore(store), device.WithHost(h), device.WithAdmitTimeout(time.Minute),
-			device.WithPubSubOptions(pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(tracer{&f.gossp})),
+			device.WithPubSubOptions(pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(f.tracer(i, bridges))),
 			device.WithTimers(time.Duration(f.w.S.SyncSeconds/f.opt.Scale*float64(time.Second)), time.Duration(0.3/f.opt.Scale*float64(time.Second))),
 			device.WithReceiptWindow(max(time.Millisecond, time.Duration(conversations.ReceiptWindow.Seconds()/f.opt.Scale*float64(time.Second)))),
 			device.WithObserve(f.observer(i)), device.WithCarry(f.w.S.Routing == "medmesh-carry")}
 		if wd.Anchor {
 			opts = append(opts, device.WithAnchor(0, 0))
+		}
+		if wd.Bridge {
+			opts = append(opts, f.siteOptions(i, bridges)...)
 		}
 		dv, err := device.Open(context.Background(), "", nil, opts...)
 		if err != nil {
@@ -544,9 +578,14 @@ func (f *full) run(progress func(done, total int)) {
 	}
 	f.wan(0)
 	f.settle()
+	f.settleSites()
 	f.clock.start(f.opt.Scale)
 	if f.opt.Elastic && len(evs) > 0 {
 		f.clock.resume(0, evs[0].at)
+	}
+	if f.sited() {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.watchSites(ctx) }()
 	}
 	cpu0 := baseline.CPUTime()
 	f.startSenders()
@@ -729,35 +768,6 @@ func (f *full) arrive(a, p int) {
 	}
 }
 
-// wan connects the bridges whose site no cut isolates, and disconnects
-// the others.
-func (f *full) wan(t float64) {
-	var up []int
-	for i, d := range f.w.Devices {
-		if !d.Bridge {
-			continue
-		}
-		if f.w.wanUp(f.devs[i].place, t) {
-			up = append(up, i)
-		} else {
-			for j, o := range f.w.Devices {
-				if o.Bridge && j != i {
-					f.disconnect(i, j)
-				}
-			}
-		}
-	}
-	for i, a := range up {
-		for _, b := range up[i+1:] {
-			f.connect(a, b)
-			if l := f.conns[[2]int{min(a, b), max(a, b)}]; l != nil {
-				l.SetOptions(mocknet.LinkOptions{Latency: time.Duration(f.w.S.WANMS / f.opt.Scale * float64(time.Millisecond)),
-					Bandwidth: f.w.S.LinkBytesPerSecond() * f.opt.Scale})
-			}
-		}
-	}
-}
-
 // revoke: the CA revokes the device's certificate and the CRL is handed
 // to every anchor outside a cut.
 func (f *full) revoke(r int) {
@@ -838,6 +848,9 @@ func (f *full) finish() {
 		}
 	}
 	f.res.Bytes = sync + f.gossp.Load()
+	if f.sited() {
+		f.res.SiteLinks, f.res.SiteBytes, f.res.WANGossip = f.links, f.siteBytes(), f.wanGossip.Load()
+	}
 	deps := make([][]int32, len(f.w.Sends)) // standing is read from a converged replica below
 	f.w.outcome(f.res, func(dev int, key int32) (arrival, bool) {
 		if key < 0 {

@@ -55,6 +55,12 @@ type Summary struct {
 	// anything, the most one held at once, and the envelope bytes a
 	// carrier sent plus received for carriage per hour of the run (mean
 	// over carriers, and the most).
+	// Full engine with bridges on site links: how often a bridge's link
+	// went down, the bytes the bridges sent on them, and the conversation
+	// gossip messages one bridge sent another (0: none crossed).
+	SiteLinkDowns           *int     `json:"site_link_downs,omitempty"`
+	SiteBytes               *int64   `json:"site_link_bytes,omitempty"`
+	WANGossip               *int64   `json:"site_link_gossip_messages,omitempty"`
 	Carriers                *int     `json:"carriers,omitempty"`
 	CarrierPeakBytes        *int64   `json:"carrier_peak_bytes,omitempty"`
 	CarrierBytesPerHourMean *float64 `json:"carrier_bytes_per_hour_mean,omitempty"`
@@ -106,6 +112,18 @@ func Summarise(r *Result) Summary {
 		s.HopsMean = float64(hops) / float64(s.Delivered)
 		s.OverheadRatio = float64(r.Relayed-s.Delivered) / float64(s.Delivered)
 		s.BytesPerDelivery = float64(r.Bytes) / float64(s.Delivered)
+	}
+	if r.SiteBytes != nil {
+		downs, bytes, gossip := 0, int64(0), r.WANGossip
+		for _, c := range r.SiteLinks {
+			if !c.Up {
+				downs++
+			}
+		}
+		for _, n := range r.SiteBytes {
+			bytes += n
+		}
+		s.SiteLinkDowns, s.SiteBytes, s.WANGossip = &downs, &bytes, &gossip
 	}
 	if r.Convergence != nil {
 		conv := 0.0
@@ -350,6 +368,9 @@ func Table(w io.Writer, s Summary) {
 	if s.Carriers != nil {
 		rows = append(rows, [2]string{"carriers / most carried at once", fmt.Sprintf("%d / %d bytes", *s.Carriers, *s.CarrierPeakBytes)},
 			[2]string{"carriage per carrier: mean / max", fmt.Sprintf("%.0f / %.0f bytes per hour", *s.CarrierBytesPerHourMean, *s.CarrierBytesPerHourMax)})
+	}
+	if s.SiteBytes != nil {
+		rows = append(rows, [2]string{"site links: downs / bytes / gossip msgs", fmt.Sprintf("%d / %d / %d", *s.SiteLinkDowns, *s.SiteBytes, *s.WANGossip)})
 	}
 	if s.TimeScale > 0 {
 		rows = append(rows, [2]string{"time scale (scenario s per wall s)", fmt.Sprintf("%.0f", s.TimeScale)},

@@ -54,6 +54,14 @@ type Result struct {
 	// and "gossip" the gossip RPC bytes (the parts of Bytes).
 	SyncByFrame map[string]int64
 
+	// Full engine, bridges on site links (two or more bridges): each
+	// change of a bridge's site link, the bytes each bridge sent on its
+	// links, and the conversation gossip messages one bridge sent another
+	// (0: gossip does not cross a site link).
+	SiteLinks []SiteLinkChange
+	SiteBytes map[string]int64
+	WANGossip int64
+
 	sentIDs []crdt.OpID // full engine: each message's op ID
 	// Full engine, while the events ran (from time 0 to the end): the
 	// process's CPU time (user and system, every device together), and
