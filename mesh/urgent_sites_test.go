@@ -84,6 +84,10 @@ func newSiteWorld(t *testing.T) *siteWorld {
 	})
 	testnet.Knows(t, w.x, w.y)
 	testnet.Knows(t, w.y, w.x)
+	// The far anchor learns X's and Y's certificates from site A's
+	// directory forwards; until then it refuses their ops, and one refused
+	// is fetched again only in a later session.
+	testnet.Knows(t, w.b, w.x, w.y)
 	return w
 }
 
