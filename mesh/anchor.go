@@ -343,7 +343,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 			return
 		}
 		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender, key: key})
-		s.noteUrgentTagLocked(tag, sender, key, len(raw), now)
+		s.noteUrgentTagLocked(tag, id, sender, key, len(raw), now)
 		c.seen = now
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])

@@ -34,10 +34,12 @@ import (
 // envelope expires CarryTTL after the time in its signed header (a time
 // in the future counts as now) and goes; one origin (the header's
 // sender) holds at most CarryShare of the quota, its oldest dropped first;
-// a full bag drops its oldest non-urgent envelope, its oldest urgent one
-// only for an urgent newcomer (urgent: the envelope's signed header says
-// so, e2e.Envelope.Urgent; within the origin's share, so marking
-// everything urgent keeps no more of one origin in the bag). Only admitted peers sync at all; a sender
+// a full bag drops an envelope of the origin of its oldest one, whether
+// urgent or not — that origin's oldest non-urgent envelope, its oldest
+// urgent one only when all of its are urgent (urgent: the envelope's
+// signed header says so, e2e.Envelope.Urgent; urgency reorders only an
+// origin's own envelopes, so marking everything urgent keeps no more of
+// one origin in the bag, and no longer). Only admitted peers sync at all; a sender
 // the carrier does not know, or knows revoked, is refused, as gossip
 // refuses it; a forged or misfiled envelope, or one not taken, counts
 // against the peer that handed it. A carrier never fetches a tag it
@@ -184,6 +186,7 @@ type handCand struct {
 	id     crdt.OpID
 	give   uint32
 	urgent bool
+	sender peer.ID // the envelope's origin
 	seq    uint64
 	// deliver: p holds the tag (its offer names it) or is an anchor — it
 	// takes the envelope if it lacks it, and no copies change hands.
@@ -203,14 +206,16 @@ func (o offer) holdsTag(tag []byte) bool {
 // what this device carries of it (sync/5: a member gets what a carrier
 // carries of its conversations here, not by reconciliation); to p, our
 // welcomes to it; to a peer that carries, our own ops and carried ones
-// with copies to spare, of tags p does not hold. Urgent first, then deliveries, then oldest first;
-// at most maxHand.
+// with copies to spare, of tags p does not hold. Deliveries first, then
+// the rest; within each, urgent first (at most urgentBurst entries of each
+// origin count as urgent), then oldest first; at most maxHand.
 func (s *Service) candidates(p peer.ID, theirs offer, anchor bool) []handCand {
 	now := s.now()
 	s.mu.Lock()
 	s.expireBagLocked(now)
 	var out []handCand
 	inbox := inboxTag(p)
+	self := s.cfg.Node.ID() // tokens are our own ops
 	for k, t := range s.tokens {
 		if !t.exp.After(now) || t.copies <= 1 {
 			s.dropTokenLocked(k)
@@ -219,37 +224,47 @@ func (s *Service) candidates(p peer.ID, theirs offer, anchor bool) []handCand {
 		switch {
 		case bytes.Equal(t.tag, inbox): // our welcome to p itself
 			if !t.listed.has(p, asDelivery) {
-				out = append(out, handCand{tag: t.tag, id: t.id, give: 1, urgent: t.urgent, seq: t.seq, deliver: true})
+				out = append(out, handCand{tag: t.tag, id: t.id, give: 1, urgent: t.urgent, sender: self, seq: t.seq, deliver: true})
 			}
 		case theirs.carry && !theirs.holdsTag(t.tag) && !t.listed.has(p, asCopy):
-			out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, seq: t.seq})
+			out = append(out, handCand{tag: t.tag, id: t.id, give: t.copies / 2, urgent: t.urgent, sender: self, seq: t.seq})
 		}
 	}
 	for _, it := range s.bag {
 		switch {
 		case anchor || theirs.holdsTag(it.c.tag):
 			if !it.listed.has(p, asDelivery) {
-				out = append(out, handCand{tag: it.c.tag, id: it.id, give: 1, urgent: it.urgent, seq: it.seq, deliver: true})
+				out = append(out, handCand{tag: it.c.tag, id: it.id, give: 1, urgent: it.urgent, sender: it.sender, seq: it.seq, deliver: true})
 			}
 		case theirs.carry && it.copies > 1 && !it.listed.has(p, asCopy):
-			out = append(out, handCand{tag: it.c.tag, id: it.id, give: it.copies / 2, urgent: it.urgent, seq: it.seq})
+			out = append(out, handCand{tag: it.c.tag, id: it.id, give: it.copies / 2, urgent: it.urgent, sender: it.sender, seq: it.seq})
 		}
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b handCand) int {
-		if a.urgent != b.urgent {
-			if a.urgent {
-				return -1
-			}
-			return 1
+	// Urgency counts for at most urgentBurst entries of each origin (its
+	// oldest), so that one origin's urgent flood does not fill the list.
+	slices.SortFunc(out, func(a, b handCand) int { return cmp.Compare(a.seq, b.seq) })
+	urgentOf := map[peer.ID]int{}
+	for i := range out {
+		if out[i].urgent {
+			urgentOf[out[i].sender]++
+			out[i].urgent = urgentOf[out[i].sender] <= urgentBurst
 		}
+	}
+	slices.SortStableFunc(out, func(a, b handCand) int {
 		if a.deliver != b.deliver {
 			if a.deliver {
 				return -1
 			}
 			return 1
 		}
-		return cmp.Compare(a.seq, b.seq)
+		if a.urgent != b.urgent {
+			if a.urgent {
+				return -1
+			}
+			return 1
+		}
+		return 0
 	})
 	return out[:min(len(out), maxHand)]
 }
@@ -667,9 +682,10 @@ func (s *Service) dropBagLocked(k string) {
 // carryShare is the most bytes of one origin the bag holds.
 func (s *Service) carryShare() int64 { return int64(float64(s.cfg.CarryQuota) * s.cfg.CarryShare) }
 
-// boundBagLocked applies the per-origin share, then the quota (oldest
-// non-urgent first; the oldest urgent only when all are urgent, which a
-// non-urgent newcomer never brings about: it is the oldest non-urgent).
+// boundBagLocked applies the per-origin share, then the quota: the origin
+// of the oldest entry loses one, whether urgent or not (so one origin's
+// urgent flood never outlasts others' newer routine envelopes), its oldest
+// non-urgent one, or its oldest urgent one when all of its are urgent.
 // Callers hold mu.
 func (s *Service) boundBagLocked() {
 	by := map[peer.ID]int64{}
@@ -689,9 +705,13 @@ func (s *Service) boundBagLocked() {
 		}
 	}
 	for s.bagBytes > s.cfg.CarryQuota && len(s.bag) > 0 {
-		id, ok := s.oldestLocked(func(it *bagItem) bool { return !it.urgent })
+		// Whose envelope goes ignores urgency (the oldest entry's origin);
+		// urgency only picks which of that origin's goes.
+		oldest, _ := s.oldestLocked(func(*bagItem) bool { return true })
+		sender := s.bag[oldest].sender
+		id, ok := s.oldestLocked(func(it *bagItem) bool { return it.sender == sender && !it.urgent })
 		if !ok {
-			id, _ = s.oldestLocked(func(*bagItem) bool { return true })
+			id = oldest
 		}
 		s.dropBagLocked(id)
 		dropped++

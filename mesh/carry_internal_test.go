@@ -116,42 +116,62 @@ func (s *Service) carriesIn(tag []byte, id crdt.OpID) bool {
 	return ok
 }
 
-// TestCarryQuotaUrgentFirst: a full bag drops its oldest non-urgent
-// envelope; urgent ones go only for an urgent newcomer, and a non-urgent
-// newcomer never evicts an urgent one.
+// TestCarryQuotaUrgentFirst: a full bag drops an envelope of the origin
+// of its oldest one, urgent or not: that origin's oldest non-urgent
+// envelope (even when an urgent one of it is older), its oldest urgent one
+// when all of its are urgent; other origins' envelopes, newer, stay.
 func TestCarryQuotaUrgentFirst(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := carrierService(t, 20<<10, &now)
-	s.cfg.CarryShare = 1 // many origins below: the quota alone decides
+	s.cfg.CarryShare = 1 // the quota alone decides
 	tag := make([]byte, tagLen)
-	var urgent []crdt.OpID
-	for range 10 {
-		e, raw := sprayEnvUrgent(t, tag, newPeerID(t), now, 1800)
+	origin := newPeerID(t)
+	keep := func(e *e2e.Envelope, raw []byte) crdt.OpID {
+		t.Helper()
 		if !s.keepSpray(tag, e, raw, 2, now) {
+			t.Fatal("envelope not kept")
+		}
+		return crdt.OpID(e2e.ID(raw))
+	}
+	var ids []crdt.OpID // origin's: urgent, routine, urgent, routine, ...
+	for i := range 6 {
+		ids = append(ids, keep(sprayEnvAs(t, tag, origin, now, 1800, i%2 == 0)))
+	}
+	var others []crdt.OpID
+	for range 4 {
+		others = append(others, keep(sprayEnvUrgent(t, tag, newPeerID(t), now, 1800)))
+	}
+	// Full: a newcomer of another origin, routine, takes the place of the
+	// oldest origin's oldest routine envelope, not of its older urgent one.
+	newcomer := keep(sprayEnv(t, tag, newPeerID(t), now, 1800))
+	if s.carriesIn(tag, ids[1]) || !s.carriesIn(tag, ids[0]) || !s.carriesIn(tag, newcomer) {
+		t.Fatal("not the oldest origin's oldest routine envelope evicted")
+	}
+	for _, id := range others {
+		if !s.carriesIn(tag, id) {
+			t.Fatal("a newer origin's envelope went")
+		}
+	}
+	// When all of the oldest origin's envelopes are urgent, its oldest
+	// urgent one goes, for a routine newcomer too.
+	s2 := carrierService(t, 20<<10, &now)
+	s2.cfg.CarryShare = 1
+	var first crdt.OpID
+	for i := range 10 {
+		e, raw := sprayEnvUrgent(t, tag, newPeerID(t), now, 1800)
+		if !s2.keepSpray(tag, e, raw, 2, now) {
 			t.Fatal("urgent envelope not kept")
 		}
-		urgent = append(urgent, crdt.OpID(e2e.ID(raw)))
-	}
-	// The bag is full of urgent envelopes: a non-urgent newcomer is refused.
-	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1800)
-	if s.keepSpray(tag, e, raw, 2, now) {
-		t.Fatal("a non-urgent newcomer evicted an urgent envelope")
-	}
-	for _, id := range urgent {
-		if !s.carriesIn(tag, id) {
-			t.Fatal("an urgent envelope went for a non-urgent one")
+		if i == 0 {
+			first = crdt.OpID(e2e.ID(raw))
 		}
 	}
-	// An urgent newcomer evicts the oldest urgent one.
-	e, raw = sprayEnvUrgent(t, tag, newPeerID(t), now, 1800)
-	if !s.keepSpray(tag, e, raw, 2, now) {
-		t.Fatal("urgent newcomer refused")
+	e, raw := sprayEnv(t, tag, newPeerID(t), now, 1800)
+	if !s2.keepSpray(tag, e, raw, 2, now) || s2.carriesIn(tag, first) {
+		t.Fatal("a bag full of others' urgent envelopes refused a newer routine one")
 	}
-	if s.carriesIn(tag, urgent[0]) || !s.carriesIn(tag, urgent[1]) {
-		t.Fatal("not the oldest urgent envelope evicted")
-	}
-	if s.bagBytes > s.cfg.CarryQuota {
-		t.Fatalf("bag of %d bytes over quota %d", s.bagBytes, s.cfg.CarryQuota)
+	if s.bagBytes > s.cfg.CarryQuota || s2.bagBytes > s2.cfg.CarryQuota {
+		t.Fatalf("bag over quota")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
@@ -76,6 +77,9 @@ type Session struct {
 	keys   []uint64    // keys[i] is items[i]'s causal key
 	need   map[crdt.OpID]uint64
 	rounds int
+	// now, if set, is the clock against which a listed urgent key stamped
+	// ahead of it (beyond urgentAhead) counts as routine (needOrderAt).
+	now func() time.Time
 }
 
 // NewSession starts a session over the IDs this side holds, with no
@@ -160,26 +164,57 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 }
 
 // Need lists the IDs the other side has and this side lacks, in the order
-// to fetch them: the oldest urgentFirst of those listed urgent (by causal
-// key, then ID), then the rest by causal key (e2e.CausalKey), then ID. An
+// to fetch them: the newest urgentFirst of those listed urgent (in causal
+// key order, then ID; one stamped more than urgentAhead ahead of the
+// session's clock counts as routine), then the rest by causal key
+// (e2e.CausalKey), then ID. An
 // urgent op comes before the ops it depends on: the fetch brings those
 // next (fetch: ancestors of urgent ops). Only urgentFirst jump the queue,
 // whoever marked them: a peer listing every op urgent moves one batch
 // ahead of the rest, no more.
 func (s *Session) Need() []crdt.OpID {
-	return needOrder(s.need)
+	return needOrderAt(s.need, s.clock())
+}
+
+// Urgent reports whether id (one Need lists) counts as listed urgent.
+func (s *Session) Urgent(id crdt.OpID) bool { return urgentKey(s.need[id], s.clock()) }
+
+func (s *Session) clock() time.Time {
+	if s.now == nil {
+		return time.Time{}
+	}
+	return s.now()
+}
+
+// urgentAhead is how far ahead of this device's clock a listed urgent
+// key may be stamped and still count as urgent: a sender post-dating its
+// urgent ops would otherwise sort them as the newest, into every urgent
+// slot (needOrderAt).
+const urgentAhead = time.Minute
+
+// urgentKey reports whether listed key k counts as urgent at now: its bit
+// set and, unless now is zero, its clock (milliseconds above 20 bits of
+// counter: e2e.Envelope.SyncKey) not past now + urgentAhead.
+func urgentKey(k uint64, now time.Time) bool {
+	if k&e2e.UrgentKey == 0 {
+		return false
+	}
+	return now.IsZero() || e2e.CausalKey(k)>>20 <= uint64(max(now.Add(urgentAhead).UnixMilli(), 0))
 }
 
 // urgentFirst is how many urgent ops one fetch brings ahead of the rest:
 // one batch from a site peer.
 const urgentFirst = siteBatch
 
-// needOrder is Need's order of need (ID to listed key).
-func needOrder(need map[crdt.OpID]uint64) []crdt.OpID {
+// needOrder is Need's order of need (ID to listed key), with no clock.
+func needOrder(need map[crdt.OpID]uint64) []crdt.OpID { return needOrderAt(need, time.Time{}) }
+
+// needOrderAt is Need's order of need at now (see urgentKey).
+func needOrderAt(need map[crdt.OpID]uint64, now time.Time) []crdt.OpID {
 	out := make([]crdt.OpID, 0, len(need))
 	var urgent []crdt.OpID
 	for id, k := range need {
-		if k&e2e.UrgentKey != 0 {
+		if urgentKey(k, now) {
 			urgent = append(urgent, id)
 		} else {
 			out = append(out, id)
@@ -191,8 +226,12 @@ func needOrder(need map[crdt.OpID]uint64) []crdt.OpID {
 		}
 		return a.Compare(b)
 	}
-	slices.SortFunc(urgent, byKey)
+	// The newest urgent ops take the slots: older (or backdated) urgent
+	// ops of one colleague cannot push a later urgent op behind the
+	// routine backlog.
+	slices.SortFunc(urgent, func(a, b crdt.OpID) int { return byKey(b, a) })
 	first := urgent[:min(len(urgent), urgentFirst)]
+	slices.SortFunc(first, byKey)
 	out = append(out, urgent[len(first):]...)
 	slices.SortFunc(out, byKey)
 	return slices.Concat(first, out)

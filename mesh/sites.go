@@ -188,18 +188,32 @@ func (s *Service) skipBusy(p peer.ID, common [][]byte) (out [][]byte, skipped bo
 	return out, skipped
 }
 
-// urgentIn reports whether envs hold an op to send as urgent: marked so
-// in its signed header, and within its sender's allowance (urgent.go) —
-// an anchor forwards its colleagues' ops, and any of them may mark
-// anything urgent.
+// urgentIn reports whether frame envs goes as urgent: every envelope in
+// it marked so in its signed header and within its sender's allowance
+// (urgent.go; decided once per op) — an anchor forwards its colleagues'
+// ops, and any of them may mark anything urgent. A frame with routine
+// envelopes in it is routine: one urgent op never carries routine bulk
+// at urgent priority (the fetch asks for urgent ops in a batch of their
+// own: sync.go, fetch).
 func (s *Service) urgentIn(envs [][]byte) bool {
-	urgent := false
+	if len(envs) == 0 {
+		return false
+	}
+	var ces []Checked
 	for _, raw := range envs {
 		if len(raw) > maxUrgentSize {
-			continue
+			return false
 		}
-		if e, err := e2e.Decode(raw); err == nil && s.urgentAllowed(e, len(raw)) {
-			urgent = true
+		e, err := e2e.Decode(raw)
+		if err != nil || !e.Urgent {
+			return false
+		}
+		ces = append(ces, Checked{e, raw})
+	}
+	urgent := true
+	for _, ce := range ces {
+		if !s.urgentAllowed(ce) {
+			urgent = false
 		}
 	}
 	return urgent

@@ -413,7 +413,9 @@ func (s *Service) session(tag []byte) *Session {
 	base := s.bases[string(tag)]
 	s.mu.Unlock()
 	if base != nil && slices.Equal(base.items, ids) {
-		return base.fork()
+		sess := base.fork()
+		sess.now = s.now
+		return sess
 	}
 	var sess *Session
 	if base != nil { // IDs added since: look up only their keys
@@ -428,6 +430,7 @@ func (s *Service) session(tag []byte) *Session {
 	}
 	s.bases[string(tag)] = sess.fork()
 	s.mu.Unlock()
+	sess.now = s.now
 	return sess
 }
 
@@ -730,7 +733,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	if len(need) > fetchBatch {
 		held = len(s.IDsOf(tag))
 	}
-	fetched, err := s.fetch(c, p, tag, need)
+	fetched, err := s.fetch(c, p, tag, need, sess.Urgent)
 	if err != nil {
 		return false, err
 	}
@@ -938,8 +941,10 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID) (*claimSet,
 // in order) while it reads and verifies the next. It waits for what
 // another session is fetching (see claimNeed), skips what this device
 // holds by now, and reports how many it asked for. An answer with an
-// envelope not asked for in that batch ends the session.
-func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, error) {
+// envelope not asked for in that batch ends the session. urgent (nil:
+// none) says which IDs were listed urgent: those need starts with go in a
+// first batch of their own.
+func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (int, error) {
 	if len(need) > 0 && s.carriesOnly(tag) {
 		need = nil // a carrier takes only what is handed to it (carry.go)
 	}
@@ -961,6 +966,18 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID) (int, 
 	var batches [][]crdt.OpID
 	want := func() error {
 		n := min(len(rest), batch)
+		if len(batches) == 0 && urgent != nil {
+			// The urgent ops Need put first go in a batch of their own:
+			// their answer is paced urgent to a site peer only without
+			// routine envelopes in it (urgentIn).
+			u := 0
+			for u < n && urgent(rest[u]) {
+				u++
+			}
+			if u > 0 {
+				n = u
+			}
+		}
 		b := rest[:n:n]
 		rest = rest[n:]
 		batches = append(batches, b)
@@ -1299,7 +1316,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 				continue
 			}
 			// Their wants are served; now ours, and the tag is done.
-			if _, err := s.fetch(c, p, f.Tag, s.wanted(f.Tag, cur.sess.Need())); err != nil {
+			if _, err := s.fetch(c, p, f.Tag, s.wanted(f.Tag, cur.sess.Need()), cur.sess.Urgent); err != nil {
 				return err
 			}
 			release()

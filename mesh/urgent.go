@@ -15,27 +15,34 @@ import (
 // (chat refuses an op whose bit and payload disagree), so every node
 // moving an envelope knows it without reading it:
 //
-//   - a frame of envelopes to a site peer holding an urgent one is paced
-//     ahead of routine frames (sites.go, urgentIn), and a session with a
-//     site peer reconciles first the conversations an urgent envelope
-//     came in for lately (urgentTagsFirst);
-//   - a fetch brings up to urgentFirst urgent ops first (the listed keys
-//     carry the bit: recon.go, needOrder), then the missing ancestors of
-//     the urgent ops that came (ancestors), then the rest in causal order;
-//   - a carrier hands urgent envelopes first and evicts them last, within
-//     each origin's share of its bag (carry.go); an anchor's per-sender
-//     account evicts them last, within that sender's share (anchor.go:
-//     the sync key orders an urgent op as the sender's newest).
+//   - a frame of envelopes to a site peer is paced ahead of routine frames
+//     when every envelope in it is urgent (sites.go, urgentIn), and a
+//     session with a site peer reconciles first the conversations an
+//     urgent envelope came in for lately (urgentTagsFirst);
+//   - a fetch brings up to urgentFirst urgent ops first, the newest of
+//     those listed urgent, in a batch of their own (the listed keys carry
+//     the bit: recon.go, needOrderAt; sync.go, fetch), then the missing
+//     ancestors of the urgent ops that came (ancestors), then the rest in
+//     causal order;
+//   - a carrier hands urgent envelopes first within deliveries and within
+//     copies, at most urgentBurst of each origin, and evicts them last
+//     among the envelopes of the origin whose turn it is (carry.go); an
+//     anchor's per-sender account evicts them last, within that sender's
+//     share (anchor.go: the sync key orders an urgent op as the sender's
+//     newest).
 //
 // Any member may mark any of its ops urgent, so urgency buys nothing
 // beyond the sender's own share: a sender's urgent envelopes are paced
 // first, and pull their ancestors forward, only within its allowance
-// (urgentBurst at once, one more every urgentRefill; an envelope larger
-// than maxUrgentSize never counts — an honest urgent op is a text message
-// of at most 16 KiB, an escalation or an acknowledgement); past it they
-// are routine. In a fetch, at most urgentFirst ops jump the queue whoever
-// sent them. In a bag or an anchor, urgency reorders only a sender's own
-// envelopes.
+// (urgentBurst ops at once, one more every urgentRefill; an envelope
+// larger than maxUrgentSize never counts — an honest urgent op is a text
+// message of at most 16 KiB, an escalation or an acknowledgement); past
+// it they are routine. The allowance is charged once per op: the verdict
+// on an op ID is kept and reused on every path, peer and resend
+// (urgencyLedger.op). In a fetch, at most urgentFirst ops jump the queue
+// whoever sent them, and one stamped more than urgentAhead ahead of the
+// fetching device's clock does not. In a bag or an anchor, urgency
+// reorders only a sender's own envelopes.
 
 // Allowance of urgent treatment per sender; how long a conversation an
 // urgent envelope came in for goes first in sessions with site peers, and
@@ -57,12 +64,17 @@ func urgentRaw(raw []byte) bool {
 }
 
 // urgencyLedger is each sender's allowance of urgent treatment: a token
-// bucket of urgentBurst, refilled one per urgentRefill. At most
+// bucket of urgentBurst, refilled one per urgentRefill, charged once per
+// op — the verdict on an op ID is kept (the last maxUrgentVerdicts) and
+// reused on every path, to every peer, on every resend. At most
 // maxUrgentSenders are kept (then all start afresh: making senders takes
 // certificates).
 type urgencyLedger struct {
-	mu sync.Mutex
-	by map[peer.ID]*urgentBucket
+	mu       sync.Mutex
+	by       map[peer.ID]*urgentBucket
+	verdicts map[crdt.OpID]bool
+	order    []crdt.OpID // verdicts' keys, oldest first (a ring of maxUrgentVerdicts)
+	next     int         // where the next verdict goes in order once full
 }
 
 type urgentBucket struct {
@@ -70,10 +82,17 @@ type urgentBucket struct {
 	at     time.Time
 }
 
+// maxUrgentVerdicts is how many ops' urgency verdicts are remembered.
+const maxUrgentVerdicts = 4096
+
 // take spends one of sender's urgent treatments, if it has one left.
 func (l *urgencyLedger) take(sender peer.ID, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.takeLocked(sender, now)
+}
+
+func (l *urgencyLedger) takeLocked(sender peer.ID, now time.Time) bool {
 	if l.by == nil || len(l.by) >= maxUrgentSenders {
 		l.by = map[peer.ID]*urgentBucket{}
 	}
@@ -93,14 +112,39 @@ func (l *urgencyLedger) take(sender peer.ID, now time.Time) bool {
 	return true
 }
 
-// urgentAllowed reports whether e is to be treated as urgent here: marked
-// so, small enough, and within its sender's allowance (spending one).
-func (s *Service) urgentAllowed(e *e2e.Envelope, size int) bool {
-	if !e.Urgent || size > maxUrgentSize {
+// op reports whether op id of sender is within the sender's allowance:
+// the first time it is asked, a treatment is spent (if one is left) and
+// the verdict kept; after that, the kept verdict, free.
+func (l *urgencyLedger) op(id crdt.OpID, sender peer.ID, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v, ok := l.verdicts[id]; ok {
+		return v
+	}
+	v := l.takeLocked(sender, now)
+	if l.verdicts == nil {
+		l.verdicts = map[crdt.OpID]bool{}
+	}
+	if len(l.order) < maxUrgentVerdicts {
+		l.order = append(l.order, id)
+	} else {
+		delete(l.verdicts, l.order[l.next])
+		l.order[l.next] = id
+		l.next = (l.next + 1) % maxUrgentVerdicts
+	}
+	l.verdicts[id] = v
+	return v
+}
+
+// urgentAllowed reports whether ce is to be treated as urgent here: marked
+// so, small enough, and within its sender's allowance (decided once per
+// op: urgencyLedger.op).
+func (s *Service) urgentAllowed(ce Checked) bool {
+	if !ce.Env.Urgent || len(ce.Raw) > maxUrgentSize {
 		return false
 	}
-	sender, err := e.SenderID()
-	return err == nil && s.urgency.take(sender, s.now())
+	sender, err := ce.Env.SenderID()
+	return err == nil && s.urgency.op(crdt.OpID(e2e.ID(ce.Raw)), sender, s.now())
 }
 
 // ancestors is what one fetch brings forward: the ops urgent ops that came
@@ -111,11 +155,11 @@ type ancestors map[crdt.OpID]bool
 // their senders' allowance: allowed) and of ancestors already noted, and
 // returns rest (the IDs not yet asked for) with the noted ones first, each
 // part in its order.
-func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(*e2e.Envelope, int) bool) []crdt.OpID {
+func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(Checked) bool) []crdt.OpID {
 	moved := false
 	for _, ce := range got {
 		noted := len(*a) > 0 && (*a)[crdt.OpID(e2e.ID(ce.Raw))]
-		if !noted && !(ce.Env.Urgent && allowed(ce.Env, len(ce.Raw))) {
+		if !noted && !(ce.Env.Urgent && allowed(ce)) {
 			continue
 		}
 		for _, d := range ce.Env.Deps {
@@ -145,11 +189,11 @@ func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(*e2e.E
 	return append(front, back...)
 }
 
-// noteUrgentTagLocked notes that an urgent envelope of sender (its sync
-// key, its size) came in for tag now, within the sender's allowance, on
-// an anchor with site links. Callers hold mu.
-func (s *Service) noteUrgentTagLocked(tag []byte, sender peer.ID, key uint64, size int, now time.Time) {
-	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || !s.urgency.take(sender, now) {
+// noteUrgentTagLocked notes that urgent envelope id of sender (its sync
+// key, its size) came in for tag now, within the sender's allowance (the
+// op's one verdict), on an anchor with site links. Callers hold mu.
+func (s *Service) noteUrgentTagLocked(tag []byte, id crdt.OpID, sender peer.ID, key uint64, size int, now time.Time) {
+	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || !s.urgency.op(id, sender, now) {
 		return
 	}
 	if s.urgentTags == nil || len(s.urgentTags) >= maxUrgentTags {

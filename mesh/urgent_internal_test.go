@@ -13,8 +13,8 @@ import (
 
 func opN(n byte) crdt.OpID { return crdt.OpID{n} }
 
-// TestNeedOrderUrgentFirst: urgent-listed IDs come first (oldest first),
-// at most urgentFirst of them; the rest, further urgent ones included, in
+// TestNeedOrderUrgentFirst: urgent-listed IDs come first (the newest
+// urgentFirst of them, in causal order); the rest, further urgent ones included, in
 // causal key order whatever the urgency bit.
 func TestNeedOrderUrgentFirst(t *testing.T) {
 	need := map[crdt.OpID]uint64{}
@@ -25,7 +25,7 @@ func TestNeedOrderUrgentFirst(t *testing.T) {
 	need[opN(201)] = 50 | e2e.UrgentKey  // urgent, older than the backlog
 	got := needOrder(need)
 	if got[0] != opN(201) || got[1] != opN(200) {
-		t.Fatalf("urgent ops not first, oldest first: %x %x", got[0][:1], got[1][:1])
+		t.Fatalf("urgent ops not first, in causal order: %x %x", got[0][:1], got[1][:1])
 	}
 	if !slices.IsSortedFunc(got[2:], func(a, b crdt.OpID) int { return int(a[0]) - int(b[0]) }) {
 		t.Fatal("the rest is not in causal order")
@@ -41,15 +41,10 @@ func TestNeedOrderUrgentFirst(t *testing.T) {
 		flood[opN(byte(i))] = k
 	}
 	got = needOrder(flood)
-	urgentAhead := 0
-	for _, id := range got {
-		if flood[id]&e2e.UrgentKey == 0 {
-			break
+	for i, id := range got[:urgentFirst] { // the newest urgent ones: 1068, 1070, ..., 1098
+		if want := uint64(1100-2*urgentFirst+2*i) | e2e.UrgentKey; flood[id] != want {
+			t.Fatalf("%d-th op ahead has key %x, want %x (the newest urgent ones, in causal order)", i, flood[id], want)
 		}
-		urgentAhead++
-	}
-	if urgentAhead != urgentFirst {
-		t.Fatalf("%d urgent ops ahead of the first routine one, want %d", urgentAhead, urgentFirst)
 	}
 	for i := urgentFirst + 1; i < len(got); i++ {
 		if e2e.CausalKey(flood[got[i-1]]) > e2e.CausalKey(flood[got[i]]) {
@@ -71,8 +66,8 @@ func TestAncestorsPromoted(t *testing.T) {
 		return Checked{e, raw}
 	}
 	rest := []crdt.OpID{opN(1), opN(2), opN(3), opN(4), opN(5)}
-	yes := func(*e2e.Envelope, int) bool { return true }
-	no := func(*e2e.Envelope, int) bool { return false }
+	yes := func(Checked) bool { return true }
+	no := func(Checked) bool { return false }
 	var a ancestors
 	if got := a.promote([]Checked{checked(false, opN(4))}, rest, yes); !slices.Equal(got, rest) {
 		t.Fatalf("a routine op moved its deps: %v", got)
@@ -162,13 +157,13 @@ func TestUrgentTagsFirst(t *testing.T) {
 	tags := [][]byte{{1}, {2}, {3}}
 	sender := newPeerID(t)
 	s.mu.Lock()
-	s.noteUrgentTagLocked(tags[1], sender, 5, 100, now) // routine
+	s.noteUrgentTagLocked(tags[1], crdt.OpID{1}, sender, 5, 100, now) // routine
 	s.mu.Unlock()
 	if got := s.urgentTagsFirst("site", tags); got[0][0] != 1 {
 		t.Fatal("a routine envelope moved its conversation first")
 	}
 	s.mu.Lock()
-	s.noteUrgentTagLocked(tags[2], sender, 5|e2e.UrgentKey, 100, now)
+	s.noteUrgentTagLocked(tags[2], crdt.OpID{2}, sender, 5|e2e.UrgentKey, 100, now)
 	s.mu.Unlock()
 	if got := s.urgentTagsFirst("site", tags); got[0][0] != 3 || got[1][0] != 1 || got[2][0] != 2 {
 		t.Fatalf("order %v, want 3 1 2", got)
@@ -181,9 +176,75 @@ func TestUrgentTagsFirst(t *testing.T) {
 		s.urgency.take(sender, now)
 	}
 	s.mu.Lock()
-	s.noteUrgentTagLocked(tags[2], sender, 5|e2e.UrgentKey, 100, now)
+	s.noteUrgentTagLocked(tags[2], crdt.OpID{3}, sender, 5|e2e.UrgentKey, 100, now)
 	s.mu.Unlock()
 	if got := s.urgentTagsFirst("site", tags); got[0][0] != 1 {
 		t.Fatal("an urgent envelope past its sender's allowance moved its conversation first")
+	}
+}
+
+// TestNeedOrderPostdatedUrgent: urgent ops stamped more than urgentAhead
+// ahead of the fetching device's clock count as routine (else, as the
+// newest, they would take every urgent slot); one stamped within it
+// still counts.
+func TestNeedOrderPostdatedUrgent(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	key := func(at time.Time) uint64 { return uint64(at.UnixMilli()) << 20 }
+	need := map[crdt.OpID]uint64{}
+	for i := range 40 { // routine backlog
+		need[opN(byte(i))] = key(now.Add(-time.Duration(40-i) * time.Second))
+	}
+	for i := range urgentFirst { // a colleague's, post-dated an hour
+		need[opN(byte(100+i))] = key(now.Add(time.Hour+time.Duration(i)*time.Second)) | e2e.UrgentKey
+	}
+	honest, skewed := opN(200), opN(201)
+	need[honest] = key(now) | e2e.UrgentKey
+	need[skewed] = key(now.Add(urgentAhead/2)) | e2e.UrgentKey // a clock a little fast
+	got := needOrderAt(need, now)
+	if got[0] != honest || got[1] != skewed {
+		t.Fatalf("first %x %x, want the honest urgent ops", got[0][:1], got[1][:1])
+	}
+	for _, id := range got[2 : 2+40] {
+		if id[0] >= 100 {
+			t.Fatalf("a post-dated urgent op is fetched before the routine backlog")
+		}
+	}
+	s := &Session{need: need, now: func() time.Time { return now }}
+	if !s.Urgent(honest) || s.Urgent(opN(100)) || s.Urgent(opN(0)) {
+		t.Fatal("Session.Urgent disagrees with needOrderAt")
+	}
+}
+
+// TestUrgencyVerdictOncePerOp: an op's urgency verdict is decided once,
+// spending one treatment, and reused; past its sender's allowance an op
+// stays routine even after the allowance refills; the verdicts kept are
+// bounded.
+func TestUrgencyVerdictOncePerOp(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var l urgencyLedger
+	sender := newPeerID(t)
+	for i := range urgentBurst {
+		for range 3 {
+			if !l.op(crdt.OpID{1, byte(i)}, sender, now) {
+				t.Fatalf("op %d within the allowance refused", i)
+			}
+		}
+	}
+	late := crdt.OpID{2}
+	if l.op(late, sender, now) {
+		t.Fatal("an op past the allowance allowed")
+	}
+	now = now.Add(10 * urgentRefill)
+	if l.op(late, sender, now) {
+		t.Fatal("a verdict changed on asking again")
+	}
+	if !l.op(crdt.OpID{3}, sender, now) {
+		t.Fatal("the allowance never refills")
+	}
+	for i := range 2 * maxUrgentVerdicts {
+		l.op(crdt.OpID{4, byte(i), byte(i >> 8)}, sender, now)
+	}
+	if len(l.verdicts) > maxUrgentVerdicts || len(l.order) > maxUrgentVerdicts {
+		t.Fatalf("%d verdicts kept, want at most %d", len(l.verdicts), maxUrgentVerdicts)
 	}
 }

@@ -20,7 +20,6 @@ import (
 // crosses the 8 KiB/s link last, as before sync/6. (Without X's urgent
 // messages, the same run has Y's cross before any of the backlog.)
 func TestRedteam12UrgentSlotsTakenSiteLink(t *testing.T) {
-	t.Skip("redteam12: a colleague's urgentFirst earlier urgent messages take every urgent slot of the far anchor's fetch; another's urgent message then crosses the site link after the whole backlog")
 	w := newSiteWorld(t)
 	id, tag := w.conversation(t, w.x, "ward")
 	x, y := w.offline(t, w.x), w.offline(t, w.y)

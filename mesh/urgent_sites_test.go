@@ -84,8 +84,9 @@ func newSiteWorld(t *testing.T) *siteWorld {
 	})
 	testnet.Knows(t, w.x, w.y)
 	testnet.Knows(t, w.y, w.x)
-	// The far anchor refuses ops of senders it holds no certificate of:
-	// wait for X's and Y's directory entries to cross.
+	// The far anchor learns X's and Y's certificates from site A's
+	// directory forwards; until then it refuses their ops, and one refused
+	// is fetched again only in a later session.
 	testnet.Knows(t, w.b, w.x, w.y)
 	return w
 }
