@@ -160,19 +160,7 @@ func TestUrgentCrossesSiteLinkBeforeBacklog(t *testing.T) {
 	}
 	w := newSiteWorld(t)
 	id, _ := w.conversation(t, w.x, "ward")
-	x, y := w.offline(t, w.x), w.offline(t, w.y)
-	routine := backlog(t, x, id, backlogSize)
-	urgent, err := y.C.Send(id, "bed 4 arrest", chat.SendOptions{Urgent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testnet.Connect(t, x, w.a)
-	testnet.Connect(t, y, w.a)
-	n := w.crossedBefore(t, urgent, routine)
-	t.Logf("the urgent message crossed after %d of the %d-message backlog", n, backlogSize)
-	if n >= backlogSize/2 {
-		t.Fatalf("the urgent message crossed after %d of the %d-message backlog", n, backlogSize)
-	}
+	routine := w.urgentAheadOfBacklog(t, id, id, "bed 4 arrest")
 	testnet.Eventually(t, 3*time.Minute, "the backlog crossed too", func() bool {
 		for id := range routine {
 			if ok, _ := w.far.before(id, nil); !ok {
@@ -191,9 +179,19 @@ func TestUrgentCrossesSiteLinkAcrossConversations(t *testing.T) {
 	w := newSiteWorld(t)
 	ward, _ := w.conversation(t, w.x, "ward")
 	theatre, _ := w.conversation(t, w.y, "theatre")
+	w.urgentAheadOfBacklog(t, ward, theatre, "theatre 2 now")
+}
+
+// urgentAheadOfBacklog takes X and Y offline, has X write a routine
+// backlog in conversation backlogIn and Y an urgent message in urgentIn,
+// brings both back to site A's anchor at once, and fails unless the urgent
+// message reaches the far site before half the backlog has. It returns
+// the backlog's ops.
+func (w *siteWorld) urgentAheadOfBacklog(t *testing.T, backlogIn, urgentIn chat.ConversationID, text string) map[crdt.OpID]bool {
+	t.Helper()
 	x, y := w.offline(t, w.x), w.offline(t, w.y)
-	routine := backlog(t, x, ward, backlogSize)
-	urgent, err := y.C.Send(theatre, "theatre 2 now", chat.SendOptions{Urgent: true})
+	routine := backlog(t, x, backlogIn, backlogSize)
+	urgent, err := y.C.Send(urgentIn, text, chat.SendOptions{Urgent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,4 +202,5 @@ func TestUrgentCrossesSiteLinkAcrossConversations(t *testing.T) {
 	if n >= backlogSize/2 {
 		t.Fatalf("the urgent message crossed after %d of the %d-message backlog", n, backlogSize)
 	}
+	return routine
 }
