@@ -334,7 +334,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 	// Dropped for room before (refused.go): an envelope fetched or pushed
 	// again while the record holds would only displace another.
 	known = known || s.refused.ids[hex.EncodeToString(tag)][id]
-	kept := false
+	kept, urgent := false, false
 	if !known {
 		rec, _ := detcbor.Marshal(carriedRecord{At: now.Unix(), Raw: raw})
 		if err := s.cfg.Store.Put(s.ctx, carrierKey(tag).ChildString(id.String()), rec); err != nil {
@@ -343,7 +343,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 			return
 		}
 		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender, key: key})
-		s.noteUrgentTagLocked(tag, id, sender, key, len(raw), now)
+		urgent = s.noteUrgentTagLocked(tag, id, sender, key, len(raw), now)
 		c.seen = now
 		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
@@ -354,6 +354,9 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 	s.mu.Unlock()
 	if !known {
 		s.kickSites()
+	}
+	if urgent {
+		s.urgentSites(tag, from)
 	}
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(id, from, known)

@@ -198,6 +198,11 @@ type Service struct {
 	// tags each site peer's sessions are moving now (guarded by mu).
 	siteKicks chan struct{}
 	busy      map[peer.ID]map[string]int
+	// urgentFor: per site peer, the tags an urgent envelope came in for
+	// that an urgent session with it is to move now; urgentRun: the site
+	// peers with an urgent session running (sites.go, urgentSites).
+	urgentFor map[peer.ID]map[string]bool
+	urgentRun map[peer.ID]bool
 	refused   refusals // anchor: envelopes dropped for room, not fetched again (guarded by mu)
 }
 

@@ -230,3 +230,65 @@ func (s *Service) fromSite(tag []byte, envs []Checked) {
 	}
 	s.kick()
 }
+
+// urgentSites starts at once an urgent session with every connected,
+// admitted site peer but from (where the envelope came from), for tag,
+// which an urgent envelope within its sender's allowance just came in for.
+// A kick waits KickDelay and a round running with a peer takes at most one
+// more after it, and a session skips the tags another is moving (busy):
+// an urgent op arriving while a session moves its conversation's backlog
+// across the link would wait for the whole backlog. The urgent session
+// reconciles only the tags noted for it, busy or not; the peer fetches the
+// urgent ops first, in a batch of their own, paced ahead of the backlog's
+// frames (fetch, urgentIn), and leaves what the other session claimed to
+// it (claimNeed). One urgent session per peer runs at a time; tags noted
+// meanwhile go in the next. Urgent ops past their senders' allowance
+// never start one.
+func (s *Service) urgentSites(tag []byte, from peer.ID) {
+	for _, p := range s.cfg.Node.Host().Network().Peers() {
+		if p == from || !s.sitePeer(p) || !s.cfg.Node.IsAdmitted(p) {
+			continue
+		}
+		s.mu.Lock()
+		if s.urgentFor == nil {
+			s.urgentFor, s.urgentRun = map[peer.ID]map[string]bool{}, map[peer.ID]bool{}
+		}
+		if s.urgentFor[p] == nil || len(s.urgentFor[p]) >= maxUrgentTags {
+			s.urgentFor[p] = map[string]bool{}
+		}
+		s.urgentFor[p][string(tag)] = true
+		start := !s.urgentRun[p]
+		s.urgentRun[p] = true
+		s.mu.Unlock()
+		if start {
+			s.goOwned(func() { s.urgentRound(p) })
+		}
+	}
+}
+
+// urgentRound runs urgent sessions with site peer p until no tag is noted
+// for one; a failed session ends it (the tags' ops cross in the next
+// round with p: kickSites).
+func (s *Service) urgentRound(p peer.ID) {
+	for {
+		s.mu.Lock()
+		tags := s.urgentFor[p]
+		delete(s.urgentFor, p)
+		if len(tags) == 0 || s.ctx.Err() != nil {
+			delete(s.urgentRun, p)
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if _, err := s.initiateOnly(p, tags); err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Debug("urgent sync failed", "remote", p.String(), "err", err)
+			}
+			s.mu.Lock()
+			delete(s.urgentFor, p)
+			delete(s.urgentRun, p)
+			s.mu.Unlock()
+			return
+		}
+	}
+}

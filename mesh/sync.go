@@ -629,7 +629,13 @@ const maxRounds = 16
 // would bring more: a tag's fetch made progress yet left envelopes
 // unapplied, the session budget stopped before every shared tag, or this
 // anchor adopted tags p offered.
-func (s *Service) initiate(p peer.ID) (more bool, err error) {
+func (s *Service) initiate(p peer.ID) (more bool, err error) { return s.initiateOnly(p, nil) }
+
+// initiateOnly is initiate; only, if not nil, limits the round to those
+// of the tags we both offer with differing fingerprints, busy or not, and
+// leaves out the hand phase: an urgent session with a site peer
+// (urgentSites).
+func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SessionTimeout)
 	defer cancel()
 	st, err := s.cfg.Node.Host().NewStream(ctx, p, ProtoSync)
@@ -650,8 +656,13 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 	}
 	theirs = s.offerFrom(p, theirs)
 	adopted := s.accept(theirs.tags, p)
-	common, skipped := s.skipBusy(p, skipCarried(differing(mine, theirs), mine, theirs))
-	common = s.urgentTagsFirst(p, common)
+	common, skipped := skipCarried(differing(mine, theirs), mine, theirs), false
+	if only != nil {
+		common = slices.DeleteFunc(common, func(t []byte) bool { return !only[string(t)] })
+	} else {
+		common, skipped = s.skipBusy(p, common)
+		common = s.urgentTagsFirst(p, common)
+	}
 	if skipped { // another session moves those: this one is no complete sync
 		s.mu.Lock()
 		if s.deferred == nil {
@@ -675,7 +686,7 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) {
 		}
 		more = more || partial
 	}
-	if theirs.carry || mine.carry {
+	if only == nil && (theirs.carry || mine.carry) {
 		// Hand phase (sync/5): we hand them what to carry or what we
 		// carry of their tags, then they us.
 		if err := s.handTo(c, p, theirs); err != nil {
@@ -881,8 +892,10 @@ func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, 
 // claimNeed claims need for a fetch of tag from p, waiting (at most
 // maxClaimWait) on what other sessions claimed; what live claims still
 // hold then is left to them, and p synced again next round (that session
-// may fail).
-func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID) (*claimSet, []crdt.OpID) {
+// may fail). It does not wait when what it could claim holds an op listed
+// urgent (urgent, nil: none): that is fetched now, and the rest left to
+// the sessions moving it (an urgent session: urgentSites).
+func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (*claimSet, []crdt.OpID) {
 	now := time.Now()
 	c := s.fetches.open(tag, now)
 	mine, busy, wake, changed := s.fetches.take(c, need, s.IDsOf(tag), now)
@@ -890,6 +903,9 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID) (*claimSet,
 		return c, mine
 	}
 	deadline := now.Add(maxClaimWait)
+	if urgent != nil && slices.ContainsFunc(mine, urgent) {
+		deadline = now
+	}
 	for len(busy) > 0 && s.ctx.Err() == nil {
 		now = time.Now()
 		if !now.Before(deadline) {
@@ -950,7 +966,7 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 	}
 	var claims *claimSet
 	if len(need) > 0 {
-		claims, need = s.claimNeed(p, tag, need)
+		claims, need = s.claimNeed(p, tag, need, urgent)
 		defer s.fetches.release(claims)
 	}
 	asked := len(need)
@@ -1191,14 +1207,20 @@ func (s *Service) handleSync(st network.Stream) {
 // claims (≈150 B each, ≈20 MiB at most), for up to syncTimeout: with our
 // own round to the peer, one peer pins at most about 60 MiB of our heap
 // at a time — within the node's own per-peer memory limit.
+// A site peer may run one more: its urgent session beside its round
+// (urgentSites).
 const maxInbound = 2
 
 // admitSession counts an inbound session of p, unless p runs maxInbound
 // already; endSession ends one.
 func (s *Service) admitSession(p peer.ID) bool {
+	limit := maxInbound
+	if s.sitePeer(p) {
+		limit++
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inbound[p] >= maxInbound {
+	if s.inbound[p] >= limit {
 		s.log.Debug("sync: too many sessions of one peer", "remote", p.String())
 		return false
 	}

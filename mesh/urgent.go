@@ -191,15 +191,18 @@ func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(Checke
 
 // noteUrgentTagLocked notes that urgent envelope id of sender (its sync
 // key, its size) came in for tag now, within the sender's allowance (the
-// op's one verdict), on an anchor with site links. Callers hold mu.
-func (s *Service) noteUrgentTagLocked(tag []byte, id crdt.OpID, sender peer.ID, key uint64, size int, now time.Time) {
+// op's one verdict), on an anchor with site links, and reports whether it
+// did (the caller then starts urgent sessions: urgentSites). Callers hold
+// mu.
+func (s *Service) noteUrgentTagLocked(tag []byte, id crdt.OpID, sender peer.ID, key uint64, size int, now time.Time) bool {
 	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || !s.urgency.op(id, sender, now) {
-		return
+		return false
 	}
 	if s.urgentTags == nil || len(s.urgentTags) >= maxUrgentTags {
 		s.urgentTags = map[string]time.Time{}
 	}
 	s.urgentTags[string(tag)] = now
+	return true
 }
 
 // urgentTagsFirst puts first, for a session with site peer p, the tags of

@@ -2,7 +2,6 @@ package mesh_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -155,9 +154,6 @@ const backlogSize = 120
 // keys which op is urgent and fetches it first, though it is the newest.
 // Before sync/6 it came after every op of the backlog (causal order).
 func TestUrgentCrossesSiteLinkBeforeBacklog(t *testing.T) {
-	if os.Getenv("MEDMESH_FLAKY") != "1" {
-		t.Skip("1 in 3 -race runs the urgent op crossed after the whole backlog (it met a session already moving the backlog: the open gap in README \"Several sites\"); MEDMESH_FLAKY=1 runs it")
-	}
 	w := newSiteWorld(t)
 	id, _ := w.conversation(t, w.x, "ward")
 	routine := w.urgentAheadOfBacklog(t, id, id, "bed 4 arrest")
@@ -203,4 +199,33 @@ func (w *siteWorld) urgentAheadOfBacklog(t *testing.T, backlogIn, urgentIn chat.
 		t.Fatalf("the urgent message crossed after %d of the %d-message backlog", n, backlogSize)
 	}
 	return routine
+}
+
+// TestUrgentOvertakesSessionInFlight: X's routine backlog is already
+// crossing the site link (the far anchor holds part of it) when Y comes
+// back with an urgent message in the same conversation. Site A's anchor
+// starts an urgent session at once, beside the one moving the backlog:
+// the urgent message crosses before the rest of the backlog, instead of
+// waiting for that session to end and the next round to begin.
+func TestUrgentOvertakesSessionInFlight(t *testing.T) {
+	w := newSiteWorld(t)
+	id, _ := w.conversation(t, w.x, "ward")
+	x, y := w.offline(t, w.x), w.offline(t, w.y)
+	routine := backlog(t, x, id, backlogSize)
+	urgent, err := y.C.Send(id, "bed 4 arrest", chat.SendOptions{Urgent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Connect(t, x, w.a)
+	testnet.Eventually(t, 2*time.Minute, "the backlog began to cross", func() bool {
+		_, n := w.far.before(crdt.OpID{}, routine) // the zero ID never arrives: counts all
+		return n > 0
+	})
+	_, started := w.far.before(crdt.OpID{}, routine)
+	testnet.Connect(t, y, w.a)
+	n := w.crossedBefore(t, urgent, routine)
+	t.Logf("the backlog had %d of %d across when Y came back; %d when the urgent message crossed", started, backlogSize, n)
+	if n >= backlogSize {
+		t.Fatalf("the urgent message crossed after the whole %d-message backlog", backlogSize)
+	}
 }
