@@ -1,11 +1,18 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/6 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/7 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read,
 // and for carriers: admitted devices that carry, in a small bag, sealed
 // envelopes of conversations they are not in.
+//
+// Sync/7 is sync/6 with urgent sessions: an anchor that takes in an urgent
+// op opens one at once with each site peer (sites.go, urgentSites); its
+// offer says so and lists only those conversations (one page, at most 64),
+// the answer only those of them the peer holds; both sides pace its
+// control frames urgent across the site link, fetch only urgent ops and
+// their ancestors, and wait on no other session's claims.
 //
 // Sync/6 is sync/5 for envelopes whose signed header may mark them urgent
 // (urgent.go): listed keys carry the bit, and the hand phase lost its
@@ -40,9 +47,9 @@
 // A carrier never holds a key. It learns what an anchor learns: the tags
 // it is handed (and that peers offer), sizes, times, and from the
 // envelope headers the sender ID, kind, epoch, chain index, deps and
-// clock, and whether it is urgent. Sync/5 peers do not speak sync/6 (they
-// would refuse urgent envelopes as malformed): every device of a site runs
-// one version (protocol IDs change with the wire format).
+// clock, and whether it is urgent. Sync/6 peers do not speak sync/7 (they
+// would refuse the urgent offer's key as unknown), nor sync/5 peers sync/6
+// (urgent envelopes): every device of a site runs one version (protocol IDs change with the wire format).
 //
 // What a sender can know: a carrier's answer in the session names the
 // ops it kept; the sender records its own among them as held by that

@@ -152,3 +152,13 @@ func (s *Service) AddCarriedIDs(tags [][]byte) {
 
 // InboxTag is the carrier tag of a device's inbox.
 func InboxTag(id peer.ID) []byte { return inboxTag(id) }
+
+// UrgentSession runs an urgent session (sync/7) with site peer p for tags.
+func (s *Service) UrgentSession(p peer.ID, tags ...[]byte) error {
+	only := map[string]bool{}
+	for _, t := range tags {
+		only[string(t)] = true
+	}
+	_, err := s.initiateOnly(p, only)
+	return err
+}

@@ -266,29 +266,65 @@ func (s *Service) urgentSites(tag []byte, from peer.ID) {
 	}
 }
 
+// urgentSessionTags is how many conversations one urgent session takes
+// (one offer page, sync/7); more noted go in the next.
+const urgentSessionTags = 64
+
+// Urgent session retries: a failed one (the link dropped a frame, the peer
+// ran all the sessions it admits) is tried again urgentRetries times,
+// urgentRetryWait apart, with the tags noted since; then its tags' ops
+// cross in the next round with p (kickSites).
+const (
+	urgentRetries   = 3
+	urgentRetryWait = 500 * time.Millisecond
+)
+
 // urgentRound runs urgent sessions with site peer p until no tag is noted
-// for one; a failed session ends it (the tags' ops cross in the next
-// round with p: kickSites).
+// for one.
 func (s *Service) urgentRound(p peer.ID) {
+	failed := 0
 	for {
 		s.mu.Lock()
 		tags := s.urgentFor[p]
-		delete(s.urgentFor, p)
 		if len(tags) == 0 || s.ctx.Err() != nil {
-			delete(s.urgentRun, p)
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		if _, err := s.initiateOnly(p, tags); err != nil {
-			if s.ctx.Err() == nil {
-				s.log.Debug("urgent sync failed", "remote", p.String(), "err", err)
-			}
-			s.mu.Lock()
 			delete(s.urgentFor, p)
 			delete(s.urgentRun, p)
 			s.mu.Unlock()
 			return
+		}
+		take := map[string]bool{}
+		for t := range tags {
+			if len(take) == urgentSessionTags {
+				break
+			}
+			take[t] = true
+			delete(tags, t)
+		}
+		s.mu.Unlock()
+		_, err := s.initiateOnly(p, take)
+		if err == nil {
+			failed = 0
+			continue
+		}
+		if s.ctx.Err() != nil {
+			continue // ends the loop
+		}
+		s.log.Debug("urgent sync failed", "remote", p.String(), "err", err)
+		if failed++; failed > urgentRetries {
+			failed = 0
+			continue // the tags' ops cross in the next round
+		}
+		s.mu.Lock()
+		if s.urgentFor[p] == nil {
+			s.urgentFor[p] = map[string]bool{}
+		}
+		for t := range take {
+			s.urgentFor[p][t] = true
+		}
+		s.mu.Unlock()
+		select {
+		case <-time.After(urgentRetryWait):
+		case <-s.ctx.Done():
 		}
 	}
 }

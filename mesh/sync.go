@@ -21,7 +21,13 @@ import (
 	"github.com/medmesh/medmesh/internal/streams"
 )
 
-// Protocols. sync/6 is sync/5 for envelopes that may carry the signed
+// Protocols. sync/7 is sync/6 with urgent sessions (sites.go,
+// urgentSites): an offer may say it opens one (key 14), listing only the
+// tags its side just took urgent ops in for, in one page of at most
+// urgentSessionTags; the answer lists only those of them the responder
+// holds, both sides pace the session's control frames urgent on a site
+// link, fetch only urgent ops and their ancestors, and wait on no other
+// session's claims (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
 // urgency bit (e2e.Envelope.Urgent: sync/5 nodes refuse them as malformed),
 // with listed keys that carry it (recon.go: urgent first) and without the
 // hand phase's per-entry urgent flag (the header says it). sync/5 is
@@ -39,7 +45,7 @@ import (
 // the tag offer and budgets each session (see below); sync/1 sent the
 // whole offer in one frame of at most 4,096 tags.
 const (
-	ProtoSync = "/medmesh/sync/6"
+	ProtoSync = "/medmesh/sync/7"
 	ProtoHeld = "/medmesh/held/1"
 )
 
@@ -109,6 +115,8 @@ type frame struct {
 	// carries only (it fetches nothing of them, and hands them; see
 	// skipCarried).
 	Only [][]byte `cbor:"13,keyasint,omitempty"`
+	// Urgent (offer, sync/7): this offer opens an urgent session.
+	Urgent bool `cbor:"14,keyasint,omitempty"`
 }
 
 // decodeFrame parses one sync (or held) frame and checks its shape: a
@@ -126,10 +134,12 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
 	case len(f.Tag) != 0 && len(f.Tag) != tagLen:
 		return frame{}, fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
-	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0 || f.Carry || len(f.Only) > 0):
+	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0 || f.Carry || len(f.Only) > 0 || f.Urgent):
 		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
 	case len(f.Only) > len(f.Tags):
 		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+	case f.Urgent && (f.More || len(f.Tags) > urgentSessionTags):
+		return frame{}, fmt.Errorf("%w: an urgent offer of more than %d tags", ErrProtocol, urgentSessionTags)
 	case f.Kind != fHand && f.Kind != fTake && len(f.Hand) > 0:
 		return frame{}, fmt.Errorf("%w: hand entries in a frame that is no hand", ErrProtocol)
 	case f.Kind != fHand && len(f.Copies) > 0:
@@ -173,11 +183,14 @@ type conn struct {
 	svc  *Service
 	p    peer.ID // the other side
 	site bool    // p is a site peer: every frame paced, bytes counted
-	s    network.Stream
-	r    msgio.ReadCloser
-	w    msgio.WriteCloser
-	sent *atomic.Int64
-	ctrl int64 // bytes of offer, recon and want frames read
+	// urgent: an urgent session (sync/7): control frames paced urgent,
+	// only urgent ops and their ancestors fetched, no claim waited on.
+	urgent bool
+	s      network.Stream
+	r      msgio.ReadCloser
+	w      msgio.WriteCloser
+	sent   *atomic.Int64
+	ctrl   int64 // bytes of offer, recon and want frames read
 }
 
 func (s *Service) newConn(st network.Stream) *conn {
@@ -203,7 +216,8 @@ func (c *conn) send(f frame) error {
 		// Every frame to a site peer is paced, control frames too: an
 		// offer lists every tag held (sites.go).
 		c.svc.countSent(&f, len(b))
-		return c.sendPaced(b, f.Kind == fEnvs && c.svc.urgentIn(f.Envs))
+		urgent := c.urgent && f.Kind != fEnvs || f.Kind == fEnvs && c.svc.urgentIn(f.Envs)
+		return c.sendPaced(b, urgent)
 	}
 	c.svc.countSent(&f, len(b))
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
@@ -239,6 +253,24 @@ type offer struct {
 	tags, fps [][]byte
 	carry     bool            // sync/4: it carries for others
 	only      map[string]bool // sync/4: tags it carries only
+	urgent    bool            // sync/7: it opens an urgent session
+}
+
+// within is o with only the tags keep holds (an urgent session's).
+func (o offer) within(keep func(tag []byte) bool) offer {
+	out := offer{carry: o.carry, urgent: o.urgent}
+	for i, t := range o.tags {
+		if keep(t) {
+			out.tags, out.fps = append(out.tags, t), append(out.fps, o.fps[i])
+			if o.only[string(t)] {
+				if out.only == nil {
+					out.only = map[string]bool{}
+				}
+				out.only[string(t)] = true
+			}
+		}
+	}
+	return out
 }
 
 // offer lists what this device holds, with fingerprints, for peer p: the
@@ -262,7 +294,7 @@ func (c *conn) sendOffer(o offer) error {
 	tags, fps := o.tags, o.fps
 	for {
 		n := min(len(tags), offerPage)
-		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags), Carry: o.carry}
+		f := frame{Kind: fOffer, Tags: tags[:n], FPs: fps[:n], More: n < len(tags), Carry: o.carry, Urgent: o.urgent}
 		for _, t := range f.Tags {
 			if o.only[string(t)] {
 				f.Only = append(f.Only, t)
@@ -289,6 +321,10 @@ func (c *conn) recvOffer() (offer, error) {
 			return offer{}, fmt.Errorf("%w: expected offer", ErrProtocol)
 		}
 		out.carry = out.carry || f.Carry
+		if f.Urgent && len(out.tags) > 0 {
+			return offer{}, fmt.Errorf("%w: an urgent offer of more than one page", ErrProtocol)
+		}
+		out.urgent = f.Urgent
 		for _, t := range f.Only {
 			if !slices.ContainsFunc(f.Tags, func(x []byte) bool { return bytes.Equal(x, t) }) {
 				return offer{}, fmt.Errorf("%w: a tag carried only that is not offered", ErrProtocol)
@@ -631,10 +667,10 @@ const maxRounds = 16
 // anchor adopted tags p offered.
 func (s *Service) initiate(p peer.ID) (more bool, err error) { return s.initiateOnly(p, nil) }
 
-// initiateOnly is initiate; only, if not nil, limits the round to those
-// of the tags we both offer with differing fingerprints, busy or not, and
-// leaves out the hand phase: an urgent session with a site peer
-// (urgentSites).
+// initiateOnly is initiate; only, if not nil, makes the round an urgent
+// session (sync/7) with a site peer (urgentSites): it offers only those
+// tags, reconciles those that differ, busy or not, fetches only urgent ops
+// and their ancestors (fetch), and leaves out the hand phase.
 func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SessionTimeout)
 	defer cancel()
@@ -646,6 +682,10 @@ func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err 
 	defer streams.Bound(ctx, st, s.cfg.SessionTimeout)()
 	c := s.newConn(st)
 	mine := s.offerFor(p)
+	if only != nil {
+		mine = mine.within(func(t []byte) bool { return only[string(t)] })
+		mine.urgent, c.urgent = true, true
+	}
 	if err := c.sendOffer(mine); err != nil {
 		return false, err
 	}
@@ -657,9 +697,7 @@ func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err 
 	theirs = s.offerFrom(p, theirs)
 	adopted := s.accept(theirs.tags, p)
 	common, skipped := skipCarried(differing(mine, theirs), mine, theirs), false
-	if only != nil {
-		common = slices.DeleteFunc(common, func(t []byte) bool { return !only[string(t)] })
-	} else {
+	if only == nil {
 		common, skipped = s.skipBusy(p, common)
 		common = s.urgentTagsFirst(p, common)
 	}
@@ -893,25 +931,25 @@ func (f *inflight) claim(tag []byte, need, held []crdt.OpID) (mine []crdt.OpID, 
 // maxClaimWait) on what other sessions claimed; what live claims still
 // hold then is left to them, and p synced again next round (that session
 // may fail). It does not wait when what it could claim holds an op listed
-// urgent (urgent, nil: none): that is fetched now, and the rest left to
-// the sessions moving it (an urgent session: urgentSites).
-func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (*claimSet, []crdt.OpID) {
-	now := time.Now()
-	c := s.fetches.open(tag, now)
-	mine, busy, wake, changed := s.fetches.take(c, need, s.IDsOf(tag), now)
+// urgent (urgent, nil: none), nor in an urgent session (now): that is
+// fetched now, and the rest left to the sessions moving it.
+func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool, now bool) (*claimSet, []crdt.OpID) {
+	start := time.Now()
+	c := s.fetches.open(tag, start)
+	mine, busy, wake, changed := s.fetches.take(c, need, s.IDsOf(tag), start)
 	if len(busy) == 0 {
 		return c, mine
 	}
-	deadline := now.Add(maxClaimWait)
-	if urgent != nil && slices.ContainsFunc(mine, urgent) {
-		deadline = now
+	deadline := start.Add(maxClaimWait)
+	if now || urgent != nil && slices.ContainsFunc(mine, urgent) {
+		deadline = start
 	}
 	for len(busy) > 0 && s.ctx.Err() == nil {
-		now = time.Now()
-		if !now.Before(deadline) {
+		t0 := time.Now()
+		if !t0.Before(deadline) {
 			break
 		}
-		t := time.NewTimer(min(wake.Sub(now), deadline.Sub(now)))
+		t := time.NewTimer(min(wake.Sub(t0), deadline.Sub(t0)))
 		select {
 		case <-changed:
 		case <-t.C:
@@ -959,14 +997,28 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func
 // holds by now, and reports how many it asked for. An answer with an
 // envelope not asked for in that batch ends the session. urgent (nil:
 // none) says which IDs were listed urgent: those need starts with go in a
-// first batch of their own.
+// first batch of their own. An urgent session (c.urgent) fetches only
+// those and, as they come, their ancestors among need (pool): the rest
+// crosses in the rounds beside it.
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (int, error) {
 	if len(need) > 0 && s.carriesOnly(tag) {
 		need = nil // a carrier takes only what is handed to it (carry.go)
 	}
+	var pool []crdt.OpID
+	if c.urgent {
+		var first []crdt.OpID
+		for _, id := range need {
+			if urgent != nil && urgent(id) {
+				first = append(first, id)
+			} else {
+				pool = append(pool, id)
+			}
+		}
+		need = first
+	}
 	var claims *claimSet
 	if len(need) > 0 {
-		claims, need = s.claimNeed(p, tag, need, urgent)
+		claims, need = s.claimNeed(p, tag, need, urgent, c.urgent)
 		defer s.fetches.release(claims)
 	}
 	asked := len(need)
@@ -1048,8 +1100,35 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 			s.fetches.release(claims)
 		}
 		checked <- ok
+		if len(pool) > 0 && len(anc) > 0 {
+			rest = s.claimAncestors(claims, tag, anc, &pool, rest)
+			for len(batches)-(i+1) < inFlight && len(rest) > 0 {
+				if err := want(); err != nil {
+					return 0, err
+				}
+			}
+		}
 	}
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
+}
+
+// claimAncestors moves the IDs of pool that anc noted (ancestors of urgent
+// ops that came) to the front of rest, claimed for this fetch, and leaves
+// to other sessions those they claimed.
+func (s *Service) claimAncestors(claims *claimSet, tag []byte, anc ancestors, pool *[]crdt.OpID, rest []crdt.OpID) []crdt.OpID {
+	var up []crdt.OpID
+	*pool = slices.DeleteFunc(*pool, func(id crdt.OpID) bool {
+		if anc[id] {
+			up = append(up, id)
+			return true
+		}
+		return false
+	})
+	if len(up) == 0 {
+		return rest
+	}
+	mine, _, _, _ := s.fetches.take(claims, up, s.IDsOf(tag), time.Now())
+	return append(mine, rest...)
 }
 
 // checkAnswer checks the envelopes p answered a want of asked (IDs of tag)
@@ -1207,8 +1286,8 @@ func (s *Service) handleSync(st network.Stream) {
 // claims (≈150 B each, ≈20 MiB at most), for up to syncTimeout: with our
 // own round to the peer, one peer pins at most about 60 MiB of our heap
 // at a time — within the node's own per-peer memory limit.
-// A site peer may run one more: its urgent session beside its round
-// (urgentSites).
+// A site peer may run two more: its urgent session beside its round, and
+// the next one while we have not seen the last end (urgentSites).
 const maxInbound = 2
 
 // admitSession counts an inbound session of p, unless p runs maxInbound
@@ -1216,7 +1295,7 @@ const maxInbound = 2
 func (s *Service) admitSession(p peer.ID) bool {
 	limit := maxInbound
 	if s.sitePeer(p) {
-		limit++
+		limit += 2
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1257,6 +1336,14 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	theirs = s.offerFrom(p, theirs)
 	s.accept(theirs.tags, p)
 	mine := s.offerFor(p)
+	if theirs.urgent { // an urgent session: answer for its tags only
+		listed := make(map[string]bool, len(theirs.tags))
+		for _, t := range theirs.tags {
+			listed[string(t)] = true
+		}
+		mine = mine.within(func(t []byte) bool { return listed[string(t)] })
+		c.urgent = true
+	}
 	if err := c.sendOffer(mine); err != nil {
 		return err
 	}
@@ -1279,6 +1366,9 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 		}
 		if f.Kind == fHand && s.federated(p) {
 			return errHandFederated
+		}
+		if f.Kind == fHand && c.urgent {
+			return fmt.Errorf("%w: a hand phase in an urgent session", ErrProtocol)
 		}
 		if f.Kind == fHand && cur == nil && !handed {
 			// The initiator's tags are done: it hands us what to carry,
