@@ -1,0 +1,193 @@
+package mesh
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/identity"
+)
+
+// Red team 14: the urgent session (sync/7), read cold.
+
+// pipeStream is one end of an in-memory stream (net.Pipe) as a libp2p
+// stream, from remote.
+type pipeStream struct {
+	network.Stream
+	c      net.Conn
+	remote peer.ID
+}
+
+func (p *pipeStream) Read(b []byte) (int, error)         { return p.c.Read(b) }
+func (p *pipeStream) Write(b []byte) (int, error)        { return p.c.Write(b) }
+func (p *pipeStream) SetDeadline(t time.Time) error      { return p.c.SetDeadline(t) }
+func (p *pipeStream) SetReadDeadline(t time.Time) error  { return p.c.SetReadDeadline(t) }
+func (p *pipeStream) SetWriteDeadline(t time.Time) error { return p.c.SetWriteDeadline(t) }
+func (p *pipeStream) Close() error                       { return p.c.Close() }
+func (p *pipeStream) Reset() error                       { return p.c.Close() }
+func (p *pipeStream) Conn() network.Conn                 { return pipeConn{remote: p.remote} }
+
+type pipeConn struct {
+	network.Conn
+	remote peer.ID
+}
+
+func (c pipeConn) RemotePeer() peer.ID { return c.remote }
+
+// rt14Peer is the far end of a pipe: it reads and writes whole frames.
+type rt14Peer struct {
+	r msgio.ReadCloser
+	w msgio.WriteCloser
+	c net.Conn
+}
+
+func (p *rt14Peer) recv(t *testing.T) (frame, error) {
+	b, err := p.r.ReadMsg()
+	if err != nil {
+		return frame{}, err
+	}
+	defer p.r.ReleaseMsg(b)
+	return decodeFrame(b)
+}
+
+func (p *rt14Peer) send(f frame) error {
+	b, err := encodeFrame(f)
+	if err != nil {
+		return err
+	}
+	return p.w.WriteMsg(b)
+}
+
+// rt14Pipe is a stream from remote (as seen by our side) and the peer at
+// its far end.
+func rt14Pipe(remote peer.ID) (*pipeStream, *rt14Peer) {
+	a, b := net.Pipe()
+	return &pipeStream{c: a, remote: remote}, &rt14Peer{r: msgio.NewVarintReaderSize(b, maxFrame), w: msgio.NewVarintWriter(b), c: b}
+}
+
+// rt14Conn is our side's conn over st to p.
+func rt14Conn(s *Service, st *pipeStream, p peer.ID, site, urgent bool) *conn {
+	return &conn{svc: s, p: p, site: site, urgent: urgent, s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
+}
+
+// rt14Chain is n routine ops of colleague in tag, each depending on the
+// one before, then one small urgent op depending on the last (what a
+// colleague who has read the conversation's backlog writes urgent): the
+// envelopes by ID, and the IDs oldest first, the urgent one last.
+func rt14Chain(t *testing.T, tag []byte, n int) (envs map[crdt.OpID][]byte, ids []crdt.OpID, colleague peer.ID) {
+	t.Helper()
+	k, err := identity.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	colleague = k.PeerID()
+	envs = map[crdt.OpID][]byte{}
+	wall := time.Now().Add(-time.Hour)
+	var prev *crdt.OpID
+	for i := 0; i <= n; i++ {
+		e := &e2e.Envelope{Version: e2e.Version, Kind: e2e.KindContent, Tag: tag, Sender: []byte(colleague),
+			Epoch: make([]byte, 32), Body: make([]byte, 300), Wall: wall.Add(time.Duration(i) * time.Second).UnixMilli(),
+			Urgent: i == n}
+		if prev != nil {
+			e.Deps = [][]byte{append([]byte(nil), prev[:]...)}
+		}
+		if err := e.Sign(k.Identity); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := crdt.OpID(e2e.ID(raw))
+		envs[id] = raw
+		ids = append(ids, id)
+		prev = &id
+	}
+	return envs, ids, colleague
+}
+
+// serveWants answers the wants of one tag's fetch from envs until the
+// empty want, and reports how many want frames and IDs it was asked.
+func (p *rt14Peer) serveWants(t *testing.T, tag []byte, envs map[crdt.OpID][]byte) (wants, ids int, err error) {
+	for {
+		f, err := p.recv(t)
+		if err != nil {
+			return wants, ids, err
+		}
+		if f.Kind != fWant {
+			continue
+		}
+		if len(f.IDs) == 0 {
+			return wants, ids, nil
+		}
+		wants++
+		out := frame{Kind: fEnvs, Tag: tag}
+		for _, b := range f.IDs {
+			ids++
+			out.Envs = append(out.Envs, envs[crdt.OpID(b)])
+		}
+		if err := p.send(out); err != nil {
+			return wants, ids, err
+		}
+	}
+}
+
+// TestRedteam14UrgentSessionMovesWholeAncestry: an urgent session fetches
+// "only urgent ops and their ancestors" — and in a conversation an op's
+// ancestors are the whole chain before it. A colleague who has read a
+// backlog of 200 routine messages writes one urgent message: the urgent
+// session (which marks the tag busy, so the routine rounds skip it) asks
+// for all 201 envelopes, one want frame per op (an ancestor is learnt only
+// when its child has come: one round trip each across the WAN, nothing
+// pipelined), its envelopes paced routine. Meanwhile the peer's urgent
+// round runs no other session: urgent ops noted for other conversations
+// wait for this backlog to cross at one op per round trip (and if it
+// outlasts SessionTimeout the session fails and is retried, thrice).
+func TestRedteam14UrgentSessionMovesWholeAncestry(t *testing.T) {
+	t.Skip("red team 14: an urgent session fetches the urgent op's whole ancestry (a conversation's whole backlog), one op per round trip, and holds the peer's urgent round meanwhile")
+	const backlog = 200
+	tag := make([]byte, tagLen)
+	tag[0] = 14
+	envs, ids, colleague := rt14Chain(t, tag, backlog)
+	urgentID := ids[backlog]
+	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{colleague: nil}}
+	now := time.Now()
+	s := testService(t, n, &fakeHolder{}, &now)
+	s.cfg.Anchor = false
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer s.cancel()
+	far := newPeerID(t)
+	st, fp := rt14Pipe(far)
+	defer st.Close()
+	c := rt14Conn(s, st, far, false, true)
+	// Need as the session lists it: the urgent op first, then the chain
+	// in causal order.
+	need := append([]crdt.OpID{urgentID}, ids[:backlog]...)
+	type served struct{ wants, ids int }
+	done := make(chan served, 1)
+	go func() {
+		w, i, err := fp.serveWants(t, tag, envs)
+		if err != nil {
+			t.Errorf("far side: %v", err)
+		}
+		done <- served{w, i}
+	}()
+	if _, err := s.fetch(c, far, tag, need, func(id crdt.OpID) bool { return id == urgentID }); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	t.Logf("the urgent session asked for %d envelopes in %d want frames", got.ids, got.wants)
+	if got.ids > urgentFirst+siteBatch {
+		t.Fatalf("an urgent session for one urgent op asked for %d envelopes (%d want frames, one round trip each) — the conversation's whole backlog", got.ids, got.wants)
+	}
+}
+
+var _ sync.Locker // keep sync imported for the tests below
