@@ -190,4 +190,148 @@ func TestRedteam14UrgentSessionMovesWholeAncestry(t *testing.T) {
 	}
 }
 
-var _ sync.Locker // keep sync imported for the tests below
+// syncedLinks: every peer a site peer, paced at once; SiteSynced counted.
+type syncedLinks struct {
+	mu     sync.Mutex
+	synced int
+}
+
+func (l *syncedLinks) IsSitePeer(peer.ID) bool                            { return true }
+func (l *syncedLinks) PaceSite(context.Context, peer.ID, int, bool) error { return nil }
+func (l *syncedLinks) SiteReceived(peer.ID, int)                          {}
+func (l *syncedLinks) SiteSynced(peer.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.synced++
+}
+
+// rt14Responder is a service (no anchor) holding tags, with site links l.
+func rt14Responder(t *testing.T, l Links, tags ...[]byte) *Service {
+	t.Helper()
+	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{}}
+	now := time.Now()
+	s := testService(t, n, &fakeHolder{tags: tags}, &now)
+	s.cfg.Anchor = false
+	s.cfg.Links = l
+	s.cfg.SessionTimeout = time.Minute
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	t.Cleanup(s.cancel)
+	return s
+}
+
+// rt14Tags is n ascending tags.
+func rt14Tags(n int) [][]byte {
+	var out [][]byte
+	for i := range n {
+		tg := make([]byte, tagLen)
+		tg[0], tg[1] = 0x10, byte(i)
+		out = append(out, tg)
+	}
+	return out
+}
+
+// siteSession runs one session a site peer opens with s: its offer of
+// tags (urgent or not), our offer back, done; it reports how many complete
+// sessions with the peer s recorded (Links.SiteSynced) after it.
+func rt14SiteSession(t *testing.T, s *Service, l *syncedLinks, urgent bool, tags [][]byte) int {
+	t.Helper()
+	site := newPeerID(t)
+	st, fp := rt14Pipe(site)
+	ended := make(chan struct{})
+	go func() { defer close(ended); s.handleSync(st) }()
+	fps := make([][]byte, len(tags))
+	for i := range fps {
+		fps[i] = Fingerprint(nil)
+	}
+	if err := fp.send(frame{Kind: fOffer, Tags: tags, FPs: fps, Urgent: urgent}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fp.recv(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Kind == fOffer && !f.More {
+			break
+		}
+	}
+	if err := fp.send(frame{Kind: fDone}); err != nil {
+		t.Fatal(err)
+	}
+	<-ended
+	fp.c.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.synced
+}
+
+// TestRedteam14UrgentSessionRecordsCompleteSync: SiteSynced "records a
+// complete session with p" — the site link's last_sync (GET
+// /api/v1/sites), what an operator reads to see the link keeping up. The
+// initiator of an urgent session does not record it (urgentRound), but
+// the responder does: a session over one conversation of the hundreds
+// the anchors share, fetching only its urgent ops, counts as a complete
+// sync. While routine rounds fail (a backlog that outlasts SessionTimeout,
+// a link too slow for it), every urgent op keeps last_sync fresh.
+func TestRedteam14UrgentSessionRecordsCompleteSync(t *testing.T) {
+	t.Skip("red team 14: the responder of an urgent session records it as a complete sync with the site peer (last_sync)")
+	tags := rt14Tags(8)
+	l := &syncedLinks{}
+	s := rt14Responder(t, l, tags...)
+	if n := rt14SiteSession(t, s, l, true, tags[:1]); n != 0 {
+		t.Fatalf("an urgent session over 1 of %d shared conversations recorded a complete sync with the site peer", len(tags))
+	}
+}
+
+// TestRedteam14RoutineSessionRecordsCompleteSync: a routine session does
+// (the property the test above holds urgent sessions to, the other way).
+func TestRedteam14RoutineSessionRecordsCompleteSync(t *testing.T) {
+	tags := rt14Tags(8)
+	l := &syncedLinks{}
+	s := rt14Responder(t, l, tags...)
+	if n := rt14SiteSession(t, s, l, false, tags); n != 1 {
+		t.Fatalf("a routine session recorded %d complete syncs", n)
+	}
+}
+
+// TestRedteam14SitePeerRoutineSessionsUseUrgentSlots: a site peer may now
+// run maxInbound+2 sessions with us, for "its urgent session beside its
+// round, and the next one while we have not seen the last end" — but the
+// slots are admitted before the offer says what the session is, so a
+// site peer (a malicious site anchor, or one whose rounds pile up) runs
+// four routine sessions at once: each may pin up to maxNeed IDs with
+// their claims (~20 MiB) for syncTimeout, twice what maxInbound bounds.
+// Here four site-peer streams each send a routine offer's first page; all
+// four are admitted and read.
+func TestRedteam14SitePeerRoutineSessionsUseUrgentSlots(t *testing.T) {
+	t.Skip("red team 14: the two extra sessions a site peer may run are admitted whatever they are: four routine sessions at once")
+	l := &syncedLinks{}
+	s := rt14Responder(t, l)
+	site := newPeerID(t)
+	page, fps := make([][]byte, offerPage), make([][]byte, offerPage)
+	for i := range page {
+		page[i] = make([]byte, tagLen)
+		page[i][0], page[i][1] = byte(i>>8), byte(i)
+		fps[i] = make([]byte, fpLen)
+	}
+	var wg sync.WaitGroup
+	var peers []*rt14Peer
+	admitted := 0
+	for range maxInbound + 2 {
+		st, fp := rt14Pipe(site)
+		peers = append(peers, fp)
+		wg.Add(1)
+		go func() { defer wg.Done(); s.handleSync(st) }()
+		// net.Pipe: the page is written only as the responder reads it.
+		if err := fp.send(frame{Kind: fOffer, Tags: page, FPs: fps, More: true}); err == nil {
+			admitted++
+		}
+	}
+	for _, fp := range peers {
+		fp.c.Close()
+	}
+	wg.Wait()
+	if admitted > maxInbound {
+		t.Fatalf("a site peer ran %d routine sessions with us at once (maxInbound %d)", admitted, maxInbound)
+	}
+}
