@@ -11,8 +11,9 @@
 // op opens one at once with each site peer (sites.go, urgentSites); its
 // offer says so and lists only those conversations (one page, at most 64),
 // the answer only those of them the peer holds; both sides pace its
-// control frames urgent across the site link, fetch only urgent ops and
-// their ancestors, and wait on no other session's claims.
+// control frames urgent across the site link (the first 8 KiB), fetch
+// only urgent ops (ancestors come in routine rounds), and wait on no
+// other session's claims.
 //
 // Sync/6 is sync/5 for envelopes whose signed header may mark them urgent
 // (urgent.go): listed keys carry the bit, and the hand phase lost its

@@ -180,6 +180,7 @@ type Service struct {
 	rerun    map[peer.ID]bool    // a sync asked for while one with the peer ran
 	bases    map[string]*Session // per tag: the last session's items and keys (see session)
 	inbound  map[peer.ID]int     // sync sessions each peer runs with us now (see maxInbound)
+	kinds    map[peer.ID]*[3]int // of those, how many routine and urgent (classify)
 	// joinSync: peers that joined one of our conversation topics, with a
 	// sync with them queued (see peerJoined).
 	joinSync map[peer.ID]bool

@@ -238,10 +238,10 @@ func (s *Service) fromSite(tag []byte, envs []Checked) {
 // more after it, and a session skips the tags another is moving (busy):
 // an urgent op arriving while a session moves its conversation's backlog
 // across the link would wait for the whole backlog. The urgent session
-// reconciles only the tags noted for it, busy or not; the peer fetches the
-// urgent ops first, in a batch of their own, paced ahead of the backlog's
-// frames (fetch, urgentIn), and leaves what the other session claimed to
-// it (claimNeed). One urgent session per peer runs at a time; tags noted
+// (sync/7) offers and reconciles only the tags noted for it, busy or not;
+// the peer fetches only the urgent ops, in a batch of their own, paced
+// ahead of the backlog's frames (fetch, urgentIn), and leaves what the
+// other session claimed to it (claimNeed). One urgent session per peer runs at a time; tags noted
 // meanwhile go in the next. Urgent ops past their senders' allowance
 // never start one.
 func (s *Service) urgentSites(tag []byte, from peer.ID) {
@@ -267,8 +267,18 @@ func (s *Service) urgentSites(tag []byte, from peer.ID) {
 }
 
 // urgentSessionTags is how many conversations one urgent session takes
-// (one offer page, sync/7); more noted go in the next.
-const urgentSessionTags = 64
+// (one offer page, sync/7); more noted go in the next. urgentCtrlBytes is
+// how much of an urgent session's offer, recon and want frames a side
+// paces urgent (1 s of the smallest budget): a conversation whose routine
+// backlog has not crossed reconciles its IDs beyond that as routine, so
+// one urgent op never puts a backlog's ID list ahead of the link.
+// urgentInbound is how many urgent sessions a site peer may run with us
+// at once (one, and the next while we have not seen the last end).
+const (
+	urgentSessionTags = 64
+	urgentCtrlBytes   = 8 << 10
+	urgentInbound     = 2
+)
 
 // Urgent session retries: a failed one (the link dropped a frame, the peer
 // ran all the sessions it admits) is tried again urgentRetries times,
@@ -312,7 +322,8 @@ func (s *Service) urgentRound(p peer.ID) {
 		s.log.Debug("urgent sync failed", "remote", p.String(), "err", err)
 		if failed++; failed > urgentRetries {
 			failed = 0
-			continue // the tags' ops cross in the next round
+			s.kickSites() // the tags' ops cross in the next round
+			continue
 		}
 		s.mu.Lock()
 		if s.urgentFor[p] == nil {

@@ -25,9 +25,9 @@ import (
 // urgentSites): an offer may say it opens one (key 14), listing only the
 // tags its side just took urgent ops in for, in one page of at most
 // urgentSessionTags; the answer lists only those of them the responder
-// holds, both sides pace the session's control frames urgent on a site
-// link, fetch only urgent ops and their ancestors, and wait on no other
-// session's claims (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
+// holds, both sides pace the session's first urgentCtrlBytes of control
+// frames urgent on a site link, fetch only urgent ops, and wait on no
+// other session's claims (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
 // urgency bit (e2e.Envelope.Urgent: sync/5 nodes refuse them as malformed),
 // with listed keys that carry it (recon.go: urgent first) and without the
 // hand phase's per-entry urgent flag (the header says it). sync/5 is
@@ -183,14 +183,17 @@ type conn struct {
 	svc  *Service
 	p    peer.ID // the other side
 	site bool    // p is a site peer: every frame paced, bytes counted
-	// urgent: an urgent session (sync/7): control frames paced urgent,
-	// only urgent ops and their ancestors fetched, no claim waited on.
-	urgent bool
-	s      network.Stream
-	r      msgio.ReadCloser
-	w      msgio.WriteCloser
-	sent   *atomic.Int64
-	ctrl   int64 // bytes of offer, recon and want frames read
+	// urgent: an urgent session (sync/7): its first urgentCtrlBytes of
+	// control frames paced urgent, only urgent ops fetched, no claim
+	// waited on.
+	urgent     bool
+	urgentCtrl int // bytes of control frames sent paced urgent
+	kind       int // an inbound session's kind (classify)
+	s          network.Stream
+	r          msgio.ReadCloser
+	w          msgio.WriteCloser
+	sent       *atomic.Int64
+	ctrl       int64 // bytes of offer, recon and want frames read
 }
 
 func (s *Service) newConn(st network.Stream) *conn {
@@ -216,7 +219,11 @@ func (c *conn) send(f frame) error {
 		// Every frame to a site peer is paced, control frames too: an
 		// offer lists every tag held (sites.go).
 		c.svc.countSent(&f, len(b))
-		urgent := c.urgent && f.Kind != fEnvs || f.Kind == fEnvs && c.svc.urgentIn(f.Envs)
+		urgent := f.Kind == fEnvs && c.svc.urgentIn(f.Envs)
+		if c.urgent && f.Kind != fEnvs && c.urgentCtrl+len(b) <= urgentCtrlBytes {
+			urgent = true
+			c.urgentCtrl += len(b)
+		}
 		return c.sendPaced(b, urgent)
 	}
 	c.svc.countSent(&f, len(b))
@@ -310,7 +317,12 @@ func (c *conn) sendOffer(o offer) error {
 }
 
 // recvOffer reads an offer's pages.
-func (c *conn) recvOffer() (offer, error) {
+func (c *conn) recvOffer() (offer, error) { return c.recvOfferThen(nil) }
+
+// recvOfferThen reads an offer's pages; first, if not nil, is told after
+// the first page whether the offer opens an urgent session, and may end
+// the session.
+func (c *conn) recvOfferThen(first func(urgent bool) error) (offer, error) {
 	var out offer
 	for {
 		f, err := c.recv()
@@ -319,6 +331,12 @@ func (c *conn) recvOffer() (offer, error) {
 		}
 		if f.Kind != fOffer {
 			return offer{}, fmt.Errorf("%w: expected offer", ErrProtocol)
+		}
+		if first != nil {
+			if err := first(f.Urgent); err != nil {
+				return offer{}, err
+			}
+			first = nil
 		}
 		out.carry = out.carry || f.Carry
 		if f.Urgent && len(out.tags) > 0 {
@@ -669,8 +687,8 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) { return s.initiate
 
 // initiateOnly is initiate; only, if not nil, makes the round an urgent
 // session (sync/7) with a site peer (urgentSites): it offers only those
-// tags, reconciles those that differ, busy or not, fetches only urgent ops
-// and their ancestors (fetch), and leaves out the hand phase.
+// tags, reconciles those that differ, busy or not (and marks none busy),
+// fetches only urgent ops (fetch), and leaves out the hand phase.
 func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SessionTimeout)
 	defer cancel()
@@ -742,7 +760,9 @@ func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
 // theirs. partial: what it fetched was applied in part only.
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
-	defer s.busyTag(p, tag)()
+	if !c.urgent { // an urgent session leaves the tag to routine rounds too
+		defer s.busyTag(p, tag)()
+	}
 	sess := s.sessionFor(p, tag)
 	m, err := sess.Initiate()
 	if err != nil {
@@ -998,23 +1018,15 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func
 // envelope not asked for in that batch ends the session. urgent (nil:
 // none) says which IDs were listed urgent: those need starts with go in a
 // first batch of their own. An urgent session (c.urgent) fetches only
-// those and, as they come, their ancestors among need (pool): the rest
-// crosses in the rounds beside it.
+// those: their ancestors and the rest cross in the routine rounds beside
+// it (a conversation's urgent op may follow its whole backlog, learnt one
+// generation per round trip: that is a routine round's work, in batches).
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (int, error) {
 	if len(need) > 0 && s.carriesOnly(tag) {
 		need = nil // a carrier takes only what is handed to it (carry.go)
 	}
-	var pool []crdt.OpID
 	if c.urgent {
-		var first []crdt.OpID
-		for _, id := range need {
-			if urgent != nil && urgent(id) {
-				first = append(first, id)
-			} else {
-				pool = append(pool, id)
-			}
-		}
-		need = first
+		need = slices.DeleteFunc(slices.Clone(need), func(id crdt.OpID) bool { return urgent == nil || !urgent(id) })
 	}
 	var claims *claimSet
 	if len(need) > 0 {
@@ -1100,35 +1112,8 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 			s.fetches.release(claims)
 		}
 		checked <- ok
-		if len(pool) > 0 && len(anc) > 0 {
-			rest = s.claimAncestors(claims, tag, anc, &pool, rest)
-			for len(batches)-(i+1) < inFlight && len(rest) > 0 {
-				if err := want(); err != nil {
-					return 0, err
-				}
-			}
-		}
 	}
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
-}
-
-// claimAncestors moves the IDs of pool that anc noted (ancestors of urgent
-// ops that came) to the front of rest, claimed for this fetch, and leaves
-// to other sessions those they claimed.
-func (s *Service) claimAncestors(claims *claimSet, tag []byte, anc ancestors, pool *[]crdt.OpID, rest []crdt.OpID) []crdt.OpID {
-	var up []crdt.OpID
-	*pool = slices.DeleteFunc(*pool, func(id crdt.OpID) bool {
-		if anc[id] {
-			up = append(up, id)
-			return true
-		}
-		return false
-	})
-	if len(up) == 0 {
-		return rest
-	}
-	mine, _, _, _ := s.fetches.take(claims, up, s.IDsOf(tag), time.Now())
-	return append(mine, rest...)
 }
 
 // checkAnswer checks the envelopes p answered a want of asked (IDs of tag)
@@ -1266,15 +1251,16 @@ func (s *Service) handleSync(st network.Stream) {
 		st.Reset() // before reading anything
 		return
 	}
-	defer s.endSession(p)
+	c := s.newConn(st)
+	defer func() { s.endSession(p, c.kind) }()
 	defer st.Close()
 	defer streams.Bound(s.ctx, st, s.cfg.SessionTimeout)()
-	if err := s.respond(p, s.newConn(st)); err != nil {
+	if err := s.respond(p, c); err != nil {
 		if s.ctx.Err() == nil {
 			s.log.Info("sync: peer cut off", "remote", p.String(), "err", err)
 		}
 		st.Reset()
-	} else if s.sitePeer(p) {
+	} else if s.sitePeer(p) && !c.urgent { // an urgent session is no complete sync
 		s.cfg.Links.SiteSynced(p)
 	}
 }
@@ -1286,16 +1272,24 @@ func (s *Service) handleSync(st network.Stream) {
 // claims (≈150 B each, ≈20 MiB at most), for up to syncTimeout: with our
 // own round to the peer, one peer pins at most about 60 MiB of our heap
 // at a time — within the node's own per-peer memory limit.
-// A site peer may run two more: its urgent session beside its round, and
-// the next one while we have not seen the last end (urgentSites).
+// A site peer may open urgentInbound more, which read no more than their
+// first offer frame unless it opens an urgent session (classify): at most
+// maxInbound routine sessions and urgentInbound urgent ones at once.
 const maxInbound = 2
 
+// Session kinds, known once the first offer frame is read (classify).
+const (
+	kindPending = iota
+	kindRoutine
+	kindUrgent
+)
+
 // admitSession counts an inbound session of p, unless p runs maxInbound
-// already; endSession ends one.
+// already (a site peer: maxInbound+urgentInbound); endSession ends one.
 func (s *Service) admitSession(p peer.ID) bool {
 	limit := maxInbound
 	if s.sitePeer(p) {
-		limit += 2
+		limit += urgentInbound
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1310,11 +1304,43 @@ func (s *Service) admitSession(p peer.ID) bool {
 	return true
 }
 
-func (s *Service) endSession(p peer.ID) {
+// classify counts p's inbound session as routine or urgent, once its
+// offer says which, unless p runs as many of that kind already.
+func (s *Service) classify(p peer.ID, c *conn, urgent bool) error {
+	kind, limit := kindRoutine, maxInbound
+	if urgent {
+		kind, limit = kindUrgent, urgentInbound
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kinds == nil {
+		s.kinds = map[peer.ID]*[3]int{}
+	}
+	k := s.kinds[p]
+	if k == nil {
+		k = &[3]int{}
+		s.kinds[p] = k
+	}
+	if k[kind] >= limit {
+		return fmt.Errorf("%w: more than %d sessions of one kind at once", ErrBudget, limit)
+	}
+	k[kind]++
+	c.kind = kind
+	return nil
+}
+
+// endSession ends an inbound session of p, of kind (kindPending: never
+// classified).
+func (s *Service) endSession(p peer.ID, kind int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inbound[p]--; s.inbound[p] <= 0 {
 		delete(s.inbound, p)
+	}
+	if k := s.kinds[p]; k != nil && kind != kindPending {
+		if k[kind]--; k[kindRoutine] <= 0 && k[kindUrgent] <= 0 {
+			delete(s.kinds, p)
+		}
 	}
 }
 
@@ -1329,7 +1355,7 @@ type tagSession struct {
 // respond runs the responder side of one session until done; an error
 // means the peer broke the protocol or its budget (or the stream failed).
 func (s *Service) respond(p peer.ID, c *conn) error {
-	theirs, err := c.recvOffer()
+	theirs, err := c.recvOfferThen(func(urgent bool) error { return s.classify(p, c, urgent) })
 	if err != nil {
 		return err
 	}
@@ -1396,7 +1422,9 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 			}
 			delete(common, string(f.Tag))
 			cur = &tagSession{tag: f.Tag, sess: s.sessionFor(p, f.Tag)}
-			release = s.busyTag(p, f.Tag)
+			if !c.urgent {
+				release = s.busyTag(p, f.Tag)
+			}
 		}
 		switch f.Kind {
 		case fRecon:

@@ -152,7 +152,6 @@ func (p *rt14Peer) serveWants(t *testing.T, tag []byte, envs map[crdt.OpID][]byt
 // wait for this backlog to cross at one op per round trip (and if it
 // outlasts SessionTimeout the session fails and is retried, thrice).
 func TestRedteam14UrgentSessionMovesWholeAncestry(t *testing.T) {
-	t.Skip("red team 14: an urgent session fetches the urgent op's whole ancestry (a conversation's whole backlog), one op per round trip, and holds the peer's urgent round meanwhile")
 	const backlog = 200
 	tag := make([]byte, tagLen)
 	tag[0] = 14
@@ -274,7 +273,6 @@ func rt14SiteSession(t *testing.T, s *Service, l *syncedLinks, urgent bool, tags
 // sync. While routine rounds fail (a backlog that outlasts SessionTimeout,
 // a link too slow for it), every urgent op keeps last_sync fresh.
 func TestRedteam14UrgentSessionRecordsCompleteSync(t *testing.T) {
-	t.Skip("red team 14: the responder of an urgent session records it as a complete sync with the site peer (last_sync)")
 	tags := rt14Tags(8)
 	l := &syncedLinks{}
 	s := rt14Responder(t, l, tags...)
@@ -301,10 +299,10 @@ func TestRedteam14RoutineSessionRecordsCompleteSync(t *testing.T) {
 // site peer (a malicious site anchor, or one whose rounds pile up) runs
 // four routine sessions at once: each may pin up to maxNeed IDs with
 // their claims (~20 MiB) for syncTimeout, twice what maxInbound bounds.
-// Here four site-peer streams each send a routine offer's first page; all
-// four are admitted and read.
+// Here four site-peer streams each send a routine offer's first two
+// pages: only maxInbound of them get past the first (which says what
+// the session is).
 func TestRedteam14SitePeerRoutineSessionsUseUrgentSlots(t *testing.T) {
-	t.Skip("red team 14: the two extra sessions a site peer may run are admitted whatever they are: four routine sessions at once")
 	l := &syncedLinks{}
 	s := rt14Responder(t, l)
 	site := newPeerID(t)
@@ -314,6 +312,11 @@ func TestRedteam14SitePeerRoutineSessionsUseUrgentSlots(t *testing.T) {
 		page[i][0], page[i][1] = byte(i>>8), byte(i)
 		fps[i] = make([]byte, fpLen)
 	}
+	page2 := make([][]byte, offerPage)
+	for i := range page2 {
+		page2[i] = make([]byte, tagLen)
+		page2[i][0], page2[i][1] = 0x80|byte(i>>8), byte(i)
+	}
 	var wg sync.WaitGroup
 	var peers []*rt14Peer
 	admitted := 0
@@ -322,8 +325,14 @@ func TestRedteam14SitePeerRoutineSessionsUseUrgentSlots(t *testing.T) {
 		peers = append(peers, fp)
 		wg.Add(1)
 		go func() { defer wg.Done(); s.handleSync(st) }()
-		// net.Pipe: the page is written only as the responder reads it.
-		if err := fp.send(frame{Kind: fOffer, Tags: page, FPs: fps, More: true}); err == nil {
+		// net.Pipe: a page is written only as the responder reads it. The
+		// first page of any session is read (it says what the session
+		// is); the second only in a session classified routine within
+		// the limit.
+		if err := fp.send(frame{Kind: fOffer, Tags: page, FPs: fps, More: true}); err != nil {
+			continue
+		}
+		if err := fp.send(frame{Kind: fOffer, Tags: page2, FPs: fps, More: true}); err == nil {
 			admitted++
 		}
 	}
@@ -336,62 +345,44 @@ func TestRedteam14SitePeerRoutineSessionsUseUrgentSlots(t *testing.T) {
 	}
 }
 
-// rt14ReconBytes reconciles a tag of which the initiator holds common+diff
-// ops and the responder common (one of the initiator's extra ops listed
-// urgent) and reports the bytes of recon messages each side sends.
-func rt14ReconBytes(t *testing.T, common, diff int) (initiator, responder int) {
-	t.Helper()
-	mk := func(n int, urgentAt int) ([]crdt.OpID, []uint64) {
-		ids, keys := make([]crdt.OpID, n), make([]uint64, n)
-		base := uint64(time.Now().Add(-time.Hour).UnixMilli()) << 20
-		for i := range n {
-			ids[i][0], ids[i][1], ids[i][2] = byte(i>>16), byte(i>>8), byte(i)
-			ids[i][3] = 0xa5
-			keys[i] = base + uint64(i)<<20
-			if i == urgentAt {
-				keys[i] |= e2e.UrgentKey
-			}
-		}
-		return ids, keys
-	}
-	aIDs, aKeys := mk(common+diff, common+diff-1)
-	bIDs, bKeys := mk(common, -1)
-	a, b := NewKeyedSession(aIDs, aKeys), NewKeyedSession(bIDs, bKeys)
-	m, err := a.Initiate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m != nil {
-		initiator += len(m)
-		r, err := b.Reply(m)
+// TestRedteam14UrgentSessionPacesBacklogReconUrgent: an urgent session
+// reconciles the whole of each of its conversations, and the recon frames
+// list the IDs and keys of whatever differs: the routine backlog (for a
+// backlog of 5,000 ops, about 200 KiB). Paced urgent, they would put 25 s
+// of an 8 KiB/s link ahead of every routine frame for one 300-byte urgent
+// op, charged to no allowance. Only the first urgentCtrlBytes of an urgent
+// session's control frames go urgent; the rest routine.
+func TestRedteam14UrgentSessionPacesBacklogReconUrgent(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := &pacedLinks{}
+	s := &Service{cfg: Config{Links: l}, ctx: ctx, cancel: cancel}
+	c := &conn{svc: s, p: "site", site: true, urgent: true, s: sinkStream{}, sent: &s.sent}
+	tag := make([]byte, tagLen)
+	msg := make([]byte, 2<<10)
+	sent := 0
+	for sent < 200<<10 {
+		b, err := encodeFrame(frame{Kind: fRecon, Tag: tag, Msg: msg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r == nil {
-			break
-		}
-		responder += len(r)
-		if m, err = a.Reply(r); err != nil {
+		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: msg}); err != nil {
 			t.Fatal(err)
 		}
+		sent += len(b)
 	}
-	return initiator, responder
-}
-
-// TestRedteam14UrgentSessionPacesBacklogReconUrgent: an urgent session
-// reconciles the whole of each of its conversations, and paces every
-// control frame of it urgent (c.urgent) — the recon frames too, which
-// list the IDs and keys of whatever differs: the routine backlog. For a
-// backlog of 5,000 ops and one urgent op, the urgent session puts about
-// 200 KiB of the backlog's IDs ahead of every routine frame on the link —
-// 25 s of an 8 KiB/s link at urgent priority for one 300-byte urgent op,
-// charged to no allowance (the allowance charges the op, once), and on
-// each of the peer's sessions again while the backlog has not crossed.
-func TestRedteam14UrgentSessionPacesBacklogReconUrgent(t *testing.T) {
-	t.Skip("red team 14: an urgent session's recon frames, paced urgent, carry the IDs of the conversation's whole routine backlog")
-	i, r := rt14ReconBytes(t, 2000, 5000)
-	t.Logf("recon of a 5,000-op backlog with one urgent op: %d B from the initiator, %d B from the responder, all paced urgent", i, r)
-	if i+r > 16<<10 {
-		t.Fatalf("an urgent session paces %d B of recon urgent for one urgent op (%.0f s of an 8 KiB/s link)", i+r, float64(i+r)/8192)
+	if c.urgentCtrl > urgentCtrlBytes {
+		t.Fatalf("an urgent session paced %d B of control frames urgent (limit %d)", c.urgentCtrl, urgentCtrlBytes)
+	}
+	urgent, routine := 0, 0
+	for _, u := range l.urgent {
+		if u {
+			urgent++
+		} else {
+			routine++
+		}
+	}
+	if urgent == 0 || routine == 0 {
+		t.Fatalf("%d B of recon: %d chunks urgent, %d routine; want the first urgent and the rest routine", sent, urgent, routine)
 	}
 }
