@@ -12,8 +12,9 @@
 // offer says so and lists only those conversations (one page, at most 64),
 // the answer only those of them the peer holds; both sides pace its
 // control frames urgent across the site link (the first 8 KiB), fetch
-// only urgent ops (ancestors come in routine rounds), and wait on no
-// other session's claims.
+// only the urgent ops listed first (at most 16) and their missing direct
+// dependencies (one more batch; the rest comes in routine rounds), and
+// wait on no other session's claims.
 //
 // Sync/6 is sync/5 for envelopes whose signed header may mark them urgent
 // (urgent.go): listed keys carry the bit, and the hand phase lost its

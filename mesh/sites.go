@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -71,13 +72,22 @@ func (c *conn) frameTimeout() time.Duration {
 // chunk's wait, not the frame's: a frame of sixteen large envelopes takes
 // longer than that at a small budget, and must still cross (the reader's
 // deadline, siteReader, is one of progress too).
-func (c *conn) sendPaced(b []byte, urgent bool) error {
+// The first urgent bytes of b (and its length prefix) go as urgent (a chunk is cut where they
+// end), the rest as routine.
+func (c *conn) sendPaced(b []byte, urgent int) error {
 	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
+	if urgent > 0 && urgent < math.MaxInt-binary.MaxVarintLen64 {
+		urgent += len(buf) // the length prefix goes with the frame's first bytes
+	}
 	buf = append(buf, b...)
-	for len(buf) > 0 {
+	for off := 0; len(buf) > 0; {
 		n := min(len(buf), siteChunk)
+		if off < urgent && off+n > urgent {
+			n = urgent - off
+		}
 		ctx, cancel := context.WithTimeout(c.svc.ctx, siteFrameTimeout)
-		err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, urgent)
+		err := c.svc.cfg.Links.PaceSite(ctx, c.p, n, off < urgent)
+		off += n
 		cancel()
 		if err != nil {
 			return fmt.Errorf("site link budget: %w", err)

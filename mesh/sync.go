@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,8 +27,9 @@ import (
 // tags its side just took urgent ops in for, in one page of at most
 // urgentSessionTags; the answer lists only those of them the responder
 // holds, both sides pace the session's first urgentCtrlBytes of control
-// frames urgent on a site link, fetch only urgent ops, and wait on no
-// other session's claims (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
+// frames urgent on a site link, fetch only the urgent ops listed first
+// and their direct dependencies, and wait on no other session's claims
+// (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
 // urgency bit (e2e.Envelope.Urgent: sync/5 nodes refuse them as malformed),
 // with listed keys that carry it (recon.go: urgent first) and without the
 // hand phase's per-entry urgent flag (the header says it). sync/5 is
@@ -219,10 +221,13 @@ func (c *conn) send(f frame) error {
 		// Every frame to a site peer is paced, control frames too: an
 		// offer lists every tag held (sites.go).
 		c.svc.countSent(&f, len(b))
-		urgent := f.Kind == fEnvs && c.svc.urgentIn(f.Envs)
-		if c.urgent && f.Kind != fEnvs && c.urgentCtrl+len(b) <= urgentCtrlBytes {
-			urgent = true
-			c.urgentCtrl += len(b)
+		urgent := 0 // bytes of the frame paced urgent
+		switch {
+		case f.Kind == fEnvs && c.svc.urgentIn(f.Envs):
+			urgent = math.MaxInt
+		case c.urgent && f.Kind != fEnvs:
+			urgent = min(len(b), urgentCtrlBytes-c.urgentCtrl)
+			c.urgentCtrl += urgent
 		}
 		return c.sendPaced(b, urgent)
 	}
@@ -688,7 +693,8 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) { return s.initiate
 // initiateOnly is initiate; only, if not nil, makes the round an urgent
 // session (sync/7) with a site peer (urgentSites): it offers only those
 // tags, reconciles those that differ, busy or not (and marks none busy),
-// fetches only urgent ops (fetch), and leaves out the hand phase.
+// fetches only urgent ops and their direct dependencies (fetch), and
+// leaves out the hand phase.
 func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SessionTimeout)
 	defer cancel()
@@ -1018,15 +1024,24 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func
 // envelope not asked for in that batch ends the session. urgent (nil:
 // none) says which IDs were listed urgent: those need starts with go in a
 // first batch of their own. An urgent session (c.urgent) fetches only
-// those: their ancestors and the rest cross in the routine rounds beside
-// it (a conversation's urgent op may follow its whole backlog, learnt one
-// generation per round trip: that is a routine round's work, in batches).
+// those — the leading run Need put first, at most urgentFirst: any member
+// may mark all its ops urgent — and then, in one more batch of at most
+// siteBatch, their direct dependencies among need (the message an urgent
+// reply answers: without it no device can show the reply). The rest
+// crosses in the routine rounds beside it (a conversation's urgent op may
+// follow its whole backlog, learnt one generation per round trip: that is
+// a routine round's work, in batches).
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (int, error) {
 	if len(need) > 0 && s.carriesOnly(tag) {
 		need = nil // a carrier takes only what is handed to it (carry.go)
 	}
+	var parents []crdt.OpID // an urgent session: where its ops' dependencies may be
 	if c.urgent {
-		need = slices.DeleteFunc(slices.Clone(need), func(id crdt.OpID) bool { return urgent == nil || !urgent(id) })
+		u := 0
+		for u < len(need) && u < urgentFirst && urgent != nil && urgent(need[u]) {
+			u++
+		}
+		need, parents = need[:u:u], need[u:]
 	}
 	var claims *claimSet
 	if len(need) > 0 {
@@ -1112,8 +1127,44 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 			s.fetches.release(claims)
 		}
 		checked <- ok
+		if i == 0 && len(parents) > 0 {
+			up := directDeps(ok, parents, siteBatch)
+			if len(up) > 0 {
+				up, _, _, _ = s.fetches.take(claims, up, s.IDsOf(tag), time.Now())
+			}
+			if len(up) > 0 {
+				asked += len(up)
+				rest = append(rest, up...)
+				if err := want(); err != nil {
+					return 0, err
+				}
+			}
+		}
 	}
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
+}
+
+// directDeps is the dependencies of got that are among need, at most max,
+// in need's order.
+func directDeps(got []Checked, need []crdt.OpID, max int) []crdt.OpID {
+	deps := map[crdt.OpID]bool{}
+	for _, ce := range got {
+		for _, d := range ce.Env.Deps {
+			if id, err := crdt.OpIDFromBytes(d); err == nil {
+				deps[id] = true
+			}
+		}
+	}
+	var out []crdt.OpID
+	for _, id := range need {
+		if len(out) == max {
+			break
+		}
+		if deps[id] {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // checkAnswer checks the envelopes p answered a want of asked (IDs of tag)
