@@ -356,7 +356,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 		s.kickSites()
 	}
 	if urgent {
-		s.urgentSites(tag, from)
+		s.urgentSites(tag, id, from)
 	}
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(id, from, known)

@@ -10,11 +10,12 @@
 // Sync/7 is sync/6 with urgent sessions: an anchor that takes in an urgent
 // op opens one at once with each site peer (sites.go, urgentSites); its
 // offer says so and lists only those conversations (one page, at most 64),
-// the answer only those of them the peer holds; both sides pace its
-// control frames urgent across the site link (the first 8 KiB), fetch
-// only the urgent ops listed first (at most 16) and their missing direct
-// dependencies (one more batch; the rest comes in routine rounds), and
-// wait on no other session's claims.
+// the answer only those of them the peer holds; instead of reconciling a
+// conversation the initiator lists its urgent ops (at most 16), and the
+// peer fetches those it lacks and their missing direct dependencies (one
+// more batch; the rest comes in routine rounds), waiting on no other
+// session's claims; both sides pace its control frames urgent across the
+// site link (the first 8 KiB).
 //
 // Sync/6 is sync/5 for envelopes whose signed header may mark them urgent
 // (urgent.go): listed keys carry the bit, and the hand phase lost its

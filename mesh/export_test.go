@@ -153,12 +153,14 @@ func (s *Service) AddCarriedIDs(tags [][]byte) {
 // InboxTag is the carrier tag of a device's inbox.
 func InboxTag(id peer.ID) []byte { return inboxTag(id) }
 
-// UrgentSession runs an urgent session (sync/7) with site peer p for tags.
-func (s *Service) UrgentSession(p peer.ID, tags ...[]byte) error {
-	only := map[string]bool{}
-	for _, t := range tags {
-		only[string(t)] = true
+// UrgentSession runs an urgent session (sync/7) with site peer p for tag,
+// listing ids (none: the tag's last op ID in order).
+func (s *Service) UrgentSession(p peer.ID, tag []byte, ids ...crdt.OpID) error {
+	if len(ids) == 0 {
+		if held := s.IDsOf(tag); len(held) > 0 {
+			ids = held[len(held)-1:]
+		}
 	}
-	_, err := s.initiateOnly(p, only)
+	_, err := s.initiateOnly(p, map[string][]crdt.OpID{string(tag): ids})
 	return err
 }

@@ -200,9 +200,10 @@ type Service struct {
 	siteKicks chan struct{}
 	busy      map[peer.ID]map[string]int
 	// urgentFor: per site peer, the tags an urgent envelope came in for
-	// that an urgent session with it is to move now; urgentRun: the site
-	// peers with an urgent session running (sites.go, urgentSites).
-	urgentFor map[peer.ID]map[string]bool
+	// that an urgent session with it is to move now, with those urgent
+	// ops (the newest urgentFirst); urgentRun: the site peers with an
+	// urgent session running (sites.go, urgentSites).
+	urgentFor map[peer.ID]map[string][]crdt.OpID
 	urgentRun map[peer.ID]bool
 	refused   refusals // anchor: envelopes dropped for room, not fetched again (guarded by mu)
 }

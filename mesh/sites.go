@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
 )
 
@@ -254,19 +256,19 @@ func (s *Service) fromSite(tag []byte, envs []Checked) {
 // other session claimed to it (claimNeed). One urgent session per peer runs at a time; tags noted
 // meanwhile go in the next. Urgent ops past their senders' allowance
 // never start one.
-func (s *Service) urgentSites(tag []byte, from peer.ID) {
+func (s *Service) urgentSites(tag []byte, id crdt.OpID, from peer.ID) {
 	for _, p := range s.cfg.Node.Host().Network().Peers() {
 		if p == from || !s.sitePeer(p) || !s.cfg.Node.IsAdmitted(p) {
 			continue
 		}
 		s.mu.Lock()
 		if s.urgentFor == nil {
-			s.urgentFor, s.urgentRun = map[peer.ID]map[string]bool{}, map[peer.ID]bool{}
+			s.urgentFor, s.urgentRun = map[peer.ID]map[string][]crdt.OpID{}, map[peer.ID]bool{}
 		}
 		if s.urgentFor[p] == nil || len(s.urgentFor[p]) >= maxUrgentTags {
-			s.urgentFor[p] = map[string]bool{}
+			s.urgentFor[p] = map[string][]crdt.OpID{}
 		}
-		s.urgentFor[p][string(tag)] = true
+		s.urgentFor[p][string(tag)] = noteID(s.urgentFor[p][string(tag)], id)
 		start := !s.urgentRun[p]
 		s.urgentRun[p] = true
 		s.mu.Unlock()
@@ -274,6 +276,18 @@ func (s *Service) urgentSites(tag []byte, from peer.ID) {
 			s.goOwned(func() { s.urgentRound(p) })
 		}
 	}
+}
+
+// noteID adds id to ids (an urgent session's list of one tag), keeping
+// the newest urgentFirst.
+func noteID(ids []crdt.OpID, id crdt.OpID) []crdt.OpID {
+	if slices.Contains(ids, id) {
+		return ids
+	}
+	if len(ids) == urgentFirst {
+		ids = slices.Delete(ids, 0, 1)
+	}
+	return append(ids, id)
 }
 
 // urgentSessionTags is how many conversations one urgent session takes
@@ -312,12 +326,12 @@ func (s *Service) urgentRound(p peer.ID) {
 			s.mu.Unlock()
 			return
 		}
-		take := map[string]bool{}
-		for t := range tags {
+		take := map[string][]crdt.OpID{}
+		for t, ids := range tags {
 			if len(take) == urgentSessionTags {
 				break
 			}
-			take[t] = true
+			take[t] = ids
 			delete(tags, t)
 		}
 		s.mu.Unlock()
@@ -337,10 +351,12 @@ func (s *Service) urgentRound(p peer.ID) {
 		}
 		s.mu.Lock()
 		if s.urgentFor[p] == nil {
-			s.urgentFor[p] = map[string]bool{}
+			s.urgentFor[p] = map[string][]crdt.OpID{}
 		}
-		for t := range take {
-			s.urgentFor[p][t] = true
+		for t, ids := range take {
+			for _, id := range ids {
+				s.urgentFor[p][t] = noteID(s.urgentFor[p][t], id)
+			}
 		}
 		s.mu.Unlock()
 		select {

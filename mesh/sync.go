@@ -26,10 +26,12 @@ import (
 // urgentSites): an offer may say it opens one (key 14), listing only the
 // tags its side just took urgent ops in for, in one page of at most
 // urgentSessionTags; the answer lists only those of them the responder
-// holds, both sides pace the session's first urgentCtrlBytes of control
-// frames urgent on a site link, fetch only the urgent ops listed first
-// and their direct dependencies, and wait on no other session's claims
-// (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
+// holds. For each that differs the initiator lists those urgent ops (a
+// recon frame with at most urgentFirst IDs and no message) instead of
+// reconciling; the responder fetches those it lacks and their missing
+// direct dependencies (one more batch), waiting on no other session's
+// claims. Both sides pace the session's first urgentCtrlBytes of control
+// frames urgent on a site link (sync/6 nodes refuse the key as unknown). sync/6 is sync/5 for envelopes that may carry the signed
 // urgency bit (e2e.Envelope.Urgent: sync/5 nodes refuse them as malformed),
 // with listed keys that carry it (recon.go: urgent first) and without the
 // hand phase's per-entry urgent flag (the header says it). sync/5 is
@@ -692,10 +694,10 @@ func (s *Service) initiate(p peer.ID) (more bool, err error) { return s.initiate
 
 // initiateOnly is initiate; only, if not nil, makes the round an urgent
 // session (sync/7) with a site peer (urgentSites): it offers only those
-// tags, reconciles those that differ, busy or not (and marks none busy),
-// fetches only urgent ops and their direct dependencies (fetch), and
-// leaves out the hand phase.
-func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err error) {
+// tags and, for each that differs, busy or not (marking none busy), lists
+// the urgent ops noted for it instead of reconciling the tag (listUrgent),
+// fetches nothing, and leaves out the hand phase.
+func (s *Service) initiateOnly(p peer.ID, only map[string][]crdt.OpID) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SessionTimeout)
 	defer cancel()
 	st, err := s.cfg.Node.Host().NewStream(ctx, p, ProtoSync)
@@ -707,7 +709,7 @@ func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err 
 	c := s.newConn(st)
 	mine := s.offerFor(p)
 	if only != nil {
-		mine = mine.within(func(t []byte) bool { return only[string(t)] })
+		mine = mine.within(func(t []byte) bool { return len(only[string(t)]) > 0 })
 		mine.urgent, c.urgent = true, true
 	}
 	if err := c.sendOffer(mine); err != nil {
@@ -741,7 +743,12 @@ func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err 
 			more = true
 			break
 		}
-		partial, err := s.reconcileTag(c, p, tag, b)
+		var partial bool
+		if only != nil {
+			err = s.listUrgent(c, p, tag, only[string(tag)])
+		} else {
+			partial, err = s.reconcileTag(c, p, tag, b)
+		}
 		if err != nil {
 			st.Reset()
 			return false, err
@@ -761,6 +768,42 @@ func (s *Service) initiateOnly(p peer.ID, only map[string]bool) (more bool, err 
 		}
 	}
 	return more || adopted > 0, c.send(frame{Kind: fDone})
+}
+
+// listUrgent runs one tag of an urgent session as initiator: it lists the
+// urgent ops noted for it (a recon frame with IDs and no message: at most
+// urgentFirst) instead of reconciling the whole tag — whose recon, when a
+// backlog has not crossed, is larger than the backlog's IDs — and serves
+// what the peer wants of them and of their dependencies (at most
+// siteBatch more).
+func (s *Service) listUrgent(c *conn, p peer.ID, tag []byte, ids []crdt.OpID) error {
+	f := frame{Kind: fRecon, Tag: tag}
+	for _, id := range ids {
+		f.IDs = append(f.IDs, slices.Clone(id[:]))
+	}
+	if err := c.send(f); err != nil {
+		return err
+	}
+	return s.serve(c, p, tag, len(ids)+siteBatch)
+}
+
+// takeListed runs one tag of an urgent session as responder: the
+// initiator listed urgent ops of it (listUrgent); we fetch those we lack
+// and their missing direct dependencies (fetch, in urgent mode).
+func (s *Service) takeListed(c *conn, p peer.ID, f frame) error {
+	if len(f.Msg) != 0 || len(f.IDs) == 0 || len(f.IDs) > urgentFirst {
+		return fmt.Errorf("%w: an urgent listing of %d IDs", ErrProtocol, len(f.IDs))
+	}
+	held := s.IDsOf(f.Tag)
+	var lack []crdt.OpID
+	for _, b := range f.IDs {
+		id := crdt.OpID(b)
+		if _, ok := slices.BinarySearchFunc(held, id, crdt.OpID.Compare); !ok && !slices.Contains(lack, id) {
+			lack = append(lack, id)
+		}
+	}
+	_, err := s.fetch(c, p, f.Tag, s.wanted(f.Tag, lack), func(crdt.OpID) bool { return true })
+	return err
 }
 
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
@@ -1035,13 +1078,12 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 	if len(need) > 0 && s.carriesOnly(tag) {
 		need = nil // a carrier takes only what is handed to it (carry.go)
 	}
-	var parents []crdt.OpID // an urgent session: where its ops' dependencies may be
 	if c.urgent {
 		u := 0
 		for u < len(need) && u < urgentFirst && urgent != nil && urgent(need[u]) {
 			u++
 		}
-		need, parents = need[:u:u], need[u:]
+		need = need[:u:u]
 	}
 	var claims *claimSet
 	if len(need) > 0 {
@@ -1127,8 +1169,8 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 			s.fetches.release(claims)
 		}
 		checked <- ok
-		if i == 0 && len(parents) > 0 {
-			up := directDeps(ok, parents, siteBatch)
+		if c.urgent && i == 0 {
+			up := s.wanted(tag, directDeps(ok, siteBatch))
 			if len(up) > 0 {
 				up, _, _, _ = s.fetches.take(claims, up, s.IDsOf(tag), time.Now())
 			}
@@ -1144,23 +1186,21 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
 }
 
-// directDeps is the dependencies of got that are among need, at most max,
-// in need's order.
-func directDeps(got []Checked, need []crdt.OpID, max int) []crdt.OpID {
-	deps := map[crdt.OpID]bool{}
+// directDeps is the dependencies of got not among got, at most max (take
+// then leaves out those held or claimed).
+func directDeps(got []Checked, max int) []crdt.OpID {
+	in := make(map[crdt.OpID]bool, len(got))
 	for _, ce := range got {
-		for _, d := range ce.Env.Deps {
-			if id, err := crdt.OpIDFromBytes(d); err == nil {
-				deps[id] = true
-			}
-		}
+		in[crdt.OpID(e2e.ID(ce.Raw))] = true
 	}
 	var out []crdt.OpID
-	for _, id := range need {
-		if len(out) == max {
-			break
-		}
-		if deps[id] {
+	for _, ce := range got {
+		for _, d := range ce.Env.Deps {
+			id, err := crdt.OpIDFromBytes(d)
+			if err != nil || in[id] || len(out) == max {
+				continue
+			}
+			in[id] = true
 			out = append(out, id)
 		}
 	}
@@ -1444,8 +1484,15 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 		if f.Kind == fHand && s.federated(p) {
 			return errHandFederated
 		}
-		if f.Kind == fHand && c.urgent {
-			return fmt.Errorf("%w: a hand phase in an urgent session", ErrProtocol)
+		if c.urgent { // listings only (listUrgent), each of a tag both offered, once
+			if f.Kind != fRecon || !common[string(f.Tag)] {
+				return fmt.Errorf("%w: frame kind %d in an urgent session", ErrProtocol, f.Kind)
+			}
+			delete(common, string(f.Tag))
+			if err := s.takeListed(c, p, f); err != nil {
+				return err
+			}
+			continue
 		}
 		if f.Kind == fHand && cur == nil && !handed {
 			// The initiator's tags are done: it hands us what to carry,

@@ -200,88 +200,80 @@ func TestRedteam15UrgentOpWithoutItsFreshParent(t *testing.T) {
 	}
 }
 
-// TestRedteam15UrgentSessionReconcilesBacklogRoutine: an urgent session
-// reconciles the whole ID set of each of its conversations, and only the
-// first urgentCtrlBytes of a side's control frames go urgent (red team
-// 14's fix: the recon of a backlog never goes ahead of the link). But in
-// the case urgent sessions exist for — a conversation whose newest ops, a
-// backlog and the urgent op, have not crossed
-// (TestUrgentOvertakesSessionInFlight) — that recon is large: for 120
-// new ops in a conversation of 2,000, about 30 KiB each way, more than
-// the 120 envelopes themselves (≈36 KiB of 300-byte messages). The
-// frames past the budget go routine, in the queue with the frames of the
-// session moving the backlog, chunk by chunk: on a link of 8 KiB/s the
-// urgent op's want leaves only after ≈60 KiB of routine recon shared with
-// the backlog — about as late as the backlog's own last batch, so the
-// urgent session buys nothing (README's 53 ms is for a conversation of
-// 120 ops). Here the responder's frames before its want for the urgent
-// op should all have gone urgent.
-func TestRedteam15UrgentSessionReconcilesBacklogRoutine(t *testing.T) {
-	t.Skip("open (README, Several sites): an urgent session reconciles each conversation's whole ID set — ≈30 KiB each way for 120 new ops among 2,000 — and all but 8 KiB of it goes routine, behind the backlog: the urgent op's want waits for it")
-	const held, backlog = 2000, 120
-	all := make([]crdt.OpID, held+backlog)
-	keys := map[crdt.OpID]uint64{}
-	for i := range all {
-		rand.Read(all[i][:])
-		keys[all[i]] = uint64(i+1) << 20
-	}
-	keys[all[len(all)-1]] |= e2e.UrgentKey // the newest: the urgent op
-	session := func(ids []crdt.OpID) *Session {
-		ids = slices.Clone(ids)
-		slices.SortFunc(ids, crdt.OpID.Compare)
-		ks := make([]uint64, len(ids))
-		for i, id := range ids {
-			ks[i] = keys[id]
-		}
-		return NewKeyedSession(ids, ks)
-	}
-	initiator, responder := session(all), session(all[:held])
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	l := &pacedLinks{}
-	s := &Service{cfg: Config{Links: l}, ctx: ctx, cancel: cancel}
-	c := &conn{svc: s, p: "site", site: true, urgent: true, s: sinkStream{}, sent: &s.sent}
+// TestRedteam15UrgentSessionListsNoRecon: red team 15 found an urgent
+// session's reconciliation of a conversation with a backlog large (about
+// 30 KiB each way for 120 new ops among 2,000), nearly all of it paced
+// routine behind the backlog. An urgent session now lists the urgent ops
+// instead (listUrgent): the responder wants what it lacks of them, and
+// refuses a recon message, a listing of more than urgentFirst IDs, or one
+// of a tag not offered.
+func TestRedteam15UrgentSessionListsNoRecon(t *testing.T) {
 	tag := make([]byte, tagLen)
-	// The responder: its answer to the urgent offer, its recon replies,
-	// then its want for what it lacks, urgent first.
-	if err := c.send(frame{Kind: fOffer, Tags: [][]byte{tag}, FPs: [][]byte{make([]byte, fpLen)}}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := initiator.Initiate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	recon := 0
-	for m != nil {
-		r, err := responder.Reply(m)
-		if err != nil {
+	tag[0] = 17
+	var listed crdt.OpID
+	rand.Read(listed[:])
+	for _, tc := range []struct {
+		name string
+		f    frame
+		good bool
+	}{
+		{"a listing of one urgent op", frame{Kind: fRecon, Tag: tag, IDs: [][]byte{listed[:]}}, true},
+		{"a recon message", frame{Kind: fRecon, Tag: tag, Msg: []byte{1, 2, 3}}, false},
+		{"a listing of urgentFirst+1 IDs", frame{Kind: fRecon, Tag: tag, IDs: listedIDs(urgentFirst + 1)}, false},
+		{"a listing of a tag not offered", frame{Kind: fRecon, Tag: make([]byte, tagLen), IDs: [][]byte{listed[:]}}, false},
+		{"a want", frame{Kind: fWant, Tag: tag, IDs: [][]byte{listed[:]}}, false},
+	} {
+		l := &syncedLinks{}
+		s := rt14Responder(t, l, tag)
+		st, fp := rt14Pipe(newPeerID(t))
+		ended := make(chan struct{})
+		go func() { defer close(ended); s.handleSync(st) }()
+		fps := [][]byte{make([]byte, fpLen)}
+		fps[0][0] = 1 // differs from the responder's (it holds nothing)
+		if err := fp.send(frame{Kind: fOffer, Tags: [][]byte{tag}, FPs: fps, Urgent: true}); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.send(frame{Kind: fRecon, Tag: tag, Msg: r}); err != nil {
+		if f, err := fp.recv(t); err != nil || f.Kind != fOffer || len(f.Tags) != 1 {
+			t.Fatalf("%s: the urgent offer's answer: %+v, %v", tc.name, f, err)
+		}
+		if err := fp.send(tc.f); err != nil {
 			t.Fatal(err)
 		}
-		recon += len(r)
-		if len(r) == 0 {
-			break
+		f, err := fp.recv(t)
+		if !tc.good {
+			if err == nil {
+				t.Errorf("%s: taken in an urgent session (answered %d)", tc.name, f.Kind)
+			}
+			fp.c.Close()
+			<-ended
+			continue
 		}
-		if m, err = initiator.Reply(r); err != nil {
+		if err != nil || f.Kind != fWant || len(f.IDs) != 1 || crdt.OpID(f.IDs[0]) != listed {
+			t.Fatalf("%s: the responder answered %+v, %v; want a want of the listed op", tc.name, f, err)
+		}
+		// It is not sent (an incomplete answer); the responder ends the tag.
+		if err := fp.send(frame{Kind: fEnvs, Tag: tag}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	need := responder.Need()
-	if len(need) != backlog || !responder.Urgent(need[0]) {
-		t.Fatalf("the responder needs %d (urgent first: %v); want %d, the urgent op first", len(need), len(need) > 0 && responder.Urgent(need[0]), backlog)
-	}
-	routine := 0
-	for _, u := range l.urgent {
-		if !u {
-			routine++
+		if f, err := fp.recv(t); err != nil || f.Kind != fWant || len(f.IDs) != 0 {
+			t.Fatalf("%s: after the answer: %+v, %v; want the end of its wants", tc.name, f, err)
 		}
+		if err := fp.send(frame{Kind: fDone}); err != nil {
+			t.Fatal(err)
+		}
+		<-ended
+		fp.c.Close()
 	}
-	t.Logf("responder recon %d B in %d frames, %d of them paced routine; %d B of control paced urgent", recon, len(l.urgent)-1, routine, c.urgentCtrl)
-	if routine > 0 {
-		t.Fatalf("before its want for the urgent op the responder sent %d B of recon, %d frame(s) of it paced routine (behind the backlog)", recon, routine)
+}
+
+// listedIDs is n random IDs as a frame lists them.
+func listedIDs(n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = make([]byte, len(crdt.OpID{}))
+		rand.Read(out[i])
 	}
+	return out
 }
 
 // TestRedteam15UrgentWantPacedUrgent: the want goes urgent when the recon
