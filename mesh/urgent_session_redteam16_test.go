@@ -295,3 +295,39 @@ func TestRedteam16UrgentDepsFetched(t *testing.T) {
 		t.Fatalf("asked for %d envelopes; want the reply and its parent", asked)
 	}
 }
+
+// lanLinks: site links where no peer is a site peer (the peer is a LAN
+// colleague).
+type lanLinks struct{ syncedLinks }
+
+func (l *lanLinks) IsSitePeer(peer.ID) bool { return false }
+
+// TestRedteam16UrgentSessionFromNonSitePeer: an urgent session is one an
+// anchor opens with a site peer (urgentSites), yet respond runs one for
+// any admitted peer that sets the offer's urgent key: a colleague's device
+// on the LAN (or any peer reaching the anchor) gets the session's
+// exemptions — its listings fetched without waiting on other sessions'
+// claims, no tag marked busy — and, with the front-run above, any device
+// that sees an urgent op on its site's gossip can list it to a far anchor
+// before the site's own anchor does, and stall. The responder should
+// refuse an urgent offer from a peer that is not a site peer.
+func TestRedteam16UrgentSessionFromNonSitePeer(t *testing.T) {
+	t.Skip("red team 16: respond runs an urgent session (listings, no claim waited on) for any admitted peer, not only a site peer")
+	tag := make([]byte, tagLen)
+	tag[0] = 0x19
+	s := rt14Responder(t, &lanLinks{}, tag)
+	st, fp := rt14Pipe(newPeerID(t))
+	ended := make(chan struct{})
+	go func() { defer close(ended); s.handleSync(st) }()
+	fps := [][]byte{make([]byte, fpLen)}
+	fps[0][0] = 1
+	if err := fp.send(frame{Kind: fOffer, Tags: [][]byte{tag}, FPs: fps, Urgent: true}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fp.recv(t)
+	fp.c.Close()
+	<-ended
+	if err == nil {
+		t.Fatalf("a LAN peer's urgent offer was answered (%d tags): the session runs with the urgent session's exemptions", len(f.Tags))
+	}
+}
