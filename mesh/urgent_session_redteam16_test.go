@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"testing"
@@ -331,3 +332,101 @@ func TestRedteam16UrgentSessionFromNonSitePeer(t *testing.T) {
 		t.Fatalf("a LAN peer's urgent offer was answered (%d tags): the session runs with the urgent session's exemptions", len(f.Tags))
 	}
 }
+
+// rt16Net is a network with no peers connected.
+type rt16Net struct{ network.Network }
+
+func (rt16Net) Peers() []peer.ID { return nil }
+
+type rt16PeersHost struct{ host.Host }
+
+func (rt16PeersHost) Network() network.Network { return rt16Net{} }
+
+// TestRedteam16StaleUrgentListingSpendsAllowance: a site anchor picks
+// exactly which ops the far anchor fetches in an urgent session — any ID
+// it lists that the far anchor lacks, urgent or not, however old. An old
+// urgent op of a colleague (one the far anchor let expire, or never got:
+// the backlog after a link outage) is charged to that colleague's
+// allowance at the far anchor when it arrives (keep → the ledger's
+// verdict, kept only for the last 4,096 ops), as if it were new: listing
+// eight of a colleague's day-old urgent ops empties its bucket there, and
+// one more every urgentRefill keeps it empty, so the colleague's next real
+// urgent op is routine at that anchor (no urgent session onward, paced
+// behind the backlog). The same happens without malice when an anchor
+// catches up on a backlog with a colleague's urgent ops in it. The
+// colleague's fresh urgent op should still be within its allowance.
+func TestRedteam16StaleUrgentListingSpendsAllowance(t *testing.T) {
+	t.Skip("red team 16: a stale urgent op listed to (or caught up by) an anchor spends its sender's urgent allowance there — a site anchor replaying a colleague's old urgent ops keeps its real ones routine")
+	tag := make([]byte, tagLen)
+	tag[0] = 0x1a
+	hk, err := identity.GenerateDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	envs := map[crdt.OpID][]byte{}
+	var old []crdt.OpID
+	for i := range urgentBurst {
+		e := &e2e.Envelope{Version: e2e.Version, Kind: e2e.KindContent, Tag: tag, Sender: []byte(hk.PeerID()),
+			Epoch: make([]byte, 32), Body: make([]byte, 300), Wall: now.Add(-24*time.Hour + time.Duration(i)*time.Second).UnixMilli(), Urgent: true}
+		if err := e.Sign(hk.Identity); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := crdt.OpID(e2e.ID(raw))
+		envs[id] = raw
+		old = append(old, id)
+	}
+	fresh, _ := rt16Op(t, hk, tag, true)
+
+	n := rt16Quiet{rt16Node{fakeNode: &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{hk.PeerID(): nil}}, h: rt16PeersHost{}}}
+	s := testService(t, n.fakeNode, &fakeHolder{}, &now)
+	s.cfg.Node = n
+	s.cfg.Links = &lanLinks{} // a site link configured (fromSite, gossip, left out here)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer s.cancel()
+	s.carried[hex.EncodeToString(tag)] = &carrier{tag: tag, ops: map[crdt.OpID]held{}, seen: now}
+
+	// The site anchor's listing of the old urgent ops, as respond hands it
+	// to takeListed in an urgent session.
+	far := newPeerID(t)
+	st, m := rt14Pipe(far)
+	defer st.Close()
+	c := rt14Conn(s, st, far, false, true)
+	listing := frame{Kind: fRecon, Tag: tag}
+	for _, id := range old {
+		listing.IDs = append(listing.IDs, slices.Clone(id[:]))
+	}
+	served := make(chan int, 1)
+	go func() {
+		_, got, err := m.serveWants(t, tag, envs)
+		if err != nil {
+			t.Errorf("far side: %v", err)
+		}
+		served <- got
+	}()
+	if err := s.takeListed(c, far, listing); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-served; got != len(old) {
+		t.Fatalf("served %d of the %d listed", got, len(old))
+	}
+	s.mu.Lock()
+	kept := len(s.carried[hex.EncodeToString(tag)].ops)
+	s.mu.Unlock()
+	if kept != len(old) {
+		t.Fatalf("the anchor kept %d of the %d day-old urgent ops", kept, len(old))
+	}
+	if !s.urgency.op(fresh, hk.PeerID(), now) {
+		t.Fatalf("after %d day-old urgent ops listed by a site anchor, the colleague's fresh urgent op is past its allowance: routine here", len(old))
+	}
+}
+
+// rt16Quiet is rt16Node admitting no one in reach (no acknowledgement of
+// storage is sent), while its staff are known.
+type rt16Quiet struct{ rt16Node }
+
+func (rt16Quiet) IsAdmitted(peer.ID) bool { return false }
