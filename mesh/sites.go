@@ -354,9 +354,12 @@ func (s *Service) urgentRound(p peer.ID) {
 			s.urgentFor[p] = map[string][]crdt.OpID{}
 		}
 		for t, ids := range take {
-			for _, id := range ids {
-				s.urgentFor[p][t] = noteID(s.urgentFor[p][t], id)
+			// The failed session's ops, then those noted meanwhile (newer):
+			// noteID keeps the newest.
+			for _, id := range s.urgentFor[p][t] {
+				ids = noteID(ids, id)
 			}
+			s.urgentFor[p][t] = ids
 		}
 		s.mu.Unlock()
 		select {

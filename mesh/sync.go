@@ -1087,8 +1087,15 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 	}
 	var claims *claimSet
 	if len(need) > 0 {
+		all := need
 		claims, need = s.claimNeed(p, tag, need, urgent, c.urgent)
 		defer s.fetches.release(claims)
+		if c.urgent {
+			// Urgent ops listed (at most urgentFirst) are fetched even if
+			// another session claimed them: a peer that listed one first
+			// and stalls would otherwise turn it routine (red team 16).
+			need = s.wanted(tag, all)
+		}
 	}
 	asked := len(need)
 	batch := fetchBatch
@@ -1170,9 +1177,14 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 		}
 		checked <- ok
 		if c.urgent && i == 0 {
-			up := s.wanted(tag, directDeps(ok, siteBatch))
+			held := s.IDsOf(tag)
+			up := s.wanted(tag, directDeps(ok, func(id crdt.OpID) bool {
+				_, ok := slices.BinarySearchFunc(held, id, crdt.OpID.Compare)
+				return !ok
+			}))
+			up = up[:min(len(up), siteBatch)]
 			if len(up) > 0 {
-				up, _, _, _ = s.fetches.take(claims, up, s.IDsOf(tag), time.Now())
+				up, _, _, _ = s.fetches.take(claims, up, held, time.Now())
 			}
 			if len(up) > 0 {
 				asked += len(up)
@@ -1186,9 +1198,8 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 	return asked, c.send(frame{Kind: fWant, Tag: tag}) // no more wants
 }
 
-// directDeps is the dependencies of got not among got, at most max (take
-// then leaves out those held or claimed).
-func directDeps(got []Checked, max int) []crdt.OpID {
+// directDeps is the dependencies of got not among got that keep holds.
+func directDeps(got []Checked, keep func(crdt.OpID) bool) []crdt.OpID {
 	in := make(map[crdt.OpID]bool, len(got))
 	for _, ce := range got {
 		in[crdt.OpID(e2e.ID(ce.Raw))] = true
@@ -1197,7 +1208,7 @@ func directDeps(got []Checked, max int) []crdt.OpID {
 	for _, ce := range got {
 		for _, d := range ce.Env.Deps {
 			id, err := crdt.OpIDFromBytes(d)
-			if err != nil || in[id] || len(out) == max {
+			if err != nil || in[id] || !keep(id) {
 				continue
 			}
 			in[id] = true
@@ -1453,6 +1464,9 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	theirs = s.offerFrom(p, theirs)
 	s.accept(theirs.tags, p)
 	mine := s.offerFor(p)
+	if theirs.urgent && !s.sitePeer(p) {
+		return fmt.Errorf("%w: an urgent session from a peer that is no site peer", ErrProtocol)
+	}
 	if theirs.urgent { // an urgent session: answer for its tags only
 		listed := make(map[string]bool, len(theirs.tags))
 		for _, t := range theirs.tags {

@@ -42,7 +42,10 @@ import (
 // (urgencyLedger.op). In a fetch, at most urgentFirst ops jump the queue
 // whoever sent them, and one stamped more than urgentAhead ahead of the
 // fetching device's clock does not. In a bag or an anchor, urgency
-// reorders only a sender's own envelopes.
+// reorders only a sender's own envelopes. An urgent op stamped more than
+// urgentTagTTL before now is routine here, and charges nothing: a backlog
+// caught up on, or old ops a site peer lists, never spend a colleague's
+// allowance (red team 16).
 
 // Allowance of urgent treatment per sender; how long a conversation an
 // urgent envelope came in for goes first in sessions with site peers, and
@@ -140,11 +143,17 @@ func (l *urgencyLedger) op(id crdt.OpID, sender peer.ID, now time.Time) bool {
 // so, small enough, and within its sender's allowance (decided once per
 // op: urgencyLedger.op).
 func (s *Service) urgentAllowed(ce Checked) bool {
-	if !ce.Env.Urgent || len(ce.Raw) > maxUrgentSize {
+	if !ce.Env.Urgent || len(ce.Raw) > maxUrgentSize || staleUrgent(ce.Env.Wall, s.now()) {
 		return false
 	}
 	sender, err := ce.Env.SenderID()
 	return err == nil && s.urgency.op(crdt.OpID(e2e.ID(ce.Raw)), sender, s.now())
+}
+
+// staleUrgent reports whether an op stamped wall (ms, the sender's clock)
+// is too old to be treated as urgent at now.
+func staleUrgent(wall int64, now time.Time) bool {
+	return wall < now.Add(-urgentTagTTL).UnixMilli()
 }
 
 // ancestors is what one fetch brings forward: the ops urgent ops that came
@@ -195,7 +204,8 @@ func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(Checke
 // did (the caller then starts urgent sessions: urgentSites). Callers hold
 // mu.
 func (s *Service) noteUrgentTagLocked(tag []byte, id crdt.OpID, sender peer.ID, key uint64, size int, now time.Time) bool {
-	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || !s.urgency.op(id, sender, now) {
+	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || staleUrgent(int64(e2e.CausalKey(key)>>20), now) ||
+		!s.urgency.op(id, sender, now) {
 		return false
 	}
 	if s.urgentTags == nil || len(s.urgentTags) >= maxUrgentTags {

@@ -163,7 +163,8 @@ func TestUrgentTagsFirst(t *testing.T) {
 		t.Fatal("a routine envelope moved its conversation first")
 	}
 	s.mu.Lock()
-	s.noteUrgentTagLocked(tags[2], crdt.OpID{2}, sender, 5|e2e.UrgentKey, 100, now)
+	key := func(at time.Time) uint64 { return uint64(at.UnixMilli())<<20 | e2e.UrgentKey } // stamped at
+	s.noteUrgentTagLocked(tags[2], crdt.OpID{2}, sender, key(now), 100, now)
 	s.mu.Unlock()
 	if got := s.urgentTagsFirst("site", tags); got[0][0] != 3 || got[1][0] != 1 || got[2][0] != 2 {
 		t.Fatalf("order %v, want 3 1 2", got)
@@ -176,7 +177,7 @@ func TestUrgentTagsFirst(t *testing.T) {
 		s.urgency.take(sender, now)
 	}
 	s.mu.Lock()
-	s.noteUrgentTagLocked(tags[2], crdt.OpID{3}, sender, 5|e2e.UrgentKey, 100, now)
+	s.noteUrgentTagLocked(tags[2], crdt.OpID{3}, sender, key(now), 100, now)
 	s.mu.Unlock()
 	if got := s.urgentTagsFirst("site", tags); got[0][0] != 1 {
 		t.Fatal("an urgent envelope past its sender's allowance moved its conversation first")
