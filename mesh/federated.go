@@ -69,14 +69,15 @@ func (s *Service) hiddenFrom(p peer.ID, tag []byte) bool {
 }
 
 // offerFor is what this device offers p: everything to our own staff;
-// to a federated peer only the tags shared with it, carrying nothing.
-func (s *Service) offerFor(p peer.ID) offer {
+// to a federated peer only the tags shared with it, carrying nothing. keep,
+// if not nil, limits it to the tags it holds (an urgent session's).
+func (s *Service) offerFor(p peer.ID, keep func(tag []byte) bool) offer {
 	if !s.federated(p) {
-		return s.offer(p)
+		return s.offer(p, keep)
 	}
 	var o offer
 	for _, t := range s.tags() {
-		if !s.sharedWith(p, t) {
+		if keep != nil && !keep(t) || !s.sharedWith(p, t) {
 			continue
 		}
 		o.tags = append(o.tags, t)

@@ -74,8 +74,8 @@ func (c *conn) frameTimeout() time.Duration {
 // chunk's wait, not the frame's: a frame of sixteen large envelopes takes
 // longer than that at a small budget, and must still cross (the reader's
 // deadline, siteReader, is one of progress too).
-// The first urgent bytes of b (and its length prefix) go as urgent (a chunk is cut where they
-// end), the rest as routine.
+// The first urgent bytes of b (and its length prefix) go as urgent, the
+// rest as routine; a chunk is cut where they end.
 func (c *conn) sendPaced(b []byte, urgent int) error {
 	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
 	if urgent > 0 && urgent < math.MaxInt-binary.MaxVarintLen64 {
@@ -250,11 +250,11 @@ func (s *Service) fromSite(tag []byte, envs []Checked) {
 // more after it, and a session skips the tags another is moving (busy):
 // an urgent op arriving while a session moves its conversation's backlog
 // across the link would wait for the whole backlog. The urgent session
-// (sync/7) offers and reconciles only the tags noted for it, busy or not;
-// the peer fetches only the urgent ops, in a batch of their own, paced
-// ahead of the backlog's frames (fetch, urgentIn), and leaves what the
-// other session claimed to it (claimNeed). One urgent session per peer runs at a time; tags noted
-// meanwhile go in the next. Urgent ops past their senders' allowance
+// (sync/7) offers only the tags noted for it and, for each, lists the
+// urgent ops noted (id among them; listUrgent) instead of reconciling; the
+// peer fetches those it lacks and their missing direct dependencies,
+// paced ahead of the backlog's frames (fetch, urgentIn). One urgent
+// session per peer runs at a time; tags noted meanwhile go in the next. Urgent ops past their senders' allowance
 // never start one.
 func (s *Service) urgentSites(tag []byte, id crdt.OpID, from peer.ID) {
 	for _, p := range s.cfg.Node.Host().Network().Peers() {
@@ -292,10 +292,8 @@ func noteID(ids []crdt.OpID, id crdt.OpID) []crdt.OpID {
 
 // urgentSessionTags is how many conversations one urgent session takes
 // (one offer page, sync/7); more noted go in the next. urgentCtrlBytes is
-// how much of an urgent session's offer, recon and want frames a side
-// paces urgent (1 s of the smallest budget): a conversation whose routine
-// backlog has not crossed reconciles its IDs beyond that as routine, so
-// one urgent op never puts a backlog's ID list ahead of the link.
+// how much of an urgent session's offer, listing and want frames a side
+// paces urgent (1 s of the smallest budget); the rest goes routine.
 // urgentInbound is how many urgent sessions a site peer may run with us
 // at once (one, and the next while we have not seen the last end).
 const (

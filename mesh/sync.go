@@ -270,28 +270,15 @@ type offer struct {
 	urgent    bool            // sync/7: it opens an urgent session
 }
 
-// within is o with only the tags keep holds (an urgent session's).
-func (o offer) within(keep func(tag []byte) bool) offer {
-	out := offer{carry: o.carry, urgent: o.urgent}
-	for i, t := range o.tags {
-		if keep(t) {
-			out.tags, out.fps = append(out.tags, t), append(out.fps, o.fps[i])
-			if o.only[string(t)] {
-				if out.only == nil {
-					out.only = map[string]bool{}
-				}
-				out.only[string(t)] = true
-			}
-		}
-	}
-	return out
-}
-
 // offer lists what this device holds, with fingerprints, for peer p: the
 // tags it carries only are offered to anchors alone (which adopt them);
-// others get what it carries of their tags in the hand phase.
-func (s *Service) offer(p peer.ID) offer {
+// others get what it carries of their tags in the hand phase. keep, if
+// not nil, limits it to the tags it holds (before any fingerprint).
+func (s *Service) offer(p peer.ID, keep func(tag []byte) bool) offer {
 	o := offer{tags: s.tags(), carry: s.carries(), only: s.carriedOnly()}
+	if keep != nil {
+		o.tags = slices.DeleteFunc(o.tags, func(t []byte) bool { return !keep(t) })
+	}
 	if len(o.only) > 0 && !s.isAnchor(p) {
 		o.tags = slices.DeleteFunc(o.tags, func(t []byte) bool { return o.only[string(t)] })
 		o.only = nil
@@ -707,11 +694,12 @@ func (s *Service) initiateOnly(p peer.ID, only map[string][]crdt.OpID) (more boo
 	defer st.Close()
 	defer streams.Bound(ctx, st, s.cfg.SessionTimeout)()
 	c := s.newConn(st)
-	mine := s.offerFor(p)
+	var keep func([]byte) bool
 	if only != nil {
-		mine = mine.within(func(t []byte) bool { return len(only[string(t)]) > 0 })
-		mine.urgent, c.urgent = true, true
+		keep = func(t []byte) bool { return len(only[string(t)]) > 0 }
 	}
+	mine := s.offerFor(p, keep)
+	mine.urgent, c.urgent = only != nil, only != nil
 	if err := c.sendOffer(mine); err != nil {
 		return false, err
 	}
@@ -809,9 +797,7 @@ func (s *Service) takeListed(c *conn, p peer.ID, f frame) error {
 // reconcileTag runs one tag as initiator: reconcile, fetch our needs, serve
 // theirs. partial: what it fetched was applied in part only.
 func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (partial bool, err error) {
-	if !c.urgent { // an urgent session leaves the tag to routine rounds too
-		defer s.busyTag(p, tag)()
-	}
+	defer s.busyTag(p, tag)()
 	sess := s.sessionFor(p, tag)
 	m, err := sess.Initiate()
 	if err != nil {
@@ -1066,14 +1052,14 @@ func (s *Service) claimNeed(p peer.ID, tag []byte, need []crdt.OpID, urgent func
 // holds by now, and reports how many it asked for. An answer with an
 // envelope not asked for in that batch ends the session. urgent (nil:
 // none) says which IDs were listed urgent: those need starts with go in a
-// first batch of their own. An urgent session (c.urgent) fetches only
-// those — the leading run Need put first, at most urgentFirst: any member
-// may mark all its ops urgent — and then, in one more batch of at most
-// siteBatch, their direct dependencies among need (the message an urgent
-// reply answers: without it no device can show the reply). The rest
-// crosses in the routine rounds beside it (a conversation's urgent op may
-// follow its whole backlog, learnt one generation per round trip: that is
-// a routine round's work, in batches).
+// first batch of their own. In an urgent session (c.urgent: the ops an
+// urgent listing named, takeListed) it fetches at most urgentFirst of
+// them — even those another session claimed — and then, in one more batch
+// of at most siteBatch, their direct dependencies not held (the message
+// an urgent reply answers: without it no device can show the reply). The
+// rest crosses in the routine rounds beside it (a conversation's urgent
+// op may follow its whole backlog, learnt one generation per round trip:
+// that is a routine round's work, in batches).
 func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent func(crdt.OpID) bool) (int, error) {
 	if len(need) > 0 && s.carriesOnly(tag) {
 		need = nil // a carrier takes only what is handed to it (carry.go)
@@ -1461,20 +1447,21 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 	if err != nil {
 		return err
 	}
-	theirs = s.offerFrom(p, theirs)
-	s.accept(theirs.tags, p)
-	mine := s.offerFor(p)
 	if theirs.urgent && !s.sitePeer(p) {
 		return fmt.Errorf("%w: an urgent session from a peer that is no site peer", ErrProtocol)
 	}
+	theirs = s.offerFrom(p, theirs)
+	s.accept(theirs.tags, p)
+	var keep func([]byte) bool
 	if theirs.urgent { // an urgent session: answer for its tags only
 		listed := make(map[string]bool, len(theirs.tags))
 		for _, t := range theirs.tags {
 			listed[string(t)] = true
 		}
-		mine = mine.within(func(t []byte) bool { return listed[string(t)] })
+		keep = func(t []byte) bool { return listed[string(t)] }
 		c.urgent = true
 	}
+	mine := s.offerFor(p, keep)
 	if err := c.sendOffer(mine); err != nil {
 		return err
 	}
@@ -1534,9 +1521,7 @@ func (s *Service) respond(p peer.ID, c *conn) error {
 			}
 			delete(common, string(f.Tag))
 			cur = &tagSession{tag: f.Tag, sess: s.sessionFor(p, f.Tag)}
-			if !c.urgent {
-				release = s.busyTag(p, f.Tag)
-			}
+			release = s.busyTag(p, f.Tag)
 		}
 		switch f.Kind {
 		case fRecon:

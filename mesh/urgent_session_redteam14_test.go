@@ -12,8 +12,6 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/medmesh/medmesh/crdt"
-	"github.com/medmesh/medmesh/e2e"
-	"github.com/medmesh/medmesh/identity"
 )
 
 // Red team 14: the urgent session (sync/7), read cold.
@@ -84,33 +82,7 @@ func rt14Conn(s *Service, st *pipeStream, p peer.ID, site, urgent bool) *conn {
 // envelopes by ID, and the IDs oldest first, the urgent one last.
 func rt14Chain(t *testing.T, tag []byte, n int) (envs map[crdt.OpID][]byte, ids []crdt.OpID, colleague peer.ID) {
 	t.Helper()
-	k, err := identity.GenerateDeviceKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	colleague = k.PeerID()
-	envs = map[crdt.OpID][]byte{}
-	wall := time.Now().Add(-time.Hour)
-	var prev *crdt.OpID
-	for i := 0; i <= n; i++ {
-		e := &e2e.Envelope{Version: e2e.Version, Kind: e2e.KindContent, Tag: tag, Sender: []byte(colleague),
-			Epoch: make([]byte, 32), Body: make([]byte, 300), Wall: wall.Add(time.Duration(i) * time.Second).UnixMilli(),
-			Urgent: i == n}
-		if prev != nil {
-			e.Deps = [][]byte{append([]byte(nil), prev[:]...)}
-		}
-		if err := e.Sign(k.Identity); err != nil {
-			t.Fatal(err)
-		}
-		raw, err := e.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := crdt.OpID(e2e.ID(raw))
-		envs[id] = raw
-		ids = append(ids, id)
-		prev = &id
-	}
+	envs, ids, _, colleague = rt15Chain(t, tag, n+1, func(i int) bool { return i == n })
 	return envs, ids, colleague
 }
 
