@@ -57,6 +57,7 @@ func BenchmarkCreate(b *testing.B) {
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, _ := w.create(alice, "bench", bob)
 	b.ResetTimer()
+	faults := baseline.PageFaults()
 	raw := baseline.Interleave(b, b.N, chunk, func(n int) {
 		for range n {
 			if _, _, err := split(ra.Send(kib, SendOptions{})); err != nil {
@@ -64,10 +65,12 @@ func BenchmarkCreate(b *testing.B) {
 			}
 		}
 	}, baseline.Send)
+	faults = baseline.PageFaults() - faults
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "ops/s")
 	b.ReportMetric(raw, "raw_ops/s")
 	b.ReportMetric(rate/raw, "ratio_vs_raw")
+	b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
 }
 
 // BenchmarkMaterialise100k: the full state of a 100,000-op conversation,

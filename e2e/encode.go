@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"crypto/ed25519"
+	"fmt"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
@@ -75,11 +79,53 @@ func (e *Envelope) header() []byte {
 	return e.appendEncoded(make([]byte, 0, e.encodedLen(nil, nil)), nil, nil)
 }
 
+// withHeader calls f with the header in a scratch buffer (valid during
+// the call only): the associated data of sealing and opening the body.
+func (e *Envelope) withHeader(f func(header []byte)) {
+	buf := scratch.Get().(*[]byte)
+	defer scratch.Put(buf)
+	*buf = e.appendEncoded((*buf)[:0], nil, nil)
+	f(*buf)
+}
+
 // signed is what the signature covers: the context, then the encoding of
 // everything but the signature.
 func (e *Envelope) signed() []byte {
-	b := make([]byte, 0, len(sigContext)+e.encodedLen(e.Body, nil))
+	return e.appendSigned(make([]byte, 0, len(sigContext)+e.encodedLen(e.Body, nil)))
+}
+
+// appendSigned appends the signed bytes to b.
+func (e *Envelope) appendSigned(b []byte) []byte {
 	return e.appendEncoded(append(b, sigContext...), e.Body, nil)
+}
+
+// scratch holds buffers for bytes that no caller keeps past the call
+// that builds them — the signed bytes being verified, the re-encoding a
+// decode compares — so receiving an envelope does not allocate a copy of
+// it for each.
+var scratch = sync.Pool{New: func() any { return new([]byte) }}
+
+// senderKey is the Ed25519 public key of the sender. A peer ID of an
+// Ed25519 key in its usual form (ed25519IDPrefix, then the key) is read
+// directly; any other form goes through the key registry, which gives the
+// same key for that form and refuses what is not an Ed25519 key.
+func (e *Envelope) senderKey() (ed25519.PublicKey, error) {
+	if len(e.Sender) == len(ed25519IDPrefix)+ed25519.PublicKeySize && string(e.Sender[:len(ed25519IDPrefix)]) == string(ed25519IDPrefix[:]) {
+		return ed25519.PublicKey(e.Sender[len(ed25519IDPrefix):]), nil
+	}
+	id, err := e.SenderID()
+	if err != nil {
+		return nil, fmt.Errorf("%w: sender: %v", ErrMalformed, err)
+	}
+	pk, err := id.ExtractPublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("%w: sender key: %v", ErrMalformed, err)
+	}
+	raw, err := pk.Raw()
+	if err != nil || pk.Type() != crypto.Ed25519 || len(raw) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: sender key is not Ed25519", ErrMalformed)
+	}
+	return raw, nil
 }
 
 // ed25519IDPrefix is how a peer ID of an Ed25519 key starts: an identity

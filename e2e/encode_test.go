@@ -163,3 +163,47 @@ func TestIsSenderKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSenderKeyFastPath: the key read straight from an Ed25519 peer ID is
+// the one the key registry extracts, and senders that are not Ed25519
+// keys (another key type, a truncated or altered ID) are refused as before.
+func TestSenderKeyFastPath(t *testing.T) {
+	for range 20 {
+		priv, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := peer.IDFromPrivateKey(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &Envelope{Sender: []byte(id)}
+		got, err := e.senderKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := priv.GetPublic().Raw()
+		if !bytes.Equal(got, want) {
+			t.Fatalf("fast path key %x, registry %x", got, want)
+		}
+	}
+	secp, _, err := crypto.GenerateSecp256k1Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secpID, err := peer.IDFromPrivateKey(secp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed, _, _ := crypto.GenerateEd25519Key(nil)
+	edID, _ := peer.IDFromPrivateKey(ed)
+	altered := []byte(edID)
+	altered[3] = 0x02 // protobuf key type Secp256k1, 32 bytes of data
+	for name, sender := range map[string][]byte{
+		"secp256k1": []byte(secpID), "truncated": []byte(edID)[:37], "altered type": altered, "empty": nil,
+	} {
+		if _, err := (&Envelope{Sender: sender}).senderKey(); err == nil {
+			t.Errorf("%s sender accepted", name)
+		}
+	}
+}

@@ -339,7 +339,7 @@ func SealContent(e *Envelope, chain *SendChain, plaintext []byte) error {
 	e.Kind, e.Epoch = KindContent, chain.Epoch[:]
 	i, mk := chain.Next()
 	e.Index = i
-	e.Body = SealBody(mk, e.header(), plaintext)
+	e.withHeader(func(h []byte) { e.Body = SealBody(mk, h, plaintext) })
 	clear(mk[:])
 	return nil
 }
@@ -356,19 +356,24 @@ func OpenContent(e *Envelope, chains *RecvChains, now time.Time) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: sender", ErrMalformed)
 	}
-	return chains.open(epoch, sender, e.Index, now, e.header(), e.Body)
+	var pt []byte
+	e.withHeader(func(h []byte) { pt, err = chains.open(epoch, sender, e.Index, now, h, e.Body) })
+	return pt, err
 }
 
 // SealControl fills e's body with plaintext sealed under a control key.
 func SealControl(e *Envelope, epoch EpochID, key Secret, plaintext []byte) error {
 	e.Kind, e.Epoch, e.Index = KindControl, epoch[:], 0
-	e.Body = SealBody(key, e.header(), plaintext)
+	e.withHeader(func(h []byte) { e.Body = SealBody(key, h, plaintext) })
 	return nil
 }
 
 // OpenControl decrypts a control envelope.
 func OpenControl(e *Envelope, key Secret) ([]byte, error) {
-	return OpenBody(key, e.header(), e.Body)
+	var pt []byte
+	var err error
+	e.withHeader(func(h []byte) { pt, err = OpenBody(key, h, e.Body) })
+	return pt, err
 }
 
 // maxChains bounds the encoded chains: MaxSkippedTotal keys and a chain

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -110,7 +111,9 @@ func BenchmarkPersistedIngest(b *testing.B) {
 		defer pprof.StopCPUProfile()
 	}
 	b.ResetTimer()
-	cpu := baseline.CPUTime()
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	cpu, faults, allocs := baseline.CPUTime(), baseline.PageFaults(), mem.TotalAlloc
 	releaseA()
 	releaseB()
 	for !holdsAll() {
@@ -122,7 +125,9 @@ func BenchmarkPersistedIngest(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	cpu = baseline.CPUTime() - cpu
+	cpu, faults = baseline.CPUTime()-cpu, baseline.PageFaults()-faults
+	runtime.ReadMemStats(&mem)
+	allocs = mem.TotalAlloc - allocs
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "ops/s")
 	b.ReportMetric(raw, "raw_ops/s")
@@ -132,6 +137,8 @@ func BenchmarkPersistedIngest(b *testing.B) {
 	// wall-clock ratio wander.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_us/op")
 	b.ReportMetric(1e6/raw, "raw_us/op")
+	b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
+	b.ReportMetric(float64(allocs)/1024/float64(b.N), "alloc_KiB/op")
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -69,19 +68,17 @@ func (c *conn) frameTimeout() time.Duration {
 	return frameTimeout
 }
 
-// sendPaced writes frame b (its varint length first) to a site peer in
-// chunks, each within the link's budget. siteFrameTimeout bounds each
+// sendPaced writes buf (a frame after its varint length prefix, prefix
+// bytes) to a site peer in chunks, each within the link's budget. siteFrameTimeout bounds each
 // chunk's wait, not the frame's: a frame of sixteen large envelopes takes
 // longer than that at a small budget, and must still cross (the reader's
 // deadline, siteReader, is one of progress too).
-// The first urgent bytes of b (and its length prefix) go as urgent, the
+// The first urgent bytes of the frame (and its length prefix) go as urgent, the
 // rest as routine; a chunk is cut where they end.
-func (c *conn) sendPaced(b []byte, urgent int) error {
-	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen64), uint64(len(b)))
-	if urgent > 0 && urgent < math.MaxInt-binary.MaxVarintLen64 {
-		urgent += len(buf) // the length prefix goes with the frame's first bytes
+func (c *conn) sendPaced(buf []byte, prefix, urgent int) error {
+	if urgent > 0 && urgent < math.MaxInt-prefix {
+		urgent += prefix // the length prefix goes with the frame's first bytes
 	}
-	buf = append(buf, b...)
 	for off := 0; len(buf) > 0; {
 		n := min(len(buf), siteChunk)
 		if off < urgent && off+n > urgent {

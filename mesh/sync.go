@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -59,8 +60,14 @@ const (
 	syncTimeout  = 2 * time.Minute
 	maxFrame     = 8 << 20
 	fetchBatch   = 2048
-	tagLen       = 16
-	fpLen        = 16
+	// askBatch is how many ops a fetch asks for in one want (and
+	// applyQueue how many checked batches may wait to be applied): small
+	// enough that receiving, checking and applying overlap from the
+	// first batch on, large enough that a round trip is not paid per op.
+	askBatch   = 128
+	applyQueue = 4
+	tagLen     = 16
+	fpLen      = 16
 )
 
 // Limits of one sync session (both sides enforce them on what they read;
@@ -128,7 +135,13 @@ type frame struct {
 // a batch of 32-byte IDs or envelopes.
 func decodeFrame(b []byte) (frame, error) {
 	var f frame
-	if err := detcbor.Unmarshal(b, &f, maxFrame); err != nil {
+	scratch := reencodeBufs.Get().(*[]byte)
+	defer reencodeBufs.Put(scratch)
+	reencode := func() []byte {
+		*scratch = appendFrame((*scratch)[:0], &f)
+		return *scratch
+	}
+	if err := detcbor.UnmarshalAgainst(b, &f, maxFrame, reencode); err != nil {
 		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	switch {
@@ -195,14 +208,14 @@ type conn struct {
 	kind       int // an inbound session's kind (classify)
 	s          network.Stream
 	r          msgio.ReadCloser
-	w          msgio.WriteCloser
+	out        []byte // the frame being sent, kept for the next
 	sent       *atomic.Int64
 	ctrl       int64 // bytes of offer, recon and want frames read
 }
 
 func (s *Service) newConn(st network.Stream) *conn {
 	p := st.Conn().RemotePeer()
-	c := &conn{svc: s, p: p, site: s.sitePeer(p), s: st, w: msgio.NewVarintWriter(st), sent: &s.sent}
+	c := &conn{svc: s, p: p, site: s.sitePeer(p), s: st, sent: &s.sent}
 	if c.site {
 		c.r = msgio.NewVarintReaderSize(siteReader{st}, maxFrame)
 	} else {
@@ -212,13 +225,38 @@ func (s *Service) newConn(st network.Stream) *conn {
 }
 
 // encodeFrame is a frame's wire form (deterministic CBOR).
-func encodeFrame(f frame) ([]byte, error) { return detcbor.Marshal(f) }
+func encodeFrame(f frame) ([]byte, error) { return appendFrame(make([]byte, 0, frameLen(&f)), &f), nil }
+
+// drainChecked appends to ok the batches already queued in checked,
+// without waiting, up to fetchBatch envelopes.
+func drainChecked(checked <-chan []Checked, ok []Checked) []Checked {
+	for len(ok) < fetchBatch {
+		select {
+		case more, open := <-checked:
+			if !open {
+				return ok
+			}
+			ok = append(ok, more...)
+		default:
+			return ok
+		}
+	}
+	return ok
+}
+
+// reencodeBufs hold the re-encodings decodeFrame compares with what it
+// read (frames of up to maxFrame bytes; kept between frames, not made
+// for each).
+var reencodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *conn) send(f frame) error {
-	b, err := encodeFrame(f)
-	if err != nil {
-		return err
-	}
+	// The frame is written after room for its length prefix in a buffer
+	// the conn keeps, and goes out with the prefix in one write.
+	const room = binary.MaxVarintLen64
+	c.out = appendFrame(slices.Grow(c.out[:0], room+frameLen(&f))[:room], &f)
+	b := c.out[room:]
+	wire := c.out[room-uvarintLen(uint64(len(b))):]
+	binary.PutUvarint(wire, uint64(len(b)))
 	if c.site {
 		// Every frame to a site peer is paced, control frames too: an
 		// offer lists every tag held (sites.go).
@@ -231,12 +269,19 @@ func (c *conn) send(f frame) error {
 			urgent = min(len(b), urgentCtrlBytes-c.urgentCtrl)
 			c.urgentCtrl += urgent
 		}
-		return c.sendPaced(b, urgent)
+		return c.sendPaced(wire, len(wire)-len(b), urgent)
 	}
 	c.svc.countSent(&f, len(b))
 	c.s.SetWriteDeadline(time.Now().Add(frameTimeout))
 	c.sent.Add(int64(len(b)))
-	return c.w.WriteMsg(b)
+	_, err := c.s.Write(wire)
+	return err
+}
+
+// uvarintLen is the length of n as an unsigned varint.
+func uvarintLen(n uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], n)
 }
 
 func (c *conn) recv() (frame, error) {
@@ -1084,7 +1129,7 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 		}
 	}
 	asked := len(need)
-	batch := fetchBatch
+	batch := askBatch
 	if s.sitePeer(p) {
 		batch = siteBatch
 	}
@@ -1124,12 +1169,17 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 		}
 	}
 	var anc ancestors
-	checked := make(chan []Checked, 1)
+	// Batches checked wait here to be applied, while the next are fetched
+	// and checked; the applier takes whatever has queued at once, so
+	// small batches keep both ends busy early and, when applying is the
+	// slower side, are stored together (one store commit, not one each).
+	checked := make(chan []Checked, applyQueue)
 	applied := make(chan struct{})
 	go func() { // ends when checked is closed, before fetch returns
 		defer close(applied)
 		site := s.sitePeer(p)
 		for ok := range checked {
+			ok = drainChecked(checked, ok)
 			s.deliver(tag, ok, p)
 			if site && len(ok) > 0 {
 				s.fromSite(tag, ok)

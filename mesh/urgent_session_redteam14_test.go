@@ -73,7 +73,7 @@ func rt14Pipe(remote peer.ID) (*pipeStream, *rt14Peer) {
 
 // rt14Conn is our side's conn over st to p.
 func rt14Conn(s *Service, st *pipeStream, p peer.ID, site, urgent bool) *conn {
-	return &conn{svc: s, p: p, site: site, urgent: urgent, s: st, r: msgio.NewVarintReaderSize(st, maxFrame), w: msgio.NewVarintWriter(st), sent: &s.sent}
+	return &conn{svc: s, p: p, site: site, urgent: urgent, s: st, r: msgio.NewVarintReaderSize(st, maxFrame), sent: &s.sent}
 }
 
 // rt14Chain is n routine ops of colleague in tag, each depending on the
