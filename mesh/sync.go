@@ -66,6 +66,7 @@ const (
 	// first batch on, large enough that a round trip is not paid per op.
 	askBatch   = 128
 	applyQueue = 4
+	keepOut    = 512 << 10 // the largest send buffer a conn keeps
 	tagLen     = 16
 	fpLen      = 16
 )
@@ -251,9 +252,16 @@ var reencodeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *conn) send(f frame) error {
 	// The frame is written after room for its length prefix in a buffer
-	// the conn keeps, and goes out with the prefix in one write.
+	// the conn keeps (up to keepOut bytes: a session that stalls after a
+	// large answer pins no more), and goes out with the prefix in one
+	// write.
 	const room = binary.MaxVarintLen64
 	c.out = appendFrame(slices.Grow(c.out[:0], room+frameLen(&f))[:room], &f)
+	defer func() {
+		if cap(c.out) > keepOut {
+			c.out = nil
+		}
+	}()
 	b := c.out[room:]
 	wire := c.out[room-uvarintLen(uint64(len(b))):]
 	binary.PutUvarint(wire, uint64(len(b)))
