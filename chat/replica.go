@@ -396,6 +396,7 @@ func (r *Replica) apply(op crdt.Op) error {
 		info.view = info.before
 		return err
 	}
+	e.Share(op.Body) // kept beside info.raw: the body once, not twice
 	info.env = e
 	if e.Kind == e2e.KindWelcome {
 		info.epoch = e2e.EpochID(op.ID)

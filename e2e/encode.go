@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"fmt"
 	"sync"
@@ -139,4 +140,44 @@ func isSenderKey(sender []byte, pub ed25519.PublicKey) bool {
 	return len(sender) == len(ed25519IDPrefix)+ed25519.PublicKeySize &&
 		string(sender[:len(ed25519IDPrefix)]) == string(ed25519IDPrefix[:]) &&
 		string(sender[len(ed25519IDPrefix):]) == string(pub)
+}
+
+// headLen is the length of a CBOR head with argument n.
+func headLen(n uint64) int {
+	switch {
+	case n < 24:
+		return 1
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	case n <= 0xffffffff:
+		return 5
+	}
+	return 9
+}
+
+// Share points e.Body at the same bytes inside raw, e's encoding, so an
+// envelope kept beside its raw bytes (as a replica keeps every op) does
+// not hold its body twice. raw must not be modified afterwards. If raw
+// does not hold e's body where e's encoding puts it, e is left as it was.
+func (e *Envelope) Share(raw []byte) {
+	tail := 1 + 1 + 1 + 1 // keys 9, 10, 11; null when there is no signature
+	if e.Sig != nil {
+		tail += headLen(uint64(len(e.Sig))) + len(e.Sig) - 1
+	}
+	wall := uint64(e.Wall)
+	if e.Wall < 0 {
+		wall = uint64(-(e.Wall + 1))
+	}
+	tail += headLen(wall) + headLen(uint64(e.Logical))
+	if e.Urgent {
+		tail += 2
+	}
+	end := len(raw) - tail
+	start := end - len(e.Body)
+	if e.Body == nil || start < 0 || !bytes.Equal(raw[start:end], e.Body) {
+		return
+	}
+	e.Body = raw[start:end:end]
 }

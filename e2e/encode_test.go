@@ -207,3 +207,49 @@ func TestSenderKeyFastPath(t *testing.T) {
 		}
 	}
 }
+
+// TestShare: after Share the body is the slice of the encoding that holds
+// it (no second copy), unchanged, and re-encodes to the same bytes; bytes
+// that are not e's encoding leave e alone.
+func TestShare(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range 500 {
+		e := randomEnvelope(r)
+		if i%2 == 0 {
+			e.Urgent = true
+		}
+		raw := e.appendEncoded(nil, e.Body, e.Sig)
+		body := bytes.Clone(e.Body)
+		e.Share(raw)
+		if !bytes.Equal(e.Body, body) || (body == nil) != (e.Body == nil) {
+			t.Fatalf("body changed by Share")
+		}
+		if len(body) > 0 {
+			if &e.Body[0] == &body[0] || cap(e.Body) != len(e.Body) {
+				t.Fatal("body not shared with the encoding, or shared with room to grow into it")
+			}
+			inside := false
+			for j := range raw {
+				if &raw[j] == &e.Body[0] {
+					inside = true
+				}
+			}
+			if !inside {
+				t.Fatal("body does not point into the encoding")
+			}
+		}
+		if again := e.appendEncoded(nil, e.Body, e.Sig); !bytes.Equal(again, raw) {
+			t.Fatal("re-encoding after Share differs")
+		}
+		if len(body) > 0 {
+			other := &Envelope{Body: bytes.Clone(body), Sig: e.Sig, Wall: e.Wall, Logical: e.Logical, Urgent: e.Urgent}
+			kept := other.Body
+			junk := bytes.Clone(raw)
+			junk[len(junk)-len(e.Sig)-8] ^= 0xff // inside the body or the head before the signature
+			other.Share(junk)
+			if &other.Body[0] != &kept[0] && !bytes.Equal(other.Body, body) {
+				t.Fatal("shared with bytes that are not the body")
+			}
+		}
+	}
+}
