@@ -137,7 +137,10 @@ func BenchmarkPersistedIngest(b *testing.B) {
 	// wall-clock ratio wander.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_us/op")
 	b.ReportMetric(1e6/raw, "raw_us/op")
+	// Page faults taken while ingesting and what one costs this machine,
+	// and bytes allocated per op.
 	b.ReportMetric(float64(faults)/float64(b.N), "faults/op")
+	b.ReportMetric(baseline.FaultCost(), "fault_us")
 	b.ReportMetric(float64(allocs)/1024/float64(b.N), "alloc_KiB/op")
 }
 
