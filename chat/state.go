@@ -500,6 +500,9 @@ func (r *Replica) Expire(now time.Time) int {
 			}
 			r.dag.Delete(id)
 			info.p, info.gone, info.raw = nil, true, nil
+			kept := *info.env // its body shares raw's bytes (Envelope.Share): they go too
+			kept.Body = nil   // (a copy: the envelope may be the mesh's too)
+			info.env = &kept
 			if r.plain != nil {
 				r.plain.Delete(id)
 			}

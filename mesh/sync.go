@@ -209,7 +209,7 @@ type conn struct {
 	kind       int // an inbound session's kind (classify)
 	s          network.Stream
 	r          msgio.ReadCloser
-	out        []byte // the frame being sent, kept for the next
+	out        []byte // the frame being sent, kept for the next (one goroutine sends on a conn)
 	sent       *atomic.Int64
 	ctrl       int64 // bytes of offer, recon and want frames read
 }
@@ -887,14 +887,14 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	// Only a fetch of several batches can leave ops unapplied for want of
 	// dependencies in a later batch: count what it applied then.
 	held := 0
-	if len(need) > fetchBatch {
+	if len(need) > askBatch {
 		held = len(s.IDsOf(tag))
 	}
 	fetched, err := s.fetch(c, p, tag, need, sess.Urgent)
 	if err != nil {
 		return false, err
 	}
-	if fetched > fetchBatch {
+	if fetched > askBatch {
 		got := len(s.IDsOf(tag)) - held
 		partial = got > 0 && got < fetched
 	}
@@ -1186,8 +1186,12 @@ func (s *Service) fetch(c *conn, p peer.ID, tag []byte, need []crdt.OpID, urgent
 	go func() { // ends when checked is closed, before fetch returns
 		defer close(applied)
 		site := s.sitePeer(p)
+		first := true
 		for ok := range checked {
-			ok = drainChecked(checked, ok)
+			if !first { // the first batch holds the urgent ops: applied alone
+				ok = drainChecked(checked, ok)
+			}
+			first = false
 			s.deliver(tag, ok, p)
 			if site && len(ok) > 0 {
 				s.fromSite(tag, ok)
