@@ -69,12 +69,12 @@ func (c *conn) frameTimeout() time.Duration {
 }
 
 // sendPaced writes buf (a frame after its varint length prefix, prefix
-// bytes) to a site peer in chunks, each within the link's budget. siteFrameTimeout bounds each
-// chunk's wait, not the frame's: a frame of sixteen large envelopes takes
-// longer than that at a small budget, and must still cross (the reader's
-// deadline, siteReader, is one of progress too).
-// The first urgent bytes of the frame (and its length prefix) go as urgent, the
-// rest as routine; a chunk is cut where they end.
+// bytes) to a site peer in chunks, each within the link's budget.
+// siteFrameTimeout bounds each chunk's wait, not the frame's: a frame of
+// sixteen large envelopes takes longer than that at a small budget, and
+// must still cross (the reader's deadline, siteReader, is one of progress
+// too). The first urgent bytes of the frame (and its length prefix) go as
+// urgent, the rest as routine; a chunk is cut where they end.
 func (c *conn) sendPaced(buf []byte, prefix, urgent int) error {
 	if urgent > 0 && urgent < math.MaxInt-prefix {
 		urgent += prefix // the length prefix goes with the frame's first bytes
