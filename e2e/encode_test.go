@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/ed25519"
+	"io"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -168,8 +169,9 @@ func TestIsSenderKey(t *testing.T) {
 // the one the key registry extracts, and senders that are not Ed25519
 // keys (another key type, a truncated or altered ID) are refused as before.
 func TestSenderKeyFastPath(t *testing.T) {
-	for range 20 {
-		priv, _, err := crypto.GenerateEd25519Key(nil)
+	newID := func(gen func(io.Reader) (crypto.PrivKey, crypto.PubKey, error)) (crypto.PrivKey, peer.ID) {
+		t.Helper()
+		priv, _, err := gen(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,6 +179,10 @@ func TestSenderKeyFastPath(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		return priv, id
+	}
+	for range 20 {
+		priv, id := newID(crypto.GenerateEd25519Key)
 		e := &Envelope{Sender: []byte(id)}
 		got, err := e.senderKey()
 		if err != nil {
@@ -187,16 +193,8 @@ func TestSenderKeyFastPath(t *testing.T) {
 			t.Fatalf("fast path key %x, registry %x", got, want)
 		}
 	}
-	secp, _, err := crypto.GenerateSecp256k1Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secpID, err := peer.IDFromPrivateKey(secp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ed, _, _ := crypto.GenerateEd25519Key(nil)
-	edID, _ := peer.IDFromPrivateKey(ed)
+	_, secpID := newID(crypto.GenerateSecp256k1Key)
+	_, edID := newID(crypto.GenerateEd25519Key)
 	altered := []byte(edID)
 	altered[3] = 0x02 // protobuf key type Secp256k1, 32 bytes of data
 	for name, sender := range map[string][]byte{

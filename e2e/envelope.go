@@ -204,7 +204,6 @@ func ID(raw []byte) [32]byte { return sha256.Sum256(raw) }
 // same key, and a peer learns from a listed key which ops are urgent
 // before it fetches them (mesh: urgent first).
 func (e *Envelope) SyncKey() uint64 {
-	const logicalBits = 20
 	wall := uint64(min(max(e.Wall, 0), 1<<43-1))
 	k := wall<<logicalBits | uint64(min(e.Logical, 1<<logicalBits-1))
 	if e.Urgent {
@@ -219,3 +218,9 @@ const UrgentKey uint64 = 1 << 63
 
 // CausalKey is a SyncKey without its urgency bit: the sender's clock.
 func CausalKey(k uint64) uint64 { return k &^ UrgentKey }
+
+// KeyWall is the wall-clock milliseconds of a SyncKey (as clamped).
+func KeyWall(k uint64) int64 { return int64(CausalKey(k) >> logicalBits) }
+
+// logicalBits is how many low bits of a SyncKey hold the logical counter.
+const logicalBits = 20

@@ -49,6 +49,11 @@ func TestUrgentBit(t *testing.T) {
 	if k := routine.SyncKey(); k&UrgentKey != 0 || CausalKey(k) != k {
 		t.Errorf("routine sync key %x has the urgency bit", k)
 	}
+	for _, e := range []*Envelope{urgent, routine} {
+		if got := KeyWall(e.SyncKey()); got != e.Wall {
+			t.Errorf("KeyWall of a key stamped %d ms: %d", e.Wall, got)
+		}
+	}
 	// A welcome may be urgent (the one an escalation's targets need), and
 	// its bit is signed like any other op's.
 	wel := *w.welcome

@@ -204,7 +204,7 @@ func (a *ancestors) promote(got []Checked, rest []crdt.OpID, allowed func(Checke
 // did (the caller then starts urgent sessions: urgentSites). Callers hold
 // mu.
 func (s *Service) noteUrgentTagLocked(tag []byte, id crdt.OpID, sender peer.ID, key uint64, size int, now time.Time) bool {
-	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || staleUrgent(int64(e2e.CausalKey(key)>>20), now) ||
+	if s.cfg.Links == nil || key&e2e.UrgentKey == 0 || size > maxUrgentSize || staleUrgent(e2e.KeyWall(key), now) ||
 		!s.urgency.op(id, sender, now) {
 		return false
 	}

@@ -110,9 +110,12 @@ func rt15Fetch(t *testing.T, s *Service, tag []byte, envs map[crdt.OpID][]byte, 
 }
 
 // rt15Service is a member device (not an anchor) that knows sender.
-func rt15Service(t *testing.T, sender peer.ID) *Service {
+func rt15Service(t *testing.T, senders ...peer.ID) *Service {
 	t.Helper()
-	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{sender: nil}}
+	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{}}
+	for _, p := range senders {
+		n.roles[p] = nil
+	}
 	now := time.Now()
 	s := testService(t, n, &fakeHolder{}, &now)
 	s.cfg.Anchor = false

@@ -242,7 +242,6 @@ func rt16Op(t *testing.T, k *identity.DeviceKey, tag []byte, urgent bool, deps .
 // (sixteen held deps), then the honest reply whose routine parent we
 // lack: the urgent session should ask for the parent too.
 func TestRedteam16UrgentDepsCapSpentOnHeld(t *testing.T) {
-
 	tag := make([]byte, tagLen)
 	tag[0] = 0x17
 	mk, err := identity.GenerateDeviceKey()
@@ -263,13 +262,8 @@ func TestRedteam16UrgentDepsCapSpentOnHeld(t *testing.T) {
 	reply, raw := rt16Op(t, hk, tag, true, parent)
 	envs[reply] = raw
 
-	n := &fakeNode{id: newPeerID(t), roles: map[peer.ID][]string{mk.PeerID(): nil, hk.PeerID(): nil}}
-	now := time.Now()
-	s := testService(t, n, &fakeHolder{}, &now)
+	s := rt15Service(t, mk.PeerID(), hk.PeerID())
 	s.h = &rt16Holder{held: held}
-	s.cfg.Anchor = false
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	defer s.cancel()
 	asked, wants := rt15Fetch(t, s, tag, envs, []crdt.OpID{crowd, reply}, func(crdt.OpID) bool { return true })
 	t.Logf("asked for %d envelopes in %d want frames", asked, wants)
 	if asked != 3 {
