@@ -6,12 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
-	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Range-based set reconciliation (Aljoscha Meyer; the negentropy protocol),
@@ -67,6 +68,8 @@ type rng struct {
 	Keys  []uint64 `cbor:"5,keyasint,omitempty"` // list: each ID's causal key
 }
 
+// reconMsg is a message's wire form, encoded and decoded by hand
+// (recon_codec.go) to exactly detcbor's bytes for it.
 type reconMsg struct {
 	Ranges []rng `cbor:"1,keyasint"`
 }
@@ -77,6 +80,7 @@ type Session struct {
 	keys   []uint64    // keys[i] is items[i]'s causal key
 	need   map[crdt.OpID]uint64
 	rounds int
+	sums   *prefixSums // of items, shared with forks
 	// now, if set, is the clock against which a listed urgent key stamped
 	// ahead of it (beyond urgentAhead) counts as routine (needOrderAt).
 	now func() time.Time
@@ -102,7 +106,7 @@ func NewKeyedSession(ids []crdt.OpID, keys []uint64) *Session {
 	}
 	slices.SortFunc(all, func(a, b item) int { return a.id.Compare(b.id) })
 	all = slices.CompactFunc(all, func(a, b item) bool { return a.id == b.id })
-	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), need: map[crdt.OpID]uint64{}}
+	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
 	for i, it := range all {
 		s.items[i], s.keys[i] = it.id, it.key
 	}
@@ -112,15 +116,16 @@ func NewKeyedSession(ids []crdt.OpID, keys []uint64) *Session {
 // fork is a new session over the same items and keys, which no session
 // changes once made: sessions share them.
 func (s *Session) fork() *Session {
-	return &Session{items: s.items, keys: s.keys, need: map[crdt.OpID]uint64{}}
+	return &Session{items: s.items, keys: s.keys, need: map[crdt.OpID]uint64{}, sums: s.sums}
 }
 
-// extend is a session over ids — ascending, without repeats, and a
-// superset of s's items — that reuses the keys of s's items and asks
-// keysOf for the keys of the others (and of items keyed 0): a tag that
-// gained a few ops since its last session costs a merge, not a key lookup
-// per op. It returns nil, building nothing, when ids are not ascending or
-// lack an item of s.
+// extend is a session over ids — ascending, without repeats, a superset
+// of s's items, and kept as the new session's items: the caller never
+// changes it (IDsOf's sets never change) — that reuses the keys of s's
+// items and asks keysOf for the keys of the others (and of items keyed
+// 0): a tag that gained a few ops since its last session costs a merge,
+// not a key lookup per op. It returns nil, building nothing, when ids
+// are not ascending or lack an item of s.
 func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Session {
 	if len(ids) < len(s.items) {
 		return nil
@@ -160,7 +165,7 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 			}
 		}
 	}
-	return &Session{items: slices.Clone(ids), keys: keys, need: map[crdt.OpID]uint64{}}
+	return &Session{items: ids, keys: keys, need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
 }
 
 // Need lists the IDs the other side has and this side lacks, in the order
@@ -249,18 +254,18 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 	if s.rounds > MaxRounds {
 		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, MaxRounds)
 	}
-	var in reconMsg
-	if err := detcbor.Unmarshal(msg, &in, MaxMsgBytes); err != nil {
+	ranges, err := decodeRecon(msg)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
-	if len(in.Ranges) == 0 || len(in.Ranges) > maxRanges {
-		return nil, fmt.Errorf("%w: %d ranges", ErrProtocol, len(in.Ranges))
+	if len(ranges) == 0 {
+		return nil, fmt.Errorf("%w: no ranges", ErrProtocol)
 	}
-	var out []rng
+	out := make([]rng, 0, len(ranges)+Buckets)
 	lo := 0 // index of the first item in the current range
 	var prev []byte
-	for i, r := range in.Ranges {
-		last := i == len(in.Ranges)-1
+	for i, r := range ranges {
+		last := i == len(ranges)-1
 		if last != (len(r.Bound) == 0) || (prev != nil && !last && bytes.Compare(r.Bound, prev) <= 0) || len(r.Bound) > 32 {
 			return nil, fmt.Errorf("%w: range bounds out of order", ErrProtocol)
 		}
@@ -276,7 +281,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			if bytes.Equal(r.FP, s.fingerprint(lo, hi)) {
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 			} else {
-				out = append(out, s.split(lo, hi, r.Bound)...)
+				out = s.split(out, lo, hi, r.Bound)
 			}
 		case modeList, modeFinal:
 			if len(r.IDs) > maxListedIDs {
@@ -297,12 +302,11 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 				break
 			}
-			mine := rng{Bound: r.Bound, Mode: modeFinal}
+			mine := rng{Bound: r.Bound, Mode: modeFinal, IDs: make([][]byte, 0, hi-lo), Keys: s.keys[lo:hi:hi]}
 			extra := false
-			for i, id := range s.items[lo:hi] {
-				mine.IDs = append(mine.IDs, id[:])
-				mine.Keys = append(mine.Keys, s.keys[lo+i])
-				extra = extra || !theirs[id]
+			for i := lo; i < hi; i++ {
+				mine.IDs = append(mine.IDs, s.items[i][:]) // items never change once a session has them
+				extra = extra || !theirs[s.items[i]]
 			}
 			if !extra {
 				mine = rng{Bound: r.Bound, Mode: modeSkip}
@@ -328,9 +332,9 @@ func allSkip(rs []rng) bool {
 	return true
 }
 
-// merge joins neighbouring skips into one range.
+// merge joins neighbouring skips into one range, in place.
 func merge(rs []rng) []rng {
-	out := rs[:0:0]
+	out := rs[:0]
 	for _, r := range rs {
 		if n := len(out); n > 0 && r.Mode == modeSkip && out[n-1].Mode == modeSkip {
 			out[n-1].Bound = r.Bound
@@ -342,11 +346,11 @@ func merge(rs []rng) []rng {
 }
 
 func (s *Session) encode(rs []rng) ([]byte, error) {
-	b, err := detcbor.Marshal(reconMsg{Ranges: rs})
-	if err == nil && len(b) > MaxMsgBytes {
-		err = fmt.Errorf("%w: message of %d bytes", ErrProtocol, len(b))
+	b := appendRecon(make([]byte, 0, reconLen(rs)), rs)
+	if len(b) > MaxMsgBytes {
+		return nil, fmt.Errorf("%w: message of %d bytes", ErrProtocol, len(b))
 	}
-	return b, err
+	return b, nil
 }
 
 // upper is the index of the first item at or after bound, from lo.
@@ -362,23 +366,25 @@ func (s *Session) upper(lo int, bound []byte) int {
 // else a fingerprint.
 func (s *Session) describe(lo, hi int, bound []byte) rng {
 	if hi-lo < ListBelow {
-		r := rng{Bound: bound, Mode: modeList}
-		for i, id := range s.items[lo:hi] {
-			r.IDs = append(r.IDs, id[:])
-			r.Keys = append(r.Keys, s.keys[lo+i])
+		r := rng{Bound: bound, Mode: modeList, Keys: s.keys[lo:hi:hi]}
+		if hi > lo {
+			r.IDs = make([][]byte, hi-lo)
+		}
+		for i := range r.IDs {
+			r.IDs[i] = s.items[lo+i][:]
 		}
 		return r
 	}
 	return rng{Bound: bound, Mode: modeFP, FP: s.fingerprint(lo, hi)}
 }
 
-// split divides [lo, hi) into up to Buckets sub-ranges by item count.
-func (s *Session) split(lo, hi int, bound []byte) []rng {
+// split divides [lo, hi) into up to Buckets sub-ranges by item count,
+// appended to out.
+func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 	n := hi - lo
 	if n < ListBelow {
-		return []rng{s.describe(lo, hi, bound)}
+		return append(out, s.describe(lo, hi, bound))
 	}
-	var out []rng
 	start := lo
 	for b := 1; b <= Buckets; b++ {
 		end := lo + n*b/Buckets
@@ -407,33 +413,64 @@ func separator(a, b crdt.OpID) []byte {
 
 // fingerprint of [lo, hi): SHA-256(sum of IDs mod 2^256, little-endian ‖
 // count), first 16 bytes.
-func (s *Session) fingerprint(lo, hi int) []byte { return Fingerprint(s.items[lo:hi]) }
+// A range of at least prefixFrom items takes its sum from the session's
+// prefix sums (made once, shared with every fork): each level of a split
+// would otherwise add up every item again.
+func (s *Session) fingerprint(lo, hi int) []byte {
+	if hi-lo < prefixFrom || s.sums == nil {
+		return Fingerprint(s.items[lo:hi])
+	}
+	s.sums.once.Do(func() {
+		s.sums.at = make([][4]uint64, len(s.items)+1)
+		for i, id := range s.items {
+			s.sums.at[i+1] = add256(s.sums.at[i], id)
+		}
+	})
+	a, b := s.sums.at[lo], s.sums.at[hi]
+	var diff [4]uint64
+	var borrow uint64
+	for w := range 4 {
+		diff[w], borrow = bits.Sub64(b[w], a[w], borrow)
+	}
+	return fingerprintOfSum(diff, hi-lo)
+}
+
+// prefixFrom: below this many items a range is summed directly.
+const prefixFrom = 64
+
+// prefixSums: at[i] is the sum of a session's first i items mod 2^256
+// (little-endian words), made on first use.
+type prefixSums struct {
+	once sync.Once
+	at   [][4]uint64
+}
+
+// add256 is acc + id mod 2^256, id read as a little-endian number.
+func add256(acc [4]uint64, id crdt.OpID) [4]uint64 {
+	var carry uint64
+	for w := range 4 {
+		acc[w], carry = bits.Add64(acc[w], binary.LittleEndian.Uint64(id[w*8:]), carry)
+	}
+	return acc
+}
+
+// fingerprintOfSum is the fingerprint of n IDs that add up to sum.
+func fingerprintOfSum(sum [4]uint64, n int) []byte {
+	var buf [40]byte
+	for w := range 4 {
+		binary.LittleEndian.PutUint64(buf[w*8:], sum[w])
+	}
+	binary.LittleEndian.PutUint64(buf[32:], uint64(n))
+	h := sha256.Sum256(buf[:])
+	return h[:16]
+}
 
 // Fingerprint of a set of op IDs (distinct, in any order): what a range
 // of them carries in reconciliation, and a tag's entry in a sync offer.
 func Fingerprint(ids []crdt.OpID) []byte {
 	var acc [4]uint64
 	for _, id := range ids {
-		var carry uint64
-		for w := range 4 {
-			v := binary.LittleEndian.Uint64(id[w*8:])
-			sum := acc[w] + v
-			c1 := uint64(0)
-			if sum < acc[w] {
-				c1 = 1
-			}
-			sum2 := sum + carry
-			if sum2 < sum {
-				c1++
-			}
-			acc[w], carry = sum2, c1
-		}
+		acc = add256(acc, id)
 	}
-	var buf [40]byte
-	for w := range 4 {
-		binary.LittleEndian.PutUint64(buf[w*8:], acc[w])
-	}
-	binary.LittleEndian.PutUint64(buf[32:], uint64(len(ids)))
-	sum := sha256.Sum256(buf[:])
-	return sum[:16]
+	return fingerprintOfSum(acc, len(ids))
 }

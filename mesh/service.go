@@ -179,6 +179,7 @@ type Service struct {
 	deferred map[peer.ID]bool
 	rerun    map[peer.ID]bool    // a sync asked for while one with the peer ran
 	bases    map[string]*Session // per tag: the last session's items and keys (see session)
+	fps      map[string]keptFP   // per tag: the last offer's fingerprint (see fingerprintOf)
 	inbound  map[peer.ID]int     // sync sessions each peer runs with us now (see maxInbound)
 	kinds    map[peer.ID]*[3]int // of those, how many routine and urgent (classify)
 	// joinSync: peers that joined one of our conversation topics, with a
@@ -188,6 +189,7 @@ type Service struct {
 	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
 	kicks    chan struct{}
 	sent     atomic.Int64            // sync bytes written
+	sessions atomic.Int64            // sync sessions opened
 	kindSent [fTake + 1]atomic.Int64 // of them, by frame kind (syncstats.go)
 	// Carriage (carry.go; guarded by mu): the bag of envelopes carried for
 	// others, its bytes, our ops with copies to spray, and the order kept.
@@ -210,6 +212,9 @@ type Service struct {
 
 // SyncBytes is how many bytes of sync frames this device has written.
 func (s *Service) SyncBytes() int64 { return s.sent.Load() }
+
+// SyncSessions reports the sync sessions this device has opened.
+func (s *Service) SyncSessions() int64 { return s.sessions.Load() }
 
 // New starts the mesh for holder h: restores carried envelopes, joins the
 // topics of the tags h holds and the device's inbox, and starts sync.

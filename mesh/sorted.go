@@ -1,6 +1,10 @@
 package mesh
 
-import "github.com/medmesh/medmesh/crdt"
+import (
+	"slices"
+
+	"github.com/medmesh/medmesh/crdt"
+)
 
 // SortedHolder is a Holder that can also give a held tag's op-ID set
 // sorted and shared rather than copied: the set is read for every sync
@@ -13,11 +17,17 @@ type SortedHolder interface {
 	SortedIDs(tag []byte) []crdt.OpID
 }
 
-// heldIDs is the holder's op-ID set of tag, shared when it can share it
-// (callers must not modify it).
+// heldIDs is the holder's op-ID set of tag, sorted and without repeats;
+// shared when the holder shares it (callers must not modify it).
 func (s *Service) heldIDs(tag []byte) []crdt.OpID {
 	if h, ok := s.h.(SortedHolder); ok {
-		return h.SortedIDs(tag)
+		return h.SortedIDs(tag) // sorted by contract: not checked on every read
 	}
-	return s.h.IDs(tag)
+	out := s.h.IDs(tag)
+	if !slices.IsSortedFunc(out, crdt.OpID.Compare) {
+		out = slices.Clone(out)
+		slices.SortFunc(out, crdt.OpID.Compare)
+		out = slices.Compact(out)
+	}
+	return out
 }

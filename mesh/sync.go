@@ -338,9 +338,40 @@ func (s *Service) offer(p peer.ID, keep func(tag []byte) bool) offer {
 	}
 	o.fps = make([][]byte, len(o.tags))
 	for i, t := range o.tags {
-		o.fps[i] = Fingerprint(s.IDsOf(t))
+		o.fps[i] = s.fingerprintOf(t, s.IDsOf(t))
 	}
 	return o
+}
+
+// fingerprintOf is Fingerprint(ids), ids being tag's IDsOf: kept per tag
+// while IDsOf gives the very same slice (a holder shares its set until it
+// changes, and the kept slice, held here, cannot be freed and its memory
+// reused), so a device offering a busy conversation to peer after peer
+// sums its IDs once per change, not once per session.
+func (s *Service) fingerprintOf(tag []byte, ids []crdt.OpID) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.fps[string(tag)]; ok && sameSlice(c.ids, ids) {
+		return c.fp
+	}
+	fp := Fingerprint(ids)
+	if len(s.fps) >= maxBases || s.fps == nil {
+		s.fps = map[string]keptFP{}
+	}
+	s.fps[string(tag)] = keptFP{ids, fp}
+	return fp
+}
+
+// keptFP is a tag's ID set and its fingerprint (fingerprintOf).
+type keptFP struct {
+	ids []crdt.OpID
+	fp  []byte
+}
+
+// sameSlice reports whether a and b are the same slice: same length, same
+// first element.
+func sameSlice(a, b []crdt.OpID) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // sendOffer sends an offer in pages.
@@ -467,16 +498,11 @@ func (s *Service) tags() [][]byte {
 // must not modify it.
 func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	out := s.heldIDs(tag)
-	if !slices.IsSortedFunc(out, crdt.OpID.Compare) { // a DAG gives them sorted
-		out = slices.Clone(out)
-		slices.SortFunc(out, crdt.OpID.Compare)
-		out = slices.Compact(out)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.carried[hex.EncodeToString(tag)]; c != nil {
 		if len(out) == 0 {
-			return slices.Clone(c.list())
+			return slices.Clip(c.list()) // a new list is made when the set changes
 		}
 		// Carried, then joined: the two may share IDs.
 		return unionSorted(out, c.list())
@@ -513,7 +539,7 @@ func (s *Service) session(tag []byte) *Session {
 	s.mu.Lock()
 	base := s.bases[string(tag)]
 	s.mu.Unlock()
-	if base != nil && slices.Equal(base.items, ids) {
+	if base != nil && (sameSlice(base.items, ids) || slices.Equal(base.items, ids)) {
 		sess := base.fork()
 		sess.now = s.now
 		return sess
@@ -744,6 +770,7 @@ func (s *Service) initiateOnly(p peer.ID, only map[string][]crdt.OpID) (more boo
 	if err != nil {
 		return false, err
 	}
+	s.sessions.Add(1)
 	defer st.Close()
 	defer streams.Bound(ctx, st, s.cfg.SessionTimeout)()
 	c := s.newConn(st)

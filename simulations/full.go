@@ -843,6 +843,7 @@ func (f *full) finish() {
 	f.res.SyncByFrame = map[string]int64{"gossip": f.gossp.Load()}
 	for _, d := range f.devs {
 		sync += d.m.SyncBytes()
+		f.res.sessions += d.m.SyncSessions()
 		for k, n := range d.m.SyncBytesByFrame() {
 			f.res.SyncByFrame[k] += n
 		}

@@ -164,6 +164,7 @@ func fullVsDES(b *testing.B, s Scenario, scale float64) {
 		// while the events ran, per (op, device) pair taken in — every
 		// op, receipts included, once per device that took it in.
 		b.ReportMetric(float64(r.delivered), "op-deliveries")
+		b.ReportMetric(float64(r.sessions), "sync-sessions")
 		if r.delivered > 0 {
 			b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.delivered), "cpu-us/op-delivery")
 		}

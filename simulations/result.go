@@ -69,6 +69,7 @@ type Result struct {
 	// welcomes) once per device that took it in from a peer.
 	cpu       time.Duration
 	delivered int
+	sessions  int64 // sync sessions the devices opened, the whole run
 }
 
 // CarrierLoad is what carriage cost one device: the most envelope bytes

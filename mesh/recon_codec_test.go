@@ -1,0 +1,135 @@
+package mesh
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/detcbor"
+)
+
+// TestReconCodecMatchesDetcbor: the hand encoder writes exactly the
+// reflective encoder's bytes for any message, and the hand decoder reads
+// them back to what the reflective decoder reads.
+func TestReconCodecMatchesDetcbor(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	field := func() []byte {
+		switch r.IntN(4) {
+		case 0:
+			return nil
+		case 1:
+			return []byte{}
+		}
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	for range 500 {
+		rs := make([]rng, r.IntN(40))
+		for i := range rs {
+			rs[i] = rng{Bound: field(), Mode: uint8(r.IntN(256)), FP: field()}
+			if n := r.IntN(30) - 5; n >= 0 {
+				rs[i].IDs = make([][]byte, n)
+				for j := range rs[i].IDs {
+					rs[i].IDs[j] = bytes.Repeat([]byte{byte(j)}, 1+r.IntN(32)) // never nil: decoded lists hold none
+				}
+			}
+			for range r.IntN(6) {
+				rs[i].Keys = append(rs[i].Keys, r.Uint64()>>r.IntN(64))
+			}
+		}
+		want, err := detcbor.Marshal(reconMsg{Ranges: rs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendRecon(nil, rs)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("ranges %+v:\n got %x\nwant %x", rs, got, want)
+		}
+		if len(got) > reconLen(rs) {
+			t.Fatalf("reconLen %d below the encoding's %d bytes", reconLen(rs), len(got))
+		}
+		var ref reconMsg
+		if err := detcbor.Unmarshal(want, &ref, MaxMsgBytes); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := decodeRecon(want)
+		if err != nil {
+			t.Fatalf("decoding %x: %v", want, err)
+		}
+		if !reflect.DeepEqual(dec, ref.Ranges) && !(len(dec) == 0 && len(ref.Ranges) == 0) {
+			t.Fatalf("decoded %+v, detcbor %+v", dec, ref.Ranges)
+		}
+	}
+}
+
+// TestDecodeReconRefuses: what detcbor refuses, the hand decoder refuses.
+func TestDecodeReconRefuses(t *testing.T) {
+	good := appendRecon(nil, []rng{{Bound: []byte{7}, Mode: modeList, IDs: [][]byte{bytes.Repeat([]byte{1}, 32)}, Keys: []uint64{3}}, {Mode: modeFP, FP: []byte{9, 9}}})
+	if _, err := decodeRecon(good); err != nil {
+		t.Fatal(err)
+	}
+	for name, in := range map[string][]byte{
+		"empty":               {},
+		"trailing byte":       append(slices.Clone(good), 0),
+		"cut short":           good[:len(good)-1],
+		"non-minimal count":   append([]byte{0xa1, 0x01, 0x98, 0x01}, good[4:]...),
+		"unknown field":       {0xa1, 0x01, 0x81, 0xa2, 0x02, 0x01, 0x06, 0x01},
+		"fields out of order": {0xa1, 0x01, 0x81, 0xa2, 0x03, 0x41, 0x09, 0x02, 0x01},
+		"duplicate field":     {0xa1, 0x01, 0x81, 0xa2, 0x02, 0x01, 0x02, 0x01},
+		"mode missing":        {0xa1, 0x01, 0x81, 0xa1, 0x03, 0x41, 0x09},
+		"mode too large":      {0xa1, 0x01, 0x81, 0xa1, 0x02, 0x19, 0x01, 0x00},
+		"empty bound":         {0xa1, 0x01, 0x81, 0xa2, 0x01, 0x40, 0x02, 0x01},
+		"empty key list":      {0xa1, 0x01, 0x81, 0xa2, 0x02, 0x02, 0x05, 0x80},
+		"indefinite array":    {0xa1, 0x01, 0x9f, 0xa1, 0x02, 0x01, 0xff},
+		"huge count":          {0xa1, 0x01, 0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"too many ranges":     append([]byte{0xa1, 0x01, 0x99, 0x20, 0x01}, bytes.Repeat([]byte{0xa1, 0x02, 0x00}, maxRanges+1)...),
+	} {
+		if _, err := decodeRecon(in); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzDecodeRecon: the hand decoder accepts only what detcbor accepts, to
+// the same value, and refuses what detcbor accepts only beyond the limits
+// Reply sets anyway (more than maxRanges ranges, a listed ID that is null).
+func FuzzDecodeRecon(f *testing.F) {
+	ids := make([]crdt.OpID, 300)
+	for i := range ids {
+		ids[i][0], ids[i][1] = byte(i), byte(i>>8)
+	}
+	a, b := NewSession(ids[:200]), NewSession(ids[100:])
+	m, _ := a.Initiate()
+	f.Add(m)
+	for m != nil {
+		var err error
+		if m, err = b.Reply(m); err != nil || m == nil {
+			break
+		}
+		f.Add(m)
+		a, b = b, a
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := decodeRecon(data)
+		var ref reconMsg
+		refErr := detcbor.Unmarshal(data, &ref, MaxMsgBytes)
+		if err == nil {
+			if refErr != nil {
+				t.Fatalf("accepted %x, which detcbor refuses: %v", data, refErr)
+			}
+			if !reflect.DeepEqual(got, ref.Ranges) && !(len(got) == 0 && len(ref.Ranges) == 0) {
+				t.Fatalf("decoded %+v, detcbor %+v", got, ref.Ranges)
+			}
+			return
+		}
+		if refErr == nil && len(ref.Ranges) <= maxRanges && !slices.ContainsFunc(ref.Ranges, func(r rng) bool { return slices.ContainsFunc(r.IDs, func(id []byte) bool { return id == nil }) }) {
+			t.Fatalf("refused %x, which detcbor accepts: %v", data, err)
+		}
+	})
+}
