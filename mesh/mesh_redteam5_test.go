@@ -229,7 +229,7 @@ func TestRedteam5InflightClaimSuppressesCatchUp(t *testing.T) {
 }
 
 // TestRedteam5ConcurrentSessionsPinMemory: one session's "need" is
-// bounded (maxNeed, 2^20 IDs), but a peer may run as many sessions at once
+// bounded (maxNeed: 2^20 IDs then, 2^16 now), but a peer may run as many sessions at once
 // as libp2p lets it open streams (64 inbound streams per protocol and
 // peer by default), and nothing bounds what they hold together. Mallory
 // lists 2^20 made-up IDs in each of a few sessions (10 recon frames of

@@ -44,12 +44,14 @@ const (
 	maxListedIDs = 1 << 16
 	// maxNeed bounds what one session records as needed: beyond it the
 	// rest waits for the next sync (a peer cannot make us hold an
-	// unbounded set, and a fetch is never larger than this). 2^17 IDs —
-	// 64 fetch batches, ≈20 MiB with the need map, the sorted list and
-	// their claims — so the few sessions a peer may run at once (see
+	// unbounded set, and a fetch is never larger than this). 2^16 IDs —
+	// 32 fetch batches, ≈16 MiB with the need map, the sorted list and
+	// their claims (≈250 B per ID, measured by
+	// TestRedteam5ConcurrentSessionsPinMemory; 2^17 pinned 32 MiB per
+	// session) — so the few sessions a peer may run at once (see
 	// maxInbound) pin little of a phone's heap; a device missing more
 	// catches up in further rounds (syncRound runs them at once).
-	maxNeed = 1 << 17
+	maxNeed = 1 << 16
 )
 
 // Range modes.

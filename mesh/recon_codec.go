@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
+	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
@@ -56,8 +57,8 @@ func appendRecon(b []byte, rs []rng) []byte {
 }
 
 // decodeRecon decodes a reconciliation message of at most MaxMsgBytes,
-// of at most maxRanges ranges, each listing at most maxListedIDs IDs, and
-// refuses any that is not canonical. Byte strings in the result point
+// of at most maxRanges ranges, each listing at most maxListedIDs IDs of 32
+// bytes, and refuses any that is not canonical. Byte strings in the result point
 // into msg.
 func decodeRecon(msg []byte) ([]rng, error) {
 	if len(msg) > MaxMsgBytes {
@@ -86,9 +87,12 @@ func decodeRecon(msg []byte) ([]rng, error) {
 			case 3:
 				rs[i].FP = r.Bytes()
 			case 4:
-				ids := make([][]byte, r.Count(detcbor.MajorArray, maxListedIDs))
+				// A listed ID is an op ID: 32 bytes, 33 with its head.
+				ids := make([][]byte, r.Count(detcbor.MajorArray, min(maxListedIDs, r.Len()/(1+len(crdt.OpID{})))))
 				for j := range ids {
-					ids[j] = r.Bytes()
+					if ids[j] = r.Bytes(); r.Err() == nil && len(ids[j]) != len(crdt.OpID{}) {
+						return nil, fmt.Errorf("%w: a listed ID of %d bytes", detcbor.ErrMalformed, len(ids[j]))
+					}
 				}
 				rs[i].IDs = ids
 			case 5:

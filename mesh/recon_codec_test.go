@@ -36,7 +36,7 @@ func TestReconCodecMatchesDetcbor(t *testing.T) {
 			if n := r.IntN(30) - 5; n >= 0 {
 				rs[i].IDs = make([][]byte, n)
 				for j := range rs[i].IDs {
-					rs[i].IDs[j] = bytes.Repeat([]byte{byte(j)}, 1+r.IntN(32)) // never nil: decoded lists hold none
+					rs[i].IDs[j] = bytes.Repeat([]byte{byte(j)}, 32) // op IDs: the decoder takes no other
 				}
 			}
 			for range r.IntN(6) {
@@ -86,6 +86,8 @@ func TestDecodeReconRefuses(t *testing.T) {
 		"mode too large":      {0xa1, 0x01, 0x81, 0xa1, 0x02, 0x19, 0x01, 0x00},
 		"empty bound":         {0xa1, 0x01, 0x81, 0xa2, 0x01, 0x40, 0x02, 0x01},
 		"empty key list":      {0xa1, 0x01, 0x81, 0xa2, 0x02, 0x02, 0x05, 0x80},
+		"short listed ID":     {0xa1, 0x01, 0x81, 0xa3, 0x02, 0x02, 0x04, 0x81, 0x41, 0x07, 0x05, 0x81, 0x00},
+		"many empty IDs":      append([]byte{0xa1, 0x01, 0x81, 0xa2, 0x02, 0x02, 0x04, 0x99, 0xff, 0xff}, bytes.Repeat([]byte{0x40}, 0xffff)...),
 		"indefinite array":    {0xa1, 0x01, 0x9f, 0xa1, 0x02, 0x01, 0xff},
 		"huge count":          {0xa1, 0x01, 0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 		"too many ranges":     append([]byte{0xa1, 0x01, 0x99, 0x20, 0x01}, bytes.Repeat([]byte{0xa1, 0x02, 0x00}, maxRanges+1)...),
@@ -97,8 +99,9 @@ func TestDecodeReconRefuses(t *testing.T) {
 }
 
 // FuzzDecodeRecon: the hand decoder accepts only what detcbor accepts, to
-// the same value, and refuses what detcbor accepts only beyond the limits
-// Reply sets anyway (more than maxRanges ranges, a listed ID that is null).
+// the same value, and refuses what detcbor accepts only where Reply
+// refuses it anyway (no ranges, more than maxRanges, a listed ID that is
+// not 32 bytes).
 func FuzzDecodeRecon(f *testing.F) {
 	ids := make([]crdt.OpID, 300)
 	for i := range ids {
@@ -107,6 +110,7 @@ func FuzzDecodeRecon(f *testing.F) {
 	a, b := NewSession(ids[:200]), NewSession(ids[100:])
 	m, _ := a.Initiate()
 	f.Add(m)
+	f.Add([]byte{0xa1, 0x01, 0xf6}) // {1: null}: no ranges
 	for m != nil {
 		var err error
 		if m, err = b.Reply(m); err != nil || m == nil {
@@ -128,7 +132,12 @@ func FuzzDecodeRecon(f *testing.F) {
 			}
 			return
 		}
-		if refErr == nil && len(ref.Ranges) <= maxRanges && !slices.ContainsFunc(ref.Ranges, func(r rng) bool { return slices.ContainsFunc(r.IDs, func(id []byte) bool { return id == nil }) }) {
+		// What Reply refuses anyway: no ranges, too many, a listed ID not
+		// of 32 bytes (or null).
+		badID := func(r rng) bool {
+			return slices.ContainsFunc(r.IDs, func(id []byte) bool { return len(id) != len(crdt.OpID{}) })
+		}
+		if refErr == nil && len(ref.Ranges) > 0 && len(ref.Ranges) <= maxRanges && !slices.ContainsFunc(ref.Ranges, badID) {
 			t.Fatalf("refused %x, which detcbor accepts: %v", data, err)
 		}
 	})

@@ -355,12 +355,17 @@ func (s *Service) fingerprintOf(tag []byte, ids []crdt.OpID) []byte {
 		return c.fp
 	}
 	fp := Fingerprint(ids)
-	if len(s.fps) >= maxBases || s.fps == nil {
+	if len(s.fps) >= maxKeptFPs || s.fps == nil {
 		s.fps = map[string]keptFP{}
 	}
 	s.fps[string(tag)] = keptFP{ids, fp}
 	return fp
 }
+
+// maxKeptFPs bounds the tags whose fingerprints are kept: a phone's
+// conversations, each pinning at most the one set of its last offer (an
+// anchor with more tags than this sums them at every offer, as before).
+const maxKeptFPs = 64
 
 // keptFP is a tag's ID set and its fingerprint (fingerprintOf).
 type keptFP struct {
@@ -1446,8 +1451,8 @@ func (s *Service) handleSync(st network.Stream) {
 // An honest peer runs one (its rounds with us never overlap, see
 // syncRound); a second covers a stream whose predecessor we have not seen
 // end yet. Each session may hold up to maxNeed needed IDs, with their
-// claims (≈150 B each, ≈20 MiB at most), for up to syncTimeout: with our
-// own round to the peer, one peer pins at most about 60 MiB of our heap
+// claims (≈250 B each, ≈16 MiB at most), for up to syncTimeout: with our
+// own round to the peer, one peer pins at most about 50 MiB of our heap
 // at a time — within the node's own per-peer memory limit.
 // A site peer may open urgentInbound more, which read no more than their
 // first offer frame unless it opens an urgent session (classify): at most

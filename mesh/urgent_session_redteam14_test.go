@@ -270,7 +270,7 @@ func TestRedteam14RoutineSessionRecordsCompleteSync(t *testing.T) {
 // slots are admitted before the offer says what the session is, so a
 // site peer (a malicious site anchor, or one whose rounds pile up) runs
 // four routine sessions at once: each may pin up to maxNeed IDs with
-// their claims (~20 MiB) for syncTimeout, twice what maxInbound bounds.
+// their claims (~16 MiB) for syncTimeout, twice what maxInbound bounds.
 // Here four site-peer streams each send a routine offer's first two
 // pages: only maxInbound of them get past the first (which says what
 // the session is).
