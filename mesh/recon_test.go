@@ -241,6 +241,7 @@ func BenchmarkSessionExchange(b *testing.B) {
 			b.Fatalf("needs %d and %d, want 20 each", len(sa.Need()), len(sb.Need()))
 		}
 	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exchange")
 	b.ReportMetric(float64(msgs), "messages")
 	b.ReportMetric(float64(bytes), "recon_bytes")
 }
