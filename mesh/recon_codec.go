@@ -57,9 +57,9 @@ func appendRecon(b []byte, rs []rng) []byte {
 }
 
 // decodeRecon decodes a reconciliation message of at most MaxMsgBytes,
-// of at most maxRanges ranges, each listing at most maxListedIDs IDs of 32
-// bytes, and refuses any that is not canonical. Byte strings in the result point
-// into msg.
+// of at most maxRanges ranges, each listing at most maxListedIDs IDs of
+// 32 bytes, and refuses any that is not canonical. Byte strings in the
+// result point into msg.
 func decodeRecon(msg []byte) ([]rng, error) {
 	if len(msg) > MaxMsgBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", detcbor.ErrTooLarge, len(msg), MaxMsgBytes)

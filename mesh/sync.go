@@ -350,11 +350,14 @@ func (s *Service) offer(p peer.ID, keep func(tag []byte) bool) offer {
 // sums its IDs once per change, not once per session.
 func (s *Service) fingerprintOf(tag []byte, ids []crdt.OpID) []byte {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c, ok := s.fps[string(tag)]; ok && sameSlice(c.ids, ids) {
+	c, ok := s.fps[string(tag)]
+	s.mu.Unlock()
+	if ok && sameSlice(c.ids, ids) {
 		return c.fp
 	}
-	fp := Fingerprint(ids)
+	fp := Fingerprint(ids) // not under mu: a sum over the whole set
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(s.fps) >= maxKeptFPs || s.fps == nil {
 		s.fps = map[string]keptFP{}
 	}

@@ -1,7 +1,6 @@
 package detcbor
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -51,36 +50,22 @@ func (r *Reader) Head(major byte) uint64 {
 		return 0
 	}
 	info, rest := ib&0x1f, r.b[1:]
-	var n uint64
-	var size int
-	switch {
-	case info < 24:
-		n = uint64(info)
-	case info == 24:
-		size = 1
-	case info == 25:
-		size = 2
-	case info == 26:
-		size = 4
-	case info == 27:
-		size = 8
-	default:
+	if info < 24 {
+		r.b = rest
+		return uint64(info)
+	}
+	if info > 27 {
 		r.fail("additional information %d", info)
 		return 0
 	}
+	size := 1 << (info - 24) // the argument's bytes: 1, 2, 4 or 8
 	if len(rest) < size {
 		r.fail("input ends inside a head")
 		return 0
 	}
-	switch size {
-	case 1:
-		n = uint64(rest[0])
-	case 2:
-		n = uint64(binary.BigEndian.Uint16(rest))
-	case 4:
-		n = uint64(binary.BigEndian.Uint32(rest))
-	case 8:
-		n = binary.BigEndian.Uint64(rest)
+	var n uint64
+	for _, c := range rest[:size] {
+		n = n<<8 | uint64(c)
 	}
 	r.b = rest[size:]
 	return n
