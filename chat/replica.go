@@ -78,12 +78,18 @@ type opInfo struct {
 	opened    bool
 }
 
-// chainSlot is one (epoch, sender, index) of a content op: two ops in one
-// slot are equivocation.
-type chainSlot struct {
+// chainKey names one sender's chain in one epoch.
+type chainKey struct {
 	epoch  e2e.EpochID
 	sender peer.ID
-	index  uint32
+}
+
+// chain holds the content ops of one chain by index: a second op in a
+// slot is equivocation. One small map per chain, not one entry per op in
+// a map keyed by the whole slot (the size of a conversation's op count).
+type chain struct {
+	slots map[uint32]crdt.OpID // the first op seen in each slot
+	top   uint32               // the highest index seen
 }
 
 // Replica is one device's copy of a conversation.
@@ -126,7 +132,7 @@ type Replica struct {
 	gen       uint64                    // bumped on every rebuild: membership caches
 	empty     *view                     // the view of no ops
 	effective map[peer.ID][]crdt.OpID   // effective removals of each member
-	slots     map[chainSlot][]crdt.OpID // content ops by chain slot
+	chains    map[chainKey]*chain // content ops by chain slot
 	equivocal map[crdt.OpID]bool
 	stubs     map[peer.ID]int // stubs kept per sender
 	nStubs    int
@@ -180,7 +186,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 		superseded: map[e2e.EpochID]time.Time{}, dropped: map[e2e.EpochID]bool{},
 		ops: map[crdt.OpID]*opInfo{}, held: map[crdt.OpID]map[peer.ID]bool{},
 		empty:     &view{set: map[crdt.OpID]struct{}{}},
-		effective: map[peer.ID][]crdt.OpID{}, slots: map[chainSlot][]crdt.OpID{},
+		effective: map[peer.ID][]crdt.OpID{}, chains: map[chainKey]*chain{},
 		equivocal: map[crdt.OpID]bool{}, stubs: map[peer.ID]int{}, flags: map[peer.ID]string{}, deleted: map[crdt.OpID]bool{},
 	}
 	for _, o := range opts {
@@ -444,12 +450,18 @@ func (r *Replica) index(id crdt.OpID, info *opInfo) {
 			}
 		}
 	case e2e.KindContent:
-		s := chainSlot{info.epoch, info.sender, e.Index}
-		r.slots[s] = append(r.slots[s], id)
-		if ids := r.slots[s]; len(ids) > 1 {
-			for _, x := range ids {
-				r.equivocal[x] = true
-			}
+		k := chainKey{info.epoch, info.sender}
+		c := r.chains[k]
+		if c == nil {
+			c = &chain{slots: map[uint32]crdt.OpID{}}
+			r.chains[k] = c
+		}
+		c.top = max(c.top, e.Index)
+		first, taken := c.slots[e.Index]
+		if !taken {
+			c.slots[e.Index] = id
+		} else if first != id {
+			r.equivocal[first], r.equivocal[id] = true, true
 			r.flags[info.sender] = ErrEquivocation.Error()
 			r.rebuild, r.dirty = true, true
 		}
@@ -583,10 +595,8 @@ func (r *Replica) open(info *opInfo) {
 	r.installSecret(info.epoch, secret, info.holders)
 	// An epoch opened again (judged unauthorised, then authorised once
 	// more) must not restart our chain below an index we used.
-	for s, ids := range r.slots {
-		if s.epoch == info.epoch && s.sender == r.dev.ID && len(ids) > 0 {
-			r.send[info.epoch].SkipTo(s.index + 1)
-		}
+	if c := r.chains[chainKey{info.epoch, r.dev.ID}]; c != nil {
+		r.send[info.epoch].SkipTo(c.top + 1)
 	}
 	for _, c := range keys.Control {
 		ep, err := e2e.EpochIDFromBytes(c.Epoch)

@@ -75,16 +75,16 @@ type DAG struct {
 	// Admit and OnApply may read the DAG; they must not Add or Delete.
 	OnApply func(op Op)
 
-	children map[OpID][]OpID
-	deps     map[OpID][]OpID // deps of applied (and gone) ops
-	meta     map[OpID]meta
-	keys     map[OpID]Timestamp // sort keys; recomputed when stale
-	stale    bool
-	skewed   map[OpID]bool
-	clamped  map[OpID]bool
-	heads    map[OpID]struct{}
-	gone     map[OpID]bool // deleted by retention: present for causality only
-	stub     map[OpID]bool // admitted without a body (AdmitStub)
+	// nodes holds every applied (and gone) op's place in the graph: one
+	// map, one small allocation per op (a map per field grew, rehashed
+	// and faulted in pages for each of them on every op).
+	nodes   map[OpID]*node
+	stale   bool // sort keys need recomputing
+	skewed  map[OpID]bool
+	clamped map[OpID]bool
+	heads   map[OpID]struct{}
+	gone    map[OpID]bool // deleted by retention: present for causality only
+	stub    map[OpID]bool // admitted without a body (AdmitStub)
 
 	// The applied IDs, sorted (what sync reconciles), and those applied
 	// since they were last merged in: sync asks for the set on every
@@ -101,10 +101,13 @@ type DAG struct {
 	seq          uint64 // numbers buffered ops, oldest lowest
 }
 
-type meta struct {
-	time   Timestamp
-	author string
-	depth  uint32 // longest path to a root: every dep is shallower
+// node is an applied op's place in the DAG.
+type node struct {
+	deps, children []OpID
+	time           Timestamp
+	key            Timestamp // sort key; recomputed when the DAG is stale
+	author         string
+	depth          uint32 // longest path to a root: every dep is shallower
 }
 
 type waiting struct {
@@ -133,7 +136,7 @@ func NewDAG(store Store) (*DAG, error) {
 	d := &DAG{
 		store: store, MaxSkew: DefaultMaxSkew, MaxPending: DefaultMaxPending,
 		MaxPendingBytes: DefaultMaxPendingBytes, MaxPendingPerAuthor: DefaultMaxPendingPerAuthor,
-		children: map[OpID][]OpID{}, deps: map[OpID][]OpID{}, keys: map[OpID]Timestamp{}, meta: map[OpID]meta{},
+		nodes:  map[OpID]*node{},
 		skewed: map[OpID]bool{}, heads: map[OpID]struct{}{}, gone: map[OpID]bool{}, stub: map[OpID]bool{},
 		pending: map[OpID]*waiting{}, waiters: map[OpID][]OpID{}, authors: map[string]*authorQueue{},
 	}
@@ -185,7 +188,7 @@ func NewDAG(store Store) (*DAG, error) {
 
 // Has reports whether id is applied (or was, and retention deleted it).
 func (d *DAG) Has(id OpID) bool {
-	_, ok := d.deps[id]
+	_, ok := d.nodes[id]
 	return ok
 }
 
@@ -193,7 +196,7 @@ func (d *DAG) Has(id OpID) bool {
 func (d *DAG) Pending(id OpID) bool { return d.pending[id] != nil }
 
 // Len is the number of applied ops still held.
-func (d *DAG) Len() int { return len(d.deps) - len(d.gone) }
+func (d *DAG) Len() int { return len(d.nodes) - len(d.gone) }
 
 // Add applies op if its dependencies are present, else buffers it. It
 // returns every op applied as a result, in causal order (op itself and any
@@ -395,17 +398,16 @@ func (d *DAG) apply(op Op, now time.Time) error {
 
 // index records op as applied: deps, children, heads.
 func (d *DAG) index(op Op, now time.Time) {
-	d.deps[op.ID] = op.Deps
+	n := &node{deps: op.Deps, time: op.Time, author: op.Author}
 	d.fresh = append(d.fresh, op.ID)
-	m := meta{time: op.Time, author: op.Author}
 	for _, dep := range op.Deps {
-		m.depth = max(m.depth, d.meta[dep].depth+1)
-	}
-	d.meta[op.ID] = m
-	for _, dep := range op.Deps {
-		d.children[dep] = append(d.children[dep], op.ID)
+		if dn := d.nodes[dep]; dn != nil {
+			n.depth = max(n.depth, dn.depth+1)
+			dn.children = append(dn.children, op.ID)
+		}
 		delete(d.heads, dep)
 	}
+	d.nodes[op.ID] = n
 	d.heads[op.ID] = struct{}{}
 	if !now.IsZero() && op.Time.Wall > now.Add(d.MaxSkew).UnixMilli() {
 		d.skewed[op.ID] = true
@@ -432,11 +434,11 @@ func (d *DAG) sortKeys() {
 	}
 	d.stale = false
 	d.clamped = map[OpID]bool{}
-	indeg := make(map[OpID]int, len(d.deps))
+	indeg := make(map[OpID]int, len(d.nodes))
 	var ready []OpID
-	for id, deps := range d.deps {
-		indeg[id] = len(deps)
-		if len(deps) == 0 {
+	for id, n := range d.nodes {
+		indeg[id] = len(n.deps)
+		if len(n.deps) == 0 {
 			ready = append(ready, id)
 		}
 	}
@@ -444,10 +446,10 @@ func (d *DAG) sortKeys() {
 	for len(ready) > 0 {
 		id := ready[len(ready)-1]
 		ready = ready[:len(ready)-1]
-		m := d.meta[id]
+		m := d.nodes[id]
 		key := m.time
-		for _, c := range d.children[id] {
-			cm := d.meta[c]
+		for _, c := range m.children {
+			cm := d.nodes[c]
 			if cm.author != m.author && m.time.Wall > cm.time.Wall+skew && cm.time.Compare(key) < 0 {
 				key = cm.time
 			}
@@ -455,10 +457,10 @@ func (d *DAG) sortKeys() {
 		if key != m.time {
 			d.clamped[id] = true
 		}
-		if len(d.deps[id]) > 0 {
+		if len(m.deps) > 0 {
 			var top Timestamp
-			for i, dep := range d.deps[id] {
-				if k := d.keys[dep]; i == 0 || k.Compare(top) > 0 {
+			for i, dep := range m.deps {
+				if k := d.nodes[dep].key; i == 0 || k.Compare(top) > 0 {
 					top = k
 				}
 			}
@@ -467,8 +469,8 @@ func (d *DAG) sortKeys() {
 				d.clamped[id] = d.clamped[id] || c < 0
 			}
 		}
-		d.keys[id] = key
-		for _, c := range d.children[id] {
+		m.key = key
+		for _, c := range m.children {
 			if indeg[c]--; indeg[c] == 0 {
 				ready = append(ready, c)
 			}
@@ -532,7 +534,12 @@ func (d *DAG) AllHeads() []OpID {
 func (d *DAG) Get(id OpID) (Op, error) { return d.store.Get(id) }
 
 // Deps returns the dependencies of an applied op.
-func (d *DAG) Deps(id OpID) []OpID { return d.deps[id] }
+func (d *DAG) Deps(id OpID) []OpID {
+	if n := d.nodes[id]; n != nil {
+		return n.deps
+	}
+	return nil
+}
 
 // Key is op id's sort key and whether its timestamp is distrusted: pulled
 // down by a dependant or raised above a dependency it claims to precede
@@ -540,12 +547,29 @@ func (d *DAG) Deps(id OpID) []OpID { return d.deps[id] }
 // arrived here (advisory).
 func (d *DAG) Key(id OpID) (Timestamp, bool) {
 	d.sortKeys()
-	return d.keys[id], d.skewed[id] || d.clamped[id]
+	var key Timestamp
+	if n := d.nodes[id]; n != nil {
+		key = n.key
+	}
+	return key, d.skewed[id] || d.clamped[id]
 }
 
 // Stamp is op id's own timestamp, as its author signed it: never pulled
 // down by dependants nor raised above dependencies, unlike its sort key.
-func (d *DAG) Stamp(id OpID) Timestamp { return d.meta[id].time }
+func (d *DAG) Stamp(id OpID) Timestamp {
+	if n := d.nodes[id]; n != nil {
+		return n.time
+	}
+	return Timestamp{}
+}
+
+// depth is op id's longest path to a root (0 for unknown IDs).
+func (d *DAG) depth(id OpID) uint32 {
+	if n := d.nodes[id]; n != nil {
+		return n.depth
+	}
+	return 0
+}
 
 // SortCausal orders applied op IDs so that every op comes after its
 // dependencies: by depth in the DAG (the longest path to a root), then ID.
@@ -554,7 +578,7 @@ func (d *DAG) Stamp(id OpID) Timestamp { return d.meta[id].time }
 // Unknown IDs sort first.
 func (d *DAG) SortCausal(ids []OpID) {
 	slices.SortFunc(ids, func(a, b OpID) int {
-		if c := cmp.Compare(d.meta[a].depth, d.meta[b].depth); c != 0 {
+		if c := cmp.Compare(d.depth(a), d.depth(b)); c != 0 {
 			return c
 		}
 		return bytes.Compare(a[:], b[:])
@@ -635,20 +659,20 @@ func MergeIDs(sorted, fresh []OpID) []OpID {
 // ops by (sort key, ID). It depends only on the set of ops.
 func (d *DAG) Order() []OpID {
 	d.sortKeys()
-	indeg := make(map[OpID]int, len(d.deps))
-	h := &keyHeap{keys: d.keys}
-	for id, deps := range d.deps {
-		indeg[id] = len(deps)
-		if len(deps) == 0 {
+	indeg := make(map[OpID]int, len(d.nodes))
+	h := &keyHeap{nodes: d.nodes}
+	for id, n := range d.nodes {
+		indeg[id] = len(n.deps)
+		if len(n.deps) == 0 {
 			h.ids = append(h.ids, id)
 		}
 	}
 	heap.Init(h)
-	out := make([]OpID, 0, len(d.deps))
+	out := make([]OpID, 0, len(d.nodes))
 	for h.Len() > 0 {
 		id := heap.Pop(h).(OpID)
 		out = append(out, id)
-		for _, c := range d.children[id] {
+		for _, c := range d.nodes[id].children {
 			if indeg[c]--; indeg[c] == 0 {
 				heap.Push(h, c)
 			}
@@ -658,13 +682,13 @@ func (d *DAG) Order() []OpID {
 }
 
 type keyHeap struct {
-	ids  []OpID
-	keys map[OpID]Timestamp
+	ids   []OpID
+	nodes map[OpID]*node
 }
 
 func (h *keyHeap) Len() int { return len(h.ids) }
 func (h *keyHeap) Less(i, j int) bool {
-	if c := h.keys[h.ids[i]].Compare(h.keys[h.ids[j]]); c != 0 {
+	if c := h.nodes[h.ids[i]].key.Compare(h.nodes[h.ids[j]].key); c != 0 {
 		return c < 0
 	}
 	return h.ids[i].Compare(h.ids[j]) < 0

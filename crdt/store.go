@@ -17,16 +17,16 @@ type Store interface {
 // MemStore is an in-memory Store, safe for concurrent use.
 type MemStore struct {
 	mu  sync.RWMutex
-	ops map[OpID]Op
+	ops map[OpID]*Op // pointers: a growing map moves 40-byte slots, not whole ops
 }
 
 // NewMemStore returns an empty store.
-func NewMemStore() *MemStore { return &MemStore{ops: map[OpID]Op{}} }
+func NewMemStore() *MemStore { return &MemStore{ops: map[OpID]*Op{}} }
 
 func (m *MemStore) Put(op Op) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.ops[op.ID] = op
+	m.ops[op.ID] = &op
 	return nil
 }
 
@@ -37,7 +37,7 @@ func (m *MemStore) Get(id OpID) (Op, error) {
 	if !ok {
 		return Op{}, ErrNotFound
 	}
-	return op, nil
+	return *op, nil
 }
 
 func (m *MemStore) Has(id OpID) (bool, error) {
@@ -58,7 +58,7 @@ func (m *MemStore) ForEach(fn func(Op) error) error {
 	m.mu.RLock()
 	ops := make([]Op, 0, len(m.ops))
 	for _, op := range m.ops {
-		ops = append(ops, op)
+		ops = append(ops, *op)
 	}
 	m.mu.RUnlock()
 	for _, op := range ops {
