@@ -129,10 +129,10 @@ type Replica struct {
 	applied    []crdt.OpID // ops of others applied since TakeApplied
 
 	// Authorisation state (auth.go).
-	gen       uint64                    // bumped on every rebuild: membership caches
-	empty     *view                     // the view of no ops
-	effective map[peer.ID][]crdt.OpID   // effective removals of each member
-	chains    map[chainKey]*chain // content ops by chain slot
+	gen       uint64                  // bumped on every rebuild: membership caches
+	empty     *view                   // the view of no ops
+	effective map[peer.ID][]crdt.OpID // effective removals of each member
+	chains    map[chainKey]*chain     // content ops by chain slot
 	equivocal map[crdt.OpID]bool
 	stubs     map[peer.ID]int // stubs kept per sender
 	nStubs    int
@@ -160,6 +160,8 @@ type Replica struct {
 	// Set while one of our own ops is applied: its decoded envelope and
 	// payload, so we do not decode and decrypt what we just built.
 	ownPayload *payload
+	ownPlain   []byte                      // its encoding, as sealed
+	senders    map[string]peer.ID          // see senderOf
 	decoded    map[crdt.OpID]*e2e.Envelope // envelopes decoded by Receive, until applied
 	refused    []error                     // refusals during the current Add
 	// excepted: messages our cumulative receipts listed as held but
@@ -186,7 +188,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 		superseded: map[e2e.EpochID]time.Time{}, dropped: map[e2e.EpochID]bool{},
 		ops: map[crdt.OpID]*opInfo{}, held: map[crdt.OpID]map[peer.ID]bool{},
 		empty:     &view{set: map[crdt.OpID]struct{}{}},
-		effective: map[peer.ID][]crdt.OpID{}, chains: map[chainKey]*chain{},
+		effective: map[peer.ID][]crdt.OpID{}, chains: map[chainKey]*chain{}, senders: map[string]peer.ID{},
 		equivocal: map[crdt.OpID]bool{}, stubs: map[peer.ID]int{}, flags: map[peer.ID]string{}, deleted: map[crdt.OpID]bool{},
 	}
 	for _, o := range opts {
@@ -327,7 +329,7 @@ func (r *Replica) ingestID(e *e2e.Envelope, raw []byte, id crdt.OpID) error {
 		r.decoded = map[crdt.OpID]*e2e.Envelope{}
 	}
 	r.decoded[id] = e
-	sender, err := e.SenderID()
+	sender, err := r.senderOf(e)
 	if err != nil {
 		return err
 	}
@@ -349,6 +351,26 @@ func (r *Replica) ingestID(e *e2e.Envelope, raw []byte, id crdt.OpID) error {
 	}
 	return errors.Join(errs...)
 }
+
+// senderOf is e's sender, one string per sender, not one per op (every
+// op keeps its author: a replica of n ops held n copies of a few IDs).
+func (r *Replica) senderOf(e *e2e.Envelope) (peer.ID, error) {
+	if id, ok := r.senders[string(e.Sender)]; ok {
+		return id, nil
+	}
+	id, err := e.SenderID()
+	if err != nil {
+		return "", err
+	}
+	if len(r.senders) >= maxSenders {
+		clear(r.senders) // any device may sign ops: bound what it costs
+	}
+	r.senders[string(id)] = id
+	return id, nil
+}
+
+// maxSenders bounds senderOf's table.
+const maxSenders = 1024
 
 // onApply is the DAG's hook: each op is applied here as soon as the DAG
 // takes it, so the next op's admission sees it.
@@ -491,13 +513,12 @@ func (r *Replica) decryptContent(id crdt.OpID, info *opInfo) {
 		return
 	}
 	if p := r.ownPayload; p != nil && info.sender == r.dev.ID {
-		r.ownPayload = nil
+		b := r.ownPlain
+		r.ownPayload, r.ownPlain = nil, nil
 		info.kind, info.p = p.Kind, p
 		r.noteUrgent(p)
 		if r.plain != nil {
-			if b, err := detcbor.Marshal(p); err == nil {
-				r.keepPlain(id, b)
-			}
+			r.keepPlain(id, b)
 		}
 		return
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
-	"github.com/medmesh/medmesh/internal/detcbor"
 	"github.com/medmesh/medmesh/patient"
 )
 
@@ -277,7 +276,7 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
-	pt, err := detcbor.Marshal(p)
+	pt, err := marshalPayload(p)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +311,7 @@ func (r *Replica) seal(p *payload) (*e2e.Envelope, error) {
 		if err := e2e.SealContent(env, r.send[ep], pt); err != nil {
 			return nil, err
 		}
-		r.ownPayload = p
+		r.ownPayload, r.ownPlain = p, pt
 	}
 	return env, nil
 }

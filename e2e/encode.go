@@ -157,27 +157,57 @@ func headLen(n uint64) int {
 	return 9
 }
 
-// Share points e.Body at the same bytes inside raw, e's encoding, so an
-// envelope kept beside its raw bytes (as a replica keeps every op) does
-// not hold its body twice. raw must not be modified afterwards. If raw
-// does not hold e's body where e's encoding puts it, e is left as it was.
+// Share points e's byte fields — sender, dependencies, body, signature —
+// at the same bytes inside raw, e's encoding, so an envelope kept beside
+// its raw bytes (as a replica keeps every op) does not hold them twice.
+// raw must not be modified afterwards. A field raw does not hold where
+// e's encoding puts it is left as it was, and so is every field after it.
 func (e *Envelope) Share(raw []byte) {
-	tail := 1 + 1 + 1 + 1 // keys 9, 10, 11; null when there is no signature
-	if e.Sig != nil {
-		tail += headLen(uint64(len(e.Sig))) + len(e.Sig) - 1
+	fields := uint64(12)
+	if len(e.Epoch) == 0 {
+		fields--
 	}
-	wall := uint64(e.Wall)
-	if e.Wall < 0 {
-		wall = uint64(-(e.Wall + 1))
+	if !e.Urgent {
+		fields--
 	}
-	tail += headLen(wall) + headLen(uint64(e.Logical))
-	if e.Urgent {
-		tail += 2
+	off := headLen(fields) + 1 + headLen(uint64(e.Version)) + 1 + headLen(uint64(e.Kind)) + 1 + bytesLen(e.Tag) + 1
+	// at re-points *f at its bytes in raw, if raw holds them at off, and
+	// moves off past *f's encoding.
+	ok := true
+	at := func(f *[]byte) {
+		n := bytesLen(*f)
+		if ok && *f != nil && off+n <= len(raw) {
+			s := raw[off+headLen(uint64(len(*f))) : off+n : off+n]
+			if ok = bytes.Equal(s, *f); ok {
+				*f = s
+			}
+		}
+		off += n
 	}
-	end := len(raw) - tail
-	start := end - len(e.Body)
-	if e.Body == nil || start < 0 || !bytes.Equal(raw[start:end], e.Body) {
-		return
+	at(&e.Sender)
+	if len(e.Epoch) != 0 {
+		off += 1 + bytesLen(e.Epoch)
 	}
-	e.Body = raw[start:end:end]
+	off += 1 + headLen(uint64(e.Index)) + 1
+	if e.Deps == nil {
+		off++
+	} else {
+		off += headLen(uint64(len(e.Deps)))
+		for i := range e.Deps {
+			at(&e.Deps[i])
+		}
+	}
+	off++
+	at(&e.Body)
+	off++
+	at(&e.Sig)
+}
+
+// bytesLen is the length of the encoding of s as a byte string (null when
+// nil).
+func bytesLen(s []byte) int {
+	if s == nil {
+		return 1
+	}
+	return headLen(uint64(len(s))) + len(s)
 }

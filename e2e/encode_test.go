@@ -206,41 +206,54 @@ func TestSenderKeyFastPath(t *testing.T) {
 	}
 }
 
-// TestShare: after Share the body is the slice of the encoding that holds
-// it (no second copy), unchanged, and re-encodes to the same bytes; bytes
-// that are not e's encoding leave e alone.
+// TestShare: after Share the sender, dependencies, body and signature
+// are the slices of the encoding that hold them (no second copy),
+// unchanged, and re-encode to the same bytes; bytes that are not e's
+// encoding leave e alone.
 func TestShare(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
+	inside := func(raw, s []byte) bool {
+		for j := range raw {
+			if &raw[j] == &s[0] {
+				return true
+			}
+		}
+		return false
+	}
 	for i := range 500 {
 		e := randomEnvelope(r)
 		if i%2 == 0 {
 			e.Urgent = true
 		}
 		raw := e.appendEncoded(nil, e.Body, e.Sig)
-		body := bytes.Clone(e.Body)
-		e.Share(raw)
-		if !bytes.Equal(e.Body, body) || (body == nil) != (e.Body == nil) {
-			t.Fatalf("body changed by Share")
+		fields := func(e *Envelope) []*[]byte {
+			f := []*[]byte{&e.Sender, &e.Body, &e.Sig}
+			for i := range e.Deps {
+				f = append(f, &e.Deps[i])
+			}
+			return f
 		}
-		if len(body) > 0 {
-			if &e.Body[0] == &body[0] || cap(e.Body) != len(e.Body) {
-				t.Fatal("body not shared with the encoding, or shared with room to grow into it")
+		var before [][]byte
+		for _, f := range fields(e) {
+			before = append(before, bytes.Clone(*f))
+		}
+		e.Share(raw)
+		for j, f := range fields(e) {
+			was := before[j]
+			if !bytes.Equal(*f, was) || (was == nil) != (*f == nil) {
+				t.Fatalf("field %d changed by Share", j)
 			}
-			inside := false
-			for j := range raw {
-				if &raw[j] == &e.Body[0] {
-					inside = true
-				}
-			}
-			if !inside {
-				t.Fatal("body does not point into the encoding")
+			if len(was) > 0 && (!inside(raw, *f) || cap(*f) != len(*f)) {
+				t.Fatalf("field %d not shared with the encoding, or shared with room to grow into it", j)
 			}
 		}
 		if again := e.appendEncoded(nil, e.Body, e.Sig); !bytes.Equal(again, raw) {
 			t.Fatal("re-encoding after Share differs")
 		}
-		if len(body) > 0 {
-			other := &Envelope{Body: bytes.Clone(body), Sig: e.Sig, Wall: e.Wall, Logical: e.Logical, Urgent: e.Urgent}
+		if len(e.Body) > 0 {
+			body := bytes.Clone(e.Body)
+			other := *e
+			other.Body = bytes.Clone(body)
 			kept := other.Body
 			junk := bytes.Clone(raw)
 			junk[len(junk)-len(e.Sig)-8] ^= 0xff // inside the body or the head before the signature

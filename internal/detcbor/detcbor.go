@@ -93,6 +93,7 @@ const (
 	MajorUint  = 0 << 5
 	MajorNeg   = 1 << 5
 	MajorBytes = 2 << 5
+	MajorText  = 3 << 5
 	MajorArray = 4 << 5
 	MajorMap   = 5 << 5
 	Null       = 0xf6
