@@ -500,9 +500,10 @@ func (r *Replica) Expire(now time.Time) int {
 			}
 			r.dag.Delete(id)
 			info.p, info.gone, info.raw = nil, true, nil
-			kept := *info.env // its body shares raw's bytes (Envelope.Share): they go too
-			kept.Body = nil   // (a copy: the envelope may be the mesh's too)
-			info.env = &kept
+			// The envelope shares raw's bytes (Envelope.Share): keep a copy
+			// without the body that holds none of them, so they go too (a
+			// copy also because the envelope may be the mesh's).
+			info.env = info.env.Unshared()
 			if r.plain != nil {
 				r.plain.Delete(id)
 			}

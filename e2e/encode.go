@@ -203,6 +203,22 @@ func (e *Envelope) Share(raw []byte) {
 	at(&e.Sig)
 }
 
+// Unshared is a copy of e without its body whose byte fields hold bytes
+// of their own: what a replica keeps of an op retention deleted, so that
+// the encoding Share pointed e into — ciphertext included — can go.
+func (e *Envelope) Unshared() *Envelope {
+	c := *e
+	c.Body = nil
+	c.Sender, c.Epoch, c.Sig = bytes.Clone(e.Sender), bytes.Clone(e.Epoch), bytes.Clone(e.Sig)
+	if e.Deps != nil {
+		c.Deps = make([][]byte, len(e.Deps))
+		for i, d := range e.Deps {
+			c.Deps[i] = bytes.Clone(d)
+		}
+	}
+	return &c
+}
+
 // bytesLen is the length of the encoding of s as a byte string (null when
 // nil).
 func bytesLen(s []byte) int {

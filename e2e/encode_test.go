@@ -250,6 +250,21 @@ func TestShare(t *testing.T) {
 		if again := e.appendEncoded(nil, e.Body, e.Sig); !bytes.Equal(again, raw) {
 			t.Fatal("re-encoding after Share differs")
 		}
+		u := e.Unshared()
+		if u.Body != nil || u.Wall != e.Wall || u.Kind != e.Kind || len(u.Deps) != len(e.Deps) {
+			t.Fatal("Unshared changed the header or kept the body")
+		}
+		for j, f := range fields(u) {
+			if *f == nil || j == 1 {
+				continue // the body (index 1) is gone
+			}
+			if len(*f) > 0 && inside(raw, *f) {
+				t.Fatalf("field %d of the unshared copy points into the encoding", j)
+			}
+			if !bytes.Equal(*f, before[j]) {
+				t.Fatalf("field %d changed by Unshared", j)
+			}
+		}
 		if len(e.Body) > 0 {
 			body := bytes.Clone(e.Body)
 			other := *e
