@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -101,10 +102,31 @@ func TestRetention(t *testing.T) {
 		if !slices.Contains(r.IDs(), oldID) {
 			t.Fatal("expired op ID dropped: sync would fetch it again")
 		}
+		// The header kept for causality holds nothing of the encoding
+		// (Share points sender, deps and signature into it): the whole
+		// buffer, ciphertext included, would stay alive with it.
+		e := r.ops[oldID].env
+		if e.Body != nil {
+			t.Fatal("expired op's body kept")
+		}
+		for f, b := range map[string][]byte{"sender": e.Sender, "signature": e.Sig, "dependency": e.Deps[0]} {
+			if inside(b, old[0]) {
+				t.Errorf("expired op's kept %s still points into its encoding", f)
+			}
+		}
 		if err := r.Receive(old[0]); err == nil {
 			t.Fatal("expired op accepted again")
 		}
 	}
+}
+
+// inside reports whether s's bytes lie in buf's backing array.
+func inside(s, buf []byte) bool {
+	if len(s) == 0 || len(buf) == 0 {
+		return false
+	}
+	p, lo := uintptr(unsafe.Pointer(&s[0])), uintptr(unsafe.Pointer(&buf[0]))
+	return p >= lo && p < lo+uintptr(cap(buf))
 }
 
 // TestRetentionAppliesFromItsSetting: a setting reaches only messages
