@@ -195,7 +195,7 @@ func newReplica(dev *Device, dir Directory, opts ...Option) *Replica {
 		o(r)
 	}
 	if r.dag == nil {
-		r.dag, _ = crdt.NewDAG(crdt.NewMemStore())
+		r.dag = crdt.NewMemDAG()
 	}
 	r.dag.Admit, r.dag.OnApply = r.admit, r.onApply
 	r.clock = crdt.NewClock(r.now)

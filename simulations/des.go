@@ -33,8 +33,7 @@ type replica struct {
 }
 
 func newReplica() *replica {
-	d, _ := crdt.NewDAG(crdt.NewMemStore())
-	return &replica{dag: d}
+	return &replica{dag: crdt.NewMemDAG()}
 }
 
 func (r *replica) add(id crdt.OpID) {
