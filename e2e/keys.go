@@ -394,24 +394,59 @@ type skippedRecord struct {
 	At    int64  `cbor:"3,keyasint"`
 }
 
-// Marshal serialises the chains (for the device's encrypted store only).
+// Marshal serialises the chains (for the device's encrypted store only):
+// detcbor's encoding of the chainRecords, chains ordered by epoch then
+// sender, skipped keys by index — written directly, since a replica saves
+// its key state after every batch it applies and a large group holds a
+// chain per member and epoch (TestRecvChainsMarshalMatchesDetcbor). No
+// copy of a key is left behind but the output.
 func (r *RecvChains) Marshal() ([]byte, error) {
-	var out []chainRecord
-	for k, c := range r.chains {
-		rec := chainRecord{Epoch: slices.Clone(k.epoch[:]), Sender: []byte(k.sender), CK: slices.Clone(c.ck[:]), Next: c.next}
-		for i, sk := range c.skipped {
-			rec.Skipped = append(rec.Skipped, skippedRecord{Index: i, MK: slices.Clone(sk.mk[:]), At: sk.at.Unix()})
-		}
-		slices.SortFunc(rec.Skipped, func(a, b skippedRecord) int { return cmp.Compare(a.Index, b.Index) })
-		out = append(out, rec)
+	if len(r.chains) == 0 {
+		return []byte{detcbor.Null}, nil // as detcbor encodes no records
 	}
-	slices.SortFunc(out, func(a, b chainRecord) int {
-		if c := bytes.Compare(a.Epoch, b.Epoch); c != 0 {
+	keys := make([]chainKey, 0, len(r.chains))
+	size := 1 + 9
+	for k, c := range r.chains {
+		keys = append(keys, k)
+		size += 1 + 5*(1+9) + len(k.epoch) + len(k.sender) + len(c.ck) + len(c.skipped)*(1+3*(1+9)+len(Secret{}))
+	}
+	slices.SortFunc(keys, func(a, b chainKey) int {
+		if c := bytes.Compare(a.epoch[:], b.epoch[:]); c != 0 {
 			return c
 		}
-		return bytes.Compare(a.Sender, b.Sender)
+		return cmp.Compare(a.sender, b.sender)
 	})
-	return detcbor.Marshal(out)
+	b := detcbor.AppendHead(make([]byte, 0, size), detcbor.MajorArray, uint64(len(keys)))
+	var idx []uint32
+	for _, k := range keys {
+		c := r.chains[k]
+		fields := uint64(4)
+		if len(c.skipped) > 0 {
+			fields++
+		}
+		b = detcbor.AppendHead(b, detcbor.MajorMap, fields)
+		b = detcbor.AppendBytes(append(b, 1), k.epoch[:])
+		b = detcbor.AppendBytes(append(b, 2), []byte(k.sender))
+		b = detcbor.AppendBytes(append(b, 3), c.ck[:])
+		b = detcbor.AppendHead(append(b, 4), detcbor.MajorUint, uint64(c.next))
+		if len(c.skipped) == 0 {
+			continue
+		}
+		idx = idx[:0]
+		for i := range c.skipped {
+			idx = append(idx, i)
+		}
+		slices.Sort(idx)
+		b = detcbor.AppendHead(append(b, 5), detcbor.MajorArray, uint64(len(idx)))
+		for _, i := range idx {
+			sk := c.skipped[i]
+			b = detcbor.AppendHead(b, detcbor.MajorMap, 3)
+			b = detcbor.AppendHead(append(b, 1), detcbor.MajorUint, uint64(i))
+			b = detcbor.AppendBytes(append(b, 2), sk.mk[:])
+			b = appendInt(append(b, 3), sk.at.Unix())
+		}
+	}
+	return b, nil
 }
 
 // UnmarshalRecvChains restores chains saved by Marshal.
