@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -87,6 +88,65 @@ func (e *Envelope) withHeader(f func(header []byte)) {
 	defer scratch.Put(buf)
 	*buf = e.appendEncoded((*buf)[:0], nil, nil)
 	f(*buf)
+}
+
+// decodeEnvelope reads the fields of an envelope's encoding from b, which
+// it keeps: Sender, Deps, Body and Sig point into it (as Share makes them),
+// Tag and Epoch are copies (Share leaves them, and a header kept without
+// its encoding must not pin it). Shapes, field order and canonical form
+// are Decode's to check.
+func decodeEnvelope(b []byte) (*Envelope, error) {
+	var e Envelope
+	r := detcbor.NewReader(b)
+	bytesOrNull := func() []byte {
+		if r.Null() {
+			return nil
+		}
+		return r.Bytes()
+	}
+	for n := r.Count(detcbor.MajorMap, 12); n > 0 && r.Err() == nil; n-- {
+		switch key := r.Uint(math.MaxUint8); key {
+		case 1:
+			e.Version = uint8(r.Uint(math.MaxUint8))
+		case 2:
+			e.Kind = uint8(r.Uint(math.MaxUint8))
+		case 3:
+			e.Tag = bytes.Clone(bytesOrNull())
+		case 4:
+			e.Sender = bytesOrNull()
+		case 5:
+			e.Epoch = bytes.Clone(bytesOrNull())
+		case 6:
+			e.Index = uint32(r.Uint(math.MaxUint32))
+		case 7:
+			if r.Null() {
+				e.Deps = nil
+				continue
+			}
+			e.Deps = make([][]byte, r.Count(detcbor.MajorArray, maxDeps))
+			for i := range e.Deps {
+				e.Deps[i] = bytesOrNull()
+			}
+		case 8:
+			e.Body = bytesOrNull()
+		case 9:
+			e.Sig = bytesOrNull()
+		case 10:
+			e.Wall = r.Int()
+		case 11:
+			e.Logical = uint32(r.Uint(math.MaxUint32))
+		case 12:
+			e.Urgent = r.Bool()
+		default:
+			if r.Err() == nil {
+				return nil, fmt.Errorf("unknown field %d", key)
+			}
+		}
+	}
+	if r.Err() == nil && r.Len() != 0 {
+		return nil, fmt.Errorf("%d bytes after the envelope", r.Len())
+	}
+	return &e, r.Err()
 }
 
 // signed is what the signature covers: the context, then the encoding of

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
@@ -97,37 +98,46 @@ func Decode(b []byte) (*Envelope, error) {
 	if len(b) > MaxEnvelope {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
-	var e Envelope
-	// Canonical form checked against the hand encoder (encode.go), which
-	// gives detcbor.Marshal's bytes (TestAppendMatchesDetcbor, FuzzDecode).
-	buf := scratch.Get().(*[]byte)
-	defer scratch.Put(buf)
-	reencode := func() []byte {
-		*buf = e.appendEncoded((*buf)[:0], e.Body, e.Sig)
-		return *buf
-	}
-	if err := detcbor.UnmarshalAgainst(b, &e, MaxEnvelope, reencode); err != nil {
+	// Read by hand from a private copy (decodeEnvelope), then held to the
+	// canonical form: the hand encoder (encode.go), which gives
+	// detcbor.Marshal's bytes (TestAppendMatchesDetcbor), must give back
+	// exactly the input (FuzzDecode, FuzzDecodeMatchesDetcbor).
+	e, err := decodeEnvelope(bytes.Clone(b))
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	buf := scratch.Get().(*[]byte)
+	defer scratch.Put(buf)
+	if *buf = e.appendEncoded((*buf)[:0], e.Body, e.Sig); !bytes.Equal(*buf, b) {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, detcbor.ErrNotCanonical)
+	}
+	if err := e.checkShape(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// checkShape checks a decoded envelope's field shapes.
+func (e *Envelope) checkShape() error {
 	if e.Version != Version || e.Kind < KindContent || e.Kind > KindWelcome ||
 		len(e.Tag) != tagLen || len(e.Sender) == 0 || len(e.Sender) > maxPeerID ||
 		len(e.Deps) > maxDeps || len(e.Sig) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("%w: field shapes", ErrMalformed)
+		return fmt.Errorf("%w: field shapes", ErrMalformed)
 	}
 	switch {
 	case e.Kind == KindWelcome && (len(e.Epoch) != 0 || e.Index != 0):
-		return nil, fmt.Errorf("%w: a welcome names no epoch or index", ErrMalformed)
+		return fmt.Errorf("%w: a welcome names no epoch or index", ErrMalformed)
 	case e.Kind != KindWelcome && len(e.Epoch) != epochLen:
-		return nil, fmt.Errorf("%w: epoch of %d bytes", ErrMalformed, len(e.Epoch))
+		return fmt.Errorf("%w: epoch of %d bytes", ErrMalformed, len(e.Epoch))
 	case e.Kind == KindControl && e.Index != 0:
-		return nil, fmt.Errorf("%w: control op with a chain index", ErrMalformed)
+		return fmt.Errorf("%w: control op with a chain index", ErrMalformed)
 	}
 	for _, d := range e.Deps {
 		if len(d) != sha256.Size {
-			return nil, fmt.Errorf("%w: dependency of %d bytes", ErrMalformed, len(d))
+			return fmt.Errorf("%w: dependency of %d bytes", ErrMalformed, len(d))
 		}
 	}
-	return &e, nil
+	return nil
 }
 
 // SenderID is the sender's peer ID.

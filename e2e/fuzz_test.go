@@ -138,6 +138,52 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// decodeDetcbor is Decode as it was first written: detcbor's reflective
+// decoder, held to the hand encoder, then the same shape checks.
+func decodeDetcbor(b []byte) (*Envelope, error) {
+	if len(b) > MaxEnvelope {
+		return nil, ErrTooLarge
+	}
+	var e Envelope
+	if err := detcbor.UnmarshalAgainst(b, &e, MaxEnvelope, func() []byte { return e.appendEncoded(nil, e.Body, e.Sig) }); err != nil {
+		return nil, err
+	}
+	return &e, e.checkShape()
+}
+
+// FuzzDecodeMatchesDetcbor: the hand decoder accepts exactly what
+// detcbor's reflective decoder accepts, with the same fields, and what it
+// returns holds none of the caller's bytes.
+func FuzzDecodeMatchesDetcbor(f *testing.F) {
+	w := newFuzzWorld(f)
+	for _, e := range append([]*Envelope{w.welcome, w.control, w.urgent}, w.content...) {
+		b := encoded(f, e)
+		f.Add(b)
+		f.Add(append(b[:len(b):len(b)], 0))                                // trailing byte
+		f.Add(append([]byte{b[0] + 1}, b[1:]...))                          // one field more than present
+		f.Add(bytes.Replace(b, []byte{0x07, 0x81}, []byte{0x07, 0xf6}, 1)) // deps null
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, gerr := Decode(data)
+		want, werr := decodeDetcbor(data)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("hand decoder: %v; detcbor: %v", gerr, werr)
+		}
+		if gerr != nil {
+			return
+		}
+		if a, b := got.appendEncoded(nil, got.Body, got.Sig), want.appendEncoded(nil, want.Body, want.Sig); !bytes.Equal(a, b) {
+			t.Fatal("decoders disagree on the fields")
+		}
+		for i := range data { // the result is the decoder's own
+			data[i] ^= 0xff
+		}
+		if a, err := got.Encode(); err != nil || bytes.Equal(a, data) {
+			t.Fatal("the decoded envelope shares the input's bytes")
+		}
+	})
+}
+
 func FuzzDecodeWelcome(f *testing.F) {
 	w := newFuzzWorld(f)
 	f.Add(w.welcome.Body)
@@ -254,4 +300,24 @@ func FuzzDecodePrekey(f *testing.F) {
 			t.Fatalf("accepted prekey does not verify: %v", err)
 		}
 	})
+}
+
+// BenchmarkDecode: a content envelope, by the hand decoder and by
+// detcbor's reflective one.
+func BenchmarkDecode(b *testing.B) {
+	w := newFuzzWorld(b)
+	raw := encoded(b, w.content[0])
+	for _, d := range []struct {
+		name string
+		f    func([]byte) (*Envelope, error)
+	}{{"hand", Decode}, {"detcbor", decodeDetcbor}} {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := d.f(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -98,6 +98,7 @@ const (
 	MajorMap   = 5 << 5
 	Null       = 0xf6
 	True       = 0xf5
+	False      = 0xf4
 )
 
 // AppendHead appends a CBOR head of major type major and argument n in

@@ -3,6 +3,7 @@ package detcbor
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // ErrMalformed means the input is not the CBOR a Reader's caller expects.
@@ -96,4 +97,57 @@ func (r *Reader) Bytes() []byte {
 	s := r.b[:n:n]
 	r.b = r.b[n:]
 	return s
+}
+
+// Null reads a null if one comes next and reports whether it did.
+func (r *Reader) Null() bool {
+	if r.err != nil || len(r.b) == 0 || r.b[0] != Null {
+		return false
+	}
+	r.b = r.b[1:]
+	return true
+}
+
+// Bool reads true or false.
+func (r *Reader) Bool() bool {
+	if r.err != nil {
+		return false
+	}
+	if len(r.b) == 0 || (r.b[0] != True && r.b[0] != False) {
+		r.fail("want true or false")
+		return false
+	}
+	v := r.b[0] == True
+	r.b = r.b[1:]
+	return v
+}
+
+// Uint reads an unsigned integer of at most max.
+func (r *Reader) Uint(max uint64) uint64 {
+	n := r.Head(MajorUint)
+	if r.err == nil && n > max {
+		r.fail("integer %d, at most %d", n, max)
+		return 0
+	}
+	return n
+}
+
+// Int reads a signed integer that fits an int64.
+func (r *Reader) Int() int64 {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail("input ends before an integer")
+		return 0
+	}
+	if r.b[0]&0xe0 == MajorNeg {
+		n := r.Head(MajorNeg)
+		if r.err == nil && n > math.MaxInt64 {
+			r.fail("integer -1-%d overflows", n)
+			return 0
+		}
+		return -1 - int64(n)
+	}
+	return int64(r.Uint(math.MaxInt64))
 }

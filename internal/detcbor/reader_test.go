@@ -2,6 +2,7 @@ package detcbor
 
 import (
 	"errors"
+	"math"
 	"testing"
 )
 
@@ -37,6 +38,47 @@ func TestReaderHead(t *testing.T) {
 		}
 		if r.Head(MajorUint) != 0 || r.Bytes() != nil || !errors.Is(r.Err(), ErrMalformed) {
 			t.Errorf("%s: the error did not stick", name)
+		}
+	}
+}
+
+// TestReaderScalars: integers of either sign, booleans and null read back
+// as Marshal writes them, and out-of-range integers and wrong simple
+// values are errors.
+func TestReaderScalars(t *testing.T) {
+	for _, n := range []int64{0, 1, -1, 23, -24, -25, 1 << 40, -1 << 40, math.MaxInt64, math.MinInt64} {
+		b, _ := Marshal(n)
+		r := NewReader(b)
+		if got := r.Int(); got != n || r.Err() != nil || r.Len() != 0 {
+			t.Errorf("int %d read as %d (%v)", n, got, r.Err())
+		}
+	}
+	for _, v := range []bool{false, true} {
+		b, _ := Marshal(v)
+		if got := NewReader(b).Bool(); got != v {
+			t.Errorf("bool %v read as %v", v, got)
+		}
+	}
+	r := NewReader([]byte{Null, 0x01})
+	if !r.Null() || r.Null() || r.Uint(1) != 1 || r.Err() != nil {
+		t.Errorf("null then 1: %v", r.Err())
+	}
+	for name, read := range map[string]func(*Reader){
+		"negative overflow": func(r *Reader) { r.Int() },
+		"uint over max":     func(r *Reader) { r.Uint(1 << 62) },
+		"not a bool":        func(r *Reader) { r.Bool() },
+	} {
+		in := []byte{0x3b, 0x80, 0, 0, 0, 0, 0, 0, 0} // -1 - 2^63
+		if name == "uint over max" {
+			in = []byte{0x1b, 0x80, 0, 0, 0, 0, 0, 0, 0}
+		}
+		if name == "not a bool" {
+			in = []byte{Null}
+		}
+		r := NewReader(in)
+		read(r)
+		if !errors.Is(r.Err(), ErrMalformed) {
+			t.Errorf("%s: %v", name, r.Err())
 		}
 	}
 }
