@@ -1,6 +1,10 @@
 package mesh
 
 import (
+	"bytes"
+	"fmt"
+	"math"
+
 	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
@@ -83,3 +87,70 @@ func appendTrue(b []byte, key byte, v bool) []byte {
 	}
 	return append(b, key, detcbor.True)
 }
+
+// readFrame reads a frame's fields from b by hand (detcbor.Reader), each
+// byte string a copy: the buffer b was read into goes back to its pool,
+// and an envelope kept must not pin a whole frame. The canonical form and
+// the shapes are decodeFrame's to check (FuzzDecodeFrameMatchesDetcbor).
+func readFrame(b []byte) (frame, error) {
+	var f frame
+	r := detcbor.NewReader(b)
+	one := func() []byte {
+		if r.Null() {
+			return nil
+		}
+		return bytes.Clone(r.Bytes())
+	}
+	list := func() [][]byte {
+		l := make([][]byte, r.Count(detcbor.MajorArray, maxListItems))
+		for i := range l {
+			l[i] = one()
+		}
+		return l
+	}
+	for n := r.Count(detcbor.MajorMap, 14); n > 0 && r.Err() == nil; n-- {
+		switch key := r.Uint(math.MaxUint8); key {
+		case 1:
+			f.Kind = uint8(r.Uint(math.MaxUint8))
+		case 2:
+			f.Tags = list()
+		case 3:
+			f.Tag = one()
+		case 4:
+			f.Msg = one()
+		case 5:
+			f.IDs = list()
+		case 6:
+			f.Envs = list()
+		case 7:
+			f.More = r.Bool()
+		case 8:
+			f.FPs = list()
+		case 9:
+			f.Carry = r.Bool()
+		case 10:
+			f.Hand = list()
+		case 11:
+			f.Copies = make([]uint32, r.Count(detcbor.MajorArray, maxListItems))
+			for i := range f.Copies {
+				f.Copies[i] = uint32(r.Uint(math.MaxUint32))
+			}
+		case 13:
+			f.Only = list()
+		case 14:
+			f.Urgent = r.Bool()
+		default:
+			if r.Err() == nil {
+				return frame{}, fmt.Errorf("unknown field %d", key)
+			}
+		}
+	}
+	if r.Err() == nil && r.Len() != 0 {
+		return frame{}, fmt.Errorf("%d bytes after the frame", r.Len())
+	}
+	return f, r.Err()
+}
+
+// maxListItems bounds a list in a frame as detcbor's decoder did (its
+// MaxArrayElements); decodeFrame's shape checks bound each list further.
+const maxListItems = 65536

@@ -1,12 +1,14 @@
 package mesh
 
 import (
+	"bytes"
 	"encoding/binary"
 	"reflect"
 	"testing"
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/detcbor"
 )
 
 // Fuzz tests of every decoder of network or disk bytes in the mesh. Seed
@@ -120,4 +122,78 @@ func FuzzDecodeToken(f *testing.F) {
 			t.Fatalf("token: tag of %d bytes", len(tag))
 		}
 	})
+}
+
+// decodeFrameDetcbor is decodeFrame as it was first written: detcbor's
+// reflective decoder, held to the hand encoder, then the same shape checks.
+func decodeFrameDetcbor(b []byte) (frame, error) {
+	var f frame
+	if err := detcbor.UnmarshalAgainst(b, &f, maxFrame, func() []byte { return appendFrame(nil, &f) }); err != nil {
+		return frame{}, err
+	}
+	return f, f.check()
+}
+
+// FuzzDecodeFrameMatchesDetcbor: the hand decoder accepts exactly the
+// frames detcbor's reflective decoder accepts, with the same fields, and
+// what it returns holds none of the input's bytes (the input buffer goes
+// back to its pool).
+func FuzzDecodeFrameMatchesDetcbor(f *testing.F) {
+	id := make([]byte, 32)
+	for _, fr := range []frame{
+		{Kind: fOffer, Tags: [][]byte{make([]byte, tagLen)}, FPs: [][]byte{make([]byte, fpLen)}, More: true, Carry: true, Only: [][]byte{make([]byte, tagLen)}},
+		{Kind: fRecon, Tag: make([]byte, tagLen), Msg: []byte{0xa1, 1, 0x80}},
+		{Kind: fWant, Tag: make([]byte, tagLen), IDs: [][]byte{id, id}},
+		{Kind: fEnvs, Envs: [][]byte{{1, 2, 3}, nil}},
+		{Kind: fHand, Hand: [][]byte{make([]byte, handLen)}, Copies: []uint32{4}},
+		{Kind: fOffer, Urgent: true},
+	} {
+		b := appendFrame(nil, &fr)
+		f.Add(b)
+		f.Add(append(b[:len(b):len(b)], 0))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gerr := decodeFrame(b)
+		want, werr := decodeFrameDetcbor(b)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("hand decoder: %v; detcbor: %v", gerr, werr)
+		}
+		if gerr != nil {
+			return
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("decoders disagree:\n%+v\n%+v", got, want)
+		}
+		for i := range b {
+			b[i] ^= 0xff
+		}
+		if again := appendFrame(nil, &got); !reflect.DeepEqual(got, want) || bytes.Equal(again, b) {
+			t.Fatal("the decoded frame shares the input's bytes")
+		}
+	})
+}
+
+// BenchmarkDecodeFrame: a want of a full batch of IDs, by the hand decoder
+// and by detcbor's reflective one.
+func BenchmarkDecodeFrame(b *testing.B) {
+	fr := frame{Kind: fWant, Tag: make([]byte, tagLen)}
+	for i := range askBatch {
+		id := make([]byte, 32)
+		id[0] = byte(i)
+		fr.IDs = append(fr.IDs, id)
+	}
+	raw := appendFrame(nil, &fr)
+	for _, d := range []struct {
+		name string
+		f    func([]byte) (frame, error)
+	}{{"hand", decodeFrame}, {"detcbor", decodeFrameDetcbor}} {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := d.f(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

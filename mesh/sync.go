@@ -135,66 +135,76 @@ type frame struct {
 // known kind, a 16-byte tag (or none), at most a page of 16-byte tags and
 // a batch of 32-byte IDs or envelopes.
 func decodeFrame(b []byte) (frame, error) {
-	var f frame
-	scratch := reencodeBufs.Get().(*[]byte)
-	defer reencodeBufs.Put(scratch)
-	reencode := func() []byte {
-		*scratch = appendFrame((*scratch)[:0], &f)
-		return *scratch
+	if len(b) > maxFrame {
+		return frame{}, fmt.Errorf("%w: frame of %d bytes", ErrProtocol, len(b))
 	}
-	if err := detcbor.UnmarshalAgainst(b, &f, maxFrame, reencode); err != nil {
+	f, err := readFrame(b)
+	if err != nil {
 		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
+	scratch := reencodeBufs.Get().(*[]byte)
+	defer reencodeBufs.Put(scratch)
+	if *scratch = appendFrame((*scratch)[:0], &f); !bytes.Equal(*scratch, b) {
+		return frame{}, fmt.Errorf("%w: %v", ErrProtocol, detcbor.ErrNotCanonical)
+	}
+	if err := f.check(); err != nil {
+		return frame{}, err
+	}
+	return f, nil
+}
+
+// check checks a decoded frame's shape (decodeFrame).
+func (f *frame) check() error {
 	switch {
 	case f.Kind < fOffer || f.Kind > fTake:
-		return frame{}, fmt.Errorf("%w: frame kind %d", ErrProtocol, f.Kind)
+		return fmt.Errorf("%w: frame kind %d", ErrProtocol, f.Kind)
 	case len(f.Tags) > offerPage || len(f.IDs) > fetchBatch || len(f.Envs) > fetchBatch:
-		return frame{}, fmt.Errorf("%w: frame too large", ErrProtocol)
+		return fmt.Errorf("%w: frame too large", ErrProtocol)
 	case len(f.Tag) != 0 && len(f.Tag) != tagLen:
-		return frame{}, fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
+		return fmt.Errorf("%w: tag of %d bytes", ErrProtocol, len(f.Tag))
 	case f.Kind != fOffer && (f.More || len(f.Tags) > 0 || len(f.FPs) > 0 || f.Carry || len(f.Only) > 0 || f.Urgent):
-		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+		return fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
 	case len(f.Only) > len(f.Tags):
-		return frame{}, fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
+		return fmt.Errorf("%w: offer fields in a frame that is no offer", ErrProtocol)
 	case f.Urgent && (f.More || len(f.Tags) > urgentSessionTags):
-		return frame{}, fmt.Errorf("%w: an urgent offer of more than %d tags", ErrProtocol, urgentSessionTags)
+		return fmt.Errorf("%w: an urgent offer of more than %d tags", ErrProtocol, urgentSessionTags)
 	case f.Kind != fHand && f.Kind != fTake && len(f.Hand) > 0:
-		return frame{}, fmt.Errorf("%w: hand entries in a frame that is no hand", ErrProtocol)
+		return fmt.Errorf("%w: hand entries in a frame that is no hand", ErrProtocol)
 	case f.Kind != fHand && len(f.Copies) > 0:
-		return frame{}, fmt.Errorf("%w: copies in a frame that is no hand", ErrProtocol)
+		return fmt.Errorf("%w: copies in a frame that is no hand", ErrProtocol)
 	case len(f.Hand) > maxHand:
-		return frame{}, fmt.Errorf("%w: hand too large", ErrProtocol)
+		return fmt.Errorf("%w: hand too large", ErrProtocol)
 	case f.Kind == fHand && len(f.Copies) != len(f.Hand):
-		return frame{}, fmt.Errorf("%w: %d copies for %d entries", ErrProtocol, len(f.Copies), len(f.Hand))
+		return fmt.Errorf("%w: %d copies for %d entries", ErrProtocol, len(f.Copies), len(f.Hand))
 	case len(f.FPs) != len(f.Tags):
-		return frame{}, fmt.Errorf("%w: %d fingerprints for %d tags", ErrProtocol, len(f.FPs), len(f.Tags))
+		return fmt.Errorf("%w: %d fingerprints for %d tags", ErrProtocol, len(f.FPs), len(f.Tags))
 	}
 	for _, h := range f.Hand {
 		if len(h) != handLen {
-			return frame{}, fmt.Errorf("%w: hand entry of %d bytes", ErrProtocol, len(h))
+			return fmt.Errorf("%w: hand entry of %d bytes", ErrProtocol, len(h))
 		}
 	}
 	for _, n := range f.Copies {
 		if n == 0 {
-			return frame{}, fmt.Errorf("%w: no copies handed", ErrProtocol)
+			return fmt.Errorf("%w: no copies handed", ErrProtocol)
 		}
 	}
 	for _, fp := range f.FPs {
 		if len(fp) != fpLen {
-			return frame{}, fmt.Errorf("%w: fingerprint of %d bytes", ErrProtocol, len(fp))
+			return fmt.Errorf("%w: fingerprint of %d bytes", ErrProtocol, len(fp))
 		}
 	}
 	for _, t := range f.Tags {
 		if len(t) != tagLen {
-			return frame{}, fmt.Errorf("%w: offered tag of %d bytes", ErrOfferTooLarge, len(t))
+			return fmt.Errorf("%w: offered tag of %d bytes", ErrOfferTooLarge, len(t))
 		}
 	}
 	for _, id := range f.IDs {
 		if len(id) != len(crdt.OpID{}) {
-			return frame{}, fmt.Errorf("%w: op ID of %d bytes", ErrProtocol, len(id))
+			return fmt.Errorf("%w: op ID of %d bytes", ErrProtocol, len(id))
 		}
 	}
-	return f, nil
+	return nil
 }
 
 type conn struct {
