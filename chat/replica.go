@@ -412,6 +412,7 @@ func (r *Replica) apply(op crdt.Op) error {
 	r.ops[op.ID] = info
 	info.before = r.union(op.Deps)
 	if r.dag.Stub(op.ID) {
+		delete(r.decoded, op.ID) // its body is not kept: nor is its envelope
 		info.stub, info.raw = true, nil
 		info.view = info.before
 		r.stubs[info.sender]++

@@ -104,8 +104,14 @@ func decodeEnvelope(b []byte) (*Envelope, error) {
 		}
 		return r.Bytes()
 	}
+	last := uint64(0)
 	for n := r.Count(detcbor.MajorMap, 12); n > 0 && r.Err() == nil; n-- {
-		switch key := r.Uint(math.MaxUint8); key {
+		key := r.Uint(math.MaxUint8)
+		if r.Err() == nil && key <= last { // canonical keys ascend: no repeats
+			return nil, fmt.Errorf("field %d after field %d", key, last)
+		}
+		last = key
+		switch key {
 		case 1:
 			e.Version = uint8(r.Uint(math.MaxUint8))
 		case 2:

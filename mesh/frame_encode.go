@@ -91,7 +91,8 @@ func appendTrue(b []byte, key byte, v bool) []byte {
 // readFrame reads a frame's fields from b by hand (detcbor.Reader), each
 // byte string a copy: the buffer b was read into goes back to its pool,
 // and an envelope kept must not pin a whole frame. The canonical form and
-// the shapes are decodeFrame's to check (FuzzDecodeFrameMatchesDetcbor).
+// the rest of the shapes are decodeFrame's to check
+// (FuzzDecodeFrameMatchesDetcbor, TestDecodeFrameRefusesCheaply).
 func readFrame(b []byte) (frame, error) {
 	var f frame
 	r := detcbor.NewReader(b)
@@ -101,42 +102,51 @@ func readFrame(b []byte) (frame, error) {
 		}
 		return bytes.Clone(r.Bytes())
 	}
-	list := func() [][]byte {
-		l := make([][]byte, r.Count(detcbor.MajorArray, maxListItems))
+	// Each list is read up to the most any frame may hold of it (check
+	// refuses more anyway), so that a frame refused costs no more than its
+	// size to read.
+	list := func(limit int) [][]byte {
+		l := make([][]byte, r.Count(detcbor.MajorArray, limit))
 		for i := range l {
 			l[i] = one()
 		}
 		return l
 	}
+	last := uint64(0)
 	for n := r.Count(detcbor.MajorMap, 14); n > 0 && r.Err() == nil; n-- {
-		switch key := r.Uint(math.MaxUint8); key {
+		key := r.Uint(math.MaxUint8)
+		if r.Err() == nil && key <= last { // canonical keys ascend: no repeats
+			return frame{}, fmt.Errorf("field %d after field %d", key, last)
+		}
+		last = key
+		switch key {
 		case 1:
 			f.Kind = uint8(r.Uint(math.MaxUint8))
 		case 2:
-			f.Tags = list()
+			f.Tags = list(offerPage)
 		case 3:
 			f.Tag = one()
 		case 4:
 			f.Msg = one()
 		case 5:
-			f.IDs = list()
+			f.IDs = list(fetchBatch)
 		case 6:
-			f.Envs = list()
+			f.Envs = list(fetchBatch)
 		case 7:
 			f.More = r.Bool()
 		case 8:
-			f.FPs = list()
+			f.FPs = list(offerPage)
 		case 9:
 			f.Carry = r.Bool()
 		case 10:
-			f.Hand = list()
+			f.Hand = list(maxHand)
 		case 11:
-			f.Copies = make([]uint32, r.Count(detcbor.MajorArray, maxListItems))
+			f.Copies = make([]uint32, r.Count(detcbor.MajorArray, maxHand))
 			for i := range f.Copies {
 				f.Copies[i] = uint32(r.Uint(math.MaxUint32))
 			}
 		case 13:
-			f.Only = list()
+			f.Only = list(offerPage)
 		case 14:
 			f.Urgent = r.Bool()
 		default:
@@ -150,7 +160,3 @@ func readFrame(b []byte) (frame, error) {
 	}
 	return f, r.Err()
 }
-
-// maxListItems bounds a list in a frame as detcbor's decoder did (its
-// MaxArrayElements); decodeFrame's shape checks bound each list further.
-const maxListItems = 65536

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"reflect"
+	"runtime"
 	"testing"
 
 	"github.com/medmesh/medmesh/crdt"
@@ -195,5 +196,34 @@ func BenchmarkDecodeFrame(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecodeFrameRefusesCheaply: a frame that repeats a list field, or
+// holds a list longer than any frame may, is refused before the decoder
+// builds more than one list — a peer cannot make a refused frame cost
+// many times its size (a reviewer's finding: 14 repeats of a list of
+// 65,536 nulls cost 24 × the input).
+func TestDecodeFrameRefusesCheaply(t *testing.T) {
+	lists := func(keys []byte, n int) []byte {
+		b := detcbor.AppendHead(nil, detcbor.MajorMap, uint64(len(keys)))
+		for _, k := range keys {
+			b = detcbor.AppendHead(append(b, k), detcbor.MajorArray, uint64(n))
+			for range n {
+				b = append(b, detcbor.Null)
+			}
+		}
+		return b
+	}
+	repeated := lists([]byte{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, offerPage)
+	long := lists([]byte{2, 5, 6, 8, 10, 13}, 1<<16)
+	for name, in := range map[string][]byte{"repeated field": repeated, "lists too long": long} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := decodeFrame(in)
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; err == nil || n > 4*uint64(len(in)) {
+			t.Errorf("%s: %v; %d bytes allocated for %d read", name, err, n, len(in))
+		}
 	}
 }
