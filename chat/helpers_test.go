@@ -145,3 +145,26 @@ func split(o Out, err error) ([][]byte, crdt.OpID, error) { return o.Envelopes, 
 func splitCreate(r *Replica, o Out, err error) (*Replica, [][]byte, error) {
 	return r, o.Envelopes, err
 }
+
+// forgedContent is a content op by d in r's first epoch, after deps, at
+// chain index i, with a body of size bytes no member can open: what any
+// admitted device can make for a tag it has seen offered.
+func forgedContent(t *testing.T, w *world, r *Replica, d *Device, deps []crdt.OpID, i uint32, size int) []byte {
+	t.Helper()
+	dd := make([][32]byte, len(deps))
+	for j := range deps {
+		dd[j] = deps[j]
+	}
+	env := e2e.New(r.Tag(), d.ID, dd)
+	env.Wall = w.now.UnixMilli()
+	ep := e2e.EpochID(r.firstRoot())
+	env.Kind, env.Epoch, env.Index, env.Body = e2e.KindContent, ep[:], i, make([]byte, size)
+	if err := env.Sign(d.Key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := env.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -180,28 +180,11 @@ func TestStubFloodByFreshIdentities(t *testing.T) {
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, rb := unpack2(w.group("t", alice, bob))
 	heads := rb.dag.Heads()
-	raw := func(d *Device, deps []crdt.OpID, i uint32) []byte {
-		dd := make([][32]byte, len(deps))
-		for j := range deps {
-			dd[j] = deps[j]
-		}
-		env := e2e.New(ra.Tag(), d.ID, dd)
-		env.Wall = w.now.UnixMilli()
-		env.Kind, env.Epoch, env.Index, env.Body = e2e.KindContent, func() []byte { e := e2e.EpochID(ra.firstRoot()); return e[:] }(), i, make([]byte, 64)
-		if err := env.Sign(d.Key); err != nil {
-			t.Fatal(err)
-		}
-		b, err := env.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	const n = maxAllStubs + maxStubs
 	for i := range n {
 		eve := w.device("eve")
-		a := raw(eve, heads, 0)
-		b := raw(eve, []crdt.OpID{idOf(a)}, 1)
+		a := forgedContent(t, w, ra, eve, heads, 0, 64)
+		b := forgedContent(t, w, ra, eve, []crdt.OpID{idOf(a)}, 1, 64)
 		rb.Receive(b) // waits for a
 		rb.Receive(a) // wanted: kept as a stub
 		_ = i

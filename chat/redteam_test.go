@@ -549,27 +549,9 @@ func TestStubForgetsDecodedEnvelope(t *testing.T) {
 	alice, bob := w.device("alice"), w.device("bob")
 	ra, rb := unpack2(w.group("t", alice, bob))
 	heads := rb.dag.Heads()
-	raw := func(d *Device, deps []crdt.OpID, i uint32, body int) []byte {
-		dd := make([][32]byte, len(deps))
-		for j := range deps {
-			dd[j] = deps[j]
-		}
-		env := e2e.New(ra.Tag(), d.ID, dd)
-		env.Wall = w.now.UnixMilli()
-		ep := e2e.EpochID(ra.firstRoot())
-		env.Kind, env.Epoch, env.Index, env.Body = e2e.KindContent, ep[:], i, make([]byte, body)
-		if err := env.Sign(d.Key); err != nil {
-			t.Fatal(err)
-		}
-		b, err := env.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	eve := w.device("eve")
-	a := raw(eve, heads, 0, 900<<10)
-	b := raw(eve, []crdt.OpID{idOf(a)}, 1, 64)
+	a := forgedContent(t, w, ra, eve, heads, 0, 900<<10)
+	b := forgedContent(t, w, ra, eve, []crdt.OpID{idOf(a)}, 1, 64)
 	rb.Receive(b) // waits for a
 	rb.Receive(a) // wanted: kept as a stub
 	if !rb.dag.Stub(idOf(a)) {

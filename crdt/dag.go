@@ -132,7 +132,8 @@ type authorQueue struct {
 	fifo  []queued
 }
 
-// NewDAG opens a DAG over store, indexing the ops it already holds.
+// NewDAG opens a DAG over store, indexing the ops it already holds (nil:
+// no store, see NewMemDAG).
 func NewDAG(store Store) (*DAG, error) {
 	d := &DAG{
 		store: store, MaxSkew: DefaultMaxSkew, MaxPending: DefaultMaxPending,

@@ -398,8 +398,8 @@ type skippedRecord struct {
 // detcbor's encoding of the chainRecords, chains ordered by epoch then
 // sender, skipped keys by index — written directly, since a replica saves
 // its key state after every batch it applies and a large group holds a
-// chain per member and epoch (TestRecvChainsMarshalMatchesDetcbor). No
-// copy of a key is left behind but the output.
+// chain per member and epoch (TestRecvChainsMarshalMatchesDetcbor). The
+// output is the only copy of the keys it makes on the heap.
 func (r *RecvChains) Marshal() ([]byte, error) {
 	if len(r.chains) == 0 {
 		return []byte{detcbor.Null}, nil // as detcbor encodes no records
