@@ -294,7 +294,7 @@ func (r *Replica) Receive(raw []byte) error {
 	// decoded and verified: duplicates are common in a mesh and cost
 	// neither a decode nor a signature.
 	id := crdt.OpID(e2e.ID(raw))
-	if r.dag.Has(id) || r.dag.Pending(id) {
+	if r.Has(id) {
 		return crdt.ErrDuplicate
 	}
 	e, err := e2e.Decode(raw)
@@ -309,6 +309,12 @@ func (r *Replica) Receive(raw []byte) error {
 	}
 	return r.ingestID(e, raw, id)
 }
+
+// Has reports whether the replica holds op id, applied or waiting for
+// its dependencies. Such an op came in these exact bytes (its ID is their
+// hash) and was decoded and verified then: a copy arriving again needs
+// neither.
+func (r *Replica) Has(id crdt.OpID) bool { return r.dag.Has(id) || r.dag.Pending(id) }
 
 // ReceiveVerified is Receive for an envelope the caller has already
 // decoded and whose signature it has verified (the mesh validator does):

@@ -59,6 +59,18 @@ func (s *Service) SortedIDs(tag []byte) []crdt.OpID {
 	return c.r.SortedIDs()
 }
 
+// Has reports whether this device holds op id of conversation tag (see
+// chat.Replica.Has): the mesh then skips its signature.
+func (s *Service) Has(tag []byte, id crdt.OpID) bool {
+	c := s.byTag(tag)
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.r.Has(id)
+}
+
 // Keys gives the causal keys of ops of a conversation this device holds
 // (nil if none), which sync lists with their IDs.
 func (s *Service) Keys(tag []byte, ids []crdt.OpID) []uint64 {

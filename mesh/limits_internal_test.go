@@ -26,6 +26,7 @@ import (
 type fakeNode struct {
 	id        peer.ID
 	roles     map[peer.ID][]string
+	revoked   map[peer.ID]bool
 	penalised []peer.ID
 }
 
@@ -33,15 +34,16 @@ func (n *fakeNode) ID() peer.ID                                 { return n.id }
 func (n *fakeNode) Host() host.Host                             { return nil }
 func (n *fakeNode) PubSub() *pubsub.PubSub                      { return nil }
 func (n *fakeNode) IsAdmitted(id peer.ID) bool                  { _, ok := n.roles[id]; return ok }
-func (n *fakeNode) KnownStaff(id peer.ID) (bool, bool)          { return n.IsAdmitted(id), false }
+func (n *fakeNode) KnownStaff(id peer.ID) (bool, bool)          { return n.IsAdmitted(id), n.revoked[id] }
 func (n *fakeNode) OnAdmitted(func(peer.ID))                    {}
 func (n *fakeNode) AwaitAdmitted(context.Context, peer.ID) bool { return true }
 func (n *fakeNode) HasRole(id peer.ID, role string) bool        { return slices.Contains(n.roles[id], role) }
 func (n *fakeNode) Penalise(id peer.ID)                         { n.penalised = append(n.penalised, id) }
 
-// fakeHolder holds the tags a test sets and records Held calls.
+// fakeHolder holds the tags and ops a test sets and records Held calls.
 type fakeHolder struct {
 	tags [][]byte
+	has  map[crdt.OpID]bool
 	held []crdt.OpID
 }
 
@@ -49,6 +51,7 @@ func (h *fakeHolder) Tags() [][]byte                            { return h.tags 
 func (h *fakeHolder) IDs([]byte) []crdt.OpID                    { return nil }
 func (h *fakeHolder) Keys([]byte, []crdt.OpID) []uint64         { return nil }
 func (h *fakeHolder) Envelopes([]byte, []crdt.OpID) [][]byte    { return nil }
+func (h *fakeHolder) Has(_ []byte, id crdt.OpID) bool           { return h.has[id] }
 func (h *fakeHolder) Deliver([]byte, []Checked, peer.ID) bool   { return false }
 func (h *fakeHolder) Held(_ []byte, ids []crdt.OpID, _ peer.ID) { h.held = append(h.held, ids...) }
 

@@ -67,6 +67,11 @@ type Holder interface {
 	// Envelopes returns the envelopes among ids of a held tag, in causal
 	// order where known.
 	Envelopes(tag []byte, ids []crdt.OpID) [][]byte
+	// Has reports whether op id of a held tag is held (applied or waiting
+	// for its dependencies): it came in these exact bytes, its ID being
+	// their hash, and was checked then, so a copy is neither verified nor
+	// delivered again.
+	Has(tag []byte, id crdt.OpID) bool
 	// Deliver takes checked envelopes of one conversation tag, from peer
 	// from. It reports whether the tag is held (or was just joined: a
 	// welcome named this device); if not, an anchor carries them.
@@ -108,7 +113,8 @@ type Config struct {
 	CarryShare  float64
 	CarryCopies int
 	// Observe, if set, is told of every envelope an anchor carries (dup:
-	// it held it already), outside any lock. It must not block.
+	// it held it already) and of every copy of a held op dropped unchecked
+	// (dup; see Holder.Has), outside any lock. It must not block.
 	Observe func(id crdt.OpID, from peer.ID, dup bool)
 	// Links, if set, are an anchor's site links (sites.go): sync with
 	// them soon after every change, envelope frames paced, no gossip.
@@ -506,11 +512,15 @@ func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) p
 	// unknown or revoked sender does not — an honest colleague may not yet
 	// hold the entry or the CRL we do.
 	e, err := e2e.Decode(m.Data)
-	if err == nil {
-		err = e.Verify()
-	}
 	if topic := m.GetTopic(); err == nil && len(topic) > len(convTopicPrefix) && topic[:len(convTopicPrefix)] == convTopicPrefix && topic != convTopic(e.Tag) {
 		err = errMisfiled
+	}
+	// A copy of an op we hold (sync brought it first) came in these exact
+	// bytes, verified then: forwarded, neither verified nor delivered
+	// again.
+	known := err == nil && s.known(e.Tag, crdt.OpID(e2e.ID(m.Data)), from)
+	if err == nil && !known {
+		err = e.Verify()
 	}
 	if err != nil {
 		s.cfg.Node.Penalise(from)
@@ -519,7 +529,9 @@ func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) p
 	if s.checkSender(e, false) != nil {
 		return pubsub.ValidationReject
 	}
-	m.ValidatorData = e // the subscriber delivers it without checking again
+	if !known {
+		m.ValidatorData = e // the subscriber delivers it without checking again
+	}
 	return pubsub.ValidationAccept
 }
 
@@ -601,6 +613,19 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 			}
 		}
 	}
+}
+
+// known reports whether op id of tag is held (see Holder.Has): a copy
+// from peer from is then dropped unchecked, and Observe told of it as a
+// duplicate.
+func (s *Service) known(tag []byte, id crdt.OpID, from peer.ID) bool {
+	if s.h == nil || !s.h.Has(tag, id) {
+		return false
+	}
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(id, from, true)
+	}
+	return true
 }
 
 // holds reports whether the holder holds tag (Tags is sorted).
