@@ -294,7 +294,7 @@ func (r *Replica) Receive(raw []byte) error {
 	// decoded and verified: duplicates are common in a mesh and cost
 	// neither a decode nor a signature.
 	id := crdt.OpID(e2e.ID(raw))
-	if r.Has(id) {
+	if r.dag.Has(id) || r.dag.Pending(id) {
 		return crdt.ErrDuplicate
 	}
 	e, err := e2e.Decode(raw)
@@ -310,11 +310,11 @@ func (r *Replica) Receive(raw []byte) error {
 	return r.ingestID(e, raw, id)
 }
 
-// Has reports whether the replica holds op id, applied or waiting for
-// its dependencies. Such an op came in these exact bytes (its ID is their
-// hash) and was decoded and verified then: a copy arriving again needs
-// neither.
-func (r *Replica) Has(id crdt.OpID) bool { return r.dag.Has(id) || r.dag.Pending(id) }
+// Has reports whether the replica applied op id (one waiting for its
+// dependencies is not applied). It came in these exact bytes (its ID is
+// their hash) and was decoded and verified then: a copy arriving again
+// needs neither.
+func (r *Replica) Has(id crdt.OpID) bool { return r.dag.Has(id) }
 
 // ReceiveVerified is Receive for an envelope the caller has already
 // decoded and whose signature it has verified (the mesh validator does):

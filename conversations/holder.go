@@ -59,16 +59,12 @@ func (s *Service) SortedIDs(tag []byte) []crdt.OpID {
 	return c.r.SortedIDs()
 }
 
-// Has reports whether this device holds op id of conversation tag (see
-// chat.Replica.Has): the mesh then skips its signature.
+// Has reports whether op id of conversation tag is among the ops this
+// device applied recently (see recent): the mesh then neither verifies
+// nor delivers a copy of it. It does not wait on the conversation's lock.
 func (s *Service) Has(tag []byte, id crdt.OpID) bool {
 	c := s.byTag(tag)
-	if c == nil {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.r.Has(id)
+	return c != nil && c.recent.has(id)
 }
 
 // Keys gives the causal keys of ops of a conversation this device holds
@@ -282,7 +278,11 @@ func (s *Service) receive(c *conv, envs []mesh.Checked, from peer.ID) {
 		if dup {
 			continue
 		}
-		applied = append(applied, crdt.OpID(e2e.ID(ce.Raw)))
+		id := crdt.OpID(e2e.ID(ce.Raw))
+		applied = append(applied, id)
+		if c.r.Has(id) {
+			c.recent.add(id)
+		}
 		switch {
 		case errors.Is(err, chat.ErrNotAuthorised):
 			s.log.Debug("op refused", "from", from.String(), "err", err)

@@ -80,6 +80,7 @@ type conv struct {
 	joined   bool
 	joinedBy peer.ID
 	rc       receipts // receipt windows (receipts.go)
+	recent   recent   // ops applied recently, for the mesh's Has (own lock)
 	// unaudited: ops of ours whose save failed, recorded in the audit
 	// trail as sent by the save that persists them (see persist).
 	unaudited []crdt.OpID

@@ -29,7 +29,7 @@ func (l *dupLog) observe(id crdt.OpID, _ peer.ID, dup bool) {
 	}
 }
 
-// TestHeldCopiesSkipChecks: a copy of an op the holder holds — the same
+// TestHeldCopiesSkipChecks: a copy of an op the holder applied — the same
 // bytes, since an op's ID is their hash — is neither verified nor
 // delivered again, on gossip or in a sync answer, and counts as a
 // duplicate. The envelope here carries no valid signature, so a copy that
@@ -87,5 +87,8 @@ func TestHeldCopiesSkipChecks(t *testing.T) {
 	n.revoked[alice] = true
 	if r, _ := push(convTopic(tag)); r != pubsub.ValidationReject {
 		t.Fatal("a revoked sender's fresh push was accepted because we hold the op")
+	}
+	if len(log.dups) != 2 {
+		t.Fatalf("%d duplicates observed: a refused copy counted as one", len(log.dups))
 	}
 }

@@ -67,10 +67,12 @@ type Holder interface {
 	// Envelopes returns the envelopes among ids of a held tag, in causal
 	// order where known.
 	Envelopes(tag []byte, ids []crdt.OpID) [][]byte
-	// Has reports whether op id of a held tag is held (applied or waiting
-	// for its dependencies): it came in these exact bytes, its ID being
+	// Has reports whether op id of a held tag was applied (not merely
+	// waiting for its dependencies: sync fetches those again, to find
+	// what they wait for). It came in these exact bytes, its ID being
 	// their hash, and was checked then, so a copy is neither verified nor
-	// delivered again.
+	// delivered again. It must not block; a holder may answer for its
+	// recent ops only, since false costs only the full check.
 	Has(tag []byte, id crdt.OpID) bool
 	// Deliver takes checked envelopes of one conversation tag, from peer
 	// from. It reports whether the tag is held (or was just joined: a
@@ -515,10 +517,11 @@ func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) p
 	if topic := m.GetTopic(); err == nil && len(topic) > len(convTopicPrefix) && topic[:len(convTopicPrefix)] == convTopicPrefix && topic != convTopic(e.Tag) {
 		err = errMisfiled
 	}
-	// A copy of an op we hold (sync brought it first) came in these exact
-	// bytes, verified then: forwarded, neither verified nor delivered
-	// again.
-	known := err == nil && s.known(e.Tag, crdt.OpID(e2e.ID(m.Data)), from)
+	// A copy of an op we applied (sync brought it first) came in these
+	// exact bytes, verified then: forwarded, neither verified nor
+	// delivered again.
+	id := crdt.OpID(e2e.ID(m.Data))
+	known := err == nil && s.known(e.Tag, id)
 	if err == nil && !known {
 		err = e.Verify()
 	}
@@ -529,7 +532,9 @@ func (s *Service) validate(_ context.Context, from peer.ID, m *pubsub.Message) p
 	if s.checkSender(e, false) != nil {
 		return pubsub.ValidationReject
 	}
-	if !known {
+	if known {
+		s.dropped(id, from)
+	} else {
 		m.ValidatorData = e // the subscriber delivers it without checking again
 	}
 	return pubsub.ValidationAccept
@@ -615,17 +620,18 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 	}
 }
 
-// known reports whether op id of tag is held (see Holder.Has): a copy
-// from peer from is then dropped unchecked, and Observe told of it as a
-// duplicate.
-func (s *Service) known(tag []byte, id crdt.OpID, from peer.ID) bool {
-	if s.h == nil || !s.h.Has(tag, id) {
-		return false
-	}
+// known reports whether op id of tag was applied (see Holder.Has): a
+// copy needs no check and no delivery.
+func (s *Service) known(tag []byte, id crdt.OpID) bool {
+	return s.h != nil && s.h.Has(tag, id)
+}
+
+// dropped tells Observe of a copy of an applied op from peer from,
+// dropped unchecked.
+func (s *Service) dropped(id crdt.OpID, from peer.ID) {
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(id, from, true)
 	}
-	return true
 }
 
 // holds reports whether the holder holds tag (Tags is sorted).

@@ -1337,8 +1337,9 @@ func (s *Service) checkAnswer(envs [][]byte, asked []crdt.OpID, tag []byte, memb
 			continue // twice in one answer
 		}
 		want[id] = true
-		if s.known(tag, id, p) {
-			continue // came meanwhile (gossip, another session): checked then
+		if s.known(tag, id) {
+			s.dropped(id, p)
+			continue // applied meanwhile (gossip, another session): checked then
 		}
 		e, err := e2e.Decode(raw)
 		if err == nil && !bytes.Equal(e.Tag, tag) && !inboxOf(e, tag) {
