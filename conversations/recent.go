@@ -33,7 +33,7 @@ func (r *recent) add(id crdt.OpID) {
 		return
 	}
 	if r.set == nil {
-		r.set = make(map[crdt.OpID]struct{}, recentOps)
+		r.set = map[crdt.OpID]struct{}{} // grown as used: a quiet conversation pays little
 	}
 	if len(r.ring) < recentOps {
 		r.ring = append(r.ring, id)
