@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/internal/fifo"
 )
 
 // recentOps is how many of a conversation's most recently applied ops
@@ -20,34 +21,25 @@ const recentOps = 256
 // which a batch holds while it is made durable. An op that fell out is
 // checked in full, as any other.
 type recent struct {
-	mu   sync.Mutex
-	set  map[crdt.OpID]struct{}
-	ring []crdt.OpID // oldest at next, once full
-	next int
+	mu  sync.Mutex
+	set *fifo.Map[crdt.OpID, struct{}] // made on first use: a quiet conversation pays little
 }
 
 func (r *recent) add(id crdt.OpID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.set[id]; ok {
-		return
-	}
 	if r.set == nil {
-		r.set = map[crdt.OpID]struct{}{} // grown as used: a quiet conversation pays little
+		r.set = fifo.New[crdt.OpID, struct{}](recentOps)
 	}
-	if len(r.ring) < recentOps {
-		r.ring = append(r.ring, id)
-	} else {
-		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = id
-		r.next = (r.next + 1) % recentOps
-	}
-	r.set[id] = struct{}{}
+	r.set.Put(id, struct{}{})
 }
 
 func (r *recent) has(id crdt.OpID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.set[id]
+	if r.set == nil {
+		return false
+	}
+	_, ok := r.set.Get(id)
 	return ok
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/medmesh/medmesh/crdt"
 	"github.com/medmesh/medmesh/e2e"
+	"github.com/medmesh/medmesh/internal/fifo"
 )
 
 // Urgency (sync/6). Which ops are urgent is in the envelope's signed
@@ -75,9 +76,7 @@ func urgentRaw(raw []byte) bool {
 type urgencyLedger struct {
 	mu       sync.Mutex
 	by       map[peer.ID]*urgentBucket
-	verdicts map[crdt.OpID]bool
-	order    []crdt.OpID // verdicts' keys, oldest first (a ring of maxUrgentVerdicts)
-	next     int         // where the next verdict goes in order once full
+	verdicts *fifo.Map[crdt.OpID, bool] // the last maxUrgentVerdicts; made on first use
 }
 
 type urgentBucket struct {
@@ -121,21 +120,14 @@ func (l *urgencyLedger) takeLocked(sender peer.ID, now time.Time) bool {
 func (l *urgencyLedger) op(id crdt.OpID, sender peer.ID, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if v, ok := l.verdicts[id]; ok {
+	if l.verdicts == nil {
+		l.verdicts = fifo.New[crdt.OpID, bool](maxUrgentVerdicts)
+	}
+	if v, ok := l.verdicts.Get(id); ok {
 		return v
 	}
 	v := l.takeLocked(sender, now)
-	if l.verdicts == nil {
-		l.verdicts = map[crdt.OpID]bool{}
-	}
-	if len(l.order) < maxUrgentVerdicts {
-		l.order = append(l.order, id)
-	} else {
-		delete(l.verdicts, l.order[l.next])
-		l.order[l.next] = id
-		l.next = (l.next + 1) % maxUrgentVerdicts
-	}
-	l.verdicts[id] = v
+	l.verdicts.Put(id, v)
 	return v
 }
 

@@ -245,7 +245,7 @@ func TestUrgencyVerdictOncePerOp(t *testing.T) {
 	for i := range 2 * maxUrgentVerdicts {
 		l.op(crdt.OpID{4, byte(i), byte(i >> 8)}, sender, now)
 	}
-	if len(l.verdicts) > maxUrgentVerdicts || len(l.order) > maxUrgentVerdicts {
-		t.Fatalf("%d verdicts kept, want at most %d", len(l.verdicts), maxUrgentVerdicts)
+	if l.verdicts.Len() > maxUrgentVerdicts {
+		t.Fatalf("%d verdicts kept, want at most %d", l.verdicts.Len(), maxUrgentVerdicts)
 	}
 }
