@@ -65,6 +65,11 @@ type FullOptions struct {
 	// Stores on disk, as on real devices, keep the heap to what a node
 	// holds in memory.
 	Dir string
+	// ReceiptWindow, if positive, is how long (scenario time) the devices
+	// coalesce their delivered and read receipts, in place of the
+	// product's conversations.ReceiptWindow: what receipts cost a large
+	// group, measured (the benchmarks' MEDMESH_RECEIPT_WINDOW).
+	ReceiptWindow time.Duration
 }
 
 // full is one full-stack run: real nodes and mesh services on a mocknet.
@@ -94,7 +99,8 @@ type full struct {
 	dups    map[crdt.OpID]int
 	crlSeen [][]float64 // per revocation, per device: when it knew (-1)
 	maxLag  float64     // scenario seconds
-	sends   []chan int  // per device: messages to write, in order (see send)
+	lagBy   [LagParts]float64
+	sends   []chan int // per device: messages to write, in order (see send)
 	sendWG  sync.WaitGroup
 }
 
@@ -396,7 +402,7 @@ func (f *full) startNodes() error {
 		opts := []device.Option{device.WithIdentity(k, chain, trust), device.WithStore(store), device.WithHost(h), device.WithAdmitTimeout(time.Minute),
 			device.WithPubSubOptions(pubsub.WithGossipSubParams(params), pubsub.WithRawTracer(f.tracer(i, bridges))),
 			device.WithTimers(time.Duration(f.w.S.SyncSeconds/f.opt.Scale*float64(time.Second)), time.Duration(0.3/f.opt.Scale*float64(time.Second))),
-			device.WithReceiptWindow(max(time.Millisecond, time.Duration(conversations.ReceiptWindow.Seconds()/f.opt.Scale*float64(time.Second)))),
+			device.WithReceiptWindow(f.receiptWindow()),
 			device.WithObserve(f.observer(i)), device.WithCarry(f.w.S.Routing == "medmesh-carry")}
 		if wd.Anchor {
 			opts = append(opts, device.WithAnchor(0, 0))
@@ -414,6 +420,16 @@ func (f *full) startNodes() error {
 		f.got[i] = map[crdt.OpID]arrival{}
 	}
 	return nil
+}
+
+// receiptWindow is the devices' receipt window in wall time: the
+// product's (or FullOptions.ReceiptWindow) shrunk by the scale.
+func (f *full) receiptWindow() time.Duration {
+	w := conversations.ReceiptWindow
+	if f.opt.ReceiptWindow > 0 {
+		w = f.opt.ReceiptWindow
+	}
+	return max(time.Millisecond, time.Duration(w.Seconds()/f.opt.Scale*float64(time.Second)))
 }
 
 // observer records what device i takes in.
@@ -709,12 +725,24 @@ func (f *full) send(i int) {
 }
 
 // late counts in the lag how far the clock is past t, when what was due
-// at t has been done.
+// at t has been done: in the whole run's and in that of the part of the
+// run t falls in.
 func (f *full) late(t float64) {
 	d := f.now() - t
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.maxLag = max(f.maxLag, d)
+	i := lagPart(t, f.w.S.Hours*3600)
+	f.lagBy[i] = max(f.lagBy[i], d)
+}
+
+// lagPart is the part of a run of total scenario seconds that time t is in
+// (0 to LagParts-1; the end belongs to the last part).
+func lagPart(t, total float64) int {
+	if total <= 0 || t <= 0 {
+		return 0
+	}
+	return min(LagParts-1, int(t/total*LagParts))
 }
 
 // fail records what the engine could not do.
@@ -874,6 +902,10 @@ func (f *full) finish() {
 		f.res.Storage[f.w.Devices[i].Name] = storeBytes(d.store)
 	}
 	f.res.Lag = max(0, f.maxLag)
+	f.res.LagBy = make([]float64, LagParts)
+	for i, d := range f.lagBy {
+		f.res.LagBy[i] = max(0, d)
+	}
 }
 
 // standing counts the revoked device's messages that stand at the end —

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -58,16 +59,17 @@ type Summary struct {
 	// Full engine with bridges on site links: how often a bridge's link
 	// went down, the bytes the bridges sent on them, and the conversation
 	// gossip messages one bridge sent another (0: none crossed).
-	SiteLinkDowns           *int     `json:"site_link_downs,omitempty"`
-	SiteBytes               *int64   `json:"site_link_bytes,omitempty"`
-	WANGossip               *int64   `json:"site_link_gossip_messages,omitempty"`
-	Carriers                *int     `json:"carriers,omitempty"`
-	CarrierPeakBytes        *int64   `json:"carrier_peak_bytes,omitempty"`
-	CarrierBytesPerHourMean *float64 `json:"carrier_bytes_per_hour_mean,omitempty"`
-	CarrierBytesPerHourMax  *float64 `json:"carrier_bytes_per_hour_max,omitempty"`
-	TimeScale               float64  `json:"time_scale,omitempty"`
-	LagS                    float64  `json:"lag_s,omitempty"`
-	Failures                int      `json:"failures,omitempty"`
+	SiteLinkDowns           *int      `json:"site_link_downs,omitempty"`
+	SiteBytes               *int64    `json:"site_link_bytes,omitempty"`
+	WANGossip               *int64    `json:"site_link_gossip_messages,omitempty"`
+	Carriers                *int      `json:"carriers,omitempty"`
+	CarrierPeakBytes        *int64    `json:"carrier_peak_bytes,omitempty"`
+	CarrierBytesPerHourMean *float64  `json:"carrier_bytes_per_hour_mean,omitempty"`
+	CarrierBytesPerHourMax  *float64  `json:"carrier_bytes_per_hour_max,omitempty"`
+	TimeScale               float64   `json:"time_scale,omitempty"`
+	LagS                    float64   `json:"lag_s,omitempty"`
+	LagByPartS              []float64 `json:"lag_by_twelfth_s,omitempty"`
+	Failures                int       `json:"failures,omitempty"`
 
 	// Full engine: the parts of Bytes by sync frame kind, and gossip.
 	BytesByFrame map[string]int64 `json:"bytes_by_frame,omitempty"`
@@ -76,7 +78,7 @@ type Summary struct {
 // Summarise computes the metrics of a result.
 func Summarise(r *Result) Summary {
 	s := Summary{Scenario: r.World.S.Name, Seed: r.World.Seed, Engine: r.Engine, Deliveries: len(r.Messages), ReconMessages: r.ReconMsgs,
-		Events: r.Events, Relayed: r.Relayed, Duplicates: r.Duplicates, TimeScale: r.TimeScale, LagS: r.Lag, Failures: len(r.Failures)}
+		Events: r.Events, Relayed: r.Relayed, Duplicates: r.Duplicates, TimeScale: r.TimeScale, LagS: r.Lag, LagByPartS: r.LagBy, Failures: len(r.Failures)}
 	var lat, ratio []float64
 	hops := 0
 	for _, m := range r.Messages {
@@ -208,14 +210,20 @@ func Write(dir string, r *Result, s Summary) error {
 	}
 	var m map[string]any
 	json.Unmarshal(js, &m)
-	for k, v := range m { // bytes_by_frame: a row per frame kind
-		if sub, ok := v.(map[string]any); ok {
+	for k, v := range m { // bytes_by_frame: a row per frame kind; lag_by_twelfth_s: a row per part (01–12)
+		switch sub := v.(type) {
+		case map[string]any:
 			delete(m, k)
 			for kk, vv := range sub {
 				if n, ok := vv.(float64); ok {
 					vv = int64(n)
 				}
 				m[k+"."+kk] = vv
+			}
+		case []any:
+			delete(m, k)
+			for i, vv := range sub {
+				m[fmt.Sprintf("%s.%02d", k, i+1)] = vv
 			}
 		}
 	}
@@ -375,6 +383,9 @@ func Table(w io.Writer, s Summary) {
 	if s.TimeScale > 0 {
 		rows = append(rows, [2]string{"time scale (scenario s per wall s)", fmt.Sprintf("%.0f", s.TimeScale)},
 			[2]string{"lag (scenario s the machine ran late)", fmt.Sprintf("%.0f", s.LagS)})
+		if len(s.LagByPartS) > 0 {
+			rows = append(rows, [2]string{"lag by twelfth of the run", strings.Trim(fmt.Sprintf("%.0f", s.LagByPartS), "[]")})
+		}
 	}
 	if s.Failures > 0 {
 		rows = append(rows, [2]string{"failures (writes, CRLs)", strconv.Itoa(s.Failures)})

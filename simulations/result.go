@@ -45,6 +45,11 @@ type Result struct {
 	// not keep up with the compression); a message counts as late until
 	// its device has written it.
 	TimeScale, Lag float64
+	// LagBy (full engine): the lag of each of LagParts equal parts of the
+	// run, in order — whether the machine fell behind once (devices
+	// meeting for the first time at the start) or all along (more work
+	// per scenario second than it can do).
+	LagBy []float64
 
 	// Failures: what the full engine could not do (a message not written, a
 	// CRL not issued or not taken by an anchor).
@@ -71,6 +76,9 @@ type Result struct {
 	delivered int
 	sessions  int64 // sync sessions the devices opened, the whole run
 }
+
+// LagParts is how many equal parts of a run Result.LagBy reports the lag of.
+const LagParts = 12
 
 // CarrierLoad is what carriage cost one device: the most envelope bytes
 // its bag held, and the envelope bytes it sent from its bag (to members,

@@ -408,13 +408,15 @@ func TestNamedConversations(t *testing.T) {
 	}
 }
 
-// TestSummaryByFrame: the full engine's bytes by sync frame kind are a
-// row each in summary.csv.
+// TestSummaryByFrame: the full engine's bytes by sync frame kind, and
+// its lag by part of the run, are a row each in summary.csv.
 func TestSummaryByFrame(t *testing.T) {
 	r, err := RunDES(Builtins["basement"], 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.LagBy = make([]float64, LagParts)
+	r.LagBy[0], r.LagBy[11] = 35, 2
 	s := Summarise(r)
 	s.BytesByFrame = map[string]int64{"offer": 123456789, "gossip": 7}
 	dir := t.TempDir()
@@ -422,9 +424,22 @@ func TestSummaryByFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	csv, _ := os.ReadFile(filepath.Join(dir, "summary.csv"))
-	for _, row := range []string{"\nbytes_by_frame.offer,123456789\n", "\nbytes_by_frame.gossip,7\n"} {
+	for _, row := range []string{"\nbytes_by_frame.offer,123456789\n", "\nbytes_by_frame.gossip,7\n",
+		"\nlag_by_twelfth_s.01,35\n", "\nlag_by_twelfth_s.02,0\n", "\nlag_by_twelfth_s.12,2\n"} {
 		if !strings.Contains(string(csv), row) {
 			t.Fatalf("summary.csv lacks %q:\n%s", row, csv)
+		}
+	}
+}
+
+// TestLagPart: a run's parts are equal and in order, the end in the last.
+func TestLagPart(t *testing.T) {
+	for _, c := range []struct {
+		t, total float64
+		want     int
+	}{{0, 3600, 0}, {299, 3600, 0}, {300, 3600, 1}, {3599, 3600, 11}, {3600, 3600, 11}, {4000, 3600, 11}, {-5, 3600, 0}, {10, 0, 0}} {
+		if got := lagPart(c.t, c.total); got != c.want {
+			t.Errorf("lagPart(%v, %v) = %d, want %d", c.t, c.total, got, c.want)
 		}
 	}
 }
