@@ -3,6 +3,7 @@ package mesh
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -16,6 +17,15 @@ var FrameTimeout = frameTimeout
 
 func (s *Service) DuePeers(full bool) []peer.ID { return s.duePeers(full) }
 func (s *Service) SyncWith(p peer.ID)           { s.syncWith(p) }
+
+// DueTurns is DuePeers with, taken at the same moment, the number of each
+// connected peer's last turn (see noteTurn; 0: none).
+func (s *Service) DueTurns(full bool) ([]peer.ID, map[peer.ID]uint64) {
+	peers, always, on := s.connected()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.duePeersLocked(peers, full, always, on), maps.Clone(s.lastSync)
+}
 
 // CarriedCount is how many envelopes an anchor carries.
 func (s *Service) CarriedCount() int {

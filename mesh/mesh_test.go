@@ -12,6 +12,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/medmesh/medmesh/chat"
@@ -313,4 +314,60 @@ func TestIdleRoundsSkipSyncedPeers(t *testing.T) {
 	if !due(false) {
 		t.Fatal("a local change did not make the peer due")
 	}
+}
+
+// TestRoundsTakeTurns: a device with more peers than a round's fan-out
+// syncs with a few each period (which first: TestDuePeersChoice); a sync
+// it begins, and one a peer opened with it, each count as that peer's
+// turn; a connection sync does not run with (an outsider's, not admitted)
+// never takes a place.
+func TestRoundsTakeTurns(t *testing.T) {
+	c := testnet.NewCA(t)
+	hub := start(t, c, c.Enrol(t, "hub"), false)
+	var spokes []*testnet.Peer
+	var ids []peer.ID
+	for _, name := range []string{"s1", "s2", "s3", "s4", "s5"} {
+		s := start(t, c, c.Enrol(t, name), false, hub)
+		spokes, ids = append(spokes, s), append(ids, s.N.ID())
+	}
+	testnet.Eventually(t, 10*time.Second, "the hub learns every spoke's prekey", func() bool {
+		for _, p := range ids {
+			if _, err := hub.N.Recipient(p, time.Now()); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	id, err := hub.C.Create("ward", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range spokes {
+		testnet.Eventually(t, 10*time.Second, "a spoke joined", func() bool { _, err := s.C.Messages(id); return err == nil })
+	}
+	outsider, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outsider.Close()
+	if err := outsider.Connect(context.Background(), peer.AddrInfo{ID: hub.N.ID(), Addrs: hub.N.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		due, turns := hub.M.DueTurns(true)
+		if len(due) != 3 || slices.Contains(due, outsider.ID()) {
+			t.Fatalf("a round with 5 spokes due (and an outsider connected) took %v", due)
+		}
+		testnet.Eventually(t, 10*time.Second, "a sync the hub began counts as the spoke's turn", func() bool {
+			hub.M.SyncWith(due[0]) // returns at once if a sync with it runs
+			_, after := hub.M.DueTurns(true)
+			return after[due[0]] > turns[due[0]]
+		})
+	}
+	_, turns := hub.M.DueTurns(true)
+	testnet.Eventually(t, 10*time.Second, "the hub counts the spoke's session as its turn", func() bool {
+		spokes[4].M.SyncWith(hub.N.ID())
+		_, after := hub.M.DueTurns(true)
+		return after[ids[4]] > turns[ids[4]]
+	})
 }

@@ -195,10 +195,17 @@ type Service struct {
 	joinSync map[peer.ID]bool
 	changes  uint64             // envelopes published or taken in (guarded by mu)
 	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
-	kicks    chan struct{}
-	sent     atomic.Int64            // sync bytes written
-	sessions atomic.Int64            // sync sessions opened
-	kindSent [fTake + 1]atomic.Int64 // of them, by frame kind (syncstats.go)
+	// lastSync: for each peer, the number (from syncSeq) of our last sync
+	// with it (see noteTurn, duePeers).
+	lastSync map[peer.ID]uint64
+	syncSeq  uint64
+	// tagChanged: for each tag, changes when it last changed here (see
+	// noteChange, duePeers).
+	tagChanged map[string]uint64
+	kicks      chan struct{}
+	sent       atomic.Int64            // sync bytes written
+	sessions   atomic.Int64            // sync sessions opened
+	kindSent   [fTake + 1]atomic.Int64 // of them, by frame kind (syncstats.go)
 	// Carriage (carry.go; guarded by mu): the bag of envelopes carried for
 	// others, its bytes, our ops with copies to spray, and the order kept.
 	bag      map[string]*bagItem // by handKey(tag, op ID)
@@ -353,7 +360,7 @@ func (s *Service) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
 		s.log.Warn("join topic", "err", err)
 	}
 	s.mu.Lock()
-	s.changes++
+	s.noteChange(tag)
 	s.mu.Unlock()
 	s.kickSites()
 	s.kickFederated(tag)
@@ -591,7 +598,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 		envs = envs[n:]
 		if s.h.Deliver(tag, batch, from) {
 			s.mu.Lock()
-			s.changes++
+			s.noteChange(tag)
 			joined := s.subs[convTopic(tag)] == nil
 			s.mu.Unlock()
 			s.kickSites()
@@ -603,7 +610,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				// Sync at once: the rest of the conversation should not wait for a tick
 				// (nor for a round already running, as when the welcome came by sync).
 				s.goOwned(func() {
-					for _, p := range s.duePeers(true) {
+					for _, p := range s.cfg.Node.Host().Network().Peers() {
 						if s.syncable(p) {
 							s.goOwned(func() { s.syncRound(p, true) })
 						}

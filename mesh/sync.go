@@ -2,17 +2,20 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
@@ -651,9 +654,10 @@ func differing(a, b offer) [][]byte {
 // kickDelay gathers a burst of local ops into one sync round.
 const kickDelay = 300 * time.Millisecond
 
-// fullEvery: one anti-entropy round in this many syncs with every peer even
+// fullEvery: one anti-entropy round in this many counts every peer due even
 // if nothing changed here since the last sync with it (a lost or cut-short
-// sync is retried at once anyway, since it leaves no record).
+// sync leaves no record, so its peer stays due; within a round's fan-out it
+// waits for its turn like any other).
 const fullEvery = 10
 
 func (s *Service) syncLoop() {
@@ -676,9 +680,10 @@ func (s *Service) syncLoop() {
 	}
 }
 
-// syncAll syncs with every admitted peer — unless (full unset) nothing
-// changed here since our last complete sync with it: what changed there
-// since, its own loop brings us, so an idle mesh stays quiet.
+// syncAll syncs with the admitted peers due (see duePeers): a peer is not
+// due if (full unset) nothing changed here since our last complete sync
+// with it — what changed there since, its own loop brings us, so an idle
+// mesh stays quiet.
 func (s *Service) syncAll(full bool) {
 	for _, p := range s.duePeers(full) {
 		if s.syncable(p) {
@@ -687,30 +692,162 @@ func (s *Service) syncAll(full bool) {
 	}
 }
 
-// duePeers lists the connected peers to sync with this round, forgetting
-// the sync records of peers gone.
+// syncFanout bounds the peers a periodic round syncs with, beyond site
+// and federated peers: those sharing a conversation that changed go
+// first, then those synced longest ago (see fewest, noteTurn), so each
+// connected peer is synced at least once in every ceil(peers/syncFanout)
+// periods. Gossip is the fast path and anti-entropy its safety net: an op
+// gossip dropped on its way to a device is held by that device's other
+// peers too, and the device syncs with syncFanout of them each period —
+// the classic one-partner-per-round anti-entropy converges in a
+// logarithmic number of rounds. Syncing with every connected peer
+// whenever anything changed made each device of a busy 64-member group
+// run a session with each of its peers every period, both ways: over a
+// third of the CPU of BenchmarkFullBasement64. A new peer is synced at
+// once on admission and on joining a conversation topic, not here.
+const syncFanout = 3
+
+// duePeers lists the connected peers to sync with this round: the site
+// and federated peers due, and at most syncFanout others (see fewest),
+// forgetting the sync records of peers gone. Peers sync does not run with
+// (not admitted, not federated) are never listed: they would otherwise
+// hold the first places for ever.
 func (s *Service) duePeers(full bool) []peer.ID {
-	peers := s.cfg.Node.Host().Network().Peers()
+	peers, always, on := s.connected()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.duePeersLocked(peers, full, always, on)
+}
+
+// connected lists the syncable peers connected, those of them always
+// synced when due (site and federated peers), and onChanged: what
+// duePeersLocked needs, asked of the node and pubsub without mu held.
+func (s *Service) connected() (peers []peer.ID, always map[peer.ID]bool, on map[peer.ID]uint64) {
+	always = map[peer.ID]bool{}
+	for _, p := range s.cfg.Node.Host().Network().Peers() {
+		if !s.syncable(p) {
+			continue
+		}
+		peers = append(peers, p)
+		if s.sitePeer(p) || s.federated(p) {
+			always[p] = true
+		}
+	}
+	return peers, always, s.onChanged()
+}
+
+// onChanged maps each peer on the topic of a conversation of ours that
+// changed to when the latest such change was (in changes).
+func (s *Service) onChanged() map[peer.ID]uint64 {
+	type changed struct {
+		t  *pubsub.Topic
+		at uint64
+	}
+	var cs []changed
+	s.mu.Lock()
+	for tag, at := range s.tagChanged {
+		if t := s.topics[convTopic([]byte(tag))]; t != nil {
+			cs = append(cs, changed{t, at})
+		}
+	}
+	s.mu.Unlock()
+	on := map[peer.ID]uint64{}
+	for _, c := range cs {
+		for _, p := range c.t.ListPeers() {
+			on[p] = max(on[p], c.at)
+		}
+	}
+	return on
+}
+
+// duePeersLocked is duePeers, given the syncable peers connected, those
+// always synced when due, and onChanged; with mu held.
+func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]bool, on map[peer.ID]uint64) []peer.ID {
 	live := make(map[peer.ID]uint64, len(peers))
-	var due []peer.ID
+	turns := make(map[peer.ID]uint64, len(peers))
+	var keep, due []peer.ID
+	oldest := s.changes
 	for _, p := range peers {
 		at, ok := s.synced[p]
 		if ok {
 			live[p] = at
+			oldest = min(oldest, at)
+		} else {
+			oldest = 0
 		}
-		if full || !ok || at != s.changes {
+		// A peer seen for the first time waits behind the others: the
+		// sync on its admission and on its joining a topic serve it.
+		turn, seen := s.lastSync[p]
+		if !seen {
+			turn = s.syncSeq
+		}
+		turns[p] = turn
+		switch {
+		case !full && ok && at == s.changes:
+		case always[p]:
+			keep = append(keep, p)
+		default:
 			due = append(due, p)
 		}
 	}
-	s.synced = live
+	s.synced, s.lastSync = live, turns
 	for p := range s.deferred { // peers gone: no sync with them to redo
-		if !slices.Contains(peers, p) {
+		if _, ok := turns[p]; !ok {
 			delete(s.deferred, p)
 		}
 	}
-	return due
+	for tag, at := range s.tagChanged { // changes every peer has been synced past
+		if at <= oldest {
+			delete(s.tagChanged, tag)
+		}
+	}
+	return append(keep, s.fewest(due, on)...)
+}
+
+// fewest keeps syncFanout of due: first the peers on the topic of a
+// conversation that changed here since our last complete sync with them
+// (a small conversation in a large mesh does not wait for its members'
+// turns), then the others; in each, those synced longest ago first, ties
+// in random order. A malicious colleague's devices, reconnecting or
+// cutting sessions short, take no more than their turn. Called with mu
+// held.
+func (s *Service) fewest(due []peer.ID, on map[peer.ID]uint64) []peer.ID {
+	if len(due) <= syncFanout {
+		return due
+	}
+	pressing := func(p peer.ID) int {
+		at, ok := s.synced[p]
+		if c, onIt := on[p]; onIt && (!ok || c > at) {
+			return 0
+		}
+		return 1
+	}
+	rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	slices.SortStableFunc(due, func(a, b peer.ID) int {
+		return cmp.Or(cmp.Compare(pressing(a), pressing(b)), cmp.Compare(s.lastSync[a], s.lastSync[b]))
+	})
+	return due[:syncFanout]
+}
+
+// noteTurn records a sync with p: one we begin (whether it completes or
+// not: a peer that cuts its sessions short takes no more of our rounds
+// than any other), or one p began and completed. Called with mu held.
+func (s *Service) noteTurn(p peer.ID) {
+	if s.lastSync == nil {
+		s.lastSync = map[peer.ID]uint64{}
+	}
+	s.syncSeq++
+	s.lastSync[p] = s.syncSeq
+}
+
+// noteChange counts a change to tag (an envelope published or taken in).
+// Called with mu held.
+func (s *Service) noteChange(tag []byte) {
+	s.changes++
+	if s.tagChanged == nil {
+		s.tagChanged = map[string]uint64{}
+	}
+	s.tagChanged[string(tag)] = s.changes
 }
 
 // SyncWith reconciles every shared tag with p (initiator side).
@@ -735,6 +872,7 @@ func (s *Service) syncRound(p peer.ID, again bool) {
 		return
 	}
 	s.syncing[p] = true
+	s.noteTurn(p)
 	delete(s.deferred, p)
 	before := s.changes
 	s.mu.Unlock()
@@ -1459,8 +1597,13 @@ func (s *Service) handleSync(st network.Stream) {
 			s.log.Info("sync: peer cut off", "remote", p.String(), "err", err)
 		}
 		st.Reset()
-	} else if s.sitePeer(p) && !c.urgent { // an urgent session is no complete sync
-		s.cfg.Links.SiteSynced(p)
+	} else if !c.urgent { // an urgent session is no complete sync
+		s.mu.Lock()
+		s.noteTurn(p)
+		s.mu.Unlock()
+		if s.sitePeer(p) {
+			s.cfg.Links.SiteSynced(p)
+		}
 	}
 }
 
