@@ -345,7 +345,7 @@ func (s *Service) keep(c *carrier, tag []byte, raw []byte, sender peer.ID, kind 
 		s.holdLocked(c, id, held{at: now, size: len(raw), sender: sender, key: key})
 		urgent = s.noteUrgentTagLocked(tag, id, sender, key, len(raw), now)
 		c.seen = now
-		s.noteChange(tag)
+		s.changes++
 		s.log.Debug("carrying envelope", "tag", hex.EncodeToString(tag), "op", id.String()[:12])
 		s.boundSenderLocked(sender)
 		s.enforceLocked(now)

@@ -640,7 +640,7 @@ func (s *Service) keepSpray(tag []byte, e *e2e.Envelope, raw []byte, copies uint
 		return false
 	}
 	s.bagLocked(c, id, held{at: now, size: len(raw), sender: sender, key: e.SyncKey()}, max(copies, 1), exp)
-	s.noteChange(tag)
+	s.changes++
 	s.boundBagLocked()
 	_, kept := s.bag[handKey(tag, id)]
 	return kept

@@ -15,16 +15,17 @@ import (
 
 var FrameTimeout = frameTimeout
 
-func (s *Service) DuePeers(full bool) []peer.ID { return s.duePeers(full) }
+func (s *Service) DuePeers(full bool) []peer.ID { return s.duePeers(full, 0) }
 func (s *Service) SyncWith(p peer.ID)           { s.syncWith(p) }
 
-// DueTurns is DuePeers with, taken at the same moment, the number of each
-// connected peer's last turn (see noteTurn; 0: none).
+// DueTurns is a periodic round's choice of peers (DuePeers, at most
+// syncFanout beyond site and federated peers) with, taken at the same
+// moment, the number of each connected peer's last turn (see noteTurn).
 func (s *Service) DueTurns(full bool) ([]peer.ID, map[peer.ID]uint64) {
-	peers, always, on := s.connected()
+	peers, always := s.connected()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.duePeersLocked(peers, full, always, on), maps.Clone(s.lastSync)
+	return s.duePeersLocked(peers, full, always, syncFanout), maps.Clone(s.lastSync)
 }
 
 // CarriedCount is how many envelopes an anchor carries.

@@ -199,13 +199,10 @@ type Service struct {
 	// with it (see noteTurn, duePeers).
 	lastSync map[peer.ID]uint64
 	syncSeq  uint64
-	// tagChanged: for each tag, changes when it last changed here (see
-	// noteChange, duePeers).
-	tagChanged map[string]uint64
-	kicks      chan struct{}
-	sent       atomic.Int64            // sync bytes written
-	sessions   atomic.Int64            // sync sessions opened
-	kindSent   [fTake + 1]atomic.Int64 // of them, by frame kind (syncstats.go)
+	kicks    chan struct{}
+	sent     atomic.Int64            // sync bytes written
+	sessions atomic.Int64            // sync sessions opened
+	kindSent [fTake + 1]atomic.Int64 // of them, by frame kind (syncstats.go)
 	// Carriage (carry.go; guarded by mu): the bag of envelopes carried for
 	// others, its bytes, our ops with copies to spray, and the order kept.
 	bag      map[string]*bagItem // by handKey(tag, op ID)
@@ -360,7 +357,7 @@ func (s *Service) Gossip(tag []byte, envs, welcomes [][]byte, inboxes []peer.ID)
 		s.log.Warn("join topic", "err", err)
 	}
 	s.mu.Lock()
-	s.noteChange(tag)
+	s.changes++
 	s.mu.Unlock()
 	s.kickSites()
 	s.kickFederated(tag)
@@ -598,7 +595,7 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 		envs = envs[n:]
 		if s.h.Deliver(tag, batch, from) {
 			s.mu.Lock()
-			s.noteChange(tag)
+			s.changes++
 			joined := s.subs[convTopic(tag)] == nil
 			s.mu.Unlock()
 			s.kickSites()

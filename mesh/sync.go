@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
@@ -664,11 +663,13 @@ func (s *Service) syncLoop() {
 	t := time.NewTicker(s.cfg.SyncEvery)
 	defer t.Stop()
 	for round := 1; ; round++ {
+		periodic := false
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
 			s.sweepCarriers(s.now())
+			periodic = true
 		case <-s.kicks:
 			select {
 			case <-time.After(s.cfg.KickDelay):
@@ -676,53 +677,64 @@ func (s *Service) syncLoop() {
 				return
 			}
 		}
-		s.syncAll(round%fullEvery == 0)
+		s.syncAll(round%fullEvery == 0, periodic)
 	}
 }
 
 // syncAll syncs with the admitted peers due (see duePeers): a peer is not
 // due if (full unset) nothing changed here since our last complete sync
 // with it — what changed there since, its own loop brings us, so an idle
-// mesh stays quiet.
-func (s *Service) syncAll(full bool) {
-	for _, p := range s.duePeers(full) {
-		if s.syncable(p) {
-			s.goOwned(func() { s.syncWith(p) })
-		}
+// mesh stays quiet. A periodic round syncs with a few of them in turn; a
+// kicked one (an op of ours published, envelopes taken to carry, a site
+// change) with all.
+func (s *Service) syncAll(full, periodic bool) {
+	fanout := 0
+	if periodic {
+		fanout = syncFanout
+	}
+	for _, p := range s.duePeers(full, fanout) {
+		s.goOwned(func() { s.syncWith(p) })
 	}
 }
 
 // syncFanout bounds the peers a periodic round syncs with, beyond site
-// and federated peers: those sharing a conversation that changed go
-// first, then those synced longest ago (see fewest, noteTurn), so each
-// connected peer is synced at least once in every ceil(peers/syncFanout)
-// periods. Gossip is the fast path and anti-entropy its safety net: an op
-// gossip dropped on its way to a device is held by that device's other
-// peers too, and the device syncs with syncFanout of them each period —
-// the classic one-partner-per-round anti-entropy converges in a
-// logarithmic number of rounds. Syncing with every connected peer
-// whenever anything changed made each device of a busy 64-member group
-// run a session with each of its peers every period, both ways: over a
-// third of the CPU of BenchmarkFullBasement64. A new peer is synced at
-// once on admission and on joining a conversation topic, not here.
+// and federated peers: those synced longest ago go first (see noteTurn),
+// so each connected peer is synced at least once in every
+// ceil(peers/syncFanout) periods. Gossip is the fast path and
+// anti-entropy its safety net: an op gossip dropped on its way to a
+// device is held by that device's other peers too, and the device syncs
+// with syncFanout of them each period — the classic one-partner-per-round
+// anti-entropy converges in a logarithmic number of rounds. Syncing with
+// every connected peer whenever anything changed made each device of a
+// busy 64-member group run a session with each of its peers every period,
+// both ways: over a third of the CPU of BenchmarkFullBasement64. A new
+// peer is synced at once on admission and on joining a conversation
+// topic; what this device writes (a kicked round) goes to every peer at
+// once, so a small conversation in a large mesh does not wait for its
+// members' turns.
 const syncFanout = 3
 
-// duePeers lists the connected peers to sync with this round: the site
-// and federated peers due, and at most syncFanout others (see fewest),
-// forgetting the sync records of peers gone. Peers sync does not run with
-// (not admitted, not federated) are never listed: they would otherwise
-// hold the first places for ever.
-func (s *Service) duePeers(full bool) []peer.ID {
-	peers, always, on := s.connected()
+// duePeers lists the connected peers to sync with: the site and federated
+// peers due, and the others due — at most fanout of them if fanout > 0,
+// those synced longest ago first, ties in random order; it forgets the
+// sync records of peers gone. Peers sync does not run with (not admitted,
+// not federated) are never listed: they would otherwise hold the first
+// places for ever. A peer seen for the first time waits behind the others
+// (the syncs on its admission and on its joining a topic serve it), and a
+// sync we begin counts as a turn whether it completes or not: a malicious
+// colleague's devices, reconnecting or cutting sessions short, take no
+// more than their turn.
+func (s *Service) duePeers(full bool, fanout int) []peer.ID {
+	peers, always := s.connected()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.duePeersLocked(peers, full, always, on)
+	return s.duePeersLocked(peers, full, always, fanout)
 }
 
-// connected lists the syncable peers connected, those of them always
-// synced when due (site and federated peers), and onChanged: what
-// duePeersLocked needs, asked of the node and pubsub without mu held.
-func (s *Service) connected() (peers []peer.ID, always map[peer.ID]bool, on map[peer.ID]uint64) {
+// connected lists the syncable peers connected and those of them always
+// synced when due (site and federated peers): asked of the node without
+// mu held.
+func (s *Service) connected() (peers []peer.ID, always map[peer.ID]bool) {
 	always = map[peer.ID]bool{}
 	for _, p := range s.cfg.Node.Host().Network().Peers() {
 		if !s.syncable(p) {
@@ -733,50 +745,19 @@ func (s *Service) connected() (peers []peer.ID, always map[peer.ID]bool, on map[
 			always[p] = true
 		}
 	}
-	return peers, always, s.onChanged()
+	return peers, always
 }
 
-// onChanged maps each peer on the topic of a conversation of ours that
-// changed to when the latest such change was (in changes).
-func (s *Service) onChanged() map[peer.ID]uint64 {
-	type changed struct {
-		t  *pubsub.Topic
-		at uint64
-	}
-	var cs []changed
-	s.mu.Lock()
-	for tag, at := range s.tagChanged {
-		if t := s.topics[convTopic([]byte(tag))]; t != nil {
-			cs = append(cs, changed{t, at})
-		}
-	}
-	s.mu.Unlock()
-	on := map[peer.ID]uint64{}
-	for _, c := range cs {
-		for _, p := range c.t.ListPeers() {
-			on[p] = max(on[p], c.at)
-		}
-	}
-	return on
-}
-
-// duePeersLocked is duePeers, given the syncable peers connected, those
-// always synced when due, and onChanged; with mu held.
-func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]bool, on map[peer.ID]uint64) []peer.ID {
+// duePeersLocked is duePeers, given what connected returns; with mu held.
+func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]bool, fanout int) []peer.ID {
 	live := make(map[peer.ID]uint64, len(peers))
 	turns := make(map[peer.ID]uint64, len(peers))
 	var keep, due []peer.ID
-	oldest := s.changes
 	for _, p := range peers {
 		at, ok := s.synced[p]
 		if ok {
 			live[p] = at
-			oldest = min(oldest, at)
-		} else {
-			oldest = 0
 		}
-		// A peer seen for the first time waits behind the others: the
-		// sync on its admission and on its joining a topic serve it.
 		turn, seen := s.lastSync[p]
 		if !seen {
 			turn = s.syncSeq
@@ -796,37 +777,12 @@ func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]
 			delete(s.deferred, p)
 		}
 	}
-	for tag, at := range s.tagChanged { // changes every peer has been synced past
-		if at <= oldest {
-			delete(s.tagChanged, tag)
-		}
+	if fanout > 0 && len(due) > fanout {
+		rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+		slices.SortStableFunc(due, func(a, b peer.ID) int { return cmp.Compare(turns[a], turns[b]) })
+		due = due[:fanout]
 	}
-	return append(keep, s.fewest(due, on)...)
-}
-
-// fewest keeps syncFanout of due: first the peers on the topic of a
-// conversation that changed here since our last complete sync with them
-// (a small conversation in a large mesh does not wait for its members'
-// turns), then the others; in each, those synced longest ago first, ties
-// in random order. A malicious colleague's devices, reconnecting or
-// cutting sessions short, take no more than their turn. Called with mu
-// held.
-func (s *Service) fewest(due []peer.ID, on map[peer.ID]uint64) []peer.ID {
-	if len(due) <= syncFanout {
-		return due
-	}
-	pressing := func(p peer.ID) int {
-		at, ok := s.synced[p]
-		if c, onIt := on[p]; onIt && (!ok || c > at) {
-			return 0
-		}
-		return 1
-	}
-	rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
-	slices.SortStableFunc(due, func(a, b peer.ID) int {
-		return cmp.Or(cmp.Compare(pressing(a), pressing(b)), cmp.Compare(s.lastSync[a], s.lastSync[b]))
-	})
-	return due[:syncFanout]
+	return append(keep, due...)
 }
 
 // noteTurn records a sync with p: one we begin (whether it completes or
@@ -838,16 +794,6 @@ func (s *Service) noteTurn(p peer.ID) {
 	}
 	s.syncSeq++
 	s.lastSync[p] = s.syncSeq
-}
-
-// noteChange counts a change to tag (an envelope published or taken in).
-// Called with mu held.
-func (s *Service) noteChange(tag []byte) {
-	s.changes++
-	if s.tagChanged == nil {
-		s.tagChanged = map[string]uint64{}
-	}
-	s.tagChanged[string(tag)] = s.changes
 }
 
 // SyncWith reconciles every shared tag with p (initiator side).
