@@ -25,7 +25,7 @@ func (s *Service) DueTurns(full bool) ([]peer.ID, map[peer.ID]uint64) {
 	peers, always := s.connected()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.duePeersLocked(peers, full, always, syncFanout), maps.Clone(s.lastSync)
+	return s.duePeersLocked(peers, full, always, syncFanout), maps.Clone(s.lastTurn)
 }
 
 // CarriedCount is how many envelopes an anchor carries.

@@ -21,8 +21,8 @@ func TestDuePeersChoice(t *testing.T) {
 	if want := []peer.ID{"site", "e", "a", "f"}; !slices.Equal(got, want) {
 		t.Fatalf("round took %v, want %v", got, want)
 	}
-	if s.lastSync["b"] != s.syncSeq || s.lastSync["c"] != s.syncSeq {
-		t.Fatalf("new peers' turns %d, %d; want %d (behind the others)", s.lastSync["b"], s.lastSync["c"], s.syncSeq)
+	if s.lastTurn["b"] != s.turnSeq || s.lastTurn["c"] != s.turnSeq {
+		t.Fatalf("new peers' turns %d, %d; want %d (behind the others)", s.lastTurn["b"], s.lastTurn["c"], s.turnSeq)
 	}
 	if got := s.duePeersLocked(ps, true, nil, 0); len(got) != len(ps) {
 		t.Fatalf("a kicked round took %v of %v", got, ps)

@@ -195,10 +195,10 @@ type Service struct {
 	joinSync map[peer.ID]bool
 	changes  uint64             // envelopes published or taken in (guarded by mu)
 	synced   map[peer.ID]uint64 // changes at our last complete sync with a peer
-	// lastSync: for each peer, the number (from syncSeq) of our last sync
-	// with it (see noteTurn, duePeers).
-	lastSync map[peer.ID]uint64
-	syncSeq  uint64
+	// lastTurn: for each peer, the number (from turnSeq) of its last turn
+	// (see noteTurn, duePeers).
+	lastTurn map[peer.ID]uint64
+	turnSeq  uint64
 	kicks    chan struct{}
 	sent     atomic.Int64            // sync bytes written
 	sessions atomic.Int64            // sync sessions opened
@@ -607,10 +607,9 @@ func (s *Service) deliver(carrierTag []byte, envs []Checked, from peer.ID) {
 				// Sync at once: the rest of the conversation should not wait for a tick
 				// (nor for a round already running, as when the welcome came by sync).
 				s.goOwned(func() {
-					for _, p := range s.cfg.Node.Host().Network().Peers() {
-						if s.syncable(p) {
-							s.goOwned(func() { s.syncRound(p, true) })
-						}
+					peers, _ := s.connected()
+					for _, p := range peers {
+						s.goOwned(func() { s.syncRound(p, true) })
 					}
 				})
 			}

@@ -758,9 +758,9 @@ func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]
 		if ok {
 			live[p] = at
 		}
-		turn, seen := s.lastSync[p]
+		turn, seen := s.lastTurn[p]
 		if !seen {
-			turn = s.syncSeq
+			turn = s.turnSeq
 		}
 		turns[p] = turn
 		switch {
@@ -771,7 +771,7 @@ func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]
 			due = append(due, p)
 		}
 	}
-	s.synced, s.lastSync = live, turns
+	s.synced, s.lastTurn = live, turns
 	for p := range s.deferred { // peers gone: no sync with them to redo
 		if _, ok := turns[p]; !ok {
 			delete(s.deferred, p)
@@ -789,11 +789,11 @@ func (s *Service) duePeersLocked(peers []peer.ID, full bool, always map[peer.ID]
 // not: a peer that cuts its sessions short takes no more of our rounds
 // than any other), or one p began and completed. Called with mu held.
 func (s *Service) noteTurn(p peer.ID) {
-	if s.lastSync == nil {
-		s.lastSync = map[peer.ID]uint64{}
+	if s.lastTurn == nil {
+		s.lastTurn = map[peer.ID]uint64{}
 	}
-	s.syncSeq++
-	s.lastSync[p] = s.syncSeq
+	s.turnSeq++
+	s.lastTurn[p] = s.turnSeq
 }
 
 // SyncWith reconciles every shared tag with p (initiator side).
