@@ -1,11 +1,17 @@
 // Package mesh moves envelopes between devices: one gossipsub topic per
 // conversation (its opaque tag) and one inbox topic per device for
 // welcomes, validators that need no decryption, anti-entropy sync over
-// /medmesh/sync/7 with range-based set reconciliation (recon.go, a pure
+// /medmesh/sync/8 with range-based set reconciliation (recon.go, a pure
 // state machine the simulator drives unchanged), tag offers, and
 // store-and-forward for anchors, which keep ciphertext they cannot read,
 // and for carriers: admitted devices that carry, in a small bag, sealed
 // envelopes of conversations they are not in.
+//
+// Sync/8 is sync/7 reconciling in causal-key order (recon.go): ranges
+// follow the ops' signed clocks, so the ops two devices lack of each other
+// — those written while they were apart — lie together at the end, and a
+// session lists about them alone rather than their neighbours in every
+// range. Sync/7 peers do not speak it (their bounds are ID prefixes).
 //
 // Sync/7 is sync/6 with urgent sessions: an anchor that takes in an urgent
 // op opens one at once with each site peer (sites.go, urgentSites); its

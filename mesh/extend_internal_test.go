@@ -49,7 +49,7 @@ func TestSessionExtended(t *testing.T) {
 		t.Fatalf("after %d new ops the holder keyed %d IDs", len(added), h.keyed)
 	}
 	want := NewKeyedSession(h.ids, h.Keys(tag, h.ids))
-	if !slices.Equal(got.items, want.items) || !slices.Equal(got.keys, want.keys) {
+	if !slices.Equal(got.items, want.items) || !slices.Equal(got.keys, want.keys) || !slices.Equal(got.order, want.order) {
 		t.Fatal("an extended session differs from a fresh build")
 	}
 	theirs := union(ids[:700], randomIDs(rng, 30))

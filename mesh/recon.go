@@ -17,22 +17,31 @@ import (
 
 // Range-based set reconciliation (Aljoscha Meyer; the negentropy protocol),
 // as a transport-free state machine: messages in, messages out. Each side
-// holds a sorted set of 32-byte op IDs. A message is a list of contiguous
-// ranges, each closed by an upper bound (the shortest prefix that separates
-// it from the next range); a range carries a fingerprint (SHA-256 of the sum
-// of its IDs mod 2^256 and their count), a list of IDs, or nothing (skip).
-// Equal fingerprints end a range; differing ones are split into Buckets
-// sub-ranges, and small ranges are sent as ID lists. Rounds grow with
-// log_Buckets(n), bytes with the number of differences.
+// holds a set of 32-byte op IDs, each with its causal key (the sender's
+// clock from the envelope's signed header, e2e.Envelope.SyncKey; 0 if
+// unknown), in reconciliation order: by key, then by ID — as negentropy
+// orders its items by timestamp. A message is a list of contiguous ranges
+// of that order, each closed by an upper bound: the shortest prefix of the
+// next range's first item, written as its key (8 bytes, big-endian) and
+// its ID, that separates it from this range's last. A range carries a
+// fingerprint (SHA-256 of the sum of its IDs mod 2^256 and their count),
+// a list of IDs with their keys, or nothing (skip). Equal fingerprints end
+// a range; differing ones are split into Buckets sub-ranges, and small
+// ranges are sent as lists. Rounds grow with log_Buckets(n), bytes with
+// the number of differences — and since sync/8, because what two devices
+// lack of each other is mostly what was written while they were apart,
+// the differences lie together at the end of the order: a device back
+// from an hour in the basement lists about what it missed, not the
+// conversation (sync/3–7 ordered by ID, which scatters the newest ops
+// over every range, so each of them cost a list of its neighbours).
 //
-// Since sync/3 a listed ID carries its causal key, as negentropy's items
-// carry timestamps: the key its lister gives it (the sender's clock from
-// the envelope's signed header, e2e.Envelope.SyncKey; 0 if unknown). Keys
-// do not take part in fingerprints or bounds — two sides that key an ID
-// differently still reconcile exactly — they only order what a side needs
-// (Need), so that a fetch of many batches brings dependencies first. Since
-// sync/6 a key's top bit (e2e.UrgentKey) says the envelope's signed header
-// marks it urgent: Need puts up to urgentFirst of those first.
+// Two sides that key an ID differently still reconcile exactly (the ID
+// then sits in different ranges on each side, and is listed); a listed ID
+// a side already holds is never needed. Keys also order what a side needs
+// (Need), so that a fetch of many batches brings dependencies first.
+// Since sync/6 a key's top bit (e2e.UrgentKey) says the envelope's signed
+// header marks it urgent: Need puts up to urgentFirst of those first (and
+// the order puts urgent ops after routine ones).
 
 // Tuning.
 const (
@@ -78,11 +87,12 @@ type reconMsg struct {
 
 // Session is one side of a reconciliation.
 type Session struct {
-	items  []crdt.OpID // sorted
+	items  []crdt.OpID // the set, ascending by ID
 	keys   []uint64    // keys[i] is items[i]'s causal key
+	order  []entry     // the set in reconciliation order: by key, then ID
 	need   map[crdt.OpID]uint64
 	rounds int
-	sums   *prefixSums // of items, shared with forks
+	sums   *prefixSums // of order, shared with forks
 	// now, if set, is the clock against which a listed urgent key stamped
 	// ahead of it (beyond urgentAhead) counts as routine (needOrderAt).
 	now func() time.Time
@@ -108,17 +118,40 @@ func NewKeyedSession(ids []crdt.OpID, keys []uint64) *Session {
 	}
 	slices.SortFunc(all, func(a, b item) int { return a.id.Compare(b.id) })
 	all = slices.CompactFunc(all, func(a, b item) bool { return a.id == b.id })
-	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
+	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), order: make([]entry, len(all)), need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
 	for i, it := range all {
 		s.items[i], s.keys[i] = it.id, it.key
+		s.order[i] = entry{key: it.key, id: it.id}
 	}
+	slices.SortFunc(s.order, entry.compare)
 	return s
+}
+
+// entry is an item in reconciliation order.
+type entry struct {
+	key uint64
+	id  crdt.OpID
+}
+
+func (a entry) compare(b entry) int {
+	if c := cmp.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	return a.id.Compare(b.id)
+}
+
+// bytes is e as bounds are written: its key, big-endian, then its ID.
+func (e entry) bytes() [40]byte {
+	var b [40]byte
+	binary.BigEndian.PutUint64(b[:8], e.key)
+	copy(b[8:], e.id[:])
+	return b
 }
 
 // fork is a new session over the same items and keys, which no session
 // changes once made: sessions share them.
 func (s *Session) fork() *Session {
-	return &Session{items: s.items, keys: s.keys, need: map[crdt.OpID]uint64{}, sums: s.sums}
+	return &Session{items: s.items, keys: s.keys, order: s.order, need: map[crdt.OpID]uint64{}, sums: s.sums}
 }
 
 // extend is a session over ids — ascending, without repeats, a superset
@@ -133,12 +166,14 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 		return nil
 	}
 	keys := make([]uint64, len(ids))
-	var fresh []int // indices into ids of what keysOf keys
+	var fresh []int  // indices into ids of what keysOf keys
+	var rekey []bool // per fresh: an item of s, keyed 0 so far
 	j := 0
 	for i, id := range ids {
 		if i > 0 && ids[i-1].Compare(id) >= 0 {
 			return nil
 		}
+		old := false
 		if j < len(s.items) {
 			if c := s.items[j].Compare(id); c < 0 {
 				return nil // an item of s is not among ids
@@ -148,13 +183,19 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 				if keys[i] != 0 {
 					continue
 				}
+				old = true
 			}
 		}
 		fresh = append(fresh, i)
+		rekey = append(rekey, old)
 	}
 	if j < len(s.items) {
 		return nil
 	}
+	// The order is s's with the new items (and those keyed anew) merged
+	// in: a tag that gained a few ops costs a copy, not a sort.
+	var add []entry
+	var moved map[crdt.OpID]bool
 	if len(fresh) > 0 {
 		want := make([]crdt.OpID, len(fresh))
 		for k, i := range fresh {
@@ -165,9 +206,31 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 			if k < len(got) {
 				keys[i] = got[k]
 			}
+			switch {
+			case !rekey[k]:
+				add = append(add, entry{key: keys[i], id: ids[i]})
+			case keys[i] != 0:
+				if moved == nil {
+					moved = map[crdt.OpID]bool{}
+				}
+				moved[ids[i]] = true
+				add = append(add, entry{key: keys[i], id: ids[i]})
+			}
 		}
 	}
-	return &Session{items: ids, keys: keys, need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
+	slices.SortFunc(add, entry.compare)
+	order := make([]entry, 0, len(ids))
+	for _, e := range s.order {
+		if moved[e.id] {
+			continue
+		}
+		for len(add) > 0 && add[0].compare(e) < 0 {
+			order, add = append(order, add[0]), add[1:]
+		}
+		order = append(order, e)
+	}
+	order = append(order, add...)
+	return &Session{items: ids, keys: keys, order: order, need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
 }
 
 // Need lists the IDs the other side has and this side lacks, in the order
@@ -246,7 +309,7 @@ func needOrderAt(need map[crdt.OpID]uint64, now time.Time) []crdt.OpID {
 
 // Initiate returns the first message: the whole ID space.
 func (s *Session) Initiate() ([]byte, error) {
-	return s.encode([]rng{s.describe(0, len(s.items), nil)})
+	return s.encode([]rng{s.describe(0, len(s.order), nil)})
 }
 
 // Reply processes a message from the other side and returns the answer, or
@@ -268,7 +331,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 	var prev []byte
 	for i, r := range ranges {
 		last := i == len(ranges)-1
-		if last != (len(r.Bound) == 0) || (prev != nil && !last && bytes.Compare(r.Bound, prev) <= 0) || len(r.Bound) > 32 {
+		if last != (len(r.Bound) == 0) || (prev != nil && !last && bytes.Compare(r.Bound, prev) <= 0) || len(r.Bound) > len(entry{}.bytes()) {
 			return nil, fmt.Errorf("%w: range bounds out of order", ErrProtocol)
 		}
 		prev = r.Bound
@@ -296,7 +359,8 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 					return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 				}
 				theirs[id] = true
-				if _, ok := slices.BinarySearchFunc(s.items[lo:hi], id, crdt.OpID.Compare); !ok && len(s.need) < maxNeed {
+				// Held is held, wherever our key puts it.
+				if _, ok := slices.BinarySearchFunc(s.items, id, crdt.OpID.Compare); !ok && len(s.need) < maxNeed {
 					s.need[id] = r.Keys[i]
 				}
 			}
@@ -304,16 +368,15 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 				break
 			}
-			mine := rng{Bound: r.Bound, Mode: modeFinal, IDs: make([][]byte, 0, hi-lo), Keys: s.keys[lo:hi:hi]}
 			extra := false
-			for i := lo; i < hi; i++ {
-				mine.IDs = append(mine.IDs, s.items[i][:]) // items never change once a session has them
-				extra = extra || !theirs[s.items[i]]
+			for _, e := range s.order[lo:hi] {
+				extra = extra || !theirs[e.id]
 			}
-			if !extra {
-				mine = rng{Bound: r.Bound, Mode: modeSkip}
+			if extra {
+				out = append(out, s.list(lo, hi, r.Bound, modeFinal))
+			} else {
+				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 			}
-			out = append(out, mine)
 		default:
 			return nil, fmt.Errorf("%w: range mode %d", ErrProtocol, r.Mode)
 		}
@@ -355,29 +418,39 @@ func (s *Session) encode(rs []rng) ([]byte, error) {
 	return b, nil
 }
 
-// upper is the index of the first item at or after bound, from lo.
+// upper is the index in order of the first item at or after bound, from
+// lo.
 func (s *Session) upper(lo int, bound []byte) int {
 	if len(bound) == 0 {
-		return len(s.items)
+		return len(s.order)
 	}
-	i, _ := slices.BinarySearchFunc(s.items[lo:], bound, func(id crdt.OpID, b []byte) int { return bytes.Compare(id[:], b) })
+	i, _ := slices.BinarySearchFunc(s.order[lo:], bound, func(e entry, b []byte) int {
+		k := e.bytes()
+		return bytes.Compare(k[:], b)
+	})
 	return lo + i
 }
 
-// describe a range of own items [lo, hi) closed by bound: a list if small,
-// else a fingerprint.
+// describe a range of own items [lo, hi) of order closed by bound: a
+// list if small, else a fingerprint.
 func (s *Session) describe(lo, hi int, bound []byte) rng {
 	if hi-lo < ListBelow {
-		r := rng{Bound: bound, Mode: modeList, Keys: s.keys[lo:hi:hi]}
-		if hi > lo {
-			r.IDs = make([][]byte, hi-lo)
-		}
-		for i := range r.IDs {
-			r.IDs[i] = s.items[lo+i][:]
-		}
-		return r
+		return s.list(lo, hi, bound, modeList)
 	}
 	return rng{Bound: bound, Mode: modeFP, FP: s.fingerprint(lo, hi)}
+}
+
+// list is the range [lo, hi) of order closed by bound as a list of
+// IDs and their keys.
+func (s *Session) list(lo, hi int, bound []byte, mode uint8) rng {
+	r := rng{Bound: bound, Mode: mode}
+	if hi > lo {
+		r.IDs, r.Keys = make([][]byte, hi-lo), make([]uint64, hi-lo)
+	}
+	for i, e := range s.order[lo:hi] {
+		r.IDs[i], r.Keys[i] = e.id[:], e.key // order never changes once a session has it
+	}
+	return r
 }
 
 // split divides [lo, hi) into up to Buckets sub-ranges by item count,
@@ -397,35 +470,40 @@ func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 		if end <= start {
 			continue
 		}
-		out = append(out, s.describe(start, end, separator(s.items[end-1], s.items[end])))
+		out = append(out, s.describe(start, end, separator(s.order[end-1], s.order[end])))
 		start = end
 	}
 	return out
 }
 
-// separator is the shortest prefix of b that is greater than a.
-func separator(a, b crdt.OpID) []byte {
-	for i := range b {
-		if a[i] != b[i] {
-			return slices.Clone(b[:i+1])
+// separator is the shortest prefix of b's bytes that is greater than a's.
+func separator(a, b entry) []byte {
+	x, y := a.bytes(), b.bytes()
+	for i := range y {
+		if x[i] != y[i] {
+			return slices.Clone(y[:i+1])
 		}
 	}
-	return slices.Clone(b[:])
+	return slices.Clone(y[:])
 }
 
-// fingerprint of [lo, hi): SHA-256(sum of IDs mod 2^256, little-endian ‖
-// count), first 16 bytes.
+// fingerprint of [lo, hi) of order: SHA-256(sum of IDs mod 2^256,
+// little-endian ‖ count), first 16 bytes.
 // A range of at least prefixFrom items takes its sum from the session's
 // prefix sums (made once, shared with every fork): each level of a split
 // would otherwise add up every item again.
 func (s *Session) fingerprint(lo, hi int) []byte {
 	if hi-lo < prefixFrom || s.sums == nil {
-		return Fingerprint(s.items[lo:hi])
+		var acc [4]uint64
+		for _, e := range s.order[lo:hi] {
+			acc = add256(acc, e.id)
+		}
+		return fingerprintOfSum(acc, hi-lo)
 	}
 	s.sums.once.Do(func() {
-		s.sums.at = make([][4]uint64, len(s.items)+1)
-		for i, id := range s.items {
-			s.sums.at[i+1] = add256(s.sums.at[i], id)
+		s.sums.at = make([][4]uint64, len(s.order)+1)
+		for i, e := range s.order {
+			s.sums.at[i+1] = add256(s.sums.at[i], e.id)
 		}
 	})
 	a, b := s.sums.at[lo], s.sums.at[hi]
@@ -440,7 +518,7 @@ func (s *Session) fingerprint(lo, hi int) []byte {
 // prefixFrom: below this many items a range is summed directly.
 const prefixFrom = 64
 
-// prefixSums: at[i] is the sum of a session's first i items mod 2^256
+// prefixSums: at[i] is the sum of a session's first i items (in order) mod 2^256
 // (little-endian words), made on first use.
 type prefixSums struct {
 	once sync.Once

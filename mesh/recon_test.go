@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 )
 
 func randomIDs(rng *rand.Rand, n int) []crdt.OpID {
@@ -25,7 +26,11 @@ func randomIDs(rng *rand.Rand, n int) []crdt.OpID {
 // reconcile runs two sessions to the end and returns round trips (messages
 // / 2, rounded up) and bytes.
 func reconcile(t testing.TB, a, b []crdt.OpID) (sa, sb *Session, msgs, bytes int) {
-	sa, sb = NewSession(a), NewSession(b)
+	return reconcileSessions(t, NewSession(a), NewSession(b))
+}
+
+// reconcileSessions runs sa (initiating) and sb to the end.
+func reconcileSessions(t testing.TB, sa, sb *Session) (_, _ *Session, msgs, bytes int) {
 	msg, err := sa.Initiate()
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +78,139 @@ func TestReconcileProperty(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// clockKey keys an ID as a sender's clock would: ms above a 20-bit counter.
+func clockKey(ms int) uint64 { return uint64(1_700_000_000_000+ms) << 20 }
+
+// TestReconcileKeyedProperty (sync/8): in causal-key order both sides
+// learn exactly the difference — whether they key every ID alike, key
+// some of them differently (the ID then sits in another range on each
+// side), or one side keys nothing — and never need an ID they hold.
+func TestReconcileKeyedProperty(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 8))
+		for _, n := range []int{0, 1, 10, 100, 1000, 4000} {
+			common := randomIDs(rng, n)
+			a := append(slices.Clone(common), randomIDs(rng, rng.IntN(n/3+2))...)
+			b := append(slices.Clone(common[:n-n/5]), randomIDs(rng, rng.IntN(n/3+2))...)
+			key := map[crdt.OpID]uint64{}
+			for i, id := range append(slices.Clone(a), b...) {
+				key[id] = clockKey(i)
+			}
+			keysOf := func(ids []crdt.OpID, other func(crdt.OpID) uint64) []uint64 {
+				out := make([]uint64, len(ids))
+				for i, id := range ids {
+					out[i] = key[id]
+					if other != nil {
+						out[i] = other(id)
+					}
+				}
+				return out
+			}
+			for name, bKeys := range map[string]func(crdt.OpID) uint64{
+				"alike": nil,
+				"disagree": func(id crdt.OpID) uint64 {
+					k := key[id]
+					if id[0]%7 == 0 {
+						k ^= uint64(id[1]) << 30
+					}
+					return k
+				},
+				"unkeyed": func(crdt.OpID) uint64 { return 0 },
+				"urgent": func(id crdt.OpID) uint64 {
+					if id[0]%5 == 0 {
+						return key[id] | e2e.UrgentKey
+					}
+					return key[id]
+				},
+			} {
+				sa, sb, _, _ := reconcileSessions(t, NewKeyedSession(a, keysOf(a, nil)), NewKeyedSession(b, keysOf(b, bKeys)))
+				want := union(a, b)
+				for side, c := range map[string]struct {
+					held []crdt.OpID
+					s    *Session
+				}{"A": {a, sa}, "B": {b, sb}} {
+					if got := union(c.held, c.s.Need()); !slices.Equal(got, want) {
+						t.Fatalf("seed %d n %d %s: %s ends with %d of %d", seed, n, name, side, len(got), len(want))
+					}
+					for _, id := range c.s.Need() {
+						if slices.Contains(c.held, id) {
+							t.Fatalf("seed %d n %d %s: %s needs an ID it holds", seed, n, name, side)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRecentDifferencesCostThemselves (sync/8): two devices that shared a
+// conversation of 5,000 ops and then each took in 40 the other lacks — the
+// newest, as after a spell apart — reconcile in a few kilobytes when
+// ordered by key, a tenth of what the same sets cost in ID order (sync/7,
+// where the 80 new IDs scatter over every range and each costs a list of
+// its neighbours).
+func TestRecentDifferencesCostThemselves(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	common := randomIDs(rng, 5000)
+	a := append(slices.Clone(common), randomIDs(rng, 40)...)
+	b := append(slices.Clone(common), randomIDs(rng, 40)...)
+	keys := func(ids []crdt.OpID) []uint64 {
+		out := make([]uint64, len(ids))
+		for i := range ids {
+			out[i] = clockKey(i % 5040) // the 40 new ones of either side after the common
+		}
+		return out
+	}
+	_, sb, _, byKey := reconcileSessions(t, NewKeyedSession(a, keys(a)), NewKeyedSession(b, keys(b)))
+	_, _, _, byID := reconcile(t, a, b)
+	if len(sb.Need()) != 40 {
+		t.Fatalf("B needs %d, want 40", len(sb.Need()))
+	}
+	t.Logf("80 recent differences in 5,080 ops: %d bytes by key, %d by ID", byKey, byID)
+	// A listed ID costs 42 bytes with its key: 80 of them are 3.4 kB.
+	if byKey > 8000 || byKey*10 > byID {
+		t.Fatalf("%d bytes by key, %d by ID", byKey, byID)
+	}
+}
+
+// TestExtendKeepsOrder: a session extended with new IDs, and with IDs it
+// had keyed 0 now keyed, has the order a fresh build has.
+func TestExtendKeepsOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	ids := randomIDs(rng, 600)
+	slices.SortFunc(ids, crdt.OpID.Compare)
+	key := map[crdt.OpID]uint64{}
+	for i, id := range ids {
+		key[id] = clockKey(rng.IntN(1000))
+		if i%9 == 0 {
+			key[id] = 0 // not keyed yet
+		}
+	}
+	keysOf := func(ids []crdt.OpID) []uint64 {
+		out := make([]uint64, len(ids))
+		for i, id := range ids {
+			out[i] = key[id]
+		}
+		return out
+	}
+	base := NewKeyedSession(ids, keysOf(ids))
+	for i, id := range ids {
+		if i%9 == 0 && i%2 == 0 {
+			key[id] = clockKey(rng.IntN(1000)) // keyed now
+		}
+	}
+	more := union(ids, randomIDs(rng, 30))
+	for _, id := range more {
+		if _, ok := key[id]; !ok {
+			key[id] = clockKey(rng.IntN(1000))
+		}
+	}
+	got, want := base.extend(more, keysOf), NewKeyedSession(more, keysOf(more))
+	if !slices.Equal(got.order, want.order) || !slices.Equal(got.keys, want.keys) {
+		t.Fatal("an extended session's order differs from a fresh build's")
 	}
 }
 
@@ -216,34 +354,48 @@ func TestListWithoutKeysRefused(t *testing.T) {
 // BenchmarkSessionExchange: the CPU of one reconciliation of a busy
 // conversation's tag between two devices whose sessions are already built
 // (as session() reuses them): 4,000 ops, each side holding 20 the other
-// lacks (receipts and messages in flight) — every message of the exchange
-// encoded, decoded, split and fingerprinted.
+// lacks (receipts and messages in flight, the newest) — every message of
+// the exchange encoded, decoded, split and fingerprinted. order=key is
+// sync/8 (keyed by clock); order=id the same sets unkeyed, in ID order as
+// sync/3–7 reconciled them.
 func BenchmarkSessionExchange(b *testing.B) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	common := randomIDs(rng, 4000)
-	x, y := NewSession(append(slices.Clone(common), randomIDs(rng, 20)...)), NewSession(append(slices.Clone(common), randomIDs(rng, 20)...))
-	var msgs, bytes int
-	for b.Loop() {
-		sa, sb := x.fork(), y.fork()
-		msg, err := sa.Initiate()
-		if err != nil {
-			b.Fatal(err)
-		}
-		msgs, bytes = 0, 0
-		for cur, other := sb, sa; msg != nil; cur, other = other, cur {
-			msgs++
-			bytes += len(msg)
-			if msg, err = cur.Reply(msg); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if len(sa.Need()) != 20 || len(sb.Need()) != 20 {
-			b.Fatalf("needs %d and %d, want 20 each", len(sa.Need()), len(sb.Need()))
-		}
+	xs, ys := append(slices.Clone(common), randomIDs(rng, 20)...), append(slices.Clone(common), randomIDs(rng, 20)...)
+	clock := make([]uint64, len(xs))
+	for i := range clock {
+		clock[i] = clockKey(i)
 	}
-	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exchange")
-	b.ReportMetric(float64(msgs), "messages")
-	b.ReportMetric(float64(bytes), "recon_bytes")
+	for _, order := range []string{"key", "id"} {
+		b.Run("order="+order, func(b *testing.B) {
+			x, y := NewSession(xs), NewSession(ys)
+			if order == "key" {
+				x, y = NewKeyedSession(xs, clock), NewKeyedSession(ys, clock)
+			}
+			var msgs, bytes int
+			for b.Loop() {
+				sa, sb := x.fork(), y.fork()
+				msg, err := sa.Initiate()
+				if err != nil {
+					b.Fatal(err)
+				}
+				msgs, bytes = 0, 0
+				for cur, other := sb, sa; msg != nil; cur, other = other, cur {
+					msgs++
+					bytes += len(msg)
+					if msg, err = cur.Reply(msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if len(sa.Need()) != 20 || len(sb.Need()) != 20 {
+					b.Fatalf("needs %d and %d, want 20 each", len(sa.Need()), len(sb.Need()))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exchange")
+			b.ReportMetric(float64(msgs), "messages")
+			b.ReportMetric(float64(bytes), "recon_bytes")
+		})
+	}
 }
 
 // TestPrefixFingerprint: a range's fingerprint from the session's prefix
@@ -257,15 +409,26 @@ func TestPrefixFingerprint(t *testing.T) {
 			ids[i][k] = 0xff
 		}
 	}
-	s := NewSession(ids)
+	keyed := func(x []crdt.OpID) []uint64 {
+		out := make([]uint64, len(x))
+		for i := range out {
+			out[i] = clockKey(rng.IntN(5000))
+		}
+		return out
+	}
+	s := NewKeyedSession(ids, keyed(ids))
 	more := append(slices.Clone(s.items), randomIDs(rng, 50)...)
 	slices.SortFunc(more, crdt.OpID.Compare)
-	ext := s.extend(more, func(x []crdt.OpID) []uint64 { return make([]uint64, len(x)) })
+	ext := s.extend(more, keyed)
 	for _, sess := range []*Session{s, s.fork(), ext} {
 		for range 300 {
-			lo := rng.IntN(len(sess.items) + 1)
-			hi := lo + rng.IntN(len(sess.items)-lo+1)
-			if got, want := sess.fingerprint(lo, hi), Fingerprint(sess.items[lo:hi]); !bytes.Equal(got, want) {
+			lo := rng.IntN(len(sess.order) + 1)
+			hi := lo + rng.IntN(len(sess.order)-lo+1)
+			var in []crdt.OpID
+			for _, e := range sess.order[lo:hi] {
+				in = append(in, e.id)
+			}
+			if got, want := sess.fingerprint(lo, hi), Fingerprint(in); !bytes.Equal(got, want) {
 				t.Fatalf("[%d, %d): %x, want %x", lo, hi, got, want)
 			}
 		}

@@ -124,7 +124,8 @@ type des struct {
 	at        [][]int // devices present, per place
 	ids       []crdt.OpID
 	msgOf     map[crdt.OpID]int32
-	deps      [][]int32 // per message: the messages it depends on
+	syncKeys  map[crdt.OpID]uint64 // each op's sync key, as its envelope gives it (e2e.Envelope.SyncKey)
+	deps      [][]int32            // per message: the messages it depends on
 	trustConv int
 	bridges   []*dnode
 	epidemic  bool
@@ -403,7 +404,7 @@ func (x *des) syncConv(a, b *dnode, c int, t float64) {
 		bytes, rounds = 32*(ra.n()+rb.n()), 2
 		needA, needB = missing(rb.sorted(), ra.sorted()), missing(ra.sorted(), rb.sorted())
 	} else {
-		sa, sb := mesh.NewSession(ra.sorted()), mesh.NewSession(rb.sorted())
+		sa, sb := mesh.NewKeyedSession(ra.sorted(), x.keysOf(ra.sorted())), mesh.NewKeyedSession(rb.sorted(), x.keysOf(rb.sorted()))
 		msg, _ := sa.Initiate()
 		cur := sb
 		for msg != nil && rounds < mesh.MaxRounds {
@@ -522,6 +523,23 @@ func (x *des) transfer(a, b *dnode, c int, need []crdt.OpID, t float64) []crdt.O
 		}
 	}
 	return learnt
+}
+
+// keysOf gives the sync keys of ids, as a device's holder does.
+func (x *des) keysOf(ids []crdt.OpID) []uint64 {
+	out := make([]uint64, len(ids))
+	for i, id := range ids {
+		out[i] = x.syncKeys[id]
+	}
+	return out
+}
+
+// noteKey records op's sync key: its clock as an envelope header says it.
+func (x *des) noteKey(op crdt.Op) {
+	if x.syncKeys == nil {
+		x.syncKeys = map[crdt.OpID]uint64{}
+	}
+	x.syncKeys[op.ID] = uint64(max(op.Time.Wall, 0))<<20 | uint64(op.Time.Logical)
 }
 
 func (x *des) key(op crdt.Op) int32 {
@@ -668,8 +686,9 @@ func (x *des) send(i int, t float64) {
 	for _, h := range heads {
 		x.deps[i] = append(x.deps[i], x.msgOf[h])
 	}
-	x.publish(d, m.Conv, crdt.Op{ID: x.ids[i], Deps: heads, Author: d.Name,
-		Time: crdt.Timestamp{Wall: int64(t * 1000)}, Body: []byte{1}}, t)
+	op := crdt.Op{ID: x.ids[i], Deps: heads, Author: d.Name, Time: crdt.Timestamp{Wall: int64(t * 1000)}, Body: []byte{1}}
+	x.noteKey(op)
+	x.publish(d, m.Conv, op, t)
 	if x.carry != nil {
 		x.wrote(d, i, t)
 	}
@@ -682,6 +701,7 @@ func (x *des) revoke(r int, t float64) {
 	copy(b[:], "medmesh crl")
 	b[15] = byte(r)
 	op := crdt.Op{ID: sha256.Sum256(b[:]), Author: "ca", Time: crdt.Timestamp{Wall: int64(t * 1000)}, Body: []byte{byte(r)}}
+	x.noteKey(op)
 	for _, d := range x.nodes {
 		if d.Anchor && x.w.wanUp(d.place, t) {
 			x.publish(d, x.trustConv, op, t)

@@ -178,6 +178,7 @@ func fullVsDES(b *testing.B, s Scenario, scale float64) {
 		// op, receipts included, once per device that took it in.
 		b.ReportMetric(float64(r.delivered), "op-deliveries")
 		b.ReportMetric(float64(r.sessions), "sync-sessions")
+		b.ReportMetric(float64(r.SyncByFrame["recon"])/1e6, "recon-MB") // reconciliation frames, both ways
 		if r.delivered > 0 {
 			b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.delivered), "cpu-us/op-delivery")
 		}

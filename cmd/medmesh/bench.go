@@ -62,7 +62,7 @@ var benchSpecs = []benchSpec{
 	{benchMore, "./chat", "^BenchmarkWelcome500$", "10x", []string{"ms/rekey"}, "new key epoch for a 500-member group (500 HPKE seals)"},
 	{benchMore, "./mesh", "^BenchmarkSendPersisted$", "200x", []string{"sends/s", "mem_sends/s", "ratio_vs_mem"}, "sending through the mesh into the encrypted pebble store, durable before published, vs an in-memory store"},
 	{benchMore, "./mesh", "^BenchmarkReconcile$", "1x", nil, "range-based reconciliation of two replicas differing by 10, vs exchanging all IDs"},
-	{benchMore, "./mesh", "^BenchmarkSessionExchange$", "", []string{"µs/exchange", "messages", "recon_bytes"}, "one reconciliation of a busy conversation's tag (4,000 ops, 20 missing on each side) between built sessions"},
+	{benchMore, "./mesh", "^BenchmarkSessionExchange$", "", []string{"µs/exchange", "messages", "recon_bytes"}, "one reconciliation of a busy conversation's tag (4,000 ops, 20 missing on each side, the newest) between built sessions: order=key as sync/8 orders ranges (by the ops' clocks), order=id as sync/7 did"},
 	{benchMore, "./simulations", "^BenchmarkDES$", "1x", nil, "discrete event: 10,000 devices, 100,000 messages, 8 h"},
 
 	{benchFull, "./simulations", "^BenchmarkFullBasement$/^devices=(9|18|36)$", "1x", fullMetrics, "full stack, basement with its groups multiplied (one conversation), 1 h at scale 60, vs the DES on the same world"},
@@ -72,7 +72,7 @@ var benchSpecs = []benchSpec{
 	{benchFull, "./simulations", "^BenchmarkFullIdleHeap$", "1x", []string{"beyond-libp2p-MiB/node", "medmesh-MiB/node", "libp2p-MiB/node", "directory-entries/node"}, "full stack, idle nodes on a mocknet: heap per node beyond a bare libp2p host"},
 }
 
-var fullMetrics = []string{"devices", "delivery", "des-delivery", "missed-vs-des", "lag-s", "lag-periods", "on-time", "latency-mean-s", "des-latency-mean-s", "wall-s", "cpu-us/op-delivery", "sync-sessions"}
+var fullMetrics = []string{"devices", "delivery", "des-delivery", "missed-vs-des", "lag-s", "lag-periods", "on-time", "latency-mean-s", "des-latency-mean-s", "wall-s", "cpu-us/op-delivery", "sync-sessions", "recon-MB"}
 
 // benchOptions are the bench command's flags.
 type benchOptions struct {

@@ -42,7 +42,7 @@ import (
 // harness stays independent of the code it attacks).
 const (
 	protoAdmit     = "/medmesh/admit/2"
-	protoSync      = "/medmesh/sync/7"
+	protoSync      = "/medmesh/sync/8"
 	protoDirectory = "/medmesh/directory/2"
 )
 

@@ -108,7 +108,7 @@ func TestInsiderTruncatedFrames(t *testing.T) {
 	testnet.Eventually(t, 15*time.Second, "victim joined", func() bool { return testnet.Joined(victim, id, 2) })
 	goroutines, heap := settle()
 
-	for _, proto := range []protocol.ID{"/medmesh/sync/7", "/medmesh/directory/2"} {
+	for _, proto := range []protocol.ID{"/medmesh/sync/8", "/medmesh/directory/2"} {
 		var wg sync.WaitGroup
 		ended := make(chan time.Duration, 32)
 		for range 32 {
