@@ -729,13 +729,20 @@ func (r *Replica) destroy(target []byte) {
 }
 
 // SyncKeys gives each of ids its causal key for sync
-// (e2e.Envelope.SyncKey): 0 for an op this replica does not hold with its
-// envelope (unknown, a stub, deleted by retention).
+// (e2e.Envelope.SyncKey); for an op this replica holds without its
+// envelope (a stub, or deleted by retention and restored), the key of the
+// signed clock its DAG keeps (e2e.ClockKey: without the urgency bit) —
+// every holder must key an op alike, or reconciliation lists it and its
+// neighbours in every session (mesh: ranges follow the clock); 0 for an
+// op it does not hold.
 func (r *Replica) SyncKeys(ids []crdt.OpID) []uint64 {
 	out := make([]uint64, len(ids))
 	for i, id := range ids {
 		if info := r.ops[id]; info != nil && info.env != nil {
 			out[i] = info.env.SyncKey()
+		} else if r.dag.Has(id) {
+			ts := r.dag.Stamp(id)
+			out[i] = e2e.ClockKey(ts.Wall, ts.Logical)
 		}
 	}
 	return out

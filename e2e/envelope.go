@@ -214,12 +214,18 @@ func ID(raw []byte) [32]byte { return sha256.Sum256(raw) }
 // same key, and a peer learns from a listed key which ops are urgent
 // before it fetches them (mesh: urgent first).
 func (e *Envelope) SyncKey() uint64 {
-	wall := uint64(min(max(e.Wall, 0), 1<<43-1))
-	k := wall<<logicalBits | uint64(min(e.Logical, 1<<logicalBits-1))
+	k := ClockKey(e.Wall, e.Logical)
 	if e.Urgent {
 		k |= UrgentKey
 	}
 	return k
+}
+
+// ClockKey is a SyncKey without its urgency bit, from a clock: what a
+// holder of the op without its envelope (crdt.DAG.Stamp keeps the signed
+// clock) keys it by, the same as a holder of the envelope.
+func ClockKey(wall int64, logical uint32) uint64 {
+	return uint64(min(max(wall, 0), 1<<43-1))<<logicalBits | uint64(min(logical, 1<<logicalBits-1))
 }
 
 // UrgentKey is the bit of a SyncKey that says the envelope is urgent; the

@@ -35,9 +35,15 @@ import (
 // conversation (sync/3–7 ordered by ID, which scatters the newest ops
 // over every range, so each of them cost a list of its neighbours).
 //
-// Two sides that key an ID differently still reconcile exactly (the ID
-// then sits in different ranges on each side, and is listed); a listed ID
-// a side already holds is never needed. Keys also order what a side needs
+// Every holder keys an op alike — by its envelope, or without it by the
+// signed clock its DAG keeps (chat.Replica.SyncKeys) — and the order uses
+// the clock without the urgency bit, which only the envelope shows. Two
+// sides that key an ID differently still reconcile exactly (the ID then
+// sits in different ranges on each side, and is listed); a listed ID a
+// side already holds is never needed. An answer stays within half of
+// what a peer accepts: past that, one fingerprint answers for the rest
+// (Reply), so sets that differ in many places take more rounds instead of
+// a refused message. Keys also order what a side needs
 // (Need), so that a fetch of many batches brings dependencies first.
 // Since sync/6 a key's top bit (e2e.UrgentKey) says the envelope's signed
 // header marks it urgent: Need puts up to urgentFirst of those first (and
@@ -89,7 +95,7 @@ type reconMsg struct {
 type Session struct {
 	items  []crdt.OpID // the set, ascending by ID
 	keys   []uint64    // keys[i] is items[i]'s causal key
-	order  []entry     // the set in reconciliation order: by key, then ID
+	order  []int32     // indices into items in reconciliation order: by clock, then ID
 	need   map[crdt.OpID]uint64
 	rounds int
 	sums   *prefixSums // of order, shared with forks
@@ -118,35 +124,47 @@ func NewKeyedSession(ids []crdt.OpID, keys []uint64) *Session {
 	}
 	slices.SortFunc(all, func(a, b item) int { return a.id.Compare(b.id) })
 	all = slices.CompactFunc(all, func(a, b item) bool { return a.id == b.id })
-	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), order: make([]entry, len(all)), need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
+	s := &Session{items: make([]crdt.OpID, len(all)), keys: make([]uint64, len(all)), order: make([]int32, len(all)), need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
 	for i, it := range all {
 		s.items[i], s.keys[i] = it.id, it.key
-		s.order[i] = entry{key: it.key, id: it.id}
+		s.order[i] = int32(i)
 	}
-	slices.SortFunc(s.order, entry.compare)
+	slices.SortFunc(s.order, s.compare)
 	return s
 }
 
-// entry is an item in reconciliation order.
+// entry is an item as reconciliation orders it: by its clock (the causal
+// key without the urgency bit, which an op kept without its envelope no
+// longer shows: chat.Replica.SyncKeys), then by ID.
 type entry struct {
-	key uint64
-	id  crdt.OpID
+	clock uint64
+	id    crdt.OpID
 }
 
 func (a entry) compare(b entry) int {
-	if c := cmp.Compare(a.key, b.key); c != 0 {
+	if c := cmp.Compare(a.clock, b.clock); c != 0 {
 		return c
 	}
 	return a.id.Compare(b.id)
 }
 
-// bytes is e as bounds are written: its key, big-endian, then its ID.
+// bytes is e as bounds are written: its clock, big-endian, then its ID.
 func (e entry) bytes() [40]byte {
 	var b [40]byte
-	binary.BigEndian.PutUint64(b[:8], e.key)
+	binary.BigEndian.PutUint64(b[:8], e.clock)
 	copy(b[8:], e.id[:])
 	return b
 }
+
+// entry is items[i] as reconciliation orders it.
+func (s *Session) entry(i int32) entry {
+	return entry{clock: e2e.CausalKey(s.keys[i]), id: s.items[i]}
+}
+
+func (s *Session) compare(i, j int32) int { return s.entry(i).compare(s.entry(j)) }
+
+// at is the i-th item in reconciliation order.
+func (s *Session) at(i int) entry { return s.entry(s.order[i]) }
 
 // fork is a new session over the same items and keys, which no session
 // changes once made: sessions share them.
@@ -166,36 +184,36 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 		return nil
 	}
 	keys := make([]uint64, len(ids))
-	var fresh []int  // indices into ids of what keysOf keys
-	var rekey []bool // per fresh: an item of s, keyed 0 so far
+	moved := make([]int32, len(s.items)) // s's item j is ids[moved[j]]
+	var fresh []int                      // indices into ids of what keysOf keys
+	var was []bool                       // per fresh: an item of s (keyed 0)
 	j := 0
 	for i, id := range ids {
 		if i > 0 && ids[i-1].Compare(id) >= 0 {
 			return nil
 		}
-		old := false
 		if j < len(s.items) {
 			if c := s.items[j].Compare(id); c < 0 {
 				return nil // an item of s is not among ids
 			} else if c == 0 {
-				keys[i] = s.keys[j]
+				keys[i], moved[j] = s.keys[j], int32(i)
 				j++
 				if keys[i] != 0 {
 					continue
 				}
-				old = true
+				fresh, was = append(fresh, i), append(was, true)
+				continue
 			}
 		}
-		fresh = append(fresh, i)
-		rekey = append(rekey, old)
+		fresh, was = append(fresh, i), append(was, false)
 	}
 	if j < len(s.items) {
 		return nil
 	}
+	n := &Session{items: ids, keys: keys, need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
 	// The order is s's with the new items (and those keyed anew) merged
 	// in: a tag that gained a few ops costs a copy, not a sort.
-	var add []entry
-	var moved map[crdt.OpID]bool
+	var add []int32
 	if len(fresh) > 0 {
 		want := make([]crdt.OpID, len(fresh))
 		for k, i := range fresh {
@@ -206,31 +224,25 @@ func (s *Session) extend(ids []crdt.OpID, keysOf func([]crdt.OpID) []uint64) *Se
 			if k < len(got) {
 				keys[i] = got[k]
 			}
-			switch {
-			case !rekey[k]:
-				add = append(add, entry{key: keys[i], id: ids[i]})
-			case keys[i] != 0:
-				if moved == nil {
-					moved = map[crdt.OpID]bool{}
-				}
-				moved[ids[i]] = true
-				add = append(add, entry{key: keys[i], id: ids[i]})
+			if !was[k] || keys[i] != 0 {
+				add = append(add, int32(i)) // new, or keyed anew
 			}
 		}
 	}
-	slices.SortFunc(add, entry.compare)
-	order := make([]entry, 0, len(ids))
-	for _, e := range s.order {
-		if moved[e.id] {
-			continue
+	slices.SortFunc(add, n.compare)
+	n.order = make([]int32, 0, len(ids))
+	for _, o := range s.order {
+		i := moved[o]
+		if s.keys[o] != keys[i] {
+			continue // keyed anew: among add
 		}
-		for len(add) > 0 && add[0].compare(e) < 0 {
-			order, add = append(order, add[0]), add[1:]
+		for len(add) > 0 && n.compare(add[0], i) < 0 {
+			n.order, add = append(n.order, add[0]), add[1:]
 		}
-		order = append(order, e)
+		n.order = append(n.order, i)
 	}
-	order = append(order, add...)
-	return &Session{items: ids, keys: keys, order: order, need: map[crdt.OpID]uint64{}, sums: new(prefixSums)}
+	n.order = append(n.order, add...)
+	return n
 }
 
 // Need lists the IDs the other side has and this side lacks, in the order
@@ -327,6 +339,14 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: no ranges", ErrProtocol)
 	}
 	out := make([]rng, 0, len(ranges)+Buckets)
+	// An answer stays within half of what a peer accepts (maxRanges
+	// ranges, MaxMsgBytes): once it is that full, one fingerprint of all
+	// our items from there on answers for the rest of the peer's ranges
+	// (whose lists still count), for the peer to split in the next round —
+	// sets that differ in many places (or are keyed differently) take more
+	// rounds, not a refused message, and every answer splits at least one
+	// differing range.
+	size, rest := reconLen(nil), -1
 	lo := 0 // index of the first item in the current range
 	var prev []byte
 	for i, r := range ranges {
@@ -339,10 +359,17 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %d keys for %d listed IDs", ErrProtocol, len(r.Keys), len(r.IDs))
 		}
 		hi := s.upper(lo, r.Bound)
+		if rest < 0 && (len(out)+Buckets+1 > maxRanges/2 || size > MaxMsgBytes/2) {
+			rest = lo
+		}
+		n := len(out)
 		switch r.Mode {
 		case modeSkip:
 			out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 		case modeFP:
+			if rest >= 0 {
+				break
+			}
 			if bytes.Equal(r.FP, s.fingerprint(lo, hi)) {
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 			} else {
@@ -369,24 +396,40 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 				break
 			}
 			extra := false
-			for _, e := range s.order[lo:hi] {
-				extra = extra || !theirs[e.id]
+			for _, o := range s.order[lo:hi] {
+				extra = extra || !theirs[s.items[o]]
 			}
-			if extra {
-				out = append(out, s.list(lo, hi, r.Bound, modeFinal))
-			} else {
+			switch {
+			case !extra:
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
+			case hi-lo > listAtMost:
+				// Many more of ours than they listed: split, not a list
+				// of them all.
+				out = s.split(out, lo, hi, r.Bound)
+			default:
+				out = append(out, s.list(lo, hi, r.Bound, modeFinal))
 			}
 		default:
 			return nil, fmt.Errorf("%w: range mode %d", ErrProtocol, r.Mode)
 		}
+		if rest >= 0 {
+			out = out[:n] // the fingerprint from rest answers for it
+		}
+		size += reconLen(out[n:]) - reconLen(nil)
 		lo = hi
+	}
+	if rest >= 0 {
+		out = append(out, rng{Mode: modeFP, FP: s.fingerprint(rest, len(s.order))})
 	}
 	if allSkip(out) {
 		return nil, nil
 	}
 	return s.encode(merge(out))
 }
+
+// listAtMost is the most of our items a list answering a peer's list
+// holds: beyond it the range is split (Reply).
+const listAtMost = Buckets * ListBelow
 
 func allSkip(rs []rng) bool {
 	for _, r := range rs {
@@ -424,8 +467,8 @@ func (s *Session) upper(lo int, bound []byte) int {
 	if len(bound) == 0 {
 		return len(s.order)
 	}
-	i, _ := slices.BinarySearchFunc(s.order[lo:], bound, func(e entry, b []byte) int {
-		k := e.bytes()
+	i, _ := slices.BinarySearchFunc(s.order[lo:], bound, func(o int32, b []byte) int {
+		k := s.entry(o).bytes()
 		return bytes.Compare(k[:], b)
 	})
 	return lo + i
@@ -447,8 +490,8 @@ func (s *Session) list(lo, hi int, bound []byte, mode uint8) rng {
 	if hi > lo {
 		r.IDs, r.Keys = make([][]byte, hi-lo), make([]uint64, hi-lo)
 	}
-	for i, e := range s.order[lo:hi] {
-		r.IDs[i], r.Keys[i] = e.id[:], e.key // order never changes once a session has it
+	for i, o := range s.order[lo:hi] {
+		r.IDs[i], r.Keys[i] = s.items[o][:], s.keys[o] // items never change once a session has them
 	}
 	return r
 }
@@ -470,7 +513,7 @@ func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 		if end <= start {
 			continue
 		}
-		out = append(out, s.describe(start, end, separator(s.order[end-1], s.order[end])))
+		out = append(out, s.describe(start, end, separator(s.at(end-1), s.at(end))))
 		start = end
 	}
 	return out
@@ -495,15 +538,15 @@ func separator(a, b entry) []byte {
 func (s *Session) fingerprint(lo, hi int) []byte {
 	if hi-lo < prefixFrom || s.sums == nil {
 		var acc [4]uint64
-		for _, e := range s.order[lo:hi] {
-			acc = add256(acc, e.id)
+		for _, o := range s.order[lo:hi] {
+			acc = add256(acc, s.items[o])
 		}
 		return fingerprintOfSum(acc, hi-lo)
 	}
 	s.sums.once.Do(func() {
 		s.sums.at = make([][4]uint64, len(s.order)+1)
-		for i, e := range s.order {
-			s.sums.at[i+1] = add256(s.sums.at[i], e.id)
+		for i, o := range s.order {
+			s.sums.at[i+1] = add256(s.sums.at[i], s.items[o])
 		}
 	})
 	a, b := s.sums.at[lo], s.sums.at[hi]

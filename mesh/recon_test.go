@@ -425,12 +425,94 @@ func TestPrefixFingerprint(t *testing.T) {
 			lo := rng.IntN(len(sess.order) + 1)
 			hi := lo + rng.IntN(len(sess.order)-lo+1)
 			var in []crdt.OpID
-			for _, e := range sess.order[lo:hi] {
-				in = append(in, e.id)
+			for _, o := range sess.order[lo:hi] {
+				in = append(in, sess.items[o])
 			}
 			if got, want := sess.fingerprint(lo, hi), Fingerprint(in); !bytes.Equal(got, want) {
 				t.Fatalf("[%d, %d): %x, want %x", lo, hi, got, want)
 			}
 		}
+	}
+}
+
+// TestReconcileStaysWithinLimits: sets that differ in many places — the
+// same ops keyed 0 on one side and by their clocks on the other (as a
+// device without the envelopes of ops it keeps once keyed them), an
+// attacker's stubs keyed by chosen clocks on one side only, a large real
+// difference in ID order — reconcile exactly, in more rounds, every
+// message within half of what a peer accepts (red team of sync/8: such
+// answers exceeded maxRanges or MaxMsgBytes and the session failed every
+// round).
+func TestReconcileStaysWithinLimits(t *testing.T) {
+	type side struct {
+		ids  []crdt.OpID
+		keys []uint64
+	}
+	cases := map[string]func(rng *rand.Rand) (side, side){
+		"an eighth keyed 0 on one side": func(rng *rand.Rand) (side, side) {
+			common := randomIDs(rng, 40_000)
+			a, b := append(slices.Clone(common), randomIDs(rng, 20)...), append(slices.Clone(common), randomIDs(rng, 20)...)
+			ka, kb := make([]uint64, len(a)), make([]uint64, len(b))
+			for i := range a {
+				kb[i] = clockKey(i)
+				if i%8 != 0 || i >= len(common) {
+					ka[i] = clockKey(i)
+				}
+			}
+			return side{a, ka}, side{b, kb}
+		},
+		"stubs keyed by chosen clocks": func(rng *rand.Rand) (side, side) {
+			honest, stubs := randomIDs(rng, 60_000), randomIDs(rng, 4096)
+			a, b := slices.Concat(honest, stubs, randomIDs(rng, 20)), slices.Concat(honest, stubs, randomIDs(rng, 20))
+			ka, kb := make([]uint64, len(a)), make([]uint64, len(b))
+			for i := range a {
+				switch {
+				case i < len(honest):
+					ka[i], kb[i] = clockKey(i), clockKey(i)
+				case i < len(honest)+len(stubs):
+					kb[i] = clockKey(rng.IntN(len(honest))) + 1
+				default:
+					ka[i], kb[i] = clockKey(i), clockKey(i)
+				}
+			}
+			return side{a, ka}, side{b, kb}
+		},
+		"5,000 scattered in ID order": func(rng *rand.Rand) (side, side) {
+			common := randomIDs(rng, 100_000)
+			return side{slices.Concat(common, randomIDs(rng, 5000)), nil}, side{common, nil}
+		},
+	}
+	for name, mk := range cases {
+		t.Run(name, func(t *testing.T) {
+			x, y := mk(rand.New(rand.NewPCG(21, 21)))
+			sa, sb := NewKeyedSession(x.ids, x.keys), NewKeyedSession(y.ids, y.keys)
+			msg, err := sa.Initiate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, largest, most := 0, 0, 0
+			for cur, other := sb, sa; msg != nil; cur, other = other, cur {
+				msgs++
+				rs, err := decodeRecon(msg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				largest, most = max(largest, len(msg)), max(most, len(rs))
+				if msg, err = cur.Reply(msg); err != nil {
+					t.Fatalf("message %d: %v", msgs, err)
+				}
+			}
+			want := union(x.ids, y.ids)
+			if got := union(x.ids, sa.Need()); !slices.Equal(got, want) {
+				t.Fatalf("A ends with %d of %d", len(got), len(want))
+			}
+			if got := union(y.ids, sb.Need()); !slices.Equal(got, want) {
+				t.Fatalf("B ends with %d of %d", len(got), len(want))
+			}
+			t.Logf("%d messages, the largest %d bytes, at most %d ranges", msgs, largest, most)
+			if largest > MaxMsgBytes/2+listAtMost*64 || most > maxRanges/2+1 {
+				t.Fatalf("a message of %d bytes, %d ranges", largest, most)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/medmesh/medmesh/crdt"
+	"github.com/medmesh/medmesh/e2e"
 	"github.com/medmesh/medmesh/mesh"
 )
 
@@ -539,7 +540,7 @@ func (x *des) noteKey(op crdt.Op) {
 	if x.syncKeys == nil {
 		x.syncKeys = map[crdt.OpID]uint64{}
 	}
-	x.syncKeys[op.ID] = uint64(max(op.Time.Wall, 0))<<20 | uint64(op.Time.Logical)
+	x.syncKeys[op.ID] = e2e.ClockKey(op.Time.Wall, op.Time.Logical)
 }
 
 func (x *des) key(op crdt.Op) int32 {
