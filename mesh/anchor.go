@@ -43,7 +43,7 @@ type held struct {
 	at     time.Time
 	size   int
 	sender peer.ID // from the envelope's signed header
-	key    uint64  // its sync key (e2e.Envelope.SyncKey, urgency bit included); 0 for our welcomes
+	key    uint64  // its sync key (e2e.Envelope.SyncKey, urgency bit included; for our own welcomes without it)
 }
 
 type carriedRecord struct {
@@ -588,6 +588,13 @@ func decodeCarried(key string, value []byte) (tag []byte, id crdt.OpID, rec carr
 func (s *Service) carryWelcome(to peer.ID, raw []byte) {
 	tag := inboxTag(to)
 	if c := s.carrierOn(tag, ""); c != nil {
-		s.keep(c, tag, raw, s.cfg.Node.ID(), e2e.KindWelcome, 0, s.cfg.Node.ID())
+		// Keyed by its clock as every other holder orders it (reconciliation
+		// ignores the urgency bit, which is left out here: our own welcome
+		// opens no urgent session).
+		var key uint64
+		if e, err := e2e.Decode(raw); err == nil {
+			key = e2e.CausalKey(e.SyncKey())
+		}
+		s.keep(c, tag, raw, s.cfg.Node.ID(), e2e.KindWelcome, key, s.cfg.Node.ID())
 	}
 }

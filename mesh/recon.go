@@ -40,10 +40,11 @@ import (
 // the clock without the urgency bit, which only the envelope shows. Two
 // sides that key an ID differently still reconcile exactly (the ID then
 // sits in different ranges on each side, and is listed); a listed ID a
-// side already holds is never needed. An answer stays within half of
-// what a peer accepts: past that, one fingerprint answers for the rest
-// (Reply), so sets that differ in many places take more rounds instead of
-// a refused message. Keys also order what a side needs
+// side already holds is never needed. An answer stays within what a peer
+// accepts: past half of it, differing ranges go back as fingerprints for
+// the peer to split (Reply), so sets that differ in many places take more
+// rounds instead of a refused message (up to MaxRounds: 60,000 scattered
+// differences on each side of 160,000 ops still run out of rounds). Keys also order what a side needs
 // (Need), so that a fetch of many batches brings dependencies first.
 // Since sync/6 a key's top bit (e2e.UrgentKey) says the envelope's signed
 // header marks it urgent: Need puts up to urgentFirst of those first (and
@@ -339,14 +340,15 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: no ranges", ErrProtocol)
 	}
 	out := make([]rng, 0, len(ranges)+Buckets)
-	// An answer stays within half of what a peer accepts (maxRanges
-	// ranges, MaxMsgBytes): once it is that full, one fingerprint of all
-	// our items from there on answers for the rest of the peer's ranges
-	// (whose lists still count), for the peer to split in the next round —
-	// sets that differ in many places (or are keyed differently) take more
-	// rounds, not a refused message, and every answer splits at least one
-	// differing range.
-	size, rest := reconLen(nil), -1
+	// An answer stays within what a peer accepts (maxRanges ranges,
+	// MaxMsgBytes). Once half full (capped), it splits and lists no more:
+	// each differing range goes back as our fingerprint of it, for the
+	// peer to split in the next round, so the descent goes on where it
+	// was; and were even that too many ranges, one fingerprint of all our
+	// items from there on answers for the rest (whose lists still count).
+	// Sets that differ in many places take more rounds, not a refused
+	// message, and every answer splits at least one differing range.
+	size, capped, rest := reconLen(nil), false, -1
 	lo := 0 // index of the first item in the current range
 	var prev []byte
 	for i, r := range ranges {
@@ -359,7 +361,8 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %d keys for %d listed IDs", ErrProtocol, len(r.Keys), len(r.IDs))
 		}
 		hi := s.upper(lo, r.Bound)
-		if rest < 0 && (len(out)+Buckets+1 > maxRanges/2 || size > MaxMsgBytes/2) {
+		capped = capped || len(out)+Buckets > maxRanges/2 || size > MaxMsgBytes/2
+		if rest < 0 && len(out)+len(ranges)-i+Buckets > maxRanges {
 			rest = lo
 		}
 		n := len(out)
@@ -370,9 +373,12 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			if rest >= 0 {
 				break
 			}
-			if bytes.Equal(r.FP, s.fingerprint(lo, hi)) {
+			switch fp := s.fingerprint(lo, hi); {
+			case bytes.Equal(r.FP, fp):
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
-			} else {
+			case capped:
+				out = append(out, rng{Bound: r.Bound, Mode: modeFP, FP: fp})
+			default:
 				out = s.split(out, lo, hi, r.Bound)
 			}
 		case modeList, modeFinal:
@@ -391,7 +397,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 					s.need[id] = r.Keys[i]
 				}
 			}
-			if r.Mode == modeFinal {
+			if r.Mode == modeFinal || rest >= 0 {
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 				break
 			}
@@ -402,6 +408,8 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			switch {
 			case !extra:
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
+			case capped:
+				out = append(out, rng{Bound: r.Bound, Mode: modeFP, FP: s.fingerprint(lo, hi)})
 			case hi-lo > listAtMost:
 				// Many more of ours than they listed: split, not a list
 				// of them all.
