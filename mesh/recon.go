@@ -44,11 +44,12 @@ import (
 // accepts: past half of it, differing ranges go back as fingerprints for
 // the peer to split (Reply), so sets that differ in many places take more
 // rounds instead of a refused message (up to MaxRounds: 60,000 scattered
-// differences on each side of 160,000 ops still run out of rounds). Keys also order what a side needs
-// (Need), so that a fetch of many batches brings dependencies first.
-// Since sync/6 a key's top bit (e2e.UrgentKey) says the envelope's signed
-// header marks it urgent: Need puts up to urgentFirst of those first (and
-// the order puts urgent ops after routine ones).
+// differences on each side of 160,000 ops still run out of rounds).
+//
+// Keys also order what a side needs (Need), so that a fetch of many
+// batches brings dependencies first. Since sync/6 a key's top bit
+// (e2e.UrgentKey) says the envelope's signed header marks it urgent: Need
+// puts up to urgentFirst of those first.
 
 // Tuning.
 const (

@@ -435,6 +435,27 @@ func TestPrefixFingerprint(t *testing.T) {
 	}
 }
 
+type side struct {
+	ids  []crdt.OpID
+	keys []uint64
+}
+
+// keyedZero is n shared ops keyed by clock on both sides, but every
+// every-th keyed 0 on a (as by a device that lost their envelopes), and 20
+// new ops on each side.
+func keyedZero(rng *rand.Rand, n, every int) (a, b side) {
+	common := randomIDs(rng, n)
+	a.ids, b.ids = append(slices.Clone(common), randomIDs(rng, 20)...), append(slices.Clone(common), randomIDs(rng, 20)...)
+	a.keys, b.keys = make([]uint64, len(a.ids)), make([]uint64, len(b.ids))
+	for i := range a.ids {
+		b.keys[i] = clockKey(i)
+		if i%every != 0 || i >= n {
+			a.keys[i] = clockKey(i)
+		}
+	}
+	return a, b
+}
+
 // TestReconcileStaysWithinLimits: sets that differ in many places — the
 // same ops keyed 0 on one side and by their clocks on the other (as a
 // device without the envelopes of ops it keeps once keyed them), an
@@ -445,23 +466,8 @@ func TestPrefixFingerprint(t *testing.T) {
 // then, with every range after the cap folded into one, the descent
 // restarted from the top each round and ran out of rounds).
 func TestReconcileStaysWithinLimits(t *testing.T) {
-	type side struct {
-		ids  []crdt.OpID
-		keys []uint64
-	}
 	cases := map[string]func(rng *rand.Rand) (side, side){
-		"an eighth keyed 0 on one side": func(rng *rand.Rand) (side, side) {
-			common := randomIDs(rng, 40_000)
-			a, b := append(slices.Clone(common), randomIDs(rng, 20)...), append(slices.Clone(common), randomIDs(rng, 20)...)
-			ka, kb := make([]uint64, len(a)), make([]uint64, len(b))
-			for i := range a {
-				kb[i] = clockKey(i)
-				if i%8 != 0 || i >= len(common) {
-					ka[i] = clockKey(i)
-				}
-			}
-			return side{a, ka}, side{b, kb}
-		},
+		"an eighth keyed 0 on one side": func(rng *rand.Rand) (side, side) { return keyedZero(rng, 40_000, 8) },
 		"stubs keyed by chosen clocks": func(rng *rand.Rand) (side, side) {
 			honest, stubs := randomIDs(rng, 60_000), randomIDs(rng, 4096)
 			a, b := slices.Concat(honest, stubs, randomIDs(rng, 20)), slices.Concat(honest, stubs, randomIDs(rng, 20))
@@ -486,18 +492,7 @@ func TestReconcileStaysWithinLimits(t *testing.T) {
 			common := randomIDs(rng, 100_000)
 			return side{slices.Concat(common, randomIDs(rng, 20_000)), nil}, side{slices.Concat(common, randomIDs(rng, 20_000)), nil}
 		},
-		"a twentieth of 100,000 keyed 0 on one side": func(rng *rand.Rand) (side, side) {
-			common := randomIDs(rng, 100_000)
-			a, b := append(slices.Clone(common), randomIDs(rng, 20)...), append(slices.Clone(common), randomIDs(rng, 20)...)
-			ka, kb := make([]uint64, len(a)), make([]uint64, len(b))
-			for i := range a {
-				kb[i] = clockKey(i)
-				if i%20 != 0 || i >= len(common) {
-					ka[i] = clockKey(i)
-				}
-			}
-			return side{a, ka}, side{b, kb}
-		},
+		"a twentieth of 100,000 keyed 0 on one side": func(rng *rand.Rand) (side, side) { return keyedZero(rng, 100_000, 20) },
 	}
 	for name, mk := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -405,7 +405,8 @@ func (x *des) syncConv(a, b *dnode, c int, t float64) {
 		bytes, rounds = 32*(ra.n()+rb.n()), 2
 		needA, needB = missing(rb.sorted(), ra.sorted()), missing(ra.sorted(), rb.sorted())
 	} else {
-		sa, sb := mesh.NewKeyedSession(ra.sorted(), x.keysOf(ra.sorted())), mesh.NewKeyedSession(rb.sorted(), x.keysOf(rb.sorted()))
+		ia, ib := ra.sorted(), rb.sorted()
+		sa, sb := mesh.NewKeyedSession(ia, x.keysOf(ia)), mesh.NewKeyedSession(ib, x.keysOf(ib))
 		msg, _ := sa.Initiate()
 		cur := sb
 		for msg != nil && rounds < mesh.MaxRounds {
