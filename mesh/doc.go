@@ -88,7 +88,9 @@
 // reconciles the tags both offered whose fingerprints differ, one at a
 // time, each at most once: recon rounds, its wants, the responder's wants
 // (an idle pair exchanges offers only). Per session
-// each side reads at most MaxRounds recon frames for a tag, 64 + 4 per
+// each side reads at most MaxRounds+1 recon frames for a tag (the
+// initiator ends reconciliation at MaxRounds and fetches what it learnt;
+// another round goes on from there), 64 + 4 per
 // shared tag in all, 64 MiB of offer, recon and want frames, and wants of
 // at most as many IDs as it holds of the tag; the initiator stops before
 // the budget and syncs the rest in another round. Sync/3 keeps these

@@ -15,6 +15,13 @@ import (
 
 var FrameTimeout = frameTimeout
 
+// SetRoundLimit lowers MaxRounds until the returned func restores it.
+func SetRoundLimit(n int) (restore func()) {
+	old := roundLimit
+	roundLimit = n
+	return func() { roundLimit = old }
+}
+
 func (s *Service) DuePeers(full bool) []peer.ID { return s.duePeers(full, 0) }
 func (s *Service) SyncWith(p peer.ID)           { s.syncWith(p) }
 

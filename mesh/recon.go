@@ -43,8 +43,10 @@ import (
 // side already holds is never needed. An answer stays within what a peer
 // accepts: past half of it, differing ranges go back as fingerprints for
 // the peer to split (Reply), so sets that differ in many places take more
-// rounds instead of a refused message (up to MaxRounds: 60,000 scattered
-// differences on each side of 160,000 ops still run out of rounds).
+// rounds instead of a refused message. At MaxRounds the initiator stops
+// (Cut) and both sides fetch what they learnt so far; the device runs
+// another session at once (60,000 scattered differences on each side of
+// 160,000 ops take a few sessions, not one that fails every time).
 //
 // Keys also order what a side needs (Need), so that a fetch of many
 // batches brings dependencies first. Since sync/6 a key's top bit
@@ -70,6 +72,10 @@ const (
 	// catches up in further rounds (syncRound runs them at once).
 	maxNeed = 1 << 16
 )
+
+// roundLimit is MaxRounds; tests lower it (export_test.go) to reach the
+// limit with real devices and a few ops.
+var roundLimit = MaxRounds
 
 // Range modes.
 const (
@@ -104,6 +110,9 @@ type Session struct {
 	// now, if set, is the clock against which a listed urgent key stamped
 	// ahead of it (beyond urgentAhead) counts as routine (needOrderAt).
 	now func() time.Time
+	// initiator: Initiate made this side's first message; it ends the
+	// session at MaxRounds (cut) rather than failing it.
+	initiator, cut bool
 }
 
 // NewSession starts a session over the IDs this side holds, with no
@@ -323,6 +332,7 @@ func needOrderAt(need map[crdt.OpID]uint64, now time.Time) []crdt.OpID {
 
 // Initiate returns the first message: the whole ID space.
 func (s *Session) Initiate() ([]byte, error) {
+	s.initiator = true
 	return s.encode([]rng{s.describe(0, len(s.order), nil)})
 }
 
@@ -330,8 +340,8 @@ func (s *Session) Initiate() ([]byte, error) {
 // nil when reconciliation is complete.
 func (s *Session) Reply(msg []byte) ([]byte, error) {
 	s.rounds++
-	if s.rounds > MaxRounds {
-		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, MaxRounds)
+	if s.rounds > roundLimit+1 { // +1: the responder's answer to a cut
+		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, roundLimit+1)
 	}
 	ranges, err := decodeRecon(msg)
 	if err != nil {
@@ -433,8 +443,32 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 	if allSkip(out) {
 		return nil, nil
 	}
+	if s.initiator && s.rounds == roundLimit {
+		// The round limit: rather than fail (and learn nothing, every
+		// session), stop here. What needs no answer still goes — our lists
+		// as final, so the peer learns what we hold there — and what
+		// would need one (fingerprints to split, lists to answer) is
+		// dropped: both sides fetch what they learnt, and another session
+		// goes on with a smaller difference. The peer answers this last
+		// message with nothing (Reply allows it the one more round).
+		for i := range out {
+			switch out[i].Mode {
+			case modeFP:
+				out[i], s.cut = rng{Bound: out[i].Bound, Mode: modeSkip}, true
+			case modeList:
+				out[i].Mode, s.cut = modeFinal, true
+			}
+		}
+		if allSkip(out) {
+			return nil, nil
+		}
+	}
 	return s.encode(merge(out))
 }
+
+// Cut reports that this side (the initiator) ended reconciliation at
+// MaxRounds with ranges still differing: Need is part of what it lacks.
+func (s *Session) Cut() bool { return s.cut }
 
 // listAtMost is the most of our items a list answering a peer's list
 // holds: beyond it the range is split (Reply).

@@ -86,7 +86,8 @@ const (
 //
 // Reconciliation: only tags both sides offered, each at most once, one at
 // a time (recon, then wants, then done); at most MaxRounds recon frames for
-// one tag and roundsBase+roundsPerTag×shared for the session (an equal tag
+// one tag (the initiator ends a tag's reconciliation there, fetches what
+// it learnt and goes on in another round) and roundsBase+roundsPerTag×shared for the session (an equal tag
 // takes one, a difference of d among n IDs about log16(n)); the initiator
 // stops starting tags before it could exceed that and syncs the rest in
 // another round. A peer may want at most as many IDs of a tag as we hold of
@@ -1018,18 +1019,22 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	need := s.wanted(tag, sess.Need())
 	s.log.Debug("sync: reconciled", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
 	// Only a fetch of several batches can leave ops unapplied for want of
-	// dependencies in a later batch: count what it applied then.
-	held := 0
-	if len(need) > askBatch {
+	// dependencies in a later batch, and a session cut at MaxRounds knows
+	// part of the difference: count what it applied then.
+	counted, held := len(need) > askBatch || sess.Cut(), 0
+	if counted {
 		held = len(s.IDsOf(tag))
 	}
 	fetched, err := s.fetch(c, p, tag, need, sess.Urgent)
 	if err != nil {
 		return false, err
 	}
-	if fetched > askBatch {
+	if counted {
 		got := len(s.IDsOf(tag)) - held
-		partial = got > 0 && got < fetched
+		// Another round at once for the rest, if this one made progress
+		// (a peer that makes every session run to the cut without giving
+		// us anything gets no more rounds than a failed session would).
+		partial = got > 0 && ((fetched > askBatch && got < fetched) || sess.Cut())
 	}
 	if len(need) >= maxNeed {
 		partial = true // the rest of what we lack: another round at once
