@@ -26,10 +26,8 @@ import (
 // its ID, that separates it from this range's last. A range carries a
 // fingerprint (SHA-256 of the sum of its IDs mod 2^256 and their count),
 // a list of IDs with their keys, or nothing (skip). Equal fingerprints end
-// a range; differing ones are split into up to Buckets sub-ranges of at
-// least ListBelow items each, and smaller ranges are sent as lists (a
-// range of a hundred ops that differs by one costs fingerprints and one
-// short list, not a list of the hundred). Rounds grow with log_Buckets(n), bytes with
+// a range; differing ones are split into Buckets sub-ranges, and small
+// ranges are sent as lists. Rounds grow with log_Buckets(n), bytes with
 // the number of differences — and since sync/8, because what two devices
 // lack of each other is mostly what was written while they were apart,
 // the differences lie together at the end of the order: a device back
@@ -542,20 +540,16 @@ func (s *Session) list(lo, hi int, bound []byte, mode uint8) rng {
 }
 
 // split divides [lo, hi) into up to Buckets sub-ranges by item count,
-// appended to out: as many as leave each at least ListBelow items (a
-// fingerprint, not a list), and at least two. A range of a few dozen
-// items, one of them differing, costs a round of fingerprints and a list
-// of the one bucket that differs — not a list of them all.
+// appended to out.
 func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 	n := hi - lo
 	if n < ListBelow {
 		return append(out, s.describe(lo, hi, bound))
 	}
-	nb := min(max(n/ListBelow, 2), Buckets)
 	start := lo
-	for b := 1; b <= nb; b++ {
-		end := lo + n*b/nb
-		if b == nb {
+	for b := 1; b <= Buckets; b++ {
+		end := lo + n*b/Buckets
+		if b == Buckets {
 			out = append(out, s.describe(start, hi, bound))
 			break
 		}

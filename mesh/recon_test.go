@@ -585,36 +585,3 @@ func TestReconcileCutGoesOn(t *testing.T) {
 	}
 	t.Logf("converged after %d cut sessions", cuts)
 }
-
-// TestSmallSetsCostTheirDifference: a conversation of a hundred ops that
-// differs by one recent op each way is reconciled with fingerprints of
-// buckets of at least ListBelow items and a list of the bucket that
-// differs, not a list of every op (which cost 4.9 KB in 3 messages).
-func TestSmallSetsCostTheirDifference(t *testing.T) {
-	rng := rand.New(rand.NewPCG(23, 23))
-	common, na, nb := randomIDs(rng, 100), randomIDs(rng, 1), randomIDs(rng, 1)
-	a, b := slices.Concat(common, na), slices.Concat(common, nb)
-	ka, kb := make([]uint64, len(a)), make([]uint64, len(b))
-	for i := range a {
-		ka[i], kb[i] = clockKey(i), clockKey(i)
-	}
-	sa, sb := NewKeyedSession(a, ka), NewKeyedSession(b, kb)
-	msg, err := sa.Initiate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, size := 0, 0
-	for cur, other := sb, sa; msg != nil; cur, other = other, cur {
-		msgs, size = msgs+1, size+len(msg)
-		if msg, err = cur.Reply(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !slices.Equal(sa.Need(), nb) || !slices.Equal(sb.Need(), na) {
-		t.Fatalf("needs %d and %d", len(sa.Need()), len(sb.Need()))
-	}
-	t.Logf("100 ops differing by one each way: %d bytes in %d messages", size, msgs)
-	if size > 1500 {
-		t.Fatalf("%d bytes to find one op each way among 100", size)
-	}
-}
