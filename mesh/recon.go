@@ -340,7 +340,7 @@ func (s *Session) Initiate() ([]byte, error) {
 // nil when reconciliation is complete.
 func (s *Session) Reply(msg []byte) ([]byte, error) {
 	s.rounds++
-	if s.rounds > roundLimit+1 { // +1: the responder's answer to a cut
+	if s.rounds > roundLimit+1 || s.cut { // +1: the responder's answer to a cut
 		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, roundLimit+1)
 	}
 	ranges, err := decodeRecon(msg)
@@ -349,6 +349,14 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 	}
 	if len(ranges) == 0 {
 		return nil, fmt.Errorf("%w: no ranges", ErrProtocol)
+	}
+	if s.rounds > roundLimit {
+		// Only a cut comes this late, and it asks for no answer.
+		for _, r := range ranges {
+			if r.Mode != modeSkip && r.Mode != modeFinal {
+				return nil, fmt.Errorf("%w: range mode %d past the round limit", ErrProtocol, r.Mode)
+			}
+		}
 	}
 	out := make([]rng, 0, len(ranges)+Buckets)
 	// An answer stays within what a peer accepts (maxRanges ranges,

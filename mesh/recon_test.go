@@ -240,6 +240,47 @@ func TestRejectsGarbage(t *testing.T) {
 	t.Fatal("no round limit")
 }
 
+// TestNothingAfterTheCut: past the round limit a session takes only what a
+// cut sends (skips and final lists), and nothing once it has cut itself —
+// a peer cannot buy itself extra full rounds.
+func TestNothingAfterTheCut(t *testing.T) {
+	defer SetRoundLimit(1)()
+	rng := rand.New(rand.NewPCG(24, 24))
+	common := randomIDs(rng, 3000)
+	a, b := slices.Concat(common, randomIDs(rng, 2000)), slices.Concat(common, randomIDs(rng, 2000))
+	fp, _ := NewSession(b).Initiate() // one fingerprint of everything: asks for an answer
+
+	// The responder, at its extra round, refuses a fingerprint.
+	resp := NewSession(a)
+	if _, err := resp.Reply(fp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resp.Reply(fp); err == nil {
+		t.Fatal("a fingerprint past the round limit was answered")
+	}
+
+	// The initiator, once cut, answers nothing more.
+	sa, sb := NewSession(a), NewSession(b)
+	msg, _ := sa.Initiate()
+	var err error
+	for cur := sb; msg != nil && !sa.Cut(); {
+		if msg, err = cur.Reply(msg); err != nil {
+			t.Fatal(err)
+		}
+		if cur == sb {
+			cur = sa
+		} else {
+			cur = sb
+		}
+	}
+	if !sa.Cut() {
+		t.Fatal("the case no longer reaches the cut")
+	}
+	if _, err := sa.Reply(fp); err == nil {
+		t.Fatal("the initiator answered after its cut")
+	}
+}
+
 func FuzzReply(f *testing.F) {
 	a := randomIDs(rand.New(rand.NewPCG(1, 1)), 300)
 	msg, _ := NewSession(a[:200]).Initiate()
@@ -558,12 +599,16 @@ func TestReconcileCutGoesOn(t *testing.T) {
 		}
 		sa, sb := NewSession(a), NewSession(b)
 		exchangeWithinLimits(t, sa, sb)
-		if sb.Cut() {
-			t.Fatal("the responder cut")
-		}
-		for _, id := range slices.Concat(sa.Need(), sb.Need()) {
-			if _, ok := slices.BinarySearchFunc(want, id, crdt.OpID.Compare); !ok {
-				t.Fatalf("needs %x, which neither side holds", id[:4])
+		for _, x := range []struct {
+			need        []crdt.OpID
+			mine, other []crdt.OpID
+		}{{sa.Need(), union(a), union(b)}, {sb.Need(), union(b), union(a)}} {
+			for _, id := range x.need {
+				_, held := slices.BinarySearchFunc(x.mine, id, crdt.OpID.Compare)
+				_, offered := slices.BinarySearchFunc(x.other, id, crdt.OpID.Compare)
+				if held || !offered {
+					t.Fatalf("needs %x: held %v, the peer holds it %v", id[:4], held, offered)
+				}
 			}
 		}
 		if sa.Cut() {

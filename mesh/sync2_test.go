@@ -261,7 +261,7 @@ func TestSyncHostileSessionsCutOff(t *testing.T) {
 	t.Run("endless ranges on a shared tag", func(t *testing.T) {
 		s := session(vtags)
 		got := answered(s, tries, func(int) wireFrame { return wireFrame{Kind: 2, Tag: vtags[0], Msg: fpMsg(t)} })
-		if got > mesh.MaxRounds {
+		if got > mesh.MaxRounds+1 { // +1: an initiator's last message after its cut
 			t.Fatalf("the victim answered %d rounds of one tag", got)
 		}
 	})
