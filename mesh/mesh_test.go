@@ -227,14 +227,14 @@ func TestCatchUpIdenticalState(t *testing.T) {
 }
 
 // TestCutSessionsConverge: with reconciliation cut short at its round
-// limit (lowered to one round, where a real device reaches MaxRounds only
+// limit (lowered to two rounds, where a real device reaches MaxRounds only
 // with tens of thousands of scattered differences), two devices that each
 // wrote while the other was away still converge: the initiator ends at
 // the limit with its lists sent as final, and each side fetches what it
 // learnt. A session at the limit used to fail and fetch nothing, so the
 // pair never converged.
 func TestCutSessionsConverge(t *testing.T) {
-	defer mesh.SetRoundLimit(1)()
+	defer mesh.SetRoundLimit(2)()
 	c := testnet.NewCA(t)
 	adev, bdev := c.Enrol(t, "a"), c.Enrol(t, "b")
 	a := start(t, c, adev, false)

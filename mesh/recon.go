@@ -548,16 +548,27 @@ func (s *Session) list(lo, hi int, bound []byte, mode uint8) rng {
 }
 
 // split divides [lo, hi) into up to Buckets sub-ranges by item count,
-// appended to out.
+// appended to out. In a small set (fewer than smallSet items) it makes as
+// many as leave each at least ListBelow items, and at least two: a
+// conversation of a hundred ops that differs by one costs fingerprints
+// and a list of the bucket that differs, not a list of every op. A large
+// set keeps Buckets: fewer buckets add a level to the descent, and near
+// MaxRounds a level is what a session lacks (a cold review: 300,000 ops,
+// an eighth keyed 0 on one side, went from 36 messages to sessions cut
+// with nothing learnt) — a small set is a few levels deep and never near.
 func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 	n := hi - lo
 	if n < ListBelow {
 		return append(out, s.describe(lo, hi, bound))
 	}
+	nb := Buckets
+	if len(s.items) < smallSet {
+		nb = min(max(n/ListBelow, 2), Buckets)
+	}
 	start := lo
-	for b := 1; b <= Buckets; b++ {
-		end := lo + n*b/Buckets
-		if b == Buckets {
+	for b := 1; b <= nb; b++ {
+		end := lo + n*b/nb
+		if b == nb {
 			out = append(out, s.describe(start, hi, bound))
 			break
 		}
@@ -569,6 +580,11 @@ func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 	}
 	return out
 }
+
+// smallSet is the size below which split keeps buckets of at least
+// ListBelow items: at most four levels deep (16·16·8), far from MaxRounds,
+// and too few items to reach an answer's caps.
+const smallSet = Buckets * Buckets * ListBelow
 
 // separator is the shortest prefix of b's bytes that is greater than a's.
 func separator(a, b entry) []byte {
