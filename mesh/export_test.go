@@ -22,6 +22,9 @@ func SetRoundLimit(n int) (restore func()) {
 	return func() { roundLimit = old }
 }
 
+// Cuts is how many reconciliations this device ended at the round limit.
+func (s *Service) Cuts() int64 { return s.cuts.Load() }
+
 func (s *Service) DuePeers(full bool) []peer.ID { return s.duePeers(full, 0) }
 func (s *Service) SyncWith(p peer.ID)           { s.syncWith(p) }
 

@@ -445,6 +445,9 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 		size += reconLen(out[n:]) - reconLen(nil)
 		lo = hi
 	}
+	if s.rounds > roundLimit {
+		return nil, nil // the answer to a cut: its final lists are taken, nothing goes back
+	}
 	if rest >= 0 {
 		out = append(out, rng{Mode: modeFP, FP: s.fingerprint(rest, len(s.order))})
 	}

@@ -245,9 +245,9 @@ func TestRejectsGarbage(t *testing.T) {
 // a peer cannot buy itself extra full rounds.
 func TestNothingAfterTheCut(t *testing.T) {
 	defer SetRoundLimit(1)()
-	rng := rand.New(rand.NewPCG(24, 24))
-	common := randomIDs(rng, 3000)
-	a, b := slices.Concat(common, randomIDs(rng, 2000)), slices.Concat(common, randomIDs(rng, 2000))
+	src := rand.New(rand.NewPCG(24, 24))
+	common := randomIDs(src, 3000)
+	a, b := slices.Concat(common, randomIDs(src, 2000)), slices.Concat(common, randomIDs(src, 2000))
 	fp, _ := NewSession(b).Initiate() // one fingerprint of everything: asks for an answer
 
 	// The responder, at its extra round, refuses a fingerprint.
@@ -275,6 +275,16 @@ func TestNothingAfterTheCut(t *testing.T) {
 	}
 	if !sa.Cut() {
 		t.Fatal("the case no longer reaches the cut")
+	}
+	// Not even a message a cut's answer could be (final lists only), nor
+	// anything else.
+	extra := randomIDs(src, 1)
+	final, err := NewSession(extra).encode([]rng{NewSession(extra).list(0, 1, nil, modeFinal)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.Reply(final); err == nil {
+		t.Fatalf("the initiator took a final list after its cut (needs %d)", len(sa.Need()))
 	}
 	if _, err := sa.Reply(fp); err == nil {
 		t.Fatal("the initiator answered after its cut")
@@ -482,11 +492,11 @@ type side struct {
 }
 
 // keyedZero is n shared ops keyed by clock on both sides, but every
-// every-th keyed 0 on a (as by a device that lost their envelopes), and 20
-// new ops on each side.
-func keyedZero(rng *rand.Rand, n, every int) (a, b side) {
+// every-th keyed 0 on a (as by a device that lost their envelopes), and
+// fresh new ops on each side.
+func keyedZero(rng *rand.Rand, n, every, fresh int) (a, b side) {
 	common := randomIDs(rng, n)
-	a.ids, b.ids = append(slices.Clone(common), randomIDs(rng, 20)...), append(slices.Clone(common), randomIDs(rng, 20)...)
+	a.ids, b.ids = append(slices.Clone(common), randomIDs(rng, fresh)...), append(slices.Clone(common), randomIDs(rng, fresh)...)
 	a.keys, b.keys = make([]uint64, len(a.ids)), make([]uint64, len(b.ids))
 	for i := range a.ids {
 		b.keys[i] = clockKey(i)
@@ -508,7 +518,7 @@ func keyedZero(rng *rand.Rand, n, every int) (a, b side) {
 // restarted from the top each round and ran out of rounds).
 func TestReconcileStaysWithinLimits(t *testing.T) {
 	cases := map[string]func(rng *rand.Rand) (side, side){
-		"an eighth keyed 0 on one side": func(rng *rand.Rand) (side, side) { return keyedZero(rng, 40_000, 8) },
+		"an eighth keyed 0 on one side": func(rng *rand.Rand) (side, side) { return keyedZero(rng, 40_000, 8, 20) },
 		"stubs keyed by chosen clocks": func(rng *rand.Rand) (side, side) {
 			honest, stubs := randomIDs(rng, 60_000), randomIDs(rng, 4096)
 			a, b := slices.Concat(honest, stubs, randomIDs(rng, 20)), slices.Concat(honest, stubs, randomIDs(rng, 20))
@@ -533,7 +543,7 @@ func TestReconcileStaysWithinLimits(t *testing.T) {
 			common := randomIDs(rng, 100_000)
 			return side{slices.Concat(common, randomIDs(rng, 20_000)), nil}, side{slices.Concat(common, randomIDs(rng, 20_000)), nil}
 		},
-		"a twentieth of 100,000 keyed 0 on one side": func(rng *rand.Rand) (side, side) { return keyedZero(rng, 100_000, 20) },
+		"a twentieth of 100,000 keyed 0 on one side": func(rng *rand.Rand) (side, side) { return keyedZero(rng, 100_000, 20, 20) },
 	}
 	for name, mk := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -665,14 +675,15 @@ func TestSmallSetsCostTheirDifference(t *testing.T) {
 }
 
 // TestLargeSetsKeepTheirDepth: a large set splits into Buckets as before,
-// so a case near MaxRounds still completes in one session (a cold review
-// of smaller buckets everywhere: this one was then cut with nothing learnt
-// in every session).
+// so a case near MaxRounds — 300,000 ops, an eighth keyed 0 on one side,
+// 2,000 new on each — still completes in one session (a cold review of
+// smaller buckets everywhere: it was then cut with nothing learnt, in
+// every session).
 func TestLargeSetsKeepTheirDepth(t *testing.T) {
-	x, y := keyedZero(rand.New(rand.NewPCG(21, 21)), 200_000, 20)
+	x, y := keyedZero(rand.New(rand.NewPCG(21, 21)), 300_000, 8, 2000)
 	sa, sb := NewKeyedSession(x.ids, x.keys), NewKeyedSession(y.ids, y.keys)
 	exchangeWithinLimits(t, sa, sb)
-	if sa.Cut() || len(sa.Need()) != 20 || len(sb.Need()) != 20 {
-		t.Fatalf("cut %v, A learnt %d of 20, B %d of 20", sa.Cut(), len(sa.Need()), len(sb.Need()))
+	if sa.Cut() || len(sa.Need()) != 2000 || len(sb.Need()) != 2000 {
+		t.Fatalf("cut %v, A learnt %d of 2,000, B %d of 2,000", sa.Cut(), len(sa.Need()), len(sb.Need()))
 	}
 }

@@ -156,6 +156,7 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	cuts   atomic.Int64 // reconciliations this device ended at MaxRounds (reconcileTag)
 
 	mu      sync.Mutex
 	carried map[string]*carrier // anchor: tags held for others

@@ -1021,6 +1021,9 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	// Only a fetch of several batches can leave ops unapplied for want of
 	// dependencies in a later batch, and a session cut at MaxRounds knows
 	// part of the difference: count what it applied then.
+	if sess.Cut() {
+		s.cuts.Add(1)
+	}
 	counted, held := len(need) > askBatch || sess.Cut(), 0
 	if counted {
 		held = len(s.IDsOf(tag))
