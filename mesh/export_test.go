@@ -17,9 +17,8 @@ var FrameTimeout = frameTimeout
 
 // SetRoundLimit lowers MaxRounds until the returned func restores it.
 func SetRoundLimit(n int) (restore func()) {
-	old := roundLimit
-	roundLimit = n
-	return func() { roundLimit = old }
+	old := loweredRounds.Swap(int32(n))
+	return func() { loweredRounds.Store(old) }
 }
 
 // Cuts is how many reconciliations this device ended at the round limit.

@@ -234,7 +234,7 @@ func TestCatchUpIdenticalState(t *testing.T) {
 // A session at the limit used to fail and fetch nothing, so the pair
 // never converged.
 func TestCutSessionsConverge(t *testing.T) {
-	defer mesh.SetRoundLimit(2)()
+	t.Cleanup(mesh.SetRoundLimit(2)) // first registered, last run: after the devices stop
 	c := testnet.NewCA(t)
 	adev, bdev := c.Enrol(t, "a"), c.Enrol(t, "b")
 	a := start(t, c, adev, false)

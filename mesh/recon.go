@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/medmesh/medmesh/crdt"
@@ -73,9 +74,16 @@ const (
 	maxNeed = 1 << 16
 )
 
-// roundLimit is MaxRounds; tests lower it (export_test.go) to reach the
-// limit with real devices and a few ops.
-var roundLimit = MaxRounds
+// loweredRounds, if positive, replaces MaxRounds: tests lower it
+// (export_test.go) to reach the limit with real devices and a few ops.
+var loweredRounds atomic.Int32
+
+func roundLimit() int {
+	if n := loweredRounds.Load(); n > 0 {
+		return int(n)
+	}
+	return MaxRounds
+}
 
 // Range modes.
 const (
@@ -340,8 +348,9 @@ func (s *Session) Initiate() ([]byte, error) {
 // nil when reconciliation is complete.
 func (s *Session) Reply(msg []byte) ([]byte, error) {
 	s.rounds++
-	if s.rounds > roundLimit+1 || s.cut { // +1: the responder's answer to a cut
-		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, roundLimit+1)
+	limit := roundLimit()
+	if s.rounds > limit+1 || s.cut { // +1: the responder's answer to a cut
+		return nil, fmt.Errorf("%w: more than %d rounds", ErrProtocol, limit+1)
 	}
 	ranges, err := decodeRecon(msg)
 	if err != nil {
@@ -350,7 +359,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 	if len(ranges) == 0 {
 		return nil, fmt.Errorf("%w: no ranges", ErrProtocol)
 	}
-	if s.rounds > roundLimit {
+	if s.rounds > limit {
 		// Only a cut comes this late, and it asks for no answer.
 		for _, r := range ranges {
 			if r.Mode != modeSkip && r.Mode != modeFinal {
@@ -445,7 +454,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 		size += reconLen(out[n:]) - reconLen(nil)
 		lo = hi
 	}
-	if s.rounds > roundLimit {
+	if s.rounds > limit {
 		return nil, nil // the answer to a cut: its final lists are taken, nothing goes back
 	}
 	if rest >= 0 {
@@ -454,7 +463,7 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 	if allSkip(out) {
 		return nil, nil
 	}
-	if s.initiator && s.rounds == roundLimit {
+	if s.initiator && s.rounds == limit {
 		// The round limit: rather than fail (and learn nothing, every
 		// session), stop here. What needs no answer still goes — our lists
 		// as final, so the peer learns what we hold there — and what
