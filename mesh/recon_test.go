@@ -549,7 +549,7 @@ func TestReconcileStaysWithinLimits(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			x, y := mk(rand.New(rand.NewPCG(21, 21)))
 			sa, sb := NewKeyedSession(x.ids, x.keys), NewKeyedSession(y.ids, y.keys)
-			msgs := exchangeWithinLimits(t, sa, sb)
+			msgs, _ := exchangeWithinLimits(t, sa, sb)
 			if sa.Cut() {
 				t.Fatalf("cut at the round limit after %d messages", msgs)
 			}
@@ -566,16 +566,16 @@ func TestReconcileStaysWithinLimits(t *testing.T) {
 
 // exchangeWithinLimits runs a session between initiator sa and responder
 // sb to its end, failing t if a message exceeds what a peer accepts; it
-// returns the number of messages.
-func exchangeWithinLimits(t *testing.T, sa, sb *Session) int {
+// returns the number of messages and their bytes.
+func exchangeWithinLimits(t *testing.T, sa, sb *Session) (msgs, size int) {
 	t.Helper()
 	msg, err := sa.Initiate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, largest, most := 0, 0, 0
+	largest, most := 0, 0
 	for cur, other := sb, sa; msg != nil; cur, other = other, cur {
-		msgs++
+		msgs, size = msgs+1, size+len(msg)
 		rs, err := decodeRecon(msg)
 		if err != nil {
 			t.Fatal(err)
@@ -589,7 +589,7 @@ func exchangeWithinLimits(t *testing.T, sa, sb *Session) int {
 	if largest > MaxMsgBytes || most > maxRanges {
 		t.Fatalf("a message of %d bytes, %d ranges", largest, most)
 	}
-	return msgs
+	return msgs, size
 }
 
 // TestReconcileCutGoesOn: a difference too scattered for MaxRounds (60,000
@@ -654,17 +654,7 @@ func TestSmallSetsCostTheirDifference(t *testing.T) {
 		ka[i], kb[i] = clockKey(i), clockKey(i)
 	}
 	sa, sb := NewKeyedSession(a, ka), NewKeyedSession(b, kb)
-	msg, err := sa.Initiate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, size := 0, 0
-	for cur, other := sb, sa; msg != nil; cur, other = other, cur {
-		msgs, size = msgs+1, size+len(msg)
-		if msg, err = cur.Reply(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	msgs, size := exchangeWithinLimits(t, sa, sb)
 	if !slices.Equal(sa.Need(), nb) || !slices.Equal(sb.Need(), na) {
 		t.Fatalf("needs %d and %d", len(sa.Need()), len(sb.Need()))
 	}

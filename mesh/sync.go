@@ -87,10 +87,11 @@ const (
 // Reconciliation: only tags both sides offered, each at most once, one at
 // a time (recon, then wants, then done); at most MaxRounds recon frames for
 // one tag (the initiator ends a tag's reconciliation there, fetches what
-// it learnt and goes on in another round) and roundsBase+roundsPerTag×shared for the session (an equal tag
-// takes one, a difference of d among n IDs about log16(n)); the initiator
-// stops starting tags before it could exceed that and syncs the rest in
-// another round. A peer may want at most as many IDs of a tag as we hold of
+// it learnt and goes on in another round) and
+// roundsBase+roundsPerTag×shared for the session (an equal tag takes one,
+// a difference of d among n IDs about log16(n)); the initiator stops
+// starting tags before it could exceed that and syncs the rest in another
+// round. A peer may want at most as many IDs of a tag as we hold of
 // it. Offers, recon and want frames read in one session total at most
 // maxCtrlBytes (envelopes fetched are bounded by what we asked for).
 const (
@@ -1023,6 +1024,7 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 	// part of the difference: count what it applied then.
 	if sess.Cut() {
 		s.cuts.Add(1)
+		s.log.Debug("sync: reconciliation cut at the round limit", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
 	}
 	counted, held := len(need) > askBatch || sess.Cut(), 0
 	if counted {

@@ -409,7 +409,9 @@ func (x *des) syncConv(a, b *dnode, c int, t float64) {
 		sa, sb := mesh.NewKeyedSession(ia, x.keysOf(ia)), mesh.NewKeyedSession(ib, x.keysOf(ib))
 		msg, _ := sa.Initiate()
 		cur := sb
-		for msg != nil { // the initiator ends it at mesh.MaxRounds, as a device does (the DES goes on at the next contact, not at once)
+		// The initiator ends it at mesh.MaxRounds, as a device does (the
+		// DES goes on at the next contact, not at once).
+		for msg != nil {
 			bytes += len(msg)
 			rounds++
 			var err error
