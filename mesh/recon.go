@@ -41,10 +41,13 @@ import (
 // the clock without the urgency bit, which only the envelope shows. Two
 // sides that key an ID differently still reconcile exactly (the ID then
 // sits in different ranges on each side, and is listed); a listed ID a
-// side already holds is never needed. An answer stays within what a peer
-// accepts: past half of it, differing ranges go back as fingerprints for
-// the peer to split (Reply), so sets that differ in many places take more
-// rounds instead of a refused message. At MaxRounds the initiator stops
+// side already holds is never needed, and a side answering a list names
+// only what the peer lacks. An answer stays within what a peer accepts:
+// past half of it, differing ranges go back as fingerprints for the peer
+// to split (Reply), so sets that differ in many places take more rounds
+// instead of a refused message — and the answer is made from the newest
+// range back, so that the newest differences, where what two devices
+// lack of each other lies, are resolved first. At MaxRounds the initiator stops
 // (Cut) and both sides fetch what they learnt so far; the device runs
 // another session at once (60,000 scattered differences on each side of
 // 160,000 ops take a few sessions, not one that fails every time).
@@ -367,17 +370,9 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 			}
 		}
 	}
-	out := make([]rng, 0, len(ranges)+Buckets)
-	// An answer stays within what a peer accepts (maxRanges ranges,
-	// MaxMsgBytes). Once half full (capped), it splits and lists no more:
-	// each differing range goes back as our fingerprint of it, for the
-	// peer to split in the next round, so the descent goes on where it
-	// was; and were even that too many ranges, one fingerprint of all our
-	// items from there on answers for the rest (whose lists still count).
-	// Sets that differ in many places take more rounds, not a refused
-	// message, and every answer splits at least one differing range.
-	size, capped, rest := reconLen(nil), false, -1
-	lo := 0 // index of the first item in the current range
+	// Each range's items [lo, hi) of order, checking bounds first.
+	spans := make([][2]int, len(ranges))
+	lo := 0
 	var prev []byte
 	for i, r := range ranges {
 		last := i == len(ranges)-1
@@ -388,17 +383,44 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 		if listed := r.Mode == modeList || r.Mode == modeFinal; listed && len(r.Keys) != len(r.IDs) || !listed && len(r.Keys) > 0 {
 			return nil, fmt.Errorf("%w: %d keys for %d listed IDs", ErrProtocol, len(r.Keys), len(r.IDs))
 		}
+		if r.Mode > modeFinal {
+			return nil, fmt.Errorf("%w: range mode %d", ErrProtocol, r.Mode)
+		}
 		hi := s.upper(lo, r.Bound)
+		spans[i] = [2]int{lo, hi}
+		lo = hi
+	}
+	// An answer stays within what a peer accepts (maxRanges ranges,
+	// MaxMsgBytes). Once half full (capped), it splits and lists no more:
+	// each differing range goes back as our fingerprint of it, for the
+	// peer to split in the next round, so the descent goes on where it
+	// was; and were even that too many ranges, one fingerprint of all our
+	// items up to there answers for the rest (whose lists still count).
+	// Sets that differ in many places take more rounds, not a refused
+	// message, and every answer splits at least one differing range.
+	//
+	// The answer is made from the newest range back: what two devices
+	// lack of each other is mostly what was written while they were
+	// apart, at the end of the order, so that is where the descent goes
+	// deepest first. A session that differs everywhere (ops keyed
+	// differently on each side) still reaches those lists before the
+	// round limit cuts it, instead of spending every round on old ranges
+	// that differ only in where each side keys them.
+	out := make([]rng, 0, len(ranges)+Buckets) // pieces, newest first
+	ends := make([]int, len(ranges))           // ends[i]: where range i's piece ends in out
+	size, capped, fold := reconLen(nil), false, -1
+	for i := len(ranges) - 1; i >= 0; i-- {
+		r, lo, hi := ranges[i], spans[i][0], spans[i][1]
 		capped = capped || len(out)+Buckets > maxRanges/2 || size > MaxMsgBytes/2
-		if rest < 0 && len(out)+len(ranges)-i+Buckets > maxRanges {
-			rest = lo
+		if fold < 0 && len(out)+i+1+Buckets > maxRanges {
+			fold = i
 		}
 		n := len(out)
 		switch r.Mode {
 		case modeSkip:
 			out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 		case modeFP:
-			if rest >= 0 {
+			if fold >= 0 {
 				break
 			}
 			switch fp := s.fingerprint(lo, hi); {
@@ -425,41 +447,53 @@ func (s *Session) Reply(msg []byte) ([]byte, error) {
 					s.need[id] = r.Keys[i]
 				}
 			}
-			if r.Mode == modeFinal || rest >= 0 {
+			if r.Mode == modeFinal || fold >= 0 {
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 				break
 			}
-			extra := false
+			extra := 0
 			for _, o := range s.order[lo:hi] {
-				extra = extra || !theirs[s.items[o]]
+				if !theirs[s.items[o]] {
+					extra++
+				}
 			}
 			switch {
-			case !extra:
+			case extra == 0:
 				out = append(out, rng{Bound: r.Bound, Mode: modeSkip})
 			case capped:
 				out = append(out, rng{Bound: r.Bound, Mode: modeFP, FP: s.fingerprint(lo, hi)})
-			case hi-lo > listAtMost:
+			case extra > listAtMost:
 				// Many more of ours than they listed: split, not a list
 				// of them all.
 				out = s.split(out, lo, hi, r.Bound)
 			default:
-				out = append(out, s.list(lo, hi, r.Bound, modeFinal))
+				// A final list needs only what they lack: they listed
+				// the rest.
+				out = append(out, s.listExcept(lo, hi, r.Bound, theirs))
 			}
-		default:
-			return nil, fmt.Errorf("%w: range mode %d", ErrProtocol, r.Mode)
 		}
-		if rest >= 0 {
-			out = out[:n] // the fingerprint from rest answers for it
+		if fold >= 0 {
+			out = out[:n] // the fingerprint up to fold answers for it
 		}
 		size += reconLen(out[n:]) - reconLen(nil)
-		lo = hi
+		ends[i] = len(out)
 	}
 	if s.rounds > limit {
 		return nil, nil // the answer to a cut: its final lists are taken, nothing goes back
 	}
-	if rest >= 0 {
-		out = append(out, rng{Mode: modeFP, FP: s.fingerprint(rest, len(s.order))})
+	// The pieces in order, oldest first.
+	ordered := make([]rng, 0, len(out)+1)
+	if fold >= 0 {
+		ordered = append(ordered, rng{Bound: ranges[fold].Bound, Mode: modeFP, FP: s.fingerprint(0, spans[fold][1])})
 	}
+	for i := range ranges {
+		from := 0
+		if i+1 < len(ranges) {
+			from = ends[i+1]
+		}
+		ordered = append(ordered, out[from:ends[i]]...)
+	}
+	out = ordered
 	if allSkip(out) {
 		return nil, nil
 	}
@@ -559,6 +593,18 @@ func (s *Session) list(lo, hi int, bound []byte, mode uint8) rng {
 	return r
 }
 
+// listExcept is the range [lo, hi) of order closed by bound as a final
+// list of the IDs (and keys) not in theirs.
+func (s *Session) listExcept(lo, hi int, bound []byte, theirs map[crdt.OpID]bool) rng {
+	r := rng{Bound: bound, Mode: modeFinal}
+	for _, o := range s.order[lo:hi] {
+		if !theirs[s.items[o]] {
+			r.IDs, r.Keys = append(r.IDs, s.items[o][:]), append(r.Keys, s.keys[o])
+		}
+	}
+	return r
+}
+
 // split divides [lo, hi) into up to Buckets sub-ranges by item count,
 // appended to out. In a small set (fewer than smallSet items) it makes as
 // many as leave each at least ListBelow items, and at least two: a
@@ -576,6 +622,11 @@ func (s *Session) split(out []rng, lo, hi int, bound []byte) []rng {
 	nb := Buckets
 	if len(s.items) < smallSet {
 		nb = min(max(n/ListBelow, 2), Buckets)
+	}
+	if n < nb*ListBelow {
+		// Its buckets would be lists: one list of them all holds the
+		// same IDs in one range of the answer instead of nb.
+		return append(out, s.list(lo, hi, bound, modeList))
 	}
 	start := lo
 	for b := 1; b <= nb; b++ {

@@ -592,12 +592,14 @@ func exchangeWithinLimits(t *testing.T, sa, sb *Session) (msgs, size int) {
 	return msgs, size
 }
 
-// TestReconcileCutGoesOn: a difference too scattered for MaxRounds (60,000
-// ops on each side of 160,000, in ID order) is cut there by the initiator,
-// both sides keep what they learnt, and further sessions over the grown
-// sets finish the job — where a session used to fail at the limit and
-// learn nothing, every time, so the pair never converged.
+// TestReconcileCutGoesOn: a difference too scattered for the round limit
+// (60,000 ops on each side of 160,000, in ID order: 12 messages, so the
+// limit is lowered to 4 rounds) is cut there by the initiator, both sides
+// keep what they learnt, and further sessions over the grown sets finish
+// the job — where a session used to fail at the limit and learn nothing,
+// every time, so the pair never converged.
 func TestReconcileCutGoesOn(t *testing.T) {
+	t.Cleanup(SetRoundLimit(4))
 	rng := rand.New(rand.NewPCG(22, 22))
 	common := randomIDs(rng, 160_000)
 	a, b := slices.Concat(common, randomIDs(rng, 60_000)), slices.Concat(common, randomIDs(rng, 60_000))
@@ -666,14 +668,73 @@ func TestSmallSetsCostTheirDifference(t *testing.T) {
 
 // TestLargeSetsKeepTheirDepth: a large set splits into Buckets as before,
 // so a case near MaxRounds — 300,000 ops, an eighth keyed 0 on one side,
-// 2,000 new on each — still completes in one session (a cold review of
-// smaller buckets everywhere: it was then cut with nothing learnt, in
-// every session).
+// 2,000 new on each — completes in one session (a cold review of smaller
+// buckets everywhere: it was then cut with nothing learnt, in every
+// session), and in at most half the round limit since a split whose
+// buckets would all be lists is one list (it took 45 messages of 49 with
+// sixteen lists).
 func TestLargeSetsKeepTheirDepth(t *testing.T) {
 	x, y := keyedZero(rand.New(rand.NewPCG(21, 21)), 300_000, 8, 2000)
 	sa, sb := NewKeyedSession(x.ids, x.keys), NewKeyedSession(y.ids, y.keys)
-	exchangeWithinLimits(t, sa, sb)
+	msgs, _ := exchangeWithinLimits(t, sa, sb)
 	if sa.Cut() || len(sa.Need()) != 2000 || len(sb.Need()) != 2000 {
 		t.Fatalf("cut %v, A learnt %d of 2,000, B %d of 2,000", sa.Cut(), len(sa.Need()), len(sb.Need()))
+	}
+	if msgs > MaxRounds {
+		t.Fatalf("%d messages, over half the round limit", msgs)
+	}
+}
+
+// TestFinalListsOnlyWhatTheyLack: a side answering a peer's list of a
+// range where it holds more lists back only the IDs the peer lacks — the
+// peer listed the rest — with their keys.
+func TestFinalListsOnlyWhatTheyLack(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 25))
+	theirs, extra := randomIDs(r, 20), randomIDs(r, 3)
+	mine := slices.Concat(theirs, extra)
+	keys := make([]uint64, len(mine))
+	for i := range keys {
+		keys[i] = clockKey(i)
+	}
+	l := rng{Mode: modeList, Keys: keys[:len(theirs)]}
+	for _, id := range theirs {
+		l.IDs = append(l.IDs, id[:])
+	}
+	answer, err := NewKeyedSession(mine, keys).Reply(appendRecon(nil, []rng{l}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := decodeRecon(answer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 || rs[0].Mode != modeFinal || len(rs[0].IDs) != len(extra) {
+		t.Fatalf("answer %+v, want a final list of the %d they lack", rs, len(extra))
+	}
+	for i, b := range rs[0].IDs {
+		j := slices.IndexFunc(mine, func(id crdt.OpID) bool { return bytes.Equal(id[:], b) })
+		if j < len(theirs) || rs[0].Keys[i] != keys[j] {
+			t.Fatalf("listed %x (index %d, key %d)", b[:4], j, rs[0].Keys[i])
+		}
+	}
+}
+
+// TestNewestDifferencesFirst: two sides whose sets differ everywhere (an
+// eighth of 200,000 ops keyed 0 on one side) and who each wrote 500 new
+// ops while apart learn those 500 before the round limit cuts the
+// session, because an answer descends from the newest ranges back: in
+// the order before, every round went to old ranges that differ only in
+// how each side keys them, and a session cut at the limit learnt nothing,
+// every time.
+func TestNewestDifferencesFirst(t *testing.T) {
+	t.Cleanup(SetRoundLimit(5))
+	x, y := keyedZero(rand.New(rand.NewPCG(24, 24)), 200_000, 8, 500)
+	sa, sb := NewKeyedSession(x.ids, x.keys), NewKeyedSession(y.ids, y.keys)
+	exchangeWithinLimits(t, sa, sb)
+	if !sa.Cut() {
+		t.Fatal("not cut: the case no longer reaches the round limit")
+	}
+	if !slices.Equal(union(sa.Need()), union(y.ids[200_000:])) || !slices.Equal(union(sb.Need()), union(x.ids[200_000:])) {
+		t.Fatalf("A learnt %d of the 500 new, B %d", len(sa.Need()), len(sb.Need()))
 	}
 }

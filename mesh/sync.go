@@ -1026,16 +1026,19 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 		s.cuts.Add(1)
 		s.log.Debug("sync: reconciliation cut at the round limit", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
 	}
-	counted, held := len(need) > askBatch || sess.Cut(), 0
-	if counted {
-		held = len(s.IDsOf(tag))
-	}
 	fetched, err := s.fetch(c, p, tag, need, sess.Urgent)
 	if err != nil {
 		return false, err
 	}
-	if counted {
-		got := len(s.IDsOf(tag)) - held
+	if len(need) > askBatch || sess.Cut() {
+		// What this session learnt and now holds (not what gossip or
+		// other sessions brought meanwhile).
+		got, held := 0, s.IDsOf(tag)
+		for _, id := range need {
+			if _, ok := slices.BinarySearchFunc(held, id, crdt.OpID.Compare); ok {
+				got++
+			}
+		}
 		// Another round at once for the rest, if this one made progress
 		// (a peer that makes every session run to the cut without giving
 		// us anything gets no more rounds than a failed session would).
