@@ -536,6 +536,17 @@ func (s *Service) IDsOf(tag []byte) []crdt.OpID {
 	return out
 }
 
+// notHeld is the IDs of ids not in held (sorted).
+func notHeld(ids, held []crdt.OpID) []crdt.OpID {
+	var out []crdt.OpID
+	for _, id := range ids {
+		if _, ok := slices.BinarySearchFunc(held, id, crdt.OpID.Compare); !ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // unionSorted is the sorted union of a and b, each sorted and without
 // repeats (a held tag's IDs, and what is carried of it).
 func unionSorted(a, b []crdt.OpID) []crdt.OpID {
@@ -1026,19 +1037,21 @@ func (s *Service) reconcileTag(c *conn, p peer.ID, tag []byte, b *budget) (parti
 		s.cuts.Add(1)
 		s.log.Debug("sync: reconciliation cut at the round limit", "remote", p.String(), "tag", hex.EncodeToString(tag), "need", len(need))
 	}
+	counted := len(need) > askBatch || sess.Cut()
+	var lacked []crdt.OpID // of need, what is still not held as the fetch starts
+	if counted {
+		lacked = notHeld(need, s.IDsOf(tag))
+	}
 	fetched, err := s.fetch(c, p, tag, need, sess.Urgent)
 	if err != nil {
 		return false, err
 	}
-	if len(need) > askBatch || sess.Cut() {
-		// What this session learnt and now holds (not what gossip or
-		// other sessions brought meanwhile).
-		got, held := 0, s.IDsOf(tag)
-		for _, id := range need {
-			if _, ok := slices.BinarySearchFunc(held, id, crdt.OpID.Compare); ok {
-				got++
-			}
-		}
+	if counted {
+		// What this session learnt that was not held as its fetch began
+		// and is now: not what gossip or other sessions brought during
+		// its rounds. (What they bring during the fetch itself still
+		// counts.)
+		got := len(lacked) - len(notHeld(lacked, s.IDsOf(tag)))
 		// Another round at once for the rest, if this one made progress
 		// (a peer that makes every session run to the cut without giving
 		// us anything gets no more rounds than a failed session would).

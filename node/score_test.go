@@ -143,7 +143,9 @@ func TestInvalidTrustFlood(t *testing.T) {
 		return victim.host.Network().Connectedness(attacker.ID()) != network.Connected
 	})
 	t.Logf("dropped after %d invalid messages", sent)
-	if m := victim.score.misdeeds(attacker.ID()); m < blockAt {
+	// The record decays (a two-minute half-life) from the moment of the
+	// block: 0.9 of the threshold allows 18 s of a slow machine.
+	if m := victim.score.misdeeds(attacker.ID()); m < 0.9*blockAt {
 		t.Errorf("attacker's record %.1f, block at %d", m, blockAt)
 	}
 	if !victim.isBlocked(attacker.ID()) {

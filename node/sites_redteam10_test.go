@@ -35,7 +35,15 @@ func TestRedteam10JunkDirectoryBridged(t *testing.T) {
 	check.Eventually(t, 20*time.Second, "site peer and colleague admitted", func() bool {
 		return a.isAdmitted(b.ID()) && a.isAdmitted(m.ID()) && m.isAdmitted(a.ID())
 	})
-	// Let the directory exchanges of admission settle.
+	// Let the directory exchanges of admission settle: mallory's entry
+	// crossed, and no forward to b running or due (one may follow the
+	// first by up to DirEvery), then no stream for 2 s.
+	check.Eventually(t, 30*time.Second, "admission's directory forwards over", func() bool {
+		a.sites.mu.Lock()
+		busy := a.siteLink(b.ID()).dirBusy
+		a.sites.mu.Unlock()
+		return b.dir.has(m.ID()) && !busy
+	})
 	quiet := func() {
 		for {
 			before := crossed.Load()

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/medmesh/medmesh/audit"
 	"github.com/medmesh/medmesh/device"
 	"github.com/medmesh/medmesh/internal/testnet"
 )
@@ -110,6 +111,16 @@ func TestAdminRemovesRevokedMemberByPeerID(t *testing.T) {
 	if _, err := b.N.SubmitCRL(context.Background(), ca.CRL(t, 1, cid)); err != nil {
 		t.Fatal(err)
 	}
+	// The revocation hook runs (bola not yet an admin, so it removes
+	// nobody) before bola hears of her promotion.
+	testnet.Eventually(t, within, "bola's device applied the CRL", func() bool {
+		ctx := context.Background()
+		if err := b.D.Audit().Flush(ctx); err != nil {
+			return false
+		}
+		es, err := b.D.Audit().Since(ctx, time.Time{}, 1000)
+		return err == nil && slices.ContainsFunc(es, func(e audit.Entry) bool { return e.Kind == audit.CRLApplied })
+	})
 	if err := b.N.Host().Connect(context.Background(), peer.AddrInfo{ID: x.ID, Addrs: x.N.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +128,6 @@ func TestAdminRemovesRevokedMemberByPeerID(t *testing.T) {
 		st, err := b.C.State(id)
 		return err == nil && slices.Contains(st.Admins, bid.Key.PeerID())
 	})
-	time.Sleep(time.Second)
 	st, _ := b.C.State(id)
 	if !slices.Contains(st.Members, chidi.ID) {
 		t.Fatal("precondition: chidi was removed before bola asked (no admin's device removed him when the CRL came)")
