@@ -2,6 +2,7 @@ package mesh_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -210,7 +211,7 @@ func (w *siteWorld) urgentAheadOfBacklog(t *testing.T, backlogIn, urgentIn chat.
 // that session to end and the next round to begin.
 func TestUrgentOvertakesSessionInFlight(t *testing.T) {
 	w := newSiteWorld(t)
-	id, _ := w.conversation(t, w.x, "ward")
+	id, tag := w.conversation(t, w.x, "ward")
 	x, y := w.offline(t, w.x), w.offline(t, w.y)
 	routine := backlog(t, x, id, backlogSize)
 	urgent, err := y.C.Send(id, "bed 4 arrest", chat.SendOptions{Urgent: true})
@@ -222,10 +223,17 @@ func TestUrgentOvertakesSessionInFlight(t *testing.T) {
 		_, n := w.far.before(crdt.OpID{}, routine) // the zero ID never arrives: counts all
 		return n > 0
 	})
-	_, started := w.far.before(crdt.OpID{}, routine)
 	testnet.Connect(t, y, w.a)
+	// Counted from when site A's anchor holds the urgent message: how
+	// long Y's admission and sync take on a loaded machine is not the
+	// anchor's doing, and the backlog crosses meanwhile.
+	testnet.Eventually(t, time.Minute, "site A's anchor holds the urgent message", func() bool {
+		_, held := slices.BinarySearchFunc(w.a.M.IDsOf(tag), urgent, crdt.OpID.Compare)
+		return held
+	})
+	_, started := w.far.before(crdt.OpID{}, routine)
 	n := w.crossedBefore(t, urgent, routine)
-	t.Logf("the backlog had %d of %d across when Y came back; %d when the urgent message crossed", started, backlogSize, n)
+	t.Logf("the backlog had %d of %d across when site A's anchor took the urgent message; %d when it crossed", started, backlogSize, n)
 	// At most the two batches of 16 the backlog's session had asked for
 	// may still cross first (before sync/7: 32 more, waiting on claims,
 	// and the urgent session's offer and recon behind the backlog).
