@@ -135,7 +135,8 @@ func TestWelcomeOverGossipDoesNotBrickVictim(t *testing.T) {
 
 // rtRevokedCreatorWard: mallory creates a ward conversation with alice and
 // bob, promotes alice, alice endorses the promotion; then mallory's phone
-// is stolen (it never hears of the CRL) and alice's device learns the CRL.
+// is stolen (it never hears of the CRL) and alice's device learns the CRL
+// and removes the creator.
 func rtRevokedCreatorWard(t *testing.T) (c *testnet.CA, a, b, cc *testnet.Peer, mid *testnet.Identity, id chat.ConversationID) {
 	c = testnet.NewCA(t)
 	mid = c.Enrol(t, "mallory")
@@ -173,12 +174,11 @@ func rtRevokedCreatorWard(t *testing.T) (c *testnet.CA, a, b, cc *testnet.Peer, 
 	return c, a, b, cc, mid, id
 }
 
-// TestRedteam3RevokedCreatorKeepsReading: the auto-removal cannot remove
-// a revoked creator (an admin removes only juniors), so nothing rekeys
-// away from the stolen phone: what colleagues write after the revocation
-// goes in an epoch it holds. Any admitted colleague (or an anchor's
-// client) can hand it the ciphertext. DESIGN: "no new key goes to a
-// revoked device" is kept, but the old key keeps working.
+// TestRevokedCreatorStopsReading: what colleagues write after a revoked
+// creator's removal goes in an epoch the stolen phone does not hold, even
+// when any admitted colleague (or an anchor's client) hands it the
+// ciphertext. (Red team 3 found the auto-removal could not remove a
+// creator, an admin's senior, so the old key kept working.)
 func TestRevokedCreatorStopsReading(t *testing.T) {
 	c, a, _, _, mid, id := rtRevokedCreatorWard(t)
 	testnet.Send(t, a, id, "bed 9: HIV positive, after the theft")
